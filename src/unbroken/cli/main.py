@@ -1,0 +1,230 @@
+"""The ``unbroken`` command line.
+
+    unbroken serve APP [--ingress-bind HOST:PORT] [--admin-bind HOST:PORT]
+                       [--data-dir DIR] [--config FILE] [--log-level LEVEL]
+    unbroken dev APP [same options]
+    unbroken --version
+
+Start-up time matters, so this module imports only typer at import time; the
+config loader, app loader and the runtime are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from unbroken.config import Config
+
+__all__ = ["cli", "main"]
+
+EXIT_USAGE = 2
+
+cli = typer.Typer(
+    name="unbroken",
+    help="Durable execution for Python: Restate's programming model, zero servers to start.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("unbroken")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"unbroken {_package_version()}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Durable execution for Python: Restate's programming model, zero servers to start."""
+
+
+# Shared option declarations for `serve` and `dev`.
+AppArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="APP",
+        help="App to run: a file ('examples/greeter.py'), a module ('pkg.mod') or 'module:attr'.",
+        show_default=False,
+    ),
+]
+IngressBindOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ingress-bind", metavar="HOST:PORT", help="Ingress (HTTP API) address (default 127.0.0.1:8080)."
+    ),
+]
+AdminBindOpt = Annotated[
+    str | None,
+    typer.Option("--admin-bind", metavar="HOST:PORT", help="Admin API address (default 127.0.0.1:9070)."),
+]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option("--data-dir", metavar="DIR", help="Directory for the SQLite data (default ./.unbroken)."),
+]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="TOML config file (Restate layout). Also: $UNBROKEN_CONFIG / $RESTATE_CONFIG.",
+    ),
+]
+LogLevelOpt = Annotated[
+    str | None,
+    typer.Option("--log-level", metavar="LEVEL", help="trace, debug, info, warning, error (default info)."),
+]
+
+
+# Override errors name the Config field; show the flag the user typed instead.
+_FLAG_FOR_FIELD = {
+    "ingress_bind": "--ingress-bind",
+    "admin_bind": "--admin-bind",
+    "data_dir": "--data-dir",
+    "log_level": "--log-level",
+}
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    # Plain echo, not rich: the message must stay on one line whatever the terminal width.
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(
+    app_spec: str,
+    *,
+    dev: bool,
+    ingress_bind: str | None,
+    admin_bind: str | None,
+    data_dir: str | None,
+    config_file: str | None,
+    log_level: str | None,
+) -> None:
+    from unbroken.cli.app_loader import AppLoadError, load_app
+    from unbroken.config import ConfigError, load_config
+
+    # Configuration first: bad flags or a broken config file are reported
+    # before any user code is imported.
+    try:
+        config = load_config(
+            config_file,
+            overrides={
+                "ingress_bind": ingress_bind,
+                "admin_bind": admin_bind,
+                "data_dir": data_dir,
+                "log_level": log_level,
+                "dev": True if dev else None,
+            },
+        )
+    except ConfigError as e:
+        message = str(e)
+        for field, flag in _FLAG_FOR_FIELD.items():
+            if message.startswith(field + ":"):
+                message = flag + message[len(field) :]
+                break
+        _fail(f"invalid configuration: {message}")
+
+    try:
+        app = load_app(app_spec)
+    except AppLoadError as e:
+        _fail(f"cannot load app {app_spec!r}: {e}")
+    except Exception as e:
+        # The app module itself raised while importing: show where.
+        import traceback
+
+        traceback.print_exc()
+        _fail(f"cannot load app {app_spec!r}: {type(e).__name__}: {e}", code=1)
+
+    if config.dev:
+        _print_dev_banner(app_spec, config)
+
+    from unbroken.runtime.server import serve
+
+    try:
+        serve(app, config)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _print_dev_banner(app_spec: str, config: Config) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    console.print(f"[bold]unbroken dev[/bold] {_package_version()} — app [cyan]{app_spec}[/cyan]")
+    console.print(f"  ingress  http://{config.ingress_bind}")
+    console.print(f"  admin    http://{config.admin_bind}")
+    console.print(f"  data dir {config.data_dir}")
+
+
+@cli.command()
+def serve(
+    app: AppArg,
+    ingress_bind: IngressBindOpt = None,
+    admin_bind: AdminBindOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Run APP: engine, ingress and admin API in this process, until SIGTERM/SIGINT."""
+    _run(
+        app,
+        dev=False,
+        ingress_bind=ingress_bind,
+        admin_bind=admin_bind,
+        data_dir=data_dir,
+        config_file=config,
+        log_level=log_level,
+    )
+
+
+@cli.command()
+def dev(
+    app: AppArg,
+    ingress_bind: IngressBindOpt = None,
+    admin_bind: AdminBindOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Like `serve`, with human-friendly logs for local development."""
+    _run(
+        app,
+        dev=True,
+        ingress_bind=ingress_bind,
+        admin_bind=admin_bind,
+        data_dir=data_dir,
+        config_file=config,
+        log_level=log_level,
+    )
+
+
+def main() -> None:
+    """Console-script entry point (``unbroken``)."""
+    cli(prog_name="unbroken")
+
+
+if __name__ == "__main__":
+    main()

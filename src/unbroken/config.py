@@ -1,0 +1,482 @@
+"""Configuration loading for the unbroken server.
+
+Sources, lowest to highest precedence::
+
+    defaults < TOML file < environment < overrides (CLI flags)
+
+The TOML layout follows Restate's (kebab-case keys, ``[ingress]``, ``[admin]``,
+``[worker.invoker]``, ``[default-retry-policy]``, ...).  Unknown keys are ignored,
+because a real ``restate.toml`` holds many settings unbroken has no use for, but a
+known key with a value of the wrong type or format raises :class:`ConfigError`
+naming the key and the expected format.
+
+Environment variables use the prefix ``UNBROKEN_`` or ``RESTATE_`` followed by the
+key path in upper case, with ``__`` between sections and ``_`` for ``-``::
+
+    UNBROKEN_INGRESS__BIND_ADDRESS=0.0.0.0:8080
+    RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT=10s
+    UNBROKEN_BASE_DIR=/var/lib/unbroken
+
+When both prefixes set the same setting, ``UNBROKEN_`` wins.  The config file path
+may be given as an argument or via ``UNBROKEN_CONFIG`` / ``RESTATE_CONFIG``.
+
+This module is imported by the CLI at start-up, so it only uses the standard
+library at import time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_bind_address",
+    "parse_size_bytes",
+]
+
+_MIB = 1024 * 1024
+_DAY_MS = 24 * 60 * 60 * 1000
+
+
+class ConfigError(ValueError):
+    """A configuration source holds an invalid value (or cannot be read)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    ingress_bind: str = "127.0.0.1:8080"
+    admin_bind: str = "127.0.0.1:9070"
+    data_dir: str = "./.unbroken"
+    inactivity_timeout_ms: int = 60_000
+    abort_timeout_ms: int = 600_000
+    request_size_limit_bytes: int = 32 * _MIB
+    idempotency_retention_ms: int = _DAY_MS
+    workflow_completion_retention_ms: int = _DAY_MS
+    journal_retention_ms: int = _DAY_MS
+    retry_initial_interval_ms: int = 500
+    retry_exponentiation_factor: float = 2.0
+    retry_max_interval_ms: int = 60_000
+    retry_max_attempts: int = 70
+    retry_on_max_attempts: str = "pause"
+    dev: bool = False
+    log_level: str = "info"
+    admin_token: str | None = None
+    fsync: bool = True
+
+    @property
+    def ingress_host_port(self) -> tuple[str, int]:
+        """``ingress_bind`` split into ``(host, port)``."""
+        return parse_bind_address(self.ingress_bind)
+
+    @property
+    def admin_host_port(self) -> tuple[str, int]:
+        """``admin_bind`` split into ``(host, port)``."""
+        return parse_bind_address(self.admin_bind)
+
+
+# --------------------------------------------------------------------------- value parsers
+#
+# Every parser takes the raw value (a TOML value, an environment string, or a
+# Python object from overrides) and returns the typed value, or raises
+# ``_BadValue(expected)``; the caller turns that into a ConfigError naming the key.
+
+
+class _BadValue(Exception):
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+_BIND_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.%a-zA-Z]+\]|[^:\[\]\s]+):(?P<port>\d{1,5})$")
+
+
+def parse_bind_address(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (IPv6 as ``[::1]:PORT``) into ``(host, port)``.
+
+    The returned host has IPv6 brackets removed.  Raises :class:`ConfigError`.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a bind address like '127.0.0.1:8080', got {value!r}")
+    m = _BIND_RE.match(value.strip())
+    if m is None:
+        raise ConfigError(f"expected a bind address HOST:PORT like '127.0.0.1:8080', got {value!r}")
+    port = int(m.group("port"))
+    if port > 65535:
+        raise ConfigError(f"port must be between 0 and 65535, got {value!r}")
+    host = m.group("host")
+    if host.startswith("["):
+        host = host[1:-1]
+    return host, port
+
+
+def _p_bind(value: object) -> str:
+    if not isinstance(value, str):
+        raise _BadValue(f"a bind address HOST:PORT like '127.0.0.1:8080', got {value!r}")
+    try:
+        parse_bind_address(value)
+    except ConfigError:
+        raise _BadValue(
+            f"a bind address HOST:PORT like '127.0.0.1:8080' (port 0-65535), got {value!r}"
+        ) from None
+    return value.strip()
+
+
+def _p_str(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _BadValue(f"a non-empty string, got {value!r}")
+    return value
+
+
+def _p_path(value: object) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise _BadValue(f"a directory path, got {value!r}")
+    return os.path.expanduser(value)
+
+
+def _p_opt_str(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _BadValue(f"a string, got {value!r}")
+    return value or None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _p_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+    raise _BadValue(f"a boolean (true/false), got {value!r}")
+
+
+def _int_from(value: object) -> int | None:
+    """An int from an int or a decimal-digit string; None otherwise (bools excluded)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    return None
+
+
+def _p_positive_int(value: object) -> int:
+    n = _int_from(value)
+    if n is None or n < 1:
+        raise _BadValue(f"a positive integer, got {value!r}")
+    return n
+
+
+def _p_factor(value: object) -> float:
+    f: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        f = float(value)
+    elif isinstance(value, str):
+        try:
+            f = float(value.strip())
+        except ValueError:
+            f = None
+    if f is None or not math.isfinite(f) or f < 1.0:
+        raise _BadValue(f"a number >= 1.0 like 2.0, got {value!r}")
+    return f
+
+
+def _p_on_max_attempts(value: object) -> str:
+    if isinstance(value, str) and value.strip().lower() in ("pause", "kill"):
+        return value.strip().lower()
+    raise _BadValue(f"one of 'pause' or 'kill', got {value!r}")
+
+
+_LOG_LEVELS = {
+    "trace": "trace",
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "warning": "warning",
+    "error": "error",
+    "critical": "critical",
+}
+
+
+def _p_log_level(value: object) -> str:
+    if isinstance(value, str):
+        # Accept Restate's ``log-filter`` syntax ("info,restate_invoker=debug"):
+        # the first bare directive is the global level.
+        for part in value.split(","):
+            part = part.strip().lower()
+            if part and "=" not in part:
+                if part in _LOG_LEVELS:
+                    return _LOG_LEVELS[part]
+                break
+    raise _BadValue(f"a log level (trace, debug, info, warning, error, critical), got {value!r}")
+
+
+def _duration_ms(value: object, *, allow_zero: bool) -> int:
+    expected = f"a duration like '10s' or 'PT10S', got {value!r}"
+    n = _int_from(value)  # integers (and digit strings) are milliseconds
+    if n is None:
+        if not isinstance(value, str) or not value.strip():
+            raise _BadValue(expected)
+        from unbroken.core.durations import parse_duration_ms  # lazy: keep CLI start-up light
+
+        try:
+            n = parse_duration_ms(value.strip())
+        except ValueError:
+            raise _BadValue(expected) from None
+    if n < 0 or (n == 0 and not allow_zero):
+        sign = "non-negative" if allow_zero else "positive"
+        raise _BadValue(f"a {sign} duration like '10s' or 'PT10S', got {value!r}")
+    return n
+
+
+def _p_duration(value: object) -> int:
+    return _duration_ms(value, allow_zero=False)
+
+
+def _p_retention(value: object) -> int:
+    return _duration_ms(value, allow_zero=True)
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size_bytes(value: object) -> int:
+    """Parse a byte size: an int, or a string like ``"32MiB"``, ``"10 MB"``, ``"4096"``.
+
+    Decimal units (kB, MB, GB, TB) are powers of 1000, binary units (KiB, MiB,
+    GiB, TiB) powers of 1024.  Raises :class:`ConfigError`.
+    """
+    try:
+        return _p_size(value)
+    except _BadValue as e:
+        raise ConfigError(f"expected {e.expected}") from None
+
+
+def _p_size(value: object) -> int:
+    expected = f"a size in bytes like 33554432, '32MiB' or '10 MB', got {value!r}"
+    if isinstance(value, bool):
+        raise _BadValue(expected)
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m is None or m.group(2).lower() not in _SIZE_UNITS:
+            raise _BadValue(expected)
+        n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    else:
+        raise _BadValue(expected)
+    if n <= 0:
+        raise _BadValue(expected)
+    return n
+
+
+# --------------------------------------------------------------------------- key table
+
+
+@dataclass(frozen=True)
+class _Setting:
+    field: str
+    # Key paths in the TOML layout, most preferred first.  The same paths,
+    # upper-cased, give the environment variable names.
+    paths: tuple[tuple[str, ...], ...]
+    parse: Callable[[object], Any]
+
+
+def _retry(key: str) -> tuple[tuple[str, ...], ...]:
+    return (
+        ("default-retry-policy", key),
+        ("invocation", "default-retry-policy", key),
+    )
+
+
+def _retention(key: str) -> tuple[tuple[str, ...], ...]:
+    return ((key,), ("worker", key), ("invocation", key))
+
+
+_SETTINGS: tuple[_Setting, ...] = (
+    _Setting("ingress_bind", (("ingress", "bind-address"),), _p_bind),
+    _Setting("admin_bind", (("admin", "bind-address"),), _p_bind),
+    _Setting("data_dir", (("base-dir",), ("data-dir",)), _p_path),
+    _Setting(
+        "inactivity_timeout_ms",
+        (("worker", "invoker", "inactivity-timeout"), ("invocation", "inactivity-timeout")),
+        _p_duration,
+    ),
+    _Setting(
+        "abort_timeout_ms",
+        (("worker", "invoker", "abort-timeout"), ("invocation", "abort-timeout")),
+        _p_duration,
+    ),
+    _Setting("request_size_limit_bytes", (("ingress", "request-size-limit"),), _p_size),
+    _Setting("idempotency_retention_ms", _retention("default-idempotency-retention"), _p_retention),
+    _Setting(
+        "workflow_completion_retention_ms",
+        _retention("default-workflow-completion-retention"),
+        _p_retention,
+    ),
+    _Setting("journal_retention_ms", _retention("default-journal-retention"), _p_retention),
+    _Setting("retry_initial_interval_ms", _retry("initial-interval"), _p_duration),
+    _Setting("retry_exponentiation_factor", _retry("exponentiation-factor"), _p_factor),
+    _Setting("retry_max_interval_ms", _retry("max-interval"), _p_duration),
+    _Setting("retry_max_attempts", _retry("max-attempts"), _p_positive_int),
+    _Setting("retry_on_max_attempts", _retry("on-max-attempts"), _p_on_max_attempts),
+    _Setting("dev", (("dev",),), _p_bool),
+    _Setting("log_level", (("log-level",), ("log-filter",)), _p_log_level),
+    _Setting("admin_token", (("admin", "token"),), _p_opt_str),
+    _Setting("fsync", (("storage", "fsync"),), _p_bool),
+)
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Config))
+_SETTING_BY_FIELD = {s.field: s for s in _SETTINGS}
+assert set(_SETTING_BY_FIELD) == _FIELD_NAMES
+
+ENV_PREFIXES = ("UNBROKEN_", "RESTATE_")
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(path)
+
+
+def _env_name(path: tuple[str, ...]) -> str:
+    return "__".join(p.replace("-", "_").upper() for p in path)
+
+
+def _parse(setting: _Setting, key: str, value: object) -> Any:
+    try:
+        return setting.parse(value)
+    except _BadValue as e:
+        raise ConfigError(f"{key}: expected {e.expected}") from None
+
+
+# --------------------------------------------------------------------------- sources
+
+_MISSING = object()
+
+
+def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> object:
+    node: object = table
+    for i, part in enumerate(path):
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{_dotted(path[:i])}: expected a table, got {node!r}")
+        if part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _read_toml(config_file: str) -> dict[str, Any]:
+    try:
+        with open(config_file, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {config_file}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {config_file}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML in config file {config_file}: {e}") from None
+
+
+def _from_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for setting in _SETTINGS:
+        for path in setting.paths:
+            raw = _lookup(doc, path)
+            if raw is not _MISSING:
+                out[setting.field] = _parse(setting, _dotted(path), raw)
+                break
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for setting in _SETTINGS:
+        found = False
+        for prefix in ENV_PREFIXES:
+            for path in setting.paths:
+                name = prefix + _env_name(path)
+                if name in env:
+                    out[setting.field] = _parse(setting, name, env[name])
+                    found = True
+                    break
+            if found:
+                break
+    return out
+
+
+def _from_overrides(overrides: Mapping[str, object]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if value is None:
+            continue  # "flag not given"
+        setting = _SETTING_BY_FIELD.get(name)
+        if setting is None:
+            raise ConfigError(f"unknown config field in overrides: {name!r}")
+        out[name] = _parse(setting, name, value)
+    return out
+
+
+def load_config(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build a :class:`Config` from defaults < TOML file < environment < overrides.
+
+    ``env`` defaults to ``os.environ``.  ``config_file`` defaults to the value of
+    ``UNBROKEN_CONFIG`` or ``RESTATE_CONFIG`` in ``env``, if set.  ``overrides``
+    maps :class:`Config` field names to values (as from CLI flags); ``None`` values
+    are skipped.  Raises :class:`ConfigError` on any invalid value.
+    """
+    if env is None:
+        env = os.environ
+    if config_file is None:
+        for prefix in ENV_PREFIXES:
+            candidate = env.get(prefix + "CONFIG")
+            if candidate:
+                config_file = candidate
+                break
+
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_from_toml(_read_toml(os.fspath(config_file))))
+    values.update(_from_env(env))
+    values.update(_from_overrides(overrides or {}))
+    return Config(**values)

@@ -1,0 +1,176 @@
+"""The engine's data model: service schemas and the stored state of one invocation."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import msgspec
+
+from unbroken.core.journal import Result
+
+
+class ServiceKind(enum.StrEnum):
+    SERVICE = "Service"
+    VIRTUAL_OBJECT = "VirtualObject"
+    WORKFLOW = "Workflow"
+
+    @property
+    def keyed(self) -> bool:
+        return self is not ServiceKind.SERVICE
+
+
+class HandlerKind(enum.StrEnum):
+    """Absent (None) for plain services, as in Restate's metadata."""
+
+    EXCLUSIVE = "Exclusive"
+    SHARED = "Shared"
+    WORKFLOW = "Workflow"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Restate's invocation retry policy; ``max_attempts`` counts the first attempt too."""
+
+    initial_interval_ms: int = 500
+    exponentiation_factor: float = 2.0
+    max_interval_ms: int = 60_000
+    max_attempts: int = 70
+    on_max_attempts: str = "pause"  # or "kill"
+
+    def delay_ms(self, failed_attempts: int) -> int:
+        """Delay before the next attempt after ``failed_attempts`` (>= 1) consecutive failures."""
+        assert failed_attempts >= 1
+        delay = self.initial_interval_ms * (self.exponentiation_factor ** (failed_attempts - 1))
+        return int(min(delay, self.max_interval_ms))
+
+
+@dataclass(frozen=True)
+class HandlerSchema:
+    name: str
+    kind: HandlerKind | None
+    public: bool = True
+    retry_policy: RetryPolicy | None = None
+    inactivity_timeout_ms: int | None = None
+    input_schema: object | None = None
+    output_schema: object | None = None
+
+    @property
+    def takes_lock(self) -> bool:
+        """Exclusive object handlers and the workflow run hold the key's lock while they run."""
+        return self.kind is HandlerKind.EXCLUSIVE or self.kind is HandlerKind.WORKFLOW
+
+
+@dataclass(frozen=True)
+class ServiceSchema:
+    name: str
+    kind: ServiceKind
+    handlers: dict[str, HandlerSchema]
+    public: bool = True
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    inactivity_timeout_ms: int = 60_000
+    abort_timeout_ms: int = 600_000
+    idempotency_retention_ms: int = 86_400_000
+    workflow_completion_retention_ms: int = 86_400_000
+    journal_retention_ms: int = 86_400_000
+    revision: int = 1
+
+    def retry_policy_for(self, handler: str) -> RetryPolicy:
+        h = self.handlers.get(handler)
+        return h.retry_policy if h is not None and h.retry_policy is not None else self.retry_policy
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """The registered services, as the state machine needs them (read-only)."""
+
+    services: dict[str, ServiceSchema]
+
+    def service(self, name: str) -> ServiceSchema | None:
+        return self.services.get(name)
+
+
+class Status(enum.StrEnum):
+    """Invocation status, spelled as Restate's ``sys_invocation.status``."""
+
+    SCHEDULED = "scheduled"
+    INBOXED = "pending"
+    READY = "ready"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    BACKING_OFF = "backing-off"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+
+
+ACTIVE_STATUSES = frozenset({Status.READY, Status.RUNNING})
+
+
+class Target(msgspec.Struct, frozen=True, array_like=True):
+    service: str
+    handler: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        if self.key is None:
+            return f"{self.service}/{self.handler}"
+        return f"{self.service}/{self.key}/{self.handler}"
+
+
+class Sink(msgspec.Struct, frozen=True, array_like=True):
+    """Where an invocation's result goes when it completes: a completion of another invocation."""
+
+    invocation_id: str
+    completion_id: int
+
+
+class Invocation(msgspec.Struct, array_like=True):
+    """Everything the engine stores about one invocation besides its journal.
+
+    Invariants (checked by :func:`check_invocation`): a completed invocation has a result and no waits;
+    a suspended one waits on something; ``journal_length`` >= 1 once started (the Input entry).
+    """
+
+    id: str
+    target: Target
+    service_kind: ServiceKind
+    handler_kind: HandlerKind | None
+    status: Status
+    created_at_ms: int
+    modified_at_ms: int
+    random_seed: int
+    invoked_by: str = "ingress"
+    invoked_by_id: str | None = None
+    idempotency_key: str | None = None
+    sinks: list[Sink] = []
+    execute_at_ms: int = 0
+    journal_length: int = 0
+    attempts: int = 0
+    retry_count: int = 0
+    retries_since_progress: int = 0
+    last_progress_at_ms: int = 0
+    next_retry_at_ms: int = 0
+    last_failure: str | None = None
+    last_failure_code: int | None = None
+    waiting_completions: list[int] = []
+    waiting_signals: list[int] = []
+    result: Result | None = None
+    completed_at_ms: int = 0
+    expires_at_ms: int = 0
+    journal_expires_at_ms: int = 0
+    cancel_requested: bool = False
+    children: list[str] = []
+
+
+def check_invocation(inv: Invocation) -> None:
+    """Assert the stored invariants; called on write and on read."""
+    if inv.status is Status.COMPLETED:
+        assert inv.result is not None, f"{inv.id}: completed without a result"
+        assert not inv.waiting_completions and not inv.waiting_signals, f"{inv.id}: completed but waiting"
+    else:
+        assert inv.result is None, f"{inv.id}: {inv.status} but has a result"
+    if inv.status is Status.SUSPENDED:
+        assert inv.waiting_completions or inv.waiting_signals, f"{inv.id}: suspended on nothing"
+    if inv.status in (Status.RUNNING, Status.SUSPENDED, Status.BACKING_OFF):
+        assert inv.journal_length >= 1, f"{inv.id}: {inv.status} without an input entry"
+    assert (inv.target.key is not None) == inv.service_kind.keyed, f"{inv.id}: key does not match kind"

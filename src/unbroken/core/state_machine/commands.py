@@ -1,0 +1,237 @@
+"""Journal commands written by a running attempt: one function per command."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from unbroken.core import journal as j
+from unbroken.core import records as r
+from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
+from unbroken.core.model import HandlerKind, Invocation, Sink, Status, Target
+from unbroken.core.state_machine import control, invoke, lifecycle
+from unbroken.core.state_machine.step import Step
+from unbroken.core.txn import Promise
+
+PROMISE_ALREADY_COMPLETED = j.Failure(409, "promise was already completed")
+WORKFLOW_ALREADY_INVOKED = j.Failure(409, "the workflow method was already invoked")
+
+
+def on_command(step: Step, rec: r.JournalCommand) -> None:
+    inv = lifecycle.fenced(step, rec.invocation_id, rec.attempt)
+    if inv is None:
+        return
+    lifecycle.append(step, inv, rec.command)
+    inv.retries_since_progress = 0
+    inv.last_progress_at_ms = step.now_ms
+    handler = _HANDLERS.get(type(rec.command))
+    if handler is None:  # commands whose result is already inside them (state reads)
+        step.save(inv)
+        return
+    handler(step, inv, rec.command)
+
+
+def on_run_completion(step: Step, rec: r.ProposeRunCompletion) -> None:
+    inv = lifecycle.fenced(step, rec.invocation_id, rec.attempt)
+    if inv is None:
+        return
+    inv.retries_since_progress = 0
+    inv.last_progress_at_ms = step.now_ms
+    step.save(inv)
+    lifecycle.notify(step, inv.id, j.Notification("run", rec.completion_id, 0, rec.result))
+
+
+def _answer(step: Step, inv: Invocation, kind: str, completion_id: int, result: j.Result) -> None:
+    step.save(inv)
+    lifecycle.notify(step, inv.id, j.Notification(kind, completion_id, 0, result))
+
+
+def _output(step: Step, inv: Invocation, cmd: j.OutputCommand) -> None:
+    lifecycle.complete(step, inv, cmd.result)
+
+
+def _set_state(step: Step, inv: Invocation, cmd: j.SetStateCommand) -> None:
+    assert inv.target.key is not None and inv.handler_kind is not HandlerKind.SHARED
+    step.txn.state_set(inv.target.service, inv.target.key, cmd.key, cmd.value)
+    step.save(inv)
+
+
+def _clear_state(step: Step, inv: Invocation, cmd: j.ClearStateCommand) -> None:
+    assert inv.target.key is not None and inv.handler_kind is not HandlerKind.SHARED
+    step.txn.state_clear(inv.target.service, inv.target.key, cmd.key)
+    step.save(inv)
+
+
+def _clear_all_state(step: Step, inv: Invocation, cmd: j.ClearAllStateCommand) -> None:
+    assert inv.target.key is not None and inv.handler_kind is not HandlerKind.SHARED
+    step.txn.state_clear_all(inv.target.service, inv.target.key)
+    step.save(inv)
+
+
+def _sleep(step: Step, inv: Invocation, cmd: j.SleepCommand) -> None:
+    step.save(inv)
+    lifecycle.arm_timer(step, cmd.wake_up_time_ms, "sleep", inv.id, cmd.completion_id)
+
+
+def child_invocation_id(caller: Invocation, target: Target, idempotency_key: str | None, slot: int) -> str:
+    """Ids of invocations created by a handler are derived, so a replayed call maps to the same id."""
+    svc_key = target.key
+    if idempotency_key is not None:
+        return str(InvocationId.for_idempotent(target.service, svc_key, target.handler, idempotency_key))
+    digest = hashlib.sha256(f"call,{caller.id},{slot}".encode()).digest()
+    pk = partition_key_for_key(svc_key) if svc_key is not None else int.from_bytes(digest[16:24], "big")
+    return str(InvocationId(partition_key=pk, uuid=digest[:16]))
+
+
+def _new_child(
+    step: Step, inv: Invocation, cmd: j.CallCommand | j.OneWayCallCommand, sinks: list[Sink], at_ms: int
+) -> tuple[str | None, j.Failure | None]:
+    svc = step.service(cmd.service)
+    if svc is None:
+        return None, j.Failure(404, f"service '{cmd.service}' not found")
+    handler = svc.handlers.get(cmd.handler)
+    if handler is None:
+        return None, j.Failure(404, f"handler '{cmd.service}/{cmd.handler}' not found")
+    if svc.kind.keyed and not cmd.key:
+        return None, j.Failure(400, f"'{cmd.service}' is keyed: a key is required")
+    target = Target(cmd.service, cmd.handler, cmd.key if svc.kind.keyed else None)
+    if handler.kind is HandlerKind.WORKFLOW:
+        assert target.key is not None
+        child_id = str(InvocationId.for_workflow(target.service, target.key))
+    else:
+        child_id = child_invocation_id(inv, target, cmd.idempotency_key, cmd.invocation_id_completion_id)
+    existing = step.load(child_id)
+    if existing is not None:
+        if handler.kind is HandlerKind.WORKFLOW and sinks and cmd.idempotency_key is None:
+            return child_id, WORKFLOW_ALREADY_INVOKED
+        for sink in sinks:
+            lifecycle.add_sink(step, existing, sink)
+        return child_id, None
+    seed = int.from_bytes(hashlib.sha256(child_id.encode()).digest()[:8], "big")
+    invoke.create(
+        step, svc, child_id, target, cmd.parameter, cmd.headers,
+        idempotency_key=cmd.idempotency_key, random_seed=seed, execute_at_ms=at_ms,
+        invoked_by="service", invoked_by_id=inv.id, sinks=sinks,
+    )  # fmt: skip
+    return child_id, None
+
+
+def _call(step: Step, inv: Invocation, cmd: j.CallCommand) -> None:
+    step.save(inv)
+    child_id, failure = _new_child(step, inv, cmd, [Sink(inv.id, cmd.completion_id)], 0)
+    inv = _reload(step, inv.id)
+    if child_id is not None and failure is None:
+        inv.children = [*inv.children, child_id]
+    id_result = j.Result(value=child_id.encode()) if child_id else j.Result(failure=failure)
+    step.save(inv)
+    lifecycle.notify(
+        step, inv.id, j.Notification("call_id", cmd.invocation_id_completion_id, 0, id_result, child_id)
+    )
+    if failure is not None:
+        lifecycle.notify(step, inv.id, j.Notification("call", cmd.completion_id, 0, j.Result(failure=failure)))
+
+
+def _one_way_call(step: Step, inv: Invocation, cmd: j.OneWayCallCommand) -> None:
+    step.save(inv)
+    child_id, failure = _new_child(step, inv, cmd, [], cmd.invoke_time_ms)
+    id_result = j.Result(value=child_id.encode()) if child_id else j.Result(failure=failure)
+    lifecycle.notify(
+        step, inv.id, j.Notification("call_id", cmd.invocation_id_completion_id, 0, id_result, child_id)
+    )
+
+
+def _reload(step: Step, invocation_id: str) -> Invocation:
+    inv = step.load(invocation_id)
+    assert inv is not None
+    return inv
+
+
+def _promise_key(inv: Invocation) -> tuple[str, str]:
+    assert inv.target.key is not None, "promises belong to workflows"
+    return inv.target.service, inv.target.key
+
+
+def _get_promise(step: Step, inv: Invocation, cmd: j.GetPromiseCommand) -> None:
+    service, key = _promise_key(inv)
+    promise = step.txn.get_promise(service, key, cmd.key)
+    if promise is not None and promise.result is not None:
+        _answer(step, inv, "promise", cmd.completion_id, promise.result)
+        return
+    waiters = (*(promise.waiters if promise else ()), Sink(inv.id, cmd.completion_id))
+    step.txn.put_promise(service, key, cmd.key, Promise(None, waiters))
+    step.save(inv)
+
+
+def _peek_promise(step: Step, inv: Invocation, cmd: j.PeekPromiseCommand) -> None:
+    service, key = _promise_key(inv)
+    promise = step.txn.get_promise(service, key, cmd.key)
+    result = promise.result if promise is not None and promise.result is not None else j.Result()
+    _answer(step, inv, "promise", cmd.completion_id, result)
+
+
+def _complete_promise(step: Step, inv: Invocation, cmd: j.CompletePromiseCommand) -> None:
+    service, key = _promise_key(inv)
+    promise = step.txn.get_promise(service, key, cmd.key)
+    if promise is not None and promise.result is not None:
+        _answer(step, inv, "promise", cmd.completion_id, j.Result(failure=PROMISE_ALREADY_COMPLETED))
+        return
+    step.txn.put_promise(service, key, cmd.key, Promise(cmd.completion))
+    _answer(step, inv, "promise", cmd.completion_id, j.Result())
+    for waiter in promise.waiters if promise else ():
+        lifecycle.notify(step, waiter.invocation_id, j.Notification("promise", waiter.completion_id, 0, cmd.completion))
+
+
+def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand) -> None:
+    step.save(inv)
+    if cmd.idx == j.CANCEL_SIGNAL:
+        control.cancel(step, cmd.target_invocation_id)
+    else:
+        lifecycle.notify(step, cmd.target_invocation_id, j.Notification("signal", 0, cmd.idx, cmd.result))
+
+
+def _complete_awakeable(step: Step, inv: Invocation, cmd: j.CompleteAwakeableCommand) -> None:
+    step.save(inv)
+    try:
+        target, idx = parse_awakeable_id(cmd.awakeable_id)
+    except InvalidId:
+        return  # the SDK validated the id; an unknown one resolves nothing, as in Restate
+    lifecycle.notify(step, str(target), j.Notification("signal", 0, idx, cmd.result))
+
+
+def _attach(step: Step, inv: Invocation, cmd: j.AttachInvocationCommand) -> None:
+    step.save(inv)
+    target = step.load(cmd.invocation_id)
+    if target is None:
+        not_found = j.Result(failure=j.Failure(404, f"invocation '{cmd.invocation_id}' not found"))
+        lifecycle.notify(step, inv.id, j.Notification("attach", cmd.completion_id, 0, not_found))
+        return
+    lifecycle.add_sink(step, target, Sink(inv.id, cmd.completion_id))
+
+
+def _get_output(step: Step, inv: Invocation, cmd: j.GetInvocationOutputCommand) -> None:
+    target = step.load(cmd.invocation_id)
+    result = j.Result()
+    if target is None:
+        result = j.Result(failure=j.Failure(404, f"invocation '{cmd.invocation_id}' not found"))
+    elif target.status is Status.COMPLETED and target.result is not None:
+        result = target.result
+    _answer(step, inv, "output", cmd.completion_id, result)
+
+
+_HANDLERS: dict[type, Callable[[Step, Invocation, Any], None]] = {
+    j.OutputCommand: _output,
+    j.SetStateCommand: _set_state,
+    j.ClearStateCommand: _clear_state,
+    j.ClearAllStateCommand: _clear_all_state,
+    j.SleepCommand: _sleep,
+    j.CallCommand: _call,
+    j.OneWayCallCommand: _one_way_call,
+    j.GetPromiseCommand: _get_promise,
+    j.PeekPromiseCommand: _peek_promise,
+    j.CompletePromiseCommand: _complete_promise,
+    j.SendSignalCommand: _send_signal,
+    j.CompleteAwakeableCommand: _complete_awakeable,
+    j.AttachInvocationCommand: _attach,
+    j.GetInvocationOutputCommand: _get_output,
+}

@@ -1,0 +1,155 @@
+"""Control records: cancel, kill, pause, resume, purge, attach, signals, admin state, retention."""
+
+from __future__ import annotations
+
+from unbroken.core import records as r
+from unbroken.core.actions import AbortAttempt, AwaitCompletion, Log
+from unbroken.core.journal import CANCEL_SIGNAL, Notification, Result
+from unbroken.core.model import HandlerKind, Invocation, Status
+from unbroken.core.state_machine import lifecycle
+from unbroken.core.state_machine.step import Step
+
+
+def cancel(step: Step, invocation_id: str) -> str:
+    """Cancel: not yet started → completes as cancelled; started → CANCEL signal so compensations run.
+
+    Returns the outcome: ``not_found``, ``completed`` (nothing to do), ``done`` or ``accepted``.
+    """
+    inv = step.load(invocation_id)
+    if inv is None:
+        return "not_found"
+    if inv.status is Status.COMPLETED:
+        return "completed"
+    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+        _dequeue(step, inv)
+        lifecycle.complete(step, inv, Result(failure=lifecycle.CANCELLED))
+        return "done"
+    step.emit(Log(inv.id, "cancel requested"))
+    lifecycle.notify(step, inv.id, Notification("signal", 0, CANCEL_SIGNAL, Result()))
+    inv = step.load(invocation_id)
+    assert inv is not None
+    if inv.status in (Status.PAUSED, Status.BACKING_OFF):
+        lifecycle.start(step, inv)  # run now so the handler sees the cancel and compensates
+    return "accepted"
+
+
+def _dequeue(step: Step, inv: Invocation) -> None:
+    if inv.status is Status.INBOXED:
+        assert inv.target.key is not None
+        step.txn.inbox_remove(inv.target.service, inv.target.key, inv.id)
+
+
+def kill(step: Step, invocation_id: str) -> str:
+    """Kill: complete now as ``409 killed`` without running user code; kills its pending calls too."""
+    inv = step.load(invocation_id)
+    if inv is None:
+        return "not_found"
+    if inv.status is Status.COMPLETED:
+        return "completed"
+    _dequeue(step, inv)
+    if inv.status in (Status.RUNNING,):
+        step.emit(AbortAttempt(inv.id))
+    children = list(inv.children)
+    lifecycle.complete(step, inv, Result(failure=lifecycle.KILLED))
+    step.emit(Log(inv.id, "killed"))
+    for child in children:
+        kill(step, child)
+    return "done"
+
+
+def on_cancel(step: Step, rec: r.CancelInvocation) -> None:
+    step.reply(rec.request_id, cancel(step, rec.invocation_id), invocation_id=rec.invocation_id)
+
+
+def on_kill(step: Step, rec: r.KillInvocation) -> None:
+    step.reply(rec.request_id, kill(step, rec.invocation_id), invocation_id=rec.invocation_id)
+
+
+def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
+    inv = step.load(rec.invocation_id)
+    if inv is None:
+        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        return
+    lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
+    step.reply(rec.request_id, "accepted", invocation_id=inv.id)
+
+
+def on_attach(step: Step, rec: r.Attach) -> None:
+    inv = step.load(rec.invocation_id)
+    if inv is None:
+        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+    elif inv.status is Status.COMPLETED:
+        step.reply(
+            rec.request_id, "result", invocation_id=inv.id, result=inv.result, expires_at_ms=inv.expires_at_ms
+        )
+    elif rec.wait:
+        step.emit(AwaitCompletion(rec.request_id, inv.id))
+    else:
+        step.reply(rec.request_id, "not_ready", invocation_id=inv.id)
+
+
+def on_pause(step: Step, rec: r.PauseInvocation) -> None:
+    inv = step.load(rec.invocation_id)
+    if inv is None:
+        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        return
+    if inv.status is Status.COMPLETED:
+        step.reply(rec.request_id, "completed", invocation_id=inv.id)
+        return
+    if inv.status in (Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED):
+        if inv.status is Status.RUNNING:
+            step.emit(AbortAttempt(inv.id))
+        inv.status = Status.PAUSED
+        inv.waiting_completions, inv.waiting_signals = [], []
+        step.save(inv)
+    step.reply(rec.request_id, "done", invocation_id=inv.id)
+
+
+def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
+    inv = step.load(rec.invocation_id)
+    if inv is None:
+        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        return
+    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+        step.reply(rec.request_id, "not_started", invocation_id=inv.id)
+        return
+    if inv.status in (Status.PAUSED, Status.BACKING_OFF, Status.SUSPENDED):
+        inv.retries_since_progress = 0
+        lifecycle.start(step, inv)
+    step.reply(rec.request_id, "done", invocation_id=inv.id)
+
+
+def purge(step: Step, inv: Invocation) -> None:
+    """Forget a completed invocation: status, journal, and for a workflow run its state and promises."""
+    assert inv.status is Status.COMPLETED
+    step.txn.delete_journal(inv.id)
+    step.txn.delete_invocation(inv.id)
+    if inv.handler_kind is HandlerKind.WORKFLOW:
+        assert inv.target.key is not None
+        step.txn.state_clear_all(inv.target.service, inv.target.key)
+        step.txn.clear_promises(inv.target.service, inv.target.key)
+
+
+def on_purge(step: Step, rec: r.PurgeInvocation) -> None:
+    inv = step.load(rec.invocation_id)
+    if inv is None:
+        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+    elif inv.status is not Status.COMPLETED:
+        step.reply(rec.request_id, "not_completed", invocation_id=inv.id)
+    else:
+        purge(step, inv)
+        step.reply(rec.request_id, "done", invocation_id=inv.id)
+
+
+def on_clean_expired(step: Step, rec: r.CleanExpired) -> None:
+    for invocation_id in step.txn.expired_invocations(step.now_ms, rec.limit):
+        inv = step.load(invocation_id)
+        if inv is not None and inv.status is Status.COMPLETED:
+            purge(step, inv)
+
+
+def on_set_state(step: Step, rec: r.SetStateFromAdmin) -> None:
+    step.txn.state_clear_all(rec.service, rec.key)
+    for name, value in rec.new_state.items():
+        step.txn.state_set(rec.service, rec.key, name, value)
+    step.reply(rec.request_id, "done")

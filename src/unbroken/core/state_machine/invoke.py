@@ -1,0 +1,113 @@
+"""New invocations: from the ingress (``Invoke`` records) and from handlers (calls and sends)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from unbroken.core import records as r
+from unbroken.core.actions import AwaitCompletion
+from unbroken.core.journal import Header, InputCommand
+from unbroken.core.model import (
+    HandlerKind,
+    Invocation,
+    ServiceSchema,
+    Sink,
+    Status,
+    Target,
+)
+from unbroken.core.state_machine import lifecycle
+from unbroken.core.state_machine.step import Step
+
+
+def on_invoke(step: Step, rec: r.Invoke) -> None:
+    existing = step.load(rec.invocation_id)
+    if existing is not None:
+        _answer_duplicate(step, existing, rec)
+        return
+    svc = step.service(rec.target.service)
+    if svc is None or rec.target.handler not in svc.handlers:
+        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        return
+    if rec.reply == "result":
+        step.emit(AwaitCompletion(rec.request_id, rec.invocation_id))
+    inv = create(
+        step,
+        svc,
+        rec.invocation_id,
+        rec.target,
+        rec.argument,
+        rec.headers,
+        idempotency_key=rec.idempotency_key,
+        random_seed=rec.random_seed,
+        execute_at_ms=rec.execute_at_ms,
+        invoked_by="ingress",
+        invoked_by_id=None,
+        sinks=[],
+    )
+    if rec.reply == "accepted":
+        step.reply(
+            rec.request_id, "accepted", invocation_id=inv.id, execute_at_ms=inv.execute_at_ms
+        )
+
+
+def _answer_duplicate(step: Step, existing: Invocation, rec: r.Invoke) -> None:
+    """Same id again: an idempotent request repeated, or a workflow key run a second time."""
+    if rec.reply == "accepted":
+        step.reply(rec.request_id, "previously_accepted", invocation_id=existing.id)
+    elif rec.reply == "result":
+        if existing.handler_kind is HandlerKind.WORKFLOW and rec.idempotency_key is None:
+            step.reply(rec.request_id, "workflow_already_invoked", invocation_id=existing.id)
+        elif existing.status is Status.COMPLETED:
+            assert existing.result is not None
+            step.reply(
+                rec.request_id,
+                "result",
+                invocation_id=existing.id,
+                result=existing.result,
+                expires_at_ms=existing.expires_at_ms,
+            )
+        else:
+            step.emit(AwaitCompletion(rec.request_id, existing.id))
+
+
+def create(
+    step: Step,
+    svc: ServiceSchema,
+    invocation_id: str,
+    target: Target,
+    argument: bytes,
+    headers: Sequence[Header],
+    *,
+    idempotency_key: str | None,
+    random_seed: int,
+    execute_at_ms: int,
+    invoked_by: str,
+    invoked_by_id: str | None,
+    sinks: list[Sink],
+) -> Invocation:
+    """Store a new invocation with its Input entry and admit it (schedule, inbox or start)."""
+    handler = svc.handlers[target.handler]
+    inv = Invocation(
+        id=invocation_id,
+        target=target,
+        service_kind=svc.kind,
+        handler_kind=handler.kind,
+        status=Status.SCHEDULED,
+        created_at_ms=step.now_ms,
+        modified_at_ms=step.now_ms,
+        random_seed=random_seed,
+        invoked_by=invoked_by,
+        invoked_by_id=invoked_by_id,
+        idempotency_key=idempotency_key,
+        sinks=sinks,
+        execute_at_ms=execute_at_ms if execute_at_ms > step.now_ms else 0,
+        journal_length=1,
+        last_progress_at_ms=step.now_ms,
+    )
+    step.txn.append_journal(invocation_id, 0, InputCommand(list(headers), argument))
+    if inv.execute_at_ms:
+        step.save(inv)
+        lifecycle.arm_timer(step, inv.execute_at_ms, "invoke", inv.id, 0)
+    else:
+        lifecycle.admit(step, inv)
+    return inv

@@ -1,0 +1,219 @@
+"""Lifecycle of an invocation: admit, start, notify, suspend, fail and retry, complete."""
+
+from __future__ import annotations
+
+import msgspec
+
+from unbroken.core import records as r
+from unbroken.core.actions import ArmTimer, Completed, Deliver, Log, StartAttempt
+from unbroken.core.journal import Failure, Notification, Result
+from unbroken.core.model import HandlerKind, Invocation, Sink, Status
+from unbroken.core.state_machine.step import Step
+
+KILLED = Failure(409, "killed")
+CANCELLED = Failure(409, "cancelled")
+
+
+def arm_timer(step: Step, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> None:
+    timer_id = step.txn.add_timer(fire_at_ms, kind, invocation_id, completion_id)
+    step.emit(ArmTimer(timer_id, fire_at_ms))
+
+
+def _takes_lock(inv: Invocation) -> bool:
+    return inv.handler_kind is HandlerKind.EXCLUSIVE or inv.handler_kind is HandlerKind.WORKFLOW
+
+
+def admit(step: Step, inv: Invocation) -> None:
+    """A due invocation: take its key's lock and start, or queue behind the current holder."""
+    if _takes_lock(inv):
+        key = inv.target.key
+        assert key is not None
+        holder = step.txn.lock_holder(inv.target.service, key)
+        if holder is not None:
+            assert holder != inv.id, f"{inv.id} already holds its lock"
+            inv.status = Status.INBOXED
+            step.save(inv)
+            step.txn.inbox_push(inv.target.service, key, inv.id)
+            return
+        step.txn.set_lock_holder(inv.target.service, key, inv.id)
+    start(step, inv)
+
+
+def start(step: Step, inv: Invocation) -> None:
+    """Begin a new attempt: the runtime replays the journal and continues the handler."""
+    inv.status = Status.RUNNING
+    inv.attempts += 1
+    inv.waiting_completions = []
+    inv.waiting_signals = []
+    inv.next_retry_at_ms = 0
+    step.save(inv)
+    journal = tuple(step.txn.journal(inv.id))
+    assert len(journal) == inv.journal_length, f"{inv.id}: journal has {len(journal)} != {inv.journal_length}"
+    state = step.txn.state_all(inv.target.service, inv.target.key) if inv.target.key is not None else None
+    step.emit(StartAttempt(msgspec.structs.replace(inv), journal, state))
+
+
+def append(step: Step, inv: Invocation, entry: object) -> int:
+    index = inv.journal_length
+    step.txn.append_journal(inv.id, index, entry)  # type: ignore[arg-type]
+    inv.journal_length = index + 1
+    return index
+
+
+def notify(step: Step, invocation_id: str, notification: Notification) -> None:
+    """Store a notification in an invocation's journal and wake the invocation if it waits on it."""
+    inv = step.load(invocation_id)
+    if inv is None or inv.status is Status.COMPLETED:
+        return
+    if notification.signal_idx and _has_signal(step, inv, notification.signal_idx):
+        return  # a signal (awakeable, cancel) completes once; repeats are ignored
+    append(step, inv, notification)
+    if inv.status is Status.RUNNING:
+        step.save(inv)
+        step.emit(Deliver(inv.id, inv.attempts, notification))
+    elif inv.status is Status.SUSPENDED and _wakes(inv, notification):
+        start(step, inv)
+    else:
+        step.save(inv)
+
+
+def _wakes(inv: Invocation, n: Notification) -> bool:
+    if n.completion_id:
+        return n.completion_id in inv.waiting_completions
+    return n.signal_idx in inv.waiting_signals
+
+
+def _has_signal(step: Step, inv: Invocation, signal_idx: int) -> bool:
+    for entry in step.txn.journal(inv.id):
+        if isinstance(entry, Notification) and entry.signal_idx == signal_idx:
+            return True
+    return False
+
+
+def complete(step: Step, inv: Invocation, result: Result) -> None:
+    """Finish an invocation: store the result, release the lock, answer callers and waiters."""
+    svc = step.service(inv.target.service)
+    inv.status = Status.COMPLETED
+    inv.result = result
+    inv.completed_at_ms = step.now_ms
+    inv.waiting_completions = []
+    inv.waiting_signals = []
+    inv.next_retry_at_ms = 0
+    if svc is not None:
+        retention = (
+            svc.workflow_completion_retention_ms
+            if inv.handler_kind is HandlerKind.WORKFLOW
+            else svc.idempotency_retention_ms
+        )
+        inv.expires_at_ms = step.now_ms + retention
+        inv.journal_expires_at_ms = step.now_ms + min(svc.journal_retention_ms, retention)
+    step.save(inv)
+    if _takes_lock(inv):
+        release_lock(step, inv)
+    for sink in inv.sinks:
+        notify(step, sink.invocation_id, Notification("call", sink.completion_id, 0, result))
+    step.emit(Completed(inv.id, result, inv.expires_at_ms))
+    outcome = "ok" if result.failure is None else f"failed [{result.failure.code}] {result.failure.message}"
+    step.emit(Log(inv.id, f"completed: {outcome}"))
+
+
+def release_lock(step: Step, inv: Invocation) -> None:
+    key = inv.target.key
+    assert key is not None
+    if step.txn.lock_holder(inv.target.service, key) != inv.id:
+        return
+    next_id = step.txn.inbox_pop(inv.target.service, key)
+    step.txn.set_lock_holder(inv.target.service, key, next_id)
+    if next_id is not None:
+        nxt = step.load(next_id)
+        assert nxt is not None and nxt.status is Status.INBOXED, f"inbox held {next_id} in a bad state"
+        start(step, nxt)
+
+
+def add_sink(step: Step, inv: Invocation, sink: Sink) -> None:
+    """Someone waits for ``inv``'s result: answer now if done, else remember them."""
+    if inv.status is Status.COMPLETED:
+        assert inv.result is not None
+        notify(step, sink.invocation_id, Notification("call", sink.completion_id, 0, inv.result))
+        return
+    inv.sinks = [*inv.sinks, sink]
+    step.save(inv)
+
+
+def fenced(step: Step, invocation_id: str, attempt: int) -> Invocation | None:
+    """The invocation if ``attempt`` is its current running attempt, else None (a zombie's record)."""
+    inv = step.load(invocation_id)
+    if inv is None or inv.status is not Status.RUNNING or inv.attempts != attempt:
+        return None
+    return inv
+
+
+def on_suspended(step: Step, rec: r.AttemptSuspended) -> None:
+    inv = fenced(step, rec.invocation_id, rec.attempt)
+    if inv is None:
+        return
+    assert rec.waiting_completions or rec.waiting_signals, "suspension must wait on something"
+    inv.waiting_completions = list(rec.waiting_completions)
+    inv.waiting_signals = list(rec.waiting_signals)
+    for entry in step.txn.journal(inv.id):
+        if isinstance(entry, Notification) and _wakes(inv, entry):
+            start(step, inv)  # what it waits on arrived while it was suspending
+            return
+    inv.status = Status.SUSPENDED
+    step.save(inv)
+    step.emit(Log(inv.id, "suspended"))
+
+
+def on_failed(step: Step, rec: r.AttemptFailed) -> None:
+    inv = fenced(step, rec.invocation_id, rec.attempt)
+    if inv is None:
+        return
+    svc = step.service(inv.target.service)
+    inv.retry_count += 1
+    inv.retries_since_progress += 1
+    inv.last_failure = rec.message
+    inv.last_failure_code = rec.code
+    policy = svc.retry_policy_for(inv.target.handler) if svc is not None else None
+    if policy is not None and inv.retries_since_progress >= policy.max_attempts:
+        if policy.on_max_attempts == "kill":
+            step.emit(Log(inv.id, f"killed after {inv.retry_count} attempts: {rec.message}"))
+            complete(step, inv, Result(failure=Failure(rec.code or 500, rec.message)))
+            return
+        inv.status = Status.PAUSED
+        step.save(inv)
+        step.emit(Log(inv.id, f"paused after {inv.retry_count} attempts: {rec.message}"))
+        return
+    delay = rec.next_retry_delay_ms
+    if delay is None:
+        delay = policy.delay_ms(inv.retries_since_progress) if policy is not None else 1000
+    inv.status = Status.BACKING_OFF
+    inv.next_retry_at_ms = step.now_ms + delay
+    step.save(inv)
+    arm_timer(step, inv.next_retry_at_ms, "retry", inv.id, 0)
+    step.emit(Log(inv.id, f"attempt {inv.attempts} failed, retry in {delay} ms: {rec.message}"))
+
+
+def on_timer(step: Step, rec: r.TimerFired) -> None:
+    timer = step.txn.get_timer(rec.timer_id)
+    if timer is None:
+        return
+    step.txn.delete_timer(rec.timer_id)
+    if timer.kind == "sleep":
+        notify(step, timer.invocation_id, Notification("sleep", timer.completion_id, 0, Result()))
+        return
+    inv = step.load(timer.invocation_id)
+    if inv is None:
+        return
+    if timer.kind == "invoke" and inv.status is Status.SCHEDULED:
+        inv.execute_at_ms = 0
+        admit(step, inv)
+    elif timer.kind == "retry" and inv.status is Status.BACKING_OFF:
+        start(step, inv)
+
+
+
+
+def on_recover(step: Step, rec: r.Recover) -> None:
+    inv = step.load(rec.invocation_id)
+    if inv is not None and inv.status in (Status.RUNNING, Status.READY):
+        start(step, inv)

@@ -1,0 +1,239 @@
+"""The Restate-compatible ingress: turns HTTP requests into records and waits for their replies.
+
+It never touches storage: every request becomes a record for the processor, and answers come back as
+``Reply`` actions after the records that produced them committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+
+from unbroken.core import limits
+from unbroken.core import records as r
+from unbroken.core.actions import Reply
+from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_rfc3339_nanos, parse_delay_ms
+from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id
+from unbroken.core.journal import Failure, Header, Result
+from unbroken.core.model import HandlerKind, Target
+from unbroken.ingress.http import BodyTooLarge, HttpError, Receive, Scope, Send, header, lifespan, read_body, respond, respond_json
+from unbroken.ingress.routing import Route, parse_route
+from unbroken.runtime.engine import Engine
+
+log = logging.getLogger("unbroken.ingress")
+
+_SKIP_HEADERS = {b"connection", b"host", b"idempotency-key", b"idempotency-expires"}
+_ERR_INGRESS = [(b"x-restate-error-source", b"ingress")]
+_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
+
+
+class IngressApp:
+    def __init__(self, engine: Engine, body_limit_bytes: int = limits.request_body_bytes_max) -> None:
+        self.engine = engine
+        self.body_limit = body_limit_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            await self._handle(scope, receive, send)
+        except HttpError as exc:
+            await _error(send, exc.status, exc.message)
+        except BodyTooLarge:
+            await _error(send, 413, f"request body too large: the limit is {self.body_limit} bytes")
+        except Exception:
+            log.exception("ingress request failed: %s %s", scope.get("method"), scope.get("path"))
+            await _error(send, 500, "internal error")
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = parse_route(scope["path"], self.engine.schemas)
+        method = scope["method"]
+        if route.kind == "health":
+            await respond_json(send, 200, {"services": sorted(self.engine.schemas.services)})
+            return
+        if method not in ("GET", "POST"):
+            raise HttpError(405, "method not allowed")
+        if route.kind == "awakeable":
+            await self._awakeable(scope, receive, send, route)
+        elif route.kind in ("attach", "output"):
+            await self._attach(send, route)
+        else:
+            await self._invoke(scope, receive, send, route)
+
+    # ------------------------------------------------------------------------------- invoke
+    async def _invoke(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        target = route.target
+        assert target is not None and route.handler is not None
+        body = await read_body(scope, receive, self.body_limit)
+        _check_body(scope, body, route.handler.kind, target)
+        query = _query(scope)
+        delay_ms = _delay(query, route.send)
+        idem = header(scope, b"idempotency-key")
+        if idem is not None:
+            idem = _check_idempotency_key(idem, route.handler.kind)
+        invocation_id = self._new_id(target, route.handler.kind, idem)
+        execute_at = self.engine.clock.now_ms() + delay_ms if delay_ms else 0
+        headers = _forwarded_headers(scope)
+        seed = int.from_bytes(os.urandom(8), "big")
+        reply_kind = "accepted" if route.send else "result"
+
+        def record(request_id: int) -> r.Invoke:
+            return r.Invoke(invocation_id, target, body, headers, idem, execute_at, request_id, reply_kind, seed)
+
+        reply = await self.engine.request(record)
+        await _answer(send, reply, dedup=idem is not None)
+
+    def _new_id(self, target: Target, kind: HandlerKind | None, idem: str | None) -> str:
+        if kind is HandlerKind.WORKFLOW:
+            assert target.key is not None
+            return str(InvocationId.for_workflow(target.service, target.key))
+        if idem is not None:
+            return str(InvocationId.for_idempotent(target.service, target.key, target.handler, idem))
+        from unbroken.core.ids import partition_key_for_key
+
+        rnd = os.urandom(18)
+        pk = partition_key_for_key(target.key) if target.key is not None else int.from_bytes(rnd[10:], "big")
+        return str(InvocationId.new(pk, rnd[:10], self.engine.clock.now_ms()))
+
+    # ------------------------------------------------------------------------- attach/output
+    async def _attach(self, send: Send, route: Route) -> None:
+        invocation_id = route.invocation_id
+        assert invocation_id is not None
+        wait = route.kind == "attach"
+        reply = await self.engine.request(lambda rid: r.Attach(invocation_id, wait, rid))
+        await _answer(send, reply, dedup=True)
+
+    # ---------------------------------------------------------------------------- awakeables
+    async def _awakeable(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        if scope["method"] != "POST":
+            raise HttpError(405, "method not allowed: awakeables are resolved with POST")
+        assert route.awakeable_id is not None
+        try:
+            inv, idx = parse_awakeable_id(route.awakeable_id)
+        except InvalidId as exc:
+            raise HttpError(400, str(exc)) from None
+        body = await read_body(scope, receive, self.body_limit)
+        if route.action == "resolve":
+            result = Result(value=body)
+        else:
+            result = Result(failure=Failure(500, body.decode("utf-8", "replace")))
+        reply = await self.engine.request(lambda rid: r.ResolveSignal(str(inv), idx, result, rid))
+        if reply.kind == "not_found":
+            raise HttpError(404, f"awakeable '{route.awakeable_id}' not found: its invocation does not exist")
+        await respond(send, 202)
+
+
+def _check_body(scope: Scope, body: bytes, kind: HandlerKind | None, target: Target) -> None:
+    if not body:
+        return
+    ctype = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+        raise HttpError(
+            400, f"input validation error: Content-type '{ctype}' does not match 'application/json'"
+        )
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"input validation error: the body is not valid JSON ({exc})") from None
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    return {k.lower(): v for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)}
+
+
+def _delay(query: dict[str, str], is_send: bool) -> int:
+    text = query.get("delay")
+    if text is None:
+        return 0
+    if not is_send:
+        raise HttpError(
+            400, "cannot use the delay query parameter with calls. The delay is supported only with sends"
+        )
+    try:
+        return parse_delay_ms(text)
+    except InvalidDuration as exc:
+        raise HttpError(400, f"bad delay query parameter, must be a ISO8601 duration or milliseconds: {exc}") from None
+
+
+def _check_idempotency_key(idem: str, kind: HandlerKind | None) -> str:
+    if kind is HandlerKind.WORKFLOW:
+        raise HttpError(
+            400,
+            "cannot use the idempotency key with workflow handlers. The handler invocation will already be "
+            "idempotent by the workflow key itself.",
+        )
+    if not idem or len(idem.encode()) > limits.idempotency_key_bytes_max:
+        raise HttpError(400, f"bad idempotency-key header: it must have 1 to {limits.idempotency_key_bytes_max} bytes")
+    return idem
+
+
+def _forwarded_headers(scope: Scope) -> tuple[Header, ...]:
+    path = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+    out = [Header("x-restate-ingress-path", path)]
+    for key, value in scope["headers"][: limits.header_count_max]:
+        if key not in _SKIP_HEADERS:
+            out.append(Header(key.decode("latin-1"), value.decode("latin-1")))
+    return tuple(out)
+
+
+async def _error(send: Send, status: int, message: str, source: str = "ingress", inv: str | None = None) -> None:
+    headers = [(b"x-restate-error-source", source.encode())]
+    if inv is not None:
+        headers.append((b"x-restate-id", inv.encode()))
+    await respond_json(send, status, {"code": status, "message": message, "source": source}, headers)
+
+
+async def _answer(send: Send, reply: Reply, dedup: bool) -> None:
+    """Turn a Reply into Restate's HTTP answer."""
+    inv = reply.invocation_id or ""
+    match reply.kind:
+        case "result":
+            await _result(send, inv, reply.result, reply.expires_at_ms if dedup else 0)
+        case "accepted" | "previously_accepted":
+            payload: dict[str, Any] = {"invocationId": inv}
+            if reply.execute_at_ms:
+                payload["executionTime"] = format_rfc3339_nanos(reply.execute_at_ms)
+            payload["status"] = "Accepted" if reply.kind == "accepted" else "PreviouslyAccepted"
+            await respond_json(send, 202, payload, [(b"x-restate-id", inv.encode())])
+        case "workflow_already_invoked":
+            await _error(send, 409, "the workflow method was already invoked", "invocation", inv)
+        case "not_found":
+            await _error(send, 404, "not found", "invocation")
+        case "not_ready":
+            await _error(send, 470, "the invocation exists but has not completed yet", "ingress", inv)
+        case _:
+            await _error(send, 500, f"internal error ({reply.kind})")
+
+
+async def _result(send: Send, inv: str, result: Result | None, expires_at_ms: int) -> None:
+    assert result is not None
+    headers = [(b"x-restate-id", inv.encode())]
+    if expires_at_ms:
+        headers.append((b"idempotency-expires", format_rfc3339_ms(expires_at_ms).encode()))
+    if result.failure is not None:
+        f = result.failure
+        status = f.code if 100 <= f.code <= 599 else 500
+        body: dict[str, Any] = {"code": f.code, "message": f.message}
+        if f.metadata:
+            body["metadata"] = f.metadata
+        body["source"] = "invocation"
+        headers.append((b"x-restate-error-source", b"invocation"))
+        await respond_json(send, status, body, headers)
+        return
+    value = result.value or b""
+    if value:
+        headers.append((b"content-type", b"application/json"))
+    await respond(send, 200, value, headers)
+
+
+__all__ = ["IngressApp", "unquote"]

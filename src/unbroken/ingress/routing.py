@@ -1,0 +1,123 @@
+"""Ingress URL parsing, following Restate's rules (the service's kind decides whether a key follows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from unbroken.core import limits
+from unbroken.core.ids import InvalidId, InvocationId
+from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, Target
+from unbroken.ingress.http import HttpError
+
+_BAD_PATH = "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    kind: str  # invoke | attach | output | awakeable | health
+    target: Target | None = None
+    handler: HandlerSchema | None = None
+    send: bool = False
+    invocation_id: str | None = None
+    awakeable_id: str | None = None
+    action: str | None = None
+
+
+def parse_route(path: str, schemas: Schemas) -> Route:
+    parts = [unquote(p) for p in path.split("/")[1:]]
+    if parts and parts[-1] == "" and len(parts) > 1:
+        parts.pop()  # tolerate one trailing slash
+    if not parts or not parts[0]:
+        raise HttpError(404, "not found: call /{service}/{handler} or /{object}/{key}/{handler}")
+    if parts[0] == "restate":
+        return _restate_route(parts[1:], schemas)
+    return _invoke_route(parts, schemas)
+
+
+def _service(name: str, schemas: Schemas) -> tuple[ServiceKind, dict[str, HandlerSchema]]:
+    svc = schemas.service(name)
+    if svc is None:
+        raise HttpError(404, f"service '{name}' not found, make sure to register the service before calling it.")
+    if not svc.public:
+        raise HttpError(400, "the invoked service is not public")
+    return svc.kind, svc.handlers
+
+
+def _handler(service: str, name: str, handlers: dict[str, HandlerSchema]) -> HandlerSchema:
+    h = handlers.get(name)
+    if h is None:
+        raise HttpError(
+            404,
+            f"the service '{service}' exists, but the handler '{name}' was not found, check that the handler "
+            "exists in the latest registered service version.",
+        )
+    if not h.public:
+        raise HttpError(400, "the invoked handler is not public")
+    return h
+
+
+def _invoke_route(parts: list[str], schemas: Schemas) -> Route:
+    if len(parts) > 4:
+        raise HttpError(400, _BAD_PATH)
+    kind, handlers = _service(parts[0], schemas)
+    rest = parts[1:]
+    send = bool(rest) and rest[-1] == "send" and len(rest) == (3 if kind.keyed else 2)
+    if send:
+        rest = rest[:-1]
+    if kind.keyed:
+        if len(rest) == 1 and rest[0] in handlers:
+            raise HttpError(
+                400, f"'{parts[0]}' is a {_kind_name(kind)}: call /{parts[0]}/{{key}}/{rest[0]} with the key in the path"
+            )
+        if len(rest) != 2:
+            raise HttpError(400, _BAD_PATH)
+        key, name = rest
+        if len(key.encode()) > limits.object_key_bytes_max:
+            raise HttpError(400, f"object key too long: at most {limits.object_key_bytes_max} bytes")
+        handler = _handler(parts[0], name, handlers)
+        return Route("invoke", Target(parts[0], name, key), handler, send)
+    if len(rest) != 1:
+        raise HttpError(400, _BAD_PATH)
+    handler = _handler(parts[0], rest[0], handlers)
+    return Route("invoke", Target(parts[0], rest[0]), handler, send)
+
+
+def _kind_name(kind: ServiceKind) -> str:
+    return "virtual object" if kind is ServiceKind.VIRTUAL_OBJECT else "workflow"
+
+
+def _restate_route(parts: list[str], schemas: Schemas) -> Route:
+    if parts == ["health"]:
+        return Route("health")
+    if len(parts) == 3 and parts[0] in ("awakeables", "a") and parts[2] in ("resolve", "reject"):
+        return Route("awakeable", awakeable_id=parts[1], action=parts[2])
+    if len(parts) >= 3 and parts[0] == "invocation" and parts[-1] in ("attach", "output"):
+        return Route(parts[-1], invocation_id=_invocation_ref(parts[1:-1], schemas))
+    if len(parts) == 4 and parts[0] == "workflow" and parts[3] in ("attach", "output"):
+        kind, handlers = _service(parts[1], schemas)
+        if kind is not ServiceKind.WORKFLOW:
+            raise HttpError(400, f"'{parts[1]}' is not a workflow")
+        return Route(parts[3], invocation_id=str(InvocationId.for_workflow(parts[1], parts[2])))
+    raise HttpError(404, f"not found: unknown path /restate/{'/'.join(parts)}")
+
+
+def _invocation_ref(ref: list[str], schemas: Schemas) -> str:
+    """``{id}`` or ``{Service}[/{key}]/{handler}/{idempotencyKey}``."""
+    if len(ref) == 1:
+        try:
+            return str(InvocationId.parse(ref[0]))
+        except InvalidId as exc:
+            raise HttpError(400, str(exc)) from None
+    if len(ref) not in (3, 4):
+        raise HttpError(400, "bad path: expected /restate/invocation/{id}/attach or .../{service}[/{key}]/{handler}/{idempotency-key}/attach")
+    kind, handlers = _service(ref[0], schemas)
+    if kind.keyed != (len(ref) == 4):
+        raise HttpError(400, f"bad path: '{ref[0]}' {'needs' if kind.keyed else 'takes no'} key")
+    key = ref[1] if len(ref) == 4 else None
+    handler = _handler(ref[0], ref[-2], handlers)
+    del handler
+    return str(InvocationId.for_idempotent(ref[0], key, ref[-2], ref[-1]))
+
+
+__all__ = ["Route", "parse_route", "HandlerKind"]

@@ -1,0 +1,54 @@
+"""How the runtime talks to handlers, wherever they run.
+
+An attempt is a conversation shaped like Restate's service protocol: the engine starts it with the
+journal so far (``AttemptStart``), the handler side writes commands and run proposals to an
+``AttemptSink`` and ends with an output command, a suspension or an error; the engine streams
+notifications back through the ``AttemptHandle``. The in-process SDK implements it with Python objects;
+a remote deployment implements it over HTTP with Restate's framing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from unbroken.core.journal import Command, Entry, Notification, Result
+from unbroken.core.model import HandlerKind, ServiceKind, Target
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    invocation_id: str
+    attempt: int
+    target: Target
+    service_kind: ServiceKind
+    handler_kind: HandlerKind | None
+    journal: tuple[Entry, ...]
+    state: dict[str, bytes] | None
+    random_seed: int
+    retries_since_progress: int
+    ms_since_progress: int
+    inactivity_timeout_ms: int
+    idempotency_key: str | None
+
+
+class AttemptSink(Protocol):
+    """Engine side of an attempt, called by the handler side (never blocks)."""
+
+    def command(self, command: Command) -> None: ...
+    def propose_run(self, completion_id: int, result: Result) -> None: ...
+    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None: ...
+    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None: ...
+    def ended(self) -> None: ...
+
+
+class AttemptHandle(Protocol):
+    """Handler side of an attempt, called by the engine."""
+
+    def notify(self, notification: Notification) -> None: ...
+    def abort(self) -> None: ...
+
+
+class HandlerTransport(Protocol):
+    def has_handler(self, target: Target) -> bool: ...
+    def start(self, start: AttemptStart, sink: AttemptSink) -> AttemptHandle: ...

@@ -1,0 +1,117 @@
+"""``unbroken serve``: engine + ingress + admin + in-process handlers in one process, on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import sys
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+from unbroken.admin.app import AdminApp
+from unbroken.config import Config
+from unbroken.core.ids import deployment_id
+from unbroken.core.model import RetryPolicy
+from unbroken.ingress.app import IngressApp
+from unbroken.runtime.clock import SystemClock
+from unbroken.runtime.engine import Engine, EngineOptions
+from unbroken.sdk.app import App
+from unbroken.sdk.local import LocalTransport
+from unbroken.storage.sqlite import SqliteStore
+
+log = logging.getLogger("unbroken")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server whose signals we handle ourselves (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _uvicorn(app: Any, bind: tuple[str, int]) -> _Server:
+    config = uvicorn.Config(
+        app, host=bind[0], port=bind[1], http="httptools", loop="none", lifespan="off",
+        access_log=False, log_level="warning", server_header=False, date_header=False,
+        timeout_keep_alive=60, backlog=4096,
+    )  # fmt: skip
+    return _Server(config)
+
+
+def _setup_logging(config: Config) -> None:
+    level = getattr(logging, config.log_level.upper(), logging.INFO)
+    fmt = "%(asctime)s %(levelname)-5s %(message)s" if config.dev else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
+    clock = SystemClock()
+    store = SqliteStore(config.data_dir, fsync=config.fsync)
+    defaults = RetryPolicy(
+        config.retry_initial_interval_ms, config.retry_exponentiation_factor, config.retry_max_interval_ms,
+        config.retry_max_attempts, config.retry_on_max_attempts,
+    )  # fmt: skip
+    schemas = app.schemas(
+        defaults, config.inactivity_timeout_ms, config.abort_timeout_ms, config.idempotency_retention_ms,
+        config.workflow_completion_retention_ms, config.journal_retention_ms,
+    )  # fmt: skip
+    transport = LocalTransport(app.services, clock.now_ms)
+    dev_log = logging.getLogger("unbroken.dev")
+
+    def on_log(invocation_id: str, message: str) -> None:
+        dev_log.info("%s %s", invocation_id, message)
+
+    options = EngineOptions(inactivity_timeout_ms=config.inactivity_timeout_ms, dev=config.dev)
+    engine = Engine(store, schemas, transport, clock, options, on_log if config.dev else None)
+    return engine, store
+
+
+async def run(app: App, config: Config, started: asyncio.Event | None = None) -> None:
+    engine, store = build_engine(app, config)
+    engine.start()
+    ingress_bind, admin_bind = config.ingress_host_port, config.admin_host_port
+    dep = deployment_id(hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16])
+    ingress = _uvicorn(IngressApp(engine, config.request_size_limit_bytes), ingress_bind)
+    admin = _uvicorn(AdminApp(engine, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/"), admin_bind)
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        ingress.should_exit = True
+        admin.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    serving = asyncio.gather(ingress._serve(), admin._serve())
+    await asyncio.sleep(0)
+    log.info(
+        "unbroken serving %d services: ingress http://%s:%d, admin http://%s:%d, data %s",
+        len(engine.schemas.services), *ingress_bind, *admin_bind, config.data_dir,
+    )  # fmt: skip
+    if started is not None:
+        started.set()
+    try:
+        await serving
+    finally:
+        await engine.stop()
+        store.close()
+        log.info("unbroken stopped")
+
+
+def serve(app: object, config: Config) -> None:
+    """Run until SIGTERM/SIGINT (blocking)."""
+    if not isinstance(app, App):
+        raise TypeError(f"expected an unbroken App (from unbroken.app([...])), got {type(app).__name__}")
+    _setup_logging(config)
+    try:
+        import uvloop
+
+        uvloop.run(run(app, config))
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        asyncio.run(run(app, config))

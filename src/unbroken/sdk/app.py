@@ -1,0 +1,91 @@
+"""``unbroken.app([...])``: the set of services one process serves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceSchema
+from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
+
+
+class App:
+    """The services of one process. ``unbroken serve`` runs it; restate-sdk's extra arguments are accepted."""
+
+    def __init__(self, services: Iterable[_ServiceBase], **options: Any) -> None:
+        self.services: list[_ServiceBase] = []
+        names: set[str] = set()
+        for svc in services:
+            if not isinstance(svc, _ServiceBase):
+                raise TypeError(f"{svc!r} is not a Service, VirtualObject or Workflow")
+            if svc.name in names:
+                raise ValueError(f"two services are named {svc.name!r}")
+            names.add(svc.name)
+            self.services.append(svc)
+        self.options = options
+
+    def schemas(self, defaults: RetryPolicy, inactivity_timeout_ms: int, abort_timeout_ms: int,
+                idempotency_retention_ms: int, workflow_retention_ms: int, journal_retention_ms: int) -> Schemas:  # fmt: skip
+        out: dict[str, ServiceSchema] = {}
+        for svc in self.services:
+            o = svc.options
+            handlers = {
+                name: HandlerSchema(
+                    name=name,
+                    kind=h.kind,
+                    public=not bool(h.options.ingress_private),
+                    retry_policy=_policy(h.options.invocation_retry_policy, defaults) if h.options.invocation_retry_policy else None,
+                    inactivity_timeout_ms=_ms(h.options.inactivity_timeout),
+                )
+                for name, h in svc.handlers.items()
+            }
+            out[svc.name] = ServiceSchema(
+                name=svc.name,
+                kind=svc.kind,
+                handlers=handlers,
+                public=not bool(o.ingress_private),
+                retry_policy=_policy(o.invocation_retry_policy, defaults),
+                inactivity_timeout_ms=_ms(o.inactivity_timeout) or inactivity_timeout_ms,
+                abort_timeout_ms=_ms(o.abort_timeout) or abort_timeout_ms,
+                idempotency_retention_ms=_ms_or(o.idempotency_retention, idempotency_retention_ms),
+                workflow_completion_retention_ms=_ms_or(_workflow_retention(svc), workflow_retention_ms),
+                journal_retention_ms=_ms_or(o.journal_retention, journal_retention_ms),
+            )
+        return Schemas(out)
+
+
+def _workflow_retention(svc: _ServiceBase) -> timedelta | None:
+    for h in svc.handlers.values():
+        if h.options.workflow_retention is not None:
+            return h.options.workflow_retention
+    return None
+
+
+def _ms(d: timedelta | None) -> int | None:
+    return None if d is None else int(d.total_seconds() * 1000)
+
+
+def _ms_or(d: timedelta | None, default: int) -> int:
+    return default if d is None else int(d.total_seconds() * 1000)
+
+
+def _policy(p: InvocationRetryPolicy | None, defaults: RetryPolicy) -> RetryPolicy:
+    if p is None:
+        return defaults
+    return RetryPolicy(
+        initial_interval_ms=_ms(p.initial_interval) or defaults.initial_interval_ms,
+        exponentiation_factor=p.exponentiation_factor or defaults.exponentiation_factor,
+        max_interval_ms=_ms(p.max_interval) or defaults.max_interval_ms,
+        max_attempts=p.max_attempts or defaults.max_attempts,
+        on_max_attempts=p.on_max_attempts or defaults.on_max_attempts,
+    )
+
+
+def app(services: Sequence[_ServiceBase], protocol: str | None = None, identity_keys: Any = None,
+        journal_value_codec: Any = None) -> App:  # fmt: skip
+    """Bundle services into an app (same signature as restate-sdk's ``restate.app``)."""
+    return App(services, protocol=protocol, identity_keys=identity_keys)
+
+
+__all__ = ["App", "HandlerOptions", "app"]

@@ -1,0 +1,110 @@
+"""Durable futures: awaitables whose result is a journaled notification."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+from unbroken.core import journal as j
+from unbroken.sdk import context as c
+from unbroken.sdk.exceptions import TerminalError
+from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
+from unbroken.sdk.session import Key, Session
+
+T = TypeVar("T")
+
+
+def pick_serde(serde: Serde[Any] | None, type_hint: Any) -> Serde[Any]:
+    if type_hint is not None and (serde is None or type(serde) is DefaultSerde):
+        return serde_for_type(type_hint)
+    if serde is None or (type(serde) is DefaultSerde and getattr(serde, "type_hint", None) is None):
+        return serde_for_type(None)
+    return serde
+
+
+def raise_failure(result: j.Result) -> None:
+    if result.failure is not None:
+        raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
+
+
+class DurableFuture(c.RestateDurableFuture[T]):
+    """Resolves when the notification ``key`` is in the journal; the result is decoded once."""
+
+    __slots__ = ("session", "key", "decode", "_done", "_value")
+
+    def __init__(self, session: Session, key: Key, decode: Callable[[j.Result], T]) -> None:
+        self.session = session
+        self.key = key
+        self.decode = decode
+        self._done = False
+        self._value: Any = None
+
+    async def _get(self) -> T:
+        if not self._done:
+            result = await self.session.wait(self.key)
+            self._value = self.decode(result)
+            self._done = True
+        return self._value  # type: ignore[no-any-return]
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        return self._get().__await__()
+
+    def completed_seq(self) -> int:
+        got = self.session.results.get(self.key)
+        return got[0] if got is not None else 1 << 62
+
+
+class SleepFuture(DurableFuture[None], c.RestateDurableSleepFuture):
+    pass
+
+
+class CallFuture(DurableFuture[T], c.RestateDurableCallFuture[T]):
+    __slots__ = ("id_key",)
+
+    def __init__(self, session: Session, key: Key, id_key: Key, decode: Callable[[j.Result], T]) -> None:
+        super().__init__(session, key, decode)
+        self.id_key = id_key
+
+    async def invocation_id(self) -> str:
+        result = await self.session.wait(self.id_key)
+        raise_failure(result)
+        assert result.value is not None
+        return result.value.decode()
+
+    def cancel_invocation(self) -> None:
+        raise TerminalError("use ctx.cancel_invocation(await future.invocation_id())", 400)
+
+
+class Handle(c.SendHandle):
+    def __init__(self, session: Session, id_key: Key) -> None:
+        self.session = session
+        self.id_key = id_key
+
+    async def invocation_id(self) -> str:
+        result = await self.session.wait(self.id_key)
+        raise_failure(result)
+        assert result.value is not None
+        return result.value.decode()
+
+    def cancel_invocation(self) -> None:
+        raise TerminalError("use ctx.cancel_invocation(await handle.invocation_id())", 400)
+
+
+class Ready(c.RestateDurableFuture[T]):
+    """An already-known result (state reads), awaitable like the others."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        if False:  # pragma: no cover - makes this a generator
+            yield
+        return self.value
+
+
+
+
+def void_or_raise(result: j.Result) -> None:
+    raise_failure(result)

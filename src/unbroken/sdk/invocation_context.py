@@ -1,0 +1,338 @@
+"""The context implementation handlers receive: every method journals one command through a Session."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random as _random
+import time as _time
+import uuid as _uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from unbroken.core import journal as j
+from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
+from unbroken.core.model import HandlerKind
+from unbroken.sdk import context as c
+from unbroken.sdk.exceptions import TerminalError
+from unbroken.sdk.futures import CallFuture, DurableFuture, Handle, Ready, SleepFuture, pick_serde, void_or_raise
+from unbroken.sdk.serde import DefaultSerde, Serde
+from unbroken.sdk.service import HandlerDef, handler_of
+from unbroken.sdk.session import Session
+
+T = TypeVar("T")
+
+
+class Promise(c.DurablePromise[T]):
+    def __init__(self, ctx: InvocationContext, name: str, serde: Serde[T]) -> None:
+        super().__init__(name, serde)
+        self.ctx = ctx
+
+    def value(self) -> c.RestateDurableFuture[T]:
+        s = self.ctx.session
+        cid = s.new_completion_id()
+        s.command(j.GetPromiseCommand(self.name, cid))
+        return DurableFuture(s, ("c", cid), self.ctx.decoder(self.serde))
+
+    def peek(self) -> Awaitable[T | None]:
+        s = self.ctx.session
+        cid = s.new_completion_id()
+        s.command(j.PeekPromiseCommand(self.name, cid))
+        return DurableFuture(s, ("c", cid), self.ctx.decoder(self.serde))
+
+    def _complete(self, result: j.Result) -> Awaitable[None]:
+        s = self.ctx.session
+        cid = s.new_completion_id()
+        s.command(j.CompletePromiseCommand(self.name, result, cid))
+        return DurableFuture(s, ("c", cid), void_or_raise)
+
+    def resolve(self, value: T) -> Awaitable[None]:
+        return self._complete(j.Result(value=self.serde.serialize(value)))
+
+    def reject(self, message: str, code: int = 500) -> Awaitable[None]:
+        return self._complete(j.Result(failure=j.Failure(code, message)))
+
+
+class RunFailed(Exception):
+    """A ``ctx.run`` action failed with retry budget left: the attempt ends and is retried."""
+
+    def __init__(self, cause: BaseException, next_retry_delay_ms: int | None) -> None:
+        super().__init__(f"ctx.run failed: {cause!r}")
+        self.cause = cause
+        self.next_retry_delay_ms = next_retry_delay_ms
+
+
+def _retry_delay_ms(options: c.RunOptions[Any], attempt: int) -> int | None:
+    if options.initial_retry_interval is None:
+        return None
+    factor = options.retry_interval_factor or 2.0
+    delay = options.initial_retry_interval.total_seconds() * 1000 * factor ** max(0, attempt - 1)
+    if options.max_retry_interval is not None:
+        delay = min(delay, options.max_retry_interval.total_seconds() * 1000)
+    return int(delay)
+
+
+def _headers(headers: dict[str, str] | None) -> list[j.Header]:
+    return [j.Header(k, v) for k, v in headers.items()] if headers else []
+
+
+class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
+    """Implements every context type; what a handler may call is checked against its kind."""
+
+    def __init__(self, session: Session, hdef: HandlerDef, clock: Callable[[], int]) -> None:
+        self.session = session
+        self.hdef = hdef
+        self.clock = clock
+        start = session.start
+        self.state = dict(start.state) if start.state is not None else None
+        self._random = _random.Random(start.random_seed)
+        self.run_failure: RunFailed | None = None
+
+    # ------------------------------------------------------------------------------- basics
+    def decoder(self, serde: Serde[Any]) -> Callable[[j.Result], Any]:
+        def decode(result: j.Result) -> Any:
+            if result.failure is not None:
+                raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
+            return None if result.value is None else serde.deserialize(result.value)
+
+        return decode
+
+    def request(self) -> c.Request:
+        start = self.session.start
+        first = start.journal[0]
+        assert isinstance(first, j.InputCommand)
+        headers = {h.key: h.value for h in first.headers}
+        return c.Request(start.invocation_id, headers, headers, first.value, start.idempotency_key)
+
+    def key(self) -> str:
+        key = self.session.start.target.key
+        if key is None:
+            raise TerminalError("this handler belongs to a plain service: it has no key", 500)
+        return key
+
+    def random(self) -> _random.Random:
+        return self._random
+
+    def uuid(self) -> _uuid.UUID:
+        return _uuid.UUID(int=self._random.getrandbits(128), version=4)
+
+    def time(self) -> c.RestateDurableFuture[float]:
+        return self.run("timestamp", _time.time)
+
+    # ------------------------------------------------------------------------------- state
+    def _state_map(self, write: bool) -> dict[str, bytes]:
+        if self.state is None:
+            raise TerminalError("state is only available to virtual objects and workflows", 500)
+        if write and self.hdef.kind is HandlerKind.SHARED:
+            raise TerminalError("shared handlers cannot modify state", 500)
+        return self.state
+
+    def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Any:
+        state = self._state_map(write=False)
+        cmd = self.session.command(j.GetEagerStateCommand(name, state.get(name)))
+        assert isinstance(cmd, j.GetEagerStateCommand)
+        value = None if cmd.value is None else pick_serde(serde, type_hint).deserialize(cmd.value)
+        return Ready(value)
+
+    def state_keys(self) -> Any:
+        state = self._state_map(write=False)
+        cmd = self.session.command(j.GetEagerStateKeysCommand(sorted(state)))
+        assert isinstance(cmd, j.GetEagerStateKeysCommand)
+        return Ready(list(cmd.keys))
+
+    def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde()) -> None:
+        state = self._state_map(write=True)
+        data = pick_serde(serde, None).serialize(value)
+        self.session.command(j.SetStateCommand(name, data))
+        state[name] = data
+
+    def clear(self, name: str) -> None:
+        state = self._state_map(write=True)
+        self.session.command(j.ClearStateCommand(name))
+        state.pop(name, None)
+
+    def clear_all(self) -> None:
+        state = self._state_map(write=True)
+        self.session.command(j.ClearAllStateCommand())
+        state.clear()
+
+    # --------------------------------------------------------------------------- side effects
+    def run(
+        self,
+        name: str,
+        action: Any,
+        serde: Serde[T] = DefaultSerde(),
+        max_attempts: int | None = None,
+        max_retry_duration: timedelta | None = None,
+        type_hint: type[T] | None = None,
+        args: tuple[Any, ...] | None = None,
+    ) -> c.RestateDurableFuture[T]:
+        options: c.RunOptions[T] = c.RunOptions(
+            serde=serde, max_attempts=max_attempts, max_duration=max_retry_duration, type_hint=type_hint
+        )
+        return self.run_typed(name, action, options, *(args or ()))
+
+    def run_typed(
+        self, name: str, action: Any, options: c.RunOptions[T] = c.RunOptions(), /, *args: Any, **kwargs: Any
+    ) -> c.RestateDurableFuture[T]:
+        s = self.session
+        cid = s.new_completion_id()
+        s.command(j.RunCommand(cid, name))
+        hint = options.type_hint
+        if hint is None:
+            hint = inspect.signature(action).return_annotation if callable(action) else None
+            hint = None if hint is inspect.Signature.empty else hint
+        serde = pick_serde(options.serde, hint)
+        if ("c", cid) not in s.results:
+            s.running_runs += 1
+            task = asyncio.get_running_loop().create_task(self._execute(cid, name, action, args, kwargs, serde, options))
+            task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
+        return DurableFuture(s, ("c", cid), self.decoder(serde))
+
+    async def _execute(
+        self, cid: int, name: str, action: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+        serde: Serde[Any], options: c.RunOptions[Any],
+    ) -> None:  # fmt: skip
+        s = self.session
+        try:
+            if inspect.iscoroutinefunction(action):
+                value = await action(*args, **kwargs)
+            else:
+                loop = asyncio.get_running_loop()
+                value = await loop.run_in_executor(None, lambda: action(*args, **kwargs))
+                if inspect.isawaitable(value):
+                    value = await value
+            result = j.Result(value=serde.serialize(value))
+        except TerminalError as exc:
+            result = j.Result(failure=j.Failure(exc.status_code, exc.message, exc.metadata))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # retryable, unless the run's budget is spent
+            attempt = s.start.retries_since_progress + 1
+            max_ms = options.max_duration or options.max_retry_duration
+            spent = (options.max_attempts is not None and attempt >= options.max_attempts) or (
+                max_ms is not None and s.start.ms_since_progress >= max_ms.total_seconds() * 1000
+            )
+            if not spent:
+                self.run_failure = RunFailed(exc, _retry_delay_ms(options, attempt))
+                self.session.fail_from_run(self.run_failure)
+                return
+            result = j.Result(failure=j.Failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {exc!r}"))
+        if not s.ended:
+            s.sink.propose_run(cid, result)
+
+    def sleep(self, delta: timedelta, name: str | None = None) -> c.RestateDurableSleepFuture:
+        s = self.session
+        cid = s.new_completion_id()
+        wake = self.clock() + int(delta.total_seconds() * 1000)
+        s.command(j.SleepCommand(wake, cid, name or ""))
+        return SleepFuture(s, ("c", cid), lambda _r: None)
+
+    # ---------------------------------------------------------------------------------- calls
+    def _call(
+        self, service: str, handler: str, key: str | None, parameter: bytes, idempotency_key: str | None,
+        headers: dict[str, str] | None, decode: Callable[[j.Result], Any],
+    ) -> CallFuture[Any]:  # fmt: skip
+        s = self.session
+        id_cid = s.new_completion_id()
+        cid = s.new_completion_id()
+        s.command(j.CallCommand(service, handler, parameter, _headers(headers), key, idempotency_key, id_cid, cid))
+        s.call_ids[cid] = id_cid
+        return CallFuture(s, ("c", cid), ("c", id_cid), decode)
+
+    def _send(
+        self, service: str, handler: str, key: str | None, parameter: bytes, delay: timedelta | None,
+        idempotency_key: str | None, headers: dict[str, str] | None,
+    ) -> Handle:  # fmt: skip
+        s = self.session
+        id_cid = s.new_completion_id()
+        at = self.clock() + int(delay.total_seconds() * 1000) if delay else 0
+        s.command(j.OneWayCallCommand(service, handler, parameter, at, _headers(headers), key, idempotency_key, id_cid))
+        return Handle(s, ("c", id_cid))
+
+    def _typed_call(self, tpe: Any, key: str | None, arg: Any, idem: str | None, headers: Any) -> Any:
+        h = handler_of(tpe)
+        return self._call(h.service, h.name, key, h.input_serde.serialize(arg), idem, headers, self.decoder(h.output_serde))
+
+    def _typed_send(self, tpe: Any, key: str | None, arg: Any, delay: Any, idem: str | None, headers: Any) -> Handle:
+        h = handler_of(tpe)
+        return self._send(h.service, h.name, key, h.input_serde.serialize(arg), delay, idem, headers)
+
+    def service_call(self, tpe: Any, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+        return self._typed_call(tpe, None, arg, idempotency_key, headers)
+
+    def service_send(self, tpe: Any, arg: Any, send_delay: timedelta | None = None,
+                     idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+        return self._typed_send(tpe, None, arg, send_delay, idempotency_key, headers)
+
+    def object_call(self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+        return self._typed_call(tpe, key, arg, idempotency_key, headers)
+
+    def object_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
+                    idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+        return self._typed_send(tpe, key, arg, send_delay, idempotency_key, headers)
+
+    def workflow_call(self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+        return self._typed_call(tpe, key, arg, idempotency_key, headers)
+
+    def workflow_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
+                      idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+        return self._typed_send(tpe, key, arg, send_delay, idempotency_key, headers)
+
+    def generic_call(self, service: str, handler: str, arg: bytes, key: str | None = None,
+                     idempotency_key: str | None = None, headers: Any = None) -> Any:  # fmt: skip
+        return self._call(service, handler, key, arg, idempotency_key, headers, _raw)
+
+    def generic_send(self, service: str, handler: str, arg: bytes, key: str | None = None,
+                     send_delay: timedelta | None = None, idempotency_key: str | None = None,
+                     headers: Any = None) -> Handle:  # fmt: skip
+        return self._send(service, handler, key, arg, send_delay, idempotency_key, headers)
+
+    # ----------------------------------------------------------------------- awakeables & co
+    def awakeable(self, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Any:
+        s = self.session
+        idx = s.new_signal_idx()
+        aid = awakeable_id(InvocationId.parse(s.start.invocation_id), idx)
+        return aid, DurableFuture(s, ("s", idx), self.decoder(pick_serde(serde, type_hint)))
+
+    def resolve_awakeable(self, name: str, value: Any, serde: Serde[Any] = DefaultSerde()) -> None:
+        self._check_awakeable(name)
+        data = pick_serde(serde, None).serialize(value)
+        self.session.command(j.CompleteAwakeableCommand(name, j.Result(value=data)))
+
+    def reject_awakeable(self, name: str, failure_message: str, failure_code: int = 500) -> None:
+        self._check_awakeable(name)
+        failure = j.Failure(failure_code, failure_message)
+        self.session.command(j.CompleteAwakeableCommand(name, j.Result(failure=failure)))
+
+    @staticmethod
+    def _check_awakeable(name: str) -> None:
+        try:
+            parse_awakeable_id(name)
+        except InvalidId as exc:
+            raise TerminalError(str(exc), 400) from None
+
+    def cancel_invocation(self, invocation_id: str) -> None:
+        try:
+            InvocationId.parse(invocation_id)
+        except InvalidId as exc:
+            raise TerminalError(str(exc), 400) from None
+        self.session.command(j.SendSignalCommand(invocation_id, j.CANCEL_SIGNAL, j.Result()))
+
+    def attach_invocation(self, invocation_id: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Any:
+        s = self.session
+        cid = s.new_completion_id()
+        s.command(j.AttachInvocationCommand(invocation_id, cid))
+        return DurableFuture(s, ("c", cid), self.decoder(pick_serde(serde, type_hint)))
+
+    def promise(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Promise[T]:
+        if self.hdef.service_kind.value != "Workflow":
+            raise TerminalError("durable promises are only available to workflows", 500)
+        return Promise(self, name, pick_serde(serde, type_hint))
+
+
+def _raw(result: j.Result) -> bytes:
+    if result.failure is not None:
+        raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
+    return result.value or b""

@@ -1,0 +1,91 @@
+"""Runs in-process handlers: the ``HandlerTransport`` for services defined in this Python process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable, Iterable
+
+from unbroken.core import journal as j
+from unbroken.core.model import Target
+from unbroken.protocol.transport import AttemptSink, AttemptStart
+from unbroken.sdk.exceptions import NonDeterminismError, RetryableError, SdkInternalBaseException, TerminalError
+from unbroken.sdk.invocation_context import InvocationContext
+from unbroken.sdk.serde import SerdeError
+from unbroken.sdk.service import HandlerDef, _ServiceBase
+from unbroken.sdk.session import Session
+
+log = logging.getLogger("unbroken.handler")
+
+
+class LocalTransport:
+    def __init__(self, services: Iterable[_ServiceBase], now_ms: Callable[[], int]) -> None:
+        self.handlers: dict[tuple[str, str], HandlerDef] = {}
+        for svc in services:
+            for name, hdef in svc.handlers.items():
+                self.handlers[(svc.name, name)] = hdef
+        self.now_ms = now_ms
+
+    def has_handler(self, target: Target) -> bool:
+        return (target.service, target.handler) in self.handlers
+
+    def start(self, start: AttemptStart, sink: AttemptSink) -> Session:
+        session = Session(start, sink)
+        hdef = self.handlers.get((start.target.service, start.target.handler))
+        if hdef is None:
+            sink.fail(404, f"no handler {start.target} in this process")
+            session.end()
+            return session
+        ctx = InvocationContext(session, hdef, self.now_ms)
+        session.task = asyncio.get_running_loop().create_task(run_handler(session, ctx, hdef))
+        return session
+
+
+def _input(hdef: HandlerDef, session: Session) -> object:
+    first = session.start.journal[0]
+    assert isinstance(first, j.InputCommand)
+    try:
+        return hdef.input_serde.deserialize(first.value)
+    except SerdeError as exc:
+        raise TerminalError(f"invalid input for {hdef.service}/{hdef.name}: {exc}", 400) from None
+
+
+async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> None:
+    """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
+    try:
+        if hdef.takes_input:
+            out = await hdef.fn(ctx, _input(hdef, session))
+        else:
+            out = await hdef.fn(ctx)
+        result = j.Result(value=hdef.output_serde.serialize(out))
+    except TerminalError as exc:
+        result = j.Result(failure=j.Failure(exc.status_code, exc.message, exc.metadata))
+    except NonDeterminismError as exc:
+        log.error("%s: %s", session.start.invocation_id, exc)
+        session.fail(exc.code, str(exc))
+        return
+    except SdkInternalBaseException:
+        return
+    except asyncio.CancelledError:
+        if not session.ended:
+            session.fail(500, "the handler was cancelled (asyncio.CancelledError)")
+        return
+    except RetryableError as exc:
+        delay = int(exc.retry_after.total_seconds() * 1000) if exc.retry_after else None
+        session.fail(exc.status_code, exc.message, delay)
+        return
+    except Exception as exc:
+        if session.ended:
+            return
+        log.warning("%s attempt %d failed: %r", session.start.invocation_id, session.start.attempt, exc)
+        session.fail(500, f"{exc!r}\n{traceback.format_exc(limit=8)}")
+        return
+    if session.ended:
+        return
+    try:
+        session.command(j.OutputCommand(result))
+    except NonDeterminismError as exc:
+        session.fail(exc.code, str(exc))
+        return
+    session.end()

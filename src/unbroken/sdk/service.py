@@ -1,0 +1,186 @@
+"""Service definitions: ``Service``, ``VirtualObject``, ``Workflow`` and their handler decorators."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from unbroken.core.model import HandlerKind, ServiceKind
+from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
+
+HANDLER_ATTR = "__unbroken_handler__"
+
+
+@dataclass(frozen=True)
+class InvocationRetryPolicy:
+    initial_interval: timedelta | None = None
+    exponentiation_factor: float | None = None
+    max_interval: timedelta | None = None
+    max_attempts: int | None = None
+    on_max_attempts: Literal["pause", "kill"] | None = None
+
+
+@dataclass
+class HandlerOptions:
+    inactivity_timeout: timedelta | None = None
+    abort_timeout: timedelta | None = None
+    journal_retention: timedelta | None = None
+    idempotency_retention: timedelta | None = None
+    workflow_retention: timedelta | None = None
+    invocation_retry_policy: InvocationRetryPolicy | None = None
+    ingress_private: bool | None = None
+    metadata: dict[str, str] | None = None
+    description: str | None = None
+
+
+@dataclass
+class HandlerDef:
+    service: str
+    service_kind: ServiceKind
+    name: str
+    kind: HandlerKind | None
+    fn: Callable[..., Any]
+    takes_input: bool
+    input_serde: Serde[Any]
+    output_serde: Serde[Any]
+    input_type: Any
+    output_type: Any
+    accept: str
+    content_type: str
+    options: HandlerOptions = field(default_factory=HandlerOptions)
+
+
+def _resolve_serde(given: Serde[Any] | None, tp: Any) -> Serde[Any]:
+    if given is None or (type(given) is DefaultSerde and getattr(given, "type_hint", None) is None):
+        return serde_for_type(tp)
+    return given
+
+
+def _signature_types(fn: Callable[..., Any]) -> tuple[bool, Any, Any]:
+    """(takes an input argument, input type, output type) from the handler's signature."""
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        raise TypeError(f"handler {fn.__qualname__} must take the context as its first parameter")
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    takes_input = len(params) >= 2
+    in_type = hints.get(params[1].name) if takes_input else None
+    out_type = hints.get("return")
+    return takes_input, in_type, (None if out_type is type(None) else out_type)
+
+
+class _ServiceBase:
+    kind: ServiceKind
+
+    def __init__(
+        self,
+        name: str,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        inactivity_timeout: timedelta | None = None,
+        abort_timeout: timedelta | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+        ingress_private: bool | None = None,
+        invocation_retry_policy: InvocationRetryPolicy | None = None,
+        **_ignored: Any,
+    ) -> None:
+        if not name or "/" in name:
+            raise ValueError(f"invalid service name {name!r}: it must be non-empty and contain no '/'")
+        self.name = name
+        self.handlers: dict[str, HandlerDef] = {}
+        self.options = HandlerOptions(
+            inactivity_timeout=inactivity_timeout,
+            abort_timeout=abort_timeout,
+            journal_retention=journal_retention,
+            idempotency_retention=idempotency_retention,
+            invocation_retry_policy=invocation_retry_policy,
+            ingress_private=ingress_private,
+            metadata=metadata,
+            description=description,
+        )
+        self.enable_lazy_state = bool(_ignored.get("enable_lazy_state", False))
+
+    def _decorator(self, name: str | Callable[..., Any] | None, kind: HandlerKind | None, **kw: Any) -> Any:
+        if callable(name):  # used as @svc.handler without parentheses
+            return self._register(name, None, kind, **kw)
+
+        def wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+            return self._register(fn, name, kind, **kw)
+
+        return wrapper
+
+    def _register(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        kind: HandlerKind | None,
+        accept: str = "application/json",
+        content_type: str = "application/json",
+        input_serde: Serde[Any] | None = None,
+        output_serde: Serde[Any] | None = None,
+        **options: Any,
+    ) -> Callable[..., Any]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"handler {fn.__qualname__} must be an async function")
+        handler_name = name or fn.__name__
+        if handler_name in self.handlers:
+            raise ValueError(f"service {self.name!r} already has a handler named {handler_name!r}")
+        takes_input, in_type, out_type = _signature_types(fn)
+        known = {k: v for k, v in options.items() if k in HandlerOptions.__dataclass_fields__}
+        hdef = HandlerDef(
+            self.name, self.kind, handler_name, kind, fn, takes_input,
+            _resolve_serde(input_serde, in_type), _resolve_serde(output_serde, out_type),
+            in_type, out_type, accept, content_type, HandlerOptions(**known),
+        )  # fmt: skip
+        self.handlers[handler_name] = hdef
+        setattr(fn, HANDLER_ATTR, hdef)
+        return fn
+
+
+class Service(_ServiceBase):
+    """A plain service: handlers run concurrently and have no state."""
+
+    kind = ServiceKind.SERVICE
+
+    def handler(self, name: str | Callable[..., Any] | None = None, **kw: Any) -> Any:
+        return self._decorator(name, None, **kw)
+
+
+class VirtualObject(_ServiceBase):
+    """A keyed actor: exclusive handlers run one at a time per key; shared handlers read concurrently."""
+
+    kind = ServiceKind.VIRTUAL_OBJECT
+
+    def handler(
+        self, name: str | Callable[..., Any] | None = None, kind: Literal["exclusive", "shared"] = "exclusive", **kw: Any
+    ) -> Any:
+        if kind not in ("exclusive", "shared"):
+            raise ValueError(f"handler kind must be 'exclusive' or 'shared', not {kind!r}")
+        return self._decorator(name, HandlerKind.EXCLUSIVE if kind == "exclusive" else HandlerKind.SHARED, **kw)
+
+
+class Workflow(_ServiceBase):
+    """A workflow: ``main`` runs once per key; shared handlers and durable promises around it."""
+
+    kind = ServiceKind.WORKFLOW
+
+    def main(self, name: str | Callable[..., Any] | None = None, **kw: Any) -> Any:
+        return self._decorator(name, HandlerKind.WORKFLOW, **kw)
+
+    def handler(self, name: str | Callable[..., Any] | None = None, **kw: Any) -> Any:
+        return self._decorator(name, HandlerKind.SHARED, **kw)
+
+
+def handler_of(fn: Any) -> HandlerDef:
+    """The definition behind a decorated handler function (as passed to ``ctx.service_call``)."""
+    hdef = getattr(fn, HANDLER_ATTR, None)
+    if hdef is None:
+        raise TypeError(f"{fn!r} is not a handler: decorate it with @service.handler()")
+    return typing.cast(HandlerDef, hdef)

@@ -1,0 +1,232 @@
+"""The replay matcher: drives one attempt of a handler coroutine against its journal.
+
+Every ``ctx`` operation becomes a command. While the journal still holds commands from earlier attempts
+(replay), each new command must match the recorded one at that position, and its result comes from the
+journal; past the end, commands go to the engine and results come back as notifications. Completion ids
+and signal indexes are allocated in program order, so a deterministic handler allocates the same ids on
+every attempt. A mismatch is a :class:`NonDeterminismError` naming the entry.
+
+Cancellation: the CANCEL signal is raised as ``TerminalError(409, "cancelled")`` at the first await whose
+result was not journaled before the signal (decided by journal order, so replay raises it at the same
+await as the live run did), and the in-flight calls are cancelled too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from unbroken.core import journal as j
+from unbroken.protocol.transport import AttemptSink, AttemptStart
+from unbroken.sdk.exceptions import AttemptEnded, NonDeterminismError, TerminalError
+
+log = logging.getLogger("unbroken.sdk")
+
+PENDING: Any = object()
+Key = tuple[str, int]  # ("c", completion_id) or ("s", signal_idx)
+
+
+def _identity(cmd: j.Entry) -> tuple[Any, ...]:
+    """What must match between a journaled command and a replayed one (not values or times)."""
+    match cmd:
+        case j.GetEagerStateCommand() | j.SetStateCommand() | j.ClearStateCommand():
+            return (type(cmd), cmd.key)
+        case j.CallCommand() | j.OneWayCallCommand():
+            return (type(cmd), cmd.service, cmd.handler, cmd.key)
+        case j.RunCommand():
+            return (type(cmd), cmd.name)
+        case j.GetPromiseCommand() | j.PeekPromiseCommand() | j.CompletePromiseCommand():
+            return (type(cmd), cmd.key)
+        case j.SendSignalCommand():
+            return (type(cmd), cmd.target_invocation_id, cmd.idx)
+        case j.AttachInvocationCommand() | j.GetInvocationOutputCommand():
+            return (type(cmd), cmd.invocation_id)
+        case _:
+            return (type(cmd),)
+
+
+class Session:
+    """One attempt: the journal cursor, the results seen so far, the waiting coroutines."""
+
+    def __init__(self, start: AttemptStart, sink: AttemptSink) -> None:
+        self.start = start
+        self.sink = sink
+        self.loop = asyncio.get_running_loop()
+        self.replay: list[tuple[int, j.Entry]] = []
+        self.replay_pos = 0
+        self.results: dict[Key, tuple[int, j.Result]] = {}
+        self.seq = 0
+        self.cancel_seq = 0  # journal order of an unconsumed CANCEL signal, 0 = none
+        self.next_completion_id = 1
+        self.next_signal_idx = j.FIRST_AWAKEABLE_SIGNAL
+        self.call_ids: dict[int, int] = {}  # result completion id -> invocation-id completion id
+        self.wakers: set[asyncio.Future[None]] = set()
+        self.awaiting: dict[Key, int] = {}
+        self.running_runs = 0
+        self.inactivity: asyncio.TimerHandle | None = None
+        self.ended = False
+        self.task: asyncio.Task[None] | None = None
+        for index, entry in enumerate(start.journal):
+            if isinstance(entry, j.Notification):
+                self._record(entry)
+            elif index > 0:
+                self.replay.append((index, entry))
+
+    # ------------------------------------------------------------------------------- commands
+    @property
+    def replaying(self) -> bool:
+        return self.replay_pos < len(self.replay)
+
+    def command(self, cmd: j.Command) -> j.Command:
+        """Issue a command; during replay, check it against the journal and return the journaled one."""
+        if self.ended:
+            raise AttemptEnded()
+        if self.replay_pos < len(self.replay):
+            index, expected = self.replay[self.replay_pos]
+            self.replay_pos += 1
+            if _identity(expected) != _identity(cmd):
+                raise NonDeterminismError(index, _describe(expected), _describe(cmd))
+            return expected  # type: ignore[return-value]
+        if len(self.start.journal) + self.replay_pos > 100_000:
+            raise TerminalError("journal too long: more than 100000 entries", 500)
+        self.sink.command(cmd)
+        self._reset_inactivity()
+        return cmd
+
+    def new_completion_id(self) -> int:
+        cid = self.next_completion_id
+        self.next_completion_id += 1
+        return cid
+
+    def new_signal_idx(self) -> int:
+        idx = self.next_signal_idx
+        self.next_signal_idx += 1
+        return idx
+
+    # --------------------------------------------------------------------------- notifications
+    def _record(self, n: j.Notification) -> None:
+        self.seq += 1
+        if n.signal_idx == j.CANCEL_SIGNAL:
+            if not self.cancel_seq:
+                self.cancel_seq = self.seq
+            return
+        key: Key = ("c", n.completion_id) if n.completion_id else ("s", n.signal_idx)
+        self.results.setdefault(key, (self.seq, n.result))
+
+    def notify(self, n: j.Notification) -> None:
+        """A notification stored after this attempt started (engine side, in journal order)."""
+        if self.ended:
+            return
+        self._record(n)
+        self._reset_inactivity()
+        wakers, self.wakers = self.wakers, set()
+        for w in wakers:
+            if not w.done():
+                w.set_result(None)
+
+    def peek(self, key: Key) -> Any:
+        """The result if it is known and not preempted by a cancel, PENDING if it must be waited for."""
+        got = self.results.get(key)
+        if got is not None and (not self.cancel_seq or got[0] < self.cancel_seq):
+            return got[1]
+        if self.cancel_seq and key != ("s", j.CANCEL_SIGNAL):
+            self.cancel_seq = 0
+            self._cancel_children()
+            raise TerminalError("cancelled", 409)
+        return PENDING
+
+    async def wait(self, key: Key) -> j.Result:
+        while True:
+            result = self.peek(key)
+            if result is not PENDING:
+                return result  # type: ignore[no-any-return]
+            waker: asyncio.Future[None] = self.loop.create_future()
+            self.wakers.add(waker)
+            self.awaiting[key] = self.awaiting.get(key, 0) + 1
+            self._arm_inactivity()
+            try:
+                await waker
+            finally:
+                left = self.awaiting[key] - 1
+                if left:
+                    self.awaiting[key] = left
+                else:
+                    del self.awaiting[key]
+
+    def _cancel_children(self) -> None:
+        """Propagate a cancel to the calls still in flight (as Restate's SDKs do)."""
+        for result_cid, id_cid in sorted(self.call_ids.items()):
+            if ("c", result_cid) in self.results:
+                continue
+            got = self.results.get(("c", id_cid))
+            if got is None or got[1].value is None:
+                continue
+            child = got[1].value.decode()
+            self.command(j.SendSignalCommand(child, j.CANCEL_SIGNAL, j.Result()))
+
+    # ----------------------------------------------------------------------------- suspension
+    def _arm_inactivity(self) -> None:
+        if self.inactivity is None and not self.ended:
+            delay = self.start.inactivity_timeout_ms / 1000
+            self.inactivity = self.loop.call_later(delay, self._inactive)
+
+    def _reset_inactivity(self) -> None:
+        if self.inactivity is not None:
+            self.inactivity.cancel()
+            self.inactivity = None
+            if self.awaiting:
+                self._arm_inactivity()
+
+    def _inactive(self) -> None:
+        self.inactivity = None
+        if self.ended or not self.awaiting or self.running_runs:
+            if not self.ended:
+                self._arm_inactivity()
+            return
+        completions = tuple(sorted(k[1] for k in self.awaiting if k[0] == "c"))
+        signals = tuple(sorted({j.CANCEL_SIGNAL, *(k[1] for k in self.awaiting if k[0] == "s")}))
+        self.sink.suspend(completions, signals)
+        self.end()
+
+    # -------------------------------------------------------------------------------- ending
+    def end(self) -> None:
+        """Stop the attempt: nothing it does from now on reaches the engine."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.inactivity is not None:
+            self.inactivity.cancel()
+            self.inactivity = None
+        task = self.task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+        self.sink.ended()
+
+    def abort(self) -> None:
+        self.end()
+
+    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:
+        """End the attempt with a retryable error (the engine applies the retry policy)."""
+        if self.ended:
+            return
+        self.sink.fail(code, message, next_retry_delay_ms)
+        self.end()
+
+    def fail_from_run(self, failure: Any) -> None:
+        self.fail(500, str(failure), failure.next_retry_delay_ms)
+
+
+def _describe(entry: j.Entry) -> str:
+    name = j.command_name(entry)
+    detail = {
+        j.GetEagerStateCommand: "key", j.SetStateCommand: "key", j.ClearStateCommand: "key",
+        j.RunCommand: "name", j.GetPromiseCommand: "key", j.PeekPromiseCommand: "key",
+        j.CompletePromiseCommand: "key",
+    }.get(type(entry))  # fmt: skip
+    if detail is not None:
+        return f"{name}({getattr(entry, detail)!r})"
+    if isinstance(entry, j.CallCommand | j.OneWayCallCommand):
+        target = f"{entry.service}/{entry.key}/{entry.handler}" if entry.key else f"{entry.service}/{entry.handler}"
+        return f"{name}({target})"
+    return name

@@ -1,0 +1,273 @@
+"""The embedded store: one SQLite file, WAL, ``synchronous=FULL``.
+
+One writer connection, used only by the processor thread, applies a whole batch of records inside one
+transaction (group commit: one fsync for many invocations). Readers (admin, introspection) open their own
+connections; WAL lets them read while the writer writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgspec
+
+from unbroken.core.journal import Entry, Result, decode_entry, encode_entry
+from unbroken.core.model import Invocation, Sink, Status, check_invocation
+from unbroken.core.txn import Promise, Timer
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS invocation (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    service TEXT NOT NULL,
+    service_key TEXT,
+    handler TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    modified_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS invocation_expiry ON invocation(expires_at) WHERE expires_at > 0;
+CREATE INDEX IF NOT EXISTS invocation_active ON invocation(status) WHERE status != 'completed';
+CREATE TABLE IF NOT EXISTS journal (
+    id TEXT NOT NULL, idx INTEGER NOT NULL, entry BLOB NOT NULL, appended_at INTEGER NOT NULL,
+    PRIMARY KEY (id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    service TEXT NOT NULL, service_key TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (service, service_key, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lock (
+    service TEXT NOT NULL, service_key TEXT NOT NULL, holder TEXT NOT NULL,
+    PRIMARY KEY (service, service_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL, service_key TEXT NOT NULL, id TEXT NOT NULL, created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_key ON inbox(service, service_key, seq);
+CREATE TABLE IF NOT EXISTS timer (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    fire_at INTEGER NOT NULL, kind TEXT NOT NULL, invocation_id TEXT NOT NULL, completion_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS promise (
+    service TEXT NOT NULL, service_key TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (service, service_key, name)
+) WITHOUT ROWID;
+"""
+
+_inv_encoder = msgspec.msgpack.Encoder()
+_inv_decoder = msgspec.msgpack.Decoder(Invocation)
+
+
+def connect(path: str, *, fsync: bool = True, readonly: bool = False) -> sqlite3.Connection:
+    """Open the store file with the pragmas every connection needs."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA cache_size=-65536")
+    return conn
+
+
+class SqliteStore:
+    """Owns the writer connection. ``transaction()`` is used by exactly one thread (the processor)."""
+
+    def __init__(self, data_dir: str, *, fsync: bool = True) -> None:
+        os.makedirs(data_dir, exist_ok=True)
+        self.path = os.path.join(data_dir, "unbroken.db")
+        self.fsync = fsync
+        self.conn = connect(self.path, fsync=fsync)
+        self.conn.executescript(_SCHEMA)
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteTransaction]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield SqliteTransaction(self.conn)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- recovery reads (before the processor starts) -------------------------------------------------
+    def active_invocations(self) -> list[Invocation]:
+        rows = self.conn.execute("SELECT data FROM invocation WHERE status != 'completed'").fetchall()
+        return [_decode_invocation(row[0]) for row in rows]
+
+    def timers(self) -> list[Timer]:
+        rows = self.conn.execute("SELECT id, fire_at, kind, invocation_id, completion_id FROM timer")
+        return [Timer(*row) for row in rows]
+
+
+def _decode_invocation(data: bytes) -> Invocation:
+    inv = _inv_decoder.decode(data)
+    check_invocation(inv)
+    return inv
+
+
+class SqliteTransaction:
+    """Implements :class:`unbroken.core.txn.Transaction` on the writer connection."""
+
+    __slots__ = ("c",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.c = conn
+
+    # invocations
+    def get_invocation(self, invocation_id: str) -> Invocation | None:
+        row = self.c.execute("SELECT data FROM invocation WHERE id = ?", (invocation_id,)).fetchone()
+        return None if row is None else _decode_invocation(row[0])
+
+    def put_invocation(self, inv: Invocation) -> None:
+        expires = inv.expires_at_ms if inv.status is Status.COMPLETED else 0
+        self.c.execute(
+            "INSERT OR REPLACE INTO invocation VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                inv.id, inv.status.value, inv.target.service, inv.target.key, inv.target.handler,
+                inv.created_at_ms, inv.modified_at_ms, expires, _inv_encoder.encode(inv),
+            ),
+        )  # fmt: skip
+
+    def delete_invocation(self, invocation_id: str) -> None:
+        self.c.execute("DELETE FROM invocation WHERE id = ?", (invocation_id,))
+
+    def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
+        rows = self.c.execute(
+            "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= ? LIMIT ?", (now_ms, limit)
+        )
+        return [row[0] for row in rows]
+
+    # journal
+    def journal(self, invocation_id: str) -> list[Entry]:
+        rows = self.c.execute("SELECT idx, entry FROM journal WHERE id = ? ORDER BY idx", (invocation_id,))
+        entries = []
+        for expected, (idx, data) in enumerate(rows):
+            assert idx == expected, f"{invocation_id}: journal gap at {expected} (found {idx})"
+            entries.append(decode_entry(data))
+        return entries
+
+    def append_journal(self, invocation_id: str, index: int, entry: Entry) -> None:
+        self.c.execute(
+            "INSERT INTO journal VALUES (?, ?, ?, strftime('%s','now') * 1000)",
+            (invocation_id, index, encode_entry(entry)),
+        )
+
+    def delete_journal(self, invocation_id: str) -> None:
+        self.c.execute("DELETE FROM journal WHERE id = ?", (invocation_id,))
+
+    # state
+    def state_all(self, service: str, key: str) -> dict[str, bytes]:
+        rows = self.c.execute(
+            "SELECT name, value FROM state WHERE service = ? AND service_key = ?", (service, key)
+        )
+        return dict(rows.fetchall())
+
+    def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
+        self.c.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", (service, key, name, value))
+
+    def state_clear(self, service: str, key: str, name: str) -> None:
+        self.c.execute(
+            "DELETE FROM state WHERE service = ? AND service_key = ? AND name = ?", (service, key, name)
+        )
+
+    def state_clear_all(self, service: str, key: str) -> None:
+        self.c.execute("DELETE FROM state WHERE service = ? AND service_key = ?", (service, key))
+
+    # locks and inbox
+    def lock_holder(self, service: str, key: str) -> str | None:
+        row = self.c.execute(
+            "SELECT holder FROM lock WHERE service = ? AND service_key = ?", (service, key)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_lock_holder(self, service: str, key: str, invocation_id: str | None) -> None:
+        if invocation_id is None:
+            self.c.execute("DELETE FROM lock WHERE service = ? AND service_key = ?", (service, key))
+        else:
+            self.c.execute("INSERT OR REPLACE INTO lock VALUES (?, ?, ?)", (service, key, invocation_id))
+
+    def inbox_push(self, service: str, key: str, invocation_id: str) -> None:
+        self.c.execute(
+            "INSERT INTO inbox (service, service_key, id, created_at) VALUES (?, ?, ?, strftime('%s','now') * 1000)",
+            (service, key, invocation_id),
+        )
+
+    def inbox_pop(self, service: str, key: str) -> str | None:
+        row = self.c.execute(
+            "SELECT seq, id FROM inbox WHERE service = ? AND service_key = ? ORDER BY seq LIMIT 1",
+            (service, key),
+        ).fetchone()
+        if row is None:
+            return None
+        self.c.execute("DELETE FROM inbox WHERE seq = ?", (row[0],))
+        return str(row[1])
+
+    def inbox_remove(self, service: str, key: str, invocation_id: str) -> None:
+        self.c.execute(
+            "DELETE FROM inbox WHERE service = ? AND service_key = ? AND id = ?", (service, key, invocation_id)
+        )
+
+    # timers
+    def add_timer(self, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> int:
+        cur = self.c.execute(
+            "INSERT INTO timer (fire_at, kind, invocation_id, completion_id) VALUES (?, ?, ?, ?)",
+            (fire_at_ms, kind, invocation_id, completion_id),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def get_timer(self, timer_id: int) -> Timer | None:
+        row = self.c.execute(
+            "SELECT id, fire_at, kind, invocation_id, completion_id FROM timer WHERE id = ?", (timer_id,)
+        ).fetchone()
+        return None if row is None else Timer(*row)
+
+    def delete_timer(self, timer_id: int) -> None:
+        self.c.execute("DELETE FROM timer WHERE id = ?", (timer_id,))
+
+    # promises
+    def get_promise(self, service: str, key: str, name: str) -> Promise | None:
+        row = self.c.execute(
+            "SELECT data FROM promise WHERE service = ? AND service_key = ? AND name = ?", (service, key, name)
+        ).fetchone()
+        return None if row is None else decode_promise(row[0])
+
+    def put_promise(self, service: str, key: str, name: str, promise: Promise) -> None:
+        self.c.execute(
+            "INSERT OR REPLACE INTO promise VALUES (?, ?, ?, ?)", (service, key, name, encode_promise(promise))
+        )
+
+    def clear_promises(self, service: str, key: str) -> None:
+        self.c.execute("DELETE FROM promise WHERE service = ? AND service_key = ?", (service, key))
+
+
+class _PromiseRow(msgspec.Struct, array_like=True):
+    result: Result | None
+    waiters: list[Sink]
+
+
+_promise_encoder = msgspec.msgpack.Encoder()
+_promise_row_decoder = msgspec.msgpack.Decoder(_PromiseRow)
+
+
+def encode_promise(promise: Promise) -> bytes:
+    return _promise_encoder.encode(_PromiseRow(promise.result, list(promise.waiters)))
+
+
+def decode_promise(data: bytes) -> Promise:
+    row = _promise_row_decoder.decode(data)
+    return Promise(row.result, tuple(row.waiters))
