@@ -13,8 +13,6 @@ Entries are ``msgspec.Struct`` s with a tag so that storage encodes them compact
 
 from __future__ import annotations
 
-from typing import Union
-
 import msgspec
 
 
@@ -172,27 +170,27 @@ class Notification(msgspec.Struct, frozen=True, tag="n", array_like=True):
     invocation_id: str | None = None
 
 
-Command = Union[
-    InputCommand,
-    OutputCommand,
-    GetEagerStateCommand,
-    GetEagerStateKeysCommand,
-    SetStateCommand,
-    ClearStateCommand,
-    ClearAllStateCommand,
-    SleepCommand,
-    CallCommand,
-    OneWayCallCommand,
-    RunCommand,
-    GetPromiseCommand,
-    PeekPromiseCommand,
-    CompletePromiseCommand,
-    SendSignalCommand,
-    CompleteAwakeableCommand,
-    AttachInvocationCommand,
-    GetInvocationOutputCommand,
-]
-Entry = Union[Command, Notification]
+Command = (
+    InputCommand
+    | OutputCommand
+    | GetEagerStateCommand
+    | GetEagerStateKeysCommand
+    | SetStateCommand
+    | ClearStateCommand
+    | ClearAllStateCommand
+    | SleepCommand
+    | CallCommand
+    | OneWayCallCommand
+    | RunCommand
+    | GetPromiseCommand
+    | PeekPromiseCommand
+    | CompletePromiseCommand
+    | SendSignalCommand
+    | CompleteAwakeableCommand
+    | AttachInvocationCommand
+    | GetInvocationOutputCommand
+)
+Entry = Command | Notification
 
 CANCEL_SIGNAL = 1
 FIRST_AWAKEABLE_SIGNAL = 17
@@ -234,7 +232,7 @@ def command_name(entry: Entry) -> str:
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder: msgspec.msgpack.Decoder[Entry] = msgspec.msgpack.Decoder(Entry)  # type: ignore[arg-type]
+_decoder: msgspec.msgpack.Decoder[Entry] = msgspec.msgpack.Decoder(Entry)
 
 
 def encode_entry(entry: Entry) -> bytes:

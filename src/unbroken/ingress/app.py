@@ -20,7 +20,18 @@ from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_r
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id
 from unbroken.core.journal import Failure, Header, Result
 from unbroken.core.model import HandlerKind, Target
-from unbroken.ingress.http import BodyTooLarge, HttpError, Receive, Scope, Send, header, lifespan, read_body, respond, respond_json
+from unbroken.ingress.http import (
+    BodyTooLarge,
+    HttpError,
+    Receive,
+    Scope,
+    Send,
+    header,
+    lifespan,
+    read_body,
+    respond,
+    respond_json,
+)
 from unbroken.ingress.routing import Route, parse_route
 from unbroken.runtime.engine import Engine
 

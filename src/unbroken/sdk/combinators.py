@@ -22,7 +22,7 @@ def _seq(f: RestateDurableFuture[Any]) -> int:
 
 async def as_completed(*futures: RestateDurableFuture[Any]) -> AsyncIterator[RestateDurableFuture[Any]]:
     """Yield the futures as they complete (await each to get its value or its error)."""
-    tasks = {asyncio.ensure_future(_resolve(f)): f for f in futures}
+    tasks: dict[asyncio.Future[Any], RestateDurableFuture[Any]] = {asyncio.ensure_future(_resolve(f)): f for f in futures}
     pending: set[asyncio.Future[Any]] = set(tasks)
     try:
         while pending:

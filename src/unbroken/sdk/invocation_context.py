@@ -16,7 +16,15 @@ from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awake
 from unbroken.core.model import HandlerKind
 from unbroken.sdk import context as c
 from unbroken.sdk.exceptions import TerminalError
-from unbroken.sdk.futures import CallFuture, DurableFuture, Handle, Ready, SleepFuture, pick_serde, void_or_raise
+from unbroken.sdk.futures import (
+    CallFuture,
+    DurableFuture,
+    Handle,
+    Ready,
+    SleepFuture,
+    pick_serde,
+    void_or_raise,
+)
 from unbroken.sdk.serde import DefaultSerde, Serde
 from unbroken.sdk.service import HandlerDef, handler_of
 from unbroken.sdk.session import Session

@@ -10,7 +10,12 @@ from collections.abc import Callable, Iterable
 from unbroken.core import journal as j
 from unbroken.core.model import Target
 from unbroken.protocol.transport import AttemptSink, AttemptStart
-from unbroken.sdk.exceptions import NonDeterminismError, RetryableError, SdkInternalBaseException, TerminalError
+from unbroken.sdk.exceptions import (
+    NonDeterminismError,
+    RetryableError,
+    SdkInternalBaseException,
+    TerminalError,
+)
 from unbroken.sdk.invocation_context import InvocationContext
 from unbroken.sdk.serde import SerdeError
 from unbroken.sdk.service import HandlerDef, _ServiceBase
