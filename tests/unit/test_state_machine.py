@@ -10,7 +10,16 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import HandlerKind, HandlerSchema, RetryPolicy, Schemas, ServiceKind, ServiceSchema, Status, Target
+from unbroken.core.model import (
+    HandlerKind,
+    HandlerSchema,
+    RetryPolicy,
+    Schemas,
+    ServiceKind,
+    ServiceSchema,
+    Status,
+    Target,
+)
 from unbroken.core.state_machine import apply
 from unbroken.storage.memory import MemoryStore
 

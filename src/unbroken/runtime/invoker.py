@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from unbroken.core import records as r
 from unbroken.core.actions import Deliver, StartAttempt
-from unbroken.core.journal import Command, Result
+from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, Result, command_name
 from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTransport
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.processor import Processor
 
-log = logging.getLogger("unbroken.invoker")
+log = logging.getLogger("unbroken.dev")
 
 
 @dataclass(slots=True)
@@ -49,10 +49,43 @@ class _Sink:
         self._invoker.ended(self._id, self._attempt)
 
 
+class _DevSink(_Sink):
+    """Dev mode: every step an attempt takes is logged as it happens (``unbroken dev``)."""
+
+    __slots__ = ()
+
+    def command(self, command: Command) -> None:
+        log.info("%s  %s", self._id, _describe(command))
+        super().command(command)
+
+    def propose_run(self, completion_id: int, result: Result) -> None:
+        outcome = "ok" if result.failure is None else f"failed: {result.failure.message}"
+        log.info("%s  run #%d %s", self._id, completion_id, outcome)
+        super().propose_run(completion_id, result)
+
+    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None:
+        log.info("%s  suspending (waiting on completions %s, signals %s)", self._id, waiting_completions, waiting_signals)
+        super().suspend(waiting_completions, waiting_signals)
+
+    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:
+        log.info("%s  attempt %d failed [%d]: %s", self._id, self._attempt, code, message.splitlines()[0])
+        super().fail(code, message, next_retry_delay_ms)
+
+
+def _describe(command: Command) -> str:
+    name = command_name(command)
+    detail = getattr(command, "name", "") or getattr(command, "key", "") or ""
+    if isinstance(command, CallCommand | OneWayCallCommand):
+        detail = f"{command.service}/{command.key + '/' if command.key else ''}{command.handler}"
+    return f"{name} {detail}".rstrip()
+
+
 class Invoker:
     def __init__(
-        self, transport: HandlerTransport, processor: Processor, clock: Clock, inactivity_timeout_ms: int
+        self, transport: HandlerTransport, processor: Processor, clock: Clock, inactivity_timeout_ms: int,
+        dev: bool = False,
     ) -> None:
+        self.sink_class = _DevSink if dev else _Sink
         self.transport = transport
         self.processor = processor
         self.clock = clock
@@ -80,7 +113,9 @@ class Invoker:
         )
         entry = _Running(inv.attempts, None)
         self.running[inv.id] = entry
-        entry.handle = self.transport.start(start, _Sink(self, inv.id, inv.attempts))
+        if self.sink_class is _DevSink:
+            log.info("%s  attempt %d of %s (%d journal entries)", inv.id, inv.attempts, inv.target, len(action.journal))
+        entry.handle = self.transport.start(start, self.sink_class(self, inv.id, inv.attempts))
 
     def deliver(self, action: Deliver) -> None:
         entry = self.running.get(action.invocation_id)
