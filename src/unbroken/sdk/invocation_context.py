@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from unbroken.core import journal as j
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
 from unbroken.core.model import HandlerKind
+from unbroken.runtime import faults
 from unbroken.sdk import context as c
 from unbroken.sdk.exceptions import TerminalError
 from unbroken.sdk.futures import (
@@ -189,7 +190,10 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         s.command(j.RunCommand(cid, name))
         hint = options.type_hint
         if hint is None:
-            hint = inspect.signature(action).return_annotation if callable(action) else None
+            try:
+                hint = inspect.signature(action).return_annotation if callable(action) else None
+            except (ValueError, TypeError):  # builtins such as time.time have no signature
+                hint = None
             hint = None if hint is inspect.Signature.empty else hint
         serde = pick_serde(options.serde, hint)
         if ("c", cid) not in s.results:
@@ -228,6 +232,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 return
             result = j.Result(failure=j.Failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {exc!r}"))
         if not s.ended:
+            faults.point("sdk.run.before_propose")  # the action ran, its result is not durable yet
             s.sink.propose_run(cid, result)
 
     def sleep(self, delta: timedelta, name: str | None = None) -> c.RestateDurableSleepFuture:
