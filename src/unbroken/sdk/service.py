@@ -7,12 +7,14 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 from unbroken.core.model import HandlerKind, ServiceKind
 from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
 
 HANDLER_ATTR = "__unbroken_handler__"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,11 @@ class Service(_ServiceBase):
 
     kind = ServiceKind.SERVICE
 
-    def handler(self, name: str | Callable[..., Any] | None = None, **kw: Any) -> Any:
+    @overload
+    def handler(self, name: F) -> F: ...
+    @overload
+    def handler(self, name: str | None = None, **kw: Any) -> Callable[[F], F]: ...
+    def handler(self, name: Any = None, **kw: Any) -> Any:
         return self._decorator(name, None, **kw)
 
 
@@ -158,9 +164,13 @@ class VirtualObject(_ServiceBase):
 
     kind = ServiceKind.VIRTUAL_OBJECT
 
+    @overload
+    def handler(self, name: F) -> F: ...
+    @overload
     def handler(
-        self, name: str | Callable[..., Any] | None = None, kind: Literal["exclusive", "shared"] = "exclusive", **kw: Any
-    ) -> Any:
+        self, name: str | None = None, kind: Literal["exclusive", "shared"] = "exclusive", **kw: Any
+    ) -> Callable[[F], F]: ...
+    def handler(self, name: Any = None, kind: Literal["exclusive", "shared"] = "exclusive", **kw: Any) -> Any:
         if kind not in ("exclusive", "shared"):
             raise ValueError(f"handler kind must be 'exclusive' or 'shared', not {kind!r}")
         return self._decorator(name, HandlerKind.EXCLUSIVE if kind == "exclusive" else HandlerKind.SHARED, **kw)
@@ -171,10 +181,18 @@ class Workflow(_ServiceBase):
 
     kind = ServiceKind.WORKFLOW
 
-    def main(self, name: str | Callable[..., Any] | None = None, **kw: Any) -> Any:
+    @overload
+    def main(self, name: F) -> F: ...
+    @overload
+    def main(self, name: str | None = None, **kw: Any) -> Callable[[F], F]: ...
+    def main(self, name: Any = None, **kw: Any) -> Any:
         return self._decorator(name, HandlerKind.WORKFLOW, **kw)
 
-    def handler(self, name: str | Callable[..., Any] | None = None, **kw: Any) -> Any:
+    @overload
+    def handler(self, name: F) -> F: ...
+    @overload
+    def handler(self, name: str | None = None, **kw: Any) -> Callable[[F], F]: ...
+    def handler(self, name: Any = None, **kw: Any) -> Any:
         return self._decorator(name, HandlerKind.SHARED, **kw)
 
 
