@@ -1,67 +1,95 @@
-"""The admin API (Restate-compatible subset): health, version, services, invocation control."""
+"""The admin API (Restate-compatible): health, version, OpenAPI, deployments, services (read and PATCH),
+handlers, object state, invocation control and read-only SQL introspection (``POST /query``).
+
+Routes are listed in ``routes.py``; errors are ``{"message": ..., "restate_code": null}`` with 4xx codes
+for anything the client got wrong (never a 500 for bad input).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
+import orjson
+
+from unbroken.admin import services as svcs
+from unbroken.admin.openapi import openapi_document
+from unbroken.admin.query import QueryEngine, QueryError
+from unbroken.admin.routes import match, split_path
+from unbroken.admin.views import rfc3339
 from unbroken.core import records as r
-from unbroken.core.durations import format_duration
+from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.ids import InvalidId, InvocationId
-from unbroken.core.model import ServiceSchema
-from unbroken.ingress.http import HttpError, Receive, Scope, Send, lifespan, respond, respond_json
+from unbroken.core.model import Schemas, ServiceSchema
+from unbroken.ingress.http import (
+    BodyTooLarge,
+    HttpError,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_body,
+    respond,
+    respond_json,
+)
 from unbroken.runtime.engine import Engine
 
 log = logging.getLogger("unbroken.admin")
 
 VERSION = "0.1.0"
+BODY_LIMIT_BYTES = 16 * 1024 * 1024
 
-_CONTROL: dict[str, Callable[[str, int], r.Record]] = {
+_DELETE_MODES: dict[str, Callable[[str, int], r.Record]] = {
     "cancel": lambda i, rid: r.CancelInvocation(i, rid),
     "kill": lambda i, rid: r.KillInvocation(i, rid),
     "purge": lambda i, rid: r.PurgeInvocation(i, rid),
-    "pause": lambda i, rid: r.PauseInvocation(i, rid),
-    "resume": lambda i, rid: r.ResumeInvocation(i, rid),
 }
 
 
-def service_metadata(svc: ServiceSchema, deployment_id: str) -> dict[str, Any]:
-    p = svc.retry_policy
-    meta: dict[str, Any] = {
-        "name": svc.name,
-        "ty": svc.kind.value,
-        "handlers": [
-            {"name": h.name, **({"ty": h.kind.value} if h.kind is not None else {}), "public": h.public}
-            for h in svc.handlers.values()
-        ],
-        "deployment_id": deployment_id,
-        "revision": svc.revision,
-        "public": svc.public,
-        "idempotency_retention": format_duration(svc.idempotency_retention_ms),
-        "journal_retention": format_duration(svc.journal_retention_ms),
-        "inactivity_timeout": format_duration(svc.inactivity_timeout_ms),
-        "abort_timeout": format_duration(svc.abort_timeout_ms),
-        "enable_lazy_state": False,
-        "retry_policy": {
-            "initial_interval": format_duration(p.initial_interval_ms),
-            "exponentiation_factor": p.exponentiation_factor,
-            "max_attempts": p.max_attempts,
-            "max_interval": format_duration(p.max_interval_ms),
-            "on_max_attempts": p.on_max_attempts.capitalize(),
-        },
-    }
-    if svc.kind.value == "Workflow":
-        meta["workflow_completion_retention"] = format_duration(svc.workflow_completion_retention_ms)
-    return meta
+@dataclass
+class Request:
+    scope: Scope
+    receive: Receive
+    send: Send
+    params: dict[str, str]
+    query: dict[str, str]
+
+    async def json(self) -> Any:
+        try:
+            body = await read_body(self.scope, self.receive, BODY_LIMIT_BYTES)
+        except BodyTooLarge:
+            raise HttpError(413, f"request body too large: the limit is {BODY_LIMIT_BYTES} bytes") from None
+        try:
+            return orjson.loads(body) if body.strip() else None
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(400, f"malformed JSON body: {exc}") from None
+
+
+def _bad_field(field: str, reason: str) -> HttpError:
+    return HttpError(400, f"The request field '{field}' is invalid. Reason: {reason}")
 
 
 class AdminApp:
-    def __init__(self, engine: Engine, deployment_id: str, ingress_url: str) -> None:
+    def __init__(self, engine: Engine, deployment_id: str, ingress_url: str, *, query_timeout_s: float = 10.0) -> None:
         self.engine = engine
         self.deployment_id = deployment_id
         self.ingress_url = ingress_url
+        self.data_dir = os.path.dirname(engine.store.path)
+        self.created_at = rfc3339(engine.clock.now_ms()) or ""
+        self.overrides = svcs.load_overrides(self.data_dir)
+        self._patch_lock = asyncio.Lock()
+        self.sql = QueryEngine(
+            engine.store.path, self._services_json, self._deployments_json, timeout_s=query_timeout_s
+        )
+        self._json_cache: dict[str, tuple[Schemas, str]] = {}
 
+    # ------------------------------------------------------------------------------------------ plumbing
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
@@ -69,47 +97,199 @@ class AdminApp:
         if scope["type"] != "http":
             return
         try:
-            await self._handle(scope, send)
+            await self._dispatch(scope, receive, send)
         except HttpError as exc:
             await respond_json(send, exc.status, {"message": exc.message, "restate_code": None})
         except Exception:
             log.exception("admin request failed: %s %s", scope.get("method"), scope.get("path"))
             await respond_json(send, 500, {"message": "internal error", "restate_code": None})
 
-    async def _handle(self, scope: Scope, send: Send) -> None:
-        parts = [p for p in scope["path"].split("/") if p]
-        if parts and parts[0] in ("v2", "v3", "v4"):
-            parts = parts[1:]
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = match(split_path(scope.get("raw_path"), scope["path"]))
+        if found is None:
+            raise HttpError(404, f"not found: {scope['path']}")
         method = scope["method"]
-        match (method, parts):
-            case ("GET", ["health"]):
-                await respond(send, 200)
-            case ("GET", ["version"]):
-                await respond_json(send, 200, {
-                    "version": VERSION, "min_admin_api_version": 2, "max_admin_api_version": 4,
-                    "ingress_endpoint": self.ingress_url,
-                })  # fmt: skip
-            case ("GET", ["services"]):
-                services = [service_metadata(s, self.deployment_id) for s in self.engine.schemas.services.values()]
-                await respond_json(send, 200, {"services": services})
-            case ("GET", ["services", name]):
-                svc = self.engine.schemas.service(name)
-                if svc is None:
-                    raise HttpError(404, f"The requested service '{name}' does not exist")
-                await respond_json(send, 200, service_metadata(svc, self.deployment_id))
-            case ("PATCH", ["invocations", inv, action]) if action in _CONTROL:
-                await self._control(send, inv, action)
-            case (_, ["invocations", _, _]) | (_, ["services", *_]) | (_, ["health" | "version"]):
-                raise HttpError(405, f"method {method} not allowed on {scope['path']}")
-            case _:
-                raise HttpError(404, f"not found: {scope['path']}")
+        name = found.methods.get("GET" if method == "HEAD" else method)
+        if name is None:
+            allowed = ", ".join(sorted(found.methods))
+            raise HttpError(405, f"method {method} not allowed on {found.template} (allowed: {allowed})")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        handler: Callable[[Request], Awaitable[None]] = getattr(self, name)
+        await handler(Request(scope, receive, send, found.params, query))
 
-    async def _control(self, send: Send, inv: str, action: str) -> None:
+    def close(self) -> None:
+        self.sql.close()
+
+    def _service(self, name: str) -> ServiceSchema:
+        svc = self.engine.schemas.service(name)
+        if svc is None:
+            raise HttpError(404, f"The requested service '{name}' does not exist")
+        return svc
+
+    def _keyed_service(self, name: str) -> ServiceSchema:
+        svc = self._service(name)
+        if not svc.kind.keyed:
+            raise HttpError(400, f"The service '{name}' is a {svc.kind.value}: only virtual objects and workflows have state")
+        return svc
+
+    def _cached_json(self, what: str, make: Callable[[Schemas], Any]) -> str:
+        schemas = self.engine.schemas
+        cached = self._json_cache.get(what)
+        if cached is None or cached[0] is not schemas:
+            cached = (schemas, orjson.dumps(make(schemas)).decode())
+            self._json_cache[what] = cached
+        return cached[1]
+
+    def _services_json(self) -> str:
+        return self._cached_json("services", lambda s: svcs.sys_service_rows(s, self.deployment_id))
+
+    def _deployments_json(self) -> str:
+        return self._cached_json(
+            "deployments", lambda s: svcs.sys_deployment_rows(s, self.deployment_id, self.created_at)
+        )
+
+    # ------------------------------------------------------------------------------------------- general
+    async def health(self, req: Request) -> None:
+        await respond(req.send, 200)
+
+    async def version(self, req: Request) -> None:
+        await respond_json(req.send, 200, {
+            "version": VERSION, "min_admin_api_version": 2, "max_admin_api_version": 4,
+            "ingress_endpoint": self.ingress_url,
+        })  # fmt: skip
+
+    async def openapi(self, req: Request) -> None:
+        await respond_json(req.send, 200, openapi_document(VERSION))
+
+    async def query(self, req: Request) -> None:
+        body = await req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            raise _bad_field("query", "expected a JSON object {\"query\": \"SELECT ...\"}")
+        timeout_s = None
+        if body.get("timeout") is not None:
+            if not isinstance(body["timeout"], str):
+                raise _bad_field("timeout", "expected a duration string like '2s'")
+            try:
+                timeout_s = parse_duration_ms(body["timeout"]) / 1000
+            except InvalidDuration as exc:
+                raise _bad_field("timeout", str(exc)) from None
         try:
-            invocation_id = str(InvocationId.parse(inv))
+            answer = await self.sql.run(body["query"], timeout_s=timeout_s)
+        except QueryError as exc:
+            raise HttpError(400, str(exc)) from None
+        await respond_json(req.send, 200, answer)
+
+    # --------------------------------------------------------------------------------------- deployments
+    def _deployment(self, detailed: bool) -> dict[str, Any]:
+        return svcs.deployment_json(
+            self.engine.schemas, self.deployment_id, self.created_at, f"unbroken/{VERSION}", detailed
+        )
+
+    async def list_deployments(self, req: Request) -> None:
+        await respond_json(req.send, 200, {"deployments": [self._deployment(False)]})
+
+    async def get_deployment(self, req: Request) -> None:
+        if req.params["deployment"] != self.deployment_id:
+            raise HttpError(404, f"The requested deployment '{req.params['deployment']}' does not exist")
+        await respond_json(req.send, 200, self._deployment(True))
+
+    async def register_deployment(self, req: Request) -> None:
+        raise HttpError(501, "Unbroken runs its services in-process: registering remote deployments is not supported")
+
+    # ------------------------------------------------------------------------------------------ services
+    async def list_services(self, req: Request) -> None:
+        services = [svcs.service_metadata(s, self.deployment_id) for s in self.engine.schemas.services.values()]
+        await respond_json(req.send, 200, {"services": services})
+
+    async def get_service(self, req: Request) -> None:
+        svc = self._service(req.params["service"])
+        await respond_json(req.send, 200, svcs.service_metadata(svc, self.deployment_id))
+
+    async def modify_service(self, req: Request) -> None:
+        name = req.params["service"]
+        self._service(name)
+        body = await req.json()
+        async with self._patch_lock:
+            svc = self._service(name)
+            change = svcs.parse_modify(body, svc)
+            merged = svcs.merge_override(self.overrides.get(name, {}), change)
+            updated = svcs.apply_override(svc, change)
+            overrides = {**self.overrides, name: merged}
+            await asyncio.to_thread(svcs.save_overrides, self.data_dir, overrides)
+            self.overrides = overrides
+            schemas = self.engine.schemas
+            self.engine.schemas = Schemas({**schemas.services, name: updated})
+        log.info("service %s modified: %s", name, change)
+        await respond_json(req.send, 200, svcs.service_metadata(updated, self.deployment_id))
+
+    async def list_handlers(self, req: Request) -> None:
+        svc = self._service(req.params["service"])
+        await respond_json(req.send, 200, {"handlers": [svcs.handler_metadata(h) for h in svc.handlers.values()]})
+
+    async def get_handler(self, req: Request) -> None:
+        svc = self._service(req.params["service"])
+        handler = svc.handlers.get(req.params["handler"])
+        if handler is None:
+            raise HttpError(404, f"The requested handler '{req.params['handler']}' of service '{svc.name}' does not exist")
+        await respond_json(req.send, 200, svcs.handler_metadata(handler))
+
+    # --------------------------------------------------------------------------------------------- state
+    async def get_state(self, req: Request) -> None:
+        svc = self._keyed_service(req.params["service"])
+        state = await self.sql.state(svc.name, req.params["key"])
+        await respond_json(req.send, 200, {name: _text_or_base64(value) for name, value in sorted(state.items())})
+
+    async def set_state(self, req: Request) -> None:
+        svc = self._keyed_service(req.params["service"])
+        key, new_state = _parse_set_state(await req.json())
+        await self._submit_state(svc.name, key, new_state)
+        await respond(req.send, 202)
+
+    async def clear_state(self, req: Request) -> None:
+        svc = self._keyed_service(req.params["service"])
+        await self._submit_state(svc.name, req.params["key"], {})
+        await respond(req.send, 202)
+
+    async def _submit_state(self, service: str, key: str, new_state: dict[str, bytes]) -> None:
+        reply = await self.engine.request(lambda rid: r.SetStateFromAdmin(service, key, new_state, rid))
+        if reply.kind != "done":
+            raise HttpError(500, f"state change failed: {reply.invocation_id or reply.kind}")
+
+    # --------------------------------------------------------------------------------------- invocations
+    async def cancel_invocation(self, req: Request) -> None:
+        await self._control(req, lambda i, rid: r.CancelInvocation(i, rid))
+
+    async def kill_invocation(self, req: Request) -> None:
+        await self._control(req, lambda i, rid: r.KillInvocation(i, rid))
+
+    async def purge_invocation(self, req: Request) -> None:
+        await self._control(req, lambda i, rid: r.PurgeInvocation(i, rid))
+
+    async def purge_journal(self, req: Request) -> None:
+        await self._control(req, lambda i, rid: r.PurgeJournal(i, rid))
+
+    async def pause_invocation(self, req: Request) -> None:
+        await self._control(req, lambda i, rid: r.PauseInvocation(i, rid))
+
+    async def resume_invocation(self, req: Request) -> None:
+        deployment = req.query.get("deployment")
+        if deployment is not None and deployment not in ("Keep", "Latest", self.deployment_id):
+            raise _bad_field("deployment", f"expected 'Keep', 'Latest' or '{self.deployment_id}'")
+        await self._control(req, lambda i, rid: r.ResumeInvocation(i, rid))
+
+    async def delete_invocation(self, req: Request) -> None:
+        """Deprecated ``DELETE /invocations/{id}?mode=Cancel|Kill|Purge`` (default Cancel) → 202."""
+        mode = req.query.get("mode", "cancel").lower()
+        make = _DELETE_MODES.get(mode)
+        if make is None:
+            raise _bad_field("mode", "expected 'Cancel', 'Kill' or 'Purge'")
+        await self._control(req, make, success=202)
+
+    async def _control(self, req: Request, make: Callable[[str, int], r.Record], success: int | None = None) -> None:
+        try:
+            invocation_id = str(InvocationId.parse(req.params["invocation_id"]))
         except InvalidId:
-            raise HttpError(400, "The request field 'invocation_id' is invalid. Reason: bad format") from None
-        make = _CONTROL[action]
+            raise _bad_field("invocation_id", "bad format") from None
         reply = await self.engine.request(lambda rid: make(invocation_id, rid))
         match reply.kind:
             case "not_found":
@@ -120,7 +300,43 @@ class AdminApp:
                 raise HttpError(409, f"The invocation '{invocation_id}' is not yet completed.")
             case "not_started":
                 raise HttpError(425, f"The invocation '{invocation_id}' has not started yet (inboxed or scheduled).")
+            case "error":
+                raise HttpError(500, f"The request on invocation '{invocation_id}' failed: {reply.invocation_id}")
             case "accepted":
-                await respond(send, 202)
+                await respond(req.send, success or 202)
             case _:
-                await respond(send, 200)
+                await respond(req.send, success or 200)
+
+
+def _text_or_base64(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(value).decode()
+
+
+def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
+    """``{object_key, new_state: {name: [bytes as ints] | "text"}}`` (``version``/``scope`` unsupported)."""
+    if not isinstance(body, dict):
+        raise HttpError(400, "The request body must be a JSON object {\"object_key\": ..., \"new_state\": {...}}")
+    unknown = set(body) - {"object_key", "new_state", "version", "scope"}
+    if unknown:
+        raise _bad_field(sorted(unknown)[0], "unknown field")
+    for field in ("version", "scope"):
+        if body.get(field) is not None:
+            raise _bad_field(field, "not supported by Unbroken: the new state always replaces the current one")
+    key = body.get("object_key")
+    if not isinstance(key, str):
+        raise _bad_field("object_key", "expected a string")
+    new_state = body.get("new_state")
+    if not isinstance(new_state, dict):
+        raise _bad_field("new_state", "expected an object mapping state names to values")
+    return key, {name: _state_value(name, value) for name, value in new_state.items()}
+
+
+def _state_value(name: str, value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
+        return bytes(value)
+    raise _bad_field(f"new_state.{name}", "expected a list of byte values (0-255) or a string")

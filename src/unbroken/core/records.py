@@ -124,6 +124,14 @@ class PurgeInvocation:
 
 
 @dataclass(frozen=True, slots=True)
+class PurgeJournal:
+    """Admin: drop the journal of a completed invocation, keeping its result (for attach/idempotency)."""
+
+    invocation_id: str
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """After a restart: an invocation stored as running lost its attempt; start a new one."""
 
@@ -159,6 +167,7 @@ Record = (
     | ResumeInvocation
     | PauseInvocation
     | PurgeInvocation
+    | PurgeJournal
     | CleanExpired
     | Recover
     | SetStateFromAdmin

@@ -55,7 +55,10 @@ class Engine:
         self.options = options or EngineOptions()
         self.loop = asyncio.get_running_loop()
         self.processor = Processor(store, lambda: self.schemas, clock, self.loop, self._run_actions)
-        self.invoker = Invoker(transport, self.processor, clock, self.options.inactivity_timeout_ms, self.options.dev)
+        self.invoker = Invoker(
+            transport, self.processor, clock, self.options.inactivity_timeout_ms, self.options.dev,
+            schemas=lambda: self.schemas,
+        )  # fmt: skip
         self.timers = TimerService(clock, self.processor.submit)
         self._waiters = _Waiters()
         self._request_ids = itertools.count(1)

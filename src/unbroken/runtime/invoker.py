@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from unbroken.core import records as r
 from unbroken.core.actions import Deliver, StartAttempt
 from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, Result, command_name
+from unbroken.core.model import Invocation, Schemas
 from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTransport
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.processor import Processor
@@ -83,13 +85,14 @@ def _describe(command: Command) -> str:
 class Invoker:
     def __init__(
         self, transport: HandlerTransport, processor: Processor, clock: Clock, inactivity_timeout_ms: int,
-        dev: bool = False,
+        dev: bool = False, schemas: Callable[[], Schemas] | None = None,
     ) -> None:
         self.sink_class = _DevSink if dev else _Sink
         self.transport = transport
         self.processor = processor
         self.clock = clock
         self.inactivity_timeout_ms = inactivity_timeout_ms
+        self.schemas = schemas
         self.running: dict[str, _Running] = {}
 
     def start(self, action: StartAttempt) -> None:
@@ -108,7 +111,7 @@ class Invoker:
             random_seed=inv.random_seed,
             retries_since_progress=inv.retries_since_progress,
             ms_since_progress=max(0, self.clock.now_ms() - inv.last_progress_at_ms),
-            inactivity_timeout_ms=self.inactivity_timeout_ms,
+            inactivity_timeout_ms=self._inactivity_timeout_ms(inv),
             idempotency_key=inv.idempotency_key,
         )
         entry = _Running(inv.attempts, None)
@@ -116,6 +119,16 @@ class Invoker:
         if self.sink_class is _DevSink:
             log.info("%s  attempt %d of %s (%d journal entries)", inv.id, inv.attempts, inv.target, len(action.journal))
         entry.handle = self.transport.start(start, self.sink_class(self, inv.id, inv.attempts))
+
+    def _inactivity_timeout_ms(self, inv: Invocation) -> int:
+        """The handler's own timeout, else its service's (both changeable at runtime by the admin API)."""
+        svc = self.schemas().service(inv.target.service) if self.schemas is not None else None
+        if svc is None:
+            return self.inactivity_timeout_ms
+        handler = svc.handlers.get(inv.target.handler)
+        if handler is not None and handler.inactivity_timeout_ms is not None:
+            return handler.inactivity_timeout_ms
+        return svc.inactivity_timeout_ms
 
     def deliver(self, action: Deliver) -> None:
         entry = self.running.get(action.invocation_id)

@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from unbroken.admin.app import AdminApp
+from unbroken.admin.services import apply_overrides, load_overrides
 from unbroken.config import Config
 from unbroken.core.ids import deployment_id
 from unbroken.core.model import RetryPolicy
@@ -40,6 +41,9 @@ def _uvicorn(app: Any, bind: tuple[str, int]) -> _Server:
         app, host=bind[0], port=bind[1], http="httptools", loop="none", lifespan="off",
         access_log=False, log_level="warning", server_header=False, date_header=False,
         timeout_keep_alive=60, backlog=4096,
+        # A call or attach can wait on an invocation for days: don't let it hold up SIGTERM forever
+        # (the invocation is durable; the client re-attaches after the restart).
+        timeout_graceful_shutdown=2,
     )  # fmt: skip
     return _Server(config)
 
@@ -61,6 +65,7 @@ def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
         defaults, config.inactivity_timeout_ms, config.abort_timeout_ms, config.idempotency_retention_ms,
         config.workflow_completion_retention_ms, config.journal_retention_ms,
     )  # fmt: skip
+    schemas = apply_overrides(schemas, load_overrides(config.data_dir))  # PATCH /services changes
     transport = LocalTransport(app.services, clock.now_ms)
     dev_log = logging.getLogger("unbroken.dev")
 
@@ -78,7 +83,8 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
     ingress_bind, admin_bind = config.ingress_host_port, config.admin_host_port
     dep = deployment_id(hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16])
     ingress = _uvicorn(IngressApp(engine, config.request_size_limit_bytes), ingress_bind)
-    admin = _uvicorn(AdminApp(engine, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/"), admin_bind)
+    admin_app = AdminApp(engine, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/")
+    admin = _uvicorn(admin_app, admin_bind)
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -100,6 +106,7 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
         await serving
     finally:
         await engine.stop()
+        admin_app.close()
         store.close()
         log.info("unbroken stopped")
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceSchema
+from unbroken.sdk.serde import json_schema_for
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
 
 
@@ -37,6 +38,8 @@ class App:
                     public=not bool(h.options.ingress_private),
                     retry_policy=_policy(h.options.invocation_retry_policy, defaults) if h.options.invocation_retry_policy else None,
                     inactivity_timeout_ms=_ms(h.options.inactivity_timeout),
+                    input_schema=json_schema_for(h.input_type) if h.takes_input else None,
+                    output_schema=json_schema_for(h.output_type),
                 )
                 for name, h in svc.handlers.items()
             }

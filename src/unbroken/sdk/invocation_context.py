@@ -190,9 +190,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         s.command(j.RunCommand(cid, name))
         hint = options.type_hint
         if hint is None:
-            try:
-                hint = inspect.signature(action).return_annotation if callable(action) else None
-            except (ValueError, TypeError):  # builtins such as time.time have no signature
+            try:  # eval_str like restate-sdk: string annotations (PEP 563) must give the real type
+                hint = inspect.signature(action, eval_str=True).return_annotation if callable(action) else None
+            except Exception:  # builtins such as time.time have no signature; unresolvable names
                 hint = None
             hint = None if hint is inspect.Signature.empty else hint
         serde = pick_serde(options.serde, hint)

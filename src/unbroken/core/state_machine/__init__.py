@@ -51,6 +51,8 @@ def apply(txn: Transaction, record: r.Record, now_ms: int, schemas: Schemas) -> 
             control.on_resume(step, record)
         case r.PurgeInvocation():
             control.on_purge(step, record)
+        case r.PurgeJournal():
+            control.on_purge_journal(step, record)
         case r.Recover():
             lifecycle.on_recover(step, record)
         case r.CleanExpired():

@@ -113,6 +113,9 @@ def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
     if inv.status in (Status.SCHEDULED, Status.INBOXED):
         step.reply(rec.request_id, "not_started", invocation_id=inv.id)
         return
+    if inv.status is Status.COMPLETED:
+        step.reply(rec.request_id, "completed", invocation_id=inv.id)
+        return
     if inv.status in (Status.PAUSED, Status.BACKING_OFF, Status.SUSPENDED):
         inv.retries_since_progress = 0
         lifecycle.start(step, inv)
@@ -138,6 +141,20 @@ def on_purge(step: Step, rec: r.PurgeInvocation) -> None:
         step.reply(rec.request_id, "not_completed", invocation_id=inv.id)
     else:
         purge(step, inv)
+        step.reply(rec.request_id, "done", invocation_id=inv.id)
+
+
+def on_purge_journal(step: Step, rec: r.PurgeJournal) -> None:
+    """Drop a completed invocation's journal; its result stays (attach, output, idempotency)."""
+    inv = step.load(rec.invocation_id)
+    if inv is None:
+        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+    elif inv.status is not Status.COMPLETED:
+        step.reply(rec.request_id, "not_completed", invocation_id=inv.id)
+    else:
+        step.txn.delete_journal(inv.id)
+        inv.journal_length = 0
+        step.save(inv)
         step.reply(rec.request_id, "done", invocation_id=inv.id)
 
 

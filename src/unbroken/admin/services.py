@@ -1,0 +1,241 @@
+"""Service and deployment metadata (Restate's shapes) and ``PATCH /services/{name}`` with its persistence.
+
+Changes made through the admin API are kept as *overrides* in ``service_overrides.json`` in the data dir
+(written atomically: temp file, fsync, rename) and applied over the schemas the code declares every time
+the server starts (``apply_overrides``), so they survive restarts. An override wins over the code's own
+option until it is changed again through the API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+from unbroken.core.durations import InvalidDuration, format_duration, parse_duration_ms
+from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceKind, ServiceSchema
+from unbroken.ingress.http import HttpError
+
+log = logging.getLogger("unbroken.admin")
+
+OVERRIDES_FILE = "service_overrides.json"
+DEPLOYMENT_URI = "local://in-process"
+PROTOCOL_VERSIONS = (5, 6)
+
+# PATCH field -> ServiceSchema attribute (durations)
+_DURATIONS = {
+    "idempotency_retention": "idempotency_retention_ms",
+    "workflow_completion_retention": "workflow_completion_retention_ms",
+    "journal_retention": "journal_retention_ms",
+    "inactivity_timeout": "inactivity_timeout_ms",
+    "abort_timeout": "abort_timeout_ms",
+}
+_RETRY_DURATIONS = {"initial_interval": "initial_interval_ms", "max_interval": "max_interval_ms"}
+_SERVICE_TY = {ServiceKind.SERVICE: "service", ServiceKind.VIRTUAL_OBJECT: "virtual_object",
+               ServiceKind.WORKFLOW: "workflow"}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- metadata
+def retry_policy_json(p: RetryPolicy) -> dict[str, Any]:
+    return {
+        "initial_interval": format_duration(p.initial_interval_ms),
+        "exponentiation_factor": p.exponentiation_factor,
+        "max_attempts": p.max_attempts,
+        "max_interval": format_duration(p.max_interval_ms),
+        "on_max_attempts": p.on_max_attempts.capitalize(),
+    }
+
+
+def handler_metadata(h: HandlerSchema) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": h.name}
+    if h.kind is not None:
+        meta["ty"] = h.kind.value
+    meta["public"] = h.public
+    meta["input_json_schema"] = h.input_schema
+    meta["output_json_schema"] = h.output_schema
+    if h.inactivity_timeout_ms is not None:
+        meta["inactivity_timeout"] = format_duration(h.inactivity_timeout_ms)
+    meta["retry_policy"] = retry_policy_json(h.retry_policy) if h.retry_policy else {"max_attempts": None}
+    return meta
+
+
+def service_metadata(svc: ServiceSchema, deployment_id: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": svc.name,
+        "ty": svc.kind.value,
+        "handlers": [handler_metadata(h) for h in svc.handlers.values()],
+        "deployment_id": deployment_id,
+        "revision": svc.revision,
+        "public": svc.public,
+        "idempotency_retention": format_duration(svc.idempotency_retention_ms),
+        "journal_retention": format_duration(svc.journal_retention_ms),
+        "inactivity_timeout": format_duration(svc.inactivity_timeout_ms),
+        "abort_timeout": format_duration(svc.abort_timeout_ms),
+        "enable_lazy_state": False,
+        "retry_policy": retry_policy_json(svc.retry_policy),
+    }
+    if svc.kind is ServiceKind.WORKFLOW:
+        meta["workflow_completion_retention"] = format_duration(svc.workflow_completion_retention_ms)
+    return meta
+
+
+def deployment_json(schemas: Schemas, deployment_id: str, created_at: str, sdk_version: str,
+                    detailed: bool) -> dict[str, Any]:  # fmt: skip
+    """The one deployment that holds every in-process service (``detailed``: full service metadata)."""
+    services = sorted(schemas.services.values(), key=lambda s: s.name)
+    return {
+        "id": deployment_id,
+        "uri": DEPLOYMENT_URI,
+        "protocol_type": "BidiStream",
+        "http_version": "HTTP/2.0",
+        "additional_headers": {},
+        "created_at": created_at,
+        "min_protocol_version": PROTOCOL_VERSIONS[0],
+        "max_protocol_version": PROTOCOL_VERSIONS[1],
+        "sdk_version": sdk_version,
+        "services": [
+            service_metadata(s, deployment_id) if detailed else {"name": s.name, "revision": s.revision}
+            for s in services
+        ],
+    }
+
+
+def sys_service_rows(schemas: Schemas, deployment_id: str) -> list[dict[str, Any]]:
+    return [
+        {"name": s.name, "revision": s.revision, "public": s.public, "ty": _SERVICE_TY[s.kind],
+         "deployment_id": deployment_id}  # fmt: skip
+        for s in sorted(schemas.services.values(), key=lambda s: s.name)
+    ]
+
+
+def sys_deployment_rows(schemas: Schemas, deployment_id: str, created_at: str) -> list[dict[str, Any]]:
+    return [{
+        "id": deployment_id, "ty": "local", "endpoint": DEPLOYMENT_URI, "created_at": created_at,
+        "min_service_protocol_version": PROTOCOL_VERSIONS[0],
+        "max_service_protocol_version": PROTOCOL_VERSIONS[1],
+        "services": sorted(schemas.services),
+    }]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- PATCH
+def _duration(body: dict[str, Any], field: str, path: str) -> int:
+    value = body[field]
+    if not isinstance(value, str):
+        raise HttpError(400, f"The request field '{path}' is invalid. Reason: expected a duration string like '2s'")
+    try:
+        return parse_duration_ms(value)
+    except InvalidDuration as exc:
+        raise HttpError(400, f"The request field '{path}' is invalid. Reason: {exc}") from None
+
+
+def _bad(path: str, reason: str) -> HttpError:
+    return HttpError(400, f"The request field '{path}' is invalid. Reason: {reason}")
+
+
+def _retry_override(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise _bad("retry_policy", "expected an object")
+    out: dict[str, Any] = {}
+    for field, value in body.items():
+        path = f"retry_policy.{field}"
+        if field in _RETRY_DURATIONS:
+            out[_RETRY_DURATIONS[field]] = _duration(body, field, path)
+        elif field == "exponentiation_factor":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 1.0 <= value <= 1e6:
+                raise _bad(path, "expected a number >= 1")
+            out["exponentiation_factor"] = float(value)
+        elif field == "max_attempts":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _bad(path, "expected an integer >= 1")
+            out["max_attempts"] = value
+        elif field == "on_max_attempts":
+            if not isinstance(value, str) or value.lower() not in ("pause", "kill"):
+                raise _bad(path, "expected 'Pause' or 'Kill'")
+            out["on_max_attempts"] = value.lower()
+        else:
+            raise _bad(path, "unknown field")
+    return out
+
+
+def parse_modify(body: Any, svc: ServiceSchema) -> dict[str, Any]:
+    """Validate a ``ModifyServiceRequest`` into override fields (ServiceSchema attribute -> value)."""
+    if not isinstance(body, dict):
+        raise HttpError(400, "The request body must be a JSON object")
+    out: dict[str, Any] = {}
+    for field, value in body.items():
+        if field == "public":
+            if not isinstance(value, bool):
+                raise _bad("public", "expected true or false")
+            out["public"] = value
+        elif field in _DURATIONS:
+            if field == "workflow_completion_retention" and svc.kind is not ServiceKind.WORKFLOW:
+                raise _bad(field, f"service '{svc.name}' is not a workflow")
+            out[_DURATIONS[field]] = _duration(body, field, field)
+        elif field == "retry_policy":
+            out["retry_policy"] = _retry_override(value)
+        else:
+            raise _bad(field, "unknown field")
+    return out
+
+
+def apply_override(svc: ServiceSchema, override: dict[str, Any]) -> ServiceSchema:
+    fields = {k: v for k, v in override.items() if k != "retry_policy"}
+    if override.get("retry_policy"):
+        fields["retry_policy"] = dataclasses.replace(svc.retry_policy, **override["retry_policy"])
+    return dataclasses.replace(svc, **fields)
+
+
+def apply_overrides(schemas: Schemas, overrides: dict[str, dict[str, Any]]) -> Schemas:
+    services = dict(schemas.services)
+    for name, override in overrides.items():
+        if name in services:
+            try:
+                services[name] = apply_override(services[name], override)
+            except (TypeError, ValueError):
+                log.warning("ignoring unusable stored override of service %s: %r", name, override)
+    return Schemas(services)
+
+
+def merge_override(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = {**old, **new}
+    if "retry_policy" in new:
+        merged["retry_policy"] = {**old.get("retry_policy", {}), **new["retry_policy"]}
+    return merged
+
+
+# ---------------------------------------------------------------------------------------- persistence
+def load_overrides(data_dir: str) -> dict[str, dict[str, Any]]:
+    path = os.path.join(data_dir, OVERRIDES_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"cannot read service overrides {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise RuntimeError(f"cannot read service overrides {path}: expected an object of objects")
+    return data
+
+
+def save_overrides(data_dir: str, overrides: dict[str, dict[str, Any]]) -> None:
+    """Write atomically: a crash leaves either the old or the new file, never a torn one."""
+    fd, tmp = tempfile.mkstemp(prefix=".overrides-", dir=data_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(overrides, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(data_dir, OVERRIDES_FILE))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
