@@ -95,7 +95,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         self.clock = clock
         start = session.start
         self.state = dict(start.state) if start.state is not None else None
-        self._random = _random.Random(start.random_seed)
+        self._random: _random.Random | None = None  # seeded on first use: most handlers never ask
         self.run_failure: RunFailed | None = None
 
     # ------------------------------------------------------------------------------- basics
@@ -121,10 +121,12 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         return key
 
     def random(self) -> _random.Random:
+        if self._random is None:
+            self._random = _random.Random(self.session.start.random_seed)
         return self._random
 
     def uuid(self) -> _uuid.UUID:
-        return _uuid.UUID(int=self._random.getrandbits(128), version=4)
+        return _uuid.UUID(int=self.random().getrandbits(128), version=4)
 
     def time(self) -> c.RestateDurableFuture[float]:
         return self.run("timestamp", _time.time)
