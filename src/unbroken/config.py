@@ -61,6 +61,7 @@ class Config:
     idempotency_retention_ms: int = _DAY_MS
     workflow_completion_retention_ms: int = _DAY_MS
     journal_retention_ms: int = _DAY_MS
+    cleanup_interval_ms: int = 60_000
     retry_initial_interval_ms: int = 500
     retry_exponentiation_factor: float = 2.0
     retry_max_interval_ms: int = 60_000
@@ -69,6 +70,7 @@ class Config:
     dev: bool = False
     log_level: str = "info"
     admin_token: str | None = None
+    ingress_token: str | None = None
     fsync: bool = True
 
     @property
@@ -353,6 +355,7 @@ _SETTINGS: tuple[_Setting, ...] = (
         _p_retention,
     ),
     _Setting("journal_retention_ms", _retention("default-journal-retention"), _p_retention),
+    _Setting("cleanup_interval_ms", (("worker", "cleanup-interval"),), _p_duration),
     _Setting("retry_initial_interval_ms", _retry("initial-interval"), _p_duration),
     _Setting("retry_exponentiation_factor", _retry("exponentiation-factor"), _p_factor),
     _Setting("retry_max_interval_ms", _retry("max-interval"), _p_duration),
@@ -361,6 +364,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("dev", (("dev",),), _p_bool),
     _Setting("log_level", (("log-level",), ("log-filter",)), _p_log_level),
     _Setting("admin_token", (("admin", "token"),), _p_opt_str),
+    _Setting("ingress_token", (("ingress", "token"),), _p_opt_str),
     _Setting("fsync", (("storage", "fsync"),), _p_bool),
 )
 

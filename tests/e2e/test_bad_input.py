@@ -141,3 +141,62 @@ def test_bad_idempotency_key_and_delay(srv: Server) -> None:
     _ingress_error(srv.call("/Echo/echo/send?delay=-5s", "x"), 400)
     _ingress_error(srv.call("/Echo/echo/send?delay=", "x"), 400)
     _still_serving(srv)
+
+
+# --------------------------------------------------------------------------------- bounded input
+def test_delay_beyond_the_limit_is_400_not_500(srv: Server) -> None:
+    """A delay of 10**16 ms used to crash the 202 answer (OverflowError formatting the execution time)."""
+    for delay in ("9999999999999999", "P99999999D", "3651d"):
+        msg = _ingress_error(srv.call(f"/Echo/echo/send?delay={delay}", "x"), 400)
+        assert "at most" in msg, msg
+    ok = srv.call("/Echo/echo/send?delay=3650d", "x")
+    assert ok.status_code == 202 and "executionTime" in ok.json(), ok.text
+    _still_serving(srv)
+
+
+def test_overlong_names_keys_and_idempotency_keys_are_400(srv: Server) -> None:
+    assert _ingress_error(srv.call("/" + "S" * 256 + "/echo", "x"), 400) == "service name too long: at most 255 bytes"
+    assert _ingress_error(srv.call("/Echo/" + "h" * 256, "x"), 400) == "handler name too long: at most 255 bytes"
+    assert _ingress_error(srv.call("/Lock/" + "k" * 4097 + "/step", "x"), 400) == "object key too long: at most 4096 bytes"
+    msg = _ingress_error(srv.call("/Echo/echo", "x", headers={"idempotency-key": "i" * 1025}), 400)
+    assert "1 to 1024 bytes" in msg
+    resp = srv.admin_request("GET", "/services/" + "S" * 256)
+    assert resp.status_code == 400 and resp.json()["message"] == "service name too long: at most 255 bytes"
+    _still_serving(srv)
+
+
+def test_oversized_heads_are_414_and_431_in_restate_error_shape(srv: Server) -> None:
+    assert "at most 32768 bytes" in _ingress_error(srv.call("/Echo/echo?" + "q" * 40_000, "x"), 414)
+    many = {f"x-h{i}": "v" for i in range(101)}
+    assert _ingress_error(srv.call("/Echo/echo", "x", headers=many), 431) == "too many request headers: at most 100"
+    big = {"x-big": "v" * (64 * 1024)}
+    assert "at most 65536 bytes" in _ingress_error(srv.call("/Echo/echo", "x", headers=big), 431)
+    admin = httpx.get(f"{srv.admin}/services", headers=many, timeout=10)
+    assert admin.status_code == 431 and admin.json() == {
+        "message": "too many request headers: at most 100", "restate_code": None,
+    }  # fmt: skip
+    # 100 headers in all (httpx adds host, accept, accept-encoding, connection, user-agent, content-*) are fine
+    fits = {f"x-h{i}": "v" for i in range(100 - 7)}
+    assert srv.call("/Echo/echo", "ok", headers=fits).json() == "ok"
+    _still_serving(srv)
+
+
+def test_admin_body_limit_is_the_configured_one(srv: Server) -> None:
+    resp = httpx.post(f"{srv.admin}/query", content=b" " * (LIMIT + 1), timeout=10)
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["message"] == f"request body too large: the limit is {LIMIT} bytes"
+
+
+def test_keys_are_decoded_once_per_segment(srv: Server) -> None:
+    """``%2F`` inside a key is part of the key; ``%2541`` is the key ``%41`` (it used to be decoded twice,
+    to ``A``: another object); bytes that are not UTF-8 are refused rather than mapped to U+FFFD."""
+    for key, raw in (("a/b", "a%2Fb"), ("%41", "%2541"), ("100%", "100%25")):
+        assert srv.call(f"/Box/{raw}/put", key).status_code == 200
+        assert srv.call(f"/Box/{raw}/get").json() == key
+        state = srv.admin_request("GET", f"/services/Box/state/{raw}").json()
+        assert state == {"value": f'"{key}"'}, (key, state)
+    assert srv.call("/Box/A/get").content == b""  # never written
+    msg = _ingress_error(srv.call("/Box/%ff/put", "x"), 400)
+    assert msg == "bad path: a percent-encoded segment is not valid UTF-8"
+    assert srv.admin_request("GET", "/services/Box/state/%ff").status_code == 400
+    _still_serving(srv)

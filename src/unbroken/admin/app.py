@@ -19,31 +19,37 @@ from urllib.parse import parse_qsl
 import orjson
 
 from unbroken.admin import services as svcs
+from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
 from unbroken.admin.query import QueryEngine, QueryError
 from unbroken.admin.routes import match, split_path
 from unbroken.admin.views import rfc3339
+from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.ids import InvalidId, InvocationId
 from unbroken.core.model import Schemas, ServiceSchema
 from unbroken.ingress.http import (
+    UNAUTHORIZED_HEADERS,
     BodyTooLarge,
+    ClientDisconnected,
     HttpError,
     Receive,
     Scope,
     Send,
+    authorized,
     lifespan,
     read_body,
     respond,
     respond_json,
 )
+from unbroken.ingress.wire import check_head
 from unbroken.runtime.engine import Engine
 
 log = logging.getLogger("unbroken.admin")
 
 VERSION = "0.1.0"
-BODY_LIMIT_BYTES = 16 * 1024 * 1024
+BODY_LIMIT_BYTES = limits.request_body_bytes_max  # the default; `unbroken serve` passes the configured limit
 
 _DELETE_MODES: dict[str, Callable[[str, int], r.Record]] = {
     "cancel": lambda i, rid: r.CancelInvocation(i, rid),
@@ -59,12 +65,13 @@ class Request:
     send: Send
     params: dict[str, str]
     query: dict[str, str]
+    body_limit: int = BODY_LIMIT_BYTES
 
     async def json(self) -> Any:
         try:
-            body = await read_body(self.scope, self.receive, BODY_LIMIT_BYTES)
+            body = await read_body(self.scope, self.receive, self.body_limit)
         except BodyTooLarge:
-            raise HttpError(413, f"request body too large: the limit is {BODY_LIMIT_BYTES} bytes") from None
+            raise HttpError(413, f"request body too large: the limit is {self.body_limit} bytes") from None
         try:
             return orjson.loads(body) if body.strip() else None
         except orjson.JSONDecodeError as exc:
@@ -76,8 +83,13 @@ def _bad_field(field: str, reason: str) -> HttpError:
 
 
 class AdminApp:
-    def __init__(self, engine: Engine, deployment_id: str, ingress_url: str, *, query_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, engine: Engine, deployment_id: str, ingress_url: str, *, query_timeout_s: float = 10.0,
+        body_limit_bytes: int = BODY_LIMIT_BYTES, token: str | None = None,
+    ) -> None:  # fmt: skip
         self.engine = engine
+        self.body_limit = body_limit_bytes
+        self.token = token  # when set, every route but /health needs ``authorization: Bearer <token>``
         self.deployment_id = deployment_id
         self.ingress_url = ingress_url
         self.data_dir = os.path.dirname(engine.store.path)
@@ -99,13 +111,22 @@ class AdminApp:
         try:
             await self._dispatch(scope, receive, send)
         except HttpError as exc:
-            await respond_json(send, exc.status, {"message": exc.message, "restate_code": None})
+            extra = UNAUTHORIZED_HEADERS if exc.status == 401 else None
+            await respond_json(send, exc.status, {"message": exc.message, "restate_code": None}, extra)
+        except ClientDisconnected:
+            return  # nobody to answer, nothing done
         except Exception:
             log.exception("admin request failed: %s %s", scope.get("method"), scope.get("path"))
             await respond_json(send, 500, {"message": "internal error", "restate_code": None})
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = match(split_path(scope.get("raw_path"), scope["path"]))
+        check_head(scope)
+        try:
+            found = match(split_path(scope.get("raw_path"), scope["path"]))
+        except UnicodeDecodeError:  # two different invalid sequences must not name the same key
+            raise HttpError(400, "bad path: a percent-encoded segment is not valid UTF-8") from None
+        if (found is None or found.template != "/health") and not authorized(scope, self.token):
+            raise HttpError(401, "unauthorized: the admin API requires the header 'authorization: Bearer <token>'")
         if found is None:
             raise HttpError(404, f"not found: {scope['path']}")
         method = scope["method"]
@@ -115,12 +136,14 @@ class AdminApp:
             raise HttpError(405, f"method {method} not allowed on {found.template} (allowed: {allowed})")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         handler: Callable[[Request], Awaitable[None]] = getattr(self, name)
-        await handler(Request(scope, receive, send, found.params, query))
+        await handler(Request(scope, receive, send, found.params, query, self.body_limit))
 
     def close(self) -> None:
         self.sql.close()
 
     def _service(self, name: str) -> ServiceSchema:
+        if len(name.encode()) > limits.service_name_bytes_max:
+            raise HttpError(400, f"service name too long: at most {limits.service_name_bytes_max} bytes")
         svc = self.engine.schemas.service(name)
         if svc is None:
             raise HttpError(404, f"The requested service '{name}' does not exist")
@@ -277,6 +300,16 @@ class AdminApp:
             raise _bad_field("deployment", f"expected 'Keep', 'Latest' or '{self.deployment_id}'")
         await self._control(req, lambda i, rid: r.ResumeInvocation(i, rid))
 
+    async def explain_invocation(self, req: Request) -> None:
+        try:
+            invocation_id = str(InvocationId.parse(req.params["invocation_id"]))
+        except InvalidId:
+            raise _bad_field("invocation_id", "bad format") from None
+        answer = await self.sql.read(lambda conn: explain(conn, invocation_id))
+        if answer is None:
+            raise HttpError(404, f"The requested invocation '{invocation_id}' does not exist")
+        await respond_json(req.send, 200, answer)
+
     async def delete_invocation(self, req: Request) -> None:
         """Deprecated ``DELETE /invocations/{id}?mode=Cancel|Kill|Purge`` (default Cancel) → 202."""
         mode = req.query.get("mode", "cancel").lower()
@@ -328,6 +361,8 @@ def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
     key = body.get("object_key")
     if not isinstance(key, str):
         raise _bad_field("object_key", "expected a string")
+    if len(key.encode()) > limits.object_key_bytes_max:
+        raise _bad_field("object_key", f"too long: at most {limits.object_key_bytes_max} bytes")
     new_state = body.get("new_state")
     if not isinstance(new_state, dict):
         raise _bad_field("new_state", "expected an object mapping state names to values")
@@ -336,7 +371,11 @@ def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
 
 def _state_value(name: str, value: Any) -> bytes:
     if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
-        return bytes(value)
-    raise _bad_field(f"new_state.{name}", "expected a list of byte values (0-255) or a string")
+        data = value.encode("utf-8")
+    elif isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
+        data = bytes(value)
+    else:
+        raise _bad_field(f"new_state.{name}", "expected a list of byte values (0-255) or a string")
+    if len(data) > limits.state_value_bytes_max:
+        raise _bad_field(f"new_state.{name}", f"too large: at most {limits.state_value_bytes_max} bytes")
+    return data

@@ -128,6 +128,15 @@ def _paths() -> dict[str, Any]:
             "resume_invocation", "Resume a paused, backing-off or suspended invocation", "Resumed.",
             {**completed, "425": _error("The invocation has not started yet (inboxed or scheduled).")},
             params=[_param("deployment", "Keep, Latest or the deployment id (there is one deployment).", "query")]),  # fmt: skip
+        "/invocations/{invocation_id}/explain": {"get": _op(
+            "explain_invocation", "Why an invocation is (not) progressing (Unbroken extension)",
+            {"200": _json(_ref("ExplainResponse"), "The explanation."), **_INVOCATION_ERRORS},
+            params=[_INVOCATION], tag="introspection",
+            description=(
+                "One answer computed from what the engine stores: queued behind the key's lock holder, "
+                "sleeping, awaiting an awakeable or a durable promise, waiting on a call (followed through "
+                "`chain`, recursively), backing off, paused, suspended, scheduled or completed."
+            ))},  # fmt: skip
     }
 
 
@@ -204,6 +213,13 @@ def _schemas() -> dict[str, Any]:
             ]}},
             "version": {"type": "null", "description": "Not supported by Unbroken."},
         }, ["object_key", "new_state"]),  # fmt: skip
+        "ExplainResponse": _obj({
+            "invocation_id": {"type": "string"}, "target": {"type": "string"}, "status": {"type": "string"},
+            "summary": {"type": "string", "description": "One sentence."},
+            "reasons": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}}}},
+            "chain": {"type": "array", "description": "What it waits on, depth first (depth, waited_on_by).",
+                      "items": {"type": "object"}},
+        }, ["invocation_id", "status", "summary", "reasons", "chain"]),  # fmt: skip
         "StateResponse": {"type": "object", "additionalProperties": {
             "type": "string", "description": "The value as UTF-8 text, or base64 when it is not valid UTF-8."}},  # fmt: skip
     }

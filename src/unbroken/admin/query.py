@@ -16,12 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from unbroken.admin import views
 from unbroken.storage.sqlite import connect
+
+_T = TypeVar("_T")
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_ROWS = 10_000
@@ -155,6 +157,10 @@ class QueryEngine:
             return {str(name): bytes(value) for name, value in rows}
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, read)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` with one of the read-only connections (SELECTs only; used by ``explain.py``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._reader().conn))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -32,6 +32,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "/invocations/{invocation_id}/purge-journal": {"PATCH": "purge_journal"},
     "/invocations/{invocation_id}/pause": {"PATCH": "pause_invocation"},
     "/invocations/{invocation_id}/resume": {"PATCH": "resume_invocation"},
+    "/invocations/{invocation_id}/explain": {"GET": "explain_invocation"},
 }
 
 _TEMPLATES = [(template, template.strip("/").split("/")) for template in ROUTES]
@@ -47,7 +48,7 @@ class Match:
 def split_path(raw_path: bytes | None, path: str) -> list[str]:
     """Percent-decoded path segments (an encoded '/' inside a segment stays inside it); prefix removed."""
     if raw_path is not None:
-        parts = [unquote(p) for p in raw_path.decode("latin-1").split("/") if p]
+        parts = [unquote(p, errors="strict") for p in raw_path.decode("latin-1").split("/") if p]
     else:
         parts = [p for p in path.split("/") if p]
     if parts and parts[0] in API_PREFIXES:

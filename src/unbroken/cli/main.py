@@ -5,8 +5,20 @@
     unbroken dev APP [same options]
     unbroken --version
 
+Operating a running server (over its admin API and ingress, see ``invocations.py``, ``state.py``,
+``services.py``, ``calls.py``, ``explain.py``):
+
+    unbroken invoke TARGET [JSON] [--send] [--delay D] [--idempotency-key K] [--header k:v]
+    unbroken invocations list|describe|cancel|kill|purge|pause|resume ...
+    unbroken explain ID
+    unbroken state keys|get|set|clear ...
+    unbroken services list|describe|config ...
+    unbroken awakeables resolve|reject ID ...
+    unbroken sql "SELECT ..."
+
 Start-up time matters, so this module imports only typer at import time; the
-config loader, app loader and the runtime are imported inside the commands.
+config loader, app loader, the runtime, the HTTP client and rich are imported
+inside the commands.
 """
 
 from __future__ import annotations
@@ -219,6 +231,21 @@ def dev(
         config_file=config,
         log_level=log_level,
     )
+
+
+def _add_operator_commands() -> None:
+    from unbroken.cli import calls, explain, invocations, services, state
+
+    cli.command("invoke")(calls.invoke)
+    cli.add_typer(invocations.app, name="invocations")
+    cli.command("explain")(explain.explain)
+    cli.add_typer(state.app, name="state")
+    cli.add_typer(services.app, name="services")
+    cli.add_typer(calls.awakeables, name="awakeables")
+    cli.command("sql")(explain.sql)
+
+
+_add_operator_commands()
 
 
 def main() -> None:

@@ -240,4 +240,8 @@ def encode_entry(entry: Entry) -> bytes:
 
 
 def decode_entry(data: bytes) -> Entry:
-    return _decoder.decode(data)
+    """Decode one stored entry; anything that is not a valid entry raises ``msgspec.DecodeError``."""
+    try:
+        return _decoder.decode(data)
+    except UnicodeDecodeError as exc:  # msgspec reports invalid UTF-8 in a string this way
+        raise msgspec.DecodeError(f"invalid UTF-8 in a string: {exc}") from None

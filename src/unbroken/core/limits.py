@@ -11,11 +11,16 @@ service_name_bytes_max = 255
 handler_name_bytes_max = 255
 object_key_bytes_max = 4096
 idempotency_key_bytes_max = 1024
-header_count_max = 100
+header_count_max = 100  # as hyper (Restate's HTTP stack): more is 431
+header_bytes_max = 64 * 1024  # all header names and values of one request together: more is 431
+url_bytes_max = 32 * 1024  # the request target (path and query) as sent: more is 414
+delay_ms_max = 10 * 365 * 24 * 3600 * 1000  # ?delay= of a send; a timer further out is refused (400)
 
 # handlers
 journal_entries_max = 100_000  # per invocation; past it the attempt fails with a clear error
-state_value_bytes_max = 32 * 1024 * 1024
+state_value_bytes_max = 32 * 1024 * 1024  # one ctx.set value (as Restate's eager-state-size-limit)
+journal_entry_bytes_max = 32 * 1024 * 1024  # payload of one journal entry (as Restate's message-size-limit)
+failure_message_chars_max = 64 * 1024  # longer error messages are cut (they are stored and shown)
 
 # retention sweep
 clean_expired_batch_max = 1000

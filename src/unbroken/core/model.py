@@ -160,6 +160,19 @@ class Invocation(msgspec.Struct, array_like=True):
     journal_expires_at_ms: int = 0
     cancel_requested: bool = False
     children: list[str] = []
+    running_at_ms: int = 0  # when its first attempt started (for a lock-taking handler: when it took the lock)
+
+
+def cleanup_due_ms(inv: Invocation) -> int:
+    """When the retention sweep next has work on a completed invocation (0: never / not completed).
+
+    The journal goes at ``journal_expires_at_ms`` (while the result stays), everything at ``expires_at_ms``.
+    """
+    if inv.status is not Status.COMPLETED:
+        return 0
+    if inv.journal_length and 0 < inv.journal_expires_at_ms < inv.expires_at_ms:
+        return inv.journal_expires_at_ms
+    return inv.expires_at_ms
 
 
 def check_invocation(inv: Invocation) -> None:

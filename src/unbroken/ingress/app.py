@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 
@@ -21,11 +21,14 @@ from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id
 from unbroken.core.journal import Failure, Header, Result
 from unbroken.core.model import HandlerKind, Target
 from unbroken.ingress.http import (
+    UNAUTHORIZED_HEADERS,
     BodyTooLarge,
+    ClientDisconnected,
     HttpError,
     Receive,
     Scope,
     Send,
+    authorized,
     header,
     lifespan,
     read_body,
@@ -33,6 +36,8 @@ from unbroken.ingress.http import (
     respond_json,
 )
 from unbroken.ingress.routing import Route, parse_route
+from unbroken.ingress.wire import check_head
+from unbroken.runtime import faults
 from unbroken.runtime.engine import Engine
 
 log = logging.getLogger("unbroken.ingress")
@@ -43,9 +48,12 @@ _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
 class IngressApp:
-    def __init__(self, engine: Engine, body_limit_bytes: int = limits.request_body_bytes_max) -> None:
+    def __init__(
+        self, engine: Engine, body_limit_bytes: int = limits.request_body_bytes_max, token: str | None = None
+    ) -> None:
         self.engine = engine
         self.body_limit = body_limit_bytes
+        self.token = token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -56,15 +64,25 @@ class IngressApp:
         try:
             await self._handle(scope, receive, send)
         except HttpError as exc:
-            await _error(send, exc.status, exc.message)
+            extra = UNAUTHORIZED_HEADERS if exc.status == 401 else None
+            await _error(send, exc.status, exc.message, extra=extra)
         except BodyTooLarge:
             await _error(send, 413, f"request body too large: the limit is {self.body_limit} bytes")
+        except ClientDisconnected:
+            return  # nobody to answer, nothing done
         except Exception:
             log.exception("ingress request failed: %s %s", scope.get("method"), scope.get("path"))
             await _error(send, 500, "internal error")
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = parse_route(scope["path"], self.engine.schemas)
+        check_head(scope)
+        path = _raw_path(scope)
+        if path.rstrip("/") == "/restate/health":  # open even when a token is configured
+            await respond_json(send, 200, {"services": sorted(self.engine.schemas.services)})
+            return
+        if not authorized(scope, self.token):
+            raise HttpError(401, "unauthorized: this ingress requires the header 'authorization: Bearer <token>'")
+        route = parse_route(path, self.engine.schemas)
         method = scope["method"]
         if route.kind == "health":
             await respond_json(send, 200, {"services": sorted(self.engine.schemas.services)})
@@ -141,6 +159,15 @@ class IngressApp:
         await respond(send, 202)
 
 
+def _raw_path(scope: Scope) -> str:
+    """The path as sent (still percent-encoded): routing splits it first, then decodes each segment, so
+    an encoded '/' or '%' stays inside its key."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is not None:
+        return raw.decode("latin-1")
+    return quote(scope["path"], safe="/")
+
+
 def _check_body(scope: Scope, body: bytes, kind: HandlerKind | None, target: Target) -> None:
     if not body:
         return
@@ -171,9 +198,12 @@ def _delay(query: dict[str, str], is_send: bool) -> int:
             400, "cannot use the delay query parameter with calls. The delay is supported only with sends"
         )
     try:
-        return parse_delay_ms(text)
+        delay_ms = parse_delay_ms(text)
     except InvalidDuration as exc:
         raise HttpError(400, f"bad delay query parameter, must be a ISO8601 duration or milliseconds: {exc}") from None
+    if delay_ms > limits.delay_ms_max:
+        raise HttpError(400, f"bad delay query parameter: at most {limits.delay_ms_max} ms (10 years)")
+    return delay_ms
 
 
 def _check_idempotency_key(idem: str, kind: HandlerKind | None) -> str:
@@ -189,7 +219,7 @@ def _check_idempotency_key(idem: str, kind: HandlerKind | None) -> str:
 
 
 def _forwarded_headers(scope: Scope) -> tuple[Header, ...]:
-    path = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+    path = _raw_path(scope) + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
     out = [Header("x-restate-ingress-path", path)]
     for key, value in scope["headers"][: limits.header_count_max]:
         if key not in _SKIP_HEADERS:
@@ -197,8 +227,11 @@ def _forwarded_headers(scope: Scope) -> tuple[Header, ...]:
     return tuple(out)
 
 
-async def _error(send: Send, status: int, message: str, source: str = "ingress", inv: str | None = None) -> None:
-    headers = [(b"x-restate-error-source", source.encode())]
+async def _error(
+    send: Send, status: int, message: str, source: str = "ingress", inv: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:  # fmt: skip
+    headers = [(b"x-restate-error-source", source.encode()), *(extra or ())]
     if inv is not None:
         headers.append((b"x-restate-id", inv.encode()))
     await respond_json(send, status, {"code": status, "message": message, "source": source}, headers)
@@ -206,6 +239,7 @@ async def _error(send: Send, status: int, message: str, source: str = "ingress",
 
 async def _answer(send: Send, reply: Reply, dedup: bool) -> None:
     """Turn a Reply into Restate's HTTP answer."""
+    faults.point("ingress.before_reply")  # what the reply says is committed; the caller has not heard it
     inv = reply.invocation_id or ""
     match reply.kind:
         case "result":

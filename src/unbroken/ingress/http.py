@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -14,6 +15,10 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 class BodyTooLarge(Exception):
     pass
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request was complete: the request is dropped, never executed."""
 
 
 class HttpError(Exception):
@@ -32,8 +37,26 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def authorized(scope: Scope, token: str | None) -> bool:
+    """True when no token is configured or the request carries ``authorization: Bearer <token>``."""
+    if token is None:
+        return True
+    given = header(scope, b"authorization") or ""
+    scheme, _, credentials = given.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(credentials.strip().encode("latin-1"), token.encode())
+
+
+UNAUTHORIZED_HEADERS = [(b"www-authenticate", b'Bearer realm="unbroken"')]
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, or BodyTooLarge as soon as it passes ``limit`` bytes."""
+    """The whole request body, or BodyTooLarge as soon as it passes ``limit`` bytes.
+
+    Raises ClientDisconnected if the client hangs up before the body is complete: a truncated body may
+    still be valid JSON (``12`` of ``12345``), and executing it would do what the client never asked.
+    """
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge()
@@ -42,7 +65,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientDisconnected()
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)

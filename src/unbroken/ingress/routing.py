@@ -25,7 +25,10 @@ class Route:
 
 
 def parse_route(path: str, schemas: Schemas) -> Route:
-    parts = [unquote(p) for p in path.split("/")[1:]]
+    try:  # strict: two different invalid byte sequences must not decode to the same key
+        parts = [unquote(p, errors="strict") for p in path.split("/")[1:]]
+    except UnicodeDecodeError:
+        raise HttpError(400, "bad path: a percent-encoded segment is not valid UTF-8") from None
     if parts and parts[-1] == "" and len(parts) > 1:
         parts.pop()  # tolerate one trailing slash
     if not parts or not parts[0]:
@@ -36,6 +39,8 @@ def parse_route(path: str, schemas: Schemas) -> Route:
 
 
 def _service(name: str, schemas: Schemas) -> tuple[ServiceKind, dict[str, HandlerSchema]]:
+    if len(name.encode("utf-8", "surrogateescape")) > limits.service_name_bytes_max:
+        raise HttpError(400, f"service name too long: at most {limits.service_name_bytes_max} bytes")
     svc = schemas.service(name)
     if svc is None:
         raise HttpError(404, f"service '{name}' not found, make sure to register the service before calling it.")
@@ -45,6 +50,8 @@ def _service(name: str, schemas: Schemas) -> tuple[ServiceKind, dict[str, Handle
 
 
 def _handler(service: str, name: str, handlers: dict[str, HandlerSchema]) -> HandlerSchema:
+    if len(name.encode("utf-8", "surrogateescape")) > limits.handler_name_bytes_max:
+        raise HttpError(400, f"handler name too long: at most {limits.handler_name_bytes_max} bytes")
     h = handlers.get(name)
     if h is None:
         raise HttpError(
@@ -73,7 +80,7 @@ def _invoke_route(parts: list[str], schemas: Schemas) -> Route:
         if len(rest) != 2:
             raise HttpError(400, _BAD_PATH)
         key, name = rest
-        if len(key.encode()) > limits.object_key_bytes_max:
+        if len(key.encode("utf-8", "surrogateescape")) > limits.object_key_bytes_max:
             raise HttpError(400, f"object key too long: at most {limits.object_key_bytes_max} bytes")
         handler = _handler(parts[0], name, handlers)
         return Route("invoke", Target(parts[0], name, key), handler, send)

@@ -25,6 +25,12 @@ from unbroken.runtime.timers import TimerService
 
 log = logging.getLogger("unbroken.engine")
 
+# How the engine builds its processor: the writer thread in production, a simulated one in the simulator
+# (``unbroken.testing.sim``), which drives the same ``Processor._apply_batch`` from the event loop.
+ProcessorFactory = Callable[
+    [Any, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None]], Processor
+]
+
 
 @dataclass
 class EngineOptions:
@@ -48,13 +54,14 @@ class Engine:
         clock: Clock,
         options: EngineOptions | None = None,
         on_log: Callable[[str, str], None] | None = None,
+        processor_factory: ProcessorFactory = Processor,
     ) -> None:
         self.store = store
         self.schemas = schemas
         self.clock = clock
         self.options = options or EngineOptions()
         self.loop = asyncio.get_running_loop()
-        self.processor = Processor(store, lambda: self.schemas, clock, self.loop, self._run_actions)
+        self.processor = processor_factory(store, lambda: self.schemas, clock, self.loop, self._run_actions)
         self.invoker = Invoker(
             transport, self.processor, clock, self.options.inactivity_timeout_ms, self.options.dev,
             schemas=lambda: self.schemas,

@@ -3,6 +3,16 @@
 Arm from the environment of a server process (crash tests): ``UNBROKEN_FAULTS=name:action[,name:action]``
 with action ``crash`` (``os._exit(137)`` at that point, a SIGKILL stand-in that leaves no chance to clean
 up) or ``raise``. Tests in the same process call :func:`arm` directly.
+
+The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at each one):
+
+* ``processor.mid_batch``: a batch of several records, the first applied, the rest not, nothing committed
+* ``processor.before_commit``: a whole batch applied, not committed
+* ``processor.after_commit``: committed, none of its actions (replies, attempt starts, timers) executed
+* ``invoker.before_start``: an attempt is committed as running, its handler not started
+* ``sdk.run.before_propose``: a ``ctx.run`` action ran, its result not yet proposed to the journal
+* ``timer.before_fire``: a durable timer is due, its ``TimerFired`` record not yet submitted
+* ``ingress.before_reply``: what an HTTP reply says is committed, the caller has not received it
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from unbroken.core.actions import Deliver, StartAttempt
 from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, Result, command_name
 from unbroken.core.model import Invocation, Schemas
 from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTransport
+from unbroken.runtime import faults
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.processor import Processor
 
@@ -114,6 +115,7 @@ class Invoker:
             inactivity_timeout_ms=self._inactivity_timeout_ms(inv),
             idempotency_key=inv.idempotency_key,
         )
+        faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
         entry = _Running(inv.attempts, None)
         self.running[inv.id] = entry
         if self.sink_class is _DevSink:

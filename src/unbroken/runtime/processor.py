@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -29,6 +30,30 @@ log = logging.getLogger("unbroken.processor")
 
 class Store(Protocol):
     def transaction(self) -> Any: ...
+
+
+class StorageFailed(Exception):
+    """The store could not commit (I/O error, disk full, busy): the failed transaction left no trace.
+
+    The records are not lost: ``rest`` must be applied again (after a pause), in order. ``actions`` are
+    those of the records that did commit before the failure (when applying one by one).
+    """
+
+    def __init__(self, actions: list[Action], rest: list[Record]) -> None:
+        super().__init__(f"storage failed with {len(rest)} records to apply")
+        self.actions = actions
+        self.rest = rest
+
+
+class _ApplyFailed(Exception):
+    """``apply`` itself raised on a record (a bug or a poison record): only that record is dropped."""
+
+
+def _apply_one(txn: Any, record: Record, now: int, schemas: Schemas) -> list[Action]:
+    try:
+        return apply(txn, record, now, schemas)
+    except Exception as exc:
+        raise _ApplyFailed(repr(exc)) from exc
 
 
 class Processor:
@@ -87,9 +112,21 @@ class Processor:
             batch = self._next_batch()
             if batch is None:
                 return
-            actions = self._apply_batch(batch)
             self.batches += 1
             self.records += len(batch)
+            delay = 0.01
+            while True:  # a batch is never dropped because the store failed: retry it until it commits
+                try:
+                    actions = self._apply_batch(batch)
+                    break
+                except StorageFailed as failed:
+                    log.error("storage failed; retrying %d records in %.2fs", len(failed.rest), delay,
+                              exc_info=failed.__cause__)  # fmt: skip
+                    if failed.actions:
+                        self._loop.call_soon_threadsafe(self._on_actions, failed.actions)
+                    batch = failed.rest
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
             if actions:
                 self._loop.call_soon_threadsafe(self._on_actions, actions)
 
@@ -99,28 +136,34 @@ class Processor:
         actions: list[Action] = []
         try:
             with self._store.transaction() as txn:
-                for record in batch:
-                    actions.extend(apply(txn, record, now, schemas))
+                for i, record in enumerate(batch):
+                    actions.extend(_apply_one(txn, record, now, schemas))
+                    if i == 0 and len(batch) > 1:
+                        faults.point("processor.mid_batch")  # one record applied, the others not yet
                 faults.point("processor.before_commit")
             faults.point("processor.after_commit")
             return actions
         except faults.InjectedFault:
             raise
-        except Exception:
+        except _ApplyFailed:
             log.exception("batch of %d records failed; applying them one by one", len(batch))
+        except Exception as exc:  # the store, not a record: nothing was applied, apply it all again
+            raise StorageFailed([], batch) from exc
         return self._apply_one_by_one(batch, now, schemas)
 
     def _apply_one_by_one(self, batch: list[Record], now: int, schemas: Schemas) -> list[Action]:
         """Isolate a record whose apply raises so that the others still go through."""
         actions: list[Action] = []
-        for record in batch:
+        for i, record in enumerate(batch):
             try:
                 with self._store.transaction() as txn:
-                    produced = apply(txn, record, now, schemas)
+                    produced = _apply_one(txn, record, now, schemas)
                 actions.extend(produced)
-            except Exception as exc:
-                log.critical("record dropped, apply failed: %r", record, exc_info=True)
+            except _ApplyFailed as exc:
+                log.critical("record dropped, apply failed: %r", record, exc_info=exc.__cause__)
                 request_id = getattr(record, "request_id", 0)
                 if request_id:
                     actions.append(Reply(request_id, "error", result=None, invocation_id=str(exc)))
+            except Exception as exc:  # the store failed: this record and the rest are applied again later
+                raise StorageFailed(actions, batch[i:]) from exc
         return actions

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Generator
 from typing import Any
 
+import orjson
 import uvicorn
 
 from unbroken.admin.app import AdminApp
@@ -19,6 +20,7 @@ from unbroken.config import Config
 from unbroken.core.ids import deployment_id
 from unbroken.core.model import RetryPolicy
 from unbroken.ingress.app import IngressApp
+from unbroken.ingress.wire import ErrorBody, bounded_protocol
 from unbroken.runtime.clock import SystemClock
 from unbroken.runtime.engine import Engine, EngineOptions
 from unbroken.sdk.app import App
@@ -36,9 +38,19 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn(app: Any, bind: tuple[str, int]) -> _Server:
+def _ingress_error(status: int, message: str) -> bytes:
+    return orjson.dumps({"code": status, "message": message, "source": "ingress"})
+
+
+def _admin_error(status: int, message: str) -> bytes:
+    return orjson.dumps({"message": message, "restate_code": None})
+
+
+def _uvicorn(app: Any, bind: tuple[str, int], error_body: ErrorBody, error_headers: bytes = b"") -> _Server:
     config = uvicorn.Config(
-        app, host=bind[0], port=bind[1], http="httptools", loop="none", lifespan="off",
+        # httptools, with the request head bounded while it is parsed (ingress/wire.py)
+        app, host=bind[0], port=bind[1], http=bounded_protocol(error_body, error_headers), loop="none",
+        lifespan="off",
         access_log=False, log_level="warning", server_header=False, date_header=False,
         timeout_keep_alive=60, backlog=4096,
         # A call or attach can wait on an invocation for days: don't let it hold up SIGTERM forever
@@ -72,7 +84,9 @@ def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
     def on_log(invocation_id: str, message: str) -> None:
         dev_log.info("%s %s", invocation_id, message)
 
-    options = EngineOptions(inactivity_timeout_ms=config.inactivity_timeout_ms, dev=config.dev)
+    options = EngineOptions(
+        inactivity_timeout_ms=config.inactivity_timeout_ms, clean_interval_ms=config.cleanup_interval_ms, dev=config.dev
+    )
     engine = Engine(store, schemas, transport, clock, options, on_log if config.dev else None)
     return engine, store
 
@@ -82,9 +96,13 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
     engine.start()
     ingress_bind, admin_bind = config.ingress_host_port, config.admin_host_port
     dep = deployment_id(hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16])
-    ingress = _uvicorn(IngressApp(engine, config.request_size_limit_bytes), ingress_bind)
-    admin_app = AdminApp(engine, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/")
-    admin = _uvicorn(admin_app, admin_bind)
+    ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
+    ingress = _uvicorn(ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n")
+    admin_app = AdminApp(
+        engine, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
+        body_limit_bytes=config.request_size_limit_bytes, token=config.admin_token,
+    )  # fmt: skip
+    admin = _uvicorn(admin_app, admin_bind, _admin_error)
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

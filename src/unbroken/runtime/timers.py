@@ -11,6 +11,7 @@ import heapq
 from collections.abc import Callable
 
 from unbroken.core.records import Record, TimerFired
+from unbroken.runtime import faults
 from unbroken.runtime.clock import Clock
 
 
@@ -53,5 +54,6 @@ class TimerService:
         now = self._clock.now_ms()
         while self._heap and self._heap[0][0] <= now:
             _, timer_id = heapq.heappop(self._heap)
+            faults.point("timer.before_fire")  # due, but its TimerFired record is not submitted yet
             self._submit(TimerFired(timer_id))
         self._schedule()

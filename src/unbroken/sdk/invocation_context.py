@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
 from unbroken.core.model import HandlerKind
 from unbroken.runtime import faults
@@ -28,7 +29,7 @@ from unbroken.sdk.futures import (
 )
 from unbroken.sdk.serde import DefaultSerde, Serde
 from unbroken.sdk.service import HandlerDef, handler_of
-from unbroken.sdk.session import Session
+from unbroken.sdk.session import Session, check_journalable, failure, safe_repr
 
 T = TypeVar("T")
 
@@ -80,6 +81,14 @@ def _retry_delay_ms(options: c.RunOptions[Any], attempt: int) -> int | None:
     if options.max_retry_interval is not None:
         delay = min(delay, options.max_retry_interval.total_seconds() * 1000)
     return int(delay)
+
+
+def _delay_ms(delta: timedelta, what: str) -> int:
+    # exact integer arithmetic, rounded up: float seconds * 1000 turns 1001 ms into 1000 (fires early)
+    ms = -(-delta // timedelta(milliseconds=1))
+    if ms > limits.delay_ms_max:
+        raise TerminalError(f"{what} too long: {delta} is more than the limit of {limits.delay_ms_max} ms (10 years)", 400)
+    return ms
 
 
 def _headers(headers: dict[str, str] | None) -> list[j.Header]:
@@ -155,6 +164,11 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
     def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde()) -> None:
         state = self._state_map(write=True)
         data = pick_serde(serde, None).serialize(value)
+        if len(data) > limits.state_value_bytes_max:
+            raise TerminalError(
+                f"state value too large: the value for key {name!r} is {len(data)} bytes, more than the limit "
+                f"of {limits.state_value_bytes_max} bytes", 400,
+            )  # fmt: skip
         self.session.command(j.SetStateCommand(name, data))
         state[name] = data
 
@@ -202,6 +216,8 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             s.running_runs += 1
             task = asyncio.get_running_loop().create_task(self._execute(cid, name, action, args, kwargs, serde, options))
             task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
+            s.run_tasks[task] = None
+            task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
         return DurableFuture(s, ("c", cid), self.decoder(serde))
 
     async def _execute(
@@ -217,9 +233,16 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 value = await loop.run_in_executor(None, lambda: action(*args, **kwargs))
                 if inspect.isawaitable(value):
                     value = await value
-            result = j.Result(value=serde.serialize(value))
+            data = serde.serialize(value)
+            if len(data) > limits.journal_entry_bytes_max:
+                raise TerminalError(
+                    f"ctx.run {name!r} returned {len(data)} bytes, more than the journal entry limit of "
+                    f"{limits.journal_entry_bytes_max} bytes", 500,
+                )  # fmt: skip
+            result = j.Result(value=data)
+            check_journalable(j.Notification("run", cid, 0, result))  # e.g. a custom serde returned a str
         except TerminalError as exc:
-            result = j.Result(failure=j.Failure(exc.status_code, exc.message, exc.metadata))
+            result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # retryable, unless the run's budget is spent
@@ -232,15 +255,15 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 self.run_failure = RunFailed(exc, _retry_delay_ms(options, attempt))
                 self.session.fail_from_run(self.run_failure)
                 return
-            result = j.Result(failure=j.Failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {exc!r}"))
+            result = j.Result(failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}"))
         if not s.ended:
             faults.point("sdk.run.before_propose")  # the action ran, its result is not durable yet
             s.sink.propose_run(cid, result)
 
     def sleep(self, delta: timedelta, name: str | None = None) -> c.RestateDurableSleepFuture:
         s = self.session
+        wake = self.clock() + _delay_ms(delta, "sleep")
         cid = s.new_completion_id()
-        wake = self.clock() + int(delta.total_seconds() * 1000)
         s.command(j.SleepCommand(wake, cid, name or ""))
         return SleepFuture(s, ("c", cid), lambda _r: None)
 
@@ -261,8 +284,8 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         idempotency_key: str | None, headers: dict[str, str] | None,
     ) -> Handle:  # fmt: skip
         s = self.session
+        at = self.clock() + _delay_ms(delay, "send delay") if delay else 0
         id_cid = s.new_completion_id()
-        at = self.clock() + int(delay.total_seconds() * 1000) if delay else 0
         s.command(j.OneWayCallCommand(service, handler, parameter, at, _headers(headers), key, idempotency_key, id_cid))
         return Handle(s, ("c", id_cid))
 

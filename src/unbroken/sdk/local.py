@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Callable, Iterable
 
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.core.model import Target
 from unbroken.protocol.transport import AttemptSink, AttemptStart
 from unbroken.sdk.exceptions import (
@@ -19,7 +20,7 @@ from unbroken.sdk.exceptions import (
 from unbroken.sdk.invocation_context import InvocationContext
 from unbroken.sdk.serde import SerdeError
 from unbroken.sdk.service import HandlerDef, _ServiceBase
-from unbroken.sdk.session import Session
+from unbroken.sdk.session import Session, failure, safe_repr
 
 log = logging.getLogger("unbroken.handler")
 
@@ -63,9 +64,15 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
             out = await hdef.fn(ctx, _input(hdef, session))
         else:
             out = await hdef.fn(ctx)
-        result = j.Result(value=hdef.output_serde.serialize(out))
+        data = hdef.output_serde.serialize(out)
+        if len(data) > limits.journal_entry_bytes_max:
+            raise TerminalError(
+                f"the output of {hdef.service}/{hdef.name} is {len(data)} bytes, more than the journal entry "
+                f"limit of {limits.journal_entry_bytes_max} bytes", 500,
+            )  # fmt: skip
+        result = j.Result(value=data)
     except TerminalError as exc:
-        result = j.Result(failure=j.Failure(exc.status_code, exc.message, exc.metadata))
+        result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
     except NonDeterminismError as exc:
         log.error("%s: %s", session.start.invocation_id, exc)
         session.fail(exc.code, str(exc))
@@ -83,13 +90,17 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
     except Exception as exc:
         if session.ended:
             return
-        log.warning("%s attempt %d failed: %r", session.start.invocation_id, session.start.attempt, exc)
-        session.fail(500, f"{exc!r}\n{traceback.format_exc(limit=8)}")
+        text = safe_repr(exc)
+        log.warning("%s attempt %d failed: %s", session.start.invocation_id, session.start.attempt, text)
+        session.fail(500, f"{text}\n{traceback.format_exc(limit=8)}")
         return
     if session.ended:
         return
     try:
-        session.command(j.OutputCommand(result))
+        try:
+            session.command(j.OutputCommand(result))
+        except TerminalError as exc:  # the result cannot be journaled (e.g. a custom serde returned a str)
+            session.command(j.OutputCommand(j.Result(failure=failure(500, exc.message))))
     except NonDeterminismError as exc:
         session.fail(exc.code, str(exc))
         return

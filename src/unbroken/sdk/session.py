@@ -17,7 +17,10 @@ import asyncio
 import logging
 from typing import Any
 
+import msgspec
+
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.protocol.transport import AttemptSink, AttemptStart
 from unbroken.sdk.exceptions import AttemptEnded, NonDeterminismError, TerminalError
 
@@ -64,9 +67,11 @@ class Session:
         self.wakers: set[asyncio.Future[None]] = set()
         self.awaiting: dict[Key, int] = {}
         self.running_runs = 0
+        self.run_tasks: dict[asyncio.Task[None], None] = {}  # ctx.run actions in flight (ordered)
         self.inactivity: asyncio.TimerHandle | None = None
         self.ended = False
         self.task: asyncio.Task[None] | None = None
+        self.journal_length = len(start.journal)  # grows with every live command and notification
         for index, entry in enumerate(start.journal):
             if isinstance(entry, j.Notification):
                 self._record(entry)
@@ -88,9 +93,12 @@ class Session:
             if _identity(expected) != _identity(cmd):
                 raise NonDeterminismError(index, _describe(expected), _describe(cmd))
             return expected  # type: ignore[return-value]
-        if len(self.start.journal) + self.replay_pos > 100_000:
-            raise TerminalError("journal too long: more than 100000 entries", 500)
+        too_long = self.journal_length >= limits.journal_entries_max
+        if too_long and not isinstance(cmd, j.OutputCommand):  # the output (the error saying so) still goes
+            raise TerminalError(f"journal too long: more than {limits.journal_entries_max} entries", 500)
+        check_journalable(cmd)
         self.sink.command(cmd)
+        self.journal_length += 1
         self._reset_inactivity()
         return cmd
 
@@ -119,6 +127,7 @@ class Session:
         if self.ended:
             return
         self._record(n)
+        self.journal_length += 1
         self._reset_inactivity()
         wakers, self.wakers = self.wakers, set()
         for w in wakers:
@@ -131,8 +140,8 @@ class Session:
         if got is not None and (not self.cancel_seq or got[0] < self.cancel_seq):
             return got[1]
         if self.cancel_seq and key != ("s", j.CANCEL_SIGNAL):
-            self.cancel_seq = 0
-            self._cancel_children()
+            cancel_seq, self.cancel_seq = self.cancel_seq, 0
+            self._cancel_children(cancel_seq)
             raise TerminalError("cancelled", 409)
         return PENDING
 
@@ -154,13 +163,19 @@ class Session:
                 else:
                     del self.awaiting[key]
 
-    def _cancel_children(self) -> None:
-        """Propagate a cancel to the calls still in flight (as Restate's SDKs do)."""
+    def _cancel_children(self, cancel_seq: int) -> None:
+        """Propagate a cancel to the calls still in flight (as Restate's SDKs do).
+
+        "In flight" is decided by journal order — the call's id known and its result not, before the
+        CANCEL signal — never by what this attempt happens to know: a replay knows the whole journal,
+        and must issue the very same signals as the run it replays.
+        """
         for result_cid, id_cid in sorted(self.call_ids.items()):
-            if ("c", result_cid) in self.results:
+            done = self.results.get(("c", result_cid))
+            if done is not None and done[0] < cancel_seq:
                 continue
             got = self.results.get(("c", id_cid))
-            if got is None or got[1].value is None:
+            if got is None or got[0] > cancel_seq or got[1].value is None:
                 continue
             child = got[1].value.decode()
             self.command(j.SendSignalCommand(child, j.CANCEL_SIGNAL, j.Result()))
@@ -201,6 +216,9 @@ class Session:
         task = self.task
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
+        for run in list(self.run_tasks):  # an ended attempt performs no more side effects
+            if run is not asyncio.current_task() and not run.done():
+                run.cancel()
         self.sink.ended()
 
     def abort(self) -> None:
@@ -210,11 +228,67 @@ class Session:
         """End the attempt with a retryable error (the engine applies the retry policy)."""
         if self.ended:
             return
-        self.sink.fail(code, message, next_retry_delay_ms)
+        status = code if type(code) is int and 0 <= code < 65536 else 500
+        self.sink.fail(status, cap_message(message), next_retry_delay_ms)
         self.end()
 
     def fail_from_run(self, failure: Any) -> None:
         self.fail(500, str(failure), failure.next_retry_delay_ms)
+
+
+def _text(value: object) -> str:
+    """Any object as storable text: ``str()`` (``repr`` if that fails), lone surrogates escaped."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:
+        text = object.__repr__(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def cap_message(message: object) -> str:
+    """Error messages are stored and shown: valid UTF-8, cut past ``limits.failure_message_chars_max``."""
+    text = _text(message)
+    n = limits.failure_message_chars_max
+    if len(text) <= n:
+        return text
+    return f"{text[:n]}... [cut: the message had {len(text)} characters]"
+
+
+def safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return object.__repr__(value)
+
+
+def failure(code: object, message: object, metadata: object = None) -> j.Failure:
+    """A failure that can always be journaled: an int code (500 unless the one given is an int in
+    0-65535), a capped UTF-8 message, string metadata (at most 64 entries)."""
+    status = code if type(code) is int and 0 <= code < 65536 else 500
+    meta = None
+    if isinstance(metadata, dict) and metadata:
+        meta = {_text(k)[:1024]: cap_message(v) for k, v in list(metadata.items())[:64]}
+    return j.Failure(status, cap_message(message), meta)
+
+
+def check_journalable(entry: j.Entry) -> None:
+    """Raise ``TerminalError(400)`` unless ``entry`` can be stored and read back within the entry limit.
+
+    The store encodes entries inside the processor's transaction: one that cannot be encoded (a lone
+    surrogate in a string, an int past 64 bits, a value of the wrong type from a custom serde) would be
+    dropped there and leave its invocation waiting forever. Checking here fails the handler instead,
+    at the line that produced it.
+    """
+    try:
+        data = j.encode_entry(entry)
+        j.decode_entry(data)
+    except (msgspec.MsgspecError, ValueError, OverflowError, TypeError) as exc:
+        raise TerminalError(f"cannot journal {_describe(entry)}: {exc}", 400) from None
+    if len(data) > limits.journal_entry_bytes_max:
+        raise TerminalError(
+            f"journal entry too large: {_describe(entry)} is {len(data)} bytes, more than the limit of "
+            f"{limits.journal_entry_bytes_max} bytes", 400,
+        )  # fmt: skip
 
 
 def _describe(entry: j.Entry) -> str:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import msgspec
 
 from unbroken.core.journal import Entry, decode_entry, encode_entry
-from unbroken.core.model import Invocation, Status, check_invocation
+from unbroken.core.model import Invocation, Status, check_invocation, cleanup_due_ms
 from unbroken.core.txn import Promise, Timer
 from unbroken.storage.sqlite import decode_promise, encode_promise
 
@@ -72,7 +72,7 @@ class MemoryTransaction:
         out = []
         for inv_id, data in self.s.invocations.items():
             inv = _dec.decode(data)
-            if inv.status is Status.COMPLETED and 0 < inv.expires_at_ms <= now_ms:
+            if 0 < cleanup_due_ms(inv) <= now_ms:
                 out.append(inv_id)
         return out[:limit]
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import msgspec
 
 from unbroken.core.journal import Entry, Result, decode_entry, encode_entry
-from unbroken.core.model import Invocation, Sink, Status, check_invocation
+from unbroken.core.model import Invocation, Sink, check_invocation, cleanup_due_ms
 from unbroken.core.txn import Promise, Timer
 
 SCHEMA_VERSION = 1
@@ -114,7 +114,10 @@ class SqliteStore:
 
 
 def _decode_invocation(data: bytes) -> Invocation:
-    inv = _inv_decoder.decode(data)
+    try:
+        inv = _inv_decoder.decode(data)
+    except UnicodeDecodeError as exc:  # as msgspec reports invalid UTF-8: one error type for a bad row
+        raise msgspec.DecodeError(f"invalid UTF-8 in a string: {exc}") from None
     check_invocation(inv)
     return inv
 
@@ -133,7 +136,7 @@ class SqliteTransaction:
         return None if row is None else _decode_invocation(row[0])
 
     def put_invocation(self, inv: Invocation) -> None:
-        expires = inv.expires_at_ms if inv.status is Status.COMPLETED else 0
+        expires = cleanup_due_ms(inv)  # the expiry column: when the retention sweep next has work here
         self.c.execute(
             "INSERT OR REPLACE INTO invocation VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -162,7 +165,7 @@ class SqliteTransaction:
 
     def append_journal(self, invocation_id: str, index: int, entry: Entry) -> None:
         self.c.execute(
-            "INSERT INTO journal VALUES (?, ?, ?, strftime('%s','now') * 1000)",
+            "INSERT INTO journal VALUES (?, ?, ?, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
             (invocation_id, index, encode_entry(entry)),
         )
 
@@ -202,7 +205,7 @@ class SqliteTransaction:
 
     def inbox_push(self, service: str, key: str, invocation_id: str) -> None:
         self.c.execute(
-            "INSERT INTO inbox (service, service_key, id, created_at) VALUES (?, ?, ?, strftime('%s','now') * 1000)",
+            "INSERT INTO inbox (service, service_key, id, created_at) VALUES (?, ?, ?, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
             (service, key, invocation_id),
         )
 
@@ -269,5 +272,8 @@ def encode_promise(promise: Promise) -> bytes:
 
 
 def decode_promise(data: bytes) -> Promise:
-    row = _promise_row_decoder.decode(data)
+    try:
+        row = _promise_row_decoder.decode(data)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8 in a string: {exc}") from None
     return Promise(row.result, tuple(row.waiters))

@@ -159,10 +159,17 @@ def on_purge_journal(step: Step, rec: r.PurgeJournal) -> None:
 
 
 def on_clean_expired(step: Step, rec: r.CleanExpired) -> None:
+    """Retention: drop journals past ``journal_expires_at_ms``, purge invocations past ``expires_at_ms``."""
     for invocation_id in step.txn.expired_invocations(step.now_ms, rec.limit):
         inv = step.load(invocation_id)
-        if inv is not None and inv.status is Status.COMPLETED:
+        if inv is None or inv.status is not Status.COMPLETED:
+            continue
+        if 0 < inv.expires_at_ms <= step.now_ms:
             purge(step, inv)
+        elif inv.journal_length and 0 < inv.journal_expires_at_ms <= step.now_ms:
+            step.txn.delete_journal(inv.id)
+            inv.journal_length = 0
+            step.save(inv)
 
 
 def on_set_state(step: Step, rec: r.SetStateFromAdmin) -> None:

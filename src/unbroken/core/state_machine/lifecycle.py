@@ -43,6 +43,8 @@ def start(step: Step, inv: Invocation) -> None:
     """Begin a new attempt: the runtime replays the journal and continues the handler."""
     inv.status = Status.RUNNING
     inv.attempts += 1
+    if not inv.running_at_ms:
+        inv.running_at_ms = step.now_ms
     inv.waiting_completions = []
     inv.waiting_signals = []
     inv.next_retry_at_ms = 0
@@ -107,6 +109,9 @@ def complete(step: Step, inv: Invocation, result: Result) -> None:
         )
         inv.expires_at_ms = step.now_ms + retention
         inv.journal_expires_at_ms = step.now_ms + min(svc.journal_retention_ms, retention)
+        if svc.journal_retention_ms == 0:  # no journal retention: the result stays, the journal goes now
+            step.txn.delete_journal(inv.id)
+            inv.journal_length = 0
     step.save(inv)
     if _takes_lock(inv):
         release_lock(step, inv)

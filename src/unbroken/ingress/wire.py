@@ -1,0 +1,117 @@
+"""Bounds on the request head, enforced while it is parsed (before any ASGI app sees the request).
+
+uvicorn's httptools protocol accumulates the request target and the headers in memory without a limit,
+so a client streaming an endless header could exhaust memory. :func:`bounded_protocol` returns a subclass
+that counts them as they arrive and answers ``414`` (target longer than ``limits.url_bytes_max``) or
+``431`` (more than ``limits.header_count_max`` headers, or more than ``limits.header_bytes_max`` bytes of
+them) at once, then closes the connection. The apps check the same bounds again (:func:`check_head`) so
+that they hold under any ASGI server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from unbroken.core import limits
+from unbroken.ingress.http import HttpError, Scope
+
+ErrorBody = Callable[[int, str], bytes]
+
+_REASONS = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class _HeadRejected(Exception):
+    pass
+
+
+def url_too_long() -> str:
+    return f"request target too long: at most {limits.url_bytes_max} bytes"
+
+
+def too_many_headers() -> str:
+    return f"too many request headers: at most {limits.header_count_max}"
+
+
+def headers_too_large() -> str:
+    return f"request headers too large: at most {limits.header_bytes_max} bytes in total"
+
+
+# The parser hands a header to the protocol only once it is complete, so an endless header value is
+# bounded by counting the bytes received while the head is still incomplete.
+_HEAD_BYTES_MAX = limits.url_bytes_max + limits.header_bytes_max + 8 * 1024
+
+
+def check_head(scope: Scope) -> None:
+    """The head bounds, for requests that reached the app (raises ``HttpError`` 414 or 431)."""
+    if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > limits.url_bytes_max:
+        raise HttpError(414, url_too_long())
+    headers = scope["headers"]
+    if len(headers) > limits.header_count_max:
+        raise HttpError(431, too_many_headers())
+    if sum(len(k) + len(v) for k, v in headers) > limits.header_bytes_max:
+        raise HttpError(431, headers_too_large())
+
+
+def bounded_protocol(error_body: ErrorBody, error_headers: bytes = b"") -> type[HttpToolsProtocol]:
+    """An httptools protocol class that rejects oversized request heads with ``error_body(status, msg)``
+    (and the raw header lines ``error_headers``, each ending in CRLF)."""
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _url_bytes = 0
+        _header_count = 0
+        _header_bytes = 0
+        _head_pending = 0  # bytes received since the current request began, while its head is incomplete
+        _in_head = False
+        _rejected = False
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._url_bytes = self._header_count = self._header_bytes = self._head_pending = 0
+            self._in_head = True
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def on_url(self, url: bytes) -> None:
+            self._url_bytes += len(url)
+            if self._url_bytes > limits.url_bytes_max:
+                self._reject(414, url_too_long())
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_count += 1
+            self._header_bytes += len(name) + len(value)
+            if self._header_count > limits.header_count_max:
+                self._reject(431, too_many_headers())
+            if self._header_bytes > limits.header_bytes_max:
+                self._reject(431, headers_too_large())
+            super().on_header(name, value)
+
+        def _answer_and_close(self, status: int, message: str) -> None:
+            body = error_body(status, message)
+            head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n"
+            self._rejected = True
+            self.transport.write(head % (status, _REASONS[status], error_headers, len(body)) + body)
+            self.transport.close()
+
+        def _reject(self, status: int, message: str) -> None:
+            self._answer_and_close(status, message)
+            raise _HeadRejected()  # stops the parser; uvicorn's generic 400 is suppressed below
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._rejected:
+                super().send_400_response(msg)
+
+        def data_received(self, data: bytes) -> None:
+            if self._rejected:
+                return
+            super().data_received(data)
+            if self._in_head and not self._rejected:  # all of ``data`` went into a head still incomplete
+                self._head_pending += len(data)
+                if self._head_pending > _HEAD_BYTES_MAX:
+                    self._answer_and_close(431, headers_too_large())
+
+    return BoundedHttpToolsProtocol
