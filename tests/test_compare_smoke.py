@@ -1,0 +1,88 @@
+"""CI smoke test of ``bench/compare``: the Unbroken side of ``--quick --only unbroken`` runs W1-W6 end to end.
+
+The Restate side needs the anchor (npm restate-server + restate-sdk in bench/.anchor/), which CI does not
+install; this checks the harness itself: the command, its table, its W6 drain measurement and its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ["W1 noop", "W2 steps", "W3a counter", "W3b hot", "W4 sleep", "W5 fanout", "W6 send (accepted/s)"]
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(
+    shutil.which("wrk") is None,
+    reason="wrk (load generator) not installed: apt-get install -y wrk -- bench/compare installs no wrk",
+)
+def test_compare_quick_unbroken_side(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.Popen(
+        [str(ROOT / "bench" / "compare"), "--quick", "--only", "unbroken", "--results-dir", str(tmp_path)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=360)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the harness and the server it started: all in its session
+        stdout, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"bench/compare --quick did not finish in 360 s:\n{stdout}\n{stderr}")
+    out = stdout + stderr
+    assert proc.returncode == 0, out
+    assert "fsync ON" in stdout, out
+    assert "Restate:" not in stdout, out  # --only unbroken: no anchor needed, none started
+
+    # The comparison table: one row per workload at 16 connections, Unbroken figures filled in, Restate's
+    # and the ratios empty, no errors.
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 20 and cells[0] in WORKLOADS:
+            rows[cells[0]] = cells
+    assert list(rows) == WORKLOADS, out
+    for name, cells in rows.items():
+        conns, inv_u, inv_r, inv_ratio = cells[1:5]
+        assert conns == "16", (name, out)
+        assert float(inv_u) > 0, (name, out)
+        assert (inv_r, inv_ratio) == ("-", "-"), (name, out)
+        assert float(cells[5]) > 0 and float(cells[8]) >= float(cells[5]), (name, "p99 >= p50 > 0", out)
+        assert float(cells[11]) > 0, (name, "CPU ms/inv", out)
+        assert cells[-2] == "0 / -", (name, "errors", out)
+    assert re.search(r"^\| W6 send +\| +16 \| +\d+ \| +- \|", stdout, re.M), out
+    assert re.search(r"^\| first successful call after start, s +\| +[\d.]+ \| +- \|", stdout, re.M), out
+    assert re.search(r"^errors: 0 ", stdout, re.M), out
+
+    # The JSON: every cell measured on Unbroken only, every call answered, the engine's count covering the
+    # client's (W5: 11 invocations per call), W6 drained to zero.
+    (result_file,) = tmp_path.glob("compare-*.json")
+    data = json.loads(result_file.read_text())
+    assert data["meta"]["unbroken_fsync"] is True and data["meta"]["restate"] is None
+    assert data["sides"]["unbroken"]["first_call_s"] > 0
+    assert data["sides"]["unbroken"]["invocations_total"] > 0
+    assert [(c["wid"], c["conns"]) for c in data["cells"]] == [
+        ("W1", 16), ("W2", 16), ("W3a", 16), ("W3b", 16), ("W4", 16), ("W5", 16), ("W6", 16),
+    ]  # fmt: skip
+    for c in data["cells"]:
+        assert list(c["results"]) == ["unbroken"], c
+        r = c["results"]["unbroken"]
+        per_call = 11 if c["wid"] == "W5" else 1
+        assert r["calls_ok"] > 0 and r["errors"] == 0 and r["warmup_errors"] == 0, r
+        assert r["invocations_server"] >= r["calls_ok"] * per_call, r
+        assert set(r["cpu_ms_per_inv"]) == {"server"} and r["cpu_ms_per_inv"]["server"] > 0, r
+        assert r["peak_rss_mib"]["server"] > 0, r
+        if c["wid"] == "W4":
+            assert r["p50_ms"] >= 100, r  # a durable 100 ms timer is never early
+        if c["wid"] == "W6":
+            assert r["drain_s"] >= 0 and r["completed_per_s"] > 0, r
+    assert data["meta"]["log_problems"]["unbroken"] == [], data["meta"]["log_problems"]
