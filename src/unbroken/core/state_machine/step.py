@@ -25,10 +25,9 @@ class Step:
             self.actions.append(Reply(request_id, kind, **fields))  # type: ignore[arg-type]
 
     def load(self, invocation_id: str) -> Invocation | None:
-        inv = self.txn.get_invocation(invocation_id)
-        if inv is not None:
-            check_invocation(inv)
-        return inv
+        # Backends check the invariants as they decode a row (see Transaction.get_invocation); checking
+        # again here cost 4% of the processor's time for nothing.
+        return self.txn.get_invocation(invocation_id)
 
     def save(self, inv: Invocation) -> None:
         inv.modified_at_ms = self.now_ms
