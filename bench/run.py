@@ -9,11 +9,12 @@ started has completed. Server CPU, disk and invocation counts are deltas between
 work still in flight when wrk stops is charged to the run that started it.
 
 Prints a table and writes everything to ``bench/results/<timestamp>.json``. Exit status: 0 if every
-request answered 2xx, 2 if some did not (they are counted as errors, never as throughput), 3 if wrk is
-missing (this script installs nothing).
+request answered 2xx, 1 if the run was aborted (server died or never went idle), 2 if some requests did not
+get a 2xx answer (counted as errors, never as throughput), 3 if wrk or unbroken is missing or an argument is
+wrong (this script installs nothing).
 
-The server side is a ``Target`` (start, stop, pids, data dir, invocation counts) so a Restate target
-(restate-server + the same services.py under restate-sdk) can be added next to ``UnbrokenTarget``.
+The server side is a target object (start, stop, pids, data dirs, invocation counts); bench/compare.py adds
+a Restate target next to ``UnbrokenTarget`` and imports the helpers here, so keep their names stable.
 """
 
 from __future__ import annotations

@@ -95,10 +95,11 @@ class SqliteStore:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield SqliteTransaction(self.conn)
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # a failed COMMIT (busy, I/O, full) can leave it open
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     def close(self) -> None:
         self.conn.close()
