@@ -23,15 +23,16 @@ def _seq(f: RestateDurableFuture[Any]) -> int:
 async def as_completed(*futures: RestateDurableFuture[Any]) -> AsyncIterator[RestateDurableFuture[Any]]:
     """Yield the futures as they complete (await each to get its value or its error)."""
     tasks: dict[asyncio.Future[Any], RestateDurableFuture[Any]] = {asyncio.ensure_future(_resolve(f)): f for f in futures}
+    position = {task: i for i, task in enumerate(tasks)}  # ties and cancels in argument order, never set order
     pending: set[asyncio.Future[Any]] = set(tasks)
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in sorted(done, key=lambda t: _seq(tasks[t])):
+            for task in sorted(done, key=lambda t: (_seq(tasks[t]), position[t])):
                 task.exception()  # retrieved here; the caller sees it when awaiting the future
                 yield tasks[task]
     finally:
-        for task in pending:
+        for task in sorted(pending, key=position.__getitem__):
             task.cancel()
 
 

@@ -64,7 +64,7 @@ class Session:
         self.next_completion_id = 1
         self.next_signal_idx = j.FIRST_AWAKEABLE_SIGNAL
         self.call_ids: dict[int, int] = {}  # result completion id -> invocation-id completion id
-        self.wakers: set[asyncio.Future[None]] = set()
+        self.wakers: dict[asyncio.Future[None], None] = {}  # ordered: coroutines resume in await order
         self.awaiting: dict[Key, int] = {}
         self.running_runs = 0
         self.run_tasks: dict[asyncio.Task[None], None] = {}  # ctx.run actions in flight (ordered)
@@ -129,7 +129,7 @@ class Session:
         self._record(n)
         self.journal_length += 1
         self._reset_inactivity()
-        wakers, self.wakers = self.wakers, set()
+        wakers, self.wakers = self.wakers, {}
         for w in wakers:
             if not w.done():
                 w.set_result(None)
@@ -151,7 +151,7 @@ class Session:
             if result is not PENDING:
                 return result  # type: ignore[no-any-return]
             waker: asyncio.Future[None] = self.loop.create_future()
-            self.wakers.add(waker)
+            self.wakers[waker] = None
             self.awaiting[key] = self.awaiting.get(key, 0) + 1
             self._arm_inactivity()
             try:

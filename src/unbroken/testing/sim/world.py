@@ -1,0 +1,388 @@
+"""One simulated world: the real engine on the virtual loop, its crashes and restarts, and the ledgers the
+invariants are checked against (kept here, *outside* the engine).
+
+The engine is the production one: ``runtime.engine.Engine`` (invoker, timers, action execution, reply
+futures) with the in-process SDK (``sdk.local.LocalTransport``: real sessions running real handler
+coroutines), the pure state machine, and :class:`~unbroken.testing.sim.processor.SimProcessor` in place
+of the writer thread. A crash drops everything in memory — the processor's queue and undelivered actions,
+sessions and their tasks, the timer heap, the callers' reply futures (their connection breaks) — and a
+new engine is built from the store after a downtime, exactly as ``unbroken serve`` starting on an existing
+data dir does (``Engine.start``: re-arm the stored timers, ``Recover`` the running invocations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from unbroken.core import actions as a
+from unbroken.core import records as r
+from unbroken.core.journal import Notification, Result, RunCommand
+from unbroken.core.model import HandlerKind, RetryPolicy, Schemas
+from unbroken.runtime.engine import Engine, EngineOptions
+from unbroken.sdk.app import App
+from unbroken.sdk.exceptions import TerminalError
+from unbroken.sdk.local import LocalTransport
+from unbroken.testing.sim.faults import FaultPlan, InjectedHandlerError, InjectedStorageError, stream
+from unbroken.testing.sim.loop import OWNER, LoopClock, VirtualEventLoop
+from unbroken.testing.sim.processor import Created, Event, Finished, RunDurable, SimProcessor, SimStore
+
+
+class ConnectionLost(ConnectionError):
+    """What a client sees when the engine it talks to crashes (or is down)."""
+
+
+@dataclass
+class SimConfig:
+    fault_phase_s: float = 60.0  # virtual seconds with faults on
+    liveness_budget_s: float = 3600.0  # then faults off: everything must finish within this
+    ops: tuple[int, int] = (8, 40)  # client operations per seed (min, max)
+    intensity: float = 1.0  # scales the fault probabilities (0 = no faults at all)
+    verbose: bool = False
+
+
+@dataclass
+class RunExec:
+    attempt: int
+    at_ms: int
+    value: Any  # what the action produced (None when it raised)
+
+
+@dataclass
+class Ledger:
+    """What happened, as observed at commit points and by the handlers' side effects."""
+
+    created: dict[str, Created] = field(default_factory=dict)
+    creations: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, list[Result]] = field(default_factory=dict)
+    accepted: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # exclusive, not delayed
+    durable_runs: dict[tuple[str, int], Result] = field(default_factory=dict)
+    run_execs: dict[tuple[str, str], list[RunExec]] = field(default_factory=dict)
+    mailbox: dict[str, str] = field(default_factory=dict)  # invocation id -> awakeable id it published
+    sleeps: dict[str, list[int]] = field(default_factory=dict)  # invocation id -> when it issued its sleep
+
+
+class _LogCapture(logging.Handler):
+    """Routes the engine's log records to the current world (errors there are invariant violations)."""
+
+    world: World | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        world = _LogCapture.world
+        if world is not None:
+            world.on_log(record)
+
+
+_capture = _LogCapture(level=logging.DEBUG)
+_schemas_cache: dict[int, Schemas] = {}
+
+
+class World:
+    def __init__(self, seed: int, app: App, config: SimConfig) -> None:
+        self.seed = seed
+        self.config = config
+        self.loop = VirtualEventLoop()
+        self.clock = LoopClock(self.loop)
+        self.faults = (
+            FaultPlan.from_seed(seed, config.intensity) if config.intensity > 0 else FaultPlan.none(seed)
+        )
+        self.client_rng = stream(seed, "clients")
+        self.values = stream(seed, "values")
+        self.store = SimStore(self)
+        setup = stream(seed, "setup")
+        self.inactivity_timeout_ms = setup.choice([200, 1_000, 5_000, 60_000])
+        self.schemas = _schemas(app, self.inactivity_timeout_ms)
+        self.app = app
+        self.transport = LocalTransport(app.services, self.clock.now_ms)
+        self.options = EngineOptions(inactivity_timeout_ms=self.inactivity_timeout_ms)
+        self.engine: Engine | None = None
+        self.epoch = 0
+        self.crashes = 0
+        self.restarts = 0
+        self.restarts_pending = 0
+        self.ledger = Ledger()
+        self.violations: list[str] = []
+        self.trace_lines: list[str] = []
+        self._hash = hashlib.sha256()
+        self.sim_context = contextvars.copy_context()
+        self.sim_context.run(OWNER.set, 0)  # the simulator's own tasks (clients, faults) survive crashes
+        self.loop.set_exception_handler(self._loop_exception)
+        self.batches = 0
+        self.records = 0
+        self.applied: dict[str, int] = {}  # records applied, by type
+
+    # -------------------------------------------------------------------------------------- time
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def t(self) -> str:
+        return f"{self.loop.time():10.4f}"
+
+    # ------------------------------------------------------------------------------------- trace
+    def trace(self, line: str) -> None:
+        text = f"{self.t()} {line}"
+        self._hash.update(text.encode())
+        self._hash.update(b"\n")
+        if self.config.verbose:
+            self.trace_lines.append(text)
+
+    def trace_hash(self) -> str:
+        return self._hash.hexdigest()
+
+    def violation(self, message: str) -> None:
+        text = f"t={self.loop.time():.4f}s: {message}"
+        self.violations.append(text)
+        self.trace(f"VIOLATION {message}")
+
+    def on_log(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.config.verbose and record.levelno >= logging.INFO:
+            self.trace_lines.append(
+                f"{self.t()}   log {record.name} {record.levelname}: {message.splitlines()[0]}"
+            )
+        if record.levelno < logging.ERROR:
+            return
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, InjectedStorageError):
+            return  # the engine reporting a storage failure we injected
+        detail = f" ({exc!r})" if exc is not None else ""
+        self.violation(f"engine logged {record.levelname} [{record.name}]: {message.splitlines()[0]}{detail}")
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An exception nobody handled (a callback raising, a task's exception never retrieved)."""
+        exc = context.get("exception")
+        self.violation(f"unhandled in the event loop: {context.get('message')} {exc!r}")
+
+    # ------------------------------------------------------------------------------- engine life
+    def start_engine(self) -> None:
+        assert self.engine is None
+        self.epoch += 1
+        ctx = self.sim_context.copy()
+        ctx.run(OWNER.set, self.epoch)
+        self.engine = ctx.run(self._build_engine)
+        self.trace(f"engine #{self.epoch} started")
+
+    def _build_engine(self) -> Engine:
+        factory = functools.partial(SimProcessor, self)
+        engine = Engine(
+            self.store, self.schemas, self.transport, self.clock, self.options, processor_factory=factory
+        )
+        engine.start()
+        return engine
+
+    def crash(self, why: str) -> None:
+        """The process dies now: nothing in memory survives; a new one starts after a downtime."""
+        engine = self.engine
+        if engine is None:
+            return
+        self.engine = None
+        self.crashes += 1
+        self.trace(f"CRASH #{self.crashes} ({why})")
+        self._exit(engine)
+
+    async def graceful_restart(self) -> None:
+        """SIGTERM: ``Engine.stop()`` (sessions aborted, the processor drains its queue), the process
+        exits, a new one starts after a downtime."""
+        engine = self.engine
+        if engine is None:
+            return
+        self.engine = None
+        self.restarts += 1
+        self.trace(f"graceful restart #{self.restarts}")
+        await engine.stop()
+        self._exit(engine)
+
+    def _exit(self, engine: Engine) -> None:
+        """The process is gone: whatever the old engine still had in memory dies with it."""
+        processor = engine.processor
+        assert isinstance(processor, SimProcessor)
+        processor.kill()
+        futures = list(engine._waiters.futures.values())
+        engine._waiters.futures.clear()
+        engine._waiters.by_invocation.clear()
+        engine.timers.stop()
+        engine.invoker.abort_all()  # sessions end: nothing they do reaches anything any more
+        self.loop.cancel_owned_by(self.epoch)  # handler tasks, ctx.run tasks, the processor, the cleaner
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(ConnectionLost("the engine crashed"))
+        self.restarts_pending += 1
+        self.loop.call_later(self.faults.downtime_s(), self._restart, context=self.sim_context)
+
+    def _restart(self) -> None:
+        self.restarts_pending -= 1
+        if self.engine is None and self.restarts_pending == 0:
+            self.start_engine()
+
+    async def request(self, make: Callable[[int], r.Record]) -> a.Reply:
+        """A client request through the current engine (ConnectionLost if it is down or crashes)."""
+        engine = self.engine
+        if engine is None:
+            raise ConnectionLost("the engine is down")
+        return await engine.request(make)
+
+    # ------------------------------------------------------------------------ processor callbacks
+    def on_commit(self, events: list[Event]) -> None:
+        led = self.ledger
+        for ev in events:
+            if isinstance(ev, Created):
+                led.created[ev.invocation_id] = ev
+                led.creations[ev.invocation_id] = led.creations.get(ev.invocation_id, 0) + 1
+                if ev.handler_kind is HandlerKind.EXCLUSIVE and not ev.delayed:
+                    assert ev.target.key is not None
+                    led.accepted.setdefault((ev.target.service, ev.target.key), []).append(ev.invocation_id)
+            elif isinstance(ev, Finished):
+                done = led.finished.setdefault(ev.invocation_id, [])
+                done.append(ev.result)
+                if len(done) > led.creations.get(ev.invocation_id, 0):
+                    self.violation(f"{ev.invocation_id} completed {len(done)} times: {done}")
+            elif isinstance(ev, RunDurable):
+                key = (ev.invocation_id, ev.completion_id)
+                if key in led.durable_runs:
+                    self.violation(f"run {key} made durable twice")
+                led.durable_runs[key] = ev.result
+
+    def on_batch(self, batch: list[r.Record], actions: list[a.Action]) -> None:
+        self.batches += 1
+        self.records += len(batch)
+        for rec in batch:
+            name = type(rec).__name__
+            self.applied[name] = self.applied.get(name, 0) + 1
+        now = self.now_ms()
+        self.trace(f"batch @{now}: " + " | ".join(_brief_record(x) for x in batch))
+        if actions:
+            self.trace("  -> " + " | ".join(_brief_action(x) for x in actions))
+        if self.faults.crash_after_commit():
+            self.crash("right after a commit")
+
+    # --------------------------------------------------------------------- handler-side ledgers
+    def run_action(self, invocation_id: str, attempt: int, name: str, terminal: str | None = None,
+                   latency_s: float = 0.0, sync: bool = False) -> Callable[[], Any]:  # fmt: skip
+        """A ``ctx.run`` action whose executions are recorded outside the engine (``sync``: a plain
+        ``def``, which the SDK hands to the loop's executor — inline on the virtual loop)."""
+
+        async def action() -> int:
+            if latency_s:
+                await asyncio.sleep(latency_s)  # the external call takes a while
+            return effect()
+
+        def effect() -> int:
+            self._check_not_durable(invocation_id, name)
+            execs = self.ledger.run_execs.setdefault((invocation_id, name), [])
+            if self.faults.run_error():
+                execs.append(RunExec(attempt, self.now_ms(), None))
+                raise _transient(f"run {name!r}")
+            value = self.values.randrange(1 << 30)
+            execs.append(RunExec(attempt, self.now_ms(), value))
+            if terminal is not None:
+                raise TerminalError(terminal, 500)
+            return value
+
+        return effect if sync else action
+
+    def _check_not_durable(self, invocation_id: str, name: str) -> None:
+        """Invariant: a ``ctx.run`` whose result is durable never runs again."""
+        journal = self.store.journal_of(invocation_id)
+        cids = {e.completion_id for e in journal if isinstance(e, RunCommand) and e.name == name}
+        for e in journal:
+            if isinstance(e, Notification) and e.kind == "run" and e.completion_id in cids:
+                self.violation(f"ctx.run {name!r} of {invocation_id} ran again after its result was durable")
+
+    def body_fault(self, where: str) -> None:
+        """Maybe raise a transient error from handler code (outside ctx.run)."""
+        if self.faults.body_error():
+            raise _transient(where)
+
+
+def _transient(where: str) -> Exception:
+    return InjectedHandlerError(f"injected transient error in {where}")
+
+
+def _schemas(app: App, inactivity_timeout_ms: int) -> Schemas:
+    cached = _schemas_cache.get(inactivity_timeout_ms)
+    if cached is None:
+        # retries never give up in the simulation: a paused invocation would be a liveness failure
+        policy = RetryPolicy(initial_interval_ms=100, exponentiation_factor=2.0, max_interval_ms=5_000,
+                             max_attempts=1_000_000, on_max_attempts="pause")  # fmt: skip
+        day = 86_400_000
+        cached = app.schemas(policy, inactivity_timeout_ms, 600_000, day, day, day)
+        _schemas_cache[inactivity_timeout_ms] = cached
+    return cached
+
+
+_saved_logger: tuple[int, bool] | None = None
+
+
+def install_log_capture(world: World | None) -> None:
+    """While a world runs, the engine's log records go to it (and nowhere else); then as before."""
+    global _saved_logger
+    logger = logging.getLogger("unbroken")
+    if world is None:
+        _LogCapture.world = None
+        logger.removeHandler(_capture)
+        if _saved_logger is not None:
+            logger.setLevel(_saved_logger[0])
+            logger.propagate = _saved_logger[1]
+            _saved_logger = None
+        return
+    _LogCapture.world = world
+    if _saved_logger is None:
+        _saved_logger = (logger.level, logger.propagate)
+    if _capture not in logger.handlers:
+        logger.addHandler(_capture)
+    logger.setLevel(logging.INFO if world.config.verbose else logging.WARNING)
+    logger.propagate = False
+
+
+# ------------------------------------------------------------------------------------ trace text
+def _short(invocation_id: str | None) -> str:
+    return (invocation_id or "-")[-6:]
+
+
+def _brief_record(rec: r.Record) -> str:
+    name = type(rec).__name__
+    match rec:
+        case r.Invoke():
+            return f"Invoke({rec.target} {_short(rec.invocation_id)} idem={rec.idempotency_key} {rec.argument!r})"
+        case r.JournalCommand():
+            return f"Cmd({_short(rec.invocation_id)}#{rec.attempt} {rec.command!r})"
+        case r.ProposeRunCompletion():
+            return f"RunDone({_short(rec.invocation_id)}#{rec.attempt} c{rec.completion_id} {rec.result!r})"
+        case r.AttemptSuspended():
+            return f"Suspended({_short(rec.invocation_id)}#{rec.attempt} {rec.waiting_completions} {rec.waiting_signals})"
+        case r.AttemptFailed():
+            return (
+                f"Failed({_short(rec.invocation_id)}#{rec.attempt} {rec.code} {rec.message.splitlines()[0]})"
+            )
+        case r.TimerFired():
+            return f"TimerFired({rec.timer_id})"
+    return f"{name}({_short(getattr(rec, 'invocation_id', None))})"
+
+
+def _brief_action(act: a.Action) -> str:
+    match act:
+        case a.StartAttempt():
+            inv = act.invocation
+            return f"Start({_short(inv.id)}#{inv.attempts} j={len(act.journal)})"
+        case a.Deliver():
+            n = act.notification
+            return f"Deliver({_short(act.invocation_id)}#{act.attempt} {n.kind} c{n.completion_id} s{n.signal_idx})"
+        case a.Completed():
+            return f"Completed({_short(act.invocation_id)} {act.result!r})"
+        case a.ArmTimer():
+            return f"Arm({act.timer_id}@{act.fire_at_ms})"
+        case a.Reply():
+            return f"Reply({act.request_id} {act.kind} {_short(act.invocation_id)})"
+        case a.AwaitCompletion():
+            return f"Await({act.request_id} {_short(act.invocation_id)})"
+        case a.AbortAttempt():
+            return f"Abort({_short(act.invocation_id)})"
+        case a.Log():
+            return f"Log({_short(act.invocation_id)} {act.message.splitlines()[0]})"
+    return repr(act)
