@@ -128,3 +128,21 @@ def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05, wh
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def unique_key() -> str:
+    """A fresh object/workflow key, so tests sharing one server never see each other's state."""
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def read_box(srv: Server, key: str) -> Any:
+    """What a handler of tests/apps/semantics.py published to ``Box/{key}``, once it is there."""
+
+    def published() -> Any:
+        resp = srv.call(f"/Box/{key}/get")
+        assert resp.status_code == 200, resp.text
+        return resp.json() if resp.content else None
+
+    return wait_until(published, timeout=10, what=f"Box/{key} to be filled")

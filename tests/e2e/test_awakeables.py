@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Server, wait_until
+from tests.harness import Server, read_box, unique_key, wait_until
 
 APP = "tests/apps/semantics.py"
 # A short inactivity timeout makes waiting invocations suspend; dev mode logs "<id> suspended".
@@ -27,25 +26,16 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-def _key() -> str:
-    return uuid.uuid4().hex
 
 
-def _box(srv: Server, key: str) -> dict[str, Any]:
-    def published() -> Any:
-        resp = srv.call(f"/Box/{key}/get")
-        assert resp.status_code == 200, resp.text
-        return resp.json() if resp.content else None
-
-    return wait_until(published, timeout=10, what=f"Box/{key} to be filled")  # type: ignore[no-any-return]
 
 
 def _waiting(srv: Server, value: Any = None, **extra: str) -> tuple[str, str]:
     """Start ``Echo/wait_for``; returns (invocation id, awakeable id) once it waits."""
-    box = _key()
+    box = unique_key()
     resp = srv.call("/Echo/wait_for/send", {"box": box, "value": value, **extra})
     assert resp.status_code == 202, resp.text
-    published = _box(srv, box)
+    published = read_box(srv, box)
     assert published["id"] == resp.json()["invocationId"]
     return published["id"], published["aid"]
 
@@ -119,11 +109,11 @@ def test_waiting_invocation_suspends_and_resumes(srv: Server, tmp_path: Path) ->
 
 
 def test_cancel_reaches_a_suspended_invocation(srv: Server, tmp_path: Path) -> None:
-    box, notes = _key(), tmp_path / "notes"
+    box, notes = unique_key(), tmp_path / "notes"
     sent = srv.call("/Caller/cancellable/send", {"box": box, "path": str(notes)})
     assert sent.status_code == 202, sent.text
     inv = sent.json()["invocationId"]
-    _box(srv, box)
+    read_box(srv, box)
     wait_until(lambda: f"{inv} suspended" in srv.log(), timeout=10, what="the invocation to suspend")
     cancel = srv.admin_request("PATCH", f"/invocations/{inv}/cancel")
     assert cancel.status_code in (200, 202), cancel.text

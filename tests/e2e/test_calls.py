@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server, wait_until
+from tests.harness import Server, read_box, unique_key, wait_until
 
 APP = "tests/apps/semantics.py"
 ENV = {
@@ -32,21 +32,12 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-def _key() -> str:
-    return uuid.uuid4().hex
 
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _box(srv: Server, key: str) -> dict[str, Any]:
-    def published() -> Any:
-        resp = srv.call(f"/Box/{key}/get")
-        assert resp.status_code == 200, resp.text
-        return resp.json() if resp.content else None
-
-    return wait_until(published, timeout=10, what=f"Box/{key} to be filled")  # type: ignore[no-any-return]
 
 
 def _send(srv: Server, path: str, body: Any) -> str:
@@ -61,7 +52,7 @@ def _attach(srv: Server, inv: str) -> Any:
 
 # ---------------------------------------------------------------------------------- calls & sends
 def test_service_calls_object_and_gets_its_result(srv: Server) -> None:
-    obj = _key()
+    obj = unique_key()
     assert srv.call(f"/Lock/{obj}/step", "direct").status_code == 200
     resp = srv.call("/Caller/call_object", {"key": obj, "label": "via caller"})
     assert resp.status_code == 200, resp.text
@@ -70,7 +61,7 @@ def test_service_calls_object_and_gets_its_result(srv: Server) -> None:
 
 
 def test_one_way_send_runs_exactly_once_across_a_retry(srv: Server, tmp_path: Path) -> None:
-    obj, attempts = _key(), tmp_path / "attempts"
+    obj, attempts = unique_key(), tmp_path / "attempts"
     resp = srv.call("/Caller/send_then_fail_once", {"key": obj, "label": "sent", "attempts": str(attempts)})
     assert resp.status_code == 200, resp.text
     assert len(_lines(attempts)) == 2  # the caller's first attempt failed after the send, then was retried
@@ -84,7 +75,7 @@ def test_one_way_send_runs_exactly_once_across_a_retry(srv: Server, tmp_path: Pa
 
 
 def test_delayed_send_runs_after_its_delay(srv: Server) -> None:
-    obj = _key()
+    obj = unique_key()
     resp = srv.call("/Caller/delayed_send", {"key": obj, "label": "later", "delay_ms": 600})
     assert resp.status_code == 200, resp.text
     sent_at = resp.json()
@@ -123,7 +114,7 @@ def test_select_returns_the_first_completed(srv: Server) -> None:
     resp = srv.call("/Caller/select_call_vs_sleep", "quick", timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json() == ["call", "quick"]
-    resp = srv.call("/Caller/select_sleep_vs_awakeable", _key(), timeout=10)
+    resp = srv.call("/Caller/select_sleep_vs_awakeable", unique_key(), timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json() == ["nap", None]
 
@@ -153,10 +144,10 @@ def test_random_uuid_and_time_are_stable_across_replay(srv: Server, tmp_path: Pa
 
 # ------------------------------------------------------------------------------------ cancel & kill
 def test_cancel_runs_compensation_and_fails_with_409(srv: Server, tmp_path: Path) -> None:
-    box, notes = _key(), tmp_path / "compensations"
+    box, notes = unique_key(), tmp_path / "compensations"
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(srv.call, "/Caller/cancellable", {"box": box, "path": str(notes)})
-        inv = _box(srv, box)["id"]
+        inv = read_box(srv, box)["id"]
         cancel = srv.admin_request("PATCH", f"/invocations/{inv}/cancel")
         assert cancel.status_code == 202, cancel.text
         result = call.result(timeout=15)
@@ -171,9 +162,9 @@ def test_cancel_runs_compensation_and_fails_with_409(srv: Server, tmp_path: Path
 
 
 def test_cancel_of_a_queued_invocation_never_runs_it(srv: Server) -> None:
-    obj, box = _key(), _key()
+    obj, box = unique_key(), unique_key()
     holder = _send(srv, f"/Lock/{obj}/hold", box)
-    aid = _box(srv, box)["aid"]
+    aid = read_box(srv, box)["aid"]
     queued = _send(srv, f"/Lock/{obj}/step", "never")
     after = _send(srv, f"/Lock/{obj}/step", "after")
     cancel = srv.admin_request("PATCH", f"/invocations/{queued}/cancel")
@@ -187,9 +178,9 @@ def test_cancel_of_a_queued_invocation_never_runs_it(srv: Server) -> None:
 
 
 def test_cancel_propagates_to_the_awaited_call(srv: Server, tmp_path: Path) -> None:
-    box, notes = _key(), tmp_path / "compensations"
+    box, notes = unique_key(), tmp_path / "compensations"
     parent = _send(srv, "/Caller/parent", {"box": box, "path": str(notes)})
-    child = _box(srv, box)["id"]
+    child = read_box(srv, box)["id"]
     assert child != parent
     cancel = srv.admin_request("PATCH", f"/invocations/{parent}/cancel")
     assert cancel.status_code in (200, 202), cancel.text
@@ -203,10 +194,10 @@ def test_cancel_propagates_to_the_awaited_call(srv: Server, tmp_path: Path) -> N
 
 
 def test_kill_fails_at_once_and_releases_the_object_lock(srv: Server) -> None:
-    obj, box = _key(), _key()
+    obj, box = unique_key(), unique_key()
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(srv.call, f"/Lock/{obj}/hold", box)
-        holder = _box(srv, box)["id"]
+        holder = read_box(srv, box)["id"]
         queued = _send(srv, f"/Lock/{obj}/step", "after")
         assert srv.get(f"/restate/invocation/{queued}/output").status_code == 470
         kill = srv.admin_request("PATCH", f"/invocations/{holder}/kill")
@@ -225,9 +216,9 @@ def test_kill_fails_at_once_and_releases_the_object_lock(srv: Server) -> None:
 
 
 def test_kill_takes_the_call_tree_and_runs_no_user_code(srv: Server, tmp_path: Path) -> None:
-    box, notes = _key(), tmp_path / "compensations"
+    box, notes = unique_key(), tmp_path / "compensations"
     parent = _send(srv, "/Caller/parent", {"box": box, "path": str(notes)})
-    child = _box(srv, box)["id"]
+    child = read_box(srv, box)["id"]
     kill = srv.admin_request("PATCH", f"/invocations/{parent}/kill")
     assert kill.status_code == 200, kill.text
     for inv in (parent, child):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server, wait_until
+from tests.harness import Server, read_box, unique_key
 from unbroken.core.ids import InvocationId
 
 APP = "tests/apps/semantics.py"
@@ -29,19 +28,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-def _key() -> str:
-    return uuid.uuid4().hex
 
 
-def _box(srv: Server, key: str) -> dict[str, Any]:
-    """What a handler published to ``Box/{key}`` (an awakeable id and its invocation id)."""
-
-    def published() -> Any:
-        resp = srv.call(f"/Box/{key}/get")
-        assert resp.status_code == 200, resp.text
-        return resp.json() if resp.content else None
-
-    return wait_until(published, timeout=10, what=f"Box/{key} to be filled")  # type: ignore[no-any-return]
 
 
 def _resolve(srv: Server, aid: str, value: Any) -> None:
@@ -95,7 +83,7 @@ def test_send_accepts_and_runs(srv: Server) -> None:
 
 @pytest.mark.parametrize(("delay", "delay_ms"), [("500ms", 500), ("300", 300)], ids=["friendly", "bare-ms"])
 def test_delayed_send_does_not_run_before_the_delay(srv: Server, delay: str, delay_ms: int) -> None:
-    key = _key()
+    key = unique_key()
     before_ms = time.time() * 1000
     resp = srv.call(f"/Box/{key}/stamp/send?delay={delay}", "late")
     assert resp.status_code == 202, resp.text
@@ -135,7 +123,7 @@ def test_bad_delay_is_rejected(srv: Server) -> None:
 
 # ------------------------------------------------------------------------------------ idempotency
 def test_idempotency_key_returns_the_original_result(srv: Server) -> None:
-    idem = {"idempotency-key": _key()}
+    idem = {"idempotency-key": unique_key()}
     first = srv.call("/Echo/echo", "original", headers=idem)
     assert first.status_code == 200, first.text
     assert first.json() == "original"
@@ -147,13 +135,13 @@ def test_idempotency_key_returns_the_original_result(srv: Server) -> None:
     assert second.headers["x-restate-id"] == first.headers["x-restate-id"]
     assert second.json() == "original"
     assert "idempotency-expires" in second.headers
-    other = srv.call("/Echo/echo", "different body", headers={"idempotency-key": _key()})
+    other = srv.call("/Echo/echo", "different body", headers={"idempotency-key": unique_key()})
     assert other.headers["x-restate-id"] != first.headers["x-restate-id"]
     assert other.json() == "different body"
 
 
 def test_idempotency_key_failure_is_replayed_too(srv: Server) -> None:
-    idem = {"idempotency-key": _key()}
+    idem = {"idempotency-key": unique_key()}
     first = srv.call("/Echo/fail", "first failure", headers=idem)
     second = srv.call("/Echo/fail", "second failure", headers=idem)
     assert first.status_code == second.status_code == 418
@@ -162,7 +150,7 @@ def test_idempotency_key_failure_is_replayed_too(srv: Server) -> None:
 
 
 def test_idempotent_send_twice_is_previously_accepted(srv: Server) -> None:
-    idem = {"idempotency-key": _key()}
+    idem = {"idempotency-key": unique_key()}
     first = srv.call("/Echo/echo/send", "once", headers=idem)
     assert first.status_code == 202, first.text
     assert first.json()["status"] == "Accepted"
@@ -177,10 +165,10 @@ def test_idempotent_send_twice_is_previously_accepted(srv: Server) -> None:
 
 
 def test_concurrent_duplicate_attaches_to_the_running_invocation(srv: Server) -> None:
-    box, idem = _key(), {"idempotency-key": _key()}
+    box, idem = unique_key(), {"idempotency-key": unique_key()}
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(srv.call, "/Echo/wait_for", {"box": box, "value": "one"}, headers=idem)
-        published = _box(srv, box)
+        published = read_box(srv, box)
         second = pool.submit(srv.call, "/Echo/wait_for", {"box": box, "value": "two"}, headers=idem)
         # Both requests block on the one running invocation.
         done, _ = wait_futures([first, second], timeout=0.5)
@@ -194,11 +182,11 @@ def test_concurrent_duplicate_attaches_to_the_running_invocation(srv: Server) ->
 
 # ---------------------------------------------------------------------------------- attach/output
 def test_attach_and_output_by_invocation_id(srv: Server) -> None:
-    box = _key()
+    box = unique_key()
     sent = srv.call("/Echo/wait_for/send", {"box": box, "value": "v"})
     assert sent.status_code == 202, sent.text
     inv = sent.json()["invocationId"]
-    published = _box(srv, box)
+    published = read_box(srv, box)
     assert published["id"] == inv
     not_ready = srv.get(f"/restate/invocation/{inv}/output")
     assert not_ready.status_code == 470, not_ready.text
@@ -220,10 +208,10 @@ def test_attach_and_output_by_invocation_id(srv: Server) -> None:
 
 
 def test_attach_and_output_by_idempotency_key(srv: Server) -> None:
-    box, key = _key(), _key()
+    box, key = unique_key(), unique_key()
     sent = srv.call("/Echo/wait_for/send", {"box": box, "value": "k"}, headers={"idempotency-key": key})
     assert sent.status_code == 202, sent.text
-    published = _box(srv, box)
+    published = read_box(srv, box)
     not_ready = srv.get(f"/restate/invocation/Echo/wait_for/{key}/output")
     assert not_ready.status_code == 470, not_ready.text
     _resolve(srv, published["aid"], "done")
@@ -235,12 +223,12 @@ def test_attach_and_output_by_idempotency_key(srv: Server) -> None:
     out = srv.get(f"/restate/invocation/Echo/wait_for/{key}/output")
     assert out.status_code == 200
     assert out.json() == {"input": "k", "resolved": "done"}
-    unknown = srv.get(f"/restate/invocation/Echo/wait_for/{_key()}/output")
+    unknown = srv.get(f"/restate/invocation/Echo/wait_for/{unique_key()}/output")
     assert unknown.status_code == 404, unknown.text
 
 
 def test_attach_by_idempotency_key_of_an_object_handler(srv: Server) -> None:
-    obj, key = _key(), _key()
+    obj, key = unique_key(), unique_key()
     first = srv.call(f"/Lock/{obj}/step", "only", headers={"idempotency-key": key})
     assert first.status_code == 200, first.text
     out = srv.get(f"/restate/invocation/Lock/{obj}/step/{key}/output")
@@ -250,7 +238,7 @@ def test_attach_by_idempotency_key_of_an_object_handler(srv: Server) -> None:
 
 
 def test_attach_unknown_and_malformed_ids(srv: Server) -> None:
-    unknown = str(InvocationId.for_idempotent("Echo", None, "echo", _key()))
+    unknown = str(InvocationId.for_idempotent("Echo", None, "echo", unique_key()))
     for action in ("attach", "output"):
         resp = srv.get(f"/restate/invocation/{unknown}/{action}")
         assert resp.status_code == 404, resp.text

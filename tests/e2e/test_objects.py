@@ -3,13 +3,12 @@ and shared handlers are not blocked; K/V state operations."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.harness import Server, wait_until
+from tests.harness import Server, read_box, unique_key, wait_until
 
 APP = "tests/apps/semantics.py"
 ENV = {"UNBROKEN_WORKER__INVOKER__INACTIVITY_TIMEOUT": "1s"}
@@ -23,17 +22,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-def _key() -> str:
-    return uuid.uuid4().hex
 
 
-def _box(srv: Server, key: str) -> dict[str, Any]:
-    def published() -> Any:
-        resp = srv.call(f"/Box/{key}/get")
-        assert resp.status_code == 200, resp.text
-        return resp.json() if resp.content else None
-
-    return wait_until(published, timeout=10, what=f"Box/{key} to be filled")  # type: ignore[no-any-return]
 
 
 def _send(srv: Server, path: str, body: Any) -> str:
@@ -43,9 +33,9 @@ def _send(srv: Server, path: str, body: Any) -> str:
 
 
 def test_exclusive_handlers_queue_in_arrival_order(srv: Server) -> None:
-    obj, box = _key(), _key()
+    obj, box = unique_key(), unique_key()
     hold_id = _send(srv, f"/Lock/{obj}/hold", box)
-    aid = _box(srv, box)["aid"]  # the holder is running and waits on its awakeable
+    aid = read_box(srv, box)["aid"]  # the holder is running and waits on its awakeable
     wait_until(lambda: f"{hold_id} suspended" in srv.log(), timeout=10, what="the holder to suspend")
     queued = [_send(srv, f"/Lock/{obj}/step", label) for label in ("a", "b", "c")]
 
@@ -58,7 +48,7 @@ def test_exclusive_handlers_queue_in_arrival_order(srv: Server) -> None:
         out = srv.get(f"/restate/invocation/{inv}/output")
         assert out.status_code == 470, out.text
     # Another key of the same object runs at once.
-    other = srv.call(f"/Lock/{_key()}/step", "elsewhere", timeout=5)
+    other = srv.call(f"/Lock/{unique_key()}/step", "elsewhere", timeout=5)
     assert other.status_code == 200, other.text
     assert other.json() == ["elsewhere"]
 
@@ -77,14 +67,14 @@ def test_exclusive_handlers_queue_in_arrival_order(srv: Server) -> None:
 
 
 def test_sync_calls_on_one_key_are_serialized(srv: Server) -> None:
-    obj = _key()
+    obj = unique_key()
     assert srv.call(f"/Lock/{obj}/step", "1").json() == ["1"]
     assert srv.call(f"/Lock/{obj}/step", "2").json() == ["1", "2"]
     assert srv.call(f"/Lock/{obj}/peek").json() == ["1", "2"]
 
 
 def test_state_get_set_clear_clear_all_and_keys(srv: Server) -> None:
-    obj = _key()
+    obj = unique_key()
 
     def ops(*operations: list[Any]) -> dict[str, Any]:
         resp = srv.call(f"/Lock/{obj}/state_ops", list(operations))
@@ -107,12 +97,12 @@ def test_state_get_set_clear_clear_all_and_keys(srv: Server) -> None:
     assert ops(["clear_all"]) == {"keys": [], "values": {}}
     assert read() == {"keys": [], "values": {}}
     # State is per key: another key of the same object never saw any of it.
-    other = srv.call(f"/Lock/{_key()}/read_state").json()
+    other = srv.call(f"/Lock/{unique_key()}/read_state").json()
     assert other == {"keys": [], "values": {}}
 
 
 def test_missing_state_reads_as_none(srv: Server) -> None:
     # restate-sdk serializes a None result as an empty body (JsonSerde), so does Unbroken.
-    resp = srv.call(f"/Box/{_key()}/get")
+    resp = srv.call(f"/Box/{unique_key()}/get")
     assert resp.status_code == 200, resp.text
     assert resp.content == b""

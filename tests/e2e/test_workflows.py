@@ -3,14 +3,13 @@ promises, workflow attach/output, state visible to shared handlers."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 
 import pytest
 
-from tests.harness import Server, wait_until
+from tests.harness import Server, unique_key, wait_until
 
 APP = "tests/apps/semantics.py"
 ENV = {"UNBROKEN_WORKER__INVOKER__INACTIVITY_TIMEOUT": "1s"}
@@ -25,12 +24,10 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-def _key() -> str:
-    return uuid.uuid4().hex
 
 
 def test_workflow_lifecycle(srv: Server) -> None:
-    key = _key()
+    key = unique_key()
     first = srv.call(f"/Approval/{key}/run/send", "alice")
     assert first.status_code == 202, first.text
     assert first.json()["status"] == "Accepted"
@@ -87,7 +84,7 @@ def test_workflow_lifecycle(srv: Server) -> None:
 
 
 def test_promise_resolved_before_run_awaits_it(srv: Server) -> None:
-    key = _key()
+    key = unique_key()
     early = srv.call(f"/Approval/{key}/decide", "early")
     assert early.status_code == 200, early.text
     result = srv.call(f"/Approval/{key}/run", "bob", timeout=10)
@@ -96,7 +93,7 @@ def test_promise_resolved_before_run_awaits_it(srv: Server) -> None:
 
 
 def test_workflow_keys_are_independent(srv: Server) -> None:
-    k1, k2 = _key(), _key()
+    k1, k2 = unique_key(), unique_key()
     s1 = srv.call(f"/Approval/{k1}/run/send", "one").json()["invocationId"]
     s2 = srv.call(f"/Approval/{k2}/run/send", "two").json()["invocationId"]
     assert s1 != s2
@@ -108,7 +105,7 @@ def test_workflow_keys_are_independent(srv: Server) -> None:
 
 
 def test_idempotency_key_on_run_is_rejected(srv: Server) -> None:
-    resp = srv.call(f"/Approval/{_key()}/run", "x", headers={"idempotency-key": "k"})
+    resp = srv.call(f"/Approval/{unique_key()}/run", "x", headers={"idempotency-key": "k"})
     assert resp.status_code == 400, resp.text
     assert resp.json() == {
         "code": 400,
@@ -120,6 +117,6 @@ def test_idempotency_key_on_run_is_rejected(srv: Server) -> None:
 
 def test_attach_to_a_workflow_never_started(srv: Server) -> None:
     for action in ("attach", "output"):
-        resp = srv.get(f"/restate/workflow/Approval/{_key()}/{action}")
+        resp = srv.get(f"/restate/workflow/Approval/{unique_key()}/{action}")
         assert resp.status_code == 404, resp.text
         assert resp.json() == {"code": 404, "message": "not found", "source": "invocation"}
