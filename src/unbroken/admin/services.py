@@ -54,8 +54,8 @@ def handler_metadata(h: HandlerSchema) -> dict[str, Any]:
     if h.kind is not None:
         meta["ty"] = h.kind.value
     meta["public"] = h.public
-    meta["input_json_schema"] = h.input_schema
-    meta["output_json_schema"] = h.output_schema
+    meta["input_json_schema"] = h.input_schema() if callable(h.input_schema) else h.input_schema
+    meta["output_json_schema"] = h.output_schema() if callable(h.output_schema) else h.output_schema
     if h.inactivity_timeout_ms is not None:
         meta["inactivity_timeout"] = format_duration(h.inactivity_timeout_ms)
     meta["retry_policy"] = retry_policy_json(h.retry_policy) if h.retry_policy else {"max_attempts": None}
