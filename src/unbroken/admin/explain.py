@@ -55,7 +55,7 @@ class _Journal:
     @classmethod
     def read(cls, conn: sqlite3.Connection, invocation_id: str) -> _Journal:
         out = cls()
-        rows = conn.execute("SELECT idx, entry FROM main.journal WHERE id = ? ORDER BY idx", (invocation_id,))
+        rows = conn.execute("SELECT idx, entry FROM main.journal WHERE seq = (SELECT seq FROM main.invocation WHERE id = ?) ORDER BY idx", (invocation_id,))
         for idx, blob in rows:
             entry = j.decode_entry(bytes(blob))
             if not isinstance(entry, j.Notification):
@@ -340,7 +340,7 @@ def _wait_on_awakeable(conn: sqlite3.Connection, inv: Invocation, signal_idx: in
     entry that carries its id (where the handler hands the id out: a send, a call, a ``ctx.run``, state)."""
     aid = awakeable_id(InvocationId.parse(inv.id), signal_idx)
     row = conn.execute(
-        "SELECT idx, entry FROM main.journal WHERE id = ? AND instr(entry, ?) > 0 ORDER BY idx LIMIT 1",
+        "SELECT idx, entry FROM main.journal WHERE seq = (SELECT seq FROM main.invocation WHERE id = ?) AND instr(entry, ?) > 0 ORDER BY idx LIMIT 1",
         (inv.id, aid.encode()),
     ).fetchone()
     entry_index = None if row is None else int(row[0])

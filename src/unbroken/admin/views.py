@@ -210,16 +210,16 @@ SELECT
 FROM main.invocation i""",
     "sys_journal": """
 SELECT
-    e.id AS id,
+    i.id AS id,
     e.idx AS "index",
     ub_entry(e.entry, 'entry_type') AS entry_type,
     ub_entry(e.entry, 'name') AS name,
     CASE WHEN ub_entry(e.entry, 'completion_id') IS NULL THEN 1 ELSE EXISTS (
-        SELECT 1 FROM main.journal n WHERE n.id = e.id AND n.idx > e.idx
+        SELECT 1 FROM main.journal n WHERE n.seq = e.seq AND n.idx > e.idx
         AND ub_entry(n.entry, 'notification_id') = ub_entry(e.entry, 'completion_id')
     ) END AS completed,
     coalesce(ub_entry(e.entry, 'direct_invoked_id'), (
-        SELECT ub_entry(n.entry, 'notification_invocation_id') FROM main.journal n WHERE n.id = e.id
+        SELECT ub_entry(n.entry, 'notification_invocation_id') FROM main.journal n WHERE n.seq = e.seq
         AND n.idx > e.idx AND ub_entry(n.entry, 'notification_id') = ub_entry(e.entry, 'id_completion_id')
     )) AS invoked_id,
     ub_entry(e.entry, 'invoked_target') AS invoked_target,
@@ -227,7 +227,7 @@ SELECT
     ub_entry(e.entry, 'promise_name') AS promise_name,
     ub_entry(e.entry, 'entry_json') AS entry_json,
     ub_ts(e.appended_at) AS appended_at
-FROM main.journal e""",
+FROM main.journal e JOIN main.invocation i ON i.seq = e.seq""",
     "state": """
 SELECT service AS service_name, service_key, name AS key, ub_utf8(value) AS value_utf8, value
 FROM main.state""",

@@ -1,0 +1,132 @@
+"""The SQLite store's storage keys: invocations and journals are keyed by a creation-order ``seq`` that is
+never reused, a failed transaction leaves no stale key behind, a data dir of schema 1 is upgraded in place,
+and one of a newer schema is refused with a message that says what to do."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from unbroken.core import journal as j
+from unbroken.core.model import Invocation, ServiceKind, Status, Target
+from unbroken.storage.sqlite import SqliteStore, StoreVersionError, _inv_encoder
+
+NOW = 1_700_000_000_000
+
+
+def _inv(inv_id: str, status: Status = Status.SCHEDULED) -> Invocation:
+    return Invocation(
+        id=inv_id, target=Target("Svc", "h"), service_kind=ServiceKind.SERVICE, handler_kind=None,
+        status=status, created_at_ms=NOW, modified_at_ms=NOW, random_seed=7, journal_length=1,
+    )  # fmt: skip
+
+
+def _create(store: SqliteStore, inv_id: str, arg: bytes = b"1") -> None:
+    with store.transaction() as txn:
+        txn.append_journal(inv_id, 0, j.InputCommand([], arg))
+        txn.put_invocation(_inv(inv_id))
+
+
+def _seqs(store: SqliteStore) -> list[tuple[str, int]]:
+    return store.conn.execute("SELECT id, seq FROM invocation ORDER BY seq").fetchall()
+
+
+def test_new_invocations_get_increasing_keys_and_journal_follows_them(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    for n in ("inv_c", "inv_a", "inv_b"):
+        _create(store, n, n.encode())
+    assert [i for i, _ in _seqs(store)] == ["inv_c", "inv_a", "inv_b"]  # creation order, not id order
+    with store.transaction() as txn:
+        assert txn.journal("inv_a") == [j.InputCommand([], b"inv_a")]
+        assert txn.get_invocation("inv_b") == _inv("inv_b")
+    orphans = store.conn.execute("SELECT count(*) FROM journal WHERE seq NOT IN (SELECT seq FROM invocation)")
+    assert orphans.fetchone()[0] == 0
+
+
+def test_update_keeps_the_key_and_a_recreated_id_gets_a_fresh_one(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    _create(store, "inv_wf")
+    ((_, first),) = _seqs(store)
+    with store.transaction() as txn:
+        inv = txn.get_invocation("inv_wf")
+        assert inv is not None
+        inv.status = Status.RUNNING
+        txn.put_invocation(inv)
+    assert _seqs(store) == [("inv_wf", first)]
+    with store.transaction() as txn:  # purge, then the same (workflow) id runs again
+        txn.delete_journal("inv_wf")
+        txn.delete_invocation("inv_wf")
+    _create(store, "inv_wf", b"2")
+    ((_, second),) = _seqs(store)
+    assert second > first
+    reopened = SqliteStore(str(tmp_path))  # after a restart too: keys only grow
+    _create(reopened, "inv_next")
+    assert _seqs(reopened)[-1][1] > second
+    with reopened.transaction() as txn:
+        assert txn.journal("inv_wf") == [j.InputCommand([], b"2")]
+
+
+def test_a_rolled_back_transaction_leaves_no_stale_key(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    with pytest.raises(RuntimeError), store.transaction() as txn:
+        txn.append_journal("inv_x", 0, j.InputCommand([], b"lost"))
+        txn.put_invocation(_inv("inv_x"))
+        raise RuntimeError("storage failed mid-batch")
+    assert _seqs(store) == []
+    with store.transaction() as txn:
+        assert txn.get_invocation("inv_x") is None
+        assert txn.journal("inv_x") == []
+    _create(store, "inv_x", b"kept")
+    with store.transaction() as txn:
+        assert txn.journal("inv_x") == [j.InputCommand([], b"kept")]
+
+
+_SCHEMA_1 = """
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+INSERT INTO meta VALUES ('schema_version', '1');
+CREATE TABLE invocation (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, service TEXT NOT NULL, service_key TEXT, handler TEXT NOT NULL,
+    created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX invocation_expiry ON invocation(expires_at) WHERE expires_at > 0;
+CREATE INDEX invocation_active ON invocation(status) WHERE status != 'completed';
+CREATE TABLE journal (
+    id TEXT NOT NULL, idx INTEGER NOT NULL, entry BLOB NOT NULL, appended_at INTEGER NOT NULL,
+    PRIMARY KEY (id, idx)
+) WITHOUT ROWID;
+"""
+
+
+def test_a_schema_1_data_dir_is_upgraded_in_place(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "unbroken.db")
+    conn.executescript(_SCHEMA_1)
+    for n, created in (("inv_late", NOW + 5), ("inv_early", NOW)):
+        conn.execute(
+            "INSERT INTO invocation VALUES (?, 'scheduled', 'Svc', NULL, 'h', ?, ?, 0, ?)",
+            (n, created, created, _inv_encoder.encode(_inv(n))),
+        )
+        conn.execute(
+            "INSERT INTO journal VALUES (?, 0, ?, ?)",
+            (n, j.encode_entry(j.InputCommand([], n.encode())), created),
+        )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(tmp_path))
+    assert [i for i, _ in _seqs(store)] == ["inv_early", "inv_late"]
+    with store.transaction() as txn:
+        assert txn.journal("inv_late") == [j.InputCommand([], b"inv_late")]
+        assert txn.get_invocation("inv_early") == _inv("inv_early")
+    assert store.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("2",)
+    assert [inv.id for inv in store.active_invocations()] == ["inv_early", "inv_late"]
+
+
+def test_a_data_dir_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "unbroken.db")
+    conn.executescript(
+        "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL); INSERT INTO meta VALUES ('schema_version', '99');"
+    )
+    conn.close()
+    with pytest.raises(StoreVersionError, match="schema 99.*newer Unbroken"):
+        SqliteStore(str(tmp_path))
