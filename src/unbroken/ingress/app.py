@@ -7,7 +7,6 @@ It never touches storage: every request becomes a record for the processor, and 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -17,7 +16,7 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_rfc3339_nanos, parse_delay_ms
-from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id
+from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
 from unbroken.core.journal import Failure, Header, Result
 from unbroken.core.model import HandlerKind, Target
 from unbroken.ingress.http import (
@@ -39,6 +38,7 @@ from unbroken.ingress.routing import Route, parse_route
 from unbroken.ingress.wire import check_head
 from unbroken.runtime import faults
 from unbroken.runtime.engine import Engine
+from unbroken.runtime.entropy import RandomBytes
 
 log = logging.getLogger("unbroken.ingress")
 
@@ -53,6 +53,7 @@ class IngressApp:
     ) -> None:
         self.engine = engine
         self.body_limit = body_limit_bytes
+        self._random = RandomBytes()
         self.token = token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -110,7 +111,7 @@ class IngressApp:
         invocation_id = self._new_id(target, route.handler.kind, idem)
         execute_at = self.engine.clock.now_ms() + delay_ms if delay_ms else 0
         headers = _forwarded_headers(scope)
-        seed = int.from_bytes(os.urandom(8), "big")
+        seed = int.from_bytes(self._random.take(8), "big")
         reply_kind = "accepted" if route.send else "result"
 
         def record(request_id: int) -> r.Invoke:
@@ -125,9 +126,7 @@ class IngressApp:
             return str(InvocationId.for_workflow(target.service, target.key))
         if idem is not None:
             return str(InvocationId.for_idempotent(target.service, target.key, target.handler, idem))
-        from unbroken.core.ids import partition_key_for_key
-
-        rnd = os.urandom(18)
+        rnd = self._random.take(18)
         pk = partition_key_for_key(target.key) if target.key is not None else int.from_bytes(rnd[10:], "big")
         return str(InvocationId.new(pk, rnd[:10], self.engine.clock.now_ms()))
 
