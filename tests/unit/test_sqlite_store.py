@@ -130,3 +130,17 @@ def test_a_data_dir_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreVersionError, match="schema 99.*newer Unbroken"):
         SqliteStore(str(tmp_path))
+
+
+def test_deleting_the_invocation_takes_its_journal_in_either_order(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    _create(store, "inv_a")
+    _create(store, "inv_b")
+    with store.transaction() as txn:
+        txn.delete_invocation("inv_a")  # before its journal
+        txn.delete_journal("inv_a")
+        txn.delete_journal("inv_b")
+        txn.delete_invocation("inv_b")
+        assert txn.journal("inv_a") == [] and txn.get_invocation("inv_b") is None
+    assert store.conn.execute("SELECT count(*) FROM journal").fetchone() == (0,)
+    assert _seqs(store) == []

@@ -214,7 +214,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         serde = pick_serde(options.serde, hint)
         if ("c", cid) not in s.results:
             s.running_runs += 1
-            task = asyncio.get_running_loop().create_task(self._execute(cid, name, action, args, kwargs, serde, options))
+            task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options))
             task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
             s.run_tasks[task] = None
             task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
@@ -229,8 +229,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             if inspect.iscoroutinefunction(action):
                 value = await action(*args, **kwargs)
             else:
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(None, lambda: action(*args, **kwargs))
+                value = await s.loop.run_in_executor(None, lambda: action(*args, **kwargs))
                 if inspect.isawaitable(value):
                     value = await value
             data = serde.serialize(value)

@@ -37,14 +37,15 @@ class LocalTransport:
         return (target.service, target.handler) in self.handlers
 
     def start(self, start: AttemptStart, sink: AttemptSink) -> Session:
-        session = Session(start, sink)
+        loop = asyncio.get_running_loop()  # once per attempt: each call is a getpid() system call
+        session = Session(start, sink, loop)
         hdef = self.handlers.get((start.target.service, start.target.handler))
         if hdef is None:
             sink.fail(404, f"no handler {start.target} in this process")
             session.end()
             return session
         ctx = InvocationContext(session, hdef, self.now_ms)
-        session.task = asyncio.get_running_loop().create_task(run_handler(session, ctx, hdef))
+        session.task = loop.create_task(run_handler(session, ctx, hdef))
         return session
 
 

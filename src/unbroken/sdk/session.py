@@ -52,10 +52,13 @@ def _identity(cmd: j.Entry) -> tuple[Any, ...]:
 class Session:
     """One attempt: the journal cursor, the results seen so far, the waiting coroutines."""
 
-    def __init__(self, start: AttemptStart, sink: AttemptSink) -> None:
+    def __init__(
+        self, start: AttemptStart, sink: AttemptSink, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.start = start
         self.sink = sink
-        self.loop = asyncio.get_running_loop()
+        # Given by the transport: get_running_loop() makes a getpid() system call each time.
+        self.loop = loop or asyncio.get_running_loop()
         self.replay: list[tuple[int, j.Entry]] = []
         self.replay_pos = 0
         self.results: dict[Key, tuple[int, j.Result]] = {}
@@ -214,10 +217,11 @@ class Session:
             self.inactivity.cancel()
             self.inactivity = None
         task = self.task
-        if task is not None and task is not asyncio.current_task() and not task.done():
+        current = asyncio.current_task(self.loop)
+        if task is not None and task is not current and not task.done():
             task.cancel()
         for run in list(self.run_tasks):  # an ended attempt performs no more side effects
-            if run is not asyncio.current_task() and not run.done():
+            if run is not current and not run.done():
                 run.cancel()
         self.sink.ended()
 

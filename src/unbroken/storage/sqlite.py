@@ -21,6 +21,7 @@ from unbroken.core.txn import Promise, Timer
 SCHEMA_VERSION = 2
 # Bound of the id -> storage-key cache; it is emptied between transactions once it holds more.
 SEQ_CACHE_ENTRIES = 65_536
+ABSENT = 0  # in that cache: the id has no row (keys start at 1)
 
 # Invocation ids are random (or hashes), so a table keyed by them puts every new row on a random B-tree page:
 # schema 1 wrote ~11 pages (46 KiB of WAL) per noop invocation and left pages ~70% full. Schema 2 keys
@@ -201,17 +202,21 @@ class SqliteTransaction:
         seq = seqs.get(invocation_id)
         if seq is None:
             row = self.c.execute("SELECT seq FROM invocation WHERE id = ?", (invocation_id,)).fetchone()
-            if row is not None:
-                seq = seqs[invocation_id] = row[0]
-            elif create:
-                self.store.last_seq += 1
-                seq = seqs[invocation_id] = self.store.last_seq
+            seq = seqs[invocation_id] = ABSENT if row is None else row[0]
+        if seq == ABSENT:
+            if not create:
+                return None
+            self.store.last_seq += 1
+            seq = seqs[invocation_id] = self.store.last_seq
         return seq
 
     # invocations
     def get_invocation(self, invocation_id: str) -> Invocation | None:
+        if self.store.seqs.get(invocation_id) == ABSENT:
+            return None
         row = self.c.execute("SELECT seq, data FROM invocation WHERE id = ?", (invocation_id,)).fetchone()
         if row is None:
+            self.store.seqs[invocation_id] = ABSENT  # a new invocation: its key is handed out without a lookup
             return None
         self.store.seqs[invocation_id] = row[0]
         return _decode_invocation(row[1])
@@ -231,8 +236,11 @@ class SqliteTransaction:
         )  # fmt: skip
 
     def delete_invocation(self, invocation_id: str) -> None:
-        self.c.execute("DELETE FROM invocation WHERE id = ?", (invocation_id,))
-        self.store.seqs.pop(invocation_id, None)
+        seq = self._seq(invocation_id, create=False)
+        if seq is not None:  # its journal goes with it, whatever the order the caller deletes them in
+            self.c.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+            self.c.execute("DELETE FROM invocation WHERE seq = ?", (seq,))
+        self.store.seqs[invocation_id] = ABSENT
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
         rows = self.c.execute(

@@ -104,10 +104,11 @@ def create(
         journal_length=1,
         last_progress_at_ms=step.now_ms,
     )
-    step.txn.append_journal(invocation_id, 0, InputCommand(list(headers), argument))
+    entry = InputCommand(list(headers), argument)
+    step.txn.append_journal(invocation_id, 0, entry)
     if inv.execute_at_ms:
         step.save(inv)
         lifecycle.arm_timer(step, inv.execute_at_ms, "invoke", inv.id, 0)
     else:
-        lifecycle.admit(step, inv)
+        lifecycle.admit(step, inv, (entry,))
     return inv

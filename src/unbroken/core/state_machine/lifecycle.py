@@ -6,7 +6,7 @@ import msgspec
 
 from unbroken.core import records as r
 from unbroken.core.actions import ArmTimer, Completed, Deliver, Log, StartAttempt
-from unbroken.core.journal import Failure, Notification, Result
+from unbroken.core.journal import Entry, Failure, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Sink, Status
 from unbroken.core.state_machine.step import Step
 
@@ -23,8 +23,11 @@ def _takes_lock(inv: Invocation) -> bool:
     return inv.handler_kind is HandlerKind.EXCLUSIVE or inv.handler_kind is HandlerKind.WORKFLOW
 
 
-def admit(step: Step, inv: Invocation) -> None:
-    """A due invocation: take its key's lock and start, or queue behind the current holder."""
+def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None) -> None:
+    """A due invocation: take its key's lock and start, or queue behind the current holder.
+
+    ``journal``: the invocation's whole journal when the caller has it at hand (a new invocation's Input).
+    """
     if _takes_lock(inv):
         key = inv.target.key
         assert key is not None
@@ -36,10 +39,10 @@ def admit(step: Step, inv: Invocation) -> None:
             step.txn.inbox_push(inv.target.service, key, inv.id)
             return
         step.txn.set_lock_holder(inv.target.service, key, inv.id)
-    start(step, inv)
+    start(step, inv, journal)
 
 
-def start(step: Step, inv: Invocation) -> None:
+def start(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None) -> None:
     """Begin a new attempt: the runtime replays the journal and continues the handler."""
     inv.status = Status.RUNNING
     inv.attempts += 1
@@ -49,7 +52,8 @@ def start(step: Step, inv: Invocation) -> None:
     inv.waiting_signals = []
     inv.next_retry_at_ms = 0
     step.save(inv)
-    journal = tuple(step.txn.journal(inv.id))
+    if journal is None:
+        journal = tuple(step.txn.journal(inv.id))
     assert len(journal) == inv.journal_length, f"{inv.id}: journal has {len(journal)} != {inv.journal_length}"
     state = step.txn.state_all(inv.target.service, inv.target.key) if inv.target.key is not None else None
     step.emit(StartAttempt(msgspec.structs.replace(inv), journal, state))
