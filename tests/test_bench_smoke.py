@@ -49,3 +49,13 @@ def test_bench_quick(tmp_path: Path) -> None:
         assert r["cpu_ms_per_inv"]["server"] > 0, r
         assert r["peak_rss_mib"] > 0, r
     assert data["meta"]["server_log_problems"] == [], data["meta"]["server_log_problems"]
+
+
+def test_apply_cost_runs_and_reports_per_record_cost() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "apply_cost.py"), "--batches", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    match = re.search(r"apply ([\d.]+) us/record, commit ([\d.]+) ms per batch of 60 records", proc.stdout)
+    assert match and float(match[1]) > 0 and float(match[2]) > 0, proc.stdout
