@@ -119,7 +119,13 @@ def test_a_schema_1_data_dir_is_upgraded_in_place(tmp_path: Path) -> None:
         assert txn.journal("inv_late") == [j.InputCommand([], b"inv_late")]
         assert txn.get_invocation("inv_early") == _inv("inv_early")
     assert store.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("2",)
-    assert [inv.id for inv in store.active_invocations()] == ["inv_early", "inv_late"]
+    with store.transaction() as txn:
+        for n in ("inv_early", "inv_late"):
+            inv = txn.get_invocation(n)
+            assert inv is not None
+            inv.status = Status.RUNNING
+            txn.put_invocation(inv)
+    assert store.running_invocation_ids() == ["inv_early", "inv_late"]
 
 
 def test_a_data_dir_of_a_newer_schema_is_refused(tmp_path: Path) -> None:

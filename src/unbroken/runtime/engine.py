@@ -77,7 +77,7 @@ class Engine:
         """Recover from storage (running invocations restart, timers re-arm), then process."""
         for timer in self.store.timers():
             self.timers.arm(timer.timer_id, timer.fire_at_ms)
-        recovering = [inv.id for inv in self.store.active_invocations() if inv.status.value == "running"]
+        recovering = self.store.running_invocation_ids()
         self.processor.start()
         for invocation_id in recovering:
             self.processor.submit(r.Recover(invocation_id))

@@ -42,9 +42,9 @@ class MemoryStore:
             self.__dict__.update(snapshot)
             raise
 
-    def active_invocations(self) -> list[Invocation]:
+    def running_invocation_ids(self) -> list[str]:
         invs = [_dec.decode(b) for b in self.invocations.values()]
-        return [inv for inv in invs if inv.status is not Status.COMPLETED]
+        return [inv.id for inv in invs if inv.status is Status.RUNNING]
 
     def timers(self) -> list[Timer]:
         return list(self.timer_rows.values())

@@ -132,9 +132,15 @@ class SqliteStore:
         self.conn.close()
 
     # --- recovery reads (before the processor starts) -------------------------------------------------
-    def active_invocations(self) -> list[Invocation]:
-        rows = self.conn.execute("SELECT data FROM invocation WHERE status != 'completed'").fetchall()
-        return [_decode_invocation(row[0]) for row in rows]
+    def running_invocation_ids(self) -> list[str]:
+        """The invocations an attempt was running for when the process stopped, oldest first.
+
+        Filtered in SQL: with 100,000 suspended workflows stored, start-up reads none of their rows.
+        """
+        rows = self.conn.execute(
+            "SELECT id FROM invocation WHERE status != 'completed' AND status = 'running' ORDER BY seq"
+        )
+        return [row[0] for row in rows]
 
     def timers(self) -> list[Timer]:
         rows = self.conn.execute("SELECT id, fire_at, kind, invocation_id, completion_id FROM timer")

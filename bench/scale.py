@@ -1,0 +1,633 @@
+"""Scale figures of Unbroken: suspended workflows, W2 vs stored invocations, start-up with work in flight.
+
+    python bench/scale.py [--only suspended,growth,startup] [--workflows N] [--max-stored N] [--json PATH]
+
+Everything runs against a real ``unbroken serve bench/scale_services.py`` subprocess (fsync on, the default)
+over real HTTP, driven by wrk (``-t1``); counts are read from the store read-only, as bench/run.py does.
+
+1. suspended: start N ScaleWf workflows with one-way sends (``POST /ScaleWf/k<i>/run/send``), each waiting on
+   the durable promise "go" (ScaleWf's inactivity timeout is 1 s, so a waiting run suspends 1 s after it
+   starts), and wait until all N are suspended: start time, server RSS (VmRSS, VmHWM) and
+   data dir size, total and per workflow. Then resolve every promise (``POST /ScaleWf/k<i>/release``) and
+   time until every workflow has completed (resumes/s).
+2. growth: W2 (``POST /Bench/steps``, 128 connections, closed loop, as bench/run.py) on a fresh store, then
+   after filling the store with completed W1 invocations to 1/4, 1/2 and all of --max-stored (the fill is
+   not measured; completed invocations stay stored for the retention period, one day). The cost must stay
+   flat: the last level's inv/s is reported as a ratio of the first's.
+3. startup: with the N workflows of (1) suspended, SIGKILL the server and start it on the same data dir:
+   time to health, to the first successful call, RSS after start-up, in-flight count after the restart
+   (must equal N), and a sample of workflows resolved to check that recovery really worked. When both run,
+   (3) comes between the two halves of (1), and (1) then resolves the workflows the sample left.
+
+Prints a markdown table per figure and writes the JSON to bench/results/scale-<timestamp>.json (or --json).
+Exit status: 0 every count right and every request 2xx; 1 aborted (server died, never reached a state);
+2 a count is wrong or some requests failed; 3 wrk or unbroken missing or a bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import (  # noqa: E402
+    BENCH_DIR,
+    CLK_TCK,
+    ROOT,
+    WORKLOADS,
+    WRK_INSTALL_HINT,
+    UnbrokenTarget,
+    cpu_ticks,
+    dir_bytes,
+    http_status,
+    machine_info,
+    measure,
+    proc_status_kib,
+    run_wrk,
+    wait_idle,
+    wrk_version,
+)
+
+RESULTS_DIR = BENCH_DIR / "results"
+SERVICES = BENCH_DIR / "scale_services.py"
+FIGURES = ("suspended", "growth", "startup")
+WF_START = "/ScaleWf/k{i}/run/send"
+WF_RELEASE = "/ScaleWf/k{i}/release"
+HEALTH = "/restate/health"
+ACTIVE = "status != 'completed'"  # the condition of the partial index invocation_active: cheap to count
+# The fill: W1 noop, request-response. A closed loop keeps no backlog of accepted-but-unrun invocations in
+# the server (one-way sends can), so the store grows by exactly what was answered.
+FILL = "/Bench/noop"
+FILL_BODY = b'{"hello":"world"}'
+FILL_CHUNK = 100_000  # wrk runs of at most this many requests, so a failed fill stops early
+
+
+# ------------------------------------------------------------------------------------------------ target
+class ScaleTarget(UnbrokenTarget):
+    """``unbroken serve bench/scale_services.py``: restartable on its data dir, killable with SIGKILL."""
+
+    name = "unbroken-scale"
+
+    def start(self, timeout: float = 600.0) -> None:
+        """Start the server; ``self.startup`` gets the seconds to health and to the first 2xx call."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("UNBROKEN_", "RESTATE_"))}
+        if not self.fsync:
+            env["UNBROKEN_STORAGE__FSYNC"] = "false"
+        cmd = [
+            sys.executable, "-m", "unbroken.cli.main", "serve", str(SERVICES),
+            "--data-dir", str(self.data_dir),
+            "--ingress-bind", f"{self.host}:{self.ingress_port}",
+            "--admin-bind", f"{self.host}:{self.admin_port}",
+        ]  # fmt: skip
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        health = first_call = None
+        while first_call is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"server not answering after {timeout}s:\n{self.log_tail()}")
+            try:
+                if health is None and http_status(self.host, self.ingress_port, "GET", HEALTH) == 200:
+                    health = time.monotonic() - t0
+                if (
+                    health is not None
+                    and http_status(self.host, self.ingress_port, "POST", FILL, FILL_BODY) == 200
+                ):
+                    first_call = time.monotonic() - t0
+            except OSError:
+                pass
+            if first_call is None:
+                time.sleep(0.01)  # polling another process's socket: there is no event to wait on
+        assert health is not None
+        self.startup = {"health_s": round(health, 3), "first_call_s": round(first_call, 3)}
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, the store is left as a crash leaves it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]] | None:
+        try:
+            conn = sqlite3.connect(f"file:{self.data_dir / 'unbroken.db'}?mode=ro", uri=True, timeout=5)
+            try:
+                return conn.execute(sql).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
+
+    def in_flight(self) -> dict[str, int] | None:
+        """Unfinished invocations by status."""
+        rows = self.rows(f"SELECT status, count(*) FROM invocation WHERE {ACTIVE} GROUP BY status")
+        return None if rows is None else {str(s): int(n) for s, n in rows}
+
+    def workflows_completed(self) -> int:
+        rows = self.rows("SELECT count(*) FROM invocation WHERE service = 'ScaleWf' AND handler = 'run' "
+                         "AND status = 'completed'")  # fmt: skip
+        return int(rows[0][0]) if rows else -1
+
+    def rss(self) -> dict[str, float]:
+        pid = self.pids()["server"]
+        return {
+            "rss_mib": proc_status_kib(pid, "VmRSS") / 1024,
+            "hwm_mib": proc_status_kib(pid, "VmHWM") / 1024,
+        }
+
+
+def wait_in_flight(
+    target: ScaleTarget, done: Callable[[dict[str, int]], bool], what: str, timeout: float
+) -> tuple[dict[str, int], float]:
+    """Poll the store until ``done(in-flight counts by status)``; returns the counts, seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        counts = target.in_flight()
+        if counts is not None and done(counts):
+            return counts, time.monotonic() - t0
+        if not target.alive():
+            raise RuntimeError(f"server died while waiting until {what}:\n{target.log_tail()}")
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"not {what} after {timeout:.0f} s (in flight {counts}):\n{target.log_tail()}")
+        time.sleep(0.1)  # polling another process's store: there is no event to wait on
+
+
+def data_dir_bytes(target: ScaleTarget) -> dict[str, int]:
+    """Apparent bytes of the data dir, total and per file (the WAL may hold much of it)."""
+    files = {p.name: p.stat().st_size for p in target.data_dir.glob("*") if p.is_file()}
+    return {"total": dir_bytes(target.data_dir)[0], **files}
+
+
+# ------------------------------------------------------------------------------------ count-limited wrk
+def keyed_script(path: str, body: str, first: int, last: int) -> str:
+    """Lua for wrk: one POST per i in first..last (``{i}`` in ``path``), and wrk ends at the last answer.
+
+    Connections with nothing left to send poll /restate/health slowly (its answers are not counted) until
+    the last real request is answered; then the thread stops and SIGINTs wrk, whose main thread otherwise
+    sleeps for the whole -d duration. The SIGINT is repeated every 0.1 s while wrk lives (at most 10 s): a
+    short run can end before the main thread has reached its sleep, and a signal handled then is lost.
+    io.popen, unlike os.execute, leaves wrk's SIGINT handler in place while the shell runs.
+    """
+    prefix, _, suffix = path.partition("{i}")
+    path_expr = f"{_lua(prefix)} .. nxt .. {_lua(suffix)}" if "{i}" in path else _lua(path)
+    return f"""
+local first, last = {first}, {last}
+local nxt, primed = first, false
+local total = last - first + 1
+local hdrs = {{["Content-Type"] = "application/json"}}
+-- globals: done() runs in wrk's main Lua state and reads them from the thread's with thread:get()
+answered = 0
+non2xx = 0
+first_bad = ""
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function delay()
+  if nxt <= last then return 0 end
+  return 50
+end
+function request()
+  -- wrk calls request() once before the run to check the script: that call must not use up a key
+  if primed and nxt <= last then
+    local req = wrk.format("POST", {path_expr}, hdrs, {_lua(body)})
+    nxt = nxt + 1
+    return req
+  end
+  primed = true
+  return wrk.format("GET", "/restate/health")
+end
+function response(status, headers, body)
+  if body and string.find(body, '"services"', 1, true) then return end
+  answered = answered + 1
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+    if first_bad == "" then
+      first_bad = (status .. " " .. string.sub(body or "", 1, 300)):gsub('[^%w %p]', ' '):gsub('[\\\\"]', "'")
+    end
+  end
+  if answered == total then
+    wrk.thread:stop()
+    io.popen("(i=0; while [ $i -lt 100 ] && kill -INT $PPID; do i=$((i+1)); sleep 0.1; done)" ..
+             " >/dev/null 2>&1 &"):close()
+  end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  local answered, non2xx, first_bad = 0, 0, ""
+  for _, t in ipairs(threads) do
+    answered = answered + t:get("answered")
+    non2xx = non2xx + t:get("non2xx")
+    if first_bad == "" then first_bad = t:get("first_bad") end
+  end
+  io.write(string.format(
+    'BENCH_JSON {{"requests":%d,"duration_us":%d,"non2xx":%d,"connect":%d,"read":%d,"write":%d,' ..
+    '"timeout":%d,"status":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f,' ..
+    '"answered":%d,"total":%d,"first_bad":"%s"}}\\n',
+    summary.requests, summary.duration, non2xx, e.connect, e.read, e.write, e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
+    answered, total, first_bad))
+end
+"""
+
+
+def _lua(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def send_range(
+    target: ScaleTarget, scripts: Path, path: str, body: str, first: int, last: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """POST ``path`` once for each i in first..last at ``args.connections``; wrk's summary + errors."""
+    if last < first:  # nothing to send (e.g. the restart's sample took every workflow)
+        zero = ("requests", "duration_us", "non2xx", "socket_errors", "p50_us", "p99_us", "answered", "total")
+        return {**dict.fromkeys(zero, 0), "errors": 0, "first_bad": ""}
+    script = scripts / f"keyed-{path.strip('/').replace('/', '_')}-{first}-{last}.lua"
+    script.write_text(keyed_script(path, body, first, last))
+    bound = 60 + (last - first + 1) // 20  # wrk's -d: only reached if some request never got an answer
+    res = run_wrk(target, script, args.connections, bound, args.timeout)
+    res["errors"] = res["non2xx"] + res["socket_errors"] + (res["total"] - res["answered"])
+    return res
+
+
+# ------------------------------------------------------------------------------------ 1 + 3: workflows
+def start_workflows(target: ScaleTarget, args: argparse.Namespace, scripts: Path) -> dict[str, Any]:
+    """Figure 1, first half: N workflows started with one-way sends, then all of them suspended."""
+    n = args.workflows
+    pid = target.pids()["server"]
+    base_rss, base_disk, cpu0 = target.rss(), data_dir_bytes(target)["total"], cpu_ticks(pid)
+    t0 = time.monotonic()
+    res = send_range(target, scripts, WF_START, "null", 1, n, args)
+    accepted_s = time.monotonic() - t0
+    accepted = res["answered"] - res["non2xx"]
+    counts, _ = wait_in_flight(
+        target, lambda c: c.get("suspended", 0) >= accepted and len(c) == 1,
+        f"all {accepted} accepted workflows are suspended", 120 + n / 20,
+    )  # fmt: skip
+    suspended_s = time.monotonic() - t0
+    cpu_s = (cpu_ticks(pid) - cpu0) / CLK_TCK
+    rss, disk = target.rss(), data_dir_bytes(target)
+    return {
+        "workflows": n, "accepted": accepted, "errors": res["errors"], "first_error": res["first_bad"],
+        "reached_suspended": counts.get("suspended", 0), "in_flight": counts,
+        "accept_s": round(accepted_s, 3), "accepted_per_s": round(accepted / accepted_s, 1),
+        "all_suspended_s": round(suspended_s, 3), "suspended_per_s": round(accepted / suspended_s, 1),
+        "rss_before_mib": round(base_rss["rss_mib"], 1), "rss_mib": round(rss["rss_mib"], 1),
+        "hwm_mib": round(rss["hwm_mib"], 1),
+        "rss_bytes_per_workflow": round((rss["rss_mib"] - base_rss["rss_mib"]) * 2**20 / max(accepted, 1)),
+        "data_dir_bytes": disk,
+        "data_dir_bytes_per_workflow": round((disk["total"] - base_disk) / max(accepted, 1)),
+        "cpu_ms_per_workflow": round(cpu_s * 1000 / max(accepted, 1), 3),
+    }  # fmt: skip
+
+
+def resume_workflows(
+    target: ScaleTarget, args: argparse.Namespace, scripts: Path, first: int, last: int
+) -> dict[str, Any]:
+    """Figure 1, second half: resolve the promise of workflows first..last; time until none is in flight."""
+    pid = target.pids()["server"]
+    cpu0 = cpu_ticks(pid)
+    t0 = time.monotonic()
+    res = send_range(target, scripts, WF_RELEASE, '"go"', first, last, args)
+    release_s = time.monotonic() - t0
+    released = res["answered"] - res["non2xx"]
+    counts, _ = wait_in_flight(target, lambda c: not c, "every workflow has completed", 120 + released / 20)
+    done_s = time.monotonic() - t0
+    cpu_s = (cpu_ticks(pid) - cpu0) / CLK_TCK
+    return {
+        "released": released, "errors": res["errors"], "first_error": res["first_bad"],
+        "release_calls_s": round(release_s, 3), "all_completed_s": round(done_s, 3),
+        "resumes_per_s": round(released / done_s, 1), "release_p50_ms": res["p50_us"] / 1000,
+        "release_p99_ms": res["p99_us"] / 1000, "workflows_completed": target.workflows_completed(),
+        "cpu_ms_per_resume": round(cpu_s * 1000 / max(released, 1), 3), **target.rss(),
+    }  # fmt: skip
+
+
+def restart(
+    target: ScaleTarget, args: argparse.Namespace, scripts: Path, empty: dict[str, float]
+) -> dict[str, Any]:
+    """Figure 3: SIGKILL with the workflows in flight, start again, count them, resolve a sample."""
+    before = target.in_flight() or {}
+    target.kill()
+    target.start()
+    rss = target.rss()  # right after the first successful call: what start-up itself loaded
+    after = target.in_flight() or {}
+    in_flight = sum(after.values())
+    sample = min(args.sample, in_flight)
+    t0 = time.monotonic()
+    res = send_range(target, scripts, WF_RELEASE, '"go"', 1, sample, args)
+    wait_in_flight(
+        target, lambda c: sum(c.values()) <= in_flight - sample, "the sample completed", 120 + sample / 20
+    )
+    return {
+        "in_flight_before_kill": sum(before.values()), "in_flight_after_restart": in_flight,
+        "statuses_after_restart": after, "empty_store": empty, **target.startup,
+        "rss_after_start_mib": round(rss["rss_mib"], 1), "hwm_after_start_mib": round(rss["hwm_mib"], 1),
+        "sample": sample, "sample_errors": res["errors"], "sample_completed": target.workflows_completed(),
+        "sample_completed_s": round(time.monotonic() - t0, 3),
+    }  # fmt: skip
+
+
+def workflow_figures(args: argparse.Namespace, only: set[str], tmp: Path, out: dict[str, Any]) -> None:
+    """Figures 1 and 3 on one server: start N, (3) kill + restart + sample, (1) resolve the rest.
+
+    Results go into ``out`` as they come, so an aborted run still reports what it measured."""
+    target = ScaleTarget(tmp / "workflows")
+    try:
+        target.start()
+        empty = dict(target.startup)
+        print(
+            f"workflows: server up after {empty['first_call_s']:.3f} s; starting {args.workflows}", flush=True
+        )
+        started = start_workflows(target, args, tmp)
+        if "suspended" in only:
+            out["suspended"] = started
+        print(f"  {started['reached_suspended']} suspended after {started['all_suspended_s']:.1f} s, RSS "
+              f"{started['rss_mib']:.0f} MiB, data dir {started['data_dir_bytes']['total'] / 2**20:.1f} MiB",
+              flush=True)  # fmt: skip
+        first = 1
+        if "startup" in only:
+            out["startup"] = up = restart(target, args, tmp, empty)
+            first = up["sample"] + 1
+            print(f"  restart: first call after {up['first_call_s']:.3f} s, "
+                  f"{up['in_flight_after_restart']} in flight",
+                  flush=True)  # fmt: skip
+        if "suspended" in only:
+            started["resume"] = r = resume_workflows(target, args, tmp, first, args.workflows)
+            print(f"  resumed {r['released']}: all completed after {r['all_completed_s']:.1f} s", flush=True)
+    finally:
+        target.stop()
+        out["meta"]["server_log_problems"] += target.log_problems()
+
+
+# ------------------------------------------------------------------------------------------- 2: growth
+def fill(target: ScaleTarget, level: int, args: argparse.Namespace, scripts: Path) -> dict[str, Any]:
+    """Grow the store to ``level`` invocations with W1 calls (not measured), then wait until idle."""
+    t0 = time.monotonic()
+    errors, first_error = 0, ""
+    while not errors:
+        need = level - (target.total_invocations() or 0)
+        if need <= 0:
+            break
+        res = send_range(target, scripts, FILL, FILL_BODY.decode(), 1, min(need, FILL_CHUNK), args)
+        errors, first_error = res["errors"], res["first_bad"]
+    wait_idle(target, timeout=300)
+    return {"fill_s": round(time.monotonic() - t0, 1), "fill_errors": errors, "fill_first_error": first_error}
+
+
+def growth(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
+    """Figure 2: W2 at 0, 1/4, 1/2 and all of --max-stored completed invocations in the store."""
+    target = ScaleTarget(tmp / "growth")
+    m = args.max_stored
+    rows: list[dict[str, Any]] = []
+    out["growth"] = {"workload": "W2 steps", "connections": args.connections, "levels": rows}
+    try:
+        target.start()
+        for level in sorted({0, m // 4, m // 2, m}):
+            filled = fill(target, level, args, tmp)
+            stored = target.total_invocations()
+            r = measure(
+                target, WORKLOADS["steps"], args.connections, args.warmup, args.duration, tmp, args.timeout
+            )
+            rows.append({
+                "level": level, "stored": stored, "inv_per_s": round(r.invocations_per_s, 1),
+                "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "errors": r.errors + r.warmup_errors,
+                "cpu_ms_per_inv": round(sum(r.cpu_ms_per_inv.values()), 3), "rss_mib": round(r.rss_mib, 1),
+                "data_dir_mib": round(r.data_dir_mib, 1), **filled,
+            })  # fmt: skip
+            print(f"growth: {stored} stored: W2 {r.invocations_per_s:.0f} inv/s, p50 {r.p50_ms:.1f} ms, "
+                  f"p99 {r.p99_ms:.1f} ms (fill {filled['fill_s']} s)", flush=True)  # fmt: skip
+    finally:
+        target.stop()
+        out["meta"]["server_log_problems"] += target.log_problems()
+    first, last = rows[0], rows[-1]
+    out["growth"]["last_over_first"] = {
+        k: round(last[k] / first[k], 3) if first[k] else None for k in ("inv_per_s", "p50_ms", "p99_ms")
+    }
+
+
+# ------------------------------------------------------------------------------------------------ output
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in [head, *rows]
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)  # fmt: skip
+
+
+def suspended_table(s: dict[str, Any]) -> str:
+    disk, r = s["data_dir_bytes"], s.get("resume", {})
+    rows = [
+        ["workflows started (202 Accepted) / asked", f"{s['accepted']} / {s['workflows']}"],
+        ["all accepted after, s (starts/s)", f"{s['accept_s']:.2f} ({s['accepted_per_s']:.0f}/s)"],
+        ["all suspended after, s", f"{s['all_suspended_s']:.2f} ({s['reached_suspended']} suspended)"],
+        ["server VmRSS before / after, MiB (VmHWM)",
+         f"{s['rss_before_mib']:.0f} / {s['rss_mib']:.0f} ({s['hwm_mib']:.0f})"],
+        ["VmRSS growth per suspended workflow, bytes", str(s["rss_bytes_per_workflow"])],
+        ["data dir, MiB (of which WAL)",
+         f"{disk['total'] / 2**20:.1f} ({disk.get('unbroken.db-wal', 0) / 2**20:.1f})"],
+        ["data dir growth per suspended workflow, bytes", str(s["data_dir_bytes_per_workflow"])],
+        ["server CPU per started workflow, ms", f"{s['cpu_ms_per_workflow']:.2f}"],
+    ]  # fmt: skip
+    if r:
+        rows += [
+            ["workflows released (release 2xx)", str(r["released"])],
+            ["release calls done after, s (p50 / p99 ms)",
+             f"{r['release_calls_s']:.2f} ({r['release_p50_ms']:.1f} / {r['release_p99_ms']:.1f})"],
+            ["all completed after, s (resumes/s)",
+             f"{r['all_completed_s']:.2f} ({r['resumes_per_s']:.0f}/s)"],
+            ["server CPU per resume (release call + resumed run), ms", f"{r['cpu_ms_per_resume']:.2f}"],
+            ["ScaleWf runs completed in the store", str(r["workflows_completed"])],
+        ]  # fmt: skip
+    rows.append(["errors (start / release)", f"{s['errors']} / {r.get('errors', '-')}"])
+    return md_table(["1. suspended workflows", "value"], rows)
+
+
+def startup_table(s: dict[str, Any]) -> str:
+    e = s["empty_store"]
+    rows = [
+        ["in flight before SIGKILL / after restart",
+         f"{s['in_flight_before_kill']} / {s['in_flight_after_restart']}", "-"],
+        ["health answered after start, s", f"{s['health_s']:.3f}", f"{e['health_s']:.3f}"],
+        ["first successful call after start, s", f"{s['first_call_s']:.3f}", f"{e['first_call_s']:.3f}"],
+        ["VmRSS / VmHWM after start-up, MiB",
+         f"{s['rss_after_start_mib']:.0f} / {s['hwm_after_start_mib']:.0f}", "-"],
+        ["sample resolved after restart: completed / asked",
+         f"{s['sample_completed']} / {s['sample']} in {s['sample_completed_s']:.2f} s", "-"],
+    ]  # fmt: skip
+    return md_table(["3. start-up with in-flight workflows", "value", "empty store"], rows)
+
+
+def growth_table(g: dict[str, Any]) -> str:
+    rows = [
+        [str(r["stored"]), f"{r['inv_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+         f"{r['cpu_ms_per_inv']:.2f}", f"{r['rss_mib']:.0f}", f"{r['data_dir_mib']:.0f}",
+         f"{r['fill_s']:.0f}",
+         str(r["errors"] + r["fill_errors"])]
+        for r in g["levels"]
+    ]  # fmt: skip
+    if ratio := g.get("last_over_first"):
+        cells = [f"{ratio[k]:.2f}" if ratio[k] else "-" for k in ("inv_per_s", "p50_ms", "p99_ms")]
+        rows.append(["last / first", *cells, "", "", "", "", ""])
+    head = ["2. stored invocations", f"W2 inv/s (c={g['connections']})", "p50 ms", "p99 ms", "CPU ms/inv",
+            "RSS MiB", "data dir MiB", "fill s", "errors"]  # fmt: skip
+    return md_table(head, rows)
+
+
+def git_rev() -> str:
+    """The checked-out commit, read from .git: running git status could take the index lock mid-commit."""
+    git = ROOT / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:7]
+        if (git / head[5:]).is_file():
+            return (git / head[5:]).read_text().strip()[:7]
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + head[5:]):
+                return line.split()[0][:7]
+    except OSError:
+        pass
+    return "unknown"
+
+
+def failures(out: dict[str, Any]) -> list[str]:
+    """Every count that is not what it must be, and every request that failed."""
+    bad = []
+    if s := out.get("suspended"):
+        r = s["resume"]
+        if s["reached_suspended"] != s["workflows"] or r["workflows_completed"] != s["workflows"]:
+            bad.append(f"suspended: {s['reached_suspended']} suspended, "
+                       f"{r['workflows_completed']} completed, "
+                       f"of {s['workflows']}")  # fmt: skip
+        if s["errors"] or r["errors"]:
+            bad.append(f"suspended: {s['errors']} start and {r['errors']} release requests failed")
+    if s := out.get("startup"):
+        if not s["in_flight_before_kill"] == s["in_flight_after_restart"] == out["meta"]["workflows"]:
+            bad.append(f"startup: {s['in_flight_before_kill']} in flight before the kill, "
+                       f"{s['in_flight_after_restart']} after, of {out['meta']['workflows']}")  # fmt: skip
+        if s["sample_completed"] != s["sample"] or s["sample_errors"]:
+            bad.append(f"startup: {s['sample_completed']} of the {s['sample']} resolved completed, "
+                       f"{s['sample_errors']} requests failed")  # fmt: skip
+    for r in out.get("growth", {}).get("levels", []):
+        if r["errors"] or r["fill_errors"]:
+            bad.append(f"growth: {r['errors']} W2, {r['fill_errors']} fill requests failed at {r['stored']}")
+    return bad
+
+
+# -------------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add = p.add_argument
+    add(
+        "--only",
+        default=",".join(FIGURES),
+        help=f"comma-separated subset of {','.join(FIGURES)} (default: all)",
+    )
+    add("--workflows", type=int, default=100_000, help="workflows started (figures 1, 3; default 100000)")
+    add("--max-stored", type=int, default=1_000_000, help="largest store of figure 2 (default 1000000)")
+    add("--sample", type=int, default=100, help="workflows resolved right after the restart (default 100)")
+    add("--connections", type=int, default=128, help="wrk connections, every phase (default 128)")
+    add("--duration", type=int, default=15, help="W2 measured seconds per level (default 15)")
+    add("--warmup", type=int, default=5, help="W2 warm-up seconds per level, discarded (default 5)")
+    add("--timeout", type=int, default=60, help="wrk per-request timeout in seconds (default 60)")
+    add("--json", metavar="PATH", help="where the JSON goes (default bench/results/scale-<timestamp>.json)")
+    add("--keep-data", action="store_true", help="keep the temp dir (data dirs, server logs, Lua)")
+    return p.parse_args(argv)  # fmt: skip
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """Why the arguments or the machine cannot run this, or None."""
+    if shutil.which("wrk") is None:
+        return WRK_INSTALL_HINT
+    if importlib.util.find_spec("unbroken") is None:
+        return f"unbroken is not importable by {sys.executable}; run with the project's venv python"
+    only = {f.strip() for f in args.only.split(",") if f.strip()}
+    if not only or only - set(FIGURES):
+        return f"--only takes a comma-separated subset of {', '.join(FIGURES)}"
+    if args.workflows < 1 or args.max_stored < 0 or args.sample < 0 or args.connections < 1:
+        return "--workflows and --connections must be >= 1, --max-stored and --sample >= 0"
+    if args.duration < 1 or args.warmup < 0:
+        return "--duration must be >= 1 and --warmup >= 0 (wrk takes whole seconds)"
+    return None
+
+
+def report(out: dict[str, Any]) -> None:
+    m = out["meta"]
+    print(f"\nUnbroken {m['git']} on {m['machine']['nproc']} CPU ({m['machine']['cpu_model']}), "
+          f"{m['machine']['mem_gib']} GiB; {m['load_generator']}; {m['date']}; fsync ON")  # fmt: skip
+    for key, render in (("suspended", suspended_table), ("growth", growth_table), ("startup", startup_table)):
+        if key in out:
+            print("\n" + render(out[key]))
+    if m["server_log_problems"]:
+        print(f"\nserver logs have {len(m['server_log_problems'])} warning/error line(s), "
+              f"first: {m['server_log_problems'][0][:300]}")  # fmt: skip
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the `finally` blocks that stop the servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    args = parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 3
+    only = {f.strip() for f in args.only.split(",") if f.strip()}
+    started = dt.datetime.now(dt.UTC)
+    out: dict[str, Any] = {"meta": {
+        "date": started.isoformat(timespec="seconds"), "command": " ".join(["python", *sys.argv]),
+        "git": git_rev(), "machine": machine_info(), "load_generator": wrk_version(), "fsync": True,
+        "figures": sorted(only), "workflows": args.workflows, "max_stored": args.max_stored,
+        "connections": args.connections, "warmup_s": args.warmup, "duration_s": args.duration,
+        "loadavg_at_start": os.getloadavg()[0], "scale_wf_inactivity_timeout_s": 1, "server_log_problems": [],
+    }}  # fmt: skip
+    tmp = Path(tempfile.mkdtemp(prefix="unbroken-scale-"))
+    status = 0
+    try:
+        if only & {"suspended", "startup"}:
+            workflow_figures(args, only, tmp, out)
+        if "growth" in only:
+            growth(args, tmp, out)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"scale benchmark aborted: {exc}", file=sys.stderr)
+        out["meta"]["aborted"] = str(exc)[:2000]
+        status = 1
+    finally:
+        if args.keep_data:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report(out)
+    bad = failures(out) if status == 0 else []
+    out["meta"]["failures"] = bad
+    for b in bad:
+        print(f"WRONG: {b}")
+    path = Path(args.json) if args.json else RESULTS_DIR / f"scale-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"results: {path}")
+    return status or (2 if bad else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
