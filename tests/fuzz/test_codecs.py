@@ -158,14 +158,15 @@ def test_invocation_row_round_trips(inv: Invocation) -> None:
         check_invocation(inv)
     except AssertionError:
         return  # arbitrary fields break the stored invariants: the store refuses such rows on read
-    assert store._decode_invocation(encoded) == inv
+    assert store.decode_invocation_row(encoded, inv.id) == inv
+    assert store.decode_invocation_row(store.encode_invocation_blob(inv), inv.id) == inv
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=256))
 def test_arbitrary_bytes_as_an_invocation_row(data: bytes) -> None:
     try:
-        inv = store._decode_invocation(data)
+        inv = store.decode_invocation_row(data, "inv_from_the_column")
     except msgspec.DecodeError:
         return
     except AssertionError:

@@ -150,3 +150,18 @@ def test_deleting_the_invocation_takes_its_journal_in_either_order(tmp_path: Pat
         assert txn.journal("inv_a") == [] and txn.get_invocation("inv_b") is None
     assert store.conn.execute("SELECT count(*) FROM journal").fetchone() == (0,)
     assert _seqs(store) == []
+
+
+def test_the_blob_leaves_out_the_id_and_reads_back_whole(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    inv = _inv("inv_1LongEnoughToSpotInABlob")
+    inv.target = Target("Obj", "h", "key-1")
+    inv.service_kind = ServiceKind.VIRTUAL_OBJECT
+    inv.created_at_ms, inv.modified_at_ms = NOW, NOW + 3
+    with store.transaction() as txn:
+        txn.append_journal(inv.id, 0, j.InputCommand([], b"1"))
+        txn.put_invocation(inv)
+    (blob,) = store.conn.execute("SELECT data FROM invocation").fetchone()
+    assert inv.id.encode() not in blob
+    with store.transaction() as txn:
+        assert txn.get_invocation(inv.id) == inv

@@ -29,18 +29,15 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from unbroken.admin.views import rfc3339
 from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, awakeable_id
 from unbroken.core.model import Invocation, Status
-from unbroken.storage.sqlite import decode_promise
+from unbroken.storage.sqlite import decode_invocation_row, decode_promise
 
 MAX_CHAIN = 10
 MAX_VALUE_CHARS = 500
 
-_decoder = msgspec.msgpack.Decoder(Invocation)
 
 
 @dataclass
@@ -120,7 +117,7 @@ def explain(conn: sqlite3.Connection, invocation_id: str) -> dict[str, Any] | No
 
 def _load(conn: sqlite3.Connection, invocation_id: str) -> Invocation | None:
     row = conn.execute("SELECT data FROM main.invocation WHERE id = ?", (invocation_id,)).fetchone()
-    return None if row is None else _decoder.decode(bytes(row[0]))
+    return None if row is None else decode_invocation_row(bytes(row[0]), invocation_id)
 
 
 def _explain_one(conn: sqlite3.Connection, inv: Invocation) -> _Hop:

@@ -57,7 +57,6 @@ def _inv_fields(data: bytes) -> dict[str, Any]:
     result = inv.result if done else None
     suspended = inv.status is Status.SUSPENDED
     return {
-        "target": str(inv.target),
         "target_service_ty": _SERVICE_TY[inv.service_kind],
         "idempotency_key": inv.idempotency_key,
         "invoked_by": inv.invoked_by,
@@ -184,7 +183,7 @@ VIEWS: dict[str, str] = {
     "sys_invocation": f"""
 SELECT
     i.id AS id,
-    ub_inv(i.data, 'target') AS target,
+    i.service || '/' || coalesce(i.service_key || '/', '') || i.handler AS target,
     i.service AS target_service_name,
     i.service_key AS target_service_key,
     i.handler AS target_handler_name,

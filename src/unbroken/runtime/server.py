@@ -51,7 +51,7 @@ def _uvicorn(app: Any, bind: tuple[str, int], error_body: ErrorBody, error_heade
         # httptools, with the request head bounded while it is parsed (ingress/wire.py)
         app, host=bind[0], port=bind[1], http=bounded_protocol(error_body, error_headers), loop="none",
         lifespan="off",
-        access_log=False, log_level="warning", server_header=False, date_header=False,
+        access_log=False, log_level="warning", server_header=False, date_header=False, proxy_headers=False,
         timeout_keep_alive=60, backlog=4096,
         # A call or attach can wait on an invocation for days: don't let it hold up SIGTERM forever
         # (the invocation is durable; the client re-attaches after the restart).
@@ -78,7 +78,7 @@ def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
         config.workflow_completion_retention_ms, config.journal_retention_ms,
     )  # fmt: skip
     schemas = apply_overrides(schemas, load_overrides(config.data_dir))  # PATCH /services changes
-    transport = LocalTransport(app.services, clock.now_ms)
+    transport = LocalTransport(app.services, clock.now_ms, asyncio.get_running_loop())
     dev_log = logging.getLogger("unbroken.dev")
 
     def on_log(invocation_id: str, message: str) -> None:

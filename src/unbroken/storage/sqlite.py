@@ -184,11 +184,25 @@ COMMIT;
 )
 
 
-def _decode_invocation(data: bytes) -> Invocation:
+# The id, 38 of a blob's ~190 bytes, is the row's key column already: the blob leaves it out and
+# ``decode_invocation_row`` puts it back (a blob that has it is read as is). The target and timestamps stay
+# in the blob: reading them back from their columns cost ~1 us per record for 28 bytes.
+def encode_invocation_blob(inv: Invocation) -> bytes:
+    invocation_id, inv.id = inv.id, ""  # blanked and restored in place: a copy costs ~1 us
+    try:
+        return _inv_encoder.encode(inv)
+    finally:
+        inv.id = invocation_id
+
+
+def decode_invocation_row(data: bytes, invocation_id: str) -> Invocation:
+    """An invocation from its row's blob and id."""
     try:
         inv = _inv_decoder.decode(data)
     except UnicodeDecodeError as exc:  # as msgspec reports invalid UTF-8: one error type for a bad row
         raise msgspec.DecodeError(f"invalid UTF-8 in a string: {exc}") from None
+    if not inv.id:
+        inv.id = invocation_id
     check_invocation(inv)
     return inv
 
@@ -225,7 +239,7 @@ class SqliteTransaction:
             self.store.seqs[invocation_id] = ABSENT  # a new invocation: its key is handed out without a lookup
             return None
         self.store.seqs[invocation_id] = row[0]
-        return _decode_invocation(row[1])
+        return decode_invocation_row(row[1], invocation_id)
 
     def put_invocation(self, inv: Invocation) -> None:
         expires = cleanup_due_ms(inv)  # the expiry column: when the retention sweep next has work here
@@ -237,7 +251,7 @@ class SqliteTransaction:
             " data = excluded.data",
             (
                 self._seq(inv.id, create=True), inv.id, inv.status.value, inv.target.service, inv.target.key,
-                inv.target.handler, inv.created_at_ms, inv.modified_at_ms, expires, _inv_encoder.encode(inv),
+                inv.target.handler, inv.created_at_ms, inv.modified_at_ms, expires, encode_invocation_blob(inv),
             ),
         )  # fmt: skip
 
