@@ -9,7 +9,7 @@ requests and running handlers, so the next batch fills up.
 
 Why the apply is on the loop: the records are Python work either way, and when a second thread applied
 them it had to win the GIL back from the loop after each of its ~4 SQLite calls per record. Measured at W1
-with 128 connections: 45 us per record in that thread against 17 us alone, and +31% throughput once the
+with 128 connections: 45 us per record in that thread against 17 us alone, and +21% throughput once the
 apply moved to the loop (BENCHMARKS.md). The writer thread now takes the GIL once per batch.
 """
 
