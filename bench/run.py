@@ -204,6 +204,7 @@ class UnbrokenTarget:
     """``unbroken serve bench/services.py`` in a subprocess, with its own ports and a fresh data dir."""
 
     name = "unbroken"
+    services = BENCH_DIR / "services.py"  # what ``unbroken serve`` runs
 
     def __init__(self, workdir: Path, fsync: bool = True) -> None:
         self.workdir = workdir
@@ -226,11 +227,12 @@ class UnbrokenTarget:
         if not self.fsync:
             env["UNBROKEN_STORAGE__FSYNC"] = "false"
         cmd = [
-            sys.executable, "-m", "unbroken.cli.main", "serve", str(BENCH_DIR / "services.py"),
+            sys.executable, "-m", "unbroken.cli.main", "serve", str(self.services),
             "--data-dir", str(self.data_dir),
             "--ingress-bind", f"{self.host}:{self.ingress_port}",
             "--admin-bind", f"{self.host}:{self.admin_port}",
         ]  # fmt: skip
+        self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)

@@ -34,7 +34,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +52,6 @@ from run import (  # noqa: E402
     UnbrokenTarget,
     cpu_ticks,
     dir_bytes,
-    http_status,
     machine_info,
     measure,
     proc_status_kib,
@@ -67,7 +65,6 @@ SERVICES = BENCH_DIR / "scale_services.py"
 FIGURES = ("suspended", "growth", "startup")
 WF_START = "/ScaleWf/k{i}/run/send"
 WF_RELEASE = "/ScaleWf/k{i}/release"
-HEALTH = "/restate/health"
 ACTIVE = "status != 'completed'"  # the condition of the partial index invocation_active: cheap to count
 # The fill: W1 noop, request-response. A closed loop keeps no backlog of accepted-but-unrun invocations in
 # the server (one-way sends can), so the store grows by exactly what was answered.
@@ -82,41 +79,11 @@ class ScaleTarget(UnbrokenTarget):
 
     name = "unbroken-scale"
 
+    services = SERVICES
+
     def start(self, timeout: float = 600.0) -> None:
-        """Start the server; ``self.startup`` gets the seconds to health and to the first 2xx call."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("UNBROKEN_", "RESTATE_"))}
-        if not self.fsync:
-            env["UNBROKEN_STORAGE__FSYNC"] = "false"
-        cmd = [
-            sys.executable, "-m", "unbroken.cli.main", "serve", str(SERVICES),
-            "--data-dir", str(self.data_dir),
-            "--ingress-bind", f"{self.host}:{self.ingress_port}",
-            "--admin-bind", f"{self.host}:{self.admin_port}",
-        ]  # fmt: skip
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        health = first_call = None
-        while first_call is None:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError(f"server not answering after {timeout}s:\n{self.log_tail()}")
-            try:
-                if health is None and http_status(self.host, self.ingress_port, "GET", HEALTH) == 200:
-                    health = time.monotonic() - t0
-                if (
-                    health is not None
-                    and http_status(self.host, self.ingress_port, "POST", FILL, FILL_BODY) == 200
-                ):
-                    first_call = time.monotonic() - t0
-            except OSError:
-                pass
-            if first_call is None:
-                time.sleep(0.01)  # polling another process's socket: there is no event to wait on
-        assert health is not None
-        self.startup = {"health_s": round(health, 3), "first_call_s": round(first_call, 3)}
+        """Start (or restart on the same data dir); recovering 100,000 invocations may take a while."""
+        super().start(timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, the store is left as a crash leaves it."""

@@ -27,7 +27,9 @@ def free_port() -> int:
 class Server:
     """One server process on its own ports and data dir; can be SIGKILLed and restarted on the same data."""
 
-    def __init__(self, app: str, data_dir: Path, env: Mapping[str, str] | None = None, dev: bool = False) -> None:
+    def __init__(
+        self, app: str, data_dir: Path, env: Mapping[str, str] | None = None, dev: bool = False
+    ) -> None:
         self.app = app if os.path.isabs(app) or ":" in app else str(ROOT / app)
         self.data_dir = data_dir
         self.env = dict(env or {})
@@ -146,3 +148,17 @@ def read_box(srv: Server, key: str) -> Any:
         return resp.json() if resp.content else None
 
     return wait_until(published, timeout=10, what=f"Box/{key} to be filled")
+
+
+def run_session(cmd: list[str], timeout: float, what: str, **popen: Any) -> tuple[int, str, str]:
+    """Run ``cmd`` in a session of its own: (exit status, stdout, stderr). Past ``timeout`` the whole session
+    (the command and any server it started) is SIGKILLed and the test fails, saying what was running."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **popen)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=30)
+        raise AssertionError(f"{what} did not finish in {timeout} s:\n{stdout}\n{stderr}") from None
+    return proc.returncode, stdout, stderr

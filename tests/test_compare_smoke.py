@@ -10,12 +10,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.harness import run_session
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ["W1 noop", "W2 steps", "W3a counter", "W3b hot", "W4 sleep", "W5 fanout", "W6 send (accepted/s)"]
@@ -28,18 +28,10 @@ WORKLOADS = ["W1 noop", "W2 steps", "W3a counter", "W3b hot", "W4 sleep", "W5 fa
 )
 def test_compare_quick_unbroken_side(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.Popen(
-        [str(ROOT / "bench" / "compare"), "--quick", "--only", "unbroken", "--results-dir", str(tmp_path)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        stdout, stderr = proc.communicate(timeout=360)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the harness and the server it started: all in its session
-        stdout, stderr = proc.communicate(timeout=30)
-        pytest.fail(f"bench/compare --quick did not finish in 360 s:\n{stdout}\n{stderr}")
+    cmd = [str(ROOT / "bench" / "compare"), "--quick", "--only", "unbroken", "--results-dir", str(tmp_path)]
+    status, stdout, stderr = run_session(cmd, 360, "bench/compare --quick", cwd=ROOT, env=env)
     out = stdout + stderr
-    assert proc.returncode == 0, out
+    assert status == 0, out
     assert "fsync ON" in stdout, out
     assert "Restate:" not in stdout, out  # --only unbroken: no anchor needed, none started
 

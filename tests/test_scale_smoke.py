@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.harness import run_session
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = 200
@@ -31,16 +30,9 @@ def test_scale_tiny(tmp_path: Path) -> None:
         "--workflows", str(WORKFLOWS), "--sample", str(SAMPLE), "--max-stored", str(MAX_STORED),
         "--connections", "16", "--warmup", "1", "--duration", "1", "--json", str(out_json),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the script and the server it started: all in its session
-        stdout, stderr = proc.communicate(timeout=30)
-        pytest.fail(f"bench/scale.py did not finish in 120 s:\n{stdout}\n{stderr}")
+    status, stdout, stderr = run_session(cmd, 120, "bench/scale.py", cwd=ROOT)
     out = stdout + stderr
-    assert proc.returncode == 0, out
+    assert status == 0, out
     for title in ("1. suspended workflows", "2. stored invocations", "3. start-up with in-flight workflows"):
         assert re.search(rf"^\| {re.escape(title)} +\|", stdout, re.M), (title, out)
 
