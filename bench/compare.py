@@ -53,6 +53,7 @@ from run import (  # noqa: E402
     WRK_INSTALL_HINT,
     UnbrokenTarget,
     Workload,
+    charged_invocations,
     children_cpu_s,
     cpu_ticks,
     dir_bytes,
@@ -434,15 +435,7 @@ def measure(
         idle_s = wait_idle(target)
         after = snap(target, opening=False)
 
-    ok = res["requests"] - res["non2xx"]
-    secs = res["duration_us"] / 1e6
-    client_inv = ok * w.invocations_per_call
-    server_inv = None
-    if before.invocations is not None and after.invocations is not None:
-        server_inv = after.invocations - before.invocations
-    # The engine counts every invocation the window started (including calls still in flight when wrk
-    # stopped, which wrk does not count); trust it unless it is implausibly low.
-    charged = server_inv if server_inv is not None and server_inv >= client_inv else client_inv
+    ok, secs, client_inv, server_inv, charged = charged_invocations(res, w, before.invocations, after.invocations)
     per = charged or None
     cpu = {k: (after.cpu[k] - before.cpu[k]) * 1000 / CLK_TCK / per for k in after.cpu} if per else {}
     target_s = sum(after.cpu[k] - before.cpu[k] for k in after.cpu) / CLK_TCK

@@ -454,6 +454,21 @@ class Result:
     wrk: dict[str, Any] = field(default_factory=dict)
 
 
+def charged_invocations(
+    res: dict[str, Any], w: Workload, before: int | None, after: int | None
+) -> tuple[int, float, int, int | None, int]:
+    """From a wrk run and the engine's invocation counts around it: (2xx calls, seconds, invocations the
+    client saw, invocations the engine counted, invocations the window's costs are charged to)."""
+    ok = res["requests"] - res["non2xx"]
+    secs = res["duration_us"] / 1e6
+    client_inv = ok * w.invocations_per_call
+    server_inv = None if before is None or after is None else after - before
+    # The engine counts every invocation the window started (wrk's in-flight calls at its end included); the
+    # client count misses those. Trust the engine unless it is implausible (e.g. invocations no longer kept).
+    charged = server_inv if server_inv is not None and server_inv >= client_inv else client_inv
+    return ok, secs, client_inv, server_inv, charged
+
+
 def measure(
     target: UnbrokenTarget, w: Workload, conns: int, warmup: int, duration: int, scripts: Path, timeout_s: int,
     wait_quiet_s: float = 0.0,
@@ -472,15 +487,7 @@ def measure(
     drain = wait_idle(target)
     after = snapshot(target)
 
-    ok = res["requests"] - res["non2xx"]
-    secs = res["duration_us"] / 1e6
-    client_inv = ok * w.invocations_per_call
-    server_inv = None
-    if before.invocations is not None and after.invocations is not None:
-        server_inv = after.invocations - before.invocations
-    # The store counts every invocation the window started (wrk's in-flight calls at its end included); the
-    # client count misses those. Trust the store unless it is implausible (e.g. invocations no longer kept).
-    charged = server_inv if server_inv is not None and server_inv >= client_inv else client_inv
+    ok, secs, client_inv, server_inv, charged = charged_invocations(res, w, before.invocations, after.invocations)
     per = charged or None  # nothing completed: no per-invocation figures (the table shows "-")
     cpu = (
         {k: (after.cpu_ticks[k] - before.cpu_ticks[k]) * 1000 / CLK_TCK / per for k in after.cpu_ticks}

@@ -17,6 +17,7 @@ one record is committed on the loop itself (``INLINE_COMMIT_RECORDS``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import threading
@@ -177,21 +178,12 @@ class Processor:
             else:
                 raise
             return
-        if len(batch) <= INLINE_COMMIT_RECORDS:
-            self._commit_inline(transaction, batch, actions)
-            return
         self._committing = True
-        self._commits.put(_Commit(transaction, batch, actions))
-
-    def _commit_inline(self, transaction: Any, batch: list[Record], actions: list[Action]) -> None:
-        """COMMIT on the loop (see ``INLINE_COMMIT_RECORDS``); the writer thread's work, done here."""
-        try:
-            transaction.__exit__(None, None, None)
-        except Exception as exc:
-            self._retry_later(batch, [], exc)
-            return
-        faults.point("processor.after_commit")
-        self._committed(actions)
+        commit = _Commit(transaction, batch, actions)
+        if len(batch) <= INLINE_COMMIT_RECORDS:
+            self._commit(commit)()  # on the loop itself: nothing else is queued
+        else:
+            self._commits.put(commit)
 
     def _apply_all(self, txn: Any, batch: list[Record], now: int, schemas: Schemas) -> list[Action]:
         actions: list[Action] = []
@@ -245,13 +237,16 @@ class Processor:
             commit = self._commits.get()
             if commit is None:
                 return
-            try:
-                commit.transaction.__exit__(None, None, None)  # COMMIT: the fsync, without the GIL
-            except Exception as exc:  # busy, I/O error, disk full: the store rolled back
-                self._loop.call_soon_threadsafe(self._commit_failed, commit.batch, exc)
-                continue
-            faults.point("processor.after_commit")
-            self._loop.call_soon_threadsafe(self._committed, commit.actions)
+            self._loop.call_soon_threadsafe(self._commit(commit))
+
+    def _commit(self, commit: _Commit) -> Callable[[], None]:
+        """COMMIT (the fsync, without the GIL) on the calling thread; returns what the loop does next."""
+        try:
+            commit.transaction.__exit__(None, None, None)
+        except Exception as exc:  # busy, I/O error, disk full: the store rolled back
+            return functools.partial(self._commit_failed, commit.batch, exc)
+        faults.point("processor.after_commit")
+        return functools.partial(self._committed, commit.actions)
 
     # --------------------------------------------------------- a whole batch in the calling thread
     def _apply_batch(self, batch: list[Record]) -> list[Action]:

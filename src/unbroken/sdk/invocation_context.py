@@ -29,7 +29,7 @@ from unbroken.sdk.futures import (
 )
 from unbroken.sdk.serde import DefaultSerde, Serde
 from unbroken.sdk.service import HandlerDef, handler_of
-from unbroken.sdk.session import Session, check_journalable, failure, safe_repr
+from unbroken.sdk.session import Session, check_journalable, failure, safe_repr, value_result
 
 T = TypeVar("T")
 
@@ -232,13 +232,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 value = await s.loop.run_in_executor(None, lambda: action(*args, **kwargs))
                 if inspect.isawaitable(value):
                     value = await value
-            data = serde.serialize(value)
-            if len(data) > limits.journal_entry_bytes_max:
-                raise TerminalError(
-                    f"ctx.run {name!r} returned {len(data)} bytes, more than the journal entry limit of "
-                    f"{limits.journal_entry_bytes_max} bytes", 500,
-                )  # fmt: skip
-            result = j.Result(value=data)
+            result = value_result(serde.serialize(value), f"the value ctx.run {name!r} returned")
             check_journalable(j.Notification("run", cid, 0, result))  # e.g. a custom serde returned a str
         except TerminalError as exc:
             result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))

@@ -8,7 +8,6 @@ import traceback
 from collections.abc import Callable, Iterable
 
 from unbroken.core import journal as j
-from unbroken.core import limits
 from unbroken.core.model import Target
 from unbroken.protocol.transport import AttemptSink, AttemptStart
 from unbroken.sdk.exceptions import (
@@ -20,7 +19,7 @@ from unbroken.sdk.exceptions import (
 from unbroken.sdk.invocation_context import InvocationContext
 from unbroken.sdk.serde import SerdeError
 from unbroken.sdk.service import HandlerDef, _ServiceBase
-from unbroken.sdk.session import Session, failure, safe_repr
+from unbroken.sdk.session import Session, failure, safe_repr, value_result
 
 log = logging.getLogger("unbroken.handler")
 
@@ -73,13 +72,7 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
             out = await hdef.fn(ctx, _input(hdef, session))
         else:
             out = await hdef.fn(ctx)
-        data = hdef.output_serde.serialize(out)
-        if len(data) > limits.journal_entry_bytes_max:
-            raise TerminalError(
-                f"the output of {hdef.service}/{hdef.name} is {len(data)} bytes, more than the journal entry "
-                f"limit of {limits.journal_entry_bytes_max} bytes", 500,
-            )  # fmt: skip
-        result = j.Result(value=data)
+        result = value_result(hdef.output_serde.serialize(out), f"the output of {hdef.service}/{hdef.name}")
     except TerminalError as exc:
         result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
     except NonDeterminismError as exc:

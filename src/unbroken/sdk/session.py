@@ -295,6 +295,17 @@ def check_journalable(entry: j.Entry) -> None:
         )  # fmt: skip
 
 
+def value_result(data: bytes, what: str) -> j.Result:
+    """A serialized handler output or ``ctx.run`` value as a result; ``TerminalError`` (500) if it is over the
+    journal entry limit (the user's code made it: retrying would make it again)."""
+    if len(data) > limits.journal_entry_bytes_max:
+        raise TerminalError(
+            f"{what} is {len(data)} bytes, more than the journal entry limit of "
+            f"{limits.journal_entry_bytes_max} bytes", 500,
+        )  # fmt: skip
+    return j.Result(value=data)
+
+
 def _describe(entry: j.Entry) -> str:
     name = j.command_name(entry)
     detail = {
