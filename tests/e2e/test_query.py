@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from tests.harness import Server, wait_until
-from unbroken.admin.query import QueryEngine, QueryError
+from unbroken.core.read_model import QueryAnswer, QueryError
 from unbroken.storage.sqlite import SqliteStore
+from unbroken.storage.sqlite_reads import SqliteReadModel
 
 APP = "tests/apps/admin_app.py"
 ENV = {"UNBROKEN_WORKER__INVOKER__INACTIVITY_TIMEOUT": "1s"}
@@ -261,16 +262,16 @@ def test_table_info_introspection(srv: Server) -> None:
 def test_default_time_limit_and_cap_in_process(tmp_path: Path) -> None:
     """Without a per-query timeout the engine's limit applies; a per-query timeout cannot raise it."""
     store = SqliteStore(str(tmp_path / "data"), fsync=False)
-    engine = QueryEngine(store.path, lambda: "[]", lambda: "[]", timeout_s=0.3)
+    engine = SqliteReadModel(store.path, timeout_s=0.3)
     runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
     try:
         for timeout in (None, 60.0):
             started = time.monotonic()
             with pytest.raises(QueryError, match="time limit of 0.3s"):
-                engine.run_sync(runaway, timeout_s=timeout)
+                engine.query_sync(runaway, timeout_s=timeout)
             assert time.monotonic() - started < 3
-        assert engine.run_sync("SELECT count(*) AS n FROM sys_invocation") == {"rows": [{"n": 0}]}
-        assert engine.run_sync("SELECT * FROM sys_service") == {"rows": []}
+        assert engine.query_sync("SELECT count(*) AS n FROM sys_invocation") == QueryAnswer([{"n": 0}])
+        assert engine.query_sync("SELECT * FROM sys_service") == QueryAnswer([])
     finally:
         engine.close()
         store.close()

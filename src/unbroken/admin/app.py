@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,14 +20,13 @@ import orjson
 from unbroken.admin import services as svcs
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
-from unbroken.admin.query import QueryEngine, QueryError
 from unbroken.admin.routes import match, split_path
-from unbroken.admin.views import rfc3339
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.ids import InvalidId, InvocationId
 from unbroken.core.model import Schemas, ServiceSchema
+from unbroken.core.read_model import QueryError, ReadModel, rfc3339
 from unbroken.ingress.http import (
     UNAUTHORIZED_HEADERS,
     BodyTooLarge,
@@ -83,22 +81,23 @@ def _bad_field(field: str, reason: str) -> HttpError:
 
 
 class AdminApp:
+    """The admin API of ``engine``. It reads the store only through ``reads`` (explain, state, ``/query``);
+    ``data_dir`` holds its own file (``service_overrides.json``)."""
+
     def __init__(
-        self, engine: Engine, deployment_id: str, ingress_url: str, *, query_timeout_s: float = 10.0,
+        self, engine: Engine, reads: ReadModel, data_dir: str, deployment_id: str, ingress_url: str, *,
         body_limit_bytes: int = BODY_LIMIT_BYTES, token: str | None = None,
     ) -> None:  # fmt: skip
         self.engine = engine
+        self.reads = reads
         self.body_limit = body_limit_bytes
         self.token = token  # when set, every route but /health needs ``authorization: Bearer <token>``
         self.deployment_id = deployment_id
         self.ingress_url = ingress_url
-        self.data_dir = os.path.dirname(engine.store.path)
+        self.data_dir = data_dir
         self.created_at = rfc3339(engine.clock.now_ms()) or ""
         self.overrides = svcs.load_overrides(self.data_dir)
         self._patch_lock = asyncio.Lock()
-        self.sql = QueryEngine(
-            engine.store.path, self._services_json, self._deployments_json, timeout_s=query_timeout_s
-        )
         self._json_cache: dict[str, tuple[Schemas, str]] = {}
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -139,7 +138,7 @@ class AdminApp:
         await handler(Request(scope, receive, send, found.params, query, self.body_limit))
 
     def close(self) -> None:
-        self.sql.close()
+        self.reads.close()
 
     def _service(self, name: str) -> ServiceSchema:
         if len(name.encode()) > limits.service_name_bytes_max:
@@ -163,10 +162,11 @@ class AdminApp:
             self._json_cache[what] = cached
         return cached[1]
 
-    def _services_json(self) -> str:
+    # the catalog /query's sys_service and sys_deployment read (core.read_model.Catalog)
+    def services_json(self) -> str:
         return self._cached_json("services", lambda s: svcs.sys_service_rows(s, self.deployment_id))
 
-    def _deployments_json(self) -> str:
+    def deployments_json(self) -> str:
         return self._cached_json(
             "deployments", lambda s: svcs.sys_deployment_rows(s, self.deployment_id, self.created_at)
         )
@@ -197,10 +197,10 @@ class AdminApp:
             except InvalidDuration as exc:
                 raise _bad_field("timeout", str(exc)) from None
         try:
-            answer = await self.sql.run(body["query"], timeout_s=timeout_s)
+            answer = await self.reads.query(body["query"], timeout_s, self)
         except QueryError as exc:
             raise HttpError(400, str(exc)) from None
-        await respond_json(req.send, 200, answer)
+        await respond_json(req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})})
 
     # --------------------------------------------------------------------------------------- deployments
     def _deployment(self, detailed: bool) -> dict[str, Any]:
@@ -259,7 +259,8 @@ class AdminApp:
     # --------------------------------------------------------------------------------------------- state
     async def get_state(self, req: Request) -> None:
         svc = self._keyed_service(req.params["service"])
-        state = await self.sql.state(svc.name, req.params["key"])
+        key = req.params["key"]
+        state = await self.reads.read(lambda snap: snap.state(svc.name, key))
         await respond_json(req.send, 200, {name: _text_or_base64(value) for name, value in sorted(state.items())})
 
     async def set_state(self, req: Request) -> None:
@@ -305,7 +306,7 @@ class AdminApp:
             invocation_id = str(InvocationId.parse(req.params["invocation_id"]))
         except InvalidId:
             raise _bad_field("invocation_id", "bad format") from None
-        answer = await self.sql.read(lambda conn: explain(conn, invocation_id))
+        answer = await self.reads.read(lambda snap: explain(snap, invocation_id))
         if answer is None:
             raise HttpError(404, f"The requested invocation '{invocation_id}' does not exist")
         await respond_json(req.send, 200, answer)

@@ -1,7 +1,7 @@
 """``GET /invocations/{id}/explain``: why an invocation is (not) progressing, in one answer.
 
 Everything is computed from what the engine stores (invocation row, journal, lock, inbox, timers,
-promises), read on one of the read-only connections of ``query.py``::
+promises), read through the read model (``core.read_model.Snapshot``)::
 
     {"invocation_id": "inv_1…", "target": "Svc/handler", "status": "suspended", "attempts": 1,
      "summary": "one sentence",
@@ -25,15 +25,13 @@ backing-off/paused with that error).
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from unbroken.admin.views import rfc3339
 from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, awakeable_id
 from unbroken.core.model import Invocation, Status
-from unbroken.storage.sqlite import decode_invocation_row, decode_promise
+from unbroken.core.read_model import Snapshot, rfc3339
 
 MAX_CHAIN = 10
 MAX_VALUE_CHARS = 500
@@ -50,11 +48,9 @@ class _Journal:
     call_ids: dict[int, str] = field(default_factory=dict)  # invocation-id completion id -> callee id
 
     @classmethod
-    def read(cls, conn: sqlite3.Connection, invocation_id: str) -> _Journal:
+    def read(cls, conn: Snapshot, invocation_id: str) -> _Journal:
         out = cls()
-        rows = conn.execute("SELECT idx, entry FROM main.journal WHERE seq = (SELECT seq FROM main.invocation WHERE id = ?) ORDER BY idx", (invocation_id,))
-        for idx, blob in rows:
-            entry = j.decode_entry(bytes(blob))
+        for idx, entry in enumerate(conn.journal(invocation_id)):
             if not isinstance(entry, j.Notification):
                 out.commands.append((idx, entry))
             elif entry.signal_idx:
@@ -89,7 +85,7 @@ class _Hop:
     next_ids: list[str] = field(default_factory=list)
 
 
-def explain(conn: sqlite3.Connection, invocation_id: str) -> dict[str, Any] | None:
+def explain(conn: Snapshot, invocation_id: str) -> dict[str, Any] | None:
     """The explanation of ``invocation_id`` (None if it does not exist)."""
     inv = _load(conn, invocation_id)
     if inv is None:
@@ -115,12 +111,11 @@ def explain(conn: sqlite3.Connection, invocation_id: str) -> dict[str, Any] | No
     return {**top.body, "chain": chain}
 
 
-def _load(conn: sqlite3.Connection, invocation_id: str) -> Invocation | None:
-    row = conn.execute("SELECT data FROM main.invocation WHERE id = ?", (invocation_id,)).fetchone()
-    return None if row is None else decode_invocation_row(bytes(row[0]), invocation_id)
+def _load(conn: Snapshot, invocation_id: str) -> Invocation | None:
+    return conn.invocation(invocation_id)
 
 
-def _explain_one(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
+def _explain_one(conn: Snapshot, inv: Invocation) -> _Hop:
     match inv.status:
         case Status.COMPLETED:
             hop = _completed(inv)
@@ -159,33 +154,23 @@ def _completed(inv: Invocation) -> _Hop:
     return _Hop({"summary": summary, "reasons": [reason]})
 
 
-def _scheduled(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
-    row = conn.execute(
-        "SELECT min(fire_at) FROM main.timer WHERE invocation_id = ? AND kind = 'invoke'", (inv.id,)
-    ).fetchone()
-    start_at = rfc3339(row[0] if row and row[0] else inv.execute_at_ms)
+def _scheduled(conn: Snapshot, inv: Invocation) -> _Hop:
+    start_at = rfc3339(conn.next_timer_ms(inv.id, "invoke") or inv.execute_at_ms)
     summary = f"scheduled (a delayed send): it starts at {start_at}"
     return _Hop({"summary": summary, "reasons": [{"kind": "scheduled", "start_at": start_at}]})
 
 
-def _queued(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
-    service, key = inv.target.service, inv.target.key
-    lock = conn.execute(
-        "SELECT holder FROM main.lock WHERE service = ? AND service_key = ?", (service, key)
-    ).fetchone()
-    spot = conn.execute("SELECT seq, created_at FROM main.inbox WHERE id = ?", (inv.id,)).fetchone()
-    ahead = 0
-    if spot is not None:
-        ahead = conn.execute(
-            "SELECT count(*) FROM main.inbox WHERE service = ? AND service_key = ? AND seq < ?", (service, key, spot[0])
-        ).fetchone()[0]
-    holder_id = None if lock is None else str(lock[0])
+def _queued(conn: Snapshot, inv: Invocation) -> _Hop:
+    service, key = inv.target.service, inv.target.key or ""  # queued and promises: keyed services only
+    holder_id = conn.lock_holder(service, key)
+    spot = conn.inbox_spot(service, key, inv.id)
+    ahead = 0 if spot is None else spot.ahead
     holder = _load(conn, holder_id) if holder_id else None
     reason: dict[str, Any] = {
         "kind": "queued", "service": service, "key": key, "lock_holder": holder_id,
         "lock_holder_target": None if holder is None else str(holder.target),
         "holding_since": None if holder is None else rfc3339(holder.running_at_ms),
-        "queued_since": None if spot is None else rfc3339(spot[1]), "ahead_in_inbox": ahead,
+        "queued_since": None if spot is None else rfc3339(spot.queued_at_ms), "ahead_in_inbox": ahead,
     }  # fmt: skip
     if holder_id is None:
         summary = f"queued for the lock of {service}/{key}"
@@ -200,7 +185,7 @@ def _queued(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
     return _Hop({"summary": summary, "reasons": [reason]}, [holder_id] if holder_id else [])
 
 
-def _running(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
+def _running(conn: Snapshot, inv: Invocation) -> _Hop:
     journal = _Journal.read(conn, inv.id)
     reason: dict[str, Any] = {"kind": "running", "attempt": inv.attempts, "running_since": rfc3339(inv.running_at_ms)}
     if inv.last_failure:
@@ -215,7 +200,7 @@ def _running(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
     return _finish(summary, [reason], waits, journal)
 
 
-def _suspended(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
+def _suspended(conn: Snapshot, inv: Invocation) -> _Hop:
     journal = _Journal.read(conn, inv.id)
     waits: list[_Hop] = []
     for cid in sorted(inv.waiting_completions):
@@ -233,11 +218,8 @@ def _suspended(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
     return _finish(f"suspended, {phrases}", [], waits, journal)
 
 
-def _backing_off(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
-    row = conn.execute(
-        "SELECT min(fire_at) FROM main.timer WHERE invocation_id = ? AND kind = 'retry'", (inv.id,)
-    ).fetchone()
-    next_at = rfc3339(row[0] if row and row[0] else inv.next_retry_at_ms)
+def _backing_off(conn: Snapshot, inv: Invocation) -> _Hop:
+    next_at = rfc3339(conn.next_timer_ms(inv.id, "retry") or inv.next_retry_at_ms)
     error = _first_line(inv.last_failure or "unknown error")
     reason = {
         "kind": "backing_off", "attempt": inv.attempts, "error": error, "error_code": inv.last_failure_code,
@@ -247,7 +229,7 @@ def _backing_off(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
     return _with_step(conn, inv, head, f"; next retry at {next_at}", reason)
 
 
-def _paused(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
+def _paused(conn: Snapshot, inv: Invocation) -> _Hop:
     reason: dict[str, Any] = {"kind": "paused", "attempts": inv.attempts, "failed_attempts": inv.retry_count}
     resume = f"resume it with `unbroken invocations resume {inv.id}`"
     if inv.last_failure:
@@ -260,7 +242,7 @@ def _paused(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
     return _with_step(conn, inv, head, f"; {resume}", reason)
 
 
-def _with_step(conn: sqlite3.Connection, inv: Invocation, head: str, tail: str, reason: dict[str, Any]) -> _Hop:
+def _with_step(conn: Snapshot, inv: Invocation, head: str, tail: str, reason: dict[str, Any]) -> _Hop:
     """A failing invocation: name the journaled step it was at (e.g. the ``ctx.run`` that fails)."""
     journal = _Journal.read(conn, inv.id)
     steps = [_wait_on_command(conn, inv, journal, idx, cmd) for idx, cmd in journal.pending()]
@@ -283,7 +265,7 @@ def _finish(summary: str, reasons: list[dict[str, Any]], waits: list[_Hop], jour
 
 # ---------------------------------------------------------------------------------------------- waits
 def _wait_on_command(
-    conn: sqlite3.Connection, inv: Invocation, journal: _Journal, idx: int, cmd: j.Entry, for_id: bool = False
+    conn: Snapshot, inv: Invocation, journal: _Journal, idx: int, cmd: j.Entry, for_id: bool = False
 ) -> _Hop:
     at = f"journal entry {idx}"
     name = getattr(cmd, "name", "") or None
@@ -315,13 +297,11 @@ def _wait_on_command(
                          "phrase": f"waiting on {kind} ({at})"})  # fmt: skip
 
 
-def _wait_on_promise(conn: sqlite3.Connection, inv: Invocation, idx: int, cmd: j.Entry) -> _Hop:
+def _wait_on_promise(conn: Snapshot, inv: Invocation, idx: int, cmd: j.Entry) -> _Hop:
     name = str(getattr(cmd, "key", ""))
-    service, key = inv.target.service, inv.target.key
-    row = conn.execute(
-        "SELECT data FROM main.promise WHERE service = ? AND service_key = ? AND name = ?", (service, key, name)
-    ).fetchone()
-    completed = row is not None and decode_promise(bytes(row[0])).result is not None
+    service, key = inv.target.service, inv.target.key or ""  # queued and promises: keyed services only
+    promise = conn.promise(service, key, name)
+    completed = promise is not None and promise.result is not None
     verb = {j.GetPromiseCommand: "awaiting", j.PeekPromiseCommand: "peeking at",
             j.CompletePromiseCommand: "completing"}[type(cmd)]  # fmt: skip
     phrase = f"{verb} durable promise '{name}' of workflow {service}/{key} (journal entry {idx})"
@@ -331,20 +311,17 @@ def _wait_on_promise(conn: sqlite3.Connection, inv: Invocation, idx: int, cmd: j
                  "promise_completed": completed, "phrase": phrase})  # fmt: skip
 
 
-def _wait_on_awakeable(conn: sqlite3.Connection, inv: Invocation, signal_idx: int) -> _Hop:
+def _wait_on_awakeable(conn: Snapshot, inv: Invocation, signal_idx: int) -> _Hop:
     """An awakeable the handler awaits. Awakeables are no journal entries (protocol v5+: the SDK derives the
     id from the invocation id and a signal index), so where it was created is given as the first journal
     entry that carries its id (where the handler hands the id out: a send, a call, a ``ctx.run``, state)."""
     aid = awakeable_id(InvocationId.parse(inv.id), signal_idx)
-    row = conn.execute(
-        "SELECT idx, entry FROM main.journal WHERE seq = (SELECT seq FROM main.invocation WHERE id = ?) AND instr(entry, ?) > 0 ORDER BY idx LIMIT 1",
-        (inv.id, aid.encode()),
-    ).fetchone()
-    entry_index = None if row is None else int(row[0])
+    row = conn.journal_entry_containing(inv.id, aid.encode())
+    entry_index = None if row is None else row[0]
     phrase = f"awaiting awakeable {aid}"
     entry_type = None
     if row is not None:
-        entry_type = j.entry_type_name(j.decode_entry(bytes(row[1])))
+        entry_type = j.entry_type_name(row[1])
         phrase += f" (created at journal entry {entry_index}, {entry_type}, which hands its id out)"
     else:
         phrase += " (its id appears in no journal entry)"

@@ -16,6 +16,15 @@ header_bytes_max = 64 * 1024  # all header names and values of one request toget
 url_bytes_max = 32 * 1024  # the request target (path and query) as sent: more is 414
 delay_ms_max = 10 * 365 * 24 * 3600 * 1000  # ?delay= of a send; a timer further out is refused (400)
 
+# admin POST /query
+query_rows_max = 10_000  # rows of one answer; more are cut (``"truncated": true``)
+# Bytes of one answer as JSON (blobs count as hex): one row with the largest state value (32 MiB; 64 MiB as
+# hex plus its 32 MiB ``value_utf8``) fits. More is refused (400) with a hint to narrow the query.
+query_answer_bytes_max = 128 * 1024 * 1024
+query_value_bytes_max = 64 * 1024 * 1024  # any one string or blob a query computes (SQLITE_LIMIT_LENGTH)
+query_decode_cache_entries_max = 256  # decoded rows the running statement keeps (small fields only)
+query_timeout_s_max = 10.0  # the default and the ceiling of a query's ``timeout``
+
 # handlers
 journal_entries_max = 100_000  # per invocation; past it the attempt fails with a clear error
 state_value_bytes_max = 32 * 1024 * 1024  # one ctx.set value (as Restate's eager-state-size-limit)

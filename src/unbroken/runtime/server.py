@@ -26,6 +26,7 @@ from unbroken.runtime.engine import Engine, EngineOptions
 from unbroken.sdk.app import App
 from unbroken.sdk.local import LocalTransport
 from unbroken.storage.sqlite import SqliteStore
+from unbroken.storage.sqlite_reads import SqliteReadModel
 
 log = logging.getLogger("unbroken")
 
@@ -99,7 +100,7 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
     ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
     ingress = _uvicorn(ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n")
     admin_app = AdminApp(
-        engine, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
+        engine, SqliteReadModel(store.path), config.data_dir, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
         body_limit_bytes=config.request_size_limit_bytes, token=config.admin_token,
     )  # fmt: skip
     admin = _uvicorn(admin_app, admin_bind, _admin_error)

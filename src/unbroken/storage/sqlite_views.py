@@ -1,26 +1,34 @@
-"""Restate-shaped introspection views over the store's tables (``sys_invocation``, ``sys_journal``, ...).
+"""Restate-shaped introspection views over the SQLite store (``sys_invocation``, ``sys_journal``, ...).
 
 The tables hold msgpack blobs; the functions registered here decode them (``ub_inv``, ``ub_entry``,
 ``ub_promise``) and TEMP VIEWS on a reader connection expose the columns Restate's SQL tables have (digest
 §2.5). Timestamps are RFC 3339 strings (UTC, milliseconds). ``sys_service`` and ``sys_deployment`` read
-the in-memory schemas through ``ub_services()`` / ``ub_deployments()`` (JSON read with ``json_each``), so
-they are always current without rebuilding anything when a service is changed.
+the catalog handed to the query (``ub_services()`` / ``ub_deployments()``, JSON read with ``json_each``),
+so they are always current without rebuilding anything when a service is changed.
+
+A view reads many columns out of one blob: the decoded fields are cached per row, keyed by the row's storage
+key (its identity), never by the blob (a blob key would keep values of up to 32 MiB alive). Within one
+statement a key names one row version (a statement reads one snapshot); the cache is emptied before and
+after every statement and holds small fields only: stored values (results, promise values, a journal
+entry's JSON) are decoded where a column asks for them, never kept. The views pass a blob to a decoder only
+when its row is not cached yet (``CASE WHEN ub_known(...)``), so a 20 MiB row is read once, not once per
+column.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import orjson
 
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.core.model import Invocation, ServiceKind, Status
+from unbroken.core.read_model import Catalog, rfc3339
 from unbroken.storage.sqlite import decode_promise
 
 _inv_decoder = msgspec.msgpack.Decoder(Invocation)
@@ -31,14 +39,9 @@ _SERVICE_TY = {
 }
 # Columns holding a JSON array as text: /query answers them as JSON arrays.
 LIST_COLUMNS = frozenset({"suspended_waiting_for_completions", "suspended_waiting_for_signals", "services"})
+BOOL_COLUMNS = frozenset({"completed", "public"})
 
-
-def rfc3339(ms: int | None) -> str | None:
-    """``2026-11-25T20:02:09.374Z`` for epoch milliseconds; None for None/0 (not set)."""
-    if not ms:
-        return None
-    dt = datetime.fromtimestamp(ms // 1000, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+RowKey = tuple[Any, ...]
 
 
 def utf8(value: bytes | None) -> str | None:
@@ -49,8 +52,32 @@ def failure_text(failure: j.Failure | None) -> str | None:
     return None if failure is None else f"[{failure.code}] {failure.message}"
 
 
+class DecodeCache:
+    """Decoded fields of the rows the running statement reads, keyed by row identity (see the module doc)."""
+
+    def __init__(self, entries_max: int = limits.query_decode_cache_entries_max) -> None:
+        self.entries_max = entries_max
+        self.rows: dict[RowKey, dict[str, Any]] = {}
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+    def known(self, *key: Any) -> int:
+        return int(key in self.rows)
+
+    def fields(self, key: RowKey, data: bytes | None, decode: Callable[[bytes], dict[str, Any]]) -> dict[str, Any]:
+        found = self.rows.get(key)
+        if found is not None:
+            return found
+        if data is None:  # the view asks ub_known first; only a hand-written call can get here
+            raise ValueError(f"row {key} was not decoded in this statement: pass its blob")
+        if len(self.rows) >= self.entries_max:
+            del self.rows[next(iter(self.rows))]  # the oldest: a statement reads a row's columns together
+        found = self.rows[key] = decode(bytes(data))
+        return found
+
+
 # ------------------------------------------------------------------------------------------ invocations
-@functools.lru_cache(maxsize=256)
 def _inv_fields(data: bytes) -> dict[str, Any]:
     inv = _inv_decoder.decode(data)
     done = inv.status is Status.COMPLETED
@@ -77,10 +104,6 @@ def _inv_fields(data: bytes) -> dict[str, Any]:
 
 def _json_list(values: list[int]) -> str:
     return orjson.dumps(sorted(values)).decode()
-
-
-def ub_inv(data: bytes, field: str) -> Any:
-    return _inv_fields(bytes(data))[field]
 
 
 # ---------------------------------------------------------------------------------------------- journal
@@ -124,7 +147,6 @@ def _notification_fields(entry: j.Entry) -> dict[str, Any]:
     return {"notification_id": None, "notification_invocation_id": None, "direct_invoked_id": direct}
 
 
-@functools.lru_cache(maxsize=256)
 def _entry_fields(data: bytes) -> dict[str, Any]:
     entry = j.decode_entry(data)
     return {
@@ -138,93 +160,106 @@ def _entry_fields(data: bytes) -> dict[str, Any]:
         "promise_name": getattr(entry, "key", None)
         if isinstance(entry, j.GetPromiseCommand | j.PeekPromiseCommand | j.CompletePromiseCommand)
         else None,
-        "entry_json": orjson.dumps({"type": j.entry_type_name(entry), **_jsonable(entry)}).decode(),
     }
 
 
-def ub_entry(data: bytes, field: str) -> Any:
-    return _entry_fields(bytes(data))[field]
+def entry_json(data: bytes) -> str:
+    """The whole entry as JSON (its payload included: computed per row, never cached)."""
+    entry = j.decode_entry(bytes(data))
+    return orjson.dumps({"type": j.entry_type_name(entry), **_jsonable(entry)}).decode()
 
 
 # --------------------------------------------------------------------------------------------- promises
-@functools.lru_cache(maxsize=256)
 def _promise_fields(data: bytes) -> dict[str, Any]:
-    promise = decode_promise(data)
-    result = promise.result
-    value = result.value if result is not None and result.failure is None else None
+    result = decode_promise(data).result
     return {
         "completed": int(result is not None),
-        "success_value": value,
-        "success_value_utf8": utf8(value),
         "failure": None if result is None else failure_text(result.failure),
     }
 
 
-def ub_promise(data: bytes, field: str) -> Any:
-    return _promise_fields(bytes(data))[field]
+def promise_value(data: bytes) -> bytes | None:
+    """A completed promise's success value (per row, never cached)."""
+    result = decode_promise(bytes(data)).result
+    return result.value if result is not None and result.failure is None else None
 
 
-def register_functions(
-    conn: sqlite3.Connection, services_json: Callable[[], str], deployments_json: Callable[[], str]
-) -> None:
-    conn.create_function("ub_inv", 2, ub_inv, deterministic=True)
-    conn.create_function("ub_entry", 2, ub_entry, deterministic=True)
-    conn.create_function("ub_promise", 2, ub_promise, deterministic=True)
+def register_functions(conn: sqlite3.Connection, cache: DecodeCache, catalog: Callable[[], Catalog]) -> None:
+    """The views' functions on ``conn``; ``catalog()`` is the catalog of the statement running."""
+    conn.create_function("ub_known", -1, cache.known)
+    conn.create_function("ub_inv", 3, lambda seq, field, data: cache.fields(("i", seq), data, _inv_fields)[field])
+    conn.create_function(
+        "ub_entry", 4, lambda seq, idx, field, data: cache.fields(("e", seq, idx), data, _entry_fields)[field]
+    )
+    conn.create_function(
+        "ub_promise", 5, lambda s, k, n, field, data: cache.fields(("p", s, k, n), data, _promise_fields)[field]
+    )
+    conn.create_function("ub_entry_json", 1, entry_json, deterministic=True)
+    conn.create_function("ub_promise_value", 1, promise_value, deterministic=True)
     conn.create_function("ub_ts", 1, rfc3339, deterministic=True)
     conn.create_function("ub_utf8", 1, utf8, deterministic=True)
-    conn.create_function("ub_services", 0, services_json)
-    conn.create_function("ub_deployments", 0, deployments_json)
+    conn.create_function("ub_services", 0, lambda: catalog().services_json())
+    conn.create_function("ub_deployments", 0, lambda: catalog().deployments_json())
 
 
 # ------------------------------------------------------------------------------------------------ views
-_TARGET_OF = "p.service || '/' || coalesce(p.service_key || '/', '') || p.handler"
+def _inv(field: str, alias: str = "i") -> str:
+    return f"ub_inv({alias}.seq, '{field}', CASE WHEN ub_known('i', {alias}.seq) THEN NULL ELSE {alias}.data END)"
 
-VIEWS: dict[str, str] = {
-    "sys_invocation": f"""
+
+def _entry(field: str, alias: str) -> str:
+    key = f"{alias}.seq, {alias}.idx"
+    return f"ub_entry({key}, '{field}', CASE WHEN ub_known('e', {key}) THEN NULL ELSE {alias}.entry END)"
+
+
+def _promise(field: str) -> str:
+    key = "service, service_key, name"
+    return f"ub_promise({key}, '{field}', CASE WHEN ub_known('p', {key}) THEN NULL ELSE data END)"
+
+
+_TARGET_OF = "p.service || '/' || coalesce(p.service_key || '/', '') || p.handler"
+_INV_COLUMNS = (
+    "target_service_ty", "idempotency_key", "invoked_by", "invoked_by_id", "invoked_by_target", "status",
+    "created_at", "modified_at", "scheduled_at", "completed_at", "retry_count", "next_retry_at", "last_failure",
+    "last_failure_error_code", "journal_size", "completion_result", "completion_failure",
+    "suspended_waiting_for_completions", "suspended_waiting_for_signals",
+)  # fmt: skip
+_INV_SPECIAL = {
+    "invoked_by_target": f"(SELECT {_TARGET_OF} FROM main.invocation p WHERE p.id = {_inv('invoked_by_id')})",
+    "status": "i.status",
+    "created_at": "ub_ts(i.created_at)",
+    "modified_at": "ub_ts(i.modified_at)",
+}
+_SYS_INVOCATION = """
 SELECT
     i.id AS id,
     i.service || '/' || coalesce(i.service_key || '/', '') || i.handler AS target,
     i.service AS target_service_name,
     i.service_key AS target_service_key,
     i.handler AS target_handler_name,
-    ub_inv(i.data, 'target_service_ty') AS target_service_ty,
-    ub_inv(i.data, 'idempotency_key') AS idempotency_key,
-    ub_inv(i.data, 'invoked_by') AS invoked_by,
-    ub_inv(i.data, 'invoked_by_id') AS invoked_by_id,
-    (SELECT {_TARGET_OF} FROM main.invocation p WHERE p.id = ub_inv(i.data, 'invoked_by_id')) AS invoked_by_target,
-    i.status AS status,
-    ub_ts(i.created_at) AS created_at,
-    ub_ts(i.modified_at) AS modified_at,
-    ub_inv(i.data, 'scheduled_at') AS scheduled_at,
-    ub_inv(i.data, 'completed_at') AS completed_at,
-    ub_inv(i.data, 'retry_count') AS retry_count,
-    ub_inv(i.data, 'next_retry_at') AS next_retry_at,
-    ub_inv(i.data, 'last_failure') AS last_failure,
-    ub_inv(i.data, 'last_failure_error_code') AS last_failure_error_code,
-    ub_inv(i.data, 'journal_size') AS journal_size,
-    ub_inv(i.data, 'completion_result') AS completion_result,
-    ub_inv(i.data, 'completion_failure') AS completion_failure,
-    ub_inv(i.data, 'suspended_waiting_for_completions') AS suspended_waiting_for_completions,
-    ub_inv(i.data, 'suspended_waiting_for_signals') AS suspended_waiting_for_signals
-FROM main.invocation i""",
-    "sys_journal": """
+    """ + ",\n    ".join(f"{_INV_SPECIAL.get(c) or _inv(c)} AS {c}" for c in _INV_COLUMNS) + """
+FROM main.invocation i"""  # fmt: skip
+
+VIEWS: dict[str, str] = {
+    "sys_invocation": _SYS_INVOCATION,
+    "sys_journal": f"""
 SELECT
     i.id AS id,
     e.idx AS "index",
-    ub_entry(e.entry, 'entry_type') AS entry_type,
-    ub_entry(e.entry, 'name') AS name,
-    CASE WHEN ub_entry(e.entry, 'completion_id') IS NULL THEN 1 ELSE EXISTS (
+    {_entry('entry_type', 'e')} AS entry_type,
+    {_entry('name', 'e')} AS name,
+    CASE WHEN {_entry('completion_id', 'e')} IS NULL THEN 1 ELSE EXISTS (
         SELECT 1 FROM main.journal n WHERE n.seq = e.seq AND n.idx > e.idx
-        AND ub_entry(n.entry, 'notification_id') = ub_entry(e.entry, 'completion_id')
+        AND {_entry('notification_id', 'n')} = {_entry('completion_id', 'e')}
     ) END AS completed,
-    coalesce(ub_entry(e.entry, 'direct_invoked_id'), (
-        SELECT ub_entry(n.entry, 'notification_invocation_id') FROM main.journal n WHERE n.seq = e.seq
-        AND n.idx > e.idx AND ub_entry(n.entry, 'notification_id') = ub_entry(e.entry, 'id_completion_id')
+    coalesce({_entry('direct_invoked_id', 'e')}, (
+        SELECT {_entry('notification_invocation_id', 'n')} FROM main.journal n WHERE n.seq = e.seq
+        AND n.idx > e.idx AND {_entry('notification_id', 'n')} = {_entry('id_completion_id', 'e')}
     )) AS invoked_id,
-    ub_entry(e.entry, 'invoked_target') AS invoked_target,
-    ub_entry(e.entry, 'sleep_wakeup_at') AS sleep_wakeup_at,
-    ub_entry(e.entry, 'promise_name') AS promise_name,
-    ub_entry(e.entry, 'entry_json') AS entry_json,
+    {_entry('invoked_target', 'e')} AS invoked_target,
+    {_entry('sleep_wakeup_at', 'e')} AS sleep_wakeup_at,
+    {_entry('promise_name', 'e')} AS promise_name,
+    ub_entry_json(e.entry) AS entry_json,
     ub_ts(e.appended_at) AS appended_at
 FROM main.journal e JOIN main.invocation i ON i.seq = e.seq""",
     "state": """
@@ -235,13 +270,13 @@ SELECT service AS service_name, service_key, id, seq AS sequence_number, ub_ts(c
 FROM main.inbox""",
     "sys_keyed_service_status": """
 SELECT service AS service_name, service_key, holder AS invocation_id FROM main.lock""",
-    "sys_promise": """
+    "sys_promise": f"""
 SELECT
     service AS service_name, service_key, name AS key,
-    ub_promise(data, 'completed') AS completed,
-    ub_promise(data, 'success_value') AS completion_success_value,
-    ub_promise(data, 'success_value_utf8') AS completion_success_value_utf8,
-    ub_promise(data, 'failure') AS completion_failure
+    {_promise('completed')} AS completed,
+    ub_promise_value(data) AS completion_success_value,
+    ub_utf8(ub_promise_value(data)) AS completion_success_value_utf8,
+    {_promise('failure')} AS completion_failure
 FROM main.promise""",
     "sys_service": """
 SELECT
@@ -263,3 +298,17 @@ FROM json_each(ub_deployments())""",
 def create_views(conn: sqlite3.Connection) -> None:
     for name, sql in VIEWS.items():
         conn.execute(f"CREATE TEMP VIEW IF NOT EXISTS {name} AS {sql}")
+
+
+def json_value(column: str, value: Any) -> Any:
+    """A column's value as /query answers it: blobs as hex, list columns as arrays, flag columns as booleans."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if column in LIST_COLUMNS and isinstance(value, str) and value.startswith("["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    if column in BOOL_COLUMNS and value in (0, 1) and not isinstance(value, float):
+        return bool(value)
+    return value

@@ -1,0 +1,89 @@
+"""The read side: what the admin API reads from the store, as one protocol every backend implements.
+
+The write side is ``core.txn.Transaction`` (what the state machine applies records against). The admin API
+(``unbroken.admin``) reads only through :class:`ReadModel`: a consistent :class:`Snapshot` of typed reads
+(an invocation, its journal, a key's state, lock, inbox, timers and promises) run off the event loop, and
+read-only SQL over Restate-shaped views (``query``) for ``POST /query``. Backends: ``storage.sqlite_reads``
+(the real one) and ``storage.memory_reads`` (typed reads only, for tests and the simulator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from unbroken.core.journal import Entry
+from unbroken.core.model import Invocation
+from unbroken.core.txn import Promise
+
+_T = TypeVar("_T")
+
+
+class QueryError(Exception):
+    """A query the client got wrong or that hit a limit (answered 400 with this message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    """The rows of one query, JSON-ready (blobs as lowercase hex); ``truncated``: more rows matched."""
+
+    rows: list[dict[str, Any]]
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InboxSpot:
+    """Where an invocation waits in its key's inbox."""
+
+    ahead: int  # invocations before it in the inbox
+    queued_at_ms: int | None  # when it was queued (None: the backend does not record it)
+
+
+class Catalog(Protocol):
+    """The deployed services and deployments, as JSON arrays (the ``sys_service``/``sys_deployment`` rows).
+
+    They live in memory (the schemas), not in the store: the caller hands them to each query."""
+
+    def services_json(self) -> str: ...
+    def deployments_json(self) -> str: ...
+
+
+class Snapshot(Protocol):
+    """Typed reads of one consistent view of the store (used from one thread, inside ``ReadModel.read``)."""
+
+    def invocation(self, invocation_id: str) -> Invocation | None: ...
+    def journal(self, invocation_id: str) -> list[Entry]:
+        """The journal in order (an entry's index is its position); empty if there is none."""
+        ...
+    def journal_entry_containing(self, invocation_id: str, needle: bytes) -> tuple[int, Entry] | None:
+        """The first journal entry whose stored form contains ``needle`` (e.g. an awakeable id handed out)."""
+        ...
+    def state(self, service: str, key: str) -> dict[str, bytes]: ...
+    def lock_holder(self, service: str, key: str) -> str | None: ...
+    def inbox_spot(self, service: str, key: str, invocation_id: str) -> InboxSpot | None: ...
+    def next_timer_ms(self, invocation_id: str, kind: str) -> int | None:
+        """When the earliest timer of ``kind`` (``invoke``, ``retry``, ``sleep``) of the invocation fires."""
+        ...
+    def promise(self, service: str, key: str, name: str) -> Promise | None: ...
+
+
+class ReadModel(Protocol):
+    async def read(self, fn: Callable[[Snapshot], _T]) -> _T:
+        """Run ``fn`` on a snapshot, off the event loop and off the query pool (a slow query never delays it)."""
+        ...
+
+    async def query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
+        """Run one read-only SQL statement over the views; ``QueryError`` for bad SQL, writes or a limit hit."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def rfc3339(ms: int | None) -> str | None:
+    """``2026-11-25T20:02:09.374Z`` for epoch milliseconds; None for None/0 (not set)."""
+    if not ms:
+        return None
+    dt = datetime.fromtimestamp(ms // 1000, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"

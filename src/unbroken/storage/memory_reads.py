@@ -1,0 +1,77 @@
+"""The read model of the in-memory store (``core.read_model.ReadModel``): the typed reads, for tests and
+the simulator. SQL needs the SQLite store: ``query`` says so (400)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import msgspec
+
+from unbroken.core import journal as j
+from unbroken.core.model import Invocation, check_invocation
+from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot
+from unbroken.core.txn import Promise
+from unbroken.storage.memory import MemoryStore
+from unbroken.storage.sqlite import decode_promise
+
+_T = TypeVar("_T")
+_dec = msgspec.msgpack.Decoder(Invocation)
+
+
+class MemorySnapshot:
+    __slots__ = ("s",)
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.s = store
+
+    def invocation(self, invocation_id: str) -> Invocation | None:
+        data = self.s.invocations.get(invocation_id)
+        if data is None:
+            return None
+        inv = _dec.decode(data)
+        check_invocation(inv)
+        return inv
+
+    def journal(self, invocation_id: str) -> list[j.Entry]:
+        return [j.decode_entry(b) for b in self.s.journals.get(invocation_id, [])]
+
+    def journal_entry_containing(self, invocation_id: str, needle: bytes) -> tuple[int, j.Entry] | None:
+        for idx, blob in enumerate(self.s.journals.get(invocation_id, [])):
+            if needle in blob:
+                return idx, j.decode_entry(blob)
+        return None
+
+    def state(self, service: str, key: str) -> dict[str, bytes]:
+        return dict(self.s.state.get((service, key), {}))
+
+    def lock_holder(self, service: str, key: str) -> str | None:
+        return self.s.locks.get((service, key))
+
+    def inbox_spot(self, service: str, key: str, invocation_id: str) -> InboxSpot | None:
+        queue = self.s.inboxes.get((service, key), [])
+        return InboxSpot(queue.index(invocation_id), None) if invocation_id in queue else None
+
+    def next_timer_ms(self, invocation_id: str, kind: str) -> int | None:
+        due = [t.fire_at_ms for t in self.s.timer_rows.values() if t.invocation_id == invocation_id and t.kind == kind]
+        return min(due, default=None)
+
+    def promise(self, service: str, key: str, name: str) -> Promise | None:
+        data = self.s.promises.get((service, key, name))
+        return None if data is None else decode_promise(data)
+
+
+class MemoryReadModel:
+    """Reads run on the caller's thread: the memory store is only ever used from one thread."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    async def read(self, fn: Callable[[Snapshot], _T]) -> _T:
+        return fn(MemorySnapshot(self.store))
+
+    async def query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
+        raise QueryError("SQL queries need the SQLite store: this engine runs on the in-memory store")
+
+    def close(self) -> None:
+        pass
