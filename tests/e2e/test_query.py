@@ -4,17 +4,21 @@ enforcement, time and row limits, and bad requests."""
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
-from tests.harness import Server, wait_until
+from tests.harness import Server, run_session, wait_until
+from unbroken.core import limits
 from unbroken.core.read_model import QueryAnswer, QueryError
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
@@ -209,6 +213,7 @@ def test_joins_aggregates_and_versioned_prefix(srv: Server, world: dict[str, Any
     "PRAGMA query_only = OFF",
     "PRAGMA journal_mode = DELETE",
     "BEGIN IMMEDIATE",
+    "UPDATE sqlite_master SET name = 'x'",
     "REPLACE INTO state VALUES ('a', 'b', 'c', x'00')",
     "VACUUM",
 ])  # fmt: skip
@@ -275,3 +280,88 @@ def test_default_time_limit_and_cap_in_process(tmp_path: Path) -> None:
     finally:
         engine.close()
         store.close()
+
+
+# ------------------------------------------------------------------------------------- hardening (#10-#17)
+_SLOW_PRINTF = "length(printf('%.*c', 60000000, 'x'))"  # ~0.3 s each: SQLite checks no deadline inside a row
+
+
+def _slow_row(calls: int) -> str:
+    return "SELECT " + ", ".join(f"{_SLOW_PRINTF} AS c{i}" for i in range(calls))
+
+
+def test_a_slow_row_is_answered_at_the_time_limit(srv: Server) -> None:
+    """12 slow calls in one row take ~4 s: the answer still comes at the 1 s limit."""
+    started = time.monotonic()
+    message = refused(srv, _slow_row(12), timeout="1s")
+    elapsed = time.monotonic() - started
+    assert "time limit of 1s" in message
+    assert elapsed < 2.5, elapsed
+
+
+def test_slow_queries_do_not_starve_state_and_explain(srv: Server, world: dict[str, Any]) -> None:
+    """Two slow queries occupy the query pool (~4 s each); the state and explain endpoints answer meanwhile."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        slow = [pool.submit(srv.admin_request, "POST", "/query", {"query": _slow_row(12), "timeout": "3s"}) for _ in range(2)]
+        latencies = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(f.done() for f in slow):
+            for path in ("/services/Counter/state/c1", f"/invocations/{world['sleeping']}/explain"):
+                started = time.monotonic()
+                assert srv.admin_request("GET", path).status_code == 200
+                latencies.append(time.monotonic() - started)
+        assert [f.result().status_code for f in slow] == [400, 400]
+    assert latencies and max(latencies) < 1.5, latencies
+
+
+def test_answers_are_capped_in_bytes(srv: Server) -> None:
+    """Three 50 MB blobs (300 MB as hex) are refused, with the limit and how to narrow the query."""
+    message = refused(srv, "SELECT zeroblob(50000000) AS big FROM (VALUES (1), (2), (3))")
+    assert f"more than {limits.query_answer_bytes_max} bytes" in message
+    assert "LIMIT" in message and "substr(" in message
+    assert sql(srv, "SELECT length(zeroblob(50000000)) AS n FROM (VALUES (1), (2), (3))") == [{"n": 50_000_000}] * 3
+
+
+def test_fts3_tokenizer_is_refused(srv: Server) -> None:
+    """It answers a process address (a pointer leak)."""
+    for query in ("SELECT fts3_tokenizer('simple')", "SELECT hex(fts3_tokenizer('porter')) AS x"):
+        message = refused(srv, query)
+        assert "fts3_tokenizer" in message and "not permitted" in message, message
+
+
+def test_table_valued_pragmas_are_allowed(srv: Server) -> None:
+    names = [r["name"] for r in sql(srv, "SELECT name FROM pragma_table_info('state')")]
+    assert names == ["service_name", "service_key", "key", "value_utf8", "value"]
+    views = [r["name"] for r in sql(srv, "SELECT name FROM pragma_table_list WHERE name LIKE 'sys_%' ORDER BY name")]
+    assert "sys_invocation" in views and "sys_journal" in views
+    assert "not permitted" in refused(srv, "UPDATE sqlite_master SET sql = ''")
+    assert "not permitted" in refused(srv, "SELECT * FROM pragma_journal_mode")
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_metadata_queries_do_not_pin_large_results(tmp_path: Path) -> None:
+    """Six invocations returning 20 MiB each: listing them (the CLI) and their journals leaves no blob resident."""
+    server = Server("tests/apps/limits_app.py", tmp_path / "data").start()
+    try:
+        ids = [server.call(f"/Limits/k{i}/output_big/send", 20 * 1024 * 1024).json()["invocationId"] for i in range(6)]
+        done = "SELECT count(*) AS n FROM sys_invocation WHERE status = 'completed'"
+        wait_until(lambda: sql(server, done) == [{"n": 6}], timeout=60, what="the six invocations")
+        assert server.proc is not None
+        before = _rss_bytes(server.proc.pid)
+        code, out, err = run_session(
+            [sys.executable, "-m", "unbroken.cli.main", "invocations", "list", "--json", "--admin-url", server.admin],
+            timeout=60, what="unbroken invocations list",
+        )  # fmt: skip
+        assert code == 0, err
+        assert {r["id"] for r in orjson.loads(out)} == set(ids)
+        entries = sql(server, "SELECT id, \"index\", entry_type, completed FROM sys_journal")
+        assert len([e for e in entries if e["entry_type"] == "Command: Output"]) == 6
+        grown = _rss_bytes(server.proc.pid) - before
+        assert grown < 60 * 1024 * 1024, f"+{grown / 2**20:.0f} MiB resident after two metadata queries"
+    finally:
+        server.kill()

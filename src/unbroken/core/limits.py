@@ -23,6 +23,9 @@ query_rows_max = 10_000  # rows of one answer; more are cut (``"truncated": true
 query_answer_bytes_max = 128 * 1024 * 1024
 query_value_bytes_max = 64 * 1024 * 1024  # any one string or blob a query computes (SQLITE_LIMIT_LENGTH)
 query_decode_cache_entries_max = 256  # decoded rows the running statement keeps (small fields only)
+# SQLite page cache of each reader connection (queries, explain/state reads); the writer's is 64 MiB. WAL readers
+# lose their cache whenever the store changes, so a large one buys little and holds blob pages resident.
+reader_page_cache_bytes_max = 8 * 1024 * 1024
 query_timeout_s_max = 10.0  # the default and the ceiling of a query's ``timeout``
 
 # handlers

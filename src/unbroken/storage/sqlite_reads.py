@@ -12,10 +12,12 @@ that allows reads only (SELECT, READ, FUNCTION, recursive CTEs, the introspectio
 transaction or pragma change is refused, and so is ``fts3_tokenizer`` (it answers a process address).
 
 Limits: a query is answered 400 at its deadline (``timeout``, at most ``limits.query_timeout_s_max``,
-counted from its arrival, so time spent waiting for a free reader counts). SQLite checks the deadline (the
-progress handler) only between the steps of a loop: the functions of one row (say 30 ``printf`` calls each
-making 60 MB) run to the end of that row before it stops, so the caller is answered at the deadline and the
-reader finishes that row in the background; a query whose deadline passed while it waited is not started.
+counted from its arrival, so time spent waiting for a free reader counts; one whose deadline passed while it
+waited is not started). SQLite checks the deadline (the progress handler, and ``interrupt()``) only between
+the steps of a loop, never between the functions of one row: a row of 30 ``printf`` calls each making 60 MB
+would run on for ~10 s. So at the deadline the caller is answered and the query is stopped from outside:
+``interrupt()`` plus a string/blob length limit of one byte, which makes the next function of the row
+fail at once (``_Job.stop``); the reader is free within about one function call.
 At most ``limits.query_rows_max`` rows (``"truncated": true`` says more matched) and
 ``limits.query_answer_bytes_max`` bytes of answer (more is refused) are returned.
 """
@@ -65,11 +67,46 @@ class _NoCatalog:
         return "[]"
 
 
+class _Job:
+    """One query submitted to the pool: the reader running it, so that it can be stopped at its deadline."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reader: _Reader | None = None
+        self.stopped = False
+
+    def start(self, reader: _Reader) -> bool:
+        with self.lock:
+            if not self.stopped:
+                self.reader = reader
+            return not self.stopped
+
+    def finish(self) -> None:
+        with self.lock:
+            reader, self.reader = self.reader, None
+        if reader is not None:  # no stop() can reach it any more: give it its normal limit back
+            reader.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.query_value_bytes_max)
+
+    def stop(self) -> None:
+        """Called from the event loop at the deadline: the running statement fails at its next step."""
+        with self.lock:
+            self.stopped = True
+            if self.reader is not None:
+                self.reader.conn.interrupt()
+                self.reader.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = connect(path, readonly=True)
+    conn.execute(f"PRAGMA cache_size=-{limits.reader_page_cache_bytes_max // 1024}")
+    return conn
+
+
 class _Reader:
     """One read-only connection and the per-statement limits and catalog its callbacks use."""
 
     def __init__(self, path: str) -> None:
-        self.conn = connect(path, readonly=True)
+        self.conn = _connect(path)
         self.cache = views.DecodeCache()
         self.catalog: Catalog = _NoCatalog()
         views.register_functions(self.conn, self.cache, lambda: self.catalog)
@@ -102,8 +139,8 @@ class _Reader:
     def _progress(self) -> int:
         return 1 if time.monotonic() > self.deadline else 0
 
-    def run(self, sql: str, deadline: float, limit_s: float, catalog: Catalog) -> QueryAnswer:
-        if time.monotonic() >= deadline:  # it waited for a free reader past its deadline: not started
+    def run(self, job: _Job, sql: str, deadline: float, limit_s: float, catalog: Catalog) -> QueryAnswer:
+        if time.monotonic() >= deadline or not job.start(self):  # it waited past its deadline: not started
             raise QueryError(_too_slow(limit_s))
         self.deadline, self.denied, self.catalog = deadline, None, catalog
         self.cache.clear()
@@ -115,8 +152,11 @@ class _Reader:
             finally:
                 cur.close()
         except (sqlite3.Error, sqlite3.Warning, OverflowError, ValueError) as exc:
+            if job.stopped or time.monotonic() > deadline:
+                raise QueryError(_too_slow(limit_s)) from None
             raise QueryError(self._explain(sql, exc, limit_s)) from None
         finally:
+            job.finish()
             self.deadline, self.catalog = float("inf"), _NoCatalog()
             self.cache.clear()
 
@@ -192,16 +232,21 @@ class SqliteReadModel:
     def query_sync(self, sql: str, timeout_s: float | None = None, catalog: Catalog | None = None) -> QueryAnswer:
         """Run one statement on this thread (tests; the server uses ``query``)."""
         limit_s = self._limit(timeout_s)
-        return self._reader().run(sql, time.monotonic() + limit_s, limit_s, catalog or _NoCatalog())
+        return self._reader().run(_Job(), sql, time.monotonic() + limit_s, limit_s, catalog or _NoCatalog())
 
     async def query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
         limit_s = self._limit(timeout_s)
         deadline = time.monotonic() + limit_s
-        job = self._pool.submit(lambda: self._reader().run(sql, deadline, limit_s, catalog))
+        job = _Job()
+        running = self._pool.submit(lambda: self._reader().run(job, sql, deadline, limit_s, catalog))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(job), deadline - time.monotonic() + _ANSWER_GRACE_S)
+            return await asyncio.wait_for(asyncio.wrap_future(running), deadline - time.monotonic() + _ANSWER_GRACE_S)
         except TimeoutError:
+            job.stop()
             raise QueryError(_too_slow(limit_s)) from None
+        except asyncio.CancelledError:  # the client went away: nobody waits for the rows
+            job.stop()
+            raise
 
     def _limit(self, timeout_s: float | None) -> float:
         return self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
@@ -211,7 +256,7 @@ class SqliteReadModel:
 
     def _read(self, fn: Callable[[Snapshot], _T]) -> _T:
         if self._snapshot_conn is None:
-            self._snapshot_conn = connect(self.path, readonly=True)
+            self._snapshot_conn = _connect(self.path)
         conn = self._snapshot_conn
         conn.execute("BEGIN")  # one read transaction: the reads of ``fn`` see one state of the store
         try:
