@@ -60,3 +60,19 @@ def test_the_sdk_never_imports_the_official_restate_sdk() -> None:
     for path in SRC.rglob("*.py"):
         found += [f"{path.relative_to(SRC)}: {n}" for n in _imports(path) if n == "restate" or n.startswith("restate.")]
     assert found == []
+
+
+def test_admin_reads_only_through_the_read_model() -> None:
+    """The admin API reads the store through ``core.read_model``: no backend, no SQL, no ingress or SDK."""
+    assert _violations("admin", {"unbroken.storage", "unbroken.ingress", "unbroken.sdk", "sqlite3"}) == []
+    # nor the engine's store object (its file path, its connection)
+    found = []
+    for path in (SRC / "admin").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "store":
+                found.append(f"{path.relative_to(SRC)}:{node.lineno} reads .store")
+    assert found == []
+
+
+def test_shared_http_plumbing_stays_below_the_apps() -> None:
+    assert _violations("http", {"unbroken.ingress", "unbroken.admin", "unbroken.runtime", "unbroken.storage", "unbroken.sdk"}) == []

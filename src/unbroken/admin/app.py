@@ -27,7 +27,7 @@ from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.ids import InvalidId, InvocationId
 from unbroken.core.model import Schemas, ServiceSchema
 from unbroken.core.read_model import QueryError, ReadModel, rfc3339
-from unbroken.ingress.http import (
+from unbroken.http.asgi import (
     UNAUTHORIZED_HEADERS,
     BodyTooLarge,
     ClientDisconnected,
@@ -41,7 +41,7 @@ from unbroken.ingress.http import (
     respond,
     respond_json,
 )
-from unbroken.ingress.wire import check_head
+from unbroken.http.wire import check_head
 from unbroken.runtime.engine import Engine
 
 log = logging.getLogger("unbroken.admin")

@@ -74,9 +74,12 @@ def _paths() -> dict[str, Any]:
                 "sys_journal, state, sys_inbox, sys_keyed_service_status, sys_promise, sys_service, "
                 "sys_deployment. Restate answers Arrow IPC unless `accept: application/json`; Unbroken always "
                 "answers JSON. Timestamps are RFC 3339 strings, BLOB columns lowercase hex. Writes, ATTACH, "
-                "transactions and pragma changes are refused (400); queries stop after the time limit "
-                "(default 10s, `timeout` may lower it) and at most 10000 rows are returned "
-                "(`truncated: true` when more matched)."
+                "transactions, pragma changes and fts3_tokenizer are refused (400); the introspection pragmas "
+                "table_info, table_xinfo, table_list, index_list, index_info and index_xinfo are allowed, also "
+                "as table-valued functions (`SELECT name FROM pragma_table_info('state')`). Queries stop at "
+                "the time limit (default 10s, `timeout` may lower it), at most 10000 rows are returned "
+                "(`truncated: true` when more matched) and an answer larger than 128 MiB as JSON is refused "
+                "(400)."
             ))},  # fmt: skip
         "/deployments": {
             "get": _op("list_deployments", "List deployments", {"200": _json(_ref("ListDeploymentsResponse"), "The one in-process deployment.")}, tag="deployment"),

@@ -17,7 +17,7 @@ from typing import Any
 
 from unbroken.core.durations import InvalidDuration, format_duration, parse_duration_ms
 from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceKind, ServiceSchema
-from unbroken.ingress.http import HttpError
+from unbroken.http.asgi import HttpError
 
 log = logging.getLogger("unbroken.admin")
 

@@ -19,7 +19,7 @@ from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_r
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
 from unbroken.core.journal import Failure, Header, Result
 from unbroken.core.model import HandlerKind, Target
-from unbroken.ingress.http import (
+from unbroken.http.asgi import (
     UNAUTHORIZED_HEADERS,
     BodyTooLarge,
     ClientDisconnected,
@@ -34,8 +34,8 @@ from unbroken.ingress.http import (
     respond,
     respond_json,
 )
+from unbroken.http.wire import check_head
 from unbroken.ingress.routing import Route, parse_route
-from unbroken.ingress.wire import check_head
 from unbroken.runtime import faults
 from unbroken.runtime.engine import Engine
 from unbroken.runtime.entropy import RandomBytes

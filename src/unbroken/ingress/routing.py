@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId
 from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, Target
-from unbroken.ingress.http import HttpError
+from unbroken.http.asgi import HttpError
 
 _BAD_PATH = "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"
 

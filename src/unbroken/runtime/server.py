@@ -19,8 +19,8 @@ from unbroken.admin.services import apply_overrides, load_overrides
 from unbroken.config import Config
 from unbroken.core.ids import deployment_id
 from unbroken.core.model import RetryPolicy
+from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
-from unbroken.ingress.wire import ErrorBody, bounded_protocol
 from unbroken.runtime.clock import SystemClock
 from unbroken.runtime.engine import Engine, EngineOptions
 from unbroken.sdk.app import App
@@ -49,7 +49,7 @@ def _admin_error(status: int, message: str) -> bytes:
 
 def _uvicorn(app: Any, bind: tuple[str, int], error_body: ErrorBody, error_headers: bytes = b"") -> _Server:
     config = uvicorn.Config(
-        # httptools, with the request head bounded while it is parsed (ingress/wire.py)
+        # httptools, with the request head bounded while it is parsed (http/wire.py)
         app, host=bind[0], port=bind[1], http=bounded_protocol(error_body, error_headers), loop="none",
         lifespan="off",
         access_log=False, log_level="warning", server_header=False, date_header=False, proxy_headers=False,

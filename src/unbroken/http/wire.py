@@ -15,7 +15,7 @@ from collections.abc import Callable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from unbroken.core import limits
-from unbroken.ingress.http import HttpError, Scope
+from unbroken.http.asgi import HttpError, Scope
 
 ErrorBody = Callable[[int, str], bytes]
 

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the ingress and the admin API (ASGI helpers, request-head bounds)."""
