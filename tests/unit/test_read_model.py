@@ -1,0 +1,130 @@
+"""The read model (``core.read_model``) over both stores: the same rows written through ``Transaction`` read
+back the same through ``Snapshot``, and explain (which reads only through it) answers the same."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unbroken.admin.explain import explain
+from unbroken.core import journal as j
+from unbroken.core.ids import InvocationId, awakeable_id
+from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
+from unbroken.core.read_model import QueryError, ReadModel, Snapshot
+from unbroken.core.txn import Promise
+from unbroken.storage.memory import MemoryStore
+from unbroken.storage.memory_reads import MemoryReadModel
+from unbroken.storage.sqlite import SqliteStore
+from unbroken.storage.sqlite_reads import SqliteReadModel
+
+NOW = 1_700_000_000_000
+
+
+def _id(n: int) -> str:
+    return str(InvocationId.new(n, bytes([n]) * 16, NOW))
+
+
+HOLDER, QUEUED, SLEEPER, WAITER = _id(1), _id(2), _id(3), _id(4)
+AWAKEABLE = awakeable_id(InvocationId.parse(WAITER), 17)
+
+
+def _inv(inv_id: str, target: Target, kind: ServiceKind, status: Status, **extra: Any) -> Invocation:
+    return Invocation(inv_id, target, kind, HandlerKind.EXCLUSIVE, status, NOW, NOW, 7, **extra)
+
+
+def _populate(store: Any) -> None:
+    obj, svc = ServiceKind.VIRTUAL_OBJECT, ServiceKind.SERVICE
+    with store.transaction() as txn:
+        inp = j.InputCommand([], b'"x"')
+        txn.put_invocation(_inv(HOLDER, Target("Counter", "hold", "k"), obj, Status.SUSPENDED, journal_length=2,
+                                waiting_completions=[1], waiting_signals=[1], attempts=1, running_at_ms=NOW))  # fmt: skip
+        txn.append_journal(HOLDER, 0, inp)
+        txn.append_journal(HOLDER, 1, j.PeekPromiseCommand("decision", 1))
+        txn.set_lock_holder("Counter", "k", HOLDER)
+        txn.put_invocation(_inv(QUEUED, Target("Counter", "add", "k"), obj, Status.INBOXED))
+        txn.inbox_push("Counter", "k", _id(9))
+        txn.inbox_push("Counter", "k", QUEUED)
+        txn.put_invocation(_inv(SLEEPER, Target("Worker", "nap"), svc, Status.SUSPENDED, journal_length=2,
+                                waiting_completions=[1], waiting_signals=[1], attempts=1))  # fmt: skip
+        txn.append_journal(SLEEPER, 0, inp)
+        txn.append_journal(SLEEPER, 1, j.SleepCommand(NOW + 60_000, 1, "long nap"))
+        txn.add_timer(NOW + 60_000, "sleep", SLEEPER, 1)
+        txn.put_invocation(_inv(WAITER, Target("Worker", "wait"), svc, Status.SUSPENDED, journal_length=2,
+                                waiting_signals=[1, 17], attempts=1))  # fmt: skip
+        txn.append_journal(WAITER, 0, inp)
+        txn.append_journal(WAITER, 1, j.RunCommand(1, f"hand out {AWAKEABLE}"))
+        txn.state_set("Counter", "k", "total", b"41")
+        txn.put_promise("Counter", "k", "decision", Promise(j.Result(b'"yes"'), (Sink(HOLDER, 1),)))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def reads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]:
+    if request.param == "memory":
+        store = MemoryStore()
+        _populate(store)
+        yield MemoryReadModel(store)
+        return
+    sqlite = SqliteStore(str(tmp_path / "data"), fsync=False)
+    _populate(sqlite)
+    model = SqliteReadModel(sqlite.path)
+    yield model
+    model.close()
+    sqlite.close()
+
+
+def _read(reads: ReadModel, fn: Any) -> Any:
+    return asyncio.run(reads.read(fn))
+
+
+def test_snapshot_reads(reads: ReadModel) -> None:
+    def check(s: Snapshot) -> None:
+        inv = s.invocation(SLEEPER)
+        assert inv is not None and inv.id == SLEEPER and inv.status is Status.SUSPENDED
+        assert s.invocation(_id(99)) is None
+        assert [type(e) for e in s.journal(SLEEPER)] == [j.InputCommand, j.SleepCommand]
+        assert s.journal(_id(99)) == []
+        assert s.state("Counter", "k") == {"total": b"41"} and s.state("Counter", "other") == {}
+        assert s.lock_holder("Counter", "k") == HOLDER and s.lock_holder("Counter", "x") is None
+        spot = s.inbox_spot("Counter", "k", QUEUED)
+        assert spot is not None and spot.ahead == 1
+        assert s.inbox_spot("Counter", "k", HOLDER) is None
+        assert s.next_timer_ms(SLEEPER, "sleep") == NOW + 60_000 and s.next_timer_ms(SLEEPER, "retry") is None
+        promise = s.promise("Counter", "k", "decision")
+        assert promise is not None and promise.result == j.Result(b'"yes"')
+        found = s.journal_entry_containing(WAITER, AWAKEABLE.encode())
+        assert found is not None and found[0] == 1 and isinstance(found[1], j.RunCommand)
+        assert s.journal_entry_containing(WAITER, b"nowhere") is None
+
+    _read(reads, check)
+
+
+def test_explain_reads_through_the_model(reads: ReadModel) -> None:
+    queued = _read(reads, lambda s: explain(s, QUEUED))
+    assert queued["status"] == "pending"
+    reason = queued["reasons"][0]
+    assert (reason["kind"], reason["lock_holder"], reason["ahead_in_inbox"]) == ("queued", HOLDER, 1)
+    assert [hop["invocation_id"] for hop in queued["chain"]] == [HOLDER]
+    promise = queued["chain"][0]["reasons"][0]
+    assert (promise["kind"], promise["promise"], promise["promise_completed"]) == ("promise", "decision", True)
+    sleeper = _read(reads, lambda s: explain(s, SLEEPER))
+    assert sleeper["reasons"][0]["kind"] == "sleep" and sleeper["reasons"][0]["name"] == "long nap"
+    waiter = _read(reads, lambda s: explain(s, WAITER))
+    assert waiter["reasons"][0]["kind"] == "awakeable" and waiter["reasons"][0]["entry_index"] == 1
+    assert _read(reads, lambda s: explain(s, _id(99))) is None
+
+
+def test_memory_model_has_no_sql() -> None:
+    with pytest.raises(QueryError, match="SQLite store"):
+        asyncio.run(MemoryReadModel(MemoryStore()).query("SELECT 1", None, _NoCatalog()))
+
+
+class _NoCatalog:
+    def services_json(self) -> str:
+        return "[]"
+
+    def deployments_json(self) -> str:
+        return "[]"
