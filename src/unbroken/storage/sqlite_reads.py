@@ -180,30 +180,35 @@ def _collect(cur: sqlite3.Cursor, columns: list[str]) -> QueryAnswer:
     rows: list[dict[str, Any]] = []
     size = 2
     names = sum(len(c) + 4 for c in columns)  # each row repeats the column names
-    while True:
-        row = cur.fetchone()
-        if row is None:
-            return QueryAnswer(rows)
+    while (row := cur.fetchone()) is not None:
         if len(rows) == limits.query_rows_max:
             return QueryAnswer(rows, truncated=True)
-        out = {name: views.json_value(name, value) for name, value in zip(columns, row, strict=True)}
-        size += names + sum(_json_size(v) for v in out.values())
+        size += names + sum(_json_size(v) for v in row)  # before the blobs become hex (twice their size)
         if size > limits.query_answer_bytes_max:
-            raise QueryError(
-                f"the answer is too large: more than {limits.query_answer_bytes_max} bytes as JSON (blobs count "
-                f"as hex) by row {len(rows) + 1}; narrow the query: select fewer columns (leave out value, "
-                "entry_json or completion_success_value), fewer rows (WHERE, LIMIT), or a part of a value "
-                "(length(value), substr(value, 1, 1000))"
-            )
-        rows.append(out)
+            count = len(rows) + 1
+            rows.clear()  # the error's traceback keeps this frame (and these values) alive until it is collected
+            del row
+            raise QueryError(_too_large(count))
+        rows.append({name: views.json_value(name, value) for name, value in zip(columns, row, strict=True)})
+    return QueryAnswer(rows)
+
+
+def _too_large(row: int) -> str:
+    return (
+        f"the answer is too large: more than {limits.query_answer_bytes_max} bytes as JSON (blobs count as hex) by "
+        f"row {row}; narrow the query: select fewer columns (leave out value, entry_json or "
+        "completion_success_value), fewer rows (WHERE, LIMIT), or a part of a value (length(value), "
+        "substr(value, 1, 1000))"
+    )
 
 
 def _json_size(value: Any) -> int:
+    """The bytes ``value`` (as SQLite returned it) takes in the answer."""
+    if isinstance(value, bytes):
+        return 2 * len(value) + 2  # lowercase hex
     if isinstance(value, str):
         return len(value) + 2 if value.isascii() else len(value.encode()) + 2
-    if isinstance(value, list):
-        return sum(_json_size(v) + 1 for v in value) + 2
-    return 24  # a number, a boolean or null
+    return 24  # a number or null
 
 
 class SqliteReadModel:
