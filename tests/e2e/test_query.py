@@ -4,6 +4,7 @@ enforcement, time and row limits, and bad requests."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 import uuid
@@ -19,7 +20,7 @@ import pytest
 
 from tests.harness import Server, run_session, wait_until
 from unbroken.core import limits
-from unbroken.core.read_model import QueryAnswer, QueryError
+from unbroken.core.read_model import QueryAnswer, QueryBusy, QueryError
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
 
@@ -365,3 +366,33 @@ def test_metadata_queries_do_not_pin_large_results(tmp_path: Path) -> None:
         assert grown < 60 * 1024 * 1024, f"+{grown / 2**20:.0f} MiB resident after two metadata queries"
     finally:
         server.kill()
+
+
+def test_queries_in_flight_are_bounded_in_process(tmp_path: Path) -> None:
+    """Past ``query_inflight_max`` running or waiting queries, the next is refused at once (429), not queued."""
+    store = SqliteStore(str(tmp_path / "data"), fsync=False)
+    reads = SqliteReadModel(store.path, timeout_s=0.5)
+    runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+
+    async def many() -> list[BaseException | QueryAnswer]:
+        jobs = [reads.query(runaway, None, _NoCatalog()) for _ in range(limits.query_inflight_max + 2)]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(many())
+        busy = [o for o in outcomes if isinstance(o, QueryBusy)]
+        slow = [o for o in outcomes if isinstance(o, QueryError) and "time limit" in str(o)]
+        assert (len(busy), len(slow)) == (2, limits.query_inflight_max), outcomes
+        assert "retry later" in str(busy[0])
+        assert reads.query_sync("SELECT 1 AS one") == QueryAnswer([{"one": 1}])
+    finally:
+        reads.close()
+        store.close()
+
+
+class _NoCatalog:
+    def services_json(self) -> str:
+        return "[]"
+
+    def deployments_json(self) -> str:
+        return "[]"

@@ -26,7 +26,7 @@ from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.ids import InvalidId, InvocationId
 from unbroken.core.model import Schemas, ServiceSchema
-from unbroken.core.read_model import QueryError, ReadModel, rfc3339
+from unbroken.core.read_model import QueryBusy, QueryError, ReadModel, rfc3339
 from unbroken.http.asgi import (
     UNAUTHORIZED_HEADERS,
     BodyTooLarge,
@@ -198,6 +198,8 @@ class AdminApp:
                 raise _bad_field("timeout", str(exc)) from None
         try:
             answer = await self.reads.query(body["query"], timeout_s, self)
+        except QueryBusy as exc:
+            raise HttpError(429, str(exc)) from None
         except QueryError as exc:
             raise HttpError(400, str(exc)) from None
         await respond_json(req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})})

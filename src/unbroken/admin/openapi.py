@@ -67,7 +67,8 @@ def _paths() -> dict[str, Any]:
         "/query": {"post": _op(
             "query", "Read-only SQL over the engine's state", {
                 "200": _json(_ref("QueryResponse"), "The rows, as JSON."),
-                "400": _error("Invalid SQL, a statement that is not read-only, or the time limit was hit."),
+                "400": _error("Invalid SQL, a statement that is not read-only, or a time or size limit was hit."),
+                "429": _error("Too many queries at once: retry later."),
             }, body="QueryRequest", tag="introspection",
             description=(
                 "Runs one read-only SQLite statement. Views shaped like Restate's tables: sys_invocation, "

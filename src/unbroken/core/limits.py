@@ -27,6 +27,7 @@ query_decode_cache_entries_max = 256  # decoded rows the running statement keeps
 # lose their cache whenever the store changes, so a large one buys little and holds blob pages resident.
 reader_page_cache_bytes_max = 8 * 1024 * 1024
 query_timeout_s_max = 10.0  # the default and the ceiling of a query's ``timeout``
+query_inflight_max = 16  # queries running or waiting for a reader at once; more are answered 429
 
 # handlers
 journal_entries_max = 100_000  # per invocation; past it the attempt fails with a clear error

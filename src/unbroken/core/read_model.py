@@ -25,6 +25,10 @@ class QueryError(Exception):
     """A query the client got wrong or that hit a limit (answered 400 with this message)."""
 
 
+class QueryBusy(QueryError):
+    """Too many queries at once (answered 429: retry later)."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueryAnswer:
     """The rows of one query, JSON-ready (blobs as lowercase hex); ``truncated``: more rows matched."""

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from unbroken.core import limits
-from unbroken.core.read_model import Catalog, QueryAnswer, QueryError, Snapshot
+from unbroken.core.read_model import Catalog, QueryAnswer, QueryBusy, QueryError, Snapshot
 from unbroken.storage import sqlite_views as views
 from unbroken.storage.sqlite import connect
 from unbroken.storage.sqlite_snapshot import SqliteSnapshot
@@ -161,6 +161,8 @@ class _Reader:
             self.cache.clear()
 
     def _explain(self, sql: str, exc: Exception, limit_s: float) -> str:
+        if self.denied is not None and self.denied.startswith("the function"):
+            return f"{self.denied} is not permitted in queries"
         if self.denied is not None:
             return f"only read-only queries are allowed: {self.denied} is not permitted"
         verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
@@ -221,6 +223,7 @@ class SqliteReadModel:
         self._readers: list[_Reader] = []
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="unbroken-query")
+        self._inflight = 0  # queries running or queued on the pool (event-loop side only)
         # Typed reads: one thread and connection of their own, so queries never delay them.
         self._snapshot_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unbroken-reads")
         self._snapshot_conn: sqlite3.Connection | None = None
@@ -240,10 +243,13 @@ class SqliteReadModel:
         return self._reader().run(_Job(), sql, time.monotonic() + limit_s, limit_s, catalog or _NoCatalog())
 
     async def query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
+        if self._inflight >= limits.query_inflight_max:
+            raise QueryBusy(f"too many queries at once (at most {limits.query_inflight_max} run or wait): retry later")
         limit_s = self._limit(timeout_s)
         deadline = time.monotonic() + limit_s
         job = _Job()
         running = self._pool.submit(lambda: self._reader().run(job, sql, deadline, limit_s, catalog))
+        self._inflight += 1
         try:
             return await asyncio.wait_for(asyncio.wrap_future(running), deadline - time.monotonic() + _ANSWER_GRACE_S)
         except TimeoutError:
@@ -252,6 +258,8 @@ class SqliteReadModel:
         except asyncio.CancelledError:  # the client went away: nobody waits for the rows
             job.stop()
             raise
+        finally:
+            self._inflight -= 1
 
     def _limit(self, timeout_s: float | None) -> float:
         return self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
