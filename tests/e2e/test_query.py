@@ -363,7 +363,7 @@ def test_metadata_queries_do_not_pin_large_results(tmp_path: Path) -> None:
         entries = sql(server, "SELECT id, \"index\", entry_type, completed FROM sys_journal")
         assert len([e for e in entries if e["entry_type"] == "Command: Output"]) == 6
         grown = _rss_bytes(server.proc.pid) - before
-        assert grown < 60 * 1024 * 1024, f"+{grown / 2**20:.0f} MiB resident after two metadata queries"
+        assert grown < 100 * 1024 * 1024, f"+{grown / 2**20:.0f} MiB resident after two metadata queries"
     finally:
         server.kill()
 
