@@ -227,7 +227,11 @@ class Processor:
         if self._committing or self._paused or self.halted is not None or not self._queue:
             return
         batch = self._take()
-        if not batch:
+        if not batch:  # only withdrawn records were left
+            if not self._queue and self.store_error is not None:
+                # nothing waits on the store now: let new requests in, the next one finds out
+                self.store_error = None
+                self._failures.clear()
             self._schedule()
             return
         self.batches += 1
