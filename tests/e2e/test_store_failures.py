@@ -52,7 +52,8 @@ def server(small_disk: Path) -> Iterator[Server]:
 
 
 def _failure(resp: httpx.Response) -> tuple[int, str]:
-    return resp.status_code, str(resp.json().get("message", ""))
+    body = resp.json() if resp.content else None
+    return resp.status_code, str(body.get("message", "") if isinstance(body, dict) else body)
 
 
 def test_a_set_the_disk_cannot_hold_is_never_acknowledged_and_nothing_half_applied(server: Server) -> None:

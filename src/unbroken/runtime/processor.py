@@ -337,7 +337,7 @@ class Processor:
             if failures >= limits.record_store_attempts_max and self._give_up(record, exc, failures):
                 batch = []
         log.error(
-            "storage failed (%s); retrying %d records in %.2fs: %s", exc, len(batch), self._retry_delay,
+            "storage failed; retrying %d records in %.2fs (%s): %s", len(batch), self._retry_delay, exc,
             ", ".join(describe(record) for record in batch[:3]),
         )  # fmt: skip
         self._queue.extendleft(reversed(batch))
