@@ -35,7 +35,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True, text=True
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount an 8 MiB tmpfs for the disk-full tests (needs root): {done.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount an 8 MiB tmpfs for the disk-full tests (needs root): {done.stderr.strip()}"
+        )
     try:
         yield mount_point
     finally:
@@ -129,10 +131,15 @@ def test_a_full_disk_answers_503_at_once_says_so_in_health_and_drops_callers_who
     caller.start()
 
     def unhealthy() -> tuple[httpx.Response, httpx.Response] | None:
-        ingress, admin = server.get("/restate/health", timeout=5), httpx.get(f"{server.admin}/health", timeout=5)
+        ingress, admin = (
+            server.get("/restate/health", timeout=5),
+            httpx.get(f"{server.admin}/health", timeout=5),
+        )
         return (ingress, admin) if ingress.status_code == 503 and admin.status_code == 503 else None
 
-    ingress, admin = wait_until(unhealthy, timeout=5, interval=0.01, what="health endpoints to report the disk")
+    ingress, admin = wait_until(
+        unhealthy, timeout=5, interval=0.01, what="health endpoints to report the disk"
+    )
     assert "full" in ingress.json()["message"] and "full" in admin.json()["message"]  # before: 200
     started = time.monotonic()
     refused = server.call(f"/Box/{unique_key()}/put", "other", timeout=5)
@@ -140,9 +147,13 @@ def test_a_full_disk_answers_503_at_once_says_so_in_health_and_drops_callers_who
     assert time.monotonic() - started < 1.0
     caller.join(10)
     assert gave_up, "the impatient caller should have timed out"
-    wait_until(lambda: "its caller left" in server.log(), timeout=10, what="the left caller's record withdrawn")
+    wait_until(
+        lambda: "its caller left" in server.log(), timeout=10, what="the left caller's record withdrawn"
+    )
     filler.unlink()  # space returns
-    wait_until(lambda: server.get("/restate/health").status_code == 200, timeout=10, what="health back to 200")
+    wait_until(
+        lambda: server.get("/restate/health").status_code == 200, timeout=10, what="health back to 200"
+    )
     assert server.call(f"/Box/{unique_key()}/put", "again", timeout=ANSWER_S).status_code == 200
     assert server.call(f"/Box/{left}/sizes", timeout=ANSWER_S).json() == {}  # never applied
 
@@ -169,11 +180,15 @@ def test_an_invariant_violation_recovers_from_storage_in_process(server_factory:
     srv.kill()
     srv.start(extra_env={"UNBROKEN_FAULTS": "processor.before_commit:invariant-once"})
     _all_rested(srv, ids)  # the first batch (their recovery) broke an invariant, rolled back, recovered
-    assert "recovering from storage after: InvariantViolation: injected at processor.before_commit" in srv.log()
+    assert (
+        "recovering from storage after: InvariantViolation: injected at processor.before_commit" in srv.log()
+    )
     assert srv.get("/restate/health").status_code == 200
 
 
-def test_an_invariant_broken_again_stops_loudly_and_a_restart_recovers_every_invocation(server_factory: Any) -> None:
+def test_an_invariant_broken_again_stops_loudly_and_a_restart_recovers_every_invocation(
+    server_factory: Any,
+) -> None:
     srv = server_factory(APP).start()
     ids = _naps(srv, 3)
     srv.kill()

@@ -38,7 +38,9 @@ def test_invariants_are_checked_under_python_O() -> None:
         "inv = Invocation('inv_1', Target('Svc', 'h'), ServiceKind.SERVICE, None, Status.SUSPENDED, 0, 0, 0)\n"
         "try:\n    check_invocation(inv)\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )
-    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.strip() == "InvariantViolation inv_1: suspended on nothing"
 
 
@@ -72,7 +74,9 @@ def test_a_shared_handler_writing_state_fails_its_attempt_with_571_and_is_retrie
     assert start.invocation.attempts == 2
 
 
-def test_a_promise_outside_a_workflow_fails_the_attempt_and_the_lock_passes_on_when_killed_by_policy() -> None:
+def test_a_promise_outside_a_workflow_fails_the_attempt_and_the_lock_passes_on_when_killed_by_policy() -> (
+    None
+):
     policy = RetryPolicy(100, 2.0, 1000, 1, "kill")
     m = Machine()
     m.schemas = Schemas({
