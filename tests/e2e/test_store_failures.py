@@ -64,6 +64,8 @@ def test_a_set_the_disk_cannot_hold_is_never_acknowledged_and_nothing_half_appli
     status, message = _failure(resp)
     assert status == 507, resp.text  # before: 200, and after a restart the big value was gone
     assert "could not store" in message and "JournalCommand" in message and "full" in message
+    longest = max(len(line) for line in server.log_path.read_text(errors="replace").splitlines())
+    assert longest < 10_000  # records are logged by ids and sizes (before: a 33 MB line with the value)
     server.restart()
     assert server.call(f"/Box/{key}/sizes", timeout=ANSWER_S).json() == {}  # neither value, not the marker
     assert server.call(f"/Box/{key}/put", "small", timeout=ANSWER_S).status_code == 200  # and it goes on

@@ -197,7 +197,8 @@ class Engine:
             try:
                 self._run_action(action)
             except Exception:
-                log.exception("action failed: %r", action)
+                # type and id only: an action can carry a whole journal or a 32 MiB value
+                log.exception("action failed: %s %s", type(action).__name__, getattr(action, "invocation_id", ""))
 
     def _run_action(self, action: a.Action) -> None:
         match action:
