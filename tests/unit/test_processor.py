@@ -1,21 +1,28 @@
 """The production processor: records applied on the event loop, committed on the writer thread.
 
 Checked here: every record submitted is answered once, in submission order, whichever thread submitted it;
-``stop`` applies and commits what was queued before it returns; a record whose apply raises is dropped alone.
+``stop`` applies and commits what was queued before it returns. Errors (crash-only, never drop and go on):
+a record whose apply raises is never dropped; the batch rolls back and the processor recovers, and the same
+violation again stops it (it used to drop the record alone and go on); a store error raised by a statement is
+a failed store: the batch is applied again, nothing lost; a record the store keeps refusing is given up
+with its caller answered, and control records do not wait behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from typing import Any
 
+from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
+from unbroken.core.errors import InvariantViolation
 from unbroken.core.ids import InvocationId
 from unbroken.core.model import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.runtime.clock import ManualClock
-from unbroken.runtime.processor import Processor
+from unbroken.runtime.processor import Processor, describe
 from unbroken.storage.memory import MemoryStore
 
 SCHEMAS = Schemas({"Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)})})
@@ -77,11 +84,29 @@ async def test_stop_commits_what_was_queued() -> None:
     assert [x.request_id for x in h.replies] == list(range(1, 21))
 
 
+class _Left:
+    """How many failures are left; shared, not rolled back with the store (MemoryStore deep-copies its dict)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __deepcopy__(self, memo: Any) -> _Left:
+        return self
+
+
 class _PoisonStore(MemoryStore):
-    """Applying the invocation with request id 2 raises inside the transaction (a bug in apply)."""
+    """Applying the invocation with request id 2 raises inside the transaction (a bug in apply), ``times``
+    times; ``fail`` (an exception factory) replaces the bug with another error."""
+
+    def __init__(self, times: int = 1_000, fail: Any = lambda: RuntimeError("poison"), poison: int = 2) -> None:
+        super().__init__()
+        self.left = _Left(times)
+        self.fail = fail
+        self.poison = str(_invoke(poison).invocation_id)
 
     def transaction(self) -> Any:
         outer = super().transaction()
+        store = self
 
         class _Txn:
             def __enter__(self) -> Any:
@@ -89,8 +114,9 @@ class _PoisonStore(MemoryStore):
                 put = txn.put_invocation
 
                 def put_invocation(inv: Any) -> None:
-                    if inv.id == str(_invoke(2).invocation_id):
-                        raise RuntimeError("poison")
+                    if inv.id == store.poison and store.left.count > 0:
+                        store.left.count -= 1
+                        raise store.fail()
                     put(inv)
 
                 txn.put_invocation = put_invocation
@@ -102,8 +128,48 @@ class _PoisonStore(MemoryStore):
         return _Txn()
 
 
-async def test_a_record_whose_apply_raises_is_dropped_alone() -> None:
+async def test_a_record_that_breaks_an_invariant_twice_stops_the_processor_loudly() -> None:
+    """Before: the record was dropped alone (answered "error") and the processor went on."""
     store = _PoisonStore()
+    h = _Harness(store)
+    violations: list[str] = []
+    h.processor.on_violation = violations.append
+    h.processor.start()
+    try:
+        for n in (1, 2, 3):
+            h.processor.submit(_invoke(n))
+        await h.replies_for(3)
+    finally:
+        await asyncio.to_thread(h.processor.stop)
+    # the batch rolled back and was applied again one record at a time: 1 commits, 2 breaks again
+    assert [(x.request_id, x.kind) for x in h.replies] == [(1, "accepted"), (2, "unavailable"), (3, "unavailable")]
+    assert sorted(store.invocations) == [_invoke(1).invocation_id]
+    assert h.processor.halted is not None and "poison" in h.processor.halted
+    assert len(violations) == 2 and violations[1] == h.processor.halted
+    h.processor.submit(_invoke(4))  # stopped: nothing more is applied
+    assert _invoke(4).invocation_id not in store.invocations
+
+
+async def test_an_invariant_violation_once_rolls_back_recovers_and_loses_nothing() -> None:
+    store = _PoisonStore(times=1, fail=lambda: InvariantViolation("inv_x: suspended on nothing"))
+    h = _Harness(store)
+    violations: list[str] = []
+    h.processor.on_violation = violations.append
+    h.processor.start()
+    try:
+        for n in (1, 2, 3):
+            h.processor.submit(_invoke(n))
+        await h.replies_for(3)
+    finally:
+        await asyncio.to_thread(h.processor.stop)
+    assert [(x.request_id, x.kind) for x in h.replies] == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    assert len(store.invocations) == 3
+    assert violations == ["InvariantViolation: inv_x: suspended on nothing"] and h.processor.halted is None
+
+
+async def test_a_store_error_raised_by_a_statement_retries_the_batch_and_drops_nothing() -> None:
+    """Before: SQLITE_FULL raised mid-statement was taken for a poison record: dropped, the rest committed."""
+    store = _PoisonStore(times=2, fail=lambda: sqlite3.OperationalError("database or disk is full"))
     h = _Harness(store)
     h.processor.start()
     try:
@@ -112,5 +178,31 @@ async def test_a_record_whose_apply_raises_is_dropped_alone() -> None:
         await h.replies_for(3)
     finally:
         await asyncio.to_thread(h.processor.stop)
-    assert [(x.request_id, x.kind) for x in h.replies] == [(1, "accepted"), (2, "error"), (3, "accepted")]
-    assert sorted(store.invocations) == sorted([_invoke(1).invocation_id, _invoke(3).invocation_id])
+    assert [(x.request_id, x.kind) for x in h.replies] == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    assert len(store.invocations) == 3 and h.processor.store_error is None
+
+
+async def test_a_record_the_store_keeps_refusing_is_given_up_and_a_kill_does_not_wait_behind_it() -> None:
+    store = _PoisonStore(fail=lambda: sqlite3.OperationalError("database or disk is full"), poison=1)
+    h = _Harness(store)
+    h.processor.start()
+    try:
+        h.processor.submit(_invoke(1))
+        h.processor.submit(r.KillInvocation(_invoke(3).invocation_id, request_id=2))
+        h.processor.submit(_invoke(3))
+        await h.replies_for(3)
+    finally:
+        await asyncio.to_thread(h.processor.stop)
+    kinds = [(x.request_id, x.kind) for x in h.replies]
+    assert kinds == [(2, "not_found"), (1, "store_failed"), (3, "accepted")], kinds
+    refused = h.replies[1].result
+    assert refused is not None and refused.failure is not None and refused.failure.code == 507
+    assert f"after {limits.record_store_attempts_max} attempts" in refused.failure.message
+    assert "database or disk is full" in refused.failure.message
+    assert sorted(store.invocations) == [_invoke(3).invocation_id]
+
+
+def test_a_record_is_described_by_ids_and_sizes_never_by_its_value() -> None:
+    big = r.Invoke("inv_1", TARGET, b"v" * 5_000_000, request_id=9)
+    text = describe(big)
+    assert text == "Invoke inv_1 request 9 5000000 bytes"

@@ -24,6 +24,7 @@ from unbroken.admin.routes import match, split_path
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
+from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId
 from unbroken.core.model import Schemas, ServiceSchema
 from unbroken.core.read_model import QueryBusy, QueryError, ReadModel, rfc3339
@@ -112,6 +113,8 @@ class AdminApp:
         except HttpError as exc:
             extra = UNAUTHORIZED_HEADERS if exc.status == 401 else None
             await respond_json(send, exc.status, {"message": exc.message, "restate_code": None}, extra)
+        except EngineUnavailable as exc:  # the partition stopped: nothing was accepted
+            await respond_json(send, exc.status, {"message": exc.message, "restate_code": None})
         except ClientDisconnected:
             return  # nobody to answer, nothing done
         except Exception:
@@ -173,6 +176,10 @@ class AdminApp:
 
     # ------------------------------------------------------------------------------------------- general
     async def health(self, req: Request) -> None:
+        trouble = self.engine.health()
+        if trouble is not None:  # the store fails or the partition stopped: say so, not 200
+            await respond_json(req.send, 503, {"message": trouble, "restate_code": None})
+            return
         await respond(req.send, 200)
 
     async def version(self, req: Request) -> None:
@@ -279,7 +286,8 @@ class AdminApp:
     async def _submit_state(self, service: str, key: str, new_state: dict[str, bytes]) -> None:
         reply = await self.engine.request(lambda rid: r.SetStateFromAdmin(service, key, new_state, rid))
         if reply.kind != "done":
-            raise HttpError(500, f"state change failed: {reply.invocation_id or reply.kind}")
+            failure = reply.result.failure if reply.result is not None else None
+            raise HttpError(failure.code if failure else 500, f"state change failed: {failure.message if failure else reply.kind}")
 
     # --------------------------------------------------------------------------------------- invocations
     async def cancel_invocation(self, req: Request) -> None:
@@ -336,8 +344,9 @@ class AdminApp:
                 raise HttpError(409, f"The invocation '{invocation_id}' is not yet completed.")
             case "not_started":
                 raise HttpError(425, f"The invocation '{invocation_id}' has not started yet (inboxed or scheduled).")
-            case "error":
-                raise HttpError(500, f"The request on invocation '{invocation_id}' failed: {reply.invocation_id}")
+            case "store_failed" | "unavailable":  # refused without being applied
+                failure = reply.result.failure if reply.result is not None else None
+                raise HttpError(failure.code if failure else 503, failure.message if failure else reply.kind)
             case "accepted":
                 await respond(req.send, success or 202)
             case _:

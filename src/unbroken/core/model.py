@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from unbroken.core.errors import invariant, violated
 from unbroken.core.journal import Result
 
 
@@ -40,7 +41,7 @@ class RetryPolicy:
 
     def delay_ms(self, failed_attempts: int) -> int:
         """Delay before the next attempt after ``failed_attempts`` (>= 1) consecutive failures."""
-        assert failed_attempts >= 1
+        invariant(failed_attempts >= 1, "a retry delay is computed after at least one failure")
         delay = self.initial_interval_ms * (self.exponentiation_factor ** (failed_attempts - 1))
         return int(min(delay, self.max_interval_ms))
 
@@ -176,14 +177,23 @@ def cleanup_due_ms(inv: Invocation) -> int:
 
 
 def check_invocation(inv: Invocation) -> None:
-    """Assert the stored invariants; called on write and on read."""
+    """Check the stored invariants (always, even under ``python -O``); called on write and on read.
+
+    Written as ``if``s so that the messages are formatted only when one fails (this runs on every row).
+    """
     if inv.status is Status.COMPLETED:
-        assert inv.result is not None, f"{inv.id}: completed without a result"
-        assert not inv.waiting_completions and not inv.waiting_signals, f"{inv.id}: completed but waiting"
-    else:
-        assert inv.result is None, f"{inv.id}: {inv.status} but has a result"
-    if inv.status is Status.SUSPENDED:
-        assert inv.waiting_completions or inv.waiting_signals, f"{inv.id}: suspended on nothing"
-    if inv.status in (Status.RUNNING, Status.SUSPENDED, Status.BACKING_OFF):
-        assert inv.journal_length >= 1, f"{inv.id}: {inv.status} without an input entry"
-    assert (inv.target.key is not None) == inv.service_kind.keyed, f"{inv.id}: key does not match kind"
+        if inv.result is None:
+            violated(f"{inv.id}: completed without a result")
+        if inv.waiting_completions or inv.waiting_signals:
+            violated(f"{inv.id}: completed but waiting")
+    elif inv.result is not None:
+        violated(f"{inv.id}: {inv.status} but has a result")
+    if inv.status is Status.SUSPENDED and not (inv.waiting_completions or inv.waiting_signals):
+        violated(f"{inv.id}: suspended on nothing")
+    if inv.status in _STARTED and inv.journal_length < 1:
+        violated(f"{inv.id}: {inv.status} without an input entry")
+    if (inv.target.key is not None) != inv.service_kind.keyed:
+        violated(f"{inv.id}: key does not match kind")
+
+
+_STARTED = frozenset({Status.RUNNING, Status.SUSPENDED, Status.BACKING_OFF})

@@ -153,6 +153,17 @@ class SetStateFromAdmin:
     request_id: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FailInvocation:
+    """The engine gives up on a record of ``attempt`` that the store kept refusing (runtime/processor.py):
+    the invocation completes with this failure, so that it neither hangs nor holds its lock."""
+
+    invocation_id: str
+    attempt: int
+    code: int
+    message: str
+
+
 Record = (
     Invoke
     | JournalCommand
@@ -171,4 +182,5 @@ Record = (
     | CleanExpired
     | Recover
     | SetStateFromAdmin
+    | FailInvocation
 )

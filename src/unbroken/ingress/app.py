@@ -7,6 +7,7 @@ It never touches storage: every request becomes a record for the processor, and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -16,6 +17,7 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_rfc3339_nanos, parse_delay_ms
+from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
 from unbroken.core.journal import Failure, Header, Result
 from unbroken.core.model import HandlerKind, Target
@@ -69,6 +71,9 @@ class IngressApp:
             await _error(send, exc.status, exc.message, extra=extra)
         except BodyTooLarge:
             await _error(send, 413, f"request body too large: the limit is {self.body_limit} bytes")
+        except EngineUnavailable as exc:  # nothing was accepted: the caller retries
+            retry_after = [(b"retry-after", str(exc.retry_after_s).encode())]
+            await _error(send, exc.status, exc.message, extra=retry_after)
         except ClientDisconnected:
             return  # nobody to answer, nothing done
         except Exception:
@@ -79,23 +84,30 @@ class IngressApp:
         check_head(scope)
         path = _raw_path(scope)
         if path.rstrip("/") == "/restate/health":  # open even when a token is configured
-            await respond_json(send, 200, {"services": sorted(self.engine.schemas.services)})
+            await self._health(send)
             return
         if not authorized(scope, self.token):
             raise HttpError(401, "unauthorized: this ingress requires the header 'authorization: Bearer <token>'")
         route = parse_route(path, self.engine.schemas)
         method = scope["method"]
         if route.kind == "health":
-            await respond_json(send, 200, {"services": sorted(self.engine.schemas.services)})
+            await self._health(send)
             return
         if method not in ("GET", "POST"):
             raise HttpError(405, "method not allowed")
         if route.kind == "awakeable":
             await self._awakeable(scope, receive, send, route)
         elif route.kind in ("attach", "output"):
-            await self._attach(send, route)
+            await self._attach(receive, send, route)
         else:
             await self._invoke(scope, receive, send, route)
+
+    async def _health(self, send: Send) -> None:
+        trouble = self.engine.health()
+        if trouble is not None:  # the store fails or the partition stopped: say so, not 200
+            await _error(send, 503, trouble, extra=[(b"retry-after", str(limits.retry_after_s).encode())])
+            return
+        await respond_json(send, 200, {"services": sorted(self.engine.schemas.services)})
 
     # ------------------------------------------------------------------------------- invoke
     async def _invoke(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
@@ -117,7 +129,7 @@ class IngressApp:
         def record(request_id: int) -> r.Invoke:
             return r.Invoke(invocation_id, target, body, headers, idem, execute_at, request_id, reply_kind, seed)
 
-        reply = await self.engine.request(record)
+        reply = await self.engine.request(record, _client_gone(receive), bounded=True)
         await _answer(send, reply, dedup=idem is not None)
 
     def _new_id(self, target: Target, kind: HandlerKind | None, idem: str | None) -> str:
@@ -131,11 +143,13 @@ class IngressApp:
         return str(InvocationId.new(pk, rnd[:10], self.engine.clock.now_ms()))
 
     # ------------------------------------------------------------------------- attach/output
-    async def _attach(self, send: Send, route: Route) -> None:
+    async def _attach(self, receive: Receive, send: Send, route: Route) -> None:
         invocation_id = route.invocation_id
         assert invocation_id is not None
         wait = route.kind == "attach"
-        reply = await self.engine.request(lambda rid: r.Attach(invocation_id, wait, rid))
+        reply = await self.engine.request(
+            lambda rid: r.Attach(invocation_id, wait, rid), _client_gone(receive), bounded=True
+        )
         await _answer(send, reply, dedup=True)
 
     # ---------------------------------------------------------------------------- awakeables
@@ -152,10 +166,25 @@ class IngressApp:
             result = Result(value=body)
         else:
             result = Result(failure=Failure(500, body.decode("utf-8", "replace")))
-        reply = await self.engine.request(lambda rid: r.ResolveSignal(str(inv), idx, result, rid))
+        reply = await self.engine.request(
+            lambda rid: r.ResolveSignal(str(inv), idx, result, rid), _client_gone(receive), bounded=True
+        )
         if reply.kind == "not_found":
             raise HttpError(404, f"awakeable '{route.awakeable_id}' not found: its invocation does not exist")
+        if reply.kind in ("store_failed", "unavailable", "gone"):
+            await _answer(send, reply, dedup=False)
+            return
         await respond(send, 202)
+
+
+def _client_gone(receive: Receive) -> Callable[[], Awaitable[object]]:
+    """What completes when the caller hangs up (the body was read whole: only a disconnect comes now)."""
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
 
 
 def _raw_path(scope: Scope) -> str:
@@ -255,6 +284,12 @@ async def _answer(send: Send, reply: Reply, dedup: bool) -> None:
             await _error(send, 404, "not found", "invocation")
         case "not_ready":
             await _error(send, 470, "the invocation exists but has not completed yet", "ingress", inv)
+        case "store_failed" | "unavailable":  # refused without being applied: nothing was accepted
+            failure = reply.result.failure if reply.result is not None else None
+            status, message = (failure.code, failure.message) if failure is not None else (503, reply.kind)
+            await _error(send, status, message, extra=[(b"retry-after", str(limits.retry_after_s).encode())])
+        case "gone":
+            return  # the caller left before its record was applied; it was withdrawn
         case _:
             await _error(send, 500, f"internal error ({reply.kind})")
 

@@ -3,6 +3,12 @@
 Everything here runs on the event loop thread except the processor's writer thread. Actions arrive from
 the processor in commit order and are executed in that order, which is what makes registering a waiter
 (``AwaitCompletion``) and answering it (``Completed``) race-free.
+
+Health (``health()``, shown by both health endpoints): the processor's store failing, or the partition
+stopped after an invariant broke twice. While either holds, new requests are refused at once (503 with
+Retry-After, ``EngineUnavailable``), and so are requests past the named bounds (queued records, waiting
+callers). When the store starts failing, the engine watches the callers still waiting: one that leaves
+before its record was applied has it withdrawn (never acknowledged, so nothing is lost).
 """
 
 from __future__ import annotations
@@ -10,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from unbroken.core import actions as a
+from unbroken.core import limits
 from unbroken.core import records as r
+from unbroken.core.errors import EngineUnavailable
+from unbroken.core.journal import Failure, Result
 from unbroken.core.model import Schemas
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
@@ -43,6 +52,9 @@ class EngineOptions:
 class _Waiters:
     by_invocation: dict[str, list[int]] = field(default_factory=dict)
     futures: dict[int, asyncio.Future[a.Reply]] = field(default_factory=dict)
+    # HTTP callers' "has the client left" awaitables, watched only while the store fails
+    clients: dict[int, Callable[[], Awaitable[object]]] = field(default_factory=dict)
+    watching: bool = False
 
 
 class Engine:
@@ -71,19 +83,41 @@ class Engine:
         self._request_ids = itertools.count(1)
         self._on_log = on_log
         self._cleaner: asyncio.Task[None] | None = None
+        self.processor.on_violation = self._recover
+        self.processor.on_store_failing = self._watch_clients
 
     # ------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Recover from storage (running invocations restart, timers re-arm), then process."""
+        self.processor.start()
+        self._load_from_store()
+        self._cleaner = self.loop.create_task(self._clean_periodically())
+
+    def _load_from_store(self) -> None:
         for timer in self.store.timers():
             self.timers.arm(timer.timer_id, timer.fire_at_ms)
         recovering = self.store.running_invocation_ids()
-        self.processor.start()
         for invocation_id in recovering:
             self.processor.submit(r.Recover(invocation_id))
         if recovering:
             log.info("recovering %d running invocations", len(recovering))
-        self._cleaner = self.loop.create_task(self._clean_periodically())
+
+    def _recover(self, message: str) -> None:
+        """Crash-only, in process: an invariant broke and the batch rolled back. Drop what memory holds
+        (running attempts, armed timers) and start again from storage, as a restart would."""
+        self.invoker.abort_all()
+        self.timers.reset()
+        if self.processor.halted is not None:
+            log.critical("engine stopped: %s", message)
+            for request_id in list(self._waiters.futures):  # nothing will answer them now
+                self._reply(a.Reply(request_id, "unavailable", result=_failure(503, message)))
+            return
+        log.warning("recovering from storage after: %s", message)
+        self._load_from_store()
+
+    def health(self) -> str | None:
+        """Why the engine cannot serve now (None: healthy)."""
+        return self.processor.halted or self.processor.store_error
 
     async def stop(self) -> None:
         if self._cleaner is not None:
@@ -101,16 +135,61 @@ class Engine:
     def new_request_id(self) -> int:
         return next(self._request_ids)
 
-    def request(self, make: Callable[[int], r.Record]) -> asyncio.Future[a.Reply]:
-        """Submit a record that answers with a Reply; returns the future of that reply."""
+    def request(
+        self, make: Callable[[int], r.Record], client_gone: Callable[[], Awaitable[object]] | None = None,
+        bounded: bool = False,
+    ) -> asyncio.Future[a.Reply]:  # fmt: skip
+        """Submit a record that answers with a Reply; returns the future of that reply.
+
+        ``bounded`` (the ingress): refused with :class:`EngineUnavailable` while the store fails or a bound
+        is reached. ``client_gone`` completes when the caller leaves; if that happens while the store fails
+        and the record is still queued, it is withdrawn and the future answers ``gone``.
+        """
+        self._admit(bounded)
         request_id = next(self._request_ids)
         fut: asyncio.Future[a.Reply] = self.loop.create_future()
         self._waiters.futures[request_id] = fut
+        if client_gone is not None:
+            self._waiters.clients[request_id] = client_gone
         self.processor.submit(make(request_id))
         return fut
 
+    def _admit(self, bounded: bool) -> None:
+        processor = self.processor
+        if processor.halted is not None:
+            raise EngineUnavailable(processor.halted, retry_after_s=limits.retry_after_s)
+        if not bounded:
+            return  # admin requests (kill, cancel) must get through while the store fails
+        if processor.store_error is not None:
+            raise EngineUnavailable(f"{processor.store_error}; retry later", retry_after_s=limits.retry_after_s)
+        if processor.queued() >= limits.records_queued_max:
+            raise EngineUnavailable(
+                f"overloaded: {limits.records_queued_max} records are queued; retry later",
+                retry_after_s=limits.retry_after_s,
+            )
+        if len(self._waiters.futures) >= limits.reply_waiters_max:
+            raise EngineUnavailable(
+                f"overloaded: {limits.reply_waiters_max} callers are waiting; retry later",
+                retry_after_s=limits.retry_after_s,
+            )
+
+    def _watch_clients(self) -> None:
+        """The store started failing: watch every waiting HTTP caller, to withdraw the records of those
+        who leave (cheaper than watching each caller all the time)."""
+        for request_id, client_gone in list(self._waiters.clients.items()):
+            self.loop.create_task(self._withdraw_when_gone(request_id, client_gone))
+        self._waiters.clients.clear()
+
+    async def _withdraw_when_gone(self, request_id: int, client_gone: Callable[[], Awaitable[object]]) -> None:
+        await client_gone()
+        fut = self._waiters.futures.get(request_id)
+        if fut is not None and not fut.done():
+            self.processor.withdraw(request_id)
+            self._reply(a.Reply(request_id, "gone"))
+
     def forget(self, request_id: int) -> None:
         self._waiters.futures.pop(request_id, None)
+        self._waiters.clients.pop(request_id, None)
 
     # ------------------------------------------------------------------------------------ actions
     def _run_actions(self, actions: list[a.Action]) -> None:
@@ -118,7 +197,8 @@ class Engine:
             try:
                 self._run_action(action)
             except Exception:
-                log.exception("action failed: %r", action)
+                # type and id only: an action can carry a whole journal or a 32 MiB value
+                log.exception("action failed: %s %s", type(action).__name__, getattr(action, "invocation_id", ""))
 
     def _run_action(self, action: a.Action) -> None:
         match action:
@@ -139,8 +219,11 @@ class Engine:
             case a.Log():
                 if self._on_log is not None:
                     self._on_log(action.invocation_id, action.message)
+            case _:
+                assert_never(action)
 
     def _reply(self, reply: a.Reply) -> None:
+        self._waiters.clients.pop(reply.request_id, None)
         fut = self._waiters.futures.pop(reply.request_id, None)
         if fut is not None and not fut.done():
             fut.set_result(reply)
@@ -150,3 +233,7 @@ class Engine:
             self._reply(
                 a.Reply(request_id, "result", done.invocation_id, done.result, done.expires_at_ms)
             )
+
+
+def _failure(code: int, message: str) -> Result:
+    return Result(failure=Failure(code, message))

@@ -2,7 +2,7 @@
 
 Arm from the environment of a server process (crash tests): ``UNBROKEN_FAULTS=name:action[,name:action]``
 with action ``crash`` (``os._exit(137)`` at that point, a SIGKILL stand-in that leaves no chance to clean
-up) or ``raise``. Tests in the same process call :func:`arm` directly.
+up), ``raise``, ``invariant`` (an ``InvariantViolation`` there, every time) or ``invariant-once``. Tests in the same process call :func:`arm` directly.
 
 The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at each one):
 
@@ -18,6 +18,8 @@ The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at 
 from __future__ import annotations
 
 import os
+
+from unbroken.core.errors import InvariantViolation
 
 _armed: dict[str, str] = {}
 
@@ -52,6 +54,10 @@ def point(name: str) -> None:
         os._exit(137)
     if action == "raise":
         raise InjectedFault(name)
+    if action.startswith("invariant"):
+        if action == "invariant-once":
+            del _armed[name]
+        raise InvariantViolation(f"injected at {name}")
 
 
 _load_env()

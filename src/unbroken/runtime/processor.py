@@ -12,6 +12,17 @@ them it had to win the GIL back from the loop after each of its ~4 SQLite calls 
 with 128 connections: 45 us per record in that thread against 17 us alone, and +21% throughput once the
 apply moved to the loop (BENCHMARKS.md). The writer thread now takes the GIL once per batch. A batch of
 one record is committed on the loop itself (``INLINE_COMMIT_RECORDS``).
+
+Errors (crash-only; the tree is drawn in ``core/errors.py``):
+
+* the store fails (a statement or the COMMIT: disk full, I/O error, busy): the batch is rolled back and
+  goes back to the head of the queue; nothing of it was acknowledged and nothing is dropped. Until a commit
+  succeeds again the records go one per transaction, control records (kill, cancel, ...) first, and the
+  engine refuses new requests (503). A record the store refuses ``record_store_attempts_max`` times alone
+  is given up: its caller is answered ``store_failed``, or its invocation is failed (``FailInvocation``).
+* ``apply`` raises anything else (an ``InvariantViolation``, a bug, a corrupt row): the batch is rolled
+  back, the engine drops its memory (attempts, timers, queued records nobody waits on) and recovers from
+  storage; queued requests stay queued. The same violation again stops the partition for good, loudly.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import asyncio
 import functools
 import logging
 import queue
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +39,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from unbroken.core import limits
+from unbroken.core import records as r
 from unbroken.core.actions import Action, Reply
+from unbroken.core.journal import Failure, Result
 from unbroken.core.model import Schemas
 from unbroken.core.records import Record
 from unbroken.core.state_machine import apply
@@ -38,10 +52,18 @@ log = logging.getLogger("unbroken.processor")
 
 RETRY_DELAY_MIN_S = 0.01  # the first pause after the store failed; doubled per failure in a row
 RETRY_DELAY_MAX_S = 1.0
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0  # bound of each wait in stop(): the queue to drain, the writer thread to exit
 # A batch this small is committed on the loop itself: nothing else is queued, so the fsync holds up little,
 # and it saves the two thread hand-offs (W1 at one connection: p50 0.90 -> 0.77 ms; no change at 16).
-INLINE_COMMIT_RECORDS = 1  # bound of each wait in stop(): the queue to drain, the writer thread to exit
+INLINE_COMMIT_RECORDS = 1
+# Records that never wait behind one the store keeps refusing (they are small and unblock the operator).
+CONTROL_RECORDS = (
+    r.KillInvocation, r.CancelInvocation, r.PauseInvocation, r.ResumeInvocation, r.PurgeInvocation, r.PurgeJournal,
+)  # fmt: skip
+# What a running attempt sends: when the store keeps refusing one, its invocation is failed.
+ATTEMPT_RECORDS = (r.JournalCommand, r.ProposeRunCompletion)
+# sqlite3 errors that are the record's or the code's fault, not the store's: a constraint, a misuse.
+_NOT_STORE_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
 
 
 class Store(Protocol):
@@ -49,10 +71,10 @@ class Store(Protocol):
 
 
 class StorageFailed(Exception):
-    """The store could not commit (I/O error, disk full, busy): the failed transaction left no trace.
+    """The store failed (a statement or the COMMIT: I/O error, disk full, busy); the transaction rolled back.
 
     The records are not lost: ``rest`` must be applied again (after a pause), in order. ``actions`` are
-    those of the records that did commit before the failure (when applying one by one).
+    those of records that did commit before the failure (none in this processor; kept for the simulator).
     """
 
     def __init__(self, actions: list[Action], rest: list[Record]) -> None:
@@ -61,8 +83,44 @@ class StorageFailed(Exception):
         self.rest = rest
 
 
-class _ApplyFailed(Exception):
-    """``apply`` itself raised on a record (a bug or a poison record): only that record is dropped."""
+def is_store_error(exc: BaseException) -> bool:
+    """The store failed, not the record nor the code: roll back and apply the same records again later."""
+    if isinstance(exc, sqlite3.Error):
+        return not isinstance(exc, _NOT_STORE_ERRORS)
+    return isinstance(exc, OSError | MemoryError | StorageFailed)
+
+
+def describe(record: Record) -> str:
+    """A record for the log: its type, ids and sizes, never its values (a value can be 32 MiB)."""
+    parts = [type(record).__name__]
+    invocation_id = getattr(record, "invocation_id", None)
+    if invocation_id:
+        parts.append(str(invocation_id))
+    command = getattr(record, "command", None)
+    if command is not None:
+        parts.append(type(command).__name__)
+    request_id = getattr(record, "request_id", 0)
+    if request_id:
+        parts.append(f"request {request_id}")
+    size = _payload_bytes(record)
+    if size:
+        parts.append(f"{size} bytes")
+    return " ".join(parts)
+
+
+def _payload_bytes(record: Record) -> int:
+    total = 0
+    for holder in (record, getattr(record, "command", None), getattr(record, "result", None)):
+        for name in ("argument", "value", "parameter", "body"):
+            value = getattr(holder, name, None)
+            if isinstance(value, bytes | str):
+                total += len(value)
+    return total
+
+
+def _failed_reply(request_id: int, kind: str, code: int, message: str) -> Reply:
+    """A request refused without being applied: ``kind`` with the HTTP status and message in ``result``."""
+    return Reply(request_id, kind, result=Result(failure=Failure(code, message)))
 
 
 @dataclass(slots=True)
@@ -74,18 +132,14 @@ class _Commit:
     actions: list[Action]
 
 
-def _apply_one(txn: Any, record: Record, now: int, schemas: Schemas) -> list[Action]:
-    try:
-        return apply(txn, record, now, schemas)
-    except Exception as exc:
-        raise _ApplyFailed(repr(exc)) from exc
-
-
 class Processor:
     """Applies records on the event loop, commits them on the writer thread, hands actions back in order.
 
     ``submit`` may be called from any thread (records from other threads are passed to the loop first).
     ``stop`` must be called from another thread than the loop's, while the loop runs (``asyncio.to_thread``).
+    ``on_violation(message)`` is called on the loop after an invariant violation rolled a batch back: the
+    engine drops its memory and recovers from storage; ``on_store_failing()`` when commits start failing. ``store_error`` and ``halted`` say why
+    the processor cannot take new work (both None when healthy).
     """
 
     def __init__(
@@ -101,12 +155,20 @@ class Processor:
         self._clock = clock
         self._loop = loop
         self._on_actions = on_actions
+        self.on_violation: Callable[[str], None] = lambda message: None
+        self.on_store_failing: Callable[[], None] = lambda: None
         self._queue: deque[Record] = deque()
         self._commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()
         self._scheduled = False  # a _drain callback is pending on the loop
         self._committing = False  # a batch is with the writer thread
         self._paused = False  # the store failed: waiting before the batch is applied again
         self._retry_delay = RETRY_DELAY_MIN_S
+        self._failures: dict[int, int] = {}  # id(record) -> commits of it alone the store refused
+        self._withdrawn: set[int] = set()  # request ids whose callers left before their record was applied
+        self._violations: set[str] = set()
+        self._suspects = 0  # records of a batch that broke an invariant: applied one per transaction
+        self.store_error: str | None = None  # the last store failure, until a commit succeeds
+        self.halted: str | None = None  # the same invariant broke twice: stopped for good
         self._idle = threading.Event()
         self._loop_thread = 0
         self._running = True
@@ -127,9 +189,18 @@ class Processor:
         self._queue.append(record)
         self._schedule()
 
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def withdraw(self, request_id: int) -> None:
+        """The caller of ``request_id`` left: if its record is still queued, it is never applied."""
+        if any(getattr(record, "request_id", 0) == request_id for record in self._queue):
+            self._withdrawn.add(request_id)
+
     def stop(self) -> None:
         """Graceful stop: what is queued is applied and committed, then the writer thread exits."""
-        assert threading.get_ident() != self._loop_thread, "stop() would wait on its own loop"
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("Processor.stop() would wait on its own loop: call it from another thread")
         self._idle.clear()
         self._loop.call_soon_threadsafe(self._stop_when_idle)
         self._idle.wait(timeout=STOP_TIMEOUT_S)
@@ -140,11 +211,12 @@ class Processor:
     # ---------------------------------------------------------------------------------- the loop's side
     def _schedule(self) -> None:
         if not (self._scheduled or self._committing or self._paused) and self._queue and self._running:
-            self._scheduled = True
-            self._loop.call_soon(self._drain)  # after the callbacks ready now: they may add to the batch
+            if self.halted is None:
+                self._scheduled = True
+                self._loop.call_soon(self._drain)  # after the callbacks ready now: they may add to the batch
 
     def _stop_when_idle(self) -> None:
-        if not self._queue and not self._committing and not self._paused:
+        if self.halted is not None or not self._queue and not self._committing and not self._paused:
             self._running = False
             self._idle.set()
         else:
@@ -152,10 +224,16 @@ class Processor:
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self._committing or self._paused or not self._queue:
+        if self._committing or self._paused or self.halted is not None or not self._queue:
             return
-        queue_ = self._queue
-        batch = [queue_.popleft() for _ in range(min(len(queue_), limits.batch_records_max))]
+        batch = self._take()
+        if not batch:  # only withdrawn records were left
+            if not self._queue and self.store_error is not None:
+                # nothing waits on the store now: let new requests in, the next one finds out
+                self.store_error = None
+                self._failures.clear()
+            self._schedule()
+            return
         self.batches += 1
         self.records += len(batch)
         now = self._clock.now_ms()
@@ -164,19 +242,16 @@ class Processor:
         try:
             txn = transaction.__enter__()
         except Exception as exc:
-            self._retry_later(batch, [], exc)
+            self._store_failed(batch, exc)
             return
         try:
             actions = self._apply_all(txn, batch, now, schemas)
         except BaseException as exc:
-            transaction.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
-            if isinstance(exc, _ApplyFailed):
-                log.exception("batch of %d records failed; applying them one by one", len(batch))
-                self._one_by_one(batch, now, schemas)
-            elif isinstance(exc, Exception) and not isinstance(exc, faults.InjectedFault):
-                self._retry_later(batch, [], exc)  # the store, not a record: apply it all again later
-            else:
-                raise
+            try:
+                transaction.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
+            except Exception as rollback:  # noqa: BLE001 - the rollback failed too: the store is failing
+                log.error("rollback failed: %r", rollback)
+            self._apply_failed(batch, exc)
             return
         self._committing = True
         commit = _Commit(transaction, batch, actions)
@@ -185,47 +260,145 @@ class Processor:
         else:
             self._commits.put(commit)
 
+    def _take(self) -> list[Record]:
+        """The next batch. While the store fails: one record, a queued control record first."""
+        queue_ = self._queue
+        if self._suspects:  # after a violation: the culprit alone breaks it again, the others commit
+            self._suspects -= 1
+            return self._skip_withdrawn([queue_.popleft()])
+        if self.store_error is not None:
+            if self._failures:
+                for i, record in enumerate(queue_):
+                    if isinstance(record, CONTROL_RECORDS):
+                        del queue_[i]
+                        return [record]
+            return self._skip_withdrawn([queue_.popleft()])
+        batch = [queue_.popleft() for _ in range(min(len(queue_), limits.batch_records_max))]
+        return self._skip_withdrawn(batch) if self._withdrawn else batch
+
+    def _skip_withdrawn(self, batch: list[Record]) -> list[Record]:
+        if not self._withdrawn:
+            return batch
+        kept = []
+        for record in batch:
+            request_id = getattr(record, "request_id", 0)
+            if request_id in self._withdrawn:
+                self._withdrawn.discard(request_id)
+                log.warning("not applied, its caller left: %s", describe(record))
+            else:
+                kept.append(record)
+        return kept
+
     def _apply_all(self, txn: Any, batch: list[Record], now: int, schemas: Schemas) -> list[Action]:
         actions: list[Action] = []
         for i, record in enumerate(batch):
-            actions.extend(_apply_one(txn, record, now, schemas))
+            actions.extend(apply(txn, record, now, schemas))
             if i == 0 and len(batch) > 1:
                 faults.point("processor.mid_batch")  # one record applied, the others not yet
         faults.point("processor.before_commit")
         return actions
 
-    def _one_by_one(self, batch: list[Record], now: int, schemas: Schemas) -> None:
-        """The rare path (a record whose apply raises): each record in its own transaction, on the loop."""
-        try:
-            actions = self._apply_one_by_one(batch, now, schemas)
-        except StorageFailed as failed:
-            self._retry_later(failed.rest, failed.actions, failed.__cause__)
-            return
-        self._act(actions)
+    def _apply_failed(self, batch: list[Record], exc: BaseException) -> None:
+        if isinstance(exc, faults.InjectedFault) or not isinstance(exc, Exception):
+            raise exc
+        if is_store_error(exc):
+            self._store_failed(batch, exc)  # a statement failed: exactly like a failed COMMIT
+        else:
+            self._violated(batch, exc)
 
     def _committed(self, actions: list[Action]) -> None:
         self._committing = False
         self._retry_delay = RETRY_DELAY_MIN_S
+        self._failures.clear()
+        if self.store_error is not None:
+            log.warning("the store commits again")
+            self.store_error = None
         self._act(actions)
 
     def _commit_failed(self, batch: list[Record], exc: BaseException) -> None:
         self._committing = False
-        self._retry_later(batch, [], exc)
+        self._store_failed(batch, exc)
 
     def _act(self, actions: list[Action]) -> None:
         if actions:
             self._on_actions(actions)
         self._schedule()
 
-    def _retry_later(self, rest: list[Record], actions: list[Action], exc: BaseException | None) -> None:
-        """A batch is never dropped because the store failed: it goes back to the head of the queue."""
-        log.error("storage failed; retrying %d records in %.2fs", len(rest), self._retry_delay, exc_info=exc)
-        if actions:
-            self._on_actions(actions)
-        self._queue.extendleft(reversed(rest))
+    # ------------------------------------------------------------------------------------ failures
+    def _store_failed(self, batch: list[Record], exc: BaseException) -> None:
+        """Nothing of ``batch`` was stored nor acknowledged: it goes back to the head of the queue."""
+        first = self.store_error is None
+        self.store_error = f"the store is failing: {exc}"
+        if first:
+            self.on_store_failing()
+        if len(batch) == 1:
+            record = batch[0]
+            failures = self._failures[id(record)] = self._failures.get(id(record), 0) + 1
+            if failures >= limits.record_store_attempts_max and self._give_up(record, exc, failures):
+                batch = []
+        log.error(
+            "storage failed; retrying %d records in %.2fs (%s): %s", len(batch), self._retry_delay, exc,
+            ", ".join(describe(record) for record in batch[:3]),
+        )  # fmt: skip
+        self._queue.extendleft(reversed(batch))
         self._paused = True
         self._loop.call_later(self._retry_delay, self._resume)
         self._retry_delay = min(self._retry_delay * 2, RETRY_DELAY_MAX_S)
+
+    def _give_up(self, record: Record, exc: BaseException, failures: int) -> bool:
+        """The store refused ``record`` alone ``failures`` times: answer its caller, or fail its invocation.
+
+        Records nobody waits on and that no attempt sent (timers, recovery, suspensions) are small and are
+        never given up: if the store refuses them it refuses everything, and they wait for it.
+        """
+        code = 507 if "full" in str(exc).lower() else 500
+        message = (
+            f"the engine could not store {describe(record)} after {failures} attempts ({exc}); "
+            "nothing of it was kept"
+        )
+        del self._failures[id(record)]
+        request_id = getattr(record, "request_id", 0)
+        if request_id:
+            log.error("given up, caller answered %d: %s", code, message)
+            self._on_actions([_failed_reply(request_id, "store_failed", code, message)])
+            return True
+        if isinstance(record, ATTEMPT_RECORDS):
+            log.error("given up, invocation failed with %d: %s", code, message)
+            self._queue.appendleft(r.FailInvocation(record.invocation_id, record.attempt, code, message))
+            return True
+        return False
+
+    def _violated(self, batch: list[Record], exc: Exception) -> None:
+        """An invariant broke (or apply raised a bug): recover from storage, or stop if it broke before."""
+        message = f"{type(exc).__name__}: {exc}"
+        records = ", ".join(describe(record) for record in batch[:3]) + (", ..." if len(batch) > 3 else "")
+        log.critical("invariant violated applying %d records (%s): %s", len(batch), records, message, exc_info=exc)
+        again = message in self._violations
+        self._violations.add(message)
+        # what a caller waits on stays queued (never acknowledged); the rest comes back from storage
+        waiting = [record for record in batch if getattr(record, "request_id", 0)]
+        self._queue.extendleft(reversed(waiting))
+        if again or len(self._violations) > limits.invariant_recoveries_max:
+            self.halted = f"stopped: an invariant broke again ({message}); fix the cause and restart the server"
+            log.critical("partition %s", self.halted)
+            self._answer_queued(self.halted)
+            self.on_violation(self.halted)
+            return
+        self._queue = deque(record for record in self._queue if getattr(record, "request_id", 0))
+        self._suspects = len(waiting)
+        self.on_violation(message)  # the engine drops its memory and submits what recovery needs
+        self._schedule()
+
+    def _answer_queued(self, message: str) -> None:
+        """Answer every queued caller 503 (their records were never applied) and empty the queue."""
+        replies: list[Action] = [
+            _failed_reply(request_id, "unavailable", 503, message)
+            for request_id in (getattr(record, "request_id", 0) for record in self._queue)
+            if request_id
+        ]
+        self._queue.clear()
+        if replies:
+            self._on_actions(replies)
 
     def _resume(self) -> None:
         self._paused = False
@@ -250,35 +423,19 @@ class Processor:
 
     # --------------------------------------------------------- a whole batch in the calling thread
     def _apply_batch(self, batch: list[Record]) -> list[Action]:
-        """Apply and commit ``batch`` here and now (the simulator's processor drives this)."""
+        """Apply and commit ``batch`` here and now (the simulator's processor drives this).
+
+        A store error (a statement or the commit) raises :class:`StorageFailed` with the whole batch to
+        apply again; anything else (an invariant violation, a bug) propagates: nothing is dropped.
+        """
         now = self._clock.now_ms()
         schemas = self._schemas()
         try:
             with self._store.transaction() as txn:
                 actions = self._apply_all(txn, batch, now, schemas)
-            faults.point("processor.after_commit")
-            return actions
-        except faults.InjectedFault:
+        except Exception as exc:
+            if is_store_error(exc) and not isinstance(exc, faults.InjectedFault):
+                raise StorageFailed([], batch) from exc
             raise
-        except _ApplyFailed:
-            log.exception("batch of %d records failed; applying them one by one", len(batch))
-        except Exception as exc:  # the store, not a record: nothing was applied, apply it all again
-            raise StorageFailed([], batch) from exc
-        return self._apply_one_by_one(batch, now, schemas)
-
-    def _apply_one_by_one(self, batch: list[Record], now: int, schemas: Schemas) -> list[Action]:
-        """Isolate a record whose apply raises so that the others still go through."""
-        actions: list[Action] = []
-        for i, record in enumerate(batch):
-            try:
-                with self._store.transaction() as txn:
-                    produced = _apply_one(txn, record, now, schemas)
-                actions.extend(produced)
-            except _ApplyFailed as exc:
-                log.critical("record dropped, apply failed: %r", record, exc_info=exc.__cause__)
-                request_id = getattr(record, "request_id", 0)
-                if request_id:
-                    actions.append(Reply(request_id, "error", result=None, invocation_id=str(exc)))
-            except Exception as exc:  # the store failed: this record and the rest are applied again later
-                raise StorageFailed(actions, batch[i:]) from exc
+        faults.point("processor.after_commit")
         return actions

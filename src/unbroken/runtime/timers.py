@@ -33,6 +33,13 @@ class TimerService:
         if self._handle is None or fire_at_ms < self._handle_at:
             self._schedule()
 
+    def reset(self) -> None:
+        """Forget every armed timer (the engine re-arms them from storage after an in-process recovery)."""
+        self._heap.clear()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
     def stop(self) -> None:
         self._stopped = True
         if self._handle is not None:

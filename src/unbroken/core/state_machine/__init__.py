@@ -6,15 +6,19 @@ returned actions only after that transaction committed.
 
 Modules: ``invoke`` (new invocations), ``lifecycle`` (start, complete, suspend, retry, timers),
 ``commands`` (one function per journal command), ``control`` (cancel, kill, pause, resume, purge,
-attach, signals, retention).
+attach, signals, retention), ``failures`` (attempts the engine fails: protocol violations, records the
+store kept refusing).
 """
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from unbroken.core import records as r
 from unbroken.core.actions import Action
+from unbroken.core.errors import ProtocolViolation, violated
 from unbroken.core.model import Schemas
-from unbroken.core.state_machine import commands, control, invoke, lifecycle
+from unbroken.core.state_machine import commands, control, failures, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
 from unbroken.core.txn import Transaction
 
@@ -22,8 +26,27 @@ __all__ = ["apply", "Step"]
 
 
 def apply(txn: Transaction, record: r.Record, now_ms: int, schemas: Schemas) -> list[Action]:
-    """Apply one record; returns the actions to run after commit (in order)."""
+    """Apply one record; returns the actions to run after commit (in order).
+
+    A :class:`ProtocolViolation` (raised before the record wrote anything) fails the sending attempt in the
+    same apply. :class:`~unbroken.core.errors.InvariantViolation` and anything else propagate: the
+    processor rolls the batch back and recovers (never drops the record and goes on).
+    """
     step = Step(txn, now_ms, schemas)
+    try:
+        _dispatch(step, record)
+    except ProtocolViolation as exc:
+        if not isinstance(record, _ATTEMPT_RECORDS):
+            violated(f"{type(record).__name__} raised a protocol violation: {exc.message}")
+        step = Step(txn, now_ms, schemas)
+        failures.on_protocol_violation(step, record, exc)
+    return step.actions
+
+
+_ATTEMPT_RECORDS = (r.JournalCommand, r.ProposeRunCompletion, r.AttemptSuspended, r.AttemptFailed)
+
+
+def _dispatch(step: Step, record: r.Record) -> None:
     match record:
         case r.Invoke():
             invoke.on_invoke(step, record)
@@ -59,6 +82,7 @@ def apply(txn: Transaction, record: r.Record, now_ms: int, schemas: Schemas) -> 
             control.on_clean_expired(step, record)
         case r.SetStateFromAdmin():
             control.on_set_state(step, record)
+        case r.FailInvocation():
+            failures.on_fail_invocation(step, record)
         case _:
-            raise AssertionError(f"unknown record {record!r}")
-    return step.actions
+            assert_never(record)

@@ -8,8 +8,9 @@ from typing import Any
 
 from unbroken.core import journal as j
 from unbroken.core import records as r
+from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
-from unbroken.core.model import HandlerKind, Invocation, Sink, Status, Target
+from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
 from unbroken.core.state_machine import control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
 from unbroken.core.txn import Promise
@@ -22,6 +23,9 @@ def on_command(step: Step, rec: r.JournalCommand) -> None:
     inv = lifecycle.fenced(step, rec.invocation_id, rec.attempt)
     if inv is None:
         return
+    check = _PROTOCOL_CHECKS.get(type(rec.command))
+    if check is not None:
+        check(inv, rec.command)  # before anything is written: a violation fails the attempt cleanly
     lifecycle.append(step, inv, rec.command)
     inv.retries_since_progress = 0
     inv.last_progress_at_ms = step.now_ms
@@ -51,21 +55,50 @@ def _output(step: Step, inv: Invocation, cmd: j.OutputCommand) -> None:
     lifecycle.complete(step, inv, cmd.result)
 
 
+def _check_state_write(inv: Invocation, cmd: object) -> None:
+    if inv.target.key is None or inv.handler_kind is HandlerKind.SHARED:
+        kind = "shared" if inv.handler_kind is HandlerKind.SHARED else "service"
+        raise ProtocolViolation(
+            PROTOCOL_VIOLATION,
+            f"{type(cmd).__name__} from the {kind} handler {inv.target}: only exclusive object handlers and "
+            "workflow runs may write state",
+        )
+
+
+def _check_promise(inv: Invocation, cmd: object) -> None:
+    if inv.service_kind is not ServiceKind.WORKFLOW:
+        raise ProtocolViolation(
+            PROTOCOL_VIOLATION, f"{type(cmd).__name__} from {inv.target}: durable promises belong to workflows"
+        )
+
+
+def _check_awakeable_id(inv: Invocation, cmd: j.CompleteAwakeableCommand) -> None:
+    try:
+        parse_awakeable_id(cmd.awakeable_id)
+    except InvalidId as exc:
+        raise ProtocolViolation(
+            PROTOCOL_VIOLATION, f"CompleteAwakeableCommand from {inv.target}: {exc}"
+        ) from None
+
+
+def _state_key(inv: Invocation) -> str:
+    if inv.target.key is None:
+        violated(f"{inv.id}: a state write passed the protocol check without a key")
+    return inv.target.key
+
+
 def _set_state(step: Step, inv: Invocation, cmd: j.SetStateCommand) -> None:
-    assert inv.target.key is not None and inv.handler_kind is not HandlerKind.SHARED
-    step.txn.state_set(inv.target.service, inv.target.key, cmd.key, cmd.value)
+    step.txn.state_set(inv.target.service, _state_key(inv), cmd.key, cmd.value)
     step.save(inv)
 
 
 def _clear_state(step: Step, inv: Invocation, cmd: j.ClearStateCommand) -> None:
-    assert inv.target.key is not None and inv.handler_kind is not HandlerKind.SHARED
-    step.txn.state_clear(inv.target.service, inv.target.key, cmd.key)
+    step.txn.state_clear(inv.target.service, _state_key(inv), cmd.key)
     step.save(inv)
 
 
 def _clear_all_state(step: Step, inv: Invocation, cmd: j.ClearAllStateCommand) -> None:
-    assert inv.target.key is not None and inv.handler_kind is not HandlerKind.SHARED
-    step.txn.state_clear_all(inv.target.service, inv.target.key)
+    step.txn.state_clear_all(inv.target.service, _state_key(inv))
     step.save(inv)
 
 
@@ -97,7 +130,8 @@ def _new_child(
         return None, j.Failure(400, f"'{cmd.service}' is keyed: a key is required")
     target = Target(cmd.service, cmd.handler, cmd.key if svc.kind.keyed else None)
     if handler.kind is HandlerKind.WORKFLOW:
-        assert target.key is not None
+        if target.key is None:
+            violated(f"workflow target {target} without a key")
         child_id = str(InvocationId.for_workflow(target.service, target.key))
     else:
         child_id = child_invocation_id(inv, target, cmd.idempotency_key, cmd.invocation_id_completion_id)
@@ -143,12 +177,14 @@ def _one_way_call(step: Step, inv: Invocation, cmd: j.OneWayCallCommand) -> None
 
 def _reload(step: Step, invocation_id: str) -> Invocation:
     inv = step.load(invocation_id)
-    assert inv is not None
+    if inv is None:
+        violated(f"{invocation_id} vanished within one apply")
     return inv
 
 
 def _promise_key(inv: Invocation) -> tuple[str, str]:
-    assert inv.target.key is not None, "promises belong to workflows"
+    if inv.target.key is None:
+        violated(f"{inv.id}: a promise command passed the protocol check without a key")
     return inv.target.service, inv.target.key
 
 
@@ -192,10 +228,7 @@ def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand) -> None:
 
 def _complete_awakeable(step: Step, inv: Invocation, cmd: j.CompleteAwakeableCommand) -> None:
     step.save(inv)
-    try:
-        target, idx = parse_awakeable_id(cmd.awakeable_id)
-    except InvalidId:
-        return  # the SDK validated the id; an unknown one resolves nothing, as in Restate
+    target, idx = parse_awakeable_id(cmd.awakeable_id)  # checked valid before it was journaled
     lifecycle.notify(step, str(target), j.Notification("signal", 0, idx, cmd.result))
 
 
@@ -234,4 +267,15 @@ _HANDLERS: dict[type, Callable[[Step, Invocation, Any], None]] = {
     j.CompleteAwakeableCommand: _complete_awakeable,
     j.AttachInvocationCommand: _attach,
     j.GetInvocationOutputCommand: _get_output,
+}
+
+# Checked before a command is journaled: what the service protocol forbids this invocation to send.
+_PROTOCOL_CHECKS: dict[type, Callable[[Invocation, Any], None]] = {
+    j.SetStateCommand: _check_state_write,
+    j.ClearStateCommand: _check_state_write,
+    j.ClearAllStateCommand: _check_state_write,
+    j.GetPromiseCommand: _check_promise,
+    j.PeekPromiseCommand: _check_promise,
+    j.CompletePromiseCommand: _check_promise,
+    j.CompleteAwakeableCommand: _check_awakeable_id,
 }

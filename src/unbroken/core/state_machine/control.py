@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from unbroken.core import records as r
 from unbroken.core.actions import AbortAttempt, AwaitCompletion, Log
+from unbroken.core.errors import violated
 from unbroken.core.journal import CANCEL_SIGNAL, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Status
 from unbroken.core.state_machine import lifecycle
@@ -27,7 +28,8 @@ def cancel(step: Step, invocation_id: str) -> str:
     step.emit(Log(inv.id, "cancel requested"))
     lifecycle.notify(step, inv.id, Notification("signal", 0, CANCEL_SIGNAL, Result()))
     inv = step.load(invocation_id)
-    assert inv is not None
+    if inv is None:
+        violated(f"{invocation_id} vanished while it was cancelled")
     if inv.status in (Status.PAUSED, Status.BACKING_OFF):
         lifecycle.start(step, inv)  # run now so the handler sees the cancel and compensates
     return "accepted"
@@ -35,7 +37,8 @@ def cancel(step: Step, invocation_id: str) -> str:
 
 def _dequeue(step: Step, inv: Invocation) -> None:
     if inv.status is Status.INBOXED:
-        assert inv.target.key is not None
+        if inv.target.key is None:
+            violated(f"{inv.id}: inboxed without a key")
         step.txn.inbox_remove(inv.target.service, inv.target.key, inv.id)
 
 
@@ -124,11 +127,13 @@ def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
 
 def purge(step: Step, inv: Invocation) -> None:
     """Forget a completed invocation: status, journal, and for a workflow run its state and promises."""
-    assert inv.status is Status.COMPLETED
+    if inv.status is not Status.COMPLETED:
+        violated(f"{inv.id}: purged while {inv.status}")
     step.txn.delete_journal(inv.id)
     step.txn.delete_invocation(inv.id)
     if inv.handler_kind is HandlerKind.WORKFLOW:
-        assert inv.target.key is not None
+        if inv.target.key is None:
+            violated(f"{inv.id}: a workflow run without a key")
         step.txn.state_clear_all(inv.target.service, inv.target.key)
         step.txn.clear_promises(inv.target.service, inv.target.key)
 

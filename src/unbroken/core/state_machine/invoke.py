@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from unbroken.core import records as r
 from unbroken.core.actions import AwaitCompletion
+from unbroken.core.errors import violated
 from unbroken.core.journal import Header, InputCommand
 from unbroken.core.model import (
     HandlerKind,
@@ -58,7 +59,8 @@ def _answer_duplicate(step: Step, existing: Invocation, rec: r.Invoke) -> None:
         if existing.handler_kind is HandlerKind.WORKFLOW and rec.idempotency_key is None:
             step.reply(rec.request_id, "workflow_already_invoked", invocation_id=existing.id)
         elif existing.status is Status.COMPLETED:
-            assert existing.result is not None
+            if existing.result is None:
+                violated(f"{existing.id}: completed without a result")
             step.reply(
                 rec.request_id,
                 "result",

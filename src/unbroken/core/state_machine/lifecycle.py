@@ -6,6 +6,7 @@ import msgspec
 
 from unbroken.core import records as r
 from unbroken.core.actions import ArmTimer, Completed, Deliver, Log, StartAttempt
+from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
 from unbroken.core.journal import Entry, Failure, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Sink, Status
 from unbroken.core.state_machine.step import Step
@@ -30,10 +31,12 @@ def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
     """
     if _takes_lock(inv):
         key = inv.target.key
-        assert key is not None
+        if key is None:
+            violated(f"{inv.id}: a lock-taking handler without a key")
         holder = step.txn.lock_holder(inv.target.service, key)
         if holder is not None:
-            assert holder != inv.id, f"{inv.id} already holds its lock"
+            if holder == inv.id:
+                violated(f"{inv.id} already holds its lock")
             inv.status = Status.INBOXED
             step.save(inv)
             step.txn.inbox_push(inv.target.service, key, inv.id)
@@ -54,7 +57,8 @@ def start(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
     step.save(inv)
     if journal is None:
         journal = tuple(step.txn.journal(inv.id))
-    assert len(journal) == inv.journal_length, f"{inv.id}: journal has {len(journal)} != {inv.journal_length}"
+    if len(journal) != inv.journal_length:
+        violated(f"{inv.id}: journal has {len(journal)} entries, the invocation says {inv.journal_length}")
     state = step.txn.state_all(inv.target.service, inv.target.key) if inv.target.key is not None else None
     step.emit(StartAttempt(msgspec.structs.replace(inv), journal, state))
 
@@ -128,21 +132,24 @@ def complete(step: Step, inv: Invocation, result: Result) -> None:
 
 def release_lock(step: Step, inv: Invocation) -> None:
     key = inv.target.key
-    assert key is not None
+    if key is None:
+        violated(f"{inv.id}: releasing the lock of an invocation without a key")
     if step.txn.lock_holder(inv.target.service, key) != inv.id:
         return
     next_id = step.txn.inbox_pop(inv.target.service, key)
     step.txn.set_lock_holder(inv.target.service, key, next_id)
     if next_id is not None:
         nxt = step.load(next_id)
-        assert nxt is not None and nxt.status is Status.INBOXED, f"inbox held {next_id} in a bad state"
+        if nxt is None or nxt.status is not Status.INBOXED:
+            violated(f"inbox held {next_id} in a bad state")
         start(step, nxt)
 
 
 def add_sink(step: Step, inv: Invocation, sink: Sink) -> None:
     """Someone waits for ``inv``'s result: answer now if done, else remember them."""
     if inv.status is Status.COMPLETED:
-        assert inv.result is not None
+        if inv.result is None:
+            violated(f"{inv.id}: completed without a result")
         notify(step, sink.invocation_id, Notification("call", sink.completion_id, 0, inv.result))
         return
     inv.sinks = [*inv.sinks, sink]
@@ -161,7 +168,8 @@ def on_suspended(step: Step, rec: r.AttemptSuspended) -> None:
     inv = fenced(step, rec.invocation_id, rec.attempt)
     if inv is None:
         return
-    assert rec.waiting_completions or rec.waiting_signals, "suspension must wait on something"
+    if not (rec.waiting_completions or rec.waiting_signals):
+        raise ProtocolViolation(PROTOCOL_VIOLATION, "a suspension must wait on at least one completion or signal")
     inv.waiting_completions = list(rec.waiting_completions)
     inv.waiting_signals = list(rec.waiting_signals)
     for entry in step.txn.journal(inv.id):
