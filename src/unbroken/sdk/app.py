@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceSchema
-from unbroken.sdk.serde import json_schema_for
+from unbroken.sdk.serde import BytesSerde, json_schema_for
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
 
 
@@ -40,6 +40,9 @@ class App:
                     inactivity_timeout_ms=_ms(h.options.inactivity_timeout),
                     input_schema=LazyJsonSchema(h.input_type) if h.takes_input else None,
                     output_schema=LazyJsonSchema(h.output_type),
+                    accept=h.accept,
+                    content_type=h.content_type,
+                    input_json=h.takes_input and not isinstance(h.input_serde, BytesSerde),
                 )
                 for name, h in svc.handlers.items()
             }

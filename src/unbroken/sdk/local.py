@@ -17,6 +17,7 @@ from unbroken.sdk.exceptions import (
     TerminalError,
 )
 from unbroken.sdk.invocation_context import InvocationContext
+from unbroken.sdk.replay_logging import current_session
 from unbroken.sdk.serde import SerdeError
 from unbroken.sdk.service import HandlerDef, _ServiceBase
 from unbroken.sdk.session import Session, failure, safe_repr, value_result
@@ -67,6 +68,7 @@ def _input(hdef: HandlerDef, session: Session) -> object:
 
 async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> None:
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
+    current_session.set(session)  # this task's own context: restate.getLogger drops lines logged in replay
     try:
         if hdef.takes_input:
             out = await hdef.fn(ctx, _input(hdef, session))
@@ -89,7 +91,7 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
         delay = int(exc.retry_after.total_seconds() * 1000) if exc.retry_after else None
         session.fail(exc.status_code, exc.message, delay)
         return
-    except Exception as exc:
+    except BaseException as exc:  # noqa: B036 - a SystemExit in a handler must not stop the engine's loop
         if session.ended:
             return
         text = safe_repr(exc)
