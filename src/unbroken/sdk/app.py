@@ -12,7 +12,8 @@ from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _Service
 
 
 class App:
-    """The services of one process. ``unbroken serve`` runs it; restate-sdk's extra arguments are accepted."""
+    """The services of one process. ``unbroken serve`` runs it, and so does any ASGI server (it is an ASGI
+    application, see ``sdk/asgi.py``); restate-sdk's extra arguments are accepted."""
 
     def __init__(self, services: Iterable[_ServiceBase], **options: Any) -> None:
         self.services: list[_ServiceBase] = []
@@ -25,6 +26,15 @@ class App:
             names.add(svc.name)
             self.services.append(svc)
         self.options = options
+        self._node: Any = None  # the embedded engine when an ASGI server runs this App (sdk/asgi.py)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """ASGI: ``hypercorn.asyncio.serve(app, conf)`` or ``uvicorn module:app`` run the engine and ingress."""
+        if self._node is None:
+            from unbroken.sdk.asgi import EmbeddedNode
+
+            self._node = EmbeddedNode(self)
+        await self._node(scope, receive, send)
 
     def schemas(self, defaults: RetryPolicy, inactivity_timeout_ms: int, abort_timeout_ms: int,
                 idempotency_retention_ms: int, workflow_retention_ms: int, journal_retention_ms: int) -> Schemas:  # fmt: skip
@@ -109,6 +119,9 @@ def _policy(p: InvocationRetryPolicy | None, defaults: RetryPolicy) -> RetryPoli
 def app(services: Sequence[_ServiceBase], protocol: str | None = None, identity_keys: Any = None,
         journal_value_codec: Any = None) -> App:  # fmt: skip
     """Bundle services into an app (same signature as restate-sdk's ``restate.app``)."""
+    if journal_value_codec is not None:
+        # Refused rather than ignored: a codec is usually encryption, and values would be stored in clear.
+        raise ValueError("journal_value_codec is not supported by Unbroken yet: journal values would be stored unencoded")
     return App(services, protocol=protocol, identity_keys=identity_keys)
 
 

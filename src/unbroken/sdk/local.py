@@ -6,6 +6,8 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Callable, Iterable
+from contextlib import AsyncExitStack
+from typing import Any
 
 from unbroken.core import journal as j
 from unbroken.core.model import Target
@@ -66,14 +68,21 @@ def _input(hdef: HandlerDef, session: Session) -> object:
         raise TerminalError(f"invalid input for {hdef.service}/{hdef.name}: {exc}", 400) from None
 
 
+async def _call(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> Any:
+    managers = hdef.options.invocation_context_managers
+    if not managers:
+        return await (hdef.fn(ctx, _input(hdef, session)) if hdef.takes_input else hdef.fn(ctx))
+    async with AsyncExitStack() as stack:  # restate-sdk's invocation_context_managers, around each attempt
+        for make in managers:
+            await stack.enter_async_context(make())
+        return await (hdef.fn(ctx, _input(hdef, session)) if hdef.takes_input else hdef.fn(ctx))
+
+
 async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> None:
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
     current_session.set(session)  # this task's own context: restate.getLogger drops lines logged in replay
     try:
-        if hdef.takes_input:
-            out = await hdef.fn(ctx, _input(hdef, session))
-        else:
-            out = await hdef.fn(ctx)
+        out = await _call(session, ctx, hdef)
         result = value_result(hdef.output_serde.serialize(out), f"the output of {hdef.service}/{hdef.name}")
     except TerminalError as exc:
         result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
