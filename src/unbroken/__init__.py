@@ -31,6 +31,7 @@ from unbroken.sdk.exceptions import (
 from unbroken.sdk.replay_logging import RestateLoggingFilter, getLogger
 from unbroken.sdk.serde import BytesSerde, DefaultSerde, JsonSerde, PydanticJsonSerde, Serde
 from unbroken.sdk.service import InvocationRetryPolicy, Service, VirtualObject, Workflow
+from unbroken.types import HarnessEnvironment
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "Context",
     "DefaultSerde",
     "DurablePromise",
+    "HarnessEnvironment",
     "HttpError",
     "InvocationRetryPolicy",
     "JournalValueCodec",

@@ -41,7 +41,7 @@ class Client(RestateClient):
     def scope(self, scope: str) -> RestateScopedClient:
         return ScopedClient(self, scope)
 
-    async def post(self, service: str, handler: str, key: str | None, body: bytes, send: bool,
+    async def _post(self, service: str, handler: str, key: str | None, body: bytes, send: bool,
                    send_delay: timedelta | None, idempotency_key: str | None,
                    headers: dict[str, str] | None, content_type: str | None) -> bytes:  # fmt: skip
         path = "/" + quote(service, safe="") + ("/" + quote(key, safe="") if key is not None else "")
@@ -62,7 +62,7 @@ class Client(RestateClient):
                      idem: str | None, headers: dict[str, str] | None) -> Any:  # fmt: skip
         h = handler_of(tpe)
         body = h.input_serde.serialize(arg) if h.takes_input else b""
-        out = await self.post(h.service, h.name, key, body, send, delay, idem, headers, h.accept)
+        out = await self._post(h.service, h.name, key, body, send, delay, idem, headers, h.accept)
         if send:
             return _send_handle(out)
         return h.output_serde.deserialize(out)
@@ -100,7 +100,7 @@ class Client(RestateClient):
         if scope is not None or limit_key is not None:
             raise _unsupported(f"generic_call({service}/{handler}, scope=, limit_key=)")
         body = BytesSerde().serialize(arg)
-        return await self.post(service, handler, key, body, False, None, idempotency_key, headers, "application/json")
+        return await self._post(service, handler, key, body, False, None, idempotency_key, headers, "application/json")
 
     async def generic_send(self, service: str, handler: str, arg: bytes, key: str | None = None,
                            send_delay: timedelta | None = None, idempotency_key: str | None = None,
@@ -108,7 +108,7 @@ class Client(RestateClient):
                            limit_key: str | None = None) -> RestateClientSendHandle:  # fmt: skip
         if scope is not None or limit_key is not None:
             raise _unsupported(f"generic_send({service}/{handler}, scope=, limit_key=)")
-        out = await self.post(service, handler, key, arg, True, send_delay, idempotency_key, headers, "application/json")
+        out = await self._post(service, handler, key, arg, True, send_delay, idempotency_key, headers, "application/json")
         return _send_handle(out)
 
 

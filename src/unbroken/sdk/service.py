@@ -93,10 +93,10 @@ class _ServiceBase:
         abort_timeout: timedelta | None = None,
         journal_retention: timedelta | None = None,
         idempotency_retention: timedelta | None = None,
+        enable_lazy_state: bool | None = None,
         ingress_private: bool | None = None,
         invocation_retry_policy: InvocationRetryPolicy | None = None,
         invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
-        enable_lazy_state: bool | None = None,
     ) -> None:
         if not name or "/" in name:
             raise ValueError(f"invalid service name {name!r}: it must be non-empty and contain no '/'")
@@ -169,6 +169,24 @@ class Service(_ServiceBase):
 
     kind = ServiceKind.SERVICE
 
+    def __init__(
+        self,
+        name: str,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        inactivity_timeout: timedelta | None = None,
+        abort_timeout: timedelta | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+        ingress_private: bool | None = None,
+        invocation_retry_policy: InvocationRetryPolicy | None = None,
+        invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
+    ) -> None:  # restate-sdk's parameters, in its order (a service has no state to load lazily)
+        super().__init__(
+            name, description, metadata, inactivity_timeout, abort_timeout, journal_retention,
+            idempotency_retention, None, ingress_private, invocation_retry_policy, invocation_context_managers,
+        )  # fmt: skip
+
     def handler(
         self,
         name: Any = None,
@@ -181,7 +199,6 @@ class Service(_ServiceBase):
         abort_timeout: timedelta | None = None,
         journal_retention: timedelta | None = None,
         idempotency_retention: timedelta | None = None,
-        enable_lazy_state: bool | None = None,
         ingress_private: bool | None = None,
         invocation_retry_policy: InvocationRetryPolicy | None = None,
         invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
@@ -198,7 +215,6 @@ class Service(_ServiceBase):
             abort_timeout=abort_timeout,
             journal_retention=journal_retention,
             idempotency_retention=idempotency_retention,
-            enable_lazy_state=enable_lazy_state,
             ingress_private=ingress_private,
             invocation_retry_policy=invocation_retry_policy,
             invocation_context_managers=invocation_context_managers,
