@@ -101,7 +101,9 @@ async def scoped(ctx: restate.Context) -> str:
 @compat.handler()
 async def replay_logs(ctx: restate.Context) -> str:
     log.warning("before-step")
-    await ctx.sleep(timedelta(milliseconds=1500))  # suspends (short inactivity timeout): the replay re-runs the line
+    await ctx.sleep(
+        timedelta(milliseconds=1500)
+    )  # suspends (short inactivity timeout): the replay re-runs the line
     log.warning("after-step")
     return "done"
 

@@ -27,8 +27,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-
-
 # 1 ------------------------------------------------------------------------------------------------
 def test_1_serve_a_file_inside_a_package_of_the_current_directory(tmp_path: Path) -> None:
     pkg = tmp_path / "mypkg"
@@ -50,6 +48,7 @@ def test_1_serve_a_file_inside_a_package_of_the_current_directory(tmp_path: Path
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
+
         def ready() -> bool:
             assert proc.poll() is None, log.read_text()
             try:
@@ -75,6 +74,7 @@ def test_2_the_app_s_own_main_serves_it_with_hypercorn(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, str(ROOT / APP), f"127.0.0.1:{port}"], cwd=tmp_path, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
+
         def ready() -> bool:
             assert proc.poll() is None, log.read_text()
             try:
@@ -84,7 +84,10 @@ def test_2_the_app_s_own_main_serves_it_with_hypercorn(tmp_path: Path) -> None:
 
         wait_until(ready, what="hypercorn serving the App")
         key = unique_key()
-        assert httpx.post(f"http://127.0.0.1:{port}/CBox/{key}/put", json={"a": 1}, timeout=30).status_code == 200
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}/CBox/{key}/put", json={"a": 1}, timeout=30).status_code
+            == 200
+        )
         assert httpx.get(f"http://127.0.0.1:{port}/CBox/{key}/get", timeout=30).json() == {"a": 1}
         assert (tmp_path / ".unbroken").is_dir()  # the embedded engine, on the default data dir
     finally:

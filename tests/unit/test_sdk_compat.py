@@ -56,7 +56,9 @@ def signature_gaps(where: str, theirs: Any, ours: Any) -> list[str]:
     for i, p in enumerate(a.parameters.values()):
         if p.kind in NAMED and p.name not in mine:
             out.append(f"{where}({p.name}=)")
-        elif p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and (i >= len(positional) or positional[i] != p.name):
+        elif p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and (
+            i >= len(positional) or positional[i] != p.name
+        ):
             out.append(f"{where}: parameter {p.name!r} is not at position {i}")
         elif p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             if not any(q.kind is p.kind for q in mine.values()):
@@ -124,7 +126,9 @@ def test_restate_sdk_version_under_test() -> None:
 def test_every_public_name_submodule_and_parameter_exists_or_is_listed_as_not_yet_supported() -> None:
     listed = not_yet_supported()
     missing = [g for g in surface_gaps() if not _listed(g, listed)]
-    assert missing == [], "restate-sdk 1.2.0 API missing from Unbroken and not in README's list:\n" + "\n".join(missing)
+    assert missing == [], (
+        "restate-sdk 1.2.0 API missing from Unbroken and not in README's list:\n" + "\n".join(missing)
+    )
 
 
 def test_the_not_yet_supported_list_says_why() -> None:

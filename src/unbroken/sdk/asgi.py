@@ -49,7 +49,9 @@ class EmbeddedNode:
                 config = load_config()
                 self.engine, self.store = build_engine(self.app, config)
                 self.engine.start()
-                self.ingress = IngressApp(self.engine, config.request_size_limit_bytes, token=config.ingress_token)
+                self.ingress = IngressApp(
+                    self.engine, config.request_size_limit_bytes, token=config.ingress_token
+                )
                 log.info("unbroken engine started under an ASGI server: %d services, data %s",
                          len(self.engine.schemas.services), config.data_dir)  # fmt: skip
             return self.ingress
@@ -79,7 +81,9 @@ class EmbeddedNode:
                     await self.start()
                 except Exception as exc:  # the server reports it and exits: nothing was started
                     log.exception("unbroken could not start")
-                    await send({"type": "lifespan.startup.failed", "message": f"unbroken could not start: {exc}"})
+                    await send(
+                        {"type": "lifespan.startup.failed", "message": f"unbroken could not start: {exc}"}
+                    )
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

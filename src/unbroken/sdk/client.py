@@ -26,7 +26,9 @@ def _unsupported(what: str) -> HttpError:
 
 def _refuse_codec(journal_value_codec: Any) -> None:
     if journal_value_codec is not None:
-        raise ValueError("journal_value_codec is not supported by Unbroken yet: values would go out unencoded")
+        raise ValueError(
+            "journal_value_codec is not supported by Unbroken yet: values would go out unencoded"
+        )
 
 
 class Client(RestateClient):
@@ -100,7 +102,9 @@ class Client(RestateClient):
         if scope is not None or limit_key is not None:
             raise _unsupported(f"generic_call({service}/{handler}, scope=, limit_key=)")
         body = BytesSerde().serialize(arg)
-        return await self._post(service, handler, key, body, False, None, idempotency_key, headers, "application/json")
+        return await self._post(
+            service, handler, key, body, False, None, idempotency_key, headers, "application/json"
+        )
 
     async def generic_send(self, service: str, handler: str, arg: bytes, key: str | None = None,
                            send_delay: timedelta | None = None, idempotency_key: str | None = None,
@@ -108,7 +112,9 @@ class Client(RestateClient):
                            limit_key: str | None = None) -> RestateClientSendHandle:  # fmt: skip
         if scope is not None or limit_key is not None:
             raise _unsupported(f"generic_send({service}/{handler}, scope=, limit_key=)")
-        out = await self._post(service, handler, key, arg, True, send_delay, idempotency_key, headers, "application/json")
+        out = await self._post(
+            service, handler, key, arg, True, send_delay, idempotency_key, headers, "application/json"
+        )
         return _send_handle(out)
 
 
@@ -117,7 +123,9 @@ def _send_handle(body: bytes) -> RestateClientSendHandle:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         payload = {}
-    return RestateClientSendHandle(str(payload.get("invocationId", "")) if isinstance(payload, dict) else "", 200)
+    return RestateClientSendHandle(
+        str(payload.get("invocationId", "")) if isinstance(payload, dict) else "", 200
+    )
 
 
 class ScopedClient(RestateScopedClient):
