@@ -27,6 +27,14 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
+def _status(srv: Server, inv: str) -> str | None:
+    resp = srv.admin_request(
+        "POST", "/query", {"query": f"SELECT status FROM sys_invocation WHERE id = '{inv}'"}
+    )
+    rows = resp.json()["rows"]
+    return rows[0]["status"] if rows else None
+
+
 # 1 ------------------------------------------------------------------------------------------------
 def test_1_serve_a_file_inside_a_package_of_the_current_directory(tmp_path: Path) -> None:
     pkg = tmp_path / "mypkg"
@@ -99,6 +107,46 @@ def test_2_the_app_s_own_main_serves_it_with_hypercorn(tmp_path: Path) -> None:
             proc.wait(timeout=5)
 
 
+def test_2_uvicorn_runs_the_app_module_attribute(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    log = tmp_path / "uvicorn.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "tests.apps.compat_app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "info",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/restate/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, what="uvicorn serving the App")
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/Raw/upper", content=b"ok", headers={"content-type": "text/plain"}
+        )
+        assert resp.status_code == 200 and resp.content == b"OK", resp.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert (tmp_path / ".unbroken").is_dir()  # the embedded engine ran, on the default data dir
+
+
 # 3 ------------------------------------------------------------------------------------------------
 def test_3_restate_sdk_client_names_work_against_the_ingress(srv: Server) -> None:
     import unbroken as restate
@@ -148,6 +196,8 @@ def test_5_named_signals_resolve_and_reject(srv: Server) -> None:
     assert sent.status_code == 202, sent.text
     inv = sent.json()["invocationId"]
     wait_until(lambda: httpx.get(f"{srv.ingress}/CBox/{key}/get").json() == inv, what="the waiter's id")
+    # it waits long enough to suspend: the named signal must wake it (and its replay must find the value)
+    wait_until(lambda: _status(srv, inv) == "suspended", what="the waiter to suspend")
     assert srv.call("/Compat/send_signals", inv).status_code == 200
     out = httpx.get(f"{srv.ingress}/restate/invocation/{inv}/attach", timeout=30)
     assert out.status_code == 200, out.text
@@ -191,3 +241,29 @@ def test_8_scopes_fail_the_attempt_with_a_clear_message(srv: Server) -> None:
     text = wait_until(failure, timeout=30, what="the scope failure in explain")
     assert "ctx.scope('tenant1').service_call" in text
     assert "not supported by Unbroken yet" in srv.log()
+
+
+def test_8_scoped_requests_of_restate_sdk_s_own_client_get_a_clear_answer(srv: Server) -> None:
+    restate_client = pytest.importorskip("restate.client")
+
+    async def go() -> None:
+        async with restate_client.create_client(srv.ingress) as client:
+            await client.generic_call("Compat", "slow", b"null", scope="tenant1", limit_key="t1")
+
+    with pytest.raises(Exception) as err:  # restate's HttpError, with the body our ingress answered
+        asyncio.run(go())
+    assert getattr(err.value, "status_code", None) == 501
+    assert "not supported by Unbroken yet" in (getattr(err.value, "body", "") or "")
+
+
+def test_8_unbroken_client_scopes_fail_without_sending() -> None:
+    import unbroken as restate
+    from tests.apps.compat_app import slow
+
+    async def go() -> None:
+        async with restate.create_client("http://127.0.0.1:9") as client:  # nothing listens: nothing is sent
+            await client.scope("tenant1").service_call(slow, arg=None, limit_key="t1")
+
+    with pytest.raises(restate.HttpError, match="not supported by Unbroken yet") as err:
+        asyncio.run(go())
+    assert err.value.status_code == 501
