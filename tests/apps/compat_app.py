@@ -108,6 +108,25 @@ async def replay_logs(ctx: restate.Context) -> str:
     return "done"
 
 
+_background: set[asyncio.Task[None]] = set()
+
+
+@compat.handler()
+async def finished_event(ctx: restate.Context, marker: str) -> bool:
+    """Writes ``marker`` once ``attempt_finished_event`` is set (after this attempt ended)."""
+    event = ctx.request().attempt_finished_event
+    assert event is not None
+
+    async def note() -> None:
+        await event.wait()
+        open(marker, "w").close()
+
+    task = asyncio.get_running_loop().create_task(note())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return event.is_set()
+
+
 app = restate.app([compat, raw, box])
 
 if __name__ == "__main__":  # an app's own __main__ serving it with hypercorn, as restate-sdk users write it

@@ -177,6 +177,13 @@ def test_3_get_logger_drops_lines_logged_during_replay(srv: Server) -> None:
     assert "after-step" in srv.log()
 
 
+def test_3_attempt_finished_event_is_set_when_the_attempt_ends(srv: Server, tmp_path: Path) -> None:
+    marker = tmp_path / "finished"
+    resp = srv.call("/Compat/finished_event", str(marker))
+    assert resp.status_code == 200 and resp.json() is False, resp.text  # not set while the handler runs
+    wait_until(marker.exists, what="attempt_finished_event to be set")
+
+
 # 4 ------------------------------------------------------------------------------------------------
 def test_4_cancel_invocation_on_a_call_future_and_a_send_handle(srv: Server) -> None:
     resp = srv.call("/Compat/cancel_child", timeout=30)

@@ -65,6 +65,19 @@ class Promise(c.DurablePromise[T]):
         return self._complete(j.Result(failure=j.Failure(code, message)))
 
 
+class AttemptFinished(c.AttemptFinishedEvent):
+    """``ctx.request().attempt_finished_event``: set when this attempt ends, however it ends."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 class RunFailed(Exception):
     """A ``ctx.run`` action failed with retry budget left: the attempt ends and is retried."""
 
@@ -122,7 +135,14 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         first = start.journal[0]
         assert isinstance(first, j.InputCommand)
         headers = {h.key: h.value for h in first.headers}
-        return c.Request(start.invocation_id, headers, headers, first.value, idempotency_key=start.idempotency_key)
+        if self.session.finished is None:
+            self.session.finished = asyncio.Event()
+            if self.session.ended:
+                self.session.finished.set()
+        return c.Request(
+            start.invocation_id, headers, headers, first.value, AttemptFinished(self.session.finished),
+            idempotency_key=start.idempotency_key,
+        )  # fmt: skip
 
     def scope(self, scope: str) -> c.ScopedContext:
         return UnsupportedScope(self.session, scope)

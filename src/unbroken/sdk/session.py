@@ -75,6 +75,7 @@ class Session:
         self.ended = False
         self.task: asyncio.Task[None] | None = None
         self.journal_length = len(start.journal)  # grows with every live command and notification
+        self.finished: asyncio.Event | None = None  # made by ctx.request() (attempt_finished_event), set by end()
         for index, entry in enumerate(start.journal):
             if isinstance(entry, j.Notification):
                 self._record(entry)
@@ -226,6 +227,8 @@ class Session:
             if run is not current and not run.done():
                 run.cancel()
         self.sink.ended()
+        if self.finished is not None:
+            self.finished.set()
 
     def abort(self) -> None:
         self.end()
