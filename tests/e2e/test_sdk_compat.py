@@ -209,6 +209,11 @@ def test_5_named_signals_resolve_and_reject(srv: Server) -> None:
     out = httpx.get(f"{srv.ingress}/restate/invocation/{inv}/attach", timeout=30)
     assert out.status_code == 200, out.text
     assert out.json() == "yes; second rejected: no way (403)"
+    described = subprocess.run(
+        [sys.executable, "-m", "unbroken.cli.main", "invocations", "describe", inv, "--admin-url", srv.admin],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert "signal approved" in described.stdout and "signal second" in described.stdout, described.stdout
 
 
 # 6 ------------------------------------------------------------------------------------------------
