@@ -45,7 +45,10 @@ def _import_hypercorn_asyncio() -> None:
     import sys
 
     if os.path.basename(sys.argv[0] if sys.argv else "") == "unbroken":
-        return
+        return  # the console script
+    argv = getattr(sys, "orig_argv", [])
+    if "-m" in argv[:-1] and argv[argv.index("-m") + 1].startswith("unbroken."):
+        return  # python -m unbroken.cli.main
     try:
         import hypercorn.asyncio  # noqa: F401
     except ImportError:

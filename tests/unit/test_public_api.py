@@ -54,3 +54,27 @@ def test_journal_value_codec_is_refused_not_ignored() -> None:
 
     with pytest.raises(ValueError, match="journal_value_codec is not supported"):
         unbroken.app([], journal_value_codec=object())
+
+
+def _imports_after(code: str, *args: str) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, *args, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_import_works_without_hypercorn() -> None:
+    # sys.modules[name] = None makes "import name" fail as if it were not installed
+    code = "import sys; sys.modules['hypercorn'] = None; import unbroken; print(unbroken.app([]) is not None)"
+    assert _imports_after(code) == "True"
+
+
+def test_import_brings_hypercorn_asyncio_like_restate_sdk_but_not_for_the_cli() -> None:
+    import pytest
+
+    pytest.importorskip("hypercorn")
+    assert _imports_after("import sys, unbroken; print('hypercorn.asyncio' in sys.modules)") == "True"
+    code = "import sys; sys.argv = ['/venv/bin/unbroken']; import unbroken; print('hypercorn' in sys.modules)"
+    assert _imports_after(code) == "False"
