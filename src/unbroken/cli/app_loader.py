@@ -98,10 +98,12 @@ def _import_file(path_text: str) -> ModuleType:
         raise AppLoadError(f"not a file: {path_text}")
     path = path.resolve()
     _add_cwd_to_path()
+    directory = str(path.parent)
     dotted = _package_module_name(path)
     if dotted is not None:
+        if directory not in sys.path:
+            sys.path.append(directory)  # sibling imports (``import helpers``) keep working, after the cwd
         return importlib.import_module(dotted)
-    directory = str(path.parent)
     if directory not in sys.path:
         sys.path.insert(0, directory)
 
