@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import os
 import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import unbroken as restate
 from unbroken.serde import BytesSerde
 
 log = restate.getLogger("compat.replay")
+tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
 
-compat = restate.Service("Compat")
+
+@contextlib.asynccontextmanager
+async def with_tenant() -> AsyncIterator[None]:
+    token = tenant.set("acme")
+    try:
+        yield
+    finally:
+        tenant.reset(token)
+
+
+compat = restate.Service("Compat", invocation_context_managers=[with_tenant])
 raw = restate.Service("Raw")
 box = restate.VirtualObject("CBox")
 
@@ -106,6 +120,11 @@ async def replay_logs(ctx: restate.Context) -> str:
     )  # suspends (short inactivity timeout): the replay re-runs the line
     log.warning("after-step")
     return "done"
+
+
+@compat.handler()
+async def whose(ctx: restate.Context) -> str:
+    return tenant.get()  # set by the service's invocation_context_managers
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -177,6 +177,11 @@ def test_3_get_logger_drops_lines_logged_during_replay(srv: Server) -> None:
     assert "after-step" in srv.log()
 
 
+def test_3_invocation_context_managers_wrap_the_handler(srv: Server) -> None:
+    resp = srv.call("/Compat/whose")
+    assert resp.status_code == 200 and resp.json() == "acme", resp.text
+
+
 def test_3_attempt_finished_event_is_set_when_the_attempt_ends(srv: Server, tmp_path: Path) -> None:
     marker = tmp_path / "finished"
     resp = srv.call("/Compat/finished_event", str(marker))

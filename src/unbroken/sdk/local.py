@@ -68,12 +68,10 @@ def _input(hdef: HandlerDef, session: Session) -> object:
         raise TerminalError(f"invalid input for {hdef.service}/{hdef.name}: {exc}", 400) from None
 
 
-async def _call(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> Any:
-    managers = hdef.options.invocation_context_managers
-    if not managers:
-        return await (hdef.fn(ctx, _input(hdef, session)) if hdef.takes_input else hdef.fn(ctx))
-    async with AsyncExitStack() as stack:  # restate-sdk's invocation_context_managers, around each attempt
-        for make in managers:
+async def _call_within(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> Any:
+    """The handler inside restate-sdk's ``invocation_context_managers``, entered around each attempt."""
+    async with AsyncExitStack() as stack:
+        for make in hdef.options.invocation_context_managers or ():
             await stack.enter_async_context(make())
         return await (hdef.fn(ctx, _input(hdef, session)) if hdef.takes_input else hdef.fn(ctx))
 
@@ -82,7 +80,12 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
     current_session.set(session)  # this task's own context: restate.getLogger drops lines logged in replay
     try:
-        out = await _call(session, ctx, hdef)
+        if hdef.options.invocation_context_managers:
+            out = await _call_within(session, ctx, hdef)
+        elif hdef.takes_input:
+            out = await hdef.fn(ctx, _input(hdef, session))
+        else:
+            out = await hdef.fn(ctx)
         result = value_result(hdef.output_serde.serialize(out), f"the output of {hdef.service}/{hdef.name}")
     except TerminalError as exc:
         result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
