@@ -1,6 +1,10 @@
 """Unbroken: durable execution for Python, with restate-sdk's API (``import unbroken as restate``)."""
 
+from unbroken import logging
+from unbroken.entry_codec import JournalValueCodec, JournalValueCodecProvider
 from unbroken.sdk.app import App, app
+from unbroken.sdk.client import create_client
+from unbroken.sdk.client_types import HttpError, RestateClient, RestateClientSendHandle
 from unbroken.sdk.combinators import as_completed, gather, select, wait_completed
 from unbroken.sdk.context import (
     Context,
@@ -12,6 +16,7 @@ from unbroken.sdk.context import (
     RestateDurableFuture,
     RestateDurableSleepFuture,
     RunOptions,
+    ScopedContext,
     SendHandle,
     WorkflowContext,
     WorkflowSharedContext,
@@ -23,10 +28,34 @@ from unbroken.sdk.exceptions import (
     TerminalError,
     is_internal_exception,
 )
+from unbroken.sdk.replay_logging import RestateLoggingFilter, getLogger
 from unbroken.sdk.serde import BytesSerde, DefaultSerde, JsonSerde, PydanticJsonSerde, Serde
 from unbroken.sdk.service import InvocationRetryPolicy, Service, VirtualObject, Workflow
+from unbroken.types import HarnessEnvironment
 
 __version__ = "0.1.0"
+
+
+def _import_hypercorn_asyncio() -> None:
+    """Like ``import restate`` with restate-sdk's harness extra installed: ``hypercorn.asyncio`` is imported
+    as a side effect, and apps whose ``__main__`` does ``import hypercorn; hypercorn.asyncio.serve(app, conf)``
+    rely on it. It costs ~0.2 s, so the ``unbroken`` command (which never uses hypercorn) skips it, and
+    without hypercorn installed nothing happens."""
+    import os
+    import sys
+
+    if os.path.basename(sys.argv[0] if sys.argv else "") == "unbroken":
+        return  # the console script
+    argv = getattr(sys, "orig_argv", [])
+    if "-m" in argv[:-1] and argv[argv.index("-m") + 1].startswith("unbroken."):
+        return  # python -m unbroken.cli.main
+    try:
+        import hypercorn.asyncio  # noqa: F401
+    except ImportError:
+        pass
+
+
+_import_hypercorn_asyncio()
 
 __all__ = [
     "App",
@@ -34,18 +63,26 @@ __all__ = [
     "Context",
     "DefaultSerde",
     "DurablePromise",
+    "HarnessEnvironment",
+    "HttpError",
     "InvocationRetryPolicy",
+    "JournalValueCodec",
+    "JournalValueCodecProvider",
     "JsonSerde",
     "NonDeterminismError",
     "ObjectContext",
     "ObjectSharedContext",
     "PydanticJsonSerde",
     "Request",
+    "RestateClient",
+    "RestateClientSendHandle",
     "RestateDurableCallFuture",
     "RestateDurableFuture",
     "RestateDurableSleepFuture",
+    "RestateLoggingFilter",
     "RetryableError",
     "RunOptions",
+    "ScopedContext",
     "SdkInternalBaseException",
     "SendHandle",
     "Serde",
@@ -57,8 +94,11 @@ __all__ = [
     "WorkflowSharedContext",
     "app",
     "as_completed",
+    "create_client",
     "gather",
+    "getLogger",
     "is_internal_exception",
+    "logging",
     "select",
     "wait_completed",
 ]

@@ -1,5 +1,15 @@
 """``unbroken.exceptions``: the same module path as ``restate.exceptions``."""
 
-from unbroken.sdk.exceptions import RetryableError, SdkInternalBaseException, TerminalError
+from unbroken.sdk.exceptions import (
+    RetryableError,
+    SdkInternalBaseException,
+    SdkInternalException,
+    SuspendedException,
+    TerminalError,
+    is_internal_exception,
+)
 
-__all__ = ["RetryableError", "SdkInternalBaseException", "TerminalError"]
+__all__ = [
+    "RetryableError", "SdkInternalBaseException", "SdkInternalException", "SuspendedException", "TerminalError",
+    "is_internal_exception",
+]  # fmt: skip

@@ -5,12 +5,14 @@ from __future__ import annotations
 import unbroken
 
 EXPECTED = {
-    "App", "BytesSerde", "Context", "DefaultSerde", "DurablePromise", "InvocationRetryPolicy", "JsonSerde",
-    "NonDeterminismError", "ObjectContext", "ObjectSharedContext", "PydanticJsonSerde", "Request",
-    "RestateDurableCallFuture", "RestateDurableFuture", "RestateDurableSleepFuture", "RetryableError",
-    "RunOptions", "SdkInternalBaseException", "SendHandle", "Serde", "Service", "TerminalError",
-    "VirtualObject", "Workflow", "WorkflowContext", "WorkflowSharedContext", "app", "as_completed",
-    "gather", "is_internal_exception", "select", "wait_completed",
+    "App", "BytesSerde", "Context", "DefaultSerde", "DurablePromise", "HarnessEnvironment", "HttpError",
+    "InvocationRetryPolicy", "JournalValueCodec", "JournalValueCodecProvider", "JsonSerde", "NonDeterminismError",
+    "ObjectContext", "ObjectSharedContext", "PydanticJsonSerde", "Request", "RestateClient",
+    "RestateClientSendHandle", "RestateDurableCallFuture", "RestateDurableFuture", "RestateDurableSleepFuture",
+    "RestateLoggingFilter", "RetryableError", "RunOptions", "ScopedContext", "SdkInternalBaseException",
+    "SendHandle", "Serde", "Service", "TerminalError", "VirtualObject", "Workflow", "WorkflowContext",
+    "WorkflowSharedContext", "app", "as_completed", "create_client", "gather", "getLogger",
+    "is_internal_exception", "logging", "select", "wait_completed",
 }  # fmt: skip
 
 
@@ -32,3 +34,47 @@ def test_terminal_error_signature_matches_restate_sdk() -> None:
     err = unbroken.TerminalError("nope", status_code=418)
     assert (err.message, err.status_code, str(err)) == ("nope", 418, "nope")
     assert unbroken.TerminalError("x").status_code == 500
+
+
+def test_restate_module_paths_users_import_from() -> None:
+    from unbroken.client import create_client
+    from unbroken.context import ScopedContext, SendHandle
+    from unbroken.logging import RestateLoggingFilter, getLogger
+    from unbroken.object import VirtualObject
+    from unbroken.retry_policy import InvocationRetryPolicy
+
+    assert SendHandle is unbroken.SendHandle and ScopedContext is unbroken.ScopedContext
+    assert VirtualObject is unbroken.VirtualObject and InvocationRetryPolicy is unbroken.InvocationRetryPolicy
+    assert getLogger is unbroken.getLogger and RestateLoggingFilter is unbroken.RestateLoggingFilter
+    assert create_client is unbroken.create_client
+
+
+def test_journal_value_codec_is_refused_not_ignored() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="journal_value_codec is not supported"):
+        unbroken.app([], journal_value_codec=object())
+
+
+def _imports_after(code: str, *args: str) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, *args, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_import_works_without_hypercorn() -> None:
+    # sys.modules[name] = None makes "import name" fail as if it were not installed
+    code = "import sys; sys.modules['hypercorn'] = None; import unbroken; print(unbroken.app([]) is not None)"
+    assert _imports_after(code) == "True"
+
+
+def test_import_brings_hypercorn_asyncio_like_restate_sdk_but_not_for_the_cli() -> None:
+    import pytest
+
+    pytest.importorskip("hypercorn")
+    assert _imports_after("import sys, unbroken; print('hypercorn.asyncio' in sys.modules)") == "True"
+    code = "import sys; sys.argv = ['/venv/bin/unbroken']; import unbroken; print('hypercorn' in sys.modules)"
+    assert _imports_after(code) == "False"

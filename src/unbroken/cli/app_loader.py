@@ -2,8 +2,10 @@
 
 Accepted forms:
 
-* a path to a Python file: ``examples/greeter.py`` (its directory is put on
-  ``sys.path`` first so sibling imports work);
+* a path to a Python file: ``examples/greeter.py`` (the current directory and the
+  file's directory are put on ``sys.path`` first, so both package and sibling imports
+  work; a file inside packages of the current directory, ``mypkg/app.py``, is imported
+  as ``mypkg.app``, like ``python -m mypkg.app``);
 * a module name: ``package.module``;
 * either of the above followed by ``:attr`` (dotted attributes allowed):
   ``package.module:app``, ``examples/greeter.py:make.app``.
@@ -64,6 +66,30 @@ def _split_spec(spec: str) -> tuple[str, str | None]:
     return head, tail
 
 
+def _add_cwd_to_path() -> None:
+    """Like ``python -m``, hypercorn and uvicorn: modules and packages of the current directory are
+    importable (``unbroken serve mypkg/app.py`` where app.py does ``from mypkg import models``)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def _package_module_name(path: Path) -> str | None:
+    """``mypkg.app`` for ``<cwd>/mypkg/app.py`` when every directory up to the current one is a package
+    (has ``__init__.py``): importing it under that name makes its relative imports work."""
+    try:
+        rel = path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return None
+    parts = [*rel.parent.parts, path.stem]
+    if len(parts) < 2 or not all(p.isidentifier() for p in parts):
+        return None
+    cwd = Path.cwd().resolve()
+    for i in range(1, len(parts)):
+        if not (cwd.joinpath(*parts[:i]) / "__init__.py").is_file():
+            return None
+    return ".".join(parts)
+
+
 def _import_file(path_text: str) -> ModuleType:
     path = Path(path_text).expanduser()
     if not path.exists():
@@ -71,7 +97,13 @@ def _import_file(path_text: str) -> ModuleType:
     if not path.is_file():
         raise AppLoadError(f"not a file: {path_text}")
     path = path.resolve()
+    _add_cwd_to_path()
     directory = str(path.parent)
+    dotted = _package_module_name(path)
+    if dotted is not None:
+        if directory not in sys.path:
+            sys.path.append(directory)  # sibling imports (``import helpers``) keep working, after the cwd
+        return importlib.import_module(dotted)
     if directory not in sys.path:
         sys.path.insert(0, directory)
 
@@ -101,9 +133,7 @@ def _import_file(path_text: str) -> ModuleType:
 
 
 def _import_module(name: str) -> ModuleType:
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        # Like `python -m`: modules in the current directory are importable.
-        sys.path.insert(0, os.getcwd())
+    _add_cwd_to_path()
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:

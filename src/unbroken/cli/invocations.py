@@ -153,8 +153,8 @@ def entry_detail(row: dict[str, Any]) -> str:
     e = json.loads(row["entry_json"])
     kind = row["entry_type"].split(": ", 1)[-1]
     if row["entry_type"].startswith("Notification"):
-        if e.get("signal_idx"):
-            sig = "CANCEL" if e["signal_idx"] == 1 else f"signal {e['signal_idx']}"
+        if e.get("signal_idx") or e.get("signal_name"):
+            sig = "CANCEL" if e.get("signal_idx") == 1 else f"signal {e.get('signal_name') or e['signal_idx']}"
             return f"{sig}: {result_text(e.get('result'))}"
         if kind == "CallId":
             return f"callee {e.get('invocation_id') or result_text(e.get('result'))}"

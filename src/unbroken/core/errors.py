@@ -19,7 +19,7 @@
      │                               rolled back and is applied again later; nothing of it was acknowledged
      └── runtime.faults.InjectedFault      a test's armed fault point
 
-Input errors at the edges stay where they are raised and answered (``ingress.http.HttpError``,
+Input errors at the edges stay where they are raised and answered (``http.asgi.HttpError``,
 ``core.ids.InvalidId``, ``core.durations.InvalidDuration``, ``config.ConfigError``): they never reach the
 state machine.
 

@@ -128,12 +128,14 @@ class CompletePromiseCommand(msgspec.Struct, frozen=True, tag="cp", array_like=T
 
 
 class SendSignalCommand(msgspec.Struct, frozen=True, tag="sig", array_like=True):
-    """Signal another invocation: ``idx`` 1 is CANCEL; awakeables are signals >= 17."""
+    """Signal another invocation: ``idx`` 1 is CANCEL; awakeables are signals >= 17; a named signal
+    (``ctx.resolve_signal``) has ``idx`` 0 and its ``signal_name``, as in the protocol's ``signal_id`` oneof."""
 
     target_invocation_id: str
     idx: int
     result: Result
     name: str = ""
+    signal_name: str = ""  # last: entries journaled before it existed still decode
 
 
 class CompleteAwakeableCommand(msgspec.Struct, frozen=True, tag="aw", array_like=True):
@@ -159,8 +161,8 @@ class Notification(msgspec.Struct, frozen=True, tag="n", array_like=True):
     """The engine's answer to a command (``completion_id`` > 0) or a signal (``signal_idx`` > 0).
 
     ``kind`` names what it completes (``sleep``, ``call``, ``call_id``, ``run``, ``promise``, ``signal``,
-    ``attach``, ``output``) for introspection only; matching is by id. ``invocation_id`` is set on
-    ``call_id`` notifications.
+    ``attach``, ``output``) for introspection only; matching is by id (or ``signal_name`` for named
+    signals). ``invocation_id`` is set on ``call_id`` notifications.
     """
 
     kind: str
@@ -168,6 +170,7 @@ class Notification(msgspec.Struct, frozen=True, tag="n", array_like=True):
     signal_idx: int
     result: Result
     invocation_id: str | None = None
+    signal_name: str = ""  # a named signal (signal_idx 0); last, so older entries still decode
 
 
 Command = (

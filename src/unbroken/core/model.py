@@ -55,6 +55,12 @@ class HandlerSchema:
     inactivity_timeout_ms: int | None = None
     input_schema: object | None = None
     output_schema: object | None = None
+    # The handler's declared content types (restate-sdk's ``accept=`` and ``content_type=``): the ingress
+    # checks a request's content-type against ``accept`` (wildcards allowed, e.g. ``application/*``) and
+    # answers with ``content_type``; ``input_json`` says whether the body must parse as JSON.
+    accept: str = "application/json"
+    content_type: str = "application/json"
+    input_json: bool = True
 
     @property
     def takes_lock(self) -> bool:

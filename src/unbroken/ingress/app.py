@@ -20,7 +20,7 @@ from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
 from unbroken.core.journal import Failure, Header, Result
-from unbroken.core.model import HandlerKind, Target
+from unbroken.core.model import HandlerKind, HandlerSchema, Target
 from unbroken.http.asgi import (
     UNAUTHORIZED_HEADERS,
     BodyTooLarge,
@@ -114,7 +114,7 @@ class IngressApp:
         target = route.target
         assert target is not None and route.handler is not None
         body = await read_body(scope, receive, self.body_limit)
-        _check_body(scope, body, route.handler.kind, target)
+        _check_body(scope, body, route.handler)
         query = _query(scope)
         delay_ms = _delay(query, route.send)
         idem = header(scope, b"idempotency-key")
@@ -130,7 +130,7 @@ class IngressApp:
             return r.Invoke(invocation_id, target, body, headers, idem, execute_at, request_id, reply_kind, seed)
 
         reply = await self.engine.request(record, _client_gone(receive), bounded=True)
-        await _answer(send, reply, dedup=idem is not None)
+        await _answer(send, reply, dedup=idem is not None, content_type=route.handler.content_type)
 
     def _new_id(self, target: Target, kind: HandlerKind | None, idem: str | None) -> str:
         if kind is HandlerKind.WORKFLOW:
@@ -196,18 +196,32 @@ def _raw_path(scope: Scope) -> str:
     return quote(scope["path"], safe="/")
 
 
-def _check_body(scope: Scope, body: bytes, kind: HandlerKind | None, target: Target) -> None:
+def _check_body(scope: Scope, body: bytes, handler: HandlerSchema) -> None:
+    """The body against the handler's declared ``accept`` (as restate-server checks its ``input`` rules)."""
     if not body:
         return
     ctype = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
-    if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+    if ctype and not _content_type_matches(ctype, handler.accept):
         raise HttpError(
-            400, f"input validation error: Content-type '{ctype}' does not match 'application/json'"
+            400, f"input validation error: Content-type '{ctype}' does not match '{handler.accept}'"
         )
+    if not handler.input_json:
+        return  # bytes (or a custom serde): the handler's serde judges the body
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, f"input validation error: the body is not valid JSON ({exc})") from None
+
+
+def _content_type_matches(ctype: str, accept: str) -> bool:
+    """``ctype`` against an accept pattern: exact, ``type/*`` or ``*/*``; a JSON accept also takes ``+json``
+    types and the form type curl's ``-d`` sends (Unbroken's leniency, kept from before)."""
+    want = accept.split(";")[0].strip().lower()
+    if want in ("*/*", "*", ctype):
+        return True
+    if want.endswith("/*") and ctype.startswith(want[:-1]):
+        return True
+    return want == "application/json" and (ctype in _JSON_TYPES or ctype.endswith("+json"))
 
 
 def _query(scope: Scope) -> dict[str, str]:
@@ -265,13 +279,13 @@ async def _error(
     await respond_json(send, status, {"code": status, "message": message, "source": source}, headers)
 
 
-async def _answer(send: Send, reply: Reply, dedup: bool) -> None:
+async def _answer(send: Send, reply: Reply, dedup: bool, content_type: str = "application/json") -> None:
     """Turn a Reply into Restate's HTTP answer."""
     faults.point("ingress.before_reply")  # what the reply says is committed; the caller has not heard it
     inv = reply.invocation_id or ""
     match reply.kind:
         case "result":
-            await _result(send, inv, reply.result, reply.expires_at_ms if dedup else 0)
+            await _result(send, inv, reply.result, reply.expires_at_ms if dedup else 0, content_type)
         case "accepted" | "previously_accepted":
             payload: dict[str, Any] = {"invocationId": inv}
             if reply.execute_at_ms:
@@ -294,7 +308,9 @@ async def _answer(send: Send, reply: Reply, dedup: bool) -> None:
             await _error(send, 500, f"internal error ({reply.kind})")
 
 
-async def _result(send: Send, inv: str, result: Result | None, expires_at_ms: int) -> None:
+async def _result(
+    send: Send, inv: str, result: Result | None, expires_at_ms: int, content_type: str = "application/json"
+) -> None:
     assert result is not None
     headers = [(b"x-restate-id", inv.encode())]
     if expires_at_ms:
@@ -311,7 +327,7 @@ async def _result(send: Send, inv: str, result: Result | None, expires_at_ms: in
         return
     value = result.value or b""
     if value:
-        headers.append((b"content-type", b"application/json"))
+        headers.append((b"content-type", content_type.encode("latin-1", "replace")))
     await respond(send, 200, value, headers)
 
 

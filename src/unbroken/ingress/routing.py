@@ -97,6 +97,11 @@ def _kind_name(kind: ServiceKind) -> str:
 def _restate_route(parts: list[str], schemas: Schemas) -> Route:
     if parts == ["health"]:
         return Route("health")
+    if parts and parts[0] == "scope":  # restate-sdk's client.scope(...): like restate-server with flow control off
+        raise HttpError(
+            501, "scoped invocations (/restate/scope/..., limit keys: Restate's flow control) are not supported "
+            "by Unbroken yet: call /{service}/{handler} without a scope",
+        )  # fmt: skip
     if len(parts) == 3 and parts[0] in ("awakeables", "a") and parts[2] in ("resolve", "reject"):
         return Route("awakeable", awakeable_id=parts[1], action=parts[2])
     if len(parts) >= 3 and parts[0] == "invocation" and parts[-1] in ("attach", "output"):

@@ -7,12 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceSchema
-from unbroken.sdk.serde import json_schema_for
+from unbroken.sdk.serde import BytesSerde, json_schema_for
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
 
 
 class App:
-    """The services of one process. ``unbroken serve`` runs it; restate-sdk's extra arguments are accepted."""
+    """The services of one process. ``unbroken serve`` runs it, and so does any ASGI server (it is an ASGI
+    application, see ``sdk/asgi.py``); restate-sdk's extra arguments are accepted."""
 
     def __init__(self, services: Iterable[_ServiceBase], **options: Any) -> None:
         self.services: list[_ServiceBase] = []
@@ -25,6 +26,15 @@ class App:
             names.add(svc.name)
             self.services.append(svc)
         self.options = options
+        self._node: Any = None  # the embedded engine when an ASGI server runs this App (sdk/asgi.py)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """ASGI: ``hypercorn.asyncio.serve(app, conf)`` or ``uvicorn module:app`` run the engine and ingress."""
+        if self._node is None:
+            from unbroken.sdk.asgi import EmbeddedNode
+
+            self._node = EmbeddedNode(self)
+        await self._node(scope, receive, send)
 
     def schemas(self, defaults: RetryPolicy, inactivity_timeout_ms: int, abort_timeout_ms: int,
                 idempotency_retention_ms: int, workflow_retention_ms: int, journal_retention_ms: int) -> Schemas:  # fmt: skip
@@ -40,6 +50,9 @@ class App:
                     inactivity_timeout_ms=_ms(h.options.inactivity_timeout),
                     input_schema=LazyJsonSchema(h.input_type) if h.takes_input else None,
                     output_schema=LazyJsonSchema(h.output_type),
+                    accept=h.accept,
+                    content_type=h.content_type,
+                    input_json=h.takes_input and not isinstance(h.input_serde, BytesSerde),
                 )
                 for name, h in svc.handlers.items()
             }
@@ -106,6 +119,9 @@ def _policy(p: InvocationRetryPolicy | None, defaults: RetryPolicy) -> RetryPoli
 def app(services: Sequence[_ServiceBase], protocol: str | None = None, identity_keys: Any = None,
         journal_value_codec: Any = None) -> App:  # fmt: skip
     """Bundle services into an app (same signature as restate-sdk's ``restate.app``)."""
+    if journal_value_codec is not None:
+        # Refused rather than ignored: a codec is usually encryption, and values would be stored in clear.
+        raise ValueError("journal_value_codec is not supported by Unbroken yet: journal values would be stored unencoded")
     return App(services, protocol=protocol, identity_keys=identity_keys)
 
 

@@ -37,7 +37,7 @@ class RestateDurableCallFuture(RestateDurableFuture[T]):
     async def invocation_id(self) -> str: ...
 
     @abc.abstractmethod
-    def cancel_invocation(self) -> None: ...
+    async def cancel_invocation(self) -> None: ...
 
 
 class RestateDurableSleepFuture(RestateDurableFuture[None]):
@@ -49,7 +49,18 @@ class SendHandle(abc.ABC):
     async def invocation_id(self) -> str: ...
 
     @abc.abstractmethod
-    def cancel_invocation(self) -> None: ...
+    async def cancel_invocation(self) -> None: ...
+
+
+class AttemptFinishedEvent(abc.ABC):
+    """Set when the attempt ends (its result is stored, it failed, or it was suspended): resources held for
+    one attempt, such as a ``ctx.run`` call to a third party still running, can be released then."""
+
+    @abc.abstractmethod
+    def is_set(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def wait(self) -> None: ...
 
 
 @dataclass
@@ -58,10 +69,10 @@ class Request:
     headers: dict[str, str]
     attempt_headers: dict[str, str]
     body: bytes
-    idempotency_key: str | None = None
-    attempt_finished_event: Any = None
+    attempt_finished_event: AttemptFinishedEvent | None = None
     scope: str | None = None
     limit_key: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass
@@ -69,30 +80,78 @@ class RunOptions(Generic[T]):
     """Retry settings of one ``ctx.run_typed`` (restate-sdk 1.2 names)."""
 
     serde: Serde[T] = field(default_factory=DefaultSerde)
+    type_hint: type[T] | None = None
     max_attempts: int | None = None
     max_duration: timedelta | None = None
     initial_retry_interval: timedelta | None = None
     max_retry_interval: timedelta | None = None
     retry_interval_factor: float | None = None
     max_retry_duration: timedelta | None = None  # deprecated alias of max_duration
-    type_hint: type[T] | None = None
 
 
 class KeyValueStore(abc.ABC):
-    @abc.abstractmethod
-    def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Awaitable[Any]: ...
+    """``entry_name`` names the journal entry (shown by ``unbroken invocations describe``)."""
 
     @abc.abstractmethod
-    def state_keys(self) -> Awaitable[list[str]]: ...
+    def get(
+        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
+        entry_name: str | None = None,
+    ) -> Awaitable[Any]: ...  # fmt: skip
 
     @abc.abstractmethod
-    def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde()) -> None: ...
+    def state_keys(self, entry_name: str | None = None) -> Awaitable[list[str]]: ...
 
     @abc.abstractmethod
-    def clear(self, name: str) -> None: ...
+    def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None) -> None: ...
 
     @abc.abstractmethod
-    def clear_all(self) -> None: ...
+    def clear(self, name: str, entry_name: str | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def clear_all(self, entry_name: str | None = None) -> None: ...
+
+
+class ScopedContext(abc.ABC):
+    """Calls and sends within a scope (``ctx.scope(name)``), each with an optional ``limit_key``.
+
+    Unbroken has no flow control yet: like restate-server with its flow control off, every call or send
+    made through a scope fails the attempt with a retryable error saying so (see the README)."""
+
+    @abc.abstractmethod
+    def service_call(
+        self, tpe: Callable[..., Awaitable[O]], arg: Any, limit_key: str | None = None,
+        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
+    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+
+    @abc.abstractmethod
+    def service_send(
+        self, tpe: Callable[..., Awaitable[O]], arg: Any, send_delay: timedelta | None = None,
+        limit_key: str | None = None, idempotency_key: str | None = None, headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...  # fmt: skip
+
+    @abc.abstractmethod
+    def object_call(
+        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, limit_key: str | None = None,
+        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
+    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+
+    @abc.abstractmethod
+    def object_send(
+        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, send_delay: timedelta | None = None,
+        limit_key: str | None = None, idempotency_key: str | None = None, headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...  # fmt: skip
+
+    @abc.abstractmethod
+    def workflow_call(
+        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, limit_key: str | None = None,
+        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
+    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+
+    @abc.abstractmethod
+    def workflow_send(
+        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, send_delay: timedelta | None = None,
+        limit_key: str | None = None, idempotency_key: str | None = None, headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...  # fmt: skip
 
 
 class Context(abc.ABC):
@@ -100,6 +159,20 @@ class Context(abc.ABC):
 
     @abc.abstractmethod
     def request(self) -> Request: ...
+
+    @abc.abstractmethod
+    def scope(self, scope: str) -> ScopedContext: ...
+
+    @abc.abstractmethod
+    def signal(
+        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None
+    ) -> RestateDurableFuture[T]: ...
+
+    @abc.abstractmethod
+    def resolve_signal(self, invocation_id: str, name: str, value: I, serde: Serde[I] = DefaultSerde()) -> None: ...
+
+    @abc.abstractmethod
+    def reject_signal(self, invocation_id: str, name: str, failure_message: str, failure_code: int = 500) -> None: ...
 
     @abc.abstractmethod
     def random(self) -> Random: ...
@@ -170,13 +243,14 @@ class Context(abc.ABC):
     def generic_call(
         self, service: str, handler: str, arg: bytes, key: str | None = None,
         idempotency_key: str | None = None, headers: dict[str, str] | None = None,
+        scope: str | None = None, limit_key: str | None = None,
     ) -> RestateDurableCallFuture[bytes]: ...  # fmt: skip
 
     @abc.abstractmethod
     def generic_send(
         self, service: str, handler: str, arg: bytes, key: str | None = None,
         send_delay: timedelta | None = None, idempotency_key: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, scope: str | None = None, limit_key: str | None = None,
     ) -> SendHandle: ...  # fmt: skip
 
     @abc.abstractmethod
@@ -206,10 +280,13 @@ class ObjectSharedContext(Context):
     def key(self) -> str: ...
 
     @abc.abstractmethod
-    def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Awaitable[Any]: ...
+    def get(
+        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
+        entry_name: str | None = None,
+    ) -> Awaitable[Any]: ...  # fmt: skip
 
     @abc.abstractmethod
-    def state_keys(self) -> Awaitable[list[str]]: ...
+    def state_keys(self, entry_name: str | None = None) -> Awaitable[list[str]]: ...
 
 
 class ObjectContext(Context, KeyValueStore):

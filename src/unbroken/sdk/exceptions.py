@@ -43,6 +43,23 @@ class RetryableError(Exception):
 class SdkInternalBaseException(BaseException):
     """Control flow of the SDK. Catching it (``except BaseException``) breaks suspension."""
 
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+
+
+class SuspendedException(SdkInternalBaseException):
+    """restate-sdk's name for "the invocation suspended"; Unbroken's handlers see :class:`AttemptEnded`."""
+
+    def __init__(self) -> None:
+        super().__init__("the invocation suspended: it resumes when what it waits for completes")
+
+
+class SdkInternalException(SdkInternalBaseException):
+    """restate-sdk's name for "this attempt failed with a retryable error"."""
+
+    def __init__(self) -> None:
+        super().__init__("the attempt failed with a retryable error: it is retried from where it left off")
+
 
 class NonDeterminismError(SdkInternalBaseException):
     """The handler issued a different command than the journal recorded at this position."""
@@ -59,8 +76,9 @@ class NonDeterminismError(SdkInternalBaseException):
 
 
 class AttemptEnded(SdkInternalBaseException):
-    """The attempt was suspended or aborted; the handler's coroutine is being dropped."""
+    """The attempt was suspended, failed or aborted; the handler's coroutine is being dropped."""
 
 
-def is_internal_exception(exc: BaseException) -> bool:
-    return isinstance(exc, SdkInternalBaseException)
+def is_internal_exception(e: BaseException) -> bool:
+    """Whether ``e`` is the SDK's control flow, which a handler's ``except`` must let through."""
+    return isinstance(e, SdkInternalBaseException)

@@ -27,6 +27,11 @@ def raise_failure(result: j.Result) -> None:
         raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
 
 
+async def cancel(session: Session, invocation_id: str) -> None:
+    """``ctx.cancel_invocation(id)`` for a call or send: restate-sdk's shortcut on its future and handle."""
+    session.command(j.SendSignalCommand(invocation_id, j.CANCEL_SIGNAL, j.Result()))
+
+
 class DurableFuture(c.RestateDurableFuture[T]):
     """Resolves when the notification ``key`` is in the journal; the result is decoded once."""
 
@@ -71,8 +76,8 @@ class CallFuture(DurableFuture[T], c.RestateDurableCallFuture[T]):
         assert result.value is not None
         return result.value.decode()
 
-    def cancel_invocation(self) -> None:
-        raise TerminalError("use ctx.cancel_invocation(await future.invocation_id())", 400)
+    async def cancel_invocation(self) -> None:
+        await cancel(self.session, await self.invocation_id())
 
 
 class Handle(c.SendHandle):
@@ -86,8 +91,8 @@ class Handle(c.SendHandle):
         assert result.value is not None
         return result.value.decode()
 
-    def cancel_invocation(self) -> None:
-        raise TerminalError("use ctx.cancel_invocation(await handle.invocation_id())", 400)
+    async def cancel_invocation(self) -> None:
+        await cancel(self.session, await self.invocation_id())
 
 
 class Ready(c.RestateDurableFuture[T]):

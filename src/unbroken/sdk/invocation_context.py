@@ -27,6 +27,7 @@ from unbroken.sdk.futures import (
     pick_serde,
     void_or_raise,
 )
+from unbroken.sdk.scoped import UnsupportedScope, fail_unsupported
 from unbroken.sdk.serde import DefaultSerde, Serde
 from unbroken.sdk.service import HandlerDef, handler_of
 from unbroken.sdk.session import Session, check_journalable, failure, safe_repr, value_result
@@ -62,6 +63,19 @@ class Promise(c.DurablePromise[T]):
 
     def reject(self, message: str, code: int = 500) -> Awaitable[None]:
         return self._complete(j.Result(failure=j.Failure(code, message)))
+
+
+class AttemptFinished(c.AttemptFinishedEvent):
+    """``ctx.request().attempt_finished_event``: set when this attempt ends, however it ends."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
 
 
 class RunFailed(Exception):
@@ -121,7 +135,17 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         first = start.journal[0]
         assert isinstance(first, j.InputCommand)
         headers = {h.key: h.value for h in first.headers}
-        return c.Request(start.invocation_id, headers, headers, first.value, start.idempotency_key)
+        if self.session.finished is None:
+            self.session.finished = asyncio.Event()
+            if self.session.ended:
+                self.session.finished.set()
+        return c.Request(
+            start.invocation_id, headers, headers, first.value, AttemptFinished(self.session.finished),
+            idempotency_key=start.idempotency_key,
+        )  # fmt: skip
+
+    def scope(self, scope: str) -> c.ScopedContext:
+        return UnsupportedScope(self.session, scope)
 
     def key(self) -> str:
         key = self.session.start.target.key
@@ -148,20 +172,21 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             raise TerminalError("shared handlers cannot modify state", 500)
         return self.state
 
-    def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Any:
+    def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
+            entry_name: str | None = None) -> Any:  # fmt: skip
         state = self._state_map(write=False)
         cmd = self.session.command(j.GetEagerStateCommand(name, state.get(name)))
         assert isinstance(cmd, j.GetEagerStateCommand)
         value = None if cmd.value is None else pick_serde(serde, type_hint).deserialize(cmd.value)
         return Ready(value)
 
-    def state_keys(self) -> Any:
+    def state_keys(self, entry_name: str | None = None) -> Any:
         state = self._state_map(write=False)
         cmd = self.session.command(j.GetEagerStateKeysCommand(sorted(state)))
         assert isinstance(cmd, j.GetEagerStateKeysCommand)
         return Ready(list(cmd.keys))
 
-    def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde()) -> None:
+    def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None) -> None:
         state = self._state_map(write=True)
         data = pick_serde(serde, None).serialize(value)
         if len(data) > limits.state_value_bytes_max:
@@ -172,12 +197,12 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         self.session.command(j.SetStateCommand(name, data))
         state[name] = data
 
-    def clear(self, name: str) -> None:
+    def clear(self, name: str, entry_name: str | None = None) -> None:
         state = self._state_map(write=True)
         self.session.command(j.ClearStateCommand(name))
         state.pop(name, None)
 
-    def clear_all(self) -> None:
+    def clear_all(self, entry_name: str | None = None) -> None:
         state = self._state_map(write=True)
         self.session.command(j.ClearAllStateCommand())
         state.clear()
@@ -238,7 +263,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # retryable, unless the run's budget is spent
+        except BaseException as exc:  # noqa: B036 - retryable, unless the run's budget is spent
+            # BaseException too: a SystemExit/KeyboardInterrupt escaping this task would stop the event loop,
+            # i.e. the whole engine; in-process it fails the step's attempt like any other error.
             attempt = s.start.retries_since_progress + 1
             max_ms = options.max_duration or options.max_retry_duration
             spent = (options.max_attempts is not None and attempt >= options.max_attempts) or (
@@ -312,12 +339,17 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         return self._typed_send(tpe, key, arg, send_delay, idempotency_key, headers)
 
     def generic_call(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                     idempotency_key: str | None = None, headers: Any = None) -> Any:  # fmt: skip
+                     idempotency_key: str | None = None, headers: Any = None, scope: str | None = None,
+                     limit_key: str | None = None) -> Any:  # fmt: skip
+        if scope is not None or limit_key is not None:
+            fail_unsupported(self.session, f"ctx.generic_call({service}/{handler}, scope=, limit_key=)")
         return self._call(service, handler, key, arg, idempotency_key, headers, _raw)
 
     def generic_send(self, service: str, handler: str, arg: bytes, key: str | None = None,
                      send_delay: timedelta | None = None, idempotency_key: str | None = None,
-                     headers: Any = None) -> Handle:  # fmt: skip
+                     headers: Any = None, scope: str | None = None, limit_key: str | None = None) -> Handle:  # fmt: skip
+        if scope is not None or limit_key is not None:
+            fail_unsupported(self.session, f"ctx.generic_send({service}/{handler}, scope=, limit_key=)")
         return self._send(service, handler, key, arg, send_delay, idempotency_key, headers)
 
     # ----------------------------------------------------------------------- awakeables & co
@@ -344,12 +376,35 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         except InvalidId as exc:
             raise TerminalError(str(exc), 400) from None
 
-    def cancel_invocation(self, invocation_id: str) -> None:
+    @staticmethod
+    def _check_invocation_id(invocation_id: str) -> None:
         try:
             InvocationId.parse(invocation_id)
         except InvalidId as exc:
             raise TerminalError(str(exc), 400) from None
+
+    def cancel_invocation(self, invocation_id: str) -> None:
+        self._check_invocation_id(invocation_id)
         self.session.command(j.SendSignalCommand(invocation_id, j.CANCEL_SIGNAL, j.Result()))
+
+    # ------------------------------------------------------------------------------ named signals
+    def signal(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Any:
+        """A signal of this invocation, by name: the first ``resolve_signal``/``reject_signal`` sent to it
+        (before or after this call) completes it. Nothing is journaled until it arrives."""
+        _check_signal_name(name)
+        return DurableFuture(self.session, ("n", name), self.decoder(pick_serde(serde, type_hint)))
+
+    def resolve_signal(self, invocation_id: str, name: str, value: Any, serde: Serde[Any] = DefaultSerde()) -> None:
+        self._check_invocation_id(invocation_id)
+        _check_signal_name(name)
+        data = pick_serde(serde, None).serialize(value)
+        self.session.command(j.SendSignalCommand(invocation_id, 0, j.Result(value=data), signal_name=name))
+
+    def reject_signal(self, invocation_id: str, name: str, failure_message: str, failure_code: int = 500) -> None:
+        self._check_invocation_id(invocation_id)
+        _check_signal_name(name)
+        result = j.Result(failure=failure(failure_code, failure_message))
+        self.session.command(j.SendSignalCommand(invocation_id, 0, result, signal_name=name))
 
     def attach_invocation(self, invocation_id: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Any:
         s = self.session
@@ -361,6 +416,11 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         if self.hdef.service_kind.value != "Workflow":
             raise TerminalError("durable promises are only available to workflows", 500)
         return Promise(self, name, pick_serde(serde, type_hint))
+
+
+def _check_signal_name(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise TerminalError(f"invalid signal name {name!r}: it must be a non-empty string", 400)
 
 
 def _raw(result: j.Result) -> bytes:

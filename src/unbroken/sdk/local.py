@@ -6,6 +6,8 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Callable, Iterable
+from contextlib import AsyncExitStack
+from typing import Any
 
 from unbroken.core import journal as j
 from unbroken.core.model import Target
@@ -17,6 +19,7 @@ from unbroken.sdk.exceptions import (
     TerminalError,
 )
 from unbroken.sdk.invocation_context import InvocationContext
+from unbroken.sdk.replay_logging import current_session
 from unbroken.sdk.serde import SerdeError
 from unbroken.sdk.service import HandlerDef, _ServiceBase
 from unbroken.sdk.session import Session, failure, safe_repr, value_result
@@ -65,10 +68,21 @@ def _input(hdef: HandlerDef, session: Session) -> object:
         raise TerminalError(f"invalid input for {hdef.service}/{hdef.name}: {exc}", 400) from None
 
 
+async def _call_within(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> Any:
+    """The handler inside restate-sdk's ``invocation_context_managers``, entered around each attempt."""
+    async with AsyncExitStack() as stack:
+        for make in hdef.options.invocation_context_managers or ():
+            await stack.enter_async_context(make())
+        return await (hdef.fn(ctx, _input(hdef, session)) if hdef.takes_input else hdef.fn(ctx))
+
+
 async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> None:
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
+    current_session.set(session)  # this task's own context: restate.getLogger drops lines logged in replay
     try:
-        if hdef.takes_input:
+        if hdef.options.invocation_context_managers:
+            out = await _call_within(session, ctx, hdef)
+        elif hdef.takes_input:
             out = await hdef.fn(ctx, _input(hdef, session))
         else:
             out = await hdef.fn(ctx)
@@ -89,7 +103,7 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
         delay = int(exc.retry_after.total_seconds() * 1000) if exc.retry_after else None
         session.fail(exc.status_code, exc.message, delay)
         return
-    except Exception as exc:
+    except BaseException as exc:  # noqa: B036 - a SystemExit in a handler must not stop the engine's loop
         if session.ended:
             return
         text = safe_repr(exc)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar
 
 from unbroken.core.model import HandlerKind, ServiceKind
 from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
@@ -37,6 +38,9 @@ class HandlerOptions:
     ingress_private: bool | None = None
     metadata: dict[str, str] | None = None
     description: str | None = None
+    enable_lazy_state: bool | None = None  # accepted: state is always loaded eagerly in-process
+    # restate-sdk's invocation_context_managers: entered around each attempt of the handler
+    invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None
 
 
 @dataclass
@@ -89,13 +93,14 @@ class _ServiceBase:
         abort_timeout: timedelta | None = None,
         journal_retention: timedelta | None = None,
         idempotency_retention: timedelta | None = None,
+        enable_lazy_state: bool | None = None,
         ingress_private: bool | None = None,
         invocation_retry_policy: InvocationRetryPolicy | None = None,
-        **_ignored: Any,
+        invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
     ) -> None:
         if not name or "/" in name:
             raise ValueError(f"invalid service name {name!r}: it must be non-empty and contain no '/'")
-        self.name = name
+        self._name = name
         self.handlers: dict[str, HandlerDef] = {}
         self.options = HandlerOptions(
             inactivity_timeout=inactivity_timeout,
@@ -106,8 +111,13 @@ class _ServiceBase:
             ingress_private=ingress_private,
             metadata=metadata,
             description=description,
+            invocation_context_managers=invocation_context_managers,
         )
-        self.enable_lazy_state = bool(_ignored.get("enable_lazy_state", False))
+        self.enable_lazy_state = bool(enable_lazy_state)
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def _decorator(self, name: str | Callable[..., Any] | None, kind: HandlerKind | None, **kw: Any) -> Any:
         if callable(name):  # used as @svc.handler without parentheses
@@ -135,7 +145,15 @@ class _ServiceBase:
         if handler_name in self.handlers:
             raise ValueError(f"service {self.name!r} already has a handler named {handler_name!r}")
         takes_input, in_type, out_type = _signature_types(fn)
-        known = {k: v for k, v in options.items() if k in HandlerOptions.__dataclass_fields__}
+        unknown = sorted(k for k in options if k not in HandlerOptions.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"handler {fn.__qualname__}: unexpected option(s) {', '.join(unknown)}")
+        known = dict(options)
+        managers = [
+            *(self.options.invocation_context_managers or ()),
+            *(options.get("invocation_context_managers") or ()),
+        ]
+        known["invocation_context_managers"] = managers or None
         hdef = HandlerDef(
             self.name, self.kind, handler_name, kind, fn, takes_input,
             _resolve_serde(input_serde, in_type), _resolve_serde(output_serde, out_type),
@@ -151,12 +169,56 @@ class Service(_ServiceBase):
 
     kind = ServiceKind.SERVICE
 
-    @overload
-    def handler(self, name: F) -> F: ...
-    @overload
-    def handler(self, name: str | None = None, **kw: Any) -> Callable[[F], F]: ...
-    def handler(self, name: Any = None, **kw: Any) -> Any:
-        return self._decorator(name, None, **kw)
+    def __init__(
+        self,
+        name: str,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        inactivity_timeout: timedelta | None = None,
+        abort_timeout: timedelta | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+        ingress_private: bool | None = None,
+        invocation_retry_policy: InvocationRetryPolicy | None = None,
+        invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
+    ) -> None:  # restate-sdk's parameters, in its order (a service has no state to load lazily)
+        super().__init__(
+            name, description, metadata, inactivity_timeout, abort_timeout, journal_retention,
+            idempotency_retention, None, ingress_private, invocation_retry_policy, invocation_context_managers,
+        )  # fmt: skip
+
+    def handler(
+        self,
+        name: Any = None,
+        accept: str = "application/json",
+        content_type: str = "application/json",
+        input_serde: Serde[Any] | None = None,
+        output_serde: Serde[Any] | None = None,
+        metadata: dict[str, str] | None = None,
+        inactivity_timeout: timedelta | None = None,
+        abort_timeout: timedelta | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+        ingress_private: bool | None = None,
+        invocation_retry_policy: InvocationRetryPolicy | None = None,
+        invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
+    ) -> Callable[[F], F]:
+        return self._decorator(  # type: ignore[no-any-return]
+            name,
+            None,
+            accept=accept,
+            content_type=content_type,
+            input_serde=input_serde,
+            output_serde=output_serde,
+            metadata=metadata,
+            inactivity_timeout=inactivity_timeout,
+            abort_timeout=abort_timeout,
+            journal_retention=journal_retention,
+            idempotency_retention=idempotency_retention,
+            ingress_private=ingress_private,
+            invocation_retry_policy=invocation_retry_policy,
+            invocation_context_managers=invocation_context_managers,
+        )
 
 
 class VirtualObject(_ServiceBase):
@@ -164,16 +226,43 @@ class VirtualObject(_ServiceBase):
 
     kind = ServiceKind.VIRTUAL_OBJECT
 
-    @overload
-    def handler(self, name: F) -> F: ...
-    @overload
     def handler(
-        self, name: str | None = None, kind: Literal["exclusive", "shared"] = "exclusive", **kw: Any
-    ) -> Callable[[F], F]: ...
-    def handler(self, name: Any = None, kind: Literal["exclusive", "shared"] = "exclusive", **kw: Any) -> Any:
-        if kind not in ("exclusive", "shared"):
+        self,
+        name: Any = None,
+        kind: Literal["exclusive", "shared"] | None = "exclusive",
+        accept: str = "application/json",
+        content_type: str = "application/json",
+        input_serde: Serde[Any] | None = None,
+        output_serde: Serde[Any] | None = None,
+        metadata: dict[str, str] | None = None,
+        inactivity_timeout: timedelta | None = None,
+        abort_timeout: timedelta | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+        enable_lazy_state: bool | None = None,
+        ingress_private: bool | None = None,
+        invocation_retry_policy: InvocationRetryPolicy | None = None,
+        invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
+    ) -> Callable[[F], F]:
+        if kind not in ("exclusive", "shared", None):
             raise ValueError(f"handler kind must be 'exclusive' or 'shared', not {kind!r}")
-        return self._decorator(name, HandlerKind.EXCLUSIVE if kind == "exclusive" else HandlerKind.SHARED, **kw)
+        return self._decorator(  # type: ignore[no-any-return]
+            name,
+            HandlerKind.SHARED if kind == "shared" else HandlerKind.EXCLUSIVE,
+            accept=accept,
+            content_type=content_type,
+            input_serde=input_serde,
+            output_serde=output_serde,
+            metadata=metadata,
+            inactivity_timeout=inactivity_timeout,
+            abort_timeout=abort_timeout,
+            journal_retention=journal_retention,
+            idempotency_retention=idempotency_retention,
+            enable_lazy_state=enable_lazy_state,
+            ingress_private=ingress_private,
+            invocation_retry_policy=invocation_retry_policy,
+            invocation_context_managers=invocation_context_managers,
+        )
 
 
 class Workflow(_ServiceBase):
@@ -181,19 +270,75 @@ class Workflow(_ServiceBase):
 
     kind = ServiceKind.WORKFLOW
 
-    @overload
-    def main(self, name: F) -> F: ...
-    @overload
-    def main(self, name: str | None = None, **kw: Any) -> Callable[[F], F]: ...
-    def main(self, name: Any = None, **kw: Any) -> Any:
-        return self._decorator(name, HandlerKind.WORKFLOW, **kw)
+    def main(
+        self,
+        name: Any = None,
+        accept: str = "application/json",
+        content_type: str = "application/json",
+        input_serde: Serde[Any] | None = None,
+        output_serde: Serde[Any] | None = None,
+        metadata: dict[str, str] | None = None,
+        inactivity_timeout: timedelta | None = None,
+        abort_timeout: timedelta | None = None,
+        journal_retention: timedelta | None = None,
+        workflow_retention: timedelta | None = None,
+        enable_lazy_state: bool | None = None,
+        ingress_private: bool | None = None,
+        invocation_retry_policy: InvocationRetryPolicy | None = None,
+        invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
+    ) -> Callable[[F], F]:
+        return self._decorator(  # type: ignore[no-any-return]
+            name,
+            HandlerKind.WORKFLOW,
+            accept=accept,
+            content_type=content_type,
+            input_serde=input_serde,
+            output_serde=output_serde,
+            metadata=metadata,
+            inactivity_timeout=inactivity_timeout,
+            abort_timeout=abort_timeout,
+            journal_retention=journal_retention,
+            workflow_retention=workflow_retention,
+            enable_lazy_state=enable_lazy_state,
+            ingress_private=ingress_private,
+            invocation_retry_policy=invocation_retry_policy,
+            invocation_context_managers=invocation_context_managers,
+        )
 
-    @overload
-    def handler(self, name: F) -> F: ...
-    @overload
-    def handler(self, name: str | None = None, **kw: Any) -> Callable[[F], F]: ...
-    def handler(self, name: Any = None, **kw: Any) -> Any:
-        return self._decorator(name, HandlerKind.SHARED, **kw)
+    def handler(
+        self,
+        name: Any = None,
+        accept: str = "application/json",
+        content_type: str = "application/json",
+        input_serde: Serde[Any] | None = None,
+        output_serde: Serde[Any] | None = None,
+        metadata: dict[str, str] | None = None,
+        inactivity_timeout: timedelta | None = None,
+        abort_timeout: timedelta | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+        enable_lazy_state: bool | None = None,
+        ingress_private: bool | None = None,
+        invocation_retry_policy: InvocationRetryPolicy | None = None,
+        invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
+    ) -> Callable[[F], F]:
+        return self._decorator(  # type: ignore[no-any-return]
+            name,
+            HandlerKind.SHARED,
+            accept=accept,
+            content_type=content_type,
+            input_serde=input_serde,
+            output_serde=output_serde,
+            metadata=metadata,
+            inactivity_timeout=inactivity_timeout,
+            abort_timeout=abort_timeout,
+            journal_retention=journal_retention,
+            idempotency_retention=idempotency_retention,
+            enable_lazy_state=enable_lazy_state,
+            ingress_private=ingress_private,
+            invocation_retry_policy=invocation_retry_policy,
+            invocation_context_managers=invocation_context_managers,
+        )
 
 
 def handler_of(fn: Any) -> HandlerDef:

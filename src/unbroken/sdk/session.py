@@ -27,7 +27,7 @@ from unbroken.sdk.exceptions import AttemptEnded, NonDeterminismError, TerminalE
 log = logging.getLogger("unbroken.sdk")
 
 PENDING: Any = object()
-Key = tuple[str, int]  # ("c", completion_id) or ("s", signal_idx)
+Key = tuple[str, Any]  # ("c", completion_id) or ("s", signal_idx); ("n", name) for a named signal
 
 
 def _identity(cmd: j.Entry) -> tuple[Any, ...]:
@@ -42,7 +42,7 @@ def _identity(cmd: j.Entry) -> tuple[Any, ...]:
         case j.GetPromiseCommand() | j.PeekPromiseCommand() | j.CompletePromiseCommand():
             return (type(cmd), cmd.key)
         case j.SendSignalCommand():
-            return (type(cmd), cmd.target_invocation_id, cmd.idx)
+            return (type(cmd), cmd.target_invocation_id, cmd.idx, cmd.signal_name)
         case j.AttachInvocationCommand() | j.GetInvocationOutputCommand():
             return (type(cmd), cmd.invocation_id)
         case _:
@@ -75,6 +75,7 @@ class Session:
         self.ended = False
         self.task: asyncio.Task[None] | None = None
         self.journal_length = len(start.journal)  # grows with every live command and notification
+        self.finished: asyncio.Event | None = None  # made by ctx.request() (attempt_finished_event), set by end()
         for index, entry in enumerate(start.journal):
             if isinstance(entry, j.Notification):
                 self._record(entry)
@@ -123,6 +124,8 @@ class Session:
                 self.cancel_seq = self.seq
             return
         key: Key = ("c", n.completion_id) if n.completion_id else ("s", n.signal_idx)
+        if n.signal_name:
+            key = ("n", n.signal_name)  # a named signal (ctx.signal)
         self.results.setdefault(key, (self.seq, n.result))
 
     def notify(self, n: j.Notification) -> None:
@@ -224,6 +227,8 @@ class Session:
             if run is not current and not run.done():
                 run.cancel()
         self.sink.ended()
+        if self.finished is not None:
+            self.finished.set()
 
     def abort(self) -> None:
         self.end()

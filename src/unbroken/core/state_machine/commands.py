@@ -220,7 +220,10 @@ def _complete_promise(step: Step, inv: Invocation, cmd: j.CompletePromiseCommand
 
 def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand) -> None:
     step.save(inv)
-    if cmd.idx == j.CANCEL_SIGNAL:
+    if cmd.signal_name:
+        signal = j.Notification("signal", 0, 0, cmd.result, None, cmd.signal_name)
+        lifecycle.notify(step, cmd.target_invocation_id, signal)
+    elif cmd.idx == j.CANCEL_SIGNAL:
         control.cancel(step, cmd.target_invocation_id)
     else:
         lifecycle.notify(step, cmd.target_invocation_id, j.Notification("signal", 0, cmd.idx, cmd.result))

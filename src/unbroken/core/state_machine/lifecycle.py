@@ -75,8 +75,8 @@ def notify(step: Step, invocation_id: str, notification: Notification) -> None:
     inv = step.load(invocation_id)
     if inv is None or inv.status is Status.COMPLETED:
         return
-    if notification.signal_idx and _has_signal(step, inv, notification.signal_idx):
-        return  # a signal (awakeable, cancel) completes once; repeats are ignored
+    if (notification.signal_idx or notification.signal_name) and _has_signal(step, inv, notification):
+        return  # a signal (awakeable, cancel, named) completes once; repeats are ignored
     append(step, inv, notification)
     if inv.status is Status.RUNNING:
         step.save(inv)
@@ -90,12 +90,14 @@ def notify(step: Step, invocation_id: str, notification: Notification) -> None:
 def _wakes(inv: Invocation, n: Notification) -> bool:
     if n.completion_id:
         return n.completion_id in inv.waiting_completions
+    if n.signal_name:
+        return True  # suspensions do not list the named signals awaited: the replay suspends again if unwanted
     return n.signal_idx in inv.waiting_signals
 
 
-def _has_signal(step: Step, inv: Invocation, signal_idx: int) -> bool:
+def _has_signal(step: Step, inv: Invocation, n: Notification) -> bool:
     for entry in step.txn.journal(inv.id):
-        if isinstance(entry, Notification) and entry.signal_idx == signal_idx:
+        if isinstance(entry, Notification) and entry.signal_idx == n.signal_idx and entry.signal_name == n.signal_name:
             return True
     return False
 

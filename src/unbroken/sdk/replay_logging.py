@@ -1,0 +1,38 @@
+"""``restate.getLogger`` / ``RestateLoggingFilter``: log lines written while a handler replays are dropped.
+
+A handler re-runs from the top on every attempt after a suspension or failure; without the filter, each
+``log.info`` before the point it resumes at would be printed again on each attempt.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from typing import Any
+
+# The attempt's session while its handler (and the ctx.run tasks it starts) run; set in the handler's task,
+# which copies it into the tasks it creates.
+current_session: contextvars.ContextVar[Any] = contextvars.ContextVar("unbroken_current_session", default=None)
+
+
+def is_replaying() -> bool:
+    """Whether the handler running in this task is still re-issuing journaled commands."""
+    session = current_session.get()
+    return bool(session is not None and session.replaying)
+
+
+class RestateLoggingFilter(logging.Filter):
+    """Drops records logged while the current handler replays its journal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not super().filter(record):
+            return False
+        return not is_replaying()
+
+
+def getLogger(name: str | None = None) -> logging.Logger:  # noqa: N802 - restate-sdk's (and logging's) name
+    """``logging.getLogger(name)`` with a :class:`RestateLoggingFilter`."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, RestateLoggingFilter) for f in logger.filters):
+        logger.addFilter(RestateLoggingFilter())
+    return logger
