@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import random as _random
 import time as _time
+import traceback
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -81,6 +82,19 @@ def _retry_delay_ms(options: c.RunOptions[Any], attempt: int) -> int | None:
     if options.max_retry_interval is not None:
         delay = min(delay, options.max_retry_interval.total_seconds() * 1000)
     return int(delay)
+
+
+def unserializable_message(name: str, value: object, serde: Serde[Any], exc: Exception) -> str:
+    """Why a ``ctx.run`` value cannot be journaled and what to change, for the log, describe and explain."""
+    kind = type(value)
+    where = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return (
+        f"ctx.run {name!r} returned a value of type {where} that its serde ({type(serde).__name__}) cannot "
+        f"serialize: {safe_repr(exc)}. Return what it can serialize (for the default JSON serde: None, bool, int, "
+        "float, str, list, dict, a dataclass, a msgspec Struct or a pydantic model), or pass serde= to ctx.run. "
+        "The invocation is paused and the action does not run again by itself: deploy the fix, then "
+        "`unbroken invocations resume ID`."
+    )
 
 
 def _delay_ms(delta: timedelta, what: str) -> int:
@@ -212,12 +226,21 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 hint = None
             hint = None if hint is inspect.Signature.empty else hint
         serde = pick_serde(options.serde, hint)
+        s.run_names[cid] = name
         if ("c", cid) not in s.results:
-            s.running_runs += 1
-            task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options))
-            task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
-            s.run_tasks[task] = None
-            task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
+            def execute() -> None:
+                if s.ended:
+                    return
+                s.running_runs += 1
+                task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options))
+                task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
+                s.run_tasks[task] = None
+                task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
+
+            if s.cancel_seq:  # a cancel the handler has not seen yet: no new side effect before it does
+                s.deferred_runs[("c", cid)] = execute
+            else:
+                execute()
         return DurableFuture(s, ("c", cid), self.decoder(serde))
 
     async def _execute(
@@ -232,26 +255,55 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 value = await s.loop.run_in_executor(None, lambda: action(*args, **kwargs))
                 if inspect.isawaitable(value):
                     value = await value
-            result = value_result(serde.serialize(value), f"the value ctx.run {name!r} returned")
-            check_journalable(j.Notification("run", cid, 0, result))  # e.g. a custom serde returned a str
         except TerminalError as exc:
-            result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
+            result: j.Result | None = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # retryable, unless the run's budget is spent
-            attempt = s.start.retries_since_progress + 1
-            max_ms = options.max_duration or options.max_retry_duration
-            spent = (options.max_attempts is not None and attempt >= options.max_attempts) or (
-                max_ms is not None and s.start.ms_since_progress >= max_ms.total_seconds() * 1000
-            )
-            if not spent:
-                self.run_failure = RunFailed(exc, _retry_delay_ms(options, attempt))
-                self.session.fail_from_run(self.run_failure)
-                return
-            result = j.Result(failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}"))
-        if not s.ended:
+        except Exception as exc:  # retryable, unless the run's budget is spent or the invocation cancelled
+            result = self._run_failed(name, exc, options)
+        else:
+            result = self._run_value(cid, name, value, serde)
+        if result is not None and not s.ended:
             faults.point("sdk.run.before_propose")  # the action ran, its result is not durable yet
             s.sink.propose_run(cid, result)
+
+    def _run_value(self, cid: int, name: str, value: Any, serde: Serde[Any]) -> j.Result | None:
+        """The journaled result of a ``ctx.run`` that returned ``value``; None if the attempt ended instead.
+
+        A value its serde cannot serialize is a programming error no retry fixes, and retrying would run
+        the side effect again each time: the invocation is paused at once (resumed after a fixed deploy).
+        """
+        try:
+            data = serde.serialize(value)
+        except Exception as exc:
+            self.session.pause(500, unserializable_message(name, value, serde, exc))
+            return None
+        try:
+            result = value_result(data, f"the value ctx.run {name!r} returned")
+            check_journalable(j.Notification("run", cid, 0, result))  # e.g. a custom serde returned a str
+        except TerminalError as exc:
+            return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
+        return result
+
+    def _run_failed(self, name: str, exc: Exception, options: c.RunOptions[Any]) -> j.Result | None:
+        """A ``ctx.run`` action raised: end the attempt to retry it (None), or its terminal failure."""
+        s = self.session
+        if s.cancelled:  # retrying would start the side effect again after the cancel: never
+            return j.Result(failure=failure(
+                409, f"ctx.run {name!r} failed and was not retried, the invocation being cancelled: {safe_repr(exc)}"
+            ))  # fmt: skip
+        attempt = s.start.retries_since_progress + 1
+        max_ms = options.max_duration or options.max_retry_duration
+        spent = (options.max_attempts is not None and attempt >= options.max_attempts) or (
+            max_ms is not None and s.start.ms_since_progress >= max_ms.total_seconds() * 1000
+        )
+        if spent:
+            return j.Result(failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}"))
+        delay = _retry_delay_ms(options, attempt)
+        self.run_failure = RunFailed(exc, delay)
+        trace = "".join(traceback.format_exception(exc, limit=-8))
+        s.fail(500, f"ctx.run {name!r} failed: {safe_repr(exc)}\n{trace}", delay)
+        return None
 
     def sleep(self, delta: timedelta, name: str | None = None) -> c.RestateDurableSleepFuture:
         s = self.session

@@ -92,9 +92,8 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
     except Exception as exc:
         if session.ended:
             return
-        text = safe_repr(exc)
-        log.warning("%s attempt %d failed: %s", session.start.invocation_id, session.start.attempt, text)
-        session.fail(500, f"{text}\n{traceback.format_exc(limit=8)}")
+        # not logged here: the engine logs every failed attempt once, with the retry decision
+        session.fail(500, f"{safe_repr(exc)}\n{traceback.format_exc(limit=8)}")
         return
     if session.ended:
         return
