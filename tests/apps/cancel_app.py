@@ -93,7 +93,12 @@ async def napping(ctx: restate.Context, path: str) -> str:
 async def awaits_awakeable(ctx: restate.Context, path: str) -> Any:
     """Hand an awakeable's id out through a ctx.run (journaled), then wait on it."""
     aid, fut = ctx.awakeable()
-    await ctx.run("publish", lambda: note(path, aid))
+
+    def publish() -> str:
+        note(path, aid)
+        return aid
+
+    await ctx.run("publish", publish)
     return await fut
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,86 @@ def test_a_step_failing_after_the_cancel_was_seen_is_not_retried(srv: Server, tm
     assert result.json() == CANCELLED
     assert lines(Path(f"{base}.a")) == ["a"]
     assert lines(Path(f"{base}.b")) == ["b"]
+
+
+# ------------------------------------------------------------------------------------------ hardening 13
+def test_cancelling_the_root_of_a_call_cycle_cancels_the_queued_inner_call(srv: Server, tmp_path: Path) -> None:
+    """A→B→A on one key: the inner A call waits behind the root's lock. Cancelling the root cancels the
+    whole tree before the lock is released: the inner call never runs and commits nothing."""
+    key, notes = uuid.uuid4().hex, tmp_path / "inner"
+    root = send(srv, f"/Cyc/{key}/outer", {"mid": uuid.uuid4().hex, "path": str(notes)})
+
+    def queued_inner() -> str | None:
+        rows = query(srv, f"SELECT id, status FROM sys_invocation WHERE target = 'Cyc/{key}/inner'")
+        return rows[0]["id"] if rows and rows[0]["status"] == "pending" else None
+
+    inner = wait_until(queued_inner, timeout=10, what="the inner call to queue behind the root's lock")
+    cancel(srv, root)
+    for inv in (root, inner):
+        out = attach(srv, inv)
+        assert out.status_code == 409, out.text
+        assert out.json() == CANCELLED
+    assert lines(notes) == []
+    peek = srv.call(f"/Cyc/{key}/peek")
+    assert peek.status_code == 200 and peek.content in (b"", b"null"), peek.text  # never set
+
+
+def log_lines(srv: Server, *parts: str) -> list[str]:
+    text = srv.log_path.read_text(errors="replace")
+    return [line for line in text.splitlines() if all(p in line for p in parts)]
+
+
+# ------------------------------------------------------------------------------- first-hour 3
+def test_a_run_value_that_cannot_be_serialized_pauses_at_once(srv: Server, tmp_path: Path) -> None:
+    """No retry fixes it and each retry would repeat the side effect: paused after one execution, with a
+    message naming the step, the type and what would serialize it (log, describe, explain)."""
+    notes = tmp_path / "made"
+    inv = send(srv, "/Steps/unserializable", str(notes))
+    wait_until(lambda: status(srv, inv) == "paused", timeout=10, what="the invocation to pause")
+    assert lines(notes) == ["made"]
+    for text in (explain(srv, inv)["summary"], cli(srv, "invocations", "describe", inv), cli(srv, "explain", inv)):
+        assert "ctx.run 'make opaque'" in text, text
+        assert "Opaque" in text and "serde=" in text, text
+    warned = wait_until(lambda: log_lines(srv, inv, "WARNING", "paused", "make opaque"), what="the warning")
+    assert len(warned) == 1, warned
+    # Resuming (after a fix is deployed) runs the step again: once, and pauses again here.
+    assert srv.admin_request("PATCH", f"/invocations/{inv}/resume").status_code == 200
+    wait_until(lambda: len(lines(notes)) == 2 and status(srv, inv) == "paused", what="the resumed attempt")
+    assert lines(notes) == ["made", "made"]
+
+
+# ------------------------------------------------------------------------------- first-hour 5
+@pytest.fixture(scope="module")
+def dev_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(APP, tmp_path_factory.mktemp("cancel-dev") / "data", env=ENV, dev=True).start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize("mode", ["serve", "dev"])
+def test_a_failed_step_is_logged_once_per_attempt_and_its_traceback_kept(
+    mode: str, srv: Server, dev_srv: Server, tmp_path: Path
+) -> None:
+    server = dev_srv if mode == "dev" else srv
+    path = tmp_path / "charges"
+    inv = send(server, "/Steps/flaky", str(path))
+    wait_until(lambda: len(lines(path)) >= 3, timeout=15, what="three failed attempts")
+    for attempt in (1, 2):
+        logged = wait_until(lambda a=attempt: log_lines(server, inv, f"attempt {a} failed"), what="the log line")
+        assert len(logged) == 1, logged
+        assert "WARNING" in logged[0] and "ctx.run 'charge'" in logged[0] and "retry" in logged[0], logged[0]
+        assert "ConnectionError('payment service unreachable')" in logged[0], logged[0]
+    described = cli(server, "invocations", "describe", inv)
+    assert "Traceback" in described and "in charge" in described, described
+    assert "Traceback" in cli(server, "explain", inv)
+    (tmp_path / "charges.ok").touch()
+    done = attach(server, inv, timeout=15)
+    assert done.status_code == 200 and done.json() == "charged", done.text
+
+
+# ------------------------------------------------------------------------------- first-hour 9
+def test_a_run_never_awaited_is_warned_about_by_name(srv: Server, tmp_path: Path) -> None:
+    inv = send(srv, "/Steps/forgets", str(tmp_path / "ran"))
+    assert attach(srv, inv).json() == "done"
+    warned = wait_until(lambda: log_lines(srv, inv, "WARNING", "'forgotten step'", "never awaited"), what="warning")
+    assert len(warned) == 1, warned

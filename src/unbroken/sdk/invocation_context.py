@@ -84,16 +84,15 @@ def _retry_delay_ms(options: c.RunOptions[Any], attempt: int) -> int | None:
     return int(delay)
 
 
-def unserializable_message(name: str, value: object, serde: Serde[Any], exc: Exception) -> str:
+def unserializable_message(name: str, value: object, serde: Serde[Any], exc: Exception, invocation_id: str) -> str:
     """Why a ``ctx.run`` value cannot be journaled and what to change, for the log, describe and explain."""
     kind = type(value)
     where = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     return (
-        f"ctx.run {name!r} returned a value of type {where} that its serde ({type(serde).__name__}) cannot "
-        f"serialize: {safe_repr(exc)}. Return what it can serialize (for the default JSON serde: None, bool, int, "
-        "float, str, list, dict, a dataclass, a msgspec Struct or a pydantic model), or pass serde= to ctx.run. "
-        "The invocation is paused and the action does not run again by itself: deploy the fix, then "
-        "`unbroken invocations resume ID`."
+        f"ctx.run {name!r} returned a {where}, which its serde ({type(serde).__name__}) cannot serialize: return "
+        "a value it can (for the default JSON serde: None, bool, int, float, str, list, dict, a dataclass, a "
+        "msgspec Struct or a pydantic model) or pass serde= to ctx.run. Paused, the step does not run again by "
+        f"itself: deploy the fix, then `unbroken invocations resume {invocation_id}` ({safe_repr(exc)})"
     )
 
 
@@ -228,11 +227,14 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         serde = pick_serde(options.serde, hint)
         s.run_names[cid] = name
         if ("c", cid) not in s.results:
+            # Issued before the handler saw a cancel (not a compensation): once cancelled, not retried.
+            abandoned = not s.cancelled or bool(s.cancel_seq)
+
             def execute() -> None:
                 if s.ended:
                     return
                 s.running_runs += 1
-                task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options))
+                task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options, abandoned))
                 task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
                 s.run_tasks[task] = None
                 task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
@@ -245,7 +247,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
 
     async def _execute(
         self, cid: int, name: str, action: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-        serde: Serde[Any], options: c.RunOptions[Any],
+        serde: Serde[Any], options: c.RunOptions[Any], abandoned: bool,
     ) -> None:  # fmt: skip
         s = self.session
         try:
@@ -260,7 +262,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # retryable, unless the run's budget is spent or the invocation cancelled
-            result = self._run_failed(name, exc, options)
+            result = self._run_failed(name, exc, options, abandoned)
         else:
             result = self._run_value(cid, name, value, serde)
         if result is not None and not s.ended:
@@ -276,7 +278,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         try:
             data = serde.serialize(value)
         except Exception as exc:
-            self.session.pause(500, unserializable_message(name, value, serde, exc))
+            self.session.pause(500, unserializable_message(name, value, serde, exc, self.session.start.invocation_id))
             return None
         try:
             result = value_result(data, f"the value ctx.run {name!r} returned")
@@ -285,10 +287,15 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         return result
 
-    def _run_failed(self, name: str, exc: Exception, options: c.RunOptions[Any]) -> j.Result | None:
-        """A ``ctx.run`` action raised: end the attempt to retry it (None), or its terminal failure."""
+    def _run_failed(self, name: str, exc: Exception, options: c.RunOptions[Any], abandoned: bool) -> j.Result | None:
+        """A ``ctx.run`` action raised: end the attempt to retry it (None), or its terminal failure.
+
+        A step the handler started before it saw a cancel is not retried once the invocation is cancelled
+        (retrying would start its side effect again after the cancel, and replay the compensation); a
+        compensation (issued after the handler saw the cancel) is retried as usual.
+        """
         s = self.session
-        if s.cancelled:  # retrying would start the side effect again after the cancel: never
+        if abandoned and s.cancelled:
             return j.Result(failure=failure(
                 409, f"ctx.run {name!r} failed and was not retried, the invocation being cancelled: {safe_repr(exc)}"
             ))  # fmt: skip

@@ -82,6 +82,7 @@ class Session:
         self.run_tasks: dict[asyncio.Task[None], None] = {}  # ctx.run actions in flight (ordered)
         self.inactivity: asyncio.TimerHandle | None = None
         self.ended = False
+        self.aborted = False
         self.task: asyncio.Task[None] | None = None
         self.journal_length = len(start.journal)  # grows with every live command and notification
         for index, entry in enumerate(start.journal):
@@ -222,12 +223,12 @@ class Session:
         self.end()
 
     # -------------------------------------------------------------------------------- ending
-    def end(self, warn: bool = True) -> None:
+    def end(self) -> None:
         """Stop the attempt: nothing it does from now on reaches the engine."""
         if self.ended:
             return
         self.ended = True
-        if warn:
+        if not self.aborted:
             self._warn_unawaited_runs()
         if self.inactivity is not None:
             self.inactivity.cancel()
@@ -242,7 +243,8 @@ class Session:
         self.sink.ended()
 
     def abort(self) -> None:
-        self.end(warn=False)  # the engine ended it (kill, pause, a newer attempt): not the handler's doing
+        self.aborted = True  # the engine ended it (kill, pause, a newer attempt): not the handler's doing
+        self.end()
 
     def _warn_unawaited_runs(self) -> None:
         """A ``ctx.run`` whose future nobody awaited may not have run at all when the attempt ends (its
