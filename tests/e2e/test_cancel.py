@@ -197,3 +197,38 @@ def test_a_run_never_awaited_is_warned_about_by_name(srv: Server, tmp_path: Path
     assert attach(srv, inv).json() == "done"
     warned = wait_until(lambda: log_lines(srv, inv, "WARNING", "'forgotten step'", "never awaited"), what="warning")
     assert len(warned) == 1, warned
+
+
+# ------------------------------------------------------------------------------- first-hour 7
+def test_explain_after_a_cancel_says_the_compensation_runs(srv: Server, tmp_path: Path) -> None:
+    base = tmp_path / "nap"
+    inv = send(srv, "/Saga/napping", str(base))
+    wait_until(lambda: query(srv, f"SELECT 1 FROM sys_journal WHERE id = '{inv}' AND name = 'long nap'"),
+               what="the sleep to be journaled")  # fmt: skip
+    assert "sleeping until" in explain(srv, inv)["summary"]
+    cancel(srv, inv)
+    wait_until(lambda: lines(Path(f"{base}.undo")), what="the compensation to start")
+    body = explain(srv, inv)
+    summary = body["summary"]
+    assert "sleeping until" not in summary and "next await" not in summary, summary
+    assert "ctx.run 'undo'" in summary and "compensation" in summary, summary
+    cancelled = [r for r in body["reasons"] if r["kind"] == "cancel_requested"]
+    assert cancelled and cancelled[0]["handler_got_it"] is True, body["reasons"]
+    Path(f"{base}.release").touch()
+    assert attach(srv, inv).json() == CANCELLED
+
+
+def test_explain_names_the_awakeable_of_a_running_handler_before_it_suspends(srv: Server, tmp_path: Path) -> None:
+    """The inactivity timeout is the default minute here: the handler is running, not suspended."""
+    published = tmp_path / "aid"
+    inv = send(srv, "/Saga/awaits_awakeable", str(published))
+    aid = wait_until(lambda: "".join(lines(published)), what="the awakeable id")
+
+    def named() -> str | None:
+        summary = str(explain(srv, inv)["summary"])
+        return summary if aid in summary else None
+
+    summary = wait_until(named, timeout=5, what="explain to name the awakeable")
+    assert status(srv, inv) == "running" and "not resolved yet" in summary, summary
+    assert srv.call(f"/restate/awakeables/{aid}/resolve", "ok").status_code == 202
+    assert attach(srv, inv).json() == "ok"
