@@ -89,7 +89,7 @@ def unserializable_message(name: str, value: object, serde: Serde[Any], exc: Exc
     kind = type(value)
     where = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     return (
-        f"ctx.run {name!r} returned a {where}, which its serde ({type(serde).__name__}) cannot serialize: return "
+        f"ctx.run {name!r} returned a value of type {where}, which its serde ({type(serde).__name__}) cannot serialize: return "
         "a value it can (for the default JSON serde: None, bool, int, float, str, list, dict, a dataclass, a "
         "msgspec Struct or a pydantic model) or pass serde= to ctx.run. Paused, the step does not run again by "
         f"itself: deploy the fix, then `unbroken invocations resume {invocation_id}` ({safe_repr(exc)})"
