@@ -224,7 +224,7 @@ def _running(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
         summary = f"{lead}, " + "; ".join(w.body["phrase"] for w in _current(waits, journal))
     else:
         summary = f"{lead}, executing handler code: no journaled operation or awakeable is pending"
-    return _finish(summary, [reason], waits, journal)
+    return _finish(summary, [reason], waits, journal, inv.status)
 
 
 def _suspended(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
@@ -242,7 +242,7 @@ def _suspended(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
             waits.append(_wait_on_awakeable(conn, inv, sig))
     # The CANCEL signal (1) is in every suspension's wait set: a suspended handler stays cancellable.
     phrases = "; ".join(w.body["phrase"] for w in _current(waits, journal)) or "waiting on nothing but a cancellation"
-    return _finish(f"suspended, {phrases}", [], waits, journal)
+    return _finish(f"suspended, {phrases}", [], waits, journal, inv.status)
 
 
 def _backing_off(conn: sqlite3.Connection, inv: Invocation) -> _Hop:
@@ -282,7 +282,7 @@ def _with_step(conn: sqlite3.Connection, inv: Invocation, head: str, tail: str, 
     if runs:
         label = f"ctx.run '{runs[0]['name']}'" if runs[0]["name"] else "a ctx.run"
         head += f" in {label} (journal entry {runs[0]['entry_index']})"
-    return _finish(head + tail, [reason], steps, journal)
+    return _finish(head + tail, [reason], steps, journal, inv.status)
 
 
 def _current(waits: list[_Hop], journal: _Journal) -> list[_Hop]:
@@ -295,15 +295,26 @@ def _current(waits: list[_Hop], journal: _Journal) -> list[_Hop]:
     return [w for w in waits if w.body.get("entry_index") is None or w.body["entry_index"] > c]
 
 
-def _finish(summary: str, reasons: list[dict[str, Any]], waits: list[_Hop], journal: _Journal) -> _Hop:
+_CANCELLED = {  # (status, compensation steps journaled since the cancel) -> what is true now
+    (Status.RUNNING, True): "it was cancelled and the handler is running its compensation (the steps journaled "
+                            "since the cancel)",
+    (Status.RUNNING, False): "it was cancelled: the cancellation was delivered to the handler, which raises it "
+                             "at the await it is at, or its next one; no compensation step is journaled yet",
+    (Status.BACKING_OFF, True): "it was cancelled, and its compensation failed: the retry continues it",
+    (Status.BACKING_OFF, False): "it was cancelled: the next attempt raises the cancellation in the handler",
+    (Status.PAUSED, True): "it was cancelled, and its compensation failed until it paused",
+    (Status.PAUSED, False): "it was cancelled, but paused before the handler got the cancellation",
+}
+
+
+def _finish(
+    summary: str, reasons: list[dict[str, Any]], waits: list[_Hop], journal: _Journal, status: Status
+) -> _Hop:
     if journal.cancel_index is not None:
         compensating = journal.compensating()
         reasons = [*reasons, {"kind": "cancel_requested", "entry_index": journal.cancel_index,
                               "handler_got_it": compensating}]  # fmt: skip
-        if compensating:
-            summary += "; it was cancelled and the handler is running its compensation (the steps journaled since)"
-        else:
-            summary += "; it was cancelled: the handler gets the cancellation at its next await (now, if it is awaiting)"
+        summary += "; " + _CANCELLED.get((status, compensating), _CANCELLED[(Status.RUNNING, compensating)])
         c = journal.cancel_index
         for w in waits:
             at = w.body.get("entry_index")
