@@ -82,7 +82,6 @@ class Session:
         self.run_tasks: dict[asyncio.Task[None], None] = {}  # ctx.run actions in flight (ordered)
         self.inactivity: asyncio.TimerHandle | None = None
         self.ended = False
-        self.aborted = False
         self.task: asyncio.Task[None] | None = None
         self.journal_length = len(start.journal)  # grows with every live command and notification
         for index, entry in enumerate(start.journal):
@@ -110,6 +109,8 @@ class Session:
         if too_long and not isinstance(cmd, j.OutputCommand):  # the output (the error saying so) still goes
             raise TerminalError(f"journal too long: more than {limits.journal_entries_max} entries", 500)
         check_journalable(cmd)
+        if isinstance(cmd, j.OutputCommand):  # the handler returned: its attempt ends here
+            self._warn_unawaited_runs()
         self.sink.command(cmd)
         self.journal_length += 1
         self._reset_inactivity()
@@ -228,8 +229,6 @@ class Session:
         if self.ended:
             return
         self.ended = True
-        if not self.aborted:
-            self._warn_unawaited_runs()
         if self.inactivity is not None:
             self.inactivity.cancel()
             self.inactivity = None
@@ -243,12 +242,11 @@ class Session:
         self.sink.ended()
 
     def abort(self) -> None:
-        self.aborted = True  # the engine ended it (kill, pause, a newer attempt): not the handler's doing
         self.end()
 
     def _warn_unawaited_runs(self) -> None:
-        """A ``ctx.run`` whose future nobody awaited may not have run at all when the attempt ends (its
-        action is a task the ending cancels, or was deferred by a cancel): say so, naming the step."""
+        """A ``ctx.run`` whose future nobody awaited may not have run at all when the handler returns (its
+        action is a task the ending attempt cancels, or was deferred by a cancel): say so, naming the step."""
         for cid, name in self.run_names.items():
             key: Key = ("c", cid)
             if key in self.awaited or key in self.results:
