@@ -189,7 +189,7 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
         return
     if policy is not None and inv.retries_since_progress >= policy.max_attempts:
         if policy.on_max_attempts == "kill":
-            step.emit(Log(inv.id, f"attempt {inv.attempts} failed, killed after {inv.retry_count} attempts: {error}", True))
+            step.emit(Log(inv.id, f"attempt {inv.attempts} failed, killed after {inv.retry_count} attempts: {error}", warning=True))
             complete(step, inv, Result(failure=Failure(rec.code or 500, rec.message)))
             return
         _pause(step, inv, f"attempt {inv.attempts} failed, paused after {inv.retry_count} attempts: {error}")
@@ -198,18 +198,20 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
     if delay is None:
         delay = policy.delay_ms(inv.retries_since_progress) if policy is not None else 1000
     if inv.retries_since_progress == 1 and has_signal(step, inv, CANCEL_SIGNAL):
-        delay = 0  # the attempt failed before it saw the cancel: retry now so the handler gets it
+        # The first failure since the cancel (cancel resets the count) or since progress: an attempt that
+        # failed before it saw the cancel must not wait out a backoff. Later ones back off as usual.
+        delay = 0
     inv.status = Status.BACKING_OFF
     inv.next_retry_at_ms = step.now_ms + delay
     step.save(inv)
     arm_timer(step, inv.next_retry_at_ms, "retry", inv.id, 0)
-    step.emit(Log(inv.id, f"attempt {inv.attempts} failed, retry {inv.retry_count} in {delay} ms: {error}", True))
+    step.emit(Log(inv.id, f"attempt {inv.attempts} failed, retry {inv.retry_count} in {delay} ms: {error}", warning=True))
 
 
 def _pause(step: Step, inv: Invocation, message: str) -> None:
     inv.status = Status.PAUSED
     step.save(inv)
-    step.emit(Log(inv.id, f"{message}; resume it with `unbroken invocations resume {inv.id}`", True))
+    step.emit(Log(inv.id, f"{message}; resume it with `unbroken invocations resume {inv.id}`", warning=True))
 
 
 def _first_line(text: str) -> str:
