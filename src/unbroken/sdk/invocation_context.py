@@ -277,6 +277,8 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         """
         try:
             data = serde.serialize(value)
+        except TerminalError as exc:  # a custom serde's own verdict: the step fails for good
+            return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         except Exception as exc:
             self.session.pause(500, unserializable_message(name, value, serde, exc, self.session.start.invocation_id))
             return None
