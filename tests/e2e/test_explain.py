@@ -190,12 +190,13 @@ def test_backing_off_after_an_error(srv: Server, tmp_path: Path) -> None:
     body = explain(srv, inv)
     backing, step = body["reasons"]
     assert backing["kind"] == "backing_off" and backing["attempt"] == 1 and backing["error_code"] == 500
-    assert backing["error"] == "ctx.run failed: RuntimeError('never is missing')"
+    assert backing["error"] == "ctx.run 'check file' failed: RuntimeError('never is missing')"
+    assert "Traceback" in backing["error_detail"]  # the failed step's traceback is kept
     # initial interval 1h, capped by the default max interval (1 min)
     assert timedelta(seconds=30) < ts(backing["next_retry_at"]) - datetime.now(UTC) <= timedelta(minutes=1)
     assert step["kind"] == "run" and step["name"] == "check file"
     assert body["summary"] == (
-        "backing off after error 'ctx.run failed: RuntimeError('never is missing')' on attempt 1 in ctx.run "
+        "backing off after error 'ctx.run 'check file' failed: RuntimeError('never is missing')' on attempt 1 in ctx.run "
         f"'check file' (journal entry 1); next retry at {backing['next_retry_at']}"
     )
     assert srv.admin_request("PATCH", f"/invocations/{inv}/kill").status_code == 200

@@ -22,6 +22,7 @@ class FakeSink:
         self.suspended: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self.done = asyncio.Event()
         self.session: Any = None
+        self.paused = False
 
     def command(self, command: j.Command) -> None:
         self.commands.append(command)
@@ -33,8 +34,9 @@ class FakeSink:
     def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None:
         self.suspended = (waiting_completions, waiting_signals)
 
-    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:
+    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:
         self.failures.append((code, message))
+        self.paused = pause
 
     def ended(self) -> None:
         self.done.set()
@@ -174,3 +176,47 @@ async def test_cancel_signal_raises_at_the_pending_await_and_cancels_children() 
         j.SendSignalCommand("inv_1child", j.CANCEL_SIGNAL, j.Result()),
         j.OutputCommand(j.Result(failure=j.Failure(409, "cancelled"))),
     ]
+
+
+def _saga(ran: list[str]) -> restate.VirtualObject:
+    obj = restate.VirtualObject("Obj")
+
+    @obj.handler("h")
+    async def h(ctx: restate.ObjectContext, x: int) -> int:
+        try:
+            return await ctx.run("a", lambda: ran.append("a"))  # type: ignore[func-returns-value]
+        except restate.TerminalError:
+            await ctx.run("undo", lambda: ran.append("undo"))
+            raise
+
+    return obj
+
+
+async def test_a_replayed_run_without_result_does_not_start_while_a_cancel_waits_for_the_handler() -> None:
+    """The journal has step a (no result: it failed and was retried) then the cancel: the replay surfaces
+    the cancel at a's await without running a again; only the compensation runs."""
+    ran: list[str] = []
+    cancel = j.Notification("signal", 0, j.CANCEL_SIGNAL, j.Result())
+    sink = await _run(_saga(ran), [INPUT, j.RunCommand(1, "a"), cancel])
+    assert ran == ["undo"]
+    assert sink.commands == [
+        j.RunCommand(2, "undo"), j.OutputCommand(j.Result(failure=j.Failure(409, "cancelled")))
+    ]  # fmt: skip
+
+
+async def test_a_run_value_that_cannot_be_serialized_pauses_the_invocation() -> None:
+    ran: list[str] = []
+    obj = restate.VirtualObject("Obj")
+
+    @obj.handler("h")
+    async def h(ctx: restate.ObjectContext) -> None:
+        def make() -> object:
+            ran.append("make")
+            return object()
+
+        await ctx.run("make", make)
+
+    sink = await _run(obj, [INPUT])
+    assert ran == ["make"] and sink.paused and sink.proposals == []
+    (code, message) = sink.failures[0]
+    assert "ctx.run 'make' returned a value of type object" in message and "serde=" in message

@@ -35,6 +35,8 @@ from unbroken.core.read_model import Snapshot, rfc3339
 
 MAX_CHAIN = 10
 MAX_VALUE_CHARS = 500
+AWAKEABLE_SCAN_MAX = 256  # signal indexes looked at for the awakeables of a running handler
+AWAKEABLE_SCAN_MISSES_MAX = 8  # consecutive indexes whose id is in no journal entry: the scan stops
 
 
 
@@ -46,6 +48,7 @@ class _Journal:
     notified: set[int] = field(default_factory=set)  # completion ids answered
     signals: set[int] = field(default_factory=set)  # signal indexes received
     call_ids: dict[int, str] = field(default_factory=dict)  # invocation-id completion id -> callee id
+    cancel_index: int | None = None  # journal index of the CANCEL signal
 
     @classmethod
     def read(cls, conn: Snapshot, invocation_id: str) -> _Journal:
@@ -55,6 +58,8 @@ class _Journal:
                 out.commands.append((idx, entry))
             elif entry.signal_idx:
                 out.signals.add(entry.signal_idx)
+                if entry.signal_idx == j.CANCEL_SIGNAL:
+                    out.cancel_index = idx
             else:
                 out.notified.add(entry.completion_id)
                 if entry.kind == "call_id":
@@ -66,6 +71,11 @@ class _Journal:
     def pending(self) -> list[tuple[int, j.Entry]]:
         """Commands whose result completion has not been answered yet, in journal order."""
         return [(i, c) for i, c in self.commands if _result_cid(c) and _result_cid(c) not in self.notified]
+
+    def compensating(self) -> bool:
+        """Commands were journaled after the CANCEL signal: the handler got it and runs its compensation."""
+        c = self.cancel_index
+        return c is not None and any(idx > c for idx, _ in self.commands)
 
     def by_completion(self, cid: int) -> tuple[int, j.Entry, bool] | None:
         """The command answered by completion ``cid`` (the flag: it is a call's invocation-id completion)."""
@@ -191,13 +201,13 @@ def _running(conn: Snapshot, inv: Invocation) -> _Hop:
     if inv.last_failure:
         reason.update(previous_error=_first_line(inv.last_failure), previous_error_code=inv.last_failure_code)
     waits = [_wait_on_command(conn, inv, journal, idx, cmd) for idx, cmd in journal.pending()]
+    waits += [_wait_on_awakeable(conn, inv, sig, open_only=True) for sig in _open_awakeables(conn, inv, journal)]
     lead = f"running (attempt {inv.attempts})"
-    if waits:
-        summary = f"{lead}, " + "; ".join(w.body["phrase"] for w in waits)
+    if _current(waits, journal):
+        summary = f"{lead}, " + "; ".join(w.body["phrase"] for w in _current(waits, journal))
     else:
-        summary = (f"{lead}, executing handler code: no journaled operation is pending (an awakeable it awaits "
-                   "shows here once the handler suspends, after its inactivity timeout)")  # fmt: skip
-    return _finish(summary, [reason], waits, journal)
+        summary = f"{lead}, executing handler code: no journaled operation or awakeable is pending"
+    return _finish(summary, [reason], waits, journal, inv.status)
 
 
 def _suspended(conn: Snapshot, inv: Invocation) -> _Hop:
@@ -214,8 +224,8 @@ def _suspended(conn: Snapshot, inv: Invocation) -> _Hop:
         if sig >= j.FIRST_AWAKEABLE_SIGNAL:
             waits.append(_wait_on_awakeable(conn, inv, sig))
     # The CANCEL signal (1) is in every suspension's wait set: a suspended handler stays cancellable.
-    phrases = "; ".join(w.body["phrase"] for w in waits) or "waiting on nothing but a cancellation"
-    return _finish(f"suspended, {phrases}", [], waits, journal)
+    phrases = "; ".join(w.body["phrase"] for w in _current(waits, journal)) or "waiting on nothing but a cancellation"
+    return _finish(f"suspended, {phrases}", [], waits, journal, inv.status)
 
 
 def _backing_off(conn: Snapshot, inv: Invocation) -> _Hop:
@@ -246,19 +256,50 @@ def _with_step(conn: Snapshot, inv: Invocation, head: str, tail: str, reason: di
     """A failing invocation: name the journaled step it was at (e.g. the ``ctx.run`` that fails)."""
     journal = _Journal.read(conn, inv.id)
     steps = [_wait_on_command(conn, inv, journal, idx, cmd) for idx, cmd in journal.pending()]
-    runs = [s.body for s in steps if s.body["kind"] == "run"]
+    runs = [s.body for s in _current(steps, journal) if s.body["kind"] == "run"]
     for run in runs:
         run["phrase"] = run["phrase"].replace("executing ", "the failing step: ", 1)
     if runs:
         label = f"ctx.run '{runs[0]['name']}'" if runs[0]["name"] else "a ctx.run"
         head += f" in {label} (journal entry {runs[0]['entry_index']})"
-    return _finish(head + tail, [reason], steps, journal)
+    return _finish(head + tail, [reason], steps, journal, inv.status)
 
 
-def _finish(summary: str, reasons: list[dict[str, Any]], waits: list[_Hop], journal: _Journal) -> _Hop:
-    if j.CANCEL_SIGNAL in journal.signals:
-        reasons = [*reasons, {"kind": "cancel_requested"}]
-        summary += "; cancellation was requested: the handler gets it at its next await"
+def _current(waits: list[_Hop], journal: _Journal) -> list[_Hop]:
+    """The waits that still matter: once the handler got a cancel, what it awaited before is abandoned (its
+    calls are being cancelled too); only what it journaled since — its compensation — is current."""
+    if not journal.compensating():
+        return waits
+    c = journal.cancel_index
+    assert c is not None
+    return [w for w in waits if w.body.get("entry_index") is None or w.body["entry_index"] > c]
+
+
+_CANCELLED = {  # (status, compensation steps journaled since the cancel) -> what is true now
+    (Status.RUNNING, True): "it was cancelled and the handler is running its compensation (the steps journaled "
+                            "since the cancel)",
+    (Status.RUNNING, False): "it was cancelled: the cancellation was delivered to the handler, which raises it "
+                             "at the await it is at, or its next one; no compensation step is journaled yet",
+    (Status.BACKING_OFF, True): "it was cancelled, and its compensation failed: the retry continues it",
+    (Status.BACKING_OFF, False): "it was cancelled: the next attempt raises the cancellation in the handler",
+    (Status.PAUSED, True): "it was cancelled, and its compensation failed until it paused",
+    (Status.PAUSED, False): "it was cancelled, but paused before the handler got the cancellation",
+}
+
+
+def _finish(
+    summary: str, reasons: list[dict[str, Any]], waits: list[_Hop], journal: _Journal, status: Status
+) -> _Hop:
+    if journal.cancel_index is not None:
+        compensating = journal.compensating()
+        reasons = [*reasons, {"kind": "cancel_requested", "entry_index": journal.cancel_index,
+                              "handler_got_it": compensating}]  # fmt: skip
+        summary += "; " + _CANCELLED.get((status, compensating), _CANCELLED[(Status.RUNNING, compensating)])
+        c = journal.cancel_index
+        for w in waits:
+            at = w.body.get("entry_index")
+            if compensating and at is not None and at < c:
+                w.body["abandoned"] = True  # awaited before the cancel: no longer
     next_ids = [n for w in waits for n in w.next_ids]
     return _Hop({"summary": summary, "reasons": reasons + [w.body for w in waits]}, next_ids)
 
@@ -311,14 +352,33 @@ def _wait_on_promise(conn: Snapshot, inv: Invocation, idx: int, cmd: j.Entry) ->
                  "promise_completed": completed, "phrase": phrase})  # fmt: skip
 
 
-def _wait_on_awakeable(conn: Snapshot, inv: Invocation, signal_idx: int) -> _Hop:
+def _open_awakeables(conn: Snapshot, inv: Invocation, journal: _Journal) -> list[int]:
+    """Signal indexes of awakeables a running handler created, handed out through the journal and not
+    resolved yet: what it most likely waits on, known before it suspends. Awakeables are numbered from
+    ``FIRST_AWAKEABLE_SIGNAL`` in creation order; the scan stops after a few indexes not found."""
+    found: list[int] = []
+    misses, sig = 0, j.FIRST_AWAKEABLE_SIGNAL
+    parsed = InvocationId.parse(inv.id)
+    while misses < AWAKEABLE_SCAN_MISSES_MAX and sig < j.FIRST_AWAKEABLE_SIGNAL + AWAKEABLE_SCAN_MAX:
+        aid = awakeable_id(parsed, sig).encode()
+        if conn.journal_entry_containing(inv.id, aid) is not None:
+            misses = 0
+            if sig not in journal.signals:
+                found.append(sig)
+        else:
+            misses += 1
+        sig += 1
+    return found
+
+
+def _wait_on_awakeable(conn: Snapshot, inv: Invocation, signal_idx: int, open_only: bool = False) -> _Hop:
     """An awakeable the handler awaits. Awakeables are no journal entries (protocol v5+: the SDK derives the
     id from the invocation id and a signal index), so where it was created is given as the first journal
     entry that carries its id (where the handler hands the id out: a send, a call, a ``ctx.run``, state)."""
     aid = awakeable_id(InvocationId.parse(inv.id), signal_idx)
     row = conn.journal_entry_containing(inv.id, aid.encode())
     entry_index = None if row is None else row[0]
-    phrase = f"awaiting awakeable {aid}"
+    phrase = f"awakeable {aid} is not resolved yet" if open_only else f"awaiting awakeable {aid}"
     entry_type = None
     if row is not None:
         entry_type = j.entry_type_name(row[1])
@@ -353,4 +413,4 @@ def _first_line(text: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return f"'{_clip(text, 200)}'"
+    return f"'{_clip(text, MAX_VALUE_CHARS)}'"  # the error is the point of the answer: most of it

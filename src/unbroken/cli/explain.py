@@ -32,6 +32,11 @@ def explain(
 def render(answer: dict[str, Any]) -> list[str]:
     """The summary line, then each invocation of the chain indented by its depth."""
     lines = [f"{answer['invocation_id']} ({answer['target']}) is {answer['status']}", f"  {answer['summary']}"]
+    for reason in answer.get("reasons", []):
+        detail = str(reason.get("error_detail") or "").rstrip()
+        if "\n" in detail:  # the last failure's traceback
+            lines.append("  last failure:")
+            lines.extend(f"    {line}" for line in detail.splitlines())
     for hop in answer.get("chain", []):
         pad = "    " * hop["depth"]
         target = f" ({hop['target']})" if hop.get("target") else ""

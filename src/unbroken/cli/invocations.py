@@ -96,6 +96,9 @@ def list_(
           [(r["id"], r["target"], r["status"], r["created_at"], _info(r)) for r in rows], no_wrap=["id"])  # fmt: skip
 
 
+FAILURE_FIELD_CHARS = 300  # what the ``last failure`` field shows (``output.fields`` clips there)
+
+
 @app.command()
 @command
 def describe(
@@ -138,6 +141,12 @@ def describe(
         ("completed", inv["completed_at"]),
     ])  # fmt: skip
     echo("")
+    full = (inv["last_failure"] or "").rstrip()
+    if "\n" in full or len(full) > FAILURE_FIELD_CHARS:  # a traceback, or a long message: shown whole
+        echo("last failure, in full:")
+        for line in full.splitlines():
+            echo(f"  {line}")
+        echo("")
     if not journal:
         echo("journal: (none: not kept after completion, see journal retention)")
         return

@@ -68,10 +68,12 @@ class AwaitCompletion:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    """A human-readable event for dev mode and logs."""
+    """A human-readable event for dev mode and logs; ``warning`` ones (a failed attempt) are logged in
+    every mode, the others only in dev mode."""
 
     invocation_id: str
     message: str
+    warning: bool = False
 
 
 Action = StartAttempt | Deliver | AbortAttempt | ArmTimer | Completed | Reply | AwaitCompletion | Log

@@ -58,13 +58,15 @@ class AttemptSuspended:
 
 @dataclass(frozen=True, slots=True)
 class AttemptFailed:
-    """An attempt ended with a retryable error (exception, non-determinism, lost handler)."""
+    """An attempt ended with a retryable error (exception, non-determinism, lost handler), or one that
+    pauses the invocation at once (``pause``)."""
 
     invocation_id: str
     attempt: int
     code: int
     message: str
     next_retry_delay_ms: int | None = None
+    pause: bool = False  # no retry can fix it (e.g. a ctx.run value that cannot be serialized): pause now
 
 
 @dataclass(frozen=True, slots=True)

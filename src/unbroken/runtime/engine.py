@@ -217,7 +217,9 @@ class Engine:
             case a.AbortAttempt():
                 self.invoker.abort(action.invocation_id)
             case a.Log():
-                if self._on_log is not None:
+                if action.warning:  # a failed attempt: logged once, in serve and dev alike
+                    log.warning("%s %s", action.invocation_id, action.message)
+                elif self._on_log is not None:
                     self._on_log(action.invocation_id, action.message)
             case _:
                 assert_never(action)

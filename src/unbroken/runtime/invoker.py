@@ -45,15 +45,18 @@ class _Sink:
             r.AttemptSuspended(self._id, self._attempt, waiting_completions, waiting_signals)
         )
 
-    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:
-        self._invoker.processor.submit(r.AttemptFailed(self._id, self._attempt, code, message, next_retry_delay_ms))
+    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:
+        self._invoker.processor.submit(
+            r.AttemptFailed(self._id, self._attempt, code, message, next_retry_delay_ms, pause)
+        )
 
     def ended(self) -> None:
         self._invoker.ended(self._id, self._attempt)
 
 
 class _DevSink(_Sink):
-    """Dev mode: every step an attempt takes is logged as it happens (``unbroken dev``)."""
+    """Dev mode: every step an attempt takes is logged as it happens (``unbroken dev``). A failed attempt
+    is not logged here: the engine logs each one once (WARNING, with the retry decision), in serve too."""
 
     __slots__ = ()
 
@@ -69,10 +72,6 @@ class _DevSink(_Sink):
     def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None:
         log.info("%s  suspending (waiting on completions %s, signals %s)", self._id, waiting_completions, waiting_signals)
         super().suspend(waiting_completions, waiting_signals)
-
-    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:
-        log.info("%s  attempt %d failed [%d]: %s", self._id, self._attempt, code, message.splitlines()[0])
-        super().fail(code, message, next_retry_delay_ms)
 
 
 def _describe(command: Command) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import random as _random
 import time as _time
+import traceback
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -95,6 +96,18 @@ def _retry_delay_ms(options: c.RunOptions[Any], attempt: int) -> int | None:
     if options.max_retry_interval is not None:
         delay = min(delay, options.max_retry_interval.total_seconds() * 1000)
     return int(delay)
+
+
+def unserializable_message(name: str, value: object, serde: Serde[Any], exc: Exception, invocation_id: str) -> str:
+    """Why a ``ctx.run`` value cannot be journaled and what to change, for the log, describe and explain."""
+    kind = type(value)
+    where = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return (
+        f"ctx.run {name!r} returned a value of type {where}, which its serde ({type(serde).__name__}) cannot serialize: return "
+        "a value it can (for the default JSON serde: None, bool, int, float, str, list, dict, a dataclass, a "
+        "msgspec Struct or a pydantic model) or pass serde= to ctx.run. Paused, the step does not run again by "
+        f"itself: deploy the fix, then `unbroken invocations resume {invocation_id}` ({safe_repr(exc)})"
+    )
 
 
 def _delay_ms(delta: timedelta, what: str) -> int:
@@ -237,17 +250,29 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 hint = None
             hint = None if hint is inspect.Signature.empty else hint
         serde = pick_serde(options.serde, hint)
+        s.run_names[cid] = name
         if ("c", cid) not in s.results:
-            s.running_runs += 1
-            task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options))
-            task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
-            s.run_tasks[task] = None
-            task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
+            # Issued before the handler saw a cancel (not a compensation): once cancelled, not retried.
+            abandoned = not s.cancelled or bool(s.cancel_seq)
+
+            def execute() -> None:
+                if s.ended:
+                    return
+                s.running_runs += 1
+                task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options, abandoned))
+                task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
+                s.run_tasks[task] = None
+                task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
+
+            if s.cancel_seq:  # a cancel the handler has not seen yet: no new side effect before it does
+                s.deferred_runs[("c", cid)] = execute
+            else:
+                execute()
         return DurableFuture(s, ("c", cid), self.decoder(serde))
 
     async def _execute(
         self, cid: int, name: str, action: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-        serde: Serde[Any], options: c.RunOptions[Any],
+        serde: Serde[Any], options: c.RunOptions[Any], abandoned: bool,
     ) -> None:  # fmt: skip
         s = self.session
         try:
@@ -257,28 +282,64 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 value = await s.loop.run_in_executor(None, lambda: action(*args, **kwargs))
                 if inspect.isawaitable(value):
                     value = await value
-            result = value_result(serde.serialize(value), f"the value ctx.run {name!r} returned")
-            check_journalable(j.Notification("run", cid, 0, result))  # e.g. a custom serde returned a str
         except TerminalError as exc:
-            result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
+            result: j.Result | None = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: B036 - retryable, unless the run's budget is spent
+        except BaseException as exc:  # noqa: B036 - retryable, unless the run's budget is spent or cancelled
             # BaseException too: a SystemExit/KeyboardInterrupt escaping this task would stop the event loop,
             # i.e. the whole engine; in-process it fails the step's attempt like any other error.
-            attempt = s.start.retries_since_progress + 1
-            max_ms = options.max_duration or options.max_retry_duration
-            spent = (options.max_attempts is not None and attempt >= options.max_attempts) or (
-                max_ms is not None and s.start.ms_since_progress >= max_ms.total_seconds() * 1000
-            )
-            if not spent:
-                self.run_failure = RunFailed(exc, _retry_delay_ms(options, attempt))
-                self.session.fail_from_run(self.run_failure)
-                return
-            result = j.Result(failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}"))
-        if not s.ended:
+            result = self._run_failed(name, exc, options, abandoned)
+        else:
+            result = self._run_value(cid, name, value, serde)
+        if result is not None and not s.ended:
             faults.point("sdk.run.before_propose")  # the action ran, its result is not durable yet
             s.sink.propose_run(cid, result)
+
+    def _run_value(self, cid: int, name: str, value: Any, serde: Serde[Any]) -> j.Result | None:
+        """The journaled result of a ``ctx.run`` that returned ``value``; None if the attempt ended instead.
+
+        A value its serde cannot serialize is a programming error no retry fixes, and retrying would run
+        the side effect again each time: the invocation is paused at once (resumed after a fixed deploy).
+        """
+        try:
+            data = serde.serialize(value)
+        except TerminalError as exc:  # a custom serde's own verdict: the step fails for good
+            return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
+        except Exception as exc:
+            self.session.pause(500, unserializable_message(name, value, serde, exc, self.session.start.invocation_id))
+            return None
+        try:
+            result = value_result(data, f"the value ctx.run {name!r} returned")
+            check_journalable(j.Notification("run", cid, 0, result))  # e.g. a custom serde returned a str
+        except TerminalError as exc:
+            return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
+        return result
+
+    def _run_failed(self, name: str, exc: BaseException, options: c.RunOptions[Any], abandoned: bool) -> j.Result | None:
+        """A ``ctx.run`` action raised: end the attempt to retry it (None), or its terminal failure.
+
+        A step the handler started before it saw a cancel is not retried once the invocation is cancelled
+        (retrying would start its side effect again after the cancel, and replay the compensation); a
+        compensation (issued after the handler saw the cancel) is retried as usual.
+        """
+        s = self.session
+        if abandoned and s.cancelled:
+            return j.Result(failure=failure(
+                409, f"ctx.run {name!r} failed and was not retried, the invocation being cancelled: {safe_repr(exc)}"
+            ))  # fmt: skip
+        attempt = s.start.retries_since_progress + 1
+        max_ms = options.max_duration or options.max_retry_duration
+        spent = (options.max_attempts is not None and attempt >= options.max_attempts) or (
+            max_ms is not None and s.start.ms_since_progress >= max_ms.total_seconds() * 1000
+        )
+        if spent:
+            return j.Result(failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}"))
+        delay = _retry_delay_ms(options, attempt)
+        self.run_failure = RunFailed(exc, delay)
+        trace = "".join(traceback.format_exception(exc, limit=-8))
+        s.fail(500, f"ctx.run {name!r} failed: {safe_repr(exc)}\n{trace}", delay)
+        return None
 
     def sleep(self, delta: timedelta, name: str | None = None) -> c.RestateDurableSleepFuture:
         s = self.session

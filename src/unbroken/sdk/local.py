@@ -106,9 +106,8 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
     except BaseException as exc:  # noqa: B036 - a SystemExit in a handler must not stop the engine's loop
         if session.ended:
             return
-        text = safe_repr(exc)
-        log.warning("%s attempt %d failed: %s", session.start.invocation_id, session.start.attempt, text)
-        session.fail(500, f"{text}\n{traceback.format_exc(limit=8)}")
+        # not logged here: the engine logs every failed attempt once, with the retry decision
+        session.fail(500, f"{safe_repr(exc)}\n{traceback.format_exc(limit=8)}")
         return
     if session.ended:
         return

@@ -8,13 +8,17 @@ every attempt. A mismatch is a :class:`NonDeterminismError` naming the entry.
 
 Cancellation: the CANCEL signal is raised as ``TerminalError(409, "cancelled")`` at the first await whose
 result was not journaled before the signal (decided by journal order, so replay raises it at the same
-await as the live run did), and the in-flight calls are cancelled too.
+await as the live run did), and the in-flight calls are cancelled too. While a cancel is stored and the
+handler has not seen it yet, no ``ctx.run`` action starts (a replayed one whose result is not journaled
+included): its action is deferred until an await of its future after the cancel was seen. A ``ctx.run``
+that fails once the invocation is cancelled is not retried (see ``InvocationContext._execute``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -64,6 +68,11 @@ class Session:
         self.results: dict[Key, tuple[int, j.Result]] = {}
         self.seq = 0
         self.cancel_seq = 0  # journal order of an unconsumed CANCEL signal, 0 = none
+        self.cancelled = False  # a CANCEL signal was recorded (seen by the handler or not)
+        # ctx.run actions not started because a cancel was pending: started when their future is awaited
+        self.deferred_runs: dict[Key, Callable[[], None]] = {}
+        self.run_names: dict[int, str] = {}  # completion id -> name of every ctx.run issued in this attempt
+        self.awaited: set[Key] = set()  # keys some coroutine awaited (a ctx.run never awaited is warned about)
         self.next_completion_id = 1
         self.next_signal_idx = j.FIRST_AWAKEABLE_SIGNAL
         self.call_ids: dict[int, int] = {}  # result completion id -> invocation-id completion id
@@ -101,6 +110,8 @@ class Session:
         if too_long and not isinstance(cmd, j.OutputCommand):  # the output (the error saying so) still goes
             raise TerminalError(f"journal too long: more than {limits.journal_entries_max} entries", 500)
         check_journalable(cmd)
+        if isinstance(cmd, j.OutputCommand):  # the handler returned: its attempt ends here
+            self._warn_unawaited_runs()
         self.sink.command(cmd)
         self.journal_length += 1
         self._reset_inactivity()
@@ -120,8 +131,9 @@ class Session:
     def _record(self, n: j.Notification) -> None:
         self.seq += 1
         if n.signal_idx == j.CANCEL_SIGNAL:
-            if not self.cancel_seq:
+            if not self.cancelled:
                 self.cancel_seq = self.seq
+                self.cancelled = True
             return
         key: Key = ("c", n.completion_id) if n.completion_id else ("s", n.signal_idx)
         if n.signal_name:
@@ -152,10 +164,14 @@ class Session:
         return PENDING
 
     async def wait(self, key: Key) -> j.Result:
+        self.awaited.add(key)
         while True:
             result = self.peek(key)
             if result is not PENDING:
                 return result  # type: ignore[no-any-return]
+            deferred = self.deferred_runs.pop(key, None)
+            if deferred is not None:  # the cancel was seen (peek raised it earlier): the action may run now
+                deferred()
             waker: asyncio.Future[None] = self.loop.create_future()
             self.wakers[waker] = None
             self.awaiting[key] = self.awaiting.get(key, 0) + 1
@@ -233,6 +249,18 @@ class Session:
     def abort(self) -> None:
         self.end()
 
+    def _warn_unawaited_runs(self) -> None:
+        """A ``ctx.run`` whose future nobody awaited may not have run at all when the handler returns (its
+        action is a task the ending attempt cancels, or was deferred by a cancel): say so, naming the step."""
+        for cid, name in self.run_names.items():
+            key: Key = ("c", cid)
+            if key in self.awaited or key in self.results:
+                continue
+            log.warning(
+                "%s attempt %d: ctx.run %r was never awaited, so its action may not have run; await its "
+                "future (`await ctx.run(...)`)", self.start.invocation_id, self.start.attempt, name,
+            )  # fmt: skip
+
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:
         """End the attempt with a retryable error (the engine applies the retry policy)."""
         if self.ended:
@@ -241,8 +269,13 @@ class Session:
         self.sink.fail(status, cap_message(message), next_retry_delay_ms)
         self.end()
 
-    def fail_from_run(self, failure: Any) -> None:
-        self.fail(500, str(failure), failure.next_retry_delay_ms)
+    def pause(self, code: int, message: str) -> None:
+        """End the attempt and pause the invocation: a programming error no retry can fix (an operator
+        resumes it once the fix is deployed)."""
+        if self.ended:
+            return
+        self.sink.fail(code, cap_message(message), None, pause=True)
+        self.end()
 
 
 def _text(value: object) -> str:

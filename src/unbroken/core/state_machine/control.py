@@ -11,8 +11,13 @@ from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 
 
-def cancel(step: Step, invocation_id: str) -> str:
+def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> str:
     """Cancel: not yet started → completes as cancelled; started → CANCEL signal so compensations run.
+
+    The cancel reaches the whole call tree in this same transaction (the calls it awaits, theirs, …), before
+    any of them can complete and release a lock: a call queued behind the cancelled root's own lock (an
+    A→B→A cycle, or A→A on one key) is cancelled while still queued and never runs, whatever the handlers do.
+    One-way sends are not part of the tree (as in Restate). A repeated cancel changes nothing.
 
     Returns the outcome: ``not_found``, ``completed`` (nothing to do), ``done`` or ``accepted``.
     """
@@ -25,13 +30,22 @@ def cancel(step: Step, invocation_id: str) -> str:
         _dequeue(step, inv)
         lifecycle.complete(step, inv, Result(failure=lifecycle.CANCELLED))
         return "done"
+    if lifecycle.has_signal(step, inv, CANCEL_SIGNAL):
+        return "accepted"
     step.emit(Log(inv.id, "cancel requested"))
+    inv.retries_since_progress = 0  # its next failure (one it had before seeing the cancel) retries at once
+    step.save(inv)
     lifecycle.notify(step, inv.id, Notification("signal", 0, CANCEL_SIGNAL, Result()))
     inv = step.load(invocation_id)
     if inv is None:
         violated(f"{invocation_id} vanished while it was cancelled")
     if inv.status in (Status.PAUSED, Status.BACKING_OFF):
         lifecycle.start(step, inv)  # run now so the handler sees the cancel and compensates
+    seen = seen if seen is not None else set()
+    seen.add(inv.id)
+    for child in inv.children:
+        if child not in seen:
+            cancel(step, child, seen)
     return "accepted"
 
 

@@ -7,7 +7,7 @@ import msgspec
 from unbroken.core import records as r
 from unbroken.core.actions import ArmTimer, Completed, Deliver, Log, StartAttempt
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
-from unbroken.core.journal import Entry, Failure, Notification, Result
+from unbroken.core.journal import CANCEL_SIGNAL, Entry, Failure, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Sink, Status
 from unbroken.core.state_machine.step import Step
 
@@ -75,7 +75,8 @@ def notify(step: Step, invocation_id: str, notification: Notification) -> None:
     inv = step.load(invocation_id)
     if inv is None or inv.status is Status.COMPLETED:
         return
-    if (notification.signal_idx or notification.signal_name) and _has_signal(step, inv, notification):
+    signalled = notification.signal_idx or notification.signal_name
+    if signalled and has_signal(step, inv, notification.signal_idx, notification.signal_name):
         return  # a signal (awakeable, cancel, named) completes once; repeats are ignored
     append(step, inv, notification)
     if inv.status is Status.RUNNING:
@@ -95,9 +96,9 @@ def _wakes(inv: Invocation, n: Notification) -> bool:
     return n.signal_idx in inv.waiting_signals
 
 
-def _has_signal(step: Step, inv: Invocation, n: Notification) -> bool:
+def has_signal(step: Step, inv: Invocation, signal_idx: int, signal_name: str = "") -> bool:
     for entry in step.txn.journal(inv.id):
-        if isinstance(entry, Notification) and entry.signal_idx == n.signal_idx and entry.signal_name == n.signal_name:
+        if isinstance(entry, Notification) and entry.signal_idx == signal_idx and entry.signal_name == signal_name:
             return True
     return False
 
@@ -192,24 +193,41 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
     inv.retries_since_progress += 1
     inv.last_failure = rec.message
     inv.last_failure_code = rec.code
+    error = _first_line(rec.message)
     policy = svc.retry_policy_for(inv.target.handler) if svc is not None else None
+    if rec.pause:
+        _pause(step, inv, f"attempt {inv.attempts} failed and will not be retried, paused: {error}")
+        return
     if policy is not None and inv.retries_since_progress >= policy.max_attempts:
         if policy.on_max_attempts == "kill":
-            step.emit(Log(inv.id, f"killed after {inv.retry_count} attempts: {rec.message}"))
+            step.emit(Log(inv.id, f"attempt {inv.attempts} failed, killed after {inv.retry_count} attempts: {error}", warning=True))
             complete(step, inv, Result(failure=Failure(rec.code or 500, rec.message)))
             return
-        inv.status = Status.PAUSED
-        step.save(inv)
-        step.emit(Log(inv.id, f"paused after {inv.retry_count} attempts: {rec.message}"))
+        _pause(step, inv, f"attempt {inv.attempts} failed, paused after {inv.retry_count} attempts: {error}")
         return
     delay = rec.next_retry_delay_ms
     if delay is None:
         delay = policy.delay_ms(inv.retries_since_progress) if policy is not None else 1000
+    if inv.retries_since_progress == 1 and has_signal(step, inv, CANCEL_SIGNAL):
+        # The first failure since the cancel (cancel resets the count) or since progress: an attempt that
+        # failed before it saw the cancel must not wait out a backoff. Later ones back off as usual.
+        delay = 0
     inv.status = Status.BACKING_OFF
     inv.next_retry_at_ms = step.now_ms + delay
     step.save(inv)
     arm_timer(step, inv.next_retry_at_ms, "retry", inv.id, 0)
-    step.emit(Log(inv.id, f"attempt {inv.attempts} failed, retry in {delay} ms: {rec.message}"))
+    step.emit(Log(inv.id, f"attempt {inv.attempts} failed, retry {inv.retry_count} in {delay} ms: {error}", warning=True))
+
+
+def _pause(step: Step, inv: Invocation, message: str) -> None:
+    inv.status = Status.PAUSED
+    step.save(inv)
+    step.emit(Log(inv.id, f"{message}; resume it with `unbroken invocations resume {inv.id}`", warning=True))
+
+
+def _first_line(text: str) -> str:
+    stripped = text.strip()
+    return stripped.splitlines()[0] if stripped else text
 
 
 def on_timer(step: Step, rec: r.TimerFired) -> None:
