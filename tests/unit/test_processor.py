@@ -80,26 +80,17 @@ async def test_stop_commits_what_was_queued() -> None:
 class _PoisonStore(MemoryStore):
     """Applying the invocation with request id 2 raises inside the transaction (a bug in apply)."""
 
-    def transaction(self) -> Any:
-        outer = super().transaction()
+    def begin(self) -> Any:
+        txn = super().begin()
+        put = txn.put_invocation
 
-        class _Txn:
-            def __enter__(self) -> Any:
-                txn = outer.__enter__()
-                put = txn.put_invocation
+        def put_invocation(inv: Any) -> None:
+            if inv.id == str(_invoke(2).invocation_id):
+                raise RuntimeError("poison")
+            put(inv)
 
-                def put_invocation(inv: Any) -> None:
-                    if inv.id == str(_invoke(2).invocation_id):
-                        raise RuntimeError("poison")
-                    put(inv)
-
-                txn.put_invocation = put_invocation
-                return txn
-
-            def __exit__(self, *exc: Any) -> Any:
-                return outer.__exit__(*exc)
-
-        return _Txn()
+        txn.put_invocation = put_invocation  # type: ignore[method-assign]
+        return txn
 
 
 async def test_a_record_whose_apply_raises_is_dropped_alone() -> None:

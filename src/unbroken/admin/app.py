@@ -92,12 +92,13 @@ class AdminApp:
         self.token = token  # when set, every route but /health needs ``authorization: Bearer <token>``
         self.deployment_id = deployment_id
         self.ingress_url = ingress_url
-        self.data_dir = os.path.dirname(engine.store.path)
+        store_path: str = engine.store.path  # type: ignore[attr-defined]  # SQLite's, until a read model
+        self.data_dir = os.path.dirname(store_path)
         self.created_at = rfc3339(engine.clock.now_ms()) or ""
         self.overrides = svcs.load_overrides(self.data_dir)
         self._patch_lock = asyncio.Lock()
         self.sql = QueryEngine(
-            engine.store.path, self._services_json, self._deployments_json, timeout_s=query_timeout_s
+            store_path, self._services_json, self._deployments_json, timeout_s=query_timeout_s
         )
         self._json_cache: dict[str, tuple[Schemas, str]] = {}
 

@@ -12,11 +12,11 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.model import Schemas
+from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.invoker import Invoker
@@ -28,7 +28,7 @@ log = logging.getLogger("unbroken.engine")
 # How the engine builds its processor: the writer thread in production, a simulated one in the simulator
 # (``unbroken.testing.sim``), which drives the same ``Processor._apply_batch`` from the event loop.
 ProcessorFactory = Callable[
-    [Any, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None]], Processor
+    [Store, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None]], Processor
 ]
 
 
@@ -48,7 +48,7 @@ class _Waiters:
 class Engine:
     def __init__(
         self,
-        store: Any,
+        store: Store,
         schemas: Schemas,
         transport: HandlerTransport,
         clock: Clock,

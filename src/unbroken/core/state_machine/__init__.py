@@ -16,7 +16,7 @@ from unbroken.core.actions import Action
 from unbroken.core.model import Schemas
 from unbroken.core.state_machine import commands, control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
-from unbroken.core.txn import Transaction
+from unbroken.core.storage import Transaction
 
 __all__ = ["apply", "Step"]
 
@@ -61,4 +61,5 @@ def apply(txn: Transaction, record: r.Record, now_ms: int, schemas: Schemas) -> 
             control.on_set_state(step, record)
         case _:
             raise AssertionError(f"unknown record {record!r}")
+    step.flush()
     return step.actions

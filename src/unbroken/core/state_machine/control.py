@@ -125,8 +125,7 @@ def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
 def purge(step: Step, inv: Invocation) -> None:
     """Forget a completed invocation: status, journal, and for a workflow run its state and promises."""
     assert inv.status is Status.COMPLETED
-    step.txn.delete_journal(inv.id)
-    step.txn.delete_invocation(inv.id)
+    step.delete(inv.id)  # the row and its journal
     if inv.handler_kind is HandlerKind.WORKFLOW:
         assert inv.target.key is not None
         step.txn.state_clear_all(inv.target.service, inv.target.key)

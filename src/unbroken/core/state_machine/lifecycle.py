@@ -36,7 +36,7 @@ def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
             assert holder != inv.id, f"{inv.id} already holds its lock"
             inv.status = Status.INBOXED
             step.save(inv)
-            step.txn.inbox_push(inv.target.service, key, inv.id)
+            step.txn.inbox_push(inv.target.service, key, inv.id, step.now_ms)
             return
         step.txn.set_lock_holder(inv.target.service, key, inv.id)
     start(step, inv, journal)
@@ -61,7 +61,7 @@ def start(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
 
 def append(step: Step, inv: Invocation, entry: object) -> int:
     index = inv.journal_length
-    step.txn.append_journal(inv.id, index, entry)  # type: ignore[arg-type]
+    step.txn.append_journal(inv.id, index, entry, step.now_ms)  # type: ignore[arg-type]
     inv.journal_length = index + 1
     return index
 
@@ -71,8 +71,8 @@ def notify(step: Step, invocation_id: str, notification: Notification) -> None:
     inv = step.load(invocation_id)
     if inv is None or inv.status is Status.COMPLETED:
         return
-    if notification.signal_idx and _has_signal(step, inv, notification.signal_idx):
-        return  # a signal (awakeable, cancel) completes once; repeats are ignored
+    if notification.signal_idx and step.txn.has_signal(inv.id, notification.signal_idx):
+        return  # a signal (awakeable, cancel) completes once; repeats are ignored (an indexed lookup)
     append(step, inv, notification)
     if inv.status is Status.RUNNING:
         step.save(inv)
@@ -87,13 +87,6 @@ def _wakes(inv: Invocation, n: Notification) -> bool:
     if n.completion_id:
         return n.completion_id in inv.waiting_completions
     return n.signal_idx in inv.waiting_signals
-
-
-def _has_signal(step: Step, inv: Invocation, signal_idx: int) -> bool:
-    for entry in step.txn.journal(inv.id):
-        if isinstance(entry, Notification) and entry.signal_idx == signal_idx:
-            return True
-    return False
 
 
 def complete(step: Step, inv: Invocation, result: Result) -> None:
