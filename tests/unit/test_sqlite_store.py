@@ -165,3 +165,30 @@ def test_the_blob_leaves_out_the_id_and_reads_back_whole(tmp_path: Path) -> None
     assert inv.id.encode() not in blob
     with store.transaction() as txn:
         assert txn.get_invocation(inv.id) == inv
+
+
+def test_row_times_are_the_records_not_the_database_clock(tmp_path: Path) -> None:
+    """The journal's and the inbox's times come from the record being applied (``Step.now_ms``): a replay
+    or a simulation under virtual time writes the same rows. They were ``julianday('now')``."""
+    store = SqliteStore(str(tmp_path))
+    with store.transaction() as txn:
+        txn.append_journal("inv_a", 0, j.InputCommand([], b"1"), 1234)
+        txn.inbox_push("Obj", "k", "inv_a", 5678)
+    assert store.conn.execute("SELECT appended_at FROM journal").fetchall() == [(1234,)]
+    assert store.conn.execute("SELECT created_at FROM inbox").fetchall() == [(5678,)]
+
+
+def test_a_schema_2_data_dir_gets_the_signal_index_of_its_journals(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    _create(store, "inv_a")
+    with store.transaction() as txn:
+        txn.append_journal("inv_a", 1, j.Notification("signal", 0, 17, j.Result(value=b"s")), NOW)
+        txn.append_journal("inv_a", 2, j.Notification("call", 4, 0, j.Result()), NOW)
+    store.conn.executescript("DROP TABLE signal; UPDATE meta SET v = '2' WHERE k = 'schema_version';")
+    store.close()
+    upgraded = SqliteStore(str(tmp_path))
+    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("3",)
+    with upgraded.transaction() as txn:
+        assert txn.has_signal("inv_a", 17)
+        assert not txn.has_signal("inv_a", 4)
+        assert len(txn.journal("inv_a")) == 3
