@@ -229,6 +229,24 @@ def test_timers_are_stored_listed_and_deleted_with_ids_that_only_grow(store: Sto
     assert sorted(t.timer_id for t in store.timers()) == [first, third]
 
 
+def test_timer_windows_are_range_scans_in_fire_order_of_committed_timers(store: Store) -> None:
+    with store.transaction() as txn:
+        ids = {at: txn.add_timer(NOW + at, "sleep", f"inv_{at}", 1) for at in (30, 10, 20, 10_000)}
+        same_time = txn.add_timer(NOW + 10, "retry", "inv_same", 0)  # ties go by id
+    order = [ids[10], same_time, ids[20], ids[30], ids[10_000]]
+    assert [t.timer_id for t in store.timers_after(None, 100)] == order
+    first = store.timers_after(None, 2)
+    assert [t.timer_id for t in first] == order[:2]
+    last = (first[-1].fire_at_ms, first[-1].timer_id)
+    assert [t.timer_id for t in store.timers_after(last, 2)] == order[2:4]
+    assert store.timers_after((NOW + 10_000, ids[10_000]), 5) == []
+    txn = store.begin()  # a timer of an open transaction is not in a window: it may yet roll back
+    txn.add_timer(NOW, "sleep", "inv_open", 1)
+    assert [t.timer_id for t in store.timers_after(None, 100)] == order
+    txn.rollback()
+    assert [t.timer_id for t in store.timers_after(None, 100)] == order
+
+
 # ---------------------------------------------------------------------------------------------- promises
 def test_promises_are_per_workflow_and_cleared_together(store: Store) -> None:
     waiting = Promise(None, (Sink("inv_a", 2), Sink("inv_b", 5)))

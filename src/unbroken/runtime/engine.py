@@ -66,7 +66,7 @@ class Engine:
             transport, self.processor, clock, self.options.inactivity_timeout_ms, self.options.dev,
             schemas=lambda: self.schemas,
         )  # fmt: skip
-        self.timers = TimerService(clock, self.processor.submit)
+        self.timers = TimerService(clock, self.processor.submit, store.timers_after)
         self._waiters = _Waiters()
         self._request_ids = itertools.count(1)
         self._on_log = on_log
@@ -75,8 +75,7 @@ class Engine:
     # ------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Recover from storage (running invocations restart, timers re-arm), then process."""
-        for timer in self.store.timers():
-            self.timers.arm(timer.timer_id, timer.fire_at_ms)
+        self.timers.load()  # the earliest ones; the others are read when these have fired
         recovering = self.store.running_invocation_ids()
         self.processor.start()
         for invocation_id in recovering:

@@ -35,10 +35,13 @@ class MemoryStore:
         self.promises: dict[tuple[str, str, str], bytes] = {}
         self.signals: dict[str, set[int]] = {}  # the signal index of each journal
         self.next_timer_id = 1
+        self.committed_timers: dict[int, Timer] | None = None  # while a transaction is open
 
     def begin(self) -> MemoryTransaction:
         """All-or-nothing: the transaction works in place; rollback restores a snapshot taken here."""
-        return MemoryTransaction(self, copy.deepcopy(self.__dict__))
+        snapshot = copy.deepcopy(self.__dict__)
+        self.committed_timers = snapshot["timer_rows"]
+        return MemoryTransaction(self, snapshot)
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         return transaction(self)
@@ -49,6 +52,11 @@ class MemoryStore:
 
     def timers(self) -> list[Timer]:
         return list(self.timer_rows.values())
+
+    def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
+        committed = self.timer_rows if self.committed_timers is None else self.committed_timers
+        rows = sorted(committed.values(), key=lambda t: (t.fire_at_ms, t.timer_id))
+        return [t for t in rows if after is None or (t.fire_at_ms, t.timer_id) > after][:limit]
 
     def close(self) -> None:
         pass
@@ -63,11 +71,15 @@ class MemoryTransaction:
 
     def commit(self) -> None:
         self._snapshot = None
+        self.s.committed_timers = None
 
     def rollback(self) -> None:
         if self._snapshot is not None:
+            next_timer_id = self.s.next_timer_id  # ids are never handed out twice, not even after a rollback
             self.s.__dict__.update(self._snapshot)
+            self.s.next_timer_id = next_timer_id
             self._snapshot = None
+        self.s.committed_timers = None
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         data = self.s.invocations.get(invocation_id)

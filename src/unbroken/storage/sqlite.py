@@ -11,7 +11,7 @@ import os
 import sqlite3
 from contextlib import AbstractContextManager
 
-from unbroken.core.journal import Entry
+from unbroken.core.journal import Entry, Notification
 from unbroken.core.model import Invocation, cleanup_due_ms
 from unbroken.core.storage import Promise, Timer, Transaction, transaction
 from unbroken.storage.codec import (
@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS timer (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     fire_at INTEGER NOT NULL, kind TEXT NOT NULL, invocation_id TEXT NOT NULL, completion_id INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS timer_fire ON timer(fire_at, id);
 CREATE TABLE IF NOT EXISTS promise (
     service TEXT NOT NULL, service_key TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (service, service_key, name)
@@ -126,6 +127,7 @@ class SqliteStore:
         self.conn.executescript(_SCHEMA)
         self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self.seqs: dict[str, int] = {}
+        self._reader: sqlite3.Connection | None = None  # for timer scans (see ``timers_after``)
         # Keys only grow, past every key in either table, so a key is never reused, not even for a journal
         # whose invocation row is gone.
         row = self.conn.execute(
@@ -148,6 +150,8 @@ class SqliteStore:
             self.conn.execute("ROLLBACK")
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         self.conn.close()
 
     # --- recovery reads (before the processor starts) -------------------------------------------------
@@ -163,6 +167,19 @@ class SqliteStore:
 
     def timers(self) -> list[Timer]:
         rows = self.conn.execute("SELECT id, fire_at, kind, invocation_id, completion_id FROM timer")
+        return [Timer(*row) for row in rows]
+
+    def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
+        # On a reader connection: called on the event loop while the writer thread may be committing
+        # on ``conn``, and it must see committed timers only.
+        if self._reader is None:
+            self._reader = connect(self.path, readonly=True)
+        fire_at, timer_id = after if after is not None else (-(2**63), -(2**63))
+        rows = self._reader.execute(
+            "SELECT id, fire_at, kind, invocation_id, completion_id FROM timer WHERE (fire_at, id) > (?, ?)"
+            " ORDER BY fire_at, id LIMIT ?",
+            (fire_at, timer_id, limit),
+        )
         return [Timer(*row) for row in rows]
 
 
@@ -308,9 +325,8 @@ class SqliteTransaction:
         # The Input entry is written before its invocation row exists: the key is handed out here.
         seq = self._seq(invocation_id, create=True)
         self.c.execute("INSERT INTO journal VALUES (?, ?, ?, ?)", (seq, index, encode_entry(entry), appended_at_ms))
-        signal_idx = signal_index(entry)
-        if signal_idx:
-            self.c.execute("INSERT OR IGNORE INTO signal VALUES (?, ?)", (seq, signal_idx))
+        if type(entry) is Notification and entry.signal_idx:  # inline signal_index(): the hot path
+            self.c.execute("INSERT OR IGNORE INTO signal VALUES (?, ?)", (seq, entry.signal_idx))
 
     def delete_journal(self, invocation_id: str) -> None:
         seq = self._seq(invocation_id, create=False)

@@ -72,6 +72,7 @@ class ObservedTransaction(MemoryTransaction):
         super().__init__(store, None)
         self.sim = store
         self.snap: tuple[Any, ...] | None = store._snapshot()
+        store.committed_timers = self.snap[5]
         self.events: list[Event] = []
 
     def commit(self) -> None:
@@ -80,12 +81,16 @@ class ObservedTransaction(MemoryTransaction):
             self.rollback()
             raise InjectedStorageError(5, "injected: disk I/O error at commit")
         self.snap = None
+        self.sim.committed_timers = None
         self.sim.world.on_commit(self.events)
 
     def rollback(self) -> None:
         if self.snap is not None:
+            next_timer_id = self.sim.next_timer_id  # never handed out twice (the timer window may hold one)
             self.sim._restore(self.snap)
+            self.sim.next_timer_id = next_timer_id
             self.snap = None
+        self.sim.committed_timers = None
 
     def put_invocation(self, inv: Invocation) -> None:
         prev = self.s.invocations.get(inv.id)
