@@ -25,7 +25,7 @@ SCHEMAS = Schemas({
 })  # fmt: skip
 # Calls that read (the rest write).
 READS = {"get_invocation", "journal", "state_all", "lock_holder", "get_timer", "get_promise",
-         "expired_invocations", "signal_received", "inbox_pop"}  # fmt: skip
+         "expired_invocations", "has_signal", "inbox_pop"}  # fmt: skip
 
 
 class Counting:
