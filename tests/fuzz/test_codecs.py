@@ -35,9 +35,9 @@ from unbroken.core.durations import (
 )
 from unbroken.core.errors import InvariantViolation
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
-from unbroken.core.model import Invocation, check_invocation
+from unbroken.core.model import Invocation, Sink, check_invocation
 from unbroken.core.txn import Promise
-from unbroken.storage import sqlite as store
+from unbroken.storage import codec as store
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -159,15 +159,15 @@ def test_invocation_row_round_trips(inv: Invocation) -> None:
         check_invocation(inv)
     except InvariantViolation:
         return  # arbitrary fields break the stored invariants: the store refuses such rows on read
-    assert store.decode_invocation_row(encoded, inv.id) == inv
-    assert store.decode_invocation_row(store.encode_invocation_blob(inv), inv.id) == inv
+    assert store.decode_invocation(encoded, inv.id) == inv
+    assert store.decode_invocation(store.encode_invocation(inv), inv.id) == inv
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=256))
 def test_arbitrary_bytes_as_an_invocation_row(data: bytes) -> None:
     try:
-        inv = store.decode_invocation_row(data, "inv_from_the_column")
+        inv = store.decode_invocation(data, "inv_from_the_column")
     except msgspec.DecodeError:
         return
     except InvariantViolation:
@@ -178,7 +178,7 @@ def test_arbitrary_bytes_as_an_invocation_row(data: bytes) -> None:
 promises = st.builds(
     Promise,
     strategy_for(mi.type_info(j.Result | None)),
-    st.lists(strategy_for(mi.type_info(store.Sink)), max_size=3).map(tuple),
+    st.lists(strategy_for(mi.type_info(Sink)), max_size=3).map(tuple),
 )
 
 

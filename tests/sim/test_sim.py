@@ -12,8 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -265,13 +264,19 @@ def _flaky_store(failures: int) -> tuple[MemoryStore, list[int]]:
     left = [failures]
 
     class FlakyStore(MemoryStore):
-        @contextmanager
-        def transaction(self) -> Iterator[MemoryTransaction]:
-            with super().transaction() as txn:
-                yield txn
+        def begin(self) -> MemoryTransaction:
+            txn = super().begin()
+            commit = txn.commit
+
+            def failing_commit() -> None:
                 if left[0]:
                     left[0] -= 1
+                    txn.rollback()
                     raise OSError(5, "disk I/O error at commit")
+                commit()
+
+            txn.commit = failing_commit  # type: ignore[method-assign]
+            return txn
 
     return FlakyStore(), left
 

@@ -3,7 +3,7 @@ a failure racing a cancel retries at once, a failure no retry fixes pauses at on
 
 from __future__ import annotations
 
-from tests.unit.test_state_machine import Machine, _of
+from tests.unit.test_state_machine import Machine, _of, backend  # noqa: F401 - autouse: runs on every backend
 from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_state_machine import Machine, _of
+from tests.unit.test_state_machine import Machine, _of, backend  # noqa: F401 - autouse: runs on every backend
 from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r

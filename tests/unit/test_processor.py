@@ -104,28 +104,19 @@ class _PoisonStore(MemoryStore):
         self.fail = fail
         self.poison = str(_invoke(poison).invocation_id)
 
-    def transaction(self) -> Any:
-        outer = super().transaction()
+    def begin(self) -> Any:
+        txn = super().begin()
+        put = txn.put_invocation
         store = self
 
-        class _Txn:
-            def __enter__(self) -> Any:
-                txn = outer.__enter__()
-                put = txn.put_invocation
+        def put_invocation(inv: Any) -> None:
+            if inv.id == store.poison and store.left.count > 0:
+                store.left.count -= 1
+                raise store.fail()
+            put(inv)
 
-                def put_invocation(inv: Any) -> None:
-                    if inv.id == store.poison and store.left.count > 0:
-                        store.left.count -= 1
-                        raise store.fail()
-                    put(inv)
-
-                txn.put_invocation = put_invocation
-                return txn
-
-            def __exit__(self, *exc: Any) -> Any:
-                return outer.__exit__(*exc)
-
-        return _Txn()
+        txn.put_invocation = put_invocation  # type: ignore[method-assign]
+        return txn
 
 
 async def test_a_record_that_breaks_an_invariant_twice_stops_the_processor_loudly() -> None:

@@ -42,21 +42,21 @@ def _populate(store: Any) -> None:
         inp = j.InputCommand([], b'"x"')
         txn.put_invocation(_inv(HOLDER, Target("Counter", "hold", "k"), obj, Status.SUSPENDED, journal_length=2,
                                 waiting_completions=[1], waiting_signals=[1], attempts=1, running_at_ms=NOW))  # fmt: skip
-        txn.append_journal(HOLDER, 0, inp)
-        txn.append_journal(HOLDER, 1, j.PeekPromiseCommand("decision", 1))
+        txn.append_journal(HOLDER, 0, inp, NOW)
+        txn.append_journal(HOLDER, 1, j.PeekPromiseCommand("decision", 1), NOW)
         txn.set_lock_holder("Counter", "k", HOLDER)
         txn.put_invocation(_inv(QUEUED, Target("Counter", "add", "k"), obj, Status.INBOXED))
-        txn.inbox_push("Counter", "k", _id(9))
-        txn.inbox_push("Counter", "k", QUEUED)
+        txn.inbox_push("Counter", "k", _id(9), NOW)
+        txn.inbox_push("Counter", "k", QUEUED, NOW)
         txn.put_invocation(_inv(SLEEPER, Target("Worker", "nap"), svc, Status.SUSPENDED, journal_length=2,
                                 waiting_completions=[1], waiting_signals=[1], attempts=1))  # fmt: skip
-        txn.append_journal(SLEEPER, 0, inp)
-        txn.append_journal(SLEEPER, 1, j.SleepCommand(NOW + 60_000, 1, "long nap"))
+        txn.append_journal(SLEEPER, 0, inp, NOW)
+        txn.append_journal(SLEEPER, 1, j.SleepCommand(NOW + 60_000, 1, "long nap"), NOW)
         txn.add_timer(NOW + 60_000, "sleep", SLEEPER, 1)
         txn.put_invocation(_inv(WAITER, Target("Worker", "wait"), svc, Status.SUSPENDED, journal_length=2,
                                 waiting_signals=[1, 17], attempts=1))  # fmt: skip
-        txn.append_journal(WAITER, 0, inp)
-        txn.append_journal(WAITER, 1, j.RunCommand(1, f"hand out {AWAKEABLE}"))
+        txn.append_journal(WAITER, 0, inp, NOW)
+        txn.append_journal(WAITER, 1, j.RunCommand(1, f"hand out {AWAKEABLE}"), NOW)
         txn.state_set("Counter", "k", "total", b"41")
         txn.put_promise("Counter", "k", "decision", Promise(j.Result(b'"yes"'), (Sink(HOLDER, 1),)))
 

@@ -25,7 +25,7 @@ def _inv(inv_id: str, status: Status = Status.SCHEDULED) -> Invocation:
 
 def _create(store: SqliteStore, inv_id: str, arg: bytes = b"1") -> None:
     with store.transaction() as txn:
-        txn.append_journal(inv_id, 0, j.InputCommand([], arg))
+        txn.append_journal(inv_id, 0, j.InputCommand([], arg), NOW)
         txn.put_invocation(_inv(inv_id))
 
 
@@ -71,7 +71,7 @@ def test_update_keeps_the_key_and_a_recreated_id_gets_a_fresh_one(tmp_path: Path
 def test_a_rolled_back_transaction_leaves_no_stale_key(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path))
     with pytest.raises(RuntimeError), store.transaction() as txn:
-        txn.append_journal("inv_x", 0, j.InputCommand([], b"lost"))
+        txn.append_journal("inv_x", 0, j.InputCommand([], b"lost"), NOW)
         txn.put_invocation(_inv("inv_x"))
         raise RuntimeError("storage failed mid-batch")
     assert _seqs(store) == []
@@ -118,7 +118,7 @@ def test_a_schema_1_data_dir_is_upgraded_in_place(tmp_path: Path) -> None:
     with store.transaction() as txn:
         assert txn.journal("inv_late") == [j.InputCommand([], b"inv_late")]
         assert txn.get_invocation("inv_early") == _inv("inv_early")
-    assert store.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("2",)
+    assert store.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("3",)
     with store.transaction() as txn:
         for n in ("inv_early", "inv_late"):
             inv = txn.get_invocation(n)
@@ -159,9 +159,36 @@ def test_the_blob_leaves_out_the_id_and_reads_back_whole(tmp_path: Path) -> None
     inv.service_kind = ServiceKind.VIRTUAL_OBJECT
     inv.created_at_ms, inv.modified_at_ms = NOW, NOW + 3
     with store.transaction() as txn:
-        txn.append_journal(inv.id, 0, j.InputCommand([], b"1"))
+        txn.append_journal(inv.id, 0, j.InputCommand([], b"1"), NOW)
         txn.put_invocation(inv)
     (blob,) = store.conn.execute("SELECT data FROM invocation").fetchone()
     assert inv.id.encode() not in blob
     with store.transaction() as txn:
         assert txn.get_invocation(inv.id) == inv
+
+
+def test_row_times_are_the_records_not_the_database_clock(tmp_path: Path) -> None:
+    """The journal's and the inbox's times come from the record being applied (``Step.now_ms``): a replay
+    or a simulation under virtual time writes the same rows. They were ``julianday('now')``."""
+    store = SqliteStore(str(tmp_path))
+    with store.transaction() as txn:
+        txn.append_journal("inv_a", 0, j.InputCommand([], b"1"), 1234)
+        txn.inbox_push("Obj", "k", "inv_a", 5678)
+    assert store.conn.execute("SELECT appended_at FROM journal").fetchall() == [(1234,)]
+    assert store.conn.execute("SELECT created_at FROM inbox").fetchall() == [(5678,)]
+
+
+def test_a_schema_2_data_dir_gets_the_signal_index_of_its_journals(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    _create(store, "inv_a")
+    with store.transaction() as txn:
+        txn.append_journal("inv_a", 1, j.Notification("signal", 0, 17, j.Result(value=b"s")), NOW)
+        txn.append_journal("inv_a", 2, j.Notification("call", 4, 0, j.Result()), NOW)
+    store.conn.executescript("DROP TABLE signal; UPDATE meta SET v = '2' WHERE k = 'schema_version';")
+    store.close()
+    upgraded = SqliteStore(str(tmp_path))
+    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("3",)
+    with upgraded.transaction() as txn:
+        assert txn.has_signal("inv_a", 17)
+        assert not txn.has_signal("inv_a", 4)
+        assert len(txn.journal("inv_a")) == 3

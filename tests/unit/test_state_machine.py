@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.backends import BACKENDS, Opener, opener
 from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
@@ -21,7 +24,6 @@ from unbroken.core.model import (
     Target,
 )
 from unbroken.core.state_machine import apply
-from unbroken.storage.memory import MemoryStore
 
 NOW = 1_700_000_000_000
 
@@ -39,11 +41,19 @@ def _schemas(max_attempts: int = 3) -> Schemas:
     })  # fmt: skip
 
 
+@pytest.fixture(autouse=True, params=BACKENDS, ids=lambda b: b.name)
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for stores in opener(request, tmp_path):
+        monkeypatch.setattr(Machine, "stores", stores, raising=False)
+        yield
+
+
 class Machine:
+    stores: Opener  # set per test by the ``backend`` fixture: every test runs on every backend
     """A store plus apply, with helpers to read what a test needs."""
 
     def __init__(self, max_attempts: int = 3) -> None:
-        self.store = MemoryStore()
+        self.store = Machine.stores()
         self.schemas = _schemas(max_attempts)
         self.now = NOW
         self.n = 0
@@ -241,6 +251,57 @@ def test_cancel_of_a_running_invocation_delivers_the_cancel_signal() -> None:
     (deliver,) = _of(actions, a.Deliver)
     assert deliver.notification.signal_idx == j.CANCEL_SIGNAL
     assert _of(actions, a.Reply)[0].kind == "accepted"
+
+
+class _CountingTxn:
+    """Forwards to a transaction, counting the calls by name."""
+
+    def __init__(self, txn: Any, counts: dict[str, int]) -> None:
+        self._txn, self._counts = txn, counts
+
+    def __getattr__(self, name: str) -> Any:
+        self._counts[name] = self._counts.get(name, 0) + 1
+        return getattr(self._txn, name)
+
+
+def test_a_repeated_signal_is_recognised_without_reading_the_journal() -> None:
+    """[hardening] 7: each resolve re-read and decoded the target's whole journal (200 forged resolves
+    against a 40,000-entry journal held the loop for seconds); now a lookup in the signal index."""
+    m = Machine()
+    inv_id, _ = m.invoke(Target("Svc", "h"))
+    for n in range(1, 51):  # a long journal
+        m.apply(r.ProposeRunCompletion(inv_id, 1, n, j.Result(value=b"x")))
+    counts: dict[str, int] = {}
+    delivered = []
+    for _ in range(3):
+        with m.store.transaction() as txn:
+            actions = apply(_CountingTxn(txn, counts), r.ResolveSignal(inv_id, 17, j.Result(value=b"s")), m.now, m.schemas)
+        delivered += _of(actions, a.Deliver)
+    assert counts.get("journal", 0) == 0
+    assert [d.notification.signal_idx for d in delivered] == [17]  # repeats are still ignored
+    signals = [e for e in m.journal(inv_id) if isinstance(e, j.Notification) and e.signal_idx == 17]
+    assert len(signals) == 1
+
+
+def _row_calls(m: Machine, record: r.Record) -> tuple[int, int]:
+    counts: dict[str, int] = {}
+    with m.store.transaction() as txn:
+        apply(_CountingTxn(txn, counts), record, m.now, m.schemas)
+    return counts.get("get_invocation", 0), counts.get("put_invocation", 0)
+
+
+def test_a_record_reads_and_writes_each_invocation_row_once() -> None:
+    """The step's identity map: a Call touches two rows (caller, new child) and cost 4 reads + 4 writes
+    when each helper reloaded and rewrote the caller; a run completion cost 2 + 2 of one row."""
+    m = Machine()
+    caller, _ = m.invoke(Target("Svc", "h"))
+    assert _row_calls(m, r.ProposeRunCompletion(caller, 1, 1, j.Result(value=b"x"))) == (1, 1)
+    assert _row_calls(m, r.JournalCommand(caller, 1, j.CallCommand("Svc", "h", b"", [], None, None, 2, 3))) == (2, 2)
+    stored = m.inv(caller)
+    assert len(stored.children) == 1 and stored.journal_length == 4  # input, run result, call, call_id
+    (child,) = stored.children
+    assert _row_calls(m, r.JournalCommand(child, 1, j.OutputCommand(j.Result(value=b"4")))) == (2, 2)
+    assert [type(e) for e in m.journal(caller)][-1] is j.Notification
 
 
 def test_kill_aborts_releases_the_lock_and_kills_pending_calls() -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.backends import BACKENDS, Opener, opener
 from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
@@ -18,7 +23,6 @@ from unbroken.core.model import (
     Target,
 )
 from unbroken.core.state_machine import apply
-from unbroken.storage.memory import MemoryStore
 
 NOW = 1_700_000_000_000
 SCHEMAS = Schemas({
@@ -27,9 +31,17 @@ SCHEMAS = Schemas({
 })  # fmt: skip
 
 
+@pytest.fixture(autouse=True, params=BACKENDS, ids=lambda b: b.name)
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for stores in opener(request, tmp_path):
+        monkeypatch.setattr(Machine, "stores", stores, raising=False)
+        yield
+
+
 class Machine:
+    stores: Opener  # set per test by the ``backend`` fixture: every test runs on every backend
     def __init__(self) -> None:
-        self.store = MemoryStore()
+        self.store = Machine.stores()
         self.n = 0
 
     def apply(self, record: r.Record) -> list[a.Action]:

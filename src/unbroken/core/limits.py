@@ -40,6 +40,9 @@ state_value_bytes_max = 32 * 1024 * 1024  # one ctx.set value (as Restate's eage
 journal_entry_bytes_max = 32 * 1024 * 1024  # payload of one journal entry (as Restate's message-size-limit)
 failure_message_chars_max = 64 * 1024  # longer error messages are cut (they are stored and shown)
 
+# timers
+timers_in_memory_max = 10_000  # the earliest timers held in memory; the others wait in storage
+
 # retention sweep
 clean_expired_batch_max = 1000
 clean_expired_interval_ms = 60_000

@@ -18,7 +18,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import assert_never
 
 from unbroken.core import actions as a
 from unbroken.core import limits
@@ -26,6 +26,7 @@ from unbroken.core import records as r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.journal import Failure, Result
 from unbroken.core.model import Schemas
+from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.invoker import Invoker
@@ -37,7 +38,7 @@ log = logging.getLogger("unbroken.engine")
 # How the engine builds its processor: the writer thread in production, a simulated one in the simulator
 # (``unbroken.testing.sim``), which drives the same ``Processor._apply_batch`` from the event loop.
 ProcessorFactory = Callable[
-    [Any, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None]], Processor
+    [Store, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None]], Processor
 ]
 
 
@@ -60,7 +61,7 @@ class _Waiters:
 class Engine:
     def __init__(
         self,
-        store: Any,
+        store: Store,
         schemas: Schemas,
         transport: HandlerTransport,
         clock: Clock,
@@ -78,7 +79,7 @@ class Engine:
             transport, self.processor, clock, self.options.inactivity_timeout_ms, self.options.dev,
             schemas=lambda: self.schemas,
         )  # fmt: skip
-        self.timers = TimerService(clock, self.processor.submit)
+        self.timers = TimerService(clock, self.processor.submit, store.timers_after)
         self._waiters = _Waiters()
         self._request_ids = itertools.count(1)
         self._on_log = on_log
@@ -94,8 +95,7 @@ class Engine:
         self._cleaner = self.loop.create_task(self._clean_periodically())
 
     def _load_from_store(self) -> None:
-        for timer in self.store.timers():
-            self.timers.arm(timer.timer_id, timer.fire_at_ms)
+        self.timers.load()  # the earliest ones; the others are read when these have fired
         recovering = self.store.running_invocation_ids()
         for invocation_id in recovering:
             self.processor.submit(r.Recover(invocation_id))

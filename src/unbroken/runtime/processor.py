@@ -36,7 +36,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from unbroken.core import limits
 from unbroken.core import records as r
@@ -45,6 +44,7 @@ from unbroken.core.journal import Failure, Result
 from unbroken.core.model import Schemas
 from unbroken.core.records import Record
 from unbroken.core.state_machine import apply
+from unbroken.core.storage import Store, Transaction
 from unbroken.runtime import faults
 from unbroken.runtime.clock import Clock
 
@@ -64,10 +64,6 @@ CONTROL_RECORDS = (
 ATTEMPT_RECORDS = (r.JournalCommand, r.ProposeRunCompletion)
 # sqlite3 errors that are the record's or the code's fault, not the store's: a constraint, a misuse.
 _NOT_STORE_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
-
-
-class Store(Protocol):
-    def transaction(self) -> Any: ...
 
 
 class StorageFailed(Exception):
@@ -127,7 +123,7 @@ def _failed_reply(request_id: int, kind: str, code: int, message: str) -> Reply:
 class _Commit:
     """A batch applied on the loop, for the writer thread to commit (``transaction`` is the open one)."""
 
-    transaction: Any
+    transaction: Transaction
     batch: list[Record]
     actions: list[Action]
 
@@ -238,9 +234,8 @@ class Processor:
         self.records += len(batch)
         now = self._clock.now_ms()
         schemas = self._schemas()
-        transaction = self._store.transaction()
         try:
-            txn = transaction.__enter__()
+            txn = self._store.begin()
         except Exception as exc:
             self._store_failed(batch, exc)
             return
@@ -248,13 +243,13 @@ class Processor:
             actions = self._apply_all(txn, batch, now, schemas)
         except BaseException as exc:
             try:
-                transaction.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
+                txn.rollback()
             except Exception as rollback:  # noqa: BLE001 - the rollback failed too: the store is failing
                 log.error("rollback failed: %r", rollback)
             self._apply_failed(batch, exc)
             return
         self._committing = True
-        commit = _Commit(transaction, batch, actions)
+        commit = _Commit(txn, batch, actions)
         if len(batch) <= INLINE_COMMIT_RECORDS:
             self._commit(commit)()  # on the loop itself: nothing else is queued
         else:
@@ -289,7 +284,7 @@ class Processor:
                 kept.append(record)
         return kept
 
-    def _apply_all(self, txn: Any, batch: list[Record], now: int, schemas: Schemas) -> list[Action]:
+    def _apply_all(self, txn: Transaction, batch: list[Record], now: int, schemas: Schemas) -> list[Action]:
         actions: list[Action] = []
         for i, record in enumerate(batch):
             actions.extend(apply(txn, record, now, schemas))
@@ -415,7 +410,7 @@ class Processor:
     def _commit(self, commit: _Commit) -> Callable[[], None]:
         """COMMIT (the fsync, without the GIL) on the calling thread; returns what the loop does next."""
         try:
-            commit.transaction.__exit__(None, None, None)
+            commit.transaction.commit()
         except Exception as exc:  # busy, I/O error, disk full: the store rolled back
             return functools.partial(self._commit_failed, commit.batch, exc)
         faults.point("processor.after_commit")

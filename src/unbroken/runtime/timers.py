@@ -1,7 +1,14 @@
-"""Durable timers in memory: the store holds them, this fires them at their time.
+"""Durable timers: the store holds them all, memory holds a bounded window of the earliest, this fires them.
 
 A single ``loop.call_later`` handle covers the earliest timer; firing submits ``TimerFired`` records
 (the state machine deletes the row and does the work, so a timer fired twice is harmless).
+
+Memory holds at most ``limits.timers_in_memory_max`` timers, the earliest by ``(fire_at_ms, timer_id)``
+(as Restate's ``num-timers-in-memory-limit``), so a million sleeping invocations cost storage, not memory.
+``_horizon`` is the key of the last timer the window covers when storage may hold later ones: a timer
+armed past it is left in storage, and once the window has fired empty the next one is read by a range
+scan from there. Timer ids only grow, so the key of every timer committed after a scan is past the keys
+the scan returned, or it is armed into the window.
 """
 
 from __future__ import annotations
@@ -10,16 +17,29 @@ import asyncio
 import heapq
 from collections.abc import Callable
 
+from unbroken.core import limits
 from unbroken.core.records import Record, TimerFired
+from unbroken.core.storage import Timer
 from unbroken.runtime import faults
 from unbroken.runtime.clock import Clock
 
+TimerKey = tuple[int, int]  # (fire_at_ms, timer_id): the order timers fire in
+# Reads up to ``limit`` stored timers whose key is past ``after`` (all from the start if None), in key order.
+TimerScan = Callable[[TimerKey | None, int], list[Timer]]
+
 
 class TimerService:
-    def __init__(self, clock: Clock, submit: Callable[[Record], None]) -> None:
+    def __init__(
+        self, clock: Clock, submit: Callable[[Record], None], scan: TimerScan | None = None,
+        window_max: int | None = None,
+    ) -> None:  # fmt: skip
         self._clock = clock
         self._submit = submit
-        self._heap: list[tuple[int, int]] = []
+        self._scan = scan
+        self._window_max = window_max or limits.timers_in_memory_max
+        assert self._window_max >= 2, "the window keeps half of itself when it overflows"
+        self._heap: list[TimerKey] = []
+        self._horizon: TimerKey | None = None  # None: every stored timer is in the window
         self._handle: asyncio.TimerHandle | None = None
         self._handle_at = 0
         self._loop = asyncio.get_running_loop()
@@ -28,14 +48,30 @@ class TimerService:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def load(self) -> None:
+        """Read the earliest stored timers into the window (at start, and when it has fired empty)."""
+        assert self._scan is not None, "a TimerService without a scan only holds what is armed"
+        after = self._horizon
+        rows = self._scan(after, self._window_max)
+        self._horizon = (rows[-1].fire_at_ms, rows[-1].timer_id) if len(rows) == self._window_max else None
+        for row in rows:
+            heapq.heappush(self._heap, (row.fire_at_ms, row.timer_id))
+        self._schedule()
+
     def arm(self, timer_id: int, fire_at_ms: int) -> None:
-        heapq.heappush(self._heap, (fire_at_ms, timer_id))
+        key = (fire_at_ms, timer_id)
+        if self._horizon is not None and key > self._horizon:
+            return  # stored, and read by a later scan
+        heapq.heappush(self._heap, key)
+        if len(self._heap) > self._window_max:
+            self._shrink()
         if self._handle is None or fire_at_ms < self._handle_at:
             self._schedule()
 
     def reset(self) -> None:
         """Forget every armed timer (the engine re-arms them from storage after an in-process recovery)."""
         self._heap.clear()
+        self._horizon = None  # the next load() scans from the earliest stored timer
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -44,6 +80,13 @@ class TimerService:
         self._stopped = True
         if self._handle is not None:
             self._handle.cancel()
+
+    def _shrink(self) -> None:
+        """Keep the earliest half: one sort per ``window_max / 2`` arms, instead of an eviction per arm."""
+        assert self._scan is not None, f"more than {self._window_max} timers and no storage to leave them in"
+        keep = sorted(self._heap)[: self._window_max // 2]
+        self._heap = keep  # a sorted list is a heap
+        self._horizon = keep[-1]
 
     def _schedule(self) -> None:
         if self._handle is not None:
@@ -63,4 +106,7 @@ class TimerService:
             _, timer_id = heapq.heappop(self._heap)
             faults.point("timer.before_fire")  # due, but its TimerFired record is not submitted yet
             self._submit(TimerFired(timer_id))
+        if not self._heap and self._horizon is not None and not self._stopped:
+            self.load()  # schedules
+            return
         self._schedule()

@@ -7,18 +7,21 @@ objects between the state machine and the store.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from typing import Any
 
-import msgspec
-
-from unbroken.core.journal import Entry, decode_entry, encode_entry
-from unbroken.core.model import Invocation, Status, check_invocation, cleanup_due_ms
-from unbroken.core.txn import Promise, Timer
-from unbroken.storage.sqlite import decode_promise, encode_promise
-
-_enc = msgspec.msgpack.Encoder()
-_dec = msgspec.msgpack.Decoder(Invocation)
+from unbroken.core.journal import Entry
+from unbroken.core.model import Invocation, Status, cleanup_due_ms
+from unbroken.core.storage import Promise, Timer, Transaction, transaction
+from unbroken.storage.codec import (
+    decode_entry,
+    decode_invocation,
+    decode_promise,
+    encode_entry,
+    encode_invocation,
+    encode_promise,
+    signal_index,
+)
 
 
 class MemoryStore:
@@ -30,62 +33,89 @@ class MemoryStore:
         self.inboxes: dict[tuple[str, str], list[str]] = {}
         self.timer_rows: dict[int, Timer] = {}
         self.promises: dict[tuple[str, str, str], bytes] = {}
+        self.signals: dict[str, set[int]] = {}  # the signal index of each journal
         self.next_timer_id = 1
+        self.committed_timers: dict[int, Timer] | None = None  # while a transaction is open
 
-    @contextmanager
-    def transaction(self) -> Iterator[MemoryTransaction]:
-        """All-or-nothing: the transaction works on a copy that replaces the store on success."""
+    def begin(self) -> MemoryTransaction:
+        """All-or-nothing: the transaction works in place; rollback restores a snapshot taken here."""
         snapshot = copy.deepcopy(self.__dict__)
-        try:
-            yield MemoryTransaction(self)
-        except BaseException:
-            self.__dict__.update(snapshot)
-            raise
+        self.committed_timers = snapshot["timer_rows"]
+        return MemoryTransaction(self, snapshot)
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        return transaction(self)
 
     def running_invocation_ids(self) -> list[str]:
-        invs = [_dec.decode(b) for b in self.invocations.values()]
+        invs = [decode_invocation(b, i, check=False) for i, b in self.invocations.items()]
         return [inv.id for inv in invs if inv.status is Status.RUNNING]
 
     def timers(self) -> list[Timer]:
         return list(self.timer_rows.values())
 
+    def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
+        committed = self.timer_rows if self.committed_timers is None else self.committed_timers
+        rows = sorted(committed.values(), key=lambda t: (t.fire_at_ms, t.timer_id))
+        return [t for t in rows if after is None or (t.fire_at_ms, t.timer_id) > after][:limit]
+
+    def close(self) -> None:
+        pass
+
 
 class MemoryTransaction:
-    def __init__(self, store: MemoryStore) -> None:
+    """Times (``appended_at_ms``, ``pushed_at_ms``) are not kept: nothing reads them from this store."""
+
+    def __init__(self, store: MemoryStore, snapshot: dict[str, Any] | None) -> None:
         self.s = store
+        self._snapshot = snapshot
+
+    def commit(self) -> None:
+        self._snapshot = None
+        self.s.committed_timers = None
+
+    def rollback(self) -> None:
+        if self._snapshot is not None:
+            next_timer_id = self.s.next_timer_id  # ids are never handed out twice, not even after a rollback
+            self.s.__dict__.update(self._snapshot)
+            self.s.next_timer_id = next_timer_id
+            self._snapshot = None
+        self.s.committed_timers = None
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         data = self.s.invocations.get(invocation_id)
-        if data is None:
-            return None
-        inv = _dec.decode(data)
-        check_invocation(inv)
-        return inv
+        return None if data is None else decode_invocation(data, invocation_id)
 
     def put_invocation(self, inv: Invocation) -> None:
-        self.s.invocations[inv.id] = _enc.encode(inv)
+        self.s.invocations[inv.id] = encode_invocation(inv)
 
     def delete_invocation(self, invocation_id: str) -> None:
         self.s.invocations.pop(invocation_id, None)
+        self.delete_journal(invocation_id)
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
         out = []
         for inv_id, data in self.s.invocations.items():
-            inv = _dec.decode(data)
-            if 0 < cleanup_due_ms(inv) <= now_ms:
+            if 0 < cleanup_due_ms(decode_invocation(data, inv_id, check=False)) <= now_ms:
                 out.append(inv_id)
         return out[:limit]
 
     def journal(self, invocation_id: str) -> list[Entry]:
         return [decode_entry(b) for b in self.s.journals.get(invocation_id, [])]
 
-    def append_journal(self, invocation_id: str, index: int, entry: Entry) -> None:
+    def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
         entries = self.s.journals.setdefault(invocation_id, [])
         assert len(entries) == index, f"{invocation_id}: append at {index} but journal has {len(entries)}"
         entries.append(encode_entry(entry))
+        signal_idx = signal_index(entry)
+        if signal_idx:
+            self.s.signals.setdefault(invocation_id, set()).add(signal_idx)
 
     def delete_journal(self, invocation_id: str) -> None:
         self.s.journals.pop(invocation_id, None)
+        self.s.signals.pop(invocation_id, None)
+
+    def has_signal(self, invocation_id: str, signal_idx: int) -> bool:
+        return signal_idx in self.s.signals.get(invocation_id, ())
 
     def state_all(self, service: str, key: str) -> dict[str, bytes]:
         return dict(self.s.state.get((service, key), {}))
@@ -108,7 +138,7 @@ class MemoryTransaction:
         else:
             self.s.locks[(service, key)] = invocation_id
 
-    def inbox_push(self, service: str, key: str, invocation_id: str) -> None:
+    def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None:
         self.s.inboxes.setdefault((service, key), []).append(invocation_id)
 
     def inbox_pop(self, service: str, key: str) -> str | None:

@@ -6,17 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-import msgspec
-
 from unbroken.core import journal as j
-from unbroken.core.model import Invocation, check_invocation
+from unbroken.core.model import Invocation
 from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot
 from unbroken.core.txn import Promise
+from unbroken.storage.codec import decode_invocation, decode_promise
 from unbroken.storage.memory import MemoryStore
-from unbroken.storage.sqlite import decode_promise
 
 _T = TypeVar("_T")
-_dec = msgspec.msgpack.Decoder(Invocation)
 
 
 class MemorySnapshot:
@@ -29,9 +26,7 @@ class MemorySnapshot:
         data = self.s.invocations.get(invocation_id)
         if data is None:
             return None
-        inv = _dec.decode(data)
-        check_invocation(inv)
-        return inv
+        return decode_invocation(data, invocation_id)
 
     def journal(self, invocation_id: str) -> list[j.Entry]:
         return [j.decode_entry(b) for b in self.s.journals.get(invocation_id, [])]

@@ -20,7 +20,7 @@ from unbroken.core.errors import ProtocolViolation, violated
 from unbroken.core.model import Schemas
 from unbroken.core.state_machine import commands, control, failures, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
-from unbroken.core.txn import Transaction
+from unbroken.core.storage import Transaction
 
 __all__ = ["apply", "Step"]
 
@@ -40,6 +40,7 @@ def apply(txn: Transaction, record: r.Record, now_ms: int, schemas: Schemas) -> 
             violated(f"{type(record).__name__} raised a protocol violation: {exc.message}")
         step = Step(txn, now_ms, schemas)
         failures.on_protocol_violation(step, record, exc)
+    step.flush()  # the identity map writes each row it changed once, checking its invariants
     return step.actions
 
 

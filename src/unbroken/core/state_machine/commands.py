@@ -13,7 +13,7 @@ from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, parti
 from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
 from unbroken.core.state_machine import control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
-from unbroken.core.txn import Promise
+from unbroken.core.storage import Promise
 
 PROMISE_ALREADY_COMPLETED = j.Failure(409, "promise was already completed")
 WORKFLOW_ALREADY_INVOKED = j.Failure(409, "the workflow method was already invoked")
@@ -42,12 +42,12 @@ def on_run_completion(step: Step, rec: r.ProposeRunCompletion) -> None:
         return
     inv.retries_since_progress = 0
     inv.last_progress_at_ms = step.now_ms
-    step.save(inv)
+    step.save(inv)  # written once at the end of the apply, with what notify appends to this same object
     lifecycle.notify(step, inv.id, j.Notification("run", rec.completion_id, 0, rec.result))
 
 
 def _answer(step: Step, inv: Invocation, kind: str, completion_id: int, result: j.Result) -> None:
-    step.save(inv)
+    step.save(inv)  # notify loads the same object (the step's identity map) and appends to it
     lifecycle.notify(step, inv.id, j.Notification(kind, completion_id, 0, result))
 
 
@@ -153,12 +153,11 @@ def _new_child(
 
 def _call(step: Step, inv: Invocation, cmd: j.CallCommand) -> None:
     step.save(inv)
+    # An already completed child answers at once: notify appends to ``inv`` itself (the identity map).
     child_id, failure = _new_child(step, inv, cmd, [Sink(inv.id, cmd.completion_id)], 0)
-    inv = _reload(step, inv.id)
     if child_id is not None and failure is None:
         inv.children = [*inv.children, child_id]
     id_result = j.Result(value=child_id.encode()) if child_id else j.Result(failure=failure)
-    step.save(inv)
     lifecycle.notify(
         step, inv.id, j.Notification("call_id", cmd.invocation_id_completion_id, 0, id_result, child_id)
     )
@@ -173,13 +172,6 @@ def _one_way_call(step: Step, inv: Invocation, cmd: j.OneWayCallCommand) -> None
     lifecycle.notify(
         step, inv.id, j.Notification("call_id", cmd.invocation_id_completion_id, 0, id_result, child_id)
     )
-
-
-def _reload(step: Step, invocation_id: str) -> Invocation:
-    inv = step.load(invocation_id)
-    if inv is None:
-        violated(f"{invocation_id} vanished within one apply")
-    return inv
 
 
 def _promise_key(inv: Invocation) -> tuple[str, str]:

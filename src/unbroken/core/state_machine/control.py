@@ -143,8 +143,7 @@ def purge(step: Step, inv: Invocation) -> None:
     """Forget a completed invocation: status, journal, and for a workflow run its state and promises."""
     if inv.status is not Status.COMPLETED:
         violated(f"{inv.id}: purged while {inv.status}")
-    step.txn.delete_journal(inv.id)
-    step.txn.delete_invocation(inv.id)
+    step.delete(inv.id)  # the row and its journal
     if inv.handler_kind is HandlerKind.WORKFLOW:
         if inv.target.key is None:
             violated(f"{inv.id}: a workflow run without a key")

@@ -107,7 +107,7 @@ def create(
         last_progress_at_ms=step.now_ms,
     )
     entry = InputCommand(list(headers), argument)
-    step.txn.append_journal(invocation_id, 0, entry)
+    step.txn.append_journal(invocation_id, 0, entry, step.now_ms)
     if inv.execute_at_ms:
         step.save(inv)
         lifecycle.arm_timer(step, inv.execute_at_ms, "invoke", inv.id, 0)

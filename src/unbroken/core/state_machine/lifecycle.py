@@ -39,7 +39,7 @@ def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
                 violated(f"{inv.id} already holds its lock")
             inv.status = Status.INBOXED
             step.save(inv)
-            step.txn.inbox_push(inv.target.service, key, inv.id)
+            step.txn.inbox_push(inv.target.service, key, inv.id, step.now_ms)
             return
         step.txn.set_lock_holder(inv.target.service, key, inv.id)
     start(step, inv, journal)
@@ -65,7 +65,7 @@ def start(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
 
 def append(step: Step, inv: Invocation, entry: object) -> int:
     index = inv.journal_length
-    step.txn.append_journal(inv.id, index, entry)  # type: ignore[arg-type]
+    step.txn.append_journal(inv.id, index, entry, step.now_ms)  # type: ignore[arg-type]
     inv.journal_length = index + 1
     return index
 
@@ -97,8 +97,12 @@ def _wakes(inv: Invocation, n: Notification) -> bool:
 
 
 def has_signal(step: Step, inv: Invocation, signal_idx: int, signal_name: str = "") -> bool:
+    """Whether this signal was received: numbered signals through the store's index (one lookup, never a
+    journal read); named signals, rare, by a scan of the journal."""
+    if not signal_name:
+        return step.txn.has_signal(inv.id, signal_idx)
     for entry in step.txn.journal(inv.id):
-        if isinstance(entry, Notification) and entry.signal_idx == signal_idx and entry.signal_name == signal_name:
+        if isinstance(entry, Notification) and entry.signal_name == signal_name:
             return True
     return False
 

@@ -22,8 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,8 @@ from unbroken.core.journal import Entry, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Schemas, Status, Target
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.processor import Processor, StorageFailed, log
-from unbroken.storage.memory import MemoryStore, MemoryTransaction, _dec
+from unbroken.storage.codec import decode_invocation
+from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.testing.sim.faults import InjectedStorageError
 
 if TYPE_CHECKING:
@@ -69,23 +69,45 @@ class ObservedTransaction(MemoryTransaction):
     """A memory transaction that notes the events the invariants need (reported only if it commits)."""
 
     def __init__(self, store: SimStore) -> None:
-        super().__init__(store)
+        super().__init__(store, None)
+        self.sim = store
+        self.snap: tuple[Any, ...] | None = store._snapshot()
+        store.committed_timers = self.snap[5]
         self.events: list[Event] = []
+
+    def commit(self) -> None:
+        if self.sim.world.faults.storage_error():
+            self.sim.failed_commits += 1
+            self.rollback()
+            raise InjectedStorageError(5, "injected: disk I/O error at commit")
+        self.snap = None
+        self.sim.committed_timers = None
+        self.sim.world.on_commit(self.events)
+
+    def rollback(self) -> None:
+        if self.snap is not None:
+            next_timer_id = self.sim.next_timer_id  # never handed out twice (the timer window may hold one)
+            self.sim._restore(self.snap)
+            self.sim.next_timer_id = next_timer_id
+            self.snap = None
+        self.sim.committed_timers = None
 
     def put_invocation(self, inv: Invocation) -> None:
         prev = self.s.invocations.get(inv.id)
         if prev is None:
             delayed = inv.status is Status.SCHEDULED
             self.events.append(Created(inv.id, inv.target, inv.handler_kind, delayed))
-        elif inv.status is Status.COMPLETED and _dec.decode(prev).status is not Status.COMPLETED:
+        if inv.status is Status.COMPLETED and (
+            prev is None or decode_invocation(prev, inv.id, check=False).status is not Status.COMPLETED
+        ):  # created and completed by one record is possible now that rows are written once per record
             assert inv.result is not None
             self.events.append(Finished(inv.id, inv.result))
         super().put_invocation(inv)
 
-    def append_journal(self, invocation_id: str, index: int, entry: Entry) -> None:
+    def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
         if isinstance(entry, Notification) and entry.kind == "run":
             self.events.append(RunDurable(invocation_id, entry.completion_id, entry.result))
-        super().append_journal(invocation_id, index, entry)
+        super().append_journal(invocation_id, index, entry, appended_at_ms)
 
 
 class SimStore(MemoryStore):
@@ -111,38 +133,28 @@ class SimStore(MemoryStore):
             {k: list(v) for k, v in self.inboxes.items()},
             dict(self.timer_rows),
             dict(self.promises),
+            {k: set(v) for k, v in self.signals.items()},
             self.next_timer_id,
         )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
         (self.invocations, self.journals, self.state, self.locks, self.inboxes, self.timer_rows,
-         self.promises, self.next_timer_id) = snap  # fmt: skip
+         self.promises, self.signals, self.next_timer_id) = snap  # fmt: skip
 
-    @contextmanager
-    def transaction(self) -> Iterator[ObservedTransaction]:
-        snap = self._snapshot()
-        txn = ObservedTransaction(self)
+    def begin(self) -> ObservedTransaction:
         self.transactions += 1
-        try:
-            yield txn
-            if self.world.faults.storage_error():
-                self.failed_commits += 1
-                raise InjectedStorageError(5, "injected: disk I/O error at commit")
-        except BaseException:
-            self._restore(snap)
-            raise
-        self.world.on_commit(txn.events)
+        return ObservedTransaction(self)
 
     # ------------------------------------------------------------------ read helpers for the invariants
     def invocation(self, invocation_id: str) -> Invocation | None:
         data = self.invocations.get(invocation_id)
-        return None if data is None else _dec.decode(data)
+        return None if data is None else decode_invocation(data, invocation_id, check=False)
 
     def all_invocations(self) -> list[Invocation]:
-        return [_dec.decode(b) for b in self.invocations.values()]
+        return [decode_invocation(b, i, check=False) for i, b in self.invocations.items()]
 
     def journal_of(self, invocation_id: str) -> list[Entry]:
-        return MemoryTransaction(self).journal(invocation_id)
+        return MemoryTransaction(self, None).journal(invocation_id)
 
 
 # -------------------------------------------------------------------------------------- processor

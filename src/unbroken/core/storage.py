@@ -1,0 +1,168 @@
+"""The storage interface: one Protocol per table, composed into ``Transaction``; ``Store`` opens them.
+
+As Restate's storage traits (``crates/storage-api``), each table is its own interface, so a backend
+(``unbroken.storage.memory``, ``unbroken.storage.sqlite``, later PostgreSQL) is written and tested table by
+table; ``tests/contract/test_store.py`` runs the same suite against every backend.
+
+A ``Transaction`` is what one batch of records sees: reads observe the batch's own earlier writes, nothing
+is visible outside it before ``commit()``, and ``rollback()`` (or a failed ``commit()``) leaves no trace.
+The state machine never commits: the processor does. Times written into rows come from the record being
+applied (``Step.now_ms``), never from the database's clock, so a replay or a simulation writes the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from unbroken.core.journal import Entry, Result
+from unbroken.core.model import Invocation, Sink
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A durable timer. ``kind``: ``sleep`` (completes ``completion_id``), ``invoke`` (a delayed
+    invocation becomes due), ``retry`` (a backing-off invocation tries again)."""
+
+    timer_id: int
+    fire_at_ms: int
+    kind: str
+    invocation_id: str
+    completion_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    """A workflow's durable promise: its result once completed, and who waits for it until then."""
+
+    result: Result | None
+    waiters: tuple[Sink, ...] = ()
+
+
+class InvocationTable(Protocol):
+    def get_invocation(self, invocation_id: str) -> Invocation | None:
+        """The stored row, its invariants checked (``check_invocation``) on the way out."""
+        ...
+
+    def put_invocation(self, inv: Invocation) -> None: ...
+
+    def delete_invocation(self, invocation_id: str) -> None:
+        """Delete the row and its journal (and the journal's signal index)."""
+        ...
+
+    def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
+        """Up to ``limit`` ids with ``0 < cleanup_due_ms(inv) <= now_ms``."""
+        ...
+
+
+class JournalTable(Protocol):
+    def journal(self, invocation_id: str) -> list[Entry]:
+        """The whole journal in index order (empty if none)."""
+        ...
+
+    def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
+        """Append at ``index`` (the journal's current length). A notification carrying a signal index
+        is also recorded in the signal index (``has_signal``)."""
+        ...
+
+    def delete_journal(self, invocation_id: str) -> None:
+        """Delete the journal and its signal index."""
+        ...
+
+    def has_signal(self, invocation_id: str, signal_idx: int) -> bool:
+        """Whether the journal holds a notification of signal ``signal_idx``: one indexed lookup, so a
+        signal costs the same against a journal of 40,000 entries as against one of 4."""
+        ...
+
+
+class StateTable(Protocol):
+    """Keyed state: (service, key, name) -> value."""
+
+    def state_all(self, service: str, key: str) -> dict[str, bytes]: ...
+    def state_set(self, service: str, key: str, name: str, value: bytes) -> None: ...
+    def state_clear(self, service: str, key: str, name: str) -> None: ...
+    def state_clear_all(self, service: str, key: str) -> None: ...
+
+
+class LockInboxTable(Protocol):
+    """The lock of a keyed service and the FIFO inbox of invocations waiting for it."""
+
+    def lock_holder(self, service: str, key: str) -> str | None: ...
+    def set_lock_holder(self, service: str, key: str, invocation_id: str | None) -> None: ...
+    def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None: ...
+    def inbox_pop(self, service: str, key: str) -> str | None:
+        """The oldest entry of the key's inbox, removed; None when empty."""
+        ...
+
+    def inbox_remove(self, service: str, key: str, invocation_id: str) -> None: ...
+
+
+class TimerTable(Protocol):
+    def add_timer(self, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> int:
+        """Store a timer; returns its id (ids only grow, never reused)."""
+        ...
+
+    def get_timer(self, timer_id: int) -> Timer | None: ...
+    def delete_timer(self, timer_id: int) -> None: ...
+
+
+class PromiseTable(Protocol):
+    """Workflow promises: (service, key, name) -> Promise."""
+
+    def get_promise(self, service: str, key: str, name: str) -> Promise | None: ...
+    def put_promise(self, service: str, key: str, name: str, promise: Promise) -> None: ...
+    def clear_promises(self, service: str, key: str) -> None: ...
+
+
+class Transaction(InvocationTable, JournalTable, StateTable, LockInboxTable, TimerTable, PromiseTable, Protocol):
+    """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
+    thread than the one that applied (the processor's writer thread), never concurrently with it."""
+
+    def commit(self) -> None:
+        """Make the writes durable and visible. If it raises, the transaction was rolled back."""
+        ...
+
+    def rollback(self) -> None:
+        """Undo every write of the transaction."""
+        ...
+
+
+class Store(Protocol):
+    """A backend: opens transactions (one at a time) and answers the recovery reads made before the
+    processor starts."""
+
+    def begin(self) -> Transaction: ...
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """``begin`` as a context manager: commit at the end of the block, roll back if it raises
+        (backends return ``transaction(self)``)."""
+        ...
+
+    def running_invocation_ids(self) -> list[str]:
+        """Invocations an attempt was running for when the process stopped, oldest first."""
+        ...
+
+    def timers(self) -> list[Timer]:
+        """Every stored timer (tests and tools; the engine reads windows with ``timers_after``)."""
+        ...
+
+    def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
+        """Up to ``limit`` committed timers whose ``(fire_at_ms, timer_id)`` is greater than ``after`` (from
+        the first if None), in that order: the engine keeps only a window of timers in memory."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@contextmanager
+def transaction(store: Store) -> Iterator[Transaction]:
+    """``with transaction(store) as txn:`` begin, then commit, or roll back if the block raises."""
+    txn = store.begin()
+    try:
+        yield txn
+    except BaseException:
+        txn.rollback()
+        raise
+    txn.commit()

@@ -1,0 +1,58 @@
+"""The storage backends every contract and state-machine test runs against.
+
+Adding a backend (PostgreSQL next) is one entry in ``BACKENDS``: a name and how to open a store at a
+directory (open again on the same directory to test durability; ``durable=False`` for stores that do not
+outlive their object).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from unbroken.core.storage import Store
+from unbroken.storage.memory import MemoryStore
+from unbroken.storage.sqlite import SqliteStore
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    open: Callable[[Path], Store]
+    durable: bool
+
+
+BACKENDS = [
+    Backend("memory", lambda _path: MemoryStore(), durable=False),
+    Backend("sqlite", lambda path: SqliteStore(str(path), fsync=False), durable=True),
+]
+DURABLE = [b for b in BACKENDS if b.durable]
+
+
+class Opener:
+    """Opens stores of one backend under a test's tmp dir and closes them all at the end."""
+
+    def __init__(self, backend: Backend, root: Path) -> None:
+        self.backend = backend
+        self.root = root
+        self.opened: list[Store] = []
+
+    def __call__(self, name: str | None = None) -> Store:
+        """A store in ``name`` (a fresh directory per call if not given; the same name opens it again)."""
+        store = self.backend.open(self.root / (name or f"store{len(self.opened)}"))
+        self.opened.append(store)
+        return store
+
+    def close_all(self) -> None:
+        for store in self.opened:
+            store.close()
+
+
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """The body of a fixture parametrized with ``params=BACKENDS`` (``ids=`` the names)."""
+    open_ = Opener(request.param, tmp_path)
+    yield open_
+    open_.close_all()
