@@ -58,6 +58,8 @@ def handler_metadata(h: HandlerSchema) -> dict[str, Any]:
     meta["output_json_schema"] = h.output_schema() if callable(h.output_schema) else h.output_schema
     if h.inactivity_timeout_ms is not None:
         meta["inactivity_timeout"] = format_duration(h.inactivity_timeout_ms)
+    if h.abort_timeout_ms is not None:
+        meta["abort_timeout"] = format_duration(h.abort_timeout_ms)
     meta["retry_policy"] = retry_policy_json(h.retry_policy) if h.retry_policy else {"max_attempts": None}
     return meta
 

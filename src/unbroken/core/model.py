@@ -53,6 +53,7 @@ class HandlerSchema:
     public: bool = True
     retry_policy: RetryPolicy | None = None
     inactivity_timeout_ms: int | None = None
+    abort_timeout_ms: int | None = None
     input_schema: object | None = None
     output_schema: object | None = None
     # The handler's declared content types (restate-sdk's ``accept=`` and ``content_type=``): the ingress

@@ -48,6 +48,7 @@ class App:
                     public=not bool(h.options.ingress_private),
                     retry_policy=_policy(h.options.invocation_retry_policy, defaults) if h.options.invocation_retry_policy else None,
                     inactivity_timeout_ms=_ms(h.options.inactivity_timeout),
+                    abort_timeout_ms=_ms(h.options.abort_timeout),
                     input_schema=LazyJsonSchema(h.input_type) if h.takes_input else None,
                     output_schema=LazyJsonSchema(h.output_type),
                     accept=h.accept,

@@ -292,7 +292,10 @@ class SimProcessor(Processor):
                               exc_info=failed.__cause__)  # fmt: skip
                     self.world.on_batch(batch[: len(batch) - len(failed.rest)], failed.actions)
                     self._act(failed.actions)
-                    batch = failed.rest
+                    # Still owed, ahead of what is queued: a graceful stop during the pause applies these
+                    # first (as Processor puts them back at the head of its queue), never the later records
+                    # of the same invocation without them.
+                    batch = self._inflight = failed.rest
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
