@@ -12,7 +12,7 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 from urllib.parse import parse_qsl
 
 import orjson
@@ -21,6 +21,7 @@ from unbroken.admin import services as svcs
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
 from unbroken.admin.routes import match, split_path
+from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
@@ -285,9 +286,7 @@ class AdminApp:
 
     async def _submit_state(self, service: str, key: str, new_state: dict[str, bytes]) -> None:
         reply = await self.engine.request(lambda rid: r.SetStateFromAdmin(service, key, new_state, rid))
-        if reply.kind != "done":
-            failure = reply.result.failure if reply.result is not None else None
-            raise HttpError(failure.code if failure else 500, f"state change failed: {failure.message if failure else reply.kind}")
+        _expect_done(reply.outcome, "state change")
 
     # --------------------------------------------------------------------------------------- invocations
     async def cancel_invocation(self, req: Request) -> None:
@@ -335,22 +334,41 @@ class AdminApp:
         except InvalidId:
             raise _bad_field("invocation_id", "bad format") from None
         reply = await self.engine.request(lambda rid: make(invocation_id, rid))
-        match reply.kind:
-            case "not_found":
+        outcome = reply.outcome
+        match outcome:
+            case a.NotFound():
                 raise HttpError(404, f"The requested invocation '{invocation_id}' does not exist")
-            case "completed":
+            case a.AlreadyCompleted():
                 raise HttpError(409, f"The invocation '{invocation_id}' was already completed.")
-            case "not_completed":
+            case a.NotCompleted():
                 raise HttpError(409, f"The invocation '{invocation_id}' is not yet completed.")
-            case "not_started":
+            case a.NotStarted():
                 raise HttpError(425, f"The invocation '{invocation_id}' has not started yet (inboxed or scheduled).")
-            case "store_failed" | "unavailable":  # refused without being applied
-                failure = reply.result.failure if reply.result is not None else None
-                raise HttpError(failure.code if failure else 503, failure.message if failure else reply.kind)
-            case "accepted":
+            case a.StoreFailed(failure) | a.Unavailable(failure):  # refused without being applied
+                raise HttpError(failure.code, failure.message)
+            case a.Gone():
+                return  # withdrawn: the caller left
+            case a.Accepted():
                 await respond(req.send, success or 202)
-            case _:
+            case a.Done():
                 await respond(req.send, success or 200)
+            case a.Output() | a.PreviouslyAccepted() | a.WorkflowAlreadyInvoked() | a.NotReady():
+                raise HttpError(500, f"internal error (unexpected {type(outcome).__name__})")  # ingress answers
+            case _:
+                assert_never(outcome)
+
+
+def _expect_done(outcome: a.Outcome, what: str) -> None:
+    """For admin records whose only success is ``Done``: raise the HTTP error of any other outcome."""
+    match outcome:
+        case a.Done():
+            return
+        case a.StoreFailed(failure) | a.Unavailable(failure):
+            raise HttpError(failure.code, f"{what} failed: {failure.message}")
+        case a.NotFound():
+            raise HttpError(404, f"{what} failed: not found")
+        case _:
+            raise HttpError(500, f"{what} failed: unexpected {type(outcome).__name__}")
 
 
 def _text_or_base64(value: bytes) -> str:

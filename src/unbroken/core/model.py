@@ -29,6 +29,13 @@ class HandlerKind(enum.StrEnum):
     WORKFLOW = "Workflow"
 
 
+class OnMaxAttempts(enum.StrEnum):
+    """What happens once a retry policy's attempts are spent (Restate's ``on_max_attempts``)."""
+
+    PAUSE = "pause"
+    KILL = "kill"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Restate's invocation retry policy; ``max_attempts`` counts the first attempt too."""
@@ -37,7 +44,7 @@ class RetryPolicy:
     exponentiation_factor: float = 2.0
     max_interval_ms: int = 60_000
     max_attempts: int = 70
-    on_max_attempts: str = "pause"  # or "kill"
+    on_max_attempts: OnMaxAttempts = OnMaxAttempts.PAUSE
 
     def delay_ms(self, failed_attempts: int) -> int:
         """Delay before the next attempt after ``failed_attempts`` (>= 1) consecutive failures."""

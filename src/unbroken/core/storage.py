@@ -12,6 +12,7 @@ applied (``Step.now_ms``), never from the database's clock, so a replay or a sim
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -21,14 +22,21 @@ from unbroken.core.journal import Entry, Result
 from unbroken.core.model import Invocation, Sink
 
 
+class TimerKind(enum.StrEnum):
+    """What a timer does when it fires. Stored as these strings (the SQLite ``timer.kind`` column)."""
+
+    SLEEP = "sleep"  # completes ``completion_id``
+    INVOKE = "invoke"  # a delayed invocation becomes due
+    RETRY = "retry"  # a backing-off invocation tries again
+
+
 @dataclass(frozen=True, slots=True)
 class Timer:
-    """A durable timer. ``kind``: ``sleep`` (completes ``completion_id``), ``invoke`` (a delayed
-    invocation becomes due), ``retry`` (a backing-off invocation tries again)."""
+    """A durable timer (see :class:`TimerKind`)."""
 
     timer_id: int
     fire_at_ms: int
-    kind: str
+    kind: TimerKind
     invocation_id: str
     completion_id: int = 0
 
@@ -100,7 +108,7 @@ class LockInboxTable(Protocol):
 
 
 class TimerTable(Protocol):
-    def add_timer(self, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> int:
+    def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
         """Store a timer; returns its id (ids only grow, never reused)."""
         ...
 

@@ -14,6 +14,7 @@ from unbroken.core.storage import (
     StateTable,
     Store,
     Timer,
+    TimerKind,
     TimerTable,
     Transaction,
     transaction,
@@ -21,5 +22,5 @@ from unbroken.core.storage import (
 
 __all__ = [
     "InvocationTable", "JournalTable", "LockInboxTable", "Promise", "PromiseTable", "StateTable", "Store",
-    "Timer", "TimerTable", "Transaction", "transaction",
+    "Timer", "TimerKind", "TimerTable", "Transaction", "transaction",
 ]  # fmt: skip

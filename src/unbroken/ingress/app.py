@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, assert_never
 from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 
+from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
-from unbroken.core.actions import Reply
 from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_rfc3339_nanos, parse_delay_ms
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
@@ -37,7 +37,7 @@ from unbroken.http.asgi import (
     respond_json,
 )
 from unbroken.http.wire import check_head
-from unbroken.ingress.routing import Route, parse_route
+from unbroken.ingress.routing import Route, RouteKind, parse_route
 from unbroken.runtime import faults
 from unbroken.runtime.engine import Engine
 from unbroken.runtime.entropy import RandomBytes
@@ -90,14 +90,14 @@ class IngressApp:
             raise HttpError(401, "unauthorized: this ingress requires the header 'authorization: Bearer <token>'")
         route = parse_route(path, self.engine.schemas)
         method = scope["method"]
-        if route.kind == "health":
+        if route.kind is RouteKind.HEALTH:
             await self._health(send)
             return
         if method not in ("GET", "POST"):
             raise HttpError(405, "method not allowed")
-        if route.kind == "awakeable":
+        if route.kind is RouteKind.AWAKEABLE:
             await self._awakeable(scope, receive, send, route)
-        elif route.kind in ("attach", "output"):
+        elif route.kind is RouteKind.ATTACH or route.kind is RouteKind.OUTPUT:
             await self._attach(receive, send, route)
         else:
             await self._invoke(scope, receive, send, route)
@@ -124,13 +124,13 @@ class IngressApp:
         execute_at = self.engine.clock.now_ms() + delay_ms if delay_ms else 0
         headers = _forwarded_headers(scope)
         seed = int.from_bytes(self._random.take(8), "big")
-        reply_kind = "accepted" if route.send else "result"
+        mode = r.ReplyMode.ACCEPTED if route.send else r.ReplyMode.RESULT
 
         def record(request_id: int) -> r.Invoke:
-            return r.Invoke(invocation_id, target, body, headers, idem, execute_at, request_id, reply_kind, seed)
+            return r.Invoke(invocation_id, target, body, headers, idem, execute_at, request_id, mode, seed)
 
         reply = await self.engine.request(record, _client_gone(receive), bounded=True)
-        await _answer(send, reply, dedup=idem is not None, content_type=route.handler.content_type)
+        await _answer(send, reply.outcome, dedup=idem is not None, content_type=route.handler.content_type)
 
     def _new_id(self, target: Target, kind: HandlerKind | None, idem: str | None) -> str:
         if kind is HandlerKind.WORKFLOW:
@@ -146,11 +146,11 @@ class IngressApp:
     async def _attach(self, receive: Receive, send: Send, route: Route) -> None:
         invocation_id = route.invocation_id
         assert invocation_id is not None
-        wait = route.kind == "attach"
+        wait = route.kind is RouteKind.ATTACH
         reply = await self.engine.request(
             lambda rid: r.Attach(invocation_id, wait, rid), _client_gone(receive), bounded=True
         )
-        await _answer(send, reply, dedup=True)
+        await _answer(send, reply.outcome, dedup=True)
 
     # ---------------------------------------------------------------------------- awakeables
     async def _awakeable(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
@@ -169,12 +169,13 @@ class IngressApp:
         reply = await self.engine.request(
             lambda rid: r.ResolveSignal(str(inv), idx, result, rid), _client_gone(receive), bounded=True
         )
-        if reply.kind == "not_found":
-            raise HttpError(404, f"awakeable '{route.awakeable_id}' not found: its invocation does not exist")
-        if reply.kind in ("store_failed", "unavailable", "gone"):
-            await _answer(send, reply, dedup=False)
-            return
-        await respond(send, 202)
+        match reply.outcome:
+            case a.NotFound():
+                raise HttpError(404, f"awakeable '{route.awakeable_id}' not found: its invocation does not exist")
+            case a.Accepted():
+                await respond(send, 202)
+            case _:  # refused or withdrawn without being applied
+                await _answer(send, reply.outcome, dedup=False)
 
 
 def _client_gone(receive: Receive) -> Callable[[], Awaitable[object]]:
@@ -279,39 +280,45 @@ async def _error(
     await respond_json(send, status, {"code": status, "message": message, "source": source}, headers)
 
 
-async def _answer(send: Send, reply: Reply, dedup: bool, content_type: str = "application/json") -> None:
-    """Turn a Reply into Restate's HTTP answer."""
+async def _answer(send: Send, outcome: a.Outcome, dedup: bool, content_type: str = "application/json") -> None:
+    """Turn a reply's outcome into Restate's HTTP answer."""
     faults.point("ingress.before_reply")  # what the reply says is committed; the caller has not heard it
-    inv = reply.invocation_id or ""
-    match reply.kind:
-        case "result":
-            await _result(send, inv, reply.result, reply.expires_at_ms if dedup else 0, content_type)
-        case "accepted" | "previously_accepted":
-            payload: dict[str, Any] = {"invocationId": inv}
-            if reply.execute_at_ms:
-                payload["executionTime"] = format_rfc3339_nanos(reply.execute_at_ms)
-            payload["status"] = "Accepted" if reply.kind == "accepted" else "PreviouslyAccepted"
-            await respond_json(send, 202, payload, [(b"x-restate-id", inv.encode())])
-        case "workflow_already_invoked":
+    match outcome:
+        case a.Output(inv, result, expires_at_ms):
+            await _result(send, inv, result, expires_at_ms if dedup else 0, content_type)
+        case a.Accepted(inv, execute_at_ms):
+            await _accepted(send, inv, "Accepted", execute_at_ms)
+        case a.PreviouslyAccepted(inv):
+            await _accepted(send, inv, "PreviouslyAccepted", 0)
+        case a.WorkflowAlreadyInvoked(inv):
             await _error(send, 409, "the workflow method was already invoked", "invocation", inv)
-        case "not_found":
+        case a.NotFound():
             await _error(send, 404, "not found", "invocation")
-        case "not_ready":
+        case a.NotReady(inv):
             await _error(send, 470, "the invocation exists but has not completed yet", "ingress", inv)
-        case "store_failed" | "unavailable":  # refused without being applied: nothing was accepted
-            failure = reply.result.failure if reply.result is not None else None
-            status, message = (failure.code, failure.message) if failure is not None else (503, reply.kind)
-            await _error(send, status, message, extra=[(b"retry-after", str(limits.retry_after_s).encode())])
-        case "gone":
+        case a.StoreFailed(failure) | a.Unavailable(failure):  # refused without being applied: nothing accepted
+            retry_after = [(b"retry-after", str(limits.retry_after_s).encode())]
+            await _error(send, failure.code, failure.message, extra=retry_after)
+        case a.Gone():
             return  # the caller left before its record was applied; it was withdrawn
+        case a.AlreadyCompleted() | a.NotCompleted() | a.NotStarted() | a.Done():
+            # answers to admin records: the ingress submits none of them
+            await _error(send, 500, f"internal error (unexpected {type(outcome).__name__})")
         case _:
-            await _error(send, 500, f"internal error ({reply.kind})")
+            assert_never(outcome)
+
+
+async def _accepted(send: Send, inv: str, status: str, execute_at_ms: int) -> None:
+    payload: dict[str, Any] = {"invocationId": inv}
+    if execute_at_ms:
+        payload["executionTime"] = format_rfc3339_nanos(execute_at_ms)
+    payload["status"] = status
+    await respond_json(send, 202, payload, [(b"x-restate-id", inv.encode())])
 
 
 async def _result(
-    send: Send, inv: str, result: Result | None, expires_at_ms: int, content_type: str = "application/json"
+    send: Send, inv: str, result: Result, expires_at_ms: int, content_type: str = "application/json"
 ) -> None:
-    assert result is not None
     headers = [(b"x-restate-id", inv.encode())]
     if expires_at_ms:
         headers.append((b"idempotency-expires", format_rfc3339_ms(expires_at_ms).encode()))

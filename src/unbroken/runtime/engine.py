@@ -24,7 +24,7 @@ from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.errors import EngineUnavailable
-from unbroken.core.journal import Failure, Result
+from unbroken.core.journal import Failure
 from unbroken.core.model import Schemas
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
@@ -110,7 +110,7 @@ class Engine:
         if self.processor.halted is not None:
             log.critical("engine stopped: %s", message)
             for request_id in list(self._waiters.futures):  # nothing will answer them now
-                self._reply(a.Reply(request_id, "unavailable", result=_failure(503, message)))
+                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, message))))
             return
         log.warning("recovering from storage after: %s", message)
         self._load_from_store()
@@ -185,7 +185,7 @@ class Engine:
         fut = self._waiters.futures.get(request_id)
         if fut is not None and not fut.done():
             self.processor.withdraw(request_id)
-            self._reply(a.Reply(request_id, "gone"))
+            self._reply(a.Reply(request_id, a.Gone()))
 
     def forget(self, request_id: int) -> None:
         self._waiters.futures.pop(request_id, None)
@@ -216,6 +216,8 @@ class Engine:
                 self.timers.arm(action.timer_id, action.fire_at_ms)
             case a.AbortAttempt():
                 self.invoker.abort(action.invocation_id)
+            case a.UpdateService():  # a committed ModifyService: later batches see the new options
+                self.schemas = Schemas({**self.schemas.services, action.schema.name: action.schema})
             case a.Log():
                 if action.warning:  # a failed attempt: logged once, in serve and dev alike
                     log.warning("%s %s", action.invocation_id, action.message)
@@ -232,10 +234,4 @@ class Engine:
 
     def _completed(self, done: a.Completed) -> None:
         for request_id in self._waiters.by_invocation.pop(done.invocation_id, ()):
-            self._reply(
-                a.Reply(request_id, "result", done.invocation_id, done.result, done.expires_at_ms)
-            )
-
-
-def _failure(code: int, message: str) -> Result:
-    return Result(failure=Failure(code, message))
+            self._reply(a.Reply(request_id, a.Output(done.invocation_id, done.result, done.expires_at_ms)))

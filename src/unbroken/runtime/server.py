@@ -18,7 +18,7 @@ from unbroken.admin.app import AdminApp
 from unbroken.admin.services import apply_overrides, load_overrides
 from unbroken.config import Config
 from unbroken.core.ids import deployment_id
-from unbroken.core.model import RetryPolicy
+from unbroken.core.model import OnMaxAttempts, RetryPolicy
 from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.clock import SystemClock
@@ -72,7 +72,7 @@ def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
     store = SqliteStore(config.data_dir, fsync=config.fsync)
     defaults = RetryPolicy(
         config.retry_initial_interval_ms, config.retry_exponentiation_factor, config.retry_max_interval_ms,
-        config.retry_max_attempts, config.retry_on_max_attempts,
+        config.retry_max_attempts, OnMaxAttempts(config.retry_on_max_attempts),
     )  # fmt: skip
     schemas = app.schemas(
         defaults, config.inactivity_timeout_ms, config.abort_timeout_ms, config.idempotency_retention_ms,

@@ -12,7 +12,7 @@ from typing import Any
 
 from unbroken.core.journal import Entry
 from unbroken.core.model import Invocation, Status, cleanup_due_ms
-from unbroken.core.storage import Promise, Timer, Transaction, transaction
+from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     decode_entry,
     decode_invocation,
@@ -150,7 +150,7 @@ class MemoryTransaction:
         if invocation_id in queue:
             queue.remove(invocation_id)
 
-    def add_timer(self, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> int:
+    def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
         timer_id = self.s.next_timer_id
         self.s.next_timer_id += 1
         self.s.timer_rows[timer_id] = Timer(timer_id, fire_at_ms, kind, invocation_id, completion_id)

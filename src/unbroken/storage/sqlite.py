@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.model import Invocation, cleanup_due_ms
-from unbroken.core.storage import Promise, Timer, Transaction, transaction
+from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     _inv_decoder,
     _inv_encoder,
@@ -167,7 +167,7 @@ class SqliteStore:
 
     def timers(self) -> list[Timer]:
         rows = self.conn.execute("SELECT id, fire_at, kind, invocation_id, completion_id FROM timer")
-        return [Timer(*row) for row in rows]
+        return [_timer(row) for row in rows]
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         # On a reader connection: called on the event loop while the writer thread may be committing
@@ -180,7 +180,12 @@ class SqliteStore:
             " ORDER BY fire_at, id LIMIT ?",
             (fire_at, timer_id, limit),
         )
-        return [Timer(*row) for row in rows]
+        return [_timer(row) for row in rows]
+
+
+def _timer(row: tuple[int, int, str, str, int]) -> Timer:
+    timer_id, fire_at, kind, invocation_id, completion_id = row
+    return Timer(timer_id, fire_at, TimerKind(kind), invocation_id, completion_id)
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
@@ -397,10 +402,10 @@ class SqliteTransaction:
         )
 
     # timers
-    def add_timer(self, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> int:
+    def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
         cur = self.c.execute(
             "INSERT INTO timer (fire_at, kind, invocation_id, completion_id) VALUES (?, ?, ?, ?)",
-            (fire_at_ms, kind, invocation_id, completion_id),
+            (fire_at_ms, kind.value, invocation_id, completion_id),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -409,7 +414,7 @@ class SqliteTransaction:
         row = self.c.execute(
             "SELECT id, fire_at, kind, invocation_id, completion_id FROM timer WHERE id = ?", (timer_id,)
         ).fetchone()
-        return None if row is None else Timer(*row)
+        return None if row is None else _timer(row)
 
     def delete_timer(self, timer_id: int) -> None:
         self.c.execute("DELETE FROM timer WHERE id = ?", (timer_id,))

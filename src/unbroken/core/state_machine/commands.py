@@ -13,7 +13,7 @@ from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, parti
 from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
 from unbroken.core.state_machine import control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
-from unbroken.core.storage import Promise
+from unbroken.core.storage import Promise, TimerKind
 
 PROMISE_ALREADY_COMPLETED = j.Failure(409, "promise was already completed")
 WORKFLOW_ALREADY_INVOKED = j.Failure(409, "the workflow method was already invoked")
@@ -104,7 +104,7 @@ def _clear_all_state(step: Step, inv: Invocation, cmd: j.ClearAllStateCommand) -
 
 def _sleep(step: Step, inv: Invocation, cmd: j.SleepCommand) -> None:
     step.save(inv)
-    lifecycle.arm_timer(step, cmd.wake_up_time_ms, "sleep", inv.id, cmd.completion_id)
+    lifecycle.arm_timer(step, cmd.wake_up_time_ms, TimerKind.SLEEP, inv.id, cmd.completion_id)
 
 
 def child_invocation_id(caller: Invocation, target: Target, idempotency_key: str | None, slot: int) -> str:

@@ -27,8 +27,8 @@ from datetime import timedelta
 from typing import Any
 
 import unbroken as restate
+from unbroken.core import actions as a
 from unbroken.core import records as r
-from unbroken.core.actions import Reply
 from unbroken.core.ids import InvocationId, parse_awakeable_id
 from unbroken.core.journal import Failure, Result, SleepCommand
 from unbroken.core.model import Target
@@ -232,7 +232,7 @@ class Client:
     def __init__(self, world: World) -> None:
         self.w = world
 
-    async def _retry(self, make: Any) -> Reply:
+    async def _retry(self, make: Any) -> a.Outcome:
         w = self.w
         while True:
             try:
@@ -240,13 +240,13 @@ class Client:
             except ConnectionLost:
                 await asyncio.sleep(w.client_rng.uniform(0.05, 1.5))
                 continue
-            if reply.kind == "error":  # the engine answered 500: retry like a client would
+            if isinstance(reply.outcome, a.StoreFailed | a.Unavailable):  # a 5xx: retry like a client would
                 await asyncio.sleep(w.client_rng.uniform(0.05, 1.5))
                 continue
-            return reply
+            return reply.outcome
 
-    async def invoke(self, target: Target, arg: Any, *, idem: str | None, reply: str, delay_ms: int = 0,
-                     invocation_id: str | None = None) -> Reply:  # fmt: skip
+    async def invoke(self, target: Target, arg: Any, *, idem: str | None, reply: r.ReplyMode, delay_ms: int = 0,
+                     invocation_id: str | None = None) -> a.Outcome:  # fmt: skip
         inv = invocation_id or idempotent_id(target, idem or "")
         body = json.dumps(arg).encode()
         seed = _seed_of(inv)
@@ -258,35 +258,35 @@ class Client:
 
         return await self._retry(make)
 
-    async def attach(self, invocation_id: str) -> Reply:
+    async def attach(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.Attach(invocation_id, True, rid))
 
-    async def resolve(self, aid: str, value: str) -> Reply:
+    async def resolve(self, aid: str, value: str) -> a.Outcome:
         inv, idx = parse_awakeable_id(aid)
         result = Result(value=json.dumps(value).encode())
         return await self._retry(lambda rid: r.ResolveSignal(str(inv), idx, result, rid))
 
-    async def cancel(self, invocation_id: str) -> Reply:
+    async def cancel(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.CancelInvocation(invocation_id, rid))
 
-    async def kill(self, invocation_id: str) -> Reply:
+    async def kill(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.KillInvocation(invocation_id, rid))
 
-    async def pause(self, invocation_id: str) -> Reply:
+    async def pause(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.PauseInvocation(invocation_id, rid))
 
-    async def resume(self, invocation_id: str) -> Reply:
+    async def resume(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.ResumeInvocation(invocation_id, rid))
 
 
-def value_of(reply: Reply) -> Any:
-    assert reply.kind == "result" and reply.result is not None, f"expected a result, got {reply}"
+def value_of(reply: a.Outcome) -> Any:
+    assert isinstance(reply, a.Output), f"expected a result, got {reply}"
     assert reply.result.failure is None, f"expected a value, got {reply.result.failure}"
     return None if reply.result.value is None else json.loads(reply.result.value)
 
 
-def failure_of(reply: Reply) -> Failure | None:
-    return reply.result.failure if reply.result is not None else None
+def failure_of(reply: a.Outcome) -> Failure | None:
+    return reply.result.failure if isinstance(reply, a.Output) else None
 
 
 # ------------------------------------------------------------------------------------------- ops
@@ -294,7 +294,7 @@ def failure_of(reply: Reply) -> Failure | None:
 class Op:
     idx: int
     start_s: float
-    answers: list[Reply] = field(default_factory=list)
+    answers: list[a.Outcome] = field(default_factory=list)
     done: bool = False
     invocation_id: str = ""
 
@@ -331,7 +331,7 @@ class CounterAdd(Op):
         idem = f"add-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
         arg = {"n": self.n, "audit": self.audit, "nap": self.nap_ms}
-        kind = "accepted" if self.send else "result"
+        kind = r.ReplyMode.ACCEPTED if self.send else r.ReplyMode.RESULT
         self.answers.append(await c.invoke(target, arg, idem=idem, reply=kind, delay_ms=self.delay_ms))
 
     def model(self, m: Model) -> None:
@@ -342,7 +342,7 @@ class CounterAdd(Op):
         if self.send:
             return (
                 []
-                if reply.kind in ("accepted", "previously_accepted")
+                if isinstance(reply, a.Accepted | a.PreviouslyAccepted)
                 else [f"{self.name}: send answered {reply}"]
             )
         order = _order(w, self.key)
@@ -368,7 +368,7 @@ class Transfer(Op):
         target = Target("Counter", "transfer", self.source)
         idem = f"transfer-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
-        self.answers.append(await c.invoke(target, {"to": self.to, "n": self.n}, idem=idem, reply="result"))
+        self.answers.append(await c.invoke(target, {"to": self.to, "n": self.n}, idem=idem, reply=r.ReplyMode.RESULT))
 
     def model(self, m: Model) -> None:
         m.adds_by_key.setdefault(self.source, []).append(-self.n)
@@ -395,7 +395,7 @@ class CounterGet(Op):
     async def run(self, w: World, c: Client) -> None:
         target = Target("Counter", "get", self.key)
         self.invocation_id = idempotent_id(target, f"get-{self.idx}")
-        self.answers.append(await c.invoke(target, None, idem=f"get-{self.idx}", reply="result"))
+        self.answers.append(await c.invoke(target, None, idem=f"get-{self.idx}", reply=r.ReplyMode.RESULT))
 
     def check(self, w: World, m: Model) -> list[str]:
         got = value_of(self.answers[-1])
@@ -422,7 +422,7 @@ class Fan(Op):
         idem = f"fan-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
         call = asyncio.ensure_future(
-            c.invoke(target, {"n": self.n, "adds": self.adds}, idem=idem, reply="result")
+            c.invoke(target, {"n": self.n, "adds": self.adds}, idem=idem, reply=r.ReplyMode.RESULT)
         )
         if self.cancel_after_s is not None:
             await asyncio.sleep(self.cancel_after_s)
@@ -456,26 +456,26 @@ class OrderFlow(Op):
         main = Target("Order", "run", self.key)
         self.invocation_id = str(InvocationId.for_workflow("Order", self.key))
         sent = await c.invoke(
-            main, {"item": self.key}, idem=None, reply="accepted", invocation_id=self.invocation_id
+            main, {"item": self.key}, idem=None, reply=r.ReplyMode.ACCEPTED, invocation_id=self.invocation_id
         )
         self.answers.append(sent)
         if self.resubmit:  # a second run of the same workflow key is refused, never run twice
             again = await c.invoke(
-                main, {"item": "again"}, idem=None, reply="result", invocation_id=self.invocation_id
+                main, {"item": "again"}, idem=None, reply=r.ReplyMode.RESULT, invocation_id=self.invocation_id
             )
-            if again.kind != "workflow_already_invoked":
+            if not isinstance(again, a.WorkflowAlreadyInvoked):
                 w.violation(f"{self.name}: a second submission of workflow {self.key} was answered {again}")
         await asyncio.sleep(self.approve_after_s)
         approve_target = Target("Order", "approve", self.key)
         self.answers.append(
-            await c.invoke(approve_target, self.ok, idem=f"approve-{self.idx}", reply="result")
+            await c.invoke(approve_target, self.ok, idem=f"approve-{self.idx}", reply=r.ReplyMode.RESULT)
         )
         self.answers.append(await c.attach(self.invocation_id))
 
     def check(self, w: World, m: Model) -> list[str]:
         sent, approved, attached = self.answers
         errors = []
-        if sent.kind not in ("accepted", "previously_accepted"):
+        if not isinstance(sent, a.Accepted | a.PreviouslyAccepted):
             errors.append(f"{self.name}: submit answered {sent}")
         if failure_of(approved) is not None:
             errors.append(f"{self.name}: approve failed: {failure_of(approved)}")
@@ -504,7 +504,7 @@ class Saga(Op):
                 target,
                 {"steps": self.steps, "fail": self.fail, "nap": self.nap_ms},
                 idem=idem,
-                reply="result",
+                reply=r.ReplyMode.RESULT,
             )
         )
         if self.cancel_after_s is not None:
@@ -548,7 +548,7 @@ class Nap(Op):
         idem = f"nap-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
         sent_at = w.now_ms()
-        call = asyncio.ensure_future(c.invoke(target, self.ms, idem=idem, reply="result"))
+        call = asyncio.ensure_future(c.invoke(target, self.ms, idem=idem, reply=r.ReplyMode.RESULT))
         if self.cancel_after_s is not None:
             await asyncio.sleep(self.cancel_after_s)
             await (c.kill(self.invocation_id) if self.kill else c.cancel(self.invocation_id))
@@ -586,7 +586,7 @@ class Await(Op):
         target = Target("Waiter", "wait")
         idem = f"wait-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
-        call = asyncio.ensure_future(c.invoke(target, f"t{self.idx}", idem=idem, reply="result"))
+        call = asyncio.ensure_future(c.invoke(target, f"t{self.idx}", idem=idem, reply=r.ReplyMode.RESULT))
         while self.invocation_id not in w.ledger.mailbox and not call.done():
             await asyncio.sleep(0.25)  # the outside system polls for work
         if self.invocation_id in w.ledger.mailbox:
@@ -596,7 +596,7 @@ class Await(Op):
             if self.via_handler:
                 wake_target = Target("Waiter", "wake")
                 arg = {"aid": aid, "value": self.resolved_with}
-                self.answers.append(await c.invoke(wake_target, arg, idem=f"wake-{self.idx}", reply="result"))
+                self.answers.append(await c.invoke(wake_target, arg, idem=f"wake-{self.idx}", reply=r.ReplyMode.RESULT))
             else:
                 self.answers.append(await c.resolve(aid, self.resolved_with))
         self.answers.append(await call)
@@ -635,7 +635,7 @@ class PauseResume(Op):
             self.answers.append(await c.resume(self.invocation_id))
 
     def check(self, w: World, m: Model) -> list[str]:
-        bad = [a for a in self.answers if a.kind not in ("done", "completed", "not_started")]
+        bad = [x for x in self.answers if not isinstance(x, a.Done | a.AlreadyCompleted | a.NotStarted)]
         return [f"{self.name}: answered {bad}"] if bad else []
 
 
@@ -657,7 +657,7 @@ class Observe(Op):
     def check(self, w: World, m: Model) -> list[str]:
         assert self.target is not None
         mine, theirs = self.answers[-1], self.target.answers[-1] if self.target.answers else None
-        if mine.kind != "result" or theirs is None or theirs.kind != "result":
+        if not isinstance(mine, a.Output) or not isinstance(theirs, a.Output):
             return [f"{self.name}: attach answered {mine}, the caller got {theirs}"]
         if mine.result != theirs.result:
             return [f"{self.name}: attach got {mine.result}, the caller got {theirs.result}"]
