@@ -15,7 +15,16 @@ import pytest
 
 from tests.backends import BACKENDS, DURABLE, Opener, opener
 from unbroken.core import journal as j
-from unbroken.core.model import Invocation, ServiceKind, Sink, Status, Target
+from unbroken.core.model import (
+    Invocation,
+    OnMaxAttempts,
+    RetryOverride,
+    ServiceKind,
+    ServiceOverride,
+    Sink,
+    Status,
+    Target,
+)
 from unbroken.core.storage import Promise, Store, Timer, TimerKind, Transaction
 
 NOW = 1_700_000_000_000
@@ -266,6 +275,19 @@ def test_promises_are_per_workflow_and_cleared_together(store: Store) -> None:
         assert txn.get_promise("Wf", "k2", "p") == done
 
 
+OVERRIDE = ServiceOverride(journal_retention_ms=0, retry_policy=RetryOverride(on_max_attempts=OnMaxAttempts.KILL))
+
+
+def test_service_overrides_are_per_service_replaced_whole_and_listed(store: Store) -> None:
+    with store.transaction() as txn:
+        assert txn.get_service_override("Svc") is None
+        txn.put_service_override("Svc", ServiceOverride(public=False))
+        txn.put_service_override("Svc", OVERRIDE)  # replaces: merging is the state machine's job
+        txn.put_service_override("Other", ServiceOverride(inactivity_timeout_ms=500))
+        assert txn.get_service_override("Svc") == OVERRIDE
+    assert store.service_overrides() == {"Svc": OVERRIDE, "Other": ServiceOverride(inactivity_timeout_ms=500)}
+
+
 # ---------------------------------------------------------------------------------------- transactions
 def _touch_all(t: Transaction) -> int:
     """One write in each table, not committed: the caller commits or rolls back. Returns the timer id."""
@@ -276,6 +298,7 @@ def _touch_all(t: Transaction) -> int:
     t.set_lock_holder("Obj", "k", "inv_t")
     t.inbox_push("Obj", "k", "inv_q", NOW)
     t.put_promise("Wf", "k", "p", Promise(j.Result()))
+    t.put_service_override("Svc", OVERRIDE)
     return t.add_timer(NOW, TimerKind.SLEEP, "inv_t", 1)
 
 
@@ -289,7 +312,8 @@ def _assert_untouched(store: Store, timer_id: int) -> None:
         assert txn.inbox_pop("Obj", "k") is None
         assert txn.get_promise("Wf", "k", "p") is None
         assert txn.get_timer(timer_id) is None
-    assert store.timers() == []
+        assert txn.get_service_override("Svc") is None
+    assert store.timers() == [] and store.service_overrides() == {}
 
 
 def _assert_all_there(store: Store, timer_id: int) -> None:
@@ -302,6 +326,8 @@ def _assert_all_there(store: Store, timer_id: int) -> None:
         assert txn.lock_holder("Obj", "k") == "inv_t"
         assert txn.get_promise("Wf", "k", "p") == Promise(j.Result())
         assert txn.get_timer(timer_id) == Timer(timer_id, NOW, TimerKind.SLEEP, "inv_t", 1)
+        assert txn.get_service_override("Svc") == OVERRIDE
+    assert store.service_overrides() == {"Svc": OVERRIDE}
     with store.transaction() as txn:  # last: popping changes the inbox
         assert txn.inbox_pop("Obj", "k") == "inv_q"
 

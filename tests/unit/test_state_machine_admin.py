@@ -1,4 +1,5 @@
-"""Admin records on the pure state machine: purge-journal, resume of a completed invocation, admin state."""
+"""Admin records on the pure state machine: purge-journal, resume of a completed invocation, admin state,
+service changes (``ModifyService``)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from unbroken.core.ids import InvocationId
 from unbroken.core.model import (
     HandlerKind,
     HandlerSchema,
+    OnMaxAttempts,
+    RetryOverride,
     Schemas,
     ServiceKind,
+    ServiceOverride,
     ServiceSchema,
     Status,
     Target,
+    with_overrides,
 )
 from unbroken.core.state_machine import apply
 
@@ -120,3 +125,23 @@ def test_admin_state_replaces_the_whole_state_and_empty_clears_it() -> None:
     assert _replies(m.apply(r.SetStateFromAdmin("Obj", "k", {}, 3))) == ["Done"]
     with m.store.transaction() as txn:
         assert txn.state_all("Obj", "k") == {}
+
+
+def test_modify_service_merges_into_the_stored_override_and_tells_the_engine_after_commit() -> None:
+    m = Machine()
+    first = ServiceOverride(journal_retention_ms=0, retry_policy=RetryOverride(max_attempts=4))
+    actions = m.apply(r.ModifyService("Svc", first, 5))
+    assert actions == [a.UpdateService("Svc", first), a.Reply(5, a.Done())]
+    second = ServiceOverride(inactivity_timeout_ms=500, retry_policy=RetryOverride(on_max_attempts=OnMaxAttempts.KILL))
+    merged = ServiceOverride(journal_retention_ms=0, inactivity_timeout_ms=500,
+                             retry_policy=RetryOverride(max_attempts=4, on_max_attempts=OnMaxAttempts.KILL))  # fmt: skip
+    assert m.apply(r.ModifyService("Svc", second, 6)) == [a.UpdateService("Svc", merged), a.Reply(6, a.Done())]
+    assert m.store.service_overrides() == {"Svc": merged}
+    assert _replies(m.apply(r.ModifyService("Nope", second, 7))) == ["NotFound"]
+    assert "Nope" not in m.store.service_overrides()
+
+    svc = with_overrides(SCHEMAS, m.store.service_overrides()).services["Svc"]
+    assert (svc.journal_retention_ms, svc.inactivity_timeout_ms) == (0, 500)
+    assert svc.retry_policy.max_attempts == 4 and svc.retry_policy.on_max_attempts is OnMaxAttempts.KILL
+    assert svc.retry_policy.initial_interval_ms == SCHEMAS.services["Svc"].retry_policy.initial_interval_ms
+    assert with_overrides(SCHEMAS, m.store.service_overrides()).services["Obj"] == SCHEMAS.services["Obj"]

@@ -83,8 +83,8 @@ def _bad_field(field: str, reason: str) -> HttpError:
 
 
 class AdminApp:
-    """The admin API of ``engine``. It reads the store only through ``reads`` (explain, state, ``/query``);
-    ``data_dir`` holds its own file (``service_overrides.json``)."""
+    """The admin API of ``engine``. It reads the store only through ``reads`` (explain, state, ``/query``)
+    and changes it only with records (``ModifyService``, ``SetStateFromAdmin``, the invocation controls)."""
 
     def __init__(
         self, engine: Engine, reads: ReadModel, data_dir: str, deployment_id: str, ingress_url: str, *,
@@ -98,7 +98,6 @@ class AdminApp:
         self.ingress_url = ingress_url
         self.data_dir = data_dir
         self.created_at = rfc3339(engine.clock.now_ms()) or ""
-        self.overrides = svcs.load_overrides(self.data_dir)
         self._patch_lock = asyncio.Lock()
         self._json_cache: dict[str, tuple[Schemas, str]] = {}
 
@@ -245,13 +244,9 @@ class AdminApp:
         async with self._patch_lock:
             svc = self._service(name)
             change = svcs.parse_modify(body, svc)
-            merged = svcs.merge_override(self.overrides.get(name, {}), change)
-            updated = svcs.apply_override(svc, change)
-            overrides = {**self.overrides, name: merged}
-            await asyncio.to_thread(svcs.save_overrides, self.data_dir, overrides)
-            self.overrides = overrides
-            schemas = self.engine.schemas
-            self.engine.schemas = Schemas({**schemas.services, name: updated})
+            reply = await self.engine.request(lambda rid: r.ModifyService(name, change, rid))
+            _expect_done(reply.outcome, f"modifying service '{name}'")
+            updated = self._service(name)  # the engine took the committed override before the reply came
         log.info("service %s modified: %s", name, change)
         await respond_json(req.send, 200, svcs.service_metadata(updated, self.deployment_id))
 

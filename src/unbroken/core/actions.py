@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unbroken.core.journal import Entry, Failure, Notification, Result
-from unbroken.core.model import Invocation, ServiceSchema
+from unbroken.core.model import Invocation, ServiceOverride
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,9 @@ class WorkflowAlreadyInvoked:
 
 @dataclass(frozen=True, slots=True)
 class NotFound:
-    invocation_id: str
+    """The invocation (or, answering ``ModifyService``, the service) does not exist."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +168,12 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class UpdateService:
-    """A service's options changed (``ModifyService`` committed): the engine uses ``schema`` from now on."""
+    """A service's stored override changed (``ModifyService`` committed): from now on the engine applies
+    ``override`` (all of it, merged) over the service's schema. Applying a whole override again is harmless:
+    its fields replace values, so the last one committed decides."""
 
-    schema: ServiceSchema
+    service: str
+    override: ServiceOverride
 
 
 @dataclass(frozen=True, slots=True)

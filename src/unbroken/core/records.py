@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 
 from unbroken.core.journal import Command, Header, Result
-from unbroken.core.model import Target
+from unbroken.core.model import ServiceOverride, Target
 
 
 class ReplyMode(enum.Enum):
@@ -161,6 +161,15 @@ class SetStateFromAdmin:
 
 
 @dataclass(frozen=True, slots=True)
+class ModifyService:
+    """Admin ``PATCH /services/{name}``: ``change`` is merged into the service's stored override."""
+
+    service: str
+    change: ServiceOverride
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class FailInvocation:
     """The engine gives up on a record of ``attempt`` that the store kept refusing (runtime/processor.py):
     the invocation completes with this failure, so that it neither hangs nor holds its lock."""
@@ -189,5 +198,6 @@ Record = (
     | CleanExpired
     | Recover
     | SetStateFromAdmin
+    | ModifyService
     | FailInvocation
 )

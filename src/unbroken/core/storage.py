@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from unbroken.core.journal import Entry, Result
-from unbroken.core.model import Invocation, Sink
+from unbroken.core.model import Invocation, ServiceOverride, Sink
 
 
 class TimerKind(enum.StrEnum):
@@ -124,7 +124,17 @@ class PromiseTable(Protocol):
     def clear_promises(self, service: str, key: str) -> None: ...
 
 
-class Transaction(InvocationTable, JournalTable, StateTable, LockInboxTable, TimerTable, PromiseTable, Protocol):
+class ServiceOverrideTable(Protocol):
+    """Service options changed through the admin API (``ModifyService``): service name -> ServiceOverride."""
+
+    def get_service_override(self, service: str) -> ServiceOverride | None: ...
+    def put_service_override(self, service: str, override: ServiceOverride) -> None: ...
+
+
+class Transaction(
+    InvocationTable, JournalTable, StateTable, LockInboxTable, TimerTable, PromiseTable, ServiceOverrideTable,
+    Protocol,
+):  # fmt: skip
     """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
     thread than the one that applied (the processor's writer thread), never concurrently with it."""
 
@@ -150,6 +160,10 @@ class Store(Protocol):
 
     def running_invocation_ids(self) -> list[str]:
         """Invocations an attempt was running for when the process stopped, oldest first."""
+        ...
+
+    def service_overrides(self) -> dict[str, ServiceOverride]:
+        """Every committed service override (the engine applies them over the app's schemas at start)."""
         ...
 
     def timers(self) -> list[Timer]:

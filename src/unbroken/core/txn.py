@@ -11,6 +11,7 @@ from unbroken.core.storage import (
     LockInboxTable,
     Promise,
     PromiseTable,
+    ServiceOverrideTable,
     StateTable,
     Store,
     Timer,
@@ -21,6 +22,6 @@ from unbroken.core.storage import (
 )
 
 __all__ = [
-    "InvocationTable", "JournalTable", "LockInboxTable", "Promise", "PromiseTable", "StateTable", "Store",
+    "InvocationTable", "JournalTable", "LockInboxTable", "Promise", "PromiseTable", "ServiceOverrideTable", "StateTable", "Store",
     "Timer", "TimerKind", "TimerTable", "Transaction", "transaction",
 ]  # fmt: skip

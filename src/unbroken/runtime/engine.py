@@ -25,7 +25,7 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.journal import Failure
-from unbroken.core.model import Schemas
+from unbroken.core.model import Schemas, with_overrides
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
@@ -217,7 +217,7 @@ class Engine:
             case a.AbortAttempt():
                 self.invoker.abort(action.invocation_id)
             case a.UpdateService():  # a committed ModifyService: later batches see the new options
-                self.schemas = Schemas({**self.schemas.services, action.schema.name: action.schema})
+                self.schemas = with_overrides(self.schemas, {action.service: action.override})
             case a.Log():
                 if action.warning:  # a failed attempt: logged once, in serve and dev alike
                     log.warning("%s %s", action.invocation_id, action.message)

@@ -15,10 +15,9 @@ import orjson
 import uvicorn
 
 from unbroken.admin.app import AdminApp
-from unbroken.admin.services import apply_overrides, load_overrides
 from unbroken.config import Config
 from unbroken.core.ids import deployment_id
-from unbroken.core.model import OnMaxAttempts, RetryPolicy
+from unbroken.core.model import OnMaxAttempts, RetryPolicy, with_overrides
 from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.clock import SystemClock
@@ -78,7 +77,7 @@ def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
         defaults, config.inactivity_timeout_ms, config.abort_timeout_ms, config.idempotency_retention_ms,
         config.workflow_completion_retention_ms, config.journal_retention_ms,
     )  # fmt: skip
-    schemas = apply_overrides(schemas, load_overrides(config.data_dir))  # PATCH /services changes
+    schemas = with_overrides(schemas, store.service_overrides())  # PATCH /services changes
     transport = LocalTransport(app.services, clock.now_ms, asyncio.get_running_loop())
     dev_log = logging.getLogger("unbroken.dev")
 
