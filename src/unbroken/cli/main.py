@@ -100,6 +100,7 @@ ConfigOpt = Annotated[
     str | None,
     typer.Option(
         "--config",
+        "--config-file",  # Restate's spelling
         metavar="FILE",
         help="TOML config file (Restate layout). Also: $UNBROKEN_CONFIG / $RESTATE_CONFIG.",
     ),
@@ -170,13 +171,14 @@ def _run(
         traceback.print_exc()
         _fail(f"cannot load app {app_spec!r}: {type(e).__name__}: {e}", code=1)
 
-    if config.dev:
-        _print_dev_banner(app_spec, config)
-
     from unbroken.runtime.server import serve
+    from unbroken.runtime.startup import StartupError
 
+    banner = (lambda: _print_dev_banner(app_spec, config)) if config.dev else None
     try:
-        serve(app, config)
+        serve(app, config, on_listening=banner)
+    except StartupError as e:
+        _fail(str(e), code=1)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

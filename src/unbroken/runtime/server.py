@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
+import socket
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import orjson
@@ -23,6 +25,7 @@ from unbroken.ingress.app import IngressApp
 from unbroken.ingress.wire import ErrorBody, bounded_protocol
 from unbroken.runtime.clock import SystemClock
 from unbroken.runtime.engine import Engine, EngineOptions
+from unbroken.runtime.startup import StartupError, bind_listener, lock_data_dir
 from unbroken.sdk.app import App
 from unbroken.sdk.local import LocalTransport
 from unbroken.storage.sqlite import SqliteStore
@@ -91,7 +94,26 @@ def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
     return engine, store
 
 
-async def run(app: App, config: Config, started: asyncio.Event | None = None) -> None:
+_BACKLOG = 4096  # as the uvicorn config's backlog
+
+
+def _listeners(config: Config) -> tuple[socket.socket, socket.socket]:
+    """Both listening sockets, bound before anything says "serving" (a port in use: StartupError)."""
+    ingress = bind_listener(*config.ingress_host_port, "ingress", "--ingress-bind", _BACKLOG)
+    try:
+        admin = bind_listener(*config.admin_host_port, "admin API", "--admin-bind", _BACKLOG)
+    except StartupError:
+        ingress.close()
+        raise
+    return ingress, admin
+
+
+async def run(
+    app: App,
+    config: Config,
+    listeners: tuple[socket.socket, socket.socket],
+    started: asyncio.Event | None = None,
+) -> None:
     engine, store = build_engine(app, config)
     engine.start()
     ingress_bind, admin_bind = config.ingress_host_port, config.admin_host_port
@@ -112,7 +134,7 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop)
-    serving = asyncio.gather(ingress._serve(), admin._serve())
+    serving = asyncio.gather(ingress._serve([listeners[0]]), admin._serve([listeners[1]]))
     await asyncio.sleep(0)
     log.info(
         "unbroken serving %d services: ingress http://%s:%d, admin http://%s:%d, data %s",
@@ -129,14 +151,25 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
         log.info("unbroken stopped")
 
 
-def serve(app: object, config: Config) -> None:
-    """Run until SIGTERM/SIGINT (blocking)."""
+def serve(app: object, config: Config, on_listening: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT (blocking).
+
+    Raises :class:`StartupError` (before anything is announced) when another server holds the data dir
+    or a port is in use; ``on_listening`` runs once both ports are bound (the dev banner).
+    """
     if not isinstance(app, App):
         raise TypeError(f"expected an unbroken App (from unbroken.app([...])), got {type(app).__name__}")
-    _setup_logging(config)
+    lock_fd = lock_data_dir(config.data_dir, config.ingress_bind, config.admin_bind)
     try:
-        import uvloop
+        listeners = _listeners(config)
+        if on_listening is not None:
+            on_listening()
+        _setup_logging(config)
+        try:
+            import uvloop
 
-        uvloop.run(run(app, config))
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        asyncio.run(run(app, config))
+            uvloop.run(run(app, config, listeners))
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            asyncio.run(run(app, config, listeners))
+    finally:
+        os.close(lock_fd)  # the kernel would release it at exit anyway; this is for in-process callers

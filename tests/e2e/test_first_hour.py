@@ -1,0 +1,76 @@
+"""What a newcomer meets in the first hour, against real ``unbroken serve`` processes: a second server on
+the same data dir, a port in use, config typos, empty tokens, untyped input."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT, Server, free_port
+
+APP = "examples/demo.py"
+EXIT_S = 30.0  # a refused start must end long before this (it is bounded, not waited for)
+
+
+def serve_cmd(data_dir: Path, ingress_port: int, admin_port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "unbroken.cli.main", "serve", str(ROOT / APP), "--data-dir", str(data_dir),
+        "--ingress-bind", f"127.0.0.1:{ingress_port}", "--admin-bind", f"127.0.0.1:{admin_port}", *extra,
+    ]  # fmt: skip
+
+
+def run_refused(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a server start that must be refused: it exits by itself, non-zero, with one ``error:`` line."""
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=EXIT_S, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
+    assert proc.returncode != 0, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "serving" not in proc.stderr, proc.stderr  # nothing announced before the refusal
+    return proc
+
+
+@pytest.fixture
+def first(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(APP, tmp_path / "data").start()
+    yield srv
+    srv.kill()
+
+
+def test_second_server_on_the_same_data_dir_is_refused_until_the_first_dies(first: Server) -> None:
+    assert first.proc is not None
+    cmd = serve_cmd(first.data_dir, free_port(), free_port())
+    proc = run_refused(cmd)
+    assert f"data dir {first.data_dir} is in use by another unbroken server" in proc.stderr, proc.stderr
+    assert f"pid {first.proc.pid}" in proc.stderr, proc.stderr
+    assert f"127.0.0.1:{first.ingress_port}" in proc.stderr, proc.stderr
+    # The first one is untouched.
+    assert first.call("/Greeter/greet", "Ada").json() == "Hello Ada!"
+    # SIGKILL leaves no stale lock: a second server now starts on the same data, and sees the first's work.
+    first.kill()
+    second = Server(APP, first.data_dir)
+    second.log_path = first.data_dir.parent / "second.log"
+    try:
+        second.start()
+        assert second.call("/Counter/bob/add", 2).json() == 2
+    finally:
+        second.kill()
+
+
+def test_a_port_in_use_is_refused_before_anything_is_announced(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = run_refused(serve_cmd(tmp_path / "data", port, free_port()))
+        assert f"port {port} is already in use" in proc.stderr, proc.stderr
+        assert "--ingress-bind" in proc.stderr, proc.stderr
+        proc = run_refused(serve_cmd(tmp_path / "data", free_port(), port))
+        assert f"port {port} is already in use" in proc.stderr, proc.stderr
+        assert "--admin-bind" in proc.stderr, proc.stderr
