@@ -36,6 +36,15 @@ def run_refused(cmd: list[str], env: dict[str, str] | None = None) -> subprocess
     return proc
 
 
+def start(srv: Server, *extra: str) -> Server:
+    """Start ``srv`` with extra command-line arguments; wait until both listeners answer."""
+    with open(srv.log_path, "ab") as log:
+        cmd = serve_cmd(srv.data_dir, srv.ingress_port, srv.admin_port, *extra)
+        srv.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    srv._wait_ready()
+    return srv
+
+
 @pytest.fixture
 def first(tmp_path: Path) -> Iterator[Server]:
     srv = Server(APP, tmp_path / "data").start()
@@ -74,3 +83,39 @@ def test_a_port_in_use_is_refused_before_anything_is_announced(tmp_path: Path) -
         proc = run_refused(serve_cmd(tmp_path / "data", free_port(), port))
         assert f"port {port} is already in use" in proc.stderr, proc.stderr
         assert "--admin-bind" in proc.stderr, proc.stderr
+
+
+def test_a_config_typo_stops_the_server_naming_the_closest_key(tmp_path: Path) -> None:
+    config = tmp_path / "unbroken.toml"
+    config.write_text('[ingres]\nbind-address = "127.0.0.1:1"\n')
+    for flag in ("--config", "--config-file"):  # Restate's spelling works too
+        proc = run_refused(serve_cmd(tmp_path / "data", free_port(), free_port(), flag, str(config)))
+        assert proc.returncode == 2, proc.stderr
+        assert "unknown key 'ingres'" in proc.stderr and "did you mean 'ingress'?" in proc.stderr, proc.stderr
+
+
+def test_config_file_is_a_synonym_of_config(tmp_path: Path) -> None:
+    config = tmp_path / "restate.toml"
+    config.write_text('[worker.invoker]\ninactivity-timeout = "5s"\n')
+    srv = start(Server(APP, tmp_path / "data"), "--config-file", str(config))
+    try:
+        svc = srv.admin_request("GET", "/services/Greeter").json()
+        assert svc["inactivity_timeout"] == "5s", svc
+    finally:
+        srv.kill()
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"UNBROKEN_ADMIN__TOKEN": ""}, "UNBROKEN_ADMIN__TOKEN"),
+        ({"RESTATE_INGRESS__TOKEN": " "}, "RESTATE_INGRESS__TOKEN"),
+    ],
+)
+def test_an_empty_token_refuses_to_start(tmp_path: Path, env: dict[str, str], key: str) -> None:
+    proc = run_refused(serve_cmd(tmp_path / "data", free_port(), free_port()), env=env)
+    assert f"{key}: expected a non-empty token" in proc.stderr, proc.stderr
+    config = tmp_path / "unbroken.toml"
+    config.write_text('[admin]\ntoken = ""\n')
+    proc = run_refused(serve_cmd(tmp_path / "data", free_port(), free_port(), "--config", str(config)))
+    assert "admin.token: expected a non-empty token" in proc.stderr, proc.stderr
