@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.harness import ROOT, Server, free_port
@@ -119,3 +120,86 @@ def test_an_empty_token_refuses_to_start(tmp_path: Path, env: dict[str, str], ke
     config.write_text('[admin]\ntoken = ""\n')
     proc = run_refused(serve_cmd(tmp_path / "data", free_port(), free_port(), "--config", str(config)))
     assert "admin.token: expected a non-empty token" in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- typed inputs
+
+
+def invocations_of(srv: Server, target: str) -> int:
+    query = {"query": f"SELECT count(*) AS n FROM sys_invocation WHERE target LIKE '{target}%'"}
+    return int(srv.admin_request("POST", "/query", query).json()["rows"][0]["n"])
+
+
+def refused(resp: httpx.Response, *fragments: str) -> None:
+    assert resp.status_code == 400, (resp.status_code, resp.text)
+    message = resp.json()["message"]
+    assert message.startswith("input validation error: "), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_an_empty_or_null_input_is_refused_before_anything_runs(first: Server) -> None:
+    # `curl -X POST localhost:8080/Greeter/greet`: no body, no content type.
+    resp = httpx.post(f"{first.ingress}/Greeter/greet", timeout=30)
+    refused(resp, "Greeter/greet expects str, got an empty body")
+    refused(first.call("/Greeter/greet", raw=b"null"), "Greeter/greet expects str", "got 'null'")
+    refused(first.call("/Greeter/greet/send", raw=b""), "Greeter/greet expects str")
+    assert invocations_of(first, "Greeter/greet") == 0  # nothing stored, nothing ran
+    # `curl localhost:8080/Counter/bob/add --json null`: refused, and key bob is not blocked.
+    refused(first.call("/Counter/bob/add", raw=b"null"), "Counter/add expects int", "got 'null'")
+    refused(first.call("/Counter/bob/add", "2"), "Counter/add expects int", "got 'str'")
+    assert invocations_of(first, "Counter/bob") == 0
+    assert first.call("/Counter/bob/add", 2, timeout=10).json() == 2
+    refused(first.call("/UserSignup/carol/run", {"name": "Carol"}), "UserSignup/run expects User", "email")
+    assert (
+        first.get("/restate/workflow/UserSignup/carol/output").status_code == 404
+    )  # the run was not started
+    assert first.call("/Greeter/greet", "Ada").json() == "Hello Ada!"
+
+
+@pytest.fixture(scope="module")
+def typed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server("tests/apps/typed_inputs.py", tmp_path_factory.mktemp("typed") / "data").start()
+    yield srv
+    srv.kill()
+
+
+@pytest.mark.parametrize(
+    ("handler", "body", "fragments"),
+    [
+        ("address", b'{"street": null}', ["Typed/address expects Address", "got 'null'", "$.street"]),
+        ("address", b'{"number": 3}', ["Typed/address expects Address", "missing required field 'street'"]),
+        ("address", b"null", ["Typed/address expects Address", "got 'null'"]),
+        ("point", b'{"x": 1}', ["Typed/point expects Point", "missing required field 'y'"]),
+        ("point", b'{"x": 1, "y": "2"}', ["Typed/point expects Point", "$.y"]),
+        ("person", b'{"name": "Ada"}', ["Typed/person expects Person", "age: Field required"]),
+        ("person", b"", ["Typed/person expects Person, got an empty body"]),
+        ("items", b'[{"sku": "a", "qty": 1}, {"sku": "b"}]', ["Typed/items expects list[", "qty", "$[1]"]),
+    ],
+)  # fmt: skip
+def test_a_body_that_does_not_fit_the_type_hint_is_a_400(
+    typed: Server, handler: str, body: bytes, fragments: list[str]
+) -> None:
+    refused(typed.call(f"/Typed/{handler}", raw=body), *fragments)
+    assert invocations_of(typed, f"Typed/{handler}") == 0
+
+
+@pytest.mark.parametrize(
+    ("handler", "body", "answer"),
+    [
+        ("address", b'{"street": "Main St"}', "1 Main St"),
+        ("point", b'{"x": 1, "y": 2}', 3),
+        ("person", b'{"name": "Ada", "age": 36}', "Ada (36)"),
+        ("items", b'[{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}]', 3),
+        ("maybe", b"", "nothing"),
+        ("maybe", b"null", "nothing"),
+        ("maybe", b"7", "7"),
+        ("anything", b"", "None"),
+        ("anything", b'{"a": null}', "{'a': None}"),
+        ("raw", b"", 0),
+    ],
+)  # fmt: skip
+def test_a_body_that_fits_runs(typed: Server, handler: str, body: bytes, answer: object) -> None:
+    resp = typed.call(f"/Typed/{handler}", raw=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == answer

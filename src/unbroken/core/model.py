@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -54,6 +55,9 @@ class HandlerSchema:
     inactivity_timeout_ms: int | None = None
     input_schema: object | None = None
     output_schema: object | None = None
+    # The body -> None when it fits the handler's input type, else what is wrong. The ingress calls it
+    # before accepting an invocation (given by the SDK, which the ingress may not import).
+    input_validator: Callable[[bytes], str | None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def takes_lock(self) -> bool:

@@ -7,6 +7,7 @@ It never touches storage: every request becomes a record for the processor, and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -103,6 +104,7 @@ class IngressApp:
         assert target is not None and route.handler is not None
         body = await read_body(scope, receive, self.body_limit)
         _check_body(scope, body, route.handler.kind, target)
+        _check_input(body, route.handler.input_validator)
         query = _query(scope)
         delay_ms = _delay(query, route.send)
         idem = header(scope, b"idempotency-key")
@@ -179,6 +181,14 @@ def _check_body(scope: Scope, body: bytes, kind: HandlerKind | None, target: Tar
         orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, f"input validation error: the body is not valid JSON ({exc})") from None
+
+
+def _check_input(body: bytes, validate: Callable[[bytes], str | None] | None) -> None:
+    """The body against the handler's input type (the SDK's check): a bad one is refused before anything is
+    stored, instead of running the handler with None, or failing inside it and being retried for an hour."""
+    problem = validate(body) if validate is not None else None
+    if problem is not None:
+        raise HttpError(400, f"input validation error: {problem}")
 
 
 def _query(scope: Scope) -> dict[str, str]:
