@@ -3,6 +3,7 @@ the same data dir, a port in use, config typos, empty tokens, untyped input."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -203,3 +204,39 @@ def test_a_body_that_fits_runs(typed: Server, handler: str, body: bytes, answer:
     resp = typed.call(f"/Typed/{handler}", raw=body)
     assert resp.status_code == 200, resp.text
     assert resp.json() == answer
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def unbroken(*args: str, srv: Server | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    if srv is not None:
+        env.update(UNBROKEN_ADMIN_URL=srv.admin, UNBROKEN_INGRESS_URL=srv.ingress)
+    proc = subprocess.run([sys.executable, "-m", "unbroken.cli.main", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc
+
+
+def test_invocations_list_says_how_many_more_there_are(first: Server) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        assert first.call("/Greeter/greet", name).status_code == 200
+    out = unbroken("invocations", "list", "--limit", "3", srv=first).stdout
+    assert out.count("Greeter/greet") == 3, out
+    assert "… and 2 older ones not shown: --limit 5 shows all" in out, out
+    out = unbroken("invocations", "list", "--limit", "5", srv=first).stdout
+    assert out.count("Greeter/greet") == 5 and "not shown" not in out, out
+    out = unbroken("invocations", "list", "--limit", "4", "--service", "Greeter", srv=first).stdout
+    assert "… and 1 older one not shown: --limit 5 shows all" in out, out
+    rows = json.loads(unbroken("invocations", "list", "--limit", "3", "--json", srv=first).stdout)
+    assert len(rows) == 3
+
+
+@pytest.mark.parametrize(
+    "command", [["serve"], ["invocations", "list"], ["invoke"], ["state", "keys"], ["--help"]]
+)
+def test_help_shows_flags_without_a_value_placeholder(command: list[str]) -> None:
+    out = unbroken(*command, "--help").stdout
+    assert "--help" in out, out
+    assert "<bool>" not in out, out
