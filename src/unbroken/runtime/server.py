@@ -25,7 +25,7 @@ from unbroken.ingress.app import IngressApp
 from unbroken.ingress.wire import ErrorBody, bounded_protocol
 from unbroken.runtime.clock import SystemClock
 from unbroken.runtime.engine import Engine, EngineOptions
-from unbroken.runtime.startup import StartupError, bind_listener, lock_data_dir
+from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk.app import App
 from unbroken.sdk.local import LocalTransport
 from unbroken.storage.sqlite import SqliteStore
@@ -97,13 +97,14 @@ def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
 _BACKLOG = 4096  # as the uvicorn config's backlog
 
 
-def _listeners(config: Config) -> tuple[socket.socket, socket.socket]:
-    """Both listening sockets, bound before anything says "serving" (a port in use: StartupError)."""
-    ingress = bind_listener(*config.ingress_host_port, "ingress", "--ingress-bind", _BACKLOG)
+def _listeners(config: Config) -> tuple[list[socket.socket], list[socket.socket]]:
+    """Both listeners' sockets, bound before anything says "serving" (a port in use: StartupError)."""
+    ingress = bind_listeners(*config.ingress_host_port, "ingress", "--ingress-bind", _BACKLOG)
     try:
-        admin = bind_listener(*config.admin_host_port, "admin API", "--admin-bind", _BACKLOG)
+        admin = bind_listeners(*config.admin_host_port, "admin API", "--admin-bind", _BACKLOG)
     except StartupError:
-        ingress.close()
+        for sock in ingress:
+            sock.close()
         raise
     return ingress, admin
 
@@ -111,12 +112,14 @@ def _listeners(config: Config) -> tuple[socket.socket, socket.socket]:
 async def run(
     app: App,
     config: Config,
-    listeners: tuple[socket.socket, socket.socket],
+    listeners: tuple[list[socket.socket], list[socket.socket]],
     started: asyncio.Event | None = None,
 ) -> None:
     engine, store = build_engine(app, config)
     engine.start()
-    ingress_bind, admin_bind = config.ingress_host_port, config.admin_host_port
+    # The ports bound (they differ from the config's when it asked for port 0).
+    ingress_bind = (config.ingress_host_port[0], listeners[0][0].getsockname()[1])
+    admin_bind = (config.admin_host_port[0], listeners[1][0].getsockname()[1])
     dep = deployment_id(hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16])
     ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
     ingress = _uvicorn(ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n")
@@ -134,7 +137,7 @@ async def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop)
-    serving = asyncio.gather(ingress._serve([listeners[0]]), admin._serve([listeners[1]]))
+    serving = asyncio.gather(ingress._serve(listeners[0]), admin._serve(listeners[1]))
     await asyncio.sleep(0)
     log.info(
         "unbroken serving %d services: ingress http://%s:%d, admin http://%s:%d, data %s",

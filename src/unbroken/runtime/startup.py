@@ -11,8 +11,9 @@ import errno
 import fcntl
 import os
 import socket
+from typing import Any
 
-__all__ = ["LOCK_FILE", "StartupError", "bind_listener", "lock_data_dir"]
+__all__ = ["LOCK_FILE", "StartupError", "bind_listeners", "lock_data_dir"]
 
 LOCK_FILE = "unbroken.lock"
 _HOLDER_BYTES_MAX = 4096  # what we read of the lock file to name its holder
@@ -50,30 +51,25 @@ def lock_data_dir(data_dir: str, ingress_bind: str, admin_bind: str) -> int:
     return fd
 
 
-def bind_listener(host: str, port: int, what: str, flag: str, backlog: int) -> socket.socket:
-    """A listening TCP socket on ``host:port``; a port in use becomes a :class:`StartupError` naming it.
-
-    ``what`` names the listener ("ingress"), ``flag`` the option that moves it ("--ingress-bind").
-    """
+def bind_listeners(host: str, port: int, what: str, flag: str, backlog: int) -> list[socket.socket]:
+    """Listening TCP sockets on ``host:port`` (one per address it resolves to, as asyncio binds them); a port
+    in use becomes a :class:`StartupError` naming it. ``what`` names the listener ("ingress"), ``flag`` the
+    option that moves it ("--ingress-bind")."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         raise StartupError(
             f"cannot listen on {host}:{port} ({what}): {e.strerror or e}; pass {flag} HOST:PORT"
         ) from None
-    sock = socket.socket(family, kind, proto)
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-        )  # as uvicorn/asyncio: TIME_WAIT is no conflict
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(backlog)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            if sockets:  # port 0: every address on the port the first one was given
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sockets.append(_listen(family, kind, proto, address, backlog))
     except OSError as e:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         if e.errno == errno.EADDRINUSE:
             raise StartupError(
                 f"port {port} is already in use (the {what} listener, {host}:{port}); "
@@ -82,5 +78,19 @@ def bind_listener(host: str, port: int, what: str, flag: str, backlog: int) -> s
         raise StartupError(
             f"cannot listen on {host}:{port} ({what}): {e.strerror or e}; pass {flag} HOST:PORT"
         ) from None
+    return sockets
+
+
+def _listen(family: int, kind: int, proto: int, address: tuple[Any, ...], backlog: int) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio: TIME_WAIT is no conflict
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
