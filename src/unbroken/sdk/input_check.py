@@ -22,6 +22,8 @@ import msgspec
 
 from unbroken.sdk.serde import (
     DefaultSerde,
+    JsonSerde,
+    PydanticJsonSerde,
     Serde,
     SerdeError,
     _ConvError,
@@ -35,6 +37,11 @@ from unbroken.sdk.serde import (
 
 __all__ = ["InputValidator", "input_validator"]
 
+_JSON_SERDES: tuple[type[Serde[Any]], ...] = (
+    DefaultSerde,
+    JsonSerde,
+    PydanticJsonSerde,
+)  # given explicitly: JSON
 InputValidator = Callable[[bytes], "str | None"]  # the body -> None when it is valid, else what is wrong
 
 
@@ -46,7 +53,7 @@ def input_validator(handler: str, tp: Any, serde: Serde[Any]) -> InputValidator 
     """
     if _is_untyped(tp) or _is_untyped(_unwrap(tp)) or _unwrap(tp) is bytes:
         return None
-    if serde is not serde_for_type(tp) and type(serde) is not DefaultSerde:
+    if serde is not serde_for_type(tp) and type(serde) not in _JSON_SERDES:
         return None
     return _build(handler, tp, serde)
 
