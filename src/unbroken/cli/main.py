@@ -34,6 +34,7 @@ __all__ = ["cli", "main"]
 
 EXIT_USAGE = 2
 
+
 def _hide_flag_placeholders() -> None:
     """typer's rich help prints ``<bool>`` after every flag (``--json <bool>``) as if it took a value; its plain
     help does not. Show flags bare: nothing is displayed for a flag's type unless it has a metavar."""
