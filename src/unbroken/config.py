@@ -430,35 +430,32 @@ def _read_toml(config_file: str) -> dict[str, Any]:
 # Restate settings (sections or keys) that a restate.toml may hold and unbroken has no use for: accepted with
 # a warning.  Anything else unknown is an error, as a typo would otherwise be ignored in silence.
 _RESTATE_ONLY = frozenset(
-    {
-        "roles", "node-name", "force-node-id", "cluster-name", "allow-bootstrap", "auto-provision", "location",
-        "advertised-address", "bind-address", "bind-ip", "bind-port", "listen-mode", "use-random-ports",
-        "default-num-partitions", "default-replication", "default-partition-replication", "shutdown-timeout",
-        "tracing-endpoint", "tracing-runtime-endpoint", "tracing-services-endpoint", "tracing-json-path",
-        "tracing-filter", "tracing-headers", "log-format", "log-disable-ansi-codes", "disable-prometheus",
-        "rocksdb-total-memory-size", "rocksdb-total-memtables-ratio", "rocksdb-bg-threads",
-        "rocksdb-high-priority-bg-threads", "rocksdb-perf-level", "storage-high-priority-bg-threads",
-        "storage-low-priority-bg-threads", "default-thread-pool-size", "metadata-update-interval",
-        "initialization-timeout", "request-compression-threshold", "tokio-console-bind-address",
-        "gossip-tick-interval", "bifrost", "metadata-server", "metadata-client", "metadata-store",
-        "metadata-store-client", "networking", "log-server", "common", "http-keep-alive-options",
-        "service-client", "tokio-runtime",
-        "ingress.bind-ip", "ingress.bind-port", "ingress.advertised-address", "ingress.advertised-host",
-        "ingress.listen-mode", "ingress.use-random-ports", "ingress.advertised-ingress-endpoint",
-        "ingress.kafka-clusters", "ingress.concurrent-api-requests-limit",
-        "admin.bind-ip", "admin.bind-port", "admin.advertised-address", "admin.advertised-host",
-        "admin.listen-mode", "admin.use-random-ports", "admin.advertised-admin-endpoint", "admin.query-engine",
-        "admin.heartbeat-interval", "admin.concurrent-api-requests-limit", "admin.disable-web-ui",
-        "admin.log-trim-check-interval", "admin.disable-cluster-controller",
-        "worker.storage", "worker.snapshots", "worker.internal-queue-length", "worker.num-timers-in-memory-limit",
-        "worker.max-command-batch-size", "worker.durability-mode", "worker.experimental-partition-driven-log-trimming",
-        "worker.invoker.concurrent-invocations-limit", "worker.invoker.message-size-warning",
-        "worker.invoker.message-size-limit", "worker.invoker.in-memory-queue-length-limit",
-        "worker.invoker.tmp-dir", "worker.invoker.retry-policy", "worker.invoker.disable-eager-state",
-        "worker.invoker.action-throttling", "worker.invoker.invocation-throttling",
-        "invocation.max-journal-retention",
-    }
-)  # fmt: skip
+    """
+    roles node-name force-node-id cluster-name allow-bootstrap auto-provision location
+    advertised-address bind-address bind-ip bind-port listen-mode use-random-ports
+    default-num-partitions default-replication default-partition-replication shutdown-timeout
+    tracing-endpoint tracing-runtime-endpoint tracing-services-endpoint tracing-json-path tracing-filter
+    tracing-headers log-format log-disable-ansi-codes disable-prometheus rocksdb-total-memory-size
+    rocksdb-total-memtables-ratio rocksdb-bg-threads rocksdb-high-priority-bg-threads rocksdb-perf-level
+    storage-high-priority-bg-threads storage-low-priority-bg-threads default-thread-pool-size
+    metadata-update-interval initialization-timeout request-compression-threshold
+    tokio-console-bind-address gossip-tick-interval bifrost metadata-server metadata-client
+    metadata-store metadata-store-client networking log-server common http-keep-alive-options
+    service-client tokio-runtime ingress.bind-ip ingress.bind-port ingress.advertised-address
+    ingress.advertised-host ingress.listen-mode ingress.use-random-ports
+    ingress.advertised-ingress-endpoint ingress.kafka-clusters ingress.concurrent-api-requests-limit
+    admin.bind-ip admin.bind-port admin.advertised-address admin.advertised-host admin.listen-mode
+    admin.use-random-ports admin.advertised-admin-endpoint admin.query-engine admin.heartbeat-interval
+    admin.concurrent-api-requests-limit admin.disable-web-ui admin.log-trim-check-interval
+    admin.disable-cluster-controller worker.storage worker.snapshots worker.internal-queue-length
+    worker.num-timers-in-memory-limit worker.max-command-batch-size worker.durability-mode
+    worker.experimental-partition-driven-log-trimming worker.invoker.concurrent-invocations-limit
+    worker.invoker.message-size-warning worker.invoker.message-size-limit
+    worker.invoker.in-memory-queue-length-limit worker.invoker.tmp-dir worker.invoker.retry-policy
+    worker.invoker.disable-eager-state worker.invoker.action-throttling
+    worker.invoker.invocation-throttling invocation.max-journal-retention
+    """.split()
+)
 _log = logging.getLogger("unbroken.config")
 
 

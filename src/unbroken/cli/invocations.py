@@ -86,7 +86,8 @@ def list_(
     where = f" WHERE {' AND '.join(conds)}" if conds else ""
     with Admin(admin_url) as admin:
         # One row past the limit says whether there are more, without counting them all every time.
-        rows = admin.query(f"SELECT {_COLUMNS} FROM sys_invocation{where} ORDER BY created_at DESC, id LIMIT {limit + 1}")
+        order = f"ORDER BY created_at DESC, id LIMIT {limit + 1}"
+        rows = admin.query(f"SELECT {_COLUMNS} FROM sys_invocation{where} {order}")
         more = _count_more(admin, where, limit) if len(rows) > limit else 0
     rows = rows[:limit]
     if json_:
@@ -98,10 +99,11 @@ def list_(
     table(["id", "target", "status", "created", "info"],
           [(r["id"], r["target"], r["status"], r["created_at"], _info(r)) for r in rows], no_wrap=["id"])  # fmt: skip
     if more > _MORE_COUNTED_MAX:
-        typer.echo(f"… and more than {_MORE_COUNTED_MAX} older ones not shown: narrow with --status/--service/--key, "
-                   "or raise --limit")  # fmt: skip
+        narrow = "narrow with --status/--service/--key, or raise --limit"
+        typer.echo(f"… and more than {_MORE_COUNTED_MAX} older ones not shown: {narrow}")
     elif more:
-        typer.echo(f"… and {more} older one{'s' if more > 1 else ''} not shown: --limit {limit + more} shows all")
+        ones = "ones" if more > 1 else "one"
+        typer.echo(f"… and {more} older {ones} not shown: --limit {limit + more} shows all")
 
 
 _MORE_COUNTED_MAX = 100_000  # past this, "more than" (counting a million rows is not worth the wait)

@@ -121,7 +121,8 @@ def _fallback(expects: str, serde: Serde[Any]) -> InputValidator:
 
 def _dec_hook(tp: Any, obj: Any) -> Any:
     """Values of types msgspec has no decoder for: pydantic models validate themselves; other classes go
-    through the SDK's converter when it has one, and pass unchecked otherwise (the handler's serde decides)."""
+    through the SDK's converter when it has one, and pass unchecked otherwise (the handler's serde
+    decides)."""
     if _is_pydantic_model_type(tp):
         from pydantic import ValidationError
 
