@@ -85,6 +85,11 @@ def test_a_port_in_use_is_refused_before_anything_is_announced(tmp_path: Path) -
         proc = run_refused(serve_cmd(tmp_path / "data", free_port(), port))
         assert f"port {port} is already in use" in proc.stderr, proc.stderr
         assert "--admin-bind" in proc.stderr, proc.stderr
+        dev = [a if a != "serve" else "dev" for a in serve_cmd(tmp_path / "data", port, free_port())]
+        proc = run_refused(dev)
+        assert f"port {port} is already in use" in proc.stderr, proc.stderr
+        assert "http://" not in proc.stderr, proc.stderr  # `unbroken dev` shows its banner only once bound
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_a_config_typo_stops_the_server_naming_the_closest_key(tmp_path: Path) -> None:
