@@ -115,6 +115,7 @@ class IngressApp:
         assert target is not None and route.handler is not None
         body = await read_body(scope, receive, self.body_limit)
         _check_body(scope, body, route.handler)
+        _check_input(body, route.handler.input_validator)
         query = _query(scope)
         delay_ms = _delay(query, route.send)
         idem = header(scope, b"idempotency-key")
@@ -222,6 +223,14 @@ def _content_type_matches(ctype: str, accept: str) -> bool:
     if want.endswith("/*") and ctype.startswith(want[:-1]):
         return True
     return want == "application/json" and (ctype in _JSON_TYPES or ctype.endswith("+json"))
+
+
+def _check_input(body: bytes, validate: Callable[[bytes], str | None] | None) -> None:
+    """The body against the handler's input type (the SDK's check): a bad one is refused before anything is
+    stored, instead of running the handler with None, or failing inside it and being retried for an hour."""
+    problem = validate(body) if validate is not None else None
+    if problem is not None:
+        raise HttpError(400, f"input validation error: {problem}")
 
 
 def _query(scope: Scope) -> dict[str, str]:

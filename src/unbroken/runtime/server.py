@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
+import socket
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import orjson
@@ -23,6 +25,7 @@ from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.clock import SystemClock
 from unbroken.runtime.engine import Engine, EngineOptions
+from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk.app import App
 from unbroken.sdk.local import LocalTransport
 from unbroken.storage.sqlite import SqliteStore
@@ -92,10 +95,32 @@ def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
     return engine, store
 
 
-async def run(app: App, config: Config, started: asyncio.Event | None = None) -> None:
+_BACKLOG = 4096  # as the uvicorn config's backlog
+
+
+def _listeners(config: Config) -> tuple[list[socket.socket], list[socket.socket]]:
+    """Both listeners' sockets, bound before anything says "serving" (a port in use: StartupError)."""
+    ingress = bind_listeners(*config.ingress_host_port, "ingress", "--ingress-bind", _BACKLOG)
+    try:
+        admin = bind_listeners(*config.admin_host_port, "admin API", "--admin-bind", _BACKLOG)
+    except StartupError:
+        for sock in ingress:
+            sock.close()
+        raise
+    return ingress, admin
+
+
+async def run(
+    app: App,
+    config: Config,
+    listeners: tuple[list[socket.socket], list[socket.socket]],
+    started: asyncio.Event | None = None,
+) -> None:
     engine, store = build_engine(app, config)
     engine.start()
-    ingress_bind, admin_bind = config.ingress_host_port, config.admin_host_port
+    # The ports bound (they differ from the config's when it asked for port 0).
+    ingress_bind = (config.ingress_host_port[0], listeners[0][0].getsockname()[1])
+    admin_bind = (config.admin_host_port[0], listeners[1][0].getsockname()[1])
     dep = deployment_id(hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16])
     ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
     ingress = _uvicorn(ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n")
@@ -113,7 +138,7 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop)
-    serving = asyncio.gather(ingress._serve(), admin._serve())
+    serving = asyncio.gather(ingress._serve(listeners[0]), admin._serve(listeners[1]))
     await asyncio.sleep(0)
     log.info(
         "unbroken serving %d services: ingress http://%s:%d, admin http://%s:%d, data %s",
@@ -130,14 +155,25 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
         log.info("unbroken stopped")
 
 
-def serve(app: object, config: Config) -> None:
-    """Run until SIGTERM/SIGINT (blocking)."""
+def serve(app: object, config: Config, on_listening: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT (blocking).
+
+    Raises :class:`StartupError` (before anything is announced) when another server holds the data dir
+    or a port is in use; ``on_listening`` runs once both ports are bound (the dev banner).
+    """
     if not isinstance(app, App):
         raise TypeError(f"expected an unbroken App (from unbroken.app([...])), got {type(app).__name__}")
-    _setup_logging(config)
+    lock_fd = lock_data_dir(config.data_dir, config.ingress_bind, config.admin_bind)
     try:
-        import uvloop
+        listeners = _listeners(config)
+        if on_listening is not None:
+            on_listening()
+        _setup_logging(config)
+        try:
+            import uvloop
 
-        uvloop.run(run(app, config))
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        asyncio.run(run(app, config))
+            uvloop.run(run(app, config, listeners))
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            asyncio.run(run(app, config, listeners))
+    finally:
+        os.close(lock_fd)  # the kernel would release it at exit anyway; this is for in-process callers
