@@ -16,6 +16,12 @@ header_bytes_max = 64 * 1024  # all header names and values of one request toget
 url_bytes_max = 32 * 1024  # the request target (path and query) as sent: more is 414
 delay_ms_max = 10 * 365 * 24 * 3600 * 1000  # ?delay= of a send; a timer further out is refused (400)
 
+# ingress hardening: body nesting, bodies in flight, connections (ingress/body.py, ingress/wire.py)
+json_depth_max = 128  # arrays/objects nested in a request body (orjson serializes at most 254): more is 400
+ingress_inflight_body_bytes_max = 128 * 1024 * 1024  # bodies held by the ingress at once: more is 503 + Retry-After
+http_head_timeout_ms = 10_000  # from connect (or a request's first byte) to its complete head; then closed
+http_connections_max = 4096  # open connections per listener (lowered to fit the open-file limit): more get 503
+
 # handlers
 journal_entries_max = 100_000  # per invocation; past it the attempt fails with a clear error
 state_value_bytes_max = 32 * 1024 * 1024  # one ctx.set value (as Restate's eager-state-size-limit)

@@ -6,19 +6,20 @@ It never touches storage: every request becomes a record for the processor, and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
-
-import orjson
 
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_rfc3339_nanos, parse_delay_ms
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
-from unbroken.core.journal import Failure, Header, Result
+from unbroken.core.journal import FIRST_AWAKEABLE_SIGNAL, Failure, Header, Result
 from unbroken.core.model import HandlerKind, Target
+from unbroken.ingress.body import BodyBudget, Overloaded, check_json
 from unbroken.ingress.http import (
     UNAUTHORIZED_HEADERS,
     BodyTooLarge,
@@ -55,6 +56,15 @@ class IngressApp:
         self.body_limit = body_limit_bytes
         self._random = RandomBytes()
         self.token = token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
+        # A single body of the configured limit always fits when nothing else is in flight.
+        self.budget = BodyBudget(max(limits.ingress_inflight_body_bytes_max, body_limit_bytes))
+        self.closing = False  # at shutdown, waiting requests answer 503 instead of being cancelled
+        self._waiting: set[asyncio.Future[Reply]] = set()
+
+    def close(self) -> None:
+        self.closing = True
+        for fut in list(self._waiting):
+            fut.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,6 +76,8 @@ class IngressApp:
             await self._handle(scope, receive, send)
         except HttpError as exc:
             extra = UNAUTHORIZED_HEADERS if exc.status == 401 else None
+            if isinstance(exc, Overloaded):
+                extra = [(b"retry-after", str(exc.retry_after_s).encode())]
             await _error(send, exc.status, exc.message, extra=extra)
         except BodyTooLarge:
             await _error(send, 413, f"request body too large: the limit is {self.body_limit} bytes")
@@ -93,16 +105,24 @@ class IngressApp:
         if route.kind == "awakeable":
             await self._awakeable(scope, receive, send, route)
         elif route.kind in ("attach", "output"):
-            await self._attach(send, route)
+            await self._attach(receive, send, route)
         else:
             await self._invoke(scope, receive, send, route)
 
     # ------------------------------------------------------------------------------- invoke
     async def _invoke(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        async with self.budget.reserve() as reservation:
+            idem, reply = await self._submit(scope, receive, route, reservation.charge)
+            await _answer(send, await self._wait(receive, reply), dedup=idem is not None)
+
+    async def _submit(
+        self, scope: Scope, receive: Receive, route: Route, charge: Callable[[int], None]
+    ) -> tuple[str | None, _Pending]:
+        """Read, check and submit the request; the body is referenced by the record only from here on."""
         target = route.target
         assert target is not None and route.handler is not None
-        body = await read_body(scope, receive, self.body_limit)
-        _check_body(scope, body, route.handler.kind, target)
+        body = await read_body(scope, receive, self.body_limit, charge)
+        _check_body(scope, body)
         query = _query(scope)
         delay_ms = _delay(query, route.send)
         idem = header(scope, b"idempotency-key")
@@ -117,8 +137,38 @@ class IngressApp:
         def record(request_id: int) -> r.Invoke:
             return r.Invoke(invocation_id, target, body, headers, idem, execute_at, request_id, reply_kind, seed)
 
-        reply = await self.engine.request(record)
-        await _answer(send, reply, dedup=idem is not None)
+        return idem, self._request(record)
+
+    def _request(self, make: Callable[[int], r.Record]) -> _Pending:
+        ids: list[int] = []
+
+        def record(request_id: int) -> r.Record:
+            ids.append(request_id)
+            return make(request_id)
+
+        fut = self.engine.request(record)
+        return _Pending(fut, ids[0])
+
+    async def _wait(self, receive: Receive, pending: _Pending) -> Reply:
+        """The reply, unless the client hangs up first (its waiter is forgotten: the invocation goes on)
+        or the server shuts down (503: the invocation is durable, the client attaches again later)."""
+        fut = pending.future
+        if fut.done():
+            return fut.result()
+        gone = asyncio.ensure_future(_disconnected(receive))
+        self._waiting.add(fut)
+        try:
+            await asyncio.wait((fut, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            self._waiting.discard(fut)
+        if fut.done() and not fut.cancelled():
+            return fut.result()
+        self.engine.forget(pending.request_id)
+        fut.cancel()
+        if self.closing:
+            raise Overloaded("the server is shutting down: the invocation goes on, attach to it again later")
+        raise ClientDisconnected()
 
     def _new_id(self, target: Target, kind: HandlerKind | None, idem: str | None) -> str:
         if kind is HandlerKind.WORKFLOW:
@@ -131,30 +181,39 @@ class IngressApp:
         return str(InvocationId.new(pk, rnd[:10], self.engine.clock.now_ms()))
 
     # ------------------------------------------------------------------------- attach/output
-    async def _attach(self, send: Send, route: Route) -> None:
+    async def _attach(self, receive: Receive, send: Send, route: Route) -> None:
         invocation_id = route.invocation_id
         assert invocation_id is not None
         wait = route.kind == "attach"
-        reply = await self.engine.request(lambda rid: r.Attach(invocation_id, wait, rid))
-        await _answer(send, reply, dedup=True)
+        pending = self._request(lambda rid: r.Attach(invocation_id, wait, rid))
+        await _answer(send, await self._wait(receive, pending), dedup=True)
 
     # ---------------------------------------------------------------------------- awakeables
     async def _awakeable(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
         if scope["method"] != "POST":
             raise HttpError(405, "method not allowed: awakeables are resolved with POST")
         assert route.awakeable_id is not None
+        aid = route.awakeable_id
         try:
-            inv, idx = parse_awakeable_id(route.awakeable_id)
+            inv, idx = parse_awakeable_id(aid)
         except InvalidId as exc:
             raise HttpError(400, str(exc)) from None
-        body = await read_body(scope, receive, self.body_limit)
-        if route.action == "resolve":
-            result = Result(value=body)
-        else:
-            result = Result(failure=Failure(500, body.decode("utf-8", "replace")))
-        reply = await self.engine.request(lambda rid: r.ResolveSignal(str(inv), idx, result, rid))
+        if idx < FIRST_AWAKEABLE_SIGNAL:  # 1 is CANCEL, the others are reserved: never an awakeable
+            raise HttpError(400, f"bad awakeable id '{aid}': signal index {idx} is not an awakeable's")
+        async with self.budget.reserve() as reservation:
+            body = await read_body(scope, receive, self.body_limit, reservation.charge)
+            if route.action == "resolve":
+                _check_body(scope, body)  # the waiting handler decodes it as JSON, on every retry
+                result = Result(value=body)
+            else:
+                result = Result(failure=Failure(500, body.decode("utf-8", "replace")))
+            del body
+            pending = self._request(lambda rid: r.ResolveSignal(str(inv), idx, result, rid))
+            reply = await self._wait(receive, pending)
         if reply.kind == "not_found":
-            raise HttpError(404, f"awakeable '{route.awakeable_id}' not found: its invocation does not exist")
+            raise HttpError(404, f"awakeable '{aid}' not found: its invocation does not exist")
+        if reply.kind == "not_allocated":
+            raise HttpError(404, f"awakeable '{aid}' not found: its invocation has not created it")
         await respond(send, 202)
 
 
@@ -167,7 +226,21 @@ def _raw_path(scope: Scope) -> str:
     return quote(scope["path"], safe="/")
 
 
-def _check_body(scope: Scope, body: bytes, kind: HandlerKind | None, target: Target) -> None:
+class _Pending:
+    __slots__ = ("future", "request_id")
+
+    def __init__(self, future: asyncio.Future[Reply], request_id: int) -> None:
+        self.future = future
+        self.request_id = request_id
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client hangs up (once the body is read, ``receive`` only answers that)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _check_body(scope: Scope, body: bytes) -> None:
     if not body:
         return
     ctype = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
@@ -175,10 +248,7 @@ def _check_body(scope: Scope, body: bytes, kind: HandlerKind | None, target: Tar
         raise HttpError(
             400, f"input validation error: Content-type '{ctype}' does not match 'application/json'"
         )
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"input validation error: the body is not valid JSON ({exc})") from None
+    check_json(body)
 
 
 def _query(scope: Scope) -> dict[str, str]:
