@@ -23,9 +23,11 @@ from unbroken.core.ids import InvocationId, awakeable_id
 APP = "tests/apps/semantics.py"
 INGRESS_TOKEN = "ingress-s3cret"
 AUTH = {"authorization": f"Bearer {INGRESS_TOKEN}"}
+AUTH_LINE = f"authorization: Bearer {INGRESS_TOKEN}\r\n"
 ENV = {"UNBROKEN_INGRESS__TOKEN": INGRESS_TOKEN, "UNBROKEN_ADMIN__TOKEN": "admin-s3cret"}
 IO_TIMEOUT_S = 10.0
 HEAD_TIMEOUT_S = limits.http_head_timeout_ms / 1000
+BODY_TIMEOUT_S = limits.http_body_idle_timeout_ms / 1000
 
 
 @pytest.fixture(scope="module")
@@ -202,23 +204,30 @@ def test_waiters_whose_clients_hang_up_are_forgotten_and_shutdown_is_clean(serve
 
 
 # ---------------------------------------------------------------------- point 8: idle connections
-def test_connections_that_send_no_complete_head_are_closed(srv: Server) -> None:
-    """Connections that never sent a request used to stay open for ever, on both listeners."""
+def test_connections_that_send_no_complete_head_or_stall_their_body_are_closed(srv: Server) -> None:
+    """Connections that never sent a request, or stopped sending their body, used to stay open for ever
+    (on both listeners), the latter holding its share of the body budget."""
     idle = socket.create_connection(("127.0.0.1", srv.ingress_port))
     admin_idle = socket.create_connection(("127.0.0.1", srv.admin_port))
     partial = socket.create_connection(("127.0.0.1", srv.ingress_port))
     partial.sendall(b"POST /Echo/echo HTTP/1.1\r\nhost: x\r\n")
+    stalled = socket.create_connection(("127.0.0.1", srv.ingress_port))
+    stalled.sendall(f"POST /Echo/echo HTTP/1.1\r\nhost: x\r\n{AUTH_LINE}content-length: 100\r\n\r\n[1,".encode())
     started = time.monotonic()
-    for sock in (idle, admin_idle, partial):
-        sock.settimeout(HEAD_TIMEOUT_S + 10)
+    socks = (idle, admin_idle, partial, stalled)
+    for sock in socks:
+        sock.settimeout(BODY_TIMEOUT_S + 10)
     try:
         assert idle.recv(1) == b""
         assert admin_idle.recv(1) == b""
         status, _headers, body = read_answer(partial)
         assert status == 408 and f"within {limits.http_head_timeout_ms} ms" in json.loads(body)["message"], body
         assert time.monotonic() - started < HEAD_TIMEOUT_S + 5
+        status, _headers, body = read_answer(stalled)
+        assert status == 408 and "request body stalled" in json.loads(body)["message"], body
+        assert time.monotonic() - started < BODY_TIMEOUT_S + 5
     finally:
-        for sock in (idle, admin_idle, partial):
+        for sock in socks:
             sock.close()
     assert call(srv, "/Echo/echo", "still").json() == "still"
 

@@ -20,6 +20,7 @@ delay_ms_max = 10 * 365 * 24 * 3600 * 1000  # ?delay= of a send; a timer further
 json_depth_max = 128  # arrays/objects nested in a request body (orjson serializes at most 254): more is 400
 ingress_inflight_body_bytes_max = 128 * 1024 * 1024  # bodies held by the ingress at once: more is 503 + Retry-After
 http_head_timeout_ms = 10_000  # from connect (or a request's first byte) to its complete head; then closed
+http_body_idle_timeout_ms = 20_000  # longest pause while a request body arrives: then 408 and closed
 http_connections_max = 4096  # open connections per listener (lowered to fit the open-file limit): more get 503
 
 # handlers

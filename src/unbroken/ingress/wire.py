@@ -8,8 +8,9 @@ them) at once, then closes the connection. The apps check the same bounds again 
 that they hold under any ASGI server.
 
 It also bounds connections: a request head must be complete ``limits.http_head_timeout_ms`` after the
-connection opened (or after its first byte), so idle or trickling clients cannot hold descriptors for
-ever; past ``connections_max`` open connections a new one gets a 503 and is closed; and a head that does
+connection opened (or after its first byte), and a body may pause at most ``limits.http_body_idle_timeout_ms``
+(a stalled upload would hold its share of the ingress's body budget), so idle, stalled or trickling
+clients cannot hold descriptors for ever; past ``connections_max`` open connections a new one gets a 503 and is closed; and a head that does
 not parse (raw non-ASCII bytes in the path, a control character in a header) gets the listener's JSON
 error body rather than uvicorn's plain-text 400.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -25,6 +27,9 @@ from unbroken.core import limits
 from unbroken.ingress.http import HttpError, Scope
 
 ErrorBody = Callable[[int, str], bytes]
+# Scope extension: ``scope["extensions"][ON_DISCONNECT](callback)`` calls ``callback`` once the connection
+# is lost and returns the function that unregisters it (the ingress forgets callers that hung up).
+ON_DISCONNECT = "unbroken.on_disconnect"
 
 _REASONS = {
     400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
@@ -57,8 +62,16 @@ def headers_too_large() -> str:
 _HEAD_BYTES_MAX = limits.url_bytes_max + limits.header_bytes_max + 8 * 1024
 
 
+def _nothing() -> None:
+    pass
+
+
 def head_timeout() -> str:
     return f"request head not received in time: send it within {limits.http_head_timeout_ms} ms"
+
+
+def body_timeout() -> str:
+    return f"request body stalled: no byte received for {limits.http_body_idle_timeout_ms} ms"
 
 
 def too_many_connections(connections_max: int) -> str:
@@ -90,6 +103,9 @@ def bounded_protocol(
         _in_head = False
         _rejected = False
         _head_timer: asyncio.TimerHandle | None = None
+        _in_body = False  # the head is complete, the body is not
+        _body_timer: asyncio.TimerHandle | None = None
+        _on_lost: dict[int, Callable[[], None]] | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -100,7 +116,26 @@ def bounded_protocol(
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_head_timer()
+            self._cancel_body_timer()
             super().connection_lost(exc)
+            callbacks, self._on_lost = self._on_lost, None
+            for callback in (callbacks or {}).values():
+                callback()
+
+        def _watch_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+            if self.transport.is_closing():
+                callback()
+                return _nothing
+            if self._on_lost is None:
+                self._on_lost = {}
+            key = id(callback)
+            self._on_lost[key] = callback
+
+            def unwatch() -> None:
+                if self._on_lost is not None:
+                    self._on_lost.pop(key, None)
+
+            return unwatch
 
         def _arm_head_timer(self) -> None:
             if self._head_timer is None:
@@ -120,14 +155,36 @@ def bounded_protocol(
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            extensions: Any = {ON_DISCONNECT: self._watch_disconnect}
+            self.scope["extensions"] = extensions
             self._url_bytes = self._header_count = self._header_bytes = self._head_pending = 0
             self._in_head = True
             self._arm_head_timer()  # a request after a keep-alive pause gets its own deadline
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._in_body = True
             self._cancel_head_timer()
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_body = False
+            self._cancel_body_timer()
+            super().on_message_complete()
+
+        def _cancel_body_timer(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _body_timeout(self) -> None:
+            self._body_timer = None
+            if not self._in_body or self.transport.is_closing():
+                return
+            if self.cycle is not None and self.cycle.response_started:  # answered already (413, 503...)
+                self.transport.close()
+            else:
+                self._answer_and_close(408, body_timeout())
 
         def on_url(self, url: bytes) -> None:
             self._url_bytes += len(url)
@@ -168,5 +225,8 @@ def bounded_protocol(
                 self._head_pending += len(data)
                 if self._head_pending > _HEAD_BYTES_MAX:
                     self._answer_and_close(431, headers_too_large())
+            if self._in_body and not self._rejected:  # a body still arriving: it may pause only so long
+                self._cancel_body_timer()
+                self._body_timer = self.loop.call_later(limits.http_body_idle_timeout_ms / 1000, self._body_timeout)
 
     return BoundedHttpToolsProtocol

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import logging
 import resource
@@ -68,6 +69,21 @@ def raise_open_file_limit() -> int:
     return soft
 
 
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_MMAP_THRESHOLD_BYTES = 1024 * 1024
+
+
+def return_large_blocks_to_the_os() -> None:
+    """Fix glibc's mmap threshold, so blocks of 1 MiB and more (request bodies, results) are mapped on their
+    own and unmapped when freed. Left dynamic, the threshold rises to the largest block freed (up to 32 MiB):
+    the next 30 MiB bodies then come from the heap, whose fragments stay resident (16 concurrent 30 MiB
+    calls left 359 MiB of RSS behind, 225 MiB with this; scripts/ingress_body_rss.py)."""
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):  # not glibc (macOS has no mallopt): nothing to tune
+        pass
+
+
 def connections_max(open_files: int) -> int:
     """Connections per listener: the named bound, lowered so both listeners fit under the file limit."""
     return max(16, min(limits.http_connections_max, (open_files - _FDS_RESERVED) // 2))
@@ -126,6 +142,7 @@ async def run(app: App, config: Config, started: asyncio.Event | None = None) ->
     ingress_bind, admin_bind = config.ingress_host_port, config.admin_host_port
     dep = deployment_id(hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16])
     conns = connections_max(raise_open_file_limit())
+    return_large_blocks_to_the_os()
     ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
     ingress = _uvicorn(ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n", conns)
     admin_app = AdminApp(
