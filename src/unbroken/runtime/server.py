@@ -77,7 +77,7 @@ def return_large_blocks_to_the_os() -> None:
     """Fix glibc's mmap threshold, so blocks of 1 MiB and more (request bodies, results) are mapped on their
     own and unmapped when freed. Left dynamic, the threshold rises to the largest block freed (up to 32 MiB):
     the next 30 MiB bodies then come from the heap, whose fragments stay resident (16 concurrent 30 MiB
-    calls left 359 MiB of RSS behind, 225 MiB with this; scripts/ingress_body_rss.py)."""
+    calls left 359 MiB of RSS behind, 218-315 MiB with this in 5 runs; scripts/ingress_body_rss.py)."""
     try:
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
     except (OSError, AttributeError):  # not glibc (macOS has no mallopt): nothing to tune
