@@ -5,7 +5,7 @@ from __future__ import annotations
 from unbroken.core import records as r
 from unbroken.core.actions import AbortAttempt, AwaitCompletion, Log
 from unbroken.core.errors import violated
-from unbroken.core.journal import CANCEL_SIGNAL, Notification, Result
+from unbroken.core.journal import CANCEL_SIGNAL, FIRST_AWAKEABLE_SIGNAL, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Status
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
@@ -86,6 +86,11 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
     inv = step.load(rec.invocation_id)
     if inv is None:
         step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        return
+    # Only awakeables (17 and up) are resolved from outside (1 is CANCEL); one that has not started yet
+    # has created none, so a computed id (a workflow's is) cannot plant a result for it.
+    if rec.signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+        step.reply(rec.request_id, "not_allocated", invocation_id=inv.id)
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
     step.reply(rec.request_id, "accepted", invocation_id=inv.id)
