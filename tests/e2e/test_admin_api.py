@@ -241,7 +241,7 @@ def test_patched_options_are_a_committed_record_that_survives_sigkill(server_fac
     listed = {s["name"]: s for s in server.admin_request("GET", "/services").json()["services"]}
     assert listed["Vote"] == patched and listed["Worker"]["inactivity_timeout"] == "1m"
     assert not (server.data_dir / "service_overrides.json").exists()
-    assert sorted(p.name for p in server.data_dir.iterdir() if not p.name.startswith("unbroken.db")) == []
+    assert sorted(p.name for p in server.data_dir.iterdir() if not p.name.startswith("unbroken.")) == []
 
 
 # ----------------------------------------------------------------------------------------- state

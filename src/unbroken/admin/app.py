@@ -347,8 +347,9 @@ class AdminApp:
                 await respond(req.send, success or 202)
             case a.Done():
                 await respond(req.send, success or 200)
-            case a.Output() | a.PreviouslyAccepted() | a.WorkflowAlreadyInvoked() | a.NotReady():
-                raise HttpError(500, f"internal error (unexpected {type(outcome).__name__})")  # ingress answers
+            case a.Output() | a.PreviouslyAccepted() | a.WorkflowAlreadyInvoked() | a.NotReady() | a.NotAllocated():
+                # answers to ingress records, never to these
+                raise HttpError(500, f"internal error (unexpected {type(outcome).__name__})")
             case _:
                 assert_never(outcome)
 

@@ -88,6 +88,14 @@ class NotFound:
 
 
 @dataclass(frozen=True, slots=True)
+class NotAllocated:
+    """A signal resolved from outside that the invocation has not created (not an awakeable's index, or the
+    invocation has not started): nobody may plant a result for it."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class NotReady:
     """Output asked for an invocation that has not completed yet."""
 
@@ -147,6 +155,7 @@ Outcome = (
     | PreviouslyAccepted
     | WorkflowAlreadyInvoked
     | NotFound
+    | NotAllocated
     | NotReady
     | AlreadyCompleted
     | NotCompleted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -71,6 +72,9 @@ class HandlerSchema:
     accept: str = "application/json"
     content_type: str = "application/json"
     input_json: bool = True
+    # The body -> None when it fits the handler's input type, else what is wrong. The ingress calls it
+    # before accepting an invocation (given by the SDK, which the ingress may not import).
+    input_validator: Callable[[bytes], str | None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def takes_lock(self) -> bool:

@@ -10,6 +10,7 @@ from unbroken.core.actions import (
     AwaitCompletion,
     Done,
     Log,
+    NotAllocated,
     NotCompleted,
     NotFound,
     NotReady,
@@ -18,7 +19,7 @@ from unbroken.core.actions import (
     Output,
 )
 from unbroken.core.errors import violated
-from unbroken.core.journal import CANCEL_SIGNAL, Notification, Result
+from unbroken.core.journal import CANCEL_SIGNAL, FIRST_AWAKEABLE_SIGNAL, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Status
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
@@ -99,6 +100,11 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
     inv = step.load(rec.invocation_id)
     if inv is None:
         step.reply(rec.request_id, NotFound(rec.invocation_id))
+        return
+    # Only awakeables (17 and up) are resolved from outside (1 is CANCEL); one that has not started yet
+    # has created none, so a computed id (a workflow's is) cannot plant a result for it.
+    if rec.signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+        step.reply(rec.request_id, NotAllocated(inv.id))
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
     step.reply(rec.request_id, Accepted(inv.id))
