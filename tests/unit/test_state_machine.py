@@ -226,9 +226,9 @@ def test_call_creates_a_child_whose_result_completes_the_caller() -> None:
     (id_note,) = _of(actions, a.Deliver)
     assert id_note.notification.invocation_id == child and id_note.notification.completion_id == 1
     # replaying the same call derives the same child id
-    from unbroken.core.state_machine.commands import child_invocation_id
+    from unbroken.core.ids import child_invocation_id
 
-    assert child_invocation_id(m.inv(parent), Target("Obj", "ex", "k"), None, 1) == child
+    assert child_invocation_id(parent, Target("Obj", "ex", "k"), HandlerKind.EXCLUSIVE, None, 1) == child
     done = m.apply(r.JournalCommand(child, 1, j.OutputCommand(j.Result(value=b"9"))))
     (result,) = [d for d in _of(done, a.Deliver) if d.invocation_id == parent]
     assert result.notification.completion_id == 2 and result.notification.result == j.Result(value=b"9")

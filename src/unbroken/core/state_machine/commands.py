@@ -9,7 +9,7 @@ from typing import Any
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
-from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
+from unbroken.core.ids import InvalidId, child_invocation_id, parse_awakeable_id
 from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
 from unbroken.core.state_machine import control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
@@ -107,16 +107,6 @@ def _sleep(step: Step, inv: Invocation, cmd: j.SleepCommand) -> None:
     lifecycle.arm_timer(step, cmd.wake_up_time_ms, "sleep", inv.id, cmd.completion_id)
 
 
-def child_invocation_id(caller: Invocation, target: Target, idempotency_key: str | None, slot: int) -> str:
-    """Ids of invocations created by a handler are derived, so a replayed call maps to the same id."""
-    svc_key = target.key
-    if idempotency_key is not None:
-        return str(InvocationId.for_idempotent(target.service, svc_key, target.handler, idempotency_key))
-    digest = hashlib.sha256(f"call,{caller.id},{slot}".encode()).digest()
-    pk = partition_key_for_key(svc_key) if svc_key is not None else int.from_bytes(digest[16:24], "big")
-    return str(InvocationId(partition_key=pk, uuid=digest[:16]))
-
-
 def _new_child(
     step: Step, inv: Invocation, cmd: j.CallCommand | j.OneWayCallCommand, sinks: list[Sink], at_ms: int
 ) -> tuple[str | None, j.Failure | None]:
@@ -129,12 +119,9 @@ def _new_child(
     if svc.kind.keyed and not cmd.key:
         return None, j.Failure(400, f"'{cmd.service}' is keyed: a key is required")
     target = Target(cmd.service, cmd.handler, cmd.key if svc.kind.keyed else None)
-    if handler.kind is HandlerKind.WORKFLOW:
-        if target.key is None:
-            violated(f"workflow target {target} without a key")
-        child_id = str(InvocationId.for_workflow(target.service, target.key))
-    else:
-        child_id = child_invocation_id(inv, target, cmd.idempotency_key, cmd.invocation_id_completion_id)
+    if handler.kind is HandlerKind.WORKFLOW and target.key is None:
+        violated(f"workflow target {target} without a key")
+    child_id = child_invocation_id(inv.id, target, handler.kind, cmd.idempotency_key, cmd.invocation_id_completion_id)
     existing = step.load(child_id)
     if existing is not None:
         if handler.kind is HandlerKind.WORKFLOW and sinks and cmd.idempotency_key is None:
