@@ -86,10 +86,10 @@ async def _run(n: int, idempotent: bool) -> float:
         await app(scope(i), receive, send)
     scopes = [scope(i) for i in range(n)]
     sent.clear()
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the machine may be shared
     for s in scopes:
         await app(s, receive, send)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert sent[0]["status"] == 200 and len(sent) == 2 * n, sent[:2]
     return elapsed / n * 1e6
 
@@ -98,7 +98,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=50_000)
     p.add_argument("--idempotent", action="store_true", help="with an idempotency-key header")
-    p.add_argument("--repeat", type=int, default=5, help="runs; the best is printed")
+    p.add_argument("--repeat", type=int, default=9, help="runs; the best is printed")
     args = p.parse_args()
     best = min(asyncio.run(_run(args.requests, args.idempotent)) for _ in range(args.repeat))
     print(f"ingress request->record->reply: {best:.2f} us per request (best of {args.repeat})")
