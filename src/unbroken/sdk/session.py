@@ -53,6 +53,37 @@ def _identity(cmd: j.Entry) -> tuple[Any, ...]:
             return (type(cmd),)
 
 
+class _ReportingSink:
+    """The attempt's sink, with the awakeable count added to every record that can carry it (see
+    ``records.JournalCommand``): the engine refuses to complete an index past it, at no write of its own."""
+
+    __slots__ = ("inner", "session")
+
+    def __init__(self, inner: AttemptSink, session: Session) -> None:
+        self.inner = inner
+        self.session = session
+
+    def command(self, command: j.Command, awakeables: int | None = None) -> None:
+        self.inner.command(command, awakeables=self.session.awakeables)
+
+    def propose_run(self, completion_id: int, result: j.Result, awakeables: int | None = None) -> None:
+        self.inner.propose_run(completion_id, result, awakeables=self.session.awakeables)
+
+    def suspend(
+        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+    ) -> None:
+        self.inner.suspend(waiting_completions, waiting_signals, awakeables=self.session.awakeables)
+
+    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:
+        if pause:
+            self.inner.fail(code, message, next_retry_delay_ms, pause=True)
+        else:
+            self.inner.fail(code, message, next_retry_delay_ms)
+
+    def ended(self) -> None:
+        self.inner.ended()
+
+
 class Session:
     """One attempt: the journal cursor, the results seen so far, the waiting coroutines."""
 
@@ -60,7 +91,7 @@ class Session:
         self, start: AttemptStart, sink: AttemptSink, loop: asyncio.AbstractEventLoop | None = None
     ) -> None:
         self.start = start
-        self.sink = sink
+        self.sink: AttemptSink = _ReportingSink(sink, self)
         # Given by the transport: get_running_loop() makes a getpid() system call each time.
         self.loop = loop or asyncio.get_running_loop()
         self.replay: list[tuple[int, j.Entry]] = []
@@ -121,6 +152,11 @@ class Session:
         cid = self.next_completion_id
         self.next_completion_id += 1
         return cid
+
+    @property
+    def awakeables(self) -> int:
+        """How many awakeables the handler allocated so far (replays allocate the same ones again)."""
+        return self.next_signal_idx - j.FIRST_AWAKEABLE_SIGNAL
 
     def new_signal_idx(self) -> int:
         idx = self.next_signal_idx

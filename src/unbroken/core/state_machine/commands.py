@@ -8,6 +8,7 @@ from typing import Any
 
 from unbroken.core import journal as j
 from unbroken.core import records as r
+from unbroken.core.actions import Log
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
 from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
@@ -26,6 +27,7 @@ def on_command(step: Step, rec: r.JournalCommand) -> None:
     check = _PROTOCOL_CHECKS.get(type(rec.command))
     if check is not None:
         check(inv, rec.command)  # before anything is written: a violation fails the attempt cleanly
+    lifecycle.note_awakeables(inv, rec.awakeables)
     lifecycle.append(step, inv, rec.command)
     inv.retries_since_progress = 0
     inv.last_progress_at_ms = step.now_ms
@@ -40,6 +42,7 @@ def on_run_completion(step: Step, rec: r.ProposeRunCompletion) -> None:
     inv = lifecycle.fenced(step, rec.invocation_id, rec.attempt)
     if inv is None:
         return
+    lifecycle.note_awakeables(inv, rec.awakeables)
     inv.retries_since_progress = 0
     inv.last_progress_at_ms = step.now_ms
     step.save(inv)  # written once at the end of the apply, with what notify appends to this same object
@@ -218,13 +221,23 @@ def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand) -> None:
     elif cmd.idx == j.CANCEL_SIGNAL:
         control.cancel(step, cmd.target_invocation_id)
     else:
-        lifecycle.notify(step, cmd.target_invocation_id, j.Notification("signal", 0, cmd.idx, cmd.result))
+        _signal(step, inv, cmd.target_invocation_id, cmd.idx, cmd.result)
 
 
 def _complete_awakeable(step: Step, inv: Invocation, cmd: j.CompleteAwakeableCommand) -> None:
     step.save(inv)
     target, idx = parse_awakeable_id(cmd.awakeable_id)  # checked valid before it was journaled
-    lifecycle.notify(step, str(target), j.Notification("signal", 0, idx, cmd.result))
+    _signal(step, inv, str(target), idx, cmd.result)
+
+
+def _signal(step: Step, inv: Invocation, target_id: str, idx: int, result: j.Result) -> None:
+    """An awakeable completed by a handler: only one its invocation allocated (as from the ingress); the
+    command is fire-and-forget, so a refused one is logged, not answered."""
+    target = step.load(target_id)
+    if target is not None and not control.awakeable_allocated(target, idx):
+        step.emit(Log(inv.id, f"signal {idx} of {target_id} ignored: that invocation did not allocate it", warning=True))
+        return
+    lifecycle.notify(step, target_id, j.Notification("signal", 0, idx, result))
 
 
 def _attach(step: Step, inv: Invocation, cmd: j.AttachInvocationCommand) -> None:

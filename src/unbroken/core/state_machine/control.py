@@ -87,13 +87,27 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
     if inv is None:
         step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
         return
-    # Only awakeables (17 and up) are resolved from outside (1 is CANCEL); one that has not started yet
-    # has created none, so a computed id (a workflow's is) cannot plant a result for it.
-    if rec.signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if not awakeable_allocated(inv, rec.signal_idx):
         step.reply(rec.request_id, "not_allocated", invocation_id=inv.id)
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
     step.reply(rec.request_id, "accepted", invocation_id=inv.id)
+
+
+def awakeable_allocated(inv: Invocation, signal_idx: int) -> bool:
+    """Whether ``signal_idx`` is an awakeable ``inv``'s handler allocated, so that it may be completed.
+
+    Only awakeables (17 and up) are resolved this way (1 is CANCEL: a workflow's id is computable). One
+    that has not started has created none. Past that, the count its attempts reported (on the records
+    they send: commands, run results, suspensions) bounds the index, so no index can be planted ahead
+    of the awakeable it would complete. An id reaches others only through a record sent after its
+    allocation (a ``ctx.run``, call, send, state write, promise, output, or the suspension while the
+    handler awaits it), so every id handed out durably passes. Unknown count (-1: an old row, an SDK
+    that does not report it): any awakeable index passes.
+    """
+    if signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+        return False
+    return inv.awakeables < 0 or signal_idx < FIRST_AWAKEABLE_SIGNAL + inv.awakeables
 
 
 def on_attach(step: Step, rec: r.Attach) -> None:

@@ -163,6 +163,15 @@ def add_sink(step: Step, inv: Invocation, sink: Sink) -> None:
     step.save(inv)
 
 
+def note_awakeables(inv: Invocation, reported: int | None) -> None:
+    """Keep the highest awakeable count an attempt reported (replays allocate the same indexes again, so
+    the count only grows); a record that does not report it makes it unknown for good (-1: unchecked)."""
+    if reported is None:
+        inv.awakeables = -1
+    elif inv.awakeables >= 0 and reported > inv.awakeables:
+        inv.awakeables = reported
+
+
 def fenced(step: Step, invocation_id: str, attempt: int) -> Invocation | None:
     """The invocation if ``attempt`` is its current running attempt, else None (a zombie's record)."""
     inv = step.load(invocation_id)
@@ -177,6 +186,7 @@ def on_suspended(step: Step, rec: r.AttemptSuspended) -> None:
         return
     if not (rec.waiting_completions or rec.waiting_signals):
         raise ProtocolViolation(PROTOCOL_VIOLATION, "a suspension must wait on at least one completion or signal")
+    note_awakeables(inv, rec.awakeables)
     inv.waiting_completions = list(rec.waiting_completions)
     inv.waiting_signals = list(rec.waiting_signals)
     for entry in step.txn.journal(inv.id):
