@@ -175,8 +175,8 @@ class Invocation(msgspec.Struct, array_like=True):
     running_at_ms: int = 0  # when its first attempt started (for a lock-taking handler: when it took the lock)
     # How many awakeables (signal indexes 17, 18, ...) its handler allocated, as reported by the SDK on the
     # records it sends anyway (commands, run results, suspensions); -1 = unknown (a row from before this
-    # field, or an SDK that does not report it): then any awakeable index is accepted. See
-    # ``control.awakeable_allocated``. Last, with a default, so that older rows still decode.
+    # field, an SDK that does not report it, an attempt aborted by a pause): then any awakeable index is
+    # accepted. See ``control.awakeable_allocated``. Last, with a default, so that older rows still decode.
     awakeables: int = -1
 
 

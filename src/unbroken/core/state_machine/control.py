@@ -6,7 +6,7 @@ from unbroken.core import records as r
 from unbroken.core.actions import AbortAttempt, AwaitCompletion, Log
 from unbroken.core.errors import violated
 from unbroken.core.journal import CANCEL_SIGNAL, FIRST_AWAKEABLE_SIGNAL, Notification, Result
-from unbroken.core.model import HandlerKind, Invocation, Status
+from unbroken.core.model import ACTIVE_STATUSES, HandlerKind, Invocation, Status
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 
@@ -95,19 +95,23 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
 
 
 def awakeable_allocated(inv: Invocation, signal_idx: int) -> bool:
-    """Whether ``signal_idx`` is an awakeable ``inv``'s handler allocated, so that it may be completed.
+    """Whether ``signal_idx`` may be an awakeable ``inv``'s handler allocated, so that it may be completed.
 
     Only awakeables (17 and up) are resolved this way (1 is CANCEL: a workflow's id is computable). One
-    that has not started has created none. Past that, the count its attempts reported (on the records
-    they send: commands, run results, suspensions) bounds the index, so no index can be planted ahead
-    of the awakeable it would complete. An id reaches others only through a record sent after its
-    allocation (a ``ctx.run``, call, send, state write, promise, output, or the suspension while the
-    handler awaits it), so every id handed out durably passes. Unknown count (-1: an old row, an SDK
-    that does not report it): any awakeable index passes.
+    that has not started has created none. The attempts report how many they allocated on the records they
+    send (commands, run results, suspensions); when no attempt is in flight (suspended, backing off, paused,
+    completed), every record of the past attempts was applied, so an index past that count was never
+    allocated: refused, nothing can be planted ahead of the awakeable it would complete. While an attempt
+    runs, its newest allocation may still be on its way: an id handed out by a ``ctx.run`` action races
+    the run's own command (another channel: the simulator reorders them, a crash can lose the command), so
+    any awakeable index is accepted then, as before. Unknown count (-1: a row from before the count, an SDK
+    that does not report it, e.g. a remote one): any awakeable index is accepted.
     """
     if signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
         return False
-    return inv.awakeables < 0 or signal_idx < FIRST_AWAKEABLE_SIGNAL + inv.awakeables
+    if inv.awakeables < 0 or inv.status in ACTIVE_STATUSES:
+        return True
+    return signal_idx < FIRST_AWAKEABLE_SIGNAL + inv.awakeables
 
 
 def on_attach(step: Step, rec: r.Attach) -> None:
@@ -135,6 +139,9 @@ def on_pause(step: Step, rec: r.PauseInvocation) -> None:
     if inv.status in (Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED):
         if inv.status is Status.RUNNING:
             step.emit(AbortAttempt(inv.id))
+            # The aborted attempt's records still on their way are fenced out: what it allocated (and may
+            # have handed out, e.g. from a ctx.run action) is unknown until the next attempt reports it.
+            inv.awakeables = -1
         inv.status = Status.PAUSED
         inv.waiting_completions, inv.waiting_signals = [], []
         step.save(inv)

@@ -165,10 +165,11 @@ def add_sink(step: Step, inv: Invocation, sink: Sink) -> None:
 
 def note_awakeables(inv: Invocation, reported: int | None) -> None:
     """Keep the highest awakeable count an attempt reported (replays allocate the same indexes again, so
-    the count only grows); a record that does not report it makes it unknown for good (-1: unchecked)."""
+    the count only grows; an unknown one, -1, becomes known); a record that does not report it (a remote
+    SDK) makes it unknown (-1: unchecked)."""
     if reported is None:
         inv.awakeables = -1
-    elif inv.awakeables >= 0 and reported > inv.awakeables:
+    elif reported > inv.awakeables:
         inv.awakeables = reported
 
 
