@@ -66,6 +66,7 @@ class HandlerSchema:
     # The body -> None when it fits the handler's input type, else what is wrong. The ingress calls it
     # before accepting an invocation (given by the SDK, which the ingress may not import).
     input_validator: Callable[[bytes], str | None] | None = field(default=None, compare=False, repr=False)
+    enable_lazy_state: bool | None = None  # None: the service's setting
 
     @property
     def takes_lock(self) -> bool:
@@ -86,10 +87,17 @@ class ServiceSchema:
     workflow_completion_retention_ms: int = 86_400_000
     journal_retention_ms: int = 86_400_000
     revision: int = 1
+    # Restate's lazy state: attempts start without the key's state, each read asks the engine for what it
+    # needs (GetLazyState / GetLazyStateKeys commands), so a key with a large state starts fast.
+    enable_lazy_state: bool = False
 
     def retry_policy_for(self, handler: str) -> RetryPolicy:
         h = self.handlers.get(handler)
         return h.retry_policy if h is not None and h.retry_policy is not None else self.retry_policy
+
+    def lazy_state_for(self, handler: str) -> bool:
+        h = self.handlers.get(handler)
+        return h.enable_lazy_state if h is not None and h.enable_lazy_state is not None else self.enable_lazy_state
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class AttemptStart:
     ms_since_progress: int
     inactivity_timeout_ms: int
     idempotency_key: str | None
+    # Restate's partial state: ``state`` holds nothing, reads of the key's state are commands the engine
+    # answers (GetLazyState, GetLazyStateKeys).
+    lazy_state: bool = False
 
 
 class AttemptSink(Protocol):

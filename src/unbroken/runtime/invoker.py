@@ -132,6 +132,7 @@ class Invoker:
             ms_since_progress=max(0, self.clock.now_ms() - inv.last_progress_at_ms),
             inactivity_timeout_ms=self._inactivity_timeout_ms(inv),
             idempotency_key=inv.idempotency_key,
+            lazy_state=action.lazy_state,
         )
         faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
         entry = _Running(inv.attempts, None)

@@ -37,7 +37,7 @@ Key = tuple[str, Any]  # ("c", completion_id) or ("s", signal_idx); ("n", name) 
 def _identity(cmd: j.Entry) -> tuple[Any, ...]:
     """What must match between a journaled command and a replayed one (not values or times)."""
     match cmd:
-        case j.GetEagerStateCommand() | j.SetStateCommand() | j.ClearStateCommand():
+        case j.GetEagerStateCommand() | j.GetLazyStateCommand() | j.SetStateCommand() | j.ClearStateCommand():
             return (type(cmd), cmd.key)
         case j.CallCommand() | j.OneWayCallCommand():
             return (type(cmd), cmd.service, cmd.handler, cmd.key)
@@ -383,7 +383,7 @@ def value_result(data: bytes, what: str) -> j.Result:
 def _describe(entry: j.Entry) -> str:
     name = j.command_name(entry)
     detail = {
-        j.GetEagerStateCommand: "key", j.SetStateCommand: "key", j.ClearStateCommand: "key",
+        j.GetEagerStateCommand: "key", j.GetLazyStateCommand: "key", j.SetStateCommand: "key", j.ClearStateCommand: "key",
         j.RunCommand: "name", j.GetPromiseCommand: "key", j.PeekPromiseCommand: "key",
         j.CompletePromiseCommand: "key",
     }.get(type(entry))  # fmt: skip

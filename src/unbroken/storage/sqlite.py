@@ -351,6 +351,18 @@ class SqliteTransaction:
         )
         return dict(rows.fetchall())
 
+    def state_get(self, service: str, key: str, name: str) -> bytes | None:
+        row = self.c.execute(
+            "SELECT value FROM state WHERE service = ? AND service_key = ? AND name = ?", (service, key, name)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def state_keys(self, service: str, key: str) -> list[str]:
+        rows = self.c.execute(
+            "SELECT name FROM state WHERE service = ? AND service_key = ? ORDER BY name", (service, key)
+        )
+        return [name for (name,) in rows.fetchall()]
+
     def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
         self.c.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", (service, key, name, value))
 

@@ -68,6 +68,13 @@ def _check_state_write(inv: Invocation, cmd: object) -> None:
         )
 
 
+def _check_state_read(inv: Invocation, cmd: object) -> None:
+    if inv.target.key is None:
+        raise ProtocolViolation(
+            PROTOCOL_VIOLATION, f"{type(cmd).__name__} from the service handler {inv.target}: it has no state"
+        )
+
+
 def _check_promise(inv: Invocation, cmd: object) -> None:
     if inv.service_kind is not ServiceKind.WORKFLOW:
         raise ProtocolViolation(
@@ -86,8 +93,19 @@ def _check_awakeable_id(inv: Invocation, cmd: j.CompleteAwakeableCommand) -> Non
 
 def _state_key(inv: Invocation) -> str:
     if inv.target.key is None:
-        violated(f"{inv.id}: a state write passed the protocol check without a key")
+        violated(f"{inv.id}: a state command passed the protocol check without a key")
     return inv.target.key
+
+
+def _get_lazy_state(step: Step, inv: Invocation, cmd: j.GetLazyStateCommand) -> None:
+    """The value now, in journal order: after this invocation's own writes, journaled (so a replay gets it)."""
+    value = step.txn.state_get(inv.target.service, _state_key(inv), cmd.key)
+    _answer(step, inv, "get_lazy_state", cmd.completion_id, j.Result(value=value))
+
+
+def _get_lazy_state_keys(step: Step, inv: Invocation, cmd: j.GetLazyStateKeysCommand) -> None:
+    keys = step.txn.state_keys(inv.target.service, _state_key(inv))
+    _answer(step, inv, "get_lazy_state_keys", cmd.completion_id, j.Result(value=j.encode_state_keys(keys)))
 
 
 def _set_state(step: Step, inv: Invocation, cmd: j.SetStateCommand) -> None:
@@ -262,6 +280,8 @@ def _get_output(step: Step, inv: Invocation, cmd: j.GetInvocationOutputCommand) 
 
 _HANDLERS: dict[type, Callable[[Step, Invocation, Any], None]] = {
     j.OutputCommand: _output,
+    j.GetLazyStateCommand: _get_lazy_state,
+    j.GetLazyStateKeysCommand: _get_lazy_state_keys,
     j.SetStateCommand: _set_state,
     j.ClearStateCommand: _clear_state,
     j.ClearAllStateCommand: _clear_all_state,
@@ -279,6 +299,8 @@ _HANDLERS: dict[type, Callable[[Step, Invocation, Any], None]] = {
 
 # Checked before a command is journaled: what the service protocol forbids this invocation to send.
 _PROTOCOL_CHECKS: dict[type, Callable[[Invocation, Any], None]] = {
+    j.GetLazyStateCommand: _check_state_read,
+    j.GetLazyStateKeysCommand: _check_state_read,
     j.SetStateCommand: _check_state_write,
     j.ClearStateCommand: _check_state_write,
     j.ClearAllStateCommand: _check_state_write,

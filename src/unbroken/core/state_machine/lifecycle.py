@@ -59,8 +59,12 @@ def start(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
         journal = tuple(step.txn.journal(inv.id))
     if len(journal) != inv.journal_length:
         violated(f"{inv.id}: journal has {len(journal)} entries, the invocation says {inv.journal_length}")
-    state = step.txn.state_all(inv.target.service, inv.target.key) if inv.target.key is not None else None
-    step.emit(StartAttempt(msgspec.structs.replace(inv), journal, state))
+    svc = step.service(inv.target.service)
+    lazy = svc is not None and svc.lazy_state_for(inv.target.handler)
+    state: dict[str, bytes] | None = None
+    if inv.target.key is not None:  # lazy: none now, the handler reads what it needs through commands
+        state = {} if lazy else step.txn.state_all(inv.target.service, inv.target.key)
+    step.emit(StartAttempt(msgspec.structs.replace(inv), journal, state, lazy))
 
 
 def append(step: Step, inv: Invocation, entry: object) -> int:
