@@ -126,9 +126,9 @@ def _lazy_object() -> restate.VirtualObject:
     return obj
 
 
-async def _run(journal: list[j.Entry], state: dict[str, bytes]) -> StateSink:
+async def _run(journal: list[j.Entry], state: dict[str, bytes], lazy: bool = True) -> StateSink:
     sink = StateSink(state)
-    start = dataclasses.replace(_start(journal, state={}), lazy_state=True)
+    start = dataclasses.replace(_start(journal, state={} if lazy else dict(state)), lazy_state=lazy)
     sink.session = LocalTransport([_lazy_object()], lambda: 1_000).start(start, sink)
     await asyncio.wait_for(sink.done.wait(), 5)
     return sink
@@ -153,5 +153,31 @@ async def test_a_replay_reads_the_journaled_value_not_the_state_now() -> None:
     assert sink.commands == [
         j.GetEagerStateCommand("count", b"5"), j.ClearStateCommand("gone"), j.GetEagerStateCommand("gone", None),
         j.GetLazyStateKeysCommand(2),
+        j.OutputCommand(j.Result(value=b'{"count":4,"again":5,"gone":null,"keys":["count"]}')),
+    ]  # fmt: skip
+
+
+async def test_a_replay_follows_its_journal_when_the_lazy_setting_changed() -> None:
+    """Journaled eagerly (before ``enable_lazy_state`` was turned on): the replay reads the journaled values
+    and allocates the same completion ids, then goes on lazily."""
+    journal: list[j.Entry] = [
+        INPUT, j.GetEagerStateCommand("count", b"4"), j.SetStateCommand("count", b"5"),
+        j.GetEagerStateCommand("count", b"5"), j.ClearStateCommand("gone"), j.GetEagerStateCommand("gone", None),
+    ]  # fmt: skip
+    sink = await _run(journal, {"count": b"77"})
+    assert sink.commands == [
+        j.GetLazyStateKeysCommand(1),
+        j.OutputCommand(j.Result(value=b'{"count":4,"again":5,"gone":null,"keys":["count"]}')),
+    ]  # fmt: skip
+
+
+async def test_a_lazy_journal_replays_lazily_after_the_setting_was_turned_off() -> None:
+    journal: list[j.Entry] = [
+        INPUT, j.GetLazyStateCommand("count", 1), j.Notification("get_lazy_state", 1, 0, j.Result(value=b"4")),
+    ]  # fmt: skip
+    sink = await _run(journal, {"count": b"77"}, lazy=False)
+    assert sink.commands == [
+        j.SetStateCommand("count", b"5"), j.GetEagerStateCommand("count", b"5"), j.ClearStateCommand("gone"),
+        j.GetEagerStateCommand("gone", None), j.GetEagerStateKeysCommand(["count"]),
         j.OutputCommand(j.Result(value=b'{"count":4,"again":5,"gone":null,"keys":["count"]}')),
     ]  # fmt: skip

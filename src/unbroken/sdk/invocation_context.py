@@ -192,7 +192,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
     def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
             entry_name: str | None = None) -> Any:  # fmt: skip
         state = self._state_map(write=False)
-        if self.partial and name not in state and name not in self.absent:
+        if self._lazy_read(self.partial and name not in state and name not in self.absent):
             cid = self.session.new_completion_id()
             self.session.command(j.GetLazyStateCommand(name, cid))
             return DurableFuture(self.session, ("c", cid), self.decoder(pick_serde(serde, type_hint)))
@@ -203,13 +203,24 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
 
     def state_keys(self, entry_name: str | None = None) -> Any:
         state = self._state_map(write=False)
-        if self.partial:
+        if self._lazy_read(self.partial):
             cid = self.session.new_completion_id()
             self.session.command(j.GetLazyStateKeysCommand(cid))
             return DurableFuture(self.session, ("c", cid), _state_keys)
         cmd = self.session.command(j.GetEagerStateKeysCommand(sorted(state)))
         assert isinstance(cmd, j.GetEagerStateKeysCommand)
         return Ready(list(cmd.keys))
+
+    def _lazy_read(self, lazy_now: bool) -> bool:
+        """Whether a state read goes through a lazy command. A replayed read follows its journal, so that an
+        invocation started before ``enable_lazy_state`` changed replays as it ran (a lazy read takes a
+        completion id, an eager one does not: every later id depends on it)."""
+        journaled = self.session.next_replayed()
+        if isinstance(journaled, j.GetLazyStateCommand | j.GetLazyStateKeysCommand):
+            return True
+        if isinstance(journaled, j.GetEagerStateCommand | j.GetEagerStateKeysCommand):
+            return False
+        return lazy_now
 
     def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None) -> None:
         state = self._state_map(write=True)

@@ -148,6 +148,10 @@ class Session:
         self._reset_inactivity()
         return cmd
 
+    def next_replayed(self) -> j.Entry | None:
+        """The journaled command the next ``command`` call will be matched against (None: live)."""
+        return self.replay[self.replay_pos][1] if self.replay_pos < len(self.replay) else None
+
     def new_completion_id(self) -> int:
         cid = self.next_completion_id
         self.next_completion_id += 1
