@@ -46,19 +46,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import (  # noqa: E402
-    BENCH_DIR,
-    CLK_TCK,
-    ROOT,
-    WORKLOADS,
-    WRK_INSTALL_HINT,
-    cpu_ticks,
-    machine_info,
-    measure,
-    wait_idle,
-    wrk_version,
-)
-from scale_common import ScaleTarget, data_dir_bytes, md_table, send_range, wait_in_flight  # noqa: E402
+from lib import BENCH_DIR, ROOT  # noqa: E402
+from lib.measure import measure, wait_idle  # noqa: E402
+from lib.procstats import CLK_TCK, cpu_ticks, machine_info  # noqa: E402
+from lib.report import md_table  # noqa: E402
+from lib.workloads import WORKLOADS  # noqa: E402
+from lib.wrk import WRK_INSTALL_HINT, wrk_version  # noqa: E402
+from scale_common import ScaleTarget, data_dir_bytes, send_range, wait_in_flight  # noqa: E402
 from scale_sleepers import sleeper_failures, sleeper_figures, sleepers_table  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
@@ -292,12 +286,15 @@ def git_rev() -> str:
     """The checked-out commit, read from .git: running git status could take the index lock mid-commit."""
     git = ROOT / ".git"
     try:
+        if git.is_file():  # a worktree: .git names its own dir (HEAD); refs are in the common dir
+            git = (ROOT / git.read_text().split(":", 1)[1].strip()).resolve()
+        common = (git / (git / "commondir").read_text().strip()).resolve() if (git / "commondir").is_file() else git
         head = (git / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head[:7]
-        if (git / head[5:]).is_file():
-            return (git / head[5:]).read_text().strip()[:7]
-        for line in (git / "packed-refs").read_text().splitlines():
+        if (common / head[5:]).is_file():
+            return (common / head[5:]).read_text().strip()[:7]
+        for line in (common / "packed-refs").read_text().splitlines():
             if line.endswith(" " + head[5:]):
                 return line.split()[0][:7]
     except OSError:

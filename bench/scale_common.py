@@ -1,4 +1,4 @@
-"""What bench/scale.py's figures share: the restartable target, store reads, count-limited wrk runs, tables."""
+"""What bench/scale.py's figures share: the restartable target, store reads, count-limited wrk runs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from run import BENCH_DIR, UnbrokenTarget, dir_bytes, proc_status_kib, run_wrk
+from lib import BENCH_DIR
+from lib.procstats import dir_bytes, proc_status_kib
+from lib.targets import UnbrokenTarget
+from lib.wrk import run_wrk
 
 SERVICES = BENCH_DIR / "scale_services.py"
 ACTIVE = "status != 'completed'"  # the condition of the partial index invocation_active: cheap to count
+
 
 # ------------------------------------------------------------------------------------------------ target
 class ScaleTarget(UnbrokenTarget):
@@ -171,13 +175,3 @@ def send_range(
     res = run_wrk(target, script, args.connections, bound, args.timeout)
     res["errors"] = res["non2xx"] + res["socket_errors"] + (res["total"] - res["answered"])
     return res
-
-
-# ------------------------------------------------------------------------------------------------ output
-def md_table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in [head, *rows]
-    ]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)  # fmt: skip

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import CLK_TCK, cpu_ticks, http_status
-from scale_common import ScaleTarget, data_dir_bytes, md_table, send_range, wait_in_flight
+from lib.procstats import CLK_TCK, cpu_ticks
+from lib.report import md_table
+from lib.targets import http_status
+from scale_common import ScaleTarget, data_dir_bytes, send_range, wait_in_flight
 
 SEND = "/ScaleSleep/sleep/send"
 SETTLE_TICKS = 2  # start-up has settled when the server uses at most this many CPU ticks ...
