@@ -344,6 +344,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--sleepers", type=int, default=1_000_000, help="sleeping invocations of figure 4 (default 1000000)")
     add("--sleepers-signal", choices=("kill", "term"), default="kill",
         help="how figure 4 stops the server before the restart: SIGKILL (default) or SIGTERM")
+    add("--restarts", type=int, default=5,
+        help="figure 4: starts of the sleepers' server measured, alternating with an empty store's (default 5)")
     add("--sample", type=int, default=100, help="workflows resolved right after the restart (default 100)")
     add("--connections", type=int, default=128, help="wrk connections, every phase (default 128)")
     add("--duration", type=int, default=15, help="W2 measured seconds per level (default 15)")
@@ -363,8 +365,8 @@ def check_args(args: argparse.Namespace) -> str | None:
     only = {f.strip() for f in args.only.split(",") if f.strip()}
     if not only or only - set(FIGURES):
         return f"--only takes a comma-separated subset of {', '.join(FIGURES)}"
-    if args.sleepers < 1:
-        return "--sleepers must be >= 1"
+    if args.sleepers < 1 or args.restarts < 1:
+        return "--sleepers and --restarts must be >= 1"
     if args.workflows < 1 or args.max_stored < 0 or args.sample < 0 or args.connections < 1:
         return "--workflows and --connections must be >= 1, --max-stored and --sample >= 0"
     if args.duration < 1 or args.warmup < 0:

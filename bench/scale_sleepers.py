@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -93,17 +94,48 @@ def create(target: ScaleTarget, args: argparse.Namespace, scripts: Path) -> dict
     }  # fmt: skip
 
 
+def timed_start(target: ScaleTarget) -> dict[str, float]:
+    """Start; seconds to health and to the first successful call, and the server's CPU seconds until then
+    (the CPU figure hardly moves with the machine's other load, the wall-clock ones do)."""
+    target.start(timeout=600)
+    assert target.proc is not None
+    return {**target.startup, "cpu_s": cpu_ticks(target.proc.pid) / CLK_TCK}
+
+
+def repeat_starts(target: ScaleTarget, args: argparse.Namespace, tmp: Path, first: dict[str, float]) -> dict[str, Any]:
+    """``--restarts`` starts in all of the sleepers' server (``first`` is the one already taken) and as many of a
+    server on an empty store, alternating, so both see the same machine: medians and ranges."""
+    empty = ScaleTarget(tmp / "sleepers-empty")
+    samples: dict[str, list[dict[str, float]]] = {"sleepers": [first], "empty": []}
+    try:
+        for i in range(args.restarts):
+            pair = [("empty", empty), ("sleepers", target)] if i % 2 == 0 else [("sleepers", target), ("empty", empty)]
+            for name, t in pair:
+                if name == "sleepers" and i == 0:
+                    continue  # the first is ``first``
+                if t.alive():
+                    stop_for_restart(t, args.sleepers_signal)
+                samples[name].append(timed_start(t))
+    finally:
+        empty.stop()
+    return {
+        name: {k: {"median": round(statistics.median(x[k] for x in xs), 3), "min": min(x[k] for x in xs),
+                   "max": max(x[k] for x in xs)} for k in ("health_s", "first_call_s", "cpu_s")} | {"n": len(xs)}
+        for name, xs in samples.items()
+    }  # fmt: skip
+
+
 def restart(target: ScaleTarget, args: argparse.Namespace) -> dict[str, Any]:
     """Stop the server with them all suspended, start it again, measure the start and what it holds."""
     gone_s = stop_for_restart(target, args.sleepers_signal)
-    target.start(timeout=600)
+    first = timed_start(target)
     rss_first = target.rss()  # at the first successful call
     settle_s = settle(target)
     rss = target.rss()
     status, w4_ms = w4_call_ms(target)
     counts = target.in_flight() or {}
     return {
-        "signal": args.sleepers_signal, "stopped_s": round(gone_s, 3), **target.startup,
+        "signal": args.sleepers_signal, "stopped_s": round(gone_s, 3), **first,
         "rss_at_first_call_mib": round(rss_first["rss_mib"], 1), "settled_after_s": round(settle_s, 1),
         "rss_settled_mib": round(rss["rss_mib"], 1), "hwm_settled_mib": round(rss["hwm_mib"], 1),
         "in_flight_after_restart": sum(counts.values()), "statuses_after_restart": counts,
@@ -123,6 +155,7 @@ def sleeper_figures(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) ->
         print(f"  {s['reached_suspended']} suspended after {s['all_suspended_s']:.0f} s, RSS "
               f"{s['rss_mib']:.0f} MiB, {s['data_dir_bytes_per_sleeper']} B each on disk", flush=True)  # fmt: skip
         s["restart"] = up = restart(target, args)
+        up["repeated"] = repeat_starts(target, args, tmp, {k: up[k] for k in ("health_s", "first_call_s", "cpu_s")})
         print(f"  restart ({up['signal']}): first call after {up['first_call_s']:.3f} s, RSS settled "
               f"{up['rss_settled_mib']:.0f} MiB, {up['in_flight_after_restart']} in flight", flush=True)  # fmt: skip
     finally:
@@ -150,6 +183,7 @@ def sleepers_table(s: dict[str, Any]) -> str:
             ["health answered after start, s", f"{up['health_s']:.3f}", f"{e['health_s']:.3f}"],
             [f"first successful call after start, s (target <= {FIRST_CALL_TARGET_S:g})",
              f"{up['first_call_s']:.3f}", f"{e['first_call_s']:.3f}"],
+            ["server CPU until the first call, s", f"{up['cpu_s']:.2f}", "-"],
             ["VmRSS at the first call, MiB", f"{up['rss_at_first_call_mib']:.0f}", "-"],
             [f"VmRSS / VmHWM once settled ({up['settled_after_s']:.0f} s), MiB (target <= {RSS_TARGET_MIB})",
              f"{up['rss_settled_mib']:.0f} / {up['hwm_settled_mib']:.0f}", "-"],
@@ -159,6 +193,12 @@ def sleepers_table(s: dict[str, Any]) -> str:
             ["load average (1 min) at creation end / after restart",
              f"{s['loadavg_1m']} / {up['loadavg_1m']}", "-"],
         ]  # fmt: skip
+    if rep := up.get("repeated"):
+        big, small = rep["sleepers"], rep["empty"]
+        for label, k in (("first successful call", "first_call_s"), ("server CPU until the first call", "cpu_s")):
+            rows.append([f"{label}, s: median (min-max) of {big['n']} starts / {small['n']} on an empty store, alternating",
+                         f"{big[k]['median']:.3f} ({big[k]['min']:.3f}-{big[k]['max']:.3f})",
+                         f"{small[k]['median']:.3f} ({small[k]['min']:.3f}-{small[k]['max']:.3f})"])  # fmt: skip
     rows.append(["errors (send)", str(s["errors"]), "-"])
     return md_table(["4. sleeping invocations", "value", "empty store"], rows)
 

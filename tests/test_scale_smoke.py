@@ -81,7 +81,7 @@ def test_scale_sleepers_tiny(tmp_path: Path) -> None:
     out_json = tmp_path / "scale.json"
     cmd = [
         sys.executable, str(ROOT / "bench" / "scale.py"), "--only", "sleepers", "--sleepers", str(SLEEPERS),
-        "--connections", "16", "--json", str(out_json),
+        "--restarts", "2", "--connections", "16", "--json", str(out_json),
     ]  # fmt: skip
     status, stdout, stderr = run_session(cmd, 120, "bench/scale.py --only sleepers", cwd=ROOT)
     out = stdout + stderr
@@ -95,4 +95,7 @@ def test_scale_sleepers_tiny(tmp_path: Path) -> None:
     up = s["restart"]
     assert up["signal"] == "kill" and up["statuses_after_restart"] == {"suspended": SLEEPERS}, up
     assert up["timer_rows_after_restart"] == SLEEPERS and up["w4_status"] == 200 and up["w4_ms"] >= 100, up
-    assert 0 < up["health_s"] <= up["first_call_s"] and up["rss_settled_mib"] > 0, up
+    assert 0 < up["health_s"] <= up["first_call_s"] and up["rss_settled_mib"] > 0 and up["cpu_s"] > 0, up
+    rep = up["repeated"]
+    assert rep["sleepers"]["n"] == rep["empty"]["n"] == 2, rep
+    assert all(0 < rep[k]["first_call_s"]["median"] for k in ("sleepers", "empty")), rep
