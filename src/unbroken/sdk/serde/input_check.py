@@ -20,20 +20,17 @@ from typing import Any
 
 import msgspec
 
-from unbroken.sdk.serde import (
-    DefaultSerde,
-    JsonSerde,
-    PydanticJsonSerde,
+from unbroken.sdk.serde.base import (
     Serde,
     SerdeError,
-    _ConvError,
-    _converter_for,
     _is_pydantic_model_type,
     _is_untyped,
     _type_name,
     _unwrap,
-    serde_for_type,
 )
+from unbroken.sdk.serde.convert import _ConvError, _converter_for
+from unbroken.sdk.serde.select import DefaultSerde, serde_for_type
+from unbroken.sdk.serde.serdes import JsonSerde, PydanticJsonSerde
 
 __all__ = ["InputValidator", "input_validator"]
 
