@@ -126,7 +126,7 @@ def _explain_one(conn: Snapshot, inv: Invocation) -> _Hop:
             hop = _completed(inv)
         case Status.SCHEDULED:
             hop = _scheduled(conn, inv)
-        case Status.INBOXED:
+        case Status.PENDING:
             hop = _queued(conn, inv)
         case Status.BACKING_OFF:
             hop = _backing_off(conn, inv)

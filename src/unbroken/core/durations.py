@@ -21,6 +21,7 @@ from typing import Final
 __all__ = [
     "InvalidDuration",
     "format_duration",
+    "format_rfc3339",
     "format_rfc3339_ms",
     "format_rfc3339_nanos",
     "parse_delay_ms",
@@ -203,12 +204,21 @@ def _utc(epoch_ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
+def format_rfc3339(epoch_ms: int, *, fraction_digits: int = 3, utc_suffix: str = "Z") -> str:
+    """UTC timestamp of epoch milliseconds: ``2026-11-25T20:02:09.374Z``. The one formatter every spelling
+    below uses: digits past the third are zeros (the engine's clock counts milliseconds)."""
+    dt = _utc(epoch_ms)
+    fraction = f"{dt.microsecond // 1000:03d}".ljust(fraction_digits, "0")
+    return f"{dt.replace(tzinfo=None).isoformat(timespec='seconds')}.{fraction}{utc_suffix}"
+
+
 def format_rfc3339_ms(epoch_ms: int) -> str:
-    """UTC timestamp with millisecond precision: ``2026-11-25T20:02:09.374+00:00``."""
-    return _utc(epoch_ms).isoformat(timespec="milliseconds")
+    """UTC timestamp with millisecond precision: ``2026-11-25T20:02:09.374+00:00`` (Restate's
+    ``idempotency-expires`` header)."""
+    return format_rfc3339(epoch_ms, utc_suffix="+00:00")
 
 
 def format_rfc3339_nanos(epoch_ms: int) -> str:
-    """UTC timestamp with 9 fractional digits and 'Z': ``2026-11-24T20:00:53.299000000Z``."""
-    dt = _utc(epoch_ms)
-    return f"{dt.strftime('%Y-%m-%dT%H:%M:%S')}.{dt.microsecond // 1000:03d}000000Z"
+    """UTC timestamp with 9 fractional digits and 'Z': ``2026-11-24T20:00:53.299000000Z`` (Restate's
+    ``executionTime``)."""
+    return format_rfc3339(epoch_ms, fraction_digits=9)

@@ -106,16 +106,12 @@ class Status(enum.StrEnum):
     """Invocation status, spelled as Restate's ``sys_invocation.status``."""
 
     SCHEDULED = "scheduled"
-    INBOXED = "pending"
-    READY = "ready"
+    PENDING = "pending"  # queued in its key's inbox behind the lock holder (Restate's internal name: Inboxed)
     RUNNING = "running"
     SUSPENDED = "suspended"
     BACKING_OFF = "backing-off"
     PAUSED = "paused"
     COMPLETED = "completed"
-
-
-ACTIVE_STATUSES = frozenset({Status.READY, Status.RUNNING})
 
 
 class Target(msgspec.Struct, frozen=True, array_like=True):

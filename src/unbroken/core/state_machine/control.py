@@ -26,7 +26,7 @@ def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> str:
         return "not_found"
     if inv.status is Status.COMPLETED:
         return "completed"
-    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if inv.status in (Status.SCHEDULED, Status.PENDING):
         _dequeue(step, inv)
         lifecycle.complete(step, inv, Result(failure=lifecycle.CANCELLED))
         return "done"
@@ -50,7 +50,7 @@ def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> str:
 
 
 def _dequeue(step: Step, inv: Invocation) -> None:
-    if inv.status is Status.INBOXED:
+    if inv.status is Status.PENDING:
         if inv.target.key is None:
             violated(f"{inv.id}: inboxed without a key")
         step.txn.inbox_remove(inv.target.service, inv.target.key, inv.id)
@@ -89,7 +89,7 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
         return
     # Only awakeables (17 and up) are resolved from outside (1 is CANCEL); one that has not started yet
     # has created none, so a computed id (a workflow's is) cannot plant a result for it.
-    if rec.signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if rec.signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.PENDING):
         step.reply(rec.request_id, "not_allocated", invocation_id=inv.id)
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
@@ -132,7 +132,7 @@ def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
     if inv is None:
         step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
         return
-    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if inv.status in (Status.SCHEDULED, Status.PENDING):
         step.reply(rec.request_id, "not_started", invocation_id=inv.id)
         return
     if inv.status is Status.COMPLETED:
