@@ -67,11 +67,6 @@ class HandlerSchema:
     # before accepting an invocation (given by the SDK, which the ingress may not import).
     input_validator: Callable[[bytes], str | None] | None = field(default=None, compare=False, repr=False)
 
-    @property
-    def takes_lock(self) -> bool:
-        """Exclusive object handlers and the workflow run hold the key's lock while they run."""
-        return self.kind is HandlerKind.EXCLUSIVE or self.kind is HandlerKind.WORKFLOW
-
 
 @dataclass(frozen=True)
 class ServiceSchema:
