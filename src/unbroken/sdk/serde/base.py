@@ -153,12 +153,17 @@ def _pydantic_errors(exc: Any) -> tuple[bool, str]:
     if any(e.get("type") == "json_invalid" for e in errors):
         msgs = [str(e.get("ctx", {}).get("error", e.get("msg"))) for e in errors]
         return True, "; ".join(msgs)
+    count = len(errors)
+    return False, f"{count} validation error{'s' if count != 1 else ''}: " + _pydantic_problems(errors)
+
+
+def _pydantic_problems(errors: list[Any]) -> str:
+    """``field.path: what is wrong; ...`` for the ``errors()`` of a pydantic ValidationError."""
     parts = []
     for e in errors:
         loc = ".".join(str(p) for p in e.get("loc", ()))
         parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
-    count = len(errors)
-    return False, f"{count} validation error{'s' if count != 1 else ''}: " + "; ".join(parts)
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------

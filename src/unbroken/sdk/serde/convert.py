@@ -17,7 +17,7 @@ import threading
 import types
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -83,28 +83,32 @@ def _check_float(data: Any) -> Any:
     raise _ConvError(f"expected number, got {_json_type(data)}")
 
 
-def _check_str(data: Any) -> Any:
-    if data is None or isinstance(data, str):
-        return data
-    raise _ConvError(f"expected string, got {_json_type(data)}")
+def _type_check(py_type: type[Any], json_type: str) -> _Conv:
+    """A converter that lets ``null`` and values of ``py_type`` through as they are."""
+
+    def check(data: Any) -> Any:
+        if data is None or isinstance(data, py_type):
+            return data
+        raise _ConvError(f"expected {json_type}, got {_json_type(data)}")
+
+    return check
 
 
-def _check_bool(data: Any) -> Any:
-    if data is None or isinstance(data, bool):
-        return data
-    raise _ConvError(f"expected boolean, got {_json_type(data)}")
+_check_str = _type_check(str, "string")
+_check_bool = _type_check(bool, "boolean")
+_check_dict = _type_check(dict, "object")
+_check_list = _type_check(list, "array")
 
 
-def _check_dict(data: Any) -> Any:
-    if data is None or isinstance(data, dict):
-        return data
-    raise _ConvError(f"expected object, got {_json_type(data)}")
-
-
-def _check_list(data: Any) -> Any:
-    if data is None or isinstance(data, list):
-        return data
-    raise _ConvError(f"expected array, got {_json_type(data)}")
+def _convert_items(conv: _Conv, items: Iterable[Any]) -> list[Any]:
+    """``conv`` of each item, in order; a failure names the item's index."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(conv(item))
+        except _ConvError as e:
+            raise e.at(i) from None
+    return out
 
 
 _PRIMITIVE_CONVERTERS: dict[Any, _Conv] = {
@@ -233,13 +237,7 @@ class _Builder:
                 return None
             if not isinstance(data, list):
                 raise _ConvError(f"expected array, got {_json_type(data)}")
-            out = []
-            for i, item in enumerate(data):
-                try:
-                    out.append(item_conv(item))
-                except _ConvError as e:
-                    raise e.at(i) from None
-            return out
+            return _convert_items(item_conv, data)
 
         return convert
 
@@ -253,13 +251,7 @@ class _Builder:
                 raise _ConvError(f"expected array, got {_json_type(data)}")
             if conv is None:
                 return factory(data)
-            items = []
-            for i, item in enumerate(data):
-                try:
-                    items.append(conv(item))
-                except _ConvError as e:
-                    raise e.at(i) from None
-            return factory(items)
+            return factory(_convert_items(conv, data))
 
         return convert
 
@@ -274,13 +266,7 @@ class _Builder:
                     raise _ConvError(f"expected array, got {_json_type(data)}")
                 if variadic is None:
                     return tuple(data)
-                items = []
-                for i, item in enumerate(data):
-                    try:
-                        items.append(variadic(item))
-                    except _ConvError as e:
-                        raise e.at(i) from None
-                return tuple(items)
+                return tuple(_convert_items(variadic, data))
 
             return convert_variadic
         if args == ((),):  # tuple[()]

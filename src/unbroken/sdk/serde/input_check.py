@@ -25,6 +25,7 @@ from unbroken.sdk.serde.base import (
     SerdeError,
     _is_pydantic_model_type,
     _is_untyped,
+    _pydantic_problems,
     _type_name,
     _unwrap,
 )
@@ -137,11 +138,7 @@ def _dec_hook(tp: Any, obj: Any) -> Any:
 
 
 def _pydantic_message(exc: Any) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return "; ".join(parts)
+    return _pydantic_problems(exc.errors(include_url=False))
 
 
 def _describe(exc: msgspec.ValidationError) -> str:
