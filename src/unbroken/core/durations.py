@@ -18,6 +18,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from unbroken.core import limits
+
 __all__ = [
     "InvalidDuration",
     "format_duration",
@@ -64,8 +66,7 @@ _UNITS: Final[dict[str, int]] = {
     **_aliases(1, "ns", "nsec", "nsecs", "nano", "nanos", "nanosecond", "nanoseconds"),
 }
 
-_MAX_TEXT_LEN: Final = 256
-_MAX_MS: Final = (1 << 63) - 1
+_MS_RANGE_MAX: Final = (1 << 63) - 1  # what a stored signed 64-bit integer of milliseconds holds
 
 _NUMBER: Final = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 # One friendly part: optional separator, number, optional spaces, optional unit.
@@ -144,7 +145,7 @@ def parse_duration_ms(text: str) -> int:
     body = text.strip()
     if not body:
         raise _error(text, "empty duration")
-    if len(body) > _MAX_TEXT_LEN:
+    if len(body) > limits.duration_text_chars_max:
         raise _error(text[:32] + "...", "duration text too long")
     if body[0] == "-" or body.lower().endswith("ago"):
         raise _error(text, "negative durations are not allowed")
@@ -157,7 +158,7 @@ def parse_duration_ms(text: str) -> int:
     else:
         total_ns = _parse_friendly_ns(text, body)
     total_ms = total_ns // _NS_PER_MS
-    if total_ms > _MAX_MS:
+    if total_ms > _MS_RANGE_MAX:
         raise _error(text, "duration too large")
     return total_ms
 
@@ -168,9 +169,9 @@ def parse_delay_ms(text: str) -> int:
     ``"1500"`` -> 1500; ``"1.5s"`` -> 1500; ``"-5"`` raises :class:`InvalidDuration`.
     """
     body = text.strip()
-    if _BARE_INT.fullmatch(body) and len(body) <= _MAX_TEXT_LEN:
+    if _BARE_INT.fullmatch(body) and len(body) <= limits.duration_text_chars_max:
         value = int(body)
-        if value > _MAX_MS:
+        if value > _MS_RANGE_MAX:
             raise _error(text, "duration too large")
         return value
     return parse_duration_ms(text)
