@@ -34,10 +34,6 @@ class Result(msgspec.Struct, frozen=True, array_like=True):
     value: bytes | None = None
     failure: Failure | None = None
 
-    @property
-    def is_void(self) -> bool:
-        return self.value is None and self.failure is None
-
 
 VOID = Result()
 

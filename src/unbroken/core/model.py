@@ -68,11 +68,6 @@ class HandlerSchema:
     input_validator: Callable[[bytes], str | None] | None = field(default=None, compare=False, repr=False)
     enable_lazy_state: bool | None = None  # None: the service's setting
 
-    @property
-    def takes_lock(self) -> bool:
-        """Exclusive object handlers and the workflow run hold the key's lock while they run."""
-        return self.kind is HandlerKind.EXCLUSIVE or self.kind is HandlerKind.WORKFLOW
-
 
 @dataclass(frozen=True)
 class ServiceSchema:
@@ -114,16 +109,12 @@ class Status(enum.StrEnum):
     """Invocation status, spelled as Restate's ``sys_invocation.status``."""
 
     SCHEDULED = "scheduled"
-    INBOXED = "pending"
-    READY = "ready"
+    PENDING = "pending"  # queued in its key's inbox behind the lock holder (Restate's internal name: Inboxed)
     RUNNING = "running"
     SUSPENDED = "suspended"
     BACKING_OFF = "backing-off"
     PAUSED = "paused"
     COMPLETED = "completed"
-
-
-ACTIVE_STATUSES = frozenset({Status.READY, Status.RUNNING})
 
 
 class Target(msgspec.Struct, frozen=True, array_like=True):

@@ -7,8 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceSchema
-from unbroken.sdk.input_check import input_validator
 from unbroken.sdk.serde import BytesSerde, json_schema_for
+from unbroken.sdk.serde.input_check import input_validator
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
 
 

@@ -26,7 +26,7 @@ from unbroken.sdk.futures import (
     Ready,
     SleepFuture,
     pick_serde,
-    void_or_raise,
+    raise_failure,
 )
 from unbroken.sdk.scoped import UnsupportedScope, fail_unsupported
 from unbroken.sdk.serde import DefaultSerde, Serde
@@ -57,7 +57,7 @@ class Promise(c.DurablePromise[T]):
         s = self.ctx.session
         cid = s.new_completion_id()
         s.command(j.CompletePromiseCommand(self.name, result, cid))
-        return DurableFuture(s, ("c", cid), void_or_raise)
+        return DurableFuture(s, ("c", cid), raise_failure)
 
     def resolve(self, value: T) -> Awaitable[None]:
         return self._complete(j.Result(value=self.serde.serialize(value)))

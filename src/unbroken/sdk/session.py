@@ -345,11 +345,12 @@ def safe_repr(value: object) -> str:
 
 def failure(code: object, message: object, metadata: object = None) -> j.Failure:
     """A failure that can always be journaled: an int code (500 unless the one given is an int in
-    0-65535), a capped UTF-8 message, string metadata (at most 64 entries)."""
+    0-65535), a capped UTF-8 message, string metadata (bounded by ``limits.failure_metadata_*``)."""
     status = code if type(code) is int and 0 <= code < 65536 else 500
     meta = None
     if isinstance(metadata, dict) and metadata:
-        meta = {_text(k)[:1024]: cap_message(v) for k, v in list(metadata.items())[:64]}
+        kept = list(metadata.items())[: limits.failure_metadata_entries_max]
+        meta = {_text(k)[: limits.failure_metadata_key_chars_max]: cap_message(v) for k, v in kept}
     return j.Failure(status, cap_message(message), meta)
 
 

@@ -11,6 +11,7 @@ import os
 import sqlite3
 from contextlib import AbstractContextManager
 
+from unbroken.core import limits
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.model import Invocation, cleanup_due_ms
 from unbroken.core.storage import Promise, Timer, Transaction, transaction
@@ -33,8 +34,6 @@ decode_invocation_row = decode_invocation
 encode_invocation_blob = encode_invocation
 
 SCHEMA_VERSION = 3
-# Bound of the id -> storage-key cache; it is emptied between transactions once it holds more.
-SEQ_CACHE_ENTRIES = 65_536
 ABSENT = 0  # in that cache: the id has no row (keys start at 1)
 
 # Invocation ids are random (or hashes), so a table keyed by them puts every new row on a random B-tree page:
@@ -136,7 +135,7 @@ class SqliteStore:
         self.last_seq: int = row[0]
 
     def begin(self) -> SqliteTransaction:
-        if len(self.seqs) > SEQ_CACHE_ENTRIES:
+        if len(self.seqs) > limits.storage_key_cache_entries_max:
             self.seqs.clear()
         self.conn.execute("BEGIN IMMEDIATE")
         return SqliteTransaction(self.conn, self)

@@ -6,7 +6,7 @@ from unbroken.core import records as r
 from unbroken.core.actions import AbortAttempt, AwaitCompletion, Log
 from unbroken.core.errors import violated
 from unbroken.core.journal import CANCEL_SIGNAL, FIRST_AWAKEABLE_SIGNAL, Notification, Result
-from unbroken.core.model import ACTIVE_STATUSES, HandlerKind, Invocation, Status
+from unbroken.core.model import HandlerKind, Invocation, Status
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 
@@ -39,7 +39,7 @@ def _cancel_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
         return "not_found", []
     if inv.status is Status.COMPLETED:
         return "completed", []
-    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if inv.status in (Status.SCHEDULED, Status.PENDING):
         _dequeue(step, inv)
         lifecycle.complete(step, inv, Result(failure=lifecycle.CANCELLED))
         return "done", []
@@ -58,7 +58,7 @@ def _cancel_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
 
 
 def _dequeue(step: Step, inv: Invocation) -> None:
-    if inv.status is Status.INBOXED:
+    if inv.status is Status.PENDING:
         if inv.target.key is None:
             violated(f"{inv.id}: inboxed without a key")
         step.txn.inbox_remove(inv.target.service, inv.target.key, inv.id)
@@ -122,9 +122,9 @@ def awakeable_allocated(inv: Invocation, signal_idx: int) -> bool:
     any awakeable index is accepted then, as before. Unknown count (-1: a row from before the count, an SDK
     that does not report it, e.g. a remote one): any awakeable index is accepted.
     """
-    if signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.PENDING):
         return False
-    if inv.awakeables < 0 or inv.status in ACTIVE_STATUSES:
+    if inv.awakeables < 0 or inv.status is Status.RUNNING:
         return True
     return signal_idx < FIRST_AWAKEABLE_SIGNAL + inv.awakeables
 
@@ -168,7 +168,7 @@ def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
     if inv is None:
         step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
         return
-    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if inv.status in (Status.SCHEDULED, Status.PENDING):
         step.reply(rec.request_id, "not_started", invocation_id=inv.id)
         return
     if inv.status is Status.COMPLETED:

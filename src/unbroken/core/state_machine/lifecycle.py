@@ -37,7 +37,7 @@ def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
         if holder is not None:
             if holder == inv.id:
                 violated(f"{inv.id} already holds its lock")
-            inv.status = Status.INBOXED
+            inv.status = Status.PENDING
             step.save(inv)
             step.txn.inbox_push(inv.target.service, key, inv.id, step.now_ms)
             return
@@ -151,7 +151,7 @@ def release_lock(step: Step, inv: Invocation) -> None:
     step.txn.set_lock_holder(inv.target.service, key, next_id)
     if next_id is not None:
         nxt = step.load(next_id)
-        if nxt is None or nxt.status is not Status.INBOXED:
+        if nxt is None or nxt.status is not Status.PENDING:
             violated(f"inbox held {next_id} in a bad state")
         start(step, nxt)
 
@@ -271,5 +271,5 @@ def on_timer(step: Step, rec: r.TimerFired) -> None:
 
 def on_recover(step: Step, rec: r.Recover) -> None:
     inv = step.load(rec.invocation_id)
-    if inv is not None and inv.status in (Status.RUNNING, Status.READY):
+    if inv is not None and inv.status is Status.RUNNING:
         start(step, inv)
