@@ -27,7 +27,9 @@ class FakeEngine:
         self.forgotten: list[int] = []
         self.requested = asyncio.Event()
 
-    def request(self, make: Callable[[int], object], client_gone: object = None, bounded: bool = False) -> asyncio.Future[Reply]:
+    def request(
+        self, make: Callable[[int], object], client_gone: object = None, bounded: bool = False
+    ) -> asyncio.Future[Reply]:
         request_id = len(self.futures) + 1
         make(request_id)
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
