@@ -116,7 +116,7 @@ def test_exclusive_handlers_queue_per_key_and_shared_ones_do_not() -> None:
     shared, a4 = m.invoke(Target("Obj", "sh", "k"))
     assert _of(a1, a.StartAttempt) and _of(a3, a.StartAttempt) and _of(a4, a.StartAttempt)
     assert not _of(a2, a.StartAttempt)
-    assert m.inv(second).status is Status.INBOXED
+    assert m.inv(second).status is Status.PENDING
     done = m.apply(r.JournalCommand(first, 1, j.OutputCommand(j.Result(value=b"1"))))
     (start,) = _of(done, a.StartAttempt)
     assert start.invocation.id == second
@@ -228,9 +228,9 @@ def test_call_creates_a_child_whose_result_completes_the_caller() -> None:
     (id_note,) = _of(actions, a.Deliver)
     assert id_note.notification.invocation_id == child and id_note.notification.completion_id == 1
     # replaying the same call derives the same child id
-    from unbroken.core.state_machine.commands import child_invocation_id
+    from unbroken.core.ids import child_invocation_id
 
-    assert child_invocation_id(m.inv(parent), Target("Obj", "ex", "k"), None, 1) == child
+    assert child_invocation_id(parent, Target("Obj", "ex", "k"), HandlerKind.EXCLUSIVE, None, 1) == child
     done = m.apply(r.JournalCommand(child, 1, j.OutputCommand(j.Result(value=b"9"))))
     (result,) = [d for d in _of(done, a.Deliver) if d.invocation_id == parent]
     assert result.notification.completion_id == 2 and result.notification.result == j.Result(value=b"9")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from unbroken.core import limits
-from unbroken.core.ids import InvalidId, InvocationId
+from unbroken.core.ids import InvalidId, InvocationId, idempotent_invocation_id, workflow_invocation_id
 from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, Target
 from unbroken.http.asgi import HttpError
 
@@ -119,7 +119,7 @@ def _restate_route(parts: list[str], schemas: Schemas) -> Route:
         kind, handlers = _service(parts[1], schemas)
         if kind is not ServiceKind.WORKFLOW:
             raise HttpError(400, f"'{parts[1]}' is not a workflow")
-        return Route(RouteKind(parts[3]), invocation_id=str(InvocationId.for_workflow(parts[1], parts[2])))
+        return Route(RouteKind(parts[3]), invocation_id=workflow_invocation_id(parts[1], parts[2]))
     raise HttpError(404, f"not found: unknown path /restate/{'/'.join(parts)}")
 
 
@@ -136,9 +136,8 @@ def _invocation_ref(ref: list[str], schemas: Schemas) -> str:
     if kind.keyed != (len(ref) == 4):
         raise HttpError(400, f"bad path: '{ref[0]}' {'needs' if kind.keyed else 'takes no'} key")
     key = ref[1] if len(ref) == 4 else None
-    handler = _handler(ref[0], ref[-2], handlers)
-    del handler
-    return str(InvocationId.for_idempotent(ref[0], key, ref[-2], ref[-1]))
+    _handler(ref[0], ref[-2], handlers)  # an unknown handler is a 404, as for a call
+    return idempotent_invocation_id(Target(ref[0], ref[-2], key), ref[-1])
 
 
 __all__ = ["Route", "RouteKind", "parse_route", "HandlerKind"]

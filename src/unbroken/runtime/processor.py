@@ -50,9 +50,6 @@ from unbroken.runtime.clock import Clock
 
 log = logging.getLogger("unbroken.processor")
 
-RETRY_DELAY_MIN_S = 0.01  # the first pause after the store failed; doubled per failure in a row
-RETRY_DELAY_MAX_S = 1.0
-STOP_TIMEOUT_S = 10.0  # bound of each wait in stop(): the queue to drain, the writer thread to exit
 # A batch this small is committed on the loop itself: nothing else is queued, so the fsync holds up little,
 # and it saves the two thread hand-offs (W1 at one connection: p50 0.90 -> 0.77 ms; no change at 16).
 INLINE_COMMIT_RECORDS = 1
@@ -158,7 +155,7 @@ class Processor:
         self._scheduled = False  # a _drain callback is pending on the loop
         self._committing = False  # a batch is with the writer thread
         self._paused = False  # the store failed: waiting before the batch is applied again
-        self._retry_delay = RETRY_DELAY_MIN_S
+        self._retry_delay = limits.store_retry_delay_min_s
         self._failures: dict[int, int] = {}  # id(record) -> commits of it alone the store refused
         self._withdrawn: set[int] = set()  # request ids whose callers left before their record was applied
         self._violations: set[str] = set()
@@ -199,10 +196,10 @@ class Processor:
             raise RuntimeError("Processor.stop() would wait on its own loop: call it from another thread")
         self._idle.clear()
         self._loop.call_soon_threadsafe(self._stop_when_idle)
-        self._idle.wait(timeout=STOP_TIMEOUT_S)
+        self._idle.wait(timeout=limits.processor_stop_timeout_s)
         self._running = False
         self._commits.put(None)
-        self._thread.join(timeout=STOP_TIMEOUT_S)
+        self._thread.join(timeout=limits.processor_stop_timeout_s)
 
     # ---------------------------------------------------------------------------------- the loop's side
     def _schedule(self) -> None:
@@ -303,7 +300,7 @@ class Processor:
 
     def _committed(self, actions: list[Action]) -> None:
         self._committing = False
-        self._retry_delay = RETRY_DELAY_MIN_S
+        self._retry_delay = limits.store_retry_delay_min_s
         self._failures.clear()
         if self.store_error is not None:
             log.warning("the store commits again")
@@ -338,7 +335,7 @@ class Processor:
         self._queue.extendleft(reversed(batch))
         self._paused = True
         self._loop.call_later(self._retry_delay, self._resume)
-        self._retry_delay = min(self._retry_delay * 2, RETRY_DELAY_MAX_S)
+        self._retry_delay = min(self._retry_delay * 2, limits.store_retry_delay_max_s)
 
     def _give_up(self, record: Record, exc: BaseException, failures: int) -> bool:
         """The store refused ``record`` alone ``failures`` times: answer its caller, or fail its invocation.

@@ -25,7 +25,7 @@ from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 
 
-def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> Outcome:
+def cancel(step: Step, invocation_id: str) -> Outcome:
     """Cancel: not yet started → completes as cancelled; started → CANCEL signal so compensations run.
 
     The cancel reaches the whole call tree in this same transaction (the calls it awaits, theirs, …), before
@@ -33,19 +33,32 @@ def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> Outc
     A→B→A cycle, or A→A on one key) is cancelled while still queued and never runs, whatever the handlers do.
     One-way sends are not part of the tree (as in Restate). A repeated cancel changes nothing.
 
-    Returns the outcome: ``NotFound``, ``AlreadyCompleted`` (nothing to do), ``Done`` or ``Accepted``.
+    Returns the outcome: ``NotFound``, ``AlreadyCompleted`` (nothing to do), ``Done`` or ``Accepted``. The tree is
+    walked with a worklist, not recursion: a chain of calls is as deep as users make it.
     """
+    outcome, pending = _cancel_one(step, invocation_id)
+    seen = {invocation_id}
+    while pending:
+        child = pending.pop()
+        if child not in seen:
+            seen.add(child)
+            pending.extend(reversed(_cancel_one(step, child)[1]))
+    return outcome
+
+
+def _cancel_one(step: Step, invocation_id: str) -> tuple[Outcome, list[str]]:
+    """Cancel one invocation; returns the outcome and the calls the cancel goes on to."""
     inv = step.load(invocation_id)
     if inv is None:
-        return NotFound(invocation_id)
+        return NotFound(invocation_id), []
     if inv.status is Status.COMPLETED:
-        return AlreadyCompleted(invocation_id)
-    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+        return AlreadyCompleted(invocation_id), []
+    if inv.status in (Status.SCHEDULED, Status.PENDING):
         _dequeue(step, inv)
         lifecycle.complete(step, inv, Result(failure=lifecycle.CANCELLED))
-        return Done(invocation_id)
+        return Done(invocation_id), []
     if lifecycle.has_signal(step, inv, CANCEL_SIGNAL):
-        return Accepted(invocation_id)
+        return Accepted(invocation_id), []
     step.emit(Log(inv.id, "cancel requested"))
     inv.retries_since_progress = 0  # its next failure (one it had before seeing the cancel) retries at once
     step.save(inv)
@@ -55,37 +68,39 @@ def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> Outc
         violated(f"{invocation_id} vanished while it was cancelled")
     if inv.status in (Status.PAUSED, Status.BACKING_OFF):
         lifecycle.start(step, inv)  # run now so the handler sees the cancel and compensates
-    seen = seen if seen is not None else set()
-    seen.add(inv.id)
-    for child in inv.children:
-        if child not in seen:
-            cancel(step, child, seen)
-    return Accepted(invocation_id)
+    return Accepted(invocation_id), list(inv.children)
 
 
 def _dequeue(step: Step, inv: Invocation) -> None:
-    if inv.status is Status.INBOXED:
+    if inv.status is Status.PENDING:
         if inv.target.key is None:
             violated(f"{inv.id}: inboxed without a key")
         step.txn.inbox_remove(inv.target.service, inv.target.key, inv.id)
 
 
 def kill(step: Step, invocation_id: str) -> Outcome:
-    """Kill: complete now as ``409 killed`` without running user code; kills its pending calls too."""
+    """Kill: complete now as ``409 killed`` without running user code; kills its pending calls too (a
+    worklist, not recursion: a chain of calls is as deep as users make it)."""
+    outcome, pending = _kill_one(step, invocation_id)
+    while pending:
+        child = pending.pop()
+        pending.extend(reversed(_kill_one(step, child)[1]))
+    return outcome
+
+
+def _kill_one(step: Step, invocation_id: str) -> tuple[Outcome, list[str]]:
     inv = step.load(invocation_id)
     if inv is None:
-        return NotFound(invocation_id)
+        return NotFound(invocation_id), []
     if inv.status is Status.COMPLETED:
-        return AlreadyCompleted(invocation_id)
+        return AlreadyCompleted(invocation_id), []  # a completed invocation's children were settled when it completed
     _dequeue(step, inv)
     if inv.status in (Status.RUNNING,):
         step.emit(AbortAttempt(inv.id))
     children = list(inv.children)
     lifecycle.complete(step, inv, Result(failure=lifecycle.KILLED))
     step.emit(Log(inv.id, "killed"))
-    for child in children:
-        kill(step, child)
-    return Done(invocation_id)
+    return Done(invocation_id), children
 
 
 def on_cancel(step: Step, rec: r.CancelInvocation) -> None:
@@ -101,13 +116,31 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
     if inv is None:
         step.reply(rec.request_id, NotFound(rec.invocation_id))
         return
-    # Only awakeables (17 and up) are resolved from outside (1 is CANCEL); one that has not started yet
-    # has created none, so a computed id (a workflow's is) cannot plant a result for it.
-    if rec.signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if not awakeable_allocated(inv, rec.signal_idx):
         step.reply(rec.request_id, NotAllocated(inv.id))
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
     step.reply(rec.request_id, Accepted(inv.id))
+
+
+def awakeable_allocated(inv: Invocation, signal_idx: int) -> bool:
+    """Whether ``signal_idx`` may be an awakeable ``inv``'s handler allocated, so that it may be completed.
+
+    Only awakeables (17 and up) are resolved this way (1 is CANCEL: a workflow's id is computable). One
+    that has not started has created none. The attempts report how many they allocated on the records they
+    send (commands, run results, suspensions); when no attempt is in flight (suspended, backing off, paused,
+    completed), every record of the past attempts was applied, so an index past that count was never
+    allocated: refused, nothing can be planted ahead of the awakeable it would complete. While an attempt
+    runs, its newest allocation may still be on its way: an id handed out by a ``ctx.run`` action races
+    the run's own command (another channel: the simulator reorders them, a crash can lose the command), so
+    any awakeable index is accepted then, as before. Unknown count (-1: a row from before the count, an SDK
+    that does not report it, e.g. a remote one): any awakeable index is accepted.
+    """
+    if signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.PENDING):
+        return False
+    if inv.awakeables < 0 or inv.status is Status.RUNNING:
+        return True
+    return signal_idx < FIRST_AWAKEABLE_SIGNAL + inv.awakeables
 
 
 def on_attach(step: Step, rec: r.Attach) -> None:
@@ -135,6 +168,9 @@ def on_pause(step: Step, rec: r.PauseInvocation) -> None:
     if inv.status in (Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED):
         if inv.status is Status.RUNNING:
             step.emit(AbortAttempt(inv.id))
+            # The aborted attempt's records still on their way are fenced out: what it allocated (and may
+            # have handed out, e.g. from a ctx.run action) is unknown until the next attempt reports it.
+            inv.awakeables = -1
         inv.status = Status.PAUSED
         inv.waiting_completions, inv.waiting_signals = [], []
         step.save(inv)
@@ -146,7 +182,7 @@ def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
     if inv is None:
         step.reply(rec.request_id, NotFound(rec.invocation_id))
         return
-    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if inv.status in (Status.SCHEDULED, Status.PENDING):
         step.reply(rec.request_id, NotStarted(inv.id))
         return
     if inv.status is Status.COMPLETED:

@@ -11,8 +11,9 @@ Services (real ``unbroken`` handlers, written as a user would, run by the real S
 * ``Fanout``: calls N ``Worker.work`` and gathers them, and sends one-way (some delayed) ``Counter.add``;
 * ``Sleeper``: sleeps; ``Waiter``: publishes an awakeable and waits for an outside client to resolve it.
 
-Clients are simulated ingress callers: they build the same ``Invoke`` records the HTTP ingress builds,
-always with an idempotency key (or a workflow key), and after a crash they retry — as a real client whose
+Clients are simulated ingress callers: they build their records through the ingress core
+(``ingress/requests.py``: routing, delays, idempotency keys, input checks, ids), exactly as the HTTP ingress
+does, always with an idempotency key (or a workflow key), and after a crash they retry — as a real client whose
 connection broke would. Each operation keeps what it was answered; :meth:`Op.check` compares it with the
 model computed here, outside the engine.
 """
@@ -29,10 +30,13 @@ from typing import Any
 import unbroken as restate
 from unbroken.core import actions as a
 from unbroken.core import records as r
-from unbroken.core.ids import InvocationId, parse_awakeable_id
-from unbroken.core.journal import Failure, Result, SleepCommand
+from unbroken.core.ids import idempotent_invocation_id, workflow_invocation_id
+from unbroken.core.journal import Failure, SleepCommand
 from unbroken.core.model import Target
+from unbroken.http.asgi import HttpError
+from unbroken.ingress import requests as ingress
 from unbroken.sdk.app import App
+from unbroken.testing.sim.faults import stream
 from unbroken.testing.sim.world import ConnectionLost, World
 
 _WORLD: World | None = None
@@ -218,12 +222,12 @@ def awakeable_value(aid: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- clients
-def _seed_of(invocation_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(invocation_id.encode()).digest()[:8], "big")
-
-
 def idempotent_id(target: Target, idem: str) -> str:
-    return str(InvocationId.for_idempotent(target.service, target.key, target.handler, idem))
+    return idempotent_invocation_id(target, idem)
+
+
+class IngressRefused(AssertionError):
+    """The ingress core refused a request the workload meant to be valid: a bug in one or the other."""
 
 
 class Client:
@@ -231,6 +235,7 @@ class Client:
 
     def __init__(self, world: World) -> None:
         self.w = world
+        self._entropy = stream(world.seed, "ingress")  # the ingress's fresh bytes (new ids, seeds)
 
     async def _retry(self, make: Any) -> a.Outcome:
         w = self.w
@@ -245,16 +250,27 @@ class Client:
                 continue
             return reply.outcome
 
-    async def invoke(self, target: Target, arg: Any, *, idem: str | None, reply: r.ReplyMode, delay_ms: int = 0,
-                     invocation_id: str | None = None) -> a.Outcome:  # fmt: skip
-        inv = invocation_id or idempotent_id(target, idem or "")
-        body = json.dumps(arg).encode()
-        seed = _seed_of(inv)
+    async def invoke(self, target: Target, arg: Any, *, idem: str | None, reply: str, delay_ms: int = 0) -> a.Outcome:
+        """Call (``reply="result"``) or send (``"accepted"``) as an HTTP client would: the request goes
+        through the ingress core, which routes and checks it and derives the invocation's id."""
         w = self.w
+        headers = [(b"content-type", b"application/json")]
+        if idem is not None:
+            headers.append((b"idempotency-key", idem.encode()))
+        query = f"delay={delay_ms}".encode() if delay_ms else b""
+        request = ingress.Request("POST", ingress.path_of(target, send=reply == "accepted"), query, headers)
+        body = json.dumps(arg).encode()
+        try:
+            route = ingress.route_request(request, w.schemas)
+        except HttpError as exc:
+            raise IngressRefused(f"{request.path}: {exc.status} {exc.message}") from None
 
-        def make(rid: int) -> r.Record:
-            at = w.now_ms() + delay_ms if delay_ms else 0
-            return r.Invoke(inv, target, body, (), idem, at, rid, reply, seed)
+        def make(rid: int) -> r.Record:  # a new HTTP request on every retry: its own time and fresh bytes
+            try:
+                sub = ingress.submission(request, route, body, w.now_ms(), self._entropy.randbytes(ingress.FRESH_BYTES))
+            except HttpError as exc:
+                raise IngressRefused(f"{request.path}: {exc.status} {exc.message}") from None
+            return sub(rid)
 
         return await self._retry(make)
 
@@ -262,9 +278,9 @@ class Client:
         return await self._retry(lambda rid: r.Attach(invocation_id, True, rid))
 
     async def resolve(self, aid: str, value: str) -> a.Outcome:
-        inv, idx = parse_awakeable_id(aid)
-        result = Result(value=json.dumps(value).encode())
-        return await self._retry(lambda rid: r.ResolveSignal(str(inv), idx, result, rid))
+        request = ingress.Request("POST", f"/restate/awakeables/{aid}/resolve", b"", [(b"content-type", b"application/json")])
+        route = ingress.route_request(request, self.w.schemas)
+        return await self._retry(ingress.resolve_record(request, route, json.dumps(value).encode()))
 
     async def cancel(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.CancelInvocation(invocation_id, rid))
@@ -331,7 +347,7 @@ class CounterAdd(Op):
         idem = f"add-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
         arg = {"n": self.n, "audit": self.audit, "nap": self.nap_ms}
-        kind = r.ReplyMode.ACCEPTED if self.send else r.ReplyMode.RESULT
+        kind = "accepted" if self.send else "result"
         self.answers.append(await c.invoke(target, arg, idem=idem, reply=kind, delay_ms=self.delay_ms))
 
     def model(self, m: Model) -> None:
@@ -368,7 +384,7 @@ class Transfer(Op):
         target = Target("Counter", "transfer", self.source)
         idem = f"transfer-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
-        self.answers.append(await c.invoke(target, {"to": self.to, "n": self.n}, idem=idem, reply=r.ReplyMode.RESULT))
+        self.answers.append(await c.invoke(target, {"to": self.to, "n": self.n}, idem=idem, reply="result"))
 
     def model(self, m: Model) -> None:
         m.adds_by_key.setdefault(self.source, []).append(-self.n)
@@ -395,7 +411,7 @@ class CounterGet(Op):
     async def run(self, w: World, c: Client) -> None:
         target = Target("Counter", "get", self.key)
         self.invocation_id = idempotent_id(target, f"get-{self.idx}")
-        self.answers.append(await c.invoke(target, None, idem=f"get-{self.idx}", reply=r.ReplyMode.RESULT))
+        self.answers.append(await c.invoke(target, None, idem=f"get-{self.idx}", reply="result"))
 
     def check(self, w: World, m: Model) -> list[str]:
         got = value_of(self.answers[-1])
@@ -422,7 +438,7 @@ class Fan(Op):
         idem = f"fan-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
         call = asyncio.ensure_future(
-            c.invoke(target, {"n": self.n, "adds": self.adds}, idem=idem, reply=r.ReplyMode.RESULT)
+            c.invoke(target, {"n": self.n, "adds": self.adds}, idem=idem, reply="result")
         )
         if self.cancel_after_s is not None:
             await asyncio.sleep(self.cancel_after_s)
@@ -454,21 +470,17 @@ class OrderFlow(Op):
 
     async def run(self, w: World, c: Client) -> None:
         main = Target("Order", "run", self.key)
-        self.invocation_id = str(InvocationId.for_workflow("Order", self.key))
-        sent = await c.invoke(
-            main, {"item": self.key}, idem=None, reply=r.ReplyMode.ACCEPTED, invocation_id=self.invocation_id
-        )
+        self.invocation_id = workflow_invocation_id("Order", self.key)
+        sent = await c.invoke(main, {"item": self.key}, idem=None, reply="accepted")
         self.answers.append(sent)
         if self.resubmit:  # a second run of the same workflow key is refused, never run twice
-            again = await c.invoke(
-                main, {"item": "again"}, idem=None, reply=r.ReplyMode.RESULT, invocation_id=self.invocation_id
-            )
+            again = await c.invoke(main, {"item": "again"}, idem=None, reply="result")
             if not isinstance(again, a.WorkflowAlreadyInvoked):
                 w.violation(f"{self.name}: a second submission of workflow {self.key} was answered {again}")
         await asyncio.sleep(self.approve_after_s)
         approve_target = Target("Order", "approve", self.key)
         self.answers.append(
-            await c.invoke(approve_target, self.ok, idem=f"approve-{self.idx}", reply=r.ReplyMode.RESULT)
+            await c.invoke(approve_target, self.ok, idem=f"approve-{self.idx}", reply="result")
         )
         self.answers.append(await c.attach(self.invocation_id))
 
@@ -504,7 +516,7 @@ class Saga(Op):
                 target,
                 {"steps": self.steps, "fail": self.fail, "nap": self.nap_ms},
                 idem=idem,
-                reply=r.ReplyMode.RESULT,
+                reply="result",
             )
         )
         if self.cancel_after_s is not None:
@@ -548,7 +560,7 @@ class Nap(Op):
         idem = f"nap-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
         sent_at = w.now_ms()
-        call = asyncio.ensure_future(c.invoke(target, self.ms, idem=idem, reply=r.ReplyMode.RESULT))
+        call = asyncio.ensure_future(c.invoke(target, self.ms, idem=idem, reply="result"))
         if self.cancel_after_s is not None:
             await asyncio.sleep(self.cancel_after_s)
             await (c.kill(self.invocation_id) if self.kill else c.cancel(self.invocation_id))
@@ -586,7 +598,7 @@ class Await(Op):
         target = Target("Waiter", "wait")
         idem = f"wait-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
-        call = asyncio.ensure_future(c.invoke(target, f"t{self.idx}", idem=idem, reply=r.ReplyMode.RESULT))
+        call = asyncio.ensure_future(c.invoke(target, f"t{self.idx}", idem=idem, reply="result"))
         while self.invocation_id not in w.ledger.mailbox and not call.done():
             await asyncio.sleep(0.25)  # the outside system polls for work
         if self.invocation_id in w.ledger.mailbox:
@@ -596,7 +608,7 @@ class Await(Op):
             if self.via_handler:
                 wake_target = Target("Waiter", "wake")
                 arg = {"aid": aid, "value": self.resolved_with}
-                self.answers.append(await c.invoke(wake_target, arg, idem=f"wake-{self.idx}", reply=r.ReplyMode.RESULT))
+                self.answers.append(await c.invoke(wake_target, arg, idem=f"wake-{self.idx}", reply="result"))
             else:
                 self.answers.append(await c.resolve(aid, self.resolved_with))
         self.answers.append(await call)
