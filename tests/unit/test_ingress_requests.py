@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import unbroken as restate
+from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
@@ -65,7 +66,7 @@ def test_a_call_becomes_an_invoke_record_with_a_fresh_id_in_its_keys_partition(s
     assert inv.partition_key == partition_key_for_key("al/ice")
     assert inv.uuid == NOW.to_bytes(6, "big") + FRESH[:10]
     assert rec.random_seed == int.from_bytes(FRESH[FRESH_ID_BYTES:], "big")
-    assert rec.reply == "result" and rec.idempotency_key is None and rec.execute_at_ms == 0
+    assert rec.reply is r.ReplyMode.RESULT and rec.idempotency_key is None and rec.execute_at_ms == 0
     assert rec.headers[0] == j.Header("x-restate-ingress-path", "/Cart/al%2Fice/add")
 
 
@@ -80,7 +81,7 @@ def test_an_idempotent_call_has_the_id_a_handler_would_derive(schemas: Schemas) 
 
 def test_a_workflow_run_has_the_same_id_from_the_ingress_and_from_a_handler(schemas: Schemas) -> None:
     sub = _submit(schemas, "/Signup/user-1/run/send")
-    assert sub.reply == "accepted"
+    assert sub.reply is r.ReplyMode.ACCEPTED
     assert sub.invocation_id == child_invocation_id("inv_x", Target("Signup", "run", "user-1"), HandlerKind.WORKFLOW, None, 1)
     with pytest.raises(HttpError, match="idempotency key with workflow handlers") as err:
         _submit(schemas, "/Signup/user-1/run", headers=[(b"idempotency-key", b"k")])
@@ -120,22 +121,22 @@ def test_awakeable_routes_check_the_id_before_the_body(schemas: Schemas) -> None
         ingress.route_request(ingress.Request("POST", f"/restate/awakeables/{awakeable_id(inv, 1)}/resolve"), schemas)
     with pytest.raises(HttpError, match="resolved with POST"):
         ingress.route_request(ingress.Request("GET", f"/restate/awakeables/{aid}/resolve"), schemas)
-    assert ingress.awakeable_response(route, Reply(9, "ok", str(inv))) == (202, [], b"")
+    assert ingress.awakeable_response(route, Reply(9, a.Accepted(str(inv)))) == (202, [], b"")
     with pytest.raises(HttpError, match="has not created it"):
-        ingress.awakeable_response(route, Reply(9, "not_allocated", str(inv)))
+        ingress.awakeable_response(route, Reply(9, a.NotAllocated(str(inv))))
 
 
 def test_replies_as_http(schemas: Schemas) -> None:
-    value = Reply(1, "result", "inv_a", j.Result(value=b"42"), expires_at_ms=NOW)
+    value = Reply(1, a.Output("inv_a", j.Result(value=b"42"), expires_at_ms=NOW))
     status, headers, body = ingress.reply_response(value, dedup=True) or (0, [], b"")
     assert (status, body) == (200, b"42")
     assert dict(headers)[b"idempotency-expires"] and dict(headers)[b"content-type"] == b"application/json"
     assert b"idempotency-expires" not in dict((ingress.reply_response(value, dedup=False) or (0, [], b""))[1])
-    failed = ingress.reply_response(Reply(1, "result", "inv_a", j.Result(failure=j.Failure(418, "teapot"))), False)
+    failed = ingress.reply_response(Reply(1, a.Output("inv_a", j.Result(failure=j.Failure(418, "teapot")))), False)
     assert failed is not None and failed[0] == 418 and b'"message":"teapot"' in failed[2]
-    accepted = ingress.reply_response(Reply(1, "previously_accepted", "inv_a"), False)
+    accepted = ingress.reply_response(Reply(1, a.PreviouslyAccepted("inv_a")), False)
     assert accepted is not None and accepted[0] == 202 and b"PreviouslyAccepted" in accepted[2]
-    assert ingress.reply_response(Reply(1, "gone"), False) is None
+    assert ingress.reply_response(Reply(1, a.Gone()), False) is None
 
 
 def test_path_of_round_trips_through_routing(schemas: Schemas) -> None:
