@@ -120,6 +120,33 @@ async def unserializable(ctx: restate.Context, path: str) -> str:
     return "unreachable"
 
 
+def nested(depth: int) -> list[Any]:
+    """A list nested ``depth`` deep, built without recursion (serializing it recurses)."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@steps.handler()
+async def unserializable_output(ctx: restate.Context, req: dict[str, Any]) -> Any:
+    """Returns a value the output serde cannot serialize (an Opaque, or a list nested too deep)."""
+    note(req["path"], "ran")
+    return nested(100_000) if req["deep"] else Opaque()
+
+
+keeper = restate.VirtualObject("Keeper")
+
+
+@keeper.handler()
+async def keep(ctx: restate.ObjectContext, req: dict[str, Any]) -> str:
+    """``ctx.set`` of a value its serde cannot serialize; the handler must not go on past it."""
+    note(req["path"], "ran")
+    ctx.set("thing", nested(100_000) if req["deep"] else Opaque())
+    note(req["path"], "after set")
+    return "unreachable"
+
+
 @steps.handler()
 async def flaky(ctx: restate.Context, path: str) -> str:
     """``charge`` fails until ``{path}.ok`` exists."""
@@ -167,4 +194,4 @@ async def peek(ctx: restate.ObjectSharedContext) -> Any:
     return await ctx.get("inner")
 
 
-app = restate.app([saga, steps, cyc, mid])
+app = restate.app([saga, steps, cyc, mid, keeper])

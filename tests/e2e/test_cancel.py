@@ -162,6 +162,33 @@ def test_a_run_value_that_cannot_be_serialized_pauses_at_once(srv: Server, tmp_p
     assert lines(notes) == ["made", "made"]
 
 
+# ------------------------------------------------------------------------------- hardening 5
+@pytest.mark.parametrize("deep", [False, True], ids=["opaque", "nested-too-deep"])
+def test_a_handler_output_that_cannot_be_serialized_pauses_at_once(srv: Server, tmp_path: Path, deep: bool) -> None:
+    """No retry fixes it (each would run the handler again): paused after one execution, with a message
+    naming the handler, the type and what would serialize it."""
+    notes = tmp_path / "ran"
+    inv = send(srv, "/Steps/unserializable_output", {"path": str(notes), "deep": deep})
+    wait_until(lambda: status(srv, inv) == "paused", timeout=10, what="the invocation to pause")
+    assert lines(notes) == ["ran"]
+    text = explain(srv, inv)["summary"]
+    assert "the handler Steps/unserializable_output returned" in text, text
+    assert ("type list" if deep else "type cancel_app.Opaque") in text and "output_serde" in text, text
+
+
+@pytest.mark.parametrize("deep", [False, True], ids=["opaque", "nested-too-deep"])
+def test_a_state_value_that_cannot_be_serialized_pauses_at_once(srv: Server, tmp_path: Path, deep: bool) -> None:
+    """``ctx.set`` of such a value: paused at once (not retried for an hour with the key held), the handler
+    not run past the set, a message naming the state key, the type and what would serialize it."""
+    notes = tmp_path / "ran"
+    inv = send(srv, f"/Keeper/{uuid.uuid4().hex}/keep", {"path": str(notes), "deep": deep})
+    wait_until(lambda: status(srv, inv) == "paused", timeout=10, what="the invocation to pause")
+    assert lines(notes) == ["ran"]
+    text = explain(srv, inv)["summary"]
+    assert "ctx.set('thing') of Keeper/keep" in text, text
+    assert ("type list" if deep else "type cancel_app.Opaque") in text and "serde=" in text, text
+
+
 # ------------------------------------------------------------------------------- first-hour 5
 @pytest.fixture(scope="module")
 def dev_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:

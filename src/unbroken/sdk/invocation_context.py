@@ -18,7 +18,7 @@ from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awake
 from unbroken.core.model import HandlerKind
 from unbroken.runtime import faults
 from unbroken.sdk import context as c
-from unbroken.sdk.exceptions import TerminalError
+from unbroken.sdk.exceptions import AttemptEnded, TerminalError
 from unbroken.sdk.futures import (
     CallFuture,
     DurableFuture,
@@ -98,14 +98,19 @@ def _retry_delay_ms(options: c.RunOptions[Any], attempt: int) -> int | None:
     return int(delay)
 
 
-def unserializable_message(name: str, value: object, serde: Serde[Any], exc: Exception, invocation_id: str) -> str:
-    """Why a ``ctx.run`` value cannot be journaled and what to change, for the log, describe and explain."""
+def unserializable_message(
+    what: str, value: object, serde: Serde[Any], exc: BaseException, invocation_id: str, fix: str = "pass serde= to ctx.run"
+) -> str:
+    """Why a value the handler produced (``what``: a ``ctx.run`` step, the handler's output, a ``ctx.set``)
+    cannot be journaled and what to change, for the log, describe and explain."""
     kind = type(value)
     where = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    if isinstance(exc, RecursionError):
+        where += " (nested too deep to serialize)"
     return (
-        f"ctx.run {name!r} returned a value of type {where}, which its serde ({type(serde).__name__}) cannot serialize: return "
+        f"{what} a value of type {where}, which its serde ({type(serde).__name__}) cannot serialize: use "
         "a value it can (for the default JSON serde: None, bool, int, float, str, list, dict, a dataclass, a "
-        "msgspec Struct or a pydantic model) or pass serde= to ctx.run. Paused, the step does not run again by "
+        f"msgspec Struct or a pydantic model, not nested too deep) or {fix}. Paused, it does not run again by "
         f"itself: deploy the fix, then `unbroken invocations resume {invocation_id}` ({safe_repr(exc)})"
     )
 
@@ -224,7 +229,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
 
     def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None) -> None:
         state = self._state_map(write=True)
-        data = pick_serde(serde, None).serialize(value)
+        data = self._state_bytes(name, value, pick_serde(serde, None))
         if len(data) > limits.state_value_bytes_max:
             raise TerminalError(
                 f"state value too large: the value for key {name!r} is {len(data)} bytes, more than the limit "
@@ -233,6 +238,20 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         self.session.command(j.SetStateCommand(name, data))
         state[name] = data
         self.absent.discard(name)
+
+    def _state_bytes(self, name: str, value: Any, serde: Serde[Any]) -> bytes:
+        """``value`` serialized for ``ctx.set``. A value its serde cannot serialize (or nested too deep: a
+        RecursionError) is a programming error no retry fixes: the invocation pauses at once rather than
+        retrying for an hour with the object's key held; the attempt ends here."""
+        try:
+            return serde.serialize(value)
+        except TerminalError:  # a custom serde's own verdict: the handler sees it
+            raise
+        except Exception as exc:
+            what = f"ctx.set({name!r}) of {self.hdef.service}/{self.hdef.name} was given"
+            fix = "pass serde= to ctx.set"
+            self.session.pause(500, unserializable_message(what, value, serde, exc, self.session.start.invocation_id, fix))
+            raise AttemptEnded(f"paused: the value for state key {name!r} cannot be serialized") from None
 
     def clear(self, name: str, entry_name: str | None = None) -> None:
         state = self._state_map(write=True)
@@ -334,7 +353,8 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         except TerminalError as exc:  # a custom serde's own verdict: the step fails for good
             return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         except Exception as exc:
-            self.session.pause(500, unserializable_message(name, value, serde, exc, self.session.start.invocation_id))
+            what = f"ctx.run {name!r} returned"
+            self.session.pause(500, unserializable_message(what, value, serde, exc, self.session.start.invocation_id))
             return None
         try:
             result = value_result(data, f"the value ctx.run {name!r} returned")

@@ -17,7 +17,7 @@ from unbroken.sdk.exceptions import (
     SdkInternalBaseException,
     TerminalError,
 )
-from unbroken.sdk.invocation_context import InvocationContext
+from unbroken.sdk.invocation_context import InvocationContext, unserializable_message
 from unbroken.sdk.replay_logging import current_session
 from unbroken.sdk.serde import SerdeError
 from unbroken.sdk.service import HandlerDef, _ServiceBase
@@ -72,6 +72,20 @@ async def _call_within(session: Session, ctx: InvocationContext, hdef: HandlerDe
         return await (hdef.fn(ctx, _input(hdef, session)) if hdef.takes_input else hdef.fn(ctx))
 
 
+def _output_bytes(session: Session, hdef: HandlerDef, out: Any) -> bytes | None:
+    """The handler's output serialized; None if it cannot be: a programming error no retry fixes (each retry
+    would run the handler again), so the invocation is paused at once with what to change."""
+    try:
+        return hdef.output_serde.serialize(out)
+    except TerminalError:  # a custom serde's own verdict: the invocation fails for good
+        raise
+    except Exception as exc:
+        what = f"the handler {hdef.service}/{hdef.name} returned"
+        fix = "give the handler an output_serde"
+        session.pause(500, unserializable_message(what, out, hdef.output_serde, exc, session.start.invocation_id, fix))
+        return None
+
+
 async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> None:
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
     current_session.set(session)  # this task's own context: restate.getLogger drops lines logged in replay
@@ -82,7 +96,10 @@ async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef
             out = await hdef.fn(ctx, _input(hdef, session))
         else:
             out = await hdef.fn(ctx)
-        result = value_result(hdef.output_serde.serialize(out), f"the output of {hdef.service}/{hdef.name}")
+        data = _output_bytes(session, hdef, out)
+        if data is None:
+            return
+        result = value_result(data, f"the output of {hdef.service}/{hdef.name}")
     except TerminalError as exc:
         result = j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
     except NonDeterminismError as exc:
