@@ -38,9 +38,7 @@ from unbroken.http.asgi import (
 )
 from unbroken.http.wire import check_head
 from unbroken.ingress.routing import Route, parse_route
-from unbroken.runtime import faults
 from unbroken.runtime.engine import Engine
-from unbroken.runtime.entropy import RandomBytes
 
 log = logging.getLogger("unbroken.ingress")
 
@@ -55,7 +53,7 @@ class IngressApp:
     ) -> None:
         self.engine = engine
         self.body_limit = body_limit_bytes
-        self._random = RandomBytes()
+        self._random = engine.entropy  # injected per node: the simulator seeds it
         self.token = token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,6 +128,7 @@ class IngressApp:
             return r.Invoke(invocation_id, target, body, headers, idem, execute_at, request_id, reply_kind, seed)
 
         reply = await self.engine.request(record, _client_gone(receive), bounded=True)
+        self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
         await _answer(send, reply, dedup=idem is not None, content_type=route.handler.content_type)
 
     def _new_id(self, target: Target, kind: HandlerKind | None, idem: str | None) -> str:
@@ -150,6 +149,7 @@ class IngressApp:
         reply = await self.engine.request(
             lambda rid: r.Attach(invocation_id, wait, rid), _client_gone(receive), bounded=True
         )
+        self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
         await _answer(send, reply, dedup=True)
 
     # ---------------------------------------------------------------------------- awakeables
@@ -172,6 +172,7 @@ class IngressApp:
         if reply.kind == "not_found":
             raise HttpError(404, f"awakeable '{route.awakeable_id}' not found: its invocation does not exist")
         if reply.kind in ("store_failed", "unavailable", "gone"):
+            self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
             await _answer(send, reply, dedup=False)
             return
         await respond(send, 202)
@@ -281,7 +282,6 @@ async def _error(
 
 async def _answer(send: Send, reply: Reply, dedup: bool, content_type: str = "application/json") -> None:
     """Turn a Reply into Restate's HTTP answer."""
-    faults.point("ingress.before_reply")  # what the reply says is committed; the caller has not heard it
     inv = reply.invocation_id or ""
     match reply.kind:
         case "result":

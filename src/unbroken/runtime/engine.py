@@ -29,16 +29,19 @@ from unbroken.core.model import Schemas
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
+from unbroken.runtime.entropy import RandomBytes
+from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.invoker import Invoker
 from unbroken.runtime.processor import Processor
 from unbroken.runtime.timers import TimerService
 
 log = logging.getLogger("unbroken.engine")
 
-# How the engine builds its processor: the writer thread in production, a simulated one in the simulator
-# (``unbroken.testing.sim``), which drives the same ``Processor._apply_batch`` from the event loop.
+# How the engine builds its processor: the production batch loop everywhere; the simulator
+# (``unbroken.testing.sim``) gives it a virtual-time committer instead of the writer thread.
 ProcessorFactory = Callable[
-    [Store, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None]], Processor
+    [Store, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None], FaultPoints],
+    Processor,
 ]
 
 
@@ -67,19 +70,24 @@ class Engine:
         clock: Clock,
         options: EngineOptions | None = None,
         on_log: Callable[[str, str], None] | None = None,
-        processor_factory: ProcessorFactory = Processor,
+        processor_factory: ProcessorFactory | None = None,
+        faults: FaultPoints | None = None,
+        entropy: RandomBytes | None = None,
     ) -> None:
         self.store = store
         self.schemas = schemas
         self.clock = clock
         self.options = options or EngineOptions()
         self.loop = asyncio.get_running_loop()
-        self.processor = processor_factory(store, lambda: self.schemas, clock, self.loop, self._run_actions)
+        self.faults = faults if faults is not None else FaultPoints()
+        self.entropy = entropy if entropy is not None else RandomBytes()  # ids of new invocations
+        factory = processor_factory or _production_processor
+        self.processor = factory(store, lambda: self.schemas, clock, self.loop, self._run_actions, self.faults)
         self.invoker = Invoker(
             transport, self.processor, clock, self.options.inactivity_timeout_ms, self.options.dev,
-            schemas=lambda: self.schemas,
+            schemas=lambda: self.schemas, faults=self.faults,
         )  # fmt: skip
-        self.timers = TimerService(clock, self.processor.submit, store.timers_after)
+        self.timers = TimerService(clock, self.processor.submit, store.timers_after, faults=self.faults)
         self._waiters = _Waiters()
         self._request_ids = itertools.count(1)
         self._on_log = on_log
@@ -124,7 +132,7 @@ class Engine:
             self._cleaner.cancel()
         self.timers.stop()
         self.invoker.abort_all()
-        await asyncio.to_thread(self.processor.stop)
+        await self.processor.aclose()
 
     async def _clean_periodically(self) -> None:
         while True:
@@ -235,6 +243,13 @@ class Engine:
             self._reply(
                 a.Reply(request_id, "result", done.invocation_id, done.result, done.expires_at_ms)
             )
+
+
+def _production_processor(
+    store: Store, schemas: Callable[[], Schemas], clock: Clock, loop: asyncio.AbstractEventLoop,
+    on_actions: Callable[[list[a.Action]], None], faults: FaultPoints,
+) -> Processor:  # fmt: skip
+    return Processor(store, schemas, clock, loop, on_actions, faults=faults)
 
 
 def _failure(code: int, message: str) -> Result:

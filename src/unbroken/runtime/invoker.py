@@ -13,8 +13,8 @@ from unbroken.core.durations import format_duration
 from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, Result, command_name
 from unbroken.core.model import Invocation, Schemas
 from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTransport
-from unbroken.runtime import faults
 from unbroken.runtime.clock import Clock
+from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.processor import Processor
 
 log = logging.getLogger("unbroken.dev")
@@ -95,7 +95,7 @@ def _describe(command: Command) -> str:
 class Invoker:
     def __init__(
         self, transport: HandlerTransport, processor: Processor, clock: Clock, inactivity_timeout_ms: int,
-        dev: bool = False, schemas: Callable[[], Schemas] | None = None,
+        dev: bool = False, schemas: Callable[[], Schemas] | None = None, faults: FaultPoints | None = None,
     ) -> None:
         self.sink_class = _DevSink if dev else _Sink
         self.transport = transport
@@ -103,6 +103,7 @@ class Invoker:
         self.clock = clock
         self.inactivity_timeout_ms = inactivity_timeout_ms
         self.schemas = schemas
+        self.faults = faults if faults is not None else FaultPoints()
         self.running: dict[str, _Running] = {}
         self._loop = asyncio.get_running_loop()
 
@@ -127,7 +128,7 @@ class Invoker:
             inactivity_timeout_ms=self._inactivity_timeout_ms(inv),
             idempotency_key=inv.idempotency_key,
         )
-        faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
+        self.faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
         entry = _Running(inv.attempts, None)
         self.running[inv.id] = entry
         if self.sink_class is _DevSink:

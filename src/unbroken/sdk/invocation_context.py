@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random as _random
-import time as _time
 import traceback
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,6 @@ from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
 from unbroken.core.model import HandlerKind
-from unbroken.runtime import faults
 from unbroken.sdk import context as c
 from unbroken.sdk.exceptions import TerminalError
 from unbroken.sdk.futures import (
@@ -125,10 +123,14 @@ def _headers(headers: dict[str, str] | None) -> list[j.Header]:
 class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
     """Implements every context type; what a handler may call is checked against its kind."""
 
-    def __init__(self, session: Session, hdef: HandlerDef, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, session: Session, hdef: HandlerDef, clock: Callable[[], int],
+        fault_point: Callable[[str], None] = lambda name: None,
+    ) -> None:  # fmt: skip
         self.session = session
         self.hdef = hdef
-        self.clock = clock
+        self.clock = clock  # the node's (milliseconds): virtual in the simulator
+        self.fault_point = fault_point  # the node's fault points (runtime/faults.py), injected
         start = session.start
         self.state = dict(start.state) if start.state is not None else None
         self._random: _random.Random | None = None  # seeded on first use: most handlers never ask
@@ -175,7 +177,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         return _uuid.UUID(int=self.random().getrandbits(128), version=4)
 
     def time(self) -> c.RestateDurableFuture[float]:
-        return self.run("timestamp", _time.time)
+        return self.run("timestamp", lambda: self.clock() / 1000)  # the node's clock, injected
 
     # ------------------------------------------------------------------------------- state
     def _state_map(self, write: bool) -> dict[str, bytes]:
@@ -293,7 +295,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         else:
             result = self._run_value(cid, name, value, serde)
         if result is not None and not s.ended:
-            faults.point("sdk.run.before_propose")  # the action ran, its result is not durable yet
+            self.fault_point("sdk.run.before_propose")  # the action ran, its result is not durable yet
             s.sink.propose_run(cid, result)
 
     def _run_value(self, cid: int, name: str, value: Any, serde: Serde[Any]) -> j.Result | None:

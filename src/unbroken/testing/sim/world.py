@@ -26,6 +26,7 @@ from unbroken.core import records as r
 from unbroken.core.journal import Notification, Result, RunCommand
 from unbroken.core.model import HandlerKind, RetryPolicy, Schemas
 from unbroken.runtime.engine import Engine, EngineOptions
+from unbroken.runtime.faults import FaultPoints
 from unbroken.sdk.app import App
 from unbroken.sdk.exceptions import TerminalError
 from unbroken.sdk.local import LocalTransport
@@ -99,7 +100,8 @@ class World:
         self.inactivity_timeout_ms = setup.choice([200, 1_000, 5_000, 60_000])
         self.schemas = _schemas(app, self.inactivity_timeout_ms)
         self.app = app
-        self.transport = LocalTransport(app.services, self.clock.now_ms)
+        self.fault_points = FaultPoints()  # the production fault points, none armed
+        self.transport = LocalTransport(app.services, self.clock.now_ms, fault_point=self.fault_points.point)
         self.options = EngineOptions(inactivity_timeout_ms=self.inactivity_timeout_ms)
         self.engine: Engine | None = None
         self.epoch = 0
@@ -171,8 +173,9 @@ class World:
     def _build_engine(self) -> Engine:
         factory = functools.partial(SimProcessor, self)
         engine = Engine(
-            self.store, self.schemas, self.transport, self.clock, self.options, processor_factory=factory
-        )
+            self.store, self.schemas, self.transport, self.clock, self.options, processor_factory=factory,
+            faults=self.fault_points,
+        )  # fmt: skip
         engine.start()
         return engine
 
