@@ -26,14 +26,14 @@ class App:
             names.add(svc.name)
             self.services.append(svc)
         self.options = options
-        self._node: Any = None  # the embedded engine when an ASGI server runs this App (sdk/asgi.py)
+        self._node: Any = None  # the embedded engine when an ASGI server runs this App (unbroken/embedded.py)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """ASGI: ``hypercorn.asyncio.serve(app, conf)`` or ``uvicorn module:app`` run the engine and ingress."""
         if self._node is None:
-            from unbroken.sdk.asgi import EmbeddedNode
+            from unbroken.sdk.asgi import embedded_node
 
-            self._node = EmbeddedNode(self)
+            self._node = embedded_node(self)
         await self._node(scope, receive, send)
 
     def schemas(self, defaults: RetryPolicy, inactivity_timeout_ms: int, abort_timeout_ms: int,

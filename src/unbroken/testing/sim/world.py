@@ -1,9 +1,10 @@
 """One simulated world: the real engine on the virtual loop, its crashes and restarts, and the ledgers the
 invariants are checked against (kept here, *outside* the engine).
 
-The engine is the production one: ``runtime.engine.Engine`` (invoker, timers, action execution, reply
-futures) with the in-process SDK (``sdk.local.LocalTransport``: real sessions running real handler
-coroutines), the pure state machine, and :class:`~unbroken.testing.sim.processor.SimProcessor` in place
+The engine is the production one, built by the production wiring (``unbroken.wiring.build``): the
+engine (invoker, timers, action execution, reply futures), the batch loop (``runtime.processor``), the
+in-process SDK (``sdk.local.LocalTransport``: real sessions running real handler coroutines) and the pure
+state machine, with the virtual clock and :class:`~unbroken.testing.sim.processor.SimCommitter` in place
 of the writer thread. A crash drops everything in memory — the processor's queue and undelivered actions,
 sessions and their tasks, the timer heap, the callers' reply futures (their connection breaks) — and a
 new engine is built from the store after a downtime, exactly as ``unbroken serve`` starting on an existing
@@ -29,10 +30,10 @@ from unbroken.runtime.engine import Engine, EngineOptions
 from unbroken.runtime.faults import FaultPoints
 from unbroken.sdk.app import App
 from unbroken.sdk.exceptions import TerminalError
-from unbroken.sdk.local import LocalTransport
 from unbroken.testing.sim.faults import FaultPlan, InjectedHandlerError, InjectedStorageError, stream
 from unbroken.testing.sim.loop import OWNER, LoopClock, VirtualEventLoop
 from unbroken.testing.sim.processor import Created, Event, Finished, RunDurable, SimProcessor, SimStore
+from unbroken.wiring import Parts, build, local_transport
 
 
 class ConnectionLost(ConnectionError):
@@ -100,8 +101,11 @@ class World:
         self.inactivity_timeout_ms = setup.choice([200, 1_000, 5_000, 60_000])
         self.schemas = _schemas(app, self.inactivity_timeout_ms)
         self.app = app
-        self.fault_points = FaultPoints()  # the production fault points, none armed
-        self.transport = LocalTransport(app.services, self.clock.now_ms, fault_point=self.fault_points.point)
+        # the node's parts, as ``unbroken serve`` wires them but virtual: the clock, the commit, no armed faults
+        self.parts = Parts(
+            clock=self.clock, faults=FaultPoints(), processor_factory=functools.partial(SimProcessor, self)
+        )
+        self.transport = local_transport(app, self.parts)
         self.options = EngineOptions(inactivity_timeout_ms=self.inactivity_timeout_ms)
         self.engine: Engine | None = None
         self.epoch = 0
@@ -171,11 +175,7 @@ class World:
         self.trace(f"engine #{self.epoch} started")
 
     def _build_engine(self) -> Engine:
-        factory = functools.partial(SimProcessor, self)
-        engine = Engine(
-            self.store, self.schemas, self.transport, self.clock, self.options, processor_factory=factory,
-            faults=self.fault_points,
-        )  # fmt: skip
+        engine = build(self.schemas, self.store, self.transport, self.parts, self.options)
         engine.start()
         return engine
 
