@@ -173,7 +173,7 @@ def _run(
     if config.dev:
         _print_dev_banner(app_spec, config)
 
-    from unbroken.runtime.server import serve
+    from unbroken.server import serve
 
     try:
         serve(app, config)

@@ -1,4 +1,7 @@
-"""``unbroken serve``: engine + ingress + admin + in-process handlers in one process, on SQLite."""
+"""``unbroken serve``: engine + ingress + admin + in-process handlers in one process, on SQLite.
+
+Part of the composition root (above every layer): it wires the ingress and the admin API to the node
+``unbroken.wiring`` builds."""
 
 from __future__ import annotations
 
@@ -15,18 +18,15 @@ import orjson
 import uvicorn
 
 from unbroken.admin.app import AdminApp
-from unbroken.admin.services import apply_overrides, load_overrides
 from unbroken.config import Config
 from unbroken.core.ids import deployment_id
-from unbroken.core.model import RetryPolicy
 from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
-from unbroken.runtime.clock import SystemClock
-from unbroken.runtime.engine import Engine, EngineOptions
+from unbroken.runtime.engine import Engine
 from unbroken.sdk.app import App
-from unbroken.sdk.local import LocalTransport
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
+from unbroken.wiring import build_from_config
 
 log = logging.getLogger("unbroken")
 
@@ -68,28 +68,8 @@ def _setup_logging(config: Config) -> None:
 
 
 def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
-    clock = SystemClock()
-    store = SqliteStore(config.data_dir, fsync=config.fsync)
-    defaults = RetryPolicy(
-        config.retry_initial_interval_ms, config.retry_exponentiation_factor, config.retry_max_interval_ms,
-        config.retry_max_attempts, config.retry_on_max_attempts,
-    )  # fmt: skip
-    schemas = app.schemas(
-        defaults, config.inactivity_timeout_ms, config.abort_timeout_ms, config.idempotency_retention_ms,
-        config.workflow_completion_retention_ms, config.journal_retention_ms,
-    )  # fmt: skip
-    schemas = apply_overrides(schemas, load_overrides(config.data_dir))  # PATCH /services changes
-    transport = LocalTransport(app.services, clock.now_ms, asyncio.get_running_loop())
-    dev_log = logging.getLogger("unbroken.dev")
-
-    def on_log(invocation_id: str, message: str) -> None:
-        dev_log.info("%s %s", invocation_id, message)
-
-    options = EngineOptions(
-        inactivity_timeout_ms=config.inactivity_timeout_ms, clean_interval_ms=config.cleanup_interval_ms, dev=config.dev
-    )
-    engine = Engine(store, schemas, transport, clock, options, on_log if config.dev else None)
-    return engine, store
+    """The node of ``app`` on its SQLite data dir (``unbroken.wiring``: the one place nodes are built)."""
+    return build_from_config(app, config)
 
 
 async def run(app: App, config: Config, started: asyncio.Event | None = None) -> None:
