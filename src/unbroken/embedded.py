@@ -15,7 +15,7 @@ import logging
 
 from unbroken.config import load_config
 from unbroken.ingress.app import IngressApp
-from unbroken.runtime.engine import Engine
+from unbroken.runtime.node import Node
 from unbroken.sdk.app import App
 from unbroken.sdk.asgi import Receive, Scope, Send
 from unbroken.storage.sqlite import SqliteStore
@@ -29,7 +29,7 @@ class EmbeddedNode:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.engine: Engine | None = None
+        self.engine: Node | None = None
         self.store: SqliteStore | None = None
         self.ingress: IngressApp | None = None
         self._lock = asyncio.Lock()

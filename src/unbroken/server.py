@@ -22,7 +22,7 @@ from unbroken.config import Config
 from unbroken.core.ids import deployment_id
 from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
-from unbroken.runtime.engine import Engine
+from unbroken.runtime.node import Node
 from unbroken.sdk.app import App
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
@@ -67,7 +67,7 @@ def _setup_logging(config: Config) -> None:
     logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
 
 
-def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
+def build_engine(app: App, config: Config) -> tuple[Node, SqliteStore]:
     """The node of ``app`` on its SQLite data dir (``unbroken.wiring``: the one place nodes are built)."""
     return build_from_config(app, config)
 

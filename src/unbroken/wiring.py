@@ -21,9 +21,9 @@ from unbroken.core.model import RetryPolicy, Schemas
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock, SystemClock
-from unbroken.runtime.engine import Engine, EngineOptions, ProcessorFactory
 from unbroken.runtime.entropy import RandomBytes
 from unbroken.runtime.faults import FaultPoints
+from unbroken.runtime.node import EngineOptions, Node, ProcessorFactory
 from unbroken.sdk.app import App
 from unbroken.sdk.local import LocalTransport
 from unbroken.storage.sqlite import SqliteStore
@@ -37,16 +37,18 @@ class Parts:
     entropy: RandomBytes = field(default_factory=RandomBytes)
     faults: FaultPoints = field(default_factory=FaultPoints.from_env)
     processor_factory: ProcessorFactory | None = None  # None: the writer thread (production)
+    partitions: int = 1  # the node leads them all (one on SQLite: one writer connection)
 
 
 def build(
     schemas: Schemas, store: Store, transport: HandlerTransport, parts: Parts, options: EngineOptions | None = None,
     on_log: Callable[[str, str], None] | None = None,
-) -> Engine:  # fmt: skip
-    """A node (not started) over ``store``: its processor, invoker, timers and waiting callers."""
-    return Engine(
+) -> Node:  # fmt: skip
+    """A node (not started) over ``store``: its partitions (each its batch loop, invoker, timers and
+    waiting callers) and the routing between them."""
+    return Node(
         store, schemas, transport, parts.clock, options, on_log, processor_factory=parts.processor_factory,
-        faults=parts.faults, entropy=parts.entropy,
+        faults=parts.faults, entropy=parts.entropy, partitions=parts.partitions,
     )  # fmt: skip
 
 
@@ -68,7 +70,7 @@ def app_schemas(app: App, config: Config) -> Schemas:
     return apply_overrides(schemas, load_overrides(config.data_dir))
 
 
-def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Engine, SqliteStore]:
+def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Node, SqliteStore]:
     """The node ``unbroken serve`` and an ASGI-served App run: SQLite in the data dir, in-process handlers."""
     parts = parts or Parts()
     store = SqliteStore(config.data_dir, fsync=config.fsync)
@@ -82,4 +84,6 @@ def build_from_config(app: App, config: Config, parts: Parts | None = None) -> t
         inactivity_timeout_ms=config.inactivity_timeout_ms, clean_interval_ms=config.cleanup_interval_ms,
         dev=config.dev,
     )  # fmt: skip
-    return build(app_schemas(app, config), store, transport, parts, options, on_log if config.dev else None), store
+    return build(
+        app_schemas(app, config), store, transport, parts, options, on_log if config.dev else None
+    ), store

@@ -43,7 +43,7 @@ from unbroken.http.asgi import (
     respond_json,
 )
 from unbroken.http.wire import check_head
-from unbroken.runtime.engine import Engine
+from unbroken.runtime.node import Node
 
 log = logging.getLogger("unbroken.admin")
 
@@ -86,7 +86,7 @@ class AdminApp:
     ``data_dir`` holds its own file (``service_overrides.json``)."""
 
     def __init__(
-        self, engine: Engine, reads: ReadModel, data_dir: str, deployment_id: str, ingress_url: str, *,
+        self, engine: Node, reads: ReadModel, data_dir: str, deployment_id: str, ingress_url: str, *,
         body_limit_bytes: int = BODY_LIMIT_BYTES, token: str | None = None,
     ) -> None:  # fmt: skip
         self.engine = engine

@@ -38,7 +38,7 @@ from unbroken.http.asgi import (
 )
 from unbroken.http.wire import check_head
 from unbroken.ingress.routing import Route, parse_route
-from unbroken.runtime.engine import Engine
+from unbroken.runtime.node import Node
 
 log = logging.getLogger("unbroken.ingress")
 
@@ -49,7 +49,7 @@ _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 class IngressApp:
     def __init__(
-        self, engine: Engine, body_limit_bytes: int = limits.request_body_bytes_max, token: str | None = None
+        self, engine: Node, body_limit_bytes: int = limits.request_body_bytes_max, token: str | None = None
     ) -> None:
         self.engine = engine
         self.body_limit = body_limit_bytes

@@ -28,7 +28,7 @@ from unbroken.testing.sim.world import World
 def quiescent(w: World) -> bool:
     """Nothing left to do: every invocation completed, no timer, nothing queued."""
     engine = w.engine
-    if engine is None or engine.processor.pending():  # type: ignore[attr-defined]
+    if engine is None or any(p.processor.pending() for p in engine.partitions):  # type: ignore[attr-defined]
         return False
     if w.store.timer_rows:
         return False

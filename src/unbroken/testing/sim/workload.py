@@ -240,7 +240,8 @@ class Client:
             except ConnectionLost:
                 await asyncio.sleep(w.client_rng.uniform(0.05, 1.5))
                 continue
-            if reply.kind == "error":  # the engine answered 500: retry like a client would
+            # the engine answered 500, or 503 (a partition stopping: Retry-After): retry like a client would
+            if reply.kind in ("error", "unavailable"):
                 await asyncio.sleep(w.client_rng.uniform(0.05, 1.5))
                 continue
             return reply

@@ -8,7 +8,7 @@ state machine, with the virtual clock and :class:`~unbroken.testing.sim.processo
 of the writer thread. A crash drops everything in memory — the processor's queue and undelivered actions,
 sessions and their tasks, the timer heap, the callers' reply futures (their connection breaks) — and a
 new engine is built from the store after a downtime, exactly as ``unbroken serve`` starting on an existing
-data dir does (``Engine.start``: re-arm the stored timers, ``Recover`` the running invocations).
+data dir does (``Node.start``: re-arm the stored timers, ``Recover`` the running invocations).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.journal import Notification, Result, RunCommand
 from unbroken.core.model import HandlerKind, RetryPolicy, Schemas
-from unbroken.runtime.engine import Engine, EngineOptions
 from unbroken.runtime.faults import FaultPoints
+from unbroken.runtime.node import EngineOptions, Node
 from unbroken.sdk.app import App
 from unbroken.sdk.exceptions import TerminalError
 from unbroken.testing.sim.faults import FaultPlan, InjectedHandlerError, InjectedStorageError, stream
@@ -107,7 +107,7 @@ class World:
         )
         self.transport = local_transport(app, self.parts)
         self.options = EngineOptions(inactivity_timeout_ms=self.inactivity_timeout_ms)
-        self.engine: Engine | None = None
+        self.engine: Node | None = None
         self.epoch = 0
         self.crashes = 0
         self.restarts = 0
@@ -174,7 +174,7 @@ class World:
         self.engine = ctx.run(self._build_engine)
         self.trace(f"engine #{self.epoch} started")
 
-    def _build_engine(self) -> Engine:
+    def _build_engine(self) -> Node:
         engine = build(self.schemas, self.store, self.transport, self.parts, self.options)
         engine.start()
         return engine
@@ -190,7 +190,7 @@ class World:
         self._exit(engine)
 
     async def graceful_restart(self) -> None:
-        """SIGTERM: ``Engine.stop()`` (sessions aborted, the processor drains its queue), the process
+        """SIGTERM: ``Node.stop()`` (sessions aborted, the processor drains its queue), the process
         exits, a new one starts after a downtime."""
         engine = self.engine
         if engine is None:
@@ -201,16 +201,18 @@ class World:
         await engine.stop()
         self._exit(engine)
 
-    def _exit(self, engine: Engine) -> None:
+    def _exit(self, engine: Node) -> None:
         """The process is gone: whatever the old engine still had in memory dies with it."""
-        processor = engine.processor
-        assert isinstance(processor, SimProcessor)
-        processor.kill()
-        futures = list(engine._waiters.futures.values())
-        engine._waiters.futures.clear()
-        engine._waiters.by_invocation.clear()
-        engine.timers.stop()
-        engine.invoker.abort_all()  # sessions end: nothing they do reaches anything any more
+        futures: list[asyncio.Future[a.Reply]] = []
+        for partition in engine.partitions:
+            processor = partition.processor
+            assert isinstance(processor, SimProcessor)
+            processor.kill()
+            futures += partition._waiters.futures.values()
+            partition._waiters.futures.clear()
+            partition._waiters.by_invocation.clear()
+            partition.timers.stop()
+            partition.invoker.abort_all()  # sessions end: nothing they do reaches anything any more
         self.loop.cancel_owned_by(self.epoch)  # handler tasks, ctx.run tasks, the processor, the cleaner
         for fut in futures:
             if not fut.done():

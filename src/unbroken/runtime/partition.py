@@ -1,8 +1,12 @@
-"""The engine: wires the processor, the invoker, the timers, and the waiting callers together.
+"""A partition processor: the batch loop, the invoker, the timers and the waiting callers of the
+invocations whose partition key it owns (``runtime/node.py`` routes records and actions to it).
 
-Everything here runs on the event loop thread except the processor's writer thread. Actions arrive from
-the processor in commit order and are executed in that order, which is what makes registering a waiter
-(``AwaitCompletion``) and answering it (``Completed``) race-free.
+Leadership: ``start`` recovers (submits ``Recover`` for its running invocations) and loads its timer
+window, then processes; ``stop`` answers its waiting callers 503 (the node is going away: they retry
+elsewhere or later), aborts its attempts and drains its queue. Everything here runs on the event loop thread
+except the processor's writer thread. Actions arrive from the processor in commit order and are executed in
+that order, which is what makes registering a waiter (``AwaitCompletion``) and answering it (``Completed``)
+race-free.
 
 Health (``health()``, shown by both health endpoints): the processor's store failing, or the partition
 stopped after an invariant broke twice. While either holds, new requests are refused at once (503 with
@@ -14,7 +18,7 @@ before its record was applied has it withdrawn (never acknowledged, so nothing i
 from __future__ import annotations
 
 import asyncio
-import itertools
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,16 +30,16 @@ from unbroken.core import records as r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.journal import Failure, Result
 from unbroken.core.model import Schemas
-from unbroken.core.storage import Store
+from unbroken.core.storage import Store, Timer
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
-from unbroken.runtime.entropy import RandomBytes
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.invoker import Invoker
 from unbroken.runtime.processor import Processor
 from unbroken.runtime.timers import TimerService
 
 log = logging.getLogger("unbroken.engine")
+Owns = Callable[[str], bool]  # does this partition own the invocation with this id
 
 # How the engine builds its processor: the production batch loop everywhere; the simulator
 # (``unbroken.testing.sim``) gives it a virtual-time committer instead of the writer thread.
@@ -61,43 +65,50 @@ class _Waiters:
     watching: bool = False
 
 
-class Engine:
+class Partition:
+    """One partition processor. ``owns`` (None: every invocation) says which invocations are its own:
+    it recovers those and loads their timers when it becomes leader. ``route`` (None: run them here) takes
+    the actions its batches produced when several partitions share the node, so that each reaches the
+    partition holding the attempt or the waiting caller it is for."""
+
     def __init__(
         self,
         store: Store,
-        schemas: Schemas,
+        schemas: Callable[[], Schemas],
         transport: HandlerTransport,
         clock: Clock,
-        options: EngineOptions | None = None,
+        options: EngineOptions,
+        faults: FaultPoints,
         on_log: Callable[[str, str], None] | None = None,
         processor_factory: ProcessorFactory | None = None,
-        faults: FaultPoints | None = None,
-        entropy: RandomBytes | None = None,
+        owns: Owns | None = None,
+        route: Callable[[Partition, list[a.Action]], None] | None = None,
+        index: int = 0,
     ) -> None:
+        self.index = index
         self.store = store
         self.schemas = schemas
-        self.clock = clock
-        self.options = options or EngineOptions()
+        self.options = options
         self.loop = asyncio.get_running_loop()
-        self.faults = faults if faults is not None else FaultPoints()
-        self.entropy = entropy if entropy is not None else RandomBytes()  # ids of new invocations
+        self.owns = owns
+        self._route = route
         factory = processor_factory or _production_processor
-        self.processor = factory(store, lambda: self.schemas, clock, self.loop, self._run_actions, self.faults)
+        self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
         self.invoker = Invoker(
-            transport, self.processor, clock, self.options.inactivity_timeout_ms, self.options.dev,
-            schemas=lambda: self.schemas, faults=self.faults,
+            transport, self.processor, clock, options.inactivity_timeout_ms, options.dev, schemas=schemas,
+            faults=faults,
         )  # fmt: skip
-        self.timers = TimerService(clock, self.processor.submit, store.timers_after, faults=self.faults)
+        scan = store.timers_after if owns is None else functools.partial(_own_timers, store, owns)
+        self.timers = TimerService(clock, self.processor.submit, scan, faults=faults)
         self._waiters = _Waiters()
-        self._request_ids = itertools.count(1)
         self._on_log = on_log
         self._cleaner: asyncio.Task[None] | None = None
         self.processor.on_violation = self._recover
         self.processor.on_store_failing = self._watch_clients
 
-    # ------------------------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------------------------ leadership
     def start(self) -> None:
-        """Recover from storage (running invocations restart, timers re-arm), then process."""
+        """Become leader: recover from storage (running invocations restart, timers re-arm), then process."""
         self.processor.start()
         self._load_from_store()
         self._cleaner = self.loop.create_task(self._clean_periodically())
@@ -105,10 +116,12 @@ class Engine:
     def _load_from_store(self) -> None:
         self.timers.load()  # the earliest ones; the others are read when these have fired
         recovering = self.store.running_invocation_ids()
+        if self.owns is not None:
+            recovering = [invocation_id for invocation_id in recovering if self.owns(invocation_id)]
         for invocation_id in recovering:
             self.processor.submit(r.Recover(invocation_id))
         if recovering:
-            log.info("recovering %d running invocations", len(recovering))
+            log.info("partition %d: recovering %d running invocations", self.index, len(recovering))
 
     def _recover(self, message: str) -> None:
         """Crash-only, in process: an invariant broke and the batch rolled back. Drop what memory holds
@@ -117,22 +130,28 @@ class Engine:
         self.timers.reset()
         if self.processor.halted is not None:
             log.critical("engine stopped: %s", message)
-            for request_id in list(self._waiters.futures):  # nothing will answer them now
-                self._reply(a.Reply(request_id, "unavailable", result=_failure(503, message)))
+            self._fail_waiters(message)  # nothing will answer them now
             return
         log.warning("recovering from storage after: %s", message)
         self._load_from_store()
 
     def health(self) -> str | None:
-        """Why the engine cannot serve now (None: healthy)."""
+        """Why the partition cannot serve now (None: healthy)."""
         return self.processor.halted or self.processor.store_error
 
     async def stop(self) -> None:
+        """Give up leadership: attempts end, what is queued is committed, waiting callers get 503."""
         if self._cleaner is not None:
             self._cleaner.cancel()
         self.timers.stop()
         self.invoker.abort_all()
         await self.processor.aclose()
+        self._fail_waiters(f"partition {self.index} stopped: the server is shutting down; retry later")
+
+    def _fail_waiters(self, message: str) -> None:
+        for request_id in list(self._waiters.futures):
+            self._reply(a.Reply(request_id, "unavailable", result=_failure(503, message)))
+        self._waiters.by_invocation.clear()
 
     async def _clean_periodically(self) -> None:
         while True:
@@ -140,34 +159,25 @@ class Engine:
             self.processor.submit(r.CleanExpired())
 
     # ------------------------------------------------------------------------------------ requests
-    def new_request_id(self) -> int:
-        return next(self._request_ids)
-
     def request(
-        self, make: Callable[[int], r.Record], client_gone: Callable[[], Awaitable[object]] | None = None,
-        bounded: bool = False,
+        self, request_id: int, record: r.Record, client_gone: Callable[[], Awaitable[object]] | None = None,
     ) -> asyncio.Future[a.Reply]:  # fmt: skip
-        """Submit a record that answers with a Reply; returns the future of that reply.
-
-        ``bounded`` (the ingress): refused with :class:`EngineUnavailable` while the store fails or a bound
-        is reached. ``client_gone`` completes when the caller leaves; if that happens while the store fails
-        and the record is still queued, it is withdrawn and the future answers ``gone``.
-        """
-        self._admit(bounded)
-        request_id = next(self._request_ids)
+        """Submit ``record``, which answers ``request_id`` with a Reply; returns the future of that reply."""
         fut: asyncio.Future[a.Reply] = self.loop.create_future()
         self._waiters.futures[request_id] = fut
         if client_gone is not None:
             self._waiters.clients[request_id] = client_gone
-        self.processor.submit(make(request_id))
+        self.processor.submit(record)
         return fut
 
-    def _admit(self, bounded: bool) -> None:
+    def admit(self, bounded: bool) -> None:
+        """Raise :class:`EngineUnavailable` if a request cannot be taken now (``bounded``: an ingress one,
+        refused while the store fails or a bound is reached; admin ones must get through meanwhile)."""
         processor = self.processor
         if processor.halted is not None:
             raise EngineUnavailable(processor.halted, retry_after_s=limits.retry_after_s)
         if not bounded:
-            return  # admin requests (kill, cancel) must get through while the store fails
+            return
         if processor.store_error is not None:
             raise EngineUnavailable(f"{processor.store_error}; retry later", retry_after_s=limits.retry_after_s)
         if processor.queued() >= limits.records_queued_max:
@@ -180,6 +190,9 @@ class Engine:
                 f"overloaded: {limits.reply_waiters_max} callers are waiting; retry later",
                 retry_after_s=limits.retry_after_s,
             )
+
+    def waits_for(self, request_id: int) -> bool:
+        return request_id in self._waiters.futures
 
     def _watch_clients(self) -> None:
         """The store started failing: watch every waiting HTTP caller, to withdraw the records of those
@@ -200,7 +213,13 @@ class Engine:
         self._waiters.clients.pop(request_id, None)
 
     # ------------------------------------------------------------------------------------ actions
-    def _run_actions(self, actions: list[a.Action]) -> None:
+    def _committed(self, actions: list[a.Action]) -> None:
+        if self._route is None:
+            self.run_actions(actions)
+        else:
+            self._route(self, actions)
+
+    def run_actions(self, actions: list[a.Action]) -> None:
         for action in actions:
             try:
                 self._run_action(action)
@@ -243,6 +262,18 @@ class Engine:
             self._reply(
                 a.Reply(request_id, "result", done.invocation_id, done.result, done.expires_at_ms)
             )
+
+
+def _own_timers(store: Store, owns: Owns, after: tuple[int, int] | None, limit: int) -> list[Timer]:
+    """``store.timers_after`` restricted to this partition's invocations (scans on past the others')."""
+    out: list[Timer] = []
+    while len(out) < limit:
+        rows = store.timers_after(after, limit)
+        out += [timer for timer in rows if owns(timer.invocation_id)]
+        if len(rows) < limit:
+            break
+        after = (rows[-1].fire_at_ms, rows[-1].timer_id)
+    return out[:limit]
 
 
 def _production_processor(
