@@ -113,6 +113,10 @@ def check_safety(w: World, ops: list[Op], model: Model) -> list[str]:
                 errors.append(
                     f"run {names[0]!r} of {inv_id}: durable {result.value!r} was never produced {execs}"
                 )
+        elif result.failure.code == 409 and "the invocation being cancelled" in result.failure.message:
+            # a step that failed (transiently) after the cancel is journaled as failed, not retried: it ran
+            if not any(x.value is None for x in execs):
+                errors.append(f"run {names[0]!r} of {inv_id}: cancelled failure {result.failure} without a failed execution")
         elif not any(x.value is not None for x in execs) and result.failure.code != 500:
             errors.append(
                 f"run {names[0]!r} of {inv_id}: durable failure {result.failure} without an execution"
