@@ -13,6 +13,11 @@ with 128 connections: 45 us per record in that thread against 17 us alone, and +
 apply moved to the loop (BENCHMARKS.md). The writer thread now takes the GIL once per batch. A batch of
 one record is committed on the loop itself (``INLINE_COMMIT_RECORDS``).
 
+Where and when a batch's COMMIT happens is the injected committer's business (``runtime/committer.py``:
+the writer thread in production, a virtual-time committer in the simulator); everything else here — what is
+scheduled, the commit in flight, the pause and retry delay, the stop, the crash-only recovery — is the one
+batch loop both run.
+
 Errors (crash-only; the tree is drawn in ``core/errors.py``):
 
 * the store fails (a statement or the COMMIT: disk full, I/O error, busy): the batch is rolled back and
