@@ -5,7 +5,7 @@ from __future__ import annotations
 # processor
 batch_records_max = 512  # records applied in one storage transaction (one fsync)
 records_queued_max = 16_384  # records waiting for the processor; past it the ingress answers 503 + Retry-After
-reply_waiters_max = 65_536  # HTTP callers waiting for a reply (Engine._waiters); past it new requests get 503
+reply_waiters_max = 65_536  # HTTP callers waiting for a reply (each partition's waiting callers); past it new requests get 503
 record_store_attempts_max = 8  # commits of one record alone that the store refused before the engine gives up on it
 invariant_recoveries_max = 16  # in-process recoveries after invariant violations before the partition stays stopped
 retry_after_s = 1  # the Retry-After of a 503 while the engine is overloaded or its store is failing

@@ -2,8 +2,9 @@
 invocations whose partition key it owns (``runtime/node.py`` routes records and actions to it).
 
 Leadership: ``start`` recovers (submits ``Recover`` for its running invocations) and loads its timer
-window, then processes; ``stop`` answers its waiting callers 503 (the node is going away: they retry
-elsewhere or later), aborts its attempts and drains its queue. Everything here runs on the event loop thread
+window, then processes; ``stop`` aborts its attempts, drains its queue (what was submitted is committed and
+answered) and answers the callers still waiting 503 (the node is going away: they retry later or
+elsewhere). Everything here runs on the event loop thread
 except the processor's writer thread. Actions arrive from the processor in commit order and are executed in
 that order, which is what makes registering a waiter (``AwaitCompletion``) and answering it (``Completed``)
 race-free.

@@ -69,8 +69,9 @@ _NOT_STORE_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.I
 class StorageFailed(Exception):
     """The store failed (a statement or the COMMIT: I/O error, disk full, busy); the transaction rolled back.
 
-    The records are not lost: ``rest`` must be applied again (after a pause), in order. ``actions`` are
-    those of records that did commit before the failure (none in this processor; kept for the simulator).
+    A store may raise it for a failure that is not an ``OSError``/``sqlite3`` error (the batch loop treats it
+    as one, ``is_store_error``). The records are not lost: ``rest`` must be applied again (after a pause), in
+    order; ``actions`` are those of records that did commit before the failure.
     """
 
     def __init__(self, actions: list[Action], rest: list[Record]) -> None:
