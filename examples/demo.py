@@ -1,4 +1,6 @@
-"""Every example in one app: ``unbroken serve examples/demo.py`` (see docs/tour.md).
+"""Every example in one app: ``unbroken serve examples/demo.py``.
+
+The tour of them is README.md's "A 5-minute tour with curl" (tests/e2e/test_readme_tour.py runs it).
 
 The example modules are siblings of this file; ``unbroken serve`` puts this directory on
 ``sys.path``, so they import by name.

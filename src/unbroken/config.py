@@ -5,10 +5,12 @@ Sources, lowest to highest precedence::
     defaults < TOML file < environment < overrides (CLI flags)
 
 The TOML layout follows Restate's (kebab-case keys, ``[ingress]``, ``[admin]``,
-``[worker.invoker]``, ``[default-retry-policy]``, ...).  Unknown keys are ignored,
-because a real ``restate.toml`` holds many settings unbroken has no use for, but a
-known key with a value of the wrong type or format raises :class:`ConfigError`
-naming the key and the expected format.
+``[worker.invoker]``, ``[default-retry-policy]``, ...).  An unknown key raises
+:class:`ConfigError` naming it and the closest known key (a typo such as ``[ingres]``
+or ``bind_address`` must not be ignored silently); Restate settings unbroken has no
+use for (``roles``, ``[bifrost]``, ...) are accepted with a warning, so a real
+``restate.toml`` loads.  A known key with a value of the wrong type or format raises
+:class:`ConfigError` naming the key and the expected format.
 
 Environment variables use the prefix ``UNBROKEN_`` or ``RESTATE_`` followed by the
 key path in upper case, with ``__`` between sections and ``_`` for ``-``::
@@ -26,6 +28,8 @@ library at import time.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 import re
@@ -145,12 +149,17 @@ def _p_path(value: object) -> str:
     return os.path.expanduser(value)
 
 
-def _p_opt_str(value: object) -> str | None:
+def _p_token(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise _BadValue(f"a string, got {value!r}")
-    return value or None
+    if not value.strip():
+        # An empty token would turn authentication off without a word: refuse it.
+        raise _BadValue(
+            "a non-empty token (leave the setting out to run without authentication), got an empty one"
+        )
+    return value
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -363,8 +372,8 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("retry_on_max_attempts", _retry("on-max-attempts"), _p_on_max_attempts),
     _Setting("dev", (("dev",),), _p_bool),
     _Setting("log_level", (("log-level",), ("log-filter",)), _p_log_level),
-    _Setting("admin_token", (("admin", "token"),), _p_opt_str),
-    _Setting("ingress_token", (("ingress", "token"),), _p_opt_str),
+    _Setting("admin_token", (("admin", "token"),), _p_token),
+    _Setting("ingress_token", (("ingress", "token"),), _p_token),
     _Setting("fsync", (("storage", "fsync"),), _p_bool),
 )
 
@@ -416,6 +425,88 @@ def _read_toml(config_file: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {config_file}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"invalid TOML in config file {config_file}: {e}") from None
+
+
+# Restate settings (sections or keys) that a restate.toml may hold and unbroken has no use for: accepted with
+# a warning.  Anything else unknown is an error, as a typo would otherwise be ignored in silence.
+_RESTATE_ONLY = frozenset(
+    """
+    roles node-name force-node-id cluster-name allow-bootstrap auto-provision location
+    advertised-address bind-address bind-ip bind-port listen-mode use-random-ports
+    default-num-partitions default-replication default-partition-replication shutdown-timeout
+    tracing-endpoint tracing-runtime-endpoint tracing-services-endpoint tracing-json-path tracing-filter
+    tracing-headers log-format log-disable-ansi-codes disable-prometheus rocksdb-total-memory-size
+    rocksdb-total-memtables-ratio rocksdb-bg-threads rocksdb-high-priority-bg-threads rocksdb-perf-level
+    storage-high-priority-bg-threads storage-low-priority-bg-threads default-thread-pool-size
+    metadata-update-interval initialization-timeout request-compression-threshold
+    tokio-console-bind-address gossip-tick-interval bifrost metadata-server metadata-client
+    metadata-store metadata-store-client networking log-server common http-keep-alive-options
+    service-client tokio-runtime ingress.bind-ip ingress.bind-port ingress.advertised-address
+    ingress.advertised-host ingress.listen-mode ingress.use-random-ports
+    ingress.advertised-ingress-endpoint ingress.kafka-clusters ingress.concurrent-api-requests-limit
+    admin.bind-ip admin.bind-port admin.advertised-address admin.advertised-host admin.listen-mode
+    admin.use-random-ports admin.advertised-admin-endpoint admin.query-engine admin.heartbeat-interval
+    admin.concurrent-api-requests-limit admin.disable-web-ui admin.log-trim-check-interval
+    admin.disable-cluster-controller worker.storage worker.snapshots worker.internal-queue-length
+    worker.num-timers-in-memory-limit worker.max-command-batch-size worker.durability-mode
+    worker.experimental-partition-driven-log-trimming worker.invoker.concurrent-invocations-limit
+    worker.invoker.message-size-warning worker.invoker.message-size-limit
+    worker.invoker.in-memory-queue-length-limit worker.invoker.tmp-dir worker.invoker.retry-policy
+    worker.invoker.disable-eager-state worker.invoker.action-throttling
+    worker.invoker.invocation-throttling invocation.max-journal-retention
+    """.split()
+)
+_log = logging.getLogger("unbroken.config")
+
+
+def _known_paths() -> tuple[frozenset[str], frozenset[str]]:
+    """(dotted setting keys, dotted tables that lead to one)."""
+    leaves = {_dotted(path) for setting in _SETTINGS for path in setting.paths}
+    tables = {
+        _dotted(path[:i]) for setting in _SETTINGS for path in setting.paths for i in range(1, len(path))
+    }
+    return frozenset(leaves), frozenset(tables)
+
+
+def _check_keys(doc: Mapping[str, Any], config_file: str) -> None:
+    """Raise ConfigError for a key that is neither a setting nor a Restate-only one; warn for the latter."""
+    leaves, tables = _known_paths()
+    ignored: list[str] = []
+
+    def walk(table: Mapping[str, Any], prefix: str) -> None:
+        for key, value in table.items():
+            dotted = f"{prefix}{key}"
+            if dotted in leaves:
+                continue
+            if dotted in tables:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{dotted}: expected a table ([{dotted}]), got {value!r}")
+                walk(value, dotted + ".")
+            elif dotted in _RESTATE_ONLY:
+                ignored.append(dotted)
+            else:
+                raise ConfigError(
+                    f"unknown key {dotted!r} in config file {config_file}{_suggest(dotted, prefix)}"
+                )
+
+    walk(doc, "")
+    if ignored:
+        _log.warning(
+            "config file %s: ignoring Restate settings unbroken does not use: %s",
+            config_file,
+            ", ".join(ignored),
+        )
+
+
+def _suggest(dotted: str, prefix: str) -> str:
+    leaves, tables = _known_paths()
+    # Siblings first (`bind_address` in [ingress] -> `ingress.bind-address`), then every known key.
+    siblings = [k for k in sorted(leaves | tables) if k.startswith(prefix) and "." not in k[len(prefix) :]]
+    for candidates in (siblings, sorted(leaves | tables)):
+        close = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean {close[0]!r}?)"
+    return " (not a setting unbroken knows)"
 
 
 def _from_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -480,7 +571,9 @@ def load_config(
 
     values: dict[str, Any] = {}
     if config_file is not None:
-        values.update(_from_toml(_read_toml(os.fspath(config_file))))
+        doc = _read_toml(os.fspath(config_file))
+        _check_keys(doc, os.fspath(config_file))
+        values.update(_from_toml(doc))
     values.update(_from_env(env))
     values.update(_from_overrides(overrides or {}))
     return Config(**values)

@@ -149,8 +149,10 @@ def fake_serve(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Config]]:
     calls: list[tuple[Any, Config]] = []
     module = types.ModuleType("unbroken.server")
 
-    def serve(app: Any, config: Config) -> None:
+    def serve(app: Any, config: Config, on_listening: Any = None) -> None:
         calls.append((app, config))
+        if on_listening is not None:
+            on_listening()  # the dev banner, printed once the ports are bound
 
     module.serve = serve  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "unbroken.server", module)

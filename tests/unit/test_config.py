@@ -62,12 +62,12 @@ FULL_TOML = """
 base-dir = "/var/lib/unbroken"
 default-idempotency-retention = "2h"
 log-filter = "debug,restate_invoker=trace"
-some-unknown-top-level = { nested = 1 }
+roles = ["worker", "admin"]
 
 [ingress]
 bind-address = "0.0.0.0:18080"
 request-size-limit = "10 MB"
-unknown-ingress-key = true
+advertised-ingress-endpoint = "http://example.com:8080/"
 
 [admin]
 bind-address = "0.0.0.0:19070"
@@ -385,3 +385,52 @@ def test_bad_bind_address(addr: str) -> None:
 @pytest.mark.parametrize("addr", ["0.0.0.0:8080", "localhost:1", "[::]:9070", "example.com:65535"])
 def test_good_bind_address(addr: str) -> None:
     assert load_config(env={}, overrides={"admin_bind": addr}).admin_bind == addr
+
+
+# ----------------------------------------------------------------------------- unknown keys, empty tokens
+
+
+@pytest.mark.parametrize(
+    ("toml", "unknown", "closest"),
+    [
+        ('[ingres]\nbind-address = "0.0.0.0:1"\n', "ingres", "ingress"),
+        ('[ingress]\nbind_address = "0.0.0.0:1"\n', "ingress.bind_address", "ingress.bind-address"),
+        ('[worker.invoker]\ninactivity_timeout = "1m"\n', "worker.invoker.inactivity_timeout",
+         "worker.invoker.inactivity-timeout"),
+        ("[default-retry-policy]\nmax-attempt = 3\n", "default-retry-policy.max-attempt",
+         "default-retry-policy.max-attempts"),
+        ('base_dir = "/tmp/x"\n', "base_dir", "base-dir"),
+    ],
+)  # fmt: skip
+def test_unknown_keys_are_errors_naming_the_closest_known_key(
+    tmp_path: Path, toml: str, unknown: str, closest: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_toml(tmp_path, toml), env={})
+    assert f"unknown key '{unknown}'" in str(info.value)
+    assert f"did you mean '{closest}'?" in str(info.value)
+
+
+def test_an_unknown_key_with_nothing_close_is_still_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key 'zzzzzz'"):
+        load_config(write_toml(tmp_path, "zzzzzz = 1\n"), env={})
+
+
+def test_a_known_table_given_a_value_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ingress: expected a table"):
+        load_config(write_toml(tmp_path, "ingress = 5\n"), env={})
+
+
+def test_restate_only_settings_load_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="unbroken.config"):
+        c = load_config(write_toml(tmp_path, 'roles = ["worker"]\n[bifrost]\ndefault-provider = "local"\n'), env={})
+    assert c == Config()
+    assert "ignoring Restate settings unbroken does not use: roles, bifrost" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_token_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="admin.token: expected a non-empty token"):
+        load_config(write_toml(tmp_path, f'[admin]\ntoken = "{value}"\n'), env={})
+    with pytest.raises(ConfigError, match="UNBROKEN_INGRESS__TOKEN: expected a non-empty token"):
+        load_config(env={"UNBROKEN_INGRESS__TOKEN": value})

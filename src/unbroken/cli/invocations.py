@@ -85,7 +85,11 @@ def list_(
     conds = _where(status, service, key)
     where = f" WHERE {' AND '.join(conds)}" if conds else ""
     with Admin(admin_url) as admin:
-        rows = admin.query(f"SELECT {_COLUMNS} FROM sys_invocation{where} ORDER BY created_at DESC, id LIMIT {limit}")
+        # One row past the limit says whether there are more, without counting them all every time.
+        order = f"ORDER BY created_at DESC, id LIMIT {limit + 1}"
+        rows = admin.query(f"SELECT {_COLUMNS} FROM sys_invocation{where} {order}")
+        more = _count_more(admin, where, limit) if len(rows) > limit else 0
+    rows = rows[:limit]
     if json_:
         print_json(rows)
         return
@@ -94,6 +98,21 @@ def list_(
         return
     table(["id", "target", "status", "created", "info"],
           [(r["id"], r["target"], r["status"], r["created_at"], _info(r)) for r in rows], no_wrap=["id"])  # fmt: skip
+    if more > _MORE_COUNTED_MAX:
+        narrow = "narrow with --status/--service/--key, or raise --limit"
+        typer.echo(f"… and more than {_MORE_COUNTED_MAX} older ones not shown: {narrow}")
+    elif more:
+        ones = "ones" if more > 1 else "one"
+        typer.echo(f"… and {more} older {ones} not shown: --limit {limit + more} shows all")
+
+
+_MORE_COUNTED_MAX = 100_000  # past this, "more than" (counting a million rows is not worth the wait)
+
+
+def _count_more(admin: Any, where: str, limit: int) -> int:
+    """How many match past the first ``limit`` (at most ``_MORE_COUNTED_MAX + 1``)."""
+    bounded = f"SELECT 1 FROM sys_invocation{where} LIMIT {limit + _MORE_COUNTED_MAX + 1}"
+    return int(admin.query(f"SELECT count(*) AS n FROM ({bounded})")[0]["n"]) - limit
 
 
 FAILURE_FIELD_CHARS = 300  # what the ``last failure`` field shows (``output.fields`` clips there)

@@ -23,7 +23,7 @@ inside the commands.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -33,6 +33,28 @@ if TYPE_CHECKING:
 __all__ = ["cli", "main"]
 
 EXIT_USAGE = 2
+
+
+def _hide_flag_placeholders() -> None:
+    """typer's rich help prints ``<bool>`` after every flag (``--json <bool>``) as if it took a value; its plain
+    help does not. Show flags bare: nothing is displayed for a flag's type unless it has a metavar."""
+    import typer.core
+
+    option = getattr(typer.core, "TyperOption", None)
+    original = getattr(option, "display_type_rich", None)
+    if option is None or original is None:  # an older typer: flags show no placeholder there
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        result: str | None = original(self, ctx)
+        return result
+
+    option.display_type_rich = display_type_rich
+
+
+_hide_flag_placeholders()
 
 cli = typer.Typer(
     name="unbroken",
@@ -100,6 +122,7 @@ ConfigOpt = Annotated[
     str | None,
     typer.Option(
         "--config",
+        "--config-file",  # Restate's spelling
         metavar="FILE",
         help="TOML config file (Restate layout). Also: $UNBROKEN_CONFIG / $RESTATE_CONFIG.",
     ),
@@ -170,13 +193,14 @@ def _run(
         traceback.print_exc()
         _fail(f"cannot load app {app_spec!r}: {type(e).__name__}: {e}", code=1)
 
-    if config.dev:
-        _print_dev_banner(app_spec, config)
-
+    from unbroken.runtime.startup import StartupError
     from unbroken.server import serve
 
+    banner = (lambda: _print_dev_banner(app_spec, config)) if config.dev else None
     try:
-        serve(app, config)
+        serve(app, config, on_listening=banner)
+    except StartupError as e:
+        _fail(str(e), code=1)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

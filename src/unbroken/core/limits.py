@@ -34,6 +34,13 @@ reader_page_cache_bytes_max = 8 * 1024 * 1024
 query_timeout_s_max = 10.0  # the default and the ceiling of a query's ``timeout``
 query_inflight_max = 16  # queries running or waiting for a reader at once; more are answered 429
 
+# ingress hardening: body nesting, bodies in flight, connections (ingress/body.py, ingress/wire.py)
+json_depth_max = 128  # arrays/objects nested in a request body (orjson serializes at most 254): more is 400
+ingress_inflight_body_bytes_max = 128 * 1024 * 1024  # bodies held by the ingress at once: more is 503 + Retry-After
+http_head_timeout_ms = 10_000  # from connect (or a request's first byte) to its complete head; then closed
+http_body_idle_timeout_ms = 20_000  # longest pause while a request body arrives: then 408 and closed
+http_connections_max = 4096  # open connections per listener (lowered to fit the open-file limit): more get 503
+
 # handlers
 journal_entries_max = 100_000  # per invocation; past it the attempt fails with a clear error
 state_value_bytes_max = 32 * 1024 * 1024  # one ctx.set value (as Restate's eager-state-size-limit)

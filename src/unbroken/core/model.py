@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -62,6 +63,9 @@ class HandlerSchema:
     accept: str = "application/json"
     content_type: str = "application/json"
     input_json: bool = True
+    # The body -> None when it fits the handler's input type, else what is wrong. The ingress calls it
+    # before accepting an invocation (given by the SDK, which the ingress may not import).
+    input_validator: Callable[[bytes], str | None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def takes_lock(self) -> bool:

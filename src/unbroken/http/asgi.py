@@ -51,15 +51,22 @@ def authorized(scope: Scope, token: str | None) -> bool:
 UNAUTHORIZED_HEADERS = [(b"www-authenticate", b'Bearer realm="unbroken"')]
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(
+    scope: Scope, receive: Receive, limit: int, charge: Callable[[int], None] | None = None
+) -> bytes:
     """The whole request body, or BodyTooLarge as soon as it passes ``limit`` bytes.
 
     Raises ClientDisconnected if the client hangs up before the body is complete: a truncated body may
     still be valid JSON (``12`` of ``12345``), and executing it would do what the client never asked.
+    ``charge(n)`` is told the bytes the body will hold (the declared length first, then as they arrive)
+    and may refuse by raising.
     """
     declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge()
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise BodyTooLarge()
+        if charge is not None:
+            charge(int(declared))
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -71,6 +78,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge()
+            if charge is not None:
+                charge(size)
             chunks.append(chunk)
         if not message.get("more_body", False):
             break

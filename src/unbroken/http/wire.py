@@ -6,11 +6,20 @@ that counts them as they arrive and answers ``414`` (target longer than ``limits
 ``431`` (more than ``limits.header_count_max`` headers, or more than ``limits.header_bytes_max`` bytes of
 them) at once, then closes the connection. The apps check the same bounds again (:func:`check_head`) so
 that they hold under any ASGI server.
+
+It also bounds connections: a request head must be complete ``limits.http_head_timeout_ms`` after the
+connection opened (or after its first byte), and a body may pause at most ``limits.http_body_idle_timeout_ms``
+(a stalled upload would hold its share of the ingress's body budget), so idle, stalled or trickling
+clients cannot hold descriptors for ever; past ``connections_max`` open connections a new one gets a 503 and is closed; and a head that does
+not parse (raw non-ASCII bytes in the path, a control character in a header) gets the listener's JSON
+error body rather than uvicorn's plain-text 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -18,8 +27,18 @@ from unbroken.core import limits
 from unbroken.http.asgi import HttpError, Scope
 
 ErrorBody = Callable[[int, str], bytes]
+# Scope extension: ``scope["extensions"][ON_DISCONNECT](callback)`` calls ``callback`` once the connection
+# is lost and returns the function that unregisters it (the ingress forgets callers that hung up).
+ON_DISCONNECT = "unbroken.on_disconnect"
 
-_REASONS = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+_MALFORMED = (
+    "invalid HTTP request: the request line or a header could not be parsed (raw non-ASCII bytes in the "
+    "path must be percent-encoded; header values cannot contain control characters)"
+)
 
 
 class _HeadRejected(Exception):
@@ -43,6 +62,22 @@ def headers_too_large() -> str:
 _HEAD_BYTES_MAX = limits.url_bytes_max + limits.header_bytes_max + 8 * 1024
 
 
+def _nothing() -> None:
+    pass
+
+
+def head_timeout() -> str:
+    return f"request head not received in time: send it within {limits.http_head_timeout_ms} ms"
+
+
+def body_timeout() -> str:
+    return f"request body stalled: no byte received for {limits.http_body_idle_timeout_ms} ms"
+
+
+def too_many_connections(connections_max: int) -> str:
+    return f"too many open connections: at most {connections_max}; retry later"
+
+
 def check_head(scope: Scope) -> None:
     """The head bounds, for requests that reached the app (raises ``HttpError`` 414 or 431)."""
     if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > limits.url_bytes_max:
@@ -54,9 +89,11 @@ def check_head(scope: Scope) -> None:
         raise HttpError(431, headers_too_large())
 
 
-def bounded_protocol(error_body: ErrorBody, error_headers: bytes = b"") -> type[HttpToolsProtocol]:
+def bounded_protocol(
+    error_body: ErrorBody, error_headers: bytes = b"", connections_max: int = limits.http_connections_max
+) -> type[HttpToolsProtocol]:
     """An httptools protocol class that rejects oversized request heads with ``error_body(status, msg)``
-    (and the raw header lines ``error_headers``, each ending in CRLF)."""
+    (and the raw header lines ``error_headers``, each ending in CRLF), and bounds connections (above)."""
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _url_bytes = 0
@@ -65,15 +102,89 @@ def bounded_protocol(error_body: ErrorBody, error_headers: bytes = b"") -> type[
         _head_pending = 0  # bytes received since the current request began, while its head is incomplete
         _in_head = False
         _rejected = False
+        _head_timer: asyncio.TimerHandle | None = None
+        _in_body = False  # the head is complete, the body is not
+        _body_timer: asyncio.TimerHandle | None = None
+        _on_lost: dict[int, Callable[[], None]] | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > connections_max:
+                self._answer_and_close(503, too_many_connections(connections_max))
+                return
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_head_timer()
+            self._cancel_body_timer()
+            super().connection_lost(exc)
+            callbacks, self._on_lost = self._on_lost, None
+            for callback in (callbacks or {}).values():
+                callback()
+
+        def _watch_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+            if self.transport.is_closing():
+                callback()
+                return _nothing
+            if self._on_lost is None:
+                self._on_lost = {}
+            key = id(callback)
+            self._on_lost[key] = callback
+
+            def unwatch() -> None:
+                if self._on_lost is not None:
+                    self._on_lost.pop(key, None)
+
+            return unwatch
+
+        def _arm_head_timer(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(limits.http_head_timeout_ms / 1000, self._head_timeout)
+
+        def _cancel_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self._in_head:  # a request began: say why it is not served
+                self._answer_and_close(408, head_timeout())
+            elif not self.transport.is_closing():
+                self.transport.close()  # never sent a byte: nobody to answer
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            extensions: Any = {ON_DISCONNECT: self._watch_disconnect}
+            self.scope["extensions"] = extensions
             self._url_bytes = self._header_count = self._header_bytes = self._head_pending = 0
             self._in_head = True
+            self._arm_head_timer()  # a request after a keep-alive pause gets its own deadline
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._in_body = True
+            self._cancel_head_timer()
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_body = False
+            self._cancel_body_timer()
+            super().on_message_complete()
+
+        def _cancel_body_timer(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _body_timeout(self) -> None:
+            self._body_timer = None
+            if not self._in_body or self.transport.is_closing():
+                return
+            if self.cycle is not None and self.cycle.response_started:  # answered already (413, 503...)
+                self.transport.close()
+            else:
+                self._answer_and_close(408, body_timeout())
 
         def on_url(self, url: bytes) -> None:
             self._url_bytes += len(url)
@@ -94,7 +205,8 @@ def bounded_protocol(error_body: ErrorBody, error_headers: bytes = b"") -> type[
             body = error_body(status, message)
             head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n"
             self._rejected = True
-            self.transport.write(head % (status, _REASONS[status], error_headers, len(body)) + body)
+            extra = error_headers + (b"retry-after: 1\r\n" if status == 503 else b"")
+            self.transport.write(head % (status, _REASONS[status], extra, len(body)) + body)
             self.transport.close()
 
         def _reject(self, status: int, message: str) -> None:
@@ -102,8 +214,8 @@ def bounded_protocol(error_body: ErrorBody, error_headers: bytes = b"") -> type[
             raise _HeadRejected()  # stops the parser; uvicorn's generic 400 is suppressed below
 
         def send_400_response(self, msg: str) -> None:
-            if not self._rejected:
-                super().send_400_response(msg)
+            if not self._rejected:  # uvicorn's own 400 is plain text: answer in the listener's JSON shape
+                self._answer_and_close(400, _MALFORMED)
 
         def data_received(self, data: bytes) -> None:
             if self._rejected:
@@ -113,5 +225,8 @@ def bounded_protocol(error_body: ErrorBody, error_headers: bytes = b"") -> type[
                 self._head_pending += len(data)
                 if self._head_pending > _HEAD_BYTES_MAX:
                     self._answer_and_close(431, headers_too_large())
+            if self._in_body and not self._rejected:  # a body still arriving: it may pause only so long
+                self._cancel_body_timer()
+                self._body_timer = self.loop.call_later(limits.http_body_idle_timeout_ms / 1000, self._body_timeout)
 
     return BoundedHttpToolsProtocol

@@ -6,12 +6,11 @@ It never touches storage: every request becomes a record for the processor, and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
-
-import orjson
 
 from unbroken.core import limits
 from unbroken.core import records as r
@@ -19,7 +18,7 @@ from unbroken.core.actions import Reply
 from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_rfc3339_nanos, parse_delay_ms
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
-from unbroken.core.journal import Failure, Header, Result
+from unbroken.core.journal import FIRST_AWAKEABLE_SIGNAL, Failure, Header, Result
 from unbroken.core.model import HandlerKind, HandlerSchema, Target
 from unbroken.http.asgi import (
     UNAUTHORIZED_HEADERS,
@@ -36,7 +35,8 @@ from unbroken.http.asgi import (
     respond,
     respond_json,
 )
-from unbroken.http.wire import check_head
+from unbroken.http.wire import ON_DISCONNECT, check_head
+from unbroken.ingress.body import BodyBudget, Overloaded, check_json
 from unbroken.ingress.routing import Route, parse_route
 from unbroken.runtime.node import Node
 
@@ -45,6 +45,7 @@ log = logging.getLogger("unbroken.ingress")
 _SKIP_HEADERS = {b"connection", b"host", b"idempotency-key", b"idempotency-expires"}
 _ERR_INGRESS = [(b"x-restate-error-source", b"ingress")]
 _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
+_SHUTTING_DOWN = "the server is shutting down: the invocation goes on, attach to it again later"
 
 
 class IngressApp:
@@ -55,6 +56,15 @@ class IngressApp:
         self.body_limit = body_limit_bytes
         self._random = engine.entropy  # injected per node: the simulator seeds it
         self.token = token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
+        # A single body of the configured limit always fits when nothing else is in flight.
+        self.budget = BodyBudget(max(limits.ingress_inflight_body_bytes_max, body_limit_bytes))
+        self.closing = False  # at shutdown, waiting requests answer 503 instead of being cancelled
+        self._waiting: set[asyncio.Future[Reply]] = set()
+
+    def close(self) -> None:
+        self.closing = True
+        for fut in list(self._waiting):
+            fut.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,6 +76,8 @@ class IngressApp:
             await self._handle(scope, receive, send)
         except HttpError as exc:
             extra = UNAUTHORIZED_HEADERS if exc.status == 401 else None
+            if isinstance(exc, Overloaded):
+                extra = [(b"retry-after", str(exc.retry_after_s).encode())]
             await _error(send, exc.status, exc.message, extra=extra)
         except BodyTooLarge:
             await _error(send, 413, f"request body too large: the limit is {self.body_limit} bytes")
@@ -96,7 +108,7 @@ class IngressApp:
         if route.kind == "awakeable":
             await self._awakeable(scope, receive, send, route)
         elif route.kind in ("attach", "output"):
-            await self._attach(receive, send, route)
+            await self._attach(scope, receive, send, route)
         else:
             await self._invoke(scope, receive, send, route)
 
@@ -109,10 +121,24 @@ class IngressApp:
 
     # ------------------------------------------------------------------------------- invoke
     async def _invoke(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        async with self.budget.reserve() as reservation:
+            idem, pending = await self._submit(scope, receive, route, reservation.charge)
+            reply = await self._wait(scope, receive, pending)
+            self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
+            await _answer(
+                send, reply, dedup=idem is not None,
+                content_type=route.handler.content_type if route.handler else "application/json",
+            )
+
+    async def _submit(
+        self, scope: Scope, receive: Receive, route: Route, charge: Callable[[int], None]
+    ) -> tuple[str | None, _Pending]:
+        """Read, check and submit the request; the body is referenced by the record only from here on."""
         target = route.target
         assert target is not None and route.handler is not None
-        body = await read_body(scope, receive, self.body_limit)
+        body = await read_body(scope, receive, self.body_limit, charge)
         _check_body(scope, body, route.handler)
+        _check_input(body, route.handler.input_validator)
         query = _query(scope)
         delay_ms = _delay(query, route.send)
         idem = header(scope, b"idempotency-key")
@@ -127,9 +153,49 @@ class IngressApp:
         def record(request_id: int) -> r.Invoke:
             return r.Invoke(invocation_id, target, body, headers, idem, execute_at, request_id, reply_kind, seed)
 
-        reply = await self.engine.request(record, _client_gone(receive), bounded=True)
-        self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
-        await _answer(send, reply, dedup=idem is not None, content_type=route.handler.content_type)
+        return idem, self._request(record, receive)
+
+    def _request(self, make: Callable[[int], r.Record], receive: Receive) -> _Pending:
+        ids: list[int] = []
+
+        def record(request_id: int) -> r.Record:
+            ids.append(request_id)
+            return make(request_id)
+
+        # bounded: refused (503) while the store fails or a bound is reached; while the store fails the
+        # engine also withdraws a queued record whose caller left (never acknowledged, never applied)
+        fut = self.engine.request(record, _client_gone(receive), bounded=True)
+        return _Pending(fut, ids[0])
+
+    async def _wait(self, scope: Scope, receive: Receive, pending: _Pending) -> Reply:
+        """The reply, unless the client hangs up first (its waiter is forgotten: the invocation goes on)
+        or the server shuts down (503: the invocation is durable, the client attaches again later)."""
+        fut = pending.future
+        if fut.done():
+            return fut.result()
+        if self.closing:  # a request that came in during the shutdown: close() will not see it
+            self.engine.forget(pending.request_id)
+            raise Overloaded(_SHUTTING_DOWN)
+
+        def stop_waiting() -> None:
+            if not fut.done():
+                fut.cancel()
+
+        unwatch = _watch_disconnect(scope, receive, stop_waiting)
+        self._waiting.add(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this request itself is cancelled
+            self.engine.forget(pending.request_id)
+            if self.closing:
+                raise Overloaded(_SHUTTING_DOWN) from None
+            raise ClientDisconnected() from None
+        finally:
+            unwatch()
+            self._waiting.discard(fut)
 
     def _new_id(self, target: Target, kind: HandlerKind | None, idem: str | None) -> str:
         if kind is HandlerKind.WORKFLOW:
@@ -142,13 +208,12 @@ class IngressApp:
         return str(InvocationId.new(pk, rnd[:10], self.engine.clock.now_ms()))
 
     # ------------------------------------------------------------------------- attach/output
-    async def _attach(self, receive: Receive, send: Send, route: Route) -> None:
+    async def _attach(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
         invocation_id = route.invocation_id
         assert invocation_id is not None
         wait = route.kind == "attach"
-        reply = await self.engine.request(
-            lambda rid: r.Attach(invocation_id, wait, rid), _client_gone(receive), bounded=True
-        )
+        pending = self._request(lambda rid: r.Attach(invocation_id, wait, rid), receive)
+        reply = await self._wait(scope, receive, pending)
         self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
         await _answer(send, reply, dedup=True)
 
@@ -157,24 +222,31 @@ class IngressApp:
         if scope["method"] != "POST":
             raise HttpError(405, "method not allowed: awakeables are resolved with POST")
         assert route.awakeable_id is not None
+        aid = route.awakeable_id
         try:
-            inv, idx = parse_awakeable_id(route.awakeable_id)
+            inv, idx = parse_awakeable_id(aid)
         except InvalidId as exc:
             raise HttpError(400, str(exc)) from None
-        body = await read_body(scope, receive, self.body_limit)
-        if route.action == "resolve":
-            result = Result(value=body)
-        else:
-            result = Result(failure=Failure(500, body.decode("utf-8", "replace")))
-        reply = await self.engine.request(
-            lambda rid: r.ResolveSignal(str(inv), idx, result, rid), _client_gone(receive), bounded=True
-        )
+        if idx < FIRST_AWAKEABLE_SIGNAL:  # 1 is CANCEL, the others are reserved: never an awakeable
+            raise HttpError(400, f"bad awakeable id '{aid}': signal index {idx} is not an awakeable's")
+        async with self.budget.reserve() as reservation:
+            body = await read_body(scope, receive, self.body_limit, reservation.charge)
+            if route.action == "resolve":
+                _check_body(scope, body, None)  # the waiting handler decodes it as JSON, on every retry
+                result = Result(value=body)
+            else:
+                result = Result(failure=Failure(500, body.decode("utf-8", "replace")))
+            del body
+            pending = self._request(lambda rid: r.ResolveSignal(str(inv), idx, result, rid), receive)
+            reply = await self._wait(scope, receive, pending)
         if reply.kind == "not_found":
-            raise HttpError(404, f"awakeable '{route.awakeable_id}' not found: its invocation does not exist")
+            raise HttpError(404, f"awakeable '{aid}' not found: its invocation does not exist")
         if reply.kind in ("store_failed", "unavailable", "gone"):
             self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
             await _answer(send, reply, dedup=False)
             return
+        if reply.kind == "not_allocated":
+            raise HttpError(404, f"awakeable '{aid}' not found: its invocation has not created it")
         await respond(send, 202)
 
 
@@ -197,21 +269,49 @@ def _raw_path(scope: Scope) -> str:
     return quote(scope["path"], safe="/")
 
 
-def _check_body(scope: Scope, body: bytes, handler: HandlerSchema) -> None:
-    """The body against the handler's declared ``accept`` (as restate-server checks its ``input`` rules)."""
+class _Pending:
+    __slots__ = ("future", "request_id")
+
+    def __init__(self, future: asyncio.Future[Reply], request_id: int) -> None:
+        self.future = future
+        self.request_id = request_id
+
+
+def _watch_disconnect(scope: Scope, receive: Receive, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` when the client hangs up; returns the function that stops watching.
+
+    Under ``unbroken serve`` the connection tells us (ingress/wire.py, a scope extension): a task reading
+    ``receive`` for each waiting call would cost ~20 µs a call. Under another ASGI server, that task."""
+    watch = scope.get("extensions", {}).get(ON_DISCONNECT)
+    if watch is not None:
+        return watch(callback)  # type: ignore[no-any-return]
+    gone = asyncio.ensure_future(_disconnected(receive))
+    gone.add_done_callback(lambda _: callback())
+
+    def unwatch() -> None:
+        gone.cancel()
+
+    return unwatch
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client hangs up (once the body is read, ``receive`` only answers that)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _check_body(scope: Scope, body: bytes, handler: HandlerSchema | None) -> None:
+    """The body against the handler's declared ``accept`` (as restate-server checks its ``input`` rules);
+    without a handler (an awakeable's resolution) it must be JSON."""
     if not body:
         return
     ctype = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
-    if ctype and not _content_type_matches(ctype, handler.accept):
-        raise HttpError(
-            400, f"input validation error: Content-type '{ctype}' does not match '{handler.accept}'"
-        )
-    if not handler.input_json:
+    accept = handler.accept if handler is not None else "application/json"
+    if ctype and not _content_type_matches(ctype, accept):
+        raise HttpError(400, f"input validation error: Content-type '{ctype}' does not match '{accept}'")
+    if handler is not None and not handler.input_json:
         return  # bytes (or a custom serde): the handler's serde judges the body
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"input validation error: the body is not valid JSON ({exc})") from None
+    check_json(body)
 
 
 def _content_type_matches(ctype: str, accept: str) -> bool:
@@ -223,6 +323,14 @@ def _content_type_matches(ctype: str, accept: str) -> bool:
     if want.endswith("/*") and ctype.startswith(want[:-1]):
         return True
     return want == "application/json" and (ctype in _JSON_TYPES or ctype.endswith("+json"))
+
+
+def _check_input(body: bytes, validate: Callable[[bytes], str | None] | None) -> None:
+    """The body against the handler's input type (the SDK's check): a bad one is refused before anything is
+    stored, instead of running the handler with None, or failing inside it and being retried for an hour."""
+    problem = validate(body) if validate is not None else None
+    if problem is not None:
+        raise HttpError(400, f"input validation error: {problem}")
 
 
 def _query(scope: Scope) -> dict[str, str]:

@@ -210,8 +210,13 @@ class Partition:
             self._reply(a.Reply(request_id, "gone"))
 
     def forget(self, request_id: int) -> None:
+        """The caller of ``request_id`` left (the ingress saw it hang up): its reply goes nowhere. While the
+        store fails its record, if still queued, is withdrawn too: it was never acknowledged, and applying
+        it when space returns would only fill the disk again for nobody."""
         self._waiters.futures.pop(request_id, None)
         self._waiters.clients.pop(request_id, None)
+        if self.processor.store_error is not None:
+            self.processor.withdraw(request_id)
 
     # ------------------------------------------------------------------------------------ actions
     def _committed(self, actions: list[a.Action]) -> None:

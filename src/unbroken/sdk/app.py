@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceSchema
+from unbroken.sdk.input_check import input_validator
 from unbroken.sdk.serde import BytesSerde, json_schema_for
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
 
@@ -50,6 +51,7 @@ class App:
                     inactivity_timeout_ms=_ms(h.options.inactivity_timeout),
                     abort_timeout_ms=_ms(h.options.abort_timeout),
                     input_schema=LazyJsonSchema(h.input_type) if h.takes_input else None,
+                    input_validator=input_validator(f"{svc.name}/{name}", h.input_type, h.input_serde) if h.takes_input else None,
                     output_schema=LazyJsonSchema(h.output_type),
                     accept=h.accept,
                     content_type=h.content_type,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from unbroken.core import records as r
 from unbroken.core.actions import AbortAttempt, AwaitCompletion, Log
 from unbroken.core.errors import violated
-from unbroken.core.journal import CANCEL_SIGNAL, Notification, Result
+from unbroken.core.journal import CANCEL_SIGNAL, FIRST_AWAKEABLE_SIGNAL, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Status
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 
 
-def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> str:
+def cancel(step: Step, invocation_id: str) -> str:
     """Cancel: not yet started → completes as cancelled; started → CANCEL signal so compensations run.
 
     The cancel reaches the whole call tree in this same transaction (the calls it awaits, theirs, …), before
@@ -19,19 +19,32 @@ def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> str:
     A→B→A cycle, or A→A on one key) is cancelled while still queued and never runs, whatever the handlers do.
     One-way sends are not part of the tree (as in Restate). A repeated cancel changes nothing.
 
-    Returns the outcome: ``not_found``, ``completed`` (nothing to do), ``done`` or ``accepted``.
+    Returns the outcome: ``not_found``, ``completed`` (nothing to do), ``done`` or ``accepted``. The tree is
+    walked with a worklist, not recursion: a chain of calls is as deep as users make it.
     """
+    outcome, pending = _cancel_one(step, invocation_id)
+    seen = {invocation_id}
+    while pending:
+        child = pending.pop()
+        if child not in seen:
+            seen.add(child)
+            pending.extend(reversed(_cancel_one(step, child)[1]))
+    return outcome
+
+
+def _cancel_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
+    """Cancel one invocation; returns the outcome and the calls the cancel goes on to."""
     inv = step.load(invocation_id)
     if inv is None:
-        return "not_found"
+        return "not_found", []
     if inv.status is Status.COMPLETED:
-        return "completed"
+        return "completed", []
     if inv.status in (Status.SCHEDULED, Status.INBOXED):
         _dequeue(step, inv)
         lifecycle.complete(step, inv, Result(failure=lifecycle.CANCELLED))
-        return "done"
+        return "done", []
     if lifecycle.has_signal(step, inv, CANCEL_SIGNAL):
-        return "accepted"
+        return "accepted", []
     step.emit(Log(inv.id, "cancel requested"))
     inv.retries_since_progress = 0  # its next failure (one it had before seeing the cancel) retries at once
     step.save(inv)
@@ -41,12 +54,7 @@ def cancel(step: Step, invocation_id: str, seen: set[str] | None = None) -> str:
         violated(f"{invocation_id} vanished while it was cancelled")
     if inv.status in (Status.PAUSED, Status.BACKING_OFF):
         lifecycle.start(step, inv)  # run now so the handler sees the cancel and compensates
-    seen = seen if seen is not None else set()
-    seen.add(inv.id)
-    for child in inv.children:
-        if child not in seen:
-            cancel(step, child, seen)
-    return "accepted"
+    return "accepted", list(inv.children)
 
 
 def _dequeue(step: Step, inv: Invocation) -> None:
@@ -57,21 +65,28 @@ def _dequeue(step: Step, inv: Invocation) -> None:
 
 
 def kill(step: Step, invocation_id: str) -> str:
-    """Kill: complete now as ``409 killed`` without running user code; kills its pending calls too."""
+    """Kill: complete now as ``409 killed`` without running user code; kills its pending calls too (a
+    worklist, not recursion: a chain of calls is as deep as users make it)."""
+    outcome, pending = _kill_one(step, invocation_id)
+    while pending:
+        child = pending.pop()
+        pending.extend(reversed(_kill_one(step, child)[1]))
+    return outcome
+
+
+def _kill_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
     inv = step.load(invocation_id)
     if inv is None:
-        return "not_found"
+        return "not_found", []
     if inv.status is Status.COMPLETED:
-        return "completed"
+        return "completed", []  # a completed invocation's children were settled when it completed
     _dequeue(step, inv)
     if inv.status in (Status.RUNNING,):
         step.emit(AbortAttempt(inv.id))
     children = list(inv.children)
     lifecycle.complete(step, inv, Result(failure=lifecycle.KILLED))
     step.emit(Log(inv.id, "killed"))
-    for child in children:
-        kill(step, child)
-    return "done"
+    return "done", children
 
 
 def on_cancel(step: Step, rec: r.CancelInvocation) -> None:
@@ -86,6 +101,11 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
     inv = step.load(rec.invocation_id)
     if inv is None:
         step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        return
+    # Only awakeables (17 and up) are resolved from outside (1 is CANCEL); one that has not started yet
+    # has created none, so a computed id (a workflow's is) cannot plant a result for it.
+    if rec.signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+        step.reply(rec.request_id, "not_allocated", invocation_id=inv.id)
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
     step.reply(rec.request_id, "accepted", invocation_id=inv.id)
