@@ -1,6 +1,7 @@
 """Scale figures of Unbroken: suspended workflows, W2 vs stored invocations, start-up with work in flight.
 
-    python bench/scale.py [--only suspended,growth,startup] [--workflows N] [--max-stored N] [--json PATH]
+    python bench/scale.py [--only suspended,growth,startup,sleepers] [--workflows N] [--max-stored N]
+                          [--sleepers N] [--sleepers-signal kill|term] [--json PATH]
 
 Everything runs against a real ``unbroken serve bench/scale_services.py`` subprocess (fsync on, the default)
 over real HTTP, driven by wrk (``-t1``); counts are read from the store read-only, as bench/run.py does.
@@ -18,6 +19,10 @@ over real HTTP, driven by wrk (``-t1``); counts are read from the store read-onl
    time to health, to the first successful call, RSS after start-up, in-flight count after the restart
    (must equal N), and a sample of workflows resolved to check that recovery really worked. When both run,
    (3) comes between the two halves of (1), and (1) then resolves the workflows the sample left.
+4. sleepers (only with ``--only``; bench/scale_sleepers.py): --sleepers invocations (default 1,000,000)
+   suspended on a 7-day ``ctx.sleep``, created with one-way sends; disk per sleeper; then SIGKILL (or
+   SIGTERM) and start again: time to the first successful call, VmRSS once start-up has settled, and every
+   sleeper and its timer still stored.
 
 Prints a markdown table per figure and writes the JSON to bench/results/scale-<timestamp>.json (or --json).
 Exit status: 0 every count right and every request 2xx; 1 aborted (server died, never reached a state);
@@ -33,202 +38,33 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import (  # noqa: E402
-    BENCH_DIR,
-    CLK_TCK,
-    ROOT,
-    WORKLOADS,
-    WRK_INSTALL_HINT,
-    UnbrokenTarget,
-    cpu_ticks,
-    dir_bytes,
-    machine_info,
-    measure,
-    proc_status_kib,
-    run_wrk,
-    wait_idle,
-    wrk_version,
-)
+from lib import BENCH_DIR, ROOT  # noqa: E402
+from lib.measure import measure, wait_idle  # noqa: E402
+from lib.procstats import CLK_TCK, cpu_ticks, machine_info  # noqa: E402
+from lib.report import md_table  # noqa: E402
+from lib.workloads import WORKLOADS  # noqa: E402
+from lib.wrk import WRK_INSTALL_HINT, wrk_version  # noqa: E402
+from scale_common import ScaleTarget, data_dir_bytes, send_range, wait_in_flight  # noqa: E402
+from scale_sleepers import sleeper_failures, sleeper_figures, sleepers_table  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
-SERVICES = BENCH_DIR / "scale_services.py"
-FIGURES = ("suspended", "growth", "startup")
+FIGURES = ("suspended", "growth", "startup", "sleepers")
+DEFAULT_FIGURES = ("suspended", "growth", "startup")  # sleepers (1M by default, ~15 min) only when asked
 WF_START = "/ScaleWf/k{i}/run/send"
 WF_RELEASE = "/ScaleWf/k{i}/release"
-ACTIVE = "status != 'completed'"  # the condition of the partial index invocation_active: cheap to count
 # The fill: W1 noop, request-response. A closed loop keeps no backlog of accepted-but-unrun invocations in
 # the server (one-way sends can), so the store grows by exactly what was answered.
 FILL = "/Bench/noop"
 FILL_BODY = b'{"hello":"world"}'
 FILL_CHUNK = 100_000  # wrk runs of at most this many requests, so a failed fill stops early
-
-
-# ------------------------------------------------------------------------------------------------ target
-class ScaleTarget(UnbrokenTarget):
-    """``unbroken serve bench/scale_services.py``: restartable on its data dir, killable with SIGKILL."""
-
-    name = "unbroken-scale"
-
-    services = SERVICES
-
-    def start(self, timeout: float = 600.0) -> None:
-        """Start (or restart on the same data dir); recovering 100,000 invocations may take a while."""
-        super().start(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, the store is left as a crash leaves it."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def rows(self, sql: str) -> list[tuple[Any, ...]] | None:
-        try:
-            conn = sqlite3.connect(f"file:{self.data_dir / 'unbroken.db'}?mode=ro", uri=True, timeout=5)
-            try:
-                return conn.execute(sql).fetchall()
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            return None
-
-    def in_flight(self) -> dict[str, int] | None:
-        """Unfinished invocations by status."""
-        rows = self.rows(f"SELECT status, count(*) FROM invocation WHERE {ACTIVE} GROUP BY status")
-        return None if rows is None else {str(s): int(n) for s, n in rows}
-
-    def workflows_completed(self) -> int:
-        rows = self.rows("SELECT count(*) FROM invocation WHERE service = 'ScaleWf' AND handler = 'run' "
-                         "AND status = 'completed'")  # fmt: skip
-        return int(rows[0][0]) if rows else -1
-
-    def rss(self) -> dict[str, float]:
-        pid = self.pids()["server"]
-        return {
-            "rss_mib": proc_status_kib(pid, "VmRSS") / 1024,
-            "hwm_mib": proc_status_kib(pid, "VmHWM") / 1024,
-        }
-
-
-def wait_in_flight(
-    target: ScaleTarget, done: Callable[[dict[str, int]], bool], what: str, timeout: float
-) -> tuple[dict[str, int], float]:
-    """Poll the store until ``done(in-flight counts by status)``; returns the counts, seconds waited."""
-    t0 = time.monotonic()
-    while True:
-        counts = target.in_flight()
-        if counts is not None and done(counts):
-            return counts, time.monotonic() - t0
-        if not target.alive():
-            raise RuntimeError(f"server died while waiting until {what}:\n{target.log_tail()}")
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"not {what} after {timeout:.0f} s (in flight {counts}):\n{target.log_tail()}")
-        time.sleep(0.1)  # polling another process's store: there is no event to wait on
-
-
-def data_dir_bytes(target: ScaleTarget) -> dict[str, int]:
-    """Apparent bytes of the data dir, total and per file (the WAL may hold much of it)."""
-    files = {p.name: p.stat().st_size for p in target.data_dir.glob("*") if p.is_file()}
-    return {"total": dir_bytes(target.data_dir)[0], **files}
-
-
-# ------------------------------------------------------------------------------------ count-limited wrk
-def keyed_script(path: str, body: str, first: int, last: int) -> str:
-    """Lua for wrk: one POST per i in first..last (``{i}`` in ``path``), and wrk ends at the last answer.
-
-    Connections with nothing left to send poll /restate/health slowly (its answers are not counted) until
-    the last real request is answered; then the thread stops and SIGINTs wrk, whose main thread otherwise
-    sleeps for the whole -d duration. The SIGINT is repeated every 0.1 s while wrk lives (at most 10 s): a
-    short run can end before the main thread has reached its sleep, and a signal handled then is lost.
-    io.popen, unlike os.execute, leaves wrk's SIGINT handler in place while the shell runs.
-    """
-    prefix, _, suffix = path.partition("{i}")
-    path_expr = f"{_lua(prefix)} .. nxt .. {_lua(suffix)}" if "{i}" in path else _lua(path)
-    return f"""
-local first, last = {first}, {last}
-local nxt, primed = first, false
-local total = last - first + 1
-local hdrs = {{["Content-Type"] = "application/json"}}
--- globals: done() runs in wrk's main Lua state and reads them from the thread's with thread:get()
-answered = 0
-non2xx = 0
-first_bad = ""
-local threads = {{}}
-function setup(thread) table.insert(threads, thread) end
-function delay()
-  if nxt <= last then return 0 end
-  return 50
-end
-function request()
-  -- wrk calls request() once before the run to check the script: that call must not use up a key
-  if primed and nxt <= last then
-    local req = wrk.format("POST", {path_expr}, hdrs, {_lua(body)})
-    nxt = nxt + 1
-    return req
-  end
-  primed = true
-  return wrk.format("GET", "/restate/health")
-end
-function response(status, headers, body)
-  if body and string.find(body, '"services"', 1, true) then return end
-  answered = answered + 1
-  if status < 200 or status > 299 then
-    non2xx = non2xx + 1
-    if first_bad == "" then
-      first_bad = (status .. " " .. string.sub(body or "", 1, 300)):gsub('[^%w %p]', ' '):gsub('[\\\\"]', "'")
-    end
-  end
-  if answered == total then
-    wrk.thread:stop()
-    io.popen("(i=0; while [ $i -lt 100 ] && kill -INT $PPID; do i=$((i+1)); sleep 0.1; done)" ..
-             " >/dev/null 2>&1 &"):close()
-  end
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  local answered, non2xx, first_bad = 0, 0, ""
-  for _, t in ipairs(threads) do
-    answered = answered + t:get("answered")
-    non2xx = non2xx + t:get("non2xx")
-    if first_bad == "" then first_bad = t:get("first_bad") end
-  end
-  io.write(string.format(
-    'BENCH_JSON {{"requests":%d,"duration_us":%d,"non2xx":%d,"connect":%d,"read":%d,"write":%d,' ..
-    '"timeout":%d,"status":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f,' ..
-    '"answered":%d,"total":%d,"first_bad":"%s"}}\\n',
-    summary.requests, summary.duration, non2xx, e.connect, e.read, e.write, e.timeout, e.status,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
-    answered, total, first_bad))
-end
-"""
-
-
-def _lua(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def send_range(
-    target: ScaleTarget, scripts: Path, path: str, body: str, first: int, last: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    """POST ``path`` once for each i in first..last at ``args.connections``; wrk's summary + errors."""
-    if last < first:  # nothing to send (e.g. the restart's sample took every workflow)
-        zero = ("requests", "duration_us", "non2xx", "socket_errors", "p50_us", "p99_us", "answered", "total")
-        return {**dict.fromkeys(zero, 0), "errors": 0, "first_bad": ""}
-    script = scripts / f"keyed-{path.strip('/').replace('/', '_')}-{first}-{last}.lua"
-    script.write_text(keyed_script(path, body, first, last))
-    bound = 60 + (last - first + 1) // 20  # wrk's -d: only reached if some request never got an answer
-    res = run_wrk(target, script, args.connections, bound, args.timeout)
-    res["errors"] = res["non2xx"] + res["socket_errors"] + (res["total"] - res["answered"])
-    return res
 
 
 # ------------------------------------------------------------------------------------ 1 + 3: workflows
@@ -387,16 +223,6 @@ def growth(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
     }
 
 
-# ------------------------------------------------------------------------------------------------ output
-def md_table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in [head, *rows]
-    ]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)  # fmt: skip
-
-
 def suspended_table(s: dict[str, Any]) -> str:
     disk, r = s["data_dir_bytes"], s.get("resume", {})
     rows = [
@@ -460,12 +286,15 @@ def git_rev() -> str:
     """The checked-out commit, read from .git: running git status could take the index lock mid-commit."""
     git = ROOT / ".git"
     try:
+        if git.is_file():  # a worktree: .git names its own dir (HEAD); refs are in the common dir
+            git = (ROOT / git.read_text().split(":", 1)[1].strip()).resolve()
+        common = (git / (git / "commondir").read_text().strip()).resolve() if (git / "commondir").is_file() else git
         head = (git / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head[:7]
-        if (git / head[5:]).is_file():
-            return (git / head[5:]).read_text().strip()[:7]
-        for line in (git / "packed-refs").read_text().splitlines():
+        if (common / head[5:]).is_file():
+            return (common / head[5:]).read_text().strip()[:7]
+        for line in (common / "packed-refs").read_text().splitlines():
             if line.endswith(" " + head[5:]):
                 return line.split()[0][:7]
     except OSError:
@@ -491,6 +320,8 @@ def failures(out: dict[str, Any]) -> list[str]:
         if s["sample_completed"] != s["sample"] or s["sample_errors"]:
             bad.append(f"startup: {s['sample_completed']} of the {s['sample']} resolved completed, "
                        f"{s['sample_errors']} requests failed")  # fmt: skip
+    if s := out.get("sleepers"):
+        bad += sleeper_failures(s) if "accepted" in s else ["sleepers: never created"]
     for r in out.get("growth", {}).get("levels", []):
         if r["errors"] or r["fill_errors"]:
             bad.append(f"growth: {r['errors']} W2, {r['fill_errors']} fill requests failed at {r['stored']}")
@@ -505,11 +336,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = p.add_argument
     add(
         "--only",
-        default=",".join(FIGURES),
-        help=f"comma-separated subset of {','.join(FIGURES)} (default: all)",
+        default=",".join(DEFAULT_FIGURES),
+        help=f"comma-separated subset of {','.join(FIGURES)} (default: {','.join(DEFAULT_FIGURES)})",
     )
     add("--workflows", type=int, default=100_000, help="workflows started (figures 1, 3; default 100000)")
     add("--max-stored", type=int, default=1_000_000, help="largest store of figure 2 (default 1000000)")
+    add("--sleepers", type=int, default=1_000_000, help="sleeping invocations of figure 4 (default 1000000)")
+    add("--sleepers-signal", choices=("kill", "term"), default="kill",
+        help="how figure 4 stops the server before the restart: SIGKILL (default) or SIGTERM")
+    add("--restarts", type=int, default=5,
+        help="figure 4: starts of the sleepers' server measured, alternating with an empty store's (default 5)")
     add("--sample", type=int, default=100, help="workflows resolved right after the restart (default 100)")
     add("--connections", type=int, default=128, help="wrk connections, every phase (default 128)")
     add("--duration", type=int, default=15, help="W2 measured seconds per level (default 15)")
@@ -529,6 +365,8 @@ def check_args(args: argparse.Namespace) -> str | None:
     only = {f.strip() for f in args.only.split(",") if f.strip()}
     if not only or only - set(FIGURES):
         return f"--only takes a comma-separated subset of {', '.join(FIGURES)}"
+    if args.sleepers < 1 or args.restarts < 1:
+        return "--sleepers and --restarts must be >= 1"
     if args.workflows < 1 or args.max_stored < 0 or args.sample < 0 or args.connections < 1:
         return "--workflows and --connections must be >= 1, --max-stored and --sample >= 0"
     if args.duration < 1 or args.warmup < 0:
@@ -540,7 +378,9 @@ def report(out: dict[str, Any]) -> None:
     m = out["meta"]
     print(f"\nUnbroken {m['git']} on {m['machine']['nproc']} CPU ({m['machine']['cpu_model']}), "
           f"{m['machine']['mem_gib']} GiB; {m['load_generator']}; {m['date']}; fsync ON")  # fmt: skip
-    for key, render in (("suspended", suspended_table), ("growth", growth_table), ("startup", startup_table)):
+    tables = (("suspended", suspended_table), ("growth", growth_table), ("startup", startup_table),
+              ("sleepers", sleepers_table))  # fmt: skip
+    for key, render in tables:
         if key in out:
             print("\n" + render(out[key]))
     if m["server_log_problems"]:
@@ -564,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"meta": {
         "date": started.isoformat(timespec="seconds"), "command": " ".join(["python", *sys.argv]),
         "git": git_rev(), "machine": machine_info(), "load_generator": wrk_version(), "fsync": True,
-        "figures": sorted(only), "workflows": args.workflows, "max_stored": args.max_stored,
+        "figures": sorted(only), "workflows": args.workflows, "sleepers": args.sleepers, "max_stored": args.max_stored,
         "connections": args.connections, "warmup_s": args.warmup, "duration_s": args.duration,
         "loadavg_at_start": os.getloadavg()[0], "scale_wf_inactivity_timeout_s": 1, "server_log_problems": [],
     }}  # fmt: skip
@@ -575,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             workflow_figures(args, only, tmp, out)
         if "growth" in only:
             growth(args, tmp, out)
+        if "sleepers" in only:
+            sleeper_figures(args, tmp, out)
     except (RuntimeError, TimeoutError) as exc:
         print(f"scale benchmark aborted: {exc}", file=sys.stderr)
         out["meta"]["aborted"] = str(exc)[:2000]

@@ -32,4 +32,16 @@ async def release(ctx: restate.WorkflowSharedContext, value: str) -> str:
     return "released"
 
 
-app = restate.app([bench, counter, scale_wf])
+# Figure 4 (``--only sleepers``): a million invocations suspended on one long durable timer each. One week is
+# past any run, so none fires while it is measured; the same inactivity timeout makes each one suspend (its
+# coroutine leaves memory, the timer stays in the store) a second after it starts.
+SLEEP = timedelta(days=7)
+scale_sleep = restate.Service("ScaleSleep", inactivity_timeout=INACTIVITY)
+
+
+@scale_sleep.handler()
+async def sleep(ctx: restate.Context, req: Any) -> None:
+    await ctx.sleep(SLEEP)
+
+
+app = restate.app([bench, counter, scale_wf, scale_sleep])

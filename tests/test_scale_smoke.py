@@ -65,3 +65,37 @@ def test_scale_tiny(tmp_path: Path) -> None:
         assert lv["errors"] == 0 and lv["fill_errors"] == 0, lv
     assert levels[-1]["stored"] == MAX_STORED, levels
     assert g["last_over_first"]["inv_per_s"] > 0, g
+
+
+SLEEPERS = 300
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(
+    shutil.which("wrk") is None,
+    reason="wrk (load generator) not installed: apt-get install -y wrk -- bench/scale.py installs nothing",
+)
+def test_scale_sleepers_tiny(tmp_path: Path) -> None:
+    """Figure 4 at a tiny size: every sleeper stored with its timer, suspended, and all still there after
+    SIGKILL + restart, and a new 100 ms sleep fires in front of them."""
+    out_json = tmp_path / "scale.json"
+    cmd = [
+        sys.executable, str(ROOT / "bench" / "scale.py"), "--only", "sleepers", "--sleepers", str(SLEEPERS),
+        "--restarts", "2", "--connections", "16", "--json", str(out_json),
+    ]  # fmt: skip
+    status, stdout, stderr = run_session(cmd, 120, "bench/scale.py --only sleepers", cwd=ROOT)
+    out = stdout + stderr
+    assert status == 0, out
+    assert re.search(r"^\| 4\. sleeping invocations +\|", stdout, re.M), out
+    data = json.loads(out_json.read_text())
+    assert data["meta"]["failures"] == [] and data["meta"]["server_log_problems"] == [], data["meta"]
+    s = data["sleepers"]
+    assert (s["accepted"], s["reached_suspended"], s["timer_rows"], s["errors"]) == (SLEEPERS,) * 3 + (0,), s
+    assert s["data_dir_bytes_per_sleeper"] > 0, s
+    up = s["restart"]
+    assert up["signal"] == "kill" and up["statuses_after_restart"] == {"suspended": SLEEPERS}, up
+    assert up["timer_rows_after_restart"] == SLEEPERS and up["w4_status"] == 200 and up["w4_ms"] >= 100, up
+    assert 0 < up["health_s"] <= up["first_call_s"] and up["rss_settled_mib"] > 0 and up["cpu_s"] > 0, up
+    rep = up["repeated"]
+    assert rep["sleepers"]["n"] == rep["empty"]["n"] == 2, rep
+    assert all(0 < rep[k]["first_call_s"]["median"] for k in ("sleepers", "empty")), rep

@@ -135,12 +135,6 @@ def _p_bind(value: object) -> str:
     return value.strip()
 
 
-def _p_str(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _BadValue(f"a non-empty string, got {value!r}")
-    return value
-
-
 def _p_path(value: object) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)

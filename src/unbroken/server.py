@@ -53,8 +53,6 @@ def _admin_error(status: int, message: str) -> bytes:
     return orjson.dumps({"message": message, "restate_code": None})
 
 
-# Descriptors kept for everything but the two listeners' connections (SQLite, logs, the handlers' clients).
-_FDS_RESERVED = 128
 
 
 def raise_open_file_limit() -> int:
@@ -90,7 +88,7 @@ def return_large_blocks_to_the_os() -> None:
 
 def connections_max(open_files: int) -> int:
     """Connections per listener: the named bound, lowered so both listeners fit under the file limit."""
-    return max(16, min(limits.http_connections_max, (open_files - _FDS_RESERVED) // 2))
+    return max(16, min(limits.http_connections_max, (open_files - limits.fds_reserved_count) // 2))
 
 
 def _uvicorn(
@@ -120,14 +118,13 @@ def build_engine(app: App, config: Config) -> tuple[Node, SqliteStore]:
     return build_from_config(app, config)
 
 
-_BACKLOG = 4096  # as the uvicorn config's backlog
 
 
 def _listeners(config: Config) -> tuple[list[socket.socket], list[socket.socket]]:
     """Both listeners' sockets, bound before anything says "serving" (a port in use: StartupError)."""
-    ingress = bind_listeners(*config.ingress_host_port, "ingress", "--ingress-bind", _BACKLOG)
+    ingress = bind_listeners(*config.ingress_host_port, "ingress", "--ingress-bind", limits.listen_backlog_connections_max)
     try:
-        admin = bind_listeners(*config.admin_host_port, "admin API", "--admin-bind", _BACKLOG)
+        admin = bind_listeners(*config.admin_host_port, "admin API", "--admin-bind", limits.listen_backlog_connections_max)
     except StartupError:
         for sock in ingress:
             sock.close()

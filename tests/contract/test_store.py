@@ -178,6 +178,23 @@ def test_state_is_per_service_and_key(store: Store) -> None:
         assert txn.state_all("Obj", "unknown") == {}
 
 
+def test_one_state_entry_and_the_names_are_read_alone(store: Store) -> None:
+    """Lazy state reads one entry (or only the names) of a key, never the whole state."""
+    with store.transaction() as txn:
+        txn.state_set("Obj", "k1", "b", b"2")
+        txn.state_set("Obj", "k1", "a", b"1")
+        txn.state_set("Obj", "k2", "c", b"other key")
+        txn.state_set("Other", "k1", "d", b"other service")
+    with store.transaction() as txn:
+        assert txn.state_get("Obj", "k1", "a") == b"1"
+        assert txn.state_get("Obj", "k1", "c") is None
+        assert txn.state_get("Obj", "unknown", "a") is None
+        assert txn.state_keys("Obj", "k1") == ["a", "b"]
+        assert txn.state_keys("Obj", "unknown") == []
+        txn.state_clear("Obj", "k1", "a")
+        assert txn.state_get("Obj", "k1", "a") is None and txn.state_keys("Obj", "k1") == ["b"]
+
+
 # -------------------------------------------------------------------------------------- lock and inbox
 def test_lock_holder_is_set_replaced_and_released_per_key(store: Store) -> None:
     with store.transaction() as txn:

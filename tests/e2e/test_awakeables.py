@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Server, read_box, unique_key, wait_until
+from unbroken.core.ids import InvocationId, awakeable_id
 
 APP = "tests/apps/semantics.py"
 # A short inactivity timeout makes waiting invocations suspend; dev mode logs "<id> suspended".
@@ -106,6 +107,34 @@ def test_waiting_invocation_suspends_and_resumes(srv: Server, tmp_path: Path) ->
     assert _result(srv, inv) == {"input": "s", "resolved": "after suspension"}
     # The handler body ran twice: the first attempt (which suspended) and the replay that resumed it.
     assert starts.read_text().splitlines() == ["x", "x"]
+
+
+def _row(srv: Server, inv: str) -> dict[str, Any]:
+    query = f"SELECT status, journal_size, retry_count FROM sys_invocation WHERE id = '{inv}'"
+    resp = srv.admin_request("POST", "/query", {"query": query})
+    assert resp.status_code == 200, resp.text
+    (row,) = resp.json()["rows"]
+    return row  # type: ignore[no-any-return]
+
+
+def test_an_index_never_allocated_is_refused_and_leaves_the_invocation_alone(srv: Server, tmp_path: Path) -> None:
+    """A started invocation's computed awakeable ids past the ones it created resolve nothing (it used to
+    be accepted and stored, and the handler's next ``ctx.awakeable()`` got the planted value at once)."""
+    starts = tmp_path / "starts"
+    inv, aid = _waiting(srv, "s", attempts=str(starts))
+    wait_until(lambda: f"{inv} suspended" in srv.log(), timeout=10, what="the invocation to suspend")
+    before = _row(srv, inv)
+    assert before["status"] == "suspended", before
+    for idx in (18, 19, 500):
+        planted = awakeable_id(InvocationId.parse(inv), idx)
+        for verb in ("resolve", "reject"):
+            resp = srv.call(f"/restate/awakeables/{planted}/{verb}", "planted")
+            assert resp.status_code == 404, resp.text
+            assert resp.json()["message"] == f"awakeable '{planted}' not found: its invocation has not created it"
+    assert _row(srv, inv) == before  # not woken, nothing journaled
+    assert starts.read_text().splitlines() == ["x"]
+    assert srv.call(f"/restate/awakeables/{aid}/resolve", "real").status_code == 202
+    assert _result(srv, inv) == {"input": "s", "resolved": "real"}
 
 
 def test_cancel_reaches_a_suspended_invocation(srv: Server, tmp_path: Path) -> None:

@@ -162,19 +162,19 @@ class Sink:
             if n.completion_id not in answered:
                 self._later(n)
 
-    def command(self, cmd: j.Command) -> None:
+    def command(self, cmd: j.Command, awakeables: int | None = None) -> None:
         self.journal.append(cmd)
         self.new_commands.append(cmd)
         self.answer(cmd)
 
-    def propose_run(self, completion_id: int, result: j.Result) -> None:
+    def propose_run(self, completion_id: int, result: j.Result, awakeables: int | None = None) -> None:
         self._later(j.Notification("run", completion_id, 0, result))
 
     def resolve(self, awakeable: str, value: int) -> None:
         _, idx = parse_awakeable_id(awakeable)
         self._later(j.Notification("signal", 0, idx, j.Result(json.dumps(f"awoken {value}").encode())))
 
-    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None:
+    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None) -> None:
         self.suspended = True
 
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:

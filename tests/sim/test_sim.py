@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.model import RetryPolicy, ServiceKind, Target
@@ -235,7 +236,7 @@ def _old_store_failed(self: proc.Processor, batch: list[Any], exc: BaseException
             self._schedule()
 
     self._loop.call_later(self._retry_delay, retry)
-    self._retry_delay = min(self._retry_delay * 2, proc.RETRY_DELAY_MAX_S)
+    self._retry_delay = min(self._retry_delay * 2, limits.store_retry_delay_max_s)
     self._schedule()
 
 
@@ -410,9 +411,9 @@ def test_sqlite_store_recovers_from_a_failed_commit(tmp_path: Path) -> None:
 
 # -------------------------------------------------------------------------- the wake order of an attempt
 class _NullSink:
-    def command(self, command: Any) -> None: ...
-    def propose_run(self, completion_id: int, result: Any) -> None: ...
-    def suspend(self, waiting_completions: Any, waiting_signals: Any) -> None: ...
+    def command(self, command: Any, awakeables: int | None = None) -> None: ...
+    def propose_run(self, completion_id: int, result: Any, awakeables: int | None = None) -> None: ...
+    def suspend(self, waiting_completions: Any, waiting_signals: Any, awakeables: int | None = None) -> None: ...
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None: ...
     def ended(self) -> None: ...
 

@@ -22,7 +22,7 @@ def test_cancelling_the_root_of_a_cycle_cancels_the_call_queued_behind_its_lock(
     root, _ = m.invoke(Target("Obj", "ex", "a"))
     middle = _call(m, root, Target("Obj", "ex", "b"))
     inner = _call(m, middle, Target("Obj", "ex", "a"))
-    assert m.inv(inner).status is Status.INBOXED  # behind the root's lock: A→B→A
+    assert m.inv(inner).status is Status.PENDING  # behind the root's lock: A→B→A
     actions = m.apply(r.CancelInvocation(root, 7))
     assert m.inv(inner).status is Status.COMPLETED
     assert m.inv(inner).result == j.Result(failure=j.Failure(409, "cancelled"))

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 from unbroken.core.durations import (
     InvalidDuration,
     format_duration,
+    format_rfc3339,
     format_rfc3339_ms,
     format_rfc3339_nanos,
     parse_delay_ms,
     parse_duration_ms,
 )
+from unbroken.core.read_model import rfc3339
 
 NO_UNIT = "expected to find unit designator suffix (e.g. '10s', '500ms', 'PT1S')"
 
@@ -210,6 +212,13 @@ def test_format_rfc3339_nanos() -> None:
     assert format_rfc3339_nanos(1_795_550_453_299) == "2026-11-24T20:00:53.299000000Z"
     assert format_rfc3339_nanos(0) == "1970-01-01T00:00:00.000000000Z"
     assert format_rfc3339_nanos(-1) == "1969-12-31T23:59:59.999000000Z"
+
+
+def test_the_admin_timestamps_use_the_same_formatter() -> None:
+    assert rfc3339(1_795_636_929_374) == format_rfc3339(1_795_636_929_374) == "2026-11-25T20:02:09.374Z"
+    assert rfc3339(0) is None and rfc3339(None) is None  # not set
+    # Years before 1000 keep their four digits (strftime's %Y dropped the zeros on Linux).
+    assert rfc3339(-62_135_596_800_000) == "0001-01-01T00:00:00.000Z"
 
 
 @given(st.integers(min_value=0, max_value=253_402_300_799_999))

@@ -1,4 +1,4 @@
-"""The handler input check the ingress runs before accepting an invocation (sdk/input_check.py)."""
+"""The handler input check the ingress runs before accepting an invocation (sdk/serde/input_check.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Optional, TypedDict
 import pytest
 from pydantic import BaseModel
 
-from unbroken.sdk.input_check import input_validator
 from unbroken.sdk.serde import BytesSerde, JsonSerde, PydanticJsonSerde, Serde, serde_for_type
+from unbroken.sdk.serde.input_check import input_validator
 
 
 @dataclasses.dataclass

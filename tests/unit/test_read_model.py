@@ -45,7 +45,7 @@ def _populate(store: Any) -> None:
         txn.append_journal(HOLDER, 0, inp, NOW)
         txn.append_journal(HOLDER, 1, j.PeekPromiseCommand("decision", 1), NOW)
         txn.set_lock_holder("Counter", "k", HOLDER)
-        txn.put_invocation(_inv(QUEUED, Target("Counter", "add", "k"), obj, Status.INBOXED))
+        txn.put_invocation(_inv(QUEUED, Target("Counter", "add", "k"), obj, Status.PENDING))
         txn.inbox_push("Counter", "k", _id(9), NOW)
         txn.inbox_push("Counter", "k", QUEUED, NOW)
         txn.put_invocation(_inv(SLEEPER, Target("Worker", "nap"), svc, Status.SUSPENDED, journal_length=2,

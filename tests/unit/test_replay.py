@@ -24,14 +24,14 @@ class FakeSink:
         self.session: Any = None
         self.paused = False
 
-    def command(self, command: j.Command) -> None:
+    def command(self, command: j.Command, awakeables: int | None = None) -> None:
         self.commands.append(command)
 
-    def propose_run(self, completion_id: int, result: j.Result) -> None:
+    def propose_run(self, completion_id: int, result: j.Result, awakeables: int | None = None) -> None:
         self.proposals.append((completion_id, result))
         asyncio.get_running_loop().call_soon(self.session.notify, j.Notification("run", completion_id, 0, result))
 
-    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None:
+    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None) -> None:
         self.suspended = (waiting_completions, waiting_signals)
 
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:

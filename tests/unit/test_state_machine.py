@@ -114,7 +114,7 @@ def test_exclusive_handlers_queue_per_key_and_shared_ones_do_not() -> None:
     shared, a4 = m.invoke(Target("Obj", "sh", "k"))
     assert _of(a1, a.StartAttempt) and _of(a3, a.StartAttempt) and _of(a4, a.StartAttempt)
     assert not _of(a2, a.StartAttempt)
-    assert m.inv(second).status is Status.INBOXED
+    assert m.inv(second).status is Status.PENDING
     done = m.apply(r.JournalCommand(first, 1, j.OutputCommand(j.Result(value=b"1"))))
     (start,) = _of(done, a.StartAttempt)
     assert start.invocation.id == second

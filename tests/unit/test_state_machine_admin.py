@@ -107,7 +107,7 @@ def test_resume_of_an_inboxed_invocation_is_not_started() -> None:
     m = Machine()
     m.invoke(Target("Obj", "ex", "k"))
     queued = m.invoke(Target("Obj", "ex", "k"))
-    assert m.inv(queued).status is Status.INBOXED
+    assert m.inv(queued).status is Status.PENDING
     assert _replies(m.apply(r.ResumeInvocation(queued, 4))) == ["not_started"]
 
 

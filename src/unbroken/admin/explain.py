@@ -10,7 +10,7 @@ promises), read through the read model (``core.read_model.Snapshot``)::
 
 ``chain`` follows what the invocation waits on to other invocations (the callee of a pending call, the
 target of an attach, the holder of the key's lock it is queued behind) recursively, depth first, each
-invocation once, at most ``MAX_CHAIN`` hops.
+invocation once, at most ``limits.explain_chain_links_max`` hops.
 
 Reason kinds: ``queued`` (behind the key's lock holder), ``scheduled`` (delayed send), ``running``,
 ``sleep``, ``awakeable``, ``promise``, ``call``, ``attach``, ``run`` (a ``ctx.run`` in flight),
@@ -29,15 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.core.ids import InvocationId, awakeable_id
 from unbroken.core.model import Invocation, Status
 from unbroken.core.read_model import Snapshot, rfc3339
-
-MAX_CHAIN = 10
-MAX_VALUE_CHARS = 500
-AWAKEABLE_SCAN_MAX = 256  # signal indexes looked at for the awakeables of a running handler
-AWAKEABLE_SCAN_MISSES_MAX = 8  # consecutive indexes whose id is in no journal entry: the scan stops
-
 
 
 @dataclass
@@ -104,7 +99,7 @@ def explain(conn: Snapshot, invocation_id: str) -> dict[str, Any] | None:
     chain: list[dict[str, Any]] = []
     seen = {inv.id}
     stack = [(nid, 1, inv.id) for nid in reversed(top.next_ids)]
-    while stack and len(chain) < MAX_CHAIN:
+    while stack and len(chain) < limits.explain_chain_links_max:
         nid, depth, parent = stack.pop()
         if nid in seen:
             continue
@@ -131,7 +126,7 @@ def _explain_one(conn: Snapshot, inv: Invocation) -> _Hop:
             hop = _completed(inv)
         case Status.SCHEDULED:
             hop = _scheduled(conn, inv)
-        case Status.INBOXED:
+        case Status.PENDING:
             hop = _queued(conn, inv)
         case Status.BACKING_OFF:
             hop = _backing_off(conn, inv)
@@ -359,7 +354,7 @@ def _open_awakeables(conn: Snapshot, inv: Invocation, journal: _Journal) -> list
     found: list[int] = []
     misses, sig = 0, j.FIRST_AWAKEABLE_SIGNAL
     parsed = InvocationId.parse(inv.id)
-    while misses < AWAKEABLE_SCAN_MISSES_MAX and sig < j.FIRST_AWAKEABLE_SIGNAL + AWAKEABLE_SCAN_MAX:
+    while misses < limits.explain_awakeable_misses_max and sig < j.FIRST_AWAKEABLE_SIGNAL + limits.explain_awakeable_signals_max:
         aid = awakeable_id(parsed, sig).encode()
         if conn.journal_entry_containing(inv.id, aid) is not None:
             misses = 0
@@ -402,7 +397,7 @@ def _utf8(value: bytes | None) -> str | None:
     return None if value is None else bytes(value).decode("utf-8", errors="replace")
 
 
-def _clip(text: str | None, limit: int = MAX_VALUE_CHARS) -> str | None:
+def _clip(text: str | None, limit: int = limits.explain_value_chars_max) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[: limit - 1] + "…"
@@ -413,4 +408,4 @@ def _first_line(text: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return f"'{_clip(text, MAX_VALUE_CHARS)}'"  # the error is the point of the answer: most of it
+    return f"'{_clip(text, limits.explain_value_chars_max)}'"  # the error is the point of the answer: most of it

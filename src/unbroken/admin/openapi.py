@@ -196,6 +196,7 @@ def _schemas() -> dict[str, Any]:
             "name": {"type": "string"}, "ty": {"type": "string", "enum": ["Exclusive", "Shared", "Workflow"]},
             "public": {"type": "boolean"}, "input_json_schema": {}, "output_json_schema": {},
             "inactivity_timeout": _DURATION, "retry_policy": _ref("RetryPolicy"),
+            "enable_lazy_state": {"type": "boolean"},
         }, ["name", "public"]),  # fmt: skip
         "ServiceMetadata": _obj({
             "name": {"type": "string"}, "ty": {"type": "string", "enum": ["Service", "VirtualObject", "Workflow"]},

@@ -60,6 +60,8 @@ def handler_metadata(h: HandlerSchema) -> dict[str, Any]:
         meta["inactivity_timeout"] = format_duration(h.inactivity_timeout_ms)
     if h.abort_timeout_ms is not None:
         meta["abort_timeout"] = format_duration(h.abort_timeout_ms)
+    if h.enable_lazy_state is not None:  # the handler's own setting (else the service's applies)
+        meta["enable_lazy_state"] = h.enable_lazy_state
     meta["retry_policy"] = retry_policy_json(h.retry_policy) if h.retry_policy else {"max_attempts": None}
     return meta
 
@@ -76,7 +78,7 @@ def service_metadata(svc: ServiceSchema, deployment_id: str) -> dict[str, Any]:
         "journal_retention": format_duration(svc.journal_retention_ms),
         "inactivity_timeout": format_duration(svc.inactivity_timeout_ms),
         "abort_timeout": format_duration(svc.abort_timeout_ms),
-        "enable_lazy_state": False,
+        "enable_lazy_state": svc.enable_lazy_state,
         "retry_policy": retry_policy_json(svc.retry_policy),
     }
     if svc.kind is ServiceKind.WORKFLOW:

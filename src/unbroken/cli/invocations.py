@@ -23,6 +23,7 @@ from unbroken.cli.common import (
     command,
     sql_literal,
 )
+from unbroken.core import limits
 
 app = typer.Typer(help="List, inspect and control invocations.", no_args_is_help=True)
 
@@ -98,20 +99,19 @@ def list_(
         return
     table(["id", "target", "status", "created", "info"],
           [(r["id"], r["target"], r["status"], r["created_at"], _info(r)) for r in rows], no_wrap=["id"])  # fmt: skip
-    if more > _MORE_COUNTED_MAX:
+    if more > limits.cli_count_rows_max:
         narrow = "narrow with --status/--service/--key, or raise --limit"
-        typer.echo(f"… and more than {_MORE_COUNTED_MAX} older ones not shown: {narrow}")
+        typer.echo(f"… and more than {limits.cli_count_rows_max} older ones not shown: {narrow}")
     elif more:
         ones = "ones" if more > 1 else "one"
         typer.echo(f"… and {more} older {ones} not shown: --limit {limit + more} shows all")
 
 
-_MORE_COUNTED_MAX = 100_000  # past this, "more than" (counting a million rows is not worth the wait)
 
 
 def _count_more(admin: Any, where: str, limit: int) -> int:
-    """How many match past the first ``limit`` (at most ``_MORE_COUNTED_MAX + 1``)."""
-    bounded = f"SELECT 1 FROM sys_invocation{where} LIMIT {limit + _MORE_COUNTED_MAX + 1}"
+    """How many match past the first ``limit`` (at most ``limits.cli_count_rows_max + 1``)."""
+    bounded = f"SELECT 1 FROM sys_invocation{where} LIMIT {limit + limits.cli_count_rows_max + 1}"
     return int(admin.query(f"SELECT count(*) AS n FROM ({bounded})")[0]["n"]) - limit
 
 

@@ -15,6 +15,7 @@ class StartAttempt:
     invocation: Invocation
     journal: tuple[Entry, ...]
     state: dict[str, bytes] | None  # None = plain service (no state access)
+    lazy_state: bool = False  # a lazy-state handler: ``state`` is empty, reads go through commands
 
 
 @dataclass(frozen=True, slots=True)

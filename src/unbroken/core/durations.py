@@ -18,9 +18,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from unbroken.core import limits
+
 __all__ = [
     "InvalidDuration",
     "format_duration",
+    "format_rfc3339",
     "format_rfc3339_ms",
     "format_rfc3339_nanos",
     "parse_delay_ms",
@@ -63,8 +66,7 @@ _UNITS: Final[dict[str, int]] = {
     **_aliases(1, "ns", "nsec", "nsecs", "nano", "nanos", "nanosecond", "nanoseconds"),
 }
 
-_MAX_TEXT_LEN: Final = 256
-_MAX_MS: Final = (1 << 63) - 1
+_MS_RANGE_MAX: Final = (1 << 63) - 1  # what a stored signed 64-bit integer of milliseconds holds
 
 _NUMBER: Final = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 # One friendly part: optional separator, number, optional spaces, optional unit.
@@ -143,7 +145,7 @@ def parse_duration_ms(text: str) -> int:
     body = text.strip()
     if not body:
         raise _error(text, "empty duration")
-    if len(body) > _MAX_TEXT_LEN:
+    if len(body) > limits.duration_text_chars_max:
         raise _error(text[:32] + "...", "duration text too long")
     if body[0] == "-" or body.lower().endswith("ago"):
         raise _error(text, "negative durations are not allowed")
@@ -156,7 +158,7 @@ def parse_duration_ms(text: str) -> int:
     else:
         total_ns = _parse_friendly_ns(text, body)
     total_ms = total_ns // _NS_PER_MS
-    if total_ms > _MAX_MS:
+    if total_ms > _MS_RANGE_MAX:
         raise _error(text, "duration too large")
     return total_ms
 
@@ -167,9 +169,9 @@ def parse_delay_ms(text: str) -> int:
     ``"1500"`` -> 1500; ``"1.5s"`` -> 1500; ``"-5"`` raises :class:`InvalidDuration`.
     """
     body = text.strip()
-    if _BARE_INT.fullmatch(body) and len(body) <= _MAX_TEXT_LEN:
+    if _BARE_INT.fullmatch(body) and len(body) <= limits.duration_text_chars_max:
         value = int(body)
-        if value > _MAX_MS:
+        if value > _MS_RANGE_MAX:
             raise _error(text, "duration too large")
         return value
     return parse_duration_ms(text)
@@ -203,12 +205,21 @@ def _utc(epoch_ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
+def format_rfc3339(epoch_ms: int, *, fraction_digits: int = 3, utc_suffix: str = "Z") -> str:
+    """UTC timestamp of epoch milliseconds: ``2026-11-25T20:02:09.374Z``. The one formatter every spelling
+    below uses: digits past the third are zeros (the engine's clock counts milliseconds)."""
+    dt = _utc(epoch_ms)
+    fraction = f"{dt.microsecond // 1000:03d}".ljust(fraction_digits, "0")
+    return f"{dt.replace(tzinfo=None).isoformat(timespec='seconds')}.{fraction}{utc_suffix}"
+
+
 def format_rfc3339_ms(epoch_ms: int) -> str:
-    """UTC timestamp with millisecond precision: ``2026-11-25T20:02:09.374+00:00``."""
-    return _utc(epoch_ms).isoformat(timespec="milliseconds")
+    """UTC timestamp with millisecond precision: ``2026-11-25T20:02:09.374+00:00`` (Restate's
+    ``idempotency-expires`` header)."""
+    return format_rfc3339(epoch_ms, utc_suffix="+00:00")
 
 
 def format_rfc3339_nanos(epoch_ms: int) -> str:
-    """UTC timestamp with 9 fractional digits and 'Z': ``2026-11-24T20:00:53.299000000Z``."""
-    dt = _utc(epoch_ms)
-    return f"{dt.strftime('%Y-%m-%dT%H:%M:%S')}.{dt.microsecond // 1000:03d}000000Z"
+    """UTC timestamp with 9 fractional digits and 'Z': ``2026-11-24T20:00:53.299000000Z`` (Restate's
+    ``executionTime``)."""
+    return format_rfc3339(epoch_ms, fraction_digits=9)

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 PROTOCOL_VIOLATION = 571  # Restate's PROTOCOL_VIOLATION code (crates/types/src/errors.rs)
-JOURNAL_MISMATCH = 570
+JOURNAL_MISMATCH = 570  # Restate's JOURNAL_MISMATCH: the handler's commands differ from its journal
 
 
 class EngineError(Exception):

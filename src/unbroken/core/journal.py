@@ -34,10 +34,6 @@ class Result(msgspec.Struct, frozen=True, array_like=True):
     value: bytes | None = None
     failure: Failure | None = None
 
-    @property
-    def is_void(self) -> bool:
-        return self.value is None and self.failure is None
-
 
 VOID = Result()
 
@@ -61,6 +57,23 @@ class GetEagerStateCommand(msgspec.Struct, frozen=True, tag="gs", array_like=Tru
 
 class GetEagerStateKeysCommand(msgspec.Struct, frozen=True, tag="gk", array_like=True):
     keys: list[str]
+
+
+class GetLazyStateCommand(msgspec.Struct, frozen=True, tag="gls", array_like=True):
+    """State read of a lazy-state handler (its attempt started without the state): the engine answers with
+    a ``get_lazy_state`` notification holding the value at the time it applied the command (void: unset)."""
+
+    key: str
+    completion_id: int
+    name: str = ""
+
+
+class GetLazyStateKeysCommand(msgspec.Struct, frozen=True, tag="glk", array_like=True):
+    """The state's keys, for a lazy-state handler: answered by a ``get_lazy_state_keys`` notification whose
+    value is the sorted keys (see :func:`encode_state_keys`)."""
+
+    completion_id: int
+    name: str = ""
 
 
 class SetStateCommand(msgspec.Struct, frozen=True, tag="ss", array_like=True):
@@ -161,8 +174,8 @@ class Notification(msgspec.Struct, frozen=True, tag="n", array_like=True):
     """The engine's answer to a command (``completion_id`` > 0) or a signal (``signal_idx`` > 0).
 
     ``kind`` names what it completes (``sleep``, ``call``, ``call_id``, ``run``, ``promise``, ``signal``,
-    ``attach``, ``output``) for introspection only; matching is by id (or ``signal_name`` for named
-    signals). ``invocation_id`` is set on ``call_id`` notifications.
+    ``attach``, ``output``, ``get_lazy_state``, ``get_lazy_state_keys``) for introspection only; matching
+    is by id (or ``signal_name`` for named signals). ``invocation_id`` is set on ``call_id`` notifications.
     """
 
     kind: str
@@ -178,6 +191,8 @@ Command = (
     | OutputCommand
     | GetEagerStateCommand
     | GetEagerStateKeysCommand
+    | GetLazyStateCommand
+    | GetLazyStateKeysCommand
     | SetStateCommand
     | ClearStateCommand
     | ClearAllStateCommand
@@ -203,6 +218,8 @@ _ENTRY_NAMES: dict[type, str] = {
     OutputCommand: "Output",
     GetEagerStateCommand: "GetEagerState",
     GetEagerStateKeysCommand: "GetEagerStateKeys",
+    GetLazyStateCommand: "GetLazyState",
+    GetLazyStateKeysCommand: "GetLazyStateKeys",
     SetStateCommand: "SetState",
     ClearStateCommand: "ClearState",
     ClearAllStateCommand: "ClearAllState",
@@ -235,6 +252,17 @@ def command_name(entry: Entry) -> str:
 
 
 _encoder = msgspec.msgpack.Encoder()
+_keys_decoder: msgspec.msgpack.Decoder[list[str]] = msgspec.msgpack.Decoder(list[str])
+
+
+def encode_state_keys(keys: list[str]) -> bytes:
+    """The value of a ``get_lazy_state_keys`` notification (the protocol's ``StateKeys``, as msgpack)."""
+    return _encoder.encode(sorted(keys))
+
+
+def decode_state_keys(data: bytes) -> list[str]:
+    return _keys_decoder.decode(data)
+
 _decoder: msgspec.msgpack.Decoder[Entry] = msgspec.msgpack.Decoder(Entry)
 
 

@@ -1,4 +1,8 @@
-"""Every bound the engine enforces, named, with its unit last."""
+"""Every bound the engine enforces, named, with its unit last.
+
+The relationships between them are asserted at import (as TigerBeetle's ``constants.zig`` does at comptime): a
+build whose bounds contradict each other does not start.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,13 @@ reply_waiters_max = 65_536  # HTTP callers waiting for a reply (each partition's
 record_store_attempts_max = 8  # commits of one record alone that the store refused before the engine gives up on it
 invariant_recoveries_max = 16  # in-process recoveries after invariant violations before the partition stays stopped
 retry_after_s = 1  # the Retry-After of a 503 while the engine is overloaded or its store is failing
+store_retry_delay_min_s = 0.01  # the first pause after the store failed; doubled per failure in a row
+store_retry_delay_max_s = 1.0  # the longest pause between two tries of a store that keeps failing
+processor_stop_timeout_s = 10.0  # bound of each wait in Processor.stop(): the queue to drain, the writer thread to exit
+
+# storage
+# Bound of the SQLite store's id -> storage-key cache; it is emptied between transactions once it holds more.
+storage_key_cache_entries_max = 65_536
 
 # ingress and admin
 request_body_bytes_max = 32 * 1024 * 1024  # as Restate's default request-size-limit
@@ -19,6 +30,7 @@ idempotency_key_bytes_max = 1024
 header_count_max = 100  # as hyper (Restate's HTTP stack): more is 431
 header_bytes_max = 64 * 1024  # all header names and values of one request together: more is 431
 url_bytes_max = 32 * 1024  # the request target (path and query) as sent: more is 414
+duration_text_chars_max = 256  # a duration ("10s", "PT1H", ?delay=) longer than this is refused unparsed
 delay_ms_max = 10 * 365 * 24 * 3600 * 1000  # ?delay= of a send; a timer further out is refused (400)
 
 # admin POST /query
@@ -46,6 +58,20 @@ journal_entries_max = 100_000  # per invocation; past it the attempt fails with 
 state_value_bytes_max = 32 * 1024 * 1024  # one ctx.set value (as Restate's eager-state-size-limit)
 journal_entry_bytes_max = 32 * 1024 * 1024  # payload of one journal entry (as Restate's message-size-limit)
 failure_message_chars_max = 64 * 1024  # longer error messages are cut (they are stored and shown)
+failure_metadata_entries_max = 64  # entries of a TerminalError's metadata kept (the others are dropped)
+failure_metadata_key_chars_max = 1024  # a metadata key is cut here (values are cut as messages are)
+
+# admin explain (GET /invocations/{id}/explain)
+explain_chain_links_max = 10  # invocations followed along a chain of callers/callees
+explain_value_chars_max = 500  # a value or error message quoted in an explanation is cut here
+explain_awakeable_signals_max = 256  # signal indexes looked at for the awakeables of a running handler
+explain_awakeable_misses_max = 8  # consecutive indexes whose id is in no journal entry: the scan stops
+
+# process
+lock_holder_bytes_max = 4096  # what is read of the data dir's lock file to name the process holding it
+listen_backlog_connections_max = 4096  # accepted connections the kernel queues per listener (as uvicorn's default)
+# Descriptors kept for everything but the two listeners' connections (SQLite, logs, the handlers' clients).
+fds_reserved_count = 128
 
 # timers
 timers_in_memory_max = 10_000  # the earliest timers held in memory; the others wait in storage
@@ -53,3 +79,30 @@ timers_in_memory_max = 10_000  # the earliest timers held in memory; the others 
 # retention sweep
 clean_expired_batch_max = 1000
 clean_expired_interval_ms = 60_000
+
+# CLI
+# Rows `unbroken invocations` counts past its page; beyond, it says "more than" (counting a million rows is not
+# worth the wait).
+cli_count_rows_max = 100_000
+
+
+# Relationships between the bounds.
+assert 1 <= batch_records_max <= records_queued_max  # a batch is taken from the queue
+assert record_store_attempts_max >= 1 and invariant_recoveries_max >= 0
+assert 0 < store_retry_delay_min_s <= store_retry_delay_max_s
+assert store_retry_delay_max_s <= retry_after_s  # a caller told to retry after this finds the store retried
+assert processor_stop_timeout_s > store_retry_delay_max_s  # stop() outlasts one pause of a failing store
+assert storage_key_cache_entries_max >= batch_records_max  # a full batch's ids still hit the cache
+assert ingress_inflight_body_bytes_max >= request_body_bytes_max  # the largest body allowed can be held
+assert state_value_bytes_max <= request_body_bytes_max  # a value taken from a request fits in one
+assert delay_ms_max < 2**63  # stored as a signed 64-bit integer of milliseconds
+assert journal_entries_max < 2**32  # the service protocol numbers entries with a u32
+# A query answer holds one row with the largest state value: its hex (2x) plus its value_utf8 (1x).
+assert query_value_bytes_max >= 2 * state_value_bytes_max
+assert query_answer_bytes_max >= 3 * state_value_bytes_max
+assert query_rows_max >= 1 and query_inflight_max >= 1 and query_timeout_s_max > 0
+assert http_head_timeout_ms > 0 and http_body_idle_timeout_ms > 0 and http_connections_max >= 1
+assert failure_metadata_key_chars_max <= failure_message_chars_max
+assert explain_awakeable_misses_max <= explain_awakeable_signals_max and explain_chain_links_max >= 1
+assert timers_in_memory_max >= 1  # the window holds the earliest timer, or no timer ever fires
+assert clean_expired_batch_max >= 1 and clean_expired_interval_ms > 0

@@ -66,11 +66,7 @@ class HandlerSchema:
     # The body -> None when it fits the handler's input type, else what is wrong. The ingress calls it
     # before accepting an invocation (given by the SDK, which the ingress may not import).
     input_validator: Callable[[bytes], str | None] | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def takes_lock(self) -> bool:
-        """Exclusive object handlers and the workflow run hold the key's lock while they run."""
-        return self.kind is HandlerKind.EXCLUSIVE or self.kind is HandlerKind.WORKFLOW
+    enable_lazy_state: bool | None = None  # None: the service's setting
 
 
 @dataclass(frozen=True)
@@ -86,10 +82,17 @@ class ServiceSchema:
     workflow_completion_retention_ms: int = 86_400_000
     journal_retention_ms: int = 86_400_000
     revision: int = 1
+    # Restate's lazy state: attempts start without the key's state, each read asks the engine for what it
+    # needs (GetLazyState / GetLazyStateKeys commands), so a key with a large state starts fast.
+    enable_lazy_state: bool = False
 
     def retry_policy_for(self, handler: str) -> RetryPolicy:
         h = self.handlers.get(handler)
         return h.retry_policy if h is not None and h.retry_policy is not None else self.retry_policy
+
+    def lazy_state_for(self, handler: str) -> bool:
+        h = self.handlers.get(handler)
+        return h.enable_lazy_state if h is not None and h.enable_lazy_state is not None else self.enable_lazy_state
 
 
 @dataclass(frozen=True)
@@ -106,16 +109,12 @@ class Status(enum.StrEnum):
     """Invocation status, spelled as Restate's ``sys_invocation.status``."""
 
     SCHEDULED = "scheduled"
-    INBOXED = "pending"
-    READY = "ready"
+    PENDING = "pending"  # queued in its key's inbox behind the lock holder (Restate's internal name: Inboxed)
     RUNNING = "running"
     SUSPENDED = "suspended"
     BACKING_OFF = "backing-off"
     PAUSED = "paused"
     COMPLETED = "completed"
-
-
-ACTIVE_STATUSES = frozenset({Status.READY, Status.RUNNING})
 
 
 class Target(msgspec.Struct, frozen=True, array_like=True):
@@ -173,6 +172,11 @@ class Invocation(msgspec.Struct, array_like=True):
     cancel_requested: bool = False
     children: list[str] = []
     running_at_ms: int = 0  # when its first attempt started (for a lock-taking handler: when it took the lock)
+    # How many awakeables (signal indexes 17, 18, ...) its handler allocated, as reported by the SDK on the
+    # records it sends anyway (commands, run results, suspensions); -1 = unknown (a row from before this
+    # field, an SDK that does not report it, an attempt aborted by a pause): then any awakeable index is
+    # accepted. See ``control.awakeable_allocated``. Last, with a default, so that older rows still decode.
+    awakeables: int = -1
 
 
 def cleanup_due_ms(inv: Invocation) -> int:

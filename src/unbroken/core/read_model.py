@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from unbroken.core.durations import format_rfc3339
 from unbroken.core.journal import Entry
 from unbroken.core.model import Invocation
 from unbroken.core.txn import Promise
@@ -87,7 +87,4 @@ class ReadModel(Protocol):
 
 def rfc3339(ms: int | None) -> str | None:
     """``2026-11-25T20:02:09.374Z`` for epoch milliseconds; None for None/0 (not set)."""
-    if not ms:
-        return None
-    dt = datetime.fromtimestamp(ms // 1000, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return format_rfc3339(ms) if ms else None

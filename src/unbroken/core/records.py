@@ -31,6 +31,12 @@ class Invoke:
     random_seed: int = 0
 
 
+# ``awakeables`` on the records an attempt sends: how many awakeables its handler has allocated so far
+# (the in-process SDK reports it; None = not reported, e.g. a remote SDK: the engine then stops checking
+# the awakeable indexes resolved for that invocation). Carried on records that are written anyway, so
+# knowing it costs no storage write of its own.
+
+
 @dataclass(frozen=True, slots=True)
 class JournalCommand:
     """A command written by a running attempt (``attempt`` fences out zombie attempts)."""
@@ -38,6 +44,7 @@ class JournalCommand:
     invocation_id: str
     attempt: int
     command: Command
+    awakeables: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,7 @@ class ProposeRunCompletion:
     attempt: int
     completion_id: int
     result: Result
+    awakeables: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,7 @@ class AttemptSuspended:
     attempt: int
     waiting_completions: tuple[int, ...]
     waiting_signals: tuple[int, ...]
+    awakeables: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

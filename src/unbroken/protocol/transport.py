@@ -30,14 +30,24 @@ class AttemptStart:
     ms_since_progress: int
     inactivity_timeout_ms: int
     idempotency_key: str | None
+    # Restate's partial state: ``state`` holds nothing, reads of the key's state are commands the engine
+    # answers (GetLazyState, GetLazyStateKeys).
+    lazy_state: bool = False
 
 
 class AttemptSink(Protocol):
-    """Engine side of an attempt, called by the handler side (never blocks)."""
+    """Engine side of an attempt, called by the handler side (never blocks).
 
-    def command(self, command: Command) -> None: ...
-    def propose_run(self, completion_id: int, result: Result) -> None: ...
-    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None: ...
+    ``awakeables``: how many awakeables the handler allocated so far, when the SDK knows it (the
+    in-process one does); the engine refuses to complete an awakeable index past it. ``None`` (a remote
+    SDK: Restate's protocol does not carry it) turns that check off for the invocation.
+    """
+
+    def command(self, command: Command, awakeables: int | None = None) -> None: ...
+    def propose_run(self, completion_id: int, result: Result, awakeables: int | None = None) -> None: ...
+    def suspend(
+        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+    ) -> None: ...
     # pause: stop retrying now (a programming error no retry fixes); the operator resumes after a fix
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None: ...
     def ended(self) -> None: ...
@@ -51,5 +61,4 @@ class AttemptHandle(Protocol):
 
 
 class HandlerTransport(Protocol):
-    def has_handler(self, target: Target) -> bool: ...
     def start(self, start: AttemptStart, sink: AttemptSink) -> AttemptHandle: ...

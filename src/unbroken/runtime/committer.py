@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from unbroken.core import limits
 from unbroken.core.actions import Action
 from unbroken.core.records import Record
 from unbroken.core.storage import Transaction
 from unbroken.runtime.faults import FaultPoints
 
-STOP_TIMEOUT_S = 10.0  # bound of the wait for the writer thread to exit
 # A batch this small is committed on the loop itself: nothing else is queued, so the fsync holds up little,
 # and it saves the two thread hand-offs (W1 at one connection: p50 0.90 -> 0.77 ms; no change at 16).
 INLINE_COMMIT_RECORDS = 1
@@ -80,7 +80,7 @@ class ThreadCommitter:
     async def stop(self) -> None:
         self._batches.put(None)
         if self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join, STOP_TIMEOUT_S)
+            await asyncio.to_thread(self._thread.join, limits.processor_stop_timeout_s)
 
     def _write(self) -> None:
         while True:

@@ -42,17 +42,21 @@ class _Sink:
         self._id = invocation_id
         self._attempt = attempt
 
-    def command(self, command: Command) -> None:
-        self._invoker.processor.submit(r.JournalCommand(self._id, self._attempt, command))
+    def command(self, command: Command, awakeables: int | None = None) -> None:
+        self._invoker.processor.submit(r.JournalCommand(self._id, self._attempt, command, awakeables))
         self._invoker.active(self._id, self._attempt)
 
-    def propose_run(self, completion_id: int, result: Result) -> None:
-        self._invoker.processor.submit(r.ProposeRunCompletion(self._id, self._attempt, completion_id, result))
-        self._invoker.active(self._id, self._attempt)
-
-    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None:
+    def propose_run(self, completion_id: int, result: Result, awakeables: int | None = None) -> None:
         self._invoker.processor.submit(
-            r.AttemptSuspended(self._id, self._attempt, waiting_completions, waiting_signals)
+            r.ProposeRunCompletion(self._id, self._attempt, completion_id, result, awakeables)
+        )
+        self._invoker.active(self._id, self._attempt)
+
+    def suspend(
+        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+    ) -> None:
+        self._invoker.processor.submit(
+            r.AttemptSuspended(self._id, self._attempt, waiting_completions, waiting_signals, awakeables)
         )
 
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:
@@ -70,18 +74,20 @@ class _DevSink(_Sink):
 
     __slots__ = ()
 
-    def command(self, command: Command) -> None:
+    def command(self, command: Command, awakeables: int | None = None) -> None:
         log.info("%s  %s", self._id, _describe(command))
-        super().command(command)
+        super().command(command, awakeables)
 
-    def propose_run(self, completion_id: int, result: Result) -> None:
+    def propose_run(self, completion_id: int, result: Result, awakeables: int | None = None) -> None:
         outcome = "ok" if result.failure is None else f"failed: {result.failure.message}"
         log.info("%s  run #%d %s", self._id, completion_id, outcome)
-        super().propose_run(completion_id, result)
+        super().propose_run(completion_id, result, awakeables)
 
-    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...]) -> None:
+    def suspend(
+        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+    ) -> None:
         log.info("%s  suspending (waiting on completions %s, signals %s)", self._id, waiting_completions, waiting_signals)
-        super().suspend(waiting_completions, waiting_signals)
+        super().suspend(waiting_completions, waiting_signals, awakeables)
 
 
 def _describe(command: Command) -> str:
@@ -127,6 +133,7 @@ class Invoker:
             ms_since_progress=max(0, self.clock.now_ms() - inv.last_progress_at_ms),
             inactivity_timeout_ms=self._inactivity_timeout_ms(inv),
             idempotency_key=inv.idempotency_key,
+            lazy_state=action.lazy_state,
         )
         self.faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
         entry = _Running(inv.attempts, None)

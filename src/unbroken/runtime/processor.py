@@ -53,9 +53,6 @@ from unbroken.runtime.faults import FaultPoints, InjectedFault
 
 log = logging.getLogger("unbroken.processor")
 
-RETRY_DELAY_MIN_S = 0.01  # the first pause after the store failed; doubled per failure in a row
-RETRY_DELAY_MAX_S = 1.0
-STOP_TIMEOUT_S = 10.0  # bound of the wait in stop() for the queue to drain
 # Records that never wait behind one the store keeps refusing (they are small and unblock the operator).
 CONTROL_RECORDS = (
     r.KillInvocation, r.CancelInvocation, r.PauseInvocation, r.ResumeInvocation, r.PurgeInvocation, r.PurgeJournal,
@@ -156,7 +153,7 @@ class Processor:
         self._scheduled = False  # a _drain callback is pending on the loop
         self._committing = False  # a batch is with the committer
         self._paused = False  # the store failed: waiting before the batch is applied again
-        self._retry_delay = RETRY_DELAY_MIN_S
+        self._retry_delay = limits.store_retry_delay_min_s
         self._failures: dict[int, int] = {}  # id(record) -> commits of it alone the store refused
         self._withdrawn: set[int] = set()  # request ids whose callers left before their record was applied
         self._violations: set[str] = set()
@@ -195,10 +192,11 @@ class Processor:
         if self._running:
             self._idle = self._loop.create_future()
             self._check_idle()
+            wait_s = limits.processor_stop_timeout_s
             try:
-                await asyncio.wait_for(asyncio.shield(self._idle), STOP_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(self._idle), wait_s)
             except TimeoutError:
-                log.error("stop: %d records still queued after %.0fs", len(self._queue), STOP_TIMEOUT_S)
+                log.error("stop: %d records still queued after %.0fs", len(self._queue), wait_s)
             self._running = False
         await self._committer.stop()
 
@@ -206,7 +204,7 @@ class Processor:
         """Graceful stop from another thread than the loop's, while the loop runs (``asyncio.to_thread``)."""
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("Processor.stop() would wait on its own loop: call it from another thread")
-        asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result(timeout=2 * STOP_TIMEOUT_S + 1)
+        asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result(timeout=2 * limits.processor_stop_timeout_s + 1)
 
     def drop(self) -> None:
         """The process died (the simulator's crash): nothing queued is applied, nothing more is acted on."""
@@ -316,7 +314,7 @@ class Processor:
         """The committer committed ``batch``: act on it (on the loop, in commit order)."""
         actions = batch.actions
         self._committing = False
-        self._retry_delay = RETRY_DELAY_MIN_S
+        self._retry_delay = limits.store_retry_delay_min_s
         self._failures.clear()
         if self.store_error is not None:
             log.warning("the store commits again")
@@ -352,7 +350,7 @@ class Processor:
         self._queue.extendleft(reversed(batch))
         self._paused = True
         self._loop.call_later(self._retry_delay, self._resume)
-        self._retry_delay = min(self._retry_delay * 2, RETRY_DELAY_MAX_S)
+        self._retry_delay = min(self._retry_delay * 2, limits.store_retry_delay_max_s)
 
     def _give_up(self, record: Record, exc: BaseException, failures: int) -> bool:
         """The store refused ``record`` alone ``failures`` times: answer its caller, or fail its invocation.

@@ -13,10 +13,11 @@ import os
 import socket
 from typing import Any
 
+from unbroken.core import limits
+
 __all__ = ["LOCK_FILE", "StartupError", "bind_listeners", "lock_data_dir"]
 
 LOCK_FILE = "unbroken.lock"
-_HOLDER_BYTES_MAX = 4096  # what we read of the lock file to name its holder
 
 
 class StartupError(Exception):
@@ -37,7 +38,7 @@ def lock_data_dir(data_dir: str, ingress_bind: str, admin_bind: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        holder = os.pread(fd, _HOLDER_BYTES_MAX, 0).decode(errors="replace").strip() or "a process"
+        holder = os.pread(fd, limits.lock_holder_bytes_max, 0).decode(errors="replace").strip() or "a process"
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise StartupError(

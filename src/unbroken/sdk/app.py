@@ -7,8 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceSchema
-from unbroken.sdk.input_check import input_validator
 from unbroken.sdk.serde import BytesSerde, json_schema_for
+from unbroken.sdk.serde.input_check import input_validator
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
 
 
@@ -56,6 +56,7 @@ class App:
                     accept=h.accept,
                     content_type=h.content_type,
                     input_json=h.takes_input and not isinstance(h.input_serde, BytesSerde),
+                    enable_lazy_state=h.options.enable_lazy_state,
                 )
                 for name, h in svc.handlers.items()
             }
@@ -70,6 +71,7 @@ class App:
                 idempotency_retention_ms=_ms_or(o.idempotency_retention, idempotency_retention_ms),
                 workflow_completion_retention_ms=_ms_or(_workflow_retention(svc), workflow_retention_ms),
                 journal_retention_ms=_ms_or(o.journal_retention, journal_retention_ms),
+                enable_lazy_state=svc.enable_lazy_state,
             )
         return Schemas(out)
 

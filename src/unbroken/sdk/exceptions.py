@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from unbroken.core.errors import JOURNAL_MISMATCH
+
 
 class TerminalError(Exception):
     """Raise to fail the invocation (or a ``ctx.run``) with ``status_code``: it is never retried."""
@@ -64,7 +66,7 @@ class SdkInternalException(SdkInternalBaseException):
 class NonDeterminismError(SdkInternalBaseException):
     """The handler issued a different command than the journal recorded at this position."""
 
-    code = 570
+    code = JOURNAL_MISMATCH
 
     def __init__(self, index: int, expected: str, actual: str) -> None:
         super().__init__(

@@ -23,6 +23,7 @@ def pick_serde(serde: Serde[Any] | None, type_hint: Any) -> Serde[Any]:
 
 
 def raise_failure(result: j.Result) -> None:
+    """A journaled failure raised as the ``TerminalError`` it was; a value (or void) passes."""
     if result.failure is not None:
         raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
 
@@ -63,36 +64,36 @@ class SleepFuture(DurableFuture[None], c.RestateDurableSleepFuture):
     pass
 
 
-class CallFuture(DurableFuture[T], c.RestateDurableCallFuture[T]):
+class _Invoked:
+    """A call or a send: its invocation id arrives as a journaled notification (``id_key``), and restate-sdk
+    offers cancelling it from the future or the handle."""
+
+    __slots__ = ()
+    session: Session
+    id_key: Key
+
+    async def invocation_id(self) -> str:
+        result = await self.session.wait(self.id_key)
+        raise_failure(result)
+        assert result.value is not None
+        return result.value.decode()
+
+    async def cancel_invocation(self) -> None:
+        await cancel(self.session, await self.invocation_id())
+
+
+class CallFuture(_Invoked, DurableFuture[T], c.RestateDurableCallFuture[T]):
     __slots__ = ("id_key",)
 
     def __init__(self, session: Session, key: Key, id_key: Key, decode: Callable[[j.Result], T]) -> None:
         super().__init__(session, key, decode)
         self.id_key = id_key
 
-    async def invocation_id(self) -> str:
-        result = await self.session.wait(self.id_key)
-        raise_failure(result)
-        assert result.value is not None
-        return result.value.decode()
 
-    async def cancel_invocation(self) -> None:
-        await cancel(self.session, await self.invocation_id())
-
-
-class Handle(c.SendHandle):
+class Handle(_Invoked, c.SendHandle):
     def __init__(self, session: Session, id_key: Key) -> None:
         self.session = session
         self.id_key = id_key
-
-    async def invocation_id(self) -> str:
-        result = await self.session.wait(self.id_key)
-        raise_failure(result)
-        assert result.value is not None
-        return result.value.decode()
-
-    async def cancel_invocation(self) -> None:
-        await cancel(self.session, await self.invocation_id())
 
 
 class Ready(c.RestateDurableFuture[T]):
@@ -108,8 +109,3 @@ class Ready(c.RestateDurableFuture[T]):
             yield
         return self.value
 
-
-
-
-def void_or_raise(result: j.Result) -> None:
-    raise_failure(result)

@@ -24,7 +24,7 @@ from unbroken.sdk.futures import (
     Ready,
     SleepFuture,
     pick_serde,
-    void_or_raise,
+    raise_failure,
 )
 from unbroken.sdk.scoped import UnsupportedScope, fail_unsupported
 from unbroken.sdk.serde import DefaultSerde, Serde
@@ -55,7 +55,7 @@ class Promise(c.DurablePromise[T]):
         s = self.ctx.session
         cid = s.new_completion_id()
         s.command(j.CompletePromiseCommand(self.name, result, cid))
-        return DurableFuture(s, ("c", cid), void_or_raise)
+        return DurableFuture(s, ("c", cid), raise_failure)
 
     def resolve(self, value: T) -> Awaitable[None]:
         return self._complete(j.Result(value=self.serde.serialize(value)))
@@ -133,6 +133,10 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         self.fault_point = fault_point  # the node's fault points (runtime/faults.py), injected
         start = session.start
         self.state = dict(start.state) if start.state is not None else None
+        # Lazy state (Restate's partial state): ``state`` holds only what this attempt wrote, ``absent`` what
+        # it cleared; any other key is read through a command the engine answers (journaled: replay agrees).
+        self.partial = start.lazy_state and self.state is not None
+        self.absent: set[str] = set()
         self._random: _random.Random | None = None  # seeded on first use: most handlers never ask
         self.run_failure: RunFailed | None = None
 
@@ -190,6 +194,10 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
     def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
             entry_name: str | None = None) -> Any:  # fmt: skip
         state = self._state_map(write=False)
+        if self._lazy_read(self.partial and name not in state and name not in self.absent):
+            cid = self.session.new_completion_id()
+            self.session.command(j.GetLazyStateCommand(name, cid))
+            return DurableFuture(self.session, ("c", cid), self.decoder(pick_serde(serde, type_hint)))
         cmd = self.session.command(j.GetEagerStateCommand(name, state.get(name)))
         assert isinstance(cmd, j.GetEagerStateCommand)
         value = None if cmd.value is None else pick_serde(serde, type_hint).deserialize(cmd.value)
@@ -197,9 +205,24 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
 
     def state_keys(self, entry_name: str | None = None) -> Any:
         state = self._state_map(write=False)
+        if self._lazy_read(self.partial):
+            cid = self.session.new_completion_id()
+            self.session.command(j.GetLazyStateKeysCommand(cid))
+            return DurableFuture(self.session, ("c", cid), _state_keys)
         cmd = self.session.command(j.GetEagerStateKeysCommand(sorted(state)))
         assert isinstance(cmd, j.GetEagerStateKeysCommand)
         return Ready(list(cmd.keys))
+
+    def _lazy_read(self, lazy_now: bool) -> bool:
+        """Whether a state read goes through a lazy command. A replayed read follows its journal, so that an
+        invocation started before ``enable_lazy_state`` changed replays as it ran (a lazy read takes a
+        completion id, an eager one does not: every later id depends on it)."""
+        journaled = self.session.next_replayed()
+        if isinstance(journaled, j.GetLazyStateCommand | j.GetLazyStateKeysCommand):
+            return True
+        if isinstance(journaled, j.GetEagerStateCommand | j.GetEagerStateKeysCommand):
+            return False
+        return lazy_now
 
     def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None) -> None:
         state = self._state_map(write=True)
@@ -211,16 +234,20 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             )  # fmt: skip
         self.session.command(j.SetStateCommand(name, data))
         state[name] = data
+        self.absent.discard(name)
 
     def clear(self, name: str, entry_name: str | None = None) -> None:
         state = self._state_map(write=True)
         self.session.command(j.ClearStateCommand(name))
         state.pop(name, None)
+        self.absent.add(name)
 
     def clear_all(self, entry_name: str | None = None) -> None:
         state = self._state_map(write=True)
         self.session.command(j.ClearAllStateCommand())
         state.clear()
+        self.partial = False  # the whole state is known now: empty
+        self.absent.clear()
 
     # --------------------------------------------------------------------------- side effects
     def run(
@@ -479,6 +506,12 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         if self.hdef.service_kind.value != "Workflow":
             raise TerminalError("durable promises are only available to workflows", 500)
         return Promise(self, name, pick_serde(serde, type_hint))
+
+
+def _state_keys(result: j.Result) -> list[str]:
+    if result.failure is not None:
+        raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
+    return j.decode_state_keys(result.value) if result.value is not None else []
 
 
 def _check_signal_name(name: str) -> None:

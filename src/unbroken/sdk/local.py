@@ -10,7 +10,6 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from unbroken.core import journal as j
-from unbroken.core.model import Target
 from unbroken.protocol.transport import AttemptSink, AttemptStart
 from unbroken.sdk.exceptions import (
     NonDeterminismError,
@@ -44,9 +43,6 @@ class LocalTransport:
         # The engine's loop, when the caller knows it: asyncio.get_running_loop() makes a getpid() system
         # call, and showed as ~4% of the event loop's samples when asked once per attempt.
         self.loop = loop
-
-    def has_handler(self, target: Target) -> bool:
-        return (target.service, target.handler) in self.handlers
 
     def start(self, start: AttemptStart, sink: AttemptSink) -> Session:
         loop = self.loop or asyncio.get_running_loop()

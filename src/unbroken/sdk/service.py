@@ -38,7 +38,7 @@ class HandlerOptions:
     ingress_private: bool | None = None
     metadata: dict[str, str] | None = None
     description: str | None = None
-    enable_lazy_state: bool | None = None  # accepted: state is always loaded eagerly in-process
+    enable_lazy_state: bool | None = None  # None: the service's setting (see ServiceSchema.enable_lazy_state)
     # restate-sdk's invocation_context_managers: entered around each attempt of the handler
     invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None
 

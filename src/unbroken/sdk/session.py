@@ -37,7 +37,7 @@ Key = tuple[str, Any]  # ("c", completion_id) or ("s", signal_idx); ("n", name) 
 def _identity(cmd: j.Entry) -> tuple[Any, ...]:
     """What must match between a journaled command and a replayed one (not values or times)."""
     match cmd:
-        case j.GetEagerStateCommand() | j.SetStateCommand() | j.ClearStateCommand():
+        case j.GetEagerStateCommand() | j.GetLazyStateCommand() | j.SetStateCommand() | j.ClearStateCommand():
             return (type(cmd), cmd.key)
         case j.CallCommand() | j.OneWayCallCommand():
             return (type(cmd), cmd.service, cmd.handler, cmd.key)
@@ -53,6 +53,37 @@ def _identity(cmd: j.Entry) -> tuple[Any, ...]:
             return (type(cmd),)
 
 
+class _ReportingSink:
+    """The attempt's sink, with the awakeable count added to every record that can carry it (see
+    ``records.JournalCommand``): the engine refuses to complete an index past it, at no write of its own."""
+
+    __slots__ = ("inner", "session")
+
+    def __init__(self, inner: AttemptSink, session: Session) -> None:
+        self.inner = inner
+        self.session = session
+
+    def command(self, command: j.Command, awakeables: int | None = None) -> None:
+        self.inner.command(command, awakeables=self.session.awakeables)
+
+    def propose_run(self, completion_id: int, result: j.Result, awakeables: int | None = None) -> None:
+        self.inner.propose_run(completion_id, result, awakeables=self.session.awakeables)
+
+    def suspend(
+        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+    ) -> None:
+        self.inner.suspend(waiting_completions, waiting_signals, awakeables=self.session.awakeables)
+
+    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:
+        if pause:
+            self.inner.fail(code, message, next_retry_delay_ms, pause=True)
+        else:
+            self.inner.fail(code, message, next_retry_delay_ms)
+
+    def ended(self) -> None:
+        self.inner.ended()
+
+
 class Session:
     """One attempt: the journal cursor, the results seen so far, the waiting coroutines."""
 
@@ -60,7 +91,7 @@ class Session:
         self, start: AttemptStart, sink: AttemptSink, loop: asyncio.AbstractEventLoop | None = None
     ) -> None:
         self.start = start
-        self.sink = sink
+        self.sink: AttemptSink = _ReportingSink(sink, self)
         # Given by the transport: get_running_loop() makes a getpid() system call each time.
         self.loop = loop or asyncio.get_running_loop()
         self.replay: list[tuple[int, j.Entry]] = []
@@ -117,10 +148,19 @@ class Session:
         self._reset_inactivity()
         return cmd
 
+    def next_replayed(self) -> j.Entry | None:
+        """The journaled command the next ``command`` call will be matched against (None: live)."""
+        return self.replay[self.replay_pos][1] if self.replay_pos < len(self.replay) else None
+
     def new_completion_id(self) -> int:
         cid = self.next_completion_id
         self.next_completion_id += 1
         return cid
+
+    @property
+    def awakeables(self) -> int:
+        """How many awakeables the handler allocated so far (replays allocate the same ones again)."""
+        return self.next_signal_idx - j.FIRST_AWAKEABLE_SIGNAL
 
     def new_signal_idx(self) -> int:
         idx = self.next_signal_idx
@@ -305,11 +345,12 @@ def safe_repr(value: object) -> str:
 
 def failure(code: object, message: object, metadata: object = None) -> j.Failure:
     """A failure that can always be journaled: an int code (500 unless the one given is an int in
-    0-65535), a capped UTF-8 message, string metadata (at most 64 entries)."""
+    0-65535), a capped UTF-8 message, string metadata (bounded by ``limits.failure_metadata_*``)."""
     status = code if type(code) is int and 0 <= code < 65536 else 500
     meta = None
     if isinstance(metadata, dict) and metadata:
-        meta = {_text(k)[:1024]: cap_message(v) for k, v in list(metadata.items())[:64]}
+        kept = list(metadata.items())[: limits.failure_metadata_entries_max]
+        meta = {_text(k)[: limits.failure_metadata_key_chars_max]: cap_message(v) for k, v in kept}
     return j.Failure(status, cap_message(message), meta)
 
 
@@ -347,7 +388,7 @@ def value_result(data: bytes, what: str) -> j.Result:
 def _describe(entry: j.Entry) -> str:
     name = j.command_name(entry)
     detail = {
-        j.GetEagerStateCommand: "key", j.SetStateCommand: "key", j.ClearStateCommand: "key",
+        j.GetEagerStateCommand: "key", j.GetLazyStateCommand: "key", j.SetStateCommand: "key", j.ClearStateCommand: "key",
         j.RunCommand: "name", j.GetPromiseCommand: "key", j.PeekPromiseCommand: "key",
         j.CompletePromiseCommand: "key",
     }.get(type(entry))  # fmt: skip

@@ -120,6 +120,12 @@ class MemoryTransaction:
     def state_all(self, service: str, key: str) -> dict[str, bytes]:
         return dict(self.s.state.get((service, key), {}))
 
+    def state_get(self, service: str, key: str, name: str) -> bytes | None:
+        return self.s.state.get((service, key), {}).get(name)
+
+    def state_keys(self, service: str, key: str) -> list[str]:
+        return sorted(self.s.state.get((service, key), {}))
+
     def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
         self.s.state.setdefault((service, key), {})[name] = value
 

@@ -11,6 +11,7 @@ import os
 import sqlite3
 from contextlib import AbstractContextManager
 
+from unbroken.core import limits
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.model import Invocation, cleanup_due_ms
 from unbroken.core.storage import Promise, Timer, Transaction, transaction
@@ -33,8 +34,6 @@ decode_invocation_row = decode_invocation
 encode_invocation_blob = encode_invocation
 
 SCHEMA_VERSION = 3
-# Bound of the id -> storage-key cache; it is emptied between transactions once it holds more.
-SEQ_CACHE_ENTRIES = 65_536
 ABSENT = 0  # in that cache: the id has no row (keys start at 1)
 
 # Invocation ids are random (or hashes), so a table keyed by them puts every new row on a random B-tree page:
@@ -136,7 +135,7 @@ class SqliteStore:
         self.last_seq: int = row[0]
 
     def begin(self) -> SqliteTransaction:
-        if len(self.seqs) > SEQ_CACHE_ENTRIES:
+        if len(self.seqs) > limits.storage_key_cache_entries_max:
             self.seqs.clear()
         self.conn.execute("BEGIN IMMEDIATE")
         return SqliteTransaction(self.conn, self)
@@ -350,6 +349,18 @@ class SqliteTransaction:
             "SELECT name, value FROM state WHERE service = ? AND service_key = ?", (service, key)
         )
         return dict(rows.fetchall())
+
+    def state_get(self, service: str, key: str, name: str) -> bytes | None:
+        row = self.c.execute(
+            "SELECT value FROM state WHERE service = ? AND service_key = ? AND name = ?", (service, key, name)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def state_keys(self, service: str, key: str) -> list[str]:
+        rows = self.c.execute(
+            "SELECT name FROM state WHERE service = ? AND service_key = ? ORDER BY name", (service, key)
+        )
+        return [name for (name,) in rows.fetchall()]
 
     def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
         self.c.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", (service, key, name, value))

@@ -8,6 +8,7 @@ from typing import Any
 
 from unbroken.core import journal as j
 from unbroken.core import records as r
+from unbroken.core.actions import Log
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
 from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
 from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
@@ -26,6 +27,7 @@ def on_command(step: Step, rec: r.JournalCommand) -> None:
     check = _PROTOCOL_CHECKS.get(type(rec.command))
     if check is not None:
         check(inv, rec.command)  # before anything is written: a violation fails the attempt cleanly
+    lifecycle.note_awakeables(inv, rec.awakeables)
     lifecycle.append(step, inv, rec.command)
     inv.retries_since_progress = 0
     inv.last_progress_at_ms = step.now_ms
@@ -40,6 +42,7 @@ def on_run_completion(step: Step, rec: r.ProposeRunCompletion) -> None:
     inv = lifecycle.fenced(step, rec.invocation_id, rec.attempt)
     if inv is None:
         return
+    lifecycle.note_awakeables(inv, rec.awakeables)
     inv.retries_since_progress = 0
     inv.last_progress_at_ms = step.now_ms
     step.save(inv)  # written once at the end of the apply, with what notify appends to this same object
@@ -65,6 +68,13 @@ def _check_state_write(inv: Invocation, cmd: object) -> None:
         )
 
 
+def _check_state_read(inv: Invocation, cmd: object) -> None:
+    if inv.target.key is None:
+        raise ProtocolViolation(
+            PROTOCOL_VIOLATION, f"{type(cmd).__name__} from the service handler {inv.target}: it has no state"
+        )
+
+
 def _check_promise(inv: Invocation, cmd: object) -> None:
     if inv.service_kind is not ServiceKind.WORKFLOW:
         raise ProtocolViolation(
@@ -83,8 +93,19 @@ def _check_awakeable_id(inv: Invocation, cmd: j.CompleteAwakeableCommand) -> Non
 
 def _state_key(inv: Invocation) -> str:
     if inv.target.key is None:
-        violated(f"{inv.id}: a state write passed the protocol check without a key")
+        violated(f"{inv.id}: a state command passed the protocol check without a key")
     return inv.target.key
+
+
+def _get_lazy_state(step: Step, inv: Invocation, cmd: j.GetLazyStateCommand) -> None:
+    """The value now, in journal order: after this invocation's own writes, journaled (so a replay gets it)."""
+    value = step.txn.state_get(inv.target.service, _state_key(inv), cmd.key)
+    _answer(step, inv, "get_lazy_state", cmd.completion_id, j.Result(value=value))
+
+
+def _get_lazy_state_keys(step: Step, inv: Invocation, cmd: j.GetLazyStateKeysCommand) -> None:
+    keys = step.txn.state_keys(inv.target.service, _state_key(inv))
+    _answer(step, inv, "get_lazy_state_keys", cmd.completion_id, j.Result(value=j.encode_state_keys(keys)))
 
 
 def _set_state(step: Step, inv: Invocation, cmd: j.SetStateCommand) -> None:
@@ -218,13 +239,23 @@ def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand) -> None:
     elif cmd.idx == j.CANCEL_SIGNAL:
         control.cancel(step, cmd.target_invocation_id)
     else:
-        lifecycle.notify(step, cmd.target_invocation_id, j.Notification("signal", 0, cmd.idx, cmd.result))
+        _signal(step, inv, cmd.target_invocation_id, cmd.idx, cmd.result)
 
 
 def _complete_awakeable(step: Step, inv: Invocation, cmd: j.CompleteAwakeableCommand) -> None:
     step.save(inv)
     target, idx = parse_awakeable_id(cmd.awakeable_id)  # checked valid before it was journaled
-    lifecycle.notify(step, str(target), j.Notification("signal", 0, idx, cmd.result))
+    _signal(step, inv, str(target), idx, cmd.result)
+
+
+def _signal(step: Step, inv: Invocation, target_id: str, idx: int, result: j.Result) -> None:
+    """An awakeable completed by a handler: only one its invocation allocated (as from the ingress); the
+    command is fire-and-forget, so a refused one is logged, not answered."""
+    target = step.load(target_id)
+    if target is not None and not control.awakeable_allocated(target, idx):
+        step.emit(Log(inv.id, f"signal {idx} of {target_id} ignored: that invocation did not allocate it", warning=True))
+        return
+    lifecycle.notify(step, target_id, j.Notification("signal", 0, idx, result))
 
 
 def _attach(step: Step, inv: Invocation, cmd: j.AttachInvocationCommand) -> None:
@@ -249,6 +280,8 @@ def _get_output(step: Step, inv: Invocation, cmd: j.GetInvocationOutputCommand) 
 
 _HANDLERS: dict[type, Callable[[Step, Invocation, Any], None]] = {
     j.OutputCommand: _output,
+    j.GetLazyStateCommand: _get_lazy_state,
+    j.GetLazyStateKeysCommand: _get_lazy_state_keys,
     j.SetStateCommand: _set_state,
     j.ClearStateCommand: _clear_state,
     j.ClearAllStateCommand: _clear_all_state,
@@ -266,6 +299,8 @@ _HANDLERS: dict[type, Callable[[Step, Invocation, Any], None]] = {
 
 # Checked before a command is journaled: what the service protocol forbids this invocation to send.
 _PROTOCOL_CHECKS: dict[type, Callable[[Invocation, Any], None]] = {
+    j.GetLazyStateCommand: _check_state_read,
+    j.GetLazyStateKeysCommand: _check_state_read,
     j.SetStateCommand: _check_state_write,
     j.ClearStateCommand: _check_state_write,
     j.ClearAllStateCommand: _check_state_write,

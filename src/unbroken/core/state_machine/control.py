@@ -39,7 +39,7 @@ def _cancel_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
         return "not_found", []
     if inv.status is Status.COMPLETED:
         return "completed", []
-    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if inv.status in (Status.SCHEDULED, Status.PENDING):
         _dequeue(step, inv)
         lifecycle.complete(step, inv, Result(failure=lifecycle.CANCELLED))
         return "done", []
@@ -58,7 +58,7 @@ def _cancel_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
 
 
 def _dequeue(step: Step, inv: Invocation) -> None:
-    if inv.status is Status.INBOXED:
+    if inv.status is Status.PENDING:
         if inv.target.key is None:
             violated(f"{inv.id}: inboxed without a key")
         step.txn.inbox_remove(inv.target.service, inv.target.key, inv.id)
@@ -102,13 +102,31 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
     if inv is None:
         step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
         return
-    # Only awakeables (17 and up) are resolved from outside (1 is CANCEL); one that has not started yet
-    # has created none, so a computed id (a workflow's is) cannot plant a result for it.
-    if rec.signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if not awakeable_allocated(inv, rec.signal_idx):
         step.reply(rec.request_id, "not_allocated", invocation_id=inv.id)
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
     step.reply(rec.request_id, "accepted", invocation_id=inv.id)
+
+
+def awakeable_allocated(inv: Invocation, signal_idx: int) -> bool:
+    """Whether ``signal_idx`` may be an awakeable ``inv``'s handler allocated, so that it may be completed.
+
+    Only awakeables (17 and up) are resolved this way (1 is CANCEL: a workflow's id is computable). One
+    that has not started has created none. The attempts report how many they allocated on the records they
+    send (commands, run results, suspensions); when no attempt is in flight (suspended, backing off, paused,
+    completed), every record of the past attempts was applied, so an index past that count was never
+    allocated: refused, nothing can be planted ahead of the awakeable it would complete. While an attempt
+    runs, its newest allocation may still be on its way: an id handed out by a ``ctx.run`` action races
+    the run's own command (another channel: the simulator reorders them, a crash can lose the command), so
+    any awakeable index is accepted then, as before. Unknown count (-1: a row from before the count, an SDK
+    that does not report it, e.g. a remote one): any awakeable index is accepted.
+    """
+    if signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.PENDING):
+        return False
+    if inv.awakeables < 0 or inv.status is Status.RUNNING:
+        return True
+    return signal_idx < FIRST_AWAKEABLE_SIGNAL + inv.awakeables
 
 
 def on_attach(step: Step, rec: r.Attach) -> None:
@@ -136,6 +154,9 @@ def on_pause(step: Step, rec: r.PauseInvocation) -> None:
     if inv.status in (Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED):
         if inv.status is Status.RUNNING:
             step.emit(AbortAttempt(inv.id))
+            # The aborted attempt's records still on their way are fenced out: what it allocated (and may
+            # have handed out, e.g. from a ctx.run action) is unknown until the next attempt reports it.
+            inv.awakeables = -1
         inv.status = Status.PAUSED
         inv.waiting_completions, inv.waiting_signals = [], []
         step.save(inv)
@@ -147,7 +168,7 @@ def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
     if inv is None:
         step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
         return
-    if inv.status in (Status.SCHEDULED, Status.INBOXED):
+    if inv.status in (Status.SCHEDULED, Status.PENDING):
         step.reply(rec.request_id, "not_started", invocation_id=inv.id)
         return
     if inv.status is Status.COMPLETED:

@@ -105,6 +105,7 @@ def create(
         execute_at_ms=execute_at_ms if execute_at_ms > step.now_ms else 0,
         journal_length=1,
         last_progress_at_ms=step.now_ms,
+        awakeables=0,  # none yet: the attempts report what they allocate (-1 once one does not)
     )
     entry = InputCommand(list(headers), argument)
     step.txn.append_journal(invocation_id, 0, entry, step.now_ms)

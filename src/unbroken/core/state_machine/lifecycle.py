@@ -37,7 +37,7 @@ def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
         if holder is not None:
             if holder == inv.id:
                 violated(f"{inv.id} already holds its lock")
-            inv.status = Status.INBOXED
+            inv.status = Status.PENDING
             step.save(inv)
             step.txn.inbox_push(inv.target.service, key, inv.id, step.now_ms)
             return
@@ -59,8 +59,12 @@ def start(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
         journal = tuple(step.txn.journal(inv.id))
     if len(journal) != inv.journal_length:
         violated(f"{inv.id}: journal has {len(journal)} entries, the invocation says {inv.journal_length}")
-    state = step.txn.state_all(inv.target.service, inv.target.key) if inv.target.key is not None else None
-    step.emit(StartAttempt(msgspec.structs.replace(inv), journal, state))
+    svc = step.service(inv.target.service)
+    lazy = svc is not None and svc.lazy_state_for(inv.target.handler)
+    state: dict[str, bytes] | None = None
+    if inv.target.key is not None:  # lazy: none now, the handler reads what it needs through commands
+        state = {} if lazy else step.txn.state_all(inv.target.service, inv.target.key)
+    step.emit(StartAttempt(msgspec.structs.replace(inv), journal, state, lazy))
 
 
 def append(step: Step, inv: Invocation, entry: object) -> int:
@@ -147,7 +151,7 @@ def release_lock(step: Step, inv: Invocation) -> None:
     step.txn.set_lock_holder(inv.target.service, key, next_id)
     if next_id is not None:
         nxt = step.load(next_id)
-        if nxt is None or nxt.status is not Status.INBOXED:
+        if nxt is None or nxt.status is not Status.PENDING:
             violated(f"inbox held {next_id} in a bad state")
         start(step, nxt)
 
@@ -161,6 +165,16 @@ def add_sink(step: Step, inv: Invocation, sink: Sink) -> None:
         return
     inv.sinks = [*inv.sinks, sink]
     step.save(inv)
+
+
+def note_awakeables(inv: Invocation, reported: int | None) -> None:
+    """Keep the highest awakeable count an attempt reported (replays allocate the same indexes again, so
+    the count only grows; an unknown one, -1, becomes known); a record that does not report it (a remote
+    SDK) makes it unknown (-1: unchecked)."""
+    if reported is None:
+        inv.awakeables = -1
+    elif reported > inv.awakeables:
+        inv.awakeables = reported
 
 
 def fenced(step: Step, invocation_id: str, attempt: int) -> Invocation | None:
@@ -177,6 +191,7 @@ def on_suspended(step: Step, rec: r.AttemptSuspended) -> None:
         return
     if not (rec.waiting_completions or rec.waiting_signals):
         raise ProtocolViolation(PROTOCOL_VIOLATION, "a suspension must wait on at least one completion or signal")
+    note_awakeables(inv, rec.awakeables)
     inv.waiting_completions = list(rec.waiting_completions)
     inv.waiting_signals = list(rec.waiting_signals)
     for entry in step.txn.journal(inv.id):
@@ -256,5 +271,5 @@ def on_timer(step: Step, rec: r.TimerFired) -> None:
 
 def on_recover(step: Step, rec: r.Recover) -> None:
     inv = step.load(rec.invocation_id)
-    if inv is not None and inv.status in (Status.RUNNING, Status.READY):
+    if inv is not None and inv.status is Status.RUNNING:
         start(step, inv)

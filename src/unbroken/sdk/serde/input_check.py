@@ -20,20 +20,18 @@ from typing import Any
 
 import msgspec
 
-from unbroken.sdk.serde import (
-    DefaultSerde,
-    JsonSerde,
-    PydanticJsonSerde,
+from unbroken.sdk.serde.base import (
     Serde,
     SerdeError,
-    _ConvError,
-    _converter_for,
     _is_pydantic_model_type,
     _is_untyped,
+    _pydantic_problems,
     _type_name,
     _unwrap,
-    serde_for_type,
 )
+from unbroken.sdk.serde.convert import _ConvError, _converter_for
+from unbroken.sdk.serde.select import DefaultSerde, serde_for_type
+from unbroken.sdk.serde.serdes import JsonSerde, PydanticJsonSerde
 
 __all__ = ["InputValidator", "input_validator"]
 
@@ -140,11 +138,7 @@ def _dec_hook(tp: Any, obj: Any) -> Any:
 
 
 def _pydantic_message(exc: Any) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return "; ".join(parts)
+    return _pydantic_problems(exc.errors(include_url=False))
 
 
 def _describe(exc: msgspec.ValidationError) -> str:
