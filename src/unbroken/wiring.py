@@ -15,9 +15,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from unbroken.admin.services import apply_overrides, load_overrides
 from unbroken.config import Config
-from unbroken.core.model import RetryPolicy, Schemas
+from unbroken.core.model import OnMaxAttempts, RetryPolicy, Schemas, with_overrides
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock, SystemClock
@@ -57,17 +56,17 @@ def local_transport(app: App, parts: Parts, loop: asyncio.AbstractEventLoop | No
     return LocalTransport(app.services, parts.clock.now_ms, loop, fault_point=parts.faults.point)
 
 
-def app_schemas(app: App, config: Config) -> Schemas:
-    """``app``'s services with the configured defaults and the ``PATCH /services`` changes kept on disk."""
+def app_schemas(app: App, config: Config, store: SqliteStore) -> Schemas:
+    """``app``'s services with the configured defaults and the ``PATCH /services`` changes the store holds."""
     defaults = RetryPolicy(
         config.retry_initial_interval_ms, config.retry_exponentiation_factor, config.retry_max_interval_ms,
-        config.retry_max_attempts, config.retry_on_max_attempts,
+        config.retry_max_attempts, OnMaxAttempts(config.retry_on_max_attempts),
     )  # fmt: skip
     schemas = app.schemas(
         defaults, config.inactivity_timeout_ms, config.abort_timeout_ms, config.idempotency_retention_ms,
         config.workflow_completion_retention_ms, config.journal_retention_ms,
     )  # fmt: skip
-    return apply_overrides(schemas, load_overrides(config.data_dir))
+    return with_overrides(schemas, store.service_overrides())
 
 
 def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Node, SqliteStore]:
@@ -85,5 +84,5 @@ def build_from_config(app: App, config: Config, parts: Parts | None = None) -> t
         dev=config.dev,
     )  # fmt: skip
     return build(
-        app_schemas(app, config), store, transport, parts, options, on_log if config.dev else None
+        app_schemas(app, config, store), store, transport, parts, options, on_log if config.dev else None
     ), store

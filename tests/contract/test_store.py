@@ -15,8 +15,17 @@ import pytest
 
 from tests.backends import BACKENDS, DURABLE, Opener, opener
 from unbroken.core import journal as j
-from unbroken.core.model import Invocation, ServiceKind, Sink, Status, Target
-from unbroken.core.storage import Promise, Store, Timer, Transaction
+from unbroken.core.model import (
+    Invocation,
+    OnMaxAttempts,
+    RetryOverride,
+    ServiceKind,
+    ServiceOverride,
+    Sink,
+    Status,
+    Target,
+)
+from unbroken.core.storage import Promise, Store, Timer, TimerKind, Transaction
 
 NOW = 1_700_000_000_000
 
@@ -230,26 +239,26 @@ def test_inbox_is_fifo_per_key_across_transactions(store: Store) -> None:
 # ------------------------------------------------------------------------------------------------ timers
 def test_timers_are_stored_listed_and_deleted_with_ids_that_only_grow(store: Store) -> None:
     with store.transaction() as txn:
-        first = txn.add_timer(NOW + 50, "sleep", "inv_a", 3)
-        second = txn.add_timer(NOW + 10, "retry", "inv_b", 0)
+        first = txn.add_timer(NOW + 50, TimerKind.SLEEP, "inv_a", 3)
+        second = txn.add_timer(NOW + 10, TimerKind.RETRY, "inv_b", 0)
         assert second > first
-        assert txn.get_timer(first) == Timer(first, NOW + 50, "sleep", "inv_a", 3)
+        assert txn.get_timer(first) == Timer(first, NOW + 50, TimerKind.SLEEP, "inv_a", 3)
     assert sorted(store.timers(), key=lambda t: t.timer_id) == [
-        Timer(first, NOW + 50, "sleep", "inv_a", 3), Timer(second, NOW + 10, "retry", "inv_b", 0),
+        Timer(first, NOW + 50, TimerKind.SLEEP, "inv_a", 3), Timer(second, NOW + 10, TimerKind.RETRY, "inv_b", 0),
     ]  # fmt: skip
     with store.transaction() as txn:
         txn.delete_timer(second)
         txn.delete_timer(second)  # deleting twice is harmless (a timer fired twice)
         assert txn.get_timer(second) is None
-        third = txn.add_timer(NOW, "invoke", "inv_c", 0)
+        third = txn.add_timer(NOW, TimerKind.INVOKE, "inv_c", 0)
         assert third > second  # never reused
     assert sorted(t.timer_id for t in store.timers()) == [first, third]
 
 
 def test_timer_windows_are_range_scans_in_fire_order_of_committed_timers(store: Store) -> None:
     with store.transaction() as txn:
-        ids = {at: txn.add_timer(NOW + at, "sleep", f"inv_{at}", 1) for at in (30, 10, 20, 10_000)}
-        same_time = txn.add_timer(NOW + 10, "retry", "inv_same", 0)  # ties go by id
+        ids = {at: txn.add_timer(NOW + at, TimerKind.SLEEP, f"inv_{at}", 1) for at in (30, 10, 20, 10_000)}
+        same_time = txn.add_timer(NOW + 10, TimerKind.RETRY, "inv_same", 0)  # ties go by id
     order = [ids[10], same_time, ids[20], ids[30], ids[10_000]]
     assert [t.timer_id for t in store.timers_after(None, 100)] == order
     first = store.timers_after(None, 2)
@@ -258,7 +267,7 @@ def test_timer_windows_are_range_scans_in_fire_order_of_committed_timers(store: 
     assert [t.timer_id for t in store.timers_after(last, 2)] == order[2:4]
     assert store.timers_after((NOW + 10_000, ids[10_000]), 5) == []
     txn = store.begin()  # a timer of an open transaction is not in a window: it may yet roll back
-    txn.add_timer(NOW, "sleep", "inv_open", 1)
+    txn.add_timer(NOW, TimerKind.SLEEP, "inv_open", 1)
     assert [t.timer_id for t in store.timers_after(None, 100)] == order
     txn.rollback()
     assert [t.timer_id for t in store.timers_after(None, 100)] == order
@@ -283,6 +292,19 @@ def test_promises_are_per_workflow_and_cleared_together(store: Store) -> None:
         assert txn.get_promise("Wf", "k2", "p") == done
 
 
+OVERRIDE = ServiceOverride(journal_retention_ms=0, retry_policy=RetryOverride(on_max_attempts=OnMaxAttempts.KILL))
+
+
+def test_service_overrides_are_per_service_replaced_whole_and_listed(store: Store) -> None:
+    with store.transaction() as txn:
+        assert txn.get_service_override("Svc") is None
+        txn.put_service_override("Svc", ServiceOverride(public=False))
+        txn.put_service_override("Svc", OVERRIDE)  # replaces: merging is the state machine's job
+        txn.put_service_override("Other", ServiceOverride(inactivity_timeout_ms=500))
+        assert txn.get_service_override("Svc") == OVERRIDE
+    assert store.service_overrides() == {"Svc": OVERRIDE, "Other": ServiceOverride(inactivity_timeout_ms=500)}
+
+
 # ---------------------------------------------------------------------------------------- transactions
 def _touch_all(t: Transaction) -> int:
     """One write in each table, not committed: the caller commits or rolls back. Returns the timer id."""
@@ -293,7 +315,8 @@ def _touch_all(t: Transaction) -> int:
     t.set_lock_holder("Obj", "k", "inv_t")
     t.inbox_push("Obj", "k", "inv_q", NOW)
     t.put_promise("Wf", "k", "p", Promise(j.Result()))
-    return t.add_timer(NOW, "sleep", "inv_t", 1)
+    t.put_service_override("Svc", OVERRIDE)
+    return t.add_timer(NOW, TimerKind.SLEEP, "inv_t", 1)
 
 
 def _assert_untouched(store: Store, timer_id: int) -> None:
@@ -306,7 +329,8 @@ def _assert_untouched(store: Store, timer_id: int) -> None:
         assert txn.inbox_pop("Obj", "k") is None
         assert txn.get_promise("Wf", "k", "p") is None
         assert txn.get_timer(timer_id) is None
-    assert store.timers() == []
+        assert txn.get_service_override("Svc") is None
+    assert store.timers() == [] and store.service_overrides() == {}
 
 
 def _assert_all_there(store: Store, timer_id: int) -> None:
@@ -318,7 +342,9 @@ def _assert_all_there(store: Store, timer_id: int) -> None:
         assert txn.state_all("Obj", "k") == {"n": b"1"}
         assert txn.lock_holder("Obj", "k") == "inv_t"
         assert txn.get_promise("Wf", "k", "p") == Promise(j.Result())
-        assert txn.get_timer(timer_id) == Timer(timer_id, NOW, "sleep", "inv_t", 1)
+        assert txn.get_timer(timer_id) == Timer(timer_id, NOW, TimerKind.SLEEP, "inv_t", 1)
+        assert txn.get_service_override("Svc") == OVERRIDE
+    assert store.service_overrides() == {"Svc": OVERRIDE}
     with store.transaction() as txn:  # last: popping changes the inbox
         assert txn.inbox_pop("Obj", "k") == "inv_q"
 
@@ -380,7 +406,7 @@ def test_committed_writes_survive_a_reopen_and_rolled_back_ones_do_not(durable: 
     _assert_all_there(reopened, timer_id)
     with reopened.transaction() as txn:
         assert txn.get_invocation("inv_lost") is None and txn.state_all("Obj", "lost") == {}
-        assert txn.add_timer(NOW, "sleep", "inv_t", 2) > timer_id  # timer ids keep growing after a restart
+        assert txn.add_timer(NOW, TimerKind.SLEEP, "inv_t", 2) > timer_id  # timer ids keep growing after a restart
 
 
 def test_an_open_transaction_is_lost_when_the_store_closes(durable: Opener) -> None:

@@ -219,6 +219,31 @@ def test_patch_inactivity_timeout_takes_effect_and_survives_restart(server_facto
     wait_until(lambda: status_of(server, third) == "suspended", timeout=10, what="suspension after the restart")
 
 
+def test_patched_options_are_a_committed_record_that_survives_sigkill(server_factory: Any) -> None:
+    """PATCH is a ``ModifyService`` record committed to the store: after a SIGKILL the restarted server still
+    has every patched option, and no side file holds them (before: ``service_overrides.json``)."""
+    server: Server = server_factory(APP, name="patched_kill").start()
+    first = server.admin_request("PATCH", "/services/Vote", {
+        "idempotency_retention": "3h", "journal_retention": "2h", "workflow_completion_retention": "2d",
+        "retry_policy": {"initial_interval": "100ms", "on_max_attempts": "Kill"},
+    })  # fmt: skip
+    assert first.status_code == 200, first.text
+    second = server.admin_request("PATCH", "/services/Vote", {"inactivity_timeout": "5s", "abort_timeout": "7s",
+                                                              "retry_policy": {"max_attempts": 4}})  # fmt: skip
+    assert second.status_code == 200, second.text
+    patched = second.json()
+    assert patched["idempotency_retention"] == "3h" and patched["inactivity_timeout"] == "5s"
+    assert patched["retry_policy"]["initial_interval"] == "100ms" and patched["retry_policy"]["max_attempts"] == 4
+
+    server.kill()  # SIGKILL: nothing of the shutdown path runs
+    server.start()
+    assert server.admin_request("GET", "/services/Vote").json() == patched
+    listed = {s["name"]: s for s in server.admin_request("GET", "/services").json()["services"]}
+    assert listed["Vote"] == patched and listed["Worker"]["inactivity_timeout"] == "1m"
+    assert not (server.data_dir / "service_overrides.json").exists()
+    assert sorted(p.name for p in server.data_dir.iterdir() if not p.name.startswith("unbroken.")) == []
+
+
 # ----------------------------------------------------------------------------------------- state
 def test_set_get_and_clear_object_state(srv: Server) -> None:
     key = uuid.uuid4().hex

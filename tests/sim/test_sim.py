@@ -23,7 +23,8 @@ import pytest
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core import records as r
-from unbroken.core.actions import Reply
+from unbroken.core.actions import Accepted, Reply, StoreFailed
+from unbroken.core.journal import Failure
 from unbroken.core.model import RetryPolicy, ServiceKind, Target
 from unbroken.core.state_machine import apply
 from unbroken.protocol.transport import AttemptStart
@@ -188,7 +189,7 @@ def _old_commit_failed(self: proc.Processor, batch: Batch, exc: BaseException) -
         except Exception as exc:
             proc.log.critical("record dropped, apply failed: %r", record, exc_info=True)
             if getattr(record, "request_id", 0):
-                actions.append(Reply(record.request_id, "error", result=None, invocation_id=str(exc)))
+                actions.append(Reply(record.request_id, StoreFailed(Failure(500, str(exc)))))
     self.committed(Batch(batch.transaction, batch.records, actions))
 
 
@@ -347,13 +348,13 @@ async def test_the_writer_thread_retries_a_batch_whose_commit_failed(
     try:
         target = Target("Sleeper", "nap")
         invoke = r.Invoke(
-            "inv_1ddV6vyxW9Tt49SncfZbwJ3Wf4wqQvahCL", target, b"1", request_id=7, reply="accepted"
+            "inv_1ddV6vyxW9Tt49SncfZbwJ3Wf4wqQvahCL", target, b"1", request_id=7, reply=r.ReplyMode.ACCEPTED
         )
         processor.submit(invoke)
         await asyncio.wait_for(answered.wait(), 10)
     finally:
         await asyncio.to_thread(processor.stop)
-    assert [(x.request_id, x.kind) for x in replies] == [(7, "accepted")]
+    assert [(x.request_id, type(x.outcome)) for x in replies] == [(7, Accepted)]
     assert failures_left == [0] and list(store.invocations) == [invoke.invocation_id]
     assert "storage failed; retrying 1 records" in caplog.text
     assert "record dropped" not in caplog.text

@@ -41,10 +41,10 @@ def test_a_never_allocated_index_is_refused_and_changes_nothing() -> None:
     before, journal = m.inv(inv_id), m.journal(inv_id)
     for idx in (18, 19, 1_000):
         actions = _resolve(m, inv_id, idx)
-        assert actions == [a.Reply(5, "not_allocated", invocation_id=inv_id)]
+        assert actions == [a.Reply(5, a.NotAllocated(inv_id))]
     assert m.inv(inv_id) == before and m.journal(inv_id) == journal
     woken = _resolve(m, inv_id, 17)
-    assert _of(woken, a.Reply) == [a.Reply(5, "accepted", invocation_id=inv_id)]
+    assert _of(woken, a.Reply) == [a.Reply(5, a.Accepted(inv_id))]
     assert len(_of(woken, a.StartAttempt)) == 1
 
 
@@ -58,8 +58,8 @@ def test_the_count_never_shrinks_while_a_replay_catches_up() -> None:
     m.apply(r.JournalCommand(inv_id, 2, j.SleepCommand(m.now + 10_000, 2), 1))  # mid-replay: 1 so far
     m.apply(r.AttemptSuspended(inv_id, 2, (2,), (1,), 1))
     assert m.inv(inv_id).awakeables == 3
-    assert _resolve(m, inv_id, 20) == [a.Reply(5, "not_allocated", invocation_id=inv_id)]
-    assert _of(_resolve(m, inv_id, 19), a.Reply) == [a.Reply(5, "accepted", invocation_id=inv_id)]
+    assert _resolve(m, inv_id, 20) == [a.Reply(5, a.NotAllocated(inv_id))]
+    assert _of(_resolve(m, inv_id, 19), a.Reply) == [a.Reply(5, a.Accepted(inv_id))]
 
 
 def test_while_an_attempt_runs_its_newest_awakeables_may_not_be_reported_yet() -> None:
@@ -69,7 +69,7 @@ def test_while_an_attempt_runs_its_newest_awakeables_may_not_be_reported_yet() -
     inv_id, _ = m.invoke(Target("Svc", "h"))
     assert m.inv(inv_id).awakeables == 0
     actions = _resolve(m, inv_id, 17)
-    assert _of(actions, a.Reply) == [a.Reply(5, "accepted", invocation_id=inv_id)]
+    assert _of(actions, a.Reply) == [a.Reply(5, a.Accepted(inv_id))]
     assert len(m.journal(inv_id)) == 2
 
 
@@ -78,7 +78,7 @@ def test_an_sdk_that_does_not_report_turns_the_check_off() -> None:
     m = Machine()
     inv_id = _suspended_on_awakeable(m, reported=None)
     assert m.inv(inv_id).awakeables == -1
-    assert _of(_resolve(m, inv_id, 40), a.Reply) == [a.Reply(5, "accepted", invocation_id=inv_id)]
+    assert _of(_resolve(m, inv_id, 40), a.Reply) == [a.Reply(5, a.Accepted(inv_id))]
 
 
 def test_a_handler_completing_a_never_allocated_awakeable_is_ignored() -> None:
@@ -171,9 +171,9 @@ def test_a_pause_that_aborts_a_running_attempt_makes_the_count_unknown_until_the
     m.apply(r.PauseInvocation(inv_id))
     m.apply(r.JournalCommand(inv_id, 1, j.RunCommand(1, "publish"), 1))  # fenced: the attempt was aborted
     assert m.inv(inv_id).status is Status.PAUSED
-    assert _of(_resolve(m, inv_id, 17), a.Reply) == [a.Reply(5, "accepted", invocation_id=inv_id)]
+    assert _of(_resolve(m, inv_id, 17), a.Reply) == [a.Reply(5, a.Accepted(inv_id))]
     m.apply(r.ResumeInvocation(inv_id))
     m.apply(r.JournalCommand(inv_id, 2, j.RunCommand(1, "publish"), 1))
     m.apply(r.AttemptSuspended(inv_id, 2, (1,), (1,), 1))
     assert m.inv(inv_id).awakeables == 1
-    assert _resolve(m, inv_id, 18) == [a.Reply(5, "not_allocated", invocation_id=inv_id)]
+    assert _resolve(m, inv_id, 18) == [a.Reply(5, a.NotAllocated(inv_id))]

@@ -78,7 +78,7 @@ async def _post(
 
 
 def _invoke(invocation_id: str, request_id: int) -> r.Invoke:
-    return r.Invoke(invocation_id, Target("Echo", "say"), b"1", request_id=request_id, reply="accepted")
+    return r.Invoke(invocation_id, Target("Echo", "say"), b"1", request_id=request_id, reply=r.ReplyMode.ACCEPTED)
 
 
 def _queue_invokes(eng: Node, count: int) -> list[asyncio.Future[Any]]:

@@ -22,6 +22,7 @@ from unbroken.core.model import (
     HandlerKind,
     HandlerSchema,
     Invocation,
+    OnMaxAttempts,
     RetryPolicy,
     Schemas,
     ServiceKind,
@@ -77,7 +78,7 @@ def test_a_shared_handler_writing_state_fails_its_attempt_with_571_and_is_retrie
 def test_a_promise_outside_a_workflow_fails_the_attempt_and_the_lock_passes_on_when_killed_by_policy() -> (
     None
 ):
-    policy = RetryPolicy(100, 2.0, 1000, 1, "kill")
+    policy = RetryPolicy(100, 2.0, 1000, 1, OnMaxAttempts.KILL)
     m = Machine()
     m.schemas = Schemas({
         "Obj": ServiceSchema("Obj", ServiceKind.VIRTUAL_OBJECT, {

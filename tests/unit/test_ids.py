@@ -13,10 +13,15 @@ from unbroken.core.ids import (
     InvalidId,
     InvocationId,
     awakeable_id,
+    child_invocation_id,
     deployment_id,
+    idempotent_invocation_id,
+    invocation_id_for,
     parse_awakeable_id,
     partition_key_for_key,
+    workflow_invocation_id,
 )
+from unbroken.core.model import HandlerKind, Target
 
 KNOWN_RAW = bytes.fromhex("79ea013544e0f16a68f47dfb8bfc8f717eb0d9556fe9c93f")
 KNOWN_STR = "inv_19bgpVZDtDhn1WmN0YmdifiMxnJIozvDW8"
@@ -347,3 +352,56 @@ def test_prop_parse_awakeable_never_crashes(text: str) -> None:
     except InvalidId:
         return
     assert awakeable_id(inv, index) == "sign_1" + text
+
+
+# -- which id an invocation gets (one rule each, shared by the ingress and the state machine) -----------
+
+
+FRESH = bytes(range(1, 19))
+
+
+def test_a_workflow_run_has_one_id_from_the_ingress_and_from_a_handler() -> None:
+    target = Target("Signup", "run", "user-1")
+    from_ingress = invocation_id_for(target, HandlerKind.WORKFLOW, None, FRESH, 5)
+    from_handler = child_invocation_id(str(InvocationId(1, bytes(16))), target, HandlerKind.WORKFLOW, None, 3)
+    assert from_ingress == from_handler == workflow_invocation_id("Signup", "user-1")
+    assert from_ingress == str(InvocationId.for_workflow("Signup", "user-1"))
+    # the workflow key decides, not the idempotency key, nor the bytes or the time
+    assert invocation_id_for(target, HandlerKind.WORKFLOW, "idem", b"\xff" * 18, 9) == from_ingress
+
+
+def test_a_workflow_target_without_key_is_refused() -> None:
+    with pytest.raises(InvalidId, match="without a key"):
+        invocation_id_for(Target("Signup", "run"), HandlerKind.WORKFLOW, None, FRESH, 5)
+
+
+def test_an_idempotent_request_has_a_stable_id_whoever_sends_it() -> None:
+    target = Target("Cart", "add", "alice")
+    first = invocation_id_for(target, HandlerKind.EXCLUSIVE, "k-1", FRESH, 5)
+    again = invocation_id_for(target, HandlerKind.EXCLUSIVE, "k-1", b"\xff" * 18, 99)
+    from_handler = child_invocation_id(str(InvocationId(1, bytes(16))), target, HandlerKind.EXCLUSIVE, "k-1", 7)
+    assert first == again == from_handler == idempotent_invocation_id(target, "k-1")
+    assert first == str(InvocationId.for_idempotent("Cart", "alice", "add", "k-1"))
+    assert invocation_id_for(target, HandlerKind.EXCLUSIVE, "k-2", FRESH, 5) != first
+
+
+def test_a_fresh_id_embeds_its_targets_partition_key_and_time() -> None:
+    keyed = InvocationId.parse(invocation_id_for(Target("Cart", "add", "alice"), HandlerKind.EXCLUSIVE, None, FRESH, 5))
+    assert keyed.partition_key == partition_key_for_key("alice")
+    assert keyed.uuid == (5).to_bytes(6, "big") + FRESH[:10]
+    unkeyed = InvocationId.parse(invocation_id_for(Target("Greeter", "greet"), None, None, FRESH, 5))
+    assert unkeyed.partition_key == int.from_bytes(FRESH[10:18], "big")
+    with pytest.raises(InvalidId, match="fresh bytes"):
+        invocation_id_for(Target("Greeter", "greet"), None, None, bytes(17), 5)
+
+
+def test_a_child_id_is_derived_from_its_caller_and_slot() -> None:
+    caller = str(InvocationId(1, bytes(16)))
+    target = Target("Obj", "ex", "k")
+    child = child_invocation_id(caller, target, HandlerKind.EXCLUSIVE, None, 1)
+    digest = hashlib.sha256(f"call,{caller},1".encode()).digest()
+    assert child == str(InvocationId(partition_key_for_key("k"), digest[:16]))
+    assert child == child_invocation_id(caller, target, HandlerKind.EXCLUSIVE, None, 1)  # a replay
+    assert child != child_invocation_id(caller, target, HandlerKind.EXCLUSIVE, None, 2)
+    unkeyed = InvocationId.parse(child_invocation_id(caller, Target("Svc", "h"), None, None, 1))
+    assert unkeyed.partition_key == int.from_bytes(digest[16:24], "big")

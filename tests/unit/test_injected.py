@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 import unbroken as restate
+from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
 from unbroken.core.model import RetryPolicy, Target
@@ -66,12 +67,14 @@ async def _call(node: Node, handler: str, n: int) -> Any:
     inv = str(InvocationId.new(n, n.to_bytes(10, "big"), 1))
     reply = await asyncio.wait_for(
         node.request(
-            lambda rid: r.Invoke(inv, Target("Clocked", handler), b"", request_id=rid, reply="result")
+            lambda rid: r.Invoke(
+                inv, Target("Clocked", handler), b"", request_id=rid, reply=r.ReplyMode.RESULT
+            )
         ),
         10,
     )
-    assert reply.result is not None and reply.result.value is not None, reply
-    return orjson.loads(reply.result.value)
+    assert isinstance(reply.outcome, a.Output) and reply.outcome.result.value is not None, reply
+    return orjson.loads(reply.outcome.result.value)
 
 
 async def test_ctx_time_reads_the_node_clock() -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
 
 import unbroken as restate
+from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.ids import InvocationId, partition_key_for_key
@@ -51,7 +53,7 @@ async def relay(ctx: restate.Context, key: str) -> int:
 
 @front.handler()
 async def nap(ctx: restate.Context) -> None:
-    await ctx.sleep(3600)  # the node stops long before
+    await ctx.sleep(timedelta(hours=1))  # the node stops long before
 
 
 APP = restate.app([counter, front])
@@ -90,7 +92,9 @@ async def node() -> AsyncIterator[Node]:
 
 def _invoke(invocation_id: str, target: Target, arg: Any) -> Any:
     def make(request_id: int) -> r.Invoke:
-        return r.Invoke(invocation_id, target, orjson.dumps(arg), request_id=request_id, reply="result")
+        return r.Invoke(
+            invocation_id, target, orjson.dumps(arg), request_id=request_id, reply=r.ReplyMode.RESULT
+        )
 
     return make
 
@@ -112,7 +116,7 @@ async def test_a_request_goes_to_the_partition_of_its_invocation(node: Node) -> 
         key = _key_in(partition)
         inv = str(InvocationId(partition_key_for_key(key), bytes(16)))
         reply = await asyncio.wait_for(node.request(_invoke(inv, Target("Counter", "add", key), 2)), 10)
-        assert reply.kind == "result" and reply.result is not None and reply.result.value == b"2"
+        assert isinstance(reply.outcome, a.Output) and reply.outcome.result.value == b"2"
         grew = [after - b for after, b in zip(_records(node), before, strict=True)]
         assert [g > 0 for g in grew] == [p == partition for p in range(PARTITIONS)], grew
 
@@ -135,7 +139,7 @@ async def test_a_call_across_partitions_completes_and_each_invocation_stays_in_i
         p.processor.submit = spy  # type: ignore[method-assign]
         p.invoker.processor = p.processor
     reply = await asyncio.wait_for(node.request(_invoke(caller, Target("Front", "relay"), key)), 10)
-    assert reply.result is not None and reply.result.value == b"5"
+    assert isinstance(reply.outcome, a.Output) and reply.outcome.result.value == b"5"
     callee = next(i for i in owner if i != caller)
     assert owner == {caller: 0, callee: 2}
 
@@ -167,5 +171,5 @@ async def test_a_stopping_partition_answers_its_waiting_callers_503() -> None:
         await asyncio.sleep(0)
     await asyncio.wait_for(node.stop(), 10)
     reply: Reply = await asyncio.wait_for(waiting, 1)
-    assert reply.kind == "unavailable" and reply.result is not None and reply.result.failure is not None
-    assert reply.result.failure.code == 503 and "stopped" in reply.result.failure.message
+    assert isinstance(reply.outcome, a.Unavailable)
+    assert reply.outcome.failure.code == 503 and "stopped" in reply.outcome.failure.message

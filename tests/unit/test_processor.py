@@ -17,7 +17,7 @@ from typing import Any
 
 from unbroken.core import limits
 from unbroken.core import records as r
-from unbroken.core.actions import Reply
+from unbroken.core.actions import Accepted, NotFound, Reply, StoreFailed, Unavailable
 from unbroken.core.errors import InvariantViolation
 from unbroken.core.ids import InvocationId
 from unbroken.core.model import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
@@ -31,7 +31,7 @@ TARGET = Target("Svc", "h")
 
 def _invoke(n: int) -> r.Invoke:
     inv = str(InvocationId.new(n, n.to_bytes(10, "big"), 0))
-    return r.Invoke(inv, TARGET, b"1", request_id=n, reply="accepted")
+    return r.Invoke(inv, TARGET, b"1", request_id=n, reply=r.ReplyMode.ACCEPTED)
 
 
 class _Harness:
@@ -67,7 +67,7 @@ async def test_records_from_any_thread_are_answered_once_in_submission_order() -
         other.start()
         other.join(10)
         assert await h.replies_for(100) == list(range(1, 51)) + list(range(51, 101))
-        assert {x.kind for x in h.replies} == {"accepted"}
+        assert {type(x.outcome) for x in h.replies} == {Accepted}
         assert h.processor.records == 100 and h.processor.batches < 100  # group commit: batches of several
     finally:
         await asyncio.to_thread(h.processor.stop)
@@ -133,7 +133,7 @@ async def test_a_record_that_breaks_an_invariant_twice_stops_the_processor_loudl
     finally:
         await asyncio.to_thread(h.processor.stop)
     # the batch rolled back and was applied again one record at a time: 1 commits, 2 breaks again
-    assert [(x.request_id, x.kind) for x in h.replies] == [(1, "accepted"), (2, "unavailable"), (3, "unavailable")]
+    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [(1, Accepted), (2, Unavailable), (3, Unavailable)]
     assert sorted(store.invocations) == [_invoke(1).invocation_id]
     assert h.processor.halted is not None and "poison" in h.processor.halted
     assert len(violations) == 2 and violations[1] == h.processor.halted
@@ -153,7 +153,7 @@ async def test_an_invariant_violation_once_rolls_back_recovers_and_loses_nothing
         await h.replies_for(3)
     finally:
         await asyncio.to_thread(h.processor.stop)
-    assert [(x.request_id, x.kind) for x in h.replies] == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [(1, Accepted), (2, Accepted), (3, Accepted)]
     assert len(store.invocations) == 3
     assert violations == ["InvariantViolation: inv_x: suspended on nothing"] and h.processor.halted is None
 
@@ -169,7 +169,7 @@ async def test_a_store_error_raised_by_a_statement_retries_the_batch_and_drops_n
         await h.replies_for(3)
     finally:
         await asyncio.to_thread(h.processor.stop)
-    assert [(x.request_id, x.kind) for x in h.replies] == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [(1, Accepted), (2, Accepted), (3, Accepted)]
     assert len(store.invocations) == 3 and h.processor.store_error is None
 
 
@@ -184,10 +184,10 @@ async def test_a_record_the_store_keeps_refusing_is_given_up_and_a_kill_does_not
         await h.replies_for(3)
     finally:
         await asyncio.to_thread(h.processor.stop)
-    kinds = [(x.request_id, x.kind) for x in h.replies]
-    assert kinds == [(2, "not_found"), (1, "store_failed"), (3, "accepted")], kinds
-    refused = h.replies[1].result
-    assert refused is not None and refused.failure is not None and refused.failure.code == 507
+    kinds = [(x.request_id, type(x.outcome)) for x in h.replies]
+    assert kinds == [(2, NotFound), (1, StoreFailed), (3, Accepted)], kinds
+    refused = h.replies[1].outcome
+    assert isinstance(refused, StoreFailed) and refused.failure.code == 507
     assert f"after {limits.record_store_attempts_max} attempts" in refused.failure.message
     assert "database or disk is full" in refused.failure.message
     assert sorted(store.invocations) == [_invoke(3).invocation_id]

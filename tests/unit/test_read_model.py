@@ -15,7 +15,7 @@ from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, awakeable_id
 from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
 from unbroken.core.read_model import QueryError, ReadModel, Snapshot
-from unbroken.core.txn import Promise
+from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.memory import MemoryStore
 from unbroken.storage.memory_reads import MemoryReadModel
 from unbroken.storage.sqlite import SqliteStore
@@ -52,7 +52,7 @@ def _populate(store: Any) -> None:
                                 waiting_completions=[1], waiting_signals=[1], attempts=1))  # fmt: skip
         txn.append_journal(SLEEPER, 0, inp, NOW)
         txn.append_journal(SLEEPER, 1, j.SleepCommand(NOW + 60_000, 1, "long nap"), NOW)
-        txn.add_timer(NOW + 60_000, "sleep", SLEEPER, 1)
+        txn.add_timer(NOW + 60_000, TimerKind.SLEEP, SLEEPER, 1)
         txn.put_invocation(_inv(WAITER, Target("Worker", "wait"), svc, Status.SUSPENDED, journal_length=2,
                                 waiting_signals=[1, 17], attempts=1))  # fmt: skip
         txn.append_journal(WAITER, 0, inp, NOW)
@@ -92,7 +92,7 @@ def test_snapshot_reads(reads: ReadModel) -> None:
         spot = s.inbox_spot("Counter", "k", QUEUED)
         assert spot is not None and spot.ahead == 1
         assert s.inbox_spot("Counter", "k", HOLDER) is None
-        assert s.next_timer_ms(SLEEPER, "sleep") == NOW + 60_000 and s.next_timer_ms(SLEEPER, "retry") is None
+        assert s.next_timer_ms(SLEEPER, TimerKind.SLEEP) == NOW + 60_000 and s.next_timer_ms(SLEEPER, TimerKind.RETRY) is None
         promise = s.promise("Counter", "k", "decision")
         assert promise is not None and promise.result == j.Result(b'"yes"')
         found = s.journal_entry_containing(WAITER, AWAKEABLE.encode())

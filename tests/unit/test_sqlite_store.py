@@ -4,13 +4,23 @@ and one of a newer schema is refused with a message that says what to do."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from unbroken.core import journal as j
-from unbroken.core.model import Invocation, ServiceKind, Status, Target
+from unbroken.core.model import (
+    Invocation,
+    OnMaxAttempts,
+    RetryOverride,
+    ServiceKind,
+    ServiceOverride,
+    Status,
+    Target,
+)
+from unbroken.core.storage import Timer, TimerKind
 from unbroken.storage.sqlite import SqliteStore, StoreVersionError, _inv_encoder
 
 NOW = 1_700_000_000_000
@@ -118,7 +128,7 @@ def test_a_schema_1_data_dir_is_upgraded_in_place(tmp_path: Path) -> None:
     with store.transaction() as txn:
         assert txn.journal("inv_late") == [j.InputCommand([], b"inv_late")]
         assert txn.get_invocation("inv_early") == _inv("inv_early")
-    assert store.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("3",)
+    assert store.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("4",)
     with store.transaction() as txn:
         for n in ("inv_early", "inv_late"):
             inv = txn.get_invocation(n)
@@ -187,8 +197,55 @@ def test_a_schema_2_data_dir_gets_the_signal_index_of_its_journals(tmp_path: Pat
     store.conn.executescript("DROP TABLE signal; UPDATE meta SET v = '2' WHERE k = 'schema_version';")
     store.close()
     upgraded = SqliteStore(str(tmp_path))
-    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("3",)
+    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("4",)
     with upgraded.transaction() as txn:
         assert txn.has_signal("inv_a", 17)
         assert not txn.has_signal("inv_a", 4)
         assert len(txn.journal("inv_a")) == 3
+
+
+OLD_OVERRIDES = {  # what ``service_overrides.json`` held, written by Unbroken before schema 4
+    "Vote": {"idempotency_retention_ms": 10_800_000, "inactivity_timeout_ms": 500,
+             "retry_policy": {"max_attempts": 4, "on_max_attempts": "kill"}},
+    "Gone": {"public": False},
+    "Broken": {"inactivity_timeout_ms": "soon"},
+}  # fmt: skip
+
+
+def test_a_schema_3_data_dir_opens_and_its_side_file_of_overrides_moves_into_the_store(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    _create(store, "inv_a")
+    with store.transaction() as txn:
+        timer_id = txn.add_timer(NOW, TimerKind.SLEEP, "inv_a", 1)
+    store.conn.executescript("DROP TABLE service_override; UPDATE meta SET v = '3' WHERE k = 'schema_version';")
+    store.close()
+    (tmp_path / "service_overrides.json").write_text(json.dumps(OLD_OVERRIDES))
+
+    upgraded = SqliteStore(str(tmp_path))
+    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("4",)
+    assert not (tmp_path / "service_overrides.json").exists()
+    vote = ServiceOverride(idempotency_retention_ms=10_800_000, inactivity_timeout_ms=500,
+                           retry_policy=RetryOverride(max_attempts=4, on_max_attempts=OnMaxAttempts.KILL))  # fmt: skip
+    assert upgraded.service_overrides() == {"Vote": vote, "Gone": ServiceOverride(public=False)}  # Broken: ignored
+    with upgraded.transaction() as txn:  # the rows of schema 3 read as before; timer kinds are the same strings
+        assert txn.get_timer(timer_id) == Timer(timer_id, NOW, TimerKind.SLEEP, "inv_a", 1)
+        assert txn.get_invocation("inv_a") is not None
+    upgraded.close()
+    assert SqliteStore(str(tmp_path)).service_overrides()["Vote"] == vote  # imported once, kept
+
+
+def test_a_side_file_left_by_a_crash_after_the_import_adds_nothing_over_newer_rows(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path))
+    with store.transaction() as txn:
+        txn.put_service_override("Vote", ServiceOverride(inactivity_timeout_ms=9_000))
+    store.close()
+    (tmp_path / "service_overrides.json").write_text(json.dumps(OLD_OVERRIDES))
+    reopened = SqliteStore(str(tmp_path))
+    assert reopened.service_overrides()["Vote"] == ServiceOverride(inactivity_timeout_ms=9_000)
+    assert not (tmp_path / "service_overrides.json").exists()
+
+
+def test_an_unreadable_side_file_stops_the_open_saying_which_file(tmp_path: Path) -> None:
+    (tmp_path / "service_overrides.json").write_text("{not json")
+    with pytest.raises(RuntimeError, match="service_overrides.json"):
+        SqliteStore(str(tmp_path))

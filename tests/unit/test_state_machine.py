@@ -16,6 +16,7 @@ from unbroken.core.ids import InvocationId
 from unbroken.core.model import (
     HandlerKind,
     HandlerSchema,
+    OnMaxAttempts,
     RetryPolicy,
     Schemas,
     ServiceKind,
@@ -24,12 +25,13 @@ from unbroken.core.model import (
     Target,
 )
 from unbroken.core.state_machine import apply
+from unbroken.core.storage import TimerKind
 
 NOW = 1_700_000_000_000
 
 
 def _schemas(max_attempts: int = 3) -> Schemas:
-    policy = RetryPolicy(100, 2.0, 1000, max_attempts, "pause")
+    policy = RetryPolicy(100, 2.0, 1000, max_attempts, OnMaxAttempts.PAUSE)
     return Schemas({
         "Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}, retry_policy=policy),
         "Obj": ServiceSchema("Obj", ServiceKind.VIRTUAL_OBJECT, {
@@ -74,7 +76,7 @@ class Machine:
         self.n += 1
         return str(InvocationId.new(7, self.n.to_bytes(10, "big"), self.now))
 
-    def invoke(self, target: Target, reply: str = "result", request_id: int = 1, **kw: Any) -> tuple[str, list[a.Action]]:
+    def invoke(self, target: Target, reply: r.ReplyMode = r.ReplyMode.RESULT, request_id: int = 1, **kw: Any) -> tuple[str, list[a.Action]]:
         inv_id = kw.pop("invocation_id", None) or self.new_id()
         return inv_id, self.apply(r.Invoke(inv_id, target, b"1", (), request_id=request_id, reply=reply, **kw))
 
@@ -96,8 +98,8 @@ def test_invoke_starts_an_attempt_with_the_input_entry() -> None:
 
 def test_send_is_answered_accepted_once_and_output_completes() -> None:
     m = Machine()
-    inv_id, actions = m.invoke(Target("Svc", "h"), reply="accepted", request_id=9)
-    assert _of(actions, a.Reply) == [a.Reply(9, "accepted", invocation_id=inv_id, execute_at_ms=0)]
+    inv_id, actions = m.invoke(Target("Svc", "h"), reply=r.ReplyMode.ACCEPTED, request_id=9)
+    assert _of(actions, a.Reply) == [a.Reply(9, a.Accepted(inv_id, execute_at_ms=0))]
     out = m.apply(r.JournalCommand(inv_id, 1, j.OutputCommand(j.Result(value=b"42"))))
     (done,) = _of(out, a.Completed)
     assert done.result == j.Result(value=b"42")
@@ -135,7 +137,7 @@ def test_a_zombie_attempt_cannot_write() -> None:
     inv_id, _ = m.invoke(Target("Obj", "ex", "k"))
     m.apply(r.AttemptFailed(inv_id, 1, 500, "boom"))
     m.now += 10_000
-    (timer,) = [t for t in m.store.timers() if t.kind == "retry"]
+    (timer,) = [t for t in m.store.timers() if t.kind is TimerKind.RETRY]
     m.apply(r.TimerFired(timer.timer_id))
     assert m.inv(inv_id).attempts == 2
     assert m.apply(r.JournalCommand(inv_id, 1, j.SetStateCommand("x", b"1"))) == []
@@ -196,9 +198,9 @@ def test_workflow_runs_once_per_key() -> None:
     wf_id = str(InvocationId.for_workflow("Wf", "k"))
     m.invoke(Target("Wf", "run", "k"), invocation_id=wf_id)
     _, again = m.invoke(Target("Wf", "run", "k"), invocation_id=wf_id, request_id=2)
-    assert _of(again, a.Reply)[0].kind == "workflow_already_invoked"
-    _, send = m.invoke(Target("Wf", "run", "k"), invocation_id=wf_id, reply="accepted", request_id=3)
-    assert _of(send, a.Reply)[0].kind == "previously_accepted"
+    assert _of(again, a.Reply)[0].outcome == a.WorkflowAlreadyInvoked(wf_id)
+    _, send = m.invoke(Target("Wf", "run", "k"), invocation_id=wf_id, reply=r.ReplyMode.ACCEPTED, request_id=3)
+    assert _of(send, a.Reply)[0].outcome == a.PreviouslyAccepted(wf_id)
 
 
 def test_promise_waiters_are_completed_once_and_second_completion_conflicts() -> None:
@@ -226,9 +228,9 @@ def test_call_creates_a_child_whose_result_completes_the_caller() -> None:
     (id_note,) = _of(actions, a.Deliver)
     assert id_note.notification.invocation_id == child and id_note.notification.completion_id == 1
     # replaying the same call derives the same child id
-    from unbroken.core.state_machine.commands import child_invocation_id
+    from unbroken.core.ids import child_invocation_id
 
-    assert child_invocation_id(m.inv(parent), Target("Obj", "ex", "k"), None, 1) == child
+    assert child_invocation_id(parent, Target("Obj", "ex", "k"), HandlerKind.EXCLUSIVE, None, 1) == child
     done = m.apply(r.JournalCommand(child, 1, j.OutputCommand(j.Result(value=b"9"))))
     (result,) = [d for d in _of(done, a.Deliver) if d.invocation_id == parent]
     assert result.notification.completion_id == 2 and result.notification.result == j.Result(value=b"9")
@@ -239,7 +241,7 @@ def test_cancel_of_an_inboxed_invocation_completes_it_without_running() -> None:
     m.invoke(Target("Obj", "ex", "k"))
     queued, _ = m.invoke(Target("Obj", "ex", "k"))
     actions = m.apply(r.CancelInvocation(queued, 4))
-    assert _of(actions, a.Reply) == [a.Reply(4, "done", invocation_id=queued)]
+    assert _of(actions, a.Reply) == [a.Reply(4, a.Done(queued))]
     stored = m.inv(queued)
     assert stored.result == j.Result(failure=j.Failure(409, "cancelled"))
 
@@ -250,7 +252,7 @@ def test_cancel_of_a_running_invocation_delivers_the_cancel_signal() -> None:
     actions = m.apply(r.CancelInvocation(inv_id, 4))
     (deliver,) = _of(actions, a.Deliver)
     assert deliver.notification.signal_idx == j.CANCEL_SIGNAL
-    assert _of(actions, a.Reply)[0].kind == "accepted"
+    assert isinstance(_of(actions, a.Reply)[0].outcome, a.Accepted)
 
 
 class _CountingTxn:
@@ -315,12 +317,12 @@ def test_kill_aborts_releases_the_lock_and_kills_pending_calls() -> None:
     assert m.inv(holder).result == j.Result(failure=j.Failure(409, "killed"))
     assert m.inv(child).result == j.Result(failure=j.Failure(409, "killed"))
     assert m.inv(queued).status is Status.RUNNING
-    assert _of(m.apply(r.KillInvocation(holder, 9)), a.Reply)[0].kind == "completed"
+    assert _of(m.apply(r.KillInvocation(holder, 9)), a.Reply)[0].outcome == a.AlreadyCompleted(holder)
 
 
 def test_delayed_invocation_waits_for_its_timer() -> None:
     m = Machine()
-    inv_id, actions = m.invoke(Target("Svc", "h"), reply="accepted", execute_at_ms=NOW + 1000)
+    inv_id, actions = m.invoke(Target("Svc", "h"), reply=r.ReplyMode.ACCEPTED, execute_at_ms=NOW + 1000)
     assert not _of(actions, a.StartAttempt)
     (arm,) = _of(actions, a.ArmTimer)
     assert m.inv(inv_id).status is Status.SCHEDULED
@@ -345,7 +347,7 @@ def test_idempotent_duplicate_gets_the_stored_result() -> None:
     m.apply(r.JournalCommand(idem, 1, j.OutputCommand(j.Result(value=b"first"))))
     _, again = m.invoke(Target("Svc", "h"), invocation_id=idem, idempotency_key="key-1", request_id=5)
     (reply,) = _of(again, a.Reply)
-    assert reply.kind == "result" and reply.result == j.Result(value=b"first")
+    assert isinstance(reply.outcome, a.Output) and reply.outcome.result == j.Result(value=b"first")
 
 
 @pytest.mark.parametrize("bad", ["missing", "done"])
@@ -355,5 +357,5 @@ def test_control_records_on_unknown_or_completed_invocations(bad: str) -> None:
     if bad == "done":
         m.invoke(Target("Svc", "h"), invocation_id=inv_id)
         m.apply(r.JournalCommand(inv_id, 1, j.OutputCommand(j.Result(value=b"1"))))
-    kinds = [_of(m.apply(rec), a.Reply)[0].kind for rec in (r.CancelInvocation(inv_id, 1), r.KillInvocation(inv_id, 2))]
-    assert kinds == (["not_found"] * 2 if bad == "missing" else ["completed"] * 2)
+    kinds = [type(_of(m.apply(rec), a.Reply)[0].outcome).__name__ for rec in (r.CancelInvocation(inv_id, 1), r.KillInvocation(inv_id, 2))]
+    assert kinds == (["NotFound"] * 2 if bad == "missing" else ["AlreadyCompleted"] * 2)

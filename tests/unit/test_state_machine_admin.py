@@ -1,4 +1,5 @@
-"""Admin records on the pure state machine: purge-journal, resume of a completed invocation, admin state."""
+"""Admin records on the pure state machine: purge-journal, resume of a completed invocation, admin state,
+service changes (``ModifyService``)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from unbroken.core.ids import InvocationId
 from unbroken.core.model import (
     HandlerKind,
     HandlerSchema,
+    OnMaxAttempts,
+    RetryOverride,
     Schemas,
     ServiceKind,
+    ServiceOverride,
     ServiceSchema,
     Status,
     Target,
+    with_overrides,
 )
 from unbroken.core.state_machine import apply
 
@@ -59,7 +64,7 @@ class Machine:
     def invoke(self, target: Target) -> str:
         self.n += 1
         inv_id = str(InvocationId.new(3, self.n.to_bytes(10, "big"), NOW))
-        self.apply(r.Invoke(inv_id, target, b"1", (), request_id=0, reply="none"))
+        self.apply(r.Invoke(inv_id, target, b"1", (), request_id=0, reply=r.ReplyMode.NONE))
         return inv_id
 
     def complete(self, inv_id: str, value: bytes) -> None:
@@ -67,7 +72,7 @@ class Machine:
 
 
 def _replies(actions: list[a.Action]) -> list[str]:
-    return [x.kind for x in actions if isinstance(x, a.Reply)]
+    return [type(x.outcome).__name__ for x in actions if isinstance(x, a.Reply)]
 
 
 def test_purge_journal_drops_the_journal_and_keeps_the_result() -> None:
@@ -75,23 +80,23 @@ def test_purge_journal_drops_the_journal_and_keeps_the_result() -> None:
     inv_id = m.invoke(Target("Svc", "h"))
     m.complete(inv_id, b"42")
     assert len(m.journal(inv_id)) == 2
-    assert _replies(m.apply(r.PurgeJournal(inv_id, 7))) == ["done"]
+    assert _replies(m.apply(r.PurgeJournal(inv_id, 7))) == ["Done"]
     stored = m.inv(inv_id)
     assert m.journal(inv_id) == []
     assert stored.status is Status.COMPLETED and stored.journal_length == 0
     assert stored.result == j.Result(value=b"42")
     # The result is still served to an attach.
     (reply,) = [x for x in m.apply(r.Attach(inv_id, wait=False, request_id=8)) if isinstance(x, a.Reply)]
-    assert reply.kind == "result" and reply.result == j.Result(value=b"42")
+    assert reply.outcome == a.Output(inv_id, j.Result(value=b"42"), reply.outcome.expires_at_ms)  # type: ignore[union-attr]
 
 
 def test_purge_journal_of_a_running_or_unknown_invocation_is_refused() -> None:
     m = Machine()
     running = m.invoke(Target("Svc", "h"))
-    assert _replies(m.apply(r.PurgeJournal(running, 1))) == ["not_completed"]
+    assert _replies(m.apply(r.PurgeJournal(running, 1))) == ["NotCompleted"]
     assert len(m.journal(running)) == 1 and m.inv(running).status is Status.RUNNING
     unknown = str(InvocationId.new(3, b"\xff" * 10, NOW))
-    assert _replies(m.apply(r.PurgeJournal(unknown, 2))) == ["not_found"]
+    assert _replies(m.apply(r.PurgeJournal(unknown, 2))) == ["NotFound"]
 
 
 def test_resume_answers_completed_for_a_completed_invocation() -> None:
@@ -99,7 +104,7 @@ def test_resume_answers_completed_for_a_completed_invocation() -> None:
     inv_id = m.invoke(Target("Svc", "h"))
     m.complete(inv_id, b"1")
     actions = m.apply(r.ResumeInvocation(inv_id, 3))
-    assert _replies(actions) == ["completed"]
+    assert _replies(actions) == ["AlreadyCompleted"]
     assert not [x for x in actions if isinstance(x, a.StartAttempt)]
 
 
@@ -108,7 +113,7 @@ def test_resume_of_an_inboxed_invocation_is_not_started() -> None:
     m.invoke(Target("Obj", "ex", "k"))
     queued = m.invoke(Target("Obj", "ex", "k"))
     assert m.inv(queued).status is Status.PENDING
-    assert _replies(m.apply(r.ResumeInvocation(queued, 4))) == ["not_started"]
+    assert _replies(m.apply(r.ResumeInvocation(queued, 4))) == ["NotStarted"]
 
 
 def test_admin_state_replaces_the_whole_state_and_empty_clears_it() -> None:
@@ -117,6 +122,26 @@ def test_admin_state_replaces_the_whole_state_and_empty_clears_it() -> None:
     m.apply(r.SetStateFromAdmin("Obj", "k", {"c": b"3"}, 2))
     with m.store.transaction() as txn:
         assert txn.state_all("Obj", "k") == {"c": b"3"}
-    assert _replies(m.apply(r.SetStateFromAdmin("Obj", "k", {}, 3))) == ["done"]
+    assert _replies(m.apply(r.SetStateFromAdmin("Obj", "k", {}, 3))) == ["Done"]
     with m.store.transaction() as txn:
         assert txn.state_all("Obj", "k") == {}
+
+
+def test_modify_service_merges_into_the_stored_override_and_tells_the_engine_after_commit() -> None:
+    m = Machine()
+    first = ServiceOverride(journal_retention_ms=0, retry_policy=RetryOverride(max_attempts=4))
+    actions = m.apply(r.ModifyService("Svc", first, 5))
+    assert actions == [a.UpdateService("Svc", first), a.Reply(5, a.Done())]
+    second = ServiceOverride(inactivity_timeout_ms=500, retry_policy=RetryOverride(on_max_attempts=OnMaxAttempts.KILL))
+    merged = ServiceOverride(journal_retention_ms=0, inactivity_timeout_ms=500,
+                             retry_policy=RetryOverride(max_attempts=4, on_max_attempts=OnMaxAttempts.KILL))  # fmt: skip
+    assert m.apply(r.ModifyService("Svc", second, 6)) == [a.UpdateService("Svc", merged), a.Reply(6, a.Done())]
+    assert m.store.service_overrides() == {"Svc": merged}
+    assert _replies(m.apply(r.ModifyService("Nope", second, 7))) == ["NotFound"]
+    assert "Nope" not in m.store.service_overrides()
+
+    svc = with_overrides(SCHEMAS, m.store.service_overrides()).services["Svc"]
+    assert (svc.journal_retention_ms, svc.inactivity_timeout_ms) == (0, 500)
+    assert svc.retry_policy.max_attempts == 4 and svc.retry_policy.on_max_attempts is OnMaxAttempts.KILL
+    assert svc.retry_policy.initial_interval_ms == SCHEMAS.services["Svc"].retry_policy.initial_interval_ms
+    assert with_overrides(SCHEMAS, m.store.service_overrides()).services["Obj"] == SCHEMAS.services["Obj"]

@@ -12,6 +12,7 @@ import pytest
 
 from tests.backends import BACKENDS, Opener, opener
 from unbroken.core.records import Record, TimerFired
+from unbroken.core.storage import TimerKind
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.timers import TimerService
 
@@ -27,7 +28,7 @@ async def test_a_bounded_window_fires_every_stored_and_armed_timer_in_order(stor
     store = stores()
     clock = ManualClock(NOW)
     with store.transaction() as txn:
-        stored = [(NOW - 100 + n, txn.add_timer(NOW - 100 + n, "sleep", "inv_a", n)) for n in range(25)]
+        stored = [(NOW - 100 + n, txn.add_timer(NOW - 100 + n, TimerKind.SLEEP, "inv_a", n)) for n in range(25)]
     fired: list[int] = []
     sizes: list[int] = []
     done = asyncio.Event()
@@ -46,7 +47,7 @@ async def test_a_bounded_window_fires_every_stored_and_armed_timer_in_order(stor
     armed = []
     with store.transaction() as txn:  # armed while the window is full: one early, one late
         for at in (NOW - 200, NOW - 1):
-            timer_id = txn.add_timer(at, "sleep", "inv_b", 0)
+            timer_id = txn.add_timer(at, TimerKind.SLEEP, "inv_b", 0)
             armed.append((at, timer_id))
     for at, timer_id in armed:
         service.arm(timer_id, at)

@@ -12,7 +12,7 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 from urllib.parse import parse_qsl
 
 import orjson
@@ -21,6 +21,7 @@ from unbroken.admin import services as svcs
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
 from unbroken.admin.routes import match, split_path
+from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
@@ -82,8 +83,8 @@ def _bad_field(field: str, reason: str) -> HttpError:
 
 
 class AdminApp:
-    """The admin API of ``engine``. It reads the store only through ``reads`` (explain, state, ``/query``);
-    ``data_dir`` holds its own file (``service_overrides.json``)."""
+    """The admin API of ``engine``. It reads the store only through ``reads`` (explain, state, ``/query``)
+    and changes it only with records (``ModifyService``, ``SetStateFromAdmin``, the invocation controls)."""
 
     def __init__(
         self, engine: Node, reads: ReadModel, data_dir: str, deployment_id: str, ingress_url: str, *,
@@ -97,7 +98,6 @@ class AdminApp:
         self.ingress_url = ingress_url
         self.data_dir = data_dir
         self.created_at = rfc3339(engine.clock.now_ms()) or ""
-        self.overrides = svcs.load_overrides(self.data_dir)
         self._patch_lock = asyncio.Lock()
         self._json_cache: dict[str, tuple[Schemas, str]] = {}
 
@@ -244,13 +244,9 @@ class AdminApp:
         async with self._patch_lock:
             svc = self._service(name)
             change = svcs.parse_modify(body, svc)
-            merged = svcs.merge_override(self.overrides.get(name, {}), change)
-            updated = svcs.apply_override(svc, change)
-            overrides = {**self.overrides, name: merged}
-            await asyncio.to_thread(svcs.save_overrides, self.data_dir, overrides)
-            self.overrides = overrides
-            schemas = self.engine.schemas
-            self.engine.schemas = Schemas({**schemas.services, name: updated})
+            reply = await self.engine.request(lambda rid: r.ModifyService(name, change, rid))
+            _expect_done(reply.outcome, f"modifying service '{name}'")
+            updated = self._service(name)  # the engine took the committed override before the reply came
         log.info("service %s modified: %s", name, change)
         await respond_json(req.send, 200, svcs.service_metadata(updated, self.deployment_id))
 
@@ -285,9 +281,7 @@ class AdminApp:
 
     async def _submit_state(self, service: str, key: str, new_state: dict[str, bytes]) -> None:
         reply = await self.engine.request(lambda rid: r.SetStateFromAdmin(service, key, new_state, rid))
-        if reply.kind != "done":
-            failure = reply.result.failure if reply.result is not None else None
-            raise HttpError(failure.code if failure else 500, f"state change failed: {failure.message if failure else reply.kind}")
+        _expect_done(reply.outcome, "state change")
 
     # --------------------------------------------------------------------------------------- invocations
     async def cancel_invocation(self, req: Request) -> None:
@@ -335,22 +329,42 @@ class AdminApp:
         except InvalidId:
             raise _bad_field("invocation_id", "bad format") from None
         reply = await self.engine.request(lambda rid: make(invocation_id, rid))
-        match reply.kind:
-            case "not_found":
+        outcome = reply.outcome
+        match outcome:
+            case a.NotFound():
                 raise HttpError(404, f"The requested invocation '{invocation_id}' does not exist")
-            case "completed":
+            case a.AlreadyCompleted():
                 raise HttpError(409, f"The invocation '{invocation_id}' was already completed.")
-            case "not_completed":
+            case a.NotCompleted():
                 raise HttpError(409, f"The invocation '{invocation_id}' is not yet completed.")
-            case "not_started":
+            case a.NotStarted():
                 raise HttpError(425, f"The invocation '{invocation_id}' has not started yet (inboxed or scheduled).")
-            case "store_failed" | "unavailable":  # refused without being applied
-                failure = reply.result.failure if reply.result is not None else None
-                raise HttpError(failure.code if failure else 503, failure.message if failure else reply.kind)
-            case "accepted":
+            case a.StoreFailed(failure) | a.Unavailable(failure):  # refused without being applied
+                raise HttpError(failure.code, failure.message)
+            case a.Gone():
+                return  # withdrawn: the caller left
+            case a.Accepted():
                 await respond(req.send, success or 202)
-            case _:
+            case a.Done():
                 await respond(req.send, success or 200)
+            case a.Output() | a.PreviouslyAccepted() | a.WorkflowAlreadyInvoked() | a.NotReady() | a.NotAllocated():
+                # answers to ingress records, never to these
+                raise HttpError(500, f"internal error (unexpected {type(outcome).__name__})")
+            case _:
+                assert_never(outcome)
+
+
+def _expect_done(outcome: a.Outcome, what: str) -> None:
+    """For admin records whose only success is ``Done``: raise the HTTP error of any other outcome."""
+    match outcome:
+        case a.Done():
+            return
+        case a.StoreFailed(failure) | a.Unavailable(failure):
+            raise HttpError(failure.code, f"{what} failed: {failure.message}")
+        case a.NotFound():
+            raise HttpError(404, f"{what} failed: not found")
+        case _:
+            raise HttpError(500, f"{what} failed: unexpected {type(outcome).__name__}")
 
 
 def _text_or_base64(value: bytes) -> str:

@@ -33,6 +33,7 @@ from unbroken.core import limits
 from unbroken.core.ids import InvocationId, awakeable_id
 from unbroken.core.model import Invocation, Status
 from unbroken.core.read_model import Snapshot, rfc3339
+from unbroken.core.storage import TimerKind
 
 
 @dataclass
@@ -160,7 +161,7 @@ def _completed(inv: Invocation) -> _Hop:
 
 
 def _scheduled(conn: Snapshot, inv: Invocation) -> _Hop:
-    start_at = rfc3339(conn.next_timer_ms(inv.id, "invoke") or inv.execute_at_ms)
+    start_at = rfc3339(conn.next_timer_ms(inv.id, TimerKind.INVOKE) or inv.execute_at_ms)
     summary = f"scheduled (a delayed send): it starts at {start_at}"
     return _Hop({"summary": summary, "reasons": [{"kind": "scheduled", "start_at": start_at}]})
 
@@ -224,7 +225,7 @@ def _suspended(conn: Snapshot, inv: Invocation) -> _Hop:
 
 
 def _backing_off(conn: Snapshot, inv: Invocation) -> _Hop:
-    next_at = rfc3339(conn.next_timer_ms(inv.id, "retry") or inv.next_retry_at_ms)
+    next_at = rfc3339(conn.next_timer_ms(inv.id, TimerKind.RETRY) or inv.next_retry_at_ms)
     error = _first_line(inv.last_failure or "unknown error")
     reason = {
         "kind": "backing_off", "attempt": inv.attempts, "error": error, "error_code": inv.last_failure_code,

@@ -1,27 +1,28 @@
-"""Service and deployment metadata (Restate's shapes) and ``PATCH /services/{name}`` with its persistence.
+"""Service and deployment metadata (Restate's shapes) and the validation of ``PATCH /services/{name}``.
 
-Changes made through the admin API are kept as *overrides* in ``service_overrides.json`` in the data dir
-(written atomically: temp file, fsync, rename) and applied over the schemas the code declares every time
-the server starts (``apply_overrides``), so they survive restarts. An override wins over the code's own
-option until it is changed again through the API.
+A change is a ``ModifyService`` record: the state machine merges it into the service's stored override
+(``service_override`` table) in the store's transaction, and the engine applies the overrides over the
+schemas the code declares (at start, and after each such commit), so they survive restarts. An override
+wins over the code's own option until it is changed again through the API.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
-import os
-import tempfile
 from typing import Any
 
 from unbroken.core.durations import InvalidDuration, format_duration, parse_duration_ms
-from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceKind, ServiceSchema
+from unbroken.core.model import (
+    HandlerSchema,
+    OnMaxAttempts,
+    RetryOverride,
+    RetryPolicy,
+    Schemas,
+    ServiceKind,
+    ServiceOverride,
+    ServiceSchema,
+)
 from unbroken.http.asgi import HttpError
 
-log = logging.getLogger("unbroken.admin")
-
-OVERRIDES_FILE = "service_overrides.json"
 DEPLOYMENT_URI = "local://in-process"
 PROTOCOL_VERSIONS = (5, 6)
 
@@ -139,7 +140,7 @@ def _bad(path: str, reason: str) -> HttpError:
     return HttpError(400, f"The request field '{path}' is invalid. Reason: {reason}")
 
 
-def _retry_override(body: Any) -> dict[str, Any]:
+def _retry_override(body: Any) -> RetryOverride:
     if not isinstance(body, dict):
         raise _bad("retry_policy", "expected an object")
     out: dict[str, Any] = {}
@@ -158,14 +159,14 @@ def _retry_override(body: Any) -> dict[str, Any]:
         elif field == "on_max_attempts":
             if not isinstance(value, str) or value.lower() not in ("pause", "kill"):
                 raise _bad(path, "expected 'Pause' or 'Kill'")
-            out["on_max_attempts"] = value.lower()
+            out["on_max_attempts"] = OnMaxAttempts(value.lower())
         else:
             raise _bad(path, "unknown field")
-    return out
+    return RetryOverride(**out)
 
 
-def parse_modify(body: Any, svc: ServiceSchema) -> dict[str, Any]:
-    """Validate a ``ModifyServiceRequest`` into override fields (ServiceSchema attribute -> value)."""
+def parse_modify(body: Any, svc: ServiceSchema) -> ServiceOverride:
+    """Validate a ``ModifyServiceRequest`` into the override it makes."""
     if not isinstance(body, dict):
         raise HttpError(400, "The request body must be a JSON object")
     out: dict[str, Any] = {}
@@ -182,64 +183,4 @@ def parse_modify(body: Any, svc: ServiceSchema) -> dict[str, Any]:
             out["retry_policy"] = _retry_override(value)
         else:
             raise _bad(field, "unknown field")
-    return out
-
-
-def apply_override(svc: ServiceSchema, override: dict[str, Any]) -> ServiceSchema:
-    fields = {k: v for k, v in override.items() if k != "retry_policy"}
-    if override.get("retry_policy"):
-        fields["retry_policy"] = dataclasses.replace(svc.retry_policy, **override["retry_policy"])
-    return dataclasses.replace(svc, **fields)
-
-
-def apply_overrides(schemas: Schemas, overrides: dict[str, dict[str, Any]]) -> Schemas:
-    services = dict(schemas.services)
-    for name, override in overrides.items():
-        if name in services:
-            try:
-                services[name] = apply_override(services[name], override)
-            except (TypeError, ValueError):
-                log.warning("ignoring unusable stored override of service %s: %r", name, override)
-    return Schemas(services)
-
-
-def merge_override(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    merged = {**old, **new}
-    if "retry_policy" in new:
-        merged["retry_policy"] = {**old.get("retry_policy", {}), **new["retry_policy"]}
-    return merged
-
-
-# ---------------------------------------------------------------------------------------- persistence
-def load_overrides(data_dir: str) -> dict[str, dict[str, Any]]:
-    path = os.path.join(data_dir, OVERRIDES_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"cannot read service overrides {path}: {exc}") from exc
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise RuntimeError(f"cannot read service overrides {path}: expected an object of objects")
-    return data
-
-
-def save_overrides(data_dir: str, overrides: dict[str, dict[str, Any]]) -> None:
-    """Write atomically: a crash leaves either the old or the new file, never a torn one."""
-    fd, tmp = tempfile.mkstemp(prefix=".overrides-", dir=data_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(overrides, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(data_dir, OVERRIDES_FILE))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    return ServiceOverride(**out)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unbroken.core.journal import Entry, Notification, Result
-from unbroken.core.model import Invocation
+from unbroken.core.journal import Entry, Failure, Notification, Result
+from unbroken.core.model import Invocation, ServiceOverride
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +47,143 @@ class Completed:
     expires_at_ms: int
 
 
+# ------------------------------------------------------------------------------------------- outcomes
+# What a waiting request is answered: a closed union, so the ingress and the admin API ``match`` every case
+# (ending with ``assert_never``) and a new outcome cannot reach a caller unhandled.
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """The invocation completed: its result (value or terminal failure)."""
+
+    invocation_id: str
+    result: Result
+    expires_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A send was durably accepted (``execute_at_ms`` if delayed), or a cancel/signal was recorded."""
+
+    invocation_id: str
+    execute_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PreviouslyAccepted:
+    """An idempotent send repeated: the invocation already exists."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowAlreadyInvoked:
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """The invocation (or, answering ``ModifyService``, the service) does not exist."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotAllocated:
+    """A signal resolved from outside that the invocation has not created (not an awakeable's index, or the
+    invocation has not started): nobody may plant a result for it."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotReady:
+    """Output asked for an invocation that has not completed yet."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyCompleted:
+    """A control request (cancel, kill, pause, resume) for an invocation that has completed."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotCompleted:
+    """A purge of an invocation that has not completed."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotStarted:
+    """A resume of an invocation still scheduled or inboxed."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The request took effect (``invocation_id`` None for requests about no invocation)."""
+
+    invocation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFailed:
+    """The store kept refusing the record: it was given up without effect (507/500)."""
+
+    failure: Failure
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """The engine cannot take the record now (stopped partition, store failing): nothing was accepted."""
+
+    failure: Failure
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """The caller left before its record was applied: it was withdrawn, nobody is answered."""
+
+
+Outcome = (
+    Output
+    | Accepted
+    | PreviouslyAccepted
+    | WorkflowAlreadyInvoked
+    | NotFound
+    | NotAllocated
+    | NotReady
+    | AlreadyCompleted
+    | NotCompleted
+    | NotStarted
+    | Done
+    | StoreFailed
+    | Unavailable
+    | Gone
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Answer one waiting request. ``kind`` says what ``payload`` is (see ingress/admin)."""
+    """Answer one waiting request with ``outcome``."""
 
     request_id: int
-    kind: str
-    invocation_id: str | None = None
-    result: Result | None = None
-    expires_at_ms: int = 0
-    execute_at_ms: int = 0
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateService:
+    """A service's stored override changed (``ModifyService`` committed): from now on the engine applies
+    ``override`` (all of it, merged) over the service's schema. Applying a whole override again is harmless:
+    its fields replace values, so the last one committed decides."""
+
+    service: str
+    override: ServiceOverride
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,4 +204,6 @@ class Log:
     warning: bool = False
 
 
-Action = StartAttempt | Deliver | AbortAttempt | ArmTimer | Completed | Reply | AwaitCompletion | Log
+Action = (
+    StartAttempt | Deliver | AbortAttempt | ArmTimer | Completed | Reply | AwaitCompletion | Log | UpdateService
+)

@@ -23,13 +23,20 @@ from typing import Final
 
 import msgspec
 
+from unbroken.core.model import HandlerKind, Target
+
 __all__ = [
+    "FRESH_ID_BYTES",
     "InvalidId",
     "InvocationId",
     "awakeable_id",
+    "child_invocation_id",
+    "idempotent_invocation_id",
+    "invocation_id_for",
     "deployment_id",
     "parse_awakeable_id",
     "partition_key_for_key",
+    "workflow_invocation_id",
 ]
 
 _B62_ALPHABET: Final = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -200,6 +207,69 @@ class InvocationId(msgspec.Struct, frozen=True):
         if not 0 <= timestamp_ms < _U48_LIMIT:
             raise InvalidId(f"timestamp out of 48-bit range: {timestamp_ms}")
         return cls(partition_key, timestamp_ms.to_bytes(6, "big") + bytes(random_bytes[:10]))
+
+
+# -- which id an invocation gets ------------------------------------------------------------------
+#
+# Each rule lives here once; the ingress (a request), its routes (attach by workflow key or idempotency
+# key) and the state machine (a handler's call) all derive through these, so the same workflow run or
+# idempotent call has the same id whichever way it is reached.
+
+FRESH_ID_BYTES: Final = 18  # 10 for the uuid's random part, 8 for an unkeyed target's partition key
+
+
+def workflow_invocation_id(service: str, key: str) -> str:
+    """The id of the workflow run ``service``/``key`` (one run per key, however it is started)."""
+    return str(InvocationId.for_workflow(service, key))
+
+
+def idempotent_invocation_id(target: Target, idempotency_key: str) -> str:
+    """The id of the call of ``target`` with ``idempotency_key`` (a retried request maps to it again)."""
+    return str(InvocationId.for_idempotent(target.service, target.key, target.handler, idempotency_key))
+
+
+def _deterministic_id(target: Target, handler_kind: HandlerKind | None, idempotency_key: str | None) -> str | None:
+    """The id fixed by the request itself: a workflow run's (by its key, before any idempotency key) or
+    an idempotent call's; ``None`` when the invocation needs a new one."""
+    if handler_kind is HandlerKind.WORKFLOW:
+        if target.key is None:
+            raise InvalidId(f"workflow target {target} without a key")
+        return workflow_invocation_id(target.service, target.key)
+    if idempotency_key is not None:
+        return idempotent_invocation_id(target, idempotency_key)
+    return None
+
+
+def invocation_id_for(
+    target: Target, handler_kind: HandlerKind | None, idempotency_key: str | None, fresh_bytes: bytes, now_ms: int
+) -> str:
+    """The id of an invocation requested from outside (the ingress): the workflow's or idempotent call's
+    id when the request fixes one, else a fresh time-ordered id from ``fresh_bytes`` (at least
+    :data:`FRESH_ID_BYTES` unpredictable bytes) in the partition of the target's key (of random bytes for
+    an unkeyed target)."""
+    fixed = _deterministic_id(target, handler_kind, idempotency_key)
+    if fixed is not None:
+        return fixed
+    if len(fresh_bytes) < FRESH_ID_BYTES:
+        raise InvalidId(f"need at least {FRESH_ID_BYTES} fresh bytes, got {len(fresh_bytes)}")
+    key = target.key
+    pk = partition_key_for_key(key) if key is not None else int.from_bytes(fresh_bytes[10:18], "big")
+    return str(InvocationId.new(pk, fresh_bytes[:10], now_ms))
+
+
+def child_invocation_id(
+    caller_id: str, target: Target, handler_kind: HandlerKind | None, idempotency_key: str | None, slot: int
+) -> str:
+    """The id of an invocation a handler creates (a call or a send): the workflow's or idempotent call's
+    id as from the ingress, else derived from the caller's id and the call's completion ``slot``, so a
+    replayed call maps to the same id (the state machine has no randomness)."""
+    fixed = _deterministic_id(target, handler_kind, idempotency_key)
+    if fixed is not None:
+        return fixed
+    digest = hashlib.sha256(f"call,{caller_id},{slot}".encode()).digest()
+    key = target.key
+    pk = partition_key_for_key(key) if key is not None else int.from_bytes(digest[16:24], "big")
+    return str(InvocationId(partition_key=pk, uuid=digest[:16]))
 
 
 # -- awakeable ids ----------------------------------------------------------------

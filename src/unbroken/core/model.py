@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
@@ -30,6 +32,13 @@ class HandlerKind(enum.StrEnum):
     WORKFLOW = "Workflow"
 
 
+class OnMaxAttempts(enum.StrEnum):
+    """What happens once a retry policy's attempts are spent (Restate's ``on_max_attempts``)."""
+
+    PAUSE = "pause"
+    KILL = "kill"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Restate's invocation retry policy; ``max_attempts`` counts the first attempt too."""
@@ -38,7 +47,7 @@ class RetryPolicy:
     exponentiation_factor: float = 2.0
     max_interval_ms: int = 60_000
     max_attempts: int = 70
-    on_max_attempts: str = "pause"  # or "kill"
+    on_max_attempts: OnMaxAttempts = OnMaxAttempts.PAUSE
 
     def delay_ms(self, failed_attempts: int) -> int:
         """Delay before the next attempt after ``failed_attempts`` (>= 1) consecutive failures."""
@@ -103,6 +112,63 @@ class Schemas:
 
     def service(self, name: str) -> ServiceSchema | None:
         return self.services.get(name)
+
+
+class RetryOverride(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Retry-policy fields changed through the admin API; None keeps the code's (or an earlier) value."""
+
+    initial_interval_ms: int | None = None
+    exponentiation_factor: float | None = None
+    max_interval_ms: int | None = None
+    max_attempts: int | None = None
+    on_max_attempts: OnMaxAttempts | None = None
+
+
+class ServiceOverride(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A service's options changed through the admin API (``PATCH /services/{name}``), stored in the
+    ``service_override`` table; None keeps the value the code declares. An override wins over the code's own
+    option until it is changed again. Field names are ``ServiceSchema``'s, which is also what the old
+    ``service_overrides.json`` side file held, so it imports as is (encoded by name: fields can be added)."""
+
+    public: bool | None = None
+    idempotency_retention_ms: int | None = None
+    workflow_completion_retention_ms: int | None = None
+    journal_retention_ms: int | None = None
+    inactivity_timeout_ms: int | None = None
+    abort_timeout_ms: int | None = None
+    retry_policy: RetryOverride | None = None
+
+    def merged(self, newer: ServiceOverride) -> ServiceOverride:
+        """This override with every field ``newer`` sets replaced (retry-policy fields one by one)."""
+        retry = self.retry_policy
+        if newer.retry_policy is not None:
+            retry = newer.retry_policy if retry is None else _merge(retry, newer.retry_policy)
+        return msgspec.structs.replace(_merge(self, newer), retry_policy=retry)
+
+    def applied_to(self, svc: ServiceSchema) -> ServiceSchema:
+        fields = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None and k != "retry_policy"}
+        if self.retry_policy is not None:
+            retry = {k: v for k, v in msgspec.structs.asdict(self.retry_policy).items() if v is not None}
+            fields["retry_policy"] = dataclasses.replace(svc.retry_policy, **retry)
+        return dataclasses.replace(svc, **fields)
+
+
+_S = TypeVar("_S", RetryOverride, ServiceOverride)
+
+
+def _merge(old: _S, new: _S) -> _S:
+    changed = {k: v for k, v in msgspec.structs.asdict(new).items() if v is not None}
+    return msgspec.structs.replace(old, **changed)
+
+
+def with_overrides(schemas: Schemas, overrides: dict[str, ServiceOverride]) -> Schemas:
+    """The app's schemas with the stored overrides applied (an override of a service the app no longer
+    declares is kept in storage and ignored)."""
+    services = dict(schemas.services)
+    for name, override in overrides.items():
+        if name in services:
+            services[name] = override.applied_to(services[name])
+    return Schemas(services)
 
 
 class Status(enum.StrEnum):

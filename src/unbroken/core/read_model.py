@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from unbroken.core.durations import format_rfc3339
 from unbroken.core.journal import Entry
 from unbroken.core.model import Invocation
-from unbroken.core.txn import Promise
+from unbroken.core.txn import Promise, TimerKind
 
 _T = TypeVar("_T")
 
@@ -67,7 +67,7 @@ class Snapshot(Protocol):
     def state(self, service: str, key: str) -> dict[str, bytes]: ...
     def lock_holder(self, service: str, key: str) -> str | None: ...
     def inbox_spot(self, service: str, key: str, invocation_id: str) -> InboxSpot | None: ...
-    def next_timer_ms(self, invocation_id: str, kind: str) -> int | None:
+    def next_timer_ms(self, invocation_id: str, kind: TimerKind) -> int | None:
         """When the earliest timer of ``kind`` (``invoke``, ``retry``, ``sleep``) of the invocation fires."""
         ...
     def promise(self, service: str, key: str, name: str) -> Promise | None: ...

@@ -6,19 +6,24 @@ happened (``now_ms`` is passed by the processor, taken once per batch from the i
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from unbroken.core.journal import Command, Header, Result
-from unbroken.core.model import Target
+from unbroken.core.model import ServiceOverride, Target
+
+
+class ReplyMode(enum.Enum):
+    """What the caller of an ``Invoke`` waits for."""
+
+    NONE = "none"  # nobody waits
+    RESULT = "result"  # a call: answer with the result when done
+    ACCEPTED = "accepted"  # a send: answer once the invocation is durably accepted
 
 
 @dataclass(frozen=True, slots=True)
 class Invoke:
-    """A new invocation from the ingress (``request_id`` set when a caller waits for an answer).
-
-    ``reply`` is ``"result"`` for a call (answer with the result when done), ``"accepted"`` for a send
-    (answer once the invocation is durably accepted), ``"none"`` when nobody waits.
-    """
+    """A new invocation from the ingress (``request_id`` set when a caller waits for an answer)."""
 
     invocation_id: str
     target: Target
@@ -27,7 +32,7 @@ class Invoke:
     idempotency_key: str | None = None
     execute_at_ms: int = 0
     request_id: int = 0
-    reply: str = "none"
+    reply: ReplyMode = ReplyMode.NONE
     random_seed: int = 0
 
 
@@ -165,6 +170,15 @@ class SetStateFromAdmin:
 
 
 @dataclass(frozen=True, slots=True)
+class ModifyService:
+    """Admin ``PATCH /services/{name}``: ``change`` is merged into the service's stored override."""
+
+    service: str
+    change: ServiceOverride
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class FailInvocation:
     """The engine gives up on a record of ``attempt`` that the store kept refusing (runtime/processor.py):
     the invocation completes with this failure, so that it neither hangs nor holds its lock."""
@@ -193,5 +207,6 @@ Record = (
     | CleanExpired
     | Recover
     | SetStateFromAdmin
+    | ModifyService
     | FailInvocation
 )

@@ -12,23 +12,31 @@ applied (``Step.now_ms``), never from the database's clock, so a replay or a sim
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 from unbroken.core.journal import Entry, Result
-from unbroken.core.model import Invocation, Sink
+from unbroken.core.model import Invocation, ServiceOverride, Sink
+
+
+class TimerKind(enum.StrEnum):
+    """What a timer does when it fires. Stored as these strings (the SQLite ``timer.kind`` column)."""
+
+    SLEEP = "sleep"  # completes ``completion_id``
+    INVOKE = "invoke"  # a delayed invocation becomes due
+    RETRY = "retry"  # a backing-off invocation tries again
 
 
 @dataclass(frozen=True, slots=True)
 class Timer:
-    """A durable timer. ``kind``: ``sleep`` (completes ``completion_id``), ``invoke`` (a delayed
-    invocation becomes due), ``retry`` (a backing-off invocation tries again)."""
+    """A durable timer (see :class:`TimerKind`)."""
 
     timer_id: int
     fire_at_ms: int
-    kind: str
+    kind: TimerKind
     invocation_id: str
     completion_id: int = 0
 
@@ -108,7 +116,7 @@ class LockInboxTable(Protocol):
 
 
 class TimerTable(Protocol):
-    def add_timer(self, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> int:
+    def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
         """Store a timer; returns its id (ids only grow, never reused)."""
         ...
 
@@ -124,7 +132,17 @@ class PromiseTable(Protocol):
     def clear_promises(self, service: str, key: str) -> None: ...
 
 
-class Transaction(InvocationTable, JournalTable, StateTable, LockInboxTable, TimerTable, PromiseTable, Protocol):
+class ServiceOverrideTable(Protocol):
+    """Service options changed through the admin API (``ModifyService``): service name -> ServiceOverride."""
+
+    def get_service_override(self, service: str) -> ServiceOverride | None: ...
+    def put_service_override(self, service: str, override: ServiceOverride) -> None: ...
+
+
+class Transaction(
+    InvocationTable, JournalTable, StateTable, LockInboxTable, TimerTable, PromiseTable, ServiceOverrideTable,
+    Protocol,
+):  # fmt: skip
     """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
     thread than the one that applied (the processor's writer thread), never concurrently with it."""
 
@@ -150,6 +168,10 @@ class Store(Protocol):
 
     def running_invocation_ids(self) -> list[str]:
         """Invocations an attempt was running for when the process stopped, oldest first."""
+        ...
+
+    def service_overrides(self) -> dict[str, ServiceOverride]:
+        """Every committed service override (the engine applies them over the app's schemas at start)."""
         ...
 
     def timers(self) -> list[Timer]:

@@ -11,15 +11,17 @@ from unbroken.core.storage import (
     LockInboxTable,
     Promise,
     PromiseTable,
+    ServiceOverrideTable,
     StateTable,
     Store,
     Timer,
+    TimerKind,
     TimerTable,
     Transaction,
     transaction,
 )
 
 __all__ = [
-    "InvocationTable", "JournalTable", "LockInboxTable", "Promise", "PromiseTable", "StateTable", "Store",
-    "Timer", "TimerTable", "Transaction", "transaction",
+    "InvocationTable", "JournalTable", "LockInboxTable", "Promise", "PromiseTable", "ServiceOverrideTable", "StateTable", "Store",
+    "Timer", "TimerKind", "TimerTable", "Transaction", "transaction",
 ]  # fmt: skip

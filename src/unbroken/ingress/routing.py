@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from unbroken.core import limits
-from unbroken.core.ids import InvalidId, InvocationId
+from unbroken.core.ids import InvalidId, InvocationId, idempotent_invocation_id, workflow_invocation_id
 from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, Target
 from unbroken.http.asgi import HttpError
 
 _BAD_PATH = "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"
 
 
+class RouteKind(enum.Enum):
+    INVOKE = "invoke"
+    ATTACH = "attach"  # wait for the invocation's result
+    OUTPUT = "output"  # its result now, or 470 if not completed
+    AWAKEABLE = "awakeable"
+    HEALTH = "health"
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    kind: str  # invoke | attach | output | awakeable | health
+    kind: RouteKind
     target: Target | None = None
     handler: HandlerSchema | None = None
     send: bool = False
@@ -83,11 +92,11 @@ def _invoke_route(parts: list[str], schemas: Schemas) -> Route:
         if len(key.encode("utf-8", "surrogateescape")) > limits.object_key_bytes_max:
             raise HttpError(400, f"object key too long: at most {limits.object_key_bytes_max} bytes")
         handler = _handler(parts[0], name, handlers)
-        return Route("invoke", Target(parts[0], name, key), handler, send)
+        return Route(RouteKind.INVOKE, Target(parts[0], name, key), handler, send)
     if len(rest) != 1:
         raise HttpError(400, _BAD_PATH)
     handler = _handler(parts[0], rest[0], handlers)
-    return Route("invoke", Target(parts[0], rest[0]), handler, send)
+    return Route(RouteKind.INVOKE, Target(parts[0], rest[0]), handler, send)
 
 
 def _kind_name(kind: ServiceKind) -> str:
@@ -96,21 +105,21 @@ def _kind_name(kind: ServiceKind) -> str:
 
 def _restate_route(parts: list[str], schemas: Schemas) -> Route:
     if parts == ["health"]:
-        return Route("health")
+        return Route(RouteKind.HEALTH)
     if parts and parts[0] == "scope":  # restate-sdk's client.scope(...): like restate-server with flow control off
         raise HttpError(
             501, "scoped invocations (/restate/scope/..., limit keys: Restate's flow control) are not supported "
             "by Unbroken yet: call /{service}/{handler} without a scope",
         )  # fmt: skip
     if len(parts) == 3 and parts[0] in ("awakeables", "a") and parts[2] in ("resolve", "reject"):
-        return Route("awakeable", awakeable_id=parts[1], action=parts[2])
+        return Route(RouteKind.AWAKEABLE, awakeable_id=parts[1], action=parts[2])
     if len(parts) >= 3 and parts[0] == "invocation" and parts[-1] in ("attach", "output"):
-        return Route(parts[-1], invocation_id=_invocation_ref(parts[1:-1], schemas))
+        return Route(RouteKind(parts[-1]), invocation_id=_invocation_ref(parts[1:-1], schemas))
     if len(parts) == 4 and parts[0] == "workflow" and parts[3] in ("attach", "output"):
         kind, handlers = _service(parts[1], schemas)
         if kind is not ServiceKind.WORKFLOW:
             raise HttpError(400, f"'{parts[1]}' is not a workflow")
-        return Route(parts[3], invocation_id=str(InvocationId.for_workflow(parts[1], parts[2])))
+        return Route(RouteKind(parts[3]), invocation_id=workflow_invocation_id(parts[1], parts[2]))
     raise HttpError(404, f"not found: unknown path /restate/{'/'.join(parts)}")
 
 
@@ -127,9 +136,8 @@ def _invocation_ref(ref: list[str], schemas: Schemas) -> str:
     if kind.keyed != (len(ref) == 4):
         raise HttpError(400, f"bad path: '{ref[0]}' {'needs' if kind.keyed else 'takes no'} key")
     key = ref[1] if len(ref) == 4 else None
-    handler = _handler(ref[0], ref[-2], handlers)
-    del handler
-    return str(InvocationId.for_idempotent(ref[0], key, ref[-2], ref[-1]))
+    _handler(ref[0], ref[-2], handlers)  # an unknown handler is a 404, as for a call
+    return idempotent_invocation_id(Target(ref[0], ref[-2], key), ref[-1])
 
 
-__all__ = ["Route", "parse_route", "HandlerKind"]
+__all__ = ["Route", "RouteKind", "parse_route", "HandlerKind"]

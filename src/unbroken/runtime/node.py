@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId, partition_key_for_key
-from unbroken.core.model import Schemas
+from unbroken.core.model import Schemas, ServiceOverride, with_overrides
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
@@ -94,6 +94,10 @@ class Node:
 
     def _schemas(self) -> Schemas:
         return self.schemas
+
+    def _update_service(self, service: str, override: ServiceOverride) -> None:
+        """A committed ``ModifyService``: every partition's later batches see the new options."""
+        self.schemas = with_overrides(self.schemas, {service: override})
 
     # ------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:

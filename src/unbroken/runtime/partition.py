@@ -29,8 +29,8 @@ from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.errors import EngineUnavailable
-from unbroken.core.journal import Failure, Result
-from unbroken.core.model import Schemas
+from unbroken.core.journal import Failure
+from unbroken.core.model import Schemas, ServiceOverride
 from unbroken.core.storage import Store, Timer
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
@@ -85,6 +85,7 @@ class Partition:
         owns: Owns | None = None,
         route: Callable[[Partition, list[a.Action]], None] | None = None,
         index: int = 0,
+        update_service: Callable[[str, ServiceOverride], None] = lambda service, override: None,
     ) -> None:
         self.index = index
         self.store = store
@@ -93,6 +94,7 @@ class Partition:
         self.loop = asyncio.get_running_loop()
         self.owns = owns
         self._route = route
+        self._update_service = update_service  # the node's schemas change for every partition
         factory = processor_factory or _production_processor
         self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
         self.invoker = Invoker(
@@ -151,7 +153,7 @@ class Partition:
 
     def _fail_waiters(self, message: str) -> None:
         for request_id in list(self._waiters.futures):
-            self._reply(a.Reply(request_id, "unavailable", result=_failure(503, message)))
+            self._reply(a.Reply(request_id, a.Unavailable(Failure(503, message))))
         self._waiters.by_invocation.clear()
 
     async def _clean_periodically(self) -> None:
@@ -207,7 +209,7 @@ class Partition:
         fut = self._waiters.futures.get(request_id)
         if fut is not None and not fut.done():
             self.processor.withdraw(request_id)
-            self._reply(a.Reply(request_id, "gone"))
+            self._reply(a.Reply(request_id, a.Gone()))
 
     def forget(self, request_id: int) -> None:
         """The caller of ``request_id`` left (the ingress saw it hang up): its reply goes nowhere. While the
@@ -249,6 +251,8 @@ class Partition:
                 self.timers.arm(action.timer_id, action.fire_at_ms)
             case a.AbortAttempt():
                 self.invoker.abort(action.invocation_id)
+            case a.UpdateService():  # a committed ModifyService: later batches see the new options
+                self._update_service(action.service, action.override)
             case a.Log():
                 if action.warning:  # a failed attempt: logged once, in serve and dev alike
                     log.warning("%s %s", action.invocation_id, action.message)
@@ -265,9 +269,7 @@ class Partition:
 
     def _completed(self, done: a.Completed) -> None:
         for request_id in self._waiters.by_invocation.pop(done.invocation_id, ()):
-            self._reply(
-                a.Reply(request_id, "result", done.invocation_id, done.result, done.expires_at_ms)
-            )
+            self._reply(a.Reply(request_id, a.Output(done.invocation_id, done.result, done.expires_at_ms)))
 
 
 def _own_timers(store: Store, owns: Owns, after: tuple[int, int] | None, limit: int) -> list[Timer]:
@@ -288,6 +290,3 @@ def _production_processor(
 ) -> Processor:  # fmt: skip
     return Processor(store, schemas, clock, loop, on_actions, faults=faults)
 
-
-def _failure(code: int, message: str) -> Result:
-    return Result(failure=Failure(code, message))

@@ -41,8 +41,8 @@ from collections.abc import Callable
 
 from unbroken.core import limits
 from unbroken.core import records as r
-from unbroken.core.actions import Action, Reply
-from unbroken.core.journal import Failure, Result
+from unbroken.core.actions import Action, Reply, StoreFailed, Unavailable
+from unbroken.core.journal import Failure
 from unbroken.core.model import Schemas
 from unbroken.core.records import Record
 from unbroken.core.state_machine import apply
@@ -112,9 +112,9 @@ def _payload_bytes(record: Record) -> int:
     return total
 
 
-def _failed_reply(request_id: int, kind: str, code: int, message: str) -> Reply:
-    """A request refused without being applied: ``kind`` with the HTTP status and message in ``result``."""
-    return Reply(request_id, kind, result=Result(failure=Failure(code, message)))
+def _failed_reply(request_id: int, outcome: type[StoreFailed | Unavailable], code: int, message: str) -> Reply:
+    """A request refused without being applied: the HTTP status and message in the outcome's failure."""
+    return Reply(request_id, outcome(Failure(code, message)))
 
 
 class Processor:
@@ -367,7 +367,7 @@ class Processor:
         request_id = getattr(record, "request_id", 0)
         if request_id:
             log.error("given up, caller answered %d: %s", code, message)
-            self._on_actions([_failed_reply(request_id, "store_failed", code, message)])
+            self._on_actions([_failed_reply(request_id, StoreFailed, code, message)])
             return True
         if isinstance(record, ATTEMPT_RECORDS):
             log.error("given up, invocation failed with %d: %s", code, message)
@@ -400,7 +400,7 @@ class Processor:
     def _answer_queued(self, message: str) -> None:
         """Answer every queued caller 503 (their records were never applied) and empty the queue."""
         replies: list[Action] = [
-            _failed_reply(request_id, "unavailable", 503, message)
+            _failed_reply(request_id, Unavailable, 503, message)
             for request_id in (getattr(record, "request_id", 0) for record in self._queue)
             if request_id
         ]

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from unbroken.core.model import HandlerSchema, RetryPolicy, Schemas, ServiceSchema
+from unbroken.core.model import HandlerSchema, OnMaxAttempts, RetryPolicy, Schemas, ServiceSchema
 from unbroken.sdk.serde import BytesSerde, json_schema_for
 from unbroken.sdk.serde.input_check import input_validator
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
@@ -117,7 +117,7 @@ def _policy(p: InvocationRetryPolicy | None, defaults: RetryPolicy) -> RetryPoli
         exponentiation_factor=p.exponentiation_factor or defaults.exponentiation_factor,
         max_interval_ms=_ms(p.max_interval) or defaults.max_interval_ms,
         max_attempts=p.max_attempts or defaults.max_attempts,
-        on_max_attempts=p.on_max_attempts or defaults.on_max_attempts,
+        on_max_attempts=OnMaxAttempts(p.on_max_attempts) if p.on_max_attempts else defaults.on_max_attempts,
     )
 
 

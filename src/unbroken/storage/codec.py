@@ -10,11 +10,12 @@ from __future__ import annotations
 import msgspec
 
 from unbroken.core.journal import Entry, Notification, Result, decode_entry, encode_entry
-from unbroken.core.model import Invocation, Sink, check_invocation
+from unbroken.core.model import Invocation, ServiceOverride, Sink, check_invocation
 from unbroken.core.storage import Promise
 
 __all__ = [
-    "decode_entry", "decode_invocation", "decode_promise", "encode_entry", "encode_invocation", "encode_promise",
+    "decode_entry", "decode_invocation", "decode_override", "decode_promise", "encode_entry", "encode_invocation",
+    "encode_override", "encode_promise",
     "signal_index",
 ]  # fmt: skip
 
@@ -71,3 +72,16 @@ def decode_promise(data: bytes) -> Promise:
 def signal_index(entry: Entry) -> int:
     """The signal index a journal entry records (0: none), for the backends' signal index."""
     return entry.signal_idx if isinstance(entry, Notification) else 0
+
+
+# Service overrides are JSON, fields by name: readable in the SQLite file, and a field added later decodes
+# from rows written before it.
+_override_decoder = msgspec.json.Decoder(ServiceOverride)
+
+
+def encode_override(override: ServiceOverride) -> bytes:
+    return msgspec.json.encode(override)
+
+
+def decode_override(data: bytes) -> ServiceOverride:
+    return _override_decoder.decode(data)

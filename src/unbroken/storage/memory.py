@@ -11,14 +11,16 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from unbroken.core.journal import Entry
-from unbroken.core.model import Invocation, Status, cleanup_due_ms
-from unbroken.core.storage import Promise, Timer, Transaction, transaction
+from unbroken.core.model import Invocation, ServiceOverride, Status, cleanup_due_ms
+from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     decode_entry,
     decode_invocation,
+    decode_override,
     decode_promise,
     encode_entry,
     encode_invocation,
+    encode_override,
     encode_promise,
     signal_index,
 )
@@ -34,6 +36,7 @@ class MemoryStore:
         self.timer_rows: dict[int, Timer] = {}
         self.promises: dict[tuple[str, str, str], bytes] = {}
         self.signals: dict[str, set[int]] = {}  # the signal index of each journal
+        self.overrides: dict[str, bytes] = {}  # service -> encoded ServiceOverride
         self.next_timer_id = 1
         self.committed_timers: dict[int, Timer] | None = None  # while a transaction is open
 
@@ -49,6 +52,9 @@ class MemoryStore:
     def running_invocation_ids(self) -> list[str]:
         invs = [decode_invocation(b, i, check=False) for i, b in self.invocations.items()]
         return [inv.id for inv in invs if inv.status is Status.RUNNING]
+
+    def service_overrides(self) -> dict[str, ServiceOverride]:
+        return {name: decode_override(data) for name, data in self.overrides.items()}
 
     def timers(self) -> list[Timer]:
         return list(self.timer_rows.values())
@@ -156,7 +162,7 @@ class MemoryTransaction:
         if invocation_id in queue:
             queue.remove(invocation_id)
 
-    def add_timer(self, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> int:
+    def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
         timer_id = self.s.next_timer_id
         self.s.next_timer_id += 1
         self.s.timer_rows[timer_id] = Timer(timer_id, fire_at_ms, kind, invocation_id, completion_id)
@@ -178,3 +184,10 @@ class MemoryTransaction:
     def clear_promises(self, service: str, key: str) -> None:
         for k in [k for k in self.s.promises if k[:2] == (service, key)]:
             del self.s.promises[k]
+
+    def get_service_override(self, service: str) -> ServiceOverride | None:
+        data = self.s.overrides.get(service)
+        return None if data is None else decode_override(data)
+
+    def put_service_override(self, service: str, override: ServiceOverride) -> None:
+        self.s.overrides[service] = encode_override(override)

@@ -9,7 +9,7 @@ from typing import TypeVar
 from unbroken.core import journal as j
 from unbroken.core.model import Invocation
 from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot
-from unbroken.core.txn import Promise
+from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.codec import decode_invocation, decode_promise
 from unbroken.storage.memory import MemoryStore
 
@@ -47,7 +47,7 @@ class MemorySnapshot:
         queue = self.s.inboxes.get((service, key), [])
         return InboxSpot(queue.index(invocation_id), None) if invocation_id in queue else None
 
-    def next_timer_ms(self, invocation_id: str, kind: str) -> int | None:
+    def next_timer_ms(self, invocation_id: str, kind: TimerKind) -> int | None:
         due = [t.fire_at_ms for t in self.s.timer_rows.values() if t.invocation_id == invocation_id and t.kind == kind]
         return min(due, default=None)
 

@@ -7,22 +7,28 @@ connections; WAL lets them read while the writer writes.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sqlite3
 from contextlib import AbstractContextManager
 
+import msgspec
+
 from unbroken.core import limits
 from unbroken.core.journal import Entry, Notification
-from unbroken.core.model import Invocation, cleanup_due_ms
-from unbroken.core.storage import Promise, Timer, Transaction, transaction
+from unbroken.core.model import Invocation, ServiceOverride, cleanup_due_ms
+from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     _inv_decoder,
     _inv_encoder,
     decode_entry,
     decode_invocation,
+    decode_override,
     decode_promise,
     encode_entry,
     encode_invocation,
+    encode_override,
     encode_promise,
     signal_index,
 )
@@ -33,7 +39,7 @@ __all__ = ["SqliteStore", "SqliteTransaction", "StoreVersionError", "connect", "
 decode_invocation_row = decode_invocation
 encode_invocation_blob = encode_invocation
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ABSENT = 0  # in that cache: the id has no row (keys start at 1)
 
 # Invocation ids are random (or hashes), so a table keyed by them puts every new row on a random B-tree page:
@@ -91,6 +97,13 @@ _SIGNAL_TABLE = (
     " WITHOUT ROWID"
 )
 _SCHEMA += _SIGNAL_TABLE + ";\n"
+# Service options changed through the admin API (schema 4): before, a side file ``service_overrides.json``
+# in the data dir, written outside the store's transactions; ``_import_side_file`` moves it in.
+_OVERRIDE_TABLE = "CREATE TABLE IF NOT EXISTS service_override (service TEXT PRIMARY KEY, data BLOB NOT NULL)"
+_SCHEMA += _OVERRIDE_TABLE + ";\n"
+OVERRIDES_SIDE_FILE = "service_overrides.json"
+
+log = logging.getLogger("unbroken.storage")
 
 
 def connect(path: str, *, fsync: bool = True, readonly: bool = False) -> sqlite3.Connection:
@@ -125,6 +138,7 @@ class SqliteStore:
         _upgrade(self.conn)
         self.conn.executescript(_SCHEMA)
         self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        _import_side_file(self.conn, os.path.join(data_dir, OVERRIDES_SIDE_FILE))
         self.seqs: dict[str, int] = {}
         self._reader: sqlite3.Connection | None = None  # for timer scans (see ``timers_after``)
         # Keys only grow, past every key in either table, so a key is never reused, not even for a journal
@@ -164,9 +178,13 @@ class SqliteStore:
         )
         return [row[0] for row in rows]
 
+    def service_overrides(self) -> dict[str, ServiceOverride]:
+        rows = self.conn.execute("SELECT service, data FROM service_override")
+        return {service: decode_override(data) for service, data in rows}
+
     def timers(self) -> list[Timer]:
         rows = self.conn.execute("SELECT id, fire_at, kind, invocation_id, completion_id FROM timer")
-        return [Timer(*row) for row in rows]
+        return [_timer(row) for row in rows]
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         # On a reader connection: called on the event loop while the writer thread may be committing
@@ -179,7 +197,12 @@ class SqliteStore:
             " ORDER BY fire_at, id LIMIT ?",
             (fire_at, timer_id, limit),
         )
-        return [Timer(*row) for row in rows]
+        return [_timer(row) for row in rows]
+
+
+def _timer(row: tuple[int, int, str, str, int]) -> Timer:
+    timer_id, fire_at, kind, invocation_id, completion_id = row
+    return Timer(timer_id, fire_at, TimerKind(kind), invocation_id, completion_id)
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
@@ -197,6 +220,39 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         version = 2
     if version == 2:
         _upgrade_2_to_3(conn)
+        version = 3
+    if version == 3:  # schema 4 adds the service_override table
+        conn.executescript(f"BEGIN IMMEDIATE; {_OVERRIDE_TABLE}; UPDATE meta SET v = '4' WHERE k = 'schema_version'; COMMIT;")
+
+
+def _import_side_file(conn: sqlite3.Connection, path: str) -> None:
+    """Move the overrides of ``service_overrides.json`` (what Unbroken wrote before schema 4) into the table,
+    then delete the file. Rows already in the table win (a crash between the COMMIT and the unlink leaves the
+    file behind; importing it again adds nothing newer than what the table holds)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"cannot read the service overrides in {path}: {exc}; fix or remove the file") from exc
+    if not isinstance(data, dict):
+        raise RuntimeError(f"cannot read the service overrides in {path}: expected an object of objects")
+    rows = []
+    for service, fields in data.items():
+        try:
+            rows.append((service, encode_override(msgspec.convert(fields, ServiceOverride))))
+        except msgspec.ValidationError as exc:  # as before: an unusable override is ignored, said once
+            log.warning("ignoring the unusable override of service %s in %s: %s", service, path, exc)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("INSERT OR IGNORE INTO service_override VALUES (?, ?)", rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    os.unlink(path)
+    log.info("imported the overrides of %d services from %s into the store", len(rows), path)
 
 
 def _upgrade_2_to_3(conn: sqlite3.Connection) -> None:
@@ -408,10 +464,10 @@ class SqliteTransaction:
         )
 
     # timers
-    def add_timer(self, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> int:
+    def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
         cur = self.c.execute(
             "INSERT INTO timer (fire_at, kind, invocation_id, completion_id) VALUES (?, ?, ?, ?)",
-            (fire_at_ms, kind, invocation_id, completion_id),
+            (fire_at_ms, kind.value, invocation_id, completion_id),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -420,7 +476,7 @@ class SqliteTransaction:
         row = self.c.execute(
             "SELECT id, fire_at, kind, invocation_id, completion_id FROM timer WHERE id = ?", (timer_id,)
         ).fetchone()
-        return None if row is None else Timer(*row)
+        return None if row is None else _timer(row)
 
     def delete_timer(self, timer_id: int) -> None:
         self.c.execute("DELETE FROM timer WHERE id = ?", (timer_id,))
@@ -439,3 +495,11 @@ class SqliteTransaction:
 
     def clear_promises(self, service: str, key: str) -> None:
         self.c.execute("DELETE FROM promise WHERE service = ? AND service_key = ?", (service, key))
+
+    # service overrides
+    def get_service_override(self, service: str) -> ServiceOverride | None:
+        row = self.c.execute("SELECT data FROM service_override WHERE service = ?", (service,)).fetchone()
+        return None if row is None else decode_override(row[0])
+
+    def put_service_override(self, service: str, override: ServiceOverride) -> None:
+        self.c.execute("INSERT OR REPLACE INTO service_override VALUES (?, ?)", (service, encode_override(override)))

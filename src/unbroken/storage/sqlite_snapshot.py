@@ -8,7 +8,7 @@ import sqlite3
 from unbroken.core import journal as j
 from unbroken.core.model import Invocation
 from unbroken.core.read_model import InboxSpot
-from unbroken.core.txn import Promise
+from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.sqlite import decode_invocation_row, decode_promise
 
 _SEQ_OF = "(SELECT seq FROM main.invocation WHERE id = ?)"
@@ -59,9 +59,9 @@ class SqliteSnapshot:
         ).fetchone()[0]
         return InboxSpot(int(ahead), spot[1])
 
-    def next_timer_ms(self, invocation_id: str, kind: str) -> int | None:
+    def next_timer_ms(self, invocation_id: str, kind: TimerKind) -> int | None:
         row = self.conn.execute(
-            "SELECT min(fire_at) FROM main.timer WHERE invocation_id = ? AND kind = ?", (invocation_id, kind)
+            "SELECT min(fire_at) FROM main.timer WHERE invocation_id = ? AND kind = ?", (invocation_id, kind.value)
         ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 

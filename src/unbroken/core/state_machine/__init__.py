@@ -6,7 +6,7 @@ returned actions only after that transaction committed.
 
 Modules: ``invoke`` (new invocations), ``lifecycle`` (start, complete, suspend, retry, timers),
 ``commands`` (one function per journal command), ``control`` (cancel, kill, pause, resume, purge,
-attach, signals, retention), ``failures`` (attempts the engine fails: protocol violations, records the
+attach, signals, retention), ``services`` (schema changes), ``failures`` (attempts the engine fails: protocol violations, records the
 store kept refusing).
 """
 
@@ -18,7 +18,7 @@ from unbroken.core import records as r
 from unbroken.core.actions import Action
 from unbroken.core.errors import ProtocolViolation, violated
 from unbroken.core.model import Schemas
-from unbroken.core.state_machine import commands, control, failures, invoke, lifecycle
+from unbroken.core.state_machine import commands, control, failures, invoke, lifecycle, services
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import Transaction
 
@@ -83,6 +83,8 @@ def _dispatch(step: Step, record: r.Record) -> None:
             control.on_clean_expired(step, record)
         case r.SetStateFromAdmin():
             control.on_set_state(step, record)
+        case r.ModifyService():
+            services.on_modify_service(step, record)
         case r.FailInvocation():
             failures.on_fail_invocation(step, record)
         case _:

@@ -10,11 +10,11 @@ from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.actions import Log
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
-from unbroken.core.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_for_key
+from unbroken.core.ids import InvalidId, child_invocation_id, parse_awakeable_id
 from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
 from unbroken.core.state_machine import control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
-from unbroken.core.storage import Promise
+from unbroken.core.storage import Promise, TimerKind
 
 PROMISE_ALREADY_COMPLETED = j.Failure(409, "promise was already completed")
 WORKFLOW_ALREADY_INVOKED = j.Failure(409, "the workflow method was already invoked")
@@ -125,17 +125,7 @@ def _clear_all_state(step: Step, inv: Invocation, cmd: j.ClearAllStateCommand) -
 
 def _sleep(step: Step, inv: Invocation, cmd: j.SleepCommand) -> None:
     step.save(inv)
-    lifecycle.arm_timer(step, cmd.wake_up_time_ms, "sleep", inv.id, cmd.completion_id)
-
-
-def child_invocation_id(caller: Invocation, target: Target, idempotency_key: str | None, slot: int) -> str:
-    """Ids of invocations created by a handler are derived, so a replayed call maps to the same id."""
-    svc_key = target.key
-    if idempotency_key is not None:
-        return str(InvocationId.for_idempotent(target.service, svc_key, target.handler, idempotency_key))
-    digest = hashlib.sha256(f"call,{caller.id},{slot}".encode()).digest()
-    pk = partition_key_for_key(svc_key) if svc_key is not None else int.from_bytes(digest[16:24], "big")
-    return str(InvocationId(partition_key=pk, uuid=digest[:16]))
+    lifecycle.arm_timer(step, cmd.wake_up_time_ms, TimerKind.SLEEP, inv.id, cmd.completion_id)
 
 
 def _new_child(
@@ -150,12 +140,9 @@ def _new_child(
     if svc.kind.keyed and not cmd.key:
         return None, j.Failure(400, f"'{cmd.service}' is keyed: a key is required")
     target = Target(cmd.service, cmd.handler, cmd.key if svc.kind.keyed else None)
-    if handler.kind is HandlerKind.WORKFLOW:
-        if target.key is None:
-            violated(f"workflow target {target} without a key")
-        child_id = str(InvocationId.for_workflow(target.service, target.key))
-    else:
-        child_id = child_invocation_id(inv, target, cmd.idempotency_key, cmd.invocation_id_completion_id)
+    if handler.kind is HandlerKind.WORKFLOW and target.key is None:
+        violated(f"workflow target {target} without a key")
+    child_id = child_invocation_id(inv.id, target, handler.kind, cmd.idempotency_key, cmd.invocation_id_completion_id)
     existing = step.load(child_id)
     if existing is not None:
         if handler.kind is HandlerKind.WORKFLOW and sinks and cmd.idempotency_key is None:

@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 from unbroken.core import records as r
-from unbroken.core.actions import AbortAttempt, AwaitCompletion, Log
+from unbroken.core.actions import (
+    AbortAttempt,
+    Accepted,
+    AlreadyCompleted,
+    AwaitCompletion,
+    Done,
+    Log,
+    NotAllocated,
+    NotCompleted,
+    NotFound,
+    NotReady,
+    NotStarted,
+    Outcome,
+    Output,
+)
 from unbroken.core.errors import violated
 from unbroken.core.journal import CANCEL_SIGNAL, FIRST_AWAKEABLE_SIGNAL, Notification, Result
 from unbroken.core.model import HandlerKind, Invocation, Status
@@ -11,7 +25,7 @@ from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 
 
-def cancel(step: Step, invocation_id: str) -> str:
+def cancel(step: Step, invocation_id: str) -> Outcome:
     """Cancel: not yet started → completes as cancelled; started → CANCEL signal so compensations run.
 
     The cancel reaches the whole call tree in this same transaction (the calls it awaits, theirs, …), before
@@ -19,7 +33,7 @@ def cancel(step: Step, invocation_id: str) -> str:
     A→B→A cycle, or A→A on one key) is cancelled while still queued and never runs, whatever the handlers do.
     One-way sends are not part of the tree (as in Restate). A repeated cancel changes nothing.
 
-    Returns the outcome: ``not_found``, ``completed`` (nothing to do), ``done`` or ``accepted``. The tree is
+    Returns the outcome: ``NotFound``, ``AlreadyCompleted`` (nothing to do), ``Done`` or ``Accepted``. The tree is
     walked with a worklist, not recursion: a chain of calls is as deep as users make it.
     """
     outcome, pending = _cancel_one(step, invocation_id)
@@ -32,19 +46,19 @@ def cancel(step: Step, invocation_id: str) -> str:
     return outcome
 
 
-def _cancel_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
+def _cancel_one(step: Step, invocation_id: str) -> tuple[Outcome, list[str]]:
     """Cancel one invocation; returns the outcome and the calls the cancel goes on to."""
     inv = step.load(invocation_id)
     if inv is None:
-        return "not_found", []
+        return NotFound(invocation_id), []
     if inv.status is Status.COMPLETED:
-        return "completed", []
+        return AlreadyCompleted(invocation_id), []
     if inv.status in (Status.SCHEDULED, Status.PENDING):
         _dequeue(step, inv)
         lifecycle.complete(step, inv, Result(failure=lifecycle.CANCELLED))
-        return "done", []
+        return Done(invocation_id), []
     if lifecycle.has_signal(step, inv, CANCEL_SIGNAL):
-        return "accepted", []
+        return Accepted(invocation_id), []
     step.emit(Log(inv.id, "cancel requested"))
     inv.retries_since_progress = 0  # its next failure (one it had before seeing the cancel) retries at once
     step.save(inv)
@@ -54,7 +68,7 @@ def _cancel_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
         violated(f"{invocation_id} vanished while it was cancelled")
     if inv.status in (Status.PAUSED, Status.BACKING_OFF):
         lifecycle.start(step, inv)  # run now so the handler sees the cancel and compensates
-    return "accepted", list(inv.children)
+    return Accepted(invocation_id), list(inv.children)
 
 
 def _dequeue(step: Step, inv: Invocation) -> None:
@@ -64,7 +78,7 @@ def _dequeue(step: Step, inv: Invocation) -> None:
         step.txn.inbox_remove(inv.target.service, inv.target.key, inv.id)
 
 
-def kill(step: Step, invocation_id: str) -> str:
+def kill(step: Step, invocation_id: str) -> Outcome:
     """Kill: complete now as ``409 killed`` without running user code; kills its pending calls too (a
     worklist, not recursion: a chain of calls is as deep as users make it)."""
     outcome, pending = _kill_one(step, invocation_id)
@@ -74,39 +88,39 @@ def kill(step: Step, invocation_id: str) -> str:
     return outcome
 
 
-def _kill_one(step: Step, invocation_id: str) -> tuple[str, list[str]]:
+def _kill_one(step: Step, invocation_id: str) -> tuple[Outcome, list[str]]:
     inv = step.load(invocation_id)
     if inv is None:
-        return "not_found", []
+        return NotFound(invocation_id), []
     if inv.status is Status.COMPLETED:
-        return "completed", []  # a completed invocation's children were settled when it completed
+        return AlreadyCompleted(invocation_id), []  # a completed invocation's children were settled when it completed
     _dequeue(step, inv)
     if inv.status in (Status.RUNNING,):
         step.emit(AbortAttempt(inv.id))
     children = list(inv.children)
     lifecycle.complete(step, inv, Result(failure=lifecycle.KILLED))
     step.emit(Log(inv.id, "killed"))
-    return "done", children
+    return Done(invocation_id), children
 
 
 def on_cancel(step: Step, rec: r.CancelInvocation) -> None:
-    step.reply(rec.request_id, cancel(step, rec.invocation_id), invocation_id=rec.invocation_id)
+    step.reply(rec.request_id, cancel(step, rec.invocation_id))
 
 
 def on_kill(step: Step, rec: r.KillInvocation) -> None:
-    step.reply(rec.request_id, kill(step, rec.invocation_id), invocation_id=rec.invocation_id)
+    step.reply(rec.request_id, kill(step, rec.invocation_id))
 
 
 def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
     inv = step.load(rec.invocation_id)
     if inv is None:
-        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        step.reply(rec.request_id, NotFound(rec.invocation_id))
         return
     if not awakeable_allocated(inv, rec.signal_idx):
-        step.reply(rec.request_id, "not_allocated", invocation_id=inv.id)
+        step.reply(rec.request_id, NotAllocated(inv.id))
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
-    step.reply(rec.request_id, "accepted", invocation_id=inv.id)
+    step.reply(rec.request_id, Accepted(inv.id))
 
 
 def awakeable_allocated(inv: Invocation, signal_idx: int) -> bool:
@@ -132,24 +146,24 @@ def awakeable_allocated(inv: Invocation, signal_idx: int) -> bool:
 def on_attach(step: Step, rec: r.Attach) -> None:
     inv = step.load(rec.invocation_id)
     if inv is None:
-        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        step.reply(rec.request_id, NotFound(rec.invocation_id))
     elif inv.status is Status.COMPLETED:
-        step.reply(
-            rec.request_id, "result", invocation_id=inv.id, result=inv.result, expires_at_ms=inv.expires_at_ms
-        )
+        if inv.result is None:
+            violated(f"{inv.id}: completed without a result")
+        step.reply(rec.request_id, Output(inv.id, inv.result, inv.expires_at_ms))
     elif rec.wait:
         step.emit(AwaitCompletion(rec.request_id, inv.id))
     else:
-        step.reply(rec.request_id, "not_ready", invocation_id=inv.id)
+        step.reply(rec.request_id, NotReady(inv.id))
 
 
 def on_pause(step: Step, rec: r.PauseInvocation) -> None:
     inv = step.load(rec.invocation_id)
     if inv is None:
-        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        step.reply(rec.request_id, NotFound(rec.invocation_id))
         return
     if inv.status is Status.COMPLETED:
-        step.reply(rec.request_id, "completed", invocation_id=inv.id)
+        step.reply(rec.request_id, AlreadyCompleted(inv.id))
         return
     if inv.status in (Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED):
         if inv.status is Status.RUNNING:
@@ -160,24 +174,24 @@ def on_pause(step: Step, rec: r.PauseInvocation) -> None:
         inv.status = Status.PAUSED
         inv.waiting_completions, inv.waiting_signals = [], []
         step.save(inv)
-    step.reply(rec.request_id, "done", invocation_id=inv.id)
+    step.reply(rec.request_id, Done(inv.id))
 
 
 def on_resume(step: Step, rec: r.ResumeInvocation) -> None:
     inv = step.load(rec.invocation_id)
     if inv is None:
-        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        step.reply(rec.request_id, NotFound(rec.invocation_id))
         return
     if inv.status in (Status.SCHEDULED, Status.PENDING):
-        step.reply(rec.request_id, "not_started", invocation_id=inv.id)
+        step.reply(rec.request_id, NotStarted(inv.id))
         return
     if inv.status is Status.COMPLETED:
-        step.reply(rec.request_id, "completed", invocation_id=inv.id)
+        step.reply(rec.request_id, AlreadyCompleted(inv.id))
         return
     if inv.status in (Status.PAUSED, Status.BACKING_OFF, Status.SUSPENDED):
         inv.retries_since_progress = 0
         lifecycle.start(step, inv)
-    step.reply(rec.request_id, "done", invocation_id=inv.id)
+    step.reply(rec.request_id, Done(inv.id))
 
 
 def purge(step: Step, inv: Invocation) -> None:
@@ -195,26 +209,26 @@ def purge(step: Step, inv: Invocation) -> None:
 def on_purge(step: Step, rec: r.PurgeInvocation) -> None:
     inv = step.load(rec.invocation_id)
     if inv is None:
-        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        step.reply(rec.request_id, NotFound(rec.invocation_id))
     elif inv.status is not Status.COMPLETED:
-        step.reply(rec.request_id, "not_completed", invocation_id=inv.id)
+        step.reply(rec.request_id, NotCompleted(inv.id))
     else:
         purge(step, inv)
-        step.reply(rec.request_id, "done", invocation_id=inv.id)
+        step.reply(rec.request_id, Done(inv.id))
 
 
 def on_purge_journal(step: Step, rec: r.PurgeJournal) -> None:
     """Drop a completed invocation's journal; its result stays (attach, output, idempotency)."""
     inv = step.load(rec.invocation_id)
     if inv is None:
-        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        step.reply(rec.request_id, NotFound(rec.invocation_id))
     elif inv.status is not Status.COMPLETED:
-        step.reply(rec.request_id, "not_completed", invocation_id=inv.id)
+        step.reply(rec.request_id, NotCompleted(inv.id))
     else:
         step.txn.delete_journal(inv.id)
         inv.journal_length = 0
         step.save(inv)
-        step.reply(rec.request_id, "done", invocation_id=inv.id)
+        step.reply(rec.request_id, Done(inv.id))
 
 
 def on_clean_expired(step: Step, rec: r.CleanExpired) -> None:
@@ -235,4 +249,4 @@ def on_set_state(step: Step, rec: r.SetStateFromAdmin) -> None:
     step.txn.state_clear_all(rec.service, rec.key)
     for name, value in rec.new_state.items():
         step.txn.state_set(rec.service, rec.key, name, value)
-    step.reply(rec.request_id, "done")
+    step.reply(rec.request_id, Done())

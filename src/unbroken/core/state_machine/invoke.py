@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from unbroken.core import records as r
-from unbroken.core.actions import AwaitCompletion
+from unbroken.core.actions import (
+    Accepted,
+    AwaitCompletion,
+    NotFound,
+    Output,
+    PreviouslyAccepted,
+    WorkflowAlreadyInvoked,
+)
 from unbroken.core.errors import violated
 from unbroken.core.journal import Header, InputCommand
 from unbroken.core.model import (
@@ -18,6 +25,7 @@ from unbroken.core.model import (
 )
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
+from unbroken.core.storage import TimerKind
 
 
 def on_invoke(step: Step, rec: r.Invoke) -> None:
@@ -27,9 +35,9 @@ def on_invoke(step: Step, rec: r.Invoke) -> None:
         return
     svc = step.service(rec.target.service)
     if svc is None or rec.target.handler not in svc.handlers:
-        step.reply(rec.request_id, "not_found", invocation_id=rec.invocation_id)
+        step.reply(rec.request_id, NotFound(rec.invocation_id))
         return
-    if rec.reply == "result":
+    if rec.reply is r.ReplyMode.RESULT:
         step.emit(AwaitCompletion(rec.request_id, rec.invocation_id))
     inv = create(
         step,
@@ -45,29 +53,21 @@ def on_invoke(step: Step, rec: r.Invoke) -> None:
         invoked_by_id=None,
         sinks=[],
     )
-    if rec.reply == "accepted":
-        step.reply(
-            rec.request_id, "accepted", invocation_id=inv.id, execute_at_ms=inv.execute_at_ms
-        )
+    if rec.reply is r.ReplyMode.ACCEPTED:
+        step.reply(rec.request_id, Accepted(inv.id, inv.execute_at_ms))
 
 
 def _answer_duplicate(step: Step, existing: Invocation, rec: r.Invoke) -> None:
     """Same id again: an idempotent request repeated, or a workflow key run a second time."""
-    if rec.reply == "accepted":
-        step.reply(rec.request_id, "previously_accepted", invocation_id=existing.id)
-    elif rec.reply == "result":
+    if rec.reply is r.ReplyMode.ACCEPTED:
+        step.reply(rec.request_id, PreviouslyAccepted(existing.id))
+    elif rec.reply is r.ReplyMode.RESULT:
         if existing.handler_kind is HandlerKind.WORKFLOW and rec.idempotency_key is None:
-            step.reply(rec.request_id, "workflow_already_invoked", invocation_id=existing.id)
+            step.reply(rec.request_id, WorkflowAlreadyInvoked(existing.id))
         elif existing.status is Status.COMPLETED:
             if existing.result is None:
                 violated(f"{existing.id}: completed without a result")
-            step.reply(
-                rec.request_id,
-                "result",
-                invocation_id=existing.id,
-                result=existing.result,
-                expires_at_ms=existing.expires_at_ms,
-            )
+            step.reply(rec.request_id, Output(existing.id, existing.result, existing.expires_at_ms))
         else:
             step.emit(AwaitCompletion(rec.request_id, existing.id))
 
@@ -111,7 +111,7 @@ def create(
     step.txn.append_journal(invocation_id, 0, entry, step.now_ms)
     if inv.execute_at_ms:
         step.save(inv)
-        lifecycle.arm_timer(step, inv.execute_at_ms, "invoke", inv.id, 0)
+        lifecycle.arm_timer(step, inv.execute_at_ms, TimerKind.INVOKE, inv.id, 0)
     else:
         lifecycle.admit(step, inv, (entry,))
     return inv

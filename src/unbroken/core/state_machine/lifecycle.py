@@ -8,14 +8,15 @@ from unbroken.core import records as r
 from unbroken.core.actions import ArmTimer, Completed, Deliver, Log, StartAttempt
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
 from unbroken.core.journal import CANCEL_SIGNAL, Entry, Failure, Notification, Result
-from unbroken.core.model import HandlerKind, Invocation, Sink, Status
+from unbroken.core.model import HandlerKind, Invocation, OnMaxAttempts, Sink, Status
 from unbroken.core.state_machine.step import Step
+from unbroken.core.storage import TimerKind
 
 KILLED = Failure(409, "killed")
 CANCELLED = Failure(409, "cancelled")
 
 
-def arm_timer(step: Step, fire_at_ms: int, kind: str, invocation_id: str, completion_id: int) -> None:
+def arm_timer(step: Step, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> None:
     timer_id = step.txn.add_timer(fire_at_ms, kind, invocation_id, completion_id)
     step.emit(ArmTimer(timer_id, fire_at_ms))
 
@@ -218,7 +219,7 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
         _pause(step, inv, f"attempt {inv.attempts} failed and will not be retried, paused: {error}")
         return
     if policy is not None and inv.retries_since_progress >= policy.max_attempts:
-        if policy.on_max_attempts == "kill":
+        if policy.on_max_attempts is OnMaxAttempts.KILL:
             step.emit(Log(inv.id, f"attempt {inv.attempts} failed, killed after {inv.retry_count} attempts: {error}", warning=True))
             complete(step, inv, Result(failure=Failure(rec.code or 500, rec.message)))
             return
@@ -234,7 +235,7 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
     inv.status = Status.BACKING_OFF
     inv.next_retry_at_ms = step.now_ms + delay
     step.save(inv)
-    arm_timer(step, inv.next_retry_at_ms, "retry", inv.id, 0)
+    arm_timer(step, inv.next_retry_at_ms, TimerKind.RETRY, inv.id, 0)
     step.emit(Log(inv.id, f"attempt {inv.attempts} failed, retry {inv.retry_count} in {delay} ms: {error}", warning=True))
 
 
@@ -254,16 +255,16 @@ def on_timer(step: Step, rec: r.TimerFired) -> None:
     if timer is None:
         return
     step.txn.delete_timer(rec.timer_id)
-    if timer.kind == "sleep":
+    if timer.kind is TimerKind.SLEEP:
         notify(step, timer.invocation_id, Notification("sleep", timer.completion_id, 0, Result()))
         return
     inv = step.load(timer.invocation_id)
     if inv is None:
         return
-    if timer.kind == "invoke" and inv.status is Status.SCHEDULED:
+    if timer.kind is TimerKind.INVOKE and inv.status is Status.SCHEDULED:
         inv.execute_at_ms = 0
         admit(step, inv)
-    elif timer.kind == "retry" and inv.status is Status.BACKING_OFF:
+    elif timer.kind is TimerKind.RETRY and inv.status is Status.BACKING_OFF:
         start(step, inv)
 
 

@@ -9,7 +9,7 @@ Python object while another, stale one of the same row gets written after it.
 
 from __future__ import annotations
 
-from unbroken.core.actions import Action, Reply
+from unbroken.core.actions import Action, Outcome, Reply
 from unbroken.core.errors import violated
 from unbroken.core.model import Invocation, Schemas, ServiceSchema, check_invocation
 from unbroken.core.storage import Transaction
@@ -32,10 +32,10 @@ class Step:
     def emit(self, action: Action) -> None:
         self.actions.append(action)
 
-    def reply(self, request_id: int, kind: str, **fields: object) -> None:
+    def reply(self, request_id: int, outcome: Outcome) -> None:
         """Answer a waiting request; requests with id 0 have nobody waiting."""
         if request_id:
-            self.actions.append(Reply(request_id, kind, **fields))  # type: ignore[arg-type]
+            self.actions.append(Reply(request_id, outcome))
 
     def load(self, invocation_id: str) -> Invocation | None:
         """The row, read once per apply. Backends check the invariants as they decode it (see

@@ -137,11 +137,12 @@ class SimStore(MemoryStore):
             dict(self.promises),
             {k: set(v) for k, v in self.signals.items()},
             self.next_timer_id,
+            dict(self.overrides),
         )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
         (self.invocations, self.journals, self.state, self.locks, self.inboxes, self.timer_rows,
-         self.promises, self.signals, self.next_timer_id) = snap  # fmt: skip
+         self.promises, self.signals, self.next_timer_id, self.overrides) = snap  # fmt: skip
 
     def begin(self) -> ObservedTransaction:
         self.transactions += 1

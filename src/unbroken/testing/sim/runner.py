@@ -108,7 +108,7 @@ async def _run_op(w: World, client: Client, op: Op) -> None:
         w.violation(f"{op.name} raised {exc!r}")
         return
     op.done = True
-    w.trace(f"{op.name} answered: {[a.kind for a in op.answers]}")
+    w.trace(f"{op.name} answered: {[type(x).__name__ for x in op.answers]}")
 
 
 async def _crash_at_random(w: World, until: float) -> None:

@@ -11,8 +11,9 @@ Services (real ``unbroken`` handlers, written as a user would, run by the real S
 * ``Fanout``: calls N ``Worker.work`` and gathers them, and sends one-way (some delayed) ``Counter.add``;
 * ``Sleeper``: sleeps; ``Waiter``: publishes an awakeable and waits for an outside client to resolve it.
 
-Clients are simulated ingress callers: they build the same ``Invoke`` records the HTTP ingress builds,
-always with an idempotency key (or a workflow key), and after a crash they retry — as a real client whose
+Clients are simulated ingress callers: they build their records through the ingress core
+(``ingress/requests.py``: routing, delays, idempotency keys, input checks, ids), exactly as the HTTP ingress
+does, always with an idempotency key (or a workflow key), and after a crash they retry — as a real client whose
 connection broke would. Each operation keeps what it was answered; :meth:`Op.check` compares it with the
 model computed here, outside the engine.
 """
@@ -27,12 +28,15 @@ from datetime import timedelta
 from typing import Any
 
 import unbroken as restate
+from unbroken.core import actions as a
 from unbroken.core import records as r
-from unbroken.core.actions import Reply
-from unbroken.core.ids import InvocationId, parse_awakeable_id
-from unbroken.core.journal import Failure, Result, SleepCommand
+from unbroken.core.ids import idempotent_invocation_id, workflow_invocation_id
+from unbroken.core.journal import Failure, SleepCommand
 from unbroken.core.model import Target
+from unbroken.http.asgi import HttpError
+from unbroken.ingress import requests as ingress
 from unbroken.sdk.app import App
+from unbroken.testing.sim.faults import stream
 from unbroken.testing.sim.world import ConnectionLost, World
 
 _WORLD: World | None = None
@@ -218,12 +222,12 @@ def awakeable_value(aid: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- clients
-def _seed_of(invocation_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(invocation_id.encode()).digest()[:8], "big")
-
-
 def idempotent_id(target: Target, idem: str) -> str:
-    return str(InvocationId.for_idempotent(target.service, target.key, target.handler, idem))
+    return idempotent_invocation_id(target, idem)
+
+
+class IngressRefused(AssertionError):
+    """The ingress core refused a request the workload meant to be valid: a bug in one or the other."""
 
 
 class Client:
@@ -231,8 +235,9 @@ class Client:
 
     def __init__(self, world: World) -> None:
         self.w = world
+        self._entropy = stream(world.seed, "ingress")  # the ingress's fresh bytes (new ids, seeds)
 
-    async def _retry(self, make: Any) -> Reply:
+    async def _retry(self, make: Any) -> a.Outcome:
         w = self.w
         while True:
             try:
@@ -240,54 +245,64 @@ class Client:
             except ConnectionLost:
                 await asyncio.sleep(w.client_rng.uniform(0.05, 1.5))
                 continue
-            # the engine answered 500, or 503 (a partition stopping: Retry-After): retry like a client would
-            if reply.kind in ("error", "unavailable"):
+            if isinstance(reply.outcome, a.StoreFailed | a.Unavailable):  # a 5xx: retry like a client would
                 await asyncio.sleep(w.client_rng.uniform(0.05, 1.5))
                 continue
-            return reply
+            return reply.outcome
 
-    async def invoke(self, target: Target, arg: Any, *, idem: str | None, reply: str, delay_ms: int = 0,
-                     invocation_id: str | None = None) -> Reply:  # fmt: skip
-        inv = invocation_id or idempotent_id(target, idem or "")
-        body = json.dumps(arg).encode()
-        seed = _seed_of(inv)
+    async def invoke(self, target: Target, arg: Any, *, idem: str | None, reply: str, delay_ms: int = 0) -> a.Outcome:
+        """Call (``reply="result"``) or send (``"accepted"``) as an HTTP client would: the request goes
+        through the ingress core, which routes and checks it and derives the invocation's id."""
         w = self.w
+        headers = [(b"content-type", b"application/json")]
+        if idem is not None:
+            headers.append((b"idempotency-key", idem.encode()))
+        query = f"delay={delay_ms}".encode() if delay_ms else b""
+        request = ingress.Request("POST", ingress.path_of(target, send=reply == "accepted"), query, headers)
+        body = json.dumps(arg).encode()
+        try:
+            route = ingress.route_request(request, w.schemas)
+        except HttpError as exc:
+            raise IngressRefused(f"{request.path}: {exc.status} {exc.message}") from None
 
-        def make(rid: int) -> r.Record:
-            at = w.now_ms() + delay_ms if delay_ms else 0
-            return r.Invoke(inv, target, body, (), idem, at, rid, reply, seed)
+        def make(rid: int) -> r.Record:  # a new HTTP request on every retry: its own time and fresh bytes
+            try:
+                sub = ingress.submission(request, route, body, w.now_ms(), self._entropy.randbytes(ingress.FRESH_BYTES))
+            except HttpError as exc:
+                raise IngressRefused(f"{request.path}: {exc.status} {exc.message}") from None
+            return sub(rid)
 
         return await self._retry(make)
 
-    async def attach(self, invocation_id: str) -> Reply:
+    async def attach(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.Attach(invocation_id, True, rid))
 
-    async def resolve(self, aid: str, value: str) -> Reply:
-        inv, idx = parse_awakeable_id(aid)
-        result = Result(value=json.dumps(value).encode())
-        return await self._retry(lambda rid: r.ResolveSignal(str(inv), idx, result, rid))
+    async def resolve(self, aid: str, value: str) -> a.Outcome:
+        request = ingress.Request("POST", f"/restate/awakeables/{aid}/resolve", b"", [(b"content-type", b"application/json")])
+        route = ingress.route_request(request, self.w.schemas)
+        return await self._retry(ingress.resolve_record(request, route, json.dumps(value).encode()))
 
-    async def cancel(self, invocation_id: str) -> Reply:
+    async def cancel(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.CancelInvocation(invocation_id, rid))
 
-    async def kill(self, invocation_id: str) -> Reply:
+    async def kill(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.KillInvocation(invocation_id, rid))
 
-    async def pause(self, invocation_id: str) -> Reply:
+    async def pause(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.PauseInvocation(invocation_id, rid))
 
-    async def resume(self, invocation_id: str) -> Reply:
+    async def resume(self, invocation_id: str) -> a.Outcome:
         return await self._retry(lambda rid: r.ResumeInvocation(invocation_id, rid))
 
 
-def value_of(reply: Reply) -> Any:
-    assert reply.kind == "result" and reply.result is not None, f"expected a result, got {reply}"
+def value_of(reply: a.Outcome) -> Any:
+    assert isinstance(reply, a.Output), f"expected a result, got {reply}"
     assert reply.result.failure is None, f"expected a value, got {reply.result.failure}"
     return None if reply.result.value is None else json.loads(reply.result.value)
 
 
-def failure_of(reply: Reply) -> Failure | None:
-    return reply.result.failure if reply.result is not None else None
+def failure_of(reply: a.Outcome) -> Failure | None:
+    return reply.result.failure if isinstance(reply, a.Output) else None
 
 
 # ------------------------------------------------------------------------------------------- ops
@@ -295,7 +310,7 @@ def failure_of(reply: Reply) -> Failure | None:
 class Op:
     idx: int
     start_s: float
-    answers: list[Reply] = field(default_factory=list)
+    answers: list[a.Outcome] = field(default_factory=list)
     done: bool = False
     invocation_id: str = ""
 
@@ -343,7 +358,7 @@ class CounterAdd(Op):
         if self.send:
             return (
                 []
-                if reply.kind in ("accepted", "previously_accepted")
+                if isinstance(reply, a.Accepted | a.PreviouslyAccepted)
                 else [f"{self.name}: send answered {reply}"]
             )
         order = _order(w, self.key)
@@ -455,16 +470,12 @@ class OrderFlow(Op):
 
     async def run(self, w: World, c: Client) -> None:
         main = Target("Order", "run", self.key)
-        self.invocation_id = str(InvocationId.for_workflow("Order", self.key))
-        sent = await c.invoke(
-            main, {"item": self.key}, idem=None, reply="accepted", invocation_id=self.invocation_id
-        )
+        self.invocation_id = workflow_invocation_id("Order", self.key)
+        sent = await c.invoke(main, {"item": self.key}, idem=None, reply="accepted")
         self.answers.append(sent)
         if self.resubmit:  # a second run of the same workflow key is refused, never run twice
-            again = await c.invoke(
-                main, {"item": "again"}, idem=None, reply="result", invocation_id=self.invocation_id
-            )
-            if again.kind != "workflow_already_invoked":
+            again = await c.invoke(main, {"item": "again"}, idem=None, reply="result")
+            if not isinstance(again, a.WorkflowAlreadyInvoked):
                 w.violation(f"{self.name}: a second submission of workflow {self.key} was answered {again}")
         await asyncio.sleep(self.approve_after_s)
         approve_target = Target("Order", "approve", self.key)
@@ -476,7 +487,7 @@ class OrderFlow(Op):
     def check(self, w: World, m: Model) -> list[str]:
         sent, approved, attached = self.answers
         errors = []
-        if sent.kind not in ("accepted", "previously_accepted"):
+        if not isinstance(sent, a.Accepted | a.PreviouslyAccepted):
             errors.append(f"{self.name}: submit answered {sent}")
         if failure_of(approved) is not None:
             errors.append(f"{self.name}: approve failed: {failure_of(approved)}")
@@ -636,7 +647,7 @@ class PauseResume(Op):
             self.answers.append(await c.resume(self.invocation_id))
 
     def check(self, w: World, m: Model) -> list[str]:
-        bad = [a for a in self.answers if a.kind not in ("done", "completed", "not_started")]
+        bad = [x for x in self.answers if not isinstance(x, a.Done | a.AlreadyCompleted | a.NotStarted)]
         return [f"{self.name}: answered {bad}"] if bad else []
 
 
@@ -658,7 +669,7 @@ class Observe(Op):
     def check(self, w: World, m: Model) -> list[str]:
         assert self.target is not None
         mine, theirs = self.answers[-1], self.target.answers[-1] if self.target.answers else None
-        if mine.kind != "result" or theirs is None or theirs.kind != "result":
+        if not isinstance(mine, a.Output) or not isinstance(theirs, a.Output):
             return [f"{self.name}: attach answered {mine}, the caller got {theirs}"]
         if mine.result != theirs.result:
             return [f"{self.name}: attach got {mine.result}, the caller got {theirs.result}"]

@@ -25,7 +25,7 @@ from typing import Any
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.journal import Notification, Result, RunCommand
-from unbroken.core.model import HandlerKind, RetryPolicy, Schemas
+from unbroken.core.model import HandlerKind, OnMaxAttempts, RetryPolicy, Schemas
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.node import EngineOptions, Node
 from unbroken.sdk.app import App
@@ -314,7 +314,7 @@ def _schemas(app: App, inactivity_timeout_ms: int) -> Schemas:
     if cached is None:
         # retries never give up in the simulation: a paused invocation would be a liveness failure
         policy = RetryPolicy(initial_interval_ms=100, exponentiation_factor=2.0, max_interval_ms=5_000,
-                             max_attempts=1_000_000, on_max_attempts="pause")  # fmt: skip
+                             max_attempts=1_000_000, on_max_attempts=OnMaxAttempts.PAUSE)  # fmt: skip
         day = 86_400_000
         cached = app.schemas(policy, inactivity_timeout_ms, 600_000, day, day, day)
         _schemas_cache[inactivity_timeout_ms] = cached
@@ -383,7 +383,7 @@ def _brief_action(act: a.Action) -> str:
         case a.ArmTimer():
             return f"Arm({act.timer_id}@{act.fire_at_ms})"
         case a.Reply():
-            return f"Reply({act.request_id} {act.kind} {_short(act.invocation_id)})"
+            return f"Reply({act.request_id} {type(act.outcome).__name__} {_short(getattr(act.outcome, 'invocation_id', None))})"
         case a.AwaitCompletion():
             return f"Await({act.request_id} {_short(act.invocation_id)})"
         case a.AbortAttempt():
