@@ -77,17 +77,9 @@ class Node:
         count = partitions
         self.partitions = [
             Partition(
-                store,
-                self._schemas,
-                transport,
-                clock,
-                self.options,
-                self.faults,
-                on_log,
-                processor_factory,
-                owns=None if count == 1 else functools.partial(self._owns, index),
-                route=None if count == 1 else self._dispatch,
-                index=index,
+                store, self._schemas, self._update_service, transport, clock, self.options, self.faults, on_log,
+                processor_factory, owns=None if count == 1 else functools.partial(self._owns, index),
+                route=None if count == 1 else self._dispatch, index=index,
             )  # fmt: skip
             for index in range(count)
         ]

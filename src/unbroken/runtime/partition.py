@@ -76,6 +76,7 @@ class Partition:
         self,
         store: Store,
         schemas: Callable[[], Schemas],
+        update_service: Callable[[str, ServiceOverride], None],  # the node's: every partition sees the change
         transport: HandlerTransport,
         clock: Clock,
         options: EngineOptions,
@@ -85,7 +86,6 @@ class Partition:
         owns: Owns | None = None,
         route: Callable[[Partition, list[a.Action]], None] | None = None,
         index: int = 0,
-        update_service: Callable[[str, ServiceOverride], None] = lambda service, override: None,
     ) -> None:
         self.index = index
         self.store = store
@@ -94,7 +94,7 @@ class Partition:
         self.loop = asyncio.get_running_loop()
         self.owns = owns
         self._route = route
-        self._update_service = update_service  # the node's schemas change for every partition
+        self._update_service = update_service
         factory = processor_factory or _production_processor
         self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
         self.invoker = Invoker(
