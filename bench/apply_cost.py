@@ -20,7 +20,7 @@ from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.actions import StartAttempt
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
+from unbroken.core.schema import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.core.state_machine import apply
 from unbroken.storage.sqlite import SqliteStore
 

@@ -25,7 +25,7 @@ import unbroken as restate  # noqa: E402
 from unbroken.core import records as r  # noqa: E402
 from unbroken.core.actions import Reply  # noqa: E402
 from unbroken.core.journal import Result  # noqa: E402
-from unbroken.core.model import RetryPolicy  # noqa: E402
+from unbroken.core.schema import RetryPolicy
 from unbroken.ingress.app import IngressApp  # noqa: E402
 from unbroken.runtime.entropy import RandomBytes
 from unbroken.runtime.faults import FaultPoints

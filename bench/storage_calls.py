@@ -14,7 +14,7 @@ from typing import Any
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.core.state_machine import apply
 from unbroken.storage.memory import MemoryStore
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unbroken.config import Config
-from unbroken.core.model import OnMaxAttempts, RetryPolicy, Schemas, with_overrides
+from unbroken.core.schema import OnMaxAttempts, RetryPolicy, Schemas, with_overrides
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock, SystemClock

@@ -15,16 +15,8 @@ import pytest
 
 from tests.backends import BACKENDS, DURABLE, Opener, opener
 from unbroken.core import journal as j
-from unbroken.core.model import (
-    Invocation,
-    OnMaxAttempts,
-    RetryOverride,
-    ServiceKind,
-    ServiceOverride,
-    Sink,
-    Status,
-    Target,
-)
+from unbroken.core.invocation import Invocation, Sink, Status
+from unbroken.core.schema import OnMaxAttempts, RetryOverride, ServiceKind, ServiceOverride, Target
 from unbroken.core.storage import Promise, Store, Timer, TimerKind, Transaction
 
 NOW = 1_700_000_000_000

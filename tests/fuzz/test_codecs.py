@@ -35,7 +35,7 @@ from unbroken.core.durations import (
 )
 from unbroken.core.errors import InvariantViolation
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
-from unbroken.core.model import Invocation, Sink, check_invocation
+from unbroken.core.invocation import Invocation, Sink, check_invocation
 from unbroken.core.txn import Promise
 from unbroken.storage import codec as store
 

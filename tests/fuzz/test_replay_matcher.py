@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import unbroken as restate
 from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, parse_awakeable_id
-from unbroken.core.model import HandlerKind, ServiceKind, Target
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.protocol.transport import AttemptStart
 from unbroken.sdk.local import LocalTransport
 

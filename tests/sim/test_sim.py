@@ -25,7 +25,7 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Accepted, Reply, StoreFailed
 from unbroken.core.journal import Failure
-from unbroken.core.model import RetryPolicy, ServiceKind, Target
+from unbroken.core.schema import RetryPolicy, ServiceKind, Target
 from unbroken.core.state_machine import apply
 from unbroken.protocol.transport import AttemptStart
 from unbroken.runtime import processor as proc

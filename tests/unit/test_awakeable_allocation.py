@@ -17,7 +17,8 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId, awakeable_id
-from unbroken.core.model import Invocation, Status, Target
+from unbroken.core.invocation import Invocation, Status
+from unbroken.core.schema import Target
 from unbroken.sdk.local import LocalTransport
 
 

@@ -18,24 +18,23 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.errors import PROTOCOL_VIOLATION, InvariantViolation, invariant
-from unbroken.core.model import (
+from unbroken.core.invocation import Invocation, Status, check_invocation
+from unbroken.core.schema import (
     HandlerKind,
     HandlerSchema,
-    Invocation,
     OnMaxAttempts,
     RetryPolicy,
     Schemas,
     ServiceKind,
     ServiceSchema,
-    Status,
     Target,
-    check_invocation,
 )
 
 
 def test_invariants_are_checked_under_python_O() -> None:
     code = (
-        "from unbroken.core.model import *\n"
+        "from unbroken.core.invocation import *\n"
+        "from unbroken.core.schema import *\n"
         "inv = Invocation('inv_1', Target('Svc', 'h'), ServiceKind.SERVICE, None, Status.SUSPENDED, 0, 0, 0)\n"
         "try:\n    check_invocation(inv)\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )

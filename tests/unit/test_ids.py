@@ -21,7 +21,7 @@ from unbroken.core.ids import (
     partition_key_for_key,
     workflow_invocation_id,
 )
-from unbroken.core.model import HandlerKind, Target
+from unbroken.core.schema import HandlerKind, Target
 
 KNOWN_RAW = bytes.fromhex("79ea013544e0f16a68f47dfb8bfc8f717eb0d9556fe9c93f")
 KNOWN_STR = "inv_19bgpVZDtDhn1WmN0YmdifiMxnJIozvDW8"

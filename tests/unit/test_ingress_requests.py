@@ -19,7 +19,7 @@ from unbroken.core.ids import (
     idempotent_invocation_id,
     partition_key_for_key,
 )
-from unbroken.core.model import HandlerKind, RetryPolicy, Schemas, Target
+from unbroken.core.schema import HandlerKind, RetryPolicy, Schemas, Target
 from unbroken.http.asgi import HttpError
 from unbroken.ingress import requests as ingress
 

@@ -15,7 +15,7 @@ import unbroken as restate
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import RetryPolicy, Target
+from unbroken.core.schema import RetryPolicy, Target
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.entropy import RandomBytes

@@ -23,7 +23,7 @@ from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.ids import InvocationId, partition_key_for_key
-from unbroken.core.model import RetryPolicy, Target
+from unbroken.core.schema import RetryPolicy, Target
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.node import Node, partition_of_key
 from unbroken.storage.memory import MemoryStore

@@ -20,7 +20,7 @@ from unbroken.core import records as r
 from unbroken.core.actions import Accepted, NotFound, Reply, StoreFailed, Unavailable
 from unbroken.core.errors import InvariantViolation
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
+from unbroken.core.schema import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.processor import Processor, describe
 from unbroken.storage.memory import MemoryStore

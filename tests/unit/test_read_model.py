@@ -13,8 +13,9 @@ import pytest
 from unbroken.admin.explain import explain
 from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, awakeable_id
-from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
+from unbroken.core.invocation import Invocation, Sink, Status
 from unbroken.core.read_model import QueryError, ReadModel, Snapshot
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.memory import MemoryStore
 from unbroken.storage.memory_reads import MemoryReadModel

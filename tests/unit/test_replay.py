@@ -7,7 +7,7 @@ from typing import Any
 
 import unbroken as restate
 from unbroken.core import journal as j
-from unbroken.core.model import HandlerKind, ServiceKind, Target
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.protocol.transport import AttemptStart
 from unbroken.sdk.local import LocalTransport
 

@@ -13,15 +13,8 @@ import pytest
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import (
-    HandlerKind,
-    HandlerSchema,
-    Schemas,
-    ServiceKind,
-    ServiceSchema,
-    Status,
-    Target,
-)
+from unbroken.core.invocation import Status
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.core.state_machine import apply
 from unbroken.storage.memory import MemoryStore
 from unbroken.storage.sqlite import SqliteStore

@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 from unbroken.core import journal as j
-from unbroken.core.model import (
-    Invocation,
-    OnMaxAttempts,
-    RetryOverride,
-    ServiceKind,
-    ServiceOverride,
-    Status,
-    Target,
-)
+from unbroken.core.invocation import Invocation, Status
+from unbroken.core.schema import OnMaxAttempts, RetryOverride, ServiceKind, ServiceOverride, Target
 from unbroken.core.storage import Timer, TimerKind
 from unbroken.storage.sqlite import SqliteStore, StoreVersionError, _inv_encoder
 

@@ -13,7 +13,8 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import (
+from unbroken.core.invocation import Status
+from unbroken.core.schema import (
     HandlerKind,
     HandlerSchema,
     OnMaxAttempts,
@@ -21,7 +22,6 @@ from unbroken.core.model import (
     Schemas,
     ServiceKind,
     ServiceSchema,
-    Status,
     Target,
 )
 from unbroken.core.state_machine import apply

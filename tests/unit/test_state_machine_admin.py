@@ -14,7 +14,8 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import (
+from unbroken.core.invocation import Status
+from unbroken.core.schema import (
     HandlerKind,
     HandlerSchema,
     OnMaxAttempts,
@@ -23,7 +24,6 @@ from unbroken.core.model import (
     ServiceKind,
     ServiceOverride,
     ServiceSchema,
-    Status,
     Target,
     with_overrides,
 )

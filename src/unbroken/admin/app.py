@@ -27,8 +27,8 @@ from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId
-from unbroken.core.model import Schemas, ServiceSchema
 from unbroken.core.read_model import QueryBusy, QueryError, ReadModel, rfc3339
+from unbroken.core.schema import Schemas, ServiceSchema
 from unbroken.http.asgi import (
     UNAUTHORIZED_HEADERS,
     BodyTooLarge,

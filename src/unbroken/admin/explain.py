@@ -31,7 +31,7 @@ from typing import Any
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.ids import InvocationId, awakeable_id
-from unbroken.core.model import Invocation, Status
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.read_model import Snapshot, rfc3339
 from unbroken.core.storage import TimerKind
 

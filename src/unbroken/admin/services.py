@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from unbroken.core.durations import InvalidDuration, format_duration, parse_duration_ms
-from unbroken.core.model import (
+from unbroken.core.schema import (
     HandlerSchema,
     OnMaxAttempts,
     RetryOverride,

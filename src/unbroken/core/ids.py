@@ -23,7 +23,7 @@ from typing import Final
 
 import msgspec
 
-from unbroken.core.model import HandlerKind, Target
+from unbroken.core.schema import HandlerKind, Target
 
 __all__ = [
     "FRESH_ID_BYTES",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from unbroken.core.durations import format_rfc3339
+from unbroken.core.invocation import Invocation
 from unbroken.core.journal import Entry
-from unbroken.core.model import Invocation
 from unbroken.core.txn import Promise, TimerKind
 
 _T = TypeVar("_T")

@@ -18,8 +18,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from unbroken.core.invocation import Invocation, Sink
 from unbroken.core.journal import Entry, Result
-from unbroken.core.model import Invocation, ServiceOverride, Sink
+from unbroken.core.schema import ServiceOverride
 
 
 class TimerKind(enum.StrEnum):

@@ -23,7 +23,7 @@ from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import FRESH_ID_BYTES, InvalidId, invocation_id_for, parse_awakeable_id
 from unbroken.core.journal import FIRST_AWAKEABLE_SIGNAL, Failure, Header, Result
-from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, Target
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, Target
 from unbroken.http.asgi import UNAUTHORIZED_HEADERS, HttpError
 from unbroken.ingress.body import Overloaded, check_json
 from unbroken.ingress.routing import Route, RouteKind, parse_route

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, idempotent_invocation_id, workflow_invocation_id
-from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, Target
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, Target
 from unbroken.http.asgi import HttpError
 
 _BAD_PATH = "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from unbroken.core.journal import Command, Entry, Notification, Result
-from unbroken.core.model import HandlerKind, ServiceKind, Target
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from unbroken.core import records as r
 from unbroken.core.actions import Deliver, StartAttempt
 from unbroken.core.durations import format_duration
+from unbroken.core.invocation import Invocation
 from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, Result, command_name
-from unbroken.core.model import Invocation, Schemas
+from unbroken.core.schema import Schemas
 from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTransport
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.faults import FaultPoints

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId, partition_key_for_key
-from unbroken.core.model import Schemas, ServiceOverride, with_overrides
+from unbroken.core.schema import Schemas, ServiceOverride, with_overrides
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock

@@ -30,7 +30,7 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.journal import Failure
-from unbroken.core.model import Schemas, ServiceOverride
+from unbroken.core.schema import Schemas, ServiceOverride
 from unbroken.core.storage import Store, Timer
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock

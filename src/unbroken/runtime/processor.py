@@ -43,8 +43,8 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Action, Reply, StoreFailed, Unavailable
 from unbroken.core.journal import Failure
-from unbroken.core.model import Schemas
 from unbroken.core.records import Record
+from unbroken.core.schema import Schemas
 from unbroken.core.state_machine import apply
 from unbroken.core.storage import Store, Transaction
 from unbroken.runtime.clock import Clock

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from unbroken.core.model import HandlerSchema, OnMaxAttempts, RetryPolicy, Schemas, ServiceSchema
+from unbroken.core.schema import HandlerSchema, OnMaxAttempts, RetryPolicy, Schemas, ServiceSchema
 from unbroken.sdk.serde import BytesSerde, json_schema_for
 from unbroken.sdk.serde.input_check import input_validator
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
-from unbroken.core.model import HandlerKind
+from unbroken.core.schema import HandlerKind
 from unbroken.sdk import context as c
 from unbroken.sdk.exceptions import TerminalError
 from unbroken.sdk.futures import (

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
-from unbroken.core.model import HandlerKind, ServiceKind
+from unbroken.core.schema import HandlerKind, ServiceKind
 from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
 
 HANDLER_ATTR = "__unbroken_handler__"

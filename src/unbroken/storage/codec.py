@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import msgspec
 
+from unbroken.core.invocation import Invocation, Sink, check_invocation
 from unbroken.core.journal import Entry, Notification, Result, decode_entry, encode_entry
-from unbroken.core.model import Invocation, ServiceOverride, Sink, check_invocation
+from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Promise
 
 __all__ = [

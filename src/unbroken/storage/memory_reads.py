@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from unbroken.core import journal as j
-from unbroken.core.model import Invocation
+from unbroken.core.invocation import Invocation
 from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.codec import decode_invocation, decode_promise

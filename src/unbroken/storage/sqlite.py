@@ -16,8 +16,9 @@ from contextlib import AbstractContextManager
 import msgspec
 
 from unbroken.core import limits
+from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
-from unbroken.core.model import Invocation, ServiceOverride, cleanup_due_ms
+from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     _inv_decoder,

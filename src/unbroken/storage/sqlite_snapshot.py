@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from unbroken.core import journal as j
-from unbroken.core.model import Invocation
+from unbroken.core.invocation import Invocation
 from unbroken.core.read_model import InboxSpot
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.sqlite import decode_invocation_row, decode_promise

@@ -27,8 +27,9 @@ import orjson
 
 from unbroken.core import journal as j
 from unbroken.core import limits
-from unbroken.core.model import Invocation, ServiceKind, Status
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.read_model import Catalog, rfc3339
+from unbroken.core.schema import ServiceKind
 from unbroken.storage.sqlite import decode_promise
 
 _inv_decoder = msgspec.msgpack.Decoder(Invocation)

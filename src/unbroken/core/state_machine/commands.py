@@ -11,7 +11,8 @@ from unbroken.core import records as r
 from unbroken.core.actions import Log
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
 from unbroken.core.ids import InvalidId, child_invocation_id, parse_awakeable_id
-from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
+from unbroken.core.invocation import Invocation, Sink, Status
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.core.state_machine import control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import Promise, TimerKind

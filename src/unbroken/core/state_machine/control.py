@@ -19,8 +19,9 @@ from unbroken.core.actions import (
     Output,
 )
 from unbroken.core.errors import violated
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.journal import CANCEL_SIGNAL, FIRST_AWAKEABLE_SIGNAL, Notification, Result
-from unbroken.core.model import HandlerKind, Invocation, Status
+from unbroken.core.schema import HandlerKind
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 

@@ -7,8 +7,9 @@ import msgspec
 from unbroken.core import records as r
 from unbroken.core.actions import ArmTimer, Completed, Deliver, Log, StartAttempt
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
+from unbroken.core.invocation import Invocation, Sink, Status
 from unbroken.core.journal import CANCEL_SIGNAL, Entry, Failure, Notification, Result
-from unbroken.core.model import HandlerKind, Invocation, OnMaxAttempts, Sink, Status
+from unbroken.core.schema import HandlerKind, OnMaxAttempts
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import TimerKind
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from unbroken.core.invocation import Status
 from unbroken.core.journal import Notification, RunCommand
-from unbroken.core.model import Status
 from unbroken.testing.sim.workload import Model, Op, _order
 from unbroken.testing.sim.world import World
 

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from unbroken.core import records as r
 from unbroken.core.actions import Action
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.journal import Entry, Notification, Result
-from unbroken.core.model import HandlerKind, Invocation, Schemas, Status, Target
+from unbroken.core.schema import HandlerKind, Schemas, Target
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.committer import Batch, CommitSink
 from unbroken.runtime.faults import FaultPoints

@@ -32,7 +32,7 @@ from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.ids import idempotent_invocation_id, workflow_invocation_id
 from unbroken.core.journal import Failure, SleepCommand
-from unbroken.core.model import Target
+from unbroken.core.schema import Target
 from unbroken.http.asgi import HttpError
 from unbroken.ingress import requests as ingress
 from unbroken.sdk.app import App

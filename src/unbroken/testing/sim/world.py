@@ -25,7 +25,7 @@ from typing import Any
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.journal import Notification, Result, RunCommand
-from unbroken.core.model import HandlerKind, OnMaxAttempts, RetryPolicy, Schemas
+from unbroken.core.schema import HandlerKind, OnMaxAttempts, RetryPolicy, Schemas
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.node import EngineOptions, Node
 from unbroken.sdk.app import App
