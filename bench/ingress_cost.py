@@ -71,8 +71,11 @@ async def _run(n: int, idempotent: bool) -> float:
     engine = FakeEngine()
     app = IngressApp(engine)  # type: ignore[arg-type]
     body = b'{"hello": "world", "n": 1}'
-    headers = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    headers = [
+        (b"host", b"127.0.0.1:8080"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -83,8 +86,14 @@ async def _run(n: int, idempotent: bool) -> float:
 
     def scope(i: int) -> dict[str, Any]:
         extra = [(b"idempotency-key", f"k{i}".encode())] if idempotent else []
-        return {"type": "http", "method": "POST", "path": "/Bench/noop", "raw_path": b"/Bench/noop",
-                "query_string": b"", "headers": headers + extra}  # fmt: skip
+        return {
+            "type": "http",
+            "method": "POST",
+            "path": "/Bench/noop",
+            "raw_path": b"/Bench/noop",
+            "query_string": b"",
+            "headers": headers + extra,
+        }
 
     for i in range(2_000):  # warm-up
         await app(scope(i), receive, send)

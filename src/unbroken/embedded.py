@@ -43,8 +43,11 @@ class EmbeddedNode:
                 self.ingress = IngressApp(
                     self.engine, config.request_size_limit_bytes, token=config.ingress_token
                 )
-                log.info("unbroken engine started under an ASGI server: %d services, data %s",
-                         len(self.engine.schemas.services), config.data_dir)  # fmt: skip
+                log.info(
+                    "unbroken engine started under an ASGI server: %d services, data %s",
+                    len(self.engine.schemas.services),
+                    config.data_dir,
+                )
             return self.ingress
 
     async def stop(self) -> None:

@@ -53,8 +53,6 @@ def _admin_error(status: int, message: str) -> bytes:
     return orjson.dumps({"message": message, "restate_code": None})
 
 
-
-
 def raise_open_file_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard one where the OS allows (the common default of 1,024 is
     exhausted by ~1,000 idle connections); returns the soft limit in force."""
@@ -96,20 +94,33 @@ def _uvicorn(
 ) -> _Server:
     config = uvicorn.Config(
         # httptools, with the request head (time, size) and the connections bounded (http/wire.py)
-        app, host=bind[0], port=bind[1], http=bounded_protocol(error_body, error_headers, conns), loop="none",
+        app,
+        host=bind[0],
+        port=bind[1],
+        http=bounded_protocol(error_body, error_headers, conns),
+        loop="none",
         lifespan="off",
-        access_log=False, log_level="warning", server_header=False, date_header=False, proxy_headers=False,
-        timeout_keep_alive=60, backlog=4096,
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=60,
+        backlog=4096,
         # A call or attach can wait on an invocation for days: don't let it hold up SIGTERM forever
         # (the invocation is durable; the client re-attaches after the restart).
         timeout_graceful_shutdown=2,
-    )  # fmt: skip
+    )
     return _Server(config)
 
 
 def _setup_logging(config: Config) -> None:
     level = getattr(logging, config.log_level.upper(), logging.INFO)
-    fmt = "%(asctime)s %(levelname)-5s %(message)s" if config.dev else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "%(asctime)s %(levelname)-5s %(message)s"
+        if config.dev
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
 
 
@@ -118,13 +129,15 @@ def build_engine(app: App, config: Config) -> tuple[Node, SqliteStore]:
     return build_from_config(app, config)
 
 
-
-
 def _listeners(config: Config) -> tuple[list[socket.socket], list[socket.socket]]:
     """Both listeners' sockets, bound before anything says "serving" (a port in use: StartupError)."""
-    ingress = bind_listeners(*config.ingress_host_port, "ingress", "--ingress-bind", limits.listen_backlog_connections_max)
+    ingress = bind_listeners(
+        *config.ingress_host_port, "ingress", "--ingress-bind", limits.listen_backlog_connections_max
+    )
     try:
-        admin = bind_listeners(*config.admin_host_port, "admin API", "--admin-bind", limits.listen_backlog_connections_max)
+        admin = bind_listeners(
+            *config.admin_host_port, "admin API", "--admin-bind", limits.listen_backlog_connections_max
+        )
     except StartupError:
         for sock in ingress:
             sock.close()
@@ -143,15 +156,24 @@ async def run(
     # The ports bound (they differ from the config's when it asked for port 0).
     ingress_bind = (config.ingress_host_port[0], listeners[0][0].getsockname()[1])
     admin_bind = (config.admin_host_port[0], listeners[1][0].getsockname()[1])
-    dep = deployment_id(hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16])
+    dep = deployment_id(
+        hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16]
+    )
     conns = connections_max(raise_open_file_limit())
     return_large_blocks_to_the_os()
     ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
-    ingress = _uvicorn(ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n", conns)
+    ingress = _uvicorn(
+        ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n", conns
+    )
     admin_app = AdminApp(
-        engine, SqliteReadModel(store.path), config.data_dir, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
-        body_limit_bytes=config.request_size_limit_bytes, token=config.admin_token,
-    )  # fmt: skip
+        engine,
+        SqliteReadModel(store.path),
+        config.data_dir,
+        dep,
+        f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
+        body_limit_bytes=config.request_size_limit_bytes,
+        token=config.admin_token,
+    )
     admin = _uvicorn(admin_app, admin_bind, _admin_error, conns=conns)
     loop = asyncio.get_running_loop()
 
@@ -167,8 +189,11 @@ async def run(
     await asyncio.sleep(0)
     log.info(
         "unbroken serving %d services: ingress http://%s:%d, admin http://%s:%d, data %s",
-        len(engine.schemas.services), *ingress_bind, *admin_bind, config.data_dir,
-    )  # fmt: skip
+        len(engine.schemas.services),
+        *ingress_bind,
+        *admin_bind,
+        config.data_dir,
+    )
     if started is not None:
         started.set()
     try:

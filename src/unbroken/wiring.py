@@ -40,15 +40,27 @@ class Parts:
 
 
 def build(
-    schemas: Schemas, store: Store, transport: HandlerTransport, parts: Parts, options: EngineOptions | None = None,
+    schemas: Schemas,
+    store: Store,
+    transport: HandlerTransport,
+    parts: Parts,
+    options: EngineOptions | None = None,
     on_log: Callable[[str, str], None] | None = None,
-) -> Node:  # fmt: skip
+) -> Node:
     """A node (not started) over ``store``: its partitions (each its batch loop, invoker, timers and
     waiting callers) and the routing between them."""
     return Node(
-        store, schemas, transport, parts.clock, options, on_log, processor_factory=parts.processor_factory,
-        faults=parts.faults, entropy=parts.entropy, partitions=parts.partitions,
-    )  # fmt: skip
+        store,
+        schemas,
+        transport,
+        parts.clock,
+        options,
+        on_log,
+        processor_factory=parts.processor_factory,
+        faults=parts.faults,
+        entropy=parts.entropy,
+        partitions=parts.partitions,
+    )
 
 
 def local_transport(app: App, parts: Parts, loop: asyncio.AbstractEventLoop | None = None) -> LocalTransport:
@@ -59,13 +71,20 @@ def local_transport(app: App, parts: Parts, loop: asyncio.AbstractEventLoop | No
 def app_schemas(app: App, config: Config, store: SqliteStore) -> Schemas:
     """``app``'s services with the configured defaults and the ``PATCH /services`` changes the store holds."""
     defaults = RetryPolicy(
-        config.retry_initial_interval_ms, config.retry_exponentiation_factor, config.retry_max_interval_ms,
-        config.retry_max_attempts, OnMaxAttempts(config.retry_on_max_attempts),
-    )  # fmt: skip
+        config.retry_initial_interval_ms,
+        config.retry_exponentiation_factor,
+        config.retry_max_interval_ms,
+        config.retry_max_attempts,
+        OnMaxAttempts(config.retry_on_max_attempts),
+    )
     schemas = app.schemas(
-        defaults, config.inactivity_timeout_ms, config.abort_timeout_ms, config.idempotency_retention_ms,
-        config.workflow_completion_retention_ms, config.journal_retention_ms,
-    )  # fmt: skip
+        defaults,
+        config.inactivity_timeout_ms,
+        config.abort_timeout_ms,
+        config.idempotency_retention_ms,
+        config.workflow_completion_retention_ms,
+        config.journal_retention_ms,
+    )
     return with_overrides(schemas, store.service_overrides())
 
 
@@ -80,9 +99,10 @@ def build_from_config(app: App, config: Config, parts: Parts | None = None) -> t
         dev_log.info("%s %s", invocation_id, message)
 
     options = EngineOptions(
-        inactivity_timeout_ms=config.inactivity_timeout_ms, clean_interval_ms=config.cleanup_interval_ms,
+        inactivity_timeout_ms=config.inactivity_timeout_ms,
+        clean_interval_ms=config.cleanup_interval_ms,
         dev=config.dev,
-    )  # fmt: skip
+    )
     return build(
         app_schemas(app, config, store), store, transport, parts, options, on_log if config.dev else None
     ), store

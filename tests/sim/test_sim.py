@@ -97,8 +97,12 @@ def test_a_seed_replays_exactly_in_another_process() -> None:
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-m", "unbroken.testing.sim", "--seed", str(seed)],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert f"trace hash {here}" in out.stdout
 
 
@@ -269,7 +273,7 @@ BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = 
         _old_cancel_children,
         (9, 22, 31),
         "never got its answer",
-    ),  # fmt: skip
+    ),
     # the simulator's processor lost a batch awaiting its retry when a graceful stop came: 91063 replays
     # met "journal entry 9 is OneWayCall(...), but the code now issues Call(Worker/work)" forever; 102803
     # lost Counter.add's write of `order` while its write of `count` and its output were applied. The
@@ -414,7 +418,9 @@ def test_sqlite_store_recovers_from_a_failed_commit(tmp_path: Path) -> None:
 class _NullSink:
     def command(self, command: Any, awakeables: int | None = None) -> None: ...
     def propose_run(self, completion_id: int, result: Any, awakeables: int | None = None) -> None: ...
-    def suspend(self, waiting_completions: Any, waiting_signals: Any, awakeables: int | None = None) -> None: ...
+    def suspend(
+        self, waiting_completions: Any, waiting_signals: Any, awakeables: int | None = None
+    ) -> None: ...
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None: ...
     def ended(self) -> None: ...
 
@@ -424,9 +430,19 @@ async def test_coroutines_waiting_in_an_attempt_resume_in_the_order_they_waited(
     commands, in an order that could differ between a run and its replay (found as a seed whose trace
     changed from one run to the next)."""
     start = AttemptStart(
-        "inv_1000000000001000000000000000000016", 1, Target("Svc", "h"), ServiceKind.SERVICE, None,
-        (j.InputCommand([], b"1"),), None, 42, 0, 0, 60_000, None,
-    )  # fmt: skip
+        "inv_1000000000001000000000000000000016",
+        1,
+        Target("Svc", "h"),
+        ServiceKind.SERVICE,
+        None,
+        (j.InputCommand([], b"1"),),
+        None,
+        42,
+        0,
+        0,
+        60_000,
+        None,
+    )
     session = Session(start, _NullSink())
     resumed: list[int] = []
 

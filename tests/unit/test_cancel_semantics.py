@@ -13,7 +13,11 @@ from unbroken.core.schema import Target
 
 def _call(m: Machine, caller: str, target: Target) -> str:
     """``caller`` calls ``target`` (completion ids 1 and 2); returns the callee's id."""
-    m.apply(r.JournalCommand(caller, 1, j.CallCommand(target.service, target.handler, b"1", [], target.key, None, 1, 2)))
+    m.apply(
+        r.JournalCommand(
+            caller, 1, j.CallCommand(target.service, target.handler, b"1", [], target.key, None, 1, 2)
+        )
+    )
     (callee,) = m.inv(caller).children
     return str(callee)
 

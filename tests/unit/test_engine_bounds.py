@@ -56,9 +56,13 @@ async def _post(
     """One request through the ASGI app, as uvicorn would pass it. ``now``: in this task, so that the loop
     runs nothing else first (the queued records stay queued); otherwise bounded by a timeout."""
     scope = {
-        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
         "headers": [(b"content-type", b"application/json")],
-    }  # fmt: skip
+    }
     sent: list[dict[str, Any]] = []
     parts = [{"type": "http.request", "body": body, "more_body": False}]
     never: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -78,7 +82,9 @@ async def _post(
 
 
 def _invoke(invocation_id: str, request_id: int) -> r.Invoke:
-    return r.Invoke(invocation_id, Target("Echo", "say"), b"1", request_id=request_id, reply=r.ReplyMode.ACCEPTED)
+    return r.Invoke(
+        invocation_id, Target("Echo", "say"), b"1", request_id=request_id, reply=r.ReplyMode.ACCEPTED
+    )
 
 
 def _queue_invokes(eng: Node, count: int) -> list[asyncio.Future[Any]]:

@@ -79,10 +79,16 @@ def test_a_promise_outside_a_workflow_fails_the_attempt_and_the_lock_passes_on_w
 ):
     policy = RetryPolicy(100, 2.0, 1000, 1, OnMaxAttempts.KILL)
     m = Machine()
-    m.schemas = Schemas({
-        "Obj": ServiceSchema("Obj", ServiceKind.VIRTUAL_OBJECT, {
-            "ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)}, retry_policy=policy),
-    })  # fmt: skip
+    m.schemas = Schemas(
+        {
+            "Obj": ServiceSchema(
+                "Obj",
+                ServiceKind.VIRTUAL_OBJECT,
+                {"ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)},
+                retry_policy=policy,
+            ),
+        }
+    )
     first, _ = m.invoke(Target("Obj", "ex", "k"))
     second, queued = m.invoke(Target("Obj", "ex", "k"), request_id=2)
     assert not _of(queued, a.StartAttempt)

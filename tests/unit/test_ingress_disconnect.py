@@ -47,8 +47,14 @@ class FakeEngine:
 
 def scope(extensions: dict[str, Any] | None) -> dict[str, Any]:
     path = f"/restate/invocation/{INV}/attach".encode()
-    out: dict[str, Any] = {"type": "http", "method": "GET", "path": path.decode(), "raw_path": path,
-                           "query_string": b"", "headers": []}  # fmt: skip
+    out: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": path.decode(),
+        "raw_path": path,
+        "query_string": b"",
+        "headers": [],
+    }
     if extensions is not None:
         out["extensions"] = extensions
     return out

@@ -116,9 +116,13 @@ async def test_the_ingress_draws_invocation_ids_from_the_node_entropy() -> None:
         sent.append(message)
 
     scope = {
-        "type": "http", "method": "POST", "path": "/Clocked/now/send", "raw_path": b"/Clocked/now/send",
-        "query_string": b"", "headers": [],
-    }  # fmt: skip
+        "type": "http",
+        "method": "POST",
+        "path": "/Clocked/now/send",
+        "raw_path": b"/Clocked/now/send",
+        "query_string": b"",
+        "headers": [],
+    }
     try:
         await asyncio.wait_for(app(scope, receive, send), 10)
     finally:

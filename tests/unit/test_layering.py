@@ -9,16 +9,41 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "unbroken"
 
 # core is pure: no I/O, no clock, no ambient randomness, no threads, no other layer
 CORE_FORBIDDEN = {
-    "os", "io", "socket", "time", "random", "asyncio", "threading", "sqlite3", "subprocess", "uuid",
-    "secrets", "logging", "unbroken.runtime", "unbroken.storage", "unbroken.ingress", "unbroken.admin",
-    "unbroken.sdk", "unbroken.cli", "unbroken.protocol",
-}  # fmt: skip
+    "os",
+    "io",
+    "socket",
+    "time",
+    "random",
+    "asyncio",
+    "threading",
+    "sqlite3",
+    "subprocess",
+    "uuid",
+    "secrets",
+    "logging",
+    "unbroken.runtime",
+    "unbroken.storage",
+    "unbroken.ingress",
+    "unbroken.admin",
+    "unbroken.sdk",
+    "unbroken.cli",
+    "unbroken.protocol",
+}
 # Above every layer: the composition root (``wiring.py``, ``embedded.py``, the server) and the CLI.
 ABOVE_ALL = {"unbroken.wiring", "unbroken.embedded", "unbroken.server", "unbroken.cli"}
 UNBROKEN_PACKAGES = {
-    "unbroken.core", "unbroken.protocol", "unbroken.storage", "unbroken.runtime", "unbroken.ingress",
-    "unbroken.admin", "unbroken.sdk", "unbroken.http", "unbroken.cli", "unbroken.testing", "unbroken.config",
-} | ABOVE_ALL  # fmt: skip
+    "unbroken.core",
+    "unbroken.protocol",
+    "unbroken.storage",
+    "unbroken.runtime",
+    "unbroken.ingress",
+    "unbroken.admin",
+    "unbroken.sdk",
+    "unbroken.http",
+    "unbroken.cli",
+    "unbroken.testing",
+    "unbroken.config",
+} | ABOVE_ALL
 
 
 def _module_of(path: Path) -> str:
@@ -78,7 +103,11 @@ def test_core_never_reads_the_clock() -> None:
     found = []
     for path in (SRC / "core").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in CLOCK_READS and isinstance(node.value, ast.Name):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in CLOCK_READS
+                and isinstance(node.value, ast.Name)
+            ):
                 if node.value.id in {"datetime", "date"}:
                     found.append(f"{path.relative_to(SRC)}:{node.lineno} {node.value.id}.{node.attr}")
     assert found == []
@@ -86,7 +115,12 @@ def test_core_never_reads_the_clock() -> None:
 
 def test_runtime_talks_to_handlers_only_through_the_transport() -> None:
     """No whitelist: the server that wires the SDK's in-process transport in is the composition root's."""
-    assert _violations("runtime", {"unbroken.sdk", "unbroken.ingress", "unbroken.admin", "unbroken.cli"} | ABOVE_ALL) == []
+    assert (
+        _violations(
+            "runtime", {"unbroken.sdk", "unbroken.ingress", "unbroken.admin", "unbroken.cli"} | ABOVE_ALL
+        )
+        == []
+    )
 
 
 def test_storage_does_not_reach_up() -> None:
@@ -95,11 +129,23 @@ def test_storage_does_not_reach_up() -> None:
 
 def test_no_storage_backend_imports_another() -> None:
     """``sqlite*.py`` is one backend, ``memory*.py`` another; ``codec.py`` (row codecs) is shared."""
-    assert _violations("storage", {"unbroken.storage.memory", "unbroken.storage.memory_reads"}, "sqlite*.py") == []
-    assert _violations(
-        "storage", {"unbroken.storage.sqlite", "unbroken.storage.sqlite_reads", "unbroken.storage.sqlite_views",
-                    "unbroken.storage.sqlite_snapshot"}, "memory*.py",
-    ) == []  # fmt: skip
+    assert (
+        _violations("storage", {"unbroken.storage.memory", "unbroken.storage.memory_reads"}, "sqlite*.py")
+        == []
+    )
+    assert (
+        _violations(
+            "storage",
+            {
+                "unbroken.storage.sqlite",
+                "unbroken.storage.sqlite_reads",
+                "unbroken.storage.sqlite_views",
+                "unbroken.storage.sqlite_snapshot",
+            },
+            "memory*.py",
+        )
+        == []
+    )
     assert _violations("storage", {"unbroken.storage.sqlite", "unbroken.storage.memory"}, "codec.py") == []
 
 
@@ -117,7 +163,11 @@ def test_ingress_never_touches_storage() -> None:
 def test_the_sdk_never_imports_the_official_restate_sdk() -> None:
     found = []
     for path in SRC.rglob("*.py"):
-        found += [f"{path.relative_to(SRC)}: {n}" for n in _imports(path) if n == "restate" or n.startswith("restate.")]
+        found += [
+            f"{path.relative_to(SRC)}: {n}"
+            for n in _imports(path)
+            if n == "restate" or n.startswith("restate.")
+        ]
     assert found == []
 
 
@@ -135,4 +185,10 @@ def test_admin_reads_only_through_the_read_model() -> None:
 
 
 def test_shared_http_plumbing_stays_below_the_apps() -> None:
-    assert _violations("http", {"unbroken.ingress", "unbroken.admin", "unbroken.runtime", "unbroken.storage", "unbroken.sdk"}) == []
+    assert (
+        _violations(
+            "http",
+            {"unbroken.ingress", "unbroken.admin", "unbroken.runtime", "unbroken.storage", "unbroken.sdk"},
+        )
+        == []
+    )

@@ -105,8 +105,12 @@ def _records(n: Node) -> list[int]:
 
 def test_the_key_space_is_cut_into_equal_ranges() -> None:
     assert [partition_of_key(k, 3) for k in (0, U64 // 3 - 1, U64 // 3 + 1, 2 * U64 // 3 + 1, U64 - 1)] == [
-        0, 0, 1, 2, 2,
-    ]  # fmt: skip
+        0,
+        0,
+        1,
+        2,
+        2,
+    ]
     assert {partition_of_key(k, 1) for k in (0, U64 - 1)} == {0}
 
 

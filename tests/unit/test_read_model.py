@@ -41,21 +41,51 @@ def _populate(store: Any) -> None:
     obj, svc = ServiceKind.VIRTUAL_OBJECT, ServiceKind.SERVICE
     with store.transaction() as txn:
         inp = j.InputCommand([], b'"x"')
-        txn.put_invocation(_inv(HOLDER, Target("Counter", "hold", "k"), obj, Status.SUSPENDED, journal_length=2,
-                                waiting_completions=[1], waiting_signals=[1], attempts=1, running_at_ms=NOW))  # fmt: skip
+        txn.put_invocation(
+            _inv(
+                HOLDER,
+                Target("Counter", "hold", "k"),
+                obj,
+                Status.SUSPENDED,
+                journal_length=2,
+                waiting_completions=[1],
+                waiting_signals=[1],
+                attempts=1,
+                running_at_ms=NOW,
+            )
+        )
         txn.append_journal(HOLDER, 0, inp, NOW)
         txn.append_journal(HOLDER, 1, j.PeekPromiseCommand("decision", 1), NOW)
         txn.set_lock_holder("Counter", "k", HOLDER)
         txn.put_invocation(_inv(QUEUED, Target("Counter", "add", "k"), obj, Status.PENDING))
         txn.inbox_push("Counter", "k", _id(9), NOW)
         txn.inbox_push("Counter", "k", QUEUED, NOW)
-        txn.put_invocation(_inv(SLEEPER, Target("Worker", "nap"), svc, Status.SUSPENDED, journal_length=2,
-                                waiting_completions=[1], waiting_signals=[1], attempts=1))  # fmt: skip
+        txn.put_invocation(
+            _inv(
+                SLEEPER,
+                Target("Worker", "nap"),
+                svc,
+                Status.SUSPENDED,
+                journal_length=2,
+                waiting_completions=[1],
+                waiting_signals=[1],
+                attempts=1,
+            )
+        )
         txn.append_journal(SLEEPER, 0, inp, NOW)
         txn.append_journal(SLEEPER, 1, j.SleepCommand(NOW + 60_000, 1, "long nap"), NOW)
         txn.add_timer(NOW + 60_000, TimerKind.SLEEP, SLEEPER, 1)
-        txn.put_invocation(_inv(WAITER, Target("Worker", "wait"), svc, Status.SUSPENDED, journal_length=2,
-                                waiting_signals=[1, 17], attempts=1))  # fmt: skip
+        txn.put_invocation(
+            _inv(
+                WAITER,
+                Target("Worker", "wait"),
+                svc,
+                Status.SUSPENDED,
+                journal_length=2,
+                waiting_signals=[1, 17],
+                attempts=1,
+            )
+        )
         txn.append_journal(WAITER, 0, inp, NOW)
         txn.append_journal(WAITER, 1, j.RunCommand(1, f"hand out {AWAKEABLE}"), NOW)
         txn.state_set("Counter", "k", "total", b"41")
@@ -93,7 +123,10 @@ def test_snapshot_reads(reads: ReadModel) -> None:
         spot = s.inbox_spot("Counter", "k", QUEUED)
         assert spot is not None and spot.ahead == 1
         assert s.inbox_spot("Counter", "k", HOLDER) is None
-        assert s.next_timer_ms(SLEEPER, TimerKind.SLEEP) == NOW + 60_000 and s.next_timer_ms(SLEEPER, TimerKind.RETRY) is None
+        assert (
+            s.next_timer_ms(SLEEPER, TimerKind.SLEEP) == NOW + 60_000
+            and s.next_timer_ms(SLEEPER, TimerKind.RETRY) is None
+        )
         promise = s.promise("Counter", "k", "decision")
         assert promise is not None and promise.result == j.Result(b'"yes"')
         found = s.journal_entry_containing(WAITER, AWAKEABLE.encode())
@@ -110,7 +143,11 @@ def test_explain_reads_through_the_model(reads: ReadModel) -> None:
     assert (reason["kind"], reason["lock_holder"], reason["ahead_in_inbox"]) == ("queued", HOLDER, 1)
     assert [hop["invocation_id"] for hop in queued["chain"]] == [HOLDER]
     promise = queued["chain"][0]["reasons"][0]
-    assert (promise["kind"], promise["promise"], promise["promise_completed"]) == ("promise", "decision", True)
+    assert (promise["kind"], promise["promise"], promise["promise_completed"]) == (
+        "promise",
+        "decision",
+        True,
+    )
     sleeper = _read(reads, lambda s: explain(s, SLEEPER))
     assert sleeper["reasons"][0]["kind"] == "sleep" and sleeper["reasons"][0]["name"] == "long nap"
     waiter = _read(reads, lambda s: explain(s, WAITER))

@@ -206,5 +206,13 @@ class Log:
 
 
 Action = (
-    StartAttempt | Deliver | AbortAttempt | ArmTimer | Completed | Reply | AwaitCompletion | Log | UpdateService
+    StartAttempt
+    | Deliver
+    | AbortAttempt
+    | ArmTimer
+    | Completed
+    | Reply
+    | AwaitCompletion
+    | Log
+    | UpdateService
 )

@@ -66,7 +66,9 @@ class Invocation(msgspec.Struct, array_like=True):
     journal_expires_at_ms: int = 0
     cancel_requested: bool = False
     children: list[str] = []
-    running_at_ms: int = 0  # when its first attempt started (for a lock-taking handler: when it took the lock)
+    running_at_ms: int = (
+        0  # when its first attempt started (for a lock-taking handler: when it took the lock)
+    )
     # How many awakeables (signal indexes 17, 18, ...) its handler allocated, as reported by the SDK on the
     # records it sends anyway (commands, run results, suspensions); -1 = unknown (a row from before this
     # field, an SDK that does not report it, an attempt aborted by a pause): then any awakeable index is

@@ -100,7 +100,11 @@ class ServiceSchema:
 
     def lazy_state_for(self, handler: str) -> bool:
         h = self.handlers.get(handler)
-        return h.enable_lazy_state if h is not None and h.enable_lazy_state is not None else self.enable_lazy_state
+        return (
+            h.enable_lazy_state
+            if h is not None and h.enable_lazy_state is not None
+            else self.enable_lazy_state
+        )
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,9 @@ class ServiceOverride(msgspec.Struct, frozen=True, omit_defaults=True):
         return msgspec.structs.replace(_merge(self, newer), retry_policy=retry)
 
     def applied_to(self, svc: ServiceSchema) -> ServiceSchema:
-        fields = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None and k != "retry_policy"}
+        fields = {
+            k: v for k, v in msgspec.structs.asdict(self).items() if v is not None and k != "retry_policy"
+        }
         if self.retry_policy is not None:
             retry = {k: v for k, v in msgspec.structs.asdict(self.retry_policy).items() if v is not None}
             fields["retry_policy"] = dataclasses.replace(svc.retry_policy, **retry)

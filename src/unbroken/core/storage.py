@@ -141,9 +141,15 @@ class ServiceOverrideTable(Protocol):
 
 
 class Transaction(
-    InvocationTable, JournalTable, StateTable, LockInboxTable, TimerTable, PromiseTable, ServiceOverrideTable,
+    InvocationTable,
+    JournalTable,
+    StateTable,
+    LockInboxTable,
+    TimerTable,
+    PromiseTable,
+    ServiceOverrideTable,
     Protocol,
-):  # fmt: skip
+):
     """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
     thread than the one that applied (the processor's writer thread), never concurrently with it."""
 

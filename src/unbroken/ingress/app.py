@@ -59,7 +59,9 @@ class IngressApp:
         self.engine = engine
         self.body_limit = body_limit_bytes
         self._random = engine.entropy  # injected per node: the simulator seeds it
-        self.token = token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
+        self.token = (
+            token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
+        )
         # A single body of the configured limit always fits when nothing else is in flight.
         self.budget = BodyBudget(max(limits.ingress_inflight_body_bytes_max, body_limit_bytes))
         self.closing = False  # at shutdown, waiting requests answer 503 instead of being cancelled
@@ -95,7 +97,9 @@ class IngressApp:
             await self._health(send)
             return
         if not authorized(scope, self.token):
-            raise HttpError(401, "unauthorized: this ingress requires the header 'authorization: Bearer <token>'")
+            raise HttpError(
+                401, "unauthorized: this ingress requires the header 'authorization: Bearer <token>'"
+            )
         request = Request(scope["method"], path, scope.get("query_string", b""), scope["headers"])
         route = route_request(request, self.engine.schemas)
         if route.kind is RouteKind.HEALTH:
@@ -116,7 +120,9 @@ class IngressApp:
         await respond_json(send, 200, {"services": sorted(self.engine.schemas.services)})
 
     # ------------------------------------------------------------------------------- invoke
-    async def _invoke(self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route) -> None:
+    async def _invoke(
+        self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route
+    ) -> None:
         async with self.budget.reserve() as reservation:
             sub = await self._submit(scope, receive, request, route, reservation.charge)
             pending = self._request(sub, receive)
@@ -171,13 +177,17 @@ class IngressApp:
             unwatch()
             self._waiting.discard(fut)
 
-    async def _answer(self, send: Send, reply: Reply, dedup: bool, content_type: str = "application/json") -> None:
+    async def _answer(
+        self, send: Send, reply: Reply, dedup: bool, content_type: str = "application/json"
+    ) -> None:
         """Turn a Reply into Restate's HTTP answer (ingress/requests.py says which)."""
         self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
         await _write(send, reply_response(reply, dedup, content_type))
 
     # ---------------------------------------------------------------------------- awakeables
-    async def _awakeable(self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route) -> None:
+    async def _awakeable(
+        self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route
+    ) -> None:
         async with self.budget.reserve() as reservation:
             body = await read_body(scope, receive, self.body_limit, reservation.charge)
             make = resolve_record(request, route, body)

@@ -77,10 +77,19 @@ class Node:
         count = partitions
         self.partitions = [
             Partition(
-                store, self._schemas, self._update_service, transport, clock, self.options, self.faults, on_log,
-                processor_factory, owns=None if count == 1 else functools.partial(self._owns, index),
-                route=None if count == 1 else self._dispatch, index=index,
-            )  # fmt: skip
+                store,
+                self._schemas,
+                self._update_service,
+                transport,
+                clock,
+                self.options,
+                self.faults,
+                on_log,
+                processor_factory,
+                owns=None if count == 1 else functools.partial(self._owns, index),
+                route=None if count == 1 else self._dispatch,
+                index=index,
+            )
             for index in range(count)
         ]
 
@@ -150,9 +159,11 @@ class Node:
         return next(self._request_ids)
 
     def request(
-        self, make: Callable[[int], r.Record], client_gone: Callable[[], Awaitable[object]] | None = None,
+        self,
+        make: Callable[[int], r.Record],
+        client_gone: Callable[[], Awaitable[object]] | None = None,
         bounded: bool = False,
-    ) -> asyncio.Future[a.Reply]:  # fmt: skip
+    ) -> asyncio.Future[a.Reply]:
         """Submit a record that answers with a Reply; returns the future of that reply.
 
         ``bounded`` (the ingress): refused with ``EngineUnavailable`` while the store fails or a bound is

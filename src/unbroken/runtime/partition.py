@@ -45,7 +45,14 @@ Owns = Callable[[str], bool]  # does this partition own the invocation with this
 # How the engine builds its processor: the production batch loop everywhere; the simulator
 # (``unbroken.testing.sim``) gives it a virtual-time committer instead of the writer thread.
 ProcessorFactory = Callable[
-    [Store, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None], FaultPoints],
+    [
+        Store,
+        Callable[[], Schemas],
+        Clock,
+        asyncio.AbstractEventLoop,
+        Callable[[list[a.Action]], None],
+        FaultPoints,
+    ],
     Processor,
 ]
 
@@ -98,9 +105,14 @@ class Partition:
         factory = processor_factory or _production_processor
         self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
         self.invoker = Invoker(
-            transport, self.processor, clock, options.inactivity_timeout_ms, options.dev, schemas=schemas,
+            transport,
+            self.processor,
+            clock,
+            options.inactivity_timeout_ms,
+            options.dev,
+            schemas=schemas,
             faults=faults,
-        )  # fmt: skip
+        )
         scan = store.timers_after if owns is None else functools.partial(_own_timers, store, owns)
         self.timers = TimerService(clock, self.processor.submit, scan, faults=faults)
         self._waiters = _Waiters()
@@ -163,8 +175,11 @@ class Partition:
 
     # ------------------------------------------------------------------------------------ requests
     def request(
-        self, request_id: int, record: r.Record, client_gone: Callable[[], Awaitable[object]] | None = None,
-    ) -> asyncio.Future[a.Reply]:  # fmt: skip
+        self,
+        request_id: int,
+        record: r.Record,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> asyncio.Future[a.Reply]:
         """Submit ``record``, which answers ``request_id`` with a Reply; returns the future of that reply."""
         fut: asyncio.Future[a.Reply] = self.loop.create_future()
         self._waiters.futures[request_id] = fut
@@ -182,7 +197,9 @@ class Partition:
         if not bounded:
             return
         if processor.store_error is not None:
-            raise EngineUnavailable(f"{processor.store_error}; retry later", retry_after_s=limits.retry_after_s)
+            raise EngineUnavailable(
+                f"{processor.store_error}; retry later", retry_after_s=limits.retry_after_s
+            )
         if processor.queued() >= limits.records_queued_max:
             raise EngineUnavailable(
                 f"overloaded: {limits.records_queued_max} records are queued; retry later",
@@ -204,7 +221,9 @@ class Partition:
             self.loop.create_task(self._withdraw_when_gone(request_id, client_gone))
         self._waiters.clients.clear()
 
-    async def _withdraw_when_gone(self, request_id: int, client_gone: Callable[[], Awaitable[object]]) -> None:
+    async def _withdraw_when_gone(
+        self, request_id: int, client_gone: Callable[[], Awaitable[object]]
+    ) -> None:
         await client_gone()
         fut = self._waiters.futures.get(request_id)
         if fut is not None and not fut.done():
@@ -233,7 +252,9 @@ class Partition:
                 self._run_action(action)
             except Exception:
                 # type and id only: an action can carry a whole journal or a 32 MiB value
-                log.exception("action failed: %s %s", type(action).__name__, getattr(action, "invocation_id", ""))
+                log.exception(
+                    "action failed: %s %s", type(action).__name__, getattr(action, "invocation_id", "")
+                )
 
     def _run_action(self, action: a.Action) -> None:
         match action:
@@ -285,8 +306,11 @@ def _own_timers(store: Store, owns: Owns, after: tuple[int, int] | None, limit: 
 
 
 def _production_processor(
-    store: Store, schemas: Callable[[], Schemas], clock: Clock, loop: asyncio.AbstractEventLoop,
-    on_actions: Callable[[list[a.Action]], None], faults: FaultPoints,
-) -> Processor:  # fmt: skip
+    store: Store,
+    schemas: Callable[[], Schemas],
+    clock: Clock,
+    loop: asyncio.AbstractEventLoop,
+    on_actions: Callable[[list[a.Action]], None],
+    faults: FaultPoints,
+) -> Processor:
     return Processor(store, schemas, clock, loop, on_actions, faults=faults)
-

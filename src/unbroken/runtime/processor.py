@@ -55,8 +55,13 @@ log = logging.getLogger("unbroken.processor")
 
 # Records that never wait behind one the store keeps refusing (they are small and unblock the operator).
 CONTROL_RECORDS = (
-    r.KillInvocation, r.CancelInvocation, r.PauseInvocation, r.ResumeInvocation, r.PurgeInvocation, r.PurgeJournal,
-)  # fmt: skip
+    r.KillInvocation,
+    r.CancelInvocation,
+    r.PauseInvocation,
+    r.ResumeInvocation,
+    r.PurgeInvocation,
+    r.PurgeJournal,
+)
 # What a running attempt sends: when the store keeps refusing one, its invocation is failed.
 ATTEMPT_RECORDS = (r.JournalCommand, r.ProposeRunCompletion)
 # sqlite3 errors that are the record's or the code's fault, not the store's: a constraint, a misuse.
@@ -112,7 +117,9 @@ def _payload_bytes(record: Record) -> int:
     return total
 
 
-def _failed_reply(request_id: int, outcome: type[StoreFailed | Unavailable], code: int, message: str) -> Reply:
+def _failed_reply(
+    request_id: int, outcome: type[StoreFailed | Unavailable], code: int, message: str
+) -> Reply:
     """A request refused without being applied: the HTTP status and message in the outcome's failure."""
     return Reply(request_id, outcome(Failure(code, message)))
 
@@ -204,7 +211,9 @@ class Processor:
         """Graceful stop from another thread than the loop's, while the loop runs (``asyncio.to_thread``)."""
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("Processor.stop() would wait on its own loop: call it from another thread")
-        asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result(timeout=2 * limits.processor_stop_timeout_s + 1)
+        asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result(
+            timeout=2 * limits.processor_stop_timeout_s + 1
+        )
 
     def drop(self) -> None:
         """The process died (the simulator's crash): nothing queued is applied, nothing more is acted on."""
@@ -224,12 +233,20 @@ class Processor:
         idle = self._idle
         if idle is None or idle.done():
             return
-        if self.halted is not None or not (self._queue or self._committing or self._paused or self._scheduled):
+        if self.halted is not None or not (
+            self._queue or self._committing or self._paused or self._scheduled
+        ):
             idle.set_result(None)
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self._committing or self._paused or self.halted is not None or not self._queue or not self._running:
+        if (
+            self._committing
+            or self._paused
+            or self.halted is not None
+            or not self._queue
+            or not self._running
+        ):
             self._check_idle()
             return
         batch = self._take()
@@ -344,9 +361,13 @@ class Processor:
             if failures >= limits.record_store_attempts_max and self._give_up(record, exc, failures):
                 batch = []
         log.error(
-            "storage failed; retrying %d records in %.2fs (%s): %s", len(batch), self._retry_delay, exc,
-            ", ".join(describe(record) for record in batch[:3]), exc_info=exc,
-        )  # fmt: skip
+            "storage failed; retrying %d records in %.2fs (%s): %s",
+            len(batch),
+            self._retry_delay,
+            exc,
+            ", ".join(describe(record) for record in batch[:3]),
+            exc_info=exc,
+        )
         self._queue.extendleft(reversed(batch))
         self._paused = True
         self._loop.call_later(self._retry_delay, self._resume)
@@ -379,14 +400,18 @@ class Processor:
         """An invariant broke (or apply raised a bug): recover from storage, or stop if it broke before."""
         message = f"{type(exc).__name__}: {exc}"
         records = ", ".join(describe(record) for record in batch[:3]) + (", ..." if len(batch) > 3 else "")
-        log.critical("invariant violated applying %d records (%s): %s", len(batch), records, message, exc_info=exc)
+        log.critical(
+            "invariant violated applying %d records (%s): %s", len(batch), records, message, exc_info=exc
+        )
         again = message in self._violations
         self._violations.add(message)
         # what a caller waits on stays queued (never acknowledged); the rest comes back from storage
         waiting = [record for record in batch if getattr(record, "request_id", 0)]
         self._queue.extendleft(reversed(waiting))
         if again or len(self._violations) > limits.invariant_recoveries_max:
-            self.halted = f"stopped: an invariant broke again ({message}); fix the cause and restart the server"
+            self.halted = (
+                f"stopped: an invariant broke again ({message}); fix the cause and restart the server"
+            )
             log.critical("partition %s", self.halted)
             self._answer_queued(self.halted)
             self.on_violation(self.halted)

@@ -30,9 +30,13 @@ TimerScan = Callable[[TimerKey | None, int], list[Timer]]
 
 class TimerService:
     def __init__(
-        self, clock: Clock, submit: Callable[[Record], None], scan: TimerScan | None = None,
-        window_max: int | None = None, faults: FaultPoints | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        clock: Clock,
+        submit: Callable[[Record], None],
+        scan: TimerScan | None = None,
+        window_max: int | None = None,
+        faults: FaultPoints | None = None,
+    ) -> None:
         self._clock = clock
         self._submit = submit
         self._scan = scan

@@ -27,5 +27,7 @@ def install_node_factory(factory: Callable[[Any], AsgiApp]) -> None:
 
 def embedded_node(app: Any) -> AsgiApp:
     if _node_factory is None:
-        raise RuntimeError("no node factory installed: import unbroken (the package) to serve an App over ASGI")
+        raise RuntimeError(
+            "no node factory installed: import unbroken (the package) to serve an App over ASGI"
+        )
     return _node_factory(app)

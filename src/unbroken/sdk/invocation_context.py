@@ -96,7 +96,9 @@ def _retry_delay_ms(options: c.RunOptions[Any], attempt: int) -> int | None:
     return int(delay)
 
 
-def unserializable_message(name: str, value: object, serde: Serde[Any], exc: Exception, invocation_id: str) -> str:
+def unserializable_message(
+    name: str, value: object, serde: Serde[Any], exc: Exception, invocation_id: str
+) -> str:
     """Why a ``ctx.run`` value cannot be journaled and what to change, for the log, describe and explain."""
     kind = type(value)
     where = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
@@ -112,7 +114,9 @@ def _delay_ms(delta: timedelta, what: str) -> int:
     # exact integer arithmetic, rounded up: float seconds * 1000 turns 1001 ms into 1000 (fires early)
     ms = -(-delta // timedelta(milliseconds=1))
     if ms > limits.delay_ms_max:
-        raise TerminalError(f"{what} too long: {delta} is more than the limit of {limits.delay_ms_max} ms (10 years)", 400)
+        raise TerminalError(
+            f"{what} too long: {delta} is more than the limit of {limits.delay_ms_max} ms (10 years)", 400
+        )
     return ms
 
 
@@ -124,9 +128,12 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
     """Implements every context type; what a handler may call is checked against its kind."""
 
     def __init__(
-        self, session: Session, hdef: HandlerDef, clock: Callable[[], int],
+        self,
+        session: Session,
+        hdef: HandlerDef,
+        clock: Callable[[], int],
         fault_point: Callable[[str], None] = lambda name: None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.session = session
         self.hdef = hdef
         self.clock = clock  # the node's (milliseconds): virtual in the simulator
@@ -159,9 +166,13 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             if self.session.ended:
                 self.session.finished.set()
         return c.Request(
-            start.invocation_id, headers, headers, first.value, AttemptFinished(self.session.finished),
+            start.invocation_id,
+            headers,
+            headers,
+            first.value,
+            AttemptFinished(self.session.finished),
             idempotency_key=start.idempotency_key,
-        )  # fmt: skip
+        )
 
     def scope(self, scope: str) -> c.ScopedContext:
         return UnsupportedScope(self.session, scope)
@@ -191,8 +202,13 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             raise TerminalError("shared handlers cannot modify state", 500)
         return self.state
 
-    def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
-            entry_name: str | None = None) -> Any:  # fmt: skip
+    def get(
+        self,
+        name: str,
+        serde: Serde[T] = DefaultSerde(),
+        type_hint: type[T] | None = None,
+        entry_name: str | None = None,
+    ) -> Any:
         state = self._state_map(write=False)
         if self._lazy_read(self.partial and name not in state and name not in self.absent):
             cid = self.session.new_completion_id()
@@ -224,14 +240,17 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             return False
         return lazy_now
 
-    def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None) -> None:
+    def set(
+        self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None
+    ) -> None:
         state = self._state_map(write=True)
         data = pick_serde(serde, None).serialize(value)
         if len(data) > limits.state_value_bytes_max:
             raise TerminalError(
                 f"state value too large: the value for key {name!r} is {len(data)} bytes, more than the limit "
-                f"of {limits.state_value_bytes_max} bytes", 400,
-            )  # fmt: skip
+                f"of {limits.state_value_bytes_max} bytes",
+                400,
+            )
         self.session.command(j.SetStateCommand(name, data))
         state[name] = data
         self.absent.discard(name)
@@ -274,7 +293,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         hint = options.type_hint
         if hint is None:
             try:  # eval_str like restate-sdk: string annotations (PEP 563) must give the real type
-                hint = inspect.signature(action, eval_str=True).return_annotation if callable(action) else None
+                hint = (
+                    inspect.signature(action, eval_str=True).return_annotation if callable(action) else None
+                )
             except Exception:  # builtins such as time.time have no signature; unresolvable names
                 hint = None
             hint = None if hint is inspect.Signature.empty else hint
@@ -288,7 +309,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 if s.ended:
                     return
                 s.running_runs += 1
-                task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options, abandoned))
+                task = s.loop.create_task(
+                    self._execute(cid, name, action, args, kwargs, serde, options, abandoned)
+                )
                 task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
                 s.run_tasks[task] = None
                 task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
@@ -300,9 +323,16 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         return DurableFuture(s, ("c", cid), self.decoder(serde))
 
     async def _execute(
-        self, cid: int, name: str, action: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-        serde: Serde[Any], options: c.RunOptions[Any], abandoned: bool,
-    ) -> None:  # fmt: skip
+        self,
+        cid: int,
+        name: str,
+        action: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        serde: Serde[Any],
+        options: c.RunOptions[Any],
+        abandoned: bool,
+    ) -> None:
         s = self.session
         try:
             if inspect.iscoroutinefunction(action):
@@ -336,7 +366,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         except TerminalError as exc:  # a custom serde's own verdict: the step fails for good
             return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         except Exception as exc:
-            self.session.pause(500, unserializable_message(name, value, serde, exc, self.session.start.invocation_id))
+            self.session.pause(
+                500, unserializable_message(name, value, serde, exc, self.session.start.invocation_id)
+            )
             return None
         try:
             result = value_result(data, f"the value ctx.run {name!r} returned")
@@ -345,7 +377,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         return result
 
-    def _run_failed(self, name: str, exc: BaseException, options: c.RunOptions[Any], abandoned: bool) -> j.Result | None:
+    def _run_failed(
+        self, name: str, exc: BaseException, options: c.RunOptions[Any], abandoned: bool
+    ) -> j.Result | None:
         """A ``ctx.run`` action raised: end the attempt to retry it (None), or its terminal failure.
 
         A step the handler started before it saw a cancel is not retried once the invocation is cancelled
@@ -354,16 +388,21 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         """
         s = self.session
         if abandoned and s.cancelled:
-            return j.Result(failure=failure(
-                409, f"ctx.run {name!r} failed and was not retried, the invocation being cancelled: {safe_repr(exc)}"
-            ))  # fmt: skip
+            return j.Result(
+                failure=failure(
+                    409,
+                    f"ctx.run {name!r} failed and was not retried, the invocation being cancelled: {safe_repr(exc)}",
+                )
+            )
         attempt = s.start.retries_since_progress + 1
         max_ms = options.max_duration or options.max_retry_duration
         spent = (options.max_attempts is not None and attempt >= options.max_attempts) or (
             max_ms is not None and s.start.ms_since_progress >= max_ms.total_seconds() * 1000
         )
         if spent:
-            return j.Result(failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}"))
+            return j.Result(
+                failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}")
+            )
         delay = _retry_delay_ms(options, attempt)
         self.run_failure = RunFailed(exc, delay)
         trace = "".join(traceback.format_exception(exc, limit=-8))
@@ -379,65 +418,130 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
 
     # ---------------------------------------------------------------------------------- calls
     def _call(
-        self, service: str, handler: str, key: str | None, parameter: bytes, idempotency_key: str | None,
-        headers: dict[str, str] | None, decode: Callable[[j.Result], Any],
-    ) -> CallFuture[Any]:  # fmt: skip
+        self,
+        service: str,
+        handler: str,
+        key: str | None,
+        parameter: bytes,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+        decode: Callable[[j.Result], Any],
+    ) -> CallFuture[Any]:
         s = self.session
         id_cid = s.new_completion_id()
         cid = s.new_completion_id()
-        s.command(j.CallCommand(service, handler, parameter, _headers(headers), key, idempotency_key, id_cid, cid))
+        s.command(
+            j.CallCommand(service, handler, parameter, _headers(headers), key, idempotency_key, id_cid, cid)
+        )
         s.call_ids[cid] = id_cid
         return CallFuture(s, ("c", cid), ("c", id_cid), decode)
 
     def _send(
-        self, service: str, handler: str, key: str | None, parameter: bytes, delay: timedelta | None,
-        idempotency_key: str | None, headers: dict[str, str] | None,
-    ) -> Handle:  # fmt: skip
+        self,
+        service: str,
+        handler: str,
+        key: str | None,
+        parameter: bytes,
+        delay: timedelta | None,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+    ) -> Handle:
         s = self.session
         at = self.clock() + _delay_ms(delay, "send delay") if delay else 0
         id_cid = s.new_completion_id()
-        s.command(j.OneWayCallCommand(service, handler, parameter, at, _headers(headers), key, idempotency_key, id_cid))
+        s.command(
+            j.OneWayCallCommand(
+                service, handler, parameter, at, _headers(headers), key, idempotency_key, id_cid
+            )
+        )
         return Handle(s, ("c", id_cid))
 
     def _typed_call(self, tpe: Any, key: str | None, arg: Any, idem: str | None, headers: Any) -> Any:
         h = handler_of(tpe)
-        return self._call(h.service, h.name, key, h.input_serde.serialize(arg), idem, headers, self.decoder(h.output_serde))
+        return self._call(
+            h.service, h.name, key, h.input_serde.serialize(arg), idem, headers, self.decoder(h.output_serde)
+        )
 
-    def _typed_send(self, tpe: Any, key: str | None, arg: Any, delay: Any, idem: str | None, headers: Any) -> Handle:
+    def _typed_send(
+        self, tpe: Any, key: str | None, arg: Any, delay: Any, idem: str | None, headers: Any
+    ) -> Handle:
         h = handler_of(tpe)
         return self._send(h.service, h.name, key, h.input_serde.serialize(arg), delay, idem, headers)
 
-    def service_call(self, tpe: Any, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+    def service_call(
+        self, tpe: Any, arg: Any, idempotency_key: str | None = None, headers: Any = None
+    ) -> Any:
         return self._typed_call(tpe, None, arg, idempotency_key, headers)
 
-    def service_send(self, tpe: Any, arg: Any, send_delay: timedelta | None = None,
-                     idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+    def service_send(
+        self,
+        tpe: Any,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+    ) -> Handle:
         return self._typed_send(tpe, None, arg, send_delay, idempotency_key, headers)
 
-    def object_call(self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+    def object_call(
+        self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None
+    ) -> Any:
         return self._typed_call(tpe, key, arg, idempotency_key, headers)
 
-    def object_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                    idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+    def object_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+    ) -> Handle:
         return self._typed_send(tpe, key, arg, send_delay, idempotency_key, headers)
 
-    def workflow_call(self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+    def workflow_call(
+        self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None
+    ) -> Any:
         return self._typed_call(tpe, key, arg, idempotency_key, headers)
 
-    def workflow_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                      idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+    def workflow_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+    ) -> Handle:
         return self._typed_send(tpe, key, arg, send_delay, idempotency_key, headers)
 
-    def generic_call(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                     idempotency_key: str | None = None, headers: Any = None, scope: str | None = None,
-                     limit_key: str | None = None) -> Any:  # fmt: skip
+    def generic_call(
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> Any:
         if scope is not None or limit_key is not None:
             fail_unsupported(self.session, f"ctx.generic_call({service}/{handler}, scope=, limit_key=)")
         return self._call(service, handler, key, arg, idempotency_key, headers, _raw)
 
-    def generic_send(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                     send_delay: timedelta | None = None, idempotency_key: str | None = None,
-                     headers: Any = None, scope: str | None = None, limit_key: str | None = None) -> Handle:  # fmt: skip
+    def generic_send(
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> Handle:
         if scope is not None or limit_key is not None:
             fail_unsupported(self.session, f"ctx.generic_send({service}/{handler}, scope=, limit_key=)")
         return self._send(service, handler, key, arg, send_delay, idempotency_key, headers)
@@ -484,25 +588,33 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         _check_signal_name(name)
         return DurableFuture(self.session, ("n", name), self.decoder(pick_serde(serde, type_hint)))
 
-    def resolve_signal(self, invocation_id: str, name: str, value: Any, serde: Serde[Any] = DefaultSerde()) -> None:
+    def resolve_signal(
+        self, invocation_id: str, name: str, value: Any, serde: Serde[Any] = DefaultSerde()
+    ) -> None:
         self._check_invocation_id(invocation_id)
         _check_signal_name(name)
         data = pick_serde(serde, None).serialize(value)
         self.session.command(j.SendSignalCommand(invocation_id, 0, j.Result(value=data), signal_name=name))
 
-    def reject_signal(self, invocation_id: str, name: str, failure_message: str, failure_code: int = 500) -> None:
+    def reject_signal(
+        self, invocation_id: str, name: str, failure_message: str, failure_code: int = 500
+    ) -> None:
         self._check_invocation_id(invocation_id)
         _check_signal_name(name)
         result = j.Result(failure=failure(failure_code, failure_message))
         self.session.command(j.SendSignalCommand(invocation_id, 0, result, signal_name=name))
 
-    def attach_invocation(self, invocation_id: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Any:
+    def attach_invocation(
+        self, invocation_id: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None
+    ) -> Any:
         s = self.session
         cid = s.new_completion_id()
         s.command(j.AttachInvocationCommand(invocation_id, cid))
         return DurableFuture(s, ("c", cid), self.decoder(pick_serde(serde, type_hint)))
 
-    def promise(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Promise[T]:
+    def promise(
+        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None
+    ) -> Promise[T]:
         if self.hdef.service_kind.value != "Workflow":
             raise TerminalError("durable promises are only available to workflows", 500)
         return Promise(self, name, pick_serde(serde, type_hint))

@@ -15,10 +15,16 @@ from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Promise
 
 __all__ = [
-    "decode_entry", "decode_invocation", "decode_override", "decode_promise", "encode_entry", "encode_invocation",
-    "encode_override", "encode_promise",
+    "decode_entry",
+    "decode_invocation",
+    "decode_override",
+    "decode_promise",
+    "encode_entry",
+    "encode_invocation",
+    "encode_override",
+    "encode_promise",
     "signal_index",
-]  # fmt: skip
+]
 
 _inv_encoder = msgspec.msgpack.Encoder()
 _inv_decoder = msgspec.msgpack.Decoder(Invocation)

@@ -48,7 +48,11 @@ class MemorySnapshot:
         return InboxSpot(queue.index(invocation_id), None) if invocation_id in queue else None
 
     def next_timer_ms(self, invocation_id: str, kind: TimerKind) -> int | None:
-        due = [t.fire_at_ms for t in self.s.timer_rows.values() if t.invocation_id == invocation_id and t.kind == kind]
+        due = [
+            t.fire_at_ms
+            for t in self.s.timer_rows.values()
+            if t.invocation_id == invocation_id and t.kind == kind
+        ]
         return min(due, default=None)
 
     def promise(self, service: str, key: str, name: str) -> Promise | None:

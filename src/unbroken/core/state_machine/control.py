@@ -94,7 +94,9 @@ def _kill_one(step: Step, invocation_id: str) -> tuple[Outcome, list[str]]:
     if inv is None:
         return NotFound(invocation_id), []
     if inv.status is Status.COMPLETED:
-        return AlreadyCompleted(invocation_id), []  # a completed invocation's children were settled when it completed
+        return AlreadyCompleted(
+            invocation_id
+        ), []  # a completed invocation's children were settled when it completed
     _dequeue(step, inv)
     if inv.status in (Status.RUNNING,):
         step.emit(AbortAttempt(inv.id))

@@ -95,8 +95,10 @@ def check_safety(w: World, ops: list[Op], model: Model) -> list[str]:
         accepted = led.accepted.get(("Counter", key), [])
         ran = [inv for inv in ids if inv in set(accepted)]
         if ran != [inv for inv in accepted if inv in set(ids)]:
-            errors.append(f"Counter/{key}: exclusive handlers ran out of acceptance order:\n"
-                          f"    accepted {accepted}\n    ran      {ran}")  # fmt: skip
+            errors.append(
+                f"Counter/{key}: exclusive handlers ran out of acceptance order:\n"
+                f"    accepted {accepted}\n    ran      {ran}"
+            )
 
     # ctx.run: the durable result is one that an execution produced
     for (inv_id, cid), result in led.durable_runs.items():
@@ -116,7 +118,9 @@ def check_safety(w: World, ops: list[Op], model: Model) -> list[str]:
         elif result.failure.code == 409 and "the invocation being cancelled" in result.failure.message:
             # a step that failed (transiently) after the cancel is journaled as failed, not retried: it ran
             if not any(x.value is None for x in execs):
-                errors.append(f"run {names[0]!r} of {inv_id}: cancelled failure {result.failure} without a failed execution")
+                errors.append(
+                    f"run {names[0]!r} of {inv_id}: cancelled failure {result.failure} without a failed execution"
+                )
         elif not any(x.value is not None for x in execs) and result.failure.code != 500:
             errors.append(
                 f"run {names[0]!r} of {inv_id}: durable failure {result.failure} without an execution"

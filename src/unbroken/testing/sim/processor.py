@@ -142,8 +142,18 @@ class SimStore(MemoryStore):
         )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
-        (self.invocations, self.journals, self.state, self.locks, self.inboxes, self.timer_rows,
-         self.promises, self.signals, self.next_timer_id, self.overrides) = snap  # fmt: skip
+        (
+            self.invocations,
+            self.journals,
+            self.state,
+            self.locks,
+            self.inboxes,
+            self.timer_rows,
+            self.promises,
+            self.signals,
+            self.next_timer_id,
+            self.overrides,
+        ) = snap
 
     def begin(self) -> ObservedTransaction:
         self.transactions += 1
@@ -245,7 +255,11 @@ class SimProcessor(Processor):
         if not self.alive:
             return  # a dead process's queue
         now = self._loop.time()
-        ready = now if self._stopping else now + self.world.faults.record_delay_s(isinstance(record, r.TimerFired))
+        ready = (
+            now
+            if self._stopping
+            else now + self.world.faults.record_delay_s(isinstance(record, r.TimerFired))
+        )
         channel = self._channel(record)
         queue = self._channels.get(channel)
         if queue is None:
@@ -279,7 +293,7 @@ class SimProcessor(Processor):
         pending = sorted(
             ((ready, n, record) for ch, q in self._channels.items() for n, (ready, record) in enumerate(q)),
             key=lambda x: (x[0], x[1]),
-        )  # fmt: skip
+        )
         self._channels.clear()
         for _, _, record in pending:
             super().submit(record)

@@ -47,8 +47,10 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SimResult:
     install_log_capture(world)
     started = time.perf_counter()
     try:
-        world.trace(f"seed {seed}: {len(ops)} ops; faults: {world.faults.describe()}; "
-                    f"inactivity timeout {world.inactivity_timeout_ms} ms")  # fmt: skip
+        world.trace(
+            f"seed {seed}: {len(ops)} ops; faults: {world.faults.describe()}; "
+            f"inactivity timeout {world.inactivity_timeout_ms} ms"
+        )
         try:
             world.loop.run_until_complete(_play(world, ops))
         except SimStuck as exc:

@@ -250,7 +250,9 @@ class Client:
                 continue
             return reply.outcome
 
-    async def invoke(self, target: Target, arg: Any, *, idem: str | None, reply: str, delay_ms: int = 0) -> a.Outcome:
+    async def invoke(
+        self, target: Target, arg: Any, *, idem: str | None, reply: str, delay_ms: int = 0
+    ) -> a.Outcome:
         """Call (``reply="result"``) or send (``"accepted"``) as an HTTP client would: the request goes
         through the ingress core, which routes and checks it and derives the invocation's id."""
         w = self.w
@@ -267,7 +269,9 @@ class Client:
 
         def make(rid: int) -> r.Record:  # a new HTTP request on every retry: its own time and fresh bytes
             try:
-                sub = ingress.submission(request, route, body, w.now_ms(), self._entropy.randbytes(ingress.FRESH_BYTES))
+                sub = ingress.submission(
+                    request, route, body, w.now_ms(), self._entropy.randbytes(ingress.FRESH_BYTES)
+                )
             except HttpError as exc:
                 raise IngressRefused(f"{request.path}: {exc.status} {exc.message}") from None
             return sub(rid)
@@ -278,7 +282,9 @@ class Client:
         return await self._retry(lambda rid: r.Attach(invocation_id, True, rid))
 
     async def resolve(self, aid: str, value: str) -> a.Outcome:
-        request = ingress.Request("POST", f"/restate/awakeables/{aid}/resolve", b"", [(b"content-type", b"application/json")])
+        request = ingress.Request(
+            "POST", f"/restate/awakeables/{aid}/resolve", b"", [(b"content-type", b"application/json")]
+        )
         route = ingress.route_request(request, self.w.schemas)
         return await self._retry(ingress.resolve_record(request, route, json.dumps(value).encode()))
 
@@ -716,15 +722,26 @@ def generate(w: World, rng: Any, count: int, horizon_s: float) -> list[Op]:
         ]
         if kind == "pause" and not pausable:
             kind = "nap"
-        observable = [o for o in ops if isinstance(o, Transfer | Fan | Saga | Nap | Await | CounterGet)
-                      or (isinstance(o, CounterAdd) and not o.send)]  # fmt: skip
+        observable = [
+            o
+            for o in ops
+            if isinstance(o, Transfer | Fan | Saga | Nap | Await | CounterGet)
+            or (isinstance(o, CounterAdd) and not o.send)
+        ]
         if kind == "observe" and not observable:
             kind = "add"
         op: Op
         if kind in ("add", "send"):
-            op = CounterAdd(idx, start, key=rng.choice(keys), n=rng.randint(1, 9), audit=rng.random() < 0.3,
-                            nap_ms=rng.choice([0, 0, 0, 10, 500]), send=kind == "send",
-                            delay_ms=rng.choice([0, 0, 300, 4000]) if kind == "send" else 0)  # fmt: skip
+            op = CounterAdd(
+                idx,
+                start,
+                key=rng.choice(keys),
+                n=rng.randint(1, 9),
+                audit=rng.random() < 0.3,
+                nap_ms=rng.choice([0, 0, 0, 10, 500]),
+                send=kind == "send",
+                delay_ms=rng.choice([0, 0, 300, 4000]) if kind == "send" else 0,
+            )
         elif kind == "transfer":
             i = rng.randrange(len(keys) - 1)
             op = Transfer(idx, start, source=keys[i], to=rng.choice(keys[i + 1 :]), n=rng.randint(1, 5))
@@ -735,27 +752,56 @@ def generate(w: World, rng: Any, count: int, horizon_s: float) -> list[Op]:
                 (rng.choice(keys), rng.randint(1, 9), rng.choice([0, 0, 200, 3000]))
                 for _ in range(rng.randint(0, 3))
             ]
-            op = Fan(idx, start, n=rng.randint(1, 5), adds=adds,
-                     cancel_after_s=rng.choice([None, None, None, None, 0.0, 0.01, 0.5]), kill=rng.random() < 0.3)  # fmt: skip
+            op = Fan(
+                idx,
+                start,
+                n=rng.randint(1, 5),
+                adds=adds,
+                cancel_after_s=rng.choice([None, None, None, None, 0.0, 0.01, 0.5]),
+                kill=rng.random() < 0.3,
+            )
         elif kind == "order":
             wf_keys += 1
-            op = OrderFlow(idx, start, key=f"order-{wf_keys}", ok=rng.random() < 0.7,
-                           approve_after_s=rng.choice([0.0, 0.2, 2.0, 10.0]), resubmit=rng.random() < 0.3)  # fmt: skip
+            op = OrderFlow(
+                idx,
+                start,
+                key=f"order-{wf_keys}",
+                ok=rng.random() < 0.7,
+                approve_after_s=rng.choice([0.0, 0.2, 2.0, 10.0]),
+                resubmit=rng.random() < 0.3,
+            )
         elif kind == "saga":
-            op = Saga(idx, start, steps=rng.randint(1, 4), fail=rng.random() < 0.4, nap_ms=rng.choice([0, 0, 100, 2000]),
-                      cancel_after_s=rng.choice([None, None, None, 0.0, 0.05, 1.0, 3.0]))  # fmt: skip
+            op = Saga(
+                idx,
+                start,
+                steps=rng.randint(1, 4),
+                fail=rng.random() < 0.4,
+                nap_ms=rng.choice([0, 0, 100, 2000]),
+                cancel_after_s=rng.choice([None, None, None, 0.0, 0.05, 1.0, 3.0]),
+            )
         elif kind == "nap":  # some naps end just when the attempt would suspend (a race worth having)
             near = w.inactivity_timeout_ms + rng.choice([-1, 0, 0, 1])
             odd = rng.choice([1001, 1003, 2002, 4004, 8001, 16_002])  # ms * 0.001 * 1000 < ms in floats
-            op = Nap(idx, start, ms=rng.choice([1, 100, 1000, 15_000, near, near, odd, rng.randint(1, 20_000)]),
-                     cancel_after_s=rng.choice([None, None, None, 0.5, 5.0]), kill=rng.random() < 0.3)  # fmt: skip
+            op = Nap(
+                idx,
+                start,
+                ms=rng.choice([1, 100, 1000, 15_000, near, near, odd, rng.randint(1, 20_000)]),
+                cancel_after_s=rng.choice([None, None, None, 0.5, 5.0]),
+                kill=rng.random() < 0.3,
+            )
         elif kind == "observe":
             target = rng.choice(observable)
             op = Observe(idx, target.start_s, target=target, after_s=rng.choice([0.0, 0.5, 5.0, 30.0]))
         elif kind == "pause":
             target = rng.choice(pausable)
-            op = PauseResume(idx, target.start_s, target=target, pause_after_s=rng.choice([0.0, 0.01, 0.1, 1.0]),
-                             resume_after_s=rng.choice([0.0, 0.05, 1.0, 10.0]), cycles=rng.choice([1, 1, 3, 10]))  # fmt: skip
+            op = PauseResume(
+                idx,
+                target.start_s,
+                target=target,
+                pause_after_s=rng.choice([0.0, 0.01, 0.1, 1.0]),
+                resume_after_s=rng.choice([0.0, 0.05, 1.0, 10.0]),
+                cycles=rng.choice([1, 1, 3, 10]),
+            )
         else:
             op = Await(
                 idx, start, resolve_after_s=rng.choice([0.0, 0.1, 2.0, 20.0]), via_handler=rng.random() < 0.4

@@ -267,8 +267,15 @@ class World:
             self.crash("right after a commit")
 
     # --------------------------------------------------------------------- handler-side ledgers
-    def run_action(self, invocation_id: str, attempt: int, name: str, terminal: str | None = None,
-                   latency_s: float = 0.0, sync: bool = False) -> Callable[[], Any]:  # fmt: skip
+    def run_action(
+        self,
+        invocation_id: str,
+        attempt: int,
+        name: str,
+        terminal: str | None = None,
+        latency_s: float = 0.0,
+        sync: bool = False,
+    ) -> Callable[[], Any]:
         """A ``ctx.run`` action whose executions are recorded outside the engine (``sync``: a plain
         ``def``, which the SDK hands to the loop's executor — inline on the virtual loop)."""
 
@@ -313,8 +320,13 @@ def _schemas(app: App, inactivity_timeout_ms: int) -> Schemas:
     cached = _schemas_cache.get(inactivity_timeout_ms)
     if cached is None:
         # retries never give up in the simulation: a paused invocation would be a liveness failure
-        policy = RetryPolicy(initial_interval_ms=100, exponentiation_factor=2.0, max_interval_ms=5_000,
-                             max_attempts=1_000_000, on_max_attempts=OnMaxAttempts.PAUSE)  # fmt: skip
+        policy = RetryPolicy(
+            initial_interval_ms=100,
+            exponentiation_factor=2.0,
+            max_interval_ms=5_000,
+            max_attempts=1_000_000,
+            on_max_attempts=OnMaxAttempts.PAUSE,
+        )
         day = 86_400_000
         cached = app.schemas(policy, inactivity_timeout_ms, 600_000, day, day, day)
         _schemas_cache[inactivity_timeout_ms] = cached
