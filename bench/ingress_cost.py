@@ -23,7 +23,7 @@ from services import bench  # noqa: E402
 
 import unbroken as restate  # noqa: E402
 from unbroken.core import records as r  # noqa: E402
-from unbroken.core.actions import Reply  # noqa: E402
+from unbroken.core.actions import Output, Reply  # noqa: E402
 from unbroken.core.journal import Result  # noqa: E402
 from unbroken.core.schema import RetryPolicy
 from unbroken.ingress.app import IngressApp  # noqa: E402
@@ -57,7 +57,7 @@ class FakeEngine:
         assert isinstance(rec, r.Invoke)
         self.records += 1
         fut: asyncio.Future[Reply] = self.loop.create_future()
-        fut.set_result(Reply(self._rid, "result", rec.invocation_id, Result(value=rec.argument)))
+        fut.set_result(Reply(self._rid, Output(rec.invocation_id, Result(value=rec.argument))))
         return fut
 
     def forget(self, request_id: int) -> None:
