@@ -37,8 +37,8 @@ from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.testing.sim import SimConfig, SimResult, run_seed
 from unbroken.testing.sim.__main__ import main as sim_main
+from unbroken.testing.sim.app import APP
 from unbroken.testing.sim.loop import OWNER, SimStuck, VirtualEventLoop
-from unbroken.testing.sim.workload import APP
 
 SEEDS = range(0, 500)  # ~15 s on one core
 # The rarer combinations of faults (a storage error, then a graceful restart during the retry pause) need

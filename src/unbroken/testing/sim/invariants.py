@@ -21,7 +21,7 @@ from collections import Counter
 
 from unbroken.core.invocation import Status
 from unbroken.core.journal import Notification, RunCommand
-from unbroken.testing.sim.workload import Model, Op, _order
+from unbroken.testing.sim.ops import Model, Op, _order
 from unbroken.testing.sim.world import World
 
 

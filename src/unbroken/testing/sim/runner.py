@@ -8,9 +8,12 @@ import traceback
 from dataclasses import dataclass, field
 
 from unbroken.testing.sim import invariants
+from unbroken.testing.sim.app import APP, set_current
+from unbroken.testing.sim.client import Client
 from unbroken.testing.sim.faults import stream
+from unbroken.testing.sim.generate import generate, model_of
 from unbroken.testing.sim.loop import SimStuck
-from unbroken.testing.sim.workload import APP, Client, Op, generate, model_of, set_current
+from unbroken.testing.sim.ops import Op
 from unbroken.testing.sim.world import SimConfig, World, install_log_capture
 
 
