@@ -42,7 +42,9 @@ FIGURES = (("inv/s", "invocations_per_s"), ("p50 ms", "p50_ms"), ("p99 ms", "p99
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="bench/ab.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="bench/ab.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = p.add_argument
     add("rev_a", metavar="A", help="the base revision (anything git rev-parse takes)")
@@ -54,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--warmup", type=int, default=5, help="warm-up seconds per cell (default 5)")
     add("--wait-quiet", type=float, default=0.0, metavar="SECONDS", help="passed on to bench/compare")
     add("--json", metavar="PATH", help="where the JSON goes (default bench/results/ab-<timestamp>.json)")
-    return p.parse_args(argv)  # fmt: skip
+    return p.parse_args(argv)
 
 
 def git(*args: str, cwd: Path = ROOT) -> str:
@@ -74,11 +76,16 @@ def checkout(rev: str, where: Path) -> str:
 def check_import(src: Path) -> None:
     """The server must import unbroken from ``src``, not from whatever the venv has installed."""
     out = subprocess.run(
-        [sys.executable, "-c", "import unbroken; print(unbroken.__file__)"], env=_env(src),
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-c", "import unbroken; print(unbroken.__file__)"],
+        env=_env(src),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if out.returncode != 0 or not Path(out.stdout.strip()).resolve().is_relative_to(src.resolve()):
-        raise RuntimeError(f"with PYTHONPATH={src}, unbroken comes from {out.stdout.strip() or out.stderr.strip()}")
+        raise RuntimeError(
+            f"with PYTHONPATH={src}, unbroken comes from {out.stdout.strip() or out.stderr.strip()}"
+        )
 
 
 def _env(src: Path) -> dict[str, str]:
@@ -89,14 +96,29 @@ def one_run(src: Path, args: argparse.Namespace, out_dir: Path) -> list[dict[str
     """bench/compare --only unbroken against the build in ``src``; its cells (Unbroken results)."""
     out_dir.mkdir(parents=True)
     cmd = [
-        sys.executable, str(BENCH_DIR / "compare.py"), "--only", "unbroken", "--workloads", args.workloads,
-        "--connections", args.connections, "--duration", str(args.duration), "--warmup", str(args.warmup),
-        "--wait-quiet", str(args.wait_quiet), "--results-dir", str(out_dir),
-    ]  # fmt: skip
+        sys.executable,
+        str(BENCH_DIR / "compare.py"),
+        "--only",
+        "unbroken",
+        "--workloads",
+        args.workloads,
+        "--connections",
+        args.connections,
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--wait-quiet",
+        str(args.wait_quiet),
+        "--results-dir",
+        str(out_dir),
+    ]
     bound = 120 + 40 * (args.duration + args.warmup + 10) * len(args.workloads.split(","))
     proc = subprocess.run(cmd, env=_env(src), capture_output=True, text=True, timeout=bound)
     if proc.returncode != 0:
-        raise RuntimeError(f"bench/compare failed ({proc.returncode}) on {src}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"bench/compare failed ({proc.returncode}) on {src}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
     (result,) = out_dir.glob("compare-*.json")
     cells: list[dict[str, Any]] = json.loads(result.read_text())["cells"]
     return cells
@@ -144,8 +166,11 @@ def ab_table(ma: dict[tuple[str, int], dict[str, float]], mb: dict[tuple[str, in
         for _, key in FIGURES:
             row += [f"{a[key]:.1f}", f"{b[key]:.1f}", f"{b[key] / a[key]:.3f}" if a[key] else "-"]
         ratio = b["invocations_per_s"] / a["invocations_per_s"] if a["invocations_per_s"] else 0.0
-        row += [f"{a['other_cpu_pct_max']:.0f} / {b['other_cpu_pct_max']:.0f}", f"{a['errors']:.0f} / {b['errors']:.0f}",
-                "SLOWER" if ratio < SLOWER else "ok"]  # fmt: skip
+        row += [
+            f"{a['other_cpu_pct_max']:.0f} / {b['other_cpu_pct_max']:.0f}",
+            f"{a['errors']:.0f} / {b['errors']:.0f}",
+            "SLOWER" if ratio < SLOWER else "ok",
+        ]
         rows.append(row)
     return md_table(head, rows)
 
@@ -166,29 +191,44 @@ def main(argv: list[str] | None = None) -> int:
             commits[side] = checkout(rev, tmp / f"wt-{side}")
             builds[side] = tmp / f"wt-{side}" / "src"
             check_import(builds[side])
-        print(f"A = {args.rev_a} ({commits['A']}), B = {args.rev_b} ({commits['B']}); {args.rounds} round(s) of "
-              f"{args.workloads} at {args.connections} connections, {args.warmup} s + {args.duration} s", flush=True)  # fmt: skip
+        print(
+            f"A = {args.rev_a} ({commits['A']}), B = {args.rev_b} ({commits['B']}); {args.rounds} round(s) of "
+            f"{args.workloads} at {args.connections} connections, {args.warmup} s + {args.duration} s",
+            flush=True,
+        )
         run_rounds(builds, args, tmp, runs)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"A/B aborted: {exc}", file=sys.stderr)
         status = 1
     finally:
         for side in builds:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tmp / f"wt-{side}")], cwd=ROOT,
-                           capture_output=True, timeout=120)  # fmt: skip
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tmp / f"wt-{side}")],
+                cwd=ROOT,
+                capture_output=True,
+                timeout=120,
+            )
         shutil.rmtree(tmp, ignore_errors=True)
     ma, mb = medians(runs["A"]), medians(runs["B"])
     slower = []
     if ma and mb:
-        print(f"\nmedians over {min(len(runs['A']), len(runs['B']))} round(s); B/A above 1 is better for inv/s\n")
+        print(
+            f"\nmedians over {min(len(runs['A']), len(runs['B']))} round(s); B/A above 1 is better for inv/s\n"
+        )
         table = ab_table(ma, mb)
         print(table)
         slower = [line for line in table.splitlines() if line.rstrip(" |").endswith("SLOWER")]
     out = {
-        "meta": {"date": started.isoformat(timespec="seconds"), "a": args.rev_a, "b": args.rev_b, "commits": commits,
-                 "args": vars(args), "status": status},
+        "meta": {
+            "date": started.isoformat(timespec="seconds"),
+            "a": args.rev_a,
+            "b": args.rev_b,
+            "commits": commits,
+            "args": vars(args),
+            "status": status,
+        },
         "runs": runs,
-    }  # fmt: skip
+    }
     path = Path(args.json) if args.json else RESULTS_DIR / f"ab-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")

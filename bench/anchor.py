@@ -49,9 +49,12 @@ class Anchor:
 
     def describe(self) -> dict[str, str]:
         return {
-            "restate_server": self.server_version, "restate_sdk": self.sdk_version,
-            "hypercorn": self.hypercorn_version, "server_bin": str(self.server_bin), "python": str(self.python),
-        }  # fmt: skip
+            "restate_server": self.server_version,
+            "restate_sdk": self.sdk_version,
+            "hypercorn": self.hypercorn_version,
+            "server_bin": str(self.server_bin),
+            "python": str(self.python),
+        }
 
 
 def _platform_pkg() -> str:
@@ -123,9 +126,21 @@ def install(root: Path = ANCHOR_DIR, log: Callable[[str], object] = print) -> An
     server_bin, python, _ = _paths(root)
     if _server_version(server_bin) != RESTATE_SERVER_VERSION:
         log(f"anchor: npm install @restatedev/restate-server@{RESTATE_SERVER_VERSION} into {root} ...")
-        _run(["npm", "install", "--prefix", str(root), "--save-exact", "--ignore-scripts", "--no-audit",
-              "--no-fund", "--include=optional", f"@restatedev/restate-server@{RESTATE_SERVER_VERSION}"],
-             timeout=900)  # fmt: skip
+        _run(
+            [
+                "npm",
+                "install",
+                "--prefix",
+                str(root),
+                "--save-exact",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--include=optional",
+                f"@restatedev/restate-server@{RESTATE_SERVER_VERSION}",
+            ],
+            timeout=900,
+        )
         got = _server_version(server_bin)
         if got != RESTATE_SERVER_VERSION:
             raise AnchorError(
@@ -138,8 +153,19 @@ def install(root: Path = ANCHOR_DIR, log: Callable[[str], object] = print) -> An
         log(f"anchor: venv {venv} with restate-sdk=={RESTATE_SDK_VERSION} hypercorn=={HYPERCORN_VERSION} ...")
         if not python.exists():
             _run([sys.executable, "-m", "venv", str(venv)], timeout=300)
-        _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-              f"restate-sdk=={RESTATE_SDK_VERSION}", f"hypercorn=={HYPERCORN_VERSION}"], timeout=900)  # fmt: skip
+        _run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"restate-sdk=={RESTATE_SDK_VERSION}",
+                f"hypercorn=={HYPERCORN_VERSION}",
+            ],
+            timeout=900,
+        )
     anchor = find(root)
     if anchor is None:
         raise AnchorError(f"installed into {root} but the anchor is still not usable (see the output above)")

@@ -20,11 +20,13 @@ from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.actions import StartAttempt
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
+from unbroken.core.schema import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.core.state_machine import apply
 from unbroken.storage.sqlite import SqliteStore
 
-SCHEMAS = Schemas({"Bench": ServiceSchema("Bench", ServiceKind.SERVICE, {"noop": HandlerSchema("noop", None)})})
+SCHEMAS = Schemas(
+    {"Bench": ServiceSchema("Bench", ServiceKind.SERVICE, {"noop": HandlerSchema("noop", None)})}
+)
 TARGET = Target("Bench", "noop")
 BODY = b'{"hello":"world"}'
 HEADERS = (j.Header("host", "127.0.0.1:8080"), j.Header("content-type", "application/json"))
@@ -45,7 +47,10 @@ class Workload:
         records: list[r.Record] = [r.JournalCommand(i, 1, out) for i in self.pending]
         self.pending = self.ids[self.n : self.n + NEW_PER_BATCH]
         self.n += NEW_PER_BATCH
-        records += [r.Invoke(i, TARGET, BODY, HEADERS, None, 0, k + 1, "result", 7) for k, i in enumerate(self.pending)]
+        records += [
+            r.Invoke(i, TARGET, BODY, HEADERS, None, 0, k + 1, "result", 7)
+            for k, i in enumerate(self.pending)
+        ]
         t0 = time.perf_counter()
         with self.store.transaction() as txn:
             for rec in records:
@@ -65,7 +70,9 @@ class CallWorkload(Workload):
         t0 = time.perf_counter()
         with self.store.transaction() as txn:
             for k, caller in enumerate(callers):
-                apply(txn, r.Invoke(caller, TARGET, BODY, HEADERS, None, 0, k + 1, "result", 7), NOW_MS, SCHEMAS)
+                apply(
+                    txn, r.Invoke(caller, TARGET, BODY, HEADERS, None, 0, k + 1, "result", 7), NOW_MS, SCHEMAS
+                )
                 actions = apply(txn, r.JournalCommand(caller, 1, call), NOW_MS, SCHEMAS)
                 (child,) = [a.invocation.id for a in actions if isinstance(a, StartAttempt)]
                 apply(txn, r.JournalCommand(child, 1, out), NOW_MS, SCHEMAS)
@@ -94,8 +101,10 @@ def main() -> None:
         if prof:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
-    print(f"apply {apply_s / records * 1e6:.1f} us/record, commit {commit_s / args.batches * 1e3:.3f} ms "
-          f"per batch of {records / args.batches:.0f} records ({args.batches} batches, fsync on)")  # fmt: skip
+    print(
+        f"apply {apply_s / records * 1e6:.1f} us/record, commit {commit_s / args.batches * 1e3:.3f} ms "
+        f"per batch of {records / args.batches:.0f} records ({args.batches} batches, fsync on)"
+    )
 
 
 if __name__ == "__main__":

@@ -66,26 +66,50 @@ LEGEND = (
 
 # -------------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench/compare", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--workloads", default=",".join(DEFAULT_ORDER),
-                   help="comma-separated names or ids (W1..W6, W3a, W3b): " + ", ".join(
-                       f"{ALL_WORKLOADS[n].wid}={n}" for n in DEFAULT_ORDER) + " (default: all)")  # fmt: skip
-    p.add_argument("--connections", default=None,
-                   help="comma-separated connection counts for every workload (default: 16,128; W4 also 512)")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="bench/compare",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT_ORDER),
+        help="comma-separated names or ids (W1..W6, W3a, W3b): "
+        + ", ".join(f"{ALL_WORKLOADS[n].wid}={n}" for n in DEFAULT_ORDER)
+        + " (default: all)",
+    )
+    p.add_argument(
+        "--connections",
+        default=None,
+        help="comma-separated connection counts for every workload (default: 16,128; W4 also 512)",
+    )
     p.add_argument("--duration", type=int, default=15, help="measured seconds per run (default 15)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up seconds per run, discarded (default 5)")
     p.add_argument("--timeout", type=int, default=60, help="wrk per-request timeout in seconds (default 60)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: 16 connections, 1 s warm-up + 2 s measured (overrides the above)")  # fmt: skip
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 16 connections, 1 s warm-up + 2 s measured (overrides the above)",
+    )
     p.add_argument("--only", choices=["unbroken", "restate"], help="run one side only (the other shows '-')")
-    p.add_argument("--with-fsync-off", action="store_true",
-                   help="also run Unbroken with fsync OFF, printed in a separate, labelled table (NOT durable)")  # fmt: skip
-    p.add_argument("--anchor-dir", default=str(anchor_mod.ANCHOR_DIR),
-                   help="where the Restate anchor is (installed on first use; default bench/.anchor)")  # fmt: skip
+    p.add_argument(
+        "--with-fsync-off",
+        action="store_true",
+        help="also run Unbroken with fsync OFF, printed in a separate, labelled table (NOT durable)",
+    )
+    p.add_argument(
+        "--anchor-dir",
+        default=str(anchor_mod.ANCHOR_DIR),
+        help="where the Restate anchor is (installed on first use; default bench/.anchor)",
+    )
     p.add_argument("--no-install", action="store_true", help="fail instead of installing a missing anchor")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                   help="before each measured run wait up to SECONDS for the machine's other load to stop")  # fmt: skip
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each measured run wait up to SECONDS for the machine's other load to stop",
+    )
     p.add_argument(
         "--keep-data", action="store_true", help="keep the temp dir (data dirs, logs, Lua scripts)"
     )
@@ -98,8 +122,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through main's `finally`, which stops both sides' processes
 
@@ -109,8 +131,10 @@ def make_plan(args: argparse.Namespace) -> list[tuple[str, int]] | str:
     if shutil.which("wrk") is None:
         return WRK_INSTALL_HINT.replace("bench/run.py", "bench/compare")
     if args.only != "restate" and importlib.util.find_spec("unbroken") is None:
-        return (f"unbroken is not importable by {sys.executable}; run with the project's python, e.g. "
-                "PYTHON=.venv/bin/python bench/compare")  # fmt: skip
+        return (
+            f"unbroken is not importable by {sys.executable}; run with the project's python, e.g. "
+            "PYTHON=.venv/bin/python bench/compare"
+        )
     try:
         names = resolve_workloads(args.workloads)
     except ValueError as exc:
@@ -134,35 +158,54 @@ def find_anchor(args: argparse.Namespace) -> anchor_mod.Anchor | None:
 
 
 def header(
-    args: argparse.Namespace, argv: list[str] | None, started: dt.datetime, anchor: anchor_mod.Anchor | None,
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    started: dt.datetime,
+    anchor: anchor_mod.Anchor | None,
     cells: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The run's metadata, printed as the first lines."""
     meta: dict[str, Any] = {
-        "date": started.isoformat(timespec="seconds"), "command": " ".join(["bench/compare", *(argv or sys.argv[1:])]),
-        "git": git_rev(), "machine": machine_info(), "load_generator": wrk_version(),
+        "date": started.isoformat(timespec="seconds"),
+        "command": " ".join(["bench/compare", *(argv or sys.argv[1:])]),
+        "git": git_rev(),
+        "machine": machine_info(),
+        "load_generator": wrk_version(),
         "load_shape": "closed loop, wrk -t1 -c<conns>, server(s), handlers and wrk on this machine",
-        "loadavg_at_start": os.getloadavg()[0], "warmup_s": args.warmup, "duration_s": args.duration,
-        "quick": args.quick, "unbroken_fsync": True,
+        "loadavg_at_start": os.getloadavg()[0],
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "quick": args.quick,
+        "unbroken_fsync": True,
         "restate": anchor.describe() if anchor else None,
         "restate_config": "defaults (RocksDB WAL fsync on), own base dir, ports on 127.0.0.1, telemetry off; "
-                          "services in hypercorn " + (anchor.hypercorn_version if anchor else "?") +
-                          " (HTTP/2, one process; h2_max_concurrent_streams, keep_alive_max_requests and "
-                          "keep_alive_timeout raised)",
-    }  # fmt: skip
+        "services in hypercorn "
+        + (anchor.hypercorn_version if anchor else "?")
+        + " (HTTP/2, one process; h2_max_concurrent_streams, keep_alive_max_requests and "
+        "keep_alive_timeout raised)",
+    }
     m = meta["machine"]
-    print(f"bench/compare {meta['git']} on {m['nproc']} CPU ({m['cpu_model']}), {m['mem_gib']} GiB; "
-          f"{meta['load_generator']}; load average {meta['loadavg_at_start']:.2f}")  # fmt: skip
+    print(
+        f"bench/compare {meta['git']} on {m['nproc']} CPU ({m['cpu_model']}), {m['mem_gib']} GiB; "
+        f"{meta['load_generator']}; load average {meta['loadavg_at_start']:.2f}"
+    )
     if args.only != "restate":
-        print("Unbroken: `unbroken serve bench/services.py`, defaults: fsync ON (SQLite WAL synchronous=FULL, "
-              "every commit fsynced before anything leaves the engine); one process = engine + handlers")  # fmt: skip
+        print(
+            "Unbroken: `unbroken serve bench/services.py`, defaults: fsync ON (SQLite WAL synchronous=FULL, "
+            "every commit fsynced before anything leaves the engine); one process = engine + handlers"
+        )
     if anchor:
-        print(f"Restate:  restate-server {anchor.server_version} + restate-sdk {anchor.sdk_version} in hypercorn "
-              f"{anchor.hypercorn_version} (HTTP/2), defaults (RocksDB WAL fsync on); two processes")  # fmt: skip
+        print(
+            f"Restate:  restate-server {anchor.server_version} + restate-sdk {anchor.sdk_version} in hypercorn "
+            f"{anchor.hypercorn_version} (HTTP/2), defaults (RocksDB WAL fsync on); two processes"
+        )
     if args.with_fsync_off:
         print("also: Unbroken with fsync OFF (NOT durable), reported only in its own labelled table")
-    print(f"{cells} cell(s) x {'1 side' if args.only else 'both sides'}: {args.warmup} s warm-up + "
-          f"{args.duration} s measured each, sides alternating\n", flush=True)  # fmt: skip
+    print(
+        f"{cells} cell(s) x {'1 side' if args.only else 'both sides'}: {args.warmup} s warm-up + "
+        f"{args.duration} s measured each, sides alternating\n",
+        flush=True,
+    )
     return meta
 
 
@@ -193,16 +236,21 @@ def start_targets(targets: list[Target]) -> None:
             if isinstance(t, RestateSide):
                 raise AnchorDown(str(exc)) from exc
             raise
-        print(f"{t.label} up: health after {t.startup['health_s']:.3f} s, first successful call after "
-              f"{t.startup['first_call_s']:.3f} s (from process start"
-              f"{', hypercorn started alongside and the deployment registered' if isinstance(t, RestateSide) else ''})",
-              flush=True)  # fmt: skip
+        print(
+            f"{t.label} up: health after {t.startup['health_s']:.3f} s, first successful call after "
+            f"{t.startup['first_call_s']:.3f} s (from process start"
+            f"{', hypercorn started alongside and the deployment registered' if isinstance(t, RestateSide) else ''})",
+            flush=True,
+        )
 
 
 def run_cells(
-    targets: list[Target], plan: list[tuple[str, int]], args: argparse.Namespace, tmp: Path,
+    targets: list[Target],
+    plan: list[tuple[str, int]],
+    args: argparse.Namespace,
+    tmp: Path,
     cells: list[dict[str, Any]],
-) -> None:  # fmt: skip
+) -> None:
     """Every cell on every side, the sides' order alternating; cells are appended as they come."""
     for i, (name, conns) in enumerate(plan):
         w = ALL_WORKLOADS[name]
@@ -212,9 +260,12 @@ def run_cells(
             r = measure(t, w, conns, args, tmp)
             cell["results"][t.name] = r
             extra = f", drain {r['drain_s']:.2f} s" if "drain_s" in r else ""
-            print(f"  {w.wid} {name} c={conns} {t.label}: {r['invocations_per_s']:.0f} "
-                  f"{'accepted' if w is SEND else 'inv'}/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-                  f"errors {r['errors']}{extra}; other load {r['other_cpu_pct']:.0f}%", flush=True)  # fmt: skip
+            print(
+                f"  {w.wid} {name} c={conns} {t.label}: {r['invocations_per_s']:.0f} "
+                f"{'accepted' if w is SEND else 'inv'}/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                f"errors {r['errors']}{extra}; other load {r['other_cpu_pct']:.0f}%",
+                flush=True,
+            )
         cells.append(cell)
 
 
@@ -234,8 +285,10 @@ def print_tables(
     print(summary_table(sides, "unbroken", "restate", "U", "R"))
     print(LEGEND)
     if any(t.name == "unbroken_nofsync" for t in targets):
-        print("\nNOT DURABLE: Unbroken with fsync OFF (U-nofsync) vs Restate with fsync on. Not a comparable figure;"
-              " for reference only.")  # fmt: skip
+        print(
+            "\nNOT DURABLE: Unbroken with fsync OFF (U-nofsync) vs Restate with fsync on. Not a comparable figure;"
+            " for reference only."
+        )
         print(comparison_table(cells, "unbroken_nofsync", "restate", "U-nofsync", "R"))
     if quick:
         print("\n(--quick: a few seconds per cell: a smoke test of the harness, not figures to quote)")
@@ -243,8 +296,12 @@ def print_tables(
 
 def print_warnings(cells: list[dict[str, Any]], problems: dict[str, list[str]]) -> int:
     """Noise, log problems and failed calls; returns the number of failed calls."""
-    noisy = [f"{c['workload']} c={c['conns']} {k} ({r['other_cpu_pct']:.0f}%)"
-             for c in cells for k, r in c["results"].items() if r["other_cpu_pct"] > 10]  # fmt: skip
+    noisy = [
+        f"{c['workload']} c={c['conns']} {k} ({r['other_cpu_pct']:.0f}%)"
+        for c in cells
+        for k, r in c["results"].items()
+        if r["other_cpu_pct"] > 10
+    ]
     if noisy:
         print(
             f"WARNING: other processes used >10% of the machine's CPU during: {', '.join(noisy)}; figures are noisy"
@@ -271,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         anchor = find_anchor(args)
     except anchor_mod.AnchorError as exc:
-        print(f"Restate anchor unavailable: {exc}\n(run `bench/compare --only unbroken` to measure Unbroken "
-              "alone)", file=sys.stderr)  # fmt: skip
+        print(
+            f"Restate anchor unavailable: {exc}\n(run `bench/compare --only unbroken` to measure Unbroken "
+            "alone)",
+            file=sys.stderr,
+        )
         return 4
     started = dt.datetime.now(dt.UTC)
     meta = header(args, argv, started, anchor, len(plan))

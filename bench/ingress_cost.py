@@ -23,10 +23,12 @@ from services import bench  # noqa: E402
 
 import unbroken as restate  # noqa: E402
 from unbroken.core import records as r  # noqa: E402
-from unbroken.core.actions import Reply  # noqa: E402
+from unbroken.core.actions import Output, Reply  # noqa: E402
 from unbroken.core.journal import Result  # noqa: E402
-from unbroken.core.model import RetryPolicy  # noqa: E402
+from unbroken.core.schema import RetryPolicy
 from unbroken.ingress.app import IngressApp  # noqa: E402
+from unbroken.runtime.entropy import RandomBytes
+from unbroken.runtime.faults import FaultPoints
 
 DAY_MS = 86_400_000
 
@@ -46,6 +48,8 @@ class FakeEngine:
         self.loop = asyncio.get_event_loop()
         self.records = 0
         self._rid = 0
+        self.entropy = RandomBytes()  # the node's injected parts the ingress uses
+        self.faults = FaultPoints()
 
     def request(self, make: Any, client_gone: Any = None, bounded: bool = False) -> asyncio.Future[Reply]:
         self._rid += 1
@@ -53,7 +57,7 @@ class FakeEngine:
         assert isinstance(rec, r.Invoke)
         self.records += 1
         fut: asyncio.Future[Reply] = self.loop.create_future()
-        fut.set_result(Reply(self._rid, "result", rec.invocation_id, Result(value=rec.argument)))
+        fut.set_result(Reply(self._rid, Output(rec.invocation_id, Result(value=rec.argument))))
         return fut
 
     def forget(self, request_id: int) -> None:
@@ -67,8 +71,11 @@ async def _run(n: int, idempotent: bool) -> float:
     engine = FakeEngine()
     app = IngressApp(engine)  # type: ignore[arg-type]
     body = b'{"hello": "world", "n": 1}'
-    headers = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    headers = [
+        (b"host", b"127.0.0.1:8080"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -79,8 +86,14 @@ async def _run(n: int, idempotent: bool) -> float:
 
     def scope(i: int) -> dict[str, Any]:
         extra = [(b"idempotency-key", f"k{i}".encode())] if idempotent else []
-        return {"type": "http", "method": "POST", "path": "/Bench/noop", "raw_path": b"/Bench/noop",
-                "query_string": b"", "headers": headers + extra}  # fmt: skip
+        return {
+            "type": "http",
+            "method": "POST",
+            "path": "/Bench/noop",
+            "raw_path": b"/Bench/noop",
+            "query_string": b"",
+            "headers": headers + extra,
+        }
 
     for i in range(2_000):  # warm-up
         await app(scope(i), receive, send)

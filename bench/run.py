@@ -55,22 +55,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--workloads", default="noop,steps,counter,hot,sleep,fanout",
-                   help=f"comma-separated, from: {', '.join(WORKLOADS)} (default: all)")  # fmt: skip
+    p.add_argument(
+        "--workloads",
+        default="noop,steps,counter,hot,sleep,fanout",
+        help=f"comma-separated, from: {', '.join(WORKLOADS)} (default: all)",
+    )
     p.add_argument(
         "--connections", default="16,128", help="comma-separated connection counts (default 16,128)"
     )
     p.add_argument("--duration", type=int, default=15, help="measured seconds per run (default 15)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up seconds per run, discarded (default 5)")
     p.add_argument("--timeout", type=int, default=60, help="wrk per-request timeout in seconds (default 60)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: noop+steps, 4 connections, 1 s warm-up + 1 s each (overrides the above)")  # fmt: skip
-    p.add_argument("--anchor", action="store_true",
-                   help="add the Restate anchor figures from WORKLOADS.md (NOT measured here) and the ratio")  # fmt: skip
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: noop+steps, 4 connections, 1 s warm-up + 1 s each (overrides the above)",
+    )
+    p.add_argument(
+        "--anchor",
+        action="store_true",
+        help="add the Restate anchor figures from WORKLOADS.md (NOT measured here) and the ratio",
+    )
     p.add_argument("--no-fsync", action="store_true", help="run the server with fsync off (not the default)")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                   help="before each run, wait up to SECONDS for other processes to leave the CPU idle "
-                   "(shared machines; default 0 = don't wait)")  # fmt: skip
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run, wait up to SECONDS for other processes to leave the CPU idle "
+        "(shared machines; default 0 = don't wait)",
+    )
     p.add_argument("--keep-data", action="store_true", help="keep the temp dir (data dir, server log, Lua)")
     p.add_argument(
         "--results-dir", default=str(RESULTS_DIR), help="where the JSON goes (default bench/results)"
@@ -81,15 +95,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-
-
 def check_args(args: argparse.Namespace) -> tuple[list[str], list[int]] | str:
     """The workloads and connection counts to run, or why the arguments or the machine cannot run them."""
     if shutil.which("wrk") is None:
         return WRK_INSTALL_HINT
     if importlib.util.find_spec("unbroken") is None:
-        return (f"unbroken is not importable by {sys.executable}; run with the project's venv python "
-                "(e.g. /work/venv/bin/python bench/run.py)")  # fmt: skip
+        return (
+            f"unbroken is not importable by {sys.executable}; run with the project's venv python "
+            "(e.g. /work/venv/bin/python bench/run.py)"
+        )
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
@@ -103,11 +117,18 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], list[int]] | str:
 def header(args: argparse.Namespace, started: dt.datetime, cells: int, conn_counts: int) -> dict[str, Any]:
     """The run's metadata, printed as the first lines."""
     meta: dict[str, Any] = {
-        "date": started.isoformat(timespec="seconds"), "command": " ".join(["python", *sys.argv]),
-        "target": "unbroken", "git": git_rev(), "machine": machine_info(), "load_generator": wrk_version(),
+        "date": started.isoformat(timespec="seconds"),
+        "command": " ".join(["python", *sys.argv]),
+        "target": "unbroken",
+        "git": git_rev(),
+        "machine": machine_info(),
+        "load_generator": wrk_version(),
         "load_shape": "closed loop, wrk -t1 -c<conns>, everything on this machine",
-        "loadavg_at_start": os.getloadavg()[0], "fsync": not args.no_fsync, "warmup_s": args.warmup, "duration_s": args.duration,
-    }  # fmt: skip
+        "loadavg_at_start": os.getloadavg()[0],
+        "fsync": not args.no_fsync,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+    }
     m = meta["machine"]
     print(
         f"Unbroken {meta['git']} on {m['nproc']} CPU ({m['cpu_model']}), {m['mem_gib']} GiB; {meta['load_generator']}"
@@ -116,28 +137,40 @@ def header(args: argparse.Namespace, started: dt.datetime, cells: int, conn_coun
         print("fsync: OFF (--no-fsync): commits are NOT durable; figures not comparable with the anchor")
     else:
         print("fsync: ON (the default: SQLite WAL synchronous=FULL, every commit fsynced before a reply)")
-    print(f"{cells} workload(s) x {conn_counts} connection count(s): {args.warmup} s warm-up + "
-          f"{args.duration} s measured each\n", flush=True)  # fmt: skip
+    print(
+        f"{cells} workload(s) x {conn_counts} connection count(s): {args.warmup} s warm-up + "
+        f"{args.duration} s measured each\n",
+        flush=True,
+    )
     return meta
 
 
 def run_all(
-    target: UnbrokenTarget, args: argparse.Namespace, names: list[str], conns_list: list[int], tmp: Path,
+    target: UnbrokenTarget,
+    args: argparse.Namespace,
+    names: list[str],
+    conns_list: list[int],
+    tmp: Path,
     results: list[Result],
-) -> None:  # fmt: skip
+) -> None:
     """Start the server, then every (workload, conns) cell; results are appended as they come."""
     target.start()
-    print(f"server up: health after {target.startup['health_s']:.3f} s, first successful call after "
-          f"{target.startup['first_call_s']:.3f} s (from process start)", flush=True)  # fmt: skip
+    print(
+        f"server up: health after {target.startup['health_s']:.3f} s, first successful call after "
+        f"{target.startup['first_call_s']:.3f} s (from process start)",
+        flush=True,
+    )
     for name in names:
         for conns in conns_list:
             r = measure(
                 target, WORKLOADS[name], conns, args.warmup, args.duration, tmp, args.timeout, args.wait_quiet
             )
             results.append(r)
-            print(f"  {r.wid} {r.workload} c={conns}: {r.invocations_per_s:.0f} inv/s, p50 {r.p50_ms:.1f} ms, "
-                  f"p99 {r.p99_ms:.1f} ms, errors {r.errors}; other load on the machine {r.other_cpu_pct:.0f}%",
-                  flush=True)  # fmt: skip
+            print(
+                f"  {r.wid} {r.workload} c={conns}: {r.invocations_per_s:.0f} inv/s, p50 {r.p50_ms:.1f} ms, "
+                f"p99 {r.p99_ms:.1f} ms, errors {r.errors}; other load on the machine {r.other_cpu_pct:.0f}%",
+                flush=True,
+            )
 
 
 def print_report(results: list[Result], anchor: bool, problems: list[str]) -> int:
@@ -146,8 +179,10 @@ def print_report(results: list[Result], anchor: bool, problems: list[str]) -> in
     print()
     print(table(results, anchor))
     if anchor:
-        print("* anchor figures from ../shared/bench/WORKLOADS.md (Restate 1.7.12, mean of its two runs; CPU = "
-              "server + service), NOT measured in this run")  # fmt: skip
+        print(
+            "* anchor figures from ../shared/bench/WORKLOADS.md (Restate 1.7.12, mean of its two runs; CPU = "
+            "server + service), NOT measured in this run"
+        )
     print(LEGEND)
     print(f"errors: {total_errors} (non-2xx answers and socket errors/timeouts)")
     noisy = [f"{r.workload} c={r.conns} ({r.other_cpu_pct:.0f}%)" for r in results if r.other_cpu_pct > 5]

@@ -78,24 +78,33 @@ def start_workflows(target: ScaleTarget, args: argparse.Namespace, scripts: Path
     accepted_s = time.monotonic() - t0
     accepted = res["answered"] - res["non2xx"]
     counts, _ = wait_in_flight(
-        target, lambda c: c.get("suspended", 0) >= accepted and len(c) == 1,
-        f"all {accepted} accepted workflows are suspended", 120 + n / 20,
-    )  # fmt: skip
+        target,
+        lambda c: c.get("suspended", 0) >= accepted and len(c) == 1,
+        f"all {accepted} accepted workflows are suspended",
+        120 + n / 20,
+    )
     suspended_s = time.monotonic() - t0
     cpu_s = (cpu_ticks(pid) - cpu0) / CLK_TCK
     rss, disk = target.rss(), data_dir_bytes(target)
     return {
-        "workflows": n, "accepted": accepted, "errors": res["errors"], "first_error": res["first_bad"],
-        "reached_suspended": counts.get("suspended", 0), "in_flight": counts,
-        "accept_s": round(accepted_s, 3), "accepted_per_s": round(accepted / accepted_s, 1),
-        "all_suspended_s": round(suspended_s, 3), "suspended_per_s": round(accepted / suspended_s, 1),
-        "rss_before_mib": round(base_rss["rss_mib"], 1), "rss_mib": round(rss["rss_mib"], 1),
+        "workflows": n,
+        "accepted": accepted,
+        "errors": res["errors"],
+        "first_error": res["first_bad"],
+        "reached_suspended": counts.get("suspended", 0),
+        "in_flight": counts,
+        "accept_s": round(accepted_s, 3),
+        "accepted_per_s": round(accepted / accepted_s, 1),
+        "all_suspended_s": round(suspended_s, 3),
+        "suspended_per_s": round(accepted / suspended_s, 1),
+        "rss_before_mib": round(base_rss["rss_mib"], 1),
+        "rss_mib": round(rss["rss_mib"], 1),
         "hwm_mib": round(rss["hwm_mib"], 1),
         "rss_bytes_per_workflow": round((rss["rss_mib"] - base_rss["rss_mib"]) * 2**20 / max(accepted, 1)),
         "data_dir_bytes": disk,
         "data_dir_bytes_per_workflow": round((disk["total"] - base_disk) / max(accepted, 1)),
         "cpu_ms_per_workflow": round(cpu_s * 1000 / max(accepted, 1), 3),
-    }  # fmt: skip
+    }
 
 
 def resume_workflows(
@@ -112,12 +121,18 @@ def resume_workflows(
     done_s = time.monotonic() - t0
     cpu_s = (cpu_ticks(pid) - cpu0) / CLK_TCK
     return {
-        "released": released, "errors": res["errors"], "first_error": res["first_bad"],
-        "release_calls_s": round(release_s, 3), "all_completed_s": round(done_s, 3),
-        "resumes_per_s": round(released / done_s, 1), "release_p50_ms": res["p50_us"] / 1000,
-        "release_p99_ms": res["p99_us"] / 1000, "workflows_completed": target.workflows_completed(),
-        "cpu_ms_per_resume": round(cpu_s * 1000 / max(released, 1), 3), **target.rss(),
-    }  # fmt: skip
+        "released": released,
+        "errors": res["errors"],
+        "first_error": res["first_bad"],
+        "release_calls_s": round(release_s, 3),
+        "all_completed_s": round(done_s, 3),
+        "resumes_per_s": round(released / done_s, 1),
+        "release_p50_ms": res["p50_us"] / 1000,
+        "release_p99_ms": res["p99_us"] / 1000,
+        "workflows_completed": target.workflows_completed(),
+        "cpu_ms_per_resume": round(cpu_s * 1000 / max(released, 1), 3),
+        **target.rss(),
+    }
 
 
 def restart(
@@ -137,12 +152,18 @@ def restart(
         target, lambda c: sum(c.values()) <= in_flight - sample, "the sample completed", 120 + sample / 20
     )
     return {
-        "in_flight_before_kill": sum(before.values()), "in_flight_after_restart": in_flight,
-        "statuses_after_restart": after, "empty_store": empty, **target.startup,
-        "rss_after_start_mib": round(rss["rss_mib"], 1), "hwm_after_start_mib": round(rss["hwm_mib"], 1),
-        "sample": sample, "sample_errors": res["errors"], "sample_completed": target.workflows_completed(),
+        "in_flight_before_kill": sum(before.values()),
+        "in_flight_after_restart": in_flight,
+        "statuses_after_restart": after,
+        "empty_store": empty,
+        **target.startup,
+        "rss_after_start_mib": round(rss["rss_mib"], 1),
+        "hwm_after_start_mib": round(rss["hwm_mib"], 1),
+        "sample": sample,
+        "sample_errors": res["errors"],
+        "sample_completed": target.workflows_completed(),
         "sample_completed_s": round(time.monotonic() - t0, 3),
-    }  # fmt: skip
+    }
 
 
 def workflow_figures(args: argparse.Namespace, only: set[str], tmp: Path, out: dict[str, Any]) -> None:
@@ -159,16 +180,20 @@ def workflow_figures(args: argparse.Namespace, only: set[str], tmp: Path, out: d
         started = start_workflows(target, args, tmp)
         if "suspended" in only:
             out["suspended"] = started
-        print(f"  {started['reached_suspended']} suspended after {started['all_suspended_s']:.1f} s, RSS "
-              f"{started['rss_mib']:.0f} MiB, data dir {started['data_dir_bytes']['total'] / 2**20:.1f} MiB",
-              flush=True)  # fmt: skip
+        print(
+            f"  {started['reached_suspended']} suspended after {started['all_suspended_s']:.1f} s, RSS "
+            f"{started['rss_mib']:.0f} MiB, data dir {started['data_dir_bytes']['total'] / 2**20:.1f} MiB",
+            flush=True,
+        )
         first = 1
         if "startup" in only:
             out["startup"] = up = restart(target, args, tmp, empty)
             first = up["sample"] + 1
-            print(f"  restart: first call after {up['first_call_s']:.3f} s, "
-                  f"{up['in_flight_after_restart']} in flight",
-                  flush=True)  # fmt: skip
+            print(
+                f"  restart: first call after {up['first_call_s']:.3f} s, "
+                f"{up['in_flight_after_restart']} in flight",
+                flush=True,
+            )
         if "suspended" in only:
             started["resume"] = r = resume_workflows(target, args, tmp, first, args.workflows)
             print(f"  resumed {r['released']}: all completed after {r['all_completed_s']:.1f} s", flush=True)
@@ -206,14 +231,25 @@ def growth(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
             r = measure(
                 target, WORKLOADS["steps"], args.connections, args.warmup, args.duration, tmp, args.timeout
             )
-            rows.append({
-                "level": level, "stored": stored, "inv_per_s": round(r.invocations_per_s, 1),
-                "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "errors": r.errors + r.warmup_errors,
-                "cpu_ms_per_inv": round(sum(r.cpu_ms_per_inv.values()), 3), "rss_mib": round(r.rss_mib, 1),
-                "data_dir_mib": round(r.data_dir_mib, 1), **filled,
-            })  # fmt: skip
-            print(f"growth: {stored} stored: W2 {r.invocations_per_s:.0f} inv/s, p50 {r.p50_ms:.1f} ms, "
-                  f"p99 {r.p99_ms:.1f} ms (fill {filled['fill_s']} s)", flush=True)  # fmt: skip
+            rows.append(
+                {
+                    "level": level,
+                    "stored": stored,
+                    "inv_per_s": round(r.invocations_per_s, 1),
+                    "p50_ms": r.p50_ms,
+                    "p99_ms": r.p99_ms,
+                    "errors": r.errors + r.warmup_errors,
+                    "cpu_ms_per_inv": round(sum(r.cpu_ms_per_inv.values()), 3),
+                    "rss_mib": round(r.rss_mib, 1),
+                    "data_dir_mib": round(r.data_dir_mib, 1),
+                    **filled,
+                }
+            )
+            print(
+                f"growth: {stored} stored: W2 {r.invocations_per_s:.0f} inv/s, p50 {r.p50_ms:.1f} ms, "
+                f"p99 {r.p99_ms:.1f} ms (fill {filled['fill_s']} s)",
+                flush=True,
+            )
     finally:
         target.stop()
         out["meta"]["server_log_problems"] += target.log_problems()
@@ -229,24 +265,32 @@ def suspended_table(s: dict[str, Any]) -> str:
         ["workflows started (202 Accepted) / asked", f"{s['accepted']} / {s['workflows']}"],
         ["all accepted after, s (starts/s)", f"{s['accept_s']:.2f} ({s['accepted_per_s']:.0f}/s)"],
         ["all suspended after, s", f"{s['all_suspended_s']:.2f} ({s['reached_suspended']} suspended)"],
-        ["server VmRSS before / after, MiB (VmHWM)",
-         f"{s['rss_before_mib']:.0f} / {s['rss_mib']:.0f} ({s['hwm_mib']:.0f})"],
+        [
+            "server VmRSS before / after, MiB (VmHWM)",
+            f"{s['rss_before_mib']:.0f} / {s['rss_mib']:.0f} ({s['hwm_mib']:.0f})",
+        ],
         ["VmRSS growth per suspended workflow, bytes", str(s["rss_bytes_per_workflow"])],
-        ["data dir, MiB (of which WAL)",
-         f"{disk['total'] / 2**20:.1f} ({disk.get('unbroken.db-wal', 0) / 2**20:.1f})"],
+        [
+            "data dir, MiB (of which WAL)",
+            f"{disk['total'] / 2**20:.1f} ({disk.get('unbroken.db-wal', 0) / 2**20:.1f})",
+        ],
         ["data dir growth per suspended workflow, bytes", str(s["data_dir_bytes_per_workflow"])],
         ["server CPU per started workflow, ms", f"{s['cpu_ms_per_workflow']:.2f}"],
-    ]  # fmt: skip
+    ]
     if r:
         rows += [
             ["workflows released (release 2xx)", str(r["released"])],
-            ["release calls done after, s (p50 / p99 ms)",
-             f"{r['release_calls_s']:.2f} ({r['release_p50_ms']:.1f} / {r['release_p99_ms']:.1f})"],
-            ["all completed after, s (resumes/s)",
-             f"{r['all_completed_s']:.2f} ({r['resumes_per_s']:.0f}/s)"],
+            [
+                "release calls done after, s (p50 / p99 ms)",
+                f"{r['release_calls_s']:.2f} ({r['release_p50_ms']:.1f} / {r['release_p99_ms']:.1f})",
+            ],
+            [
+                "all completed after, s (resumes/s)",
+                f"{r['all_completed_s']:.2f} ({r['resumes_per_s']:.0f}/s)",
+            ],
             ["server CPU per resume (release call + resumed run), ms", f"{r['cpu_ms_per_resume']:.2f}"],
             ["ScaleWf runs completed in the store", str(r["workflows_completed"])],
-        ]  # fmt: skip
+        ]
     rows.append(["errors (start / release)", f"{s['errors']} / {r.get('errors', '-')}"])
     return md_table(["1. suspended workflows", "value"], rows)
 
@@ -254,31 +298,56 @@ def suspended_table(s: dict[str, Any]) -> str:
 def startup_table(s: dict[str, Any]) -> str:
     e = s["empty_store"]
     rows = [
-        ["in flight before SIGKILL / after restart",
-         f"{s['in_flight_before_kill']} / {s['in_flight_after_restart']}", "-"],
+        [
+            "in flight before SIGKILL / after restart",
+            f"{s['in_flight_before_kill']} / {s['in_flight_after_restart']}",
+            "-",
+        ],
         ["health answered after start, s", f"{s['health_s']:.3f}", f"{e['health_s']:.3f}"],
         ["first successful call after start, s", f"{s['first_call_s']:.3f}", f"{e['first_call_s']:.3f}"],
-        ["VmRSS / VmHWM after start-up, MiB",
-         f"{s['rss_after_start_mib']:.0f} / {s['hwm_after_start_mib']:.0f}", "-"],
-        ["sample resolved after restart: completed / asked",
-         f"{s['sample_completed']} / {s['sample']} in {s['sample_completed_s']:.2f} s", "-"],
-    ]  # fmt: skip
+        [
+            "VmRSS / VmHWM after start-up, MiB",
+            f"{s['rss_after_start_mib']:.0f} / {s['hwm_after_start_mib']:.0f}",
+            "-",
+        ],
+        [
+            "sample resolved after restart: completed / asked",
+            f"{s['sample_completed']} / {s['sample']} in {s['sample_completed_s']:.2f} s",
+            "-",
+        ],
+    ]
     return md_table(["3. start-up with in-flight workflows", "value", "empty store"], rows)
 
 
 def growth_table(g: dict[str, Any]) -> str:
     rows = [
-        [str(r["stored"]), f"{r['inv_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-         f"{r['cpu_ms_per_inv']:.2f}", f"{r['rss_mib']:.0f}", f"{r['data_dir_mib']:.0f}",
-         f"{r['fill_s']:.0f}",
-         str(r["errors"] + r["fill_errors"])]
+        [
+            str(r["stored"]),
+            f"{r['inv_per_s']:.0f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['cpu_ms_per_inv']:.2f}",
+            f"{r['rss_mib']:.0f}",
+            f"{r['data_dir_mib']:.0f}",
+            f"{r['fill_s']:.0f}",
+            str(r["errors"] + r["fill_errors"]),
+        ]
         for r in g["levels"]
-    ]  # fmt: skip
+    ]
     if ratio := g.get("last_over_first"):
         cells = [f"{ratio[k]:.2f}" if ratio[k] else "-" for k in ("inv_per_s", "p50_ms", "p99_ms")]
         rows.append(["last / first", *cells, "", "", "", "", ""])
-    head = ["2. stored invocations", f"W2 inv/s (c={g['connections']})", "p50 ms", "p99 ms", "CPU ms/inv",
-            "RSS MiB", "data dir MiB", "fill s", "errors"]  # fmt: skip
+    head = [
+        "2. stored invocations",
+        f"W2 inv/s (c={g['connections']})",
+        "p50 ms",
+        "p99 ms",
+        "CPU ms/inv",
+        "RSS MiB",
+        "data dir MiB",
+        "fill s",
+        "errors",
+    ]
     return md_table(head, rows)
 
 
@@ -288,7 +357,11 @@ def git_rev() -> str:
     try:
         if git.is_file():  # a worktree: .git names its own dir (HEAD); refs are in the common dir
             git = (ROOT / git.read_text().split(":", 1)[1].strip()).resolve()
-        common = (git / (git / "commondir").read_text().strip()).resolve() if (git / "commondir").is_file() else git
+        common = (
+            (git / (git / "commondir").read_text().strip()).resolve()
+            if (git / "commondir").is_file()
+            else git
+        )
         head = (git / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head[:7]
@@ -308,18 +381,24 @@ def failures(out: dict[str, Any]) -> list[str]:
     if s := out.get("suspended"):
         r = s["resume"]
         if s["reached_suspended"] != s["workflows"] or r["workflows_completed"] != s["workflows"]:
-            bad.append(f"suspended: {s['reached_suspended']} suspended, "
-                       f"{r['workflows_completed']} completed, "
-                       f"of {s['workflows']}")  # fmt: skip
+            bad.append(
+                f"suspended: {s['reached_suspended']} suspended, "
+                f"{r['workflows_completed']} completed, "
+                f"of {s['workflows']}"
+            )
         if s["errors"] or r["errors"]:
             bad.append(f"suspended: {s['errors']} start and {r['errors']} release requests failed")
     if s := out.get("startup"):
         if not s["in_flight_before_kill"] == s["in_flight_after_restart"] == out["meta"]["workflows"]:
-            bad.append(f"startup: {s['in_flight_before_kill']} in flight before the kill, "
-                       f"{s['in_flight_after_restart']} after, of {out['meta']['workflows']}")  # fmt: skip
+            bad.append(
+                f"startup: {s['in_flight_before_kill']} in flight before the kill, "
+                f"{s['in_flight_after_restart']} after, of {out['meta']['workflows']}"
+            )
         if s["sample_completed"] != s["sample"] or s["sample_errors"]:
-            bad.append(f"startup: {s['sample_completed']} of the {s['sample']} resolved completed, "
-                       f"{s['sample_errors']} requests failed")  # fmt: skip
+            bad.append(
+                f"startup: {s['sample_completed']} of the {s['sample']} resolved completed, "
+                f"{s['sample_errors']} requests failed"
+            )
     if s := out.get("sleepers"):
         bad += sleeper_failures(s) if "accepted" in s else ["sleepers: never created"]
     for r in out.get("growth", {}).get("levels", []):
@@ -342,10 +421,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--workflows", type=int, default=100_000, help="workflows started (figures 1, 3; default 100000)")
     add("--max-stored", type=int, default=1_000_000, help="largest store of figure 2 (default 1000000)")
     add("--sleepers", type=int, default=1_000_000, help="sleeping invocations of figure 4 (default 1000000)")
-    add("--sleepers-signal", choices=("kill", "term"), default="kill",
-        help="how figure 4 stops the server before the restart: SIGKILL (default) or SIGTERM")
-    add("--restarts", type=int, default=5,
-        help="figure 4: starts of the sleepers' server measured, alternating with an empty store's (default 5)")
+    add(
+        "--sleepers-signal",
+        choices=("kill", "term"),
+        default="kill",
+        help="how figure 4 stops the server before the restart: SIGKILL (default) or SIGTERM",
+    )
+    add(
+        "--restarts",
+        type=int,
+        default=5,
+        help="figure 4: starts of the sleepers' server measured, alternating with an empty store's (default 5)",
+    )
     add("--sample", type=int, default=100, help="workflows resolved right after the restart (default 100)")
     add("--connections", type=int, default=128, help="wrk connections, every phase (default 128)")
     add("--duration", type=int, default=15, help="W2 measured seconds per level (default 15)")
@@ -353,7 +440,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--timeout", type=int, default=60, help="wrk per-request timeout in seconds (default 60)")
     add("--json", metavar="PATH", help="where the JSON goes (default bench/results/scale-<timestamp>.json)")
     add("--keep-data", action="store_true", help="keep the temp dir (data dirs, server logs, Lua)")
-    return p.parse_args(argv)  # fmt: skip
+    return p.parse_args(argv)
 
 
 def check_args(args: argparse.Namespace) -> str | None:
@@ -376,16 +463,24 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 def report(out: dict[str, Any]) -> None:
     m = out["meta"]
-    print(f"\nUnbroken {m['git']} on {m['machine']['nproc']} CPU ({m['machine']['cpu_model']}), "
-          f"{m['machine']['mem_gib']} GiB; {m['load_generator']}; {m['date']}; fsync ON")  # fmt: skip
-    tables = (("suspended", suspended_table), ("growth", growth_table), ("startup", startup_table),
-              ("sleepers", sleepers_table))  # fmt: skip
+    print(
+        f"\nUnbroken {m['git']} on {m['machine']['nproc']} CPU ({m['machine']['cpu_model']}), "
+        f"{m['machine']['mem_gib']} GiB; {m['load_generator']}; {m['date']}; fsync ON"
+    )
+    tables = (
+        ("suspended", suspended_table),
+        ("growth", growth_table),
+        ("startup", startup_table),
+        ("sleepers", sleepers_table),
+    )
     for key, render in tables:
         if key in out:
             print("\n" + render(out[key]))
     if m["server_log_problems"]:
-        print(f"\nserver logs have {len(m['server_log_problems'])} warning/error line(s), "
-              f"first: {m['server_log_problems'][0][:300]}")  # fmt: skip
+        print(
+            f"\nserver logs have {len(m['server_log_problems'])} warning/error line(s), "
+            f"first: {m['server_log_problems'][0][:300]}"
+        )
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -401,13 +496,26 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     only = {f.strip() for f in args.only.split(",") if f.strip()}
     started = dt.datetime.now(dt.UTC)
-    out: dict[str, Any] = {"meta": {
-        "date": started.isoformat(timespec="seconds"), "command": " ".join(["python", *sys.argv]),
-        "git": git_rev(), "machine": machine_info(), "load_generator": wrk_version(), "fsync": True,
-        "figures": sorted(only), "workflows": args.workflows, "sleepers": args.sleepers, "max_stored": args.max_stored,
-        "connections": args.connections, "warmup_s": args.warmup, "duration_s": args.duration,
-        "loadavg_at_start": os.getloadavg()[0], "scale_wf_inactivity_timeout_s": 1, "server_log_problems": [],
-    }}  # fmt: skip
+    out: dict[str, Any] = {
+        "meta": {
+            "date": started.isoformat(timespec="seconds"),
+            "command": " ".join(["python", *sys.argv]),
+            "git": git_rev(),
+            "machine": machine_info(),
+            "load_generator": wrk_version(),
+            "fsync": True,
+            "figures": sorted(only),
+            "workflows": args.workflows,
+            "sleepers": args.sleepers,
+            "max_stored": args.max_stored,
+            "connections": args.connections,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "loadavg_at_start": os.getloadavg()[0],
+            "scale_wf_inactivity_timeout_s": 1,
+            "server_log_problems": [],
+        }
+    }
     tmp = Path(tempfile.mkdtemp(prefix="unbroken-scale-"))
     status = 0
     try:

@@ -53,8 +53,10 @@ class ScaleTarget(UnbrokenTarget):
         return None if rows is None else {str(s): int(n) for s, n in rows}
 
     def workflows_completed(self) -> int:
-        rows = self.rows("SELECT count(*) FROM invocation WHERE service = 'ScaleWf' AND handler = 'run' "
-                         "AND status = 'completed'")  # fmt: skip
+        rows = self.rows(
+            "SELECT count(*) FROM invocation WHERE service = 'ScaleWf' AND handler = 'run' "
+            "AND status = 'completed'"
+        )
         return int(rows[0][0]) if rows else -1
 
     def rss(self) -> dict[str, float]:

@@ -14,18 +14,31 @@ from typing import Any
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.core.state_machine import apply
 from unbroken.storage.memory import MemoryStore
 
 NOW_MS = 1_800_000_000_000
-SCHEMAS = Schemas({
-    "Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}),
-    "Obj": ServiceSchema("Obj", ServiceKind.VIRTUAL_OBJECT, {"ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)}),
-})  # fmt: skip
+SCHEMAS = Schemas(
+    {
+        "Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}),
+        "Obj": ServiceSchema(
+            "Obj", ServiceKind.VIRTUAL_OBJECT, {"ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)}
+        ),
+    }
+)
 # Calls that read (the rest write).
-READS = {"get_invocation", "journal", "state_all", "lock_holder", "get_timer", "get_promise",
-         "expired_invocations", "has_signal", "inbox_pop"}  # fmt: skip
+READS = {
+    "get_invocation",
+    "journal",
+    "state_all",
+    "lock_holder",
+    "get_timer",
+    "get_promise",
+    "expired_invocations",
+    "has_signal",
+    "inbox_pop",
+}
 
 
 class Counting:
@@ -75,7 +88,10 @@ def scenario() -> list[tuple[str, Counter[str]]]:
     step("ProposeRunCompletion", r.ProposeRunCompletion(caller, 1, 1, j.Result(value=b"x")))
     step("Command Call", r.JournalCommand(caller, 1, j.CallCommand("Svc", "h", b"2", [], None, None, 2, 3)))
     child = _child_of(run, caller)
-    step("Command Output (callee, answers caller)", r.JournalCommand(child, 1, j.OutputCommand(j.Result(value=b"4"))))
+    step(
+        "Command Output (callee, answers caller)",
+        r.JournalCommand(child, 1, j.OutputCommand(j.Result(value=b"4"))),
+    )
     step("Command Sleep", r.JournalCommand(caller, 1, j.SleepCommand(NOW_MS + 1000, 4)))
     timer_id = max(run.store.timers(), key=lambda t: t.timer_id).timer_id
     step("TimerFired (sleep)", r.TimerFired(timer_id))
@@ -96,7 +112,9 @@ def _child_of(run: Run, caller: str) -> str:
 
 def main() -> None:
     rows = scenario()
-    print("| record | invocation reads | invocation writes | journal reads | other reads | other writes | total |")
+    print(
+        "| record | invocation reads | invocation writes | journal reads | other reads | other writes | total |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, c in rows:
         inv_r, inv_w, jr = c["get_invocation"], c["put_invocation"], c["journal"]

@@ -70,7 +70,7 @@ def main() -> None:
             srv.kill()
     statuses = sorted({status for status, _ in results})
     print(f"{args.calls} calls x {args.mib} MiB {args.shape} to {args.path[:30]}: statuses {statuses}, "
-          f"503s retried {sum(r for _, r in results)}, {elapsed:.1f} s")  # fmt: skip
+          f"503s retried {sum(r for _, r in results)}, {elapsed:.1f} s")
     print(f"RSS before {before['VmRSS']} MiB, peak {after['VmHWM']} MiB, after {after['VmRSS']} MiB")
 
 

@@ -51,7 +51,9 @@ class Ctx:
         h = {"content-type": "application/json", **(headers or {})}
         return httpx.request(method, f"{self.srv.ingress}{path}", content=content, headers=h, timeout=timeout)
 
-    def adm(self, method: str, path: str, json: Any = None, token: bool = True, timeout: float = 30) -> httpx.Response:
+    def adm(
+        self, method: str, path: str, json: Any = None, token: bool = True, timeout: float = 30
+    ) -> httpx.Response:
         h = self.auth if token else {}
         return httpx.request(method, f"{self.srv.admin}{path}", json=json, headers=h, timeout=timeout)
 
@@ -182,7 +184,9 @@ def a_awk_garbage(c: Ctx) -> tuple[str, bool]:
 @attack("non-JSON body resolving a typed (str) awakeable", "not 5xx; the waiter ends (no endless retry)")
 def a_awk_nonjson(c: Ctx) -> tuple[str, bool]:
     inv, real = suspended_waiter(c)
-    r = c.ing("POST", f"/restate/awakeables/{real}/resolve", b"\xff not json {", {"content-type": "text/plain"})
+    r = c.ing(
+        "POST", f"/restate/awakeables/{real}/resolve", b"\xff not json {", {"content-type": "text/plain"}
+    )
     att = c.ing("GET", f"/restate/invocation/{inv}/attach", timeout=10) if r.status_code < 300 else None
     st = inv_status(c, inv)
     seen = f"resolve {r.status_code}; attach {att.status_code if att else '-'} {att.text[:80] if att else ''!r}; {st}"
@@ -199,7 +203,10 @@ def a_workflow_ids(c: Ctx) -> tuple[str, bool]:
     hot = str(InvocationId.for_workflow("Flow", key))
     k = c.adm("PATCH", f"/invocations/{hot}/cancel", token=False)
     st = inv_status(c, hot)
-    return f"attach {a.status_code}; cancel {k.status_code}; workflow {st}", a.status_code == 404 and k.status_code == 401
+    return (
+        f"attach {a.status_code}; cancel {k.status_code}; workflow {st}",
+        a.status_code == 404 and k.status_code == 401,
+    )
 
 
 # --------------------------------------------------------------------------------------------- bodies
@@ -251,11 +258,18 @@ def rss_mib(c: Ctx) -> str:
 
 @attack("100 KiB header / 1,000 headers", "431 or 400, connection closed")
 def a_big_headers(c: Ctx) -> tuple[str, bool]:
-    one = raw(c, b"POST /Echo/num HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100 * 1024 + b"\r\nContent-Length: 1\r\n\r\n1")
+    one = raw(
+        c,
+        b"POST /Echo/num HTTP/1.1\r\nHost: x\r\nX-Big: "
+        + b"a" * 100 * 1024
+        + b"\r\nContent-Length: 1\r\n\r\n1",
+    )
     many = raw(c, b"POST /Echo/num HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(1000))
                + b"Content-Length: 1\r\n\r\n1")  # fmt: skip
     s1, s2 = status_line(one), status_line(many)
-    return f"{s1} / {s2}", all(s.split(" ")[1:2] in (["431"], ["400"], ["413"]) or s.startswith("(closed") for s in (s1, s2))
+    return f"{s1} / {s2}", all(
+        s.split(" ")[1:2] in (["431"], ["400"], ["413"]) or s.startswith("(closed") for s in (s1, s2)
+    )
 
 
 # --------------------------------------------------------------------------------------------- paths, headers
@@ -263,7 +277,12 @@ def a_big_headers(c: Ctx) -> tuple[str, bool]:
 def a_bad_paths(c: Ctx) -> tuple[str, bool]:
     paths = [b"/Echo/num%FF", b"/Echo/\xff\xfe", b"/Echo%00/num", b"/Echo/num%0d%0aX:1", b"/Cou\x01nter/k/add",
              b"/Counter/%C0%AF/add", b"/Counter/" + b"k" * 10000 + b"/add"]  # fmt: skip
-    outs = [status_line(raw(c, b"POST " + p + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\n1")) for p in paths]
+    outs = [
+        status_line(
+            raw(c, b"POST " + p + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\n1")
+        )
+        for p in paths
+    ]
     ok = all((o.split(" ")[1:2] and o.split(" ")[1].startswith("4")) or o.startswith("(closed") for o in outs)
     return "; ".join(o.split(" ", 1)[-1][:14] for o in outs), ok
 
@@ -276,7 +295,10 @@ def a_bad_headers(c: Ctx) -> tuple[str, bool]:
     return "; ".join(o.split(" ", 1)[-1][:14] for o in outs), not any(" 5" in o[8:10] for o in outs)
 
 
-@attack("bad idempotency keys (empty, 10,000 chars, a space, non-ASCII, NUL)", "400, or accepted as a key; never 5xx")
+@attack(
+    "bad idempotency keys (empty, 10,000 chars, a space, non-ASCII, NUL)",
+    "400, or accepted as a key; never 5xx",
+)
 def a_idem(c: Ctx) -> tuple[str, bool]:
     keys = [b"", b"k" * 10000, b" ", "ключ".encode(), b"a\x00b"]
     outs = [status_line(raw(c, b"POST /Echo/num HTTP/1.1\r\nHost: x\r\nConnection: close\r\nidempotency-key: " + k
@@ -298,16 +320,24 @@ def a_unknown(c: Ctx) -> tuple[str, bool]:
     return codes(rs), all(r.status_code in (400, 404) for r in rs)
 
 
-@attack("wrong methods (PUT/DELETE/PATCH/OPTIONS on handlers, POST on admin GETs)", "405 each (GET invokes, as Restate)")
+@attack(
+    "wrong methods (PUT/DELETE/PATCH/OPTIONS on handlers, POST on admin GETs)",
+    "405 each (GET invokes, as Restate)",
+)
 def a_methods(c: Ctx) -> tuple[str, bool]:
     rs = [c.ing(m, "/Echo/num", b"1") for m in ("PUT", "DELETE", "PATCH", "OPTIONS")]
     rs += [c.adm("POST", "/health"), c.adm("DELETE", "/query"), c.adm("GET", "/invocations/x/cancel")]
     get = c.ing("GET", "/Echo/num", b"1")
-    return f"{codes(rs)}; GET {get.status_code}", all(r.status_code == 405 for r in rs) and get.status_code == 200
+    return f"{codes(rs)}; GET {get.status_code}", all(
+        r.status_code == 405 for r in rs
+    ) and get.status_code == 200
 
 
 # --------------------------------------------------------------------------------------------- admin / query
-@attack("/query write attempts (DELETE, INSERT, UPDATE, DROP, ATTACH, PRAGMA, VACUUM INTO)", "4xx each, data intact")
+@attack(
+    "/query write attempts (DELETE, INSERT, UPDATE, DROP, ATTACH, PRAGMA, VACUUM INTO)",
+    "4xx each, data intact",
+)
 def a_query_writes(c: Ctx) -> tuple[str, bool]:
     before = c.query("SELECT count(*) AS n FROM sys_invocation").json()["rows"][0]["n"]
     sqls = ["DELETE FROM sys_invocation", "INSERT INTO sys_invocation(id) VALUES ('x')", "UPDATE sys_invocation SET status='x'",
@@ -316,7 +346,11 @@ def a_query_writes(c: Ctx) -> tuple[str, bool]:
             "WITH x AS (SELECT 1) DELETE FROM sys_invocation"]  # fmt: skip
     rs = [c.query(s) for s in sqls]
     after = c.query("SELECT count(*) AS n FROM sys_invocation").json()["rows"][0]["n"]
-    ok = all(400 <= r.status_code < 500 for r in rs) and after >= before and not Path("/tmp/rt-evil.db").exists()
+    ok = (
+        all(400 <= r.status_code < 500 for r in rs)
+        and after >= before
+        and not Path("/tmp/rt-evil.db").exists()
+    )
     return f"{codes(rs)}; rows {before}->{after}", ok
 
 
@@ -328,7 +362,9 @@ def a_query_funcs(c: Ctx) -> tuple[str, bool]:
     return f"{codes(rs)} {rs[0].text[:70]!r}", all(400 <= r.status_code < 500 for r in rs)
 
 
-@attack("/query slow rows (recursive CTE to 1e10, cross joins)", "stopped by a time or row limit, 4xx, quickly")
+@attack(
+    "/query slow rows (recursive CTE to 1e10, cross joins)", "stopped by a time or row limit, 4xx, quickly"
+)
 def a_query_slow(c: Ctx) -> tuple[str, bool]:
     t0 = time.monotonic()
     sqls = ["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n) SELECT count(*) FROM n WHERE i < 10000000000",
@@ -336,7 +372,9 @@ def a_query_slow(c: Ctx) -> tuple[str, bool]:
             "SELECT randomblob(1000000000)"]  # fmt: skip
     rs = [c.query(s, timeout=60) for s in sqls]
     took = time.monotonic() - t0
-    return f"{codes(rs)} in {took:.1f}s {rs[0].text[:60]!r}", all(r.status_code < 500 for r in rs) and took < 40
+    return f"{codes(rs)} in {took:.1f}s {rs[0].text[:60]!r}", all(
+        r.status_code < 500 for r in rs
+    ) and took < 40
 
 
 @attack("admin routes without / with a wrong token", "401 each (health open)")
@@ -345,13 +383,17 @@ def a_admin_token(c: Ctx) -> tuple[str, bool]:
           for m, p in (("POST", "/query"), ("GET", "/deployments"), ("GET", "/services"), ("PATCH", "/invocations/x/kill"))
           for h in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic " + TOKEN})]  # fmt: skip
     h = httpx.get(f"{c.srv.admin}/health", timeout=5)
-    return f"{codes(rs)}; health {h.status_code}", all(r.status_code == 401 for r in rs) and h.status_code == 200
+    return f"{codes(rs)}; health {h.status_code}", all(
+        r.status_code == 401 for r in rs
+    ) and h.status_code == 200
 
 
 @attack("cancel / kill / attach of unknown, well-formed ids", "404 each")
 def a_unknown_ids(c: Ctx) -> tuple[str, bool]:
     ghost = str(InvocationId.for_workflow("Nope", "ghost"))
-    rs = [c.adm("PATCH", f"/invocations/{ghost}/{op}") for op in ("cancel", "kill", "pause", "resume", "purge")]
+    rs = [
+        c.adm("PATCH", f"/invocations/{ghost}/{op}") for op in ("cancel", "kill", "pause", "resume", "purge")
+    ]
     rs.append(c.ing("GET", f"/restate/invocation/{ghost}/attach", timeout=5))
     return codes(rs), all(r.status_code == 404 for r in rs)
 
@@ -403,7 +445,7 @@ def slowloris(c: Ctx, head: bytes, trickle: bytes, n: int, limit_s: float) -> tu
                 closed.add(k)  # it answered (an error status): the server gave up on it
             except BlockingIOError:
                 try:
-                    s.send(trickle[i % len(trickle):][:1])
+                    s.send(trickle[i % len(trickle) :][:1])
                 except OSError:
                     closed.add(k)
             except OSError:
@@ -416,15 +458,21 @@ def slowloris(c: Ctx, head: bytes, trickle: bytes, n: int, limit_s: float) -> tu
     return len(closed), took
 
 
-@attack("slowloris heads (20 conns, a header byte every 0.5 s, 75 s max)", "the server drops them (header timeout)")
+@attack(
+    "slowloris heads (20 conns, a header byte every 0.5 s, 75 s max)",
+    "the server drops them (header timeout)",
+)
 def a_slow_head(c: Ctx) -> tuple[str, bool]:
     n, took = slowloris(c, b"POST /Echo/num HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n", 20, 75)
     return f"{n}/20 dropped, last after {took:.0f}s", n == 20
 
 
-@attack("slowloris bodies (20 conns, Content-Length 1000, a byte every 0.5 s, 75 s max)", "the server drops them (body timeout)")
+@attack(
+    "slowloris bodies (20 conns, Content-Length 1000, a byte every 0.5 s, 75 s max)",
+    "the server drops them (body timeout)",
+)
 def a_slow_body(c: Ctx) -> tuple[str, bool]:
-    head = b"POST /Echo/size HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n\""
+    head = b'POST /Echo/size HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"'
     n, took = slowloris(c, head, b"x", 20, 75)
     return f"{n}/20 dropped, last after {took:.0f}s", n == 20
 
@@ -439,7 +487,10 @@ def a_empty_token(c: Ctx) -> tuple[str, bool]:
         return "started (authentication off?)", False
     except (RuntimeError, TimeoutError) as exc:
         msg = str(exc)
-        return f"refused: {next((ln for ln in msg.splitlines() if 'token' in ln), msg[-80:])[:110]!r}", "token" in msg
+        return (
+            f"refused: {next((ln for ln in msg.splitlines() if 'token' in ln), msg[-80:])[:110]!r}",
+            "token" in msg,
+        )
     finally:
         s.kill()
 
@@ -452,13 +503,18 @@ def a_second(c: Ctx) -> tuple[str, bool]:
         s.start()
         return "second server started on the same data", False
     except (RuntimeError, TimeoutError) as exc:
-        line = next((ln for ln in str(exc).splitlines() if "lock" in ln.lower() or "data" in ln.lower()), str(exc)[-90:])
+        line = next(
+            (ln for ln in str(exc).splitlines() if "lock" in ln.lower() or "data" in ln.lower()),
+            str(exc)[-90:],
+        )
         return f"refused: {line[:110]!r}", isinstance(exc, RuntimeError)
     finally:
         s.kill()
 
 
-def load(c: Ctx, stop: threading.Event, n: int, acked: list[tuple[str, int]], errors: list[str], key: str) -> None:
+def load(
+    c: Ctx, stop: threading.Event, n: int, acked: list[tuple[str, int]], errors: list[str], key: str
+) -> None:
     """Up to ``n`` sends of Counter/key/add(1), recording each acknowledged one (202 + id)."""
     for _ in range(n):
         if stop.is_set():
@@ -484,7 +540,10 @@ def counter_total(c: Ctx, key: str, want: int, limit_s: float) -> int:
     return int(total)
 
 
-@attack("SIGSTOP 3 s then SIGCONT under a small load (4 clients x 50 sends)", "every send acknowledged and applied")
+@attack(
+    "SIGSTOP 3 s then SIGCONT under a small load (4 clients x 50 sends)",
+    "every send acknowledged and applied",
+)
 def a_sigstop(c: Ctx) -> tuple[str, bool]:
     assert c.srv.proc is not None
     key, stop = uuid.uuid4().hex, threading.Event()
@@ -500,7 +559,9 @@ def a_sigstop(c: Ctx) -> tuple[str, bool]:
     for t in ts:
         t.join(timeout=90)
     total = counter_total(c, key, len(acked), 30)
-    return f"{len(acked)} acked, {len(errors)} errors {set(errors) or ''}, counter {total}", total == len(acked) == 200
+    return f"{len(acked)} acked, {len(errors)} errors {set(errors) or ''}, counter {total}", total == len(
+        acked
+    ) == 200
 
 
 @attack("SIGKILL mid-load, restart: no acknowledged send lost", "every 202 applied after restart")
@@ -521,7 +582,9 @@ def a_sigkill(c: Ctx) -> tuple[str, bool]:
     c.srv.start()
     total = counter_total(c, key, len(acked), 60)
     ids = {i for i, _ in acked}
-    rows = c.query(f"SELECT count(*) AS n FROM sys_invocation WHERE target LIKE 'Counter/{key}/add'").json()["rows"]
+    rows = c.query(f"SELECT count(*) AS n FROM sys_invocation WHERE target LIKE 'Counter/{key}/add'").json()[
+        "rows"
+    ]
     # total may exceed the acked count: sends the server stored but whose 202 the kill cut off
     return (f"{len(ids)} acked before the kill, {len(errors)} cut off; counter {total}; stored {rows[0]['n']}",
             total >= len(ids) and rows[0]["n"] >= len(ids))  # fmt: skip

@@ -46,11 +46,18 @@ class Server:
         if "UNBROKEN_FAULTS" not in {**self.env, **(extra_env or {})}:
             env.pop("UNBROKEN_FAULTS", None)
         cmd = [
-            sys.executable, "-m", "unbroken.cli.main", "dev" if self.dev else "serve", self.app,
-            "--data-dir", str(self.data_dir),
-            "--ingress-bind", f"127.0.0.1:{self.ingress_port}",
-            "--admin-bind", f"127.0.0.1:{self.admin_port}",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "unbroken.cli.main",
+            "dev" if self.dev else "serve",
+            self.app,
+            "--data-dir",
+            str(self.data_dir),
+            "--ingress-bind",
+            f"127.0.0.1:{self.ingress_port}",
+            "--admin-bind",
+            f"127.0.0.1:{self.admin_port}",
+        ]
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self._wait_ready()
@@ -101,8 +108,16 @@ class Server:
         return self.start()
 
     # --- HTTP helpers -----------------------------------------------------------------------------------
-    def call(self, path: str, body: Any = None, *, timeout: float = 30, headers: Mapping[str, str] | None = None,
-             raw: bytes | None = None, method: str = "POST") -> httpx.Response:  # fmt: skip
+    def call(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float = 30,
+        headers: Mapping[str, str] | None = None,
+        raw: bytes | None = None,
+        method: str = "POST",
+    ) -> httpx.Response:
         h = {"content-type": "application/json", **(headers or {})}
         content = raw if raw is not None else (b"" if body is None else httpx_json(body))
         return httpx.request(method, f"{self.ingress}{path}", content=content, headers=h, timeout=timeout)
@@ -153,8 +168,9 @@ def read_box(srv: Server, key: str) -> Any:
 def run_session(cmd: list[str], timeout: float, what: str, **popen: Any) -> tuple[int, str, str]:
     """Run ``cmd`` in a session of its own: (exit status, stdout, stderr). Past ``timeout`` the whole session
     (the command and any server it started) is SIGKILLed and the test fails, saying what was running."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **popen)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **popen
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_quick(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--results-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "fsync: ON" in proc.stdout, out
@@ -54,8 +57,11 @@ def test_bench_quick(tmp_path: Path) -> None:
 def test_apply_cost_runs_and_reports_per_record_cost() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "apply_cost.py"), "--batches", "20"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     match = re.search(r"apply ([\d.]+) us/record, commit ([\d.]+) ms per batch of 60 records", proc.stdout)
     assert match and float(match[1]) > 0 and float(match[2]) > 0, proc.stdout

@@ -63,8 +63,14 @@ def test_compare_quick_unbroken_side(tmp_path: Path) -> None:
     assert data["sides"]["unbroken"]["first_call_s"] > 0
     assert data["sides"]["unbroken"]["invocations_total"] > 0
     assert [(c["wid"], c["conns"]) for c in data["cells"]] == [
-        ("W1", 16), ("W2", 16), ("W3a", 16), ("W3b", 16), ("W4", 16), ("W5", 16), ("W6", 16),
-    ]  # fmt: skip
+        ("W1", 16),
+        ("W2", 16),
+        ("W3a", 16),
+        ("W3b", 16),
+        ("W4", 16),
+        ("W5", 16),
+        ("W6", 16),
+    ]
     for c in data["cells"]:
         assert list(c["results"]) == ["unbroken"], c
         r = c["results"]["unbroken"]

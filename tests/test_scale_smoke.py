@@ -26,10 +26,23 @@ MAX_STORED = 20_000  # W2 at 16 connections adds a few thousand per level: the l
 def test_scale_tiny(tmp_path: Path) -> None:
     out_json = tmp_path / "scale.json"
     cmd = [
-        sys.executable, str(ROOT / "bench" / "scale.py"),
-        "--workflows", str(WORKFLOWS), "--sample", str(SAMPLE), "--max-stored", str(MAX_STORED),
-        "--connections", "16", "--warmup", "1", "--duration", "1", "--json", str(out_json),
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "bench" / "scale.py"),
+        "--workflows",
+        str(WORKFLOWS),
+        "--sample",
+        str(SAMPLE),
+        "--max-stored",
+        str(MAX_STORED),
+        "--connections",
+        "16",
+        "--warmup",
+        "1",
+        "--duration",
+        "1",
+        "--json",
+        str(out_json),
+    ]
     status, stdout, stderr = run_session(cmd, 120, "bench/scale.py", cwd=ROOT)
     out = stdout + stderr
     assert status == 0, out
@@ -80,9 +93,19 @@ def test_scale_sleepers_tiny(tmp_path: Path) -> None:
     SIGKILL + restart, and a new 100 ms sleep fires in front of them."""
     out_json = tmp_path / "scale.json"
     cmd = [
-        sys.executable, str(ROOT / "bench" / "scale.py"), "--only", "sleepers", "--sleepers", str(SLEEPERS),
-        "--restarts", "2", "--connections", "16", "--json", str(out_json),
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "bench" / "scale.py"),
+        "--only",
+        "sleepers",
+        "--sleepers",
+        str(SLEEPERS),
+        "--restarts",
+        "2",
+        "--connections",
+        "16",
+        "--json",
+        str(out_json),
+    ]
     status, stdout, stderr = run_session(cmd, 120, "bench/scale.py --only sleepers", cwd=ROOT)
     out = stdout + stderr
     assert status == 0, out

@@ -51,9 +51,15 @@ def snap(target: Target, opening: bool) -> Snap:
         apparent, allocated = apparent + a, allocated + b
     pids = target.pids()
     s = Snap(
-        time.monotonic(), {k: cpu_ticks(p) for k, p in pids.items()}, apparent, allocated,
-        {k: proc_write_bytes(p) for k, p in pids.items()}, invocations, host_busy_ticks(), children_cpu_s(),
-    )  # fmt: skip
+        time.monotonic(),
+        {k: cpu_ticks(p) for k, p in pids.items()},
+        apparent,
+        allocated,
+        {k: proc_write_bytes(p) for k, p in pids.items()},
+        invocations,
+        host_busy_ticks(),
+        children_cpu_s(),
+    )
     if not opening:
         s.invocations = target.total_invocations()
     return s
@@ -70,8 +76,10 @@ def wait_idle(target: Target, timeout: float = 180.0) -> float:
     last = sum(cpu_ticks(p) for p in target.pids().values())
     while True:
         if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"{target.label} still busy {timeout:.0f}s after the load stopped "
-                               f"(unfinished invocations: {target.active_invocations()}):\n{target.log_tail()}")  # fmt: skip
+            raise TimeoutError(
+                f"{target.label} still busy {timeout:.0f}s after the load stopped "
+                f"(unfinished invocations: {target.active_invocations()}):\n{target.log_tail()}"
+            )
         if not target.alive():
             raise RuntimeError(f"{target.label} died:\n{target.log_tail()}")
         time.sleep(0.1)  # sampling other processes' CPU counters: there is no event to wait on
@@ -122,7 +130,9 @@ def measure(
         idle_s = wait_idle(target)
         after = snap(target, opening=False)
 
-    ok, secs, client_inv, server_inv, charged = charged_invocations(res, w, before.invocations, after.invocations)
+    ok, secs, client_inv, server_inv, charged = charged_invocations(
+        res, w, before.invocations, after.invocations
+    )
     per = charged or None
     cpu = {k: (after.cpu[k] - before.cpu[k]) * 1000 / CLK_TCK / per for k in after.cpu} if per else {}
     target_s = sum(after.cpu[k] - before.cpu[k] for k in after.cpu) / CLK_TCK
@@ -130,24 +140,38 @@ def measure(
     window = (after.t - before.t) * (os.cpu_count() or 1)
     other_pct = max(0.0, (after.host_busy - before.host_busy) / CLK_TCK - target_s - wrk_s) * 100 / window
     out: dict[str, Any] = {
-        "target": target.name, "workload": w.name, "wid": w.wid, "conns": conns, "duration_s": round(secs, 3),
-        "calls_ok": ok, "calls_per_s": ok / secs if secs else 0.0,
+        "target": target.name,
+        "workload": w.name,
+        "wid": w.wid,
+        "conns": conns,
+        "duration_s": round(secs, 3),
+        "calls_ok": ok,
+        "calls_per_s": ok / secs if secs else 0.0,
         "invocations_per_s": client_inv / secs if secs else 0.0,
-        "p50_ms": res["p50_us"] / 1000, "p90_ms": res["p90_us"] / 1000, "p99_ms": res["p99_us"] / 1000,
-        "max_ms": res["max_us"] / 1000, "errors": res["non2xx"] + res["socket_errors"],
-        "warmup_errors": warm_errors, "first_error": res.get("first_bad", ""),
-        "invocations_server": server_inv, "invocations_charged": charged,
-        "cpu_ms_per_inv": cpu, "cpu_ms_per_inv_total": sum(cpu.values()) if cpu else None,
+        "p50_ms": res["p50_us"] / 1000,
+        "p90_ms": res["p90_us"] / 1000,
+        "p99_ms": res["p99_us"] / 1000,
+        "max_ms": res["max_us"] / 1000,
+        "errors": res["non2xx"] + res["socket_errors"],
+        "warmup_errors": warm_errors,
+        "first_error": res.get("first_bad", ""),
+        "invocations_server": server_inv,
+        "invocations_charged": charged,
+        "cpu_ms_per_inv": cpu,
+        "cpu_ms_per_inv_total": sum(cpu.values()) if cpu else None,
         "peak_rss_mib": {k: v / 1024 for k, v in rss.peak_kib.items()},
         "peak_rss_mib_total": sum(rss.peak_kib.values()) / 1024,
         "disk_bytes_per_inv": (after.disk - before.disk) / per if per else None,
         "disk_allocated_bytes_per_inv": (after.disk_allocated - before.disk_allocated) / per if per else None,
         "written_bytes_per_inv": sum(after.written[k] - before.written[k] for k in after.written) / per
-        if per else None,
-        "data_dir_mib": after.disk / 2**20, "idle_wait_s": round(idle_s, 3),
-        "other_cpu_pct": round(other_pct, 1), "wrk_cpu_ms_per_call": wrk_s * 1000 / max(res["requests"], 1),
+        if per
+        else None,
+        "data_dir_mib": after.disk / 2**20,
+        "idle_wait_s": round(idle_s, 3),
+        "other_cpu_pct": round(other_pct, 1),
+        "wrk_cpu_ms_per_call": wrk_s * 1000 / max(res["requests"], 1),
         "wrk": res,
-    }  # fmt: skip
+    }
     if w is SEND:
         # accepted/s is the throughput figure; completion is measured from the start of the window to the
         # moment the engine reported nothing left unfinished.
@@ -164,7 +188,11 @@ def side_summary(target: Target) -> dict[str, Any]:
     disk = sum(dir_bytes(d)[0] for d in target.data_dirs())
     total = target.total_invocations()
     return {
-        **target.startup, "vmhwm_mib": hwm, "vmhwm_mib_total": sum(hwm.values()), "rss_end_mib": rss,
-        "data_dir_mib": disk / 2**20, "invocations_total": total,
+        **target.startup,
+        "vmhwm_mib": hwm,
+        "vmhwm_mib_total": sum(hwm.values()),
+        "rss_end_mib": rss,
+        "data_dir_mib": disk / 2**20,
+        "invocations_total": total,
         "data_dir_bytes_per_inv": disk / total if total else None,
-    }  # fmt: skip
+    }

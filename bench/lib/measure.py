@@ -45,10 +45,15 @@ def snapshot(target: UnbrokenTarget) -> Snapshot:
         apparent += a
         allocated += b
     return Snapshot(
-        time.monotonic(), {k: cpu_ticks(p) for k, p in target.pids().items()}, apparent, allocated,
-        target.total_invocations(), host_busy_ticks(), children_cpu_s(),
+        time.monotonic(),
+        {k: cpu_ticks(p) for k, p in target.pids().items()},
+        apparent,
+        allocated,
+        target.total_invocations(),
+        host_busy_ticks(),
+        children_cpu_s(),
         sum(proc_write_bytes(p) for p in target.pids().values()),
-    )  # fmt: skip
+    )
 
 
 def wait_idle(target: UnbrokenTarget, timeout: float = 120.0) -> float:
@@ -135,9 +140,15 @@ def charged_invocations(
 
 
 def measure(
-    target: UnbrokenTarget, w: Workload, conns: int, warmup: int, duration: int, scripts: Path, timeout_s: int,
+    target: UnbrokenTarget,
+    w: Workload,
+    conns: int,
+    warmup: int,
+    duration: int,
+    scripts: Path,
+    timeout_s: int,
     wait_quiet_s: float = 0.0,
-) -> Result:  # fmt: skip
+) -> Result:
     script = scripts / f"{w.name}.lua"
     script.write_text(wrk_script(w, seed=conns))
     if wait_quiet_s > 0:
@@ -152,7 +163,9 @@ def measure(
     drain = wait_idle(target)
     after = snapshot(target)
 
-    ok, secs, client_inv, server_inv, charged = charged_invocations(res, w, before.invocations, after.invocations)
+    ok, secs, client_inv, server_inv, charged = charged_invocations(
+        res, w, before.invocations, after.invocations
+    )
     per = charged or None  # nothing completed: no per-invocation figures (the table shows "-")
     cpu = (
         {k: (after.cpu_ticks[k] - before.cpu_ticks[k]) * 1000 / CLK_TCK / per for k in after.cpu_ticks}
@@ -166,16 +179,31 @@ def measure(
     window = (after.t - before.t) * (os.cpu_count() or 1)
     other_pct = max(0.0, host_s - target_s - wrk_s) * 100 / window if window else 0.0
     return Result(
-        workload=w.name, wid=w.wid, conns=conns, duration_s=round(secs, 3), calls_ok=ok,
-        calls_per_s=ok / secs if secs else 0.0, invocations_per_s=client_inv / secs if secs else 0.0,
-        p50_ms=res["p50_us"] / 1000, p90_ms=res["p90_us"] / 1000, p99_ms=res["p99_us"] / 1000,
-        max_ms=res["max_us"] / 1000, errors=res["non2xx"] + res["socket_errors"], warmup_errors=warm_errors,
-        first_error=res.get("first_bad", ""), invocations_server=server_inv, invocations_charged=charged,
-        cpu_ms_per_inv=cpu, rss_mib=proc_status_kib(pid, "VmRSS") / 1024,
+        workload=w.name,
+        wid=w.wid,
+        conns=conns,
+        duration_s=round(secs, 3),
+        calls_ok=ok,
+        calls_per_s=ok / secs if secs else 0.0,
+        invocations_per_s=client_inv / secs if secs else 0.0,
+        p50_ms=res["p50_us"] / 1000,
+        p90_ms=res["p90_us"] / 1000,
+        p99_ms=res["p99_us"] / 1000,
+        max_ms=res["max_us"] / 1000,
+        errors=res["non2xx"] + res["socket_errors"],
+        warmup_errors=warm_errors,
+        first_error=res.get("first_bad", ""),
+        invocations_server=server_inv,
+        invocations_charged=charged,
+        cpu_ms_per_inv=cpu,
+        rss_mib=proc_status_kib(pid, "VmRSS") / 1024,
         peak_rss_mib=proc_status_kib(pid, "VmHWM") / 1024,
         disk_bytes_per_inv=(after.disk_apparent - before.disk_apparent) / per if per else None,
         written_bytes_per_inv=(after.write_bytes - before.write_bytes) / per if per else None,
         disk_allocated_bytes_per_inv=(after.disk_allocated - before.disk_allocated) / per if per else None,
-        other_cpu_pct=round(other_pct, 1), wrk_cpu_ms_per_call=wrk_s * 1000 / max(res["requests"], 1),
-        data_dir_mib=after.disk_apparent / 2**20, drain_s=round(drain, 3), wrk=res,
-    )  # fmt: skip
+        other_cpu_pct=round(other_pct, 1),
+        wrk_cpu_ms_per_call=wrk_s * 1000 / max(res["requests"], 1),
+        data_dir_mib=after.disk_apparent / 2**20,
+        drain_s=round(drain, 3),
+        wrk=res,
+    )

@@ -28,18 +28,28 @@ def table(results: list[Result], anchor: bool) -> str:
     for r in results:
         errs = str(r.errors) + (f" (+{r.warmup_errors} warm-up)" if r.warmup_errors else "")
         row = [
-            f"{r.wid} {r.workload}", str(r.conns), f"{r.invocations_per_s:.0f}", _num(r.p50_ms), _num(r.p99_ms),
-            f"{sum(r.cpu_ms_per_inv.values()):.2f}" if r.cpu_ms_per_inv else "-", f"{r.peak_rss_mib:.0f}",
+            f"{r.wid} {r.workload}",
+            str(r.conns),
+            f"{r.invocations_per_s:.0f}",
+            _num(r.p50_ms),
+            _num(r.p99_ms),
+            f"{sum(r.cpu_ms_per_inv.values()):.2f}" if r.cpu_ms_per_inv else "-",
+            f"{r.peak_rss_mib:.0f}",
             "-" if r.disk_bytes_per_inv is None else f"{r.disk_bytes_per_inv:.0f}",
             "-" if r.written_bytes_per_inv is None else f"{r.written_bytes_per_inv / 1024:.1f}",
-            f"{r.other_cpu_pct:.0f}", errs,
-        ]  # fmt: skip
+            f"{r.other_cpu_pct:.0f}",
+            errs,
+        ]
         if anchor:
             a = ANCHOR.get((r.workload, r.conns))
             if a:
                 inv = sum(x[0] for x in a) / len(a)
-                row += [f"{inv:.0f}", f"{r.invocations_per_s / inv:.2f}x",
-                        _num(sum(x[1] for x in a) / len(a)), f"{sum(x[3] for x in a) / len(a):.2f}"]  # fmt: skip
+                row += [
+                    f"{inv:.0f}",
+                    f"{r.invocations_per_s / inv:.2f}x",
+                    _num(sum(x[1] for x in a) / len(a)),
+                    f"{sum(x[3] for x in a) / len(a):.2f}",
+                ]
             else:
                 row += ["-", "-", "-", "-"]
         rows.append(row)
@@ -73,10 +83,13 @@ def render(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     right = [i >= 1 for i in range(len(widths))]
     lines = [
-        "| " + " | ".join(c.rjust(wd) if r and n else c.ljust(wd)
-                          for c, wd, r in zip(row, widths, right, strict=True)) + " |"
+        "| "
+        + " | ".join(
+            c.rjust(wd) if r and n else c.ljust(wd) for c, wd, r in zip(row, widths, right, strict=True)
+        )
+        + " |"
         for n, row in enumerate(rows)
-    ]  # fmt: skip
+    ]
     lines.insert(
         1,
         "|"
@@ -105,8 +118,19 @@ def comparison_table(cells: list[dict[str, Any]], a: str, b: str, a_tag: str, b_
     head = ["workload", "conns"]
     for label, _ in figures:
         head += [f"{label} {a_tag}", b_tag, f"{a_tag}/{b_tag}"]
-    head += [f"CPU ms/inv {a_tag}", f"{b_tag} srv+svc", f"{a_tag}/{b_tag}", f"RSS MiB {a_tag}", b_tag,
-             f"{a_tag}/{b_tag}", f"disk B/inv {a_tag}", b_tag, f"{a_tag}/{b_tag}", "errors", "other load %"]  # fmt: skip
+    head += [
+        f"CPU ms/inv {a_tag}",
+        f"{b_tag} srv+svc",
+        f"{a_tag}/{b_tag}",
+        f"RSS MiB {a_tag}",
+        b_tag,
+        f"{a_tag}/{b_tag}",
+        f"disk B/inv {a_tag}",
+        b_tag,
+        f"{a_tag}/{b_tag}",
+        "errors",
+        "other load %",
+    ]
     rows = [head]
     for c in cells:
         ra, rb = c["results"].get(a), c["results"].get(b)
@@ -133,19 +157,40 @@ def send_table(cells: list[dict[str, Any]], a: str, b: str, a_tag: str, b_tag: s
     sends = [c for c in cells if c["workload"] == SEND.name]
     if not sends:
         return None
-    rows = [["W6 send", "conns", f"accepted/s {a_tag}", b_tag, f"{a_tag}/{b_tag}", f"backlog {a_tag}", b_tag,
-             f"drain s {a_tag}", b_tag, f"completed/s {a_tag}", b_tag, f"{a_tag}/{b_tag}"]]  # fmt: skip
+    rows = [
+        [
+            "W6 send",
+            "conns",
+            f"accepted/s {a_tag}",
+            b_tag,
+            f"{a_tag}/{b_tag}",
+            f"backlog {a_tag}",
+            b_tag,
+            f"drain s {a_tag}",
+            b_tag,
+            f"completed/s {a_tag}",
+            b_tag,
+            f"{a_tag}/{b_tag}",
+        ]
+    ]
     for c in sends:
         ra, rb = c["results"].get(a), c["results"].get(b)
-        rows.append([
-            "W6 send", str(c["conns"]),
-            _fmt(_get(ra, "calls_per_s")), _fmt(_get(rb, "calls_per_s")),
-            _ratio(_get(ra, "calls_per_s"), _get(rb, "calls_per_s")),
-            str(_get(ra, "backlog_at_end") if ra else "-"), str(_get(rb, "backlog_at_end") if rb else "-"),
-            _fmt(_get(ra, "drain_s")), _fmt(_get(rb, "drain_s")),
-            _fmt(_get(ra, "completed_per_s")), _fmt(_get(rb, "completed_per_s")),
-            _ratio(_get(ra, "completed_per_s"), _get(rb, "completed_per_s")),
-        ])  # fmt: skip
+        rows.append(
+            [
+                "W6 send",
+                str(c["conns"]),
+                _fmt(_get(ra, "calls_per_s")),
+                _fmt(_get(rb, "calls_per_s")),
+                _ratio(_get(ra, "calls_per_s"), _get(rb, "calls_per_s")),
+                str(_get(ra, "backlog_at_end") if ra else "-"),
+                str(_get(rb, "backlog_at_end") if rb else "-"),
+                _fmt(_get(ra, "drain_s")),
+                _fmt(_get(rb, "drain_s")),
+                _fmt(_get(ra, "completed_per_s")),
+                _fmt(_get(rb, "completed_per_s")),
+                _ratio(_get(ra, "completed_per_s"), _get(rb, "completed_per_s")),
+            ]
+        )
     return render(rows)
 
 
@@ -170,4 +215,4 @@ def md_table(head: list[str], rows: list[list[str]]) -> str:
         "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in [head, *rows]
     ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)  # fmt: skip
+    return "\n".join(lines)

@@ -52,16 +52,18 @@ class RestateSide:
 
     def _server_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("UNBROKEN_", "RESTATE_"))}
-        env.update({
-            "RESTATE_INGRESS__BIND_ADDRESS": f"{self.host}:{self.ingress_port}",
-            "RESTATE_ADMIN__BIND_ADDRESS": f"{self.host}:{self.admin_port}",
-            "RESTATE_BIND_ADDRESS": f"{self.host}:{self.node_port}",
-            "RESTATE_ADVERTISED_ADDRESS": f"http://{self.host}:{self.node_port}/",
-            "RESTATE_LISTEN_MODE": "tcp",  # no unix sockets next to the data
-            "RESTATE_NODE_NAME": "bench",
-            "RESTATE_DISABLE_TELEMETRY": "true",  # no outside network here anyway
-            "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
-        })  # fmt: skip
+        env.update(
+            {
+                "RESTATE_INGRESS__BIND_ADDRESS": f"{self.host}:{self.ingress_port}",
+                "RESTATE_ADMIN__BIND_ADDRESS": f"{self.host}:{self.admin_port}",
+                "RESTATE_BIND_ADDRESS": f"{self.host}:{self.node_port}",
+                "RESTATE_ADVERTISED_ADDRESS": f"http://{self.host}:{self.node_port}/",
+                "RESTATE_LISTEN_MODE": "tcp",  # no unix sockets next to the data
+                "RESTATE_NODE_NAME": "bench",
+                "RESTATE_DISABLE_TELEMETRY": "true",  # no outside network here anyway
+                "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
+            }
+        )
         return env
 
     def start(self, timeout: float = 60.0) -> None:
@@ -74,13 +76,19 @@ class RestateSide:
         with open(self.server_log, "ab") as log:
             self.server = subprocess.Popen(
                 [str(self.anchor.server_bin), "--base-dir", str(self.base_dir), "--no-logo"],
-                env=self._server_env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-            )  # fmt: skip
+                env=self._server_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
         with open(self.service_log, "ab") as log:
             self.service = subprocess.Popen(
                 [str(self.anchor.hypercorn), "--config", str(cfg), "anchor_services:app"],
-                env=svc_env, stdout=log, stderr=subprocess.STDOUT, cwd=BENCH_DIR,
-            )  # fmt: skip
+                env=svc_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=BENCH_DIR,
+            )
         deadline = t0 + timeout
         health = registered = first_call = None
         last_err = ""
@@ -113,8 +121,11 @@ class RestateSide:
             if first_call is None:
                 time.sleep(0.01)  # polling other processes' sockets: there is no event to wait on
         assert health is not None and registered is not None
-        self.startup = {"health_s": round(health, 3), "registered_s": round(registered, 3),
-                        "first_call_s": round(first_call, 3)}  # fmt: skip
+        self.startup = {
+            "health_s": round(health, 3),
+            "registered_s": round(registered, 3),
+            "first_call_s": round(first_call, 3),
+        }
 
     def _service_listening(self) -> bool:
         try:

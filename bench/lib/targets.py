@@ -66,11 +66,18 @@ class UnbrokenTarget:
         if not self.fsync:
             env["UNBROKEN_STORAGE__FSYNC"] = "false"
         cmd = [
-            sys.executable, "-m", "unbroken.cli.main", "serve", str(self.services),
-            "--data-dir", str(self.data_dir),
-            "--ingress-bind", f"{self.host}:{self.ingress_port}",
-            "--admin-bind", f"{self.host}:{self.admin_port}",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "unbroken.cli.main",
+            "serve",
+            str(self.services),
+            "--data-dir",
+            str(self.data_dir),
+            "--ingress-bind",
+            f"{self.host}:{self.ingress_port}",
+            "--admin-bind",
+            f"{self.host}:{self.admin_port}",
+        ]
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
@@ -162,8 +169,12 @@ def sql_count(host: str, port: int, sql: str, timeout: float = 30) -> int | None
     """``SELECT count(*) AS n ...`` through the admin API's ``POST /query`` (same on Unbroken and Restate)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("POST", "/query", body=json.dumps({"query": sql}),
-                     headers={"content-type": "application/json", "accept": "application/json"})  # fmt: skip
+        conn.request(
+            "POST",
+            "/query",
+            body=json.dumps({"query": sql}),
+            headers={"content-type": "application/json", "accept": "application/json"},
+        )
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:

@@ -66,7 +66,9 @@ def resolve_workloads(spec: str) -> list[str]:
             continue
         name = item if item in ALL_WORKLOADS else by_id.get(item.lower())
         if name is None:
-            raise ValueError(f"unknown workload {item!r}; choose from " +
-                             ", ".join(f"{ALL_WORKLOADS[n].wid}/{n}" for n in DEFAULT_ORDER))  # fmt: skip
+            raise ValueError(
+                f"unknown workload {item!r}; choose from "
+                + ", ".join(f"{ALL_WORKLOADS[n].wid}/{n}" for n in DEFAULT_ORDER)
+            )
         names.append(name)
     return names

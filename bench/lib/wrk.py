@@ -78,9 +78,15 @@ def _lua_str(s: str) -> str:
 
 def run_wrk(target: HasIngress, script: Path, conns: int, seconds: int, timeout_s: int) -> dict[str, Any]:
     cmd = [
-        "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", f"--timeout={timeout_s}s", "-s", str(script),
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{seconds}s",
+        f"--timeout={timeout_s}s",
+        "-s",
+        str(script),
         target.ingress_url,
-    ]  # fmt: skip
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out_b, err_b = proc.communicate(timeout=seconds + timeout_s + 60)
     out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")

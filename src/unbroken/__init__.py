@@ -2,6 +2,7 @@
 
 from unbroken import logging
 from unbroken.entry_codec import JournalValueCodec, JournalValueCodecProvider
+from unbroken.sdk import asgi as _asgi
 from unbroken.sdk.app import App, app
 from unbroken.sdk.client import create_client
 from unbroken.sdk.client_types import HttpError, RestateClient, RestateClientSendHandle
@@ -56,6 +57,17 @@ def _import_hypercorn_asyncio() -> None:
 
 
 _import_hypercorn_asyncio()
+
+
+def _embedded_node(app: App) -> _asgi.AsgiApp:
+    """An App served over ASGI runs a whole node; imported on first use: ``import unbroken`` must not pay
+    for the engine."""
+    from unbroken.embedded import EmbeddedNode
+
+    return EmbeddedNode(app)
+
+
+_asgi.install_node_factory(_embedded_node)
 
 __all__ = [
     "App",

@@ -19,7 +19,19 @@ from unbroken.sdk.context import (
 )
 
 __all__ = [
-    "AttemptFinishedEvent", "Context", "DurablePromise", "KeyValueStore", "ObjectContext", "ObjectSharedContext",
-    "Request", "RestateDurableCallFuture", "RestateDurableFuture", "RestateDurableSleepFuture", "RunOptions",
-    "ScopedContext", "SendHandle", "WorkflowContext", "WorkflowSharedContext",
-]  # fmt: skip
+    "AttemptFinishedEvent",
+    "Context",
+    "DurablePromise",
+    "KeyValueStore",
+    "ObjectContext",
+    "ObjectSharedContext",
+    "Request",
+    "RestateDurableCallFuture",
+    "RestateDurableFuture",
+    "RestateDurableSleepFuture",
+    "RunOptions",
+    "ScopedContext",
+    "SendHandle",
+    "WorkflowContext",
+    "WorkflowSharedContext",
+]

@@ -10,6 +10,10 @@ from unbroken.sdk.exceptions import (
 )
 
 __all__ = [
-    "RetryableError", "SdkInternalBaseException", "SdkInternalException", "SuspendedException", "TerminalError",
+    "RetryableError",
+    "SdkInternalBaseException",
+    "SdkInternalException",
+    "SuspendedException",
+    "TerminalError",
     "is_internal_exception",
-]  # fmt: skip
+]

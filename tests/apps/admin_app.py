@@ -53,9 +53,13 @@ async def wait(ctx: restate.Context, box: str) -> Any:
     return await fut
 
 
-@worker.handler(invocation_retry_policy=restate.InvocationRetryPolicy(
-    initial_interval=timedelta(milliseconds=50), max_attempts=2, on_max_attempts="pause",
-))  # fmt: skip
+@worker.handler(
+    invocation_retry_policy=restate.InvocationRetryPolicy(
+        initial_interval=timedelta(milliseconds=50),
+        max_attempts=2,
+        on_max_attempts="pause",
+    )
+)
 async def broken(ctx: restate.Context, message: str) -> str:
     raise RuntimeError(message)
 

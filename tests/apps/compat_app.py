@@ -83,8 +83,12 @@ async def send_signals(ctx: restate.Context, target: str) -> None:
     ctx.reject_signal(target, "second", "no way", 403)
 
 
-@raw.handler(accept="application/octet-stream", content_type="application/octet-stream",
-             input_serde=BytesSerde(), output_serde=BytesSerde())  # fmt: skip
+@raw.handler(
+    accept="application/octet-stream",
+    content_type="application/octet-stream",
+    input_serde=BytesSerde(),
+    output_serde=BytesSerde(),
+)
 async def echo(ctx: restate.Context, data: bytes) -> bytes:
     return data[::-1]
 

@@ -28,6 +28,7 @@ def gate(directory: str) -> Callable[[], int]:
 
     return action
 
+
 box = restate.VirtualObject("LazyBox", enable_lazy_state=True)
 
 

@@ -116,18 +116,26 @@ async def needs_file(ctx: restate.Context, path: str) -> str:
     return "ok"
 
 
-@flaky.handler(invocation_retry_policy=restate.InvocationRetryPolicy(
-    initial_interval=timedelta(hours=1), max_attempts=5, on_max_attempts="pause",
-))  # fmt: skip
+@flaky.handler(
+    invocation_retry_policy=restate.InvocationRetryPolicy(
+        initial_interval=timedelta(hours=1),
+        max_attempts=5,
+        on_max_attempts="pause",
+    )
+)
 async def slow_retry(ctx: restate.Context, path: str) -> str:
     """Fails in a ``ctx.run`` until ``path`` exists; the next retry is an hour away."""
     await ctx.run("check file", lambda: _fail_unless(path))
     return "ok"
 
 
-@flaky.handler(invocation_retry_policy=restate.InvocationRetryPolicy(
-    initial_interval=timedelta(milliseconds=20), max_attempts=2, on_max_attempts="pause",
-))  # fmt: skip
+@flaky.handler(
+    invocation_retry_policy=restate.InvocationRetryPolicy(
+        initial_interval=timedelta(milliseconds=20),
+        max_attempts=2,
+        on_max_attempts="pause",
+    )
+)
 async def give_up(ctx: restate.Context, path: str) -> str:
     """Fails until ``path`` exists; paused after 2 attempts."""
     _fail_unless(path)

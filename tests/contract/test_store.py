@@ -15,16 +15,8 @@ import pytest
 
 from tests.backends import BACKENDS, DURABLE, Opener, opener
 from unbroken.core import journal as j
-from unbroken.core.model import (
-    Invocation,
-    OnMaxAttempts,
-    RetryOverride,
-    ServiceKind,
-    ServiceOverride,
-    Sink,
-    Status,
-    Target,
-)
+from unbroken.core.invocation import Invocation, Sink, Status
+from unbroken.core.schema import OnMaxAttempts, RetryOverride, ServiceKind, ServiceOverride, Target
 from unbroken.core.storage import Promise, Store, Timer, TimerKind, Transaction
 
 NOW = 1_700_000_000_000
@@ -48,16 +40,27 @@ def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
 def _inv(inv_id: str, status: Status = Status.SCHEDULED, key: str | None = None, **kw: object) -> Invocation:
     kind = ServiceKind.VIRTUAL_OBJECT if key is not None else ServiceKind.SERVICE
     return Invocation(
-        id=inv_id, target=Target("Svc", "h", key), service_kind=kind, handler_kind=None, status=status,
-        created_at_ms=NOW, modified_at_ms=NOW, random_seed=7, journal_length=1, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+        id=inv_id,
+        target=Target("Svc", "h", key),
+        service_kind=kind,
+        handler_kind=None,
+        status=status,
+        created_at_ms=NOW,
+        modified_at_ms=NOW,
+        random_seed=7,
+        journal_length=1,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def _completed(inv_id: str, expires_at_ms: int, journal_expires_at_ms: int = 0) -> Invocation:
     return _inv(
-        inv_id, Status.COMPLETED, result=j.Result(value=b"ok"), expires_at_ms=expires_at_ms,
+        inv_id,
+        Status.COMPLETED,
+        result=j.Result(value=b"ok"),
+        expires_at_ms=expires_at_ms,
         journal_expires_at_ms=journal_expires_at_ms,
-    )  # fmt: skip
+    )
 
 
 def _create(store: Store, inv: Invocation) -> None:
@@ -129,8 +132,11 @@ def test_running_invocations_are_listed_oldest_first_for_recovery(store: Store) 
 
 # ----------------------------------------------------------------------------------------------- journal
 def test_journal_reads_back_in_index_order_per_invocation(store: Store) -> None:
-    entries: list[j.Entry] = [j.InputCommand([j.Header("h", "v")], b"in"), j.SleepCommand(NOW + 5, 1),
-                              j.Notification("sleep", 1, 0, j.Result())]  # fmt: skip
+    entries: list[j.Entry] = [
+        j.InputCommand([j.Header("h", "v")], b"in"),
+        j.SleepCommand(NOW + 5, 1),
+        j.Notification("sleep", 1, 0, j.Result()),
+    ]
     with store.transaction() as txn:
         for i, entry in enumerate(entries):
             txn.append_journal("inv_a", i, entry, NOW + i)
@@ -244,8 +250,9 @@ def test_timers_are_stored_listed_and_deleted_with_ids_that_only_grow(store: Sto
         assert second > first
         assert txn.get_timer(first) == Timer(first, NOW + 50, TimerKind.SLEEP, "inv_a", 3)
     assert sorted(store.timers(), key=lambda t: t.timer_id) == [
-        Timer(first, NOW + 50, TimerKind.SLEEP, "inv_a", 3), Timer(second, NOW + 10, TimerKind.RETRY, "inv_b", 0),
-    ]  # fmt: skip
+        Timer(first, NOW + 50, TimerKind.SLEEP, "inv_a", 3),
+        Timer(second, NOW + 10, TimerKind.RETRY, "inv_b", 0),
+    ]
     with store.transaction() as txn:
         txn.delete_timer(second)
         txn.delete_timer(second)  # deleting twice is harmless (a timer fired twice)
@@ -292,7 +299,9 @@ def test_promises_are_per_workflow_and_cleared_together(store: Store) -> None:
         assert txn.get_promise("Wf", "k2", "p") == done
 
 
-OVERRIDE = ServiceOverride(journal_retention_ms=0, retry_policy=RetryOverride(on_max_attempts=OnMaxAttempts.KILL))
+OVERRIDE = ServiceOverride(
+    journal_retention_ms=0, retry_policy=RetryOverride(on_max_attempts=OnMaxAttempts.KILL)
+)
 
 
 def test_service_overrides_are_per_service_replaced_whole_and_listed(store: Store) -> None:
@@ -406,7 +415,9 @@ def test_committed_writes_survive_a_reopen_and_rolled_back_ones_do_not(durable: 
     _assert_all_there(reopened, timer_id)
     with reopened.transaction() as txn:
         assert txn.get_invocation("inv_lost") is None and txn.state_all("Obj", "lost") == {}
-        assert txn.add_timer(NOW, TimerKind.SLEEP, "inv_t", 2) > timer_id  # timer ids keep growing after a restart
+        assert (
+            txn.add_timer(NOW, TimerKind.SLEEP, "inv_t", 2) > timer_id
+        )  # timer ids keep growing after a restart
 
 
 def test_an_open_transaction_is_lost_when_the_store_closes(durable: Opener) -> None:

@@ -38,9 +38,10 @@ def runs(directory: Path) -> list[str]:
 
 def last_attempt(srv: Server, invocation_id: str) -> dict[str, Any]:
     resp = srv.admin_request(
-        "POST", "/query",
+        "POST",
+        "/query",
         {"query": f"SELECT retry_count, last_failure FROM sys_invocation WHERE id = '{invocation_id}'"},
-    )  # fmt: skip
+    )
     assert resp.status_code == 200, resp.text
     rows: list[dict[str, Any]] = resp.json()["rows"]
     assert len(rows) == 1, rows

@@ -29,8 +29,13 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 # ------------------------------------------------------------------------------------------- helpers
 def raw(srv: Server, method: str, path: str, content: bytes) -> httpx.Response:
-    return httpx.request(method, f"{srv.admin}{path}", content=content,
-                         headers={"content-type": "application/json"}, timeout=10)  # fmt: skip
+    return httpx.request(
+        method,
+        f"{srv.admin}{path}",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
 
 
 def error(resp: httpx.Response, status: int) -> str:
@@ -41,7 +46,9 @@ def error(resp: httpx.Response, status: int) -> str:
 
 
 def status_of(srv: Server, inv: str) -> str | None:
-    resp = srv.admin_request("POST", "/query", {"query": f"SELECT status FROM sys_invocation WHERE id = '{inv}'"})
+    resp = srv.admin_request(
+        "POST", "/query", {"query": f"SELECT status FROM sys_invocation WHERE id = '{inv}'"}
+    )
     rows = resp.json()["rows"]
     return rows[0]["status"] if rows else None
 
@@ -134,33 +141,44 @@ def test_deployments(srv: Server) -> None:
 
 def test_handlers(srv: Server) -> None:
     handlers = srv.admin_request("GET", "/services/Counter/handlers").json()["handlers"]
-    assert {h["name"]: h.get("ty") for h in handlers} == {"add": "Exclusive", "hold": "Exclusive", "read": "Shared"}
+    assert {h["name"]: h.get("ty") for h in handlers} == {
+        "add": "Exclusive",
+        "hold": "Exclusive",
+        "read": "Shared",
+    }
     add = srv.admin_request("GET", "/services/Counter/handlers/add").json()
     assert add["public"] is True and add["input_json_schema"] == {"type": "integer"}
     assert add["output_json_schema"] == {"type": "integer"}
     broken = srv.admin_request("GET", "/services/Worker/handlers/broken").json()
     assert "ty" not in broken
-    assert broken["retry_policy"]["max_attempts"] == 2 and broken["retry_policy"]["on_max_attempts"] == "Pause"
+    assert (
+        broken["retry_policy"]["max_attempts"] == 2 and broken["retry_policy"]["on_max_attempts"] == "Pause"
+    )
     assert "nope" in error(srv.admin_request("GET", "/services/Counter/handlers/nope"), 404)
     assert "Nope" in error(srv.admin_request("GET", "/services/Nope/handlers"), 404)
 
 
 # ------------------------------------------------------------------------------------------ PATCH
-@pytest.mark.parametrize(("body", "field"), [
-    ({"inactivity_timeout": "2x"}, "inactivity_timeout"),
-    ({"inactivity_timeout": 5}, "inactivity_timeout"),
-    ({"abort_timeout": "-1s"}, "abort_timeout"),
-    ({"public": "yes"}, "public"),
-    ({"journal_retention": ""}, "journal_retention"),
-    ({"workflow_completion_retention": "1d"}, "workflow_completion_retention"),
-    ({"retry_policy": {"max_attempts": 0}}, "retry_policy.max_attempts"),
-    ({"retry_policy": {"exponentiation_factor": 0.5}}, "retry_policy.exponentiation_factor"),
-    ({"retry_policy": {"on_max_attempts": "Explode"}}, "retry_policy.on_max_attempts"),
-    ({"retry_policy": {"initial_interval": "fast"}}, "retry_policy.initial_interval"),
-    ({"retry_policy": "often"}, "retry_policy"),
-    ({"inactivity_timout": "1s"}, "inactivity_timout"),
-])  # fmt: skip
-def test_patch_service_rejects_bad_values_naming_the_field(srv: Server, body: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"inactivity_timeout": "2x"}, "inactivity_timeout"),
+        ({"inactivity_timeout": 5}, "inactivity_timeout"),
+        ({"abort_timeout": "-1s"}, "abort_timeout"),
+        ({"public": "yes"}, "public"),
+        ({"journal_retention": ""}, "journal_retention"),
+        ({"workflow_completion_retention": "1d"}, "workflow_completion_retention"),
+        ({"retry_policy": {"max_attempts": 0}}, "retry_policy.max_attempts"),
+        ({"retry_policy": {"exponentiation_factor": 0.5}}, "retry_policy.exponentiation_factor"),
+        ({"retry_policy": {"on_max_attempts": "Explode"}}, "retry_policy.on_max_attempts"),
+        ({"retry_policy": {"initial_interval": "fast"}}, "retry_policy.initial_interval"),
+        ({"retry_policy": "often"}, "retry_policy"),
+        ({"inactivity_timout": "1s"}, "inactivity_timout"),
+    ],
+)
+def test_patch_service_rejects_bad_values_naming_the_field(
+    srv: Server, body: dict[str, Any], field: str
+) -> None:
     before = srv.admin_request("GET", "/services/Worker").json()
     message = error(srv.admin_request("PATCH", "/services/Worker", body), 400)
     assert f"'{field}'" in message, message
@@ -169,22 +187,30 @@ def test_patch_service_rejects_bad_values_naming_the_field(srv: Server, body: di
 
 def test_patch_service_bad_requests(srv: Server) -> None:
     error(srv.admin_request("PATCH", "/services/Nope", {"public": True}), 404)
-    assert "malformed JSON" in error(raw(srv, "PATCH", "/services/Worker", b"{\"public\": "), 400)
+    assert "malformed JSON" in error(raw(srv, "PATCH", "/services/Worker", b'{"public": '), 400)
     error(srv.admin_request("PATCH", "/services/Worker", ["public"]), 400)
 
 
 def test_patch_workflow_retention_and_retry_policy(srv: Server) -> None:
-    resp = srv.admin_request("PATCH", "/services/Vote", {
-        "workflow_completion_retention": "2d", "idempotency_retention": "3h",
-        "retry_policy": {"initial_interval": "100ms", "max_attempts": 9, "on_max_attempts": "kill"},
-    })  # fmt: skip
+    resp = srv.admin_request(
+        "PATCH",
+        "/services/Vote",
+        {
+            "workflow_completion_retention": "2d",
+            "idempotency_retention": "3h",
+            "retry_policy": {"initial_interval": "100ms", "max_attempts": 9, "on_max_attempts": "kill"},
+        },
+    )
     assert resp.status_code == 200, resp.text
     meta = resp.json()
     assert meta["workflow_completion_retention"] == "2d" and meta["idempotency_retention"] == "3h"
     assert meta["retry_policy"] == {
-        "initial_interval": "100ms", "exponentiation_factor": 2.0, "max_attempts": 9, "max_interval": "1m",
+        "initial_interval": "100ms",
+        "exponentiation_factor": 2.0,
+        "max_attempts": 9,
+        "max_interval": "1m",
         "on_max_attempts": "Kill",
-    }  # fmt: skip
+    }
     assert srv.admin_request("GET", "/services/Vote").json() == meta
     # A later PATCH of one retry field keeps the others.
     again = srv.admin_request("PATCH", "/services/Vote", {"retry_policy": {"max_attempts": 4}}).json()
@@ -206,7 +232,9 @@ def test_patch_inactivity_timeout_takes_effect_and_survives_restart(server_facto
     resp = server.admin_request("PATCH", "/services/Patchable", {"inactivity_timeout": "500ms"})
     assert resp.status_code == 200 and resp.json()["inactivity_timeout"] == "500ms"
     after, aid = waiting(server, "/Patchable/wait_here")
-    wait_until(lambda: status_of(server, after) == "suspended", timeout=10, what="the new invocation to suspend")
+    wait_until(
+        lambda: status_of(server, after) == "suspended", timeout=10, what="the new invocation to suspend"
+    )
     assert status_of(server, before) == "running"  # started with the old timeout (1 minute)
     resolve(server, aid, "done")
     assert server.get(f"/restate/invocation/{after}/attach", timeout=10).json() == "done"
@@ -216,24 +244,38 @@ def test_patch_inactivity_timeout_takes_effect_and_survives_restart(server_facto
     meta = server.admin_request("GET", "/services/Patchable").json()
     assert meta["inactivity_timeout"] == "500ms"
     third, _ = waiting(server, "/Patchable/wait_here")
-    wait_until(lambda: status_of(server, third) == "suspended", timeout=10, what="suspension after the restart")
+    wait_until(
+        lambda: status_of(server, third) == "suspended", timeout=10, what="suspension after the restart"
+    )
 
 
 def test_patched_options_are_a_committed_record_that_survives_sigkill(server_factory: Any) -> None:
     """PATCH is a ``ModifyService`` record committed to the store: after a SIGKILL the restarted server still
     has every patched option, and no side file holds them (before: ``service_overrides.json``)."""
     server: Server = server_factory(APP, name="patched_kill").start()
-    first = server.admin_request("PATCH", "/services/Vote", {
-        "idempotency_retention": "3h", "journal_retention": "2h", "workflow_completion_retention": "2d",
-        "retry_policy": {"initial_interval": "100ms", "on_max_attempts": "Kill"},
-    })  # fmt: skip
+    first = server.admin_request(
+        "PATCH",
+        "/services/Vote",
+        {
+            "idempotency_retention": "3h",
+            "journal_retention": "2h",
+            "workflow_completion_retention": "2d",
+            "retry_policy": {"initial_interval": "100ms", "on_max_attempts": "Kill"},
+        },
+    )
     assert first.status_code == 200, first.text
-    second = server.admin_request("PATCH", "/services/Vote", {"inactivity_timeout": "5s", "abort_timeout": "7s",
-                                                              "retry_policy": {"max_attempts": 4}})  # fmt: skip
+    second = server.admin_request(
+        "PATCH",
+        "/services/Vote",
+        {"inactivity_timeout": "5s", "abort_timeout": "7s", "retry_policy": {"max_attempts": 4}},
+    )
     assert second.status_code == 200, second.text
     patched = second.json()
     assert patched["idempotency_retention"] == "3h" and patched["inactivity_timeout"] == "5s"
-    assert patched["retry_policy"]["initial_interval"] == "100ms" and patched["retry_policy"]["max_attempts"] == 4
+    assert (
+        patched["retry_policy"]["initial_interval"] == "100ms"
+        and patched["retry_policy"]["max_attempts"] == 4
+    )
 
     server.kill()  # SIGKILL: nothing of the shutdown path runs
     server.start()
@@ -247,12 +289,17 @@ def test_patched_options_are_a_committed_record_that_survives_sigkill(server_fac
 # ----------------------------------------------------------------------------------------- state
 def test_set_get_and_clear_object_state(srv: Server) -> None:
     key = uuid.uuid4().hex
-    resp = srv.admin_request("POST", "/services/Counter/state", {
-        "object_key": key, "new_state": {"total": list(b"41"), "note": "\"text\"", "blob": [0, 255, 1]},
-    })  # fmt: skip
+    resp = srv.admin_request(
+        "POST",
+        "/services/Counter/state",
+        {
+            "object_key": key,
+            "new_state": {"total": list(b"41"), "note": '"text"', "blob": [0, 255, 1]},
+        },
+    )
     assert resp.status_code == 202 and resp.content == b""
     state = srv.admin_request("GET", f"/services/Counter/state/{key}").json()
-    assert state == {"blob": "AP8B", "note": "\"text\"", "total": "41"}
+    assert state == {"blob": "AP8B", "note": '"text"', "total": "41"}
     assert srv.call(f"/Counter/{key}/add", 1).json() == 42  # the handler sees the new state
     # POST replaces the whole state.
     srv.admin_request("POST", "/v4/services/Counter/state", {"object_key": key, "new_state": {"total": "1"}})
@@ -264,21 +311,26 @@ def test_set_get_and_clear_object_state(srv: Server) -> None:
 
 def test_state_key_with_slash_and_spaces(srv: Server) -> None:
     key = "a/b c"
-    resp = srv.admin_request("POST", "/services/Counter/state", {"object_key": key, "new_state": {"total": "5"}})
+    resp = srv.admin_request(
+        "POST", "/services/Counter/state", {"object_key": key, "new_state": {"total": "5"}}
+    )
     assert resp.status_code == 202
     assert srv.admin_request("GET", "/services/Counter/state/a%2Fb%20c").json() == {"total": "5"}
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"new_state": {}}, "object_key"),
-    ({"object_key": 1, "new_state": {}}, "object_key"),
-    ({"object_key": "k"}, "new_state"),
-    ({"object_key": "k", "new_state": {"x": [256]}}, "new_state.x"),
-    ({"object_key": "k", "new_state": {"x": 12}}, "new_state.x"),
-    ({"object_key": "k", "new_state": {"x": [True]}}, "new_state.x"),
-    ({"object_key": "k", "new_state": {}, "version": "abc"}, "version"),
-    ({"object_key": "k", "new_state": {}, "extra": 1}, "extra"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"new_state": {}}, "object_key"),
+        ({"object_key": 1, "new_state": {}}, "object_key"),
+        ({"object_key": "k"}, "new_state"),
+        ({"object_key": "k", "new_state": {"x": [256]}}, "new_state.x"),
+        ({"object_key": "k", "new_state": {"x": 12}}, "new_state.x"),
+        ({"object_key": "k", "new_state": {"x": [True]}}, "new_state.x"),
+        ({"object_key": "k", "new_state": {}, "version": "abc"}, "version"),
+        ({"object_key": "k", "new_state": {}, "extra": 1}, "extra"),
+    ],
+)
 def test_set_state_rejects_bad_bodies(srv: Server, body: dict[str, Any], field: str) -> None:
     assert f"'{field}'" in error(srv.admin_request("POST", "/services/Counter/state", body), 400)
 
@@ -286,7 +338,9 @@ def test_set_state_rejects_bad_bodies(srv: Server, body: dict[str, Any], field: 
 def test_state_of_unknown_or_stateless_services(srv: Server) -> None:
     error(srv.admin_request("POST", "/services/Nope/state", {"object_key": "k", "new_state": {}}), 404)
     error(srv.admin_request("GET", "/services/Nope/state/k"), 404)
-    assert "Worker" in error(srv.admin_request("POST", "/services/Worker/state", {"object_key": "k", "new_state": {}}), 400)
+    assert "Worker" in error(
+        srv.admin_request("POST", "/services/Worker/state", {"object_key": "k", "new_state": {}}), 400
+    )
     error(srv.admin_request("GET", "/services/Worker/state/k"), 400)
     error(srv.admin_request("DELETE", "/services/Worker/state/k"), 400)
     error(raw(srv, "POST", "/services/Counter/state", b"not json"), 400)
@@ -381,15 +435,26 @@ def test_deprecated_delete_invocation(srv: Server) -> None:
 
 # ---------------------------------------------------------------------------------------- errors
 def test_unknown_routes_and_wrong_methods(srv: Server) -> None:
-    for path in ("/nothing", "/v5/services", "/services/Worker/handlers/echo/extra", "/invocations/x/restart"):
+    for path in (
+        "/nothing",
+        "/v5/services",
+        "/services/Worker/handlers/echo/extra",
+        "/invocations/x/restart",
+    ):
         error(srv.admin_request("GET", path), 404)
-    for method, path in (("POST", "/health"), ("DELETE", "/services"), ("GET", "/invocations/x/kill"),
-                         ("PUT", "/services/Worker"), ("GET", "/query"), ("POST", "/services/Worker/state/k")):  # fmt: skip
+    for method, path in (
+        ("POST", "/health"),
+        ("DELETE", "/services"),
+        ("GET", "/invocations/x/kill"),
+        ("PUT", "/services/Worker"),
+        ("GET", "/query"),
+        ("POST", "/services/Worker/state/k"),
+    ):
         assert "not allowed" in error(srv.admin_request(method, path), 405)
 
 
 def test_garbage_bodies_never_cause_a_500(srv: Server) -> None:
-    bodies = [b"", b"{", b"null", b"[]", b"42", b"\"s\"", b"\xff\xfe", b"{\"query\": null}", b"{}" * 1000]
+    bodies = [b"", b"{", b"null", b"[]", b"42", b'"s"', b"\xff\xfe", b'{"query": null}', b"{}" * 1000]
     headers = {"content-type": "application/json"}
     with httpx.Client(base_url=srv.admin, headers=headers, timeout=10) as client:
         for path, methods in ROUTES.items():
@@ -398,4 +463,9 @@ def test_garbage_bodies_never_cause_a_500(srv: Server) -> None:
             for method in methods:
                 for body in bodies:
                     resp = client.request(method, concrete, content=body)
-                    assert resp.status_code < 500 or resp.status_code == 501, (method, concrete, body, resp.text)
+                    assert resp.status_code < 500 or resp.status_code == 501, (
+                        method,
+                        concrete,
+                        body,
+                        resp.text,
+                    )

@@ -43,8 +43,12 @@ def test_services_carry_restate_service_metadata(srv: Server) -> None:
     services = _services(srv)
     assert set(services) == {"Approval", "Box", "Caller", "Echo", "Lock"}
     assert {n: s["ty"] for n, s in services.items()} == {
-        "Approval": "Workflow", "Box": "VirtualObject", "Caller": "Service", "Echo": "Service", "Lock": "VirtualObject",
-    }  # fmt: skip
+        "Approval": "Workflow",
+        "Box": "VirtualObject",
+        "Caller": "Service",
+        "Echo": "Service",
+        "Lock": "VirtualObject",
+    }
     for svc in services.values():
         assert svc["deployment_id"].startswith("dp_"), svc
         assert isinstance(svc["revision"], int) and svc["revision"] >= 1
@@ -55,15 +59,22 @@ def test_services_carry_restate_service_metadata(srv: Server) -> None:
         assert svc["abort_timeout"] == "10m"
         assert svc["enable_lazy_state"] is False
         assert svc["retry_policy"] == {
-            "initial_interval": "500ms", "exponentiation_factor": 2.0, "max_attempts": 70,
-            "max_interval": "1m", "on_max_attempts": "Pause",
-        }  # fmt: skip
+            "initial_interval": "500ms",
+            "exponentiation_factor": 2.0,
+            "max_attempts": 70,
+            "max_interval": "1m",
+            "on_max_attempts": "Pause",
+        }
         for h in svc["handlers"]:
             assert h["public"] is True, h
     handlers = {n: {h["name"]: h.get("ty") for h in s["handlers"]} for n, s in services.items()}
     assert handlers["Lock"] == {
-        "hold": "Exclusive", "step": "Exclusive", "peek": "Shared", "state_ops": "Exclusive", "read_state": "Shared",
-    }  # fmt: skip
+        "hold": "Exclusive",
+        "step": "Exclusive",
+        "peek": "Shared",
+        "state_ops": "Exclusive",
+        "read_state": "Shared",
+    }
     assert handlers["Approval"] == {
         "run": "Workflow",
         "decide": "Shared",

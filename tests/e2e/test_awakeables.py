@@ -27,10 +27,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-
-
-
-
 def _waiting(srv: Server, value: Any = None, **extra: str) -> tuple[str, str]:
     """Start ``Echo/wait_for``; returns (invocation id, awakeable id) once it waits."""
     box = unique_key()
@@ -117,7 +113,9 @@ def _row(srv: Server, inv: str) -> dict[str, Any]:
     return row  # type: ignore[no-any-return]
 
 
-def test_an_index_never_allocated_is_refused_and_leaves_the_invocation_alone(srv: Server, tmp_path: Path) -> None:
+def test_an_index_never_allocated_is_refused_and_leaves_the_invocation_alone(
+    srv: Server, tmp_path: Path
+) -> None:
     """A started invocation's computed awakeable ids past the ones it created resolve nothing (it used to
     be accepted and stored, and the handler's next ``ctx.awakeable()`` got the planted value at once)."""
     starts = tmp_path / "starts"
@@ -130,7 +128,10 @@ def test_an_index_never_allocated_is_refused_and_leaves_the_invocation_alone(srv
         for verb in ("resolve", "reject"):
             resp = srv.call(f"/restate/awakeables/{planted}/{verb}", "planted")
             assert resp.status_code == 404, resp.text
-            assert resp.json()["message"] == f"awakeable '{planted}' not found: its invocation has not created it"
+            assert (
+                resp.json()["message"]
+                == f"awakeable '{planted}' not found: its invocation has not created it"
+            )
     assert _row(srv, inv) == before  # not woken, nothing journaled
     assert starts.read_text().splitlines() == ["x"]
     assert srv.call(f"/restate/awakeables/{aid}/resolve", "real").status_code == 202

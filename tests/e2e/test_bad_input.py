@@ -157,9 +157,17 @@ def test_delay_beyond_the_limit_is_400_not_500(srv: Server) -> None:
 
 
 def test_overlong_names_keys_and_idempotency_keys_are_400(srv: Server) -> None:
-    assert _ingress_error(srv.call("/" + "S" * 256 + "/echo", "x"), 400) == "service name too long: at most 255 bytes"
-    assert _ingress_error(srv.call("/Echo/" + "h" * 256, "x"), 400) == "handler name too long: at most 255 bytes"
-    assert _ingress_error(srv.call("/Lock/" + "k" * 4097 + "/step", "x"), 400) == "object key too long: at most 4096 bytes"
+    assert (
+        _ingress_error(srv.call("/" + "S" * 256 + "/echo", "x"), 400)
+        == "service name too long: at most 255 bytes"
+    )
+    assert (
+        _ingress_error(srv.call("/Echo/" + "h" * 256, "x"), 400) == "handler name too long: at most 255 bytes"
+    )
+    assert (
+        _ingress_error(srv.call("/Lock/" + "k" * 4097 + "/step", "x"), 400)
+        == "object key too long: at most 4096 bytes"
+    )
     msg = _ingress_error(srv.call("/Echo/echo", "x", headers={"idempotency-key": "i" * 1025}), 400)
     assert "1 to 1024 bytes" in msg
     resp = srv.admin_request("GET", "/services/" + "S" * 256)
@@ -170,13 +178,17 @@ def test_overlong_names_keys_and_idempotency_keys_are_400(srv: Server) -> None:
 def test_oversized_heads_are_414_and_431_in_restate_error_shape(srv: Server) -> None:
     assert "at most 32768 bytes" in _ingress_error(srv.call("/Echo/echo?" + "q" * 40_000, "x"), 414)
     many = {f"x-h{i}": "v" for i in range(101)}
-    assert _ingress_error(srv.call("/Echo/echo", "x", headers=many), 431) == "too many request headers: at most 100"
+    assert (
+        _ingress_error(srv.call("/Echo/echo", "x", headers=many), 431)
+        == "too many request headers: at most 100"
+    )
     big = {"x-big": "v" * (64 * 1024)}
     assert "at most 65536 bytes" in _ingress_error(srv.call("/Echo/echo", "x", headers=big), 431)
     admin = httpx.get(f"{srv.admin}/services", headers=many, timeout=10)
     assert admin.status_code == 431 and admin.json() == {
-        "message": "too many request headers: at most 100", "restate_code": None,
-    }  # fmt: skip
+        "message": "too many request headers: at most 100",
+        "restate_code": None,
+    }
     # 100 headers in all (httpx adds host, accept, accept-encoding, connection, user-agent, content-*) are fine
     fits = {f"x-h{i}": "v" for i in range(100 - 7)}
     assert srv.call("/Echo/echo", "ok", headers=fits).json() == "ok"

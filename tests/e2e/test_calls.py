@@ -32,12 +32,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-
-
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
 
 
 def _send(srv: Server, path: str, body: Any) -> str:

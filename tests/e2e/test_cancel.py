@@ -70,8 +70,14 @@ def explain(srv: Server, inv: str) -> dict[str, Any]:
 
 def cli(srv: Server, *args: str) -> str:
     env = {"UNBROKEN_ADMIN_URL": srv.admin, "UNBROKEN_INGRESS_URL": srv.ingress, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "unbroken.cli.main", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "unbroken.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     return proc.stdout
 
@@ -117,7 +123,9 @@ def test_a_step_failing_after_the_cancel_was_seen_is_not_retried(srv: Server, tm
 
 
 # ------------------------------------------------------------------------------------------ hardening 13
-def test_cancelling_the_root_of_a_call_cycle_cancels_the_queued_inner_call(srv: Server, tmp_path: Path) -> None:
+def test_cancelling_the_root_of_a_call_cycle_cancels_the_queued_inner_call(
+    srv: Server, tmp_path: Path
+) -> None:
     """A→B→A on one key: the inner A call waits behind the root's lock. Cancelling the root cancels the
     whole tree before the lock is released: the inner call never runs and commits nothing."""
     key, notes = uuid.uuid4().hex, tmp_path / "inner"
@@ -151,7 +159,11 @@ def test_a_run_value_that_cannot_be_serialized_pauses_at_once(srv: Server, tmp_p
     inv = send(srv, "/Steps/unserializable", str(notes))
     wait_until(lambda: status(srv, inv) == "paused", timeout=10, what="the invocation to pause")
     assert lines(notes) == ["made"]
-    for text in (explain(srv, inv)["summary"], cli(srv, "invocations", "describe", inv), cli(srv, "explain", inv)):
+    for text in (
+        explain(srv, inv)["summary"],
+        cli(srv, "invocations", "describe", inv),
+        cli(srv, "explain", inv),
+    ):
         assert "ctx.run 'make opaque'" in text, text
         assert "Opaque" in text and "serde=" in text, text
     warned = wait_until(lambda: log_lines(srv, inv, "WARNING", "paused", "make opaque"), what="the warning")
@@ -164,7 +176,9 @@ def test_a_run_value_that_cannot_be_serialized_pauses_at_once(srv: Server, tmp_p
 
 # ------------------------------------------------------------------------------- hardening 5
 @pytest.mark.parametrize("deep", [False, True], ids=["opaque", "nested-too-deep"])
-def test_a_handler_output_that_cannot_be_serialized_pauses_at_once(srv: Server, tmp_path: Path, deep: bool) -> None:
+def test_a_handler_output_that_cannot_be_serialized_pauses_at_once(
+    srv: Server, tmp_path: Path, deep: bool
+) -> None:
     """No retry fixes it (each would run the handler again): paused after one execution, with a message
     naming the handler, the type and what would serialize it."""
     notes = tmp_path / "ran"
@@ -177,7 +191,9 @@ def test_a_handler_output_that_cannot_be_serialized_pauses_at_once(srv: Server, 
 
 
 @pytest.mark.parametrize("deep", [False, True], ids=["opaque", "nested-too-deep"])
-def test_a_state_value_that_cannot_be_serialized_pauses_at_once(srv: Server, tmp_path: Path, deep: bool) -> None:
+def test_a_state_value_that_cannot_be_serialized_pauses_at_once(
+    srv: Server, tmp_path: Path, deep: bool
+) -> None:
     """``ctx.set`` of such a value: paused at once (not retried for an hour with the key held), the handler
     not run past the set, a message naming the state key, the type and what would serialize it."""
     notes = tmp_path / "ran"
@@ -206,7 +222,9 @@ def test_a_failed_step_is_logged_once_per_attempt_and_its_traceback_kept(
     inv = send(server, "/Steps/flaky", str(path))
     wait_until(lambda: len(lines(path)) >= 3, timeout=15, what="three failed attempts")
     for attempt in (1, 2):
-        logged = wait_until(lambda a=attempt: log_lines(server, inv, f"attempt {a} failed"), what="the log line")
+        logged = wait_until(
+            lambda a=attempt: log_lines(server, inv, f"attempt {a} failed"), what="the log line"
+        )
         assert len(logged) == 1, logged
         assert "WARNING" in logged[0] and "ctx.run 'charge'" in logged[0] and "retry" in logged[0], logged[0]
         assert "ConnectionError('payment service unreachable')" in logged[0], logged[0]
@@ -222,7 +240,9 @@ def test_a_failed_step_is_logged_once_per_attempt_and_its_traceback_kept(
 def test_a_run_never_awaited_is_warned_about_by_name(srv: Server, tmp_path: Path) -> None:
     inv = send(srv, "/Steps/forgets", str(tmp_path / "ran"))
     assert attach(srv, inv).json() == "done"
-    warned = wait_until(lambda: log_lines(srv, inv, "WARNING", "'forgotten step'", "never awaited"), what="warning")
+    warned = wait_until(
+        lambda: log_lines(srv, inv, "WARNING", "'forgotten step'", "never awaited"), what="warning"
+    )
     assert len(warned) == 1, warned
 
 
@@ -230,8 +250,10 @@ def test_a_run_never_awaited_is_warned_about_by_name(srv: Server, tmp_path: Path
 def test_explain_after_a_cancel_says_the_compensation_runs(srv: Server, tmp_path: Path) -> None:
     base = tmp_path / "nap"
     inv = send(srv, "/Saga/napping", str(base))
-    wait_until(lambda: query(srv, f"SELECT 1 FROM sys_journal WHERE id = '{inv}' AND name = 'long nap'"),
-               what="the sleep to be journaled")  # fmt: skip
+    wait_until(
+        lambda: query(srv, f"SELECT 1 FROM sys_journal WHERE id = '{inv}' AND name = 'long nap'"),
+        what="the sleep to be journaled",
+    )
     assert "sleeping until" in explain(srv, inv)["summary"]
     cancel(srv, inv)
     wait_until(lambda: lines(Path(f"{base}.undo")), what="the compensation to start")
@@ -245,7 +267,9 @@ def test_explain_after_a_cancel_says_the_compensation_runs(srv: Server, tmp_path
     assert attach(srv, inv).json() == CANCELLED
 
 
-def test_explain_names_the_awakeable_of_a_running_handler_before_it_suspends(srv: Server, tmp_path: Path) -> None:
+def test_explain_names_the_awakeable_of_a_running_handler_before_it_suspends(
+    srv: Server, tmp_path: Path
+) -> None:
     """The inactivity timeout is the default minute here: the handler is running, not suspended."""
     published = tmp_path / "aid"
     inv = send(srv, "/Saga/awaits_awakeable", str(published))

@@ -34,7 +34,9 @@ def explain(srv: Server, inv: str) -> dict[str, Any]:
 
 
 def status(srv: Server, inv: str) -> str | None:
-    rows = srv.admin_request("POST", "/query", {"query": f"SELECT status FROM sys_invocation WHERE id = '{inv}'"})
+    rows = srv.admin_request(
+        "POST", "/query", {"query": f"SELECT status FROM sys_invocation WHERE id = '{inv}'"}
+    )
     found = rows.json()["rows"]
     return found[0]["status"] if found else None
 
@@ -84,18 +86,30 @@ def test_queued_behind_the_lock_holder_and_since_when(srv: Server) -> None:
     assert queued["lock_holder"] == holder and queued["lock_holder_target"] == f"Counter/{key}/hold"
     assert queued["ahead_in_inbox"] == 1  # `first` is queued ahead of it
     assert ts(queued["holding_since"]) <= ts(queued["queued_since"]) <= datetime.now(UTC)
-    assert f"queued behind {holder} (Counter/{key}/hold), which holds the lock of Counter/{key} since " in body["summary"]
+    assert (
+        f"queued behind {holder} (Counter/{key}/hold), which holds the lock of Counter/{key} since "
+        in body["summary"]
+    )
     assert "1 more ahead of it" in body["summary"]
     # The chain says what the holder is doing: waiting on an awakeable.
     (hop,) = body["chain"]
-    assert (hop["invocation_id"], hop["status"], hop["depth"], hop["waited_on_by"]) == (holder, "suspended", 1, second)
+    assert (hop["invocation_id"], hop["status"], hop["depth"], hop["waited_on_by"]) == (
+        holder,
+        "suspended",
+        1,
+        second,
+    )
     assert hop["reasons"][0]["kind"] == "awakeable" and hop["reasons"][0]["awakeable_id"] == aid
 
     resolve(srv, aid, "done")
     wait_status(srv, second, "completed")
     assert explain(srv, first)["reasons"][0]["value"] == "5"
     done = explain(srv, second)
-    assert done["reasons"][0]["kind"] == "completed" and done["reasons"][0]["value"] == "6" and done["chain"] == []
+    assert (
+        done["reasons"][0]["kind"] == "completed"
+        and done["reasons"][0]["value"] == "6"
+        and done["chain"] == []
+    )
 
 
 def test_sleeping_until(srv: Server) -> None:
@@ -106,7 +120,10 @@ def test_sleeping_until(srv: Server) -> None:
     assert sleep["kind"] == "sleep" and sleep["name"] == "long nap" and sleep["entry_index"] == 1
     left = ts(sleep["wake_up_at"]) - datetime.now(UTC)
     assert timedelta(minutes=58) < left <= timedelta(hours=1)
-    assert body["summary"] == f"suspended, sleeping until {sleep['wake_up_at']} (ctx.sleep 'long nap' at journal entry 1)"
+    assert (
+        body["summary"]
+        == f"suspended, sleeping until {sleep['wake_up_at']} (ctx.sleep 'long nap' at journal entry 1)"
+    )
     assert srv.admin_request("PATCH", f"/invocations/{inv}/kill").status_code == 200
 
 
@@ -133,9 +150,13 @@ def test_awaiting_a_durable_promise(srv: Server) -> None:
     wait_status(srv, inv, "suspended")
     body = explain(srv, inv)
     (wait,) = body["reasons"]
-    assert wait["kind"] == "promise" and wait["promise"] == "decision" and wait["workflow"] == f"Approval/{key}"
+    assert (
+        wait["kind"] == "promise" and wait["promise"] == "decision" and wait["workflow"] == f"Approval/{key}"
+    )
     assert wait["promise_completed"] is False and wait["entry_index"] == 2  # Input, SetState, GetPromise
-    assert f"awaiting durable promise 'decision' of workflow Approval/{key} (journal entry 2)" in body["summary"]
+    assert (
+        f"awaiting durable promise 'decision' of workflow Approval/{key} (journal entry 2)" in body["summary"]
+    )
     assert srv.call(f"/Approval/{key}/decide", "yes").json() == "ok"
     wait_status(srv, inv, "completed")
     assert explain(srv, inv)["summary"].startswith("completed successfully at ")
@@ -152,7 +173,9 @@ def test_waiting_on_a_call_follows_the_chain(srv: Server) -> None:
     (call,) = body["reasons"]
     middle = call["callee_id"]
     assert call["kind"] == "call" and call["target"] == "Waiter/relay" and call["entry_index"] == 1
-    assert body["summary"] == f"suspended, waiting on a call to Waiter/relay ({middle}) made at journal entry 1"
+    assert (
+        body["summary"] == f"suspended, waiting on a call to Waiter/relay ({middle}) made at journal entry 1"
+    )
     assert [(h["invocation_id"], h["target"], h["depth"], h["waited_on_by"]) for h in body["chain"]] == [
         (middle, "Waiter/relay", 1, top),
         (leaf, "Waiter/wait", 2, middle),
@@ -176,8 +199,12 @@ def test_running_inside_a_ctx_run(srv: Server, tmp_path: Path) -> None:
     body = explain(srv, inv)
     assert body["status"] == "running" and kinds(body) == ["running", "run"]
     assert body["reasons"][0]["attempt"] == 1 and body["attempts"] == 1
-    assert body["reasons"][1] == {"kind": "run", "entry_index": 1, "name": "wait for file",
-                                  "phrase": "executing ctx.run 'wait for file' (journal entry 1)"}  # fmt: skip
+    assert body["reasons"][1] == {
+        "kind": "run",
+        "entry_index": 1,
+        "name": "wait for file",
+        "phrase": "executing ctx.run 'wait for file' (journal entry 1)",
+    }
     assert body["summary"] == "running (attempt 1), executing ctx.run 'wait for file' (journal entry 1)"
     flag.touch()
     wait_status(srv, inv, "completed")
@@ -208,7 +235,11 @@ def test_paused_after_its_attempts_then_resumed(srv: Server, tmp_path: Path) -> 
     wait_status(srv, inv, "paused")
     body = explain(srv, inv)
     (paused,) = body["reasons"]
-    assert paused["kind"] == "paused" and paused["attempts"] == 2 and paused["error"] == "RuntimeError('needed is missing')"
+    assert (
+        paused["kind"] == "paused"
+        and paused["attempts"] == 2
+        and paused["error"] == "RuntimeError('needed is missing')"
+    )
     assert "Traceback" in paused["error_detail"]
     assert body["summary"] == (
         "paused after 2 attempts with error 'RuntimeError('needed is missing')'; "
@@ -250,12 +281,15 @@ def test_completed_with_a_result_or_a_failure(srv: Server) -> None:
     assert done["result"] == "success" and done["value"] == '"Hello Ada!"'
     assert ts(done["completed_at"]) < ts(done["expires_at"])
     assert body["summary"] == (
-        f"completed successfully at {done['completed_at']} with result \"Hello Ada!\"; "
+        f'completed successfully at {done["completed_at"]} with result "Hello Ada!"; '
         f"the result is kept until {done['expires_at']}"
     )
     failed = srv.call("/Greeter/fail", "nope").headers["x-restate-id"]
     body = explain(srv, failed)
-    assert body["reasons"][0]["result"] == "failure" and body["reasons"][0]["failure"] == {"code": 418, "message": "nope"}
+    assert body["reasons"][0]["result"] == "failure" and body["reasons"][0]["failure"] == {
+        "code": 418,
+        "message": "nope",
+    }
     assert body["summary"].startswith("completed at ") and "with failure [418] nope" in body["summary"]
 
 
@@ -263,7 +297,10 @@ def test_unknown_and_malformed_ids(srv: Server) -> None:
     unknown = str(InvocationId.new(1, b"\x01" * 10, 1_700_000_000_000))
     resp = srv.admin_request("GET", f"/invocations/{unknown}/explain")
     assert resp.status_code == 404
-    assert resp.json() == {"message": f"The requested invocation '{unknown}' does not exist", "restate_code": None}
+    assert resp.json() == {
+        "message": f"The requested invocation '{unknown}' does not exist",
+        "restate_code": None,
+    }
     resp = srv.admin_request("GET", "/invocations/not-an-id/explain")
     assert resp.status_code == 400 and "invocation_id" in resp.json()["message"]
     assert srv.admin_request("POST", f"/invocations/{unknown}/explain").status_code == 405

@@ -55,7 +55,9 @@ def test_crash_when_a_timer_is_due_before_it_fires(server_factory: Any, tmp_path
     The stored timer fires after the restart: the step after the sleep runs once, the one before never
     runs again, and the invocation completes once."""
     srv = armed(server_factory, "timer", "timer.before_fire")
-    resp = srv.call("/Sleeper/t1/nap/send", {"dir": str(tmp_path), "seconds": 0.3}, headers={"idempotency-key": "nap-1"})
+    resp = srv.call(
+        "/Sleeper/t1/nap/send", {"dir": str(tmp_path), "seconds": 0.3}, headers={"idempotency-key": "nap-1"}
+    )
     assert resp.status_code == 202, resp.text
     invocation_id = resp.json()["invocationId"]
     crashed_at_fault(srv)
@@ -68,7 +70,9 @@ def test_crash_when_a_timer_is_due_before_it_fires(server_factory: Any, tmp_path
     assert ledger(tmp_path, "before") == [before]
     assert result == {"before": before["at"], "after": after["at"]}
     assert after["at"] - before["at"] >= 0.3 - 0.001
-    again = srv.call("/Sleeper/t1/nap/send", {"dir": str(tmp_path), "seconds": 0.3}, headers={"idempotency-key": "nap-1"})
+    again = srv.call(
+        "/Sleeper/t1/nap/send", {"dir": str(tmp_path), "seconds": 0.3}, headers={"idempotency-key": "nap-1"}
+    )
     assert again.json() == {"invocationId": invocation_id, "status": "PreviouslyAccepted"}
 
 
@@ -104,9 +108,10 @@ def test_crash_in_the_middle_of_a_batch(server_factory: Any, tmp_path: Path) -> 
         while True:
             try:
                 resp = client.post(
-                    f"{srv.ingress}/Counter/{key}/add/send", json={"dir": str(tmp_path), "n": n},
+                    f"{srv.ingress}/Counter/{key}/add/send",
+                    json={"dir": str(tmp_path), "n": n},
                     headers={"idempotency-key": f"inc-{n}"},
-                )  # fmt: skip
+                )
             except httpx.TransportError:
                 if time.monotonic() > deadline:
                     raise
@@ -120,7 +125,9 @@ def test_crash_in_the_middle_of_a_batch(server_factory: Any, tmp_path: Path) -> 
         crashed_at_fault(srv)
         srv.start()  # disarmed; the clients' retries now go through
         ids = [f.result(timeout=60) for f in futures]
-        results = list(pool.map(lambda i: client.get(f"{srv.ingress}/restate/invocation/{i}/attach", timeout=30), ids))
+        results = list(
+            pool.map(lambda i: client.get(f"{srv.ingress}/restate/invocation/{i}/attach", timeout=30), ids)
+        )
     assert [r.status_code for r in results] == [200] * total, [r.text for r in results]
     assert sorted(r.json() for r in results) == list(range(1, total + 1))  # each saw a distinct count
     count = srv.call(f"/Counter/{key}/get")

@@ -22,9 +22,19 @@ EXIT_S = 30.0  # a refused start must end long before this (it is bounded, not w
 
 def serve_cmd(data_dir: Path, ingress_port: int, admin_port: int, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "unbroken.cli.main", "serve", str(ROOT / APP), "--data-dir", str(data_dir),
-        "--ingress-bind", f"127.0.0.1:{ingress_port}", "--admin-bind", f"127.0.0.1:{admin_port}", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "unbroken.cli.main",
+        "serve",
+        str(ROOT / APP),
+        "--data-dir",
+        str(data_dir),
+        "--ingress-bind",
+        f"127.0.0.1:{ingress_port}",
+        "--admin-bind",
+        f"127.0.0.1:{admin_port}",
+        *extra,
+    ]
 
 
 def run_refused(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -182,7 +192,7 @@ def typed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         ("person", b"", ["Typed/person expects Person, got an empty body"]),
         ("items", b'[{"sku": "a", "qty": 1}, {"sku": "b"}]', ["Typed/items expects list[", "qty", "$[1]"]),
     ],
-)  # fmt: skip
+)
 def test_a_body_that_does_not_fit_the_type_hint_is_a_400(
     typed: Server, handler: str, body: bytes, fragments: list[str]
 ) -> None:
@@ -204,7 +214,7 @@ def test_a_body_that_does_not_fit_the_type_hint_is_a_400(
         ("anything", b'{"a": null}', "{'a': None}"),
         ("raw", b"", 0),
     ],
-)  # fmt: skip
+)
 def test_a_body_that_fits_runs(typed: Server, handler: str, body: bytes, answer: object) -> None:
     resp = typed.call(f"/Typed/{handler}", raw=body)
     assert resp.status_code == 200, resp.text
@@ -218,8 +228,14 @@ def unbroken(*args: str, srv: Server | None = None) -> subprocess.CompletedProce
     env = {**os.environ, "COLUMNS": "200"}
     if srv is not None:
         env.update(UNBROKEN_ADMIN_URL=srv.admin, UNBROKEN_INGRESS_URL=srv.ingress)
-    proc = subprocess.run([sys.executable, "-m", "unbroken.cli.main", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "unbroken.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
     return proc
 

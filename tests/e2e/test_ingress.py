@@ -28,10 +28,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-
-
-
-
 def _resolve(srv: Server, aid: str, value: Any) -> None:
     resp = srv.call(f"/restate/awakeables/{aid}/resolve", value)
     assert resp.status_code == 202, resp.text
@@ -191,8 +187,10 @@ def test_attach_and_output_by_invocation_id(srv: Server) -> None:
     not_ready = srv.get(f"/restate/invocation/{inv}/output")
     assert not_ready.status_code == 470, not_ready.text
     assert not_ready.json() == {
-        "code": 470, "message": "the invocation exists but has not completed yet", "source": "ingress",
-    }  # fmt: skip
+        "code": 470,
+        "message": "the invocation exists but has not completed yet",
+        "source": "ingress",
+    }
     with ThreadPoolExecutor(1) as pool:
         attached = pool.submit(srv.get, f"/restate/invocation/{inv}/attach")
         done, _ = wait_futures([attached], timeout=0.3)

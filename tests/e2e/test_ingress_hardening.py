@@ -40,8 +40,15 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         server.kill()
 
 
-def call(srv: Server, path: str, body: Any = None, *, raw: bytes | None = None, timeout: float = IO_TIMEOUT_S,
-         method: str = "POST") -> httpx.Response:  # fmt: skip
+def call(
+    srv: Server,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    timeout: float = IO_TIMEOUT_S,
+    method: str = "POST",
+) -> httpx.Response:
     return srv.call(path, body, raw=raw, headers=AUTH, timeout=timeout, method=method)
 
 
@@ -170,7 +177,11 @@ def test_a_head_that_does_not_parse_gets_the_json_error_body(srv: Server, head: 
     assert status == 400, body
     assert headers["content-type"] == "application/json" and headers["x-restate-error-source"] == "ingress"
     answer = json.loads(body)
-    assert answer["code"] == 400 and answer["source"] == "ingress" and "invalid HTTP request" in answer["message"]
+    assert (
+        answer["code"] == 400
+        and answer["source"] == "ingress"
+        and "invalid HTTP request" in answer["message"]
+    )
     status, headers, body = raw_exchange(srv.admin_port, head.replace(b"/Echo/", b"/services/") + b"{}")
     assert status == 400 and headers["content-type"] == "application/json", body
     assert "invalid HTTP request" in json.loads(body)["message"]
@@ -181,12 +192,16 @@ def attach_request(inv: str) -> bytes:
     return f"GET /restate/invocation/{inv}/attach HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {INGRESS_TOKEN}\r\n\r\n".encode()
 
 
-def test_waiters_whose_clients_hang_up_are_forgotten_and_shutdown_is_clean(server_factory: Callable[..., Server]) -> None:
+def test_waiters_whose_clients_hang_up_are_forgotten_and_shutdown_is_clean(
+    server_factory: Callable[..., Server],
+) -> None:
     """Attaches whose clients disconnected used to keep their tasks until the invocation completed, and the
     shutdown printed one traceback for each; one still connected at shutdown used to get a 500."""
     srv = server_factory(APP, env=ENV).start()
     inv, _aid = waiting(srv)
-    gone = [socket.create_connection(("127.0.0.1", srv.ingress_port), timeout=IO_TIMEOUT_S) for _ in range(20)]
+    gone = [
+        socket.create_connection(("127.0.0.1", srv.ingress_port), timeout=IO_TIMEOUT_S) for _ in range(20)
+    ]
     for sock in gone:
         sock.sendall(attach_request(inv))
     stays = socket.create_connection(("127.0.0.1", srv.ingress_port), timeout=IO_TIMEOUT_S)
@@ -212,7 +227,9 @@ def test_connections_that_send_no_complete_head_or_stall_their_body_are_closed(s
     partial = socket.create_connection(("127.0.0.1", srv.ingress_port))
     partial.sendall(b"POST /Echo/echo HTTP/1.1\r\nhost: x\r\n")
     stalled = socket.create_connection(("127.0.0.1", srv.ingress_port))
-    stalled.sendall(f"POST /Echo/echo HTTP/1.1\r\nhost: x\r\n{AUTH_LINE}content-length: 100\r\n\r\n[1,".encode())
+    stalled.sendall(
+        f"POST /Echo/echo HTTP/1.1\r\nhost: x\r\n{AUTH_LINE}content-length: 100\r\n\r\n[1,".encode()
+    )
     started = time.monotonic()
     socks = (idle, admin_idle, partial, stalled)
     for sock in socks:
@@ -221,7 +238,9 @@ def test_connections_that_send_no_complete_head_or_stall_their_body_are_closed(s
         assert idle.recv(1) == b""
         assert admin_idle.recv(1) == b""
         status, _headers, body = read_answer(partial)
-        assert status == 408 and f"within {limits.http_head_timeout_ms} ms" in json.loads(body)["message"], body
+        assert status == 408 and f"within {limits.http_head_timeout_ms} ms" in json.loads(body)["message"], (
+            body
+        )
         assert time.monotonic() - started < HEAD_TIMEOUT_S + 5
         status, _headers, body = read_answer(stalled)
         assert status == 408 and "request body stalled" in json.loads(body)["message"], body
@@ -236,7 +255,9 @@ def open_idle(port: int, count: int) -> list[socket.socket]:
     return [socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S) for _ in range(count)]
 
 
-def test_a_thousand_idle_connections_leave_both_listeners_serving(server_factory: Callable[..., Server]) -> None:
+def test_a_thousand_idle_connections_leave_both_listeners_serving(
+    server_factory: Callable[..., Server],
+) -> None:
     """Under the common soft limit of 1,024 open files, 1,000 idle connections used to make every new
     client fail: the server now raises its soft limit to the hard one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -307,4 +328,6 @@ def test_bodies_in_flight_beyond_the_budget_get_503_with_retry_after(srv: Server
         for sock in socks:
             sock.close()
     big = b'"' + b"x" * (size - 2) + b'"'
-    wait_until(lambda: call(srv, "/Echo/void", raw=big, timeout=60).status_code == 200, what="a big body to fit")
+    wait_until(
+        lambda: call(srv, "/Echo/void", raw=big, timeout=60).status_code == 200, what="a big body to fit"
+    )

@@ -48,7 +48,9 @@ def test_a_kill_mid_way_replays_the_journaled_reads(srv: Server, tmp_path: Path)
     srv.kill()
     srv.start()
     wait_until(lambda: len(runs.read_text().splitlines()) == 2, 10, what="the gate step to run again")
-    changed = srv.admin_request("POST", "/services/LazyBox/state", {"object_key": key, "new_state": {"count": "100"}})
+    changed = srv.admin_request(
+        "POST", "/services/LazyBox/state", {"object_key": key, "new_state": {"count": "100"}}
+    )
     assert changed.status_code in (200, 202), changed.text
     (tmp_path / "go").touch()
     done = srv.get(f"/restate/invocation/{inv}/attach", timeout=20)
@@ -58,7 +60,12 @@ def test_a_kill_mid_way_replays_the_journaled_reads(srv: Server, tmp_path: Path)
     query = f"SELECT entry_type FROM sys_journal WHERE id = '{inv}' ORDER BY \"index\""
     rows = srv.admin_request("POST", "/query", {"query": query}).json()["rows"]
     types = [row["entry_type"] for row in rows]
-    assert types[:4] == ["Command: Input", "Command: GetLazyState", "Notification: GetLazyState", "Command: SetState"]
+    assert types[:4] == [
+        "Command: Input",
+        "Command: GetLazyState",
+        "Notification: GetLazyState",
+        "Command: SetState",
+    ]
     assert "Command: GetLazyStateKeys" in types and "Notification: GetLazyStateKeys" in types
 
 

@@ -22,10 +22,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-
-
-
-
 def _send(srv: Server, path: str, body: Any) -> str:
     resp = srv.call(path + "/send", body)
     assert resp.status_code == 202, resp.text

@@ -102,7 +102,11 @@ def world(srv: Server) -> dict[str, Any]:
 def test_completed_and_failed_invocations(srv: Server, world: dict[str, Any]) -> None:
     ok = one(srv, f"SELECT * FROM sys_invocation WHERE id = '{world['completed']}'")
     assert ok["target"] == "Worker/echo"
-    assert (ok["target_service_name"], ok["target_service_key"], ok["target_handler_name"]) == ("Worker", None, "echo")
+    assert (ok["target_service_name"], ok["target_service_key"], ok["target_handler_name"]) == (
+        "Worker",
+        None,
+        "echo",
+    )
     assert ok["target_service_ty"] == "service"
     assert ok["status"] == "completed"
     assert ok["completion_result"] == "success" and ok["completion_failure"] is None
@@ -112,7 +116,10 @@ def test_completed_and_failed_invocations(srv: Server, world: dict[str, Any]) ->
     created, completed = _ts(ok["created_at"]), _ts(ok["completed_at"])
     assert world["started"].replace(microsecond=0) <= created.replace(microsecond=0) <= completed
     assert _ts(ok["modified_at"]) >= created
-    bad = one(srv, f"SELECT status, completion_result, completion_failure FROM sys_invocation WHERE id = '{world['failed']}'")
+    bad = one(
+        srv,
+        f"SELECT status, completion_result, completion_failure FROM sys_invocation WHERE id = '{world['failed']}'",
+    )
     assert bad == {"status": "completed", "completion_result": "failure", "completion_failure": "[418] nope"}
 
 
@@ -120,7 +127,9 @@ def test_suspended_sleeping_invocation_and_its_journal(srv: Server, world: dict[
     inv = one(srv, f"SELECT * FROM sys_invocation WHERE id = '{world['sleeping']}'")
     assert inv["status"] == "suspended" and inv["target"] == "Sleeper/nap"
     assert inv["suspended_waiting_for_completions"] == [1]
-    assert inv["suspended_waiting_for_signals"] == [1]  # the CANCEL signal: a suspended handler stays cancellable
+    assert inv["suspended_waiting_for_signals"] == [
+        1
+    ]  # the CANCEL signal: a suspended handler stays cancellable
     assert inv["completion_result"] is None and inv["completed_at"] is None
     journal = sql(srv, f"SELECT * FROM sys_journal WHERE id = '{world['sleeping']}' ORDER BY \"index\"")
     assert [(e["index"], e["entry_type"]) for e in journal] == [(0, "Command: Input"), (1, "Command: Sleep")]
@@ -147,27 +156,51 @@ def test_inboxed_invocation_inbox_and_lock_holder(srv: Server, world: dict[str, 
 
 
 def test_call_links_caller_and_callee(srv: Server, world: dict[str, Any]) -> None:
-    call = one(srv, f"SELECT * FROM sys_journal WHERE id = '{world['caller']}' AND entry_type = 'Command: Call'")
+    call = one(
+        srv, f"SELECT * FROM sys_journal WHERE id = '{world['caller']}' AND entry_type = 'Command: Call'"
+    )
     assert call["invoked_target"] == "Worker/echo" and call["completed"] is True
     callee = one(srv, f"SELECT * FROM sys_invocation WHERE id = '{call['invoked_id']}'")
     assert callee["invoked_by"] == "service" and callee["invoked_by_id"] == world["caller"]
     assert callee["invoked_by_target"] == "Worker/call_echo"
     assert callee["status"] == "completed" and callee["completion_result"] == "success"
-    types = [e["entry_type"] for e in sql(srv, f"SELECT entry_type FROM sys_journal WHERE id = '{world['caller']}' ORDER BY \"index\"")]
-    assert types == ["Command: Input", "Command: Call", "Notification: CallId", "Notification: Call", "Command: Output"]
+    types = [
+        e["entry_type"]
+        for e in sql(
+            srv, f"SELECT entry_type FROM sys_journal WHERE id = '{world['caller']}' ORDER BY \"index\""
+        )
+    ]
+    assert types == [
+        "Command: Input",
+        "Command: Call",
+        "Notification: CallId",
+        "Notification: Call",
+        "Command: Output",
+    ]
 
 
 def test_object_state(srv: Server, world: dict[str, Any]) -> None:
     row = one(srv, "SELECT * FROM state WHERE service_name = 'Counter' AND service_key = 'c1'")
-    assert row == {"service_name": "Counter", "service_key": "c1", "key": "total", "value_utf8": "7", "value": "37"}
+    assert row == {
+        "service_name": "Counter",
+        "service_key": "c1",
+        "key": "total",
+        "value_utf8": "7",
+        "value": "37",
+    }
 
 
 def test_promises(srv: Server, world: dict[str, Any]) -> None:
     rows = {r["service_key"]: r for r in sql(srv, "SELECT * FROM sys_promise WHERE service_name = 'Vote'")}
     assert rows["open"] == {
-        "service_name": "Vote", "service_key": "open", "key": "decision", "completed": False,
-        "completion_success_value": None, "completion_success_value_utf8": None, "completion_failure": None,
-    }  # fmt: skip
+        "service_name": "Vote",
+        "service_key": "open",
+        "key": "decision",
+        "completed": False,
+        "completion_success_value": None,
+        "completion_success_value_utf8": None,
+        "completion_failure": None,
+    }
     assert rows["closed"]["completed"] is True
     assert rows["closed"]["completion_success_value_utf8"] == '"pizza"'
     assert rows["closed"]["completion_failure"] is None
@@ -177,22 +210,35 @@ def test_services_and_deployment(srv: Server, world: dict[str, Any]) -> None:
     deployment = srv.admin_request("GET", "/deployments").json()["deployments"][0]["id"]
     services = {r["name"]: r for r in sql(srv, "SELECT * FROM sys_service")}
     assert {n: s["ty"] for n, s in services.items()} == {
-        "Counter": "virtual_object", "Inbox": "virtual_object", "Patchable": "service", "Sleeper": "service",
-        "Vote": "workflow", "Worker": "service",
-    }  # fmt: skip
-    assert all(s["public"] is True and s["revision"] == 1 and s["deployment_id"] == deployment for s in services.values())
+        "Counter": "virtual_object",
+        "Inbox": "virtual_object",
+        "Patchable": "service",
+        "Sleeper": "service",
+        "Vote": "workflow",
+        "Worker": "service",
+    }
+    assert all(
+        s["public"] is True and s["revision"] == 1 and s["deployment_id"] == deployment
+        for s in services.values()
+    )
     dep = one(srv, "SELECT * FROM sys_deployment")
     assert dep["id"] == deployment and dep["services"] == sorted(services)
     assert _ts(dep["created_at"]) <= datetime.now(UTC)
 
 
 def test_joins_aggregates_and_versioned_prefix(srv: Server, world: dict[str, Any]) -> None:
-    counts = {r["status"]: r["n"] for r in sql(srv, "SELECT status, count(*) AS n FROM sys_invocation GROUP BY status")}
+    counts = {
+        r["status"]: r["n"]
+        for r in sql(srv, "SELECT status, count(*) AS n FROM sys_invocation GROUP BY status")
+    }
     assert counts["completed"] >= 4 and counts["suspended"] >= 2 and counts["pending"] >= 1
-    joined = sql(srv, (
-        "SELECT i.target, j.entry_type FROM sys_invocation i JOIN sys_journal j ON j.id = i.id "
-        f"WHERE i.id = '{world['completed']}' ORDER BY j.\"index\""
-    ))  # fmt: skip
+    joined = sql(
+        srv,
+        (
+            "SELECT i.target, j.entry_type FROM sys_invocation i JOIN sys_journal j ON j.id = i.id "
+            f"WHERE i.id = '{world['completed']}' ORDER BY j.\"index\""
+        ),
+    )
     assert joined == [
         {"target": "Worker/echo", "entry_type": "Command: Input"},
         {"target": "Worker/echo", "entry_type": "Command: Output"},
@@ -201,23 +247,26 @@ def test_joins_aggregates_and_versioned_prefix(srv: Server, world: dict[str, Any
     assert resp.json() == {"rows": [{"one": 1}]}
 
 
-@pytest.mark.parametrize("statement", [
-    "INSERT INTO invocation (id) VALUES ('x')",
-    "UPDATE invocation SET status = 'completed'",
-    "DELETE FROM state",
-    "DELETE FROM main.journal",
-    "CREATE TABLE evil (x)",
-    "CREATE TEMP TABLE evil (x)",
-    "DROP TABLE invocation",
-    "DROP VIEW sys_invocation",
-    "ATTACH DATABASE '/tmp/evil.db' AS evil",
-    "PRAGMA query_only = OFF",
-    "PRAGMA journal_mode = DELETE",
-    "BEGIN IMMEDIATE",
-    "UPDATE sqlite_master SET name = 'x'",
-    "REPLACE INTO state VALUES ('a', 'b', 'c', x'00')",
-    "VACUUM",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO invocation (id) VALUES ('x')",
+        "UPDATE invocation SET status = 'completed'",
+        "DELETE FROM state",
+        "DELETE FROM main.journal",
+        "CREATE TABLE evil (x)",
+        "CREATE TEMP TABLE evil (x)",
+        "DROP TABLE invocation",
+        "DROP VIEW sys_invocation",
+        "ATTACH DATABASE '/tmp/evil.db' AS evil",
+        "PRAGMA query_only = OFF",
+        "PRAGMA journal_mode = DELETE",
+        "BEGIN IMMEDIATE",
+        "UPDATE sqlite_master SET name = 'x'",
+        "REPLACE INTO state VALUES ('a', 'b', 'c', x'00')",
+        "VACUUM",
+    ],
+)
 def test_write_statements_are_refused(srv: Server, world: dict[str, Any], statement: str) -> None:
     before = sql(srv, "SELECT count(*) AS n FROM main.invocation")
     message = refused(srv, statement)
@@ -233,7 +282,9 @@ def test_bad_queries_are_400(srv: Server) -> None:
     for body in ({}, {"query": 42}, [], "SELECT 1", {"query": "SELECT 1", "timeout": "soon"}):
         resp = srv.admin_request("POST", "/query", body)
         assert resp.status_code == 400, (body, resp.text)
-    resp = httpx.post(f"{srv.admin}/query", content=b"{not json", headers={"content-type": "application/json"})
+    resp = httpx.post(
+        f"{srv.admin}/query", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 400 and "malformed JSON" in resp.json()["message"]
     assert srv.admin_request("GET", "/query").status_code == 405
 
@@ -241,7 +292,9 @@ def test_bad_queries_are_400(srv: Server) -> None:
 def test_runaway_query_is_stopped_at_the_time_limit(srv: Server) -> None:
     started = time.monotonic()
     message = refused(
-        srv, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", timeout="1s"
+        srv,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+        timeout="1s",
     )
     elapsed = time.monotonic() - started
     assert "time limit of 1s" in message
@@ -303,7 +356,10 @@ def test_a_slow_row_is_answered_at_the_time_limit(srv: Server) -> None:
 def test_slow_queries_do_not_starve_state_and_explain(srv: Server, world: dict[str, Any]) -> None:
     """Two slow queries occupy the query pool (~4 s each); the state and explain endpoints answer meanwhile."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        slow = [pool.submit(srv.admin_request, "POST", "/query", {"query": _slow_row(12), "timeout": "3s"}) for _ in range(2)]
+        slow = [
+            pool.submit(srv.admin_request, "POST", "/query", {"query": _slow_row(12), "timeout": "3s"})
+            for _ in range(2)
+        ]
         latencies = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not all(f.done() for f in slow):
@@ -320,7 +376,10 @@ def test_answers_are_capped_in_bytes(srv: Server) -> None:
     message = refused(srv, "SELECT zeroblob(50000000) AS big FROM (VALUES (1), (2), (3))")
     assert f"more than {limits.query_answer_bytes_max} bytes" in message
     assert "LIMIT" in message and "substr(" in message
-    assert sql(srv, "SELECT length(zeroblob(50000000)) AS n FROM (VALUES (1), (2), (3))") == [{"n": 50_000_000}] * 3
+    assert (
+        sql(srv, "SELECT length(zeroblob(50000000)) AS n FROM (VALUES (1), (2), (3))")
+        == [{"n": 50_000_000}] * 3
+    )
 
 
 def test_fts3_tokenizer_is_refused(srv: Server) -> None:
@@ -333,7 +392,10 @@ def test_fts3_tokenizer_is_refused(srv: Server) -> None:
 def test_table_valued_pragmas_are_allowed(srv: Server) -> None:
     names = [r["name"] for r in sql(srv, "SELECT name FROM pragma_table_info('state')")]
     assert names == ["service_name", "service_key", "key", "value_utf8", "value"]
-    views = [r["name"] for r in sql(srv, "SELECT name FROM pragma_table_list WHERE name LIKE 'sys_%' ORDER BY name")]
+    views = [
+        r["name"]
+        for r in sql(srv, "SELECT name FROM pragma_table_list WHERE name LIKE 'sys_%' ORDER BY name")
+    ]
     assert "sys_invocation" in views and "sys_journal" in views
     assert "not permitted" in refused(srv, "UPDATE sqlite_master SET sql = ''")
     assert "not permitted" in refused(srv, "SELECT * FROM pragma_journal_mode")
@@ -349,18 +411,31 @@ def test_metadata_queries_do_not_pin_large_results(tmp_path: Path) -> None:
     """Six invocations returning 20 MiB each: listing them (the CLI) and their journals leaves no blob resident."""
     server = Server("tests/apps/limits_app.py", tmp_path / "data").start()
     try:
-        ids = [server.call(f"/Limits/k{i}/output_big/send", 20 * 1024 * 1024).json()["invocationId"] for i in range(6)]
+        ids = [
+            server.call(f"/Limits/k{i}/output_big/send", 20 * 1024 * 1024).json()["invocationId"]
+            for i in range(6)
+        ]
         done = "SELECT count(*) AS n FROM sys_invocation WHERE status = 'completed'"
         wait_until(lambda: sql(server, done) == [{"n": 6}], timeout=60, what="the six invocations")
         assert server.proc is not None
         before = _rss_bytes(server.proc.pid)
         code, out, err = run_session(
-            [sys.executable, "-m", "unbroken.cli.main", "invocations", "list", "--json", "--admin-url", server.admin],
-            timeout=60, what="unbroken invocations list",
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "unbroken.cli.main",
+                "invocations",
+                "list",
+                "--json",
+                "--admin-url",
+                server.admin,
+            ],
+            timeout=60,
+            what="unbroken invocations list",
+        )
         assert code == 0, err
         assert {r["id"] for r in orjson.loads(out)} == set(ids)
-        entries = sql(server, "SELECT id, \"index\", entry_type, completed FROM sys_journal")
+        entries = sql(server, 'SELECT id, "index", entry_type, completed FROM sys_journal')
         assert len([e for e in entries if e["entry_type"] == "Command: Output"]) == 6
         grown = _rss_bytes(server.proc.pid) - before
         assert grown < 100 * 1024 * 1024, f"+{grown / 2**20:.0f} MiB resident after two metadata queries"

@@ -177,8 +177,13 @@ def test_the_first_handler_runs_as_printed(tmp_path: Path) -> None:
     srv = Server(str(tmp_path / "greeter.py"), tmp_path / ".unbroken")
     venv_bin = Path(sys.executable).parent  # what `source .venv/bin/activate` puts first on the PATH
     assert (venv_bin / "unbroken").exists()
-    cmd = [*shlex.split(serve.split("#", 1)[0]), "--ingress-bind", f"127.0.0.1:{srv.ingress_port}",
-           "--admin-bind", f"127.0.0.1:{srv.admin_port}"]  # fmt: skip
+    cmd = [
+        *shlex.split(serve.split("#", 1)[0]),
+        "--ingress-bind",
+        f"127.0.0.1:{srv.ingress_port}",
+        "--admin-bind",
+        f"127.0.0.1:{srv.admin_port}",
+    ]
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(srv.log_path, "ab") as log:
         srv.proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -39,7 +39,10 @@ def sql(srv: Server, query: str) -> list[dict[str, Any]]:
 
 
 def journal(srv: Server, inv: str) -> list[str]:
-    return [r["entry_type"] for r in sql(srv, f"SELECT entry_type FROM sys_journal WHERE id = '{inv}' ORDER BY \"index\"")]
+    return [
+        r["entry_type"]
+        for r in sql(srv, f"SELECT entry_type FROM sys_journal WHERE id = '{inv}' ORDER BY \"index\"")
+    ]
 
 
 def invocation(srv: Server, inv: str) -> dict[str, Any] | None:
@@ -55,12 +58,16 @@ def test_idempotent_result_is_kept_until_the_retention_then_the_key_runs_again(s
     assert first.status_code == 200 and "idempotency-expires" in first.headers
     inv = first.headers["x-restate-id"]
     again = srv.call("/Greeter/fresh", "a", headers=headers)
-    assert again.json() == first.json() and again.headers["x-restate-id"] == inv  # the stored result, not a re-run
+    assert (
+        again.json() == first.json() and again.headers["x-restate-id"] == inv
+    )  # the stored result, not a re-run
     attach = f"/restate/invocation/Greeter/fresh/{key}/attach"
     assert srv.get(attach).json() == first.json()
     assert srv.get(f"/restate/invocation/{inv}/output").json() == first.json()
 
-    wait_until(lambda: srv.get(attach).status_code == 404, timeout=IDEMPOTENCY_S + 10, what="the result to expire")
+    wait_until(
+        lambda: srv.get(attach).status_code == 404, timeout=IDEMPOTENCY_S + 10, what="the result to expire"
+    )
     assert time.monotonic() - started >= IDEMPOTENCY_S - SKEW_S
     assert srv.get(f"/restate/invocation/{inv}/output").status_code == 404
     assert invocation(srv, inv) is None and journal(srv, inv) == []
@@ -109,16 +116,26 @@ def test_workflow_state_and_promises_go_with_the_workflow_retention_object_state
     add = sql(srv, f"SELECT id FROM sys_invocation WHERE target = 'Counter/{obj}/add'")[0]["id"]
 
     def wf_state() -> list[tuple[str, str]]:
-        return [(r["key"], r["value_utf8"]) for r in
-                sql(srv, f"SELECT key, value_utf8 FROM state WHERE service_name = 'Approval' AND service_key = '{wf}' ORDER BY key")]  # fmt: skip
+        return [
+            (r["key"], r["value_utf8"])
+            for r in sql(
+                srv,
+                f"SELECT key, value_utf8 FROM state WHERE service_name = 'Approval' AND service_key = '{wf}' ORDER BY key",
+            )
+        ]
 
     def promises() -> list[Any]:
-        return sql(srv, f"SELECT key, completed FROM sys_promise WHERE service_name = 'Approval' AND service_key = '{wf}'")
+        return sql(
+            srv,
+            f"SELECT key, completed FROM sys_promise WHERE service_name = 'Approval' AND service_key = '{wf}'",
+        )
 
     assert wf_state() == [("decision", '"yes"'), ("doc", '"doc"')]
     assert promises() == [{"key": "decision", "completed": True}]
 
-    wait_until(lambda: not wf_state() and not promises(), timeout=WORKFLOW_S + 10, what="the workflow to expire")
+    wait_until(
+        lambda: not wf_state() and not promises(), timeout=WORKFLOW_S + 10, what="the workflow to expire"
+    )
     assert time.monotonic() - started >= WORKFLOW_S - SKEW_S
     assert invocation(srv, run) is None
     assert srv.get(f"/restate/workflow/Approval/{wf}/output").status_code == 404

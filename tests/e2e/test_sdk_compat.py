@@ -49,8 +49,19 @@ def test_1_serve_a_file_inside_a_package_of_the_current_directory(tmp_path: Path
         "app = restate.app([svc])\n"
     )
     ingress, admin = free_port(), free_port()
-    cmd = [sys.executable, "-m", "unbroken.cli.main", "serve", "mypkg/app.py", "--data-dir", str(tmp_path / "d"),
-           "--ingress-bind", f"127.0.0.1:{ingress}", "--admin-bind", f"127.0.0.1:{admin}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "unbroken.cli.main",
+        "serve",
+        "mypkg/app.py",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--ingress-bind",
+        f"127.0.0.1:{ingress}",
+        "--admin-bind",
+        f"127.0.0.1:{admin}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
@@ -79,8 +90,13 @@ def test_2_the_app_s_own_main_serves_it_with_hypercorn(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     log = tmp_path / "hypercorn.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / APP), f"127.0.0.1:{port}"], cwd=tmp_path, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / APP), f"127.0.0.1:{port}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
 
         def ready() -> bool:
@@ -216,8 +232,11 @@ def test_5_named_signals_resolve_and_reject(srv: Server) -> None:
     assert out.json() == "yes; second rejected: no way (403)"
     described = subprocess.run(
         [sys.executable, "-m", "unbroken.cli.main", "invocations", "describe", inv, "--admin-url", srv.admin],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert "signal approved" in described.stdout and "signal second" in described.stdout, described.stdout
 
 
@@ -251,8 +270,11 @@ def test_8_scopes_fail_the_attempt_with_a_clear_message(srv: Server) -> None:
     def failure() -> str:
         out = subprocess.run(
             [sys.executable, "-m", "unbroken.cli.main", "explain", inv, "--admin-url", srv.admin],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         return out.stdout if "not supported by Unbroken yet" in out.stdout else ""
 
     text = wait_until(failure, timeout=30, what="the scope failure in explain")

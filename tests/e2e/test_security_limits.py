@@ -43,9 +43,15 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def ingress(
-    srv: Server, path: str, body: Any = None, *, method: str = "POST", headers: dict[str, str] | None = None,
-    raw: bytes | None = None, timeout: float = 60,
-) -> httpx.Response:  # fmt: skip
+    srv: Server,
+    path: str,
+    body: Any = None,
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+    timeout: float = 60,
+) -> httpx.Response:
     content = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
     h = {"content-type": "application/json", **(headers or {})}
     return HTTP.request(method, f"{srv.ingress}{path}", content=content, headers=h, timeout=timeout)
@@ -55,7 +61,9 @@ def call(srv: Server, path: str, body: Any = None, timeout: float = 60) -> httpx
     return ingress(srv, path, body, headers=INGRESS, timeout=timeout)
 
 
-def admin(srv: Server, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def admin(
+    srv: Server, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
     return HTTP.request(method, f"{srv.admin}{path}", json=json, headers=headers, timeout=30)
 
 
@@ -72,8 +80,13 @@ BAD_CREDENTIALS: list[dict[str, str]] = [
 
 
 def _admin_routes() -> list[tuple[str, str]]:
-    values = {"service": "Limits", "handler": "keys", "key": "k", "invocation_id": "inv_1" + "0" * 33,
-              "deployment": "dp_1" + "0" * 22}  # fmt: skip
+    values = {
+        "service": "Limits",
+        "handler": "keys",
+        "key": "k",
+        "invocation_id": "inv_1" + "0" * 33,
+        "deployment": "dp_1" + "0" * 22,
+    }
     out = []
     for template, methods in ROUTES.items():
         path = template
@@ -104,18 +117,26 @@ def test_every_admin_route_but_health_needs_the_token(srv: Server, method: str, 
 def test_admin_token_also_guards_unknown_paths_and_the_scheme_is_case_insensitive(srv: Server) -> None:
     assert admin(srv, "GET", "/no/such/route").status_code == 401
     assert admin(srv, "GET", "/no/such/route", headers=ADMIN).status_code == 404
-    assert admin(srv, "GET", "/services", headers={"authorization": f"bearer {ADMIN_TOKEN}"}).status_code == 200
+    assert (
+        admin(srv, "GET", "/services", headers={"authorization": f"bearer {ADMIN_TOKEN}"}).status_code == 200
+    )
     # the ingress token does not open the admin API, nor the other way round
     assert admin(srv, "GET", "/services", headers=INGRESS).status_code == 401
     assert ingress(srv, "/Limits/k/keys", headers=ADMIN).status_code == 401
 
 
 INGRESS_PATHS = [
-    ("POST", "/Limits/k/keys"), ("GET", "/Limits/k/keys"), ("POST", "/Limits/k/set_small/send"),
-    ("GET", "/restate/invocation/inv_1" + "0" * 33 + "/attach"), ("GET", "/restate/invocation/inv_1" + "0" * 33 + "/output"),
-    ("POST", "/restate/awakeables/sign_1abc/resolve"), ("POST", "/restate/a/sign_1abc/reject"),
-    ("GET", "/Nope/nothing"), ("PUT", "/Limits/k/keys"), ("GET", "/"),
-]  # fmt: skip
+    ("POST", "/Limits/k/keys"),
+    ("GET", "/Limits/k/keys"),
+    ("POST", "/Limits/k/set_small/send"),
+    ("GET", "/restate/invocation/inv_1" + "0" * 33 + "/attach"),
+    ("GET", "/restate/invocation/inv_1" + "0" * 33 + "/output"),
+    ("POST", "/restate/awakeables/sign_1abc/resolve"),
+    ("POST", "/restate/a/sign_1abc/reject"),
+    ("GET", "/Nope/nothing"),
+    ("PUT", "/Limits/k/keys"),
+    ("GET", "/"),
+]
 
 
 @pytest.mark.parametrize(("method", "path"), INGRESS_PATHS)
@@ -125,9 +146,10 @@ def test_every_ingress_path_but_health_needs_the_token(srv: Server, method: str,
         resp = ingress(srv, path, method=method, headers=h)
         assert resp.status_code == 401, (h, resp.text)
         assert resp.json() == {
-            "code": 401, "source": "ingress",
+            "code": 401,
+            "source": "ingress",
             "message": "unauthorized: this ingress requires the header 'authorization: Bearer <token>'",
-        }  # fmt: skip
+        }
         assert resp.headers["x-restate-error-source"] == "ingress"
     assert ingress(srv, path, method=method, headers=INGRESS).status_code != 401
 
@@ -146,7 +168,9 @@ def test_tokens_come_from_toml_and_environment(tmp_path: Path) -> None:
     toml.write_text('[admin]\ntoken = "from-toml-a"\n\n[ingress]\ntoken = "from-toml-i"\n')
     config = load_config(str(toml), env={})
     assert (config.admin_token, config.ingress_token) == ("from-toml-a", "from-toml-i")
-    config = load_config(str(toml), env={"UNBROKEN_INGRESS__TOKEN": "from-env", "RESTATE_ADMIN__TOKEN": "env-a"})
+    config = load_config(
+        str(toml), env={"UNBROKEN_INGRESS__TOKEN": "from-env", "RESTATE_ADMIN__TOKEN": "env-a"}
+    )
     assert (config.admin_token, config.ingress_token) == ("env-a", "from-env")
     assert (load_config(env={}).admin_token, load_config(env={}).ingress_token) == (None, None)
 
@@ -195,7 +219,9 @@ def test_the_server_listens_on_loopback_only(srv: Server) -> None:
 def test_default_body_limit_is_32_mib(srv: Server, which: str) -> None:
     """A body over 32 MiB is refused with 413 as soon as its length is declared (nothing is buffered)."""
     port, path, auth = (
-        (srv.ingress_port, "/Limits/k/set_small", INGRESS) if which == "ingress" else (srv.admin_port, "/query", ADMIN)
+        (srv.ingress_port, "/Limits/k/set_small", INGRESS)
+        if which == "ingress"
+        else (srv.admin_port, "/query", ADMIN)
     )
     head = (
         f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
@@ -256,7 +282,9 @@ READ_ONLY_ATTACKS = [
 @pytest.mark.parametrize("sql", READ_ONLY_ATTACKS)
 def test_query_is_strictly_read_only(srv: Server, tmp_path: Path, sql: str) -> None:
     assert call(srv, "/Limits/q/set_small", "kept").status_code == 200
-    census = {"query": "SELECT (SELECT count(*) FROM state) AS n, (SELECT group_concat(name) FROM sqlite_temp_master) AS t"}
+    census = {
+        "query": "SELECT (SELECT count(*) FROM state) AS n, (SELECT group_concat(name) FROM sqlite_temp_master) AS t"
+    }
     before = admin(srv, "POST", "/query", census, ADMIN).json()
     resp = admin(srv, "POST", "/query", {"query": sql.format(dir=tmp_path)}, ADMIN)
     assert resp.status_code == 400, resp.text
@@ -278,7 +306,9 @@ def test_oversized_state_value_is_a_terminal_400_naming_the_key(srv: Server) -> 
     resp = call(srv, "/Limits/big-state/set_big", OVER)
     assert resp.status_code == 400, resp.text[:300]
     message = resp.json()["message"]
-    assert "'big'" in message and f"{OVER + 2} bytes" in message and str(limits.state_value_bytes_max) in message
+    assert (
+        "'big'" in message and f"{OVER + 2} bytes" in message and str(limits.state_value_bytes_max) in message
+    )
     assert call(srv, "/Limits/big-state/keys").json() == []  # nothing stored
     _still_usable(srv, "big-state")
 

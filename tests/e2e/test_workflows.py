@@ -24,8 +24,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.kill()
 
 
-
-
 def test_workflow_lifecycle(srv: Server) -> None:
     key = unique_key()
     first = srv.call(f"/Approval/{key}/run/send", "alice")

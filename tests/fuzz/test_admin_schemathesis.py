@@ -38,7 +38,9 @@ HANDLERS = ["put", "get", "echo", "fail", "nap", "run", "decide", "wait_here"]
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(APP, tmp_path_factory.mktemp("schemathesis") / "data", env={"UNBROKEN_ADMIN__TOKEN": TOKEN})
+    server = Server(
+        APP, tmp_path_factory.mktemp("schemathesis") / "data", env={"UNBROKEN_ADMIN__TOKEN": TOKEN}
+    )
     server.start()
     yield server
     assert server.proc is not None and server.proc.poll() is None, server.log()
@@ -66,9 +68,12 @@ def test_admin_api_answers_generated_requests_without_5xx(srv: Server) -> None:
         assert srv.call("/Counter/canary/add", 1).status_code == 200
     assert _canary(srv) == 3
     real = {
-        "service": SERVICES, "handler": HANDLERS, "key": ["canary-not", "k1", "ключ", "a/b"],
-        "invocation_id": _invocations(srv), "deployment": ["dp_14LbCd1B3RE5yhdhFXCjSjH"],
-    }  # fmt: skip
+        "service": SERVICES,
+        "handler": HANDLERS,
+        "key": ["canary-not", "k1", "ключ", "a/b"],
+        "invocation_id": _invocations(srv),
+        "deployment": ["dp_14LbCd1B3RE5yhdhFXCjSjH"],
+    }
 
     doc = httpx.get(f"{srv.admin}/openapi", headers=AUTH, timeout=10)
     assert doc.status_code == 200, doc.text
@@ -80,9 +85,12 @@ def test_admin_api_answers_generated_requests_without_5xx(srv: Server) -> None:
 
         def probe(op: Any, mode: GenerationMode) -> None:
             @settings(
-                max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=list(HealthCheck),
-            )  # fmt: skip
+            )
             @given(case=op.as_strategy(generation_mode=mode), data=st.data())
             def one(case: Any, data: st.DataObject) -> None:
                 for name in list(case.path_parameters or {}):
@@ -107,11 +115,15 @@ def test_admin_api_answers_generated_requests_without_5xx(srv: Server) -> None:
 
     assert failures == [], "\n".join(failures[:20])
     assert sum(statuses.values()) > 200
-    assert sum(n for code, n in statuses.items() if code < 300) >= 15, statuses  # the fuzzing got past validation
+    assert sum(n for code, n in statuses.items() if code < 300) >= 15, (
+        statuses
+    )  # the fuzzing got past validation
     # Still alive, still consistent.
     assert httpx.get(f"{srv.admin}/health", timeout=5).status_code == 200
     assert srv.get("/restate/health").status_code == 200
-    answer = httpx.post(f"{srv.admin}/query", json={"query": "SELECT count(*) AS n FROM sys_invocation"}, headers=AUTH)
+    answer = httpx.post(
+        f"{srv.admin}/query", json={"query": "SELECT count(*) AS n FROM sys_invocation"}, headers=AUTH
+    )
     assert answer.status_code == 200, answer.text
     assert _canary(srv) == 3
     assert srv.call("/Counter/canary/add", 1).json() == 4

@@ -35,7 +35,7 @@ from unbroken.core.durations import (
 )
 from unbroken.core.errors import InvariantViolation
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
-from unbroken.core.model import Invocation, Sink, check_invocation
+from unbroken.core.invocation import Invocation, Sink, check_invocation
 from unbroken.core.txn import Promise
 from unbroken.storage import codec as store
 
@@ -87,9 +87,12 @@ any_entry = st.one_of(*(entries_of(cls) for cls in ENTRY_TYPES))
 def test_every_entry_type_is_in_the_union() -> None:
     """The codec decodes the ``Entry`` union: every struct of the journal module must be part of it."""
     structs = {
-        obj for obj in vars(j).values()
-        if isinstance(obj, type) and issubclass(obj, msgspec.Struct) and getattr(obj.__struct_config__, "tag", None)
-    }  # fmt: skip
+        obj
+        for obj in vars(j).values()
+        if isinstance(obj, type)
+        and issubclass(obj, msgspec.Struct)
+        and getattr(obj.__struct_config__, "tag", None)
+    }
     assert structs == set(ENTRY_TYPES)
 
 
@@ -201,8 +204,12 @@ def test_arbitrary_bytes_as_a_promise_row(data: bytes) -> None:
 # --------------------------------------------------------------------------------------------- ids
 id_like = st.one_of(
     st.text(max_size=50),
-    st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", max_size=40).map(lambda s: "inv_1" + s),
-    st.binary(min_size=28, max_size=28).map(lambda b: "sign_1" + base64.urlsafe_b64encode(b).decode().rstrip("=")),
+    st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", max_size=40).map(
+        lambda s: "inv_1" + s
+    ),
+    st.binary(min_size=28, max_size=28).map(
+        lambda b: "sign_1" + base64.urlsafe_b64encode(b).decode().rstrip("=")
+    ),
 )
 
 
@@ -227,10 +234,18 @@ def test_awakeable_id_parse_accepts_exactly_its_own_output(text: str) -> None:
 
 
 @FAST
-@given(st.text(max_size=40), st.one_of(st.none(), st.text(max_size=40)), st.text(max_size=20), st.text(max_size=40))
+@given(
+    st.text(max_size=40),
+    st.one_of(st.none(), st.text(max_size=40)),
+    st.text(max_size=20),
+    st.text(max_size=40),
+)
 def test_derived_ids_are_valid_for_any_names(service: str, key: str | None, handler: str, idem: str) -> None:
     """Idempotent and workflow ids are derived from client-chosen text: always a valid, parseable id."""
-    for inv in (InvocationId.for_idempotent(service, key, handler, idem), InvocationId.for_workflow(service, key or "")):
+    for inv in (
+        InvocationId.for_idempotent(service, key, handler, idem),
+        InvocationId.for_workflow(service, key or ""),
+    ):
         assert InvocationId.parse(str(inv)) == inv
 
 
@@ -238,7 +253,9 @@ def test_derived_ids_are_valid_for_any_names(service: str, key: str | None, hand
 duration_like = st.one_of(
     st.text(max_size=30),
     st.from_regex(r"\A\s*[+-]?[0-9]{0,20}(\.[0-9]{0,12})?\s*(ms|s|m|h|d|w|us|ns|days|hours)?\s*\Z"),
-    st.from_regex(r"\A[pP]([0-9]{1,12}W)?([0-9]{1,12}D)?(T([0-9]{1,12}H)?([0-9]{1,12}M)?([0-9]{1,12}(\.[0-9]{1,9})?S)?)?\Z"),
+    st.from_regex(
+        r"\A[pP]([0-9]{1,12}W)?([0-9]{1,12}D)?(T([0-9]{1,12}H)?([0-9]{1,12}M)?([0-9]{1,12}(\.[0-9]{1,9})?S)?)?\Z"
+    ),
     st.lists(st.from_regex(r"\A[0-9]{1,8}(ms|s|m|h|d)\Z"), max_size=4).map(" ".join),
 )
 

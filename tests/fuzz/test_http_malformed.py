@@ -74,14 +74,22 @@ def exchange(port: int, request: bytes, timeout: float = IO_TIMEOUT_S) -> Answer
 
 
 def request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
-    head = {"host": "localhost", "content-type": "application/json", "content-length": str(len(body)), **(headers or {})}
+    head = {
+        "host": "localhost",
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+        **(headers or {}),
+    }
     lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
     return f"{method} {path} HTTP/1.1\r\n{lines}\r\n".encode("latin-1") + body
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"UNBROKEN_INGRESS__REQUEST_SIZE_LIMIT": str(LIMIT), "UNBROKEN_WORKER__INVOKER__INACTIVITY_TIMEOUT": "1s"}
+    env = {
+        "UNBROKEN_INGRESS__REQUEST_SIZE_LIMIT": str(LIMIT),
+        "UNBROKEN_WORKER__INVOKER__INACTIVITY_TIMEOUT": "1s",
+    }
     server = Server(APP, tmp_path_factory.mktemp("malformed") / "data", env=env).start()
     for n in range(CANARY):
         assert server.call("/Counter/canary/add", 1).json() == n + 1
@@ -118,7 +126,8 @@ def client_error(answer: Answer | None, *allowed: int) -> None:
 
 # ------------------------------------------------------------------------------------------ bodies
 @pytest.mark.parametrize(
-    "body", [b"{", b'{"a": ', b"nul", b"\xff\xfe\x00", b"[1, 2,]", b"1e999999", b'"\\ud800"', b"\x00" * 64],
+    "body",
+    [b"{", b'{"a": ', b"nul", b"\xff\xfe\x00", b"[1, 2,]", b"1e999999", b'"\\ud800"', b"\x00" * 64],
     ids=repr,
 )
 def test_bad_json_is_400_everywhere(srv: Server, body: bytes) -> None:
@@ -141,7 +150,9 @@ def test_declared_oversized_body_is_413_without_reading_it(srv: Server) -> None:
 def test_streamed_oversized_body_is_413(srv: Server) -> None:
     big = b"[" + b"1," * LIMIT + b"1]"
     for port, path in ((srv.ingress_port, "/Counter/canary/add"), (srv.admin_port, "/query")):
-        chunked = request("POST", path, headers={"transfer-encoding": "chunked"}).replace(b"content-length: 0\r\n", b"")
+        chunked = request("POST", path, headers={"transfer-encoding": "chunked"}).replace(
+            b"content-length: 0\r\n", b""
+        )
         for start in range(0, len(big), 65536):
             piece = big[start : start + 65536]
             chunked += b"%x\r\n%s\r\n" % (len(piece), piece)
@@ -152,7 +163,10 @@ def test_streamed_oversized_body_is_413(srv: Server) -> None:
 def test_truncated_body_is_never_applied(srv: Server) -> None:
     """The client announces 5 bytes, sends ``12`` (valid JSON on its own) and hangs up: the request is
     abandoned, not executed with the truncated input."""
-    for port, path in ((srv.ingress_port, "/Counter/canary/add"), (srv.ingress_port, "/Counter/canary/add/send")):
+    for port, path in (
+        (srv.ingress_port, "/Counter/canary/add"),
+        (srv.ingress_port, "/Counter/canary/add/send"),
+    ):
         with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S) as sock:
             sock.sendall(request("POST", path, headers={"content-length": "5"}) + b"12")
             sock.shutdown(socket.SHUT_WR)
@@ -175,19 +189,51 @@ def test_wrong_methods(srv: Server, method: str) -> None:
 
 
 ODD_PATHS = [
-    "//", "///Counter//canary//add", "/%00", "/%00/%00/%00", "/../../etc/passwd", "/./Worker/echo", "/%2e%2e/x",
-    "/%", "/%zz", "/%ff%fe/x", "/Counter/%ff/add", "/Worker/echo/send/send", "/restate", "/restate/",
-    "/restate/invocation//attach", "/restate/invocation/inv_/attach", "/restate/invocation/inv_1%00/output",
-    "/restate/awakeables/%00/resolve", "/restate/a/sign_1AAAA/reject", "/restate/workflow/Vote//attach",
-    "/Worker/echo?delay=1s", "/Worker/echo/send?delay=-1", "/Worker/echo/send?delay=99999999999999999999",
-    "/Worker/echo/send?delay=P9999999999W", "/Counter/" + "k" * 5000 + "/add", "/" + "S" * 300 + "/h",
-    "/Worker/" + "h" * 300, "/x?" + "q=1&" * 2000, "/" + "a/" * 4000,
-]  # fmt: skip
+    "//",
+    "///Counter//canary//add",
+    "/%00",
+    "/%00/%00/%00",
+    "/../../etc/passwd",
+    "/./Worker/echo",
+    "/%2e%2e/x",
+    "/%",
+    "/%zz",
+    "/%ff%fe/x",
+    "/Counter/%ff/add",
+    "/Worker/echo/send/send",
+    "/restate",
+    "/restate/",
+    "/restate/invocation//attach",
+    "/restate/invocation/inv_/attach",
+    "/restate/invocation/inv_1%00/output",
+    "/restate/awakeables/%00/resolve",
+    "/restate/a/sign_1AAAA/reject",
+    "/restate/workflow/Vote//attach",
+    "/Worker/echo?delay=1s",
+    "/Worker/echo/send?delay=-1",
+    "/Worker/echo/send?delay=99999999999999999999",
+    "/Worker/echo/send?delay=P9999999999W",
+    "/Counter/" + "k" * 5000 + "/add",
+    "/" + "S" * 300 + "/h",
+    "/Worker/" + "h" * 300,
+    "/x?" + "q=1&" * 2000,
+    "/" + "a/" * 4000,
+]
 ADMIN_ODD_PATHS = [
-    "//", "/%00", "/../../etc/passwd", "/services/%00", "/services/" + "S" * 300, "/services/Counter/state/%ff",
-    "/services/Counter/handlers/%00", "/invocations/%00/cancel", "/invocations/inv_1/kill",
-    "/invocations/" + "i" * 1000 + "/purge", "/v2/v2/services", "/v9/services", "/deployments/%00",
-]  # fmt: skip
+    "//",
+    "/%00",
+    "/../../etc/passwd",
+    "/services/%00",
+    "/services/" + "S" * 300,
+    "/services/Counter/state/%ff",
+    "/services/Counter/handlers/%00",
+    "/invocations/%00/cancel",
+    "/invocations/inv_1/kill",
+    "/invocations/" + "i" * 1000 + "/purge",
+    "/v2/v2/services",
+    "/v9/services",
+    "/deployments/%00",
+]
 
 
 @pytest.mark.parametrize("path", ODD_PATHS, ids=lambda p: p[:40])
@@ -228,7 +274,9 @@ def test_overlong_heads_are_414_and_431(srv: Server) -> None:
 def test_unicode_keys_address_exactly_their_object(srv: Server) -> None:
     keys = ["ключ🔑", "a/b", "%41", "100%", " spaced ", "ｆｕｌｌ", "\u200b"]
     for n, key in enumerate(keys, start=1):
-        answer = exchange(srv.ingress_port, request("POST", f"/Counter/{quote(key, safe='')}/add", str(n).encode()))
+        answer = exchange(
+            srv.ingress_port, request("POST", f"/Counter/{quote(key, safe='')}/add", str(n).encode())
+        )
         assert answer is not None and answer.status == 200, answer
         assert answer.json() == n
     for n, key in enumerate(keys, start=1):
@@ -241,13 +289,25 @@ def test_unicode_keys_address_exactly_their_object(srv: Server) -> None:
 
 @pytest.mark.parametrize(
     "ident",
-    ["inv_", "inv_1", "inv_1" + "z" * 33, "inv_1" + "!" * 33, "inv_2" + "0" * 33, "x" * 500, "sign_1abc", "%00", "é"],
+    [
+        "inv_",
+        "inv_1",
+        "inv_1" + "z" * 33,
+        "inv_1" + "!" * 33,
+        "inv_2" + "0" * 33,
+        "x" * 500,
+        "sign_1abc",
+        "%00",
+        "é",
+    ],
 )
 def test_bad_ids(srv: Server, ident: str) -> None:
     quoted = quote(ident, safe="")
     client_error(exchange(srv.ingress_port, request("GET", f"/restate/invocation/{quoted}/attach")), 400, 404)
     client_error(exchange(srv.ingress_port, request("GET", f"/restate/invocation/{quoted}/output")), 400, 404)
-    client_error(exchange(srv.ingress_port, request("POST", f"/restate/awakeables/{quoted}/resolve", b"1")), 400, 404)
+    client_error(
+        exchange(srv.ingress_port, request("POST", f"/restate/awakeables/{quoted}/resolve", b"1")), 400, 404
+    )
     for action in ("cancel", "kill", "purge", "pause", "resume", "purge-journal"):
         client_error(exchange(srv.admin_port, request("PATCH", f"/invocations/{quoted}/{action}")), 400, 404)
     client_error(exchange(srv.admin_port, request("DELETE", f"/invocations/{quoted}")), 400, 404)
@@ -255,7 +315,10 @@ def test_bad_ids(srv: Server, ident: str) -> None:
 
 # -------------------------------------------------------------------------------------- not HTTP
 NOT_HTTP = [
-    b"GARBAGE\r\n\r\n", b"\x00\x01\x02\x03\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"GET\r\n\r\n",
+    b"GARBAGE\r\n\r\n",
+    b"\x00\x01\x02\x03\r\n\r\n",
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"GET\r\n\r\n",
     b"POST /Worker/echo HTTP/1.1\r\nno-colon-here\r\n\r\n",
     b"POST /Worker/echo HTTP/1.1\r\ncontent-length: -1\r\n\r\n",
     b"POST /Worker/echo HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n12",
@@ -264,9 +327,9 @@ NOT_HTTP = [
     b"POST /Worker/echo HTTP/1.1\r\nx-nul: a\x00b\r\n\r\n",
     b"POST /Worker/echo HTTP/1.1\r\nx-folded: a\r\n  b\r\n\r\n",
     b"POST /Wor\xffker/echo HTTP/1.1\r\nhost: x\r\n\r\n",
-    b"POST /Worker/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 3\r\n\r\n\"x\"GARBAGE\r\n\r\n",
+    b'POST /Worker/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 3\r\n\r\n"x"GARBAGE\r\n\r\n',
     b"\r\n" * 100,
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("data", NOT_HTTP, ids=lambda d: repr(d[:30]))
@@ -306,7 +369,10 @@ def test_a_slow_client_does_not_hold_up_the_others(srv: Server) -> None:
             for i in range(len(slow)):
                 sock.sendall(slow[i : i + 1])
                 if i == 10:
-                    others = [pool.submit(HTTP.post, f"{srv.ingress}/Worker/echo", json=f"fast {n}") for n in range(20)]
+                    others = [
+                        pool.submit(HTTP.post, f"{srv.ingress}/Worker/echo", json=f"fast {n}")
+                        for n in range(20)
+                    ]
                 time.sleep(0.003)  # pacing the slow client (the scenario itself), not synchronization
             served_meanwhile = sum(f.done() for f in others)
             answers = [f.result(timeout=10) for f in others]
@@ -327,7 +393,9 @@ def test_many_abandoned_connections(srv: Server) -> None:
                 case 0:
                     sock.sendall(b"POST /Counter/canary/add HTTP/1.1\r\nhost: x\r\ncontent-le")
                 case 1:
-                    sock.sendall(request("POST", "/Counter/canary/add", headers={"content-length": "100"}) + b"1")
+                    sock.sendall(
+                        request("POST", "/Counter/canary/add", headers={"content-length": "100"}) + b"1"
+                    )
                 case 2:
                     sock.sendall(b"G")
                 case _:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import unbroken as restate
 from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, parse_awakeable_id
-from unbroken.core.model import HandlerKind, ServiceKind, Target
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.protocol.transport import AttemptStart
 from unbroken.sdk.local import LocalTransport
 
@@ -137,7 +137,9 @@ class Sink:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _deliver(self, n: j.Notification) -> None:
-        if n.signal_idx and any(isinstance(e, j.Notification) and e.signal_idx == n.signal_idx for e in self.journal):
+        if n.signal_idx and any(
+            isinstance(e, j.Notification) and e.signal_idx == n.signal_idx for e in self.journal
+        ):
             return  # a signal completes once (as in the state machine)
         self.journal.append(n)
         self.session.notify(n)
@@ -155,7 +157,9 @@ class Sink:
                 child = str(InvocationId(cmd.invocation_id_completion_id, bytes(16)))
                 value = json.dumps(f"{cmd.handler}:{cmd.parameter.decode()}").encode()
                 notifications.append(
-                    j.Notification("call_id", cmd.invocation_id_completion_id, 0, j.Result(child.encode()), child)
+                    j.Notification(
+                        "call_id", cmd.invocation_id_completion_id, 0, j.Result(child.encode()), child
+                    )
                 )
                 notifications.append(j.Notification("call", cmd.completion_id, 0, j.Result(value)))
         for n in notifications:
@@ -174,7 +178,12 @@ class Sink:
         _, idx = parse_awakeable_id(awakeable)
         self._later(j.Notification("signal", 0, idx, j.Result(json.dumps(f"awoken {value}").encode())))
 
-    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None) -> None:
+    def suspend(
+        self,
+        waiting_completions: tuple[int, ...],
+        waiting_signals: tuple[int, ...],
+        awakeables: int | None = None,
+    ) -> None:
         self.suspended = True
 
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:
@@ -242,12 +251,24 @@ def attempt(program: list[Op], journal: list[j.Entry]) -> Attempt:
         ran: list[int] = []
         transport = LocalTransport([program_object(program, ran, [sink])], lambda: NOW_MS)
         start = AttemptStart(
-            INVOCATION_ID, 1, Target("Prog", "h", "k"), ServiceKind.VIRTUAL_OBJECT, HandlerKind.EXCLUSIVE,
-            tuple(journal), state_after(journal), 42, 0, 0, 60_000, None,
-        )  # fmt: skip
+            INVOCATION_ID,
+            1,
+            Target("Prog", "h", "k"),
+            ServiceKind.VIRTUAL_OBJECT,
+            HandlerKind.EXCLUSIVE,
+            tuple(journal),
+            state_after(journal),
+            42,
+            0,
+            0,
+            60_000,
+            None,
+        )
         sink.session = transport.start(start, sink)
         # What the engine still owes this attempt: answers to journaled commands that have none yet.
-        answered = frozenset(n.completion_id for n in journal if isinstance(n, j.Notification) and n.completion_id)
+        answered = frozenset(
+            n.completion_id for n in journal if isinstance(n, j.Notification) and n.completion_id
+        )
         for cmd in journal:
             sink.answer(cmd, answered)
         await asyncio.wait_for(sink.done.wait(), TIMEOUT_S)
@@ -299,7 +320,9 @@ def test_replaying_the_whole_journal_issues_nothing_and_runs_nothing(program: li
 
 @SETTINGS
 @given(programs, st.data())
-def test_replaying_a_prefix_continues_exactly_where_it_stopped(program: list[Op], data: st.DataObject) -> None:
+def test_replaying_a_prefix_continues_exactly_where_it_stopped(
+    program: list[Op], data: st.DataObject
+) -> None:
     journal = first_run(program).sink.journal
     cut = data.draw(st.integers(1, len(journal)), label="cut")
     prefix = journal[:cut]
@@ -309,12 +332,19 @@ def test_replaying_a_prefix_continues_exactly_where_it_stopped(program: list[Op]
     completed_runs = {n.completion_id for n in prefix if isinstance(n, j.Notification) and n.kind == "run"}
     run_cids = [c.completion_id for _, c in commands_of(journal) if isinstance(c, j.RunCommand)]
     run_ops = [i for i, op in enumerate(program) if op[0] == "run"]
-    assert sorted(replay.ran) == [op for op, cid in zip(run_ops, run_cids, strict=True) if cid not in completed_runs]
+    assert sorted(replay.ran) == [
+        op for op, cid in zip(run_ops, run_cids, strict=True) if cid not in completed_runs
+    ]
     assert output_of(replay.sink.journal) == expected_output(program)
 
 
-_OTHER = {"get": ["a", "b", "c"], "set": ["a", "b", "c"], "clear": ["a", "b", "c"], "run": ["r1", "r2", "r3"],
-          "call": ["x", "y"]}  # fmt: skip
+_OTHER = {
+    "get": ["a", "b", "c"],
+    "set": ["a", "b", "c"],
+    "clear": ["a", "b", "c"],
+    "run": ["r1", "r2", "r3"],
+    "call": ["x", "y"],
+}
 
 
 def changes_of(op: Op) -> st.SearchStrategy[Op]:
@@ -326,7 +356,9 @@ def changes_of(op: Op) -> st.SearchStrategy[Op]:
 
 @settings(SETTINGS, max_examples=120)
 @given(programs.filter(lambda p: any(identity(op) for op in p)), st.data())
-def test_a_changed_program_fails_naming_the_first_differing_entry(program: list[Op], data: st.DataObject) -> None:
+def test_a_changed_program_fails_naming_the_first_differing_entry(
+    program: list[Op], data: st.DataObject
+) -> None:
     journal = first_run(program).sink.journal
     positions = [i for i, op in enumerate(program) if identity(op) is not None]
     k = data.draw(st.sampled_from(positions), label="changed op")

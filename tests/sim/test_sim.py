@@ -21,23 +21,24 @@ from typing import Any
 import pytest
 
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Accepted, Reply, StoreFailed
 from unbroken.core.journal import Failure
-from unbroken.core.model import RetryPolicy, ServiceKind, Target
+from unbroken.core.schema import RetryPolicy, ServiceKind, Target
 from unbroken.core.state_machine import apply
 from unbroken.protocol.transport import AttemptStart
 from unbroken.runtime import processor as proc
 from unbroken.runtime.clock import ManualClock
+from unbroken.runtime.committer import Batch
 from unbroken.sdk import invocation_context
 from unbroken.sdk.session import Session
 from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.testing.sim import SimConfig, SimResult, run_seed
 from unbroken.testing.sim.__main__ import main as sim_main
+from unbroken.testing.sim.app import APP
 from unbroken.testing.sim.loop import OWNER, SimStuck, VirtualEventLoop
-from unbroken.testing.sim.processor import SimProcessor
-from unbroken.testing.sim.workload import APP
 
 SEEDS = range(0, 500)  # ~15 s on one core
 # The rarer combinations of faults (a storage error, then a graceful restart during the retry pause) need
@@ -96,8 +97,12 @@ def test_a_seed_replays_exactly_in_another_process() -> None:
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-m", "unbroken.testing.sim", "--seed", str(seed)],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert f"trace hash {here}" in out.stdout
 
 
@@ -173,19 +178,14 @@ def test_a_crash_cancels_exactly_the_tasks_of_that_engine() -> None:
 # still exercises the bug (it fails with the old code) and that the fix holds (it passes with the new).
 
 
-def _old_apply_batch(self: proc.Processor, batch: list[Any]) -> list[Any]:
-    """Before: any exception in a batch -> one by one; any exception there -> the record is dropped,
-    even when it was the store failing to commit (a transient I/O error), not the record."""
+def _old_commit_failed(self: proc.Processor, batch: Batch, exc: BaseException) -> None:
+    """Before: a batch whose commit failed was applied again at once, one record per transaction, and a
+    record whose transaction failed there was dropped, even when the store failed to commit (a transient I/O
+    error), not the record. (Expressed against today's batch loop: the commit callback of its committer.)"""
+    self._committing = False
+    proc.log.error("batch of %d records failed; applying them one by one", len(batch.records), exc_info=exc)
     now, schemas, actions = self._clock.now_ms(), self._schemas(), []
-    try:
-        with self._store.transaction() as txn:
-            for record in batch:
-                actions.extend(apply(txn, record, now, schemas))
-        return actions
-    except Exception:
-        proc.log.exception("batch of %d records failed; applying them one by one", len(batch))
-    actions = []
-    for record in batch:
+    for record in batch.records:
         try:
             with self._store.transaction() as txn:
                 produced = apply(txn, record, now, schemas)
@@ -194,7 +194,7 @@ def _old_apply_batch(self: proc.Processor, batch: list[Any]) -> list[Any]:
             proc.log.critical("record dropped, apply failed: %r", record, exc_info=True)
             if getattr(record, "request_id", 0):
                 actions.append(Reply(record.request_id, StoreFailed(Failure(500, str(exc)))))
-    return actions
+    self.committed(Batch(batch.transaction, batch.records, actions))
 
 
 def _old_end(self: Session) -> None:
@@ -227,40 +227,22 @@ def _old_cancel_children(self: Session, cancel_seq: int) -> None:
         self.command(j.SendSignalCommand(got[1].value.decode(), j.CANCEL_SIGNAL, j.Result()))
 
 
-async def _old_main(self: SimProcessor) -> None:
-    """Before (the simulator's own model): during the pause after a failed commit, the batch was held
-    only by this coroutine. A graceful stop then applied the records queued behind it — later commands of
-    the same invocation — and the kill dropped the batch: a hole in the journal (every replay
-    non-deterministic), or a state write lost under a completed invocation."""
-    while self.alive:
-        batch = self._take()
-        if not batch:
-            self._wake.clear()
-            await self._wake.wait()
-            continue
-        self.batches += 1
-        self.records += len(batch)
-        delay = 0.01
-        while True:
-            self._inflight = batch
-            await asyncio.sleep(self.world.faults.commit_latency_s())
-            if not self.alive:
-                return
-            self._inflight = []
-            try:
-                actions = self._apply_batch(batch)
-            except proc.StorageFailed as failed:
-                proc.log.error("storage failed; retrying %d records in %.2fs", len(failed.rest), delay,
-                               exc_info=failed.__cause__)  # fmt: skip
-                self.world.on_batch(batch[: len(batch) - len(failed.rest)], failed.actions)
-                self._act(failed.actions)
-                batch = failed.rest
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            self.world.on_batch(batch, actions)
-            self._act(actions)
-            break
+def _old_store_failed(self: proc.Processor, batch: list[Any], exc: BaseException) -> None:
+    """Before (the simulator's own model of the batch loop): during the pause after a failed commit, the
+    batch was held only by the retry, not at the head of the queue, so records queued behind it — later
+    commands of the same invocation — were applied first (there: by a graceful stop; here: by the loop,
+    which this version does not pause) and a crash during the pause dropped it: a hole in the journal
+    (every replay non-deterministic), or a state write lost under a completed invocation."""
+    proc.log.error("storage failed; retrying %d records", len(batch), exc_info=exc)
+
+    def retry() -> None:
+        if self._running:
+            self._queue.extendleft(reversed(batch))
+            self._schedule()
+
+    self._loop.call_later(self._retry_delay, retry)
+    self._retry_delay = min(self._retry_delay * 2, limits.store_retry_delay_max_s)
+    self._schedule()
 
 
 BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = {
@@ -268,14 +250,14 @@ BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = 
     # journal commands (replays fail as non-deterministic), lost state writes
     "storage-error-drops-records": (
         proc.Processor,
-        "_apply_batch",
-        _old_apply_batch,
-        (161, 53, 390),
+        "commit_failed",
+        _old_commit_failed,
+        (3, 52, 59),
         "Counter/",
     ),
     # a paused/failed attempt's ctx.run action kept running and performed its side effect after a newer
     # attempt had made the run's result durable
-    "aborted-attempt-keeps-running-ctx-run": (Session, "end", _old_end, (215, 20, 24), "ran again after"),
+    "aborted-attempt-keeps-running-ctx-run": (Session, "end", _old_end, (14, 17, 20), "ran again after"),
     # ctx.sleep / delayed sends of e.g. 1001 ms were set 1 ms short
     "sleep-fires-1ms-early": (
         invocation_context,
@@ -289,16 +271,18 @@ BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = 
         Session,
         "_cancel_children",
         _old_cancel_children,
-        (220, 89, 50),
+        (9, 22, 31),
         "never got its answer",
-    ),  # fmt: skip
+    ),
     # the simulator's processor lost a batch awaiting its retry when a graceful stop came: 91063 replays
     # met "journal entry 9 is OneWayCall(...), but the code now issues Call(Worker/work)" forever; 102803
-    # lost Counter.add's write of `order` while its write of `count` and its output were applied
+    # lost Counter.add's write of `order` while its write of `count` and its output were applied. The
+    # simulator now drives the production batch loop: the same bug is a batch awaiting its retry that is
+    # not held at the head of the queue
     "sim-stop-drops-batch-awaiting-retry": (
-        SimProcessor,
-        "_main",
-        _old_main,
+        proc.Processor,
+        "_store_failed",
+        _old_store_failed,
         (91063, 102803),
         "non-deterministic handler|appears 0 times in the order",
     ),
@@ -434,7 +418,9 @@ def test_sqlite_store_recovers_from_a_failed_commit(tmp_path: Path) -> None:
 class _NullSink:
     def command(self, command: Any, awakeables: int | None = None) -> None: ...
     def propose_run(self, completion_id: int, result: Any, awakeables: int | None = None) -> None: ...
-    def suspend(self, waiting_completions: Any, waiting_signals: Any, awakeables: int | None = None) -> None: ...
+    def suspend(
+        self, waiting_completions: Any, waiting_signals: Any, awakeables: int | None = None
+    ) -> None: ...
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None: ...
     def ended(self) -> None: ...
 
@@ -444,9 +430,19 @@ async def test_coroutines_waiting_in_an_attempt_resume_in_the_order_they_waited(
     commands, in an order that could differ between a run and its replay (found as a seed whose trace
     changed from one run to the next)."""
     start = AttemptStart(
-        "inv_1000000000001000000000000000000016", 1, Target("Svc", "h"), ServiceKind.SERVICE, None,
-        (j.InputCommand([], b"1"),), None, 42, 0, 0, 60_000, None,
-    )  # fmt: skip
+        "inv_1000000000001000000000000000000016",
+        1,
+        Target("Svc", "h"),
+        ServiceKind.SERVICE,
+        None,
+        (j.InputCommand([], b"1"),),
+        None,
+        42,
+        0,
+        0,
+        60_000,
+        None,
+    )
     session = Session(start, _NullSink())
     resumed: list[int] = []
 

@@ -335,9 +335,11 @@ def check(run: Run) -> None:
 
     # 2. ctx.run: the journaled result is the last execution, and nothing ran after it was durable.
     entries = query_by_id(
-        srv, "SELECT id, \"index\", entry_type, entry_json FROM sys_journal "
-        "WHERE entry_type IN ('Command: Run', 'Notification: Run')", sorted(inv_rows),
-    )  # fmt: skip
+        srv,
+        'SELECT id, "index", entry_type, entry_json FROM sys_journal '
+        "WHERE entry_type IN ('Command: Run', 'Notification: Run')",
+        sorted(inv_rows),
+    )
     names: dict[tuple[str, int], str] = {}
     journaled: dict[tuple[str, str], Any] = {}
     for e in entries:
@@ -473,8 +475,12 @@ def check(run: Run) -> None:
         for s in range(SINKS):
             target = f"s{s}"
             delivered = client.post(f"{srv.ingress}/Sink/{target}/items", json=None, timeout=30).json()
-            sent = sorted(f"{a.inv}:{suffix}" for a in run.accepted if a.kind == "fan" and a.target == target
-                          for suffix in ("oneway", "delayed"))  # fmt: skip
+            sent = sorted(
+                f"{a.inv}:{suffix}"
+                for a in run.accepted
+                if a.kind == "fan" and a.target == target
+                for suffix in ("oneway", "delayed")
+            )
             if sorted(delivered) != sent:
                 extra, missing = Tally(delivered) - Tally(sent), Tally(sent) - Tally(delivered)
                 v.append(f"sink {target}: duplicated/unexpected {dict(extra)}, missing {dict(missing)}")

@@ -20,8 +20,18 @@ pytestmark = pytest.mark.crash
 
 @pytest.mark.parametrize("seed", [20240601])
 def test_thirty_crashes_break_nothing(tmp_path: Path, seed: int) -> None:
-    cmd = [sys.executable, "-m", "tests.torture.driver", "--kills", "30", "--seed", str(seed),
-           "--data-dir", str(tmp_path / "torture"), "--fault-points"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.torture.driver",
+        "--kills",
+        "30",
+        "--seed",
+        str(seed),
+        "--data-dir",
+        str(tmp_path / "torture"),
+        "--fault-points",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110)
     report = proc.stdout + proc.stderr[-3000:]
     assert proc.returncode == 0, report

@@ -17,7 +17,8 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId, awakeable_id
-from unbroken.core.model import Invocation, Status, Target
+from unbroken.core.invocation import Invocation, Status
+from unbroken.core.schema import Target
 from unbroken.sdk.local import LocalTransport
 
 
@@ -119,8 +120,12 @@ class CountingSink(FakeSink):
         self.counts.append(("propose_run", awakeables))
         super().propose_run(completion_id, result, awakeables)
 
-    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...],
-                awakeables: int | None = None) -> None:  # fmt: skip
+    def suspend(
+        self,
+        waiting_completions: tuple[int, ...],
+        waiting_signals: tuple[int, ...],
+        awakeables: int | None = None,
+    ) -> None:
         self.counts.append(("suspend", awakeables))
         super().suspend(waiting_completions, waiting_signals, awakeables)
 
@@ -147,14 +152,20 @@ async def test_every_record_an_attempt_sends_carries_its_awakeable_count() -> No
     sink.session = transport.start(_start([INPUT], timeout_ms=20), sink)
     await asyncio.wait_for(sink.done.wait(), 5)
     assert sink.counts == [
-        ("SetState", 1), ("OneWayCall", 2), ("Run", 3), ("propose_run", 3), ("suspend", 4),
+        ("SetState", 1),
+        ("OneWayCall", 2),
+        ("Run", 3),
+        ("propose_run", 3),
+        ("suspend", 4),
     ]
 
 
 async def test_a_replay_counts_the_awakeables_of_the_journal_it_replays() -> None:
     """Replayed commands are not sent again; the first live record counts the replayed allocations too."""
     journal: list[j.Entry] = [
-        INPUT, j.SetStateCommand("aid", b""), j.OneWayCallCommand("Obj", "h", b"", 0, [], "other", None, 1),
+        INPUT,
+        j.SetStateCommand("aid", b""),
+        j.OneWayCallCommand("Obj", "h", b"", 0, [], "other", None, 1),
     ]
     sink = CountingSink()
     transport = LocalTransport([_handing_out()], lambda: 1_000)

@@ -7,12 +7,17 @@ from tests.unit.test_state_machine import Machine, _of, backend  # noqa: F401 - 
 from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
-from unbroken.core.model import Status, Target
+from unbroken.core.invocation import Status
+from unbroken.core.schema import Target
 
 
 def _call(m: Machine, caller: str, target: Target) -> str:
     """``caller`` calls ``target`` (completion ids 1 and 2); returns the callee's id."""
-    m.apply(r.JournalCommand(caller, 1, j.CallCommand(target.service, target.handler, b"1", [], target.key, None, 1, 2)))
+    m.apply(
+        r.JournalCommand(
+            caller, 1, j.CallCommand(target.service, target.handler, b"1", [], target.key, None, 1, 2)
+        )
+    )
     (callee,) = m.inv(caller).children
     return str(callee)
 

@@ -145,9 +145,9 @@ def test_missing_dependency_inside_app_is_not_masked(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fake_serve(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Config]]:
-    """Inject a fake ``unbroken.runtime.server`` module recording serve() calls."""
+    """Inject a fake ``unbroken.server`` module recording serve() calls."""
     calls: list[tuple[Any, Config]] = []
-    module = types.ModuleType("unbroken.runtime.server")
+    module = types.ModuleType("unbroken.server")
 
     def serve(app: Any, config: Config, on_listening: Any = None) -> None:
         calls.append((app, config))
@@ -155,7 +155,7 @@ def fake_serve(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Config]]:
             on_listening()  # the dev banner, printed once the ports are bound
 
     module.serve = serve  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "unbroken.runtime.server", module)
+    monkeypatch.setitem(sys.modules, "unbroken.server", module)
     return calls
 
 

@@ -395,13 +395,19 @@ def test_good_bind_address(addr: str) -> None:
     [
         ('[ingres]\nbind-address = "0.0.0.0:1"\n', "ingres", "ingress"),
         ('[ingress]\nbind_address = "0.0.0.0:1"\n', "ingress.bind_address", "ingress.bind-address"),
-        ('[worker.invoker]\ninactivity_timeout = "1m"\n', "worker.invoker.inactivity_timeout",
-         "worker.invoker.inactivity-timeout"),
-        ("[default-retry-policy]\nmax-attempt = 3\n", "default-retry-policy.max-attempt",
-         "default-retry-policy.max-attempts"),
+        (
+            '[worker.invoker]\ninactivity_timeout = "1m"\n',
+            "worker.invoker.inactivity_timeout",
+            "worker.invoker.inactivity-timeout",
+        ),
+        (
+            "[default-retry-policy]\nmax-attempt = 3\n",
+            "default-retry-policy.max-attempt",
+            "default-retry-policy.max-attempts",
+        ),
         ('base_dir = "/tmp/x"\n', "base_dir", "base-dir"),
     ],
-)  # fmt: skip
+)
 def test_unknown_keys_are_errors_naming_the_closest_known_key(
     tmp_path: Path, toml: str, unknown: str, closest: str
 ) -> None:
@@ -423,7 +429,9 @@ def test_a_known_table_given_a_value_is_an_error(tmp_path: Path) -> None:
 
 def test_restate_only_settings_load_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING", logger="unbroken.config"):
-        c = load_config(write_toml(tmp_path, 'roles = ["worker"]\n[bifrost]\ndefault-provider = "local"\n'), env={})
+        c = load_config(
+            write_toml(tmp_path, 'roles = ["worker"]\n[bifrost]\ndefault-provider = "local"\n'), env={}
+        )
     assert c == Config()
     assert "ignoring Restate settings unbroken does not use: roles, bifrost" in caplog.text
 

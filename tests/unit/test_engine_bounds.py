@@ -19,10 +19,10 @@ import unbroken as restate
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import RetryPolicy, Target
+from unbroken.core.schema import RetryPolicy, Target
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.clock import ManualClock
-from unbroken.runtime.engine import Engine
+from unbroken.runtime.node import Node
 from unbroken.sdk.local import LocalTransport
 from unbroken.storage.memory import MemoryStore
 
@@ -38,11 +38,11 @@ APP = restate.app([echo])
 
 
 @pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
+async def engine() -> AsyncIterator[Node]:
     clock = ManualClock()
     loop = asyncio.get_running_loop()
     schemas = APP.schemas(RetryPolicy(), 60_000, 600_000, 86_400_000, 86_400_000, 86_400_000)
-    eng = Engine(MemoryStore(), schemas, LocalTransport(APP.services, clock.now_ms, loop), clock)
+    eng = Node(MemoryStore(), schemas, LocalTransport(APP.services, clock.now_ms, loop), clock)
     eng.start()
     try:
         yield eng
@@ -56,9 +56,13 @@ async def _post(
     """One request through the ASGI app, as uvicorn would pass it. ``now``: in this task, so that the loop
     runs nothing else first (the queued records stay queued); otherwise bounded by a timeout."""
     scope = {
-        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
         "headers": [(b"content-type", b"application/json")],
-    }  # fmt: skip
+    }
     sent: list[dict[str, Any]] = []
     parts = [{"type": "http.request", "body": body, "more_body": False}]
     never: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -78,10 +82,12 @@ async def _post(
 
 
 def _invoke(invocation_id: str, request_id: int) -> r.Invoke:
-    return r.Invoke(invocation_id, Target("Echo", "say"), b"1", request_id=request_id, reply=r.ReplyMode.ACCEPTED)
+    return r.Invoke(
+        invocation_id, Target("Echo", "say"), b"1", request_id=request_id, reply=r.ReplyMode.ACCEPTED
+    )
 
 
-def _queue_invokes(eng: Engine, count: int) -> list[asyncio.Future[Any]]:
+def _queue_invokes(eng: Node, count: int) -> list[asyncio.Future[Any]]:
     """Requests queued and not applied yet: the loop has not run since (the drain is a later callback)."""
     futures = []
     for n in range(count):
@@ -92,12 +98,12 @@ def _queue_invokes(eng: Engine, count: int) -> list[asyncio.Future[Any]]:
 
 
 async def test_a_full_processor_queue_answers_503_with_retry_after(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    engine: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(limits, "records_queued_max", 4)
     app = IngressApp(engine)
     queued = _queue_invokes(engine, 4)
-    assert engine.processor.queued() == 4
+    assert engine.partitions[0].processor.queued() == 4
     status, headers, body = await _post(app, "/Echo/say", b"7", now=True)
     assert status == 503 and headers[b"retry-after"] == b"1"
     assert "overloaded: 4 records are queued" in orjson.loads(body)["message"]
@@ -106,7 +112,7 @@ async def test_a_full_processor_queue_answers_503_with_retry_after(
     assert (status, body) == (200, b"7")
 
 
-async def test_too_many_waiting_callers_answers_503(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_too_many_waiting_callers_answers_503(engine: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "reply_waiters_max", 2)
     app = IngressApp(engine)
     waiting = _queue_invokes(engine, 2)

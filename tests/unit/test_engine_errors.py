@@ -18,24 +18,23 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.errors import PROTOCOL_VIOLATION, InvariantViolation, invariant
-from unbroken.core.model import (
+from unbroken.core.invocation import Invocation, Status, check_invocation
+from unbroken.core.schema import (
     HandlerKind,
     HandlerSchema,
-    Invocation,
     OnMaxAttempts,
     RetryPolicy,
     Schemas,
     ServiceKind,
     ServiceSchema,
-    Status,
     Target,
-    check_invocation,
 )
 
 
 def test_invariants_are_checked_under_python_O() -> None:
     code = (
-        "from unbroken.core.model import *\n"
+        "from unbroken.core.invocation import *\n"
+        "from unbroken.core.schema import *\n"
         "inv = Invocation('inv_1', Target('Svc', 'h'), ServiceKind.SERVICE, None, Status.SUSPENDED, 0, 0, 0)\n"
         "try:\n    check_invocation(inv)\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )
@@ -80,10 +79,16 @@ def test_a_promise_outside_a_workflow_fails_the_attempt_and_the_lock_passes_on_w
 ):
     policy = RetryPolicy(100, 2.0, 1000, 1, OnMaxAttempts.KILL)
     m = Machine()
-    m.schemas = Schemas({
-        "Obj": ServiceSchema("Obj", ServiceKind.VIRTUAL_OBJECT, {
-            "ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)}, retry_policy=policy),
-    })  # fmt: skip
+    m.schemas = Schemas(
+        {
+            "Obj": ServiceSchema(
+                "Obj",
+                ServiceKind.VIRTUAL_OBJECT,
+                {"ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)},
+                retry_policy=policy,
+            ),
+        }
+    )
     first, _ = m.invoke(Target("Obj", "ex", "k"))
     second, queued = m.invoke(Target("Obj", "ex", "k"), request_id=2)
     assert not _of(queued, a.StartAttempt)

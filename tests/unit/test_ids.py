@@ -21,7 +21,7 @@ from unbroken.core.ids import (
     partition_key_for_key,
     workflow_invocation_id,
 )
-from unbroken.core.model import HandlerKind, Target
+from unbroken.core.schema import HandlerKind, Target
 
 KNOWN_RAW = bytes.fromhex("79ea013544e0f16a68f47dfb8bfc8f717eb0d9556fe9c93f")
 KNOWN_STR = "inv_19bgpVZDtDhn1WmN0YmdifiMxnJIozvDW8"
@@ -379,14 +379,18 @@ def test_an_idempotent_request_has_a_stable_id_whoever_sends_it() -> None:
     target = Target("Cart", "add", "alice")
     first = invocation_id_for(target, HandlerKind.EXCLUSIVE, "k-1", FRESH, 5)
     again = invocation_id_for(target, HandlerKind.EXCLUSIVE, "k-1", b"\xff" * 18, 99)
-    from_handler = child_invocation_id(str(InvocationId(1, bytes(16))), target, HandlerKind.EXCLUSIVE, "k-1", 7)
+    from_handler = child_invocation_id(
+        str(InvocationId(1, bytes(16))), target, HandlerKind.EXCLUSIVE, "k-1", 7
+    )
     assert first == again == from_handler == idempotent_invocation_id(target, "k-1")
     assert first == str(InvocationId.for_idempotent("Cart", "alice", "add", "k-1"))
     assert invocation_id_for(target, HandlerKind.EXCLUSIVE, "k-2", FRESH, 5) != first
 
 
 def test_a_fresh_id_embeds_its_targets_partition_key_and_time() -> None:
-    keyed = InvocationId.parse(invocation_id_for(Target("Cart", "add", "alice"), HandlerKind.EXCLUSIVE, None, FRESH, 5))
+    keyed = InvocationId.parse(
+        invocation_id_for(Target("Cart", "add", "alice"), HandlerKind.EXCLUSIVE, None, FRESH, 5)
+    )
     assert keyed.partition_key == partition_key_for_key("alice")
     assert keyed.uuid == (5).to_bytes(6, "big") + FRESH[:10]
     unkeyed = InvocationId.parse(invocation_id_for(Target("Greeter", "greet"), None, None, FRESH, 5))

@@ -75,11 +75,30 @@ PAD = b" " * (70 * 1024)  # past the size decoded exactly: the syntax-only path
 @pytest.mark.parametrize(
     "core",
     [
-        b"9" * 400, b"9" * 308, b"1e309", b"-1E+309", b"1e308", b"1e-400", b'"e999"', b"[1e999]",
-        b"1" * 250 + b"e99", b'"\xff"', b'"\xed\xa0\x80"', '"h\u00e9llo \u20ac"'.encode(), b'"\\ud800"',
-        b'"abc', b'{"a":}', b"[1,]", b"01", b"NaN", b"\xef\xbb\xbf1", b'"\x01"', b"1 2", b"[" + b"1," * 40_000 + b"1]",
+        b"9" * 400,
+        b"9" * 308,
+        b"1e309",
+        b"-1E+309",
+        b"1e308",
+        b"1e-400",
+        b'"e999"',
+        b"[1e999]",
+        b"1" * 250 + b"e99",
+        b'"\xff"',
+        b'"\xed\xa0\x80"',
+        '"h\u00e9llo \u20ac"'.encode(),
+        b'"\\ud800"',
+        b'"abc',
+        b'{"a":}',
+        b"[1,]",
+        b"01",
+        b"NaN",
+        b"\xef\xbb\xbf1",
+        b'"\x01"',
+        b"1 2",
+        b"[" + b"1," * 40_000 + b"1]",
     ],
-)  # fmt: skip
+)
 def test_accepted_exactly_when_orjson_decodes_it(core: bytes) -> None:
     for body in (core, core + PAD, PAD + core):
         assert accepted(body) == orjson_accepts(body), body[:60]

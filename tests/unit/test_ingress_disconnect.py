@@ -14,6 +14,8 @@ import pytest
 from unbroken.core.actions import Reply
 from unbroken.http.wire import ON_DISCONNECT
 from unbroken.ingress.app import IngressApp
+from unbroken.runtime.entropy import RandomBytes
+from unbroken.runtime.faults import FaultPoints
 
 INV = "inv_1" + "0" * 33
 
@@ -26,6 +28,8 @@ class FakeEngine:
         self.futures: dict[int, asyncio.Future[Reply]] = {}
         self.forgotten: list[int] = []
         self.requested = asyncio.Event()
+        self.entropy = RandomBytes()  # the node's injected parts the ingress uses
+        self.faults = FaultPoints()
 
     def request(
         self, make: Callable[[int], object], client_gone: object = None, bounded: bool = False
@@ -43,8 +47,14 @@ class FakeEngine:
 
 def scope(extensions: dict[str, Any] | None) -> dict[str, Any]:
     path = f"/restate/invocation/{INV}/attach".encode()
-    out: dict[str, Any] = {"type": "http", "method": "GET", "path": path.decode(), "raw_path": path,
-                           "query_string": b"", "headers": []}  # fmt: skip
+    out: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": path.decode(),
+        "raw_path": path,
+        "query_string": b"",
+        "headers": [],
+    }
     if extensions is not None:
         out["extensions"] = extensions
     return out

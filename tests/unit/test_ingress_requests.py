@@ -19,7 +19,7 @@ from unbroken.core.ids import (
     idempotent_invocation_id,
     partition_key_for_key,
 )
-from unbroken.core.model import HandlerKind, RetryPolicy, Schemas, Target
+from unbroken.core.schema import HandlerKind, RetryPolicy, Schemas, Target
 from unbroken.http.asgi import HttpError
 from unbroken.ingress import requests as ingress
 
@@ -52,8 +52,14 @@ def schemas() -> Schemas:
     return restate.app([greeter, cart, signup]).schemas(RetryPolicy(), 60_000, 600_000, DAY, DAY, DAY)
 
 
-def _submit(schemas: Schemas, path: str, body: bytes = b'"x"', query: bytes = b"",
-            headers: list[tuple[bytes, bytes]] | None = None, method: str = "POST") -> ingress.Submission:  # fmt: skip
+def _submit(
+    schemas: Schemas,
+    path: str,
+    body: bytes = b'"x"',
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    method: str = "POST",
+) -> ingress.Submission:
     request = ingress.Request(method, path, query, headers or [(b"content-type", b"application/json")])
     return ingress.submission(request, ingress.route_request(request, schemas), body, NOW, FRESH)
 
@@ -82,7 +88,9 @@ def test_an_idempotent_call_has_the_id_a_handler_would_derive(schemas: Schemas) 
 def test_a_workflow_run_has_the_same_id_from_the_ingress_and_from_a_handler(schemas: Schemas) -> None:
     sub = _submit(schemas, "/Signup/user-1/run/send")
     assert sub.reply is r.ReplyMode.ACCEPTED
-    assert sub.invocation_id == child_invocation_id("inv_x", Target("Signup", "run", "user-1"), HandlerKind.WORKFLOW, None, 1)
+    assert sub.invocation_id == child_invocation_id(
+        "inv_x", Target("Signup", "run", "user-1"), HandlerKind.WORKFLOW, None, 1
+    )
     with pytest.raises(HttpError, match="idempotency key with workflow handlers") as err:
         _submit(schemas, "/Signup/user-1/run", headers=[(b"idempotency-key", b"k")])
     assert err.value.status == 400
@@ -118,7 +126,9 @@ def test_awakeable_routes_check_the_id_before_the_body(schemas: Schemas) -> None
     rec = ingress.resolve_record(request, route, b'"ok"')(9)
     assert rec == r.ResolveSignal(str(inv), 17, j.Result(value=b'"ok"'), 9)
     with pytest.raises(HttpError, match="not an awakeable's"):
-        ingress.route_request(ingress.Request("POST", f"/restate/awakeables/{awakeable_id(inv, 1)}/resolve"), schemas)
+        ingress.route_request(
+            ingress.Request("POST", f"/restate/awakeables/{awakeable_id(inv, 1)}/resolve"), schemas
+        )
     with pytest.raises(HttpError, match="resolved with POST"):
         ingress.route_request(ingress.Request("GET", f"/restate/awakeables/{aid}/resolve"), schemas)
     assert ingress.awakeable_response(route, Reply(9, a.Accepted(str(inv)))) == (202, [], b"")
@@ -132,7 +142,9 @@ def test_replies_as_http(schemas: Schemas) -> None:
     assert (status, body) == (200, b"42")
     assert dict(headers)[b"idempotency-expires"] and dict(headers)[b"content-type"] == b"application/json"
     assert b"idempotency-expires" not in dict((ingress.reply_response(value, dedup=False) or (0, [], b""))[1])
-    failed = ingress.reply_response(Reply(1, a.Output("inv_a", j.Result(failure=j.Failure(418, "teapot")))), False)
+    failed = ingress.reply_response(
+        Reply(1, a.Output("inv_a", j.Result(failure=j.Failure(418, "teapot")))), False
+    )
     assert failed is not None and failed[0] == 418 and b'"message":"teapot"' in failed[2]
     accepted = ingress.reply_response(Reply(1, a.PreviouslyAccepted("inv_a")), False)
     assert accepted is not None and accepted[0] == 202 and b"PreviouslyAccepted" in accepted[2]

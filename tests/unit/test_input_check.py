@@ -57,10 +57,18 @@ def check(tp: Any, body: bytes, serde: Serde[Any] | None = None) -> str | None:
         (Address, b"{}", "Svc/h expects Address: Object missing required field 'street'"),
         (Point, b'{"x": 1}', "Svc/h expects Point: Object missing required field 'y'"),
         (Person, b'{"name": "a"}', "Svc/h expects Person: age: Field required"),
-        (list[Person], b'[{"name": "a", "age": null}]', "Svc/h expects list[", ),
-        (dict[str, int], b'{"a": "b"}', "Svc/h expects dict[str, int]: Expected 'int', got 'str' - at '$[...]'"),
+        (
+            list[Person],
+            b'[{"name": "a", "age": null}]',
+            "Svc/h expects list[",
+        ),
+        (
+            dict[str, int],
+            b'{"a": "b"}',
+            "Svc/h expects dict[str, int]: Expected 'int', got 'str' - at '$[...]'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_what_does_not_fit_the_hint_is_named(tp: Any, body: bytes, problem: str) -> None:
     found = check(tp, body)
     assert found is not None and found.startswith(problem), found
@@ -69,11 +77,18 @@ def test_what_does_not_fit_the_hint_is_named(tp: Any, body: bytes, problem: str)
 @pytest.mark.parametrize(
     ("tp", "body"),
     [
-        (str, b'"x"'), (int, b"5"), (float, b"5"), (Address, b'{"street": "s", "extra": 1}'),
-        (Point, b'{"x": 1, "y": 2}'), (Person, b'{"name": "a", "age": 3}'), (OPT_INT, b""),
-        (OPT_INT, b"null"), (int | None, b"null"), (list[int], b"[]"),
+        (str, b'"x"'),
+        (int, b"5"),
+        (float, b"5"),
+        (Address, b'{"street": "s", "extra": 1}'),
+        (Point, b'{"x": 1, "y": 2}'),
+        (Person, b'{"name": "a", "age": 3}'),
+        (OPT_INT, b""),
+        (OPT_INT, b"null"),
+        (int | None, b"null"),
+        (list[int], b"[]"),
     ],
-)  # fmt: skip
+)
 def test_what_fits_passes(tp: Any, body: bytes) -> None:
     assert check(tp, body) is None
 

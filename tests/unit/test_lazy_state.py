@@ -13,19 +13,28 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.core.state_machine import apply
 from unbroken.sdk.local import LocalTransport
 from unbroken.storage.memory import MemoryStore
 
 NOW = 1_700_000_000_000
-SCHEMAS = Schemas({
-    "Lazy": ServiceSchema("Lazy", ServiceKind.VIRTUAL_OBJECT, {
-        "ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE),
-        "eager": HandlerSchema("eager", HandlerKind.SHARED, enable_lazy_state=False),
-    }, enable_lazy_state=True),
-    "Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}, enable_lazy_state=True),
-})  # fmt: skip
+SCHEMAS = Schemas(
+    {
+        "Lazy": ServiceSchema(
+            "Lazy",
+            ServiceKind.VIRTUAL_OBJECT,
+            {
+                "ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE),
+                "eager": HandlerSchema("eager", HandlerKind.SHARED, enable_lazy_state=False),
+            },
+            enable_lazy_state=True,
+        ),
+        "Svc": ServiceSchema(
+            "Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}, enable_lazy_state=True
+        ),
+    }
+)
 
 
 class Machine:
@@ -101,7 +110,11 @@ class StateSink(FakeSink):
         if isinstance(command, j.SetStateCommand):
             self.state[command.key] = command.value
         elif isinstance(command, j.GetLazyStateCommand):
-            answer, cid, kind = j.Result(value=self.state.get(command.key)), command.completion_id, "get_lazy_state"
+            answer, cid, kind = (
+                j.Result(value=self.state.get(command.key)),
+                command.completion_id,
+                "get_lazy_state",
+            )
         elif isinstance(command, j.GetLazyStateKeysCommand):
             answer = j.Result(value=j.encode_state_keys(list(self.state)))
             cid, kind = command.completion_id, "get_lazy_state_keys"
@@ -137,47 +150,63 @@ async def _run(journal: list[j.Entry], state: dict[str, bytes], lazy: bool = Tru
 async def test_lazy_reads_are_commands_and_writes_are_known_locally() -> None:
     sink = await _run([INPUT], {"count": b"4", "other": b"1"})
     assert sink.commands == [
-        j.GetLazyStateCommand("count", 1), j.SetStateCommand("count", b"5"),
-        j.GetEagerStateCommand("count", b"5"), j.ClearStateCommand("gone"), j.GetEagerStateCommand("gone", None),
+        j.GetLazyStateCommand("count", 1),
+        j.SetStateCommand("count", b"5"),
+        j.GetEagerStateCommand("count", b"5"),
+        j.ClearStateCommand("gone"),
+        j.GetEagerStateCommand("gone", None),
         j.GetLazyStateKeysCommand(2),
         j.OutputCommand(j.Result(value=b'{"count":4,"again":5,"gone":null,"keys":["count","other"]}')),
-    ]  # fmt: skip
+    ]
 
 
 async def test_a_replay_reads_the_journaled_value_not_the_state_now() -> None:
     journal: list[j.Entry] = [
-        INPUT, j.GetLazyStateCommand("count", 1), j.Notification("get_lazy_state", 1, 0, j.Result(value=b"4")),
+        INPUT,
+        j.GetLazyStateCommand("count", 1),
+        j.Notification("get_lazy_state", 1, 0, j.Result(value=b"4")),
         j.SetStateCommand("count", b"5"),
-    ]  # fmt: skip
+    ]
     sink = await _run(journal, {"count": b"77"})  # changed since (e.g. by the admin API)
     assert sink.commands == [
-        j.GetEagerStateCommand("count", b"5"), j.ClearStateCommand("gone"), j.GetEagerStateCommand("gone", None),
+        j.GetEagerStateCommand("count", b"5"),
+        j.ClearStateCommand("gone"),
+        j.GetEagerStateCommand("gone", None),
         j.GetLazyStateKeysCommand(2),
         j.OutputCommand(j.Result(value=b'{"count":4,"again":5,"gone":null,"keys":["count"]}')),
-    ]  # fmt: skip
+    ]
 
 
 async def test_a_replay_follows_its_journal_when_the_lazy_setting_changed() -> None:
     """Journaled eagerly (before ``enable_lazy_state`` was turned on): the replay reads the journaled values
     and allocates the same completion ids, then goes on lazily."""
     journal: list[j.Entry] = [
-        INPUT, j.GetEagerStateCommand("count", b"4"), j.SetStateCommand("count", b"5"),
-        j.GetEagerStateCommand("count", b"5"), j.ClearStateCommand("gone"), j.GetEagerStateCommand("gone", None),
-    ]  # fmt: skip
+        INPUT,
+        j.GetEagerStateCommand("count", b"4"),
+        j.SetStateCommand("count", b"5"),
+        j.GetEagerStateCommand("count", b"5"),
+        j.ClearStateCommand("gone"),
+        j.GetEagerStateCommand("gone", None),
+    ]
     sink = await _run(journal, {"count": b"77"})
     assert sink.commands == [
         j.GetLazyStateKeysCommand(1),
         j.OutputCommand(j.Result(value=b'{"count":4,"again":5,"gone":null,"keys":["count"]}')),
-    ]  # fmt: skip
+    ]
 
 
 async def test_a_lazy_journal_replays_lazily_after_the_setting_was_turned_off() -> None:
     journal: list[j.Entry] = [
-        INPUT, j.GetLazyStateCommand("count", 1), j.Notification("get_lazy_state", 1, 0, j.Result(value=b"4")),
-    ]  # fmt: skip
+        INPUT,
+        j.GetLazyStateCommand("count", 1),
+        j.Notification("get_lazy_state", 1, 0, j.Result(value=b"4")),
+    ]
     sink = await _run(journal, {"count": b"77"}, lazy=False)
     assert sink.commands == [
-        j.SetStateCommand("count", b"5"), j.GetEagerStateCommand("count", b"5"), j.ClearStateCommand("gone"),
-        j.GetEagerStateCommand("gone", None), j.GetEagerStateKeysCommand(["count"]),
+        j.SetStateCommand("count", b"5"),
+        j.GetEagerStateCommand("count", b"5"),
+        j.ClearStateCommand("gone"),
+        j.GetEagerStateCommand("gone", None),
+        j.GetEagerStateKeysCommand(["count"]),
         j.OutputCommand(j.Result(value=b'{"count":4,"again":5,"gone":null,"keys":["count"]}')),
-    ]  # fmt: skip
+    ]

@@ -21,7 +21,10 @@ NOT_BOUNDS = {
     "runtime/invoker.py:ABORT_TIMEOUT_MS_DEFAULT",  # a default of a service option
     "runtime/invoker.py:ABORT_TIMEOUT_CODE",  # a status code
     "core/durations.py:_MS_RANGE_MAX",  # the range of the stored integer, not a choice
-    "core/ids.py:_U32_LIMIT", "core/ids.py:_U48_LIMIT", "core/ids.py:_U64_LIMIT", "core/ids.py:_U128_LIMIT",  # ranges
+    "core/ids.py:_U32_LIMIT",
+    "core/ids.py:_U48_LIMIT",
+    "core/ids.py:_U64_LIMIT",
+    "core/ids.py:_U128_LIMIT",  # ranges
     "cli/output.py:MAX_CELL",  # the display width of a table cell
 }
 
@@ -54,7 +57,9 @@ def test_every_bound_is_in_core_limits() -> None:
 
 def test_limit_names_end_with_their_unit() -> None:
     units = ("_max", "_min", "_ms", "_s", "_bytes", "_count", "_entries", "_chars")
-    names = [n.id for n in ast.walk(ast.parse(LIMITS.read_text())) if isinstance(n, ast.Name) and n.id.islower()]
+    names = [
+        n.id for n in ast.walk(ast.parse(LIMITS.read_text())) if isinstance(n, ast.Name) and n.id.islower()
+    ]
     assert names and [n for n in names if not n.endswith(units)] == []
 
 

@@ -6,7 +6,8 @@ from tests.unit.test_state_machine import Machine, _of, backend  # noqa: F401 - 
 from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
-from unbroken.core.model import Status, Target
+from unbroken.core.invocation import Status
+from unbroken.core.schema import Target
 
 
 def _signal(m: Machine, sender: str, target: str, name: str, value: bytes) -> list[a.Action]:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "unbroken"
 
-FORBIDDEN_TEXT = re.compile(r"\bpickle\b|\bcPickle\b|\bmarshal\b|\bshelve\b|\bdill\b|(?<![\w.])eval\(|(?<![\w.])exec\(")
+FORBIDDEN_TEXT = re.compile(
+    r"\bpickle\b|\bcPickle\b|\bmarshal\b|\bshelve\b|\bdill\b|(?<![\w.])eval\(|(?<![\w.])exec\("
+)
 FORBIDDEN_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle"}
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
 
@@ -35,10 +37,18 @@ def test_no_unsafe_imports_or_builtin_calls() -> None:
     for path in _sources():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                hits += [f"{path.name}: import {a.name}" for a in node.names if a.name.split(".")[0] in FORBIDDEN_MODULES]
+                hits += [
+                    f"{path.name}: import {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[0] in FORBIDDEN_MODULES
+                ]
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FORBIDDEN_MODULES:
                 hits.append(f"{path.name}: from {node.module} import ...")
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_CALLS:
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in FORBIDDEN_CALLS
+            ):
                 hits.append(f"{path.name}:{node.lineno}: {node.func.id}(...)")
     assert hits == []
 

@@ -20,7 +20,7 @@ from unbroken.core import records as r
 from unbroken.core.actions import Accepted, NotFound, Reply, StoreFailed, Unavailable
 from unbroken.core.errors import InvariantViolation
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
+from unbroken.core.schema import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.processor import Processor, describe
 from unbroken.storage.memory import MemoryStore
@@ -98,7 +98,9 @@ class _PoisonStore(MemoryStore):
     """Applying the invocation with request id 2 raises inside the transaction (a bug in apply), ``times``
     times; ``fail`` (an exception factory) replaces the bug with another error."""
 
-    def __init__(self, times: int = 1_000, fail: Any = lambda: RuntimeError("poison"), poison: int = 2) -> None:
+    def __init__(
+        self, times: int = 1_000, fail: Any = lambda: RuntimeError("poison"), poison: int = 2
+    ) -> None:
         super().__init__()
         self.left = _Left(times)
         self.fail = fail
@@ -133,7 +135,11 @@ async def test_a_record_that_breaks_an_invariant_twice_stops_the_processor_loudl
     finally:
         await asyncio.to_thread(h.processor.stop)
     # the batch rolled back and was applied again one record at a time: 1 commits, 2 breaks again
-    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [(1, Accepted), (2, Unavailable), (3, Unavailable)]
+    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [
+        (1, Accepted),
+        (2, Unavailable),
+        (3, Unavailable),
+    ]
     assert sorted(store.invocations) == [_invoke(1).invocation_id]
     assert h.processor.halted is not None and "poison" in h.processor.halted
     assert len(violations) == 2 and violations[1] == h.processor.halted
@@ -153,7 +159,11 @@ async def test_an_invariant_violation_once_rolls_back_recovers_and_loses_nothing
         await h.replies_for(3)
     finally:
         await asyncio.to_thread(h.processor.stop)
-    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [(1, Accepted), (2, Accepted), (3, Accepted)]
+    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [
+        (1, Accepted),
+        (2, Accepted),
+        (3, Accepted),
+    ]
     assert len(store.invocations) == 3
     assert violations == ["InvariantViolation: inv_x: suspended on nothing"] and h.processor.halted is None
 
@@ -169,7 +179,11 @@ async def test_a_store_error_raised_by_a_statement_retries_the_batch_and_drops_n
         await h.replies_for(3)
     finally:
         await asyncio.to_thread(h.processor.stop)
-    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [(1, Accepted), (2, Accepted), (3, Accepted)]
+    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [
+        (1, Accepted),
+        (2, Accepted),
+        (3, Accepted),
+    ]
     assert len(store.invocations) == 3 and h.processor.store_error is None
 
 

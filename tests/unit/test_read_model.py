@@ -13,8 +13,9 @@ import pytest
 from unbroken.admin.explain import explain
 from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, awakeable_id
-from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
+from unbroken.core.invocation import Invocation, Sink, Status
 from unbroken.core.read_model import QueryError, ReadModel, Snapshot
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.memory import MemoryStore
 from unbroken.storage.memory_reads import MemoryReadModel
@@ -40,21 +41,51 @@ def _populate(store: Any) -> None:
     obj, svc = ServiceKind.VIRTUAL_OBJECT, ServiceKind.SERVICE
     with store.transaction() as txn:
         inp = j.InputCommand([], b'"x"')
-        txn.put_invocation(_inv(HOLDER, Target("Counter", "hold", "k"), obj, Status.SUSPENDED, journal_length=2,
-                                waiting_completions=[1], waiting_signals=[1], attempts=1, running_at_ms=NOW))  # fmt: skip
+        txn.put_invocation(
+            _inv(
+                HOLDER,
+                Target("Counter", "hold", "k"),
+                obj,
+                Status.SUSPENDED,
+                journal_length=2,
+                waiting_completions=[1],
+                waiting_signals=[1],
+                attempts=1,
+                running_at_ms=NOW,
+            )
+        )
         txn.append_journal(HOLDER, 0, inp, NOW)
         txn.append_journal(HOLDER, 1, j.PeekPromiseCommand("decision", 1), NOW)
         txn.set_lock_holder("Counter", "k", HOLDER)
         txn.put_invocation(_inv(QUEUED, Target("Counter", "add", "k"), obj, Status.PENDING))
         txn.inbox_push("Counter", "k", _id(9), NOW)
         txn.inbox_push("Counter", "k", QUEUED, NOW)
-        txn.put_invocation(_inv(SLEEPER, Target("Worker", "nap"), svc, Status.SUSPENDED, journal_length=2,
-                                waiting_completions=[1], waiting_signals=[1], attempts=1))  # fmt: skip
+        txn.put_invocation(
+            _inv(
+                SLEEPER,
+                Target("Worker", "nap"),
+                svc,
+                Status.SUSPENDED,
+                journal_length=2,
+                waiting_completions=[1],
+                waiting_signals=[1],
+                attempts=1,
+            )
+        )
         txn.append_journal(SLEEPER, 0, inp, NOW)
         txn.append_journal(SLEEPER, 1, j.SleepCommand(NOW + 60_000, 1, "long nap"), NOW)
         txn.add_timer(NOW + 60_000, TimerKind.SLEEP, SLEEPER, 1)
-        txn.put_invocation(_inv(WAITER, Target("Worker", "wait"), svc, Status.SUSPENDED, journal_length=2,
-                                waiting_signals=[1, 17], attempts=1))  # fmt: skip
+        txn.put_invocation(
+            _inv(
+                WAITER,
+                Target("Worker", "wait"),
+                svc,
+                Status.SUSPENDED,
+                journal_length=2,
+                waiting_signals=[1, 17],
+                attempts=1,
+            )
+        )
         txn.append_journal(WAITER, 0, inp, NOW)
         txn.append_journal(WAITER, 1, j.RunCommand(1, f"hand out {AWAKEABLE}"), NOW)
         txn.state_set("Counter", "k", "total", b"41")
@@ -92,7 +123,10 @@ def test_snapshot_reads(reads: ReadModel) -> None:
         spot = s.inbox_spot("Counter", "k", QUEUED)
         assert spot is not None and spot.ahead == 1
         assert s.inbox_spot("Counter", "k", HOLDER) is None
-        assert s.next_timer_ms(SLEEPER, TimerKind.SLEEP) == NOW + 60_000 and s.next_timer_ms(SLEEPER, TimerKind.RETRY) is None
+        assert (
+            s.next_timer_ms(SLEEPER, TimerKind.SLEEP) == NOW + 60_000
+            and s.next_timer_ms(SLEEPER, TimerKind.RETRY) is None
+        )
         promise = s.promise("Counter", "k", "decision")
         assert promise is not None and promise.result == j.Result(b'"yes"')
         found = s.journal_entry_containing(WAITER, AWAKEABLE.encode())
@@ -109,7 +143,11 @@ def test_explain_reads_through_the_model(reads: ReadModel) -> None:
     assert (reason["kind"], reason["lock_holder"], reason["ahead_in_inbox"]) == ("queued", HOLDER, 1)
     assert [hop["invocation_id"] for hop in queued["chain"]] == [HOLDER]
     promise = queued["chain"][0]["reasons"][0]
-    assert (promise["kind"], promise["promise"], promise["promise_completed"]) == ("promise", "decision", True)
+    assert (promise["kind"], promise["promise"], promise["promise_completed"]) == (
+        "promise",
+        "decision",
+        True,
+    )
     sleeper = _read(reads, lambda s: explain(s, SLEEPER))
     assert sleeper["reasons"][0]["kind"] == "sleep" and sleeper["reasons"][0]["name"] == "long nap"
     waiter = _read(reads, lambda s: explain(s, WAITER))

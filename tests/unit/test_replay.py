@@ -7,7 +7,7 @@ from typing import Any
 
 import unbroken as restate
 from unbroken.core import journal as j
-from unbroken.core.model import HandlerKind, ServiceKind, Target
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.protocol.transport import AttemptStart
 from unbroken.sdk.local import LocalTransport
 
@@ -29,12 +29,21 @@ class FakeSink:
 
     def propose_run(self, completion_id: int, result: j.Result, awakeables: int | None = None) -> None:
         self.proposals.append((completion_id, result))
-        asyncio.get_running_loop().call_soon(self.session.notify, j.Notification("run", completion_id, 0, result))
+        asyncio.get_running_loop().call_soon(
+            self.session.notify, j.Notification("run", completion_id, 0, result)
+        )
 
-    def suspend(self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None) -> None:
+    def suspend(
+        self,
+        waiting_completions: tuple[int, ...],
+        waiting_signals: tuple[int, ...],
+        awakeables: int | None = None,
+    ) -> None:
         self.suspended = (waiting_completions, waiting_signals)
 
-    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:
+    def fail(
+        self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False
+    ) -> None:
         self.failures.append((code, message))
         self.paused = pause
 
@@ -42,11 +51,23 @@ class FakeSink:
         self.done.set()
 
 
-def _start(journal: list[j.Entry], state: dict[str, bytes] | None = None, timeout_ms: int = 60_000) -> AttemptStart:
+def _start(
+    journal: list[j.Entry], state: dict[str, bytes] | None = None, timeout_ms: int = 60_000
+) -> AttemptStart:
     return AttemptStart(
-        "inv_1000000000001000000000000000000016", 1, Target("Obj", "h", "k"), ServiceKind.VIRTUAL_OBJECT,
-        HandlerKind.EXCLUSIVE, tuple(journal), state if state is not None else {}, 42, 0, 0, timeout_ms, None,
-    )  # fmt: skip
+        "inv_1000000000001000000000000000000016",
+        1,
+        Target("Obj", "h", "k"),
+        ServiceKind.VIRTUAL_OBJECT,
+        HandlerKind.EXCLUSIVE,
+        tuple(journal),
+        state if state is not None else {},
+        42,
+        0,
+        0,
+        timeout_ms,
+        None,
+    )
 
 
 async def _run(obj: restate.VirtualObject, journal: list[j.Entry], **kw: Any) -> FakeSink:
@@ -80,13 +101,21 @@ async def test_first_attempt_journals_run_set_and_output() -> None:
     ran: list[str] = []
     sink = await _run(_object("step", ran), [INPUT])
     assert ran == ["step"]
-    assert sink.commands == [j.RunCommand(1, "step"), j.SetStateCommand("y", b"2"), j.OutputCommand(j.Result(value=b"2"))]
+    assert sink.commands == [
+        j.RunCommand(1, "step"),
+        j.SetStateCommand("y", b"2"),
+        j.OutputCommand(j.Result(value=b"2")),
+    ]
     assert sink.proposals == [(1, j.Result(value=b"2"))]
 
 
 async def test_replay_reuses_the_journaled_run_result_and_does_not_run_it_again() -> None:
     ran: list[str] = []
-    journal: list[j.Entry] = [INPUT, j.RunCommand(1, "step"), j.Notification("run", 1, 0, j.Result(value=b"7"))]
+    journal: list[j.Entry] = [
+        INPUT,
+        j.RunCommand(1, "step"),
+        j.Notification("run", 1, 0, j.Result(value=b"7")),
+    ]
     sink = await _run(_object("step", ran), journal)
     assert ran == []
     assert sink.commands == [j.SetStateCommand("y", b"7"), j.OutputCommand(j.Result(value=b"7"))]
@@ -94,7 +123,11 @@ async def test_replay_reuses_the_journaled_run_result_and_does_not_run_it_again(
 
 async def test_changed_code_is_a_non_determinism_error_naming_the_entry() -> None:
     ran: list[str] = []
-    journal: list[j.Entry] = [INPUT, j.RunCommand(1, "step"), j.Notification("run", 1, 0, j.Result(value=b"7"))]
+    journal: list[j.Entry] = [
+        INPUT,
+        j.RunCommand(1, "step"),
+        j.Notification("run", 1, 0, j.Result(value=b"7")),
+    ]
     sink = await _run(_object("renamed", ran), journal)
     assert ran == [] and sink.commands == []
     (code, message) = sink.failures[0]
@@ -166,10 +199,11 @@ async def test_cancel_signal_raises_at_the_pending_await_and_cancels_children() 
             raise
 
     journal: list[j.Entry] = [
-        INPUT, j.CallCommand("Other", "x", b"1", [], None, None, 1, 2),
+        INPUT,
+        j.CallCommand("Other", "x", b"1", [], None, None, 1, 2),
         j.Notification("call_id", 1, 0, j.Result(value=b"inv_1child"), "inv_1child"),
         j.Notification("signal", 0, j.CANCEL_SIGNAL, j.Result()),
-    ]  # fmt: skip
+    ]
     sink = await _run(obj, journal)
     assert caught == [409]
     assert sink.commands == [
@@ -200,8 +234,9 @@ async def test_a_replayed_run_without_result_does_not_start_while_a_cancel_waits
     sink = await _run(_saga(ran), [INPUT, j.RunCommand(1, "a"), cancel])
     assert ran == ["undo"]
     assert sink.commands == [
-        j.RunCommand(2, "undo"), j.OutputCommand(j.Result(failure=j.Failure(409, "cancelled")))
-    ]  # fmt: skip
+        j.RunCommand(2, "undo"),
+        j.OutputCommand(j.Result(failure=j.Failure(409, "cancelled"))),
+    ]
 
 
 async def test_a_run_value_that_cannot_be_serialized_pauses_the_invocation() -> None:

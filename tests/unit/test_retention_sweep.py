@@ -13,29 +13,38 @@ import pytest
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import (
-    HandlerKind,
-    HandlerSchema,
-    Schemas,
-    ServiceKind,
-    ServiceSchema,
-    Status,
-    Target,
-)
+from unbroken.core.invocation import Status
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.core.state_machine import apply
 from unbroken.storage.memory import MemoryStore
 from unbroken.storage.sqlite import SqliteStore
 
 NOW = 1_700_000_000_000
 S = 1000
-SCHEMAS = Schemas({
-    "Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)},
-                         idempotency_retention_ms=10 * S, journal_retention_ms=3 * S),
-    "Obj": ServiceSchema("Obj", ServiceKind.VIRTUAL_OBJECT, {"ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)},
-                         idempotency_retention_ms=10 * S, journal_retention_ms=0),
-    "Wf": ServiceSchema("Wf", ServiceKind.WORKFLOW, {"run": HandlerSchema("run", HandlerKind.WORKFLOW)},
-                        workflow_completion_retention_ms=5 * S),
-})  # fmt: skip
+SCHEMAS = Schemas(
+    {
+        "Svc": ServiceSchema(
+            "Svc",
+            ServiceKind.SERVICE,
+            {"h": HandlerSchema("h", None)},
+            idempotency_retention_ms=10 * S,
+            journal_retention_ms=3 * S,
+        ),
+        "Obj": ServiceSchema(
+            "Obj",
+            ServiceKind.VIRTUAL_OBJECT,
+            {"ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)},
+            idempotency_retention_ms=10 * S,
+            journal_retention_ms=0,
+        ),
+        "Wf": ServiceSchema(
+            "Wf",
+            ServiceKind.WORKFLOW,
+            {"run": HandlerSchema("run", HandlerKind.WORKFLOW)},
+            workflow_completion_retention_ms=5 * S,
+        ),
+    }
+)
 
 
 class Machine:
@@ -102,8 +111,11 @@ def test_zero_journal_retention_drops_the_journal_at_completion_object_state_sta
 
 
 def test_a_workflow_run_takes_its_state_and_promises(m: Machine) -> None:
-    inv = m.run(Target("Wf", "run", "w"), j.SetStateCommand("s", b"1"),
-                j.CompletePromiseCommand("p", j.Result(value=b"2"), 1))  # fmt: skip
+    inv = m.run(
+        Target("Wf", "run", "w"),
+        j.SetStateCommand("s", b"1"),
+        j.CompletePromiseCommand("p", j.Result(value=b"2"), 1),
+    )
     assert m.read(lambda t: t.state_all("Wf", "w")) == {"s": b"1"}
     assert m.read(lambda t: t.get_promise("Wf", "w", "p")) is not None
     m.sweep_at(5 * S - 1)

@@ -35,7 +35,9 @@ class TextSerde(Serde[Any]):
         return str(obj)  # type: ignore[return-value]
 
 
-async def test_the_journal_entry_count_is_bounded_and_the_output_still_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_journal_entry_count_is_bounded_and_the_output_still_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Past ``journal_entries_max`` a command fails the handler; before the fix the count only grew
     during replay, so a handler looping in one attempt was never stopped."""
     monkeypatch.setattr(limits, "journal_entries_max", 50)
@@ -49,7 +51,9 @@ async def test_the_journal_entry_count_is_bounded_and_the_output_still_goes(monk
     sink = await _run(obj)
     assert len(sink.commands) == 50  # 49 sets after the input entry, then the output
     assert all(isinstance(c, j.SetStateCommand) for c in sink.commands[:-1])
-    assert sink.commands[-1] == j.OutputCommand(j.Result(failure=j.Failure(500, "journal too long: more than 50 entries")))
+    assert sink.commands[-1] == j.OutputCommand(
+        j.Result(failure=j.Failure(500, "journal too long: more than 50 entries"))
+    )
 
 
 async def test_a_custom_serde_returning_text_fails_the_invocation_instead_of_the_store() -> None:
@@ -79,7 +83,9 @@ async def test_a_run_whose_serde_returns_text_fails_terminally() -> None:
 
     sink = await _run(obj)
     ((cid, result),) = sink.proposals
-    assert result.failure is not None and result.failure.message.startswith("cannot journal Notification(run)")
+    assert result.failure is not None and result.failure.message.startswith(
+        "cannot journal Notification(run)"
+    )
     assert sink.commands[-1] == j.OutputCommand(j.Result(value=f'"400 {result.failure.message}"'.encode()))
 
 
@@ -105,7 +111,9 @@ def test_failures_are_always_storable() -> None:
     f = failure("418", "bad \udcff", {"k\ud800": 1, "ok": "v"})
     assert f == j.Failure(500, "bad \\udcff", {"k\\ud800": "1", "ok": "v"})
     check_journalable(j.OutputCommand(j.Result(failure=f)))
-    assert failure(418, "x").code == 418 and failure(True, "x").code == 500 and failure(70000, "x").code == 500
+    assert (
+        failure(418, "x").code == 418 and failure(True, "x").code == 500 and failure(70000, "x").code == 500
+    )
 
     class Unprintable:
         def __str__(self) -> str:

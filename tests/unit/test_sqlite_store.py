@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 from unbroken.core import journal as j
-from unbroken.core.model import (
-    Invocation,
-    OnMaxAttempts,
-    RetryOverride,
-    ServiceKind,
-    ServiceOverride,
-    Status,
-    Target,
-)
+from unbroken.core.invocation import Invocation, Status
+from unbroken.core.schema import OnMaxAttempts, RetryOverride, ServiceKind, ServiceOverride, Target
 from unbroken.core.storage import Timer, TimerKind
 from unbroken.storage.sqlite import SqliteStore, StoreVersionError, _inv_encoder
 
@@ -28,9 +21,16 @@ NOW = 1_700_000_000_000
 
 def _inv(inv_id: str, status: Status = Status.SCHEDULED) -> Invocation:
     return Invocation(
-        id=inv_id, target=Target("Svc", "h"), service_kind=ServiceKind.SERVICE, handler_kind=None,
-        status=status, created_at_ms=NOW, modified_at_ms=NOW, random_seed=7, journal_length=1,
-    )  # fmt: skip
+        id=inv_id,
+        target=Target("Svc", "h"),
+        service_kind=ServiceKind.SERVICE,
+        handler_kind=None,
+        status=status,
+        created_at_ms=NOW,
+        modified_at_ms=NOW,
+        random_seed=7,
+        journal_length=1,
+    )
 
 
 def _create(store: SqliteStore, inv_id: str, arg: bytes = b"1") -> None:
@@ -205,29 +205,44 @@ def test_a_schema_2_data_dir_gets_the_signal_index_of_its_journals(tmp_path: Pat
 
 
 OLD_OVERRIDES = {  # what ``service_overrides.json`` held, written by Unbroken before schema 4
-    "Vote": {"idempotency_retention_ms": 10_800_000, "inactivity_timeout_ms": 500,
-             "retry_policy": {"max_attempts": 4, "on_max_attempts": "kill"}},
+    "Vote": {
+        "idempotency_retention_ms": 10_800_000,
+        "inactivity_timeout_ms": 500,
+        "retry_policy": {"max_attempts": 4, "on_max_attempts": "kill"},
+    },
     "Gone": {"public": False},
     "Broken": {"inactivity_timeout_ms": "soon"},
-}  # fmt: skip
+}
 
 
-def test_a_schema_3_data_dir_opens_and_its_side_file_of_overrides_moves_into_the_store(tmp_path: Path) -> None:
+def test_a_schema_3_data_dir_opens_and_its_side_file_of_overrides_moves_into_the_store(
+    tmp_path: Path,
+) -> None:
     store = SqliteStore(str(tmp_path))
     _create(store, "inv_a")
     with store.transaction() as txn:
         timer_id = txn.add_timer(NOW, TimerKind.SLEEP, "inv_a", 1)
-    store.conn.executescript("DROP TABLE service_override; UPDATE meta SET v = '3' WHERE k = 'schema_version';")
+    store.conn.executescript(
+        "DROP TABLE service_override; UPDATE meta SET v = '3' WHERE k = 'schema_version';"
+    )
     store.close()
     (tmp_path / "service_overrides.json").write_text(json.dumps(OLD_OVERRIDES))
 
     upgraded = SqliteStore(str(tmp_path))
     assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("4",)
     assert not (tmp_path / "service_overrides.json").exists()
-    vote = ServiceOverride(idempotency_retention_ms=10_800_000, inactivity_timeout_ms=500,
-                           retry_policy=RetryOverride(max_attempts=4, on_max_attempts=OnMaxAttempts.KILL))  # fmt: skip
-    assert upgraded.service_overrides() == {"Vote": vote, "Gone": ServiceOverride(public=False)}  # Broken: ignored
-    with upgraded.transaction() as txn:  # the rows of schema 3 read as before; timer kinds are the same strings
+    vote = ServiceOverride(
+        idempotency_retention_ms=10_800_000,
+        inactivity_timeout_ms=500,
+        retry_policy=RetryOverride(max_attempts=4, on_max_attempts=OnMaxAttempts.KILL),
+    )
+    assert upgraded.service_overrides() == {
+        "Vote": vote,
+        "Gone": ServiceOverride(public=False),
+    }  # Broken: ignored
+    with (
+        upgraded.transaction() as txn
+    ):  # the rows of schema 3 read as before; timer kinds are the same strings
         assert txn.get_timer(timer_id) == Timer(timer_id, NOW, TimerKind.SLEEP, "inv_a", 1)
         assert txn.get_invocation("inv_a") is not None
     upgraded.close()

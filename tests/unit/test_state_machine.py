@@ -13,7 +13,8 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import (
+from unbroken.core.invocation import Status
+from unbroken.core.schema import (
     HandlerKind,
     HandlerSchema,
     OnMaxAttempts,
@@ -21,7 +22,6 @@ from unbroken.core.model import (
     Schemas,
     ServiceKind,
     ServiceSchema,
-    Status,
     Target,
 )
 from unbroken.core.state_machine import apply
@@ -32,19 +32,37 @@ NOW = 1_700_000_000_000
 
 def _schemas(max_attempts: int = 3) -> Schemas:
     policy = RetryPolicy(100, 2.0, 1000, max_attempts, OnMaxAttempts.PAUSE)
-    return Schemas({
-        "Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}, retry_policy=policy),
-        "Obj": ServiceSchema("Obj", ServiceKind.VIRTUAL_OBJECT, {
-            "ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE), "sh": HandlerSchema("sh", HandlerKind.SHARED),
-        }, retry_policy=policy),
-        "Wf": ServiceSchema("Wf", ServiceKind.WORKFLOW, {
-            "run": HandlerSchema("run", HandlerKind.WORKFLOW), "click": HandlerSchema("click", HandlerKind.SHARED),
-        }, retry_policy=policy),
-    })  # fmt: skip
+    return Schemas(
+        {
+            "Svc": ServiceSchema(
+                "Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}, retry_policy=policy
+            ),
+            "Obj": ServiceSchema(
+                "Obj",
+                ServiceKind.VIRTUAL_OBJECT,
+                {
+                    "ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE),
+                    "sh": HandlerSchema("sh", HandlerKind.SHARED),
+                },
+                retry_policy=policy,
+            ),
+            "Wf": ServiceSchema(
+                "Wf",
+                ServiceKind.WORKFLOW,
+                {
+                    "run": HandlerSchema("run", HandlerKind.WORKFLOW),
+                    "click": HandlerSchema("click", HandlerKind.SHARED),
+                },
+                retry_policy=policy,
+            ),
+        }
+    )
 
 
 @pytest.fixture(autouse=True, params=BACKENDS, ids=lambda b: b.name)
-def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     for stores in opener(request, tmp_path):
         monkeypatch.setattr(Machine, "stores", stores, raising=False)
         yield
@@ -76,9 +94,13 @@ class Machine:
         self.n += 1
         return str(InvocationId.new(7, self.n.to_bytes(10, "big"), self.now))
 
-    def invoke(self, target: Target, reply: r.ReplyMode = r.ReplyMode.RESULT, request_id: int = 1, **kw: Any) -> tuple[str, list[a.Action]]:
+    def invoke(
+        self, target: Target, reply: r.ReplyMode = r.ReplyMode.RESULT, request_id: int = 1, **kw: Any
+    ) -> tuple[str, list[a.Action]]:
         inv_id = kw.pop("invocation_id", None) or self.new_id()
-        return inv_id, self.apply(r.Invoke(inv_id, target, b"1", (), request_id=request_id, reply=reply, **kw))
+        return inv_id, self.apply(
+            r.Invoke(inv_id, target, b"1", (), request_id=request_id, reply=reply, **kw)
+        )
 
 
 def _of(actions: list[a.Action], kind: type) -> list[Any]:
@@ -199,7 +221,9 @@ def test_workflow_runs_once_per_key() -> None:
     m.invoke(Target("Wf", "run", "k"), invocation_id=wf_id)
     _, again = m.invoke(Target("Wf", "run", "k"), invocation_id=wf_id, request_id=2)
     assert _of(again, a.Reply)[0].outcome == a.WorkflowAlreadyInvoked(wf_id)
-    _, send = m.invoke(Target("Wf", "run", "k"), invocation_id=wf_id, reply=r.ReplyMode.ACCEPTED, request_id=3)
+    _, send = m.invoke(
+        Target("Wf", "run", "k"), invocation_id=wf_id, reply=r.ReplyMode.ACCEPTED, request_id=3
+    )
     assert _of(send, a.Reply)[0].outcome == a.PreviouslyAccepted(wf_id)
 
 
@@ -210,7 +234,10 @@ def test_promise_waiters_are_completed_once_and_second_completion_conflicts() ->
     m.apply(r.JournalCommand(wf_id, 1, j.GetPromiseCommand("p", 1)))
     click, _ = m.invoke(Target("Wf", "click", "k"))
     actions = m.apply(r.JournalCommand(click, 1, j.CompletePromiseCommand("p", j.Result(value=b"7"), 1)))
-    delivered = {(d.invocation_id, d.notification.completion_id): d.notification.result for d in _of(actions, a.Deliver)}
+    delivered = {
+        (d.invocation_id, d.notification.completion_id): d.notification.result
+        for d in _of(actions, a.Deliver)
+    }
     assert delivered[(wf_id, 1)] == j.Result(value=b"7")
     assert delivered[(click, 1)] == j.Result()
     again = m.apply(r.JournalCommand(click, 1, j.CompletePromiseCommand("p", j.Result(value=b"8"), 2)))
@@ -277,7 +304,9 @@ def test_a_repeated_signal_is_recognised_without_reading_the_journal() -> None:
     delivered = []
     for _ in range(3):
         with m.store.transaction() as txn:
-            actions = apply(_CountingTxn(txn, counts), r.ResolveSignal(inv_id, 17, j.Result(value=b"s")), m.now, m.schemas)
+            actions = apply(
+                _CountingTxn(txn, counts), r.ResolveSignal(inv_id, 17, j.Result(value=b"s")), m.now, m.schemas
+            )
         delivered += _of(actions, a.Deliver)
     assert counts.get("journal", 0) == 0
     assert [d.notification.signal_idx for d in delivered] == [17]  # repeats are still ignored
@@ -298,7 +327,9 @@ def test_a_record_reads_and_writes_each_invocation_row_once() -> None:
     m = Machine()
     caller, _ = m.invoke(Target("Svc", "h"))
     assert _row_calls(m, r.ProposeRunCompletion(caller, 1, 1, j.Result(value=b"x"))) == (1, 1)
-    assert _row_calls(m, r.JournalCommand(caller, 1, j.CallCommand("Svc", "h", b"", [], None, None, 2, 3))) == (2, 2)
+    assert _row_calls(
+        m, r.JournalCommand(caller, 1, j.CallCommand("Svc", "h", b"", [], None, None, 2, 3))
+    ) == (2, 2)
     stored = m.inv(caller)
     assert len(stored.children) == 1 and stored.journal_length == 4  # input, run result, call, call_id
     (child,) = stored.children
@@ -357,5 +388,8 @@ def test_control_records_on_unknown_or_completed_invocations(bad: str) -> None:
     if bad == "done":
         m.invoke(Target("Svc", "h"), invocation_id=inv_id)
         m.apply(r.JournalCommand(inv_id, 1, j.OutputCommand(j.Result(value=b"1"))))
-    kinds = [type(_of(m.apply(rec), a.Reply)[0].outcome).__name__ for rec in (r.CancelInvocation(inv_id, 1), r.KillInvocation(inv_id, 2))]
+    kinds = [
+        type(_of(m.apply(rec), a.Reply)[0].outcome).__name__
+        for rec in (r.CancelInvocation(inv_id, 1), r.KillInvocation(inv_id, 2))
+    ]
     assert kinds == (["NotFound"] * 2 if bad == "missing" else ["AlreadyCompleted"] * 2)

@@ -14,7 +14,8 @@ from unbroken.core import actions as a
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.ids import InvocationId
-from unbroken.core.model import (
+from unbroken.core.invocation import Status
+from unbroken.core.schema import (
     HandlerKind,
     HandlerSchema,
     OnMaxAttempts,
@@ -23,21 +24,26 @@ from unbroken.core.model import (
     ServiceKind,
     ServiceOverride,
     ServiceSchema,
-    Status,
     Target,
     with_overrides,
 )
 from unbroken.core.state_machine import apply
 
 NOW = 1_700_000_000_000
-SCHEMAS = Schemas({
-    "Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}),
-    "Obj": ServiceSchema("Obj", ServiceKind.VIRTUAL_OBJECT, {"ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)}),
-})  # fmt: skip
+SCHEMAS = Schemas(
+    {
+        "Svc": ServiceSchema("Svc", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)}),
+        "Obj": ServiceSchema(
+            "Obj", ServiceKind.VIRTUAL_OBJECT, {"ex": HandlerSchema("ex", HandlerKind.EXCLUSIVE)}
+        ),
+    }
+)
 
 
 @pytest.fixture(autouse=True, params=BACKENDS, ids=lambda b: b.name)
-def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     for stores in opener(request, tmp_path):
         monkeypatch.setattr(Machine, "stores", stores, raising=False)
         yield
@@ -45,6 +51,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
 
 class Machine:
     stores: Opener  # set per test by the ``backend`` fixture: every test runs on every backend
+
     def __init__(self) -> None:
         self.store = Machine.stores()
         self.n = 0
@@ -132,10 +139,18 @@ def test_modify_service_merges_into_the_stored_override_and_tells_the_engine_aft
     first = ServiceOverride(journal_retention_ms=0, retry_policy=RetryOverride(max_attempts=4))
     actions = m.apply(r.ModifyService("Svc", first, 5))
     assert actions == [a.UpdateService("Svc", first), a.Reply(5, a.Done())]
-    second = ServiceOverride(inactivity_timeout_ms=500, retry_policy=RetryOverride(on_max_attempts=OnMaxAttempts.KILL))
-    merged = ServiceOverride(journal_retention_ms=0, inactivity_timeout_ms=500,
-                             retry_policy=RetryOverride(max_attempts=4, on_max_attempts=OnMaxAttempts.KILL))  # fmt: skip
-    assert m.apply(r.ModifyService("Svc", second, 6)) == [a.UpdateService("Svc", merged), a.Reply(6, a.Done())]
+    second = ServiceOverride(
+        inactivity_timeout_ms=500, retry_policy=RetryOverride(on_max_attempts=OnMaxAttempts.KILL)
+    )
+    merged = ServiceOverride(
+        journal_retention_ms=0,
+        inactivity_timeout_ms=500,
+        retry_policy=RetryOverride(max_attempts=4, on_max_attempts=OnMaxAttempts.KILL),
+    )
+    assert m.apply(r.ModifyService("Svc", second, 6)) == [
+        a.UpdateService("Svc", merged),
+        a.Reply(6, a.Done()),
+    ]
     assert m.store.service_overrides() == {"Svc": merged}
     assert _replies(m.apply(r.ModifyService("Nope", second, 7))) == ["NotFound"]
     assert "Nope" not in m.store.service_overrides()

@@ -28,7 +28,9 @@ async def test_a_bounded_window_fires_every_stored_and_armed_timer_in_order(stor
     store = stores()
     clock = ManualClock(NOW)
     with store.transaction() as txn:
-        stored = [(NOW - 100 + n, txn.add_timer(NOW - 100 + n, TimerKind.SLEEP, "inv_a", n)) for n in range(25)]
+        stored = [
+            (NOW - 100 + n, txn.add_timer(NOW - 100 + n, TimerKind.SLEEP, "inv_a", n)) for n in range(25)
+        ]
     fired: list[int] = []
     sizes: list[int] = []
     done = asyncio.Event()

@@ -27,8 +27,8 @@ from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId
-from unbroken.core.model import Schemas, ServiceSchema
 from unbroken.core.read_model import QueryBusy, QueryError, ReadModel, rfc3339
+from unbroken.core.schema import Schemas, ServiceSchema
 from unbroken.http.asgi import (
     UNAUTHORIZED_HEADERS,
     BodyTooLarge,
@@ -44,7 +44,7 @@ from unbroken.http.asgi import (
     respond_json,
 )
 from unbroken.http.wire import check_head
-from unbroken.runtime.engine import Engine
+from unbroken.runtime.node import Node
 
 log = logging.getLogger("unbroken.admin")
 
@@ -87,9 +87,16 @@ class AdminApp:
     and changes it only with records (``ModifyService``, ``SetStateFromAdmin``, the invocation controls)."""
 
     def __init__(
-        self, engine: Engine, reads: ReadModel, data_dir: str, deployment_id: str, ingress_url: str, *,
-        body_limit_bytes: int = BODY_LIMIT_BYTES, token: str | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        engine: Node,
+        reads: ReadModel,
+        data_dir: str,
+        deployment_id: str,
+        ingress_url: str,
+        *,
+        body_limit_bytes: int = BODY_LIMIT_BYTES,
+        token: str | None = None,
+    ) -> None:
         self.engine = engine
         self.reads = reads
         self.body_limit = body_limit_bytes
@@ -128,7 +135,9 @@ class AdminApp:
         except UnicodeDecodeError:  # two different invalid sequences must not name the same key
             raise HttpError(400, "bad path: a percent-encoded segment is not valid UTF-8") from None
         if (found is None or found.template != "/health") and not authorized(scope, self.token):
-            raise HttpError(401, "unauthorized: the admin API requires the header 'authorization: Bearer <token>'")
+            raise HttpError(
+                401, "unauthorized: the admin API requires the header 'authorization: Bearer <token>'"
+            )
         if found is None:
             raise HttpError(404, f"not found: {scope['path']}")
         method = scope["method"]
@@ -154,7 +163,10 @@ class AdminApp:
     def _keyed_service(self, name: str) -> ServiceSchema:
         svc = self._service(name)
         if not svc.kind.keyed:
-            raise HttpError(400, f"The service '{name}' is a {svc.kind.value}: only virtual objects and workflows have state")
+            raise HttpError(
+                400,
+                f"The service '{name}' is a {svc.kind.value}: only virtual objects and workflows have state",
+            )
         return svc
 
     def _cached_json(self, what: str, make: Callable[[Schemas], Any]) -> str:
@@ -183,10 +195,16 @@ class AdminApp:
         await respond(req.send, 200)
 
     async def version(self, req: Request) -> None:
-        await respond_json(req.send, 200, {
-            "version": VERSION, "min_admin_api_version": 2, "max_admin_api_version": 4,
-            "ingress_endpoint": self.ingress_url,
-        })  # fmt: skip
+        await respond_json(
+            req.send,
+            200,
+            {
+                "version": VERSION,
+                "min_admin_api_version": 2,
+                "max_admin_api_version": 4,
+                "ingress_endpoint": self.ingress_url,
+            },
+        )
 
     async def openapi(self, req: Request) -> None:
         await respond_json(req.send, 200, openapi_document(VERSION))
@@ -194,7 +212,7 @@ class AdminApp:
     async def query(self, req: Request) -> None:
         body = await req.json()
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
-            raise _bad_field("query", "expected a JSON object {\"query\": \"SELECT ...\"}")
+            raise _bad_field("query", 'expected a JSON object {"query": "SELECT ..."}')
         timeout_s = None
         if body.get("timeout") is not None:
             if not isinstance(body["timeout"], str):
@@ -209,7 +227,9 @@ class AdminApp:
             raise HttpError(429, str(exc)) from None
         except QueryError as exc:
             raise HttpError(400, str(exc)) from None
-        await respond_json(req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})})
+        await respond_json(
+            req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})}
+        )
 
     # --------------------------------------------------------------------------------------- deployments
     def _deployment(self, detailed: bool) -> dict[str, Any]:
@@ -226,11 +246,15 @@ class AdminApp:
         await respond_json(req.send, 200, self._deployment(True))
 
     async def register_deployment(self, req: Request) -> None:
-        raise HttpError(501, "Unbroken runs its services in-process: registering remote deployments is not supported")
+        raise HttpError(
+            501, "Unbroken runs its services in-process: registering remote deployments is not supported"
+        )
 
     # ------------------------------------------------------------------------------------------ services
     async def list_services(self, req: Request) -> None:
-        services = [svcs.service_metadata(s, self.deployment_id) for s in self.engine.schemas.services.values()]
+        services = [
+            svcs.service_metadata(s, self.deployment_id) for s in self.engine.schemas.services.values()
+        ]
         await respond_json(req.send, 200, {"services": services})
 
     async def get_service(self, req: Request) -> None:
@@ -252,13 +276,17 @@ class AdminApp:
 
     async def list_handlers(self, req: Request) -> None:
         svc = self._service(req.params["service"])
-        await respond_json(req.send, 200, {"handlers": [svcs.handler_metadata(h) for h in svc.handlers.values()]})
+        await respond_json(
+            req.send, 200, {"handlers": [svcs.handler_metadata(h) for h in svc.handlers.values()]}
+        )
 
     async def get_handler(self, req: Request) -> None:
         svc = self._service(req.params["service"])
         handler = svc.handlers.get(req.params["handler"])
         if handler is None:
-            raise HttpError(404, f"The requested handler '{req.params['handler']}' of service '{svc.name}' does not exist")
+            raise HttpError(
+                404, f"The requested handler '{req.params['handler']}' of service '{svc.name}' does not exist"
+            )
         await respond_json(req.send, 200, svcs.handler_metadata(handler))
 
     # --------------------------------------------------------------------------------------------- state
@@ -266,7 +294,9 @@ class AdminApp:
         svc = self._keyed_service(req.params["service"])
         key = req.params["key"]
         state = await self.reads.read(lambda snap: snap.state(svc.name, key))
-        await respond_json(req.send, 200, {name: _text_or_base64(value) for name, value in sorted(state.items())})
+        await respond_json(
+            req.send, 200, {name: _text_or_base64(value) for name, value in sorted(state.items())}
+        )
 
     async def set_state(self, req: Request) -> None:
         svc = self._keyed_service(req.params["service"])
@@ -323,7 +353,9 @@ class AdminApp:
             raise _bad_field("mode", "expected 'Cancel', 'Kill' or 'Purge'")
         await self._control(req, make, success=202)
 
-    async def _control(self, req: Request, make: Callable[[str, int], r.Record], success: int | None = None) -> None:
+    async def _control(
+        self, req: Request, make: Callable[[str, int], r.Record], success: int | None = None
+    ) -> None:
         try:
             invocation_id = str(InvocationId.parse(req.params["invocation_id"]))
         except InvalidId:
@@ -338,7 +370,9 @@ class AdminApp:
             case a.NotCompleted():
                 raise HttpError(409, f"The invocation '{invocation_id}' is not yet completed.")
             case a.NotStarted():
-                raise HttpError(425, f"The invocation '{invocation_id}' has not started yet (inboxed or scheduled).")
+                raise HttpError(
+                    425, f"The invocation '{invocation_id}' has not started yet (inboxed or scheduled)."
+                )
             case a.StoreFailed(failure) | a.Unavailable(failure):  # refused without being applied
                 raise HttpError(failure.code, failure.message)
             case a.Gone():
@@ -347,7 +381,13 @@ class AdminApp:
                 await respond(req.send, success or 202)
             case a.Done():
                 await respond(req.send, success or 200)
-            case a.Output() | a.PreviouslyAccepted() | a.WorkflowAlreadyInvoked() | a.NotReady() | a.NotAllocated():
+            case (
+                a.Output()
+                | a.PreviouslyAccepted()
+                | a.WorkflowAlreadyInvoked()
+                | a.NotReady()
+                | a.NotAllocated()
+            ):
                 # answers to ingress records, never to these
                 raise HttpError(500, f"internal error (unexpected {type(outcome).__name__})")
             case _:
@@ -377,13 +417,15 @@ def _text_or_base64(value: bytes) -> str:
 def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
     """``{object_key, new_state: {name: [bytes as ints] | "text"}}`` (``version``/``scope`` unsupported)."""
     if not isinstance(body, dict):
-        raise HttpError(400, "The request body must be a JSON object {\"object_key\": ..., \"new_state\": {...}}")
+        raise HttpError(400, 'The request body must be a JSON object {"object_key": ..., "new_state": {...}}')
     unknown = set(body) - {"object_key", "new_state", "version", "scope"}
     if unknown:
         raise _bad_field(sorted(unknown)[0], "unknown field")
     for field in ("version", "scope"):
         if body.get(field) is not None:
-            raise _bad_field(field, "not supported by Unbroken: the new state always replaces the current one")
+            raise _bad_field(
+                field, "not supported by Unbroken: the new state always replaces the current one"
+            )
     key = body.get("object_key")
     if not isinstance(key, str):
         raise _bad_field("object_key", "expected a string")
@@ -398,7 +440,9 @@ def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
 def _state_value(name: str, value: Any) -> bytes:
     if isinstance(value, str):
         data = value.encode("utf-8")
-    elif isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
+    elif isinstance(value, list) and all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value
+    ):
         data = bytes(value)
     else:
         raise _bad_field(f"new_state.{name}", "expected a list of byte values (0-255) or a string")

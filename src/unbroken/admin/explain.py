@@ -31,7 +31,7 @@ from typing import Any
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.ids import InvocationId, awakeable_id
-from unbroken.core.model import Invocation, Status
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.read_model import Snapshot, rfc3339
 from unbroken.core.storage import TimerKind
 
@@ -107,9 +107,17 @@ def explain(conn: Snapshot, invocation_id: str) -> dict[str, Any] | None:
         seen.add(nid)
         child = _load(conn, nid)
         if child is None:
-            chain.append({"invocation_id": nid, "target": None, "status": None, "depth": depth,
-                          "waited_on_by": parent, "reasons": [],
-                          "summary": "not found: it was purged, or has not been created yet"})  # fmt: skip
+            chain.append(
+                {
+                    "invocation_id": nid,
+                    "target": None,
+                    "status": None,
+                    "depth": depth,
+                    "waited_on_by": parent,
+                    "reasons": [],
+                    "summary": "not found: it was purged, or has not been created yet",
+                }
+            )
             continue
         hop = _explain_one(conn, child)
         chain.append({**hop.body, "depth": depth, "waited_on_by": parent})
@@ -137,8 +145,13 @@ def _explain_one(conn: Snapshot, inv: Invocation) -> _Hop:
             hop = _suspended(conn, inv)
         case _:  # running / ready
             hop = _running(conn, inv)
-    hop.body = {"invocation_id": inv.id, "target": str(inv.target), "status": inv.status.value,
-                "attempts": inv.attempts, **hop.body}  # fmt: skip
+    hop.body = {
+        "invocation_id": inv.id,
+        "target": str(inv.target),
+        "status": inv.status.value,
+        "attempts": inv.attempts,
+        **hop.body,
+    }
     return hop
 
 
@@ -147,9 +160,15 @@ def _completed(inv: Invocation) -> _Hop:
     result = inv.result
     assert result is not None
     when = rfc3339(inv.completed_at_ms)
-    reason: dict[str, Any] = {"kind": "completed", "completed_at": when, "expires_at": rfc3339(inv.expires_at_ms)}
+    reason: dict[str, Any] = {
+        "kind": "completed",
+        "completed_at": when,
+        "expires_at": rfc3339(inv.expires_at_ms),
+    }
     if result.failure is not None:
-        reason.update(result="failure", failure={"code": result.failure.code, "message": result.failure.message})
+        reason.update(
+            result="failure", failure={"code": result.failure.code, "message": result.failure.message}
+        )
         summary = f"completed at {when} with failure [{result.failure.code}] {result.failure.message}"
     else:
         value = _utf8(result.value)
@@ -173,11 +192,15 @@ def _queued(conn: Snapshot, inv: Invocation) -> _Hop:
     ahead = 0 if spot is None else spot.ahead
     holder = _load(conn, holder_id) if holder_id else None
     reason: dict[str, Any] = {
-        "kind": "queued", "service": service, "key": key, "lock_holder": holder_id,
+        "kind": "queued",
+        "service": service,
+        "key": key,
+        "lock_holder": holder_id,
         "lock_holder_target": None if holder is None else str(holder.target),
         "holding_since": None if holder is None else rfc3339(holder.running_at_ms),
-        "queued_since": None if spot is None else rfc3339(spot.queued_at_ms), "ahead_in_inbox": ahead,
-    }  # fmt: skip
+        "queued_since": None if spot is None else rfc3339(spot.queued_at_ms),
+        "ahead_in_inbox": ahead,
+    }
     if holder_id is None:
         summary = f"queued for the lock of {service}/{key}"
     else:
@@ -193,11 +216,17 @@ def _queued(conn: Snapshot, inv: Invocation) -> _Hop:
 
 def _running(conn: Snapshot, inv: Invocation) -> _Hop:
     journal = _Journal.read(conn, inv.id)
-    reason: dict[str, Any] = {"kind": "running", "attempt": inv.attempts, "running_since": rfc3339(inv.running_at_ms)}
+    reason: dict[str, Any] = {
+        "kind": "running",
+        "attempt": inv.attempts,
+        "running_since": rfc3339(inv.running_at_ms),
+    }
     if inv.last_failure:
         reason.update(previous_error=_first_line(inv.last_failure), previous_error_code=inv.last_failure_code)
     waits = [_wait_on_command(conn, inv, journal, idx, cmd) for idx, cmd in journal.pending()]
-    waits += [_wait_on_awakeable(conn, inv, sig, open_only=True) for sig in _open_awakeables(conn, inv, journal)]
+    waits += [
+        _wait_on_awakeable(conn, inv, sig, open_only=True) for sig in _open_awakeables(conn, inv, journal)
+    ]
     lead = f"running (attempt {inv.attempts})"
     if _current(waits, journal):
         summary = f"{lead}, " + "; ".join(w.body["phrase"] for w in _current(waits, journal))
@@ -220,7 +249,10 @@ def _suspended(conn: Snapshot, inv: Invocation) -> _Hop:
         if sig >= j.FIRST_AWAKEABLE_SIGNAL:
             waits.append(_wait_on_awakeable(conn, inv, sig))
     # The CANCEL signal (1) is in every suspension's wait set: a suspended handler stays cancellable.
-    phrases = "; ".join(w.body["phrase"] for w in _current(waits, journal)) or "waiting on nothing but a cancellation"
+    phrases = (
+        "; ".join(w.body["phrase"] for w in _current(waits, journal))
+        or "waiting on nothing but a cancellation"
+    )
     return _finish(f"suspended, {phrases}", [], waits, journal, inv.status)
 
 
@@ -228,9 +260,14 @@ def _backing_off(conn: Snapshot, inv: Invocation) -> _Hop:
     next_at = rfc3339(conn.next_timer_ms(inv.id, TimerKind.RETRY) or inv.next_retry_at_ms)
     error = _first_line(inv.last_failure or "unknown error")
     reason = {
-        "kind": "backing_off", "attempt": inv.attempts, "error": error, "error_code": inv.last_failure_code,
-        "error_detail": inv.last_failure, "next_retry_at": next_at, "failed_attempts": inv.retry_count,
-    }  # fmt: skip
+        "kind": "backing_off",
+        "attempt": inv.attempts,
+        "error": error,
+        "error_code": inv.last_failure_code,
+        "error_detail": inv.last_failure,
+        "next_retry_at": next_at,
+        "failed_attempts": inv.retry_count,
+    }
     head = f"backing off after error {_quote(error)} on attempt {inv.attempts}"
     return _with_step(conn, inv, head, f"; next retry at {next_at}", reason)
 
@@ -272,10 +309,15 @@ def _current(waits: list[_Hop], journal: _Journal) -> list[_Hop]:
 
 
 _CANCELLED = {  # (status, compensation steps journaled since the cancel) -> what is true now
-    (Status.RUNNING, True): "it was cancelled and the handler is running its compensation (the steps journaled "
-                            "since the cancel)",
-    (Status.RUNNING, False): "it was cancelled: the cancellation was delivered to the handler, which raises it "
-                             "at the await it is at, or its next one; no compensation step is journaled yet",
+    (
+        Status.RUNNING,
+        True,
+    ): "it was cancelled and the handler is running its compensation (the steps journaled since the cancel)",
+    (
+        Status.RUNNING,
+        False,
+    ): "it was cancelled: the cancellation was delivered to the handler, which raises it "
+    "at the await it is at, or its next one; no compensation step is journaled yet",
     (Status.BACKING_OFF, True): "it was cancelled, and its compensation failed: the retry continues it",
     (Status.BACKING_OFF, False): "it was cancelled: the next attempt raises the cancellation in the handler",
     (Status.PAUSED, True): "it was cancelled, and its compensation failed until it paused",
@@ -288,8 +330,10 @@ def _finish(
 ) -> _Hop:
     if journal.cancel_index is not None:
         compensating = journal.compensating()
-        reasons = [*reasons, {"kind": "cancel_requested", "entry_index": journal.cancel_index,
-                              "handler_got_it": compensating}]  # fmt: skip
+        reasons = [
+            *reasons,
+            {"kind": "cancel_requested", "entry_index": journal.cancel_index, "handler_got_it": compensating},
+        ]
         summary += "; " + _CANCELLED.get((status, compensating), _CANCELLED[(Status.RUNNING, compensating)])
         c = journal.cancel_index
         for w in waits:
@@ -310,28 +354,54 @@ def _wait_on_command(
         case j.SleepCommand():
             until = rfc3339(cmd.wake_up_time_ms)
             label = f"ctx.sleep '{name}'" if name else "ctx.sleep"
-            return _Hop({"kind": "sleep", "entry_index": idx, "name": name, "wake_up_at": until,
-                         "phrase": f"sleeping until {until} ({label} at {at})"})  # fmt: skip
+            return _Hop(
+                {
+                    "kind": "sleep",
+                    "entry_index": idx,
+                    "name": name,
+                    "wake_up_at": until,
+                    "phrase": f"sleeping until {until} ({label} at {at})",
+                }
+            )
         case j.CallCommand():
             target = f"{cmd.service}/{cmd.key + '/' if cmd.key is not None else ''}{cmd.handler}"
             callee = journal.call_ids.get(cmd.invocation_id_completion_id)
             what = "the invocation id of a call" if for_id else "a call"
             phrase = f"waiting on {what} to {target}" + (f" ({callee})" if callee else "") + f" made at {at}"
-            body = {"kind": "call", "entry_index": idx, "target": target, "callee_id": callee, "phrase": phrase}
+            body = {
+                "kind": "call",
+                "entry_index": idx,
+                "target": target,
+                "callee_id": callee,
+                "phrase": phrase,
+            }
             return _Hop(body, [callee] if callee else [])
         case j.RunCommand():
             label = f"ctx.run '{name}'" if name else "a ctx.run"
-            return _Hop({"kind": "run", "entry_index": idx, "name": name, "phrase": f"executing {label} ({at})"})
+            return _Hop(
+                {"kind": "run", "entry_index": idx, "name": name, "phrase": f"executing {label} ({at})"}
+            )
         case j.GetPromiseCommand() | j.PeekPromiseCommand() | j.CompletePromiseCommand():
             return _wait_on_promise(conn, inv, idx, cmd)
         case j.AttachInvocationCommand() | j.GetInvocationOutputCommand():
             phrase = f"waiting for the result of {cmd.invocation_id} ({at})"
-            body = {"kind": "attach", "entry_index": idx, "invocation_id": cmd.invocation_id, "phrase": phrase}
+            body = {
+                "kind": "attach",
+                "entry_index": idx,
+                "invocation_id": cmd.invocation_id,
+                "phrase": phrase,
+            }
             return _Hop(body, [cmd.invocation_id])
         case _:
             kind = j.entry_type_name(cmd)
-            return _Hop({"kind": "completion", "entry_index": idx, "entry_type": kind,
-                         "phrase": f"waiting on {kind} ({at})"})  # fmt: skip
+            return _Hop(
+                {
+                    "kind": "completion",
+                    "entry_index": idx,
+                    "entry_type": kind,
+                    "phrase": f"waiting on {kind} ({at})",
+                }
+            )
 
 
 def _wait_on_promise(conn: Snapshot, inv: Invocation, idx: int, cmd: j.Entry) -> _Hop:
@@ -339,13 +409,24 @@ def _wait_on_promise(conn: Snapshot, inv: Invocation, idx: int, cmd: j.Entry) ->
     service, key = inv.target.service, inv.target.key or ""  # queued and promises: keyed services only
     promise = conn.promise(service, key, name)
     completed = promise is not None and promise.result is not None
-    verb = {j.GetPromiseCommand: "awaiting", j.PeekPromiseCommand: "peeking at",
-            j.CompletePromiseCommand: "completing"}[type(cmd)]  # fmt: skip
+    verb = {
+        j.GetPromiseCommand: "awaiting",
+        j.PeekPromiseCommand: "peeking at",
+        j.CompletePromiseCommand: "completing",
+    }[type(cmd)]
     phrase = f"{verb} durable promise '{name}' of workflow {service}/{key} (journal entry {idx})"
     if verb == "awaiting" and not completed:
         phrase += f"; complete it from a shared handler of {service}/{key}"
-    return _Hop({"kind": "promise", "entry_index": idx, "promise": name, "workflow": f"{service}/{key}",
-                 "promise_completed": completed, "phrase": phrase})  # fmt: skip
+    return _Hop(
+        {
+            "kind": "promise",
+            "entry_index": idx,
+            "promise": name,
+            "workflow": f"{service}/{key}",
+            "promise_completed": completed,
+            "phrase": phrase,
+        }
+    )
 
 
 def _open_awakeables(conn: Snapshot, inv: Invocation, journal: _Journal) -> list[int]:
@@ -355,7 +436,10 @@ def _open_awakeables(conn: Snapshot, inv: Invocation, journal: _Journal) -> list
     found: list[int] = []
     misses, sig = 0, j.FIRST_AWAKEABLE_SIGNAL
     parsed = InvocationId.parse(inv.id)
-    while misses < limits.explain_awakeable_misses_max and sig < j.FIRST_AWAKEABLE_SIGNAL + limits.explain_awakeable_signals_max:
+    while (
+        misses < limits.explain_awakeable_misses_max
+        and sig < j.FIRST_AWAKEABLE_SIGNAL + limits.explain_awakeable_signals_max
+    ):
         aid = awakeable_id(parsed, sig).encode()
         if conn.journal_entry_containing(inv.id, aid) is not None:
             misses = 0
@@ -382,8 +466,16 @@ def _wait_on_awakeable(conn: Snapshot, inv: Invocation, signal_idx: int, open_on
     else:
         phrase += " (its id appears in no journal entry)"
     phrase += f"; resolve it with `unbroken awakeables resolve {aid} JSON`"
-    return _Hop({"kind": "awakeable", "awakeable_id": aid, "signal_index": signal_idx, "entry_index": entry_index,
-                 "entry_type": entry_type, "phrase": phrase})  # fmt: skip
+    return _Hop(
+        {
+            "kind": "awakeable",
+            "awakeable_id": aid,
+            "signal_index": signal_idx,
+            "entry_index": entry_index,
+            "entry_type": entry_type,
+            "phrase": phrase,
+        }
+    )
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -409,4 +501,6 @@ def _first_line(text: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return f"'{_clip(text, limits.explain_value_chars_max)}'"  # the error is the point of the answer: most of it
+    return (
+        f"'{_clip(text, limits.explain_value_chars_max)}'"  # the error is the point of the answer: most of it
+    )

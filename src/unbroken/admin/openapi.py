@@ -28,12 +28,25 @@ def _empty(description: str) -> dict[str, Any]:
 
 
 def _param(name: str, description: str, where: str = "path", **schema: Any) -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "description": description,
-            "schema": {"type": "string", **schema}}  # fmt: skip
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
 
 
-def _op(op_id: str, summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
-        body: str | None = None, tag: str = "invocation", description: str = "") -> dict[str, Any]:  # fmt: skip
+def _op(
+    op_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    tag: str = "invocation",
+    description: str = "",
+) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": op_id, "summary": summary, "tags": [tag], "responses": responses}
     if description:
         op["description"] = description
@@ -61,90 +74,245 @@ def _paths() -> dict[str, Any]:
     not_completed = {"409": _error("The invocation is not completed yet.")}
     completed = {"409": _error("The invocation was already completed.")}
     return {
-        "/health": {"get": _op("health", "Health check", {"200": _empty("The admin API is up.")}, tag="health")},
-        "/version": {"get": _op("version", "Version information", {"200": _json(_ref("VersionInformation"), "Versions.")}, tag="version")},
-        "/openapi": {"get": _op("openapi_spec", "This OpenAPI document", {"200": _json({"type": "object"}, "OpenAPI 3.1 document.")}, tag="openapi")},
-        "/query": {"post": _op(
-            "query", "Read-only SQL over the engine's state", {
-                "200": _json(_ref("QueryResponse"), "The rows, as JSON."),
-                "400": _error("Invalid SQL, a statement that is not read-only, or a time or size limit was hit."),
-                "429": _error("Too many queries at once: retry later."),
-            }, body="QueryRequest", tag="introspection",
-            description=(
-                "Runs one read-only SQLite statement. Views shaped like Restate's tables: sys_invocation, "
-                "sys_journal, state, sys_inbox, sys_keyed_service_status, sys_promise, sys_service, "
-                "sys_deployment. Restate answers Arrow IPC unless `accept: application/json`; Unbroken always "
-                "answers JSON. Timestamps are RFC 3339 strings, BLOB columns lowercase hex. Writes, ATTACH, "
-                "transactions, pragma changes and fts3_tokenizer are refused (400); the introspection pragmas "
-                "table_info, table_xinfo, table_list, index_list, index_info and index_xinfo are allowed, also "
-                "as table-valued functions (`SELECT name FROM pragma_table_info('state')`). Queries stop at "
-                "the time limit (default 10s, `timeout` may lower it), at most 10000 rows are returned "
-                "(`truncated: true` when more matched) and an answer larger than 128 MiB as JSON is refused "
-                "(400)."
-            ))},  # fmt: skip
+        "/health": {
+            "get": _op("health", "Health check", {"200": _empty("The admin API is up.")}, tag="health")
+        },
+        "/version": {
+            "get": _op(
+                "version",
+                "Version information",
+                {"200": _json(_ref("VersionInformation"), "Versions.")},
+                tag="version",
+            )
+        },
+        "/openapi": {
+            "get": _op(
+                "openapi_spec",
+                "This OpenAPI document",
+                {"200": _json({"type": "object"}, "OpenAPI 3.1 document.")},
+                tag="openapi",
+            )
+        },
+        "/query": {
+            "post": _op(
+                "query",
+                "Read-only SQL over the engine's state",
+                {
+                    "200": _json(_ref("QueryResponse"), "The rows, as JSON."),
+                    "400": _error(
+                        "Invalid SQL, a statement that is not read-only, or a time or size limit was hit."
+                    ),
+                    "429": _error("Too many queries at once: retry later."),
+                },
+                body="QueryRequest",
+                tag="introspection",
+                description=(
+                    "Runs one read-only SQLite statement. Views shaped like Restate's tables: sys_invocation, "
+                    "sys_journal, state, sys_inbox, sys_keyed_service_status, sys_promise, sys_service, "
+                    "sys_deployment. Restate answers Arrow IPC unless `accept: application/json`; Unbroken always "
+                    "answers JSON. Timestamps are RFC 3339 strings, BLOB columns lowercase hex. Writes, ATTACH, "
+                    "transactions, pragma changes and fts3_tokenizer are refused (400); the introspection pragmas "
+                    "table_info, table_xinfo, table_list, index_list, index_info and index_xinfo are allowed, also "
+                    "as table-valued functions (`SELECT name FROM pragma_table_info('state')`). Queries stop at "
+                    "the time limit (default 10s, `timeout` may lower it), at most 10000 rows are returned "
+                    "(`truncated: true` when more matched) and an answer larger than 128 MiB as JSON is refused "
+                    "(400)."
+                ),
+            )
+        },
         "/deployments": {
-            "get": _op("list_deployments", "List deployments", {"200": _json(_ref("ListDeploymentsResponse"), "The one in-process deployment.")}, tag="deployment"),
-            "post": _op("create_deployment", "Register a deployment (not supported)", {"501": _error("Services run in-process; remote deployments are not supported yet.")}, tag="deployment"),
-        },  # fmt: skip
-        "/deployments/{deployment}": {"get": _op(
-            "get_deployment", "Get a deployment", {"200": _json(_ref("DetailedDeploymentResponse"), "The deployment."), "404": _error("Unknown deployment.")},
-            params=[_param("deployment", "Deployment id (dp_1…).")], tag="deployment")},  # fmt: skip
-        "/services": {"get": _op("list_services", "List services", {"200": _json(_ref("ListServicesResponse"), "All services.")}, tag="service")},
+            "get": _op(
+                "list_deployments",
+                "List deployments",
+                {"200": _json(_ref("ListDeploymentsResponse"), "The one in-process deployment.")},
+                tag="deployment",
+            ),
+            "post": _op(
+                "create_deployment",
+                "Register a deployment (not supported)",
+                {"501": _error("Services run in-process; remote deployments are not supported yet.")},
+                tag="deployment",
+            ),
+        },
+        "/deployments/{deployment}": {
+            "get": _op(
+                "get_deployment",
+                "Get a deployment",
+                {
+                    "200": _json(_ref("DetailedDeploymentResponse"), "The deployment."),
+                    "404": _error("Unknown deployment."),
+                },
+                params=[_param("deployment", "Deployment id (dp_1…).")],
+                tag="deployment",
+            )
+        },
+        "/services": {
+            "get": _op(
+                "list_services",
+                "List services",
+                {"200": _json(_ref("ListServicesResponse"), "All services.")},
+                tag="service",
+            )
+        },
         "/services/{service}": {
-            "get": _op("get_service", "Get a service", {"200": _json(_ref("ServiceMetadata"), "The service."), "404": _error("Unknown service.")}, params=[_SERVICE], tag="service"),
+            "get": _op(
+                "get_service",
+                "Get a service",
+                {"200": _json(_ref("ServiceMetadata"), "The service."), "404": _error("Unknown service.")},
+                params=[_SERVICE],
+                tag="service",
+            ),
             "patch": _op(
-                "modify_service", "Modify a service's configuration",
-                {"200": _json(_ref("ServiceMetadata"), "The updated service."), "400": _error("A field is invalid (the message names it)."), "404": _error("Unknown service.")},
-                params=[_SERVICE], body="ModifyServiceRequest", tag="service",
-                description="Changes are persisted in the data dir and survive restarts; they override the options declared in code."),
-        },  # fmt: skip
-        "/services/{service}/handlers": {"get": _op(
-            "list_service_handlers", "List a service's handlers", {"200": _json(_ref("ListServiceHandlersResponse"), "The handlers."), "404": _error("Unknown service.")},
-            params=[_SERVICE], tag="service")},  # fmt: skip
-        "/services/{service}/handlers/{handler}": {"get": _op(
-            "get_service_handler", "Get a handler", {"200": _json(_ref("HandlerMetadata"), "The handler."), "404": _error("Unknown service or handler.")},
-            params=[_SERVICE, _param("handler", "Handler name.")], tag="service")},  # fmt: skip
-        "/services/{service}/state": {"post": _op(
-            "modify_service_state", "Replace the state of one virtual object or workflow key",
-            {"202": _empty("Accepted; the state is replaced."), "400": _error("Invalid body, or the service has no state."), "404": _error("Unknown service.")},
-            params=[_SERVICE], body="ModifyServiceStateRequest", tag="service")},  # fmt: skip
+                "modify_service",
+                "Modify a service's configuration",
+                {
+                    "200": _json(_ref("ServiceMetadata"), "The updated service."),
+                    "400": _error("A field is invalid (the message names it)."),
+                    "404": _error("Unknown service."),
+                },
+                params=[_SERVICE],
+                body="ModifyServiceRequest",
+                tag="service",
+                description="Changes are persisted in the data dir and survive restarts; they override the options declared in code.",
+            ),
+        },
+        "/services/{service}/handlers": {
+            "get": _op(
+                "list_service_handlers",
+                "List a service's handlers",
+                {
+                    "200": _json(_ref("ListServiceHandlersResponse"), "The handlers."),
+                    "404": _error("Unknown service."),
+                },
+                params=[_SERVICE],
+                tag="service",
+            )
+        },
+        "/services/{service}/handlers/{handler}": {
+            "get": _op(
+                "get_service_handler",
+                "Get a handler",
+                {
+                    "200": _json(_ref("HandlerMetadata"), "The handler."),
+                    "404": _error("Unknown service or handler."),
+                },
+                params=[_SERVICE, _param("handler", "Handler name.")],
+                tag="service",
+            )
+        },
+        "/services/{service}/state": {
+            "post": _op(
+                "modify_service_state",
+                "Replace the state of one virtual object or workflow key",
+                {
+                    "202": _empty("Accepted; the state is replaced."),
+                    "400": _error("Invalid body, or the service has no state."),
+                    "404": _error("Unknown service."),
+                },
+                params=[_SERVICE],
+                body="ModifyServiceStateRequest",
+                tag="service",
+            )
+        },
         "/services/{service}/state/{key}": {
-            "get": _op("get_service_state", "Read the state of one key (Unbroken extension)",
-                       {"200": _json(_ref("StateResponse"), "State name → value."), "400": _error("The service has no state."), "404": _error("Unknown service.")},
-                       params=[_SERVICE, _param("key", "Object or workflow key.")], tag="service"),
-            "delete": _op("clear_service_state", "Clear the state of one key (Unbroken extension)",
-                          {"202": _empty("Accepted; the state is cleared."), "400": _error("The service has no state."), "404": _error("Unknown service.")},
-                          params=[_SERVICE, _param("key", "Object or workflow key.")], tag="service"),
-        },  # fmt: skip
-        "/invocations/{invocation_id}": {"delete": _op(
-            "delete_invocation", "Cancel, kill or purge an invocation (deprecated)",
-            {"202": _empty("Accepted."), **_INVOCATION_ERRORS, "409": _error("Kill of a completed / purge of a running invocation.")},
-            params=[_INVOCATION, _param("mode", "Cancel (default), Kill or Purge.", "query", enum=["Cancel", "Kill", "Purge"])])},  # fmt: skip
-        "/invocations/{invocation_id}/cancel": {"patch": _op(
-            "cancel_invocation", "Cancel an invocation (compensations run)",
-            {"200": _empty("Done (it had not started)."), "202": _empty("Accepted; the handler sees the cancellation."), **_INVOCATION_ERRORS, **completed},
-            params=[_INVOCATION])},  # fmt: skip
-        "/invocations/{invocation_id}/kill": _control("kill_invocation", "Kill an invocation (no compensations)", "Killed.", completed),
-        "/invocations/{invocation_id}/purge": _control("purge_invocation", "Forget a completed invocation", "Purged.", not_completed),
-        "/invocations/{invocation_id}/purge-journal": _control("purge_journal", "Drop a completed invocation's journal, keep its result", "Journal purged.", not_completed),
-        "/invocations/{invocation_id}/pause": _control("pause_invocation", "Pause an invocation", "Paused.", completed),
+            "get": _op(
+                "get_service_state",
+                "Read the state of one key (Unbroken extension)",
+                {
+                    "200": _json(_ref("StateResponse"), "State name → value."),
+                    "400": _error("The service has no state."),
+                    "404": _error("Unknown service."),
+                },
+                params=[_SERVICE, _param("key", "Object or workflow key.")],
+                tag="service",
+            ),
+            "delete": _op(
+                "clear_service_state",
+                "Clear the state of one key (Unbroken extension)",
+                {
+                    "202": _empty("Accepted; the state is cleared."),
+                    "400": _error("The service has no state."),
+                    "404": _error("Unknown service."),
+                },
+                params=[_SERVICE, _param("key", "Object or workflow key.")],
+                tag="service",
+            ),
+        },
+        "/invocations/{invocation_id}": {
+            "delete": _op(
+                "delete_invocation",
+                "Cancel, kill or purge an invocation (deprecated)",
+                {
+                    "202": _empty("Accepted."),
+                    **_INVOCATION_ERRORS,
+                    "409": _error("Kill of a completed / purge of a running invocation."),
+                },
+                params=[
+                    _INVOCATION,
+                    _param(
+                        "mode", "Cancel (default), Kill or Purge.", "query", enum=["Cancel", "Kill", "Purge"]
+                    ),
+                ],
+            )
+        },
+        "/invocations/{invocation_id}/cancel": {
+            "patch": _op(
+                "cancel_invocation",
+                "Cancel an invocation (compensations run)",
+                {
+                    "200": _empty("Done (it had not started)."),
+                    "202": _empty("Accepted; the handler sees the cancellation."),
+                    **_INVOCATION_ERRORS,
+                    **completed,
+                },
+                params=[_INVOCATION],
+            )
+        },
+        "/invocations/{invocation_id}/kill": _control(
+            "kill_invocation", "Kill an invocation (no compensations)", "Killed.", completed
+        ),
+        "/invocations/{invocation_id}/purge": _control(
+            "purge_invocation", "Forget a completed invocation", "Purged.", not_completed
+        ),
+        "/invocations/{invocation_id}/purge-journal": _control(
+            "purge_journal",
+            "Drop a completed invocation's journal, keep its result",
+            "Journal purged.",
+            not_completed,
+        ),
+        "/invocations/{invocation_id}/pause": _control(
+            "pause_invocation", "Pause an invocation", "Paused.", completed
+        ),
         "/invocations/{invocation_id}/resume": _control(
-            "resume_invocation", "Resume a paused, backing-off or suspended invocation", "Resumed.",
+            "resume_invocation",
+            "Resume a paused, backing-off or suspended invocation",
+            "Resumed.",
             {**completed, "425": _error("The invocation has not started yet (inboxed or scheduled).")},
-            params=[_param("deployment", "Keep, Latest or the deployment id (there is one deployment).", "query")]),  # fmt: skip
-        "/invocations/{invocation_id}/explain": {"get": _op(
-            "explain_invocation", "Why an invocation is (not) progressing (Unbroken extension)",
-            {"200": _json(_ref("ExplainResponse"), "The explanation."), **_INVOCATION_ERRORS},
-            params=[_INVOCATION], tag="introspection",
-            description=(
-                "One answer computed from what the engine stores: queued behind the key's lock holder, "
-                "sleeping, awaiting an awakeable or a durable promise, waiting on a call (followed through "
-                "`chain`, recursively), backing off, paused, suspended, scheduled or completed."
-            ))},  # fmt: skip
+            params=[
+                _param("deployment", "Keep, Latest or the deployment id (there is one deployment).", "query")
+            ],
+        ),
+        "/invocations/{invocation_id}/explain": {
+            "get": _op(
+                "explain_invocation",
+                "Why an invocation is (not) progressing (Unbroken extension)",
+                {"200": _json(_ref("ExplainResponse"), "The explanation."), **_INVOCATION_ERRORS},
+                params=[_INVOCATION],
+                tag="introspection",
+                description=(
+                    "One answer computed from what the engine stores: queued behind the key's lock holder, "
+                    "sleeping, awaiting an awakeable or a durable promise, waiting on a call (followed through "
+                    "`chain`, recursively), backing off, paused, suspended, scheduled or completed."
+                ),
+            )
+        },
     }
 
 
-_DURATION = {"type": "string", "description": "Friendly duration ('2s', '1h 30m', '1d') or ISO-8601 ('PT2S')."}
+_DURATION = {
+    "type": "string",
+    "description": "Friendly duration ('2s', '1h 30m', '1d') or ISO-8601 ('PT2S').",
+}
 _RETRY = {
     "type": "object",
     "properties": {
@@ -174,59 +342,136 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra:
 
 def _schemas() -> dict[str, Any]:
     deployment = {
-        "id": {"type": "string"}, "uri": {"type": "string", "description": "local://in-process"},
-        "protocol_type": {"type": "string"}, "http_version": {"type": "string"},
-        "additional_headers": {"type": "object"}, "created_at": {"type": "string", "format": "date-time"},
-        "min_protocol_version": {"type": "integer"}, "max_protocol_version": {"type": "integer"},
+        "id": {"type": "string"},
+        "uri": {"type": "string", "description": "local://in-process"},
+        "protocol_type": {"type": "string"},
+        "http_version": {"type": "string"},
+        "additional_headers": {"type": "object"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "min_protocol_version": {"type": "integer"},
+        "max_protocol_version": {"type": "integer"},
         "sdk_version": {"type": "string"},
-    }  # fmt: skip
+    }
     return {
-        "ErrorDescriptionResponse": _obj({"message": {"type": "string"}, "restate_code": {"type": ["string", "null"]}}, ["message"]),
-        "VersionInformation": _obj({
-            "version": {"type": "string"}, "min_admin_api_version": {"type": "integer"},
-            "max_admin_api_version": {"type": "integer"}, "ingress_endpoint": {"type": "string"},
-        }, ["version", "min_admin_api_version", "max_admin_api_version"]),  # fmt: skip
-        "QueryRequest": _obj({
-            "query": {"type": "string", "description": "One SQLite SELECT statement."},
-            "timeout": {**_DURATION, "description": "Lower time limit for this query (Unbroken extension)."},
-        }, ["query"]),  # fmt: skip
-        "QueryResponse": _obj({"rows": {"type": "array", "items": {"type": "object"}}, "truncated": {"type": "boolean"}}, ["rows"]),
+        "ErrorDescriptionResponse": _obj(
+            {"message": {"type": "string"}, "restate_code": {"type": ["string", "null"]}}, ["message"]
+        ),
+        "VersionInformation": _obj(
+            {
+                "version": {"type": "string"},
+                "min_admin_api_version": {"type": "integer"},
+                "max_admin_api_version": {"type": "integer"},
+                "ingress_endpoint": {"type": "string"},
+            },
+            ["version", "min_admin_api_version", "max_admin_api_version"],
+        ),
+        "QueryRequest": _obj(
+            {
+                "query": {"type": "string", "description": "One SQLite SELECT statement."},
+                "timeout": {
+                    **_DURATION,
+                    "description": "Lower time limit for this query (Unbroken extension).",
+                },
+            },
+            ["query"],
+        ),
+        "QueryResponse": _obj(
+            {"rows": {"type": "array", "items": {"type": "object"}}, "truncated": {"type": "boolean"}},
+            ["rows"],
+        ),
         "RetryPolicy": _RETRY,
-        "HandlerMetadata": _obj({
-            "name": {"type": "string"}, "ty": {"type": "string", "enum": ["Exclusive", "Shared", "Workflow"]},
-            "public": {"type": "boolean"}, "input_json_schema": {}, "output_json_schema": {},
-            "inactivity_timeout": _DURATION, "retry_policy": _ref("RetryPolicy"),
-            "enable_lazy_state": {"type": "boolean"},
-        }, ["name", "public"]),  # fmt: skip
-        "ServiceMetadata": _obj({
-            "name": {"type": "string"}, "ty": {"type": "string", "enum": ["Service", "VirtualObject", "Workflow"]},
-            "handlers": {"type": "array", "items": _ref("HandlerMetadata")}, "deployment_id": {"type": "string"},
-            "revision": {"type": "integer"}, **_SERVICE_FIELDS, "enable_lazy_state": {"type": "boolean"},
-            "retry_policy": _ref("RetryPolicy"),
-        }, ["name", "ty", "handlers", "deployment_id", "revision", "public"]),  # fmt: skip
-        "ModifyServiceRequest": _obj({**_SERVICE_FIELDS, "retry_policy": _ref("RetryPolicy")}, additionalProperties=False),
-        "ListServicesResponse": _obj({"services": {"type": "array", "items": _ref("ServiceMetadata")}}, ["services"]),
-        "ListServiceHandlersResponse": _obj({"handlers": {"type": "array", "items": _ref("HandlerMetadata")}}, ["handlers"]),
-        "DeploymentResponse": _obj({**deployment, "services": {"type": "array", "items": _obj({"name": {"type": "string"}, "revision": {"type": "integer"}})}}, ["id", "uri"]),
-        "DetailedDeploymentResponse": _obj({**deployment, "services": {"type": "array", "items": _ref("ServiceMetadata")}}, ["id", "uri"]),
-        "ListDeploymentsResponse": _obj({"deployments": {"type": "array", "items": _ref("DeploymentResponse")}}, ["deployments"]),
-        "ModifyServiceStateRequest": _obj({
-            "object_key": {"type": "string"},
-            "new_state": {"type": "object", "additionalProperties": {"oneOf": [
-                {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}},
-                {"type": "string", "description": "UTF-8 text (Unbroken extension)"},
-            ]}},
-            "version": {"type": "null", "description": "Not supported by Unbroken."},
-        }, ["object_key", "new_state"]),  # fmt: skip
-        "ExplainResponse": _obj({
-            "invocation_id": {"type": "string"}, "target": {"type": "string"}, "status": {"type": "string"},
-            "summary": {"type": "string", "description": "One sentence."},
-            "reasons": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}}}},
-            "chain": {"type": "array", "description": "What it waits on, depth first (depth, waited_on_by).",
-                      "items": {"type": "object"}},
-        }, ["invocation_id", "status", "summary", "reasons", "chain"]),  # fmt: skip
-        "StateResponse": {"type": "object", "additionalProperties": {
-            "type": "string", "description": "The value as UTF-8 text, or base64 when it is not valid UTF-8."}},  # fmt: skip
+        "HandlerMetadata": _obj(
+            {
+                "name": {"type": "string"},
+                "ty": {"type": "string", "enum": ["Exclusive", "Shared", "Workflow"]},
+                "public": {"type": "boolean"},
+                "input_json_schema": {},
+                "output_json_schema": {},
+                "inactivity_timeout": _DURATION,
+                "retry_policy": _ref("RetryPolicy"),
+                "enable_lazy_state": {"type": "boolean"},
+            },
+            ["name", "public"],
+        ),
+        "ServiceMetadata": _obj(
+            {
+                "name": {"type": "string"},
+                "ty": {"type": "string", "enum": ["Service", "VirtualObject", "Workflow"]},
+                "handlers": {"type": "array", "items": _ref("HandlerMetadata")},
+                "deployment_id": {"type": "string"},
+                "revision": {"type": "integer"},
+                **_SERVICE_FIELDS,
+                "enable_lazy_state": {"type": "boolean"},
+                "retry_policy": _ref("RetryPolicy"),
+            },
+            ["name", "ty", "handlers", "deployment_id", "revision", "public"],
+        ),
+        "ModifyServiceRequest": _obj(
+            {**_SERVICE_FIELDS, "retry_policy": _ref("RetryPolicy")}, additionalProperties=False
+        ),
+        "ListServicesResponse": _obj(
+            {"services": {"type": "array", "items": _ref("ServiceMetadata")}}, ["services"]
+        ),
+        "ListServiceHandlersResponse": _obj(
+            {"handlers": {"type": "array", "items": _ref("HandlerMetadata")}}, ["handlers"]
+        ),
+        "DeploymentResponse": _obj(
+            {
+                **deployment,
+                "services": {
+                    "type": "array",
+                    "items": _obj({"name": {"type": "string"}, "revision": {"type": "integer"}}),
+                },
+            },
+            ["id", "uri"],
+        ),
+        "DetailedDeploymentResponse": _obj(
+            {**deployment, "services": {"type": "array", "items": _ref("ServiceMetadata")}}, ["id", "uri"]
+        ),
+        "ListDeploymentsResponse": _obj(
+            {"deployments": {"type": "array", "items": _ref("DeploymentResponse")}}, ["deployments"]
+        ),
+        "ModifyServiceStateRequest": _obj(
+            {
+                "object_key": {"type": "string"},
+                "new_state": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "oneOf": [
+                            {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}},
+                            {"type": "string", "description": "UTF-8 text (Unbroken extension)"},
+                        ]
+                    },
+                },
+                "version": {"type": "null", "description": "Not supported by Unbroken."},
+            },
+            ["object_key", "new_state"],
+        ),
+        "ExplainResponse": _obj(
+            {
+                "invocation_id": {"type": "string"},
+                "target": {"type": "string"},
+                "status": {"type": "string"},
+                "summary": {"type": "string", "description": "One sentence."},
+                "reasons": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"kind": {"type": "string"}}},
+                },
+                "chain": {
+                    "type": "array",
+                    "description": "What it waits on, depth first (depth, waited_on_by).",
+                    "items": {"type": "object"},
+                },
+            },
+            ["invocation_id", "status", "summary", "reasons", "chain"],
+        ),
+        "StateResponse": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "string",
+                "description": "The value as UTF-8 text, or base64 when it is not valid UTF-8.",
+            },
+        },
     }
 
 
@@ -238,7 +483,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "version": version,
             "description": (
                 "Restate-compatible admin API of Unbroken. Every path is also served under the /v2, /v3 and "
-                "/v4 prefixes. Errors are {\"message\": ..., \"restate_code\": null}."
+                '/v4 prefixes. Errors are {"message": ..., "restate_code": null}.'
             ),
         },
         "paths": _paths(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from unbroken.core.durations import InvalidDuration, format_duration, parse_duration_ms
-from unbroken.core.model import (
+from unbroken.core.schema import (
     HandlerSchema,
     OnMaxAttempts,
     RetryOverride,
@@ -35,8 +35,11 @@ _DURATIONS = {
     "abort_timeout": "abort_timeout_ms",
 }
 _RETRY_DURATIONS = {"initial_interval": "initial_interval_ms", "max_interval": "max_interval_ms"}
-_SERVICE_TY = {ServiceKind.SERVICE: "service", ServiceKind.VIRTUAL_OBJECT: "virtual_object",
-               ServiceKind.WORKFLOW: "workflow"}  # fmt: skip
+_SERVICE_TY = {
+    ServiceKind.SERVICE: "service",
+    ServiceKind.VIRTUAL_OBJECT: "virtual_object",
+    ServiceKind.WORKFLOW: "workflow",
+}
 
 
 # --------------------------------------------------------------------------------------------- metadata
@@ -87,8 +90,9 @@ def service_metadata(svc: ServiceSchema, deployment_id: str) -> dict[str, Any]:
     return meta
 
 
-def deployment_json(schemas: Schemas, deployment_id: str, created_at: str, sdk_version: str,
-                    detailed: bool) -> dict[str, Any]:  # fmt: skip
+def deployment_json(
+    schemas: Schemas, deployment_id: str, created_at: str, sdk_version: str, detailed: bool
+) -> dict[str, Any]:
     """The one deployment that holds every in-process service (``detailed``: full service metadata)."""
     services = sorted(schemas.services.values(), key=lambda s: s.name)
     return {
@@ -110,26 +114,38 @@ def deployment_json(schemas: Schemas, deployment_id: str, created_at: str, sdk_v
 
 def sys_service_rows(schemas: Schemas, deployment_id: str) -> list[dict[str, Any]]:
     return [
-        {"name": s.name, "revision": s.revision, "public": s.public, "ty": _SERVICE_TY[s.kind],
-         "deployment_id": deployment_id}  # fmt: skip
+        {
+            "name": s.name,
+            "revision": s.revision,
+            "public": s.public,
+            "ty": _SERVICE_TY[s.kind],
+            "deployment_id": deployment_id,
+        }
         for s in sorted(schemas.services.values(), key=lambda s: s.name)
     ]
 
 
 def sys_deployment_rows(schemas: Schemas, deployment_id: str, created_at: str) -> list[dict[str, Any]]:
-    return [{
-        "id": deployment_id, "ty": "local", "endpoint": DEPLOYMENT_URI, "created_at": created_at,
-        "min_service_protocol_version": PROTOCOL_VERSIONS[0],
-        "max_service_protocol_version": PROTOCOL_VERSIONS[1],
-        "services": sorted(schemas.services),
-    }]  # fmt: skip
+    return [
+        {
+            "id": deployment_id,
+            "ty": "local",
+            "endpoint": DEPLOYMENT_URI,
+            "created_at": created_at,
+            "min_service_protocol_version": PROTOCOL_VERSIONS[0],
+            "max_service_protocol_version": PROTOCOL_VERSIONS[1],
+            "services": sorted(schemas.services),
+        }
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- PATCH
 def _duration(body: dict[str, Any], field: str, path: str) -> int:
     value = body[field]
     if not isinstance(value, str):
-        raise HttpError(400, f"The request field '{path}' is invalid. Reason: expected a duration string like '2s'")
+        raise HttpError(
+            400, f"The request field '{path}' is invalid. Reason: expected a duration string like '2s'"
+        )
     try:
         return parse_duration_ms(value)
     except InvalidDuration as exc:

@@ -38,13 +38,23 @@ def _headers(items: list[str]) -> dict[str, str]:
 @command
 def invoke(
     target: Annotated[str, typer.Argument(metavar="TARGET", help="Service/handler or Object/key/handler.")],
-    argument: Annotated[str | None, typer.Argument(metavar="JSON", help="The handler's input, as JSON.")] = None,
+    argument: Annotated[
+        str | None, typer.Argument(metavar="JSON", help="The handler's input, as JSON.")
+    ] = None,
     send: Annotated[bool, typer.Option("--send", help="Do not wait: print the invocation id.")] = False,
-    delay: Annotated[str | None, typer.Option("--delay", metavar="DURATION", help="With --send: start later ('10s', '1h').")] = None,
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", metavar="KEY", help="Same key, same invocation.")] = None,
-    header: Annotated[list[str] | None, typer.Option("--header", "-H", metavar="NAME:VALUE", help="An extra request header (repeatable).")] = None,
+    delay: Annotated[
+        str | None,
+        typer.Option("--delay", metavar="DURATION", help="With --send: start later ('10s', '1h')."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", metavar="KEY", help="Same key, same invocation.")
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", metavar="NAME:VALUE", help="An extra request header (repeatable)."),
+    ] = None,
     ingress_url: IngressUrlOpt = DEFAULT_INGRESS_URL,
-) -> None:  # fmt: skip
+) -> None:
     """Call a handler and print its result (JSON), or with --send print the new invocation's id."""
     from unbroken.cli.client import Ingress, error_message
 
@@ -59,7 +69,9 @@ def invoke(
     params = {"delay": delay} if delay is not None else None
     body = (argument or "").encode()
     with Ingress(ingress_url) as ingress:
-        resp = ingress.request("POST", path + ("/send" if send else ""), content=body, headers=headers, params=params)
+        resp = ingress.request(
+            "POST", path + ("/send" if send else ""), content=body, headers=headers, params=params
+        )
     if resp.status_code >= 400:
         inv = resp.headers.get("x-restate-id")
         try:
@@ -76,7 +88,9 @@ def invoke(
     typer.echo(resp.text if resp.content else "null")
 
 
-awakeables = typer.Typer(help="Complete awakeables (sign_1… ids) from outside a handler.", no_args_is_help=True)
+awakeables = typer.Typer(
+    help="Complete awakeables (sign_1… ids) from outside a handler.", no_args_is_help=True
+)
 AwakeableArg = Annotated[str, typer.Argument(metavar="ID", help="Awakeable id (sign_1…).")]
 
 
@@ -85,9 +99,11 @@ def _complete(ingress_url: str, awakeable_id: str, action: str, body: bytes, con
 
     with Ingress(ingress_url) as ingress:
         resp = ingress.request(
-            "POST", f"/restate/awakeables/{segment(awakeable_id)}/{action}", content=body,
+            "POST",
+            f"/restate/awakeables/{segment(awakeable_id)}/{action}",
+            content=body,
             headers={"content-type": content_type},
-        )  # fmt: skip
+        )
     if resp.status_code == 404:
         raise CliError(f"awakeable '{awakeable_id}' not found: its invocation does not exist")
     if resp.status_code >= 400:
@@ -99,9 +115,11 @@ def _complete(ingress_url: str, awakeable_id: str, action: str, body: bytes, con
 @command
 def resolve(
     awakeable_id: AwakeableArg,
-    value: Annotated[str | None, typer.Argument(metavar="JSON", help="The value the handler gets (default: null).")] = None,
+    value: Annotated[
+        str | None, typer.Argument(metavar="JSON", help="The value the handler gets (default: null).")
+    ] = None,
     ingress_url: IngressUrlOpt = DEFAULT_INGRESS_URL,
-) -> None:  # fmt: skip
+) -> None:
     """Resolve an awakeable with a JSON value."""
     parse_json_arg(value, "value")
     _complete(ingress_url, awakeable_id, "resolve", (value or "null").encode(), "application/json")
@@ -111,8 +129,10 @@ def resolve(
 @command
 def reject(
     awakeable_id: AwakeableArg,
-    message: Annotated[str, typer.Argument(metavar="MESSAGE", help="The failure message the handler gets.")] = "rejected",
+    message: Annotated[
+        str, typer.Argument(metavar="MESSAGE", help="The failure message the handler gets.")
+    ] = "rejected",
     ingress_url: IngressUrlOpt = DEFAULT_INGRESS_URL,
-) -> None:  # fmt: skip
+) -> None:
     """Reject an awakeable: the handler's await raises a TerminalError with MESSAGE."""
     _complete(ingress_url, awakeable_id, "reject", message.encode(), "text/plain")

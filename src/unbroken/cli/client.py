@@ -51,8 +51,9 @@ def _token(names: tuple[str, ...]) -> str | None:
 
 
 class Api:
-    def __init__(self, base_url: str, what: str, token_vars: tuple[str, ...],
-                 timeout: httpx.Timeout = ADMIN_TIMEOUT) -> None:  # fmt: skip
+    def __init__(
+        self, base_url: str, what: str, token_vars: tuple[str, ...], timeout: httpx.Timeout = ADMIN_TIMEOUT
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.what = what
         self.token_vars = token_vars

@@ -22,17 +22,21 @@ EXIT_USAGE = 2  # the command line is wrong (bad JSON argument, bad target, bad 
 AdminUrlOpt = Annotated[
     str,
     typer.Option(
-        "--admin-url", metavar="URL", envvar=["UNBROKEN_ADMIN_URL", "RESTATE_ADMIN_URL"],
+        "--admin-url",
+        metavar="URL",
+        envvar=["UNBROKEN_ADMIN_URL", "RESTATE_ADMIN_URL"],
         help="Admin API of the server ($UNBROKEN_ADMIN_URL or $RESTATE_ADMIN_URL).",
     ),
-]  # fmt: skip
+]
 IngressUrlOpt = Annotated[
     str,
     typer.Option(
-        "--ingress-url", metavar="URL", envvar=["UNBROKEN_INGRESS_URL", "RESTATE_INGRESS_URL"],
+        "--ingress-url",
+        metavar="URL",
+        envvar=["UNBROKEN_INGRESS_URL", "RESTATE_INGRESS_URL"],
         help="Ingress (HTTP API) of the server ($UNBROKEN_INGRESS_URL or $RESTATE_INGRESS_URL).",
     ),
-]  # fmt: skip
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
@@ -79,7 +83,7 @@ def parse_json_arg(text: str | None, what: str = "argument") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = " (a JSON string needs quotes: '\"text\"')" if text[:1] not in "\"[{" else ""
+        hint = " (a JSON string needs quotes: '\"text\"')" if text[:1] not in '"[{' else ""
         raise CliError(f"the {what} is not valid JSON: {exc}{hint}", EXIT_USAGE) from None
 
 

@@ -31,7 +31,10 @@ def explain(
 
 def render(answer: dict[str, Any]) -> list[str]:
     """The summary line, then each invocation of the chain indented by its depth."""
-    lines = [f"{answer['invocation_id']} ({answer['target']}) is {answer['status']}", f"  {answer['summary']}"]
+    lines = [
+        f"{answer['invocation_id']} ({answer['target']}) is {answer['status']}",
+        f"  {answer['summary']}",
+    ]
     for reason in answer.get("reasons", []):
         detail = str(reason.get("error_detail") or "").rstrip()
         if "\n" in detail:  # the last failure's traceback

@@ -97,16 +97,17 @@ def list_(
     if not rows:
         typer.echo("no invocations")
         return
-    table(["id", "target", "status", "created", "info"],
-          [(r["id"], r["target"], r["status"], r["created_at"], _info(r)) for r in rows], no_wrap=["id"])  # fmt: skip
+    table(
+        ["id", "target", "status", "created", "info"],
+        [(r["id"], r["target"], r["status"], r["created_at"], _info(r)) for r in rows],
+        no_wrap=["id"],
+    )
     if more > limits.cli_count_rows_max:
         narrow = "narrow with --status/--service/--key, or raise --limit"
         typer.echo(f"… and more than {limits.cli_count_rows_max} older ones not shown: {narrow}")
     elif more:
         ones = "ones" if more > 1 else "one"
         typer.echo(f"… and {more} older {ones} not shown: --limit {limit + more} shows all")
-
-
 
 
 def _count_more(admin: Any, where: str, limit: int) -> int:
@@ -145,20 +146,22 @@ def describe(
         return
     echo(f"{inv['id']}  {inv['target']}")
     failure = f"[{inv['last_failure_error_code']}] {inv['last_failure']}" if inv["last_failure"] else None
-    fields([
-        ("status", inv["status"]),
-        ("why", why["summary"]),
-        ("attempts", f"{why.get('attempts', 0)} ({inv['retry_count']} failed)"),
-        ("last failure", failure),
-        ("next retry", inv["next_retry_at"]),
-        ("result", inv["completion_failure"] or inv["completion_result"]),
-        ("idempotency key", inv["idempotency_key"]),
-        ("invoked by", inv["invoked_by_id"] and f"{inv['invoked_by_id']} ({inv['invoked_by_target']})"),
-        ("created", inv["created_at"]),
-        ("scheduled at", inv["scheduled_at"]),
-        ("modified", inv["modified_at"]),
-        ("completed", inv["completed_at"]),
-    ])  # fmt: skip
+    fields(
+        [
+            ("status", inv["status"]),
+            ("why", why["summary"]),
+            ("attempts", f"{why.get('attempts', 0)} ({inv['retry_count']} failed)"),
+            ("last failure", failure),
+            ("next retry", inv["next_retry_at"]),
+            ("result", inv["completion_failure"] or inv["completion_result"]),
+            ("idempotency key", inv["idempotency_key"]),
+            ("invoked by", inv["invoked_by_id"] and f"{inv['invoked_by_id']} ({inv['invoked_by_target']})"),
+            ("created", inv["created_at"]),
+            ("scheduled at", inv["scheduled_at"]),
+            ("modified", inv["modified_at"]),
+            ("completed", inv["completed_at"]),
+        ]
+    )
     echo("")
     full = (inv["last_failure"] or "").rstrip()
     if "\n" in full or len(full) > FAILURE_FIELD_CHARS:  # a traceback, or a long message: shown whole
@@ -169,9 +172,11 @@ def describe(
     if not journal:
         echo("journal: (none: not kept after completion, see journal retention)")
         return
-    table(["#", "entry", "name", "result / detail", "appended"],
-          [(e["index"], e["entry_type"], e["name"], entry_detail(e), e["appended_at"]) for e in journal],
-          title=f"journal ({len(journal)} entries)")  # fmt: skip
+    table(
+        ["#", "entry", "name", "result / detail", "appended"],
+        [(e["index"], e["entry_type"], e["name"], entry_detail(e), e["appended_at"]) for e in journal],
+        title=f"journal ({len(journal)} entries)",
+    )
 
 
 def entry_detail(row: dict[str, Any]) -> str:
@@ -182,7 +187,9 @@ def entry_detail(row: dict[str, Any]) -> str:
     kind = row["entry_type"].split(": ", 1)[-1]
     if row["entry_type"].startswith("Notification"):
         if e.get("signal_idx") or e.get("signal_name"):
-            sig = "CANCEL" if e.get("signal_idx") == 1 else f"signal {e.get('signal_name') or e['signal_idx']}"
+            sig = (
+                "CANCEL" if e.get("signal_idx") == 1 else f"signal {e.get('signal_name') or e['signal_idx']}"
+            )
             return f"{sig}: {result_text(e.get('result'))}"
         if kind == "CallId":
             return f"callee {e.get('invocation_id') or result_text(e.get('result'))}"
@@ -193,7 +200,9 @@ def entry_detail(row: dict[str, Any]) -> str:
         "Sleep": lambda: f"until {row['sleep_wakeup_at']}",
         "Call": lambda: f"{row['invoked_target']} {row['invoked_id'] or ''}".strip(),
         "OneWayCall": lambda: f"{row['invoked_target']} {row['invoked_id'] or ''}".strip(),
-        "GetEagerState": lambda: f"{e.get('key')} = {cell(e.get('value'))}" if e.get("value") else f"{e.get('key')} (empty)",
+        "GetEagerState": lambda: (
+            f"{e.get('key')} = {cell(e.get('value'))}" if e.get("value") else f"{e.get('key')} (empty)"
+        ),
         "SetState": lambda: f"{e.get('key')} = {cell(e.get('value'))}",
         "ClearState": lambda: str(e.get("key")),
         "GetPromise": lambda: f"promise '{row['promise_name']}'",
@@ -212,24 +221,47 @@ def entry_detail(row: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------- control
 _ACTIONS = {
     # action: (what it does, the word printed for each invocation, statuses selected by a filter by default)
-    "cancel": ("Cancel invocations: the handler gets a cancellation and its compensations run.", "cancelled",
-               "status != 'completed'"),
-    "kill": ("Kill invocations: completed as failed at once, no compensations run.", "killed",
-             "status != 'completed'"),
-    "purge": ("Forget completed invocations (result, journal, idempotency key).", "purged",
-              "status = 'completed'"),
-    "pause": ("Pause invocations: no attempt runs until they are resumed.", "paused", "status != 'completed'"),
-    "resume": ("Resume paused (or backing-off, suspended) invocations now.", "resumed",
-               "status IN ('paused', 'backing-off', 'suspended')"),
-}  # fmt: skip
+    "cancel": (
+        "Cancel invocations: the handler gets a cancellation and its compensations run.",
+        "cancelled",
+        "status != 'completed'",
+    ),
+    "kill": (
+        "Kill invocations: completed as failed at once, no compensations run.",
+        "killed",
+        "status != 'completed'",
+    ),
+    "purge": (
+        "Forget completed invocations (result, journal, idempotency key).",
+        "purged",
+        "status = 'completed'",
+    ),
+    "pause": (
+        "Pause invocations: no attempt runs until they are resumed.",
+        "paused",
+        "status != 'completed'",
+    ),
+    "resume": (
+        "Resume paused (or backing-off, suspended) invocations now.",
+        "resumed",
+        "status IN ('paused', 'backing-off', 'suspended')",
+    ),
+}
 
 IdsArg = Annotated[
     list[str] | None, typer.Argument(metavar="ID", help="Invocation ids; or select them with the filters.")
 ]
 
 
-def _control(action: str, ids: list[str] | None, status: str | None, service: str | None, key: str | None,
-             yes: bool, admin_url: str) -> None:  # fmt: skip
+def _control(
+    action: str,
+    ids: list[str] | None,
+    status: str | None,
+    service: str | None,
+    key: str | None,
+    yes: bool,
+    admin_url: str,
+) -> None:
     from unbroken.cli.client import Admin, error_message
 
     _, done_word, default_filter = _ACTIONS[action]
@@ -237,13 +269,17 @@ def _control(action: str, ids: list[str] | None, status: str | None, service: st
     if ids and conds:
         raise CliError("give invocation ids or filters (--status/--service/--key), not both", EXIT_USAGE)
     if not ids and not conds:
-        raise CliError(f"nothing to {action}: give invocation ids or filters (--status/--service/--key)", EXIT_USAGE)
+        raise CliError(
+            f"nothing to {action}: give invocation ids or filters (--status/--service/--key)", EXIT_USAGE
+        )
     targets = [check_invocation_id(i) for i in ids or []]
     with Admin(admin_url) as admin:
         if conds:
             if status is None:
                 conds.append(default_filter)
-            rows = admin.query(f"SELECT id FROM sys_invocation WHERE {' AND '.join(conds)} ORDER BY created_at")
+            rows = admin.query(
+                f"SELECT id FROM sys_invocation WHERE {' AND '.join(conds)} ORDER BY created_at"
+            )
             targets = [r["id"] for r in rows]
             if not targets:
                 typer.echo(f"no invocations to {action}")
@@ -258,7 +294,11 @@ def _control(action: str, ids: list[str] | None, status: str | None, service: st
         for inv_id in targets:
             resp = admin.request("PATCH", f"/invocations/{inv_id}/{action}")
             if resp.status_code < 300:
-                word = "cancellation requested for" if action == "cancel" and resp.status_code == 202 else done_word
+                word = (
+                    "cancellation requested for"
+                    if action == "cancel" and resp.status_code == 202
+                    else done_word
+                )
                 typer.echo(f"{word} {inv_id}")
                 continue
             if conds and resp.status_code == 409 and action != "purge":

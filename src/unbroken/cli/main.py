@@ -193,8 +193,8 @@ def _run(
         traceback.print_exc()
         _fail(f"cannot load app {app_spec!r}: {type(e).__name__}: {e}", code=1)
 
-    from unbroken.runtime.server import serve
     from unbroken.runtime.startup import StartupError
+    from unbroken.server import serve
 
     banner = (lambda: _print_dev_banner(app_spec, config)) if config.dev else None
     try:

@@ -40,8 +40,15 @@ def cell(value: Any, limit: int = MAX_CELL) -> str:
     return clip(str(value), limit)
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
-          no_wrap: Sequence[str] = (), upper: bool = True, limit: int = MAX_CELL) -> None:  # fmt: skip
+def table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    title: str | None = None,
+    no_wrap: Sequence[str] = (),
+    upper: bool = True,
+    limit: int = MAX_CELL,
+) -> None:
     t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", show_edge=False, pad_edge=False)
     for name in columns:
         t.add_column(name.upper() if upper else name, no_wrap=name in no_wrap, overflow="fold")

@@ -12,8 +12,15 @@ from unbroken.cli.common import DEFAULT_ADMIN_URL, EXIT_USAGE, AdminUrlOpt, CliE
 app = typer.Typer(help="Inspect services and change their configuration.", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Service name.")]
-_CONFIG_KEYS = ("public", "idempotency_retention", "workflow_completion_retention", "journal_retention",
-                "inactivity_timeout", "abort_timeout", "retry_policy")  # fmt: skip
+_CONFIG_KEYS = (
+    "public",
+    "idempotency_retention",
+    "workflow_completion_retention",
+    "journal_retention",
+    "inactivity_timeout",
+    "abort_timeout",
+    "retry_policy",
+)
 
 
 @app.command("list")
@@ -28,9 +35,13 @@ def list_(json_: JsonOpt = False, admin_url: AdminUrlOpt = DEFAULT_ADMIN_URL) ->
     if json_:
         print_json(services)
         return
-    table(["name", "type", "handlers", "public", "revision"],
-          [(s["name"], s["ty"], ", ".join(h["name"] for h in s["handlers"]), s["public"], s["revision"])
-           for s in services])  # fmt: skip
+    table(
+        ["name", "type", "handlers", "public", "revision"],
+        [
+            (s["name"], s["ty"], ", ".join(h["name"] for h in s["handlers"]), s["public"], s["revision"])
+            for s in services
+        ],
+    )
 
 
 @app.command()
@@ -48,9 +59,13 @@ def describe(name: NameArg, json_: JsonOpt = False, admin_url: AdminUrlOpt = DEF
     echo(f"{meta['name']}  ({meta['ty']}, revision {meta['revision']}, deployment {meta['deployment_id']})")
     fields(_flat(_config(meta)))
     echo("")
-    table(["handler", "type", "public", "retry policy"],
-          [(h["name"], h.get("ty") or "", h["public"], _retry_text(h.get("retry_policy")))
-           for h in meta["handlers"]])  # fmt: skip
+    table(
+        ["handler", "type", "public", "retry policy"],
+        [
+            (h["name"], h.get("ty") or "", h["public"], _retry_text(h.get("retry_policy")))
+            for h in meta["handlers"]
+        ],
+    )
 
 
 @app.command()
@@ -59,9 +74,12 @@ def config(
     name: NameArg,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE",
-                     help="Change one setting, e.g. idempotency_retention=1h, public=false, retry_policy.max_attempts=5."),
-    ] = None,  # fmt: skip
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Change one setting, e.g. idempotency_retention=1h, public=false, retry_policy.max_attempts=5.",
+        ),
+    ] = None,
     json_: JsonOpt = False,
     admin_url: AdminUrlOpt = DEFAULT_ADMIN_URL,
 ) -> None:

@@ -89,7 +89,9 @@ def keys(service: ServiceArg, json_: JsonOpt = False, admin_url: AdminUrlOpt = D
 
 @app.command()
 @command
-def get(service: ServiceArg, key: KeyArg, json_: JsonOpt = False, admin_url: AdminUrlOpt = DEFAULT_ADMIN_URL) -> None:
+def get(
+    service: ServiceArg, key: KeyArg, json_: JsonOpt = False, admin_url: AdminUrlOpt = DEFAULT_ADMIN_URL
+) -> None:
     """The state of one key: name -> value."""
     from unbroken.cli.client import Admin
     from unbroken.cli.output import print_json, table
@@ -124,7 +126,9 @@ def set_(
         state = _read(admin, service, key)
         state[name] = encoded
         new_state = {n: list(v) for n, v in state.items()}
-        admin.call("POST", f"/services/{segment(service)}/state", json={"object_key": key, "new_state": new_state})
+        admin.call(
+            "POST", f"/services/{segment(service)}/state", json={"object_key": key, "new_state": new_state}
+        )
     typer.echo(f"set {name} of {service}/{key}")
 
 
@@ -132,7 +136,9 @@ def set_(
 @command
 def clear(
     service: ServiceArg,
-    key: Annotated[str | None, typer.Argument(metavar="KEY", help="Only this key (default: every key).")] = None,
+    key: Annotated[
+        str | None, typer.Argument(metavar="KEY", help="Only this key (default: every key).")
+    ] = None,
     yes: YesOpt = False,
     admin_url: AdminUrlOpt = DEFAULT_ADMIN_URL,
 ) -> None:
@@ -144,12 +150,16 @@ def clear(
         if key is not None:
             keys_ = [key]
         else:
-            rows = admin.query(f"SELECT DISTINCT service_key FROM state WHERE service_name = {sql_literal(service)}")
+            rows = admin.query(
+                f"SELECT DISTINCT service_key FROM state WHERE service_name = {sql_literal(service)}"
+            )
             keys_ = sorted(r["service_key"] for r in rows)
             if not keys_:
                 typer.echo(f"no key of {service} has state")
                 return
-            if not yes and not typer.confirm(f"Clear the state of {len(keys_)} key(s) of {service}?", default=False):
+            if not yes and not typer.confirm(
+                f"Clear the state of {len(keys_)} key(s) of {service}?", default=False
+            ):
                 raise CliError("aborted: nothing was changed")
         for k in keys_:
             admin.call("DELETE", f"/services/{segment(service)}/state/{segment(k)}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unbroken.core.invocation import Invocation
 from unbroken.core.journal import Entry, Failure, Notification, Result
-from unbroken.core.model import Invocation, ServiceOverride
+from unbroken.core.schema import ServiceOverride
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,5 +206,13 @@ class Log:
 
 
 Action = (
-    StartAttempt | Deliver | AbortAttempt | ArmTimer | Completed | Reply | AwaitCompletion | Log | UpdateService
+    StartAttempt
+    | Deliver
+    | AbortAttempt
+    | ArmTimer
+    | Completed
+    | Reply
+    | AwaitCompletion
+    | Log
+    | UpdateService
 )

@@ -23,7 +23,7 @@ from typing import Final
 
 import msgspec
 
-from unbroken.core.model import HandlerKind, Target
+from unbroken.core.schema import HandlerKind, Target
 
 __all__ = [
     "FRESH_ID_BYTES",
@@ -228,7 +228,9 @@ def idempotent_invocation_id(target: Target, idempotency_key: str) -> str:
     return str(InvocationId.for_idempotent(target.service, target.key, target.handler, idempotency_key))
 
 
-def _deterministic_id(target: Target, handler_kind: HandlerKind | None, idempotency_key: str | None) -> str | None:
+def _deterministic_id(
+    target: Target, handler_kind: HandlerKind | None, idempotency_key: str | None
+) -> str | None:
     """The id fixed by the request itself: a workflow run's (by its key, before any idempotency key) or
     an idempotent call's; ``None`` when the invocation needs a new one."""
     if handler_kind is HandlerKind.WORKFLOW:
@@ -241,7 +243,11 @@ def _deterministic_id(target: Target, handler_kind: HandlerKind | None, idempote
 
 
 def invocation_id_for(
-    target: Target, handler_kind: HandlerKind | None, idempotency_key: str | None, fresh_bytes: bytes, now_ms: int
+    target: Target,
+    handler_kind: HandlerKind | None,
+    idempotency_key: str | None,
+    fresh_bytes: bytes,
+    now_ms: int,
 ) -> str:
     """The id of an invocation requested from outside (the ingress): the workflow's or idempotent call's
     id when the request fixes one, else a fresh time-ordered id from ``fresh_bytes`` (at least

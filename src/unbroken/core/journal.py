@@ -263,6 +263,7 @@ def encode_state_keys(keys: list[str]) -> bytes:
 def decode_state_keys(data: bytes) -> list[str]:
     return _keys_decoder.decode(data)
 
+
 _decoder: msgspec.msgpack.Decoder[Entry] = msgspec.msgpack.Decoder(Entry)
 
 

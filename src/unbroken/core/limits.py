@@ -8,14 +8,22 @@ from __future__ import annotations
 
 # processor
 batch_records_max = 512  # records applied in one storage transaction (one fsync)
-records_queued_max = 16_384  # records waiting for the processor; past it the ingress answers 503 + Retry-After
-reply_waiters_max = 65_536  # HTTP callers waiting for a reply (Engine._waiters); past it new requests get 503
-record_store_attempts_max = 8  # commits of one record alone that the store refused before the engine gives up on it
-invariant_recoveries_max = 16  # in-process recoveries after invariant violations before the partition stays stopped
+records_queued_max = (
+    16_384  # records waiting for the processor; past it the ingress answers 503 + Retry-After
+)
+reply_waiters_max = 65_536  # HTTP callers waiting for a reply (each partition's waiting callers); past it new requests get 503
+record_store_attempts_max = (
+    8  # commits of one record alone that the store refused before the engine gives up on it
+)
+invariant_recoveries_max = (
+    16  # in-process recoveries after invariant violations before the partition stays stopped
+)
 retry_after_s = 1  # the Retry-After of a 503 while the engine is overloaded or its store is failing
 store_retry_delay_min_s = 0.01  # the first pause after the store failed; doubled per failure in a row
 store_retry_delay_max_s = 1.0  # the longest pause between two tries of a store that keeps failing
-processor_stop_timeout_s = 10.0  # bound of each wait in Processor.stop(): the queue to drain, the writer thread to exit
+processor_stop_timeout_s = (
+    10.0  # bound of each wait in Processor.stop(): the queue to drain, the writer thread to exit
+)
 
 # storage
 # Bound of the SQLite store's id -> storage-key cache; it is emptied between transactions once it holds more.
@@ -48,10 +56,14 @@ query_inflight_max = 16  # queries running or waiting for a reader at once; more
 
 # ingress hardening: body nesting, bodies in flight, connections (ingress/body.py, ingress/wire.py)
 json_depth_max = 128  # arrays/objects nested in a request body (orjson serializes at most 254): more is 400
-ingress_inflight_body_bytes_max = 128 * 1024 * 1024  # bodies held by the ingress at once: more is 503 + Retry-After
+ingress_inflight_body_bytes_max = (
+    128 * 1024 * 1024
+)  # bodies held by the ingress at once: more is 503 + Retry-After
 http_head_timeout_ms = 10_000  # from connect (or a request's first byte) to its complete head; then closed
 http_body_idle_timeout_ms = 20_000  # longest pause while a request body arrives: then 408 and closed
-http_connections_max = 4096  # open connections per listener (lowered to fit the open-file limit): more get 503
+http_connections_max = (
+    4096  # open connections per listener (lowered to fit the open-file limit): more get 503
+)
 
 # handlers
 journal_entries_max = 100_000  # per invocation; past it the attempt fails with a clear error
@@ -69,7 +81,9 @@ explain_awakeable_misses_max = 8  # consecutive indexes whose id is in no journa
 
 # process
 lock_holder_bytes_max = 4096  # what is read of the data dir's lock file to name the process holding it
-listen_backlog_connections_max = 4096  # accepted connections the kernel queues per listener (as uvicorn's default)
+listen_backlog_connections_max = (
+    4096  # accepted connections the kernel queues per listener (as uvicorn's default)
+)
 # Descriptors kept for everything but the two listeners' connections (SQLite, logs, the handlers' clients).
 fds_reserved_count = 128
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from unbroken.core.durations import format_rfc3339
+from unbroken.core.invocation import Invocation
 from unbroken.core.journal import Entry
-from unbroken.core.model import Invocation
 from unbroken.core.txn import Promise, TimerKind
 
 _T = TypeVar("_T")
@@ -61,15 +61,18 @@ class Snapshot(Protocol):
     def journal(self, invocation_id: str) -> list[Entry]:
         """The journal in order (an entry's index is its position); empty if there is none."""
         ...
+
     def journal_entry_containing(self, invocation_id: str, needle: bytes) -> tuple[int, Entry] | None:
         """The first journal entry whose stored form contains ``needle`` (e.g. an awakeable id handed out)."""
         ...
+
     def state(self, service: str, key: str) -> dict[str, bytes]: ...
     def lock_holder(self, service: str, key: str) -> str | None: ...
     def inbox_spot(self, service: str, key: str, invocation_id: str) -> InboxSpot | None: ...
     def next_timer_ms(self, invocation_id: str, kind: TimerKind) -> int | None:
         """When the earliest timer of ``kind`` (``invoke``, ``retry``, ``sleep``) of the invocation fires."""
         ...
+
     def promise(self, service: str, key: str, name: str) -> Promise | None: ...
 
 

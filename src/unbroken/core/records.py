@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 
 from unbroken.core.journal import Command, Header, Result
-from unbroken.core.model import ServiceOverride, Target
+from unbroken.core.schema import ServiceOverride, Target
 
 
 class ReplyMode(enum.Enum):

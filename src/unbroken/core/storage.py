@@ -18,8 +18,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from unbroken.core.invocation import Invocation, Sink
 from unbroken.core.journal import Entry, Result
-from unbroken.core.model import Invocation, ServiceOverride, Sink
+from unbroken.core.schema import ServiceOverride
 
 
 class TimerKind(enum.StrEnum):
@@ -140,9 +141,15 @@ class ServiceOverrideTable(Protocol):
 
 
 class Transaction(
-    InvocationTable, JournalTable, StateTable, LockInboxTable, TimerTable, PromiseTable, ServiceOverrideTable,
+    InvocationTable,
+    JournalTable,
+    StateTable,
+    LockInboxTable,
+    TimerTable,
+    PromiseTable,
+    ServiceOverrideTable,
     Protocol,
-):  # fmt: skip
+):
     """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
     thread than the one that applied (the processor's writer thread), never concurrently with it."""
 

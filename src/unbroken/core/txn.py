@@ -22,6 +22,17 @@ from unbroken.core.storage import (
 )
 
 __all__ = [
-    "InvocationTable", "JournalTable", "LockInboxTable", "Promise", "PromiseTable", "ServiceOverrideTable", "StateTable", "Store",
-    "Timer", "TimerKind", "TimerTable", "Transaction", "transaction",
-]  # fmt: skip
+    "InvocationTable",
+    "JournalTable",
+    "LockInboxTable",
+    "Promise",
+    "PromiseTable",
+    "ServiceOverrideTable",
+    "StateTable",
+    "Store",
+    "Timer",
+    "TimerKind",
+    "TimerTable",
+    "Transaction",
+    "transaction",
+]

@@ -32,7 +32,10 @@ ErrorBody = Callable[[int, str], bytes]
 ON_DISCONNECT = "unbroken.on_disconnect"
 
 _REASONS = {
-    400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
 _MALFORMED = (
@@ -139,7 +142,9 @@ def bounded_protocol(
 
         def _arm_head_timer(self) -> None:
             if self._head_timer is None:
-                self._head_timer = self.loop.call_later(limits.http_head_timeout_ms / 1000, self._head_timeout)
+                self._head_timer = self.loop.call_later(
+                    limits.http_head_timeout_ms / 1000, self._head_timeout
+                )
 
         def _cancel_head_timer(self) -> None:
             if self._head_timer is not None:
@@ -227,6 +232,8 @@ def bounded_protocol(
                     self._answer_and_close(431, headers_too_large())
             if self._in_body and not self._rejected:  # a body still arriving: it may pause only so long
                 self._cancel_body_timer()
-                self._body_timer = self.loop.call_later(limits.http_body_idle_timeout_ms / 1000, self._body_timeout)
+                self._body_timer = self.loop.call_later(
+                    limits.http_body_idle_timeout_ms / 1000, self._body_timeout
+                )
 
     return BoundedHttpToolsProtocol

@@ -45,9 +45,7 @@ from unbroken.ingress.requests import (
     submission,
 )
 from unbroken.ingress.routing import Route, RouteKind
-from unbroken.runtime import faults
-from unbroken.runtime.engine import Engine
-from unbroken.runtime.entropy import RandomBytes
+from unbroken.runtime.node import Node
 
 log = logging.getLogger("unbroken.ingress")
 
@@ -56,12 +54,14 @@ _SHUTTING_DOWN = "the server is shutting down: the invocation goes on, attach to
 
 class IngressApp:
     def __init__(
-        self, engine: Engine, body_limit_bytes: int = limits.request_body_bytes_max, token: str | None = None
+        self, engine: Node, body_limit_bytes: int = limits.request_body_bytes_max, token: str | None = None
     ) -> None:
         self.engine = engine
         self.body_limit = body_limit_bytes
-        self._random = RandomBytes()
-        self.token = token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
+        self._random = engine.entropy  # injected per node: the simulator seeds it
+        self.token = (
+            token  # when set, every request but /restate/health needs ``authorization: Bearer <token>``
+        )
         # A single body of the configured limit always fits when nothing else is in flight.
         self.budget = BodyBudget(max(limits.ingress_inflight_body_bytes_max, body_limit_bytes))
         self.closing = False  # at shutdown, waiting requests answer 503 instead of being cancelled
@@ -97,7 +97,9 @@ class IngressApp:
             await self._health(send)
             return
         if not authorized(scope, self.token):
-            raise HttpError(401, "unauthorized: this ingress requires the header 'authorization: Bearer <token>'")
+            raise HttpError(
+                401, "unauthorized: this ingress requires the header 'authorization: Bearer <token>'"
+            )
         request = Request(scope["method"], path, scope.get("query_string", b""), scope["headers"])
         route = route_request(request, self.engine.schemas)
         if route.kind is RouteKind.HEALTH:
@@ -106,7 +108,7 @@ class IngressApp:
             await self._awakeable(scope, receive, send, request, route)
         elif route.kind is RouteKind.ATTACH or route.kind is RouteKind.OUTPUT:
             pending = self._request(attach_record(route), receive)
-            await _answer(send, await self._wait(scope, receive, pending), dedup=True)
+            await self._answer(send, await self._wait(scope, receive, pending), dedup=True)
         else:
             await self._invoke(scope, receive, send, request, route)
 
@@ -118,11 +120,13 @@ class IngressApp:
         await respond_json(send, 200, {"services": sorted(self.engine.schemas.services)})
 
     # ------------------------------------------------------------------------------- invoke
-    async def _invoke(self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route) -> None:
+    async def _invoke(
+        self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route
+    ) -> None:
         async with self.budget.reserve() as reservation:
             sub = await self._submit(scope, receive, request, route, reservation.charge)
             pending = self._request(sub, receive)
-            await _answer(send, await self._wait(scope, receive, pending), sub.dedup, sub.content_type)
+            await self._answer(send, await self._wait(scope, receive, pending), sub.dedup, sub.content_type)
 
     async def _submit(
         self, scope: Scope, receive: Receive, request: Request, route: Route, charge: Callable[[int], None]
@@ -173,14 +177,23 @@ class IngressApp:
             unwatch()
             self._waiting.discard(fut)
 
+    async def _answer(
+        self, send: Send, reply: Reply, dedup: bool, content_type: str = "application/json"
+    ) -> None:
+        """Turn a Reply into Restate's HTTP answer (ingress/requests.py says which)."""
+        self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
+        await _write(send, reply_response(reply, dedup, content_type))
+
     # ---------------------------------------------------------------------------- awakeables
-    async def _awakeable(self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route) -> None:
+    async def _awakeable(
+        self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route
+    ) -> None:
         async with self.budget.reserve() as reservation:
             body = await read_body(scope, receive, self.body_limit, reservation.charge)
             make = resolve_record(request, route, body)
             del body
             reply = await self._wait(scope, receive, self._request(make, receive))
-        faults.point("ingress.before_reply")  # what the reply says is committed; the caller has not heard it
+        self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
         await _write(send, awakeable_response(route, reply))
 
 
@@ -238,12 +251,6 @@ async def _error(
     send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     await _write(send, error_response(status, message, extra=extra))
-
-
-async def _answer(send: Send, reply: Reply, dedup: bool, content_type: str = "application/json") -> None:
-    """Turn a Reply into Restate's HTTP answer (ingress/requests.py says which)."""
-    faults.point("ingress.before_reply")  # what the reply says is committed; the caller has not heard it
-    await _write(send, reply_response(reply, dedup, content_type))
 
 
 async def _write(send: Send, response: Response | None) -> None:

@@ -23,7 +23,7 @@ from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import FRESH_ID_BYTES, InvalidId, invocation_id_for, parse_awakeable_id
 from unbroken.core.journal import FIRST_AWAKEABLE_SIGNAL, Failure, Header, Result
-from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, Target
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, Target
 from unbroken.http.asgi import UNAUTHORIZED_HEADERS, HttpError
 from unbroken.ingress.body import Overloaded, check_json
 from unbroken.ingress.routing import Route, RouteKind, parse_route
@@ -85,13 +85,30 @@ def route_request(request: Request, schemas: Schemas) -> Route:
 class Submission:
     """A checked invocation request: called with the engine's request id, it is the ``Invoke`` record."""
 
-    __slots__ = ("invocation_id", "target", "body", "headers", "idempotency_key", "execute_at_ms", "reply",
-                 "seed", "content_type")  # fmt: skip
+    __slots__ = (
+        "invocation_id",
+        "target",
+        "body",
+        "headers",
+        "idempotency_key",
+        "execute_at_ms",
+        "reply",
+        "seed",
+        "content_type",
+    )
 
     def __init__(
-        self, invocation_id: str, target: Target, body: bytes, headers: tuple[Header, ...],
-        idempotency_key: str | None, execute_at_ms: int, reply: r.ReplyMode, seed: int, content_type: str,
-    ) -> None:  # fmt: skip
+        self,
+        invocation_id: str,
+        target: Target,
+        body: bytes,
+        headers: tuple[Header, ...],
+        idempotency_key: str | None,
+        execute_at_ms: int,
+        reply: r.ReplyMode,
+        seed: int,
+        content_type: str,
+    ) -> None:
         self.invocation_id = invocation_id
         self.target = target
         self.body = body
@@ -109,9 +126,16 @@ class Submission:
 
     def __call__(self, request_id: int) -> r.Invoke:
         return r.Invoke(
-            self.invocation_id, self.target, self.body, self.headers, self.idempotency_key, self.execute_at_ms,
-            request_id, self.reply, self.seed,
-        )  # fmt: skip
+            self.invocation_id,
+            self.target,
+            self.body,
+            self.headers,
+            self.idempotency_key,
+            self.execute_at_ms,
+            request_id,
+            self.reply,
+            self.seed,
+        )
 
 
 def submission(request: Request, route: Route, body: bytes, now_ms: int, fresh: bytes) -> Submission:
@@ -131,7 +155,9 @@ def submission(request: Request, route: Route, body: bytes, now_ms: int, fresh: 
     seed = int.from_bytes(fresh[FRESH_ID_BYTES:FRESH_BYTES], "big")
     mode = r.ReplyMode.ACCEPTED if route.send else r.ReplyMode.RESULT
     headers = _forwarded_headers(request)
-    return Submission(invocation_id, target, body, headers, idem, execute_at, mode, seed, handler.content_type)
+    return Submission(
+        invocation_id, target, body, headers, idem, execute_at, mode, seed, handler.content_type
+    )
 
 
 def attach_record(route: Route) -> Callable[[int], r.Attach]:
@@ -192,7 +218,9 @@ def _delay(query: dict[str, str], is_send: bool) -> int:
     try:
         delay_ms = parse_delay_ms(text)
     except InvalidDuration as exc:
-        raise HttpError(400, f"bad delay query parameter, must be a ISO8601 duration or milliseconds: {exc}") from None
+        raise HttpError(
+            400, f"bad delay query parameter, must be a ISO8601 duration or milliseconds: {exc}"
+        ) from None
     if delay_ms > limits.delay_ms_max:
         raise HttpError(400, f"bad delay query parameter: at most {limits.delay_ms_max} ms (10 years)")
     return delay_ms
@@ -206,7 +234,9 @@ def _check_idempotency_key(idem: str, kind: HandlerKind | None) -> str:
             "idempotent by the workflow key itself.",
         )
     if not idem or len(idem.encode()) > limits.idempotency_key_bytes_max:
-        raise HttpError(400, f"bad idempotency-key header: it must have 1 to {limits.idempotency_key_bytes_max} bytes")
+        raise HttpError(
+            400, f"bad idempotency-key header: it must have 1 to {limits.idempotency_key_bytes_max} bytes"
+        )
     return idem
 
 
@@ -263,7 +293,11 @@ def awakeable_response(route: Route, reply: Reply) -> Response | None:
 def error_response(
     status: int, message: str, source: str = "ingress", inv: str | None = None, extra: Headers | None = None
 ) -> Response:
-    headers: Headers = [(b"content-type", _JSON), (b"x-restate-error-source", source.encode()), *(extra or ())]
+    headers: Headers = [
+        (b"content-type", _JSON),
+        (b"x-restate-error-source", source.encode()),
+        *(extra or ()),
+    ]
     if inv is not None:
         headers.append((b"x-restate-id", inv.encode()))
     return status, headers, orjson.dumps({"code": status, "message": message, "source": source})
@@ -272,7 +306,9 @@ def error_response(
 def exception_response(exc: HttpError | EngineUnavailable) -> Response:
     """The answer to a refused request: bad input, or a bound reached (the same request succeeds later)."""
     if isinstance(exc, EngineUnavailable):  # nothing was accepted: the caller retries
-        return error_response(exc.status, exc.message, extra=[(b"retry-after", str(exc.retry_after_s).encode())])
+        return error_response(
+            exc.status, exc.message, extra=[(b"retry-after", str(exc.retry_after_s).encode())]
+        )
     extra = UNAUTHORIZED_HEADERS if exc.status == 401 else None
     if isinstance(exc, Overloaded):
         extra = [(b"retry-after", str(exc.retry_after_s).encode())]
@@ -299,7 +335,9 @@ def reply_response(reply: Reply, dedup: bool, content_type: str = "application/j
             return error_response(404, "not found", "invocation")
         case a.NotReady(inv):
             return error_response(470, "the invocation exists but has not completed yet", "ingress", inv)
-        case a.StoreFailed(failure) | a.Unavailable(failure):  # refused without being applied: nothing accepted
+        case a.StoreFailed(failure) | a.Unavailable(
+            failure
+        ):  # refused without being applied: nothing accepted
             retry_after = [(b"retry-after", str(limits.retry_after_s).encode())]
             return error_response(failure.code, failure.message, extra=retry_after)
         case a.Gone():

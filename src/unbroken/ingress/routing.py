@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, idempotent_invocation_id, workflow_invocation_id
-from unbroken.core.model import HandlerKind, HandlerSchema, Schemas, ServiceKind, Target
+from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, Target
 from unbroken.http.asgi import HttpError
 
 _BAD_PATH = "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"
@@ -52,7 +52,9 @@ def _service(name: str, schemas: Schemas) -> tuple[ServiceKind, dict[str, Handle
         raise HttpError(400, f"service name too long: at most {limits.service_name_bytes_max} bytes")
     svc = schemas.service(name)
     if svc is None:
-        raise HttpError(404, f"service '{name}' not found, make sure to register the service before calling it.")
+        raise HttpError(
+            404, f"service '{name}' not found, make sure to register the service before calling it."
+        )
     if not svc.public:
         raise HttpError(400, "the invoked service is not public")
     return svc.kind, svc.handlers
@@ -84,7 +86,8 @@ def _invoke_route(parts: list[str], schemas: Schemas) -> Route:
     if kind.keyed:
         if len(rest) == 1 and rest[0] in handlers:
             raise HttpError(
-                400, f"'{parts[0]}' is a {_kind_name(kind)}: call /{parts[0]}/{{key}}/{rest[0]} with the key in the path"
+                400,
+                f"'{parts[0]}' is a {_kind_name(kind)}: call /{parts[0]}/{{key}}/{rest[0]} with the key in the path",
             )
         if len(rest) != 2:
             raise HttpError(400, _BAD_PATH)
@@ -106,11 +109,14 @@ def _kind_name(kind: ServiceKind) -> str:
 def _restate_route(parts: list[str], schemas: Schemas) -> Route:
     if parts == ["health"]:
         return Route(RouteKind.HEALTH)
-    if parts and parts[0] == "scope":  # restate-sdk's client.scope(...): like restate-server with flow control off
+    if (
+        parts and parts[0] == "scope"
+    ):  # restate-sdk's client.scope(...): like restate-server with flow control off
         raise HttpError(
-            501, "scoped invocations (/restate/scope/..., limit keys: Restate's flow control) are not supported "
+            501,
+            "scoped invocations (/restate/scope/..., limit keys: Restate's flow control) are not supported "
             "by Unbroken yet: call /{service}/{handler} without a scope",
-        )  # fmt: skip
+        )
     if len(parts) == 3 and parts[0] in ("awakeables", "a") and parts[2] in ("resolve", "reject"):
         return Route(RouteKind.AWAKEABLE, awakeable_id=parts[1], action=parts[2])
     if len(parts) >= 3 and parts[0] == "invocation" and parts[-1] in ("attach", "output"):
@@ -131,7 +137,10 @@ def _invocation_ref(ref: list[str], schemas: Schemas) -> str:
         except InvalidId as exc:
             raise HttpError(400, str(exc)) from None
     if len(ref) not in (3, 4):
-        raise HttpError(400, "bad path: expected /restate/invocation/{id}/attach or .../{service}[/{key}]/{handler}/{idempotency-key}/attach")
+        raise HttpError(
+            400,
+            "bad path: expected /restate/invocation/{id}/attach or .../{service}[/{key}]/{handler}/{idempotency-key}/attach",
+        )
     kind, handlers = _service(ref[0], schemas)
     if kind.keyed != (len(ref) == 4):
         raise HttpError(400, f"bad path: '{ref[0]}' {'needs' if kind.keyed else 'takes no'} key")

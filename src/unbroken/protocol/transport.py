@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from unbroken.core.journal import Command, Entry, Notification, Result
-from unbroken.core.model import HandlerKind, ServiceKind, Target
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +46,15 @@ class AttemptSink(Protocol):
     def command(self, command: Command, awakeables: int | None = None) -> None: ...
     def propose_run(self, completion_id: int, result: Result, awakeables: int | None = None) -> None: ...
     def suspend(
-        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+        self,
+        waiting_completions: tuple[int, ...],
+        waiting_signals: tuple[int, ...],
+        awakeables: int | None = None,
     ) -> None: ...
     # pause: stop retrying now (a programming error no retry fixes); the operator resumes after a fix
-    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None: ...
+    def fail(
+        self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False
+    ) -> None: ...
     def ended(self) -> None: ...
 
 

@@ -2,7 +2,11 @@
 
 Arm from the environment of a server process (crash tests): ``UNBROKEN_FAULTS=name:action[,name:action]``
 with action ``crash`` (``os._exit(137)`` at that point, a SIGKILL stand-in that leaves no chance to clean
-up), ``raise``, ``invariant`` (an ``InvariantViolation`` there, every time) or ``invariant-once``. Tests in the same process call :func:`arm` directly.
+up), ``raise``, ``invariant`` (an ``InvariantViolation`` there, every time) or ``invariant-once``. Tests in the same process arm the :class:`FaultPoints` of the node they built.
+
+Injected, never global: each node has its own ``FaultPoints`` (``FaultPoints.from_env()`` in ``unbroken
+serve``; the simulator's or a test's otherwise), passed to the processor, the invoker, the timers, the ingress
+and, as a plain ``point`` callable, to the SDK's in-process transport.
 
 The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at each one):
 
@@ -18,46 +22,53 @@ The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from unbroken.core.errors import InvariantViolation
-
-_armed: dict[str, str] = {}
-
-
-def _load_env() -> None:
-    spec = os.environ.get("UNBROKEN_FAULTS", "")
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, _, action = item.partition(":")
-        _armed[name] = action or "crash"
 
 
 class InjectedFault(RuntimeError):
     pass
 
 
-def arm(name: str, action: str = "raise") -> None:
-    _armed[name] = action
+class FaultPoints:
+    """The armed fault points of one node (none by default)."""
+
+    __slots__ = ("_armed",)
+
+    def __init__(self, armed: Mapping[str, str] | None = None) -> None:
+        self._armed: dict[str, str] = dict(armed or {})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> FaultPoints:
+        """``UNBROKEN_FAULTS=name:action[,name:action]`` (action defaults to ``crash``)."""
+        armed = {}
+        for item in filter(None, (part.strip() for part in environ.get("UNBROKEN_FAULTS", "").split(","))):
+            name, _, action = item.partition(":")
+            armed[name] = action or "crash"
+        return cls(armed)
+
+    def arm(self, name: str, action: str = "raise") -> None:
+        self._armed[name] = action
+
+    def disarm_all(self) -> None:
+        self._armed.clear()
+
+    def point(self, name: str) -> None:
+        """Declare a fault point. Costs one dict lookup when nothing is armed."""
+        if not self._armed:
+            return
+        action = self._armed.get(name)
+        if action is None:
+            return
+        if action == "crash":
+            os._exit(137)
+        if action == "raise":
+            raise InjectedFault(name)
+        if action.startswith("invariant"):
+            if action == "invariant-once":
+                del self._armed[name]
+            raise InvariantViolation(f"injected at {name}")
 
 
-def disarm_all() -> None:
-    _armed.clear()
-
-
-def point(name: str) -> None:
-    """Declare a fault point. Costs one dict lookup when nothing is armed."""
-    if not _armed:
-        return
-    action = _armed.get(name)
-    if action is None:
-        return
-    if action == "crash":
-        os._exit(137)
-    if action == "raise":
-        raise InjectedFault(name)
-    if action.startswith("invariant"):
-        if action == "invariant-once":
-            del _armed[name]
-        raise InvariantViolation(f"injected at {name}")
-
-
-_load_env()
+NO_FAULTS = FaultPoints()  # never armed: for tools and tests that build parts without a node

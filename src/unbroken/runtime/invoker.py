@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from unbroken.core import records as r
 from unbroken.core.actions import Deliver, StartAttempt
 from unbroken.core.durations import format_duration
+from unbroken.core.invocation import Invocation
 from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, Result, command_name
-from unbroken.core.model import Invocation, Schemas
+from unbroken.core.schema import Schemas
 from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTransport
-from unbroken.runtime import faults
 from unbroken.runtime.clock import Clock
+from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.processor import Processor
 
 log = logging.getLogger("unbroken.dev")
@@ -53,13 +54,18 @@ class _Sink:
         self._invoker.active(self._id, self._attempt)
 
     def suspend(
-        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+        self,
+        waiting_completions: tuple[int, ...],
+        waiting_signals: tuple[int, ...],
+        awakeables: int | None = None,
     ) -> None:
         self._invoker.processor.submit(
             r.AttemptSuspended(self._id, self._attempt, waiting_completions, waiting_signals, awakeables)
         )
 
-    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:
+    def fail(
+        self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False
+    ) -> None:
         self._invoker.processor.submit(
             r.AttemptFailed(self._id, self._attempt, code, message, next_retry_delay_ms, pause)
         )
@@ -84,9 +90,17 @@ class _DevSink(_Sink):
         super().propose_run(completion_id, result, awakeables)
 
     def suspend(
-        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+        self,
+        waiting_completions: tuple[int, ...],
+        waiting_signals: tuple[int, ...],
+        awakeables: int | None = None,
     ) -> None:
-        log.info("%s  suspending (waiting on completions %s, signals %s)", self._id, waiting_completions, waiting_signals)
+        log.info(
+            "%s  suspending (waiting on completions %s, signals %s)",
+            self._id,
+            waiting_completions,
+            waiting_signals,
+        )
         super().suspend(waiting_completions, waiting_signals, awakeables)
 
 
@@ -100,8 +114,14 @@ def _describe(command: Command) -> str:
 
 class Invoker:
     def __init__(
-        self, transport: HandlerTransport, processor: Processor, clock: Clock, inactivity_timeout_ms: int,
-        dev: bool = False, schemas: Callable[[], Schemas] | None = None,
+        self,
+        transport: HandlerTransport,
+        processor: Processor,
+        clock: Clock,
+        inactivity_timeout_ms: int,
+        dev: bool = False,
+        schemas: Callable[[], Schemas] | None = None,
+        faults: FaultPoints | None = None,
     ) -> None:
         self.sink_class = _DevSink if dev else _Sink
         self.transport = transport
@@ -109,6 +129,7 @@ class Invoker:
         self.clock = clock
         self.inactivity_timeout_ms = inactivity_timeout_ms
         self.schemas = schemas
+        self.faults = faults if faults is not None else FaultPoints()
         self.running: dict[str, _Running] = {}
         self._loop = asyncio.get_running_loop()
 
@@ -134,11 +155,17 @@ class Invoker:
             idempotency_key=inv.idempotency_key,
             lazy_state=action.lazy_state,
         )
-        faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
+        self.faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
         entry = _Running(inv.attempts, None)
         self.running[inv.id] = entry
         if self.sink_class is _DevSink:
-            log.info("%s  attempt %d of %s (%d journal entries)", inv.id, inv.attempts, inv.target, len(action.journal))
+            log.info(
+                "%s  attempt %d of %s (%d journal entries)",
+                inv.id,
+                inv.attempts,
+                inv.target,
+                len(action.journal),
+            )
         entry.handle = self.transport.start(start, self.sink_class(self, inv.id, inv.attempts))
         if self.running.get(inv.id) is entry:  # not ended already (e.g. no such handler)
             entry.active_at = self._loop.time()
@@ -185,7 +212,9 @@ class Invoker:
             return
         silent_s = self._loop.time() - entry.active_at
         if silent_s < entry.silence_s:  # it spoke or heard since: wait for the rest of the silence
-            entry.watchdog = self._loop.call_later(entry.silence_s - silent_s, self._watch, invocation_id, entry)
+            entry.watchdog = self._loop.call_later(
+                entry.silence_s - silent_s, self._watch, invocation_id, entry
+            )
             return
         del self.running[invocation_id]
         message = (
@@ -193,7 +222,9 @@ class Invoker:
             f"timeout ({format_duration(round(entry.silence_s * 1000))} in all), and it did not suspend "
             f"(stuck in a ctx.run?)"
         )
-        self.processor.submit(r.AttemptFailed(invocation_id, entry.attempt, ABORT_TIMEOUT_CODE, message, None))
+        self.processor.submit(
+            r.AttemptFailed(invocation_id, entry.attempt, ABORT_TIMEOUT_CODE, message, None)
+        )
         if entry.handle is not None:
             entry.handle.abort()  # its ctx.run tasks are cancelled: no side effect after this
 

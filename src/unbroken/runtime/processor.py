@@ -13,6 +13,11 @@ with 128 connections: 45 us per record in that thread against 17 us alone, and +
 apply moved to the loop (BENCHMARKS.md). The writer thread now takes the GIL once per batch. A batch of
 one record is committed on the loop itself (``INLINE_COMMIT_RECORDS``).
 
+Where and when a batch's COMMIT happens is the injected committer's business (``runtime/committer.py``:
+the writer thread in production, a virtual-time committer in the simulator); everything else here — what is
+scheduled, the commit in flight, the pause and retry delay, the stop, the crash-only recovery — is the one
+batch loop both run.
+
 Errors (crash-only; the tree is drawn in ``core/errors.py``):
 
 * the store fails (a statement or the COMMIT: disk full, I/O error, busy): the batch is rolled back and
@@ -28,35 +33,35 @@ Errors (crash-only; the tree is drawn in ``core/errors.py``):
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import queue
 import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Action, Reply, StoreFailed, Unavailable
 from unbroken.core.journal import Failure
-from unbroken.core.model import Schemas
 from unbroken.core.records import Record
+from unbroken.core.schema import Schemas
 from unbroken.core.state_machine import apply
 from unbroken.core.storage import Store, Transaction
-from unbroken.runtime import faults
 from unbroken.runtime.clock import Clock
+from unbroken.runtime.committer import Batch, Committer, ThreadCommitter
+from unbroken.runtime.faults import FaultPoints, InjectedFault
 
 log = logging.getLogger("unbroken.processor")
 
-# A batch this small is committed on the loop itself: nothing else is queued, so the fsync holds up little,
-# and it saves the two thread hand-offs (W1 at one connection: p50 0.90 -> 0.77 ms; no change at 16).
-INLINE_COMMIT_RECORDS = 1
 # Records that never wait behind one the store keeps refusing (they are small and unblock the operator).
 CONTROL_RECORDS = (
-    r.KillInvocation, r.CancelInvocation, r.PauseInvocation, r.ResumeInvocation, r.PurgeInvocation, r.PurgeJournal,
-)  # fmt: skip
+    r.KillInvocation,
+    r.CancelInvocation,
+    r.PauseInvocation,
+    r.ResumeInvocation,
+    r.PurgeInvocation,
+    r.PurgeJournal,
+)
 # What a running attempt sends: when the store keeps refusing one, its invocation is failed.
 ATTEMPT_RECORDS = (r.JournalCommand, r.ProposeRunCompletion)
 # sqlite3 errors that are the record's or the code's fault, not the store's: a constraint, a misuse.
@@ -66,8 +71,9 @@ _NOT_STORE_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.I
 class StorageFailed(Exception):
     """The store failed (a statement or the COMMIT: I/O error, disk full, busy); the transaction rolled back.
 
-    The records are not lost: ``rest`` must be applied again (after a pause), in order. ``actions`` are
-    those of records that did commit before the failure (none in this processor; kept for the simulator).
+    A store may raise it for a failure that is not an ``OSError``/``sqlite3`` error (the batch loop treats it
+    as one, ``is_store_error``). The records are not lost: ``rest`` must be applied again (after a pause), in
+    order; ``actions`` are those of records that did commit before the failure.
     """
 
     def __init__(self, actions: list[Action], rest: list[Record]) -> None:
@@ -111,28 +117,24 @@ def _payload_bytes(record: Record) -> int:
     return total
 
 
-def _failed_reply(request_id: int, outcome: type[StoreFailed | Unavailable], code: int, message: str) -> Reply:
+def _failed_reply(
+    request_id: int, outcome: type[StoreFailed | Unavailable], code: int, message: str
+) -> Reply:
     """A request refused without being applied: the HTTP status and message in the outcome's failure."""
     return Reply(request_id, outcome(Failure(code, message)))
 
 
-@dataclass(slots=True)
-class _Commit:
-    """A batch applied on the loop, for the writer thread to commit (``transaction`` is the open one)."""
-
-    transaction: Transaction
-    batch: list[Record]
-    actions: list[Action]
-
-
 class Processor:
-    """Applies records on the event loop, commits them on the writer thread, hands actions back in order.
+    """The batch loop: applies records on the event loop, hands each batch to its committer, acts in order.
+
+    The same class runs in production (``ThreadCommitter``: the writer thread) and in the simulator (a
+    virtual-time committer): only where and when a batch's COMMIT happens differs.
 
     ``submit`` may be called from any thread (records from other threads are passed to the loop first).
-    ``stop`` must be called from another thread than the loop's, while the loop runs (``asyncio.to_thread``).
+    ``aclose`` (on the loop) or ``stop`` (from another thread) drains what is queued, then stops.
     ``on_violation(message)`` is called on the loop after an invariant violation rolled a batch back: the
-    engine drops its memory and recovers from storage; ``on_store_failing()`` when commits start failing. ``store_error`` and ``halted`` say why
-    the processor cannot take new work (both None when healthy).
+    engine drops its memory and recovers from storage; ``on_store_failing()`` when commits start failing.
+    ``store_error`` and ``halted`` say why the processor cannot take new work (both None when healthy).
     """
 
     def __init__(
@@ -142,18 +144,21 @@ class Processor:
         clock: Clock,
         loop: asyncio.AbstractEventLoop,
         on_actions: Callable[[list[Action]], None],
+        committer: Committer | None = None,
+        faults: FaultPoints | None = None,
     ) -> None:
         self._store = store
         self._schemas = schemas
         self._clock = clock
         self._loop = loop
         self._on_actions = on_actions
+        self._faults = faults if faults is not None else FaultPoints()
+        self._committer = committer if committer is not None else ThreadCommitter(loop, self._faults)
         self.on_violation: Callable[[str], None] = lambda message: None
         self.on_store_failing: Callable[[], None] = lambda: None
         self._queue: deque[Record] = deque()
-        self._commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()
         self._scheduled = False  # a _drain callback is pending on the loop
-        self._committing = False  # a batch is with the writer thread
+        self._committing = False  # a batch is with the committer
         self._paused = False  # the store failed: waiting before the batch is applied again
         self._retry_delay = limits.store_retry_delay_min_s
         self._failures: dict[int, int] = {}  # id(record) -> commits of it alone the store refused
@@ -162,17 +167,16 @@ class Processor:
         self._suspects = 0  # records of a batch that broke an invariant: applied one per transaction
         self.store_error: str | None = None  # the last store failure, until a commit succeeds
         self.halted: str | None = None  # the same invariant broke twice: stopped for good
-        self._idle = threading.Event()
+        self._idle: asyncio.Future[None] | None = None  # set while stopping: resolved once drained
         self._loop_thread = 0
         self._running = True
-        self._thread = threading.Thread(target=self._write, name="unbroken-processor", daemon=True)
         self.batches = 0
         self.records = 0
 
     def start(self) -> None:
-        """Start the writer thread; called on the loop's thread."""
+        """Start the committer; called on the loop's thread."""
         self._loop_thread = threading.get_ident()
-        self._thread.start()
+        self._committer.start(self)
 
     def submit(self, record: Record) -> None:
         """Append a record. It is applied in a later batch, in submission order."""
@@ -190,16 +194,31 @@ class Processor:
         if any(getattr(record, "request_id", 0) == request_id for record in self._queue):
             self._withdrawn.add(request_id)
 
+    async def aclose(self) -> None:
+        """Graceful stop, on the loop: what is queued is applied and committed, then the committer stops."""
+        if self._running:
+            self._idle = self._loop.create_future()
+            self._check_idle()
+            wait_s = limits.processor_stop_timeout_s
+            try:
+                await asyncio.wait_for(asyncio.shield(self._idle), wait_s)
+            except TimeoutError:
+                log.error("stop: %d records still queued after %.0fs", len(self._queue), wait_s)
+            self._running = False
+        await self._committer.stop()
+
     def stop(self) -> None:
-        """Graceful stop: what is queued is applied and committed, then the writer thread exits."""
+        """Graceful stop from another thread than the loop's, while the loop runs (``asyncio.to_thread``)."""
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("Processor.stop() would wait on its own loop: call it from another thread")
-        self._idle.clear()
-        self._loop.call_soon_threadsafe(self._stop_when_idle)
-        self._idle.wait(timeout=limits.processor_stop_timeout_s)
+        asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result(
+            timeout=2 * limits.processor_stop_timeout_s + 1
+        )
+
+    def drop(self) -> None:
+        """The process died (the simulator's crash): nothing queued is applied, nothing more is acted on."""
         self._running = False
-        self._commits.put(None)
-        self._thread.join(timeout=limits.processor_stop_timeout_s)
+        self._queue.clear()
 
     # ---------------------------------------------------------------------------------- the loop's side
     def _schedule(self) -> None:
@@ -207,17 +226,28 @@ class Processor:
             if self.halted is None:
                 self._scheduled = True
                 self._loop.call_soon(self._drain)  # after the callbacks ready now: they may add to the batch
+                return
+        self._check_idle()
 
-    def _stop_when_idle(self) -> None:
-        if self.halted is not None or not self._queue and not self._committing and not self._paused:
-            self._running = False
-            self._idle.set()
-        else:
-            self._loop.call_later(0.001, self._stop_when_idle)
+    def _check_idle(self) -> None:
+        idle = self._idle
+        if idle is None or idle.done():
+            return
+        if self.halted is not None or not (
+            self._queue or self._committing or self._paused or self._scheduled
+        ):
+            idle.set_result(None)
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self._committing or self._paused or self.halted is not None or not self._queue:
+        if (
+            self._committing
+            or self._paused
+            or self.halted is not None
+            or not self._queue
+            or not self._running
+        ):
+            self._check_idle()
             return
         batch = self._take()
         if not batch:  # only withdrawn records were left
@@ -246,11 +276,10 @@ class Processor:
             self._apply_failed(batch, exc)
             return
         self._committing = True
-        commit = _Commit(txn, batch, actions)
-        if len(batch) <= INLINE_COMMIT_RECORDS:
-            self._commit(commit)()  # on the loop itself: nothing else is queued
-        else:
-            self._commits.put(commit)
+        self._committer.commit(Batch(txn, batch, actions))
+
+    def _batch_records_max(self) -> int:
+        return limits.batch_records_max
 
     def _take(self) -> list[Record]:
         """The next batch. While the store fails: one record, a queued control record first."""
@@ -265,7 +294,7 @@ class Processor:
                         del queue_[i]
                         return [record]
             return self._skip_withdrawn([queue_.popleft()])
-        batch = [queue_.popleft() for _ in range(min(len(queue_), limits.batch_records_max))]
+        batch = [queue_.popleft() for _ in range(min(len(queue_), self._batch_records_max()))]
         return self._skip_withdrawn(batch) if self._withdrawn else batch
 
     def _skip_withdrawn(self, batch: list[Record]) -> list[Record]:
@@ -286,19 +315,21 @@ class Processor:
         for i, record in enumerate(batch):
             actions.extend(apply(txn, record, now, schemas))
             if i == 0 and len(batch) > 1:
-                faults.point("processor.mid_batch")  # one record applied, the others not yet
-        faults.point("processor.before_commit")
+                self._faults.point("processor.mid_batch")  # one record applied, the others not yet
+        self._faults.point("processor.before_commit")
         return actions
 
     def _apply_failed(self, batch: list[Record], exc: BaseException) -> None:
-        if isinstance(exc, faults.InjectedFault) or not isinstance(exc, Exception):
+        if isinstance(exc, InjectedFault) or not isinstance(exc, Exception):
             raise exc
         if is_store_error(exc):
             self._store_failed(batch, exc)  # a statement failed: exactly like a failed COMMIT
         else:
             self._violated(batch, exc)
 
-    def _committed(self, actions: list[Action]) -> None:
+    def committed(self, batch: Batch) -> None:
+        """The committer committed ``batch``: act on it (on the loop, in commit order)."""
+        actions = batch.actions
         self._committing = False
         self._retry_delay = limits.store_retry_delay_min_s
         self._failures.clear()
@@ -307,9 +338,10 @@ class Processor:
             self.store_error = None
         self._act(actions)
 
-    def _commit_failed(self, batch: list[Record], exc: BaseException) -> None:
+    def commit_failed(self, batch: Batch, exc: BaseException) -> None:
+        """The store refused ``batch``'s COMMIT (and rolled it back): nothing of it happened."""
         self._committing = False
-        self._store_failed(batch, exc)
+        self._store_failed(batch.records, exc)
 
     def _act(self, actions: list[Action]) -> None:
         if actions:
@@ -329,9 +361,13 @@ class Processor:
             if failures >= limits.record_store_attempts_max and self._give_up(record, exc, failures):
                 batch = []
         log.error(
-            "storage failed; retrying %d records in %.2fs (%s): %s", len(batch), self._retry_delay, exc,
+            "storage failed; retrying %d records in %.2fs (%s): %s",
+            len(batch),
+            self._retry_delay,
+            exc,
             ", ".join(describe(record) for record in batch[:3]),
-        )  # fmt: skip
+            exc_info=exc,
+        )
         self._queue.extendleft(reversed(batch))
         self._paused = True
         self._loop.call_later(self._retry_delay, self._resume)
@@ -364,17 +400,22 @@ class Processor:
         """An invariant broke (or apply raised a bug): recover from storage, or stop if it broke before."""
         message = f"{type(exc).__name__}: {exc}"
         records = ", ".join(describe(record) for record in batch[:3]) + (", ..." if len(batch) > 3 else "")
-        log.critical("invariant violated applying %d records (%s): %s", len(batch), records, message, exc_info=exc)
+        log.critical(
+            "invariant violated applying %d records (%s): %s", len(batch), records, message, exc_info=exc
+        )
         again = message in self._violations
         self._violations.add(message)
         # what a caller waits on stays queued (never acknowledged); the rest comes back from storage
         waiting = [record for record in batch if getattr(record, "request_id", 0)]
         self._queue.extendleft(reversed(waiting))
         if again or len(self._violations) > limits.invariant_recoveries_max:
-            self.halted = f"stopped: an invariant broke again ({message}); fix the cause and restart the server"
+            self.halted = (
+                f"stopped: an invariant broke again ({message}); fix the cause and restart the server"
+            )
             log.critical("partition %s", self.halted)
             self._answer_queued(self.halted)
             self.on_violation(self.halted)
+            self._check_idle()
             return
         self._queue = deque(record for record in self._queue if getattr(record, "request_id", 0))
         self._suspects = len(waiting)
@@ -395,39 +436,3 @@ class Processor:
     def _resume(self) -> None:
         self._paused = False
         self._schedule()
-
-    # ------------------------------------------------------------------------------ the writer's side
-    def _write(self) -> None:
-        while True:
-            commit = self._commits.get()
-            if commit is None:
-                return
-            self._loop.call_soon_threadsafe(self._commit(commit))
-
-    def _commit(self, commit: _Commit) -> Callable[[], None]:
-        """COMMIT (the fsync, without the GIL) on the calling thread; returns what the loop does next."""
-        try:
-            commit.transaction.commit()
-        except Exception as exc:  # busy, I/O error, disk full: the store rolled back
-            return functools.partial(self._commit_failed, commit.batch, exc)
-        faults.point("processor.after_commit")
-        return functools.partial(self._committed, commit.actions)
-
-    # --------------------------------------------------------- a whole batch in the calling thread
-    def _apply_batch(self, batch: list[Record]) -> list[Action]:
-        """Apply and commit ``batch`` here and now (the simulator's processor drives this).
-
-        A store error (a statement or the commit) raises :class:`StorageFailed` with the whole batch to
-        apply again; anything else (an invariant violation, a bug) propagates: nothing is dropped.
-        """
-        now = self._clock.now_ms()
-        schemas = self._schemas()
-        try:
-            with self._store.transaction() as txn:
-                actions = self._apply_all(txn, batch, now, schemas)
-        except Exception as exc:
-            if is_store_error(exc) and not isinstance(exc, faults.InjectedFault):
-                raise StorageFailed([], batch) from exc
-            raise
-        faults.point("processor.after_commit")
-        return actions

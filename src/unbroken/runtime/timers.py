@@ -20,8 +20,8 @@ from collections.abc import Callable
 from unbroken.core import limits
 from unbroken.core.records import Record, TimerFired
 from unbroken.core.storage import Timer
-from unbroken.runtime import faults
 from unbroken.runtime.clock import Clock
+from unbroken.runtime.faults import FaultPoints
 
 TimerKey = tuple[int, int]  # (fire_at_ms, timer_id): the order timers fire in
 # Reads up to ``limit`` stored timers whose key is past ``after`` (all from the start if None), in key order.
@@ -30,9 +30,13 @@ TimerScan = Callable[[TimerKey | None, int], list[Timer]]
 
 class TimerService:
     def __init__(
-        self, clock: Clock, submit: Callable[[Record], None], scan: TimerScan | None = None,
+        self,
+        clock: Clock,
+        submit: Callable[[Record], None],
+        scan: TimerScan | None = None,
         window_max: int | None = None,
-    ) -> None:  # fmt: skip
+        faults: FaultPoints | None = None,
+    ) -> None:
         self._clock = clock
         self._submit = submit
         self._scan = scan
@@ -44,6 +48,7 @@ class TimerService:
         self._handle_at = 0
         self._loop = asyncio.get_running_loop()
         self._stopped = False
+        self._faults = faults if faults is not None else FaultPoints()
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -104,7 +109,7 @@ class TimerService:
         now = self._clock.now_ms()
         while self._heap and self._heap[0][0] <= now:
             _, timer_id = heapq.heappop(self._heap)
-            faults.point("timer.before_fire")  # due, but its TimerFired record is not submitted yet
+            self._faults.point("timer.before_fire")  # due, but its TimerFired record is not submitted yet
             self._submit(TimerFired(timer_id))
         if not self._heap and self._horizon is not None and not self._stopped:
             self.load()  # schedules

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from unbroken.core.model import HandlerSchema, OnMaxAttempts, RetryPolicy, Schemas, ServiceSchema
+from unbroken.core.schema import HandlerSchema, OnMaxAttempts, RetryPolicy, Schemas, ServiceSchema
 from unbroken.sdk.serde import BytesSerde, json_schema_for
 from unbroken.sdk.serde.input_check import input_validator
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
@@ -27,18 +27,25 @@ class App:
             names.add(svc.name)
             self.services.append(svc)
         self.options = options
-        self._node: Any = None  # the embedded engine when an ASGI server runs this App (sdk/asgi.py)
+        self._node: Any = None  # the embedded engine when an ASGI server runs this App (unbroken/embedded.py)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """ASGI: ``hypercorn.asyncio.serve(app, conf)`` or ``uvicorn module:app`` run the engine and ingress."""
         if self._node is None:
-            from unbroken.sdk.asgi import EmbeddedNode
+            from unbroken.sdk.asgi import embedded_node
 
-            self._node = EmbeddedNode(self)
+            self._node = embedded_node(self)
         await self._node(scope, receive, send)
 
-    def schemas(self, defaults: RetryPolicy, inactivity_timeout_ms: int, abort_timeout_ms: int,
-                idempotency_retention_ms: int, workflow_retention_ms: int, journal_retention_ms: int) -> Schemas:  # fmt: skip
+    def schemas(
+        self,
+        defaults: RetryPolicy,
+        inactivity_timeout_ms: int,
+        abort_timeout_ms: int,
+        idempotency_retention_ms: int,
+        workflow_retention_ms: int,
+        journal_retention_ms: int,
+    ) -> Schemas:
         out: dict[str, ServiceSchema] = {}
         for svc in self.services:
             o = svc.options
@@ -47,11 +54,15 @@ class App:
                     name=name,
                     kind=h.kind,
                     public=not bool(h.options.ingress_private),
-                    retry_policy=_policy(h.options.invocation_retry_policy, defaults) if h.options.invocation_retry_policy else None,
+                    retry_policy=_policy(h.options.invocation_retry_policy, defaults)
+                    if h.options.invocation_retry_policy
+                    else None,
                     inactivity_timeout_ms=_ms(h.options.inactivity_timeout),
                     abort_timeout_ms=_ms(h.options.abort_timeout),
                     input_schema=LazyJsonSchema(h.input_type) if h.takes_input else None,
-                    input_validator=input_validator(f"{svc.name}/{name}", h.input_type, h.input_serde) if h.takes_input else None,
+                    input_validator=input_validator(f"{svc.name}/{name}", h.input_type, h.input_serde)
+                    if h.takes_input
+                    else None,
                     output_schema=LazyJsonSchema(h.output_type),
                     accept=h.accept,
                     content_type=h.content_type,
@@ -121,12 +132,18 @@ def _policy(p: InvocationRetryPolicy | None, defaults: RetryPolicy) -> RetryPoli
     )
 
 
-def app(services: Sequence[_ServiceBase], protocol: str | None = None, identity_keys: Any = None,
-        journal_value_codec: Any = None) -> App:  # fmt: skip
+def app(
+    services: Sequence[_ServiceBase],
+    protocol: str | None = None,
+    identity_keys: Any = None,
+    journal_value_codec: Any = None,
+) -> App:
     """Bundle services into an app (same signature as restate-sdk's ``restate.app``)."""
     if journal_value_codec is not None:
         # Refused rather than ignored: a codec is usually encryption, and values would be stored in clear.
-        raise ValueError("journal_value_codec is not supported by Unbroken yet: journal values would be stored unencoded")
+        raise ValueError(
+            "journal_value_codec is not supported by Unbroken yet: journal values would be stored unencoded"
+        )
     return App(services, protocol=protocol, identity_keys=identity_keys)
 
 

@@ -1,92 +1,33 @@
 """``unbroken.app([...])`` as an ASGI application: ``hypercorn.asyncio.serve(app, conf)``, ``uvicorn mod:app``.
 
 restate-sdk's app is an ASGI endpoint that a Restate server drives over its service protocol. Until
-Unbroken speaks that protocol, the App served by any ASGI server is a whole Unbroken node instead: the
-lifespan starts the embedded engine (configuration as ``unbroken serve`` reads it: defaults, the
-``UNBROKEN_CONFIG`` file, ``UNBROKEN_…``/``RESTATE_…`` environment; data in ``./.unbroken`` by default)
-and the app answers the ingress routes (``/Service/handler``, ``/restate/...``). The admin API is
-``unbroken serve``'s; this mode has none.
+Unbroken speaks that protocol, the App served by any ASGI server is a whole Unbroken node instead
+(``unbroken/embedded.py``). The SDK does not build it: the composition root installs the factory here
+(``unbroken/__init__.py``), so nothing in ``sdk/`` imports the engine, the ingress or the store.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from unbroken.ingress.app import IngressApp
-    from unbroken.runtime.engine import Engine
-    from unbroken.sdk.app import App
-    from unbroken.storage.sqlite import SqliteStore
+from typing import Any
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-log = logging.getLogger("unbroken")
+_node_factory: Callable[[Any], AsgiApp] | None = None
 
 
-class EmbeddedNode:
-    """The engine one App runs under an ASGI server: started by the lifespan (or the first request)."""
+def install_node_factory(factory: Callable[[Any], AsgiApp]) -> None:
+    """Called once by the composition root: how an App served over ASGI builds its node."""
+    global _node_factory
+    _node_factory = factory
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.engine: Engine | None = None
-        self.store: SqliteStore | None = None
-        self.ingress: IngressApp | None = None
-        self._lock = asyncio.Lock()
 
-    async def start(self) -> IngressApp:
-        async with self._lock:
-            if self.ingress is None:
-                # imported here: ``import unbroken`` must not pay for the engine
-                from unbroken.config import load_config
-                from unbroken.ingress.app import IngressApp
-                from unbroken.runtime.server import build_engine
-
-                config = load_config()
-                self.engine, self.store = build_engine(self.app, config)
-                self.engine.start()
-                self.ingress = IngressApp(
-                    self.engine, config.request_size_limit_bytes, token=config.ingress_token
-                )
-                log.info("unbroken engine started under an ASGI server: %d services, data %s",
-                         len(self.engine.schemas.services), config.data_dir)  # fmt: skip
-            return self.ingress
-
-    async def stop(self) -> None:
-        async with self._lock:
-            if self.engine is not None:
-                await self.engine.stop()
-            if self.store is not None:
-                self.store.close()
-            self.engine = self.store = self.ingress = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        ingress = self.ingress or await self.start()
-        await ingress(scope, receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.start()
-                except Exception as exc:  # the server reports it and exits: nothing was started
-                    log.exception("unbroken could not start")
-                    await send(
-                        {"type": "lifespan.startup.failed", "message": f"unbroken could not start: {exc}"}
-                    )
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+def embedded_node(app: Any) -> AsgiApp:
+    if _node_factory is None:
+        raise RuntimeError(
+            "no node factory installed: import unbroken (the package) to serve an App over ASGI"
+        )
+    return _node_factory(app)

@@ -34,8 +34,9 @@ def _refuse_codec(journal_value_codec: Any) -> None:
 class Client(RestateClient):
     """An ingress client over one ``httpx.AsyncClient``."""
 
-    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str] | None = None,
-                 journal_codec: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self, client: httpx.AsyncClient, headers: dict[str, str] | None = None, journal_codec: Any = None
+    ) -> None:
         _refuse_codec(journal_codec)
         self.client = client
         self.headers = dict(headers or {})
@@ -43,9 +44,18 @@ class Client(RestateClient):
     def scope(self, scope: str) -> RestateScopedClient:
         return ScopedClient(self, scope)
 
-    async def _post(self, service: str, handler: str, key: str | None, body: bytes, send: bool,
-                   send_delay: timedelta | None, idempotency_key: str | None,
-                   headers: dict[str, str] | None, content_type: str | None) -> bytes:  # fmt: skip
+    async def _post(
+        self,
+        service: str,
+        handler: str,
+        key: str | None,
+        body: bytes,
+        send: bool,
+        send_delay: timedelta | None,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+        content_type: str | None,
+    ) -> bytes:
         path = "/" + quote(service, safe="") + ("/" + quote(key, safe="") if key is not None else "")
         path += "/" + quote(handler, safe="") + ("/send" if send else "")
         if send and send_delay is not None:
@@ -60,8 +70,16 @@ class Client(RestateClient):
             raise HttpError(res.status_code, res.reason_phrase, res.text)
         return res.content
 
-    async def _typed(self, tpe: Any, key: str | None, arg: Any, send: bool, delay: timedelta | None,
-                     idem: str | None, headers: dict[str, str] | None) -> Any:  # fmt: skip
+    async def _typed(
+        self,
+        tpe: Any,
+        key: str | None,
+        arg: Any,
+        send: bool,
+        delay: timedelta | None,
+        idem: str | None,
+        headers: dict[str, str] | None,
+    ) -> Any:
         h = handler_of(tpe)
         body = h.input_serde.serialize(arg) if h.takes_input else b""
         out = await self._post(h.service, h.name, key, body, send, delay, idem, headers, h.accept)
@@ -69,36 +87,74 @@ class Client(RestateClient):
             return _send_handle(out)
         return h.output_serde.deserialize(out)
 
-    async def service_call(self, tpe: Any, arg: Any, idempotency_key: str | None = None,
-                           headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    async def service_call(
+        self, tpe: Any, arg: Any, idempotency_key: str | None = None, headers: dict[str, str] | None = None
+    ) -> Any:
         return await self._typed(tpe, None, arg, False, None, idempotency_key, headers)
 
-    async def service_send(self, tpe: Any, arg: Any, send_delay: timedelta | None = None,
-                           idempotency_key: str | None = None,
-                           headers: dict[str, str] | None = None) -> RestateClientSendHandle:  # fmt: skip
+    async def service_send(
+        self,
+        tpe: Any,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle:
         return await self._typed(tpe, None, arg, True, send_delay, idempotency_key, headers)  # type: ignore[no-any-return]
 
-    async def object_call(self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None,
-                          headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    async def object_call(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         return await self._typed(tpe, key, arg, False, None, idempotency_key, headers)
 
-    async def object_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                          idempotency_key: str | None = None,
-                          headers: dict[str, str] | None = None) -> RestateClientSendHandle:  # fmt: skip
+    async def object_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle:
         return await self._typed(tpe, key, arg, True, send_delay, idempotency_key, headers)  # type: ignore[no-any-return]
 
-    async def workflow_call(self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None,
-                            headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    async def workflow_call(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         return await self._typed(tpe, key, arg, False, None, idempotency_key, headers)
 
-    async def workflow_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                            idempotency_key: str | None = None,
-                            headers: dict[str, str] | None = None) -> RestateClientSendHandle:  # fmt: skip
+    async def workflow_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle:
         return await self._typed(tpe, key, arg, True, send_delay, idempotency_key, headers)  # type: ignore[no-any-return]
 
-    async def generic_call(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                           idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-                           scope: str | None = None, limit_key: str | None = None) -> bytes:  # fmt: skip
+    async def generic_call(
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> bytes:
         if scope is not None or limit_key is not None:
             raise _unsupported(f"generic_call({service}/{handler}, scope=, limit_key=)")
         body = BytesSerde().serialize(arg)
@@ -106,10 +162,18 @@ class Client(RestateClient):
             service, handler, key, body, False, None, idempotency_key, headers, "application/json"
         )
 
-    async def generic_send(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                           send_delay: timedelta | None = None, idempotency_key: str | None = None,
-                           headers: dict[str, str] | None = None, scope: str | None = None,
-                           limit_key: str | None = None) -> RestateClientSendHandle:  # fmt: skip
+    async def generic_send(
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> RestateClientSendHandle:
         if scope is not None or limit_key is not None:
             raise _unsupported(f"generic_send({service}/{handler}, scope=, limit_key=)")
         out = await self._post(
@@ -138,37 +202,78 @@ class ScopedClient(RestateScopedClient):
     def _fail(self, method: str) -> HttpError:
         return _unsupported(f"client.scope({self.scope_key!r}).{method}")
 
-    async def service_call(self, tpe: Any, arg: Any, limit_key: str | None = None,
-                           idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    async def service_call(
+        self,
+        tpe: Any,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         raise self._fail("service_call")
 
-    async def service_send(self, tpe: Any, arg: Any, send_delay: timedelta | None = None,
-                           limit_key: str | None = None, idempotency_key: str | None = None,
-                           headers: dict[str, str] | None = None) -> RestateClientSendHandle:  # fmt: skip
+    async def service_send(
+        self,
+        tpe: Any,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle:
         raise self._fail("service_send")
 
-    async def object_call(self, tpe: Any, key: str, arg: Any, limit_key: str | None = None,
-                          idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    async def object_call(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         raise self._fail("object_call")
 
-    async def object_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                          limit_key: str | None = None, idempotency_key: str | None = None,
-                          headers: dict[str, str] | None = None) -> RestateClientSendHandle:  # fmt: skip
+    async def object_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle:
         raise self._fail("object_send")
 
-    async def workflow_call(self, tpe: Any, key: str, arg: Any, limit_key: str | None = None,
-                            idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    async def workflow_call(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         raise self._fail("workflow_call")
 
-    async def workflow_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                            limit_key: str | None = None, idempotency_key: str | None = None,
-                            headers: dict[str, str] | None = None) -> RestateClientSendHandle:  # fmt: skip
+    async def workflow_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle:
         raise self._fail("workflow_send")
 
 
 @asynccontextmanager
-async def create_client(ingress: str, headers: dict[str, str] | None = None,
-                        journal_value_codec: Any = None) -> AsyncIterator[RestateClient]:  # fmt: skip
+async def create_client(
+    ingress: str, headers: dict[str, str] | None = None, journal_value_codec: Any = None
+) -> AsyncIterator[RestateClient]:
     """``async with create_client("http://localhost:8080") as client: await client.service_call(greet, "Ada")``."""
     _refuse_codec(journal_value_codec)
     import httpx

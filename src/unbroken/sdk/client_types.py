@@ -32,33 +32,71 @@ class RestateScopedClient(abc.ABC):
     """Calls within a scope (Restate's flow control, not supported by Unbroken yet: every call fails)."""
 
     @abc.abstractmethod
-    async def service_call(self, tpe: Callable[..., Awaitable[O]], arg: Any, limit_key: str | None = None,
-                           idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> O: ...  # fmt: skip
+    async def service_call(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> O: ...
 
     @abc.abstractmethod
-    async def service_send(self, tpe: Callable[..., Awaitable[O]], arg: Any, send_delay: timedelta | None = None,
-                           limit_key: str | None = None, idempotency_key: str | None = None,
-                           headers: dict[str, str] | None = None) -> RestateClientSendHandle: ...  # fmt: skip
+    async def service_send(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle: ...
 
     @abc.abstractmethod
-    async def object_call(self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, limit_key: str | None = None,
-                          idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> O: ...  # fmt: skip
+    async def object_call(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> O: ...
 
     @abc.abstractmethod
-    async def object_send(self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any,
-                          send_delay: timedelta | None = None, limit_key: str | None = None,
-                          idempotency_key: str | None = None,
-                          headers: dict[str, str] | None = None) -> RestateClientSendHandle: ...  # fmt: skip
+    async def object_send(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle: ...
 
     @abc.abstractmethod
-    async def workflow_call(self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, limit_key: str | None = None,
-                            idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> O: ...  # fmt: skip
+    async def workflow_call(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> O: ...
 
     @abc.abstractmethod
-    async def workflow_send(self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any,
-                            send_delay: timedelta | None = None, limit_key: str | None = None,
-                            idempotency_key: str | None = None,
-                            headers: dict[str, str] | None = None) -> RestateClientSendHandle: ...  # fmt: skip
+    async def workflow_send(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle: ...
 
 
 class RestateClient(abc.ABC):
@@ -68,39 +106,89 @@ class RestateClient(abc.ABC):
     def scope(self, scope: str) -> RestateScopedClient: ...
 
     @abc.abstractmethod
-    async def service_call(self, tpe: Callable[..., Awaitable[O]], arg: Any, idempotency_key: str | None = None,
-                           headers: dict[str, str] | None = None) -> O: ...  # fmt: skip
+    async def service_call(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        arg: Any,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> O: ...
 
     @abc.abstractmethod
-    async def service_send(self, tpe: Callable[..., Awaitable[O]], arg: Any, send_delay: timedelta | None = None,
-                           idempotency_key: str | None = None,
-                           headers: dict[str, str] | None = None) -> RestateClientSendHandle: ...  # fmt: skip
+    async def service_send(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle: ...
 
     @abc.abstractmethod
-    async def object_call(self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any,
-                          idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> O: ...  # fmt: skip
+    async def object_call(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> O: ...
 
     @abc.abstractmethod
-    async def object_send(self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any,
-                          send_delay: timedelta | None = None, idempotency_key: str | None = None,
-                          headers: dict[str, str] | None = None) -> RestateClientSendHandle: ...  # fmt: skip
+    async def object_send(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle: ...
 
     @abc.abstractmethod
-    async def workflow_call(self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any,
-                            idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> O: ...  # fmt: skip
+    async def workflow_call(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> O: ...
 
     @abc.abstractmethod
-    async def workflow_send(self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any,
-                            send_delay: timedelta | None = None, idempotency_key: str | None = None,
-                            headers: dict[str, str] | None = None) -> RestateClientSendHandle: ...  # fmt: skip
+    async def workflow_send(
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateClientSendHandle: ...
 
     @abc.abstractmethod
-    async def generic_call(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                           idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-                           scope: str | None = None, limit_key: str | None = None) -> bytes: ...  # fmt: skip
+    async def generic_call(
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> bytes: ...
 
     @abc.abstractmethod
-    async def generic_send(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                           send_delay: timedelta | None = None, idempotency_key: str | None = None,
-                           headers: dict[str, str] | None = None, scope: str | None = None,
-                           limit_key: str | None = None) -> RestateClientSendHandle: ...  # fmt: skip
+    async def generic_send(
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> RestateClientSendHandle: ...

@@ -22,8 +22,12 @@ def _seq(f: RestateDurableFuture[Any]) -> int:
 
 async def as_completed(*futures: RestateDurableFuture[Any]) -> AsyncIterator[RestateDurableFuture[Any]]:
     """Yield the futures as they complete (await each to get its value or its error)."""
-    tasks: dict[asyncio.Future[Any], RestateDurableFuture[Any]] = {asyncio.ensure_future(_resolve(f)): f for f in futures}
-    position = {task: i for i, task in enumerate(tasks)}  # ties and cancels in argument order, never set order
+    tasks: dict[asyncio.Future[Any], RestateDurableFuture[Any]] = {
+        asyncio.ensure_future(_resolve(f)): f for f in futures
+    }
+    position = {
+        task: i for i, task in enumerate(tasks)
+    }  # ties and cancels in argument order, never set order
     pending: set[asyncio.Future[Any]] = set(tasks)
     try:
         while pending:

@@ -94,15 +94,20 @@ class KeyValueStore(abc.ABC):
 
     @abc.abstractmethod
     def get(
-        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
+        self,
+        name: str,
+        serde: Serde[T] = DefaultSerde(),
+        type_hint: type[T] | None = None,
         entry_name: str | None = None,
-    ) -> Awaitable[Any]: ...  # fmt: skip
+    ) -> Awaitable[Any]: ...
 
     @abc.abstractmethod
     def state_keys(self, entry_name: str | None = None) -> Awaitable[list[str]]: ...
 
     @abc.abstractmethod
-    def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None) -> None: ...
+    def set(
+        self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
     def clear(self, name: str, entry_name: str | None = None) -> None: ...
@@ -119,39 +124,70 @@ class ScopedContext(abc.ABC):
 
     @abc.abstractmethod
     def service_call(
-        self, tpe: Callable[..., Awaitable[O]], arg: Any, limit_key: str | None = None,
-        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateDurableCallFuture[O]: ...
 
     @abc.abstractmethod
     def service_send(
-        self, tpe: Callable[..., Awaitable[O]], arg: Any, send_delay: timedelta | None = None,
-        limit_key: str | None = None, idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> SendHandle: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...
 
     @abc.abstractmethod
     def object_call(
-        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, limit_key: str | None = None,
-        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateDurableCallFuture[O]: ...
 
     @abc.abstractmethod
     def object_send(
-        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, send_delay: timedelta | None = None,
-        limit_key: str | None = None, idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> SendHandle: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...
 
     @abc.abstractmethod
     def workflow_call(
-        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, limit_key: str | None = None,
-        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestateDurableCallFuture[O]: ...
 
     @abc.abstractmethod
     def workflow_send(
-        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, send_delay: timedelta | None = None,
-        limit_key: str | None = None, idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> SendHandle: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...
 
 
 class Context(abc.ABC):
@@ -169,10 +205,14 @@ class Context(abc.ABC):
     ) -> RestateDurableFuture[T]: ...
 
     @abc.abstractmethod
-    def resolve_signal(self, invocation_id: str, name: str, value: I, serde: Serde[I] = DefaultSerde()) -> None: ...
+    def resolve_signal(
+        self, invocation_id: str, name: str, value: I, serde: Serde[I] = DefaultSerde()
+    ) -> None: ...
 
     @abc.abstractmethod
-    def reject_signal(self, invocation_id: str, name: str, failure_message: str, failure_code: int = 500) -> None: ...
+    def reject_signal(
+        self, invocation_id: str, name: str, failure_message: str, failure_code: int = 500
+    ) -> None: ...
 
     @abc.abstractmethod
     def random(self) -> Random: ...
@@ -197,7 +237,13 @@ class Context(abc.ABC):
 
     @abc.abstractmethod
     def run_typed(
-        self, name: str, action: RunAction[T], options: RunOptions[T] = RunOptions(), /, *args: Any, **kwargs: Any
+        self,
+        name: str,
+        action: RunAction[T],
+        options: RunOptions[T] = RunOptions(),
+        /,
+        *args: Any,
+        **kwargs: Any,
     ) -> RestateDurableFuture[T]: ...
 
     @abc.abstractmethod
@@ -205,53 +251,91 @@ class Context(abc.ABC):
 
     @abc.abstractmethod
     def service_call(
-        self, tpe: Callable[..., Awaitable[O]], arg: Any, idempotency_key: str | None = None,
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        arg: Any,
+        idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+    ) -> RestateDurableCallFuture[O]: ...
 
     @abc.abstractmethod
     def service_send(
-        self, tpe: Callable[..., Awaitable[O]], arg: Any, send_delay: timedelta | None = None,
-        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> SendHandle: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...
 
     @abc.abstractmethod
     def object_call(
-        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, idempotency_key: str | None = None,
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+    ) -> RestateDurableCallFuture[O]: ...
 
     @abc.abstractmethod
     def object_send(
-        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, send_delay: timedelta | None = None,
-        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> SendHandle: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...
 
     @abc.abstractmethod
     def workflow_call(
-        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, idempotency_key: str | None = None,
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> RestateDurableCallFuture[O]: ...  # fmt: skip
+    ) -> RestateDurableCallFuture[O]: ...
 
     @abc.abstractmethod
     def workflow_send(
-        self, tpe: Callable[..., Awaitable[O]], key: str, arg: Any, send_delay: timedelta | None = None,
-        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-    ) -> SendHandle: ...  # fmt: skip
+        self,
+        tpe: Callable[..., Awaitable[O]],
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> SendHandle: ...
 
     @abc.abstractmethod
     def generic_call(
-        self, service: str, handler: str, arg: bytes, key: str | None = None,
-        idempotency_key: str | None = None, headers: dict[str, str] | None = None,
-        scope: str | None = None, limit_key: str | None = None,
-    ) -> RestateDurableCallFuture[bytes]: ...  # fmt: skip
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> RestateDurableCallFuture[bytes]: ...
 
     @abc.abstractmethod
     def generic_send(
-        self, service: str, handler: str, arg: bytes, key: str | None = None,
-        send_delay: timedelta | None = None, idempotency_key: str | None = None,
-        headers: dict[str, str] | None = None, scope: str | None = None, limit_key: str | None = None,
-    ) -> SendHandle: ...  # fmt: skip
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> SendHandle: ...
 
     @abc.abstractmethod
     def awakeable(
@@ -281,9 +365,12 @@ class ObjectSharedContext(Context):
 
     @abc.abstractmethod
     def get(
-        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
+        self,
+        name: str,
+        serde: Serde[T] = DefaultSerde(),
+        type_hint: type[T] | None = None,
         entry_name: str | None = None,
-    ) -> Awaitable[Any]: ...  # fmt: skip
+    ) -> Awaitable[Any]: ...
 
     @abc.abstractmethod
     def state_keys(self, entry_name: str | None = None) -> Awaitable[list[str]]: ...
@@ -319,9 +406,13 @@ class DurablePromise(Generic[T], abc.ABC):
 
 class WorkflowContext(ObjectContext):
     @abc.abstractmethod
-    def promise(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> DurablePromise[T]: ...
+    def promise(
+        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None
+    ) -> DurablePromise[T]: ...
 
 
 class WorkflowSharedContext(ObjectSharedContext):
     @abc.abstractmethod
-    def promise(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> DurablePromise[T]: ...
+    def promise(
+        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None
+    ) -> DurablePromise[T]: ...

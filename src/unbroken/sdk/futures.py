@@ -108,4 +108,3 @@ class Ready(c.RestateDurableFuture[T]):
         if False:  # pragma: no cover - makes this a generator
             yield
         return self.value
-

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random as _random
-import time as _time
 import traceback
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
@@ -15,8 +14,7 @@ from typing import Any, TypeVar
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
-from unbroken.core.model import HandlerKind
-from unbroken.runtime import faults
+from unbroken.core.schema import HandlerKind
 from unbroken.sdk import context as c
 from unbroken.sdk.exceptions import AttemptEnded, TerminalError
 from unbroken.sdk.futures import (
@@ -99,7 +97,12 @@ def _retry_delay_ms(options: c.RunOptions[Any], attempt: int) -> int | None:
 
 
 def unserializable_message(
-    what: str, value: object, serde: Serde[Any], exc: BaseException, invocation_id: str, fix: str = "pass serde= to ctx.run"
+    what: str,
+    value: object,
+    serde: Serde[Any],
+    exc: BaseException,
+    invocation_id: str,
+    fix: str = "pass serde= to ctx.run",
 ) -> str:
     """Why a value the handler produced (``what``: a ``ctx.run`` step, the handler's output, a ``ctx.set``)
     cannot be journaled and what to change, for the log, describe and explain."""
@@ -119,7 +122,9 @@ def _delay_ms(delta: timedelta, what: str) -> int:
     # exact integer arithmetic, rounded up: float seconds * 1000 turns 1001 ms into 1000 (fires early)
     ms = -(-delta // timedelta(milliseconds=1))
     if ms > limits.delay_ms_max:
-        raise TerminalError(f"{what} too long: {delta} is more than the limit of {limits.delay_ms_max} ms (10 years)", 400)
+        raise TerminalError(
+            f"{what} too long: {delta} is more than the limit of {limits.delay_ms_max} ms (10 years)", 400
+        )
     return ms
 
 
@@ -130,10 +135,17 @@ def _headers(headers: dict[str, str] | None) -> list[j.Header]:
 class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
     """Implements every context type; what a handler may call is checked against its kind."""
 
-    def __init__(self, session: Session, hdef: HandlerDef, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        hdef: HandlerDef,
+        clock: Callable[[], int],
+        fault_point: Callable[[str], None] = lambda name: None,
+    ) -> None:
         self.session = session
         self.hdef = hdef
-        self.clock = clock
+        self.clock = clock  # the node's (milliseconds): virtual in the simulator
+        self.fault_point = fault_point  # the node's fault points (runtime/faults.py), injected
         start = session.start
         self.state = dict(start.state) if start.state is not None else None
         # Lazy state (Restate's partial state): ``state`` holds only what this attempt wrote, ``absent`` what
@@ -162,9 +174,13 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             if self.session.ended:
                 self.session.finished.set()
         return c.Request(
-            start.invocation_id, headers, headers, first.value, AttemptFinished(self.session.finished),
+            start.invocation_id,
+            headers,
+            headers,
+            first.value,
+            AttemptFinished(self.session.finished),
             idempotency_key=start.idempotency_key,
-        )  # fmt: skip
+        )
 
     def scope(self, scope: str) -> c.ScopedContext:
         return UnsupportedScope(self.session, scope)
@@ -184,7 +200,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         return _uuid.UUID(int=self.random().getrandbits(128), version=4)
 
     def time(self) -> c.RestateDurableFuture[float]:
-        return self.run("timestamp", _time.time)
+        return self.run("timestamp", lambda: self.clock() / 1000)  # the node's clock, injected
 
     # ------------------------------------------------------------------------------- state
     def _state_map(self, write: bool) -> dict[str, bytes]:
@@ -194,8 +210,13 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             raise TerminalError("shared handlers cannot modify state", 500)
         return self.state
 
-    def get(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None,
-            entry_name: str | None = None) -> Any:  # fmt: skip
+    def get(
+        self,
+        name: str,
+        serde: Serde[T] = DefaultSerde(),
+        type_hint: type[T] | None = None,
+        entry_name: str | None = None,
+    ) -> Any:
         state = self._state_map(write=False)
         if self._lazy_read(self.partial and name not in state and name not in self.absent):
             cid = self.session.new_completion_id()
@@ -227,14 +248,17 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             return False
         return lazy_now
 
-    def set(self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None) -> None:
+    def set(
+        self, name: str, value: T, serde: Serde[T] = DefaultSerde(), entry_name: str | None = None
+    ) -> None:
         state = self._state_map(write=True)
         data = self._state_bytes(name, value, pick_serde(serde, None))
         if len(data) > limits.state_value_bytes_max:
             raise TerminalError(
                 f"state value too large: the value for key {name!r} is {len(data)} bytes, more than the limit "
-                f"of {limits.state_value_bytes_max} bytes", 400,
-            )  # fmt: skip
+                f"of {limits.state_value_bytes_max} bytes",
+                400,
+            )
         self.session.command(j.SetStateCommand(name, data))
         state[name] = data
         self.absent.discard(name)
@@ -250,7 +274,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         except Exception as exc:
             what = f"ctx.set({name!r}) of {self.hdef.service}/{self.hdef.name} was given"
             fix = "pass serde= to ctx.set"
-            self.session.pause(500, unserializable_message(what, value, serde, exc, self.session.start.invocation_id, fix))
+            self.session.pause(
+                500, unserializable_message(what, value, serde, exc, self.session.start.invocation_id, fix)
+            )
             raise AttemptEnded(f"paused: the value for state key {name!r} cannot be serialized") from None
 
     def clear(self, name: str, entry_name: str | None = None) -> None:
@@ -291,7 +317,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         hint = options.type_hint
         if hint is None:
             try:  # eval_str like restate-sdk: string annotations (PEP 563) must give the real type
-                hint = inspect.signature(action, eval_str=True).return_annotation if callable(action) else None
+                hint = (
+                    inspect.signature(action, eval_str=True).return_annotation if callable(action) else None
+                )
             except Exception:  # builtins such as time.time have no signature; unresolvable names
                 hint = None
             hint = None if hint is inspect.Signature.empty else hint
@@ -305,7 +333,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 if s.ended:
                     return
                 s.running_runs += 1
-                task = s.loop.create_task(self._execute(cid, name, action, args, kwargs, serde, options, abandoned))
+                task = s.loop.create_task(
+                    self._execute(cid, name, action, args, kwargs, serde, options, abandoned)
+                )
                 task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
                 s.run_tasks[task] = None
                 task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
@@ -317,9 +347,16 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         return DurableFuture(s, ("c", cid), self.decoder(serde))
 
     async def _execute(
-        self, cid: int, name: str, action: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-        serde: Serde[Any], options: c.RunOptions[Any], abandoned: bool,
-    ) -> None:  # fmt: skip
+        self,
+        cid: int,
+        name: str,
+        action: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        serde: Serde[Any],
+        options: c.RunOptions[Any],
+        abandoned: bool,
+    ) -> None:
         s = self.session
         try:
             if inspect.iscoroutinefunction(action):
@@ -339,7 +376,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         else:
             result = self._run_value(cid, name, value, serde)
         if result is not None and not s.ended:
-            faults.point("sdk.run.before_propose")  # the action ran, its result is not durable yet
+            self.fault_point("sdk.run.before_propose")  # the action ran, its result is not durable yet
             s.sink.propose_run(cid, result)
 
     def _run_value(self, cid: int, name: str, value: Any, serde: Serde[Any]) -> j.Result | None:
@@ -354,7 +391,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         except Exception as exc:
             what = f"ctx.run {name!r} returned"
-            self.session.pause(500, unserializable_message(what, value, serde, exc, self.session.start.invocation_id))
+            self.session.pause(
+                500, unserializable_message(what, value, serde, exc, self.session.start.invocation_id)
+            )
             return None
         try:
             result = value_result(data, f"the value ctx.run {name!r} returned")
@@ -363,7 +402,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             return j.Result(failure=failure(exc.status_code, exc.message, exc.metadata))
         return result
 
-    def _run_failed(self, name: str, exc: BaseException, options: c.RunOptions[Any], abandoned: bool) -> j.Result | None:
+    def _run_failed(
+        self, name: str, exc: BaseException, options: c.RunOptions[Any], abandoned: bool
+    ) -> j.Result | None:
         """A ``ctx.run`` action raised: end the attempt to retry it (None), or its terminal failure.
 
         A step the handler started before it saw a cancel is not retried once the invocation is cancelled
@@ -372,16 +413,21 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         """
         s = self.session
         if abandoned and s.cancelled:
-            return j.Result(failure=failure(
-                409, f"ctx.run {name!r} failed and was not retried, the invocation being cancelled: {safe_repr(exc)}"
-            ))  # fmt: skip
+            return j.Result(
+                failure=failure(
+                    409,
+                    f"ctx.run {name!r} failed and was not retried, the invocation being cancelled: {safe_repr(exc)}",
+                )
+            )
         attempt = s.start.retries_since_progress + 1
         max_ms = options.max_duration or options.max_retry_duration
         spent = (options.max_attempts is not None and attempt >= options.max_attempts) or (
             max_ms is not None and s.start.ms_since_progress >= max_ms.total_seconds() * 1000
         )
         if spent:
-            return j.Result(failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}"))
+            return j.Result(
+                failure=failure(500, f"ctx.run {name!r} failed after {attempt} attempts: {safe_repr(exc)}")
+            )
         delay = _retry_delay_ms(options, attempt)
         self.run_failure = RunFailed(exc, delay)
         trace = "".join(traceback.format_exception(exc, limit=-8))
@@ -397,65 +443,130 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
 
     # ---------------------------------------------------------------------------------- calls
     def _call(
-        self, service: str, handler: str, key: str | None, parameter: bytes, idempotency_key: str | None,
-        headers: dict[str, str] | None, decode: Callable[[j.Result], Any],
-    ) -> CallFuture[Any]:  # fmt: skip
+        self,
+        service: str,
+        handler: str,
+        key: str | None,
+        parameter: bytes,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+        decode: Callable[[j.Result], Any],
+    ) -> CallFuture[Any]:
         s = self.session
         id_cid = s.new_completion_id()
         cid = s.new_completion_id()
-        s.command(j.CallCommand(service, handler, parameter, _headers(headers), key, idempotency_key, id_cid, cid))
+        s.command(
+            j.CallCommand(service, handler, parameter, _headers(headers), key, idempotency_key, id_cid, cid)
+        )
         s.call_ids[cid] = id_cid
         return CallFuture(s, ("c", cid), ("c", id_cid), decode)
 
     def _send(
-        self, service: str, handler: str, key: str | None, parameter: bytes, delay: timedelta | None,
-        idempotency_key: str | None, headers: dict[str, str] | None,
-    ) -> Handle:  # fmt: skip
+        self,
+        service: str,
+        handler: str,
+        key: str | None,
+        parameter: bytes,
+        delay: timedelta | None,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+    ) -> Handle:
         s = self.session
         at = self.clock() + _delay_ms(delay, "send delay") if delay else 0
         id_cid = s.new_completion_id()
-        s.command(j.OneWayCallCommand(service, handler, parameter, at, _headers(headers), key, idempotency_key, id_cid))
+        s.command(
+            j.OneWayCallCommand(
+                service, handler, parameter, at, _headers(headers), key, idempotency_key, id_cid
+            )
+        )
         return Handle(s, ("c", id_cid))
 
     def _typed_call(self, tpe: Any, key: str | None, arg: Any, idem: str | None, headers: Any) -> Any:
         h = handler_of(tpe)
-        return self._call(h.service, h.name, key, h.input_serde.serialize(arg), idem, headers, self.decoder(h.output_serde))
+        return self._call(
+            h.service, h.name, key, h.input_serde.serialize(arg), idem, headers, self.decoder(h.output_serde)
+        )
 
-    def _typed_send(self, tpe: Any, key: str | None, arg: Any, delay: Any, idem: str | None, headers: Any) -> Handle:
+    def _typed_send(
+        self, tpe: Any, key: str | None, arg: Any, delay: Any, idem: str | None, headers: Any
+    ) -> Handle:
         h = handler_of(tpe)
         return self._send(h.service, h.name, key, h.input_serde.serialize(arg), delay, idem, headers)
 
-    def service_call(self, tpe: Any, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+    def service_call(
+        self, tpe: Any, arg: Any, idempotency_key: str | None = None, headers: Any = None
+    ) -> Any:
         return self._typed_call(tpe, None, arg, idempotency_key, headers)
 
-    def service_send(self, tpe: Any, arg: Any, send_delay: timedelta | None = None,
-                     idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+    def service_send(
+        self,
+        tpe: Any,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+    ) -> Handle:
         return self._typed_send(tpe, None, arg, send_delay, idempotency_key, headers)
 
-    def object_call(self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+    def object_call(
+        self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None
+    ) -> Any:
         return self._typed_call(tpe, key, arg, idempotency_key, headers)
 
-    def object_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                    idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+    def object_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+    ) -> Handle:
         return self._typed_send(tpe, key, arg, send_delay, idempotency_key, headers)
 
-    def workflow_call(self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None) -> Any:
+    def workflow_call(
+        self, tpe: Any, key: str, arg: Any, idempotency_key: str | None = None, headers: Any = None
+    ) -> Any:
         return self._typed_call(tpe, key, arg, idempotency_key, headers)
 
-    def workflow_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                      idempotency_key: str | None = None, headers: Any = None) -> Handle:  # fmt: skip
+    def workflow_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+    ) -> Handle:
         return self._typed_send(tpe, key, arg, send_delay, idempotency_key, headers)
 
-    def generic_call(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                     idempotency_key: str | None = None, headers: Any = None, scope: str | None = None,
-                     limit_key: str | None = None) -> Any:  # fmt: skip
+    def generic_call(
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> Any:
         if scope is not None or limit_key is not None:
             fail_unsupported(self.session, f"ctx.generic_call({service}/{handler}, scope=, limit_key=)")
         return self._call(service, handler, key, arg, idempotency_key, headers, _raw)
 
-    def generic_send(self, service: str, handler: str, arg: bytes, key: str | None = None,
-                     send_delay: timedelta | None = None, idempotency_key: str | None = None,
-                     headers: Any = None, scope: str | None = None, limit_key: str | None = None) -> Handle:  # fmt: skip
+    def generic_send(
+        self,
+        service: str,
+        handler: str,
+        arg: bytes,
+        key: str | None = None,
+        send_delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: Any = None,
+        scope: str | None = None,
+        limit_key: str | None = None,
+    ) -> Handle:
         if scope is not None or limit_key is not None:
             fail_unsupported(self.session, f"ctx.generic_send({service}/{handler}, scope=, limit_key=)")
         return self._send(service, handler, key, arg, send_delay, idempotency_key, headers)
@@ -502,25 +613,33 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         _check_signal_name(name)
         return DurableFuture(self.session, ("n", name), self.decoder(pick_serde(serde, type_hint)))
 
-    def resolve_signal(self, invocation_id: str, name: str, value: Any, serde: Serde[Any] = DefaultSerde()) -> None:
+    def resolve_signal(
+        self, invocation_id: str, name: str, value: Any, serde: Serde[Any] = DefaultSerde()
+    ) -> None:
         self._check_invocation_id(invocation_id)
         _check_signal_name(name)
         data = pick_serde(serde, None).serialize(value)
         self.session.command(j.SendSignalCommand(invocation_id, 0, j.Result(value=data), signal_name=name))
 
-    def reject_signal(self, invocation_id: str, name: str, failure_message: str, failure_code: int = 500) -> None:
+    def reject_signal(
+        self, invocation_id: str, name: str, failure_message: str, failure_code: int = 500
+    ) -> None:
         self._check_invocation_id(invocation_id)
         _check_signal_name(name)
         result = j.Result(failure=failure(failure_code, failure_message))
         self.session.command(j.SendSignalCommand(invocation_id, 0, result, signal_name=name))
 
-    def attach_invocation(self, invocation_id: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Any:
+    def attach_invocation(
+        self, invocation_id: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None
+    ) -> Any:
         s = self.session
         cid = s.new_completion_id()
         s.command(j.AttachInvocationCommand(invocation_id, cid))
         return DurableFuture(s, ("c", cid), self.decoder(pick_serde(serde, type_hint)))
 
-    def promise(self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None) -> Promise[T]:
+    def promise(
+        self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None
+    ) -> Promise[T]:
         if self.hdef.service_kind.value != "Workflow":
             raise TerminalError("durable promises are only available to workflows", 500)
         return Promise(self, name, pick_serde(serde, type_hint))

@@ -32,12 +32,14 @@ class LocalTransport:
         services: Iterable[_ServiceBase],
         now_ms: Callable[[], int],
         loop: asyncio.AbstractEventLoop | None = None,
+        fault_point: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.handlers: dict[tuple[str, str], HandlerDef] = {}
         for svc in services:
             for name, hdef in svc.handlers.items():
                 self.handlers[(svc.name, name)] = hdef
         self.now_ms = now_ms
+        self.fault_point = fault_point  # the node's named fault points (``sdk.run.before_propose``)
         # The engine's loop, when the caller knows it: asyncio.get_running_loop() makes a getpid() system
         # call, and showed as ~4% of the event loop's samples when asked once per attempt.
         self.loop = loop
@@ -50,7 +52,7 @@ class LocalTransport:
             sink.fail(404, f"no handler {start.target} in this process")
             session.end()
             return session
-        ctx = InvocationContext(session, hdef, self.now_ms)
+        ctx = InvocationContext(session, hdef, self.now_ms, self.fault_point)
         session.task = loop.create_task(run_handler(session, ctx, hdef))
         return session
 
@@ -82,7 +84,9 @@ def _output_bytes(session: Session, hdef: HandlerDef, out: Any) -> bytes | None:
     except Exception as exc:
         what = f"the handler {hdef.service}/{hdef.name} returned"
         fix = "give the handler an output_serde"
-        session.pause(500, unserializable_message(what, out, hdef.output_serde, exc, session.start.invocation_id, fix))
+        session.pause(
+            500, unserializable_message(what, out, hdef.output_serde, exc, session.start.invocation_id, fix)
+        )
         return None
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 # The attempt's session while its handler (and the ctx.run tasks it starts) run; set in the handler's task,
 # which copies it into the tasks it creates.
-current_session: contextvars.ContextVar[Any] = contextvars.ContextVar("unbroken_current_session", default=None)
+current_session: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "unbroken_current_session", default=None
+)
 
 
 def is_replaying() -> bool:

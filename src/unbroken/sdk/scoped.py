@@ -52,28 +52,69 @@ class UnsupportedScope(c.ScopedContext):
         target = getattr(tpe, "__qualname__", repr(tpe))
         fail_unsupported(self.session, f"ctx.scope({self.scope_name!r}).{method}({target})")
 
-    def service_call(self, tpe: Any, arg: Any, limit_key: str | None = None, idempotency_key: str | None = None,
-                     headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    def service_call(
+        self,
+        tpe: Any,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         self._fail("service_call", tpe)
 
-    def service_send(self, tpe: Any, arg: Any, send_delay: timedelta | None = None, limit_key: str | None = None,
-                     idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    def service_send(
+        self,
+        tpe: Any,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         self._fail("service_send", tpe)
 
-    def object_call(self, tpe: Any, key: str, arg: Any, limit_key: str | None = None,
-                    idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    def object_call(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         self._fail("object_call", tpe)
 
-    def object_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                    limit_key: str | None = None, idempotency_key: str | None = None,
-                    headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    def object_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         self._fail("object_send", tpe)
 
-    def workflow_call(self, tpe: Any, key: str, arg: Any, limit_key: str | None = None,
-                      idempotency_key: str | None = None, headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    def workflow_call(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         self._fail("workflow_call", tpe)
 
-    def workflow_send(self, tpe: Any, key: str, arg: Any, send_delay: timedelta | None = None,
-                      limit_key: str | None = None, idempotency_key: str | None = None,
-                      headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    def workflow_send(
+        self,
+        tpe: Any,
+        key: str,
+        arg: Any,
+        send_delay: timedelta | None = None,
+        limit_key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         self._fail("workflow_send", tpe)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
-from unbroken.core.model import HandlerKind, ServiceKind
+from unbroken.core.schema import HandlerKind, ServiceKind
 from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
 
 HANDLER_ATTR = "__unbroken_handler__"
@@ -155,10 +155,20 @@ class _ServiceBase:
         ]
         known["invocation_context_managers"] = managers or None
         hdef = HandlerDef(
-            self.name, self.kind, handler_name, kind, fn, takes_input,
-            _resolve_serde(input_serde, in_type), _resolve_serde(output_serde, out_type),
-            in_type, out_type, accept, content_type, HandlerOptions(**known),
-        )  # fmt: skip
+            self.name,
+            self.kind,
+            handler_name,
+            kind,
+            fn,
+            takes_input,
+            _resolve_serde(input_serde, in_type),
+            _resolve_serde(output_serde, out_type),
+            in_type,
+            out_type,
+            accept,
+            content_type,
+            HandlerOptions(**known),
+        )
         self.handlers[handler_name] = hdef
         setattr(fn, HANDLER_ATTR, hdef)
         return fn
@@ -183,9 +193,18 @@ class Service(_ServiceBase):
         invocation_context_managers: list[Callable[[], AbstractAsyncContextManager[None]]] | None = None,
     ) -> None:  # restate-sdk's parameters, in its order (a service has no state to load lazily)
         super().__init__(
-            name, description, metadata, inactivity_timeout, abort_timeout, journal_retention,
-            idempotency_retention, None, ingress_private, invocation_retry_policy, invocation_context_managers,
-        )  # fmt: skip
+            name,
+            description,
+            metadata,
+            inactivity_timeout,
+            abort_timeout,
+            journal_retention,
+            idempotency_retention,
+            None,
+            ingress_private,
+            invocation_retry_policy,
+            invocation_context_managers,
+        )
 
     def handler(
         self,

@@ -70,11 +70,16 @@ class _ReportingSink:
         self.inner.propose_run(completion_id, result, awakeables=self.session.awakeables)
 
     def suspend(
-        self, waiting_completions: tuple[int, ...], waiting_signals: tuple[int, ...], awakeables: int | None = None
+        self,
+        waiting_completions: tuple[int, ...],
+        waiting_signals: tuple[int, ...],
+        awakeables: int | None = None,
     ) -> None:
         self.inner.suspend(waiting_completions, waiting_signals, awakeables=self.session.awakeables)
 
-    def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False) -> None:
+    def fail(
+        self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False
+    ) -> None:
         if pause:
             self.inner.fail(code, message, next_retry_delay_ms, pause=True)
         else:
@@ -103,7 +108,9 @@ class Session:
         # ctx.run actions not started because a cancel was pending: started when their future is awaited
         self.deferred_runs: dict[Key, Callable[[], None]] = {}
         self.run_names: dict[int, str] = {}  # completion id -> name of every ctx.run issued in this attempt
-        self.awaited: set[Key] = set()  # keys some coroutine awaited (a ctx.run never awaited is warned about)
+        self.awaited: set[Key] = (
+            set()
+        )  # keys some coroutine awaited (a ctx.run never awaited is warned about)
         self.next_completion_id = 1
         self.next_signal_idx = j.FIRST_AWAKEABLE_SIGNAL
         self.call_ids: dict[int, int] = {}  # result completion id -> invocation-id completion id
@@ -115,7 +122,9 @@ class Session:
         self.ended = False
         self.task: asyncio.Task[None] | None = None
         self.journal_length = len(start.journal)  # grows with every live command and notification
-        self.finished: asyncio.Event | None = None  # made by ctx.request() (attempt_finished_event), set by end()
+        self.finished: asyncio.Event | None = (
+            None  # made by ctx.request() (attempt_finished_event), set by end()
+        )
         for index, entry in enumerate(start.journal):
             if isinstance(entry, j.Notification):
                 self._record(entry)
@@ -298,8 +307,11 @@ class Session:
                 continue
             log.warning(
                 "%s attempt %d: ctx.run %r was never awaited, so its action may not have run; await its "
-                "future (`await ctx.run(...)`)", self.start.invocation_id, self.start.attempt, name,
-            )  # fmt: skip
+                "future (`await ctx.run(...)`)",
+                self.start.invocation_id,
+                self.start.attempt,
+                name,
+            )
 
     def fail(self, code: int, message: str, next_retry_delay_ms: int | None = None) -> None:
         """End the attempt with a retryable error (the engine applies the retry policy)."""
@@ -370,8 +382,9 @@ def check_journalable(entry: j.Entry) -> None:
     if len(data) > limits.journal_entry_bytes_max:
         raise TerminalError(
             f"journal entry too large: {_describe(entry)} is {len(data)} bytes, more than the limit of "
-            f"{limits.journal_entry_bytes_max} bytes", 400,
-        )  # fmt: skip
+            f"{limits.journal_entry_bytes_max} bytes",
+            400,
+        )
 
 
 def value_result(data: bytes, what: str) -> j.Result:
@@ -380,21 +393,31 @@ def value_result(data: bytes, what: str) -> j.Result:
     if len(data) > limits.journal_entry_bytes_max:
         raise TerminalError(
             f"{what} is {len(data)} bytes, more than the journal entry limit of "
-            f"{limits.journal_entry_bytes_max} bytes", 500,
-        )  # fmt: skip
+            f"{limits.journal_entry_bytes_max} bytes",
+            500,
+        )
     return j.Result(value=data)
 
 
 def _describe(entry: j.Entry) -> str:
     name = j.command_name(entry)
     detail = {
-        j.GetEagerStateCommand: "key", j.GetLazyStateCommand: "key", j.SetStateCommand: "key", j.ClearStateCommand: "key",
-        j.RunCommand: "name", j.GetPromiseCommand: "key", j.PeekPromiseCommand: "key",
+        j.GetEagerStateCommand: "key",
+        j.GetLazyStateCommand: "key",
+        j.SetStateCommand: "key",
+        j.ClearStateCommand: "key",
+        j.RunCommand: "name",
+        j.GetPromiseCommand: "key",
+        j.PeekPromiseCommand: "key",
         j.CompletePromiseCommand: "key",
-    }.get(type(entry))  # fmt: skip
+    }.get(type(entry))
     if detail is not None:
         return f"{name}({getattr(entry, detail)!r})"
     if isinstance(entry, j.CallCommand | j.OneWayCallCommand):
-        target = f"{entry.service}/{entry.key}/{entry.handler}" if entry.key else f"{entry.service}/{entry.handler}"
+        target = (
+            f"{entry.service}/{entry.key}/{entry.handler}"
+            if entry.key
+            else f"{entry.service}/{entry.handler}"
+        )
         return f"{name}({target})"
     return name

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import msgspec
 
+from unbroken.core.invocation import Invocation, Sink, check_invocation
 from unbroken.core.journal import Entry, Notification, Result, decode_entry, encode_entry
-from unbroken.core.model import Invocation, ServiceOverride, Sink, check_invocation
+from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Promise
 
 __all__ = [
-    "decode_entry", "decode_invocation", "decode_override", "decode_promise", "encode_entry", "encode_invocation",
-    "encode_override", "encode_promise",
+    "decode_entry",
+    "decode_invocation",
+    "decode_override",
+    "decode_promise",
+    "encode_entry",
+    "encode_invocation",
+    "encode_override",
+    "encode_promise",
     "signal_index",
-]  # fmt: skip
+]
 
 _inv_encoder = msgspec.msgpack.Encoder()
 _inv_decoder = msgspec.msgpack.Decoder(Invocation)

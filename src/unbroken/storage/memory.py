@@ -10,8 +10,9 @@ import copy
 from contextlib import AbstractContextManager
 from typing import Any
 
+from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
-from unbroken.core.model import Invocation, ServiceOverride, Status, cleanup_due_ms
+from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     decode_entry,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from unbroken.core import journal as j
-from unbroken.core.model import Invocation
+from unbroken.core.invocation import Invocation
 from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.codec import decode_invocation, decode_promise
@@ -48,7 +48,11 @@ class MemorySnapshot:
         return InboxSpot(queue.index(invocation_id), None) if invocation_id in queue else None
 
     def next_timer_ms(self, invocation_id: str, kind: TimerKind) -> int | None:
-        due = [t.fire_at_ms for t in self.s.timer_rows.values() if t.invocation_id == invocation_id and t.kind == kind]
+        due = [
+            t.fire_at_ms
+            for t in self.s.timer_rows.values()
+            if t.invocation_id == invocation_id and t.kind == kind
+        ]
         return min(due, default=None)
 
     def promise(self, service: str, key: str, name: str) -> Promise | None:

@@ -16,8 +16,9 @@ from contextlib import AbstractContextManager
 import msgspec
 
 from unbroken.core import limits
+from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
-from unbroken.core.model import Invocation, ServiceOverride, cleanup_due_ms
+from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     _inv_decoder,
@@ -34,8 +35,18 @@ from unbroken.storage.codec import (
 )
 
 # Names other modules imported from here before the codecs had their own module.
-__all__ = ["SqliteStore", "SqliteTransaction", "StoreVersionError", "connect", "decode_invocation_row",
-           "encode_invocation_blob", "decode_promise", "encode_promise", "_inv_decoder", "_inv_encoder"]  # fmt: skip
+__all__ = [
+    "SqliteStore",
+    "SqliteTransaction",
+    "StoreVersionError",
+    "connect",
+    "decode_invocation_row",
+    "encode_invocation_blob",
+    "decode_promise",
+    "encode_promise",
+    "_inv_decoder",
+    "_inv_encoder",
+]
 decode_invocation_row = decode_invocation
 encode_invocation_blob = encode_invocation
 
@@ -109,7 +120,9 @@ log = logging.getLogger("unbroken.storage")
 def connect(path: str, *, fsync: bool = True, readonly: bool = False) -> sqlite3.Connection:
     """Open the store file with the pragmas every connection needs."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+        )
     else:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -222,7 +235,9 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         _upgrade_2_to_3(conn)
         version = 3
     if version == 3:  # schema 4 adds the service_override table
-        conn.executescript(f"BEGIN IMMEDIATE; {_OVERRIDE_TABLE}; UPDATE meta SET v = '4' WHERE k = 'schema_version'; COMMIT;")
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {_OVERRIDE_TABLE}; UPDATE meta SET v = '4' WHERE k = 'schema_version'; COMMIT;"
+        )
 
 
 def _import_side_file(conn: sqlite3.Connection, path: str) -> None:
@@ -235,7 +250,9 @@ def _import_side_file(conn: sqlite3.Connection, path: str) -> None:
     except FileNotFoundError:
         return
     except (OSError, ValueError) as exc:
-        raise RuntimeError(f"cannot read the service overrides in {path}: {exc}; fix or remove the file") from exc
+        raise RuntimeError(
+            f"cannot read the service overrides in {path}: {exc}; fix or remove the file"
+        ) from exc
     if not isinstance(data, dict):
         raise RuntimeError(f"cannot read the service overrides in {path}: expected an object of objects")
     rows = []
@@ -332,7 +349,9 @@ class SqliteTransaction:
             return None
         row = self.c.execute("SELECT seq, data FROM invocation WHERE id = ?", (invocation_id,)).fetchone()
         if row is None:
-            self.store.seqs[invocation_id] = ABSENT  # a new invocation: its key is handed out without a lookup
+            self.store.seqs[invocation_id] = (
+                ABSENT  # a new invocation: its key is handed out without a lookup
+            )
             return None
         self.store.seqs[invocation_id] = row[0]
         return decode_invocation(row[1], invocation_id)
@@ -346,10 +365,18 @@ class SqliteTransaction:
             " status = excluded.status, modified_at = excluded.modified_at, expires_at = excluded.expires_at,"
             " data = excluded.data",
             (
-                self._seq(inv.id, create=True), inv.id, inv.status.value, inv.target.service, inv.target.key,
-                inv.target.handler, inv.created_at_ms, inv.modified_at_ms, expires, encode_invocation(inv),
+                self._seq(inv.id, create=True),
+                inv.id,
+                inv.status.value,
+                inv.target.service,
+                inv.target.key,
+                inv.target.handler,
+                inv.created_at_ms,
+                inv.modified_at_ms,
+                expires,
+                encode_invocation(inv),
             ),
-        )  # fmt: skip
+        )
 
     def delete_invocation(self, invocation_id: str) -> None:
         seq = self._seq(invocation_id, create=False)
@@ -379,7 +406,9 @@ class SqliteTransaction:
     def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
         # The Input entry is written before its invocation row exists: the key is handed out here.
         seq = self._seq(invocation_id, create=True)
-        self.c.execute("INSERT INTO journal VALUES (?, ?, ?, ?)", (seq, index, encode_entry(entry), appended_at_ms))
+        self.c.execute(
+            "INSERT INTO journal VALUES (?, ?, ?, ?)", (seq, index, encode_entry(entry), appended_at_ms)
+        )
         if type(entry) is Notification and entry.signal_idx:  # inline signal_index(): the hot path
             self.c.execute("INSERT OR IGNORE INTO signal VALUES (?, ?)", (seq, entry.signal_idx))
 
@@ -460,7 +489,8 @@ class SqliteTransaction:
 
     def inbox_remove(self, service: str, key: str, invocation_id: str) -> None:
         self.c.execute(
-            "DELETE FROM inbox WHERE service = ? AND service_key = ? AND id = ?", (service, key, invocation_id)
+            "DELETE FROM inbox WHERE service = ? AND service_key = ? AND id = ?",
+            (service, key, invocation_id),
         )
 
     # timers
@@ -484,13 +514,15 @@ class SqliteTransaction:
     # promises
     def get_promise(self, service: str, key: str, name: str) -> Promise | None:
         row = self.c.execute(
-            "SELECT data FROM promise WHERE service = ? AND service_key = ? AND name = ?", (service, key, name)
+            "SELECT data FROM promise WHERE service = ? AND service_key = ? AND name = ?",
+            (service, key, name),
         ).fetchone()
         return None if row is None else decode_promise(row[0])
 
     def put_promise(self, service: str, key: str, name: str, promise: Promise) -> None:
         self.c.execute(
-            "INSERT OR REPLACE INTO promise VALUES (?, ?, ?, ?)", (service, key, name, encode_promise(promise))
+            "INSERT OR REPLACE INTO promise VALUES (?, ?, ?, ?)",
+            (service, key, name, encode_promise(promise)),
         )
 
     def clear_promises(self, service: str, key: str) -> None:
@@ -502,4 +534,6 @@ class SqliteTransaction:
         return None if row is None else decode_override(row[0])
 
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
-        self.c.execute("INSERT OR REPLACE INTO service_override VALUES (?, ?)", (service, encode_override(override)))
+        self.c.execute(
+            "INSERT OR REPLACE INTO service_override VALUES (?, ?)", (service, encode_override(override))
+        )

@@ -42,21 +42,54 @@ _T = TypeVar("_T")
 
 _PROGRESS_STEPS = 1_000
 _ANSWER_GRACE_S = 0.1  # the reader's own deadline check usually answers first, with the same message
-_ALLOWED = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
-READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo"})
+_ALLOWED = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+READ_PRAGMAS = frozenset(
+    {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo"}
+)
 # fts3_tokenizer(name) answers the address of a tokenizer module in the process; load_extension loads code.
 _DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
 _ACTION_NAMES = {
     getattr(sqlite3, n): n.removeprefix("SQLITE_").replace("_", " ")
     for n in dir(sqlite3)
     if n.startswith(("SQLITE_CREATE", "SQLITE_DROP", "SQLITE_ALTER"))
-    or n in ("SQLITE_INSERT", "SQLITE_UPDATE", "SQLITE_DELETE", "SQLITE_ATTACH", "SQLITE_DETACH",
-             "SQLITE_PRAGMA", "SQLITE_TRANSACTION", "SQLITE_SAVEPOINT", "SQLITE_ANALYZE", "SQLITE_REINDEX")
-}  # fmt: skip
-_WRITE_VERBS = frozenset({
-    "INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "ATTACH", "DETACH", "BEGIN", "COMMIT",
-    "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "VACUUM", "REINDEX", "ANALYZE",
-})  # fmt: skip
+    or n
+    in (
+        "SQLITE_INSERT",
+        "SQLITE_UPDATE",
+        "SQLITE_DELETE",
+        "SQLITE_ATTACH",
+        "SQLITE_DETACH",
+        "SQLITE_PRAGMA",
+        "SQLITE_TRANSACTION",
+        "SQLITE_SAVEPOINT",
+        "SQLITE_ANALYZE",
+        "SQLITE_REINDEX",
+    )
+}
+_WRITE_VERBS = frozenset(
+    {
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "REPLACE",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "ATTACH",
+        "DETACH",
+        "BEGIN",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "VACUUM",
+        "REINDEX",
+        "ANALYZE",
+    }
+)
 
 
 class _NoCatalog:
@@ -119,7 +152,9 @@ class _Reader:
         self.deadline = float("inf")
         self.denied: str | None = None
 
-    def _authorize(self, action: int, arg1: str | None, arg2: str | None, db: str | None, view: str | None) -> int:
+    def _authorize(
+        self, action: int, arg1: str | None, arg2: str | None, db: str | None, view: str | None
+    ) -> int:
         if action == sqlite3.SQLITE_FUNCTION and arg2 in _DENIED_FUNCTIONS:
             self.denied = f"the function {arg2}()"
             return sqlite3.SQLITE_DENY
@@ -237,21 +272,27 @@ class SqliteReadModel:
                 self._readers.append(reader)
         return reader
 
-    def query_sync(self, sql: str, timeout_s: float | None = None, catalog: Catalog | None = None) -> QueryAnswer:
+    def query_sync(
+        self, sql: str, timeout_s: float | None = None, catalog: Catalog | None = None
+    ) -> QueryAnswer:
         """Run one statement on this thread (tests; the server uses ``query``)."""
         limit_s = self._limit(timeout_s)
         return self._reader().run(_Job(), sql, time.monotonic() + limit_s, limit_s, catalog or _NoCatalog())
 
     async def query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
         if self._inflight >= limits.query_inflight_max:
-            raise QueryBusy(f"too many queries at once (at most {limits.query_inflight_max} run or wait): retry later")
+            raise QueryBusy(
+                f"too many queries at once (at most {limits.query_inflight_max} run or wait): retry later"
+            )
         limit_s = self._limit(timeout_s)
         deadline = time.monotonic() + limit_s
         job = _Job()
         running = self._pool.submit(lambda: self._reader().run(job, sql, deadline, limit_s, catalog))
         self._inflight += 1
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(running), deadline - time.monotonic() + _ANSWER_GRACE_S)
+            return await asyncio.wait_for(
+                asyncio.wrap_future(running), deadline - time.monotonic() + _ANSWER_GRACE_S
+            )
         except TimeoutError:
             job.stop()
             raise QueryError(_too_slow(limit_s)) from None

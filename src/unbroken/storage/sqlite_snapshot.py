@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from unbroken.core import journal as j
-from unbroken.core.model import Invocation
+from unbroken.core.invocation import Invocation
 from unbroken.core.read_model import InboxSpot
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.sqlite import decode_invocation_row, decode_promise
@@ -25,7 +25,9 @@ class SqliteSnapshot:
         return None if row is None else decode_invocation_row(bytes(row[0]), invocation_id)
 
     def journal(self, invocation_id: str) -> list[j.Entry]:
-        rows = self.conn.execute(f"SELECT entry FROM main.journal WHERE seq = {_SEQ_OF} ORDER BY idx", (invocation_id,))
+        rows = self.conn.execute(
+            f"SELECT entry FROM main.journal WHERE seq = {_SEQ_OF} ORDER BY idx", (invocation_id,)
+        )
         return [j.decode_entry(bytes(blob)) for (blob,) in rows]
 
     def journal_entry_containing(self, invocation_id: str, needle: bytes) -> tuple[int, j.Entry] | None:
@@ -55,18 +57,21 @@ class SqliteSnapshot:
         if spot is None:
             return None
         ahead = self.conn.execute(
-            "SELECT count(*) FROM main.inbox WHERE service = ? AND service_key = ? AND seq < ?", (service, key, spot[0])
+            "SELECT count(*) FROM main.inbox WHERE service = ? AND service_key = ? AND seq < ?",
+            (service, key, spot[0]),
         ).fetchone()[0]
         return InboxSpot(int(ahead), spot[1])
 
     def next_timer_ms(self, invocation_id: str, kind: TimerKind) -> int | None:
         row = self.conn.execute(
-            "SELECT min(fire_at) FROM main.timer WHERE invocation_id = ? AND kind = ?", (invocation_id, kind.value)
+            "SELECT min(fire_at) FROM main.timer WHERE invocation_id = ? AND kind = ?",
+            (invocation_id, kind.value),
         ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def promise(self, service: str, key: str, name: str) -> Promise | None:
         row = self.conn.execute(
-            "SELECT data FROM main.promise WHERE service = ? AND service_key = ? AND name = ?", (service, key, name)
+            "SELECT data FROM main.promise WHERE service = ? AND service_key = ? AND name = ?",
+            (service, key, name),
         ).fetchone()
         return None if row is None else decode_promise(bytes(row[0]))

@@ -27,8 +27,9 @@ import orjson
 
 from unbroken.core import journal as j
 from unbroken.core import limits
-from unbroken.core.model import Invocation, ServiceKind, Status
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.read_model import Catalog, rfc3339
+from unbroken.core.schema import ServiceKind
 from unbroken.storage.sqlite import decode_promise
 
 _inv_decoder = msgspec.msgpack.Decoder(Invocation)
@@ -65,7 +66,9 @@ class DecodeCache:
     def known(self, *key: Any) -> int:
         return int(key in self.rows)
 
-    def fields(self, key: RowKey, data: bytes | None, decode: Callable[[bytes], dict[str, Any]]) -> dict[str, Any]:
+    def fields(
+        self, key: RowKey, data: bytes | None, decode: Callable[[bytes], dict[str, Any]]
+    ) -> dict[str, Any]:
         found = self.rows.get(key)
         if found is not None:
             return found
@@ -143,7 +146,11 @@ def _notification_fields(entry: j.Entry) -> dict[str, Any]:
             "notification_invocation_id": entry.invocation_id,
             "direct_invoked_id": None,
         }
-    direct = entry.invocation_id if isinstance(entry, j.AttachInvocationCommand | j.GetInvocationOutputCommand) else None
+    direct = (
+        entry.invocation_id
+        if isinstance(entry, j.AttachInvocationCommand | j.GetInvocationOutputCommand)
+        else None
+    )
     return {"notification_id": None, "notification_invocation_id": None, "direct_invoked_id": direct}
 
 
@@ -187,12 +194,16 @@ def promise_value(data: bytes) -> bytes | None:
 def register_functions(conn: sqlite3.Connection, cache: DecodeCache, catalog: Callable[[], Catalog]) -> None:
     """The views' functions on ``conn``; ``catalog()`` is the catalog of the statement running."""
     conn.create_function("ub_known", -1, cache.known)
-    conn.create_function("ub_inv", 3, lambda seq, field, data: cache.fields(("i", seq), data, _inv_fields)[field])
+    conn.create_function(
+        "ub_inv", 3, lambda seq, field, data: cache.fields(("i", seq), data, _inv_fields)[field]
+    )
     conn.create_function(
         "ub_entry", 4, lambda seq, idx, field, data: cache.fields(("e", seq, idx), data, _entry_fields)[field]
     )
     conn.create_function(
-        "ub_promise", 5, lambda s, k, n, field, data: cache.fields(("p", s, k, n), data, _promise_fields)[field]
+        "ub_promise",
+        5,
+        lambda s, k, n, field, data: cache.fields(("p", s, k, n), data, _promise_fields)[field],
     )
     conn.create_function("ub_entry_json", 1, entry_json, deterministic=True)
     conn.create_function("ub_promise_value", 1, promise_value, deterministic=True)
@@ -219,26 +230,45 @@ def _promise(field: str) -> str:
 
 _TARGET_OF = "p.service || '/' || coalesce(p.service_key || '/', '') || p.handler"
 _INV_COLUMNS = (
-    "target_service_ty", "idempotency_key", "invoked_by", "invoked_by_id", "invoked_by_target", "status",
-    "created_at", "modified_at", "scheduled_at", "completed_at", "retry_count", "next_retry_at", "last_failure",
-    "last_failure_error_code", "journal_size", "completion_result", "completion_failure",
-    "suspended_waiting_for_completions", "suspended_waiting_for_signals",
-)  # fmt: skip
+    "target_service_ty",
+    "idempotency_key",
+    "invoked_by",
+    "invoked_by_id",
+    "invoked_by_target",
+    "status",
+    "created_at",
+    "modified_at",
+    "scheduled_at",
+    "completed_at",
+    "retry_count",
+    "next_retry_at",
+    "last_failure",
+    "last_failure_error_code",
+    "journal_size",
+    "completion_result",
+    "completion_failure",
+    "suspended_waiting_for_completions",
+    "suspended_waiting_for_signals",
+)
 _INV_SPECIAL = {
     "invoked_by_target": f"(SELECT {_TARGET_OF} FROM main.invocation p WHERE p.id = {_inv('invoked_by_id')})",
     "status": "i.status",
     "created_at": "ub_ts(i.created_at)",
     "modified_at": "ub_ts(i.modified_at)",
 }
-_SYS_INVOCATION = """
+_SYS_INVOCATION = (
+    """
 SELECT
     i.id AS id,
     i.service || '/' || coalesce(i.service_key || '/', '') || i.handler AS target,
     i.service AS target_service_name,
     i.service_key AS target_service_key,
     i.handler AS target_handler_name,
-    """ + ",\n    ".join(f"{_INV_SPECIAL.get(c) or _inv(c)} AS {c}" for c in _INV_COLUMNS) + """
-FROM main.invocation i"""  # fmt: skip
+    """
+    + ",\n    ".join(f"{_INV_SPECIAL.get(c) or _inv(c)} AS {c}" for c in _INV_COLUMNS)
+    + """
+FROM main.invocation i"""
+)
 
 VIEWS: dict[str, str] = {
     "sys_invocation": _SYS_INVOCATION,
@@ -246,19 +276,19 @@ VIEWS: dict[str, str] = {
 SELECT
     i.id AS id,
     e.idx AS "index",
-    {_entry('entry_type', 'e')} AS entry_type,
-    {_entry('name', 'e')} AS name,
-    CASE WHEN {_entry('completion_id', 'e')} IS NULL THEN 1 ELSE EXISTS (
+    {_entry("entry_type", "e")} AS entry_type,
+    {_entry("name", "e")} AS name,
+    CASE WHEN {_entry("completion_id", "e")} IS NULL THEN 1 ELSE EXISTS (
         SELECT 1 FROM main.journal n WHERE n.seq = e.seq AND n.idx > e.idx
-        AND {_entry('notification_id', 'n')} = {_entry('completion_id', 'e')}
+        AND {_entry("notification_id", "n")} = {_entry("completion_id", "e")}
     ) END AS completed,
-    coalesce({_entry('direct_invoked_id', 'e')}, (
-        SELECT {_entry('notification_invocation_id', 'n')} FROM main.journal n WHERE n.seq = e.seq
-        AND n.idx > e.idx AND {_entry('notification_id', 'n')} = {_entry('id_completion_id', 'e')}
+    coalesce({_entry("direct_invoked_id", "e")}, (
+        SELECT {_entry("notification_invocation_id", "n")} FROM main.journal n WHERE n.seq = e.seq
+        AND n.idx > e.idx AND {_entry("notification_id", "n")} = {_entry("id_completion_id", "e")}
     )) AS invoked_id,
-    {_entry('invoked_target', 'e')} AS invoked_target,
-    {_entry('sleep_wakeup_at', 'e')} AS sleep_wakeup_at,
-    {_entry('promise_name', 'e')} AS promise_name,
+    {_entry("invoked_target", "e")} AS invoked_target,
+    {_entry("sleep_wakeup_at", "e")} AS sleep_wakeup_at,
+    {_entry("promise_name", "e")} AS promise_name,
     ub_entry_json(e.entry) AS entry_json,
     ub_ts(e.appended_at) AS appended_at
 FROM main.journal e JOIN main.invocation i ON i.seq = e.seq""",
@@ -273,10 +303,10 @@ SELECT service AS service_name, service_key, holder AS invocation_id FROM main.l
     "sys_promise": f"""
 SELECT
     service AS service_name, service_key, name AS key,
-    {_promise('completed')} AS completed,
+    {_promise("completed")} AS completed,
     ub_promise_value(data) AS completion_success_value,
     ub_utf8(ub_promise_value(data)) AS completion_success_value_utf8,
-    {_promise('failure')} AS completion_failure
+    {_promise("failure")} AS completion_failure
 FROM main.promise""",
     "sys_service": """
 SELECT

@@ -17,7 +17,7 @@ from typing import assert_never
 from unbroken.core import records as r
 from unbroken.core.actions import Action
 from unbroken.core.errors import ProtocolViolation, violated
-from unbroken.core.model import Schemas
+from unbroken.core.schema import Schemas
 from unbroken.core.state_machine import commands, control, failures, invoke, lifecycle, services
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import Transaction

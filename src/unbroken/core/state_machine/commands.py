@@ -11,7 +11,8 @@ from unbroken.core import records as r
 from unbroken.core.actions import Log
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
 from unbroken.core.ids import InvalidId, child_invocation_id, parse_awakeable_id
-from unbroken.core.model import HandlerKind, Invocation, ServiceKind, Sink, Status, Target
+from unbroken.core.invocation import Invocation, Sink, Status
+from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.core.state_machine import control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import Promise, TimerKind
@@ -78,7 +79,8 @@ def _check_state_read(inv: Invocation, cmd: object) -> None:
 def _check_promise(inv: Invocation, cmd: object) -> None:
     if inv.service_kind is not ServiceKind.WORKFLOW:
         raise ProtocolViolation(
-            PROTOCOL_VIOLATION, f"{type(cmd).__name__} from {inv.target}: durable promises belong to workflows"
+            PROTOCOL_VIOLATION,
+            f"{type(cmd).__name__} from {inv.target}: durable promises belong to workflows",
         )
 
 
@@ -142,7 +144,9 @@ def _new_child(
     target = Target(cmd.service, cmd.handler, cmd.key if svc.kind.keyed else None)
     if handler.kind is HandlerKind.WORKFLOW and target.key is None:
         violated(f"workflow target {target} without a key")
-    child_id = child_invocation_id(inv.id, target, handler.kind, cmd.idempotency_key, cmd.invocation_id_completion_id)
+    child_id = child_invocation_id(
+        inv.id, target, handler.kind, cmd.idempotency_key, cmd.invocation_id_completion_id
+    )
     existing = step.load(child_id)
     if existing is not None:
         if handler.kind is HandlerKind.WORKFLOW and sinks and cmd.idempotency_key is None:
@@ -152,10 +156,19 @@ def _new_child(
         return child_id, None
     seed = int.from_bytes(hashlib.sha256(child_id.encode()).digest()[:8], "big")
     invoke.create(
-        step, svc, child_id, target, cmd.parameter, cmd.headers,
-        idempotency_key=cmd.idempotency_key, random_seed=seed, execute_at_ms=at_ms,
-        invoked_by="service", invoked_by_id=inv.id, sinks=sinks,
-    )  # fmt: skip
+        step,
+        svc,
+        child_id,
+        target,
+        cmd.parameter,
+        cmd.headers,
+        idempotency_key=cmd.idempotency_key,
+        random_seed=seed,
+        execute_at_ms=at_ms,
+        invoked_by="service",
+        invoked_by_id=inv.id,
+        sinks=sinks,
+    )
     return child_id, None
 
 
@@ -170,7 +183,9 @@ def _call(step: Step, inv: Invocation, cmd: j.CallCommand) -> None:
         step, inv.id, j.Notification("call_id", cmd.invocation_id_completion_id, 0, id_result, child_id)
     )
     if failure is not None:
-        lifecycle.notify(step, inv.id, j.Notification("call", cmd.completion_id, 0, j.Result(failure=failure)))
+        lifecycle.notify(
+            step, inv.id, j.Notification("call", cmd.completion_id, 0, j.Result(failure=failure))
+        )
 
 
 def _one_way_call(step: Step, inv: Invocation, cmd: j.OneWayCallCommand) -> None:
@@ -215,7 +230,9 @@ def _complete_promise(step: Step, inv: Invocation, cmd: j.CompletePromiseCommand
     step.txn.put_promise(service, key, cmd.key, Promise(cmd.completion))
     _answer(step, inv, "promise", cmd.completion_id, j.Result())
     for waiter in promise.waiters if promise else ():
-        lifecycle.notify(step, waiter.invocation_id, j.Notification("promise", waiter.completion_id, 0, cmd.completion))
+        lifecycle.notify(
+            step, waiter.invocation_id, j.Notification("promise", waiter.completion_id, 0, cmd.completion)
+        )
 
 
 def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand) -> None:
@@ -240,7 +257,13 @@ def _signal(step: Step, inv: Invocation, target_id: str, idx: int, result: j.Res
     command is fire-and-forget, so a refused one is logged, not answered."""
     target = step.load(target_id)
     if target is not None and not control.awakeable_allocated(target, idx):
-        step.emit(Log(inv.id, f"signal {idx} of {target_id} ignored: that invocation did not allocate it", warning=True))
+        step.emit(
+            Log(
+                inv.id,
+                f"signal {idx} of {target_id} ignored: that invocation did not allocate it",
+                warning=True,
+            )
+        )
         return
     lifecycle.notify(step, target_id, j.Notification("signal", 0, idx, result))
 

@@ -19,8 +19,9 @@ from unbroken.core.actions import (
     Output,
 )
 from unbroken.core.errors import violated
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.journal import CANCEL_SIGNAL, FIRST_AWAKEABLE_SIGNAL, Notification, Result
-from unbroken.core.model import HandlerKind, Invocation, Status
+from unbroken.core.schema import HandlerKind
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 
@@ -93,7 +94,9 @@ def _kill_one(step: Step, invocation_id: str) -> tuple[Outcome, list[str]]:
     if inv is None:
         return NotFound(invocation_id), []
     if inv.status is Status.COMPLETED:
-        return AlreadyCompleted(invocation_id), []  # a completed invocation's children were settled when it completed
+        return AlreadyCompleted(
+            invocation_id
+        ), []  # a completed invocation's children were settled when it completed
     _dequeue(step, inv)
     if inv.status in (Status.RUNNING,):
         step.emit(AbortAttempt(inv.id))

@@ -14,15 +14,9 @@ from unbroken.core.actions import (
     WorkflowAlreadyInvoked,
 )
 from unbroken.core.errors import violated
+from unbroken.core.invocation import Invocation, Sink, Status
 from unbroken.core.journal import Header, InputCommand
-from unbroken.core.model import (
-    HandlerKind,
-    Invocation,
-    ServiceSchema,
-    Sink,
-    Status,
-    Target,
-)
+from unbroken.core.schema import HandlerKind, ServiceSchema, Target
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import TimerKind

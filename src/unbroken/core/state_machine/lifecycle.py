@@ -7,8 +7,9 @@ import msgspec
 from unbroken.core import records as r
 from unbroken.core.actions import ArmTimer, Completed, Deliver, Log, StartAttempt
 from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation, violated
+from unbroken.core.invocation import Invocation, Sink, Status
 from unbroken.core.journal import CANCEL_SIGNAL, Entry, Failure, Notification, Result
-from unbroken.core.model import HandlerKind, Invocation, OnMaxAttempts, Sink, Status
+from unbroken.core.schema import HandlerKind, OnMaxAttempts
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import TimerKind
 
@@ -97,7 +98,9 @@ def _wakes(inv: Invocation, n: Notification) -> bool:
     if n.completion_id:
         return n.completion_id in inv.waiting_completions
     if n.signal_name:
-        return True  # suspensions do not list the named signals awaited: the replay suspends again if unwanted
+        return (
+            True  # suspensions do not list the named signals awaited: the replay suspends again if unwanted
+        )
     return n.signal_idx in inv.waiting_signals
 
 
@@ -191,7 +194,9 @@ def on_suspended(step: Step, rec: r.AttemptSuspended) -> None:
     if inv is None:
         return
     if not (rec.waiting_completions or rec.waiting_signals):
-        raise ProtocolViolation(PROTOCOL_VIOLATION, "a suspension must wait on at least one completion or signal")
+        raise ProtocolViolation(
+            PROTOCOL_VIOLATION, "a suspension must wait on at least one completion or signal"
+        )
     note_awakeables(inv, rec.awakeables)
     inv.waiting_completions = list(rec.waiting_completions)
     inv.waiting_signals = list(rec.waiting_signals)
@@ -220,7 +225,13 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
         return
     if policy is not None and inv.retries_since_progress >= policy.max_attempts:
         if policy.on_max_attempts is OnMaxAttempts.KILL:
-            step.emit(Log(inv.id, f"attempt {inv.attempts} failed, killed after {inv.retry_count} attempts: {error}", warning=True))
+            step.emit(
+                Log(
+                    inv.id,
+                    f"attempt {inv.attempts} failed, killed after {inv.retry_count} attempts: {error}",
+                    warning=True,
+                )
+            )
             complete(step, inv, Result(failure=Failure(rec.code or 500, rec.message)))
             return
         _pause(step, inv, f"attempt {inv.attempts} failed, paused after {inv.retry_count} attempts: {error}")
@@ -236,7 +247,13 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
     inv.next_retry_at_ms = step.now_ms + delay
     step.save(inv)
     arm_timer(step, inv.next_retry_at_ms, TimerKind.RETRY, inv.id, 0)
-    step.emit(Log(inv.id, f"attempt {inv.attempts} failed, retry {inv.retry_count} in {delay} ms: {error}", warning=True))
+    step.emit(
+        Log(
+            inv.id,
+            f"attempt {inv.attempts} failed, retry {inv.retry_count} in {delay} ms: {error}",
+            warning=True,
+        )
+    )
 
 
 def _pause(step: Step, inv: Invocation, message: str) -> None:
@@ -266,8 +283,6 @@ def on_timer(step: Step, rec: r.TimerFired) -> None:
         admit(step, inv)
     elif timer.kind is TimerKind.RETRY and inv.status is Status.BACKING_OFF:
         start(step, inv)
-
-
 
 
 def on_recover(step: Step, rec: r.Recover) -> None:

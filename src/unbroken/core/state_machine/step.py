@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from unbroken.core.actions import Action, Outcome, Reply
 from unbroken.core.errors import violated
-from unbroken.core.model import Invocation, Schemas, ServiceSchema, check_invocation
+from unbroken.core.invocation import Invocation, check_invocation
+from unbroken.core.schema import Schemas, ServiceSchema
 from unbroken.core.storage import Transaction
 
 _ABSENT = None  # in the map: the row was read and does not exist (or was deleted by this apply)

@@ -33,7 +33,6 @@ class SerdeError(ValueError):
     """
 
 
-
 class Serde(Generic[T], abc.ABC):
     """Serializer / deserializer for values of type ``T``."""
 
@@ -44,7 +43,6 @@ class Serde(Generic[T], abc.ABC):
     @abc.abstractmethod
     def serialize(self, obj: T | None) -> bytes:
         """Turn a value into bytes."""
-
 
 
 # ---------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def run_many(args: argparse.Namespace) -> int:
         + ", ".join(
             f"{k}={totals.get(k, 0) / n:.1f}"
             for k in ("ops", "invocations", "crashes", "storage_errors", "batches", "records", "virtual_s")
-        )  # fmt: skip
+        )
     )
     print(
         "in total: "
@@ -77,7 +77,7 @@ def run_many(args: argparse.Namespace) -> int:
                 "failed_attempts",
                 "timers_fired",
             )
-        )  # fmt: skip
+        )
     )
     if failures:
         print(f"FAILED: {len(failures)} seed(s): {' '.join(str(s) for s, _ in sorted(failures))}")
@@ -99,15 +99,22 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unbroken.testing.sim", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m unbroken.testing.sim",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seed", type=int, help="run this one seed")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the trace of --seed")
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds to run (default 100)")
     parser.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    parser.add_argument("--fault-phase", type=float, default=SimConfig.fault_phase_s,
-                        help="virtual seconds with faults on (default %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--fault-phase",
+        type=float,
+        default=SimConfig.fault_phase_s,
+        help="virtual seconds with faults on (default %(default)s)",
+    )
     parser.add_argument("--intensity", type=float, default=1.0, help="scale fault rates (0 = no faults)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)

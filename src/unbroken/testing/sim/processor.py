@@ -1,9 +1,9 @@
 """The simulated partition processor and the observed in-memory store.
 
-:class:`SimProcessor` replaces the writer thread of ``runtime.processor.Processor`` with a task on the
-virtual loop, and keeps everything else: each batch goes through the production
-``Processor._apply_batch`` (``state_machine.apply`` per record inside one store transaction, commit,
-and the one-by-one fallback when a batch fails). What the simulator adds is *where it perturbs*:
+:class:`SimProcessor` is the production ``runtime.processor.Processor`` — the same batch loop: scheduling,
+``state_machine.apply`` per record inside one store transaction, the pause and retry after a failed commit,
+the stop, the crash-only recovery — with :class:`SimCommitter` in place of the writer thread. What the
+simulator adds is *where it perturbs*:
 
 * records are queued per *channel* (the records of one invocation keep their order, as the transport
   guarantees; independent records — different invocations, timers, clients — interleave in a seeded
@@ -28,10 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from unbroken.core import records as r
 from unbroken.core.actions import Action
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.journal import Entry, Notification, Result
-from unbroken.core.model import HandlerKind, Invocation, Schemas, Status, Target
+from unbroken.core.schema import HandlerKind, Schemas, Target
 from unbroken.runtime.clock import Clock
-from unbroken.runtime.processor import Processor, StorageFailed, log
+from unbroken.runtime.committer import Batch, CommitSink
+from unbroken.runtime.faults import FaultPoints
+from unbroken.runtime.processor import Processor
 from unbroken.storage.codec import decode_invocation
 from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.testing.sim.faults import InjectedStorageError
@@ -139,8 +142,18 @@ class SimStore(MemoryStore):
         )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
-        (self.invocations, self.journals, self.state, self.locks, self.inboxes, self.timer_rows,
-         self.promises, self.signals, self.next_timer_id, self.overrides) = snap  # fmt: skip
+        (
+            self.invocations,
+            self.journals,
+            self.state,
+            self.locks,
+            self.inboxes,
+            self.timer_rows,
+            self.promises,
+            self.signals,
+            self.next_timer_id,
+            self.overrides,
+        ) = snap
 
     def begin(self) -> ObservedTransaction:
         self.transactions += 1
@@ -162,8 +175,59 @@ class SimStore(MemoryStore):
 _INVOCATION_RECORDS = (r.JournalCommand, r.ProposeRunCompletion, r.AttemptSuspended, r.AttemptFailed)
 
 
+class SimCommitter:
+    """The committer of the production batch loop on the virtual loop: a batch's COMMIT happens after a
+    seeded virtual "fsync" time (handlers keep running meanwhile, as they do during a real fsync), may fail
+    (``SimStore``: rolled back, the processor retries it) and may be followed by a crash before any of the
+    batch's actions ran."""
+
+    def __init__(self, world: World, faults: FaultPoints) -> None:
+        self.world = world
+        self.faults = faults
+        self.alive = True
+        self._sink: CommitSink | None = None
+        self.batch: Batch | None = None  # with the committer: applied, not committed yet
+
+    def start(self, sink: CommitSink) -> None:
+        self._sink = sink
+
+    def commit(self, batch: Batch) -> None:
+        self.batch = batch
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.world.faults.commit_latency_s(), self._commit)
+
+    def _commit(self) -> None:
+        batch, self.batch = self.batch, None
+        if not self.alive or batch is None:
+            return  # the process died meanwhile: kill() rolled the transaction back
+        sink = self._sink
+        assert sink is not None
+        try:
+            batch.transaction.commit()
+        except Exception as exc:  # InjectedStorageError: rolled back, nothing of it happened
+            sink.commit_failed(batch, exc)
+            return
+        self.faults.point("processor.after_commit")
+        self.world.on_batch(batch.records, batch.actions)  # may crash the process right here
+        if self.alive:
+            sink.committed(batch)
+
+    async def stop(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        self.alive = False
+        batch, self.batch = self.batch, None
+        if batch is not None:
+            batch.transaction.rollback()  # never committed: the process died during its fsync
+
+
 class SimProcessor(Processor):
-    """The processor on the virtual loop (no thread): same batch code, seeded perturbations."""
+    """The production ``Processor`` with :class:`SimCommitter`, and the simulator's perturbations of what
+    surrounds it: records reach its queue late (per channel: the records of one invocation keep their
+    order, independent ones interleave), batches take a seeded number of records, and committed actions
+    reach the engine after a seeded delay, in commit order. The batching itself (scheduling, the pause and
+    retries after a store failure, stop, the crash-only recovery) is the production code's, unchanged."""
 
     def __init__(
         self,
@@ -173,139 +237,83 @@ class SimProcessor(Processor):
         clock: Clock,
         loop: asyncio.AbstractEventLoop,
         on_actions: Callable[[list[Action]], None],
+        faults: FaultPoints,
     ) -> None:
-        super().__init__(store, schemas, clock, loop, on_actions)
+        self.committer = SimCommitter(world, faults)
+        super().__init__(store, schemas, clock, loop, self._push, self.committer, faults)
         self.world = world
         self.alive = True
+        self._act_now = on_actions
         self._channels: dict[object, deque[tuple[float, r.Record]]] = {}
-        self._wake = asyncio.Event()
         self._outbox: deque[list[Action]] = deque()
         self._deliver_at = 0.0
         self._solo = 0
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: list[r.Record] = []  # taken from the queue, not committed yet
+        self._stopping = False
 
-    # ---------------------------------------------------------------------------- Processor API
-    def start(self) -> None:
-        self._task = self._loop.create_task(self._main())
-
+    # ------------------------------------------------------------------------------- arrivals
     def submit(self, record: r.Record) -> None:
         if not self.alive:
             return  # a dead process's queue
         now = self._loop.time()
-        ready = now + self.world.faults.record_delay_s(isinstance(record, r.TimerFired))
+        ready = (
+            now
+            if self._stopping
+            else now + self.world.faults.record_delay_s(isinstance(record, r.TimerFired))
+        )
         channel = self._channel(record)
         queue = self._channels.get(channel)
         if queue is None:
+            if ready <= now:
+                super().submit(record)
+                return
             queue = self._channels[channel] = deque()
         elif queue:
             ready = max(ready, queue[-1][0])  # one channel stays FIFO
         queue.append((ready, record))
-        if ready <= now:
-            self._wake.set()
-        else:
-            self._loop.call_at(ready, self._poke)
+        self._loop.call_at(ready, self._arrive, channel)
 
-    def stop(self) -> None:
-        """Graceful stop, as ``Processor.stop``: the writer applies what is queued, then exits."""
-        if not self.alive:
-            return
-        pending = list(self._inflight)
-        while self._channels:
-            pending += self._take(drain=True)
-        self._inflight = []
-        while pending:
-            try:
-                actions = self._apply_batch(pending)
-            except StorageFailed as failed:
-                log.error("storage failed; retrying %d records", len(failed.rest), exc_info=failed.__cause__)
-                self.world.on_batch(pending[: len(pending) - len(failed.rest)], failed.actions)
-                self._act(failed.actions)
-                pending = failed.rest
-                continue
-            self.world.on_batch(pending, actions)
-            self._act(actions)
-            break
-        while self.alive and self._outbox:  # the loop still runs what was handed to it
-            self._on_actions(self._outbox.popleft())
-        self.kill()
-
-    def kill(self) -> None:
-        """The process died: queued records and undelivered actions are gone."""
-        self.alive = False
-        self._channels.clear()
-        self._outbox.clear()
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
-
-    def pending(self) -> int:
-        return sum(len(q) for q in self._channels.values()) + len(self._outbox)
-
-    # ------------------------------------------------------------------------------- internals
     def _channel(self, record: r.Record) -> object:
         if isinstance(record, _INVOCATION_RECORDS):
             return record.invocation_id
         self._solo += 1
         return self._solo  # independent of everything else
 
-    def _poke(self) -> None:
-        if self.alive:
-            self._wake.set()
+    def _arrive(self, channel: object) -> None:
+        queue = self._channels.get(channel)
+        if not self.alive or queue is None:
+            return
+        now = self._loop.time()
+        while queue and queue[0][0] <= now:
+            super().submit(queue.popleft()[1])
+        if not queue:
+            del self._channels[channel]
 
-    def _take(self, drain: bool = False) -> list[r.Record]:
-        now = float("inf") if drain else self._loop.time()
-        rng = self.world.faults.rng
-        want = self.world.faults.batch_size()
-        heads = [ch for ch, q in self._channels.items() if q and q[0][0] <= now]
-        batch: list[r.Record] = []
-        while heads and len(batch) < want:
-            i = rng.randrange(len(heads)) if len(heads) > 1 else 0
-            channel = heads[i]
-            queue = self._channels[channel]
-            batch.append(queue.popleft()[1])
-            if not queue:
-                del self._channels[channel]
-                heads.pop(i)
-            elif queue[0][0] > now:
-                heads.pop(i)
+    def _flush_arrivals(self) -> None:
+        """Everything in transit arrives now, earliest first (a graceful stop applies what was sent)."""
+        pending = sorted(
+            ((ready, n, record) for ch, q in self._channels.items() for n, (ready, record) in enumerate(q)),
+            key=lambda x: (x[0], x[1]),
+        )
+        self._channels.clear()
+        for _, _, record in pending:
+            super().submit(record)
+
+    def _batch_records_max(self) -> int:
+        return self.world.faults.batch_size()
+
+    def _take(self) -> list[r.Record]:
+        batch = super()._take()
+        now = self._clock.now_ms()
+        for record in batch:  # a timer must never fire before its time
+            if isinstance(record, r.TimerFired):
+                timer = self.world.store.timer_rows.get(record.timer_id)
+                if timer is not None and timer.fire_at_ms > now:
+                    self.world.violation(f"timer {timer} fired at {now}, {timer.fire_at_ms - now} ms early")
         return batch
 
-    async def _main(self) -> None:
-        while self.alive:
-            batch = self._take()
-            if not batch:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            self.batches += 1
-            self.records += len(batch)
-            delay = 0.01
-            while True:  # as Processor._run: a batch the store failed to commit is applied again
-                self._inflight = batch
-                await asyncio.sleep(self.world.faults.commit_latency_s())  # fsync: handlers keep running
-                if not self.alive:
-                    return
-                self._inflight = []
-                try:
-                    actions = self._apply_batch(batch)
-                except StorageFailed as failed:
-                    log.error("storage failed; retrying %d records in %.2fs", len(failed.rest), delay,
-                              exc_info=failed.__cause__)  # fmt: skip
-                    self.world.on_batch(batch[: len(batch) - len(failed.rest)], failed.actions)
-                    self._act(failed.actions)
-                    # Still owed, ahead of what is queued: a graceful stop during the pause applies these
-                    # first (as Processor puts them back at the head of its queue), never the later records
-                    # of the same invocation without them.
-                    batch = self._inflight = failed.rest
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                self.world.on_batch(batch, actions)
-                self._act(actions)
-                break
-
-    def _act(self, actions: list[Action]) -> None:
-        if not self.alive or not actions:  # crashed right after the commit (before acting)
+    # ------------------------------------------------------------------------------- actions
+    def _push(self, actions: list[Action]) -> None:
+        if not self.alive or not actions:
             return
         self._outbox.append(actions)
         at = max(self._deliver_at, self._loop.time() + self.world.faults.action_delay_s())
@@ -317,16 +325,32 @@ class SimProcessor(Processor):
 
     def _deliver(self) -> None:
         if self.alive and self._outbox:  # one call per batch, in commit order
-            self._on_actions(self._outbox.popleft())
+            self._act_now(self._outbox.popleft())
 
-    def _apply_batch(self, batch: list[r.Record]) -> list[Action]:
-        now = self._clock.now_ms()
-        for record in batch:  # a timer must never fire before its time
-            if isinstance(record, r.TimerFired):
-                timer = self.world.store.timer_rows.get(record.timer_id)
-                if timer is not None and timer.fire_at_ms > now:
-                    self.world.violation(f"timer {timer} fired at {now}, {timer.fire_at_ms - now} ms early")
-        return super()._apply_batch(batch)
+    # ------------------------------------------------------------------------------- life
+    async def aclose(self) -> None:
+        """Graceful stop: what was sent arrives, the production stop drains the queue (waiting out a retry
+        pause), the actions already committed run, then the process exits."""
+        if not self.alive:
+            return
+        self._stopping = True
+        self._flush_arrivals()
+        await super().aclose()
+        while self.alive and self._outbox:  # the loop still runs what was handed to it
+            self._act_now(self._outbox.popleft())
+        self.kill()
+
+    def kill(self) -> None:
+        """The process died: queued records, the batch being committed and undelivered actions are gone."""
+        self.alive = False
+        self.committer.kill()
+        self.drop()
+        self._channels.clear()
+        self._outbox.clear()
+
+    def pending(self) -> int:
+        in_flight = 1 if self.committer.batch is not None else 0
+        return sum(len(q) for q in self._channels.values()) + len(self._outbox) + self.queued() + in_flight
 
 
 def digest(parts: list[str]) -> str:

@@ -8,9 +8,12 @@ import traceback
 from dataclasses import dataclass, field
 
 from unbroken.testing.sim import invariants
+from unbroken.testing.sim.app import APP, set_current
+from unbroken.testing.sim.client import Client
 from unbroken.testing.sim.faults import stream
+from unbroken.testing.sim.generate import generate, model_of
 from unbroken.testing.sim.loop import SimStuck
-from unbroken.testing.sim.workload import APP, Client, Op, generate, model_of, set_current
+from unbroken.testing.sim.ops import Op
 from unbroken.testing.sim.world import SimConfig, World, install_log_capture
 
 
@@ -47,8 +50,10 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SimResult:
     install_log_capture(world)
     started = time.perf_counter()
     try:
-        world.trace(f"seed {seed}: {len(ops)} ops; faults: {world.faults.describe()}; "
-                    f"inactivity timeout {world.inactivity_timeout_ms} ms")  # fmt: skip
+        world.trace(
+            f"seed {seed}: {len(ops)} ops; faults: {world.faults.describe()}; "
+            f"inactivity timeout {world.inactivity_timeout_ms} ms"
+        )
         try:
             world.loop.run_until_complete(_play(world, ops))
         except SimStuck as exc:

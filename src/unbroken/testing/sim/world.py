@@ -1,13 +1,14 @@
 """One simulated world: the real engine on the virtual loop, its crashes and restarts, and the ledgers the
 invariants are checked against (kept here, *outside* the engine).
 
-The engine is the production one: ``runtime.engine.Engine`` (invoker, timers, action execution, reply
-futures) with the in-process SDK (``sdk.local.LocalTransport``: real sessions running real handler
-coroutines), the pure state machine, and :class:`~unbroken.testing.sim.processor.SimProcessor` in place
+The engine is the production one, built by the production wiring (``unbroken.wiring.build``): the
+engine (invoker, timers, action execution, reply futures), the batch loop (``runtime.processor``), the
+in-process SDK (``sdk.local.LocalTransport``: real sessions running real handler coroutines) and the pure
+state machine, with the virtual clock and :class:`~unbroken.testing.sim.processor.SimCommitter` in place
 of the writer thread. A crash drops everything in memory — the processor's queue and undelivered actions,
 sessions and their tasks, the timer heap, the callers' reply futures (their connection breaks) — and a
 new engine is built from the store after a downtime, exactly as ``unbroken serve`` starting on an existing
-data dir does (``Engine.start``: re-arm the stored timers, ``Recover`` the running invocations).
+data dir does (``Node.start``: re-arm the stored timers, ``Recover`` the running invocations).
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from typing import Any
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.journal import Notification, Result, RunCommand
-from unbroken.core.model import HandlerKind, OnMaxAttempts, RetryPolicy, Schemas
-from unbroken.runtime.engine import Engine, EngineOptions
+from unbroken.core.schema import HandlerKind, OnMaxAttempts, RetryPolicy, Schemas
+from unbroken.runtime.faults import FaultPoints
+from unbroken.runtime.node import EngineOptions, Node
 from unbroken.sdk.app import App
 from unbroken.sdk.exceptions import TerminalError
-from unbroken.sdk.local import LocalTransport
 from unbroken.testing.sim.faults import FaultPlan, InjectedHandlerError, InjectedStorageError, stream
 from unbroken.testing.sim.loop import OWNER, LoopClock, VirtualEventLoop
 from unbroken.testing.sim.processor import Created, Event, Finished, RunDurable, SimProcessor, SimStore
+from unbroken.wiring import Parts, build, local_transport
 
 
 class ConnectionLost(ConnectionError):
@@ -99,9 +101,13 @@ class World:
         self.inactivity_timeout_ms = setup.choice([200, 1_000, 5_000, 60_000])
         self.schemas = _schemas(app, self.inactivity_timeout_ms)
         self.app = app
-        self.transport = LocalTransport(app.services, self.clock.now_ms)
+        # the node's parts, as ``unbroken serve`` wires them but virtual: the clock, the commit, no armed faults
+        self.parts = Parts(
+            clock=self.clock, faults=FaultPoints(), processor_factory=functools.partial(SimProcessor, self)
+        )
+        self.transport = local_transport(app, self.parts)
         self.options = EngineOptions(inactivity_timeout_ms=self.inactivity_timeout_ms)
-        self.engine: Engine | None = None
+        self.engine: Node | None = None
         self.epoch = 0
         self.crashes = 0
         self.restarts = 0
@@ -168,11 +174,8 @@ class World:
         self.engine = ctx.run(self._build_engine)
         self.trace(f"engine #{self.epoch} started")
 
-    def _build_engine(self) -> Engine:
-        factory = functools.partial(SimProcessor, self)
-        engine = Engine(
-            self.store, self.schemas, self.transport, self.clock, self.options, processor_factory=factory
-        )
+    def _build_engine(self) -> Node:
+        engine = build(self.schemas, self.store, self.transport, self.parts, self.options)
         engine.start()
         return engine
 
@@ -187,7 +190,7 @@ class World:
         self._exit(engine)
 
     async def graceful_restart(self) -> None:
-        """SIGTERM: ``Engine.stop()`` (sessions aborted, the processor drains its queue), the process
+        """SIGTERM: ``Node.stop()`` (sessions aborted, the processor drains its queue), the process
         exits, a new one starts after a downtime."""
         engine = self.engine
         if engine is None:
@@ -198,16 +201,18 @@ class World:
         await engine.stop()
         self._exit(engine)
 
-    def _exit(self, engine: Engine) -> None:
+    def _exit(self, engine: Node) -> None:
         """The process is gone: whatever the old engine still had in memory dies with it."""
-        processor = engine.processor
-        assert isinstance(processor, SimProcessor)
-        processor.kill()
-        futures = list(engine._waiters.futures.values())
-        engine._waiters.futures.clear()
-        engine._waiters.by_invocation.clear()
-        engine.timers.stop()
-        engine.invoker.abort_all()  # sessions end: nothing they do reaches anything any more
+        futures: list[asyncio.Future[a.Reply]] = []
+        for partition in engine.partitions:
+            processor = partition.processor
+            assert isinstance(processor, SimProcessor)
+            processor.kill()
+            futures += partition._waiters.futures.values()
+            partition._waiters.futures.clear()
+            partition._waiters.by_invocation.clear()
+            partition.timers.stop()
+            partition.invoker.abort_all()  # sessions end: nothing they do reaches anything any more
         self.loop.cancel_owned_by(self.epoch)  # handler tasks, ctx.run tasks, the processor, the cleaner
         for fut in futures:
             if not fut.done():
@@ -262,8 +267,15 @@ class World:
             self.crash("right after a commit")
 
     # --------------------------------------------------------------------- handler-side ledgers
-    def run_action(self, invocation_id: str, attempt: int, name: str, terminal: str | None = None,
-                   latency_s: float = 0.0, sync: bool = False) -> Callable[[], Any]:  # fmt: skip
+    def run_action(
+        self,
+        invocation_id: str,
+        attempt: int,
+        name: str,
+        terminal: str | None = None,
+        latency_s: float = 0.0,
+        sync: bool = False,
+    ) -> Callable[[], Any]:
         """A ``ctx.run`` action whose executions are recorded outside the engine (``sync``: a plain
         ``def``, which the SDK hands to the loop's executor — inline on the virtual loop)."""
 
@@ -308,8 +320,13 @@ def _schemas(app: App, inactivity_timeout_ms: int) -> Schemas:
     cached = _schemas_cache.get(inactivity_timeout_ms)
     if cached is None:
         # retries never give up in the simulation: a paused invocation would be a liveness failure
-        policy = RetryPolicy(initial_interval_ms=100, exponentiation_factor=2.0, max_interval_ms=5_000,
-                             max_attempts=1_000_000, on_max_attempts=OnMaxAttempts.PAUSE)  # fmt: skip
+        policy = RetryPolicy(
+            initial_interval_ms=100,
+            exponentiation_factor=2.0,
+            max_interval_ms=5_000,
+            max_attempts=1_000_000,
+            on_max_attempts=OnMaxAttempts.PAUSE,
+        )
         day = 86_400_000
         cached = app.schemas(policy, inactivity_timeout_ms, 600_000, day, day, day)
         _schemas_cache[inactivity_timeout_ms] = cached

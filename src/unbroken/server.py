@@ -1,4 +1,7 @@
-"""``unbroken serve``: engine + ingress + admin + in-process handlers in one process, on SQLite."""
+"""``unbroken serve``: engine + ingress + admin + in-process handlers in one process, on SQLite.
+
+Part of the composition root (above every layer): it wires the ingress and the admin API to the node
+``unbroken.wiring`` builds."""
 
 from __future__ import annotations
 
@@ -22,16 +25,14 @@ from unbroken.admin.app import AdminApp
 from unbroken.config import Config
 from unbroken.core import limits
 from unbroken.core.ids import deployment_id
-from unbroken.core.model import OnMaxAttempts, RetryPolicy, with_overrides
 from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
-from unbroken.runtime.clock import SystemClock
-from unbroken.runtime.engine import Engine, EngineOptions
+from unbroken.runtime.node import Node
 from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk.app import App
-from unbroken.sdk.local import LocalTransport
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
+from unbroken.wiring import build_from_config
 
 log = logging.getLogger("unbroken")
 
@@ -50,8 +51,6 @@ def _ingress_error(status: int, message: str) -> bytes:
 
 def _admin_error(status: int, message: str) -> bytes:
     return orjson.dumps({"message": message, "restate_code": None})
-
-
 
 
 def raise_open_file_limit() -> int:
@@ -95,55 +94,50 @@ def _uvicorn(
 ) -> _Server:
     config = uvicorn.Config(
         # httptools, with the request head (time, size) and the connections bounded (http/wire.py)
-        app, host=bind[0], port=bind[1], http=bounded_protocol(error_body, error_headers, conns), loop="none",
+        app,
+        host=bind[0],
+        port=bind[1],
+        http=bounded_protocol(error_body, error_headers, conns),
+        loop="none",
         lifespan="off",
-        access_log=False, log_level="warning", server_header=False, date_header=False, proxy_headers=False,
-        timeout_keep_alive=60, backlog=4096,
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=60,
+        backlog=4096,
         # A call or attach can wait on an invocation for days: don't let it hold up SIGTERM forever
         # (the invocation is durable; the client re-attaches after the restart).
         timeout_graceful_shutdown=2,
-    )  # fmt: skip
+    )
     return _Server(config)
 
 
 def _setup_logging(config: Config) -> None:
     level = getattr(logging, config.log_level.upper(), logging.INFO)
-    fmt = "%(asctime)s %(levelname)-5s %(message)s" if config.dev else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "%(asctime)s %(levelname)-5s %(message)s"
+        if config.dev
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
 
 
-def build_engine(app: App, config: Config) -> tuple[Engine, SqliteStore]:
-    clock = SystemClock()
-    store = SqliteStore(config.data_dir, fsync=config.fsync)
-    defaults = RetryPolicy(
-        config.retry_initial_interval_ms, config.retry_exponentiation_factor, config.retry_max_interval_ms,
-        config.retry_max_attempts, OnMaxAttempts(config.retry_on_max_attempts),
-    )  # fmt: skip
-    schemas = app.schemas(
-        defaults, config.inactivity_timeout_ms, config.abort_timeout_ms, config.idempotency_retention_ms,
-        config.workflow_completion_retention_ms, config.journal_retention_ms,
-    )  # fmt: skip
-    schemas = with_overrides(schemas, store.service_overrides())  # PATCH /services changes
-    transport = LocalTransport(app.services, clock.now_ms, asyncio.get_running_loop())
-    dev_log = logging.getLogger("unbroken.dev")
-
-    def on_log(invocation_id: str, message: str) -> None:
-        dev_log.info("%s %s", invocation_id, message)
-
-    options = EngineOptions(
-        inactivity_timeout_ms=config.inactivity_timeout_ms, clean_interval_ms=config.cleanup_interval_ms, dev=config.dev
-    )
-    engine = Engine(store, schemas, transport, clock, options, on_log if config.dev else None)
-    return engine, store
-
-
+def build_engine(app: App, config: Config) -> tuple[Node, SqliteStore]:
+    """The node of ``app`` on its SQLite data dir (``unbroken.wiring``: the one place nodes are built)."""
+    return build_from_config(app, config)
 
 
 def _listeners(config: Config) -> tuple[list[socket.socket], list[socket.socket]]:
     """Both listeners' sockets, bound before anything says "serving" (a port in use: StartupError)."""
-    ingress = bind_listeners(*config.ingress_host_port, "ingress", "--ingress-bind", limits.listen_backlog_connections_max)
+    ingress = bind_listeners(
+        *config.ingress_host_port, "ingress", "--ingress-bind", limits.listen_backlog_connections_max
+    )
     try:
-        admin = bind_listeners(*config.admin_host_port, "admin API", "--admin-bind", limits.listen_backlog_connections_max)
+        admin = bind_listeners(
+            *config.admin_host_port, "admin API", "--admin-bind", limits.listen_backlog_connections_max
+        )
     except StartupError:
         for sock in ingress:
             sock.close()
@@ -162,15 +156,24 @@ async def run(
     # The ports bound (they differ from the config's when it asked for port 0).
     ingress_bind = (config.ingress_host_port[0], listeners[0][0].getsockname()[1])
     admin_bind = (config.admin_host_port[0], listeners[1][0].getsockname()[1])
-    dep = deployment_id(hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16])
+    dep = deployment_id(
+        hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16]
+    )
     conns = connections_max(raise_open_file_limit())
     return_large_blocks_to_the_os()
     ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
-    ingress = _uvicorn(ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n", conns)
+    ingress = _uvicorn(
+        ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n", conns
+    )
     admin_app = AdminApp(
-        engine, SqliteReadModel(store.path), config.data_dir, dep, f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
-        body_limit_bytes=config.request_size_limit_bytes, token=config.admin_token,
-    )  # fmt: skip
+        engine,
+        SqliteReadModel(store.path),
+        config.data_dir,
+        dep,
+        f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
+        body_limit_bytes=config.request_size_limit_bytes,
+        token=config.admin_token,
+    )
     admin = _uvicorn(admin_app, admin_bind, _admin_error, conns=conns)
     loop = asyncio.get_running_loop()
 
@@ -186,8 +189,11 @@ async def run(
     await asyncio.sleep(0)
     log.info(
         "unbroken serving %d services: ingress http://%s:%d, admin http://%s:%d, data %s",
-        len(engine.schemas.services), *ingress_bind, *admin_bind, config.data_dir,
-    )  # fmt: skip
+        len(engine.schemas.services),
+        *ingress_bind,
+        *admin_bind,
+        config.data_dir,
+    )
     if started is not None:
         started.set()
     try:

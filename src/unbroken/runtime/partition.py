@@ -1,8 +1,13 @@
-"""The engine: wires the processor, the invoker, the timers, and the waiting callers together.
+"""A partition processor: the batch loop, the invoker, the timers and the waiting callers of the
+invocations whose partition key it owns (``runtime/node.py`` routes records and actions to it).
 
-Everything here runs on the event loop thread except the processor's writer thread. Actions arrive from
-the processor in commit order and are executed in that order, which is what makes registering a waiter
-(``AwaitCompletion``) and answering it (``Completed``) race-free.
+Leadership: ``start`` recovers (submits ``Recover`` for its running invocations) and loads its timer
+window, then processes; ``stop`` aborts its attempts, drains its queue (what was submitted is committed and
+answered) and answers the callers still waiting 503 (the node is going away: they retry later or
+elsewhere). Everything here runs on the event loop thread
+except the processor's writer thread. Actions arrive from the processor in commit order and are executed in
+that order, which is what makes registering a waiter (``AwaitCompletion``) and answering it (``Completed``)
+race-free.
 
 Health (``health()``, shown by both health endpoints): the processor's store failing, or the partition
 stopped after an invariant broke twice. While either holds, new requests are refused at once (503 with
@@ -14,7 +19,7 @@ before its record was applied has it withdrawn (never acknowledged, so nothing i
 from __future__ import annotations
 
 import asyncio
-import itertools
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,20 +30,30 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.journal import Failure
-from unbroken.core.model import Schemas, with_overrides
-from unbroken.core.storage import Store
+from unbroken.core.schema import Schemas, ServiceOverride
+from unbroken.core.storage import Store, Timer
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
+from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.invoker import Invoker
 from unbroken.runtime.processor import Processor
 from unbroken.runtime.timers import TimerService
 
 log = logging.getLogger("unbroken.engine")
+Owns = Callable[[str], bool]  # does this partition own the invocation with this id
 
-# How the engine builds its processor: the writer thread in production, a simulated one in the simulator
-# (``unbroken.testing.sim``), which drives the same ``Processor._apply_batch`` from the event loop.
+# How the engine builds its processor: the production batch loop everywhere; the simulator
+# (``unbroken.testing.sim``) gives it a virtual-time committer instead of the writer thread.
 ProcessorFactory = Callable[
-    [Store, Callable[[], Schemas], Clock, asyncio.AbstractEventLoop, Callable[[list[a.Action]], None]], Processor
+    [
+        Store,
+        Callable[[], Schemas],
+        Clock,
+        asyncio.AbstractEventLoop,
+        Callable[[list[a.Action]], None],
+        FaultPoints,
+    ],
+    Processor,
 ]
 
 
@@ -58,38 +73,57 @@ class _Waiters:
     watching: bool = False
 
 
-class Engine:
+class Partition:
+    """One partition processor. ``owns`` (None: every invocation) says which invocations are its own:
+    it recovers those and loads their timers when it becomes leader. ``route`` (None: run them here) takes
+    the actions its batches produced when several partitions share the node, so that each reaches the
+    partition holding the attempt or the waiting caller it is for."""
+
     def __init__(
         self,
         store: Store,
-        schemas: Schemas,
+        schemas: Callable[[], Schemas],
+        update_service: Callable[[str, ServiceOverride], None],  # the node's: every partition sees the change
         transport: HandlerTransport,
         clock: Clock,
-        options: EngineOptions | None = None,
+        options: EngineOptions,
+        faults: FaultPoints,
         on_log: Callable[[str, str], None] | None = None,
-        processor_factory: ProcessorFactory = Processor,
+        processor_factory: ProcessorFactory | None = None,
+        owns: Owns | None = None,
+        route: Callable[[Partition, list[a.Action]], None] | None = None,
+        index: int = 0,
     ) -> None:
+        self.index = index
         self.store = store
         self.schemas = schemas
-        self.clock = clock
-        self.options = options or EngineOptions()
+        self.options = options
         self.loop = asyncio.get_running_loop()
-        self.processor = processor_factory(store, lambda: self.schemas, clock, self.loop, self._run_actions)
+        self.owns = owns
+        self._route = route
+        self._update_service = update_service
+        factory = processor_factory or _production_processor
+        self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
         self.invoker = Invoker(
-            transport, self.processor, clock, self.options.inactivity_timeout_ms, self.options.dev,
-            schemas=lambda: self.schemas,
-        )  # fmt: skip
-        self.timers = TimerService(clock, self.processor.submit, store.timers_after)
+            transport,
+            self.processor,
+            clock,
+            options.inactivity_timeout_ms,
+            options.dev,
+            schemas=schemas,
+            faults=faults,
+        )
+        scan = store.timers_after if owns is None else functools.partial(_own_timers, store, owns)
+        self.timers = TimerService(clock, self.processor.submit, scan, faults=faults)
         self._waiters = _Waiters()
-        self._request_ids = itertools.count(1)
         self._on_log = on_log
         self._cleaner: asyncio.Task[None] | None = None
         self.processor.on_violation = self._recover
         self.processor.on_store_failing = self._watch_clients
 
-    # ------------------------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------------------------ leadership
     def start(self) -> None:
-        """Recover from storage (running invocations restart, timers re-arm), then process."""
+        """Become leader: recover from storage (running invocations restart, timers re-arm), then process."""
         self.processor.start()
         self._load_from_store()
         self._cleaner = self.loop.create_task(self._clean_periodically())
@@ -97,10 +131,12 @@ class Engine:
     def _load_from_store(self) -> None:
         self.timers.load()  # the earliest ones; the others are read when these have fired
         recovering = self.store.running_invocation_ids()
+        if self.owns is not None:
+            recovering = [invocation_id for invocation_id in recovering if self.owns(invocation_id)]
         for invocation_id in recovering:
             self.processor.submit(r.Recover(invocation_id))
         if recovering:
-            log.info("recovering %d running invocations", len(recovering))
+            log.info("partition %d: recovering %d running invocations", self.index, len(recovering))
 
     def _recover(self, message: str) -> None:
         """Crash-only, in process: an invariant broke and the batch rolled back. Drop what memory holds
@@ -109,22 +145,28 @@ class Engine:
         self.timers.reset()
         if self.processor.halted is not None:
             log.critical("engine stopped: %s", message)
-            for request_id in list(self._waiters.futures):  # nothing will answer them now
-                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, message))))
+            self._fail_waiters(message)  # nothing will answer them now
             return
         log.warning("recovering from storage after: %s", message)
         self._load_from_store()
 
     def health(self) -> str | None:
-        """Why the engine cannot serve now (None: healthy)."""
+        """Why the partition cannot serve now (None: healthy)."""
         return self.processor.halted or self.processor.store_error
 
     async def stop(self) -> None:
+        """Give up leadership: attempts end, what is queued is committed, waiting callers get 503."""
         if self._cleaner is not None:
             self._cleaner.cancel()
         self.timers.stop()
         self.invoker.abort_all()
-        await asyncio.to_thread(self.processor.stop)
+        await self.processor.aclose()
+        self._fail_waiters(f"partition {self.index} stopped: the server is shutting down; retry later")
+
+    def _fail_waiters(self, message: str) -> None:
+        for request_id in list(self._waiters.futures):
+            self._reply(a.Reply(request_id, a.Unavailable(Failure(503, message))))
+        self._waiters.by_invocation.clear()
 
     async def _clean_periodically(self) -> None:
         while True:
@@ -132,36 +174,32 @@ class Engine:
             self.processor.submit(r.CleanExpired())
 
     # ------------------------------------------------------------------------------------ requests
-    def new_request_id(self) -> int:
-        return next(self._request_ids)
-
     def request(
-        self, make: Callable[[int], r.Record], client_gone: Callable[[], Awaitable[object]] | None = None,
-        bounded: bool = False,
-    ) -> asyncio.Future[a.Reply]:  # fmt: skip
-        """Submit a record that answers with a Reply; returns the future of that reply.
-
-        ``bounded`` (the ingress): refused with :class:`EngineUnavailable` while the store fails or a bound
-        is reached. ``client_gone`` completes when the caller leaves; if that happens while the store fails
-        and the record is still queued, it is withdrawn and the future answers ``gone``.
-        """
-        self._admit(bounded)
-        request_id = next(self._request_ids)
+        self,
+        request_id: int,
+        record: r.Record,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> asyncio.Future[a.Reply]:
+        """Submit ``record``, which answers ``request_id`` with a Reply; returns the future of that reply."""
         fut: asyncio.Future[a.Reply] = self.loop.create_future()
         self._waiters.futures[request_id] = fut
         if client_gone is not None:
             self._waiters.clients[request_id] = client_gone
-        self.processor.submit(make(request_id))
+        self.processor.submit(record)
         return fut
 
-    def _admit(self, bounded: bool) -> None:
+    def admit(self, bounded: bool) -> None:
+        """Raise :class:`EngineUnavailable` if a request cannot be taken now (``bounded``: an ingress one,
+        refused while the store fails or a bound is reached; admin ones must get through meanwhile)."""
         processor = self.processor
         if processor.halted is not None:
             raise EngineUnavailable(processor.halted, retry_after_s=limits.retry_after_s)
         if not bounded:
-            return  # admin requests (kill, cancel) must get through while the store fails
+            return
         if processor.store_error is not None:
-            raise EngineUnavailable(f"{processor.store_error}; retry later", retry_after_s=limits.retry_after_s)
+            raise EngineUnavailable(
+                f"{processor.store_error}; retry later", retry_after_s=limits.retry_after_s
+            )
         if processor.queued() >= limits.records_queued_max:
             raise EngineUnavailable(
                 f"overloaded: {limits.records_queued_max} records are queued; retry later",
@@ -173,6 +211,9 @@ class Engine:
                 retry_after_s=limits.retry_after_s,
             )
 
+    def waits_for(self, request_id: int) -> bool:
+        return request_id in self._waiters.futures
+
     def _watch_clients(self) -> None:
         """The store started failing: watch every waiting HTTP caller, to withdraw the records of those
         who leave (cheaper than watching each caller all the time)."""
@@ -180,7 +221,9 @@ class Engine:
             self.loop.create_task(self._withdraw_when_gone(request_id, client_gone))
         self._waiters.clients.clear()
 
-    async def _withdraw_when_gone(self, request_id: int, client_gone: Callable[[], Awaitable[object]]) -> None:
+    async def _withdraw_when_gone(
+        self, request_id: int, client_gone: Callable[[], Awaitable[object]]
+    ) -> None:
         await client_gone()
         fut = self._waiters.futures.get(request_id)
         if fut is not None and not fut.done():
@@ -197,13 +240,21 @@ class Engine:
             self.processor.withdraw(request_id)
 
     # ------------------------------------------------------------------------------------ actions
-    def _run_actions(self, actions: list[a.Action]) -> None:
+    def _committed(self, actions: list[a.Action]) -> None:
+        if self._route is None:
+            self.run_actions(actions)
+        else:
+            self._route(self, actions)
+
+    def run_actions(self, actions: list[a.Action]) -> None:
         for action in actions:
             try:
                 self._run_action(action)
             except Exception:
                 # type and id only: an action can carry a whole journal or a 32 MiB value
-                log.exception("action failed: %s %s", type(action).__name__, getattr(action, "invocation_id", ""))
+                log.exception(
+                    "action failed: %s %s", type(action).__name__, getattr(action, "invocation_id", "")
+                )
 
     def _run_action(self, action: a.Action) -> None:
         match action:
@@ -222,7 +273,7 @@ class Engine:
             case a.AbortAttempt():
                 self.invoker.abort(action.invocation_id)
             case a.UpdateService():  # a committed ModifyService: later batches see the new options
-                self.schemas = with_overrides(self.schemas, {action.service: action.override})
+                self._update_service(action.service, action.override)
             case a.Log():
                 if action.warning:  # a failed attempt: logged once, in serve and dev alike
                     log.warning("%s %s", action.invocation_id, action.message)
@@ -240,3 +291,26 @@ class Engine:
     def _completed(self, done: a.Completed) -> None:
         for request_id in self._waiters.by_invocation.pop(done.invocation_id, ()):
             self._reply(a.Reply(request_id, a.Output(done.invocation_id, done.result, done.expires_at_ms)))
+
+
+def _own_timers(store: Store, owns: Owns, after: tuple[int, int] | None, limit: int) -> list[Timer]:
+    """``store.timers_after`` restricted to this partition's invocations (scans on past the others')."""
+    out: list[Timer] = []
+    while len(out) < limit:
+        rows = store.timers_after(after, limit)
+        out += [timer for timer in rows if owns(timer.invocation_id)]
+        if len(rows) < limit:
+            break
+        after = (rows[-1].fire_at_ms, rows[-1].timer_id)
+    return out[:limit]
+
+
+def _production_processor(
+    store: Store,
+    schemas: Callable[[], Schemas],
+    clock: Clock,
+    loop: asyncio.AbstractEventLoop,
+    on_actions: Callable[[list[a.Action]], None],
+    faults: FaultPoints,
+) -> Processor:
+    return Processor(store, schemas, clock, loop, on_actions, faults=faults)

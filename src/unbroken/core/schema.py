@@ -1,4 +1,4 @@
-"""The engine's data model: service schemas and the stored state of one invocation."""
+"""The service registry: services, handlers, their kinds and options, retry policy, overrides, targets."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import TypeVar
 
 import msgspec
 
-from unbroken.core.errors import invariant, violated
-from unbroken.core.journal import Result
+from unbroken.core.errors import invariant
 
 
 class ServiceKind(enum.StrEnum):
@@ -101,7 +100,11 @@ class ServiceSchema:
 
     def lazy_state_for(self, handler: str) -> bool:
         h = self.handlers.get(handler)
-        return h.enable_lazy_state if h is not None and h.enable_lazy_state is not None else self.enable_lazy_state
+        return (
+            h.enable_lazy_state
+            if h is not None and h.enable_lazy_state is not None
+            else self.enable_lazy_state
+        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,9 @@ class ServiceOverride(msgspec.Struct, frozen=True, omit_defaults=True):
         return msgspec.structs.replace(_merge(self, newer), retry_policy=retry)
 
     def applied_to(self, svc: ServiceSchema) -> ServiceSchema:
-        fields = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None and k != "retry_policy"}
+        fields = {
+            k: v for k, v in msgspec.structs.asdict(self).items() if v is not None and k != "retry_policy"
+        }
         if self.retry_policy is not None:
             retry = {k: v for k, v in msgspec.structs.asdict(self.retry_policy).items() if v is not None}
             fields["retry_policy"] = dataclasses.replace(svc.retry_policy, **retry)
@@ -171,18 +176,6 @@ def with_overrides(schemas: Schemas, overrides: dict[str, ServiceOverride]) -> S
     return Schemas(services)
 
 
-class Status(enum.StrEnum):
-    """Invocation status, spelled as Restate's ``sys_invocation.status``."""
-
-    SCHEDULED = "scheduled"
-    PENDING = "pending"  # queued in its key's inbox behind the lock holder (Restate's internal name: Inboxed)
-    RUNNING = "running"
-    SUSPENDED = "suspended"
-    BACKING_OFF = "backing-off"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-
-
 class Target(msgspec.Struct, frozen=True, array_like=True):
     service: str
     handler: str
@@ -192,89 +185,3 @@ class Target(msgspec.Struct, frozen=True, array_like=True):
         if self.key is None:
             return f"{self.service}/{self.handler}"
         return f"{self.service}/{self.key}/{self.handler}"
-
-
-class Sink(msgspec.Struct, frozen=True, array_like=True):
-    """Where an invocation's result goes when it completes: a completion of another invocation."""
-
-    invocation_id: str
-    completion_id: int
-
-
-class Invocation(msgspec.Struct, array_like=True):
-    """Everything the engine stores about one invocation besides its journal.
-
-    Invariants (checked by :func:`check_invocation`): a completed invocation has a result and no waits;
-    a suspended one waits on something; ``journal_length`` >= 1 once started (the Input entry).
-    """
-
-    id: str
-    target: Target
-    service_kind: ServiceKind
-    handler_kind: HandlerKind | None
-    status: Status
-    created_at_ms: int
-    modified_at_ms: int
-    random_seed: int
-    invoked_by: str = "ingress"
-    invoked_by_id: str | None = None
-    idempotency_key: str | None = None
-    sinks: list[Sink] = []
-    execute_at_ms: int = 0
-    journal_length: int = 0
-    attempts: int = 0
-    retry_count: int = 0
-    retries_since_progress: int = 0
-    last_progress_at_ms: int = 0
-    next_retry_at_ms: int = 0
-    last_failure: str | None = None
-    last_failure_code: int | None = None
-    waiting_completions: list[int] = []
-    waiting_signals: list[int] = []
-    result: Result | None = None
-    completed_at_ms: int = 0
-    expires_at_ms: int = 0
-    journal_expires_at_ms: int = 0
-    cancel_requested: bool = False
-    children: list[str] = []
-    running_at_ms: int = 0  # when its first attempt started (for a lock-taking handler: when it took the lock)
-    # How many awakeables (signal indexes 17, 18, ...) its handler allocated, as reported by the SDK on the
-    # records it sends anyway (commands, run results, suspensions); -1 = unknown (a row from before this
-    # field, an SDK that does not report it, an attempt aborted by a pause): then any awakeable index is
-    # accepted. See ``control.awakeable_allocated``. Last, with a default, so that older rows still decode.
-    awakeables: int = -1
-
-
-def cleanup_due_ms(inv: Invocation) -> int:
-    """When the retention sweep next has work on a completed invocation (0: never / not completed).
-
-    The journal goes at ``journal_expires_at_ms`` (while the result stays), everything at ``expires_at_ms``.
-    """
-    if inv.status is not Status.COMPLETED:
-        return 0
-    if inv.journal_length and 0 < inv.journal_expires_at_ms < inv.expires_at_ms:
-        return inv.journal_expires_at_ms
-    return inv.expires_at_ms
-
-
-def check_invocation(inv: Invocation) -> None:
-    """Check the stored invariants (always, even under ``python -O``); called on write and on read.
-
-    Written as ``if``s so that the messages are formatted only when one fails (this runs on every row).
-    """
-    if inv.status is Status.COMPLETED:
-        if inv.result is None:
-            violated(f"{inv.id}: completed without a result")
-        if inv.waiting_completions or inv.waiting_signals:
-            violated(f"{inv.id}: completed but waiting")
-    elif inv.result is not None:
-        violated(f"{inv.id}: {inv.status} but has a result")
-    if inv.status is Status.SUSPENDED and not (inv.waiting_completions or inv.waiting_signals):
-        violated(f"{inv.id}: suspended on nothing")
-    if inv.status in _STARTED and inv.journal_length < 1:
-        violated(f"{inv.id}: {inv.status} without an input entry")
-    if (inv.target.key is not None) != inv.service_kind.keyed:
-        violated(f"{inv.id}: key does not match kind")
-
-
-_STARTED = frozenset({Status.RUNNING, Status.SUSPENDED, Status.BACKING_OFF})

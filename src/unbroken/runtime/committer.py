@@ -1,0 +1,101 @@
+"""How a batch the processor applied gets committed: the one part of the batch loop that differs between
+production and the simulator.
+
+The processor (``runtime/processor.py``) owns everything else — the queue, what is scheduled, the commit in
+flight, the pause and retry delay after a store failure, the stop, the crash-only recovery — and hands each
+applied batch (its open transaction) to its committer. The committer commits it, wherever and whenever it
+does, and then calls back on the loop, in commit order: ``processor.committed(batch)`` or
+``processor.commit_failed(batch, exc)``. One batch is with the committer at a time.
+
+* :class:`ThreadCommitter` (production): the COMMIT — the fsync, which releases the GIL — on a writer
+  thread, while the loop keeps serving; a batch of ``INLINE_COMMIT_RECORDS`` is committed on the loop
+  itself (nothing else was queued: the two thread hand-offs would cost more than they overlap).
+* the simulator's committer (``testing/sim/processor.py``) commits after a seeded virtual "fsync" time on
+  the virtual loop, and may fail the commit or crash the process right after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from unbroken.core import limits
+from unbroken.core.actions import Action
+from unbroken.core.records import Record
+from unbroken.core.storage import Transaction
+from unbroken.runtime.faults import FaultPoints
+
+# A batch this small is committed on the loop itself: nothing else is queued, so the fsync holds up little,
+# and it saves the two thread hand-offs (W1 at one connection: p50 0.90 -> 0.77 ms; no change at 16).
+INLINE_COMMIT_RECORDS = 1
+
+
+@dataclass(slots=True)
+class Batch:
+    """A batch applied on the loop, to commit (``transaction`` is the open one)."""
+
+    transaction: Transaction
+    records: list[Record]
+    actions: list[Action]
+
+
+class CommitSink(Protocol):
+    """The processor's side: called on the loop once the batch's commit is decided."""
+
+    def committed(self, batch: Batch) -> None: ...
+    def commit_failed(self, batch: Batch, exc: BaseException) -> None: ...
+
+
+class Committer(Protocol):
+    def start(self, sink: CommitSink) -> None: ...
+    def commit(self, batch: Batch) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class ThreadCommitter:
+    """Commits on a writer thread (group commit: one fsync per batch, the loop keeps serving meanwhile)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, faults: FaultPoints) -> None:
+        self._loop = loop
+        self._faults = faults
+        self._batches: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="unbroken-processor", daemon=True)
+        self._sink: CommitSink | None = None
+
+    def start(self, sink: CommitSink) -> None:
+        self._sink = sink
+        self._thread.start()
+
+    def commit(self, batch: Batch) -> None:
+        if len(batch.records) <= INLINE_COMMIT_RECORDS:
+            self._commit(batch)()  # on the loop itself: nothing else is queued
+        else:
+            self._batches.put(batch)
+
+    async def stop(self) -> None:
+        self._batches.put(None)
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join, limits.processor_stop_timeout_s)
+
+    def _write(self) -> None:
+        while True:
+            batch = self._batches.get()
+            if batch is None:
+                return
+            self._loop.call_soon_threadsafe(self._commit(batch))
+
+    def _commit(self, batch: Batch) -> Callable[[], None]:
+        """COMMIT (the fsync, without the GIL) on the calling thread; returns what the loop does next."""
+        sink = self._sink
+        assert sink is not None
+        try:
+            batch.transaction.commit()
+        except Exception as exc:  # busy, I/O error, disk full: the store rolled back
+            return functools.partial(sink.commit_failed, batch, exc)
+        self._faults.point("processor.after_commit")
+        return functools.partial(sink.committed, batch)

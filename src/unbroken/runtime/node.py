@@ -1,0 +1,181 @@
+"""A node: the partitions it leads, and the routing of records and actions between them.
+
+Every invocation id carries its partition key (``core/ids.py``: a u64; keyed services and workflows derive it
+from their key). The key space is cut into ``partitions`` equal ranges, one per partition processor
+(``runtime/partition.py``). A request's record goes to the partition owning its invocation (or, for an
+admin state write, its key); with more than one partition, the actions a batch produced go to the partition
+running that invocation's attempt (``StartAttempt``, ``Deliver``, ``AbortAttempt``) or holding the waiting
+caller (``Reply``, ``AwaitCompletion``, ``Completed``), so each attempt's records are applied by the
+partition that owns its invocation.
+
+On SQLite the node leads every partition, and there is one: the store has one writer connection. More
+partitions run over the memory store (tests of the routing); they share it, and its transactions are not
+isolated from each other (a rollback restores the whole store), so only where the store does not fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+from collections.abc import Awaitable, Callable
+
+from unbroken.core import actions as a
+from unbroken.core import records as r
+from unbroken.core.ids import InvocationId, partition_key_for_key
+from unbroken.core.schema import Schemas, ServiceOverride, with_overrides
+from unbroken.core.storage import Store
+from unbroken.protocol.transport import HandlerTransport
+from unbroken.runtime.clock import Clock
+from unbroken.runtime.entropy import RandomBytes
+from unbroken.runtime.faults import FaultPoints
+from unbroken.runtime.partition import EngineOptions, Partition, ProcessorFactory
+
+__all__ = ["EngineOptions", "Node", "ProcessorFactory", "partition_of_key"]
+
+
+def partition_of_key(partition_key: int, partitions: int) -> int:
+    """The partition (0..partitions-1) whose range of the u64 key space holds ``partition_key``."""
+    return (partition_key * partitions) >> 64
+
+
+def _partition_key(record: r.Record) -> int:
+    invocation_id = getattr(record, "invocation_id", None)
+    if invocation_id:
+        return InvocationId.parse(invocation_id).partition_key
+    if isinstance(record, r.SetStateFromAdmin):
+        return partition_key_for_key(record.key)
+    return 0
+
+
+class Node:
+    """What the ingress and the admin API talk to: requests in, replies out, health; the node's injected
+    parts (clock, entropy, fault points) for them to use."""
+
+    def __init__(
+        self,
+        store: Store,
+        schemas: Schemas,
+        transport: HandlerTransport,
+        clock: Clock,
+        options: EngineOptions | None = None,
+        on_log: Callable[[str, str], None] | None = None,
+        processor_factory: ProcessorFactory | None = None,
+        faults: FaultPoints | None = None,
+        entropy: RandomBytes | None = None,
+        partitions: int = 1,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError(f"a node leads at least one partition, not {partitions}")
+        self.store = store
+        self.schemas = schemas  # replaced by PATCH /services: partitions read it through a callable
+        self.clock = clock
+        self.options = options or EngineOptions()
+        self.faults = faults if faults is not None else FaultPoints()
+        self.entropy = entropy if entropy is not None else RandomBytes()  # ids of new invocations
+        self._request_ids = itertools.count(1)
+        count = partitions
+        self.partitions = [
+            Partition(
+                store,
+                self._schemas,
+                self._update_service,
+                transport,
+                clock,
+                self.options,
+                self.faults,
+                on_log,
+                processor_factory,
+                owns=None if count == 1 else functools.partial(self._owns, index),
+                route=None if count == 1 else self._dispatch,
+                index=index,
+            )
+            for index in range(count)
+        ]
+
+    def _schemas(self) -> Schemas:
+        return self.schemas
+
+    def _update_service(self, service: str, override: ServiceOverride) -> None:
+        """A committed ``ModifyService``: every partition's later batches see the new options."""
+        self.schemas = with_overrides(self.schemas, {service: override})
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for partition in self.partitions:
+            partition.start()
+
+    async def stop(self) -> None:
+        for partition in self.partitions:
+            await partition.stop()
+
+    def health(self) -> str | None:
+        """Why the node cannot serve now (None: healthy)."""
+        for partition in self.partitions:
+            why = partition.health()
+            if why is not None:
+                return why
+        return None
+
+    # ------------------------------------------------------------------------------------ routing
+    def partition_of(self, invocation_id: str) -> Partition:
+        partitions = self.partitions
+        if len(partitions) == 1:
+            return partitions[0]
+        return partitions[partition_of_key(InvocationId.parse(invocation_id).partition_key, len(partitions))]
+
+    def _owns(self, index: int, invocation_id: str) -> bool:
+        return self.partition_of(invocation_id).index == index
+
+    def route(self, record: r.Record) -> Partition:
+        partitions = self.partitions
+        if len(partitions) == 1:
+            return partitions[0]
+        return partitions[partition_of_key(_partition_key(record), len(partitions))]
+
+    def _dispatch(self, source: Partition, actions: list[a.Action]) -> None:
+        """With several partitions: each action to the partition it concerns (see the module's doc)."""
+        for action in actions:
+            match action:
+                case a.StartAttempt():
+                    self.partition_of(action.invocation.id).run_actions([action])
+                case a.Deliver() | a.AbortAttempt():
+                    self.partition_of(action.invocation_id).run_actions([action])
+                case a.Reply() | a.AwaitCompletion():
+                    self._waiting(source, action.request_id).run_actions([action])
+                case a.Completed():  # its callers may have asked through any partition
+                    for partition in self.partitions:
+                        partition.run_actions([action])
+                case _:
+                    source.run_actions([action])
+
+    def _waiting(self, source: Partition, request_id: int) -> Partition:
+        if source.waits_for(request_id):
+            return source
+        return next((p for p in self.partitions if p.waits_for(request_id)), source)
+
+    # ------------------------------------------------------------------------------------ requests
+    def new_request_id(self) -> int:
+        return next(self._request_ids)
+
+    def request(
+        self,
+        make: Callable[[int], r.Record],
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+        bounded: bool = False,
+    ) -> asyncio.Future[a.Reply]:
+        """Submit a record that answers with a Reply; returns the future of that reply.
+
+        ``bounded`` (the ingress): refused with ``EngineUnavailable`` while the store fails or a bound is
+        reached. ``client_gone`` completes when the caller leaves; if that happens while the store fails
+        and the record is still queued, it is withdrawn and the future answers ``gone``.
+        """
+        request_id = next(self._request_ids)
+        record = make(request_id)
+        partition = self.route(record)
+        partition.admit(bounded)
+        return partition.request(request_id, record, client_gone)
+
+    def forget(self, request_id: int) -> None:
+        for partition in self.partitions:
+            partition.forget(request_id)

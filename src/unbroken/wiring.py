@@ -1,0 +1,108 @@
+"""The composition root: the one place that builds a node from its parts.
+
+Everything a node depends on that is not pure — its store, its clock, its handler transport, its entropy
+(ids of new invocations), its fault points — is passed in here, never taken from a module global, so the
+same wiring runs ``unbroken serve`` (SQLite, the system clock, the OS's random bytes, ``UNBROKEN_FAULTS``),
+an App under an ASGI server (``unbroken/embedded.py``) and the simulator (the memory store, the virtual
+clock, a virtual-time committer). This module sits above every layer: it may import any of them, and none
+of them imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from unbroken.config import Config
+from unbroken.core.schema import OnMaxAttempts, RetryPolicy, Schemas, with_overrides
+from unbroken.core.storage import Store
+from unbroken.protocol.transport import HandlerTransport
+from unbroken.runtime.clock import Clock, SystemClock
+from unbroken.runtime.entropy import RandomBytes
+from unbroken.runtime.faults import FaultPoints
+from unbroken.runtime.node import EngineOptions, Node, ProcessorFactory
+from unbroken.sdk.app import App
+from unbroken.sdk.local import LocalTransport
+from unbroken.storage.sqlite import SqliteStore
+
+
+@dataclass
+class Parts:
+    """What a node is built from (the defaults are production's)."""
+
+    clock: Clock = field(default_factory=SystemClock)
+    entropy: RandomBytes = field(default_factory=RandomBytes)
+    faults: FaultPoints = field(default_factory=FaultPoints.from_env)
+    processor_factory: ProcessorFactory | None = None  # None: the writer thread (production)
+    partitions: int = 1  # the node leads them all (one on SQLite: one writer connection)
+
+
+def build(
+    schemas: Schemas,
+    store: Store,
+    transport: HandlerTransport,
+    parts: Parts,
+    options: EngineOptions | None = None,
+    on_log: Callable[[str, str], None] | None = None,
+) -> Node:
+    """A node (not started) over ``store``: its partitions (each its batch loop, invoker, timers and
+    waiting callers) and the routing between them."""
+    return Node(
+        store,
+        schemas,
+        transport,
+        parts.clock,
+        options,
+        on_log,
+        processor_factory=parts.processor_factory,
+        faults=parts.faults,
+        entropy=parts.entropy,
+        partitions=parts.partitions,
+    )
+
+
+def local_transport(app: App, parts: Parts, loop: asyncio.AbstractEventLoop | None = None) -> LocalTransport:
+    """The in-process handlers of ``app``, on the node's clock and fault points."""
+    return LocalTransport(app.services, parts.clock.now_ms, loop, fault_point=parts.faults.point)
+
+
+def app_schemas(app: App, config: Config, store: SqliteStore) -> Schemas:
+    """``app``'s services with the configured defaults and the ``PATCH /services`` changes the store holds."""
+    defaults = RetryPolicy(
+        config.retry_initial_interval_ms,
+        config.retry_exponentiation_factor,
+        config.retry_max_interval_ms,
+        config.retry_max_attempts,
+        OnMaxAttempts(config.retry_on_max_attempts),
+    )
+    schemas = app.schemas(
+        defaults,
+        config.inactivity_timeout_ms,
+        config.abort_timeout_ms,
+        config.idempotency_retention_ms,
+        config.workflow_completion_retention_ms,
+        config.journal_retention_ms,
+    )
+    return with_overrides(schemas, store.service_overrides())
+
+
+def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Node, SqliteStore]:
+    """The node ``unbroken serve`` and an ASGI-served App run: SQLite in the data dir, in-process handlers."""
+    parts = parts or Parts()
+    store = SqliteStore(config.data_dir, fsync=config.fsync)
+    transport = local_transport(app, parts, asyncio.get_running_loop())
+    dev_log = logging.getLogger("unbroken.dev")
+
+    def on_log(invocation_id: str, message: str) -> None:
+        dev_log.info("%s %s", invocation_id, message)
+
+    options = EngineOptions(
+        inactivity_timeout_ms=config.inactivity_timeout_ms,
+        clean_interval_ms=config.cleanup_interval_ms,
+        dev=config.dev,
+    )
+    return build(
+        app_schemas(app, config, store), store, transport, parts, options, on_log if config.dev else None
+    ), store

@@ -1,0 +1,179 @@
+"""A node and its partitions (runtime/node.py, runtime/partition.py), on the memory store with several
+partitions: a record goes to the partition whose range of the key space holds its invocation's partition key
+(an object's key decides it for all its invocations), an attempt's records are applied by the partition that
+owns the invocation even when another partition's batch started it, a call across partitions completes, a
+partition that becomes leader recovers only its own running invocations, and one that stops answers its
+waiting callers 503.
+
+Before: one engine for everything (runtime/engine.py), no partition key read anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+import unbroken as restate
+from unbroken.core import actions as a
+from unbroken.core import records as r
+from unbroken.core.actions import Reply
+from unbroken.core.ids import InvocationId, partition_key_for_key
+from unbroken.core.schema import RetryPolicy, Target
+from unbroken.runtime.clock import ManualClock
+from unbroken.runtime.node import Node, partition_of_key
+from unbroken.storage.memory import MemoryStore
+from unbroken.wiring import Parts, build, local_transport
+
+PARTITIONS = 3
+U64 = 1 << 64
+
+counter = restate.VirtualObject("Counter")
+
+
+@counter.handler()
+async def add(ctx: restate.ObjectContext, value: int) -> int:
+    total = (await ctx.get("total") or 0) + value
+    ctx.set("total", total)
+    return total
+
+
+front = restate.Service("Front")
+
+
+@front.handler()
+async def relay(ctx: restate.Context, key: str) -> int:
+    """Calls an object whose key lands in another partition than this invocation."""
+    return await ctx.object_call(add, key=key, arg=5)
+
+
+@front.handler()
+async def nap(ctx: restate.Context) -> None:
+    await ctx.sleep(timedelta(hours=1))  # the node stops long before
+
+
+APP = restate.app([counter, front])
+SCHEMAS = APP.schemas(RetryPolicy(), 60_000, 600_000, 86_400_000, 86_400_000, 86_400_000)
+
+
+def _id(partition: int, n: int) -> str:
+    """An invocation id whose partition key lies in ``partition``'s range."""
+    pk = partition * U64 // PARTITIONS + n
+    return str(InvocationId.new(pk, n.to_bytes(10, "big"), 1))
+
+
+def _key_in(partition: int) -> str:
+    return next(
+        f"k{n}"
+        for n in range(1000)
+        if partition_of_key(partition_key_for_key(f"k{n}"), PARTITIONS) == partition
+    )
+
+
+async def _node(store: MemoryStore, partitions: int = PARTITIONS) -> Node:
+    parts = Parts(clock=ManualClock(), partitions=partitions)
+    node = build(SCHEMAS, store, local_transport(APP, parts, asyncio.get_running_loop()), parts)
+    node.start()
+    return node
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    n = await _node(MemoryStore())
+    try:
+        yield n
+    finally:
+        await n.stop()
+
+
+def _invoke(invocation_id: str, target: Target, arg: Any) -> Any:
+    def make(request_id: int) -> r.Invoke:
+        return r.Invoke(
+            invocation_id, target, orjson.dumps(arg), request_id=request_id, reply=r.ReplyMode.RESULT
+        )
+
+    return make
+
+
+def _records(n: Node) -> list[int]:
+    return [p.processor.records for p in n.partitions]
+
+
+def test_the_key_space_is_cut_into_equal_ranges() -> None:
+    assert [partition_of_key(k, 3) for k in (0, U64 // 3 - 1, U64 // 3 + 1, 2 * U64 // 3 + 1, U64 - 1)] == [
+        0,
+        0,
+        1,
+        2,
+        2,
+    ]
+    assert {partition_of_key(k, 1) for k in (0, U64 - 1)} == {0}
+
+
+async def test_a_request_goes_to_the_partition_of_its_invocation(node: Node) -> None:
+    for partition in range(PARTITIONS):
+        before = _records(node)
+        key = _key_in(partition)
+        inv = str(InvocationId(partition_key_for_key(key), bytes(16)))
+        reply = await asyncio.wait_for(node.request(_invoke(inv, Target("Counter", "add", key), 2)), 10)
+        assert isinstance(reply.outcome, a.Output) and reply.outcome.result.value == b"2"
+        grew = [after - b for after, b in zip(_records(node), before, strict=True)]
+        assert [g > 0 for g in grew] == [p == partition for p in range(PARTITIONS)], grew
+
+
+async def test_a_call_across_partitions_completes_and_each_invocation_stays_in_its_partition(
+    node: Node,
+) -> None:
+    key = _key_in(2)
+    caller = _id(0, 7)
+    owner: dict[str, int] = {}
+    for p in node.partitions:  # which partition applied each invocation's attempt records
+        submit = p.processor.submit
+
+        def spy(record: r.Record, submit: Any = submit, index: int = p.index) -> None:
+            if isinstance(record, r.JournalCommand):
+                owner.setdefault(record.invocation_id, index)
+                assert owner[record.invocation_id] == index, f"{record.invocation_id} in two partitions"
+            submit(record)
+
+        p.processor.submit = spy  # type: ignore[method-assign]
+        p.invoker.processor = p.processor
+    reply = await asyncio.wait_for(node.request(_invoke(caller, Target("Front", "relay"), key)), 10)
+    assert isinstance(reply.outcome, a.Output) and reply.outcome.result.value == b"5"
+    callee = next(i for i in owner if i != caller)
+    assert owner == {caller: 0, callee: 2}
+
+
+async def test_a_partition_recovers_only_its_own_running_invocations() -> None:
+    store = MemoryStore()
+    running = [_id(0, 1), _id(1, 2), _id(1, 3)]
+    store.running_invocation_ids = lambda: running  # type: ignore[method-assign]
+    recovered: dict[int, list[str]] = {}
+    node = Node(store, SCHEMAS, local_transport(APP, Parts(clock=ManualClock())), ManualClock(), partitions=3)
+    for p in node.partitions:
+        submit = p.processor.submit
+
+        def spy(record: r.Record, submit: Any = submit, index: int = p.index) -> None:
+            if isinstance(record, r.Recover):
+                recovered.setdefault(index, []).append(record.invocation_id)
+            submit(record)
+
+        p.processor.submit = spy  # type: ignore[method-assign]
+    node.start()
+    await node.stop()
+    assert recovered == {0: [running[0]], 1: running[1:]}
+
+
+async def test_a_stopping_partition_answers_its_waiting_callers_503() -> None:
+    node = await _node(MemoryStore(), partitions=2)
+    waiting = node.request(_invoke(_id(1, 9), Target("Front", "nap"), None))
+    while not any(p.invoker.running for p in node.partitions):  # the handler sleeps: its caller waits
+        await asyncio.sleep(0)
+    await asyncio.wait_for(node.stop(), 10)
+    reply: Reply = await asyncio.wait_for(waiting, 1)
+    assert isinstance(reply.outcome, a.Unavailable)
+    assert reply.outcome.failure.code == 503 and "stopped" in reply.outcome.failure.message
