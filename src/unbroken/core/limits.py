@@ -60,7 +60,12 @@ ingress_inflight_body_bytes_max = (
     128 * 1024 * 1024
 )  # bodies held by the ingress at once: more is 503 + Retry-After
 http_head_timeout_ms = 10_000  # from connect (or a request's first byte) to its complete head; then closed
-http_body_idle_timeout_ms = 20_000  # longest pause while a request body arrives: then 408 and closed
+http_body_idle_timeout_ms = (
+    20_000  # a request body's window: one that brings too little in it gets 408, closed
+)
+# Bytes a request body must bring in each window (~400 B/s): a trickle (slowloris, a byte now and then) is
+# cut, a slow but real upload is not. A body that completes within its window is never judged.
+http_body_window_bytes_min = 8 * 1024
 http_connections_max = (
     4096  # open connections per listener (lowered to fit the open-file limit): more get 503
 )

@@ -8,7 +8,8 @@ them) at once, then closes the connection. The apps check the same bounds again 
 that they hold under any ASGI server.
 
 It also bounds connections: a request head must be complete ``limits.http_head_timeout_ms`` after the
-connection opened (or after its first byte), and a body may pause at most ``limits.http_body_idle_timeout_ms``
+connection opened (or after its first byte), and a body must bring ``limits.http_body_window_bytes_min`` bytes
+in each ``limits.http_body_idle_timeout_ms`` window
 (a stalled upload would hold its share of the ingress's body budget), so idle, stalled or trickling
 clients cannot hold descriptors for ever; past ``connections_max`` open connections a new one gets a 503 and is closed; and a head that does
 not parse (raw non-ASCII bytes in the path, a control character in a header) gets the listener's JSON
@@ -74,7 +75,10 @@ def head_timeout() -> str:
 
 
 def body_timeout() -> str:
-    return f"request body stalled: no byte received for {limits.http_body_idle_timeout_ms} ms"
+    return (
+        f"request body too slow: fewer than {limits.http_body_window_bytes_min} bytes arrived in "
+        f"{limits.http_body_idle_timeout_ms} ms"
+    )
 
 
 def too_many_connections(connections_max: int) -> str:
@@ -108,6 +112,7 @@ def bounded_protocol(
         _head_timer: asyncio.TimerHandle | None = None
         _in_body = False  # the head is complete, the body is not
         _body_timer: asyncio.TimerHandle | None = None
+        _body_window_bytes = 0  # body bytes received in the current window
         _on_lost: dict[int, Callable[[], None]] | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -170,7 +175,15 @@ def bounded_protocol(
             self._in_head = False
             self._in_body = True
             self._cancel_head_timer()
+            self._arm_body_window()
             super().on_headers_complete()
+
+        def _arm_body_window(self) -> None:
+            self._body_window_bytes = 0
+            self._cancel_body_timer()
+            self._body_timer = self.loop.call_later(
+                limits.http_body_idle_timeout_ms / 1000, self._body_timeout
+            )
 
         def on_message_complete(self) -> None:
             self._in_body = False
@@ -183,8 +196,14 @@ def bounded_protocol(
                 self._body_timer = None
 
         def _body_timeout(self) -> None:
+            """End of a body window: a body that keeps arriving at the minimum rate gets another one; a
+            stalled or trickling one (slowloris: a byte now and then would restart a plain idle timer) is
+            answered 408 and closed, so it cannot hold a connection and its share of the body budget."""
             self._body_timer = None
             if not self._in_body or self.transport.is_closing():
+                return
+            if self._body_window_bytes >= limits.http_body_window_bytes_min:
+                self._arm_body_window()
                 return
             if self.cycle is not None and self.cycle.response_started:  # answered already (413, 503...)
                 self.transport.close()
@@ -230,10 +249,7 @@ def bounded_protocol(
                 self._head_pending += len(data)
                 if self._head_pending > _HEAD_BYTES_MAX:
                     self._answer_and_close(431, headers_too_large())
-            if self._in_body and not self._rejected:  # a body still arriving: it may pause only so long
-                self._cancel_body_timer()
-                self._body_timer = self.loop.call_later(
-                    limits.http_body_idle_timeout_ms / 1000, self._body_timeout
-                )
+            if self._in_body:  # a body still arriving: counted against its window's minimum
+                self._body_window_bytes += len(data)
 
     return BoundedHttpToolsProtocol
