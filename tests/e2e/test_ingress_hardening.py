@@ -243,7 +243,7 @@ def test_connections_that_send_no_complete_head_or_stall_their_body_are_closed(s
         )
         assert time.monotonic() - started < HEAD_TIMEOUT_S + 5
         status, _headers, body = read_answer(stalled)
-        assert status == 408 and "request body stalled" in json.loads(body)["message"], body
+        assert status == 408 and "request body too slow" in json.loads(body)["message"], body
         assert time.monotonic() - started < BODY_TIMEOUT_S + 5
     finally:
         for sock in socks:
