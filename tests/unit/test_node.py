@@ -31,6 +31,7 @@ from unbroken.wiring import Parts, build, local_transport
 
 PARTITIONS = 3
 U64 = 1 << 64
+DELAY_MS = 20
 
 counter = restate.VirtualObject("Counter")
 
@@ -49,6 +50,12 @@ front = restate.Service("Front")
 async def relay(ctx: restate.Context, key: str) -> int:
     """Calls an object whose key lands in another partition than this invocation."""
     return await ctx.object_call(add, key=key, arg=5)
+
+
+@front.handler()
+async def later(ctx: restate.Context, key: str) -> None:
+    """Sends a delayed call to an object whose key lands in another partition than this invocation."""
+    ctx.object_send(add, key=key, arg=5, send_delay=timedelta(milliseconds=DELAY_MS))
 
 
 @front.handler()
@@ -74,8 +81,8 @@ def _key_in(partition: int) -> str:
     )
 
 
-async def _node(store: MemoryStore, partitions: int = PARTITIONS) -> Node:
-    parts = Parts(clock=ManualClock(), partitions=partitions)
+async def _node(store: MemoryStore, partitions: int = PARTITIONS, clock: ManualClock | None = None) -> Node:
+    parts = Parts(clock=clock or ManualClock(), partitions=partitions)
     node = build(SCHEMAS, store, local_transport(APP, parts, asyncio.get_running_loop()), parts)
     node.start()
     return node
@@ -146,6 +153,39 @@ async def test_a_call_across_partitions_completes_and_each_invocation_stays_in_i
     assert isinstance(reply.outcome, a.Output) and reply.outcome.result.value == b"5"
     callee = next(i for i in owner if i != caller)
     assert owner == {caller: 0, callee: 2}
+
+
+async def test_a_timer_lives_and_fires_in_the_partition_of_the_invocation_it_wakes() -> None:
+    """A handler in partition 0 sends a delayed call to an object in partition 2: the timer is armed in
+    partition 2's window and its ``TimerFired`` is applied there (it was armed and fired in partition 0,
+    whose batch stored it: only a restart moved it to its owner)."""
+    clock = ManualClock()
+    node = await _node(MemoryStore(), clock=clock)
+    fired: list[int] = []
+    due = asyncio.Event()
+    for p in node.partitions:
+        submit = p.timers._submit
+
+        def spy(record: r.Record, submit: Any = submit, index: int = p.index) -> None:
+            fired.append(index)
+            due.set()
+            submit(record)
+
+        p.timers._submit = spy
+    try:
+        key = _key_in(2)
+        sent = await asyncio.wait_for(node.request(_invoke(_id(0, 11), Target("Front", "later"), key)), 10)
+        assert isinstance(sent.outcome, a.Output)
+        assert [len(p.timers) for p in node.partitions] == [0, 0, 1]
+        clock.advance(DELAY_MS)
+        await asyncio.wait_for(due.wait(), 10)
+        assert fired == [2]
+        inv = str(InvocationId(partition_key_for_key(key), bytes(16)))
+        # queued behind the delayed call in partition 2: it sees the 5 the timer's invocation added
+        reply = await asyncio.wait_for(node.request(_invoke(inv, Target("Counter", "add", key), 0)), 10)
+        assert isinstance(reply.outcome, a.Output) and reply.outcome.result.value == b"5"
+    finally:
+        await node.stop()
 
 
 async def test_a_partition_recovers_only_its_own_running_invocations() -> None:

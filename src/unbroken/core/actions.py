@@ -35,8 +35,11 @@ class AbortAttempt:
 
 @dataclass(frozen=True, slots=True)
 class ArmTimer:
+    """A timer was stored: arm it in the partition owning ``invocation_id`` (the invocation it wakes)."""
+
     timer_id: int
     fire_at_ms: int
+    invocation_id: str
 
 
 @dataclass(frozen=True, slots=True)

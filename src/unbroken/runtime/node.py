@@ -4,9 +4,10 @@ Every invocation id carries its partition key (``core/ids.py``: a u64; keyed ser
 from their key). The key space is cut into ``partitions`` equal ranges, one per partition processor
 (``runtime/partition.py``). A request's record goes to the partition owning its invocation (or, for an
 admin state write, its key); with more than one partition, the actions a batch produced go to the partition
-running that invocation's attempt (``StartAttempt``, ``Deliver``, ``AbortAttempt``) or holding the waiting
-caller (``Reply``, ``AwaitCompletion``, ``Completed``), so each attempt's records are applied by the
-partition that owns its invocation.
+running that invocation's attempt (``StartAttempt``, ``Deliver``, ``AbortAttempt``), owning the invocation a
+timer wakes (``ArmTimer``: a delayed call another partition's handler sent) or holding the waiting caller
+(``Reply``, ``AwaitCompletion``, ``Completed``), so each attempt's records, and each timer's, are applied by
+the partition that owns its invocation.
 
 On SQLite the node leads every partition, and there is one: the store has one writer connection. More
 partitions run over the memory store (tests of the routing); they share it, and its transactions are not
@@ -139,7 +140,7 @@ class Node:
             match action:
                 case a.StartAttempt():
                     self.partition_of(action.invocation.id).run_actions([action])
-                case a.Deliver() | a.AbortAttempt():
+                case a.Deliver() | a.AbortAttempt() | a.ArmTimer():
                     self.partition_of(action.invocation_id).run_actions([action])
                 case a.Reply() | a.AwaitCompletion():
                     self._waiting(source, action.request_id).run_actions([action])

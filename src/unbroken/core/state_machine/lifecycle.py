@@ -19,7 +19,7 @@ CANCELLED = Failure(409, "cancelled")
 
 def arm_timer(step: Step, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> None:
     timer_id = step.txn.add_timer(fire_at_ms, kind, invocation_id, completion_id)
-    step.emit(ArmTimer(timer_id, fire_at_ms))
+    step.emit(ArmTimer(timer_id, fire_at_ms, invocation_id))
 
 
 def _takes_lock(inv: Invocation) -> bool:
