@@ -2,7 +2,8 @@
 
 Adding a backend (PostgreSQL next) is one entry in ``BACKENDS``: a name and how to open a store at a
 directory (open again on the same directory to test durability; ``durable=False`` for stores that do not
-outlive their object).
+outlive their object; ``concurrent=True`` for stores several partitions share, each with a transaction
+open at once: SQLite has one writer connection, so one partition).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ class Backend:
     name: str
     open: Callable[[Path], Store]
     durable: bool
+    concurrent: bool = False
 
 
 BACKENDS = [
-    Backend("memory", lambda _path: MemoryStore(), durable=False),
+    Backend("memory", lambda _path: MemoryStore(), durable=False, concurrent=True),
     Backend("sqlite", lambda path: SqliteStore(str(path), fsync=False), durable=True),
 ]
 DURABLE = [b for b in BACKENDS if b.durable]
+CONCURRENT = [b for b in BACKENDS if b.concurrent]
 
 
 class Opener:

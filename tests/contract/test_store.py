@@ -3,7 +3,8 @@
 Each test runs against each backend. Covered: reads, writes and scans of every table, that a transaction
 reads its own writes, that nothing of a rolled-back transaction (or one whose block raised) remains, the
 orderings the state machine relies on (journal by index, inbox FIFO, recovery oldest first, timer ids only
-growing), and for durable backends that everything committed, and nothing else, is there after a reopen.
+growing), for durable backends that everything committed, and nothing else, is there after a reopen, and
+for stores several partitions share that transactions open at once are isolated from each other.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import BACKENDS, DURABLE, Opener, opener
+from tests.backends import BACKENDS, CONCURRENT, DURABLE, Opener, opener
 from unbroken.core import journal as j
 from unbroken.core.invocation import Invocation, Sink, Status
 from unbroken.core.schema import OnMaxAttempts, RetryOverride, ServiceKind, ServiceOverride, Target
@@ -30,6 +31,11 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
 @pytest.fixture
 def store(stores: Opener) -> Store:
     return stores()
+
+
+@pytest.fixture(params=CONCURRENT, ids=lambda b: b.name)
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    yield from opener(request, tmp_path)
 
 
 @pytest.fixture(params=DURABLE, ids=lambda b: b.name)
@@ -397,6 +403,68 @@ def test_a_rolled_back_new_row_leaves_its_id_free(store: Store) -> None:
     with store.transaction() as txn:
         assert txn.get_invocation("inv_r") == _inv("inv_r", key="k")
         assert txn.journal("inv_r") == [j.InputCommand([], b"in")]
+
+
+# ---------------------------------------------------------------------- transactions open at once
+def _other_partition(txn: Transaction) -> None:
+    """Another partition's batch: rows of its own invocation and key only, as partitions own disjoint ones."""
+    txn.append_journal("inv_o", 0, j.InputCommand([], b"other"), NOW)
+    txn.put_invocation(_inv("inv_o", key="o"))
+    txn.state_set("Obj", "o", "n", b"2")
+    txn.set_lock_holder("Obj", "o", "inv_o")
+    txn.inbox_push("Obj", "o", "inv_p", NOW)
+
+
+def _sees_nothing_of_touch_all(txn: Transaction, timer_id: int) -> None:
+    assert txn.get_invocation("inv_t") is None and txn.journal("inv_t") == []
+    assert txn.journal("inv_base") == [j.InputCommand([], b"in")] and not txn.has_signal("inv_base", 9)
+    assert txn.state_all("Obj", "k") == {} and txn.lock_holder("Obj", "k") is None
+    assert txn.get_timer(timer_id) is None and txn.get_promise("Wf", "k", "p") is None
+    assert txn.get_service_override("Svc") is None
+
+
+def _other_partition_is_there(store: Store) -> None:
+    with store.transaction() as txn:
+        assert txn.get_invocation("inv_o") == _inv("inv_o", key="o")
+        assert txn.journal("inv_o") == [j.InputCommand([], b"other")]
+        assert txn.state_all("Obj", "o") == {"n": b"2"} and txn.lock_holder("Obj", "o") == "inv_o"
+    with store.transaction() as txn:
+        assert txn.inbox_pop("Obj", "o") == "inv_p"
+
+
+def test_a_rollback_undoes_its_own_writes_only_and_never_shows_them(shared: Opener) -> None:
+    """Two partitions' batches, both open (one waits for its commit while the other applies): the second
+    sees nothing the first wrote, commits, and the first's rollback leaves the second's rows in place."""
+    store = shared()
+    _create(store, _inv("inv_base"))
+    first = store.begin()
+    timer_id = _touch_all(first)
+    second = store.begin()
+    _sees_nothing_of_touch_all(second, timer_id)
+    _other_partition(second)
+    second.commit()
+    first.rollback()
+    _assert_untouched(store, timer_id)
+    _other_partition_is_there(store)
+
+
+def test_a_commit_publishes_its_own_writes_only(shared: Opener) -> None:
+    """The other order: the second partition's batch rolls back while the first's is open, then the first
+    commits: every row of the first is there, none of the second's, and neither saw the other's."""
+    store = shared()
+    _create(store, _inv("inv_base"))
+    first = store.begin()
+    timer_id = _touch_all(first)
+    second = store.begin()
+    _other_partition(second)
+    assert first.get_invocation("inv_o") is None and first.state_all("Obj", "o") == {}
+    _sees_nothing_of_touch_all(second, timer_id)
+    second.rollback()
+    first.commit()
+    _assert_all_there(store, timer_id)
+    with store.transaction() as txn:
+        assert txn.get_invocation("inv_o") is None and txn.journal("inv_o") == []
+        assert txn.state_all("Obj", "o") == {} and txn.inbox_pop("Obj", "o") is None
 
 
 # ------------------------------------------------------------------------------------------ durability

@@ -2,8 +2,9 @@
 partitions: a record goes to the partition whose range of the key space holds its invocation's partition key
 (an object's key decides it for all its invocations), an attempt's records are applied by the partition that
 owns the invocation even when another partition's batch started it, a call across partitions completes, a
-partition that becomes leader recovers only its own running invocations, and one that stops answers its
-waiting callers 503.
+partition that becomes leader recovers only its own running invocations, one that stops answers its
+waiting callers 503, a timer fires in the partition of the invocation it wakes, and a partition whose
+commit fails rolls back its own batch only.
 
 Before: one engine for everything (runtime/engine.py), no partition key read anywhere.
 """
@@ -11,6 +12,8 @@ Before: one engine for everything (runtime/engine.py), no partition key read any
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -26,7 +29,7 @@ from unbroken.core.ids import InvocationId, partition_key_for_key
 from unbroken.core.schema import RetryPolicy, Target
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.node import Node, partition_of_key
-from unbroken.storage.memory import MemoryStore
+from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.wiring import Parts, build, local_transport
 
 PARTITIONS = 3
@@ -217,3 +220,69 @@ async def test_a_stopping_partition_answers_its_waiting_callers_503() -> None:
     reply: Reply = await asyncio.wait_for(waiting, 1)
     assert isinstance(reply.outcome, a.Unavailable)
     assert reply.outcome.failure.code == 503 and "stopped" in reply.outcome.failure.message
+
+
+class _FailsOneBatch(MemoryStore):
+    """The first batch committed on a writer thread (several records) waits until a transaction begun
+    after it committed (another partition's, on the loop), then fails: rolled back, a transient I/O error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._begun = itertools.count()
+        self._committed = threading.Condition()
+        self._last_committed = -1
+        self.failed = False
+
+    def begin(self) -> MemoryTransaction:
+        txn = super().begin()
+        order = next(self._begun)
+        commit = txn.commit
+
+        def commit_or_fail() -> None:
+            if not self.failed and threading.current_thread() is not threading.main_thread():
+                self.failed = True
+                with self._committed:
+                    assert self._committed.wait_for(lambda: self._last_committed > order, 10)
+                txn.rollback()
+                raise OSError(5, "disk I/O error at commit")
+            commit()
+            with self._committed:
+                self._last_committed = max(self._last_committed, order)
+                self._committed.notify_all()
+
+        txn.commit = commit_or_fail  # type: ignore[method-assign]
+        return txn
+
+
+async def test_a_failed_commit_rolls_back_its_own_partition_only() -> None:
+    """Partition 0's batch of two waits for its commit (the writer thread) while partition 1 applies and
+    commits its own; then partition 0's commit fails. Its rollback must leave partition 1's rows alone (the
+    memory store restored a snapshot of everything: partition 1's invocation vanished and never answered),
+    and its retry completes both of its calls."""
+    store = _FailsOneBatch()
+    node = await _node(store)
+    try:
+        first, second = _key_in(0), next(f"j{n}" for n in range(1000) if _partition(f"j{n}") == 0)
+        other = _key_in(1)
+        calls = [(first, 1), (second, 2), (other, 3)]  # one tick: partition 0 drains first, a batch of two
+        waiting = [
+            node.request(
+                _invoke(
+                    str(InvocationId(partition_key_for_key(key), bytes(16))), Target("Counter", "add", key), n
+                )
+            )
+            for key, n in calls
+        ]
+        replies = await asyncio.wait_for(asyncio.gather(*waiting), 10)
+    finally:
+        await node.stop()
+    assert store.failed
+    assert [reply.outcome.result.value for reply in replies if isinstance(reply.outcome, a.Output)] == [
+        b"1",
+        b"2",
+        b"3",
+    ]
+
+
+def _partition(key: str) -> int:
+    return partition_of_key(partition_key_for_key(key), PARTITIONS)

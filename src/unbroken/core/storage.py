@@ -163,8 +163,11 @@ class Transaction(
 
 
 class Store(Protocol):
-    """A backend: opens transactions (one at a time) and answers the recovery reads made before the
-    processor starts."""
+    """A backend: opens transactions and answers the recovery reads made before the processor starts.
+
+    Each partition has one transaction open at a time. A store several partitions share (the memory store;
+    PostgreSQL next) isolates their transactions: none sees another's uncommitted writes, and a rollback
+    undoes its own only (``tests/contract/test_store.py``). SQLite has one writer: one partition."""
 
     def begin(self) -> Transaction: ...
 

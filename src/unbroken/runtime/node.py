@@ -10,8 +10,8 @@ timer wakes (``ArmTimer``: a delayed call another partition's handler sent) or h
 the partition that owns its invocation.
 
 On SQLite the node leads every partition, and there is one: the store has one writer connection. More
-partitions run over the memory store (tests of the routing); they share it, and its transactions are not
-isolated from each other (a rollback restores the whole store), so only where the store does not fail.
+partitions run over the memory store (tests of the routing); they share it, each with its own transaction
+open while its batch commits, isolated from the others' (a rollback undoes its own partition's batch only).
 """
 
 from __future__ import annotations

@@ -2,14 +2,24 @@
 
 Values are kept encoded, as the SQLite store keeps them, so a test cannot pass by sharing mutable
 objects between the state machine and the store.
+
+Transactions are isolated from each other, as a database's are: several partitions of one node share this
+store (``runtime/node.py``), each with a transaction open while its batch waits for its commit. A
+transaction's writes stay in the transaction (:class:`_Writes`, one per table) until ``commit`` publishes
+them all at once, under the store's lock (the commit may run on the processor's writer thread); a rollback
+drops them. So no transaction sees another's uncommitted writes, and a rollback undoes only its own: no
+snapshot of the whole store is taken or restored. Committed containers (a journal's list, a key's state) are
+never changed in place: a transaction changes its own copy, which its commit puts in their place.
 """
 
 from __future__ import annotations
 
-import copy
+import threading
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from unbroken.core.errors import invariant
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.schema import ServiceOverride
@@ -26,8 +36,13 @@ from unbroken.storage.codec import (
     signal_index,
 )
 
+_Key = TypeVar("_Key", bound=Hashable)
+_Row = TypeVar("_Row")
+
 
 class MemoryStore:
+    """The committed rows, table by table (the simulator's invariants and the read model read them)."""
+
     def __init__(self) -> None:
         self.invocations: dict[str, bytes] = {}
         self.journals: dict[str, list[bytes]] = {}
@@ -38,157 +53,247 @@ class MemoryStore:
         self.promises: dict[tuple[str, str, str], bytes] = {}
         self.signals: dict[str, set[int]] = {}  # the signal index of each journal
         self.overrides: dict[str, bytes] = {}  # service -> encoded ServiceOverride
-        self.next_timer_id = 1
-        self.committed_timers: dict[int, Timer] | None = None  # while a transaction is open
+        self.next_timer_id = 1  # handed out at once, never twice: not even after a rollback
+        # held while a commit publishes its writes and while anything scans the committed rows
+        self.lock = threading.Lock()
 
     def begin(self) -> MemoryTransaction:
-        """All-or-nothing: the transaction works in place; rollback restores a snapshot taken here."""
-        snapshot = copy.deepcopy(self.__dict__)
-        self.committed_timers = snapshot["timer_rows"]
-        return MemoryTransaction(self, snapshot)
+        return MemoryTransaction(self)
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         return transaction(self)
 
     def running_invocation_ids(self) -> list[str]:
-        invs = [decode_invocation(b, i, check=False) for i, b in self.invocations.items()]
+        with self.lock:
+            rows = list(self.invocations.items())
+        invs = [decode_invocation(b, i, check=False) for i, b in rows]
         return [inv.id for inv in invs if inv.status is Status.RUNNING]
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
-        return {name: decode_override(data) for name, data in self.overrides.items()}
+        with self.lock:
+            rows = list(self.overrides.items())
+        return {name: decode_override(data) for name, data in rows}
 
     def timers(self) -> list[Timer]:
-        return list(self.timer_rows.values())
+        with self.lock:
+            return list(self.timer_rows.values())
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
-        committed = self.timer_rows if self.committed_timers is None else self.committed_timers
-        rows = sorted(committed.values(), key=lambda t: (t.fire_at_ms, t.timer_id))
+        rows = sorted(self.timers(), key=lambda t: (t.fire_at_ms, t.timer_id))
         return [t for t in rows if after is None or (t.fire_at_ms, t.timer_id) > after][:limit]
+
+    def new_timer_id(self) -> int:
+        with self.lock:
+            timer_id = self.next_timer_id
+            self.next_timer_id += 1
+        return timer_id
 
     def close(self) -> None:
         pass
 
 
+class _Writes(Generic[_Key, _Row]):
+    """One table's writes in an open transaction, over the store's committed rows: the transaction reads
+    its own writes first, and nothing of them reaches the store before ``publish`` (the commit)."""
+
+    __slots__ = ("lock", "rows", "written")
+
+    def __init__(self, rows: dict[_Key, _Row], lock: threading.Lock) -> None:
+        self.rows = rows
+        self.lock = lock
+        self.written: dict[_Key, _Row | None] = {}  # None: deleted
+
+    def get(self, key: _Key) -> _Row | None:
+        if key in self.written:
+            return self.written[key]
+        return self.rows.get(key)  # one lookup: a commit publishing meanwhile is seen whole or not at all
+
+    def put(self, key: _Key, row: _Row) -> None:
+        self.written[key] = row
+
+    def delete(self, key: _Key) -> None:
+        self.written[key] = None
+
+    def own(self, key: _Key, copy: Callable[[_Row], _Row]) -> _Row | None:
+        """The transaction's own copy of a container row, to change in place (None: there is no row)."""
+        if key in self.written:
+            return self.written[key]
+        row = self.rows.get(key)
+        if row is None:
+            return None
+        mine = self.written[key] = copy(row)
+        return mine
+
+    def items(self) -> list[tuple[_Key, _Row]]:
+        with self.lock:
+            committed = [(key, row) for key, row in self.rows.items() if key not in self.written]
+        return committed + [(key, row) for key, row in self.written.items() if row is not None]
+
+    def publish(self) -> None:
+        """Called under the store's lock."""
+        rows = self.rows
+        for key, row in self.written.items():
+            if row is None:
+                rows.pop(key, None)
+            else:
+                rows[key] = row
+        self.written = {}
+
+
 class MemoryTransaction:
     """Times (``appended_at_ms``, ``pushed_at_ms``) are not kept: nothing reads them from this store."""
 
-    def __init__(self, store: MemoryStore, snapshot: dict[str, Any] | None) -> None:
+    def __init__(self, store: MemoryStore) -> None:
         self.s = store
-        self._snapshot = snapshot
+        lock = store.lock
+        self._invocations = _Writes(store.invocations, lock)
+        self._journals = _Writes(store.journals, lock)
+        self._state = _Writes(store.state, lock)
+        self._locks = _Writes(store.locks, lock)
+        self._inboxes = _Writes(store.inboxes, lock)
+        self._timers = _Writes(store.timer_rows, lock)
+        self._promises = _Writes(store.promises, lock)
+        self._signals = _Writes(store.signals, lock)
+        self._overrides = _Writes(store.overrides, lock)
+        self._tables: tuple[_Writes[Any, Any], ...] = (
+            self._invocations,
+            self._journals,
+            self._state,
+            self._locks,
+            self._inboxes,
+            self._timers,
+            self._promises,
+            self._signals,
+            self._overrides,
+        )
 
     def commit(self) -> None:
-        self._snapshot = None
-        self.s.committed_timers = None
+        with self.s.lock:
+            for table in self._tables:
+                table.publish()
 
     def rollback(self) -> None:
-        if self._snapshot is not None:
-            next_timer_id = self.s.next_timer_id  # ids are never handed out twice, not even after a rollback
-            self.s.__dict__.update(self._snapshot)
-            self.s.next_timer_id = next_timer_id
-            self._snapshot = None
-        self.s.committed_timers = None
+        for table in self._tables:
+            table.written = {}
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
-        data = self.s.invocations.get(invocation_id)
+        data = self._invocations.get(invocation_id)
         return None if data is None else decode_invocation(data, invocation_id)
 
     def put_invocation(self, inv: Invocation) -> None:
-        self.s.invocations[inv.id] = encode_invocation(inv)
+        self._invocations.put(inv.id, encode_invocation(inv))
 
     def delete_invocation(self, invocation_id: str) -> None:
-        self.s.invocations.pop(invocation_id, None)
+        self._invocations.delete(invocation_id)
         self.delete_journal(invocation_id)
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
         out = []
-        for inv_id, data in self.s.invocations.items():
+        for inv_id, data in self._invocations.items():
             if 0 < cleanup_due_ms(decode_invocation(data, inv_id, check=False)) <= now_ms:
                 out.append(inv_id)
         return out[:limit]
 
     def journal(self, invocation_id: str) -> list[Entry]:
-        return [decode_entry(b) for b in self.s.journals.get(invocation_id, [])]
+        return [decode_entry(b) for b in self._journals.get(invocation_id) or ()]
 
     def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
-        entries = self.s.journals.setdefault(invocation_id, [])
-        assert len(entries) == index, f"{invocation_id}: append at {index} but journal has {len(entries)}"
+        entries = self._journals.own(invocation_id, list)
+        if entries is None:
+            entries = []
+            self._journals.put(invocation_id, entries)
+        invariant(len(entries) == index, f"{invocation_id}: append at {index} but journal has {len(entries)}")
         entries.append(encode_entry(entry))
         signal_idx = signal_index(entry)
         if signal_idx:
-            self.s.signals.setdefault(invocation_id, set()).add(signal_idx)
+            signals = self._signals.own(invocation_id, set)
+            if signals is None:
+                signals = set()
+                self._signals.put(invocation_id, signals)
+            signals.add(signal_idx)
 
     def delete_journal(self, invocation_id: str) -> None:
-        self.s.journals.pop(invocation_id, None)
-        self.s.signals.pop(invocation_id, None)
+        self._journals.delete(invocation_id)
+        self._signals.delete(invocation_id)
 
     def has_signal(self, invocation_id: str, signal_idx: int) -> bool:
-        return signal_idx in self.s.signals.get(invocation_id, ())
+        return signal_idx in (self._signals.get(invocation_id) or ())
 
     def state_all(self, service: str, key: str) -> dict[str, bytes]:
-        return dict(self.s.state.get((service, key), {}))
+        return dict(self._state.get((service, key)) or {})
 
     def state_get(self, service: str, key: str, name: str) -> bytes | None:
-        return self.s.state.get((service, key), {}).get(name)
+        return (self._state.get((service, key)) or {}).get(name)
 
     def state_keys(self, service: str, key: str) -> list[str]:
-        return sorted(self.s.state.get((service, key), {}))
+        return sorted(self._state.get((service, key)) or ())
 
     def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
-        self.s.state.setdefault((service, key), {})[name] = value
+        values = self._state.own((service, key), dict)
+        if values is None:
+            values = {}
+            self._state.put((service, key), values)
+        values[name] = value
 
     def state_clear(self, service: str, key: str, name: str) -> None:
-        self.s.state.get((service, key), {}).pop(name, None)
+        values = self._state.own((service, key), dict)
+        if values is not None:
+            values.pop(name, None)
 
     def state_clear_all(self, service: str, key: str) -> None:
-        self.s.state.pop((service, key), None)
+        self._state.delete((service, key))
 
     def lock_holder(self, service: str, key: str) -> str | None:
-        return self.s.locks.get((service, key))
+        return self._locks.get((service, key))
 
     def set_lock_holder(self, service: str, key: str, invocation_id: str | None) -> None:
         if invocation_id is None:
-            self.s.locks.pop((service, key), None)
+            self._locks.delete((service, key))
         else:
-            self.s.locks[(service, key)] = invocation_id
+            self._locks.put((service, key), invocation_id)
 
     def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None:
-        self.s.inboxes.setdefault((service, key), []).append(invocation_id)
+        queue = self._inboxes.own((service, key), list)
+        if queue is None:
+            queue = []
+            self._inboxes.put((service, key), queue)
+        queue.append(invocation_id)
 
     def inbox_pop(self, service: str, key: str) -> str | None:
-        queue = self.s.inboxes.get((service, key))
+        queue = self._inboxes.own((service, key), list)
         return queue.pop(0) if queue else None
 
     def inbox_remove(self, service: str, key: str, invocation_id: str) -> None:
-        queue = self.s.inboxes.get((service, key), [])
-        if invocation_id in queue:
+        queue = self._inboxes.own((service, key), list)
+        if queue and invocation_id in queue:
             queue.remove(invocation_id)
 
     def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
-        timer_id = self.s.next_timer_id
-        self.s.next_timer_id += 1
-        self.s.timer_rows[timer_id] = Timer(timer_id, fire_at_ms, kind, invocation_id, completion_id)
+        timer_id = self.s.new_timer_id()
+        self._timers.put(timer_id, Timer(timer_id, fire_at_ms, kind, invocation_id, completion_id))
         return timer_id
 
     def get_timer(self, timer_id: int) -> Timer | None:
-        return self.s.timer_rows.get(timer_id)
+        return self._timers.get(timer_id)
 
     def delete_timer(self, timer_id: int) -> None:
-        self.s.timer_rows.pop(timer_id, None)
+        self._timers.delete(timer_id)
 
     def get_promise(self, service: str, key: str, name: str) -> Promise | None:
-        data = self.s.promises.get((service, key, name))
+        data = self._promises.get((service, key, name))
         return None if data is None else decode_promise(data)
 
     def put_promise(self, service: str, key: str, name: str, promise: Promise) -> None:
-        self.s.promises[(service, key, name)] = encode_promise(promise)
+        self._promises.put((service, key, name), encode_promise(promise))
 
     def clear_promises(self, service: str, key: str) -> None:
-        for k in [k for k in self.s.promises if k[:2] == (service, key)]:
-            del self.s.promises[k]
+        for k, _ in self._promises.items():
+            if k[:2] == (service, key):
+                self._promises.delete(k)
 
     def get_service_override(self, service: str) -> ServiceOverride | None:
-        data = self.s.overrides.get(service)
+        data = self._overrides.get(service)
         return None if data is None else decode_override(data)
 
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
-        self.s.overrides[service] = encode_override(override)
+        self._overrides.put(service, encode_override(override))

@@ -61,13 +61,14 @@ class MemorySnapshot:
 
 
 class MemoryReadModel:
-    """Reads run on the caller's thread: the memory store is only ever used from one thread."""
+    """Reads run on the caller's thread, under the store's lock."""
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
 
     async def read(self, fn: Callable[[Snapshot], _T]) -> _T:
-        return fn(MemorySnapshot(self.store))
+        with self.store.lock:  # committed rows only, and no commit publishing meanwhile (its writer thread)
+            return fn(MemorySnapshot(self.store))
 
     async def query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
         raise QueryError("SQL queries need the SQLite store: this engine runs on the in-memory store")

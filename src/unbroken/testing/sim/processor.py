@@ -35,7 +35,7 @@ from unbroken.runtime.clock import Clock
 from unbroken.runtime.committer import Batch, CommitSink
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.processor import Processor
-from unbroken.storage.codec import decode_invocation
+from unbroken.storage.codec import decode_entry, decode_invocation
 from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.testing.sim.faults import InjectedStorageError
 
@@ -72,10 +72,8 @@ class ObservedTransaction(MemoryTransaction):
     """A memory transaction that notes the events the invariants need (reported only if it commits)."""
 
     def __init__(self, store: SimStore) -> None:
-        super().__init__(store, None)
+        super().__init__(store)
         self.sim = store
-        self.snap: tuple[Any, ...] | None = store._snapshot()
-        store.committed_timers = self.snap[5]
         self.events: list[Event] = []
 
     def commit(self) -> None:
@@ -83,20 +81,11 @@ class ObservedTransaction(MemoryTransaction):
             self.sim.failed_commits += 1
             self.rollback()
             raise InjectedStorageError(5, "injected: disk I/O error at commit")
-        self.snap = None
-        self.sim.committed_timers = None
+        super().commit()
         self.sim.world.on_commit(self.events)
 
-    def rollback(self) -> None:
-        if self.snap is not None:
-            next_timer_id = self.sim.next_timer_id  # never handed out twice (the timer window may hold one)
-            self.sim._restore(self.snap)
-            self.sim.next_timer_id = next_timer_id
-            self.snap = None
-        self.sim.committed_timers = None
-
     def put_invocation(self, inv: Invocation) -> None:
-        prev = self.s.invocations.get(inv.id)
+        prev = self._invocations.get(inv.id)
         if prev is None:
             delayed = inv.status is Status.SCHEDULED
             self.events.append(Created(inv.id, inv.target, inv.handler_kind, delayed))
@@ -114,46 +103,13 @@ class ObservedTransaction(MemoryTransaction):
 
 
 class SimStore(MemoryStore):
-    """Memory store with seeded commit failures and commit-time event reports.
-
-    A transaction works in place on the store and is undone from a snapshot if anything raises (as
-    ``MemoryStore.transaction`` does, with cheaper copies: values are immutable bytes, only the
-    containers that transactions mutate in place are copied).
-    """
+    """Memory store with seeded commit failures and commit-time event reports."""
 
     def __init__(self, world: World) -> None:
         super().__init__()
         self.world = world
         self.transactions = 0
         self.failed_commits = 0
-
-    def _snapshot(self) -> tuple[Any, ...]:
-        return (
-            dict(self.invocations),
-            {k: list(v) for k, v in self.journals.items()},
-            {k: dict(v) for k, v in self.state.items()},
-            dict(self.locks),
-            {k: list(v) for k, v in self.inboxes.items()},
-            dict(self.timer_rows),
-            dict(self.promises),
-            {k: set(v) for k, v in self.signals.items()},
-            self.next_timer_id,
-            dict(self.overrides),
-        )
-
-    def _restore(self, snap: tuple[Any, ...]) -> None:
-        (
-            self.invocations,
-            self.journals,
-            self.state,
-            self.locks,
-            self.inboxes,
-            self.timer_rows,
-            self.promises,
-            self.signals,
-            self.next_timer_id,
-            self.overrides,
-        ) = snap
 
     def begin(self) -> ObservedTransaction:
         self.transactions += 1
@@ -168,7 +124,8 @@ class SimStore(MemoryStore):
         return [decode_invocation(b, i, check=False) for i, b in self.invocations.items()]
 
     def journal_of(self, invocation_id: str) -> list[Entry]:
-        return MemoryTransaction(self, None).journal(invocation_id)
+        """The committed journal."""
+        return [decode_entry(b) for b in self.journals.get(invocation_id, ())]
 
 
 # -------------------------------------------------------------------------------------- processor
