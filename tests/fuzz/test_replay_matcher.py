@@ -1,4 +1,4 @@
-"""Property tests of the replay matcher (``sdk/session.py``) over generated handler programs.
+"""Property tests of the replay matcher (``sdk/attempt.py``) over generated handler programs.
 
 A program is a list of ctx operations (state get/set/clear, ``ctx.run``, sleep, call, awakeable; runs,
 sleeps and calls either awaited at once or at the end). It runs through the real in-process transport

@@ -32,7 +32,7 @@ from unbroken.runtime import processor as proc
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.committer import Batch
 from unbroken.sdk import invocation_context
-from unbroken.sdk.session import Session
+from unbroken.sdk.attempt import Attempt
 from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.testing.sim import SimConfig, SimResult, run_seed
@@ -197,7 +197,7 @@ def _old_commit_failed(self: proc.Processor, batch: Batch, exc: BaseException) -
     self.committed(Batch(batch.transaction, batch.records, actions))
 
 
-def _old_end(self: Session) -> None:
+def _old_end(self: Attempt) -> None:
     """Before: ending an attempt cancelled the handler's task but not its ``ctx.run`` tasks."""
     if self.ended:
         return
@@ -216,7 +216,7 @@ def _old_delay_ms(delta: timedelta, what: str) -> int:
     return int(delta.total_seconds() * 1000)
 
 
-def _old_cancel_children(self: Session, cancel_seq: int) -> None:
+def _old_cancel_children(self: Attempt, cancel_seq: int) -> None:
     """Before: "in flight" judged by what the attempt knows now (a replay knows the whole journal)."""
     for result_cid, id_cid in sorted(self.call_ids.items()):
         if ("c", result_cid) in self.results:
@@ -257,7 +257,7 @@ BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = 
     ),
     # a paused/failed attempt's ctx.run action kept running and performed its side effect after a newer
     # attempt had made the run's result durable
-    "aborted-attempt-keeps-running-ctx-run": (Session, "end", _old_end, (14, 17, 20), "ran again after"),
+    "aborted-attempt-keeps-running-ctx-run": (Attempt, "end", _old_end, (14, 17, 20), "ran again after"),
     # ctx.sleep / delayed sends of e.g. 1001 ms were set 1 ms short
     "sleep-fires-1ms-early": (
         invocation_context,
@@ -268,7 +268,7 @@ BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = 
     ),
     # cancelling a fan-out: the replay issued different SendSignal commands -> non-determinism forever
     "cancel-propagation-not-replay-deterministic": (
-        Session,
+        Attempt,
         "_cancel_children",
         _old_cancel_children,
         (9, 22, 31),
@@ -452,7 +452,7 @@ async def test_coroutines_waiting_in_an_attempt_resume_in_the_order_they_waited(
         60_000,
         None,
     )
-    session = Session(start, _NullSink())
+    session = Attempt(start, _NullSink())
     resumed: list[int] = []
 
     async def branch(i: int) -> None:

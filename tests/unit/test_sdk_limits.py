@@ -12,8 +12,8 @@ import unbroken as restate
 from tests.unit.test_replay import INPUT, FakeSink, _start
 from unbroken.core import journal as j
 from unbroken.core import limits
+from unbroken.sdk.attempt import cap_message, check_journalable, failure
 from unbroken.sdk.serde import Serde
-from unbroken.sdk.session import cap_message, check_journalable, failure
 
 
 async def _run(obj: restate.VirtualObject) -> FakeSink:

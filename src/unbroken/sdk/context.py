@@ -2,7 +2,7 @@
 
 Capabilities follow the handler kind: ``ObjectSharedContext`` can read state but not write it,
 ``ObjectContext`` adds ``set``/``clear``, workflow contexts add durable promises. The implementation
-(``unbroken.sdk.session.InvocationContext``) subclasses all of them.
+(``unbroken.sdk.invocation_context.InvocationContext``) subclasses all of them.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 
 from unbroken.core import journal as j
 from unbroken.sdk import context as c
+from unbroken.sdk.attempt import Attempt, Key
 from unbroken.sdk.exceptions import TerminalError
 from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
-from unbroken.sdk.session import Key, Session
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ def raise_failure(result: j.Result) -> None:
         raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
 
 
-async def cancel(session: Session, invocation_id: str) -> None:
+async def cancel(session: Attempt, invocation_id: str) -> None:
     """``ctx.cancel_invocation(id)`` for a call or send: restate-sdk's shortcut on its future and handle."""
     session.command(j.SendSignalCommand(invocation_id, j.CANCEL_SIGNAL, j.Result()))
 
@@ -38,7 +38,7 @@ class DurableFuture(c.RestateDurableFuture[T]):
 
     __slots__ = ("session", "key", "decode", "_done", "_value")
 
-    def __init__(self, session: Session, key: Key, decode: Callable[[j.Result], T]) -> None:
+    def __init__(self, session: Attempt, key: Key, decode: Callable[[j.Result], T]) -> None:
         self.session = session
         self.key = key
         self.decode = decode
@@ -69,7 +69,7 @@ class _Invoked:
     offers cancelling it from the future or the handle."""
 
     __slots__ = ()
-    session: Session
+    session: Attempt
     id_key: Key
 
     async def invocation_id(self) -> str:
@@ -85,13 +85,13 @@ class _Invoked:
 class CallFuture(_Invoked, DurableFuture[T], c.RestateDurableCallFuture[T]):
     __slots__ = ("id_key",)
 
-    def __init__(self, session: Session, key: Key, id_key: Key, decode: Callable[[j.Result], T]) -> None:
+    def __init__(self, session: Attempt, key: Key, id_key: Key, decode: Callable[[j.Result], T]) -> None:
         super().__init__(session, key, decode)
         self.id_key = id_key
 
 
 class Handle(_Invoked, c.SendHandle):
-    def __init__(self, session: Session, id_key: Key) -> None:
+    def __init__(self, session: Attempt, id_key: Key) -> None:
         self.session = session
         self.id_key = id_key
 

@@ -1,4 +1,4 @@
-"""The context implementation handlers receive: every method journals one command through a Session."""
+"""The context implementation handlers receive: every method journals one command through its Attempt."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
 from unbroken.core.schema import HandlerKind
 from unbroken.sdk import context as c
+from unbroken.sdk.attempt import Attempt, check_journalable, failure, safe_repr, value_result
 from unbroken.sdk.exceptions import AttemptEnded, TerminalError
 from unbroken.sdk.futures import (
     CallFuture,
@@ -29,7 +30,6 @@ from unbroken.sdk.futures import (
 from unbroken.sdk.scoped import UnsupportedScope, fail_unsupported
 from unbroken.sdk.serde import DefaultSerde, Serde
 from unbroken.sdk.service import HandlerDef, handler_of
-from unbroken.sdk.session import Session, check_journalable, failure, safe_repr, value_result
 
 T = TypeVar("T")
 
@@ -137,7 +137,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
 
     def __init__(
         self,
-        session: Session,
+        session: Attempt,
         hdef: HandlerDef,
         clock: Callable[[], int],
         fault_point: Callable[[str], None] = lambda name: None,

@@ -11,6 +11,7 @@ from typing import Any
 
 from unbroken.core import journal as j
 from unbroken.protocol.transport import AttemptSink, AttemptStart
+from unbroken.sdk.attempt import Attempt, failure, safe_repr, value_result
 from unbroken.sdk.exceptions import (
     NonDeterminismError,
     RetryableError,
@@ -21,7 +22,6 @@ from unbroken.sdk.invocation_context import InvocationContext, unserializable_me
 from unbroken.sdk.replay_logging import current_session
 from unbroken.sdk.serde import SerdeError
 from unbroken.sdk.service import HandlerDef, _ServiceBase
-from unbroken.sdk.session import Session, failure, safe_repr, value_result
 
 log = logging.getLogger("unbroken.handler")
 
@@ -44,9 +44,9 @@ class LocalTransport:
         # call, and showed as ~4% of the event loop's samples when asked once per attempt.
         self.loop = loop
 
-    def start(self, start: AttemptStart, sink: AttemptSink) -> Session:
+    def start(self, start: AttemptStart, sink: AttemptSink) -> Attempt:
         loop = self.loop or asyncio.get_running_loop()
-        session = Session(start, sink, loop)
+        session = Attempt(start, sink, loop)
         hdef = self.handlers.get((start.target.service, start.target.handler))
         if hdef is None:
             sink.fail(404, f"no handler {start.target} in this process")
@@ -57,7 +57,7 @@ class LocalTransport:
         return session
 
 
-def _input(hdef: HandlerDef, session: Session) -> object:
+def _input(hdef: HandlerDef, session: Attempt) -> object:
     first = session.start.journal[0]
     assert isinstance(first, j.InputCommand)
     try:
@@ -66,7 +66,7 @@ def _input(hdef: HandlerDef, session: Session) -> object:
         raise TerminalError(f"invalid input for {hdef.service}/{hdef.name}: {exc}", 400) from None
 
 
-async def _call_within(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> Any:
+async def _call_within(session: Attempt, ctx: InvocationContext, hdef: HandlerDef) -> Any:
     """The handler inside restate-sdk's ``invocation_context_managers``, entered around each attempt."""
     async with AsyncExitStack() as stack:
         for make in hdef.options.invocation_context_managers or ():
@@ -74,7 +74,7 @@ async def _call_within(session: Session, ctx: InvocationContext, hdef: HandlerDe
         return await (hdef.fn(ctx, _input(hdef, session)) if hdef.takes_input else hdef.fn(ctx))
 
 
-def _output_bytes(session: Session, hdef: HandlerDef, out: Any) -> bytes | None:
+def _output_bytes(session: Attempt, hdef: HandlerDef, out: Any) -> bytes | None:
     """The handler's output serialized; None if it cannot be: a programming error no retry fixes (each retry
     would run the handler again), so the invocation is paused at once with what to change."""
     try:
@@ -90,7 +90,7 @@ def _output_bytes(session: Session, hdef: HandlerDef, out: Any) -> bytes | None:
         return None
 
 
-async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> None:
+async def run_handler(session: Attempt, ctx: InvocationContext, hdef: HandlerDef) -> None:
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
     current_session.set(session)  # this task's own context: restate.getLogger drops lines logged in replay
     try:

@@ -17,7 +17,7 @@ from unbroken.sdk import context as c
 from unbroken.sdk.exceptions import AttemptEnded
 
 if TYPE_CHECKING:
-    from unbroken.sdk.session import Session
+    from unbroken.sdk.attempt import Attempt
 
 log = logging.getLogger("unbroken.handler")
 
@@ -32,7 +32,7 @@ def unsupported_message(what: str) -> str:
     )
 
 
-def fail_unsupported(session: Session, what: str) -> NoReturn:
+def fail_unsupported(session: Attempt, what: str) -> NoReturn:
     """End the attempt with a retryable error naming ``what``; the handler's coroutine stops here."""
     message = unsupported_message(what)
     if not session.ended:
@@ -44,7 +44,7 @@ def fail_unsupported(session: Session, what: str) -> NoReturn:
 class UnsupportedScope(c.ScopedContext):
     """What ``ctx.scope(name)`` returns: each call or send made through it fails the attempt."""
 
-    def __init__(self, session: Session, scope: str) -> None:
+    def __init__(self, session: Attempt, scope: str) -> None:
         self.session = session
         self.scope_name = scope
 

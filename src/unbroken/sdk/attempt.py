@@ -1,4 +1,4 @@
-"""The replay matcher: drives one attempt of a handler coroutine against its journal.
+"""One attempt of a handler (:class:`Attempt`): drives its coroutine against its journal (the replay matcher).
 
 Every ``ctx`` operation becomes a command. While the journal still holds commands from earlier attempts
 (replay), each new command must match the recorded one at that position, and its result comes from the
@@ -59,7 +59,7 @@ class _ReportingSink:
 
     __slots__ = ("inner", "session")
 
-    def __init__(self, inner: AttemptSink, session: Session) -> None:
+    def __init__(self, inner: AttemptSink, session: Attempt) -> None:
         self.inner = inner
         self.session = session
 
@@ -89,7 +89,7 @@ class _ReportingSink:
         self.inner.ended()
 
 
-class Session:
+class Attempt:
     """One attempt: the journal cursor, the results seen so far, the waiting coroutines."""
 
     def __init__(
