@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import unbroken as restate
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core import records as r
@@ -37,8 +38,18 @@ from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.testing.sim import SimConfig, SimResult, run_seed
 from unbroken.testing.sim.__main__ import main as sim_main
-from unbroken.testing.sim.app import APP
 from unbroken.testing.sim.loop import OWNER, SimStuck, VirtualEventLoop
+
+# The processor tests below need a schema only: their records are applied, no handler runs.
+sleeper = restate.Service("Sleeper")
+
+
+@sleeper.handler()
+async def nap(ctx: restate.Context, ms: int) -> int:
+    return ms
+
+
+APP = restate.app([sleeper])
 
 SEEDS = range(0, 500)  # ~15 s on one core
 # The rarer combinations of faults (a storage error, then a graceful restart during the retry pause) need

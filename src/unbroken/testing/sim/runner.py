@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from unbroken.testing.sim import invariants
-from unbroken.testing.sim.app import APP, set_current
+from unbroken.testing.sim.app import build_app
 from unbroken.testing.sim.client import Client
 from unbroken.testing.sim.faults import stream
 from unbroken.testing.sim.generate import generate, model_of
@@ -42,11 +42,10 @@ class SimResult:
 
 def run_seed(seed: int, config: SimConfig | None = None) -> SimResult:
     config = config or SimConfig()
-    world = World(seed, APP, config)
+    world = World(seed, build_app, config)
     rng = stream(seed, "workload")
     count = rng.randint(*config.ops) if rng.random() < 0.9 else rng.randint(config.ops[1], 4 * config.ops[1])
     ops = generate(world, rng, count, config.fault_phase_s * 0.8)
-    set_current(world)
     install_log_capture(world)
     started = time.perf_counter()
     try:
@@ -63,7 +62,6 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SimResult:
         _teardown(world)
     finally:
         install_log_capture(None)
-        set_current(None)
     stats = {
         "ops": len(ops),
         "invocations": len(world.ledger.creations),

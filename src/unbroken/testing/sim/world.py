@@ -86,7 +86,8 @@ _schemas_cache: dict[int, Schemas] = {}
 
 
 class World:
-    def __init__(self, seed: int, app: App, config: SimConfig) -> None:
+    def __init__(self, seed: int, make_app: Callable[[World], App], config: SimConfig) -> None:
+        """``make_app(world)``: the services, built for this world (their handlers act on it)."""
         self.seed = seed
         self.config = config
         self.loop = VirtualEventLoop()
@@ -99,6 +100,7 @@ class World:
         self.store = SimStore(self)
         setup = stream(seed, "setup")
         self.inactivity_timeout_ms = setup.choice([200, 1_000, 5_000, 60_000])
+        app = make_app(self)
         self.schemas = _schemas(app, self.inactivity_timeout_ms)
         self.app = app
         # the node's parts, as ``unbroken serve`` wires them but virtual: the clock, the commit, no armed faults
