@@ -291,10 +291,48 @@ def attach(client: httpx.Client, srv: Server, a: Accepted) -> httpx.Response:
     return client.get(url, timeout=FINAL_TIMEOUT_S)
 
 
+Results = dict[str, Any]  # invocation id -> what attach answered (a failed saga: its message, decoded)
+Ledger = dict[tuple[str, str], list[dict[str, Any]]]  # (invocation id, step) -> executions, in order
+Tokens = dict[
+    tuple[str, str], dict[str, Any]
+]  # (invocation id, step) -> the execution whose result is durable
+
+
 def check(run: Run) -> None:
+    """Every check, each appending what it finds to ``run.violations``:
+
+    1. every accepted invocation completes, with a result (attach), and each key ran as one invocation;
+    2. ``ctx.run``: the journaled result is the last execution, and nothing ran after it was durable;
+    3. results agree with the journal, by kind;
+    4. counters: the model, and the order exclusive handlers ran in;
+    5. sinks: every accepted fan-out's one-way and delayed sends delivered exactly once;
+    6. timers: no sleep woke before its wake-up time.
+    """
+    results = _attach_all(run)
+    _check_one_invocation_per_key(run)
+    inv_rows, invocations = _check_invocations(run)
+    journaled = _journaled_runs(run, inv_rows)
+    ledger = _read_ledger(run)
+    durable_token = _check_runs(run, journaled, ledger, inv_rows)
+    run.checked.update(
+        journaled_runs=len(journaled),
+        executions=sum(map(len, ledger.values())),
+        reruns=sum(len(r) - 1 for r in ledger.values()),
+        invocations=invocations,
+    )
+    for a in run.accepted:
+        res = results.get(a.inv)
+        if res is not None:
+            _check_result(run, a, res, durable_token)
+    _check_counters(run, results, durable_token)
+    _check_sinks(run)
+    _check_sleeps(run, durable_token)
+
+
+def _attach_all(run: Run) -> Results:
+    """1. Every accepted invocation completes, with a result (attach), within the final phase."""
     srv, v = run.server, run.violations
-    results: dict[str, Any] = {}
-    # 1. Every accepted invocation completes, with a result (attach), within the final phase.
+    results: Results = {}
     with httpx.Client() as client:
         for a in run.accepted:
             resp = attach(client, srv, a)
@@ -308,16 +346,25 @@ def check(run: Run) -> None:
                 continue
             else:
                 results[a.inv] = resp.json() if resp.content else None
-    # Idempotency: one invocation per accepted key.
+    return results
+
+
+def _check_one_invocation_per_key(run: Run) -> None:
+    """Idempotency: one invocation per accepted key."""
     by_key: dict[str, set[str]] = defaultdict(set)
     for a in run.accepted:
         by_key[f"{a.kind}/{a.key}"].add(a.inv)
     for k, ids in by_key.items():
         if len(ids) != 1:
-            v.append(f"key {k} was accepted as several invocations: {sorted(ids)}")
+            run.violations.append(f"key {k} was accepted as several invocations: {sorted(ids)}")
 
+
+def _check_invocations(run: Run) -> tuple[dict[str, dict[str, Any]], int]:
+    """Every invocation completed, each accepted one is there, once, and no idempotency key ran twice
+    (the rows by id, and how many rows)."""
+    v = run.violations
     invocations = query_all(
-        srv, "SELECT id, target, status, idempotency_key, completion_result FROM sys_invocation", "id"
+        run.server, "SELECT id, target, status, idempotency_key, completion_result FROM sys_invocation", "id"
     )
     inv_rows = {r["id"]: r for r in invocations}
     if len(inv_rows) != len(invocations):
@@ -332,16 +379,19 @@ def check(run: Run) -> None:
     for (target, key), count in idem.items():
         if count > 1:
             v.append(f"{target} with idempotency key {key} ran as {count} invocations")
+    return inv_rows, len(invocations)
 
-    # 2. ctx.run: the journaled result is the last execution, and nothing ran after it was durable.
+
+def _journaled_runs(run: Run, inv_rows: dict[str, dict[str, Any]]) -> dict[tuple[str, str], tuple[str, Any]]:
+    """(invocation id, run name) -> ("value", the value) or ("failure", its message), from the journals."""
     entries = query_by_id(
-        srv,
+        run.server,
         'SELECT id, "index", entry_type, entry_json FROM sys_journal '
         "WHERE entry_type IN ('Command: Run', 'Notification: Run')",
         sorted(inv_rows),
     )
     names: dict[tuple[str, int], str] = {}
-    journaled: dict[tuple[str, str], Any] = {}
+    journaled: dict[tuple[str, str], tuple[str, Any]] = {}
     for e in entries:
         body = json.loads(e["entry_json"])
         if e["entry_type"] == "Command: Run":
@@ -351,25 +401,39 @@ def check(run: Run) -> None:
         if e["entry_type"] == "Notification: Run":
             name = names.get((e["id"], body["completion_id"]))
             if name is None:
-                v.append(f"run notification without its command: {e['id']} {body}")
+                run.violations.append(f"run notification without its command: {e['id']} {body}")
                 continue
             if (e["id"], name) in journaled:
-                v.append(f"run {name} of {e['id']} journaled twice")
+                run.violations.append(f"run {name} of {e['id']} journaled twice")
             result = body["result"]
             if result["failure"] is not None:  # a failure: its message carries the token
                 journaled[(e["id"], name)] = ("failure", result["failure"]["message"])
             else:
                 journaled[(e["id"], name)] = ("value", json.loads(result["value"]))
+    return journaled
 
-    ledger: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+
+def _read_ledger(run: Run) -> Ledger:
+    ledger: Ledger = defaultdict(list)
     for line in run.ledger_path.read_text().splitlines():
         row = json.loads(line)
         ledger[(row["inv"], row["step"])].append(row)
+    return ledger
+
+
+def _check_runs(
+    run: Run,
+    journaled: dict[tuple[str, str], tuple[str, Any]],
+    ledger: Ledger,
+    inv_rows: dict[str, dict[str, Any]],
+) -> Tokens:
+    """2. ctx.run: the journaled result is the last execution, and nothing ran after it was durable."""
+    v = run.violations
     pid_order: dict[int, float] = {}  # pid -> first time seen in the ledger (process start order)
     for rows in ledger.values():
         for row in rows:
             pid_order[row["pid"]] = min(pid_order.get(row["pid"], row["t"]), row["t"])
-    durable_token: dict[tuple[str, str], dict[str, Any]] = {}
+    durable_token: Tokens = {}
     for (inv, name), (how, value) in journaled.items():
         runs = ledger.get((inv, name), [])
         if not runs:
@@ -396,85 +460,84 @@ def check(run: Run) -> None:
             v.append(f"ledger has {name} for unknown invocation {inv}")
         elif (inv, name) not in journaled and inv_rows[inv]["status"] == "completed":
             v.append(f"run {name} of completed {inv} executed but never journaled")
+    return durable_token
 
-    run.checked.update(
-        journaled_runs=len(journaled),
-        executions=sum(map(len, ledger.values())),
-        reruns=sum(len(r) - 1 for r in ledger.values()),
-        invocations=len(invocations),
-    )
-    # 3. Results agree with the journal, by kind.
-    for a in run.accepted:
-        res = results.get(a.inv)
-        if res is None:
-            continue
-        expect_steps: dict[str, str] = {}
-        if a.kind == "add":
-            expect_steps = {"apply": res["token"]}
-        elif a.kind == "flow":
-            expect_steps = {"prepare": res["prepare"], "finish": res["finish"]}
-            if res["approval"] != f"ok-{a.key}":
-                v.append(f"workflow {a.key} saw approval {res['approval']!r}")
-        elif a.kind == "saga":
-            expect_steps = {k: t for k, t in res.items()}
-            want = (
-                {"reserve_a", "reserve_b", "undo_b", "undo_a"}
-                if a.body["fail"]
-                else {"reserve_a", "reserve_b", "charge"}
+
+def _check_result(run: Run, a: Accepted, res: Any, durable_token: Tokens) -> None:
+    """3. One result agrees with the journal (the steps its kind returns are the durable ones)."""
+    for name, token in _expected_steps(run, a, res).items():
+        got = durable_token.get((a.inv, name))
+        if got is None or got["token"] != token:
+            run.violations.append(
+                f"{a.kind} {a.inv} returned {name}={token}, the journal/ledger say {got and got['token']}"
             )
-            if set(res) != want:
-                v.append(f"saga {a.inv} (fail={a.body['fail']}) ran steps {sorted(res)}")
-        elif a.kind == "nap":
-            if res["after"] < res["before"] + a.body["ms"] / 1000 - 0.001:
-                v.append(
-                    f"sleep {a.inv} woke {res['after'] - res['before']:.3f}s after it began, asked {a.body['ms']}ms"
-                )
-            expect_steps = {"before": repr(res["before"]), "after": repr(res["after"])}
-        elif a.kind == "fan":
-            if [p["part"] for p in res["parts"]] != list(range(a.body["n"])):
-                v.append(f"fan-out {a.inv} got parts {res['parts']}")
-        for name, token in expect_steps.items():
-            got = durable_token.get((a.inv, name))
-            if got is None or got["token"] != token:
-                v.append(
-                    f"{a.kind} {a.inv} returned {name}={token}, the journal/ledger say {got and got['token']}"
-                )
 
-    # 4. Counters: the model, and the order exclusive handlers ran in.
+
+def _expected_steps(run: Run, a: Accepted, res: Any) -> dict[str, str]:
+    """The run steps whose durable tokens ``res`` must carry, by kind (and the kind's own checks)."""
+    v = run.violations
+    if a.kind == "add":
+        return {"apply": res["token"]}
+    if a.kind == "flow":
+        if res["approval"] != f"ok-{a.key}":
+            v.append(f"workflow {a.key} saw approval {res['approval']!r}")
+        return {"prepare": res["prepare"], "finish": res["finish"]}
+    if a.kind == "saga":
+        want = (
+            {"reserve_a", "reserve_b", "undo_b", "undo_a"}
+            if a.body["fail"]
+            else {"reserve_a", "reserve_b", "charge"}
+        )
+        if set(res) != want:
+            v.append(f"saga {a.inv} (fail={a.body['fail']}) ran steps {sorted(res)}")
+        return dict(res.items())
+    if a.kind == "nap":
+        if res["after"] < res["before"] + a.body["ms"] / 1000 - 0.001:
+            v.append(
+                f"sleep {a.inv} woke {res['after'] - res['before']:.3f}s after it began, asked {a.body['ms']}ms"
+            )
+        return {"before": repr(res["before"]), "after": repr(res["after"])}
+    if a.kind == "fan" and [p["part"] for p in res["parts"]] != list(range(a.body["n"])):
+        v.append(f"fan-out {a.inv} got parts {res['parts']}")
+    return {}
+
+
+def _check_counters(run: Run, results: Results, durable_token: Tokens) -> None:
+    """4. Counters: the model, and the order exclusive handlers ran in."""
     with httpx.Client() as client:
         for c in range(COUNTERS):
             target = f"c{c}"
-            resp = client.post(f"{srv.ingress}/Counter/{target}/get", json=None, timeout=30)
-            state = resp.json()
-            expected = [a for a in run.accepted if a.kind == "add" and a.target == target]
-            applied = state["applied"]
-            if len(applied) != len(set(applied)):
-                v.append(f"counter {target}: an increment applied twice: {Tally(applied).most_common(3)}")
-            if set(applied) != {a.key for a in expected} or state["count"] != len(expected):
-                v.append(
-                    f"counter {target}: count {state['count']}, applied {len(applied)}, model {len(expected)}"
-                )
-            for a in expected:
-                res = results.get(a.inv)
-                if res is not None and (res["count"] > len(applied) or applied[res["count"] - 1] != a.key):
-                    v.append(
-                        f"counter {target}: {a.key} saw count {res['count']}, not its place in the order"
-                    )
-            inv_of = {a.key: a.inv for a in expected}
-            order = sorted(
-                (
-                    durable_token[(inv_of[k], "apply")]
-                    for k in applied
-                    if (inv_of.get(k), "apply") in durable_token
-                ),
-                key=lambda row: row["t"],
-            )
-            if [row["n"] for row in order] != applied:
-                v.append(f"counter {target}: exclusive handlers did not run in the order of the state")
-        # 5. Sinks: every accepted fan-out's one-way and delayed sends delivered exactly once.
+            resp = client.post(f"{run.server.ingress}/Counter/{target}/get", json=None, timeout=30)
+            _check_counter(run, target, resp.json(), results, durable_token)
+
+
+def _check_counter(run: Run, target: str, state: Any, results: Results, durable_token: Tokens) -> None:
+    v = run.violations
+    expected = [a for a in run.accepted if a.kind == "add" and a.target == target]
+    applied = state["applied"]
+    if len(applied) != len(set(applied)):
+        v.append(f"counter {target}: an increment applied twice: {Tally(applied).most_common(3)}")
+    if set(applied) != {a.key for a in expected} or state["count"] != len(expected):
+        v.append(f"counter {target}: count {state['count']}, applied {len(applied)}, model {len(expected)}")
+    for a in expected:
+        res = results.get(a.inv)
+        if res is not None and (res["count"] > len(applied) or applied[res["count"] - 1] != a.key):
+            v.append(f"counter {target}: {a.key} saw count {res['count']}, not its place in the order")
+    inv_of = {a.key: a.inv for a in expected}
+    order = sorted(
+        (durable_token[(inv_of[k], "apply")] for k in applied if (inv_of.get(k), "apply") in durable_token),
+        key=lambda row: row["t"],
+    )
+    if [row["n"] for row in order] != applied:
+        v.append(f"counter {target}: exclusive handlers did not run in the order of the state")
+
+
+def _check_sinks(run: Run) -> None:
+    """5. Sinks: every accepted fan-out's one-way and delayed sends delivered exactly once."""
+    with httpx.Client() as client:
         for s in range(SINKS):
             target = f"s{s}"
-            delivered = client.post(f"{srv.ingress}/Sink/{target}/items", json=None, timeout=30).json()
+            delivered = client.post(f"{run.server.ingress}/Sink/{target}/items", json=None, timeout=30).json()
             sent = sorted(
                 f"{a.inv}:{suffix}"
                 for a in run.accepted
@@ -483,11 +546,16 @@ def check(run: Run) -> None:
             )
             if sorted(delivered) != sent:
                 extra, missing = Tally(delivered) - Tally(sent), Tally(sent) - Tally(delivered)
-                v.append(f"sink {target}: duplicated/unexpected {dict(extra)}, missing {dict(missing)}")
-    # 6. Timers: no sleep woke before its wake-up time (per the journal).
+                run.violations.append(
+                    f"sink {target}: duplicated/unexpected {dict(extra)}, missing {dict(missing)}"
+                )
+
+
+def _check_sleeps(run: Run, durable_token: Tokens) -> None:
+    """6. Timers: no sleep woke before its wake-up time (per the journal)."""
     naps = [a.inv for a in run.accepted if a.kind == "nap"]
     sleeps = query_by_id(
-        srv, "SELECT id, sleep_wakeup_at FROM sys_journal WHERE entry_type = 'Command: Sleep'", naps
+        run.server, "SELECT id, sleep_wakeup_at FROM sys_journal WHERE entry_type = 'Command: Sleep'", naps
     )
     for sl in sleeps:
         after = durable_token.get((sl["id"], "after"))
@@ -495,7 +563,9 @@ def check(run: Run) -> None:
             continue
         wake = datetime.fromisoformat(sl["sleep_wakeup_at"].replace("Z", "+00:00")).timestamp()
         if after is not None and after["t"] < wake - 0.001:
-            v.append(f"sleep of {sl['id']} fired at {after['t']:.3f} before its wake-up {wake:.3f}")
+            run.violations.append(
+                f"sleep of {sl['id']} fired at {after['t']:.3f} before its wake-up {wake:.3f}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
