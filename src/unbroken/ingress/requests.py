@@ -20,13 +20,13 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_rfc3339_nanos, parse_delay_ms
-from unbroken.core.errors import EngineUnavailable
+from unbroken.core.errors import EngineUnavailable, violated
 from unbroken.core.ids import FRESH_ID_BYTES, InvalidId, invocation_id_for, parse_awakeable_id
 from unbroken.core.journal import FIRST_AWAKEABLE_SIGNAL, Failure, Header, Result
 from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, Target
 from unbroken.http.asgi import UNAUTHORIZED_HEADERS, HttpError
 from unbroken.ingress.body import Overloaded, check_json
-from unbroken.ingress.routing import Route, RouteKind, parse_route
+from unbroken.ingress.routing import AwakeableAction, Route, RouteKind, parse_route
 
 Headers = list[tuple[bytes, bytes]]
 Response = tuple[int, Headers, bytes]  # status, headers (content-length is added when written), body
@@ -267,11 +267,16 @@ def awakeable_signal(route: Route) -> tuple[str, int]:
 def resolve_record(request: Request, route: Route, body: bytes) -> Callable[[int], r.ResolveSignal]:
     """The record that resolves (the body, JSON) or rejects (the body, a message) an awakeable."""
     inv, idx = awakeable_signal(route)
-    if route.action == "resolve":
-        check_body(request, body, None)  # the waiting handler decodes it as JSON, on every retry
-        result = Result(value=body)
-    else:
-        result = Result(failure=Failure(500, body.decode("utf-8", "replace")))
+    match route.action:
+        case AwakeableAction.RESOLVE:
+            check_body(request, body, None)  # the waiting handler decodes it as JSON, on every retry
+            result = Result(value=body)
+        case AwakeableAction.REJECT:
+            result = Result(failure=Failure(500, body.decode("utf-8", "replace")))
+        case None:
+            violated("resolve_record() takes an awakeable route")
+        case _:
+            assert_never(route.action)
     return lambda request_id: r.ResolveSignal(inv, idx, result, request_id)
 
 

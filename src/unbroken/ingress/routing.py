@@ -22,6 +22,13 @@ class RouteKind(enum.Enum):
     HEALTH = "health"
 
 
+class AwakeableAction(enum.Enum):
+    """What ``/restate/awakeables/{id}/{action}`` does to the awakeable."""
+
+    RESOLVE = "resolve"  # with the body, JSON
+    REJECT = "reject"  # with the body as the failure's message
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     kind: RouteKind
@@ -30,7 +37,7 @@ class Route:
     send: bool = False
     invocation_id: str | None = None
     awakeable_id: str | None = None
-    action: str | None = None
+    action: AwakeableAction | None = None  # of an AWAKEABLE route
 
 
 def parse_route(path: str, schemas: Schemas) -> Route:
@@ -118,7 +125,7 @@ def _restate_route(parts: list[str], schemas: Schemas) -> Route:
             "by Unbroken yet: call /{service}/{handler} without a scope",
         )
     if len(parts) == 3 and parts[0] in ("awakeables", "a") and parts[2] in ("resolve", "reject"):
-        return Route(RouteKind.AWAKEABLE, awakeable_id=parts[1], action=parts[2])
+        return Route(RouteKind.AWAKEABLE, awakeable_id=parts[1], action=AwakeableAction(parts[2]))
     if len(parts) >= 3 and parts[0] == "invocation" and parts[-1] in ("attach", "output"):
         return Route(RouteKind(parts[-1]), invocation_id=_invocation_ref(parts[1:-1], schemas))
     if len(parts) == 4 and parts[0] == "workflow" and parts[3] in ("attach", "output"):
