@@ -168,7 +168,6 @@ async def run(
     admin_app = AdminApp(
         engine,
         SqliteReadModel(store.path),
-        config.data_dir,
         dep,
         f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
         body_limit_bytes=config.request_size_limit_bytes,

@@ -90,7 +90,6 @@ class AdminApp:
         self,
         engine: Node,
         reads: ReadModel,
-        data_dir: str,
         deployment_id: str,
         ingress_url: str,
         *,
@@ -103,7 +102,6 @@ class AdminApp:
         self.token = token  # when set, every route but /health needs ``authorization: Bearer <token>``
         self.deployment_id = deployment_id
         self.ingress_url = ingress_url
-        self.data_dir = data_dir
         self.created_at = rfc3339(engine.clock.now_ms()) or ""
         self._patch_lock = asyncio.Lock()
         self._json_cache: dict[str, tuple[Schemas, str]] = {}
