@@ -51,9 +51,6 @@ class FaultPoints:
     def arm(self, name: str, action: str = "raise") -> None:
         self._armed[name] = action
 
-    def disarm_all(self) -> None:
-        self._armed.clear()
-
     def point(self, name: str) -> None:
         """Declare a fault point. Costs one dict lookup when nothing is armed."""
         if not self._armed:

@@ -156,9 +156,6 @@ class Node:
         return next((p for p in self.partitions if p.waits_for(request_id)), source)
 
     # ------------------------------------------------------------------------------------ requests
-    def new_request_id(self) -> int:
-        return next(self._request_ids)
-
     def request(
         self,
         make: Callable[[int], r.Record],
