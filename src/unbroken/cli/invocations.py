@@ -24,10 +24,13 @@ from unbroken.cli.common import (
     sql_literal,
 )
 from unbroken.core import limits
+from unbroken.core.invocation import Status
 
 app = typer.Typer(help="List, inspect and control invocations.", no_args_is_help=True)
 
-STATUSES = ("scheduled", "pending", "ready", "running", "suspended", "backing-off", "paused", "completed")
+# The statuses ``sys_invocation.status`` can hold: the engine's own (Restate's CLI also takes ``ready``, waiting
+# for an invoker slot, which Unbroken never is in: a due invocation starts at once).
+STATUSES = tuple(status.value for status in Status)
 _COLUMNS = (
     "id, target, status, created_at, modified_at, retry_count, last_failure, next_retry_at, scheduled_at, "
     "completion_result, completion_failure, idempotency_key, invoked_by_id"
@@ -40,7 +43,12 @@ KeyOpt = Annotated[str | None, typer.Option("--key", help="Only invocations of t
 
 def _where(status: str | None, service: str | None, key: str | None) -> list[str]:
     if status is not None and status not in STATUSES:
-        raise CliError(f"unknown status '{status}': expected one of {', '.join(STATUSES)}", EXIT_USAGE)
+        never = (
+            " (Restate's 'ready' never happens here: a due invocation starts at once)"
+            if status == "ready"
+            else ""
+        )
+        raise CliError(f"unknown status '{status}': expected one of {', '.join(STATUSES)}{never}", EXIT_USAGE)
     conds = []
     if status is not None:
         conds.append(f"status = {sql_literal(status)}")
