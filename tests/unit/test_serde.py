@@ -20,6 +20,7 @@ from unbroken.sdk.serde import (
     json_schema_for,
     serde_for_type,
 )
+from unbroken.sdk.serde.select import pick_serde
 
 # --------------------------------------------------------------------------- fixtures / types
 
@@ -414,3 +415,17 @@ def test_json_schema_for_unsupported_type_is_none() -> None:
         pass
 
     assert json_schema_for(Opaque) is None
+
+
+# ------------------------------------------------------------------------------------ serde selection
+def test_one_selection_rule_for_ctx_calls_and_handlers() -> None:
+    """``pick_serde``: a given serde is used, None or a plain ``DefaultSerde`` follows the hint; a
+    ``DefaultSerde(X)`` gives way to the ``type_hint=`` of a ctx call, not to a handler's signature."""
+    json_serde, of_int = JsonSerde(), DefaultSerde(int)
+    for hint_wins in (True, False):
+        assert pick_serde(json_serde, str, hint_wins=hint_wins) is json_serde
+        assert pick_serde(None, str, hint_wins=hint_wins) is serde_for_type(str)
+        assert pick_serde(DefaultSerde(), str, hint_wins=hint_wins) is serde_for_type(str)
+        assert pick_serde(of_int, None, hint_wins=hint_wins) is of_int
+    assert pick_serde(of_int, str) is serde_for_type(str)  # ctx.get(name, serde, type_hint=str)
+    assert pick_serde(of_int, str, hint_wins=False) is of_int  # @handler(input_serde=DefaultSerde(int))

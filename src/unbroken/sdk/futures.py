@@ -9,17 +9,8 @@ from unbroken.core import journal as j
 from unbroken.sdk import context as c
 from unbroken.sdk.attempt import Attempt, Key
 from unbroken.sdk.exceptions import TerminalError
-from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
 
 T = TypeVar("T")
-
-
-def pick_serde(serde: Serde[Any] | None, type_hint: Any) -> Serde[Any]:
-    if type_hint is not None and (serde is None or type(serde) is DefaultSerde):
-        return serde_for_type(type_hint)
-    if serde is None or (type(serde) is DefaultSerde and getattr(serde, "type_hint", None) is None):
-        return serde_for_type(None)
-    return serde
 
 
 def raise_failure(result: j.Result) -> None:

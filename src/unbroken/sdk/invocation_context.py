@@ -24,11 +24,11 @@ from unbroken.sdk.futures import (
     Handle,
     Ready,
     SleepFuture,
-    pick_serde,
     raise_failure,
 )
 from unbroken.sdk.scoped import UnsupportedScope, fail_unsupported
 from unbroken.sdk.serde import DefaultSerde, Serde
+from unbroken.sdk.serde.select import pick_serde
 from unbroken.sdk.service import HandlerDef, handler_of
 
 T = TypeVar("T")

@@ -11,7 +11,8 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from unbroken.core.schema import HandlerKind, ServiceKind
-from unbroken.sdk.serde import DefaultSerde, Serde, serde_for_type
+from unbroken.sdk.serde import Serde
+from unbroken.sdk.serde.select import pick_serde
 
 HANDLER_ATTR = "__unbroken_handler__"
 
@@ -58,12 +59,6 @@ class HandlerDef:
     accept: str
     content_type: str
     options: HandlerOptions = field(default_factory=HandlerOptions)
-
-
-def _resolve_serde(given: Serde[Any] | None, tp: Any) -> Serde[Any]:
-    if given is None or (type(given) is DefaultSerde and getattr(given, "type_hint", None) is None):
-        return serde_for_type(tp)
-    return given
 
 
 def _signature_types(fn: Callable[..., Any]) -> tuple[bool, Any, Any]:
@@ -161,8 +156,8 @@ class _ServiceBase:
             kind,
             fn,
             takes_input,
-            _resolve_serde(input_serde, in_type),
-            _resolve_serde(output_serde, out_type),
+            pick_serde(input_serde, in_type, hint_wins=False),
+            pick_serde(output_serde, out_type, hint_wins=False),
             in_type,
             out_type,
             accept,

@@ -99,6 +99,18 @@ def _make_serde(tp: Any) -> Serde[Any]:
     return _ConvertingJsonSerde(tp, conv)
 
 
+def pick_serde(given: Serde[Any] | None, type_hint: Any, *, hint_wins: bool = True) -> Serde[Any]:
+    """The serde to use: ``given``, unless it is None or a ``DefaultSerde`` without a hint: then the one for
+    ``type_hint``. A ``DefaultSerde(X)`` keeps ``X`` unless ``hint_wins`` (restate-sdk's rules: the
+    ``type_hint=`` of a ``ctx`` call replaces it, as its ``with_maybe_type`` does; a handler's signature
+    does not replace the serde given to its decorator, ``hint_wins=False``)."""
+    if given is None:
+        return serde_for_type(type_hint)
+    if type(given) is DefaultSerde and (given.type_hint is None or (hint_wins and type_hint is not None)):
+        return serde_for_type(type_hint)
+    return given
+
+
 def serde_for_type(tp: object | None) -> Serde[Any]:
     """The serde :class:`DefaultSerde` uses for type hint ``tp`` (cached per type).
 
