@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, awakeable_id, parse_awakeable_id
-from unbroken.core.schema import HandlerKind
+from unbroken.core.schema import HandlerKind, ServiceKind
 from unbroken.sdk import context as c
 from unbroken.sdk.attempt import Attempt, check_journalable, failure, safe_repr, value_result
 from unbroken.sdk.exceptions import AttemptEnded, TerminalError
@@ -158,8 +158,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
     # ------------------------------------------------------------------------------- basics
     def decoder(self, serde: Serde[Any]) -> Callable[[j.Result], Any]:
         def decode(result: j.Result) -> Any:
-            if result.failure is not None:
-                raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
+            raise_failure(result)
             return None if result.value is None else serde.deserialize(result.value)
 
         return decode
@@ -640,14 +639,13 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
     def promise(
         self, name: str, serde: Serde[T] = DefaultSerde(), type_hint: type[T] | None = None
     ) -> Promise[T]:
-        if self.hdef.service_kind.value != "Workflow":
+        if self.hdef.service_kind is not ServiceKind.WORKFLOW:
             raise TerminalError("durable promises are only available to workflows", 500)
         return Promise(self, name, pick_serde(serde, type_hint))
 
 
 def _state_keys(result: j.Result) -> list[str]:
-    if result.failure is not None:
-        raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
+    raise_failure(result)
     return j.decode_state_keys(result.value) if result.value is not None else []
 
 
@@ -657,6 +655,5 @@ def _check_signal_name(name: str) -> None:
 
 
 def _raw(result: j.Result) -> bytes:
-    if result.failure is not None:
-        raise TerminalError(result.failure.message, result.failure.code, result.failure.metadata)
+    raise_failure(result)
     return result.value or b""
