@@ -1,4 +1,13 @@
-"""Architecture rules that code review would otherwise have to remember."""
+"""Architecture rules that code review would otherwise have to remember (docs/architecture.md, "Layers").
+
+Every import counts (at the top, inside functions, under TYPE_CHECKING), with no whitelist: ``core/`` imports
+only ``core/`` (no I/O, no clock); ``protocol/`` only ``core/``; ``storage/`` nothing above it, and no backend
+imports another; ``runtime/`` nothing of ``ingress``, ``admin``, ``sdk`` or ``cli``; ``sdk/`` nothing of
+``runtime``, ``ingress``, ``admin``, ``storage`` or ``cli``; ``ingress/`` nothing of ``storage``, ``admin`` or
+``sdk``; ``admin/`` nothing of ``ingress``, ``sdk`` or a storage backend. The layers that may import other
+``unbroken`` modules may not reach a forbidden one through them either (a top-level facade such as
+``unbroken.serde`` re-exports the SDK); none imports the composition root or the CLI.
+"""
 
 from __future__ import annotations
 
@@ -31,19 +40,6 @@ CORE_FORBIDDEN = {
 }
 # Above every layer: the composition root (``wiring.py``, ``embedded.py``, the server) and the CLI.
 ABOVE_ALL = {"unbroken.wiring", "unbroken.embedded", "unbroken.server", "unbroken.cli"}
-UNBROKEN_PACKAGES = {
-    "unbroken.core",
-    "unbroken.protocol",
-    "unbroken.storage",
-    "unbroken.runtime",
-    "unbroken.ingress",
-    "unbroken.admin",
-    "unbroken.sdk",
-    "unbroken.http",
-    "unbroken.cli",
-    "unbroken.testing",
-    "unbroken.config",
-} | ABOVE_ALL
 
 
 def _module_of(path: Path) -> str:
@@ -71,19 +67,79 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _under(name: str, packages: set[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
 def _violations(folder: str, forbidden: set[str], files: str = "*.py") -> list[str]:
     out = []
     for path in (SRC / folder).rglob(files):
         for name in _imports(path):
-            if any(name == f or name.startswith(f + ".") for f in forbidden):
+            if _under(name, forbidden):
                 out.append(f"{path.relative_to(SRC)} imports {name}")
     return sorted(set(out))
 
 
 def _only(folder: str, allowed: set[str]) -> list[str]:
-    """Imports of ``unbroken`` modules outside ``allowed`` (the standard library and third parties aside)."""
-    others = {p for p in UNBROKEN_PACKAGES if not any(p == a or p.startswith(a + ".") for a in allowed)}
-    return _violations(folder, others)
+    """Imports of any ``unbroken`` module outside ``allowed``, the package itself included (``import
+    unbroken`` is its facade, which re-exports the SDK); the standard library and third parties aside."""
+    out = []
+    for path in (SRC / folder).rglob("*.py"):
+        for name in _imports(path):
+            if _under(name, {"unbroken"}) and not _under(name, allowed):
+                out.append(f"{path.relative_to(SRC)} imports {name}")
+    return sorted(set(out))
+
+
+# ------------------------------------------------------------------ what a layer reaches, transitively
+def _resolve(name: str) -> str | None:
+    """The ``unbroken`` module an imported name is or lies in (``unbroken.core.journal.Failure`` ->
+    ``unbroken.core.journal``); None for the standard library and third parties."""
+    parts = name.split(".")
+    while parts and parts[0] == "unbroken":
+        rel = Path(*parts[1:]) if len(parts) > 1 else Path()
+        if (SRC / rel).with_suffix(".py").is_file() or (SRC / rel / "__init__.py").is_file():
+            return ".".join(parts)
+        parts.pop()
+    return None
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the ``unbroken`` modules it imports itself. Not the parent packages' ``__init__``s Python
+    runs on the way (``unbroken/__init__.py`` imports the SDK, for users): those are not what a module
+    depends on."""
+    graph: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        edges = {_resolve(name) for name in _imports(path)}
+        graph[_module_of(path)] = {m for m in edges if m is not None} - {_module_of(path)}
+    return graph
+
+
+GRAPH = _graph()
+
+
+def _reaches(folder: str, forbidden: set[str]) -> list[str]:
+    """Each module of ``folder`` that reaches a ``forbidden`` module through any chain of imports (a facade
+    such as ``unbroken.serde`` re-exporting the SDK included), with the chain."""
+    out = []
+    for path in (SRC / folder).rglob("*.py"):
+        start = _module_of(path)
+        via: dict[str, str] = {start: start}
+        todo = [start]
+        while todo:
+            module = todo.pop()
+            for dep in GRAPH.get(module, ()):
+                if dep in via:
+                    continue
+                via[dep] = module
+                if _under(dep, forbidden):
+                    chain = [dep]
+                    while chain[-1] != start:
+                        chain.append(via[chain[-1]])
+                    out.append(" -> ".join(reversed(chain)))
+                else:
+                    todo.append(dep)
+    return sorted(set(out))
 
 
 def test_core_is_pure() -> None:
@@ -115,49 +171,54 @@ def test_core_never_reads_the_clock() -> None:
 
 def test_runtime_talks_to_handlers_only_through_the_transport() -> None:
     """No whitelist: the server that wires the SDK's in-process transport in is the composition root's."""
-    assert (
-        _violations(
-            "runtime", {"unbroken.sdk", "unbroken.ingress", "unbroken.admin", "unbroken.cli"} | ABOVE_ALL
-        )
-        == []
-    )
+    forbidden = {"unbroken.sdk", "unbroken.ingress", "unbroken.admin", "unbroken.cli"} | ABOVE_ALL
+    assert _violations("runtime", forbidden) == []
+    assert _reaches("runtime", forbidden) == []
 
 
 def test_storage_does_not_reach_up() -> None:
     assert _only("storage", {"unbroken.core", "unbroken.storage"}) == []
 
 
+# What every storage backend may use. Any other module of ``storage/`` belongs to the backend its name begins
+# with (``sqlite.py``, ``sqlite_reads.py``: sqlite; ``memory*.py``: memory; a ``postgres`` one next).
+STORAGE_SHARED = {"unbroken.storage", "unbroken.storage.codec"}
+
+
+def _backend(module: str) -> str | None:
+    if module in STORAGE_SHARED:
+        return None
+    return module.removeprefix("unbroken.storage.").split(".")[0].split("_")[0]
+
+
 def test_no_storage_backend_imports_another() -> None:
-    """``sqlite*.py`` is one backend, ``memory*.py`` another; ``codec.py`` (row codecs) is shared."""
-    assert (
-        _violations("storage", {"unbroken.storage.memory", "unbroken.storage.memory_reads"}, "sqlite*.py")
-        == []
-    )
-    assert (
-        _violations(
-            "storage",
-            {
-                "unbroken.storage.sqlite",
-                "unbroken.storage.sqlite_reads",
-                "unbroken.storage.sqlite_views",
-                "unbroken.storage.sqlite_snapshot",
-            },
-            "memory*.py",
-        )
-        == []
-    )
-    assert _violations("storage", {"unbroken.storage.sqlite", "unbroken.storage.memory"}, "codec.py") == []
+    """Each backend imports only its own modules and the shared ones; the shared ones no backend."""
+    found = []
+    for path in (SRC / "storage").rglob("*.py"):
+        mine = _backend(_module_of(path))
+        for name in _imports(path):
+            module = _resolve(name)
+            if module is None or not _under(module, {"unbroken.storage"}):
+                continue
+            theirs = _backend(module)
+            if theirs is not None and theirs != mine:
+                found.append(f"{path.relative_to(SRC)} ({mine or 'shared'}) imports {module} ({theirs})")
+    assert sorted(set(found)) == []
+    assert {_backend(_module_of(p)) for p in (SRC / "storage").rglob("*.py")} >= {"sqlite", "memory", None}
 
 
 def test_the_sdk_reaches_nothing_of_the_engine() -> None:
     """Not even inside a function: the clock, the fault points and the node factory are injected."""
     forbidden = {"unbroken.runtime", "unbroken.ingress", "unbroken.admin", "unbroken.storage", "unbroken.cli"}
     assert _violations("sdk", forbidden | ABOVE_ALL) == []
+    assert _reaches("sdk", forbidden | ABOVE_ALL) == []
 
 
 def test_ingress_never_touches_storage() -> None:
     assert _violations("ingress", {"unbroken.storage", "sqlite3"}) == []
-    assert _violations("ingress", {"unbroken.admin", "unbroken.sdk", "unbroken.cli"} | ABOVE_ALL) == []
+    forbidden = {"unbroken.storage", "unbroken.admin", "unbroken.sdk", "unbroken.cli"} | ABOVE_ALL
+    assert _violations("ingress", forbidden) == []
+    assert _reaches("ingress", forbidden) == []
 
 
 def test_the_sdk_never_imports_the_official_restate_sdk() -> None:
@@ -174,7 +235,9 @@ def test_the_sdk_never_imports_the_official_restate_sdk() -> None:
 def test_admin_reads_only_through_the_read_model() -> None:
     """The admin API reads the store through ``core.read_model``: no backend, no SQL, no ingress or SDK."""
     assert _violations("admin", {"unbroken.storage", "unbroken.ingress", "unbroken.sdk", "sqlite3"}) == []
-    assert _violations("admin", {"unbroken.cli"} | ABOVE_ALL) == []
+    forbidden = {"unbroken.storage", "unbroken.ingress", "unbroken.sdk", "unbroken.cli"} | ABOVE_ALL
+    assert _violations("admin", forbidden) == []
+    assert _reaches("admin", forbidden) == []
     # nor the engine's store object (its file path, its connection)
     found = []
     for path in (SRC / "admin").rglob("*.py"):
