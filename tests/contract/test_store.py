@@ -16,6 +16,7 @@ import pytest
 
 from tests.backends import BACKENDS, CONCURRENT, DURABLE, Opener, opener
 from unbroken.core import journal as j
+from unbroken.core.errors import TransactionConflict
 from unbroken.core.invocation import Invocation, Sink, Status
 from unbroken.core.schema import OnMaxAttempts, RetryOverride, ServiceKind, ServiceOverride, Target
 from unbroken.core.storage import Promise, Store, Timer, TimerKind, Transaction
@@ -465,6 +466,45 @@ def test_a_commit_publishes_its_own_writes_only(shared: Opener) -> None:
     with store.transaction() as txn:
         assert txn.get_invocation("inv_o") is None and txn.journal("inv_o") == []
         assert txn.state_all("Obj", "o") == {} and txn.inbox_pop("Obj", "o") is None
+
+
+def test_two_transactions_writing_one_row_do_not_both_commit(shared: Opener) -> None:
+    """Both see the lock free and take it (two partitions' batches at once, one admitting a call to an object
+    the other owns): the second commit fails with ``TransactionConflict``, rolled back whole, and its batch
+    applied again sees the first's lock. A push and a pop of one inbox, neither reading first, alike."""
+    store = shared()
+    first, second = store.begin(), store.begin()
+    assert first.lock_holder("Obj", "k") is None and second.lock_holder("Obj", "k") is None
+    first.set_lock_holder("Obj", "k", "inv_a")
+    second.set_lock_holder("Obj", "k", "inv_b")
+    second.state_set("Obj", "other", "n", b"1")
+    first.commit()
+    with pytest.raises(TransactionConflict):
+        second.commit()
+    with store.transaction() as again:
+        assert again.lock_holder("Obj", "k") == "inv_a" and again.state_all("Obj", "other") == {}
+    first, second = store.begin(), store.begin()
+    first.inbox_push("Obj", "k", "inv_q", NOW)
+    assert second.inbox_pop("Obj", "k") is None
+    second.set_lock_holder("Obj", "k", None)  # nothing queued: the lock is released
+    first.commit()
+    with pytest.raises(TransactionConflict):
+        second.commit()
+    with store.transaction() as again:
+        assert again.lock_holder("Obj", "k") == "inv_a" and again.inbox_pop("Obj", "k") == "inv_q"
+
+
+def test_a_row_read_after_another_commit_is_written_without_conflict(shared: Opener) -> None:
+    """Open before the other's commit, but reading the row after it: it saw the latest, nothing is lost."""
+    store = shared()
+    first, second = store.begin(), store.begin()
+    first.state_set("Obj", "k", "n", b"1")
+    first.commit()
+    assert second.state_get("Obj", "k", "n") == b"1"
+    second.state_set("Obj", "k", "n", b"2")
+    second.commit()
+    with store.transaction() as txn:
+        assert txn.state_all("Obj", "k") == {"n": b"2"}
 
 
 # ------------------------------------------------------------------------------------------ durability

@@ -222,6 +222,33 @@ async def test_a_stopping_partition_answers_its_waiting_callers_503() -> None:
     assert reply.outcome.failure.code == 503 and "stopped" in reply.outcome.failure.message
 
 
+async def test_calls_across_partitions_to_one_object_lose_no_write() -> None:
+    """Partition 0's handlers call an object of partition 2 while partition 2 serves direct calls to it: both
+    partitions' batches, open at once, read and write the object's lock and inbox. Every add counts once, and
+    every call completes (a batch that read a row the other committed meanwhile is applied again)."""
+    node = await _node(MemoryStore())
+    key = _key_in(2)
+    pk = partition_key_for_key(key)
+    calls = 40
+    try:
+        relays = [node.request(_invoke(_id(0, 100 + n), Target("Front", "relay"), key)) for n in range(calls)]
+        adds = [
+            node.request(
+                _invoke(str(InvocationId(pk, n.to_bytes(16, "big"))), Target("Counter", "add", key), 1)
+            )
+            for n in range(calls)
+        ]
+        replies = await asyncio.wait_for(asyncio.gather(*relays, *adds), 30)
+        assert all(isinstance(reply.outcome, a.Output) for reply in replies), replies
+        last = node.request(_invoke(str(InvocationId(pk, b"last" * 4)), Target("Counter", "add", key), 0))
+        total = await asyncio.wait_for(last, 10)
+    finally:
+        await node.stop()
+    assert (
+        isinstance(total.outcome, a.Output) and total.outcome.result.value == str(5 * calls + calls).encode()
+    )
+
+
 class _FailsOneBatch(MemoryStore):
     """The first batch committed on a writer thread (several records) waits until a transaction begun
     after it committed (another partition's, on the loop), then fails: rolled back, a transient I/O error."""

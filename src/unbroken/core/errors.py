@@ -8,6 +8,9 @@
      │    │                          The processor rolls the batch back, drops its memory and recovers from
      │    │                          storage (crash-only); the same record breaking it again stops the
      │    │                          partition, and both health endpoints say so.
+     │    ├── TransactionConflict    a store several partitions share refused a commit: another transaction
+     │    │                          changed a row this one read or wrote since it did. Rolled back; the
+     │    │                          processor handles it as a store failure (applies the batch again).
      │    ├── ProtocolViolation      a running attempt sent a command the protocol forbids (a shared
      │    │                          handler writing state, a promise outside a workflow, ...): the state
      │    │                          machine fails that attempt with ``code`` (571) in the same apply, and
@@ -40,6 +43,10 @@ class EngineError(Exception):
 
 class InvariantViolation(EngineError):
     """An invariant does not hold. Never caught to go on: the partition recovers from storage or stops."""
+
+
+class TransactionConflict(EngineError):
+    """A commit refused, rolled back: another transaction changed a row it read or wrote. Apply it again."""
 
 
 class ProtocolViolation(EngineError):

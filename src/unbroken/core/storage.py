@@ -166,8 +166,10 @@ class Store(Protocol):
     """A backend: opens transactions and answers the recovery reads made before the processor starts.
 
     Each partition has one transaction open at a time. A store several partitions share (the memory store;
-    PostgreSQL next) isolates their transactions: none sees another's uncommitted writes, and a rollback
-    undoes its own only (``tests/contract/test_store.py``). SQLite has one writer: one partition."""
+    PostgreSQL next) isolates their transactions: none sees another's uncommitted writes, a rollback undoes
+    its own only, and of two that touch one row (a partition admitting a call to an object another owns)
+    the second commit fails with ``core.errors.TransactionConflict``, rolled back, for the processor to
+    apply again (``tests/contract/test_store.py``). SQLite has one writer: one partition."""
 
     def begin(self) -> Transaction: ...
 

@@ -11,7 +11,8 @@ the partition that owns its invocation.
 
 On SQLite the node leads every partition, and there is one: the store has one writer connection. More
 partitions run over the memory store (tests of the routing); they share it, each with its own transaction
-open while its batch commits, isolated from the others' (a rollback undoes its own partition's batch only).
+open while its batch commits, isolated from the others' (a rollback undoes its own partition's batch only;
+a batch that touched a row another partition committed meanwhile fails its commit and is applied again).
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Action, Reply, StoreFailed, Unavailable
+from unbroken.core.errors import TransactionConflict
 from unbroken.core.journal import Failure
 from unbroken.core.records import Record
 from unbroken.core.schema import Schemas
@@ -97,7 +98,7 @@ def is_store_error(exc: BaseException) -> bool:
     """The store failed, not the record nor the code: roll back and apply the same records again later."""
     if isinstance(exc, sqlite3.Error):
         return not isinstance(exc, _NOT_STORE_ERRORS)
-    return isinstance(exc, OSError | MemoryError | StorageFailed)
+    return isinstance(exc, OSError | MemoryError | StorageFailed | TransactionConflict)
 
 
 def describe(record: Record) -> str:

@@ -8,7 +8,10 @@ store (``runtime/node.py``), each with a transaction open while its batch waits 
 transaction's writes stay in the transaction (:class:`_Writes`, one per table) until ``commit`` publishes
 them all at once, under the store's lock (the commit may run on the processor's writer thread); a rollback
 drops them. So no transaction sees another's uncommitted writes, and a rollback undoes only its own: no
-snapshot of the whole store is taken or restored. Committed containers (a journal's list, a key's state) are
+snapshot of the whole store is taken or restored. Two transactions writing one row (a partition's batch
+admitting a call to an object another partition owns, while that one releases the object's lock), or one
+reading a row the other writes, are not both committed: the second commit fails with
+``TransactionConflict`` and the processor applies its batch again (``_Writes``). Committed containers (a journal's list, a key's state) are
 never changed in place: a transaction changes its own copy, which its commit puts in their place.
 """
 
@@ -19,7 +22,7 @@ from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
-from unbroken.core.errors import invariant
+from unbroken.core.errors import TransactionConflict, invariant
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.schema import ServiceOverride
@@ -54,6 +57,8 @@ class MemoryStore:
         self.signals: dict[str, set[int]] = {}  # the signal index of each journal
         self.overrides: dict[str, bytes] = {}  # service -> encoded ServiceOverride
         self.next_timer_id = 1  # handed out at once, never twice: not even after a rollback
+        self.commits = 0  # the version of every row a commit writes (conflicts, see ``_Writes``)
+        self.versions: dict[str, dict[Any, int]] = {}  # table -> row key -> the commit that last wrote it
         # held while a commit publishes its writes and while anything scans the committed rows
         self.lock = threading.Lock()
 
@@ -94,30 +99,49 @@ class MemoryStore:
 
 class _Writes(Generic[_Key, _Row]):
     """One table's writes in an open transaction, over the store's committed rows: the transaction reads
-    its own writes first, and nothing of them reaches the store before ``publish`` (the commit)."""
+    its own writes first, and nothing of them reaches the store before ``publish`` (the commit).
 
-    __slots__ = ("lock", "rows", "written")
+    ``seen`` keeps the version (the commit that last wrote it) of each row the transaction read or wrote, when
+    it first did: a row another transaction committed since is a conflict at commit (first committer wins,
+    as a database's serializable transactions: a lock taken by two partitions' batches at once, an inbox
+    found empty by one while the other pushed to it, would otherwise lose a write). Scans (``items``: the
+    retention sweep, clearing a workflow's promises) are not tracked."""
 
-    def __init__(self, rows: dict[_Key, _Row], lock: threading.Lock) -> None:
+    __slots__ = ("lock", "name", "rows", "seen", "versions", "written")
+
+    def __init__(
+        self, name: str, rows: dict[_Key, _Row], versions: dict[_Key, int], lock: threading.Lock
+    ) -> None:
+        self.name = name
         self.rows = rows
+        self.versions = versions
         self.lock = lock
         self.written: dict[_Key, _Row | None] = {}  # None: deleted
+        self.seen: dict[_Key, int] = {}
+
+    def _see(self, key: _Key) -> None:
+        if key not in self.seen:
+            self.seen[key] = self.versions.get(key, 0)  # read before the row: a newer row only conflicts
 
     def get(self, key: _Key) -> _Row | None:
         if key in self.written:
             return self.written[key]
+        self._see(key)
         return self.rows.get(key)  # one lookup: a commit publishing meanwhile is seen whole or not at all
 
     def put(self, key: _Key, row: _Row) -> None:
+        self._see(key)
         self.written[key] = row
 
     def delete(self, key: _Key) -> None:
+        self._see(key)
         self.written[key] = None
 
     def own(self, key: _Key, copy: Callable[[_Row], _Row]) -> _Row | None:
         """The transaction's own copy of a container row, to change in place (None: there is no row)."""
         if key in self.written:
             return self.written[key]
+        self._see(key)
         row = self.rows.get(key)
         if row is None:
             return None
@@ -129,15 +153,28 @@ class _Writes(Generic[_Key, _Row]):
             committed = [(key, row) for key, row in self.rows.items() if key not in self.written]
         return committed + [(key, row) for key, row in self.written.items() if row is not None]
 
-    def publish(self) -> None:
-        """Called under the store's lock."""
+    def conflict(self) -> _Key | None:
+        """A row this transaction read or wrote that another committed since this one first saw it (under
+        the lock). Reads count: a batch that found an inbox empty and released the lock must not commit
+        after another pushed to that inbox."""
+        versions = self.versions
+        return next((key for key, version in self.seen.items() if versions.get(key, 0) != version), None)
+
+    def publish(self, version: int) -> None:
+        """Under the store's lock: the rows first, then their versions (see ``_see``)."""
         rows = self.rows
         for key, row in self.written.items():
             if row is None:
                 rows.pop(key, None)
             else:
                 rows[key] = row
+        for key in self.written:
+            self.versions[key] = version
+        self.discard()
+
+    def discard(self) -> None:
         self.written = {}
+        self.seen = {}
 
 
 class MemoryTransaction:
@@ -145,16 +182,19 @@ class MemoryTransaction:
 
     def __init__(self, store: MemoryStore) -> None:
         self.s = store
-        lock = store.lock
-        self._invocations = _Writes(store.invocations, lock)
-        self._journals = _Writes(store.journals, lock)
-        self._state = _Writes(store.state, lock)
-        self._locks = _Writes(store.locks, lock)
-        self._inboxes = _Writes(store.inboxes, lock)
-        self._timers = _Writes(store.timer_rows, lock)
-        self._promises = _Writes(store.promises, lock)
-        self._signals = _Writes(store.signals, lock)
-        self._overrides = _Writes(store.overrides, lock)
+
+        def table(name: str, rows: dict[Any, Any]) -> _Writes[Any, Any]:
+            return _Writes(name, rows, store.versions.setdefault(name, {}), store.lock)
+
+        self._invocations: _Writes[str, bytes] = table("invocation", store.invocations)
+        self._journals: _Writes[str, list[bytes]] = table("journal", store.journals)
+        self._state: _Writes[tuple[str, str], dict[str, bytes]] = table("state", store.state)
+        self._locks: _Writes[tuple[str, str], str] = table("lock", store.locks)
+        self._inboxes: _Writes[tuple[str, str], list[str]] = table("inbox", store.inboxes)
+        self._timers: _Writes[int, Timer] = table("timer", store.timer_rows)
+        self._promises: _Writes[tuple[str, str, str], bytes] = table("promise", store.promises)
+        self._signals: _Writes[str, set[int]] = table("signal", store.signals)
+        self._overrides: _Writes[str, bytes] = table("service_override", store.overrides)
         self._tables: tuple[_Writes[Any, Any], ...] = (
             self._invocations,
             self._journals,
@@ -168,13 +208,22 @@ class MemoryTransaction:
         )
 
     def commit(self) -> None:
-        with self.s.lock:
-            for table in self._tables:
-                table.publish()
+        """Publish every write at once, or raise :class:`TransactionConflict` (rolled back) if another
+        transaction committed one of the rows since this one first saw it."""
+        store = self.s
+        with store.lock:
+            conflict = next(((t.name, k) for t in self._tables if (k := t.conflict()) is not None), None)
+            if conflict is None:
+                store.commits += 1
+                for table in self._tables:
+                    table.publish(store.commits)
+        if conflict is not None:
+            self.rollback()
+            raise TransactionConflict(f"{conflict[0]} row {conflict[1]!r} was changed by another transaction")
 
     def rollback(self) -> None:
         for table in self._tables:
-            table.written = {}
+            table.discard()
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         data = self._invocations.get(invocation_id)
