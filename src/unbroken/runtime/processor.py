@@ -20,8 +20,9 @@ batch loop both run.
 
 Errors (crash-only; the tree is drawn in ``core/errors.py``):
 
-* the store fails (a statement or the COMMIT: disk full, I/O error, busy): the batch is rolled back and
-  goes back to the head of the queue; nothing of it was acknowledged and nothing is dropped. Until a commit
+* the store fails (a statement or the COMMIT: disk full, I/O error, busy; a ``TransactionConflict`` with
+  another partition sharing the store): the batch is rolled back and goes back to the head of the queue;
+  nothing of it was acknowledged and nothing is dropped. Until a commit
   succeeds again the records go one per transaction, control records (kill, cancel, ...) first, and the
   engine refuses new requests (503). A record the store refuses ``record_store_attempts_max`` times alone,
   for its size (disk or database full, a value too big), is given up: its caller is answered
