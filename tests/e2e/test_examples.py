@@ -298,7 +298,7 @@ def test_session_expire_is_not_public(srv: Server) -> None:
 
 @pytest.mark.crash
 def test_session_expiry_survives_a_crash(server_factory: Any) -> None:
-    ttl_ms = 3000  # longer than a restart takes (about a second)
+    ttl_ms = 6000  # longer than a restart takes (about a second; 3 s under a loaded 2-core machine)
     alone: Server = server_factory(
         "examples/session_eviction.py", env={"SESSION_TTL_MS": str(ttl_ms)}
     ).start()

@@ -4,8 +4,9 @@ answers with the value at the time it applies them, journaled so that a replay r
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
+
+import msgspec
 
 import unbroken as restate
 from tests.unit.test_replay import INPUT, FakeSink, _start
@@ -141,7 +142,7 @@ def _lazy_object() -> restate.VirtualObject:
 
 async def _run(journal: list[j.Entry], state: dict[str, bytes], lazy: bool = True) -> StateSink:
     sink = StateSink(state)
-    start = dataclasses.replace(_start(journal, state={} if lazy else dict(state)), lazy_state=lazy)
+    start = msgspec.structs.replace(_start(journal, state={} if lazy else dict(state)), lazy_state=lazy)
     sink.session = LocalTransport([_lazy_object()], lambda: 1_000).start(start, sink)
     await asyncio.wait_for(sink.done.wait(), 5)
     return sink

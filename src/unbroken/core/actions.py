@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from unbroken.core.invocation import Invocation
 from unbroken.core.journal import Entry, Failure, Notification, Result
 from unbroken.core.schema import ServiceOverride
 
 
-@dataclass(frozen=True, slots=True)
-class StartAttempt:
+class StartAttempt(msgspec.Struct, frozen=True):
     """Run (or replay) an invocation: the journal so far and, for keyed handlers, its state."""
 
     invocation: Invocation
@@ -19,8 +18,7 @@ class StartAttempt:
     lazy_state: bool = False  # a lazy-state handler: ``state`` is empty, reads go through commands
 
 
-@dataclass(frozen=True, slots=True)
-class Deliver:
+class Deliver(msgspec.Struct, frozen=True):
     """Hand a stored notification to the running attempt (if the runtime still has it)."""
 
     invocation_id: str
@@ -28,13 +26,11 @@ class Deliver:
     notification: Notification
 
 
-@dataclass(frozen=True, slots=True)
-class AbortAttempt:
+class AbortAttempt(msgspec.Struct, frozen=True):
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class ArmTimer:
+class ArmTimer(msgspec.Struct, frozen=True):
     """A timer was stored: arm it in the partition owning ``invocation_id`` (the invocation it wakes)."""
 
     timer_id: int
@@ -42,8 +38,7 @@ class ArmTimer:
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Completed:
+class Completed(msgspec.Struct, frozen=True):
     """The invocation finished: answer every in-memory waiter of it."""
 
     invocation_id: str
@@ -56,8 +51,7 @@ class Completed:
 # (ending with ``assert_never``) and a new outcome cannot reach a caller unhandled.
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(msgspec.Struct, frozen=True):
     """The invocation completed: its result (value or terminal failure)."""
 
     invocation_id: str
@@ -65,92 +59,79 @@ class Output:
     expires_at_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(msgspec.Struct, frozen=True):
     """A send was durably accepted (``execute_at_ms`` if delayed), or a cancel/signal was recorded."""
 
     invocation_id: str
     execute_at_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class PreviouslyAccepted:
+class PreviouslyAccepted(msgspec.Struct, frozen=True):
     """An idempotent send repeated: the invocation already exists."""
 
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class WorkflowAlreadyInvoked:
+class WorkflowAlreadyInvoked(msgspec.Struct, frozen=True):
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NotFound:
+class NotFound(msgspec.Struct, frozen=True):
     """The invocation (or, answering ``ModifyService``, the service) does not exist."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class NotAllocated:
+class NotAllocated(msgspec.Struct, frozen=True):
     """A signal resolved from outside that the invocation has not created (not an awakeable's index, or the
     invocation has not started): nobody may plant a result for it."""
 
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NotReady:
+class NotReady(msgspec.Struct, frozen=True):
     """Output asked for an invocation that has not completed yet."""
 
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class AlreadyCompleted:
+class AlreadyCompleted(msgspec.Struct, frozen=True):
     """A control request (cancel, kill, pause, resume) for an invocation that has completed."""
 
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NotCompleted:
+class NotCompleted(msgspec.Struct, frozen=True):
     """A purge of an invocation that has not completed."""
 
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NotStarted:
+class NotStarted(msgspec.Struct, frozen=True):
     """A resume of an invocation still scheduled or inboxed."""
 
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(msgspec.Struct, frozen=True):
     """The request took effect (``invocation_id`` None for requests about no invocation)."""
 
     invocation_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoreFailed:
+class StoreFailed(msgspec.Struct, frozen=True):
     """The store kept refusing the record: it was given up without effect (507/500)."""
 
     failure: Failure
 
 
-@dataclass(frozen=True, slots=True)
-class Unavailable:
+class Unavailable(msgspec.Struct, frozen=True):
     """The engine cannot take the record now (stopped partition, store failing): nothing was accepted."""
 
     failure: Failure
 
 
-@dataclass(frozen=True, slots=True)
-class Gone:
+class Gone(msgspec.Struct, frozen=True):
     """The caller left before its record was applied: it was withdrawn, nobody is answered."""
 
 
@@ -172,16 +153,14 @@ Outcome = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(msgspec.Struct, frozen=True):
     """Answer one waiting request with ``outcome``."""
 
     request_id: int
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateService:
+class UpdateService(msgspec.Struct, frozen=True):
     """A service's stored override changed (``ModifyService`` committed): from now on the engine applies
     ``override`` (all of it, merged) over the service's schema. Applying a whole override again is harmless:
     its fields replace values, so the last one committed decides."""
@@ -190,16 +169,14 @@ class UpdateService:
     override: ServiceOverride
 
 
-@dataclass(frozen=True, slots=True)
-class AwaitCompletion:
+class AwaitCompletion(msgspec.Struct, frozen=True):
     """Register ``request_id`` as waiting for ``invocation_id`` to complete (answered by Completed)."""
 
     request_id: int
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Log:
+class Log(msgspec.Struct, frozen=True):
     """A human-readable event for dev mode and logs; ``warning`` ones (a failed attempt) are logged in
     every mode, the others only in dev mode."""
 

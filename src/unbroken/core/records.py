@@ -7,7 +7,8 @@ happened (``now_ms`` is passed by the processor, taken once per batch from the i
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+
+import msgspec
 
 from unbroken.core.journal import Command, Header, Result
 from unbroken.core.schema import ServiceOverride, Target
@@ -21,8 +22,7 @@ class ReplyMode(enum.Enum):
     ACCEPTED = "accepted"  # a send: answer once the invocation is durably accepted
 
 
-@dataclass(frozen=True, slots=True)
-class Invoke:
+class Invoke(msgspec.Struct, frozen=True):
     """A new invocation from the ingress (``request_id`` set when a caller waits for an answer)."""
 
     invocation_id: str
@@ -42,8 +42,7 @@ class Invoke:
 # knowing it costs no storage write of its own.
 
 
-@dataclass(frozen=True, slots=True)
-class JournalCommand:
+class JournalCommand(msgspec.Struct, frozen=True):
     """A command written by a running attempt (``attempt`` fences out zombie attempts)."""
 
     invocation_id: str
@@ -52,8 +51,7 @@ class JournalCommand:
     awakeables: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ProposeRunCompletion:
+class ProposeRunCompletion(msgspec.Struct, frozen=True):
     invocation_id: str
     attempt: int
     completion_id: int
@@ -61,8 +59,7 @@ class ProposeRunCompletion:
     awakeables: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptSuspended:
+class AttemptSuspended(msgspec.Struct, frozen=True):
     invocation_id: str
     attempt: int
     waiting_completions: tuple[int, ...]
@@ -70,8 +67,7 @@ class AttemptSuspended:
     awakeables: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptFailed:
+class AttemptFailed(msgspec.Struct, frozen=True):
     """An attempt ended with a retryable error (exception, non-determinism, lost handler), or one that
     pauses the invocation at once (``pause``)."""
 
@@ -83,25 +79,21 @@ class AttemptFailed:
     pause: bool = False  # no retry can fix it (e.g. a ctx.run value that cannot be serialized): pause now
 
 
-@dataclass(frozen=True, slots=True)
-class TimerFired:
+class TimerFired(msgspec.Struct, frozen=True):
     timer_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class CancelInvocation:
+class CancelInvocation(msgspec.Struct, frozen=True):
     invocation_id: str
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class KillInvocation:
+class KillInvocation(msgspec.Struct, frozen=True):
     invocation_id: str
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ResolveSignal:
+class ResolveSignal(msgspec.Struct, frozen=True):
     """An awakeable resolved or rejected from outside (ingress) or by another handler."""
 
     invocation_id: str
@@ -110,8 +102,7 @@ class ResolveSignal:
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Attach:
+class Attach(msgspec.Struct, frozen=True):
     """A caller wants an invocation's result: now (``wait=False``, 'output') or when done ('attach')."""
 
     invocation_id: str
@@ -119,58 +110,50 @@ class Attach:
     request_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class ResumeInvocation:
+class ResumeInvocation(msgspec.Struct, frozen=True):
     """Admin resume of a paused invocation (or a retry that the runtime lost on crash)."""
 
     invocation_id: str
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class PauseInvocation:
+class PauseInvocation(msgspec.Struct, frozen=True):
     invocation_id: str
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class PurgeInvocation:
+class PurgeInvocation(msgspec.Struct, frozen=True):
     invocation_id: str
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class PurgeJournal:
+class PurgeJournal(msgspec.Struct, frozen=True):
     """Admin: drop the journal of a completed invocation, keeping its result (for attach/idempotency)."""
 
     invocation_id: str
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Recover:
+class Recover(msgspec.Struct, frozen=True):
     """After a restart: an invocation stored as running lost its attempt; start a new one."""
 
     invocation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class CleanExpired:
+class CleanExpired(msgspec.Struct, frozen=True):
     """Retention sweep: remove what expired before ``now`` (at most ``limit`` invocations)."""
 
     limit: int = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class SetStateFromAdmin:
+class SetStateFromAdmin(msgspec.Struct, frozen=True):
     service: str
     key: str
-    new_state: dict[str, bytes] = field(default_factory=dict)
+    new_state: dict[str, bytes] = msgspec.field(default_factory=dict)
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ModifyService:
+class ModifyService(msgspec.Struct, frozen=True):
     """Admin ``PATCH /services/{name}``: ``change`` is merged into the service's stored override."""
 
     service: str
@@ -178,8 +161,7 @@ class ModifyService:
     request_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class FailInvocation:
+class FailInvocation(msgspec.Struct, frozen=True):
     """The engine gives up on a record of ``attempt`` that the store kept refusing (runtime/processor.py):
     the invocation completes with this failure, so that it neither hangs nor holds its lock."""
 

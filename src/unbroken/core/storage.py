@@ -15,8 +15,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from unbroken.core.invocation import Invocation, Sink
 from unbroken.core.journal import Entry, Result
@@ -31,8 +32,7 @@ class TimerKind(enum.StrEnum):
     RETRY = "retry"  # a backing-off invocation tries again
 
 
-@dataclass(frozen=True, slots=True)
-class Timer:
+class Timer(msgspec.Struct, frozen=True):
     """A durable timer (see :class:`TimerKind`)."""
 
     timer_id: int
@@ -42,8 +42,7 @@ class Timer:
     completion_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Promise:
+class Promise(msgspec.Struct, frozen=True):
     """A workflow's durable promise: its result once completed, and who waits for it until then."""
 
     result: Result | None

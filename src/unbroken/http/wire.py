@@ -81,6 +81,11 @@ def body_timeout() -> str:
     )
 
 
+def _tick_s() -> float:
+    """How often a connection's deadlines are checked: a quarter of the shorter timeout, 5 ms to 1 s."""
+    return min(1.0, max(0.005, min(limits.http_head_timeout_ms, limits.http_body_idle_timeout_ms) / 4000))
+
+
 def too_many_connections(connections_max: int) -> str:
     return f"too many open connections: at most {connections_max}; retry later"
 
@@ -109,9 +114,12 @@ def bounded_protocol(
         _head_pending = 0  # bytes received since the current request began, while its head is incomplete
         _in_head = False
         _rejected = False
-        _head_timer: asyncio.TimerHandle | None = None
+        # The deadlines are loop times checked by one timer per connection (``_tick``), not timers armed
+        # and cancelled per request: two of each per call cost ~2% of a short call's instructions.
+        _tick: asyncio.TimerHandle | None = None
+        _head_deadline = 0.0  # the head must be complete by then (0: no head pending)
         _in_body = False  # the head is complete, the body is not
-        _body_timer: asyncio.TimerHandle | None = None
+        _body_window_end = 0.0  # end of the current body window
         _body_window_bytes = 0  # body bytes received in the current window
         _on_lost: dict[int, Callable[[], None]] | None = None
 
@@ -120,11 +128,13 @@ def bounded_protocol(
             if len(self.connections) > connections_max:
                 self._answer_and_close(503, too_many_connections(connections_max))
                 return
-            self._arm_head_timer()
+            self._head_deadline = self.loop.time() + limits.http_head_timeout_ms / 1000
+            self._tick = self.loop.call_later(_tick_s(), self._check_deadlines)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_head_timer()
-            self._cancel_body_timer()
+            if self._tick is not None:
+                self._tick.cancel()
+                self._tick = None
             super().connection_lost(exc)
             callbacks, self._on_lost = self._on_lost, None
             for callback in (callbacks or {}).values():
@@ -145,22 +155,25 @@ def bounded_protocol(
 
             return unwatch
 
-        def _arm_head_timer(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(
-                    limits.http_head_timeout_ms / 1000, self._head_timeout
-                )
-
-        def _cancel_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+        def _check_deadlines(self) -> None:
+            """Every ``_tick_s()`` while the connection is open: a head past its deadline, or a body window
+            that ended (each is noticed at most a tick late: a quarter of the shorter timeout)."""
+            self._tick = None
+            if self.transport.is_closing():
+                return
+            now = self.loop.time()
+            if self._head_deadline and now >= self._head_deadline:
+                self._head_deadline = 0.0
+                self._head_timeout()
+            elif self._in_body and now >= self._body_window_end:
+                self._body_window_ended(now)
+            if not self.transport.is_closing():
+                self._tick = self.loop.call_later(_tick_s(), self._check_deadlines)
 
         def _head_timeout(self) -> None:
-            self._head_timer = None
             if self._in_head:  # a request began: say why it is not served
                 self._answer_and_close(408, head_timeout())
-            elif not self.transport.is_closing():
+            else:
                 self.transport.close()  # never sent a byte: nobody to answer
 
         def on_message_begin(self) -> None:
@@ -169,41 +182,30 @@ def bounded_protocol(
             self.scope["extensions"] = extensions
             self._url_bytes = self._header_count = self._header_bytes = self._head_pending = 0
             self._in_head = True
-            self._arm_head_timer()  # a request after a keep-alive pause gets its own deadline
+            if not self._head_deadline:  # a request after a keep-alive pause gets its own deadline
+                self._head_deadline = self.loop.time() + limits.http_head_timeout_ms / 1000
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             self._in_body = True
-            self._cancel_head_timer()
-            self._arm_body_window()
+            self._head_deadline = 0.0
+            self._start_body_window(self.loop.time())
             super().on_headers_complete()
 
-        def _arm_body_window(self) -> None:
+        def _start_body_window(self, now: float) -> None:
             self._body_window_bytes = 0
-            self._cancel_body_timer()
-            self._body_timer = self.loop.call_later(
-                limits.http_body_idle_timeout_ms / 1000, self._body_timeout
-            )
+            self._body_window_end = now + limits.http_body_idle_timeout_ms / 1000
 
         def on_message_complete(self) -> None:
             self._in_body = False
-            self._cancel_body_timer()
             super().on_message_complete()
 
-        def _cancel_body_timer(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
-
-        def _body_timeout(self) -> None:
-            """End of a body window: a body that keeps arriving at the minimum rate gets another one; a
-            stalled or trickling one (slowloris: a byte now and then would restart a plain idle timer) is
-            answered 408 and closed, so it cannot hold a connection and its share of the body budget."""
-            self._body_timer = None
-            if not self._in_body or self.transport.is_closing():
-                return
+        def _body_window_ended(self, now: float) -> None:
+            """A body that keeps arriving at the minimum rate gets another window; a stalled or trickling
+            one (slowloris: a byte now and then would restart a plain idle timer) is answered 408 and
+            closed, so it cannot hold a connection and its share of the body budget."""
             if self._body_window_bytes >= limits.http_body_window_bytes_min:
-                self._arm_body_window()
+                self._start_body_window(now)
                 return
             if self.cycle is not None and self.cycle.response_started:  # answered already (413, 503...)
                 self.transport.close()

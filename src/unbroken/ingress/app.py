@@ -123,7 +123,7 @@ class IngressApp:
     async def _invoke(
         self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route
     ) -> None:
-        async with self.budget.reserve() as reservation:
+        with self.budget.reserve() as reservation:
             sub = await self._submit(scope, receive, request, route, reservation.charge)
             pending = self._request(sub, receive)
             await self._answer(send, await self._wait(scope, receive, pending), sub.dedup, sub.content_type)
@@ -188,7 +188,7 @@ class IngressApp:
     async def _awakeable(
         self, scope: Scope, receive: Receive, send: Send, request: Request, route: Route
     ) -> None:
-        async with self.budget.reserve() as reservation:
+        with self.budget.reserve() as reservation:
             body = await read_body(scope, receive, self.body_limit, reservation.charge)
             make = resolve_record(request, route, body)
             del body

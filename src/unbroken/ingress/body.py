@@ -8,8 +8,6 @@ the process's memory.
 from __future__ import annotations
 
 import codecs
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import msgspec
 import orjson
@@ -116,19 +114,25 @@ class BodyBudget:
         self.limit = limit
         self.used = 0
 
-    @asynccontextmanager
-    async def reserve(self) -> AsyncIterator[Reservation]:
-        """A reservation that grows with the body (``charge``) and is given back when the block ends."""
-        reservation = Reservation(self)
-        try:
-            yield reservation
-        finally:
-            self.used -= reservation.size
+    def reserve(self) -> Reservation:
+        """A reservation (``with budget.reserve() as r``) that grows with the body (``r.charge``) and is
+        given back when the block ends. A plain context manager: an async generator one costs an asyncgen
+        registration with the loop per request (~2% of a W1 call's instructions)."""
+        return Reservation(self)
 
 
 class Reservation:
+    __slots__ = ("budget", "size")
+
     def __init__(self, budget: BodyBudget) -> None:
         self.budget = budget
+        self.size = 0
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.budget.used -= self.size
         self.size = 0
 
     def charge(self, size: int) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from urllib.parse import unquote
+
+import msgspec
 
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, idempotent_invocation_id, workflow_invocation_id
@@ -29,8 +30,7 @@ class AwakeableAction(enum.Enum):
     REJECT = "reject"  # with the body as the failure's message
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(msgspec.Struct, frozen=True):
     kind: RouteKind
     target: Target | None = None
     handler: HandlerSchema | None = None

@@ -9,15 +9,15 @@ a remote deployment implements it over HTTP with Restate's framing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from unbroken.core.journal import Command, Entry, Notification, Result
 from unbroken.core.schema import HandlerKind, ServiceKind, Target
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptStart:
+class AttemptStart(msgspec.Struct, frozen=True):
     invocation_id: str
     attempt: int
     target: Target

@@ -30,7 +30,6 @@ class _Running:
     handle: AttemptHandle | None
     active_at: float = 0.0  # loop time of the last message from the attempt or notification to it
     silence_s: float = 0.0  # inactivity timeout + abort timeout: silent this long, the attempt is aborted
-    watchdog: asyncio.TimerHandle | None = None
 
 
 class _Sink:
@@ -132,14 +131,16 @@ class Invoker:
         self.faults = faults if faults is not None else FaultPoints()
         self.running: dict[str, _Running] = {}
         self._loop = asyncio.get_running_loop()
+        self._watchdog: asyncio.TimerHandle | None = None  # one timer for every running attempt
+        self._watchdog_at = 0.0
 
     def start(self, action: StartAttempt) -> None:
         inv = action.invocation
         previous = self.running.pop(inv.id, None)
         if previous is not None:
-            _stop_watching(previous)
             if previous.handle is not None:
                 previous.handle.abort()
+        inactivity_ms, abort_ms = self._timeouts_ms(inv)
         start = AttemptStart(
             invocation_id=inv.id,
             attempt=inv.attempts,
@@ -151,7 +152,7 @@ class Invoker:
             random_seed=inv.random_seed,
             retries_since_progress=inv.retries_since_progress,
             ms_since_progress=max(0, self.clock.now_ms() - inv.last_progress_at_ms),
-            inactivity_timeout_ms=self._inactivity_timeout_ms(inv),
+            inactivity_timeout_ms=inactivity_ms,
             idempotency_key=inv.idempotency_key,
             lazy_state=action.lazy_state,
         )
@@ -169,27 +170,24 @@ class Invoker:
         entry.handle = self.transport.start(start, self.sink_class(self, inv.id, inv.attempts))
         if self.running.get(inv.id) is entry:  # not ended already (e.g. no such handler)
             entry.active_at = self._loop.time()
-            entry.silence_s = (start.inactivity_timeout_ms + self._abort_timeout_ms(inv)) / 1000
-            entry.watchdog = self._loop.call_later(entry.silence_s, self._watch, inv.id, entry)
+            entry.silence_s = (start.inactivity_timeout_ms + abort_ms) / 1000
+            self._watch_until(entry.active_at + entry.silence_s)
 
-    def _inactivity_timeout_ms(self, inv: Invocation) -> int:
-        """The handler's own timeout, else its service's (both changeable at runtime by the admin API)."""
+    def _timeouts_ms(self, inv: Invocation) -> tuple[int, int]:
+        """The handler's inactivity and abort timeouts, else its service's (both changeable at runtime by
+        the admin API); a target without a schema gets the engine's inactivity timeout and Restate's abort
+        default."""
         svc = self.schemas().service(inv.target.service) if self.schemas is not None else None
         if svc is None:
-            return self.inactivity_timeout_ms
+            return self.inactivity_timeout_ms, ABORT_TIMEOUT_MS_DEFAULT
+        inactivity, abort = svc.inactivity_timeout_ms, svc.abort_timeout_ms
         handler = svc.handlers.get(inv.target.handler)
-        if handler is not None and handler.inactivity_timeout_ms is not None:
-            return handler.inactivity_timeout_ms
-        return svc.inactivity_timeout_ms
-
-    def _abort_timeout_ms(self, inv: Invocation) -> int:
-        svc = self.schemas().service(inv.target.service) if self.schemas is not None else None
-        if svc is None:
-            return ABORT_TIMEOUT_MS_DEFAULT
-        handler = svc.handlers.get(inv.target.handler)
-        if handler is not None and handler.abort_timeout_ms is not None:
-            return handler.abort_timeout_ms
-        return svc.abort_timeout_ms
+        if handler is not None:
+            if handler.inactivity_timeout_ms is not None:
+                inactivity = handler.inactivity_timeout_ms
+            if handler.abort_timeout_ms is not None:
+                abort = handler.abort_timeout_ms
+        return inactivity, abort
 
     def deliver(self, action: Deliver) -> None:
         entry = self.running.get(action.invocation_id)
@@ -202,20 +200,31 @@ class Invoker:
         if entry is not None and entry.attempt == attempt:
             entry.active_at = self._loop.time()
 
-    def _watch(self, invocation_id: str, entry: _Running) -> None:
+    def _watch_until(self, deadline: float) -> None:
+        """Make sure the watchdog looks at the attempts by ``deadline`` (loop time). One timer serves them
+        all, armed for the earliest deadline: an attempt started after another has a later one, so starting
+        an attempt arms nothing (a timer per attempt cost ~1% of a short call's instructions)."""
+        if self._watchdog is not None:
+            if self._watchdog_at <= deadline:
+                return
+            self._watchdog.cancel()
+        self._watchdog_at = deadline
+        self._watchdog = self._loop.call_at(deadline, self._watch)
+
+    def _watch(self) -> None:
         """Restate's inactivity and abort timeouts. After the inactivity timeout without a message either
         way, an attempt waiting on the engine suspends (the session does so by itself: it was given the same
         timeout); one that cannot (stuck in a ``ctx.run``, deadlocked) and stays silent for the abort
         timeout more is aborted and counts as a failed attempt: the retry policy decides what follows."""
-        entry.watchdog = None
-        if self.running.get(invocation_id) is not entry:
-            return
-        silent_s = self._loop.time() - entry.active_at
-        if silent_s < entry.silence_s:  # it spoke or heard since: wait for the rest of the silence
-            entry.watchdog = self._loop.call_later(
-                entry.silence_s - silent_s, self._watch, invocation_id, entry
-            )
-            return
+        self._watchdog = None
+        now = self._loop.time()
+        silent = [(i, e) for i, e in self.running.items() if now - e.active_at >= e.silence_s]
+        for invocation_id, entry in silent:
+            self._abort_silent(invocation_id, entry)
+        if self.running:
+            self._watch_until(min(e.active_at + e.silence_s for e in self.running.values()))
+
+    def _abort_silent(self, invocation_id: str, entry: _Running) -> None:
         del self.running[invocation_id]
         message = (
             f"[RT0001] attempt aborted: nothing to or from it for its inactivity timeout and then its abort "
@@ -231,7 +240,6 @@ class Invoker:
     def abort(self, invocation_id: str) -> None:
         entry = self.running.pop(invocation_id, None)
         if entry is not None:
-            _stop_watching(entry)
             if entry.handle is not None:
                 entry.handle.abort()
 
@@ -239,14 +247,10 @@ class Invoker:
         entry = self.running.get(invocation_id)
         if entry is not None and entry.attempt == attempt:
             del self.running[invocation_id]
-            _stop_watching(entry)
 
     def abort_all(self) -> None:
         for invocation_id in list(self.running):
             self.abort(invocation_id)
-
-
-def _stop_watching(entry: _Running) -> None:
-    if entry.watchdog is not None:
-        entry.watchdog.cancel()
-        entry.watchdog = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None

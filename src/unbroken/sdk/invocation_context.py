@@ -376,7 +376,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             result = self._run_value(cid, name, value, serde)
         if result is not None and not s.ended:
             self.fault_point("sdk.run.before_propose")  # the action ran, its result is not durable yet
-            s.sink.propose_run(cid, result)
+            s.sink.propose_run(cid, result, s.awakeables)
 
     def _run_value(self, cid: int, name: str, value: Any, serde: Serde[Any]) -> j.Result | None:
         """The journaled result of a ``ctx.run`` that returned ``value``; None if the attempt ended instead.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+import weakref
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -92,7 +93,9 @@ def _output_bytes(session: Attempt, hdef: HandlerDef, out: Any) -> bytes | None:
 
 async def run_handler(session: Attempt, ctx: InvocationContext, hdef: HandlerDef) -> None:
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
-    current_session.set(session)  # this task's own context: restate.getLogger drops lines logged in replay
+    current_session.set(
+        weakref.ref(session)
+    )  # this task's own context: restate.getLogger drops lines logged in replay
     try:
         if hdef.options.invocation_context_managers:
             out = await _call_within(session, ctx, hdef)

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import weakref
 from typing import Any
 
-# The attempt's session while its handler (and the ctx.run tasks it starts) run; set in the handler's task,
-# which copies it into the tasks it creates.
-current_session: contextvars.ContextVar[Any] = contextvars.ContextVar(
+# A weak reference to the attempt's session while its handler (and the ctx.run tasks it starts) run; set in
+# the handler's task, which copies it into the tasks it creates. Weak: the session holds that task, and a
+# strong reference from the task's context would make a cycle per attempt for the garbage collector.
+current_session: contextvars.ContextVar[weakref.ref[Any] | None] = contextvars.ContextVar(
     "unbroken_current_session", default=None
 )
 
 
 def is_replaying() -> bool:
     """Whether the handler running in this task is still re-issuing journaled commands."""
-    session = current_session.get()
+    ref = current_session.get()
+    session = ref() if ref is not None else None
     return bool(session is not None and session.replaying)
 
 
