@@ -63,6 +63,9 @@ class _ReportingSink:
         self.inner = inner
         self.session = session
 
+    def allocated(self, awakeables: int) -> None:
+        self.inner.allocated(awakeables)
+
     def command(self, command: j.Command, awakeables: int | None = None) -> None:
         self.inner.command(command, awakeables=self.session.awakeables)
 
@@ -130,6 +133,7 @@ class Session:
                 self._record(entry)
             elif index > 0:
                 self.replay.append((index, entry))
+        sink.allocated(0)  # this SDK reports its awakeables: the engine checks resolves while it runs
 
     # ------------------------------------------------------------------------------- commands
     @property
@@ -172,8 +176,10 @@ class Session:
         return self.next_signal_idx - j.FIRST_AWAKEABLE_SIGNAL
 
     def new_signal_idx(self) -> int:
+        """A new awakeable's signal index, reported to the engine before its id can leave the attempt."""
         idx = self.next_signal_idx
         self.next_signal_idx += 1
+        self.sink.allocated(self.next_signal_idx - j.FIRST_AWAKEABLE_SIGNAL)
         return idx
 
     # --------------------------------------------------------------------------- notifications

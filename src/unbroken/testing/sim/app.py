@@ -193,6 +193,7 @@ def _publish(ctx: Any, aid: str) -> Any:
 
     async def publish() -> str:
         w.ledger.mailbox[invocation_id] = aid
+        w.ledger.published[invocation_id] = w.ledger.published.get(invocation_id, 0) + 1
         return aid
 
     return publish
