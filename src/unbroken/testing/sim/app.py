@@ -9,13 +9,17 @@ Services (real ``unbroken`` handlers, written as a user would, run by the real S
 * ``Trip`` (saga): books N steps with ``ctx.run``, the last one may fail terminally; on a terminal error
   (or a cancellation) undoes the booked steps in reverse order;
 * ``Fanout``: calls N ``Worker.work`` and gathers them, and sends one-way (some delayed) ``Counter.add``;
-* ``Sleeper``: sleeps; ``Waiter``: publishes an awakeable and waits for an outside client to resolve it.
+* ``Sleeper``: sleeps; ``Waiter``: publishes an awakeable and waits for an outside client to resolve it
+  (``wait``: from a ``ctx.run`` issued after the allocation; ``wait_early``: from one issued before it,
+  whose action goes on after publishing, so that no record saying the awakeable exists may be applied
+  before the resolve: only the attempt's live count covers it).
 
 Clients are in ``client.py``, the operations and their model in ``ops.py``, the generator in ``generate.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import timedelta
 from typing import Any
@@ -181,22 +185,49 @@ async def wait(ctx: restate.Context, tag: str) -> str:
 
 
 @waiter.handler()
+async def wait_early(ctx: restate.Context, tag: str) -> str:
+    handed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    step = ctx.run("publish", _publish_when(ctx, handed))
+    aid, fut = ctx.awakeable(type_hint=str)
+    handed.set_result(aid)  # to the step's action, if it runs (not when its result is journaled)
+    await step
+    return str(await fut)
+
+
+@waiter.handler()
 async def wake(ctx: restate.Context, req: dict[str, str]) -> None:
     """Resolve someone else's awakeable from a handler."""
     current().body_fault("Waiter.wake")
     ctx.resolve_awakeable(req["aid"], req["value"])
 
 
-def _publish(ctx: Any, aid: str) -> Any:
+def _post(ctx: Any, aid: str) -> None:
+    """Hand the id out to the outside system (the ledger's mailbox, outside the engine)."""
     w = current()
     invocation_id = ctx.request().id
+    w.ledger.mailbox[invocation_id] = aid
+    w.ledger.published[invocation_id] = w.ledger.published.get(invocation_id, 0) + 1
 
+
+def _publish(ctx: Any, aid: str) -> Any:
     async def publish() -> str:
-        w.ledger.mailbox[invocation_id] = aid
-        w.ledger.published[invocation_id] = w.ledger.published.get(invocation_id, 0) + 1
+        _post(ctx, aid)
         return aid
 
     return publish
+
+
+PUBLISH_TAIL_S = 1.0  # how long ``wait_early``'s step goes on after publishing (virtual time)
+
+
+def _publish_when(ctx: Any, handed: asyncio.Future[str]) -> Any:
+    async def publish_when_handed() -> str:
+        aid = await handed
+        _post(ctx, aid)
+        await asyncio.sleep(PUBLISH_TAIL_S)  # e.g. the rest of the call that sent it out
+        return aid
+
+    return publish_when_handed
 
 
 APP: App = restate.app([counter, order_wf, trip, worker, fanout, sleeper, waiter])
