@@ -1,7 +1,8 @@
 """Awakeables the engine lets others complete: only indexes the invocation's handler allocated.
 
 The in-process SDK reports how many awakeables it allocated on the records it sends anyway (commands, run
-results, suspensions); a resolve past that count must neither wake nor change the invocation.
+results, suspensions), and to the engine in memory at each allocation (the running attempt's live count,
+stamped on the resolving record); a resolve past both counts must neither wake nor change the invocation.
 """
 
 from __future__ import annotations
