@@ -24,7 +24,9 @@ import pytest
 import uvicorn
 
 import unbroken as restate
+from unbroken.core import actions as a
 from unbroken.core import journal as j
+from unbroken.core import records as r
 from unbroken.core.ids import InvocationId, awakeable_id
 from unbroken.core.schema import RetryPolicy
 from unbroken.http.wire import bounded_protocol
@@ -211,3 +213,25 @@ async def test_a_handler_resolving_an_id_handed_out_by_a_running_step_is_heard(l
     assert await live.signals(inv) == [17]
     GATES.release.set()
     assert await live.result(inv) == "from a handler"
+
+
+async def test_a_pause_keeps_what_the_aborted_attempt_handed_out(live: Harness) -> None:
+    """A pause aborts the attempt and fences out its records still to come (here: the step's result): the
+    pause carries the attempt's live count, so the id it handed out stays resolvable while paused, a
+    forged index does not; after the resume the step runs again, hands the same id out again, and the
+    invocation ends with the value resolved while it was paused."""
+    inv = await live.send("handout")
+    aid = await asyncio.wait_for(GATES.published.get(), WAIT_S)
+    await asyncio.wait_for(GATES.holding.wait(), WAIT_S)
+    paused = await asyncio.wait_for(live.node.request(lambda rid: r.PauseInvocation(inv, rid)), WAIT_S)
+    assert isinstance(paused.outcome, a.Done), paused
+    forged = await live.resolve(inv, 18, "planted")
+    assert forged.status_code == 404, forged.text
+    resp = await live.http.post(f"/restate/awakeables/{aid}/resolve", content=orjson.dumps("while paused"))
+    assert resp.status_code == 202, resp.text
+    resumed = await asyncio.wait_for(live.node.request(lambda rid: r.ResumeInvocation(inv, rid)), WAIT_S)
+    assert isinstance(resumed.outcome, a.Done), resumed
+    assert await asyncio.wait_for(GATES.published.get(), WAIT_S) == aid  # the step ran again
+    GATES.release.set()
+    assert await live.result(inv) == "while paused"
+    assert await live.signals(inv) == [17]
