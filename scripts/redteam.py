@@ -88,6 +88,7 @@ def attack(name: str, expected: str) -> Callable[[Callable[[Ctx], tuple[str, boo
             print(f"{'held' if ok and alive else 'NOT HELD'}: {name}: {observed}", flush=True)
 
         run.__name__ = fn.__name__
+        run.__doc__ = name  # what --only matches
         ATTACKS.append(run)
         return run
 
@@ -172,6 +173,21 @@ def a_forge_reserved(c: Ctx) -> tuple[str, bool]:
 @attack("forged awakeable id, never allocated (500)", "4xx, waiter untouched")
 def a_forge_500(c: Ctx) -> tuple[str, bool]:
     return forge(c, [500])
+
+
+@attack("forged awakeable ids of a running handler (17, 18: none allocated; 1)",
+        "404, 404, 400; nothing planted, the call answers its own result")  # fmt: skip
+def a_forge_running(c: Ctx) -> tuple[str, bool]:
+    r = c.ing("POST", "/Echo/slow/send", b"2000")  # its attempt runs for 2 s and allocates no awakeable
+    inv = r.json()["invocationId"]
+    iid = InvocationId.parse(inv)
+    rs = [
+        c.ing("POST", f"/restate/awakeables/{awakeable_id(iid, i)}/resolve", b'"forged"') for i in (17, 18, 1)
+    ]
+    st = inv_status(c, inv)
+    att = c.ing("GET", f"/restate/invocation/{inv}/attach", timeout=10)
+    ok = [x.status_code for x in rs] == [404, 404, 400] and st == "running"
+    return f"{codes(rs)} while {st}; attach {att.status_code} {att.text[:40]!r}", ok and att.json() == 2000
 
 
 @attack("malformed awakeable ids (garbage, padded, too long)", "400 each")
@@ -593,6 +609,7 @@ def a_sigkill(c: Ctx) -> tuple[str, bool]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--only", default="", help="run only the attacks whose name contains this")
     args = p.parse_args()
     started = time.monotonic()
     data = Path(tempfile.mkdtemp(prefix="unbroken-redteam-")) / "data"
@@ -600,6 +617,8 @@ def main() -> None:
     try:
         c = Ctx(srv)
         for run in ATTACKS:
+            if args.only not in (run.__doc__ or ""):
+                continue
             if time.monotonic() - started > 900:  # the whole run is bounded too
                 ROWS.append((run.__name__, "-", "not run: the 15-minute budget was spent", False))
                 continue

@@ -166,6 +166,9 @@ class Sink:
             if n.completion_id not in answered:
                 self._later(n)
 
+    def allocated(self, awakeables: int) -> None:
+        pass
+
     def command(self, cmd: j.Command, awakeables: int | None = None) -> None:
         self.journal.append(cmd)
         self.new_commands.append(cmd)

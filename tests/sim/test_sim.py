@@ -25,9 +25,10 @@ from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Accepted, Reply, StoreFailed
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.journal import Failure
 from unbroken.core.schema import RetryPolicy, ServiceKind, Target
-from unbroken.core.state_machine import apply
+from unbroken.core.state_machine import apply, control
 from unbroken.protocol.transport import AttemptStart
 from unbroken.runtime import processor as proc
 from unbroken.runtime.clock import ManualClock
@@ -256,6 +257,22 @@ def _old_store_failed(self: proc.Processor, batch: list[Any], exc: BaseException
     self._schedule()
 
 
+def _old_awakeable_allocated(inv: Invocation, signal_idx: int, live: int = 0) -> bool:
+    """Before: while an attempt ran, any awakeable index was accepted (a forged one was planted)."""
+    if signal_idx < j.FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.PENDING):
+        return False
+    if inv.awakeables < 0 or inv.status is Status.RUNNING:
+        return True
+    return signal_idx < j.FIRST_AWAKEABLE_SIGNAL + inv.awakeables
+
+
+def _stored_count_only(inv: Invocation, signal_idx: int, live: int = 0) -> bool:
+    """The first fix tried: refused past the stored count, running or not, the live count ignored."""
+    if signal_idx < j.FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.PENDING):
+        return False
+    return inv.awakeables < 0 or signal_idx < j.FIRST_AWAKEABLE_SIGNAL + inv.awakeables
+
+
 BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = {
     # a storage error at commit dropped records: lost run results (invocations suspended forever), lost
     # journal commands (replays fail as non-deterministic), lost state writes
@@ -263,12 +280,12 @@ BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = 
         proc.Processor,
         "commit_failed",
         _old_commit_failed,
-        (3, 52, 59),
+        (3, 47, 68),
         "Counter/",
     ),
     # a paused/failed attempt's ctx.run action kept running and performed its side effect after a newer
     # attempt had made the run's result durable
-    "aborted-attempt-keeps-running-ctx-run": (Attempt, "end", _old_end, (14, 17, 20), "ran again after"),
+    "aborted-attempt-keeps-running-ctx-run": (Attempt, "end", _old_end, (14, 15, 20), "ran again after"),
     # ctx.sleep / delayed sends of e.g. 1001 ms were set 1 ms short
     "sleep-fires-1ms-early": (
         invocation_context,
@@ -305,6 +322,24 @@ BUGS: dict[str, tuple[object, str, Callable[..., Any], tuple[int, ...], str]] = 
         lambda exc: True,
         (94935, 98301),
         "given up",
+    ),
+    # the ingress accepted any awakeable index of a running invocation: the resolver's forged index 18
+    "awakeable-forged-while-running": (
+        control,
+        "awakeable_allocated",
+        _old_awakeable_allocated,
+        (3, 4, 6),
+        "never allocated awakeable index was not refused",
+    ),
+    # refusing past the stored count alone: an id a running ctx.run handed out before any record saying it
+    # exists was refused, and never handed out again (the step was journaled): the waiter hung (102803 at
+    # HIGH_RATE, through the same path)
+    "awakeable-live-count-ignored": (
+        control,
+        "awakeable_allocated",
+        _stored_count_only,
+        (0, 1, 102803),
+        "never got its answer",
     ),
 }
 
@@ -436,6 +471,7 @@ def test_sqlite_store_recovers_from_a_failed_commit(tmp_path: Path) -> None:
 
 # -------------------------------------------------------------------------- the wake order of an attempt
 class _NullSink:
+    def allocated(self, awakeables: int) -> None: ...
     def command(self, command: Any, awakeables: int | None = None) -> None: ...
     def propose_run(self, completion_id: int, result: Any, awakeables: int | None = None) -> None: ...
     def suspend(

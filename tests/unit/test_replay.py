@@ -23,6 +23,10 @@ class FakeSink:
         self.done = asyncio.Event()
         self.session: Any = None
         self.paused = False
+        self.allocations: list[int] = []  # the live awakeable counts the attempt reported
+
+    def allocated(self, awakeables: int) -> None:
+        self.allocations.append(awakeables)
 
     def command(self, command: j.Command, awakeables: int | None = None) -> None:
         self.commands.append(command)

@@ -40,6 +40,13 @@ class Invoke(msgspec.Struct, frozen=True):
 # (the in-process SDK reports it; None = not reported, e.g. a remote SDK: the engine then stops checking
 # the awakeable indexes resolved for that invocation). Carried on records that are written anyway, so
 # knowing it costs no storage write of its own.
+#
+# ``live_awakeables`` on the records that resolve an awakeable (or pause an invocation): how many its
+# *running* attempt had allocated when the record entered the engine, stamped by the partition from the
+# count the in-process SDK reports in memory at each allocation, before the id reaches user code (see
+# ``control.awakeable_allocated``). 0: no attempt of it runs here (the stored count decides alone); -1:
+# its attempt does not report (a remote SDK): unchecked. The state machine stays pure: the count is in
+# the record.
 
 
 class JournalCommand(msgspec.Struct, frozen=True):
@@ -49,6 +56,9 @@ class JournalCommand(msgspec.Struct, frozen=True):
     attempt: int
     command: Command
     awakeables: int | None = None
+    # a command completing another invocation's awakeable or signal (CompleteAwakeable, SendSignal):
+    # that invocation's live count (see above), stamped by the runtime when the command was sent
+    target_live_awakeables: int = 0
 
 
 class ProposeRunCompletion(msgspec.Struct, frozen=True):
@@ -100,6 +110,7 @@ class ResolveSignal(msgspec.Struct, frozen=True):
     signal_idx: int
     result: Result
     request_id: int = 0
+    live_awakeables: int = 0  # stamped by the partition (see above)
 
 
 class Attach(msgspec.Struct, frozen=True):
@@ -120,6 +131,7 @@ class ResumeInvocation(msgspec.Struct, frozen=True):
 class PauseInvocation(msgspec.Struct, frozen=True):
     invocation_id: str
     request_id: int = 0
+    live_awakeables: int = 0  # stamped by the partition: what the attempt the pause aborts allocated
 
 
 class PurgeInvocation(msgspec.Struct, frozen=True):

@@ -41,7 +41,15 @@ class AttemptSink(Protocol):
     ``awakeables``: how many awakeables the handler allocated so far, when the SDK knows it (the
     in-process one does); the engine refuses to complete an awakeable index past it. ``None`` (a remote
     SDK: Restate's protocol does not carry it) turns that check off for the invocation.
+
+    ``allocated(awakeables)``: the same count, reported at once, in memory only: when the attempt starts
+    (0) and at each allocation, before the awakeable's id reaches the handler's code. An id can then
+    leave the attempt (e.g. from a ``ctx.run`` action) before any record carrying the count is applied: a
+    resolve of it is checked against this live count. An SDK that never calls it (a remote one) leaves
+    its running attempt unchecked.
     """
+
+    def allocated(self, awakeables: int) -> None: ...
 
     def command(self, command: Command, awakeables: int | None = None) -> None: ...
     def propose_run(self, completion_id: int, result: Result, awakeables: int | None = None) -> None: ...

@@ -10,8 +10,18 @@ from dataclasses import dataclass
 from unbroken.core import records as r
 from unbroken.core.actions import Deliver, StartAttempt
 from unbroken.core.durations import format_duration
+from unbroken.core.ids import InvalidId, parse_awakeable_id
 from unbroken.core.invocation import Invocation
-from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, Result, command_name
+from unbroken.core.journal import (
+    FIRST_AWAKEABLE_SIGNAL,
+    CallCommand,
+    Command,
+    CompleteAwakeableCommand,
+    OneWayCallCommand,
+    Result,
+    SendSignalCommand,
+    command_name,
+)
 from unbroken.core.schema import Schemas
 from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTransport
 from unbroken.runtime.clock import Clock
@@ -30,20 +40,32 @@ class _Running:
     handle: AttemptHandle | None
     active_at: float = 0.0  # loop time of the last message from the attempt or notification to it
     silence_s: float = 0.0  # inactivity timeout + abort timeout: silent this long, the attempt is aborted
+    # how many awakeables the attempt allocated so far, as its SDK reports them (AttemptSink.allocated);
+    # -1 until it reports (a remote SDK never does): resolves of its awakeables are then not checked
+    awakeables: int = -1
 
 
 class _Sink:
     """Records what one attempt says; the attempt number fences a stale attempt's records out."""
 
-    __slots__ = ("_invoker", "_id", "_attempt")
+    __slots__ = ("_invoker", "_id", "_attempt", "_entry")
 
-    def __init__(self, invoker: Invoker, invocation_id: str, attempt: int) -> None:
+    def __init__(self, invoker: Invoker, invocation_id: str, attempt: int, entry: _Running) -> None:
         self._invoker = invoker
         self._id = invocation_id
         self._attempt = attempt
+        self._entry = entry
+
+    def allocated(self, awakeables: int) -> None:
+        self._entry.awakeables = awakeables  # a stale attempt's entry is no longer looked at: harmless
 
     def command(self, command: Command, awakeables: int | None = None) -> None:
-        self._invoker.processor.submit(r.JournalCommand(self._id, self._attempt, command, awakeables))
+        if isinstance(command, _SIGNALLING):  # the target's live count goes with it (records.JournalCommand)
+            live = self._invoker.target_live_awakeables(command)
+            record = r.JournalCommand(self._id, self._attempt, command, awakeables, live)
+        else:
+            record = r.JournalCommand(self._id, self._attempt, command, awakeables)
+        self._invoker.processor.submit(record)
         self._invoker.active(self._id, self._attempt)
 
     def propose_run(self, completion_id: int, result: Result, awakeables: int | None = None) -> None:
@@ -103,6 +125,9 @@ class _DevSink(_Sink):
         super().suspend(waiting_completions, waiting_signals, awakeables)
 
 
+_SIGNALLING = (CompleteAwakeableCommand, SendSignalCommand)
+
+
 def _describe(command: Command) -> str:
     name = command_name(command)
     detail = getattr(command, "name", "") or getattr(command, "key", "") or ""
@@ -133,6 +158,9 @@ class Invoker:
         self._loop = asyncio.get_running_loop()
         self._watchdog: asyncio.TimerHandle | None = None  # one timer for every running attempt
         self._watchdog_at = 0.0
+        # the live awakeable count of any invocation's running attempt: this invoker's own, unless the node
+        # leads several partitions (then the one running it, see ``Node``)
+        self.live_awakeables_of: Callable[[str], int] = self.live_awakeables
 
     def start(self, action: StartAttempt) -> None:
         inv = action.invocation
@@ -167,7 +195,7 @@ class Invoker:
                 inv.target,
                 len(action.journal),
             )
-        entry.handle = self.transport.start(start, self.sink_class(self, inv.id, inv.attempts))
+        entry.handle = self.transport.start(start, self.sink_class(self, inv.id, inv.attempts, entry))
         if self.running.get(inv.id) is entry:  # not ended already (e.g. no such handler)
             entry.active_at = self._loop.time()
             entry.silence_s = (start.inactivity_timeout_ms + abort_ms) / 1000
@@ -194,6 +222,25 @@ class Invoker:
         if entry is not None and entry.attempt == action.attempt and entry.handle is not None:
             entry.active_at = self._loop.time()
             entry.handle.notify(action.notification)
+
+    def live_awakeables(self, invocation_id: str) -> int:
+        """How many awakeables the running attempt of ``invocation_id`` allocated so far (reported by its SDK
+        in memory, before any id left it): 0 when none runs here, -1 when it does not report."""
+        entry = self.running.get(invocation_id)
+        return 0 if entry is None else entry.awakeables
+
+    def target_live_awakeables(self, command: CompleteAwakeableCommand | SendSignalCommand) -> int:
+        """The live awakeable count of the invocation a signalling command completes (0 for what is not an
+        awakeable: a cancel, a named signal, an id the state machine refuses anyway)."""
+        if isinstance(command, CompleteAwakeableCommand):
+            try:
+                target, _ = parse_awakeable_id(command.awakeable_id)
+            except InvalidId:
+                return 0
+            return self.live_awakeables_of(str(target))
+        if command.signal_name or command.idx < FIRST_AWAKEABLE_SIGNAL:
+            return 0
+        return self.live_awakeables_of(command.target_invocation_id)
 
     def active(self, invocation_id: str, attempt: int) -> None:
         entry = self.running.get(invocation_id)

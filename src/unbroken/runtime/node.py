@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from unbroken.core import actions as a
 from unbroken.core import records as r
-from unbroken.core.ids import InvocationId, partition_key_for_key
+from unbroken.core.ids import InvalidId, InvocationId, partition_key_for_key
 from unbroken.core.schema import Schemas, ServiceOverride, with_overrides
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
@@ -91,6 +91,7 @@ class Node:
                 owns=None if count == 1 else functools.partial(self._owns, index),
                 route=None if count == 1 else self._dispatch,
                 index=index,
+                live_awakeables=None if count == 1 else self._live_awakeables,
             )
             for index in range(count)
         ]
@@ -125,6 +126,14 @@ class Node:
         if len(partitions) == 1:
             return partitions[0]
         return partitions[partition_of_key(InvocationId.parse(invocation_id).partition_key, len(partitions))]
+
+    def _live_awakeables(self, invocation_id: str) -> int:
+        """The live awakeable count of an invocation's running attempt, on whichever partition runs it."""
+        try:
+            partition = self.partition_of(invocation_id)
+        except InvalidId:
+            return 0
+        return partition.invoker.live_awakeables(invocation_id)
 
     def _owns(self, index: int, invocation_id: str) -> bool:
         return self.partition_of(invocation_id).index == index

@@ -19,6 +19,7 @@ before its record was applied has it withdrawn (never acknowledged, so nothing i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -93,6 +94,7 @@ class Partition:
         owns: Owns | None = None,
         route: Callable[[Partition, list[a.Action]], None] | None = None,
         index: int = 0,
+        live_awakeables: Callable[[str], int] | None = None,  # several partitions: the node's lookup
     ) -> None:
         self.index = index
         self.store = store
@@ -113,6 +115,8 @@ class Partition:
             schemas=schemas,
             faults=faults,
         )
+        if live_awakeables is not None:
+            self.invoker.live_awakeables_of = live_awakeables
         scan = store.timers_after if owns is None else functools.partial(_own_timers, store, owns)
         self.timers = TimerService(clock, self.processor.submit, scan, faults=faults)
         self._waiters = _Waiters()
@@ -185,6 +189,10 @@ class Partition:
         self._waiters.futures[request_id] = fut
         if client_gone is not None:
             self._waiters.clients[request_id] = client_gone
+        if isinstance(record, r.ResolveSignal | r.PauseInvocation):
+            # what its running attempt allocated, now: an id it handed out may be ahead of its records
+            live = self.invoker.live_awakeables(record.invocation_id)
+            record = dataclasses.replace(record, live_awakeables=live)
         self.processor.submit(record)
         return fut
 

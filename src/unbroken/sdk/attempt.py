@@ -97,6 +97,7 @@ class Attempt:
                 self._record(entry)
             elif index > 0:
                 self.replay.append((index, entry))
+        sink.allocated(0)  # this SDK reports its awakeables: the engine checks resolves while it runs
 
     # ------------------------------------------------------------------------------- commands
     @property
@@ -139,8 +140,10 @@ class Attempt:
         return self.next_signal_idx - j.FIRST_AWAKEABLE_SIGNAL
 
     def new_signal_idx(self) -> int:
+        """A new awakeable's signal index, reported to the engine before its id can leave the attempt."""
         idx = self.next_signal_idx
         self.next_signal_idx += 1
+        self.sink.allocated(self.next_signal_idx - j.FIRST_AWAKEABLE_SIGNAL)
         return idx
 
     # --------------------------------------------------------------------------- notifications

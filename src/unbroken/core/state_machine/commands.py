@@ -33,8 +33,12 @@ def on_command(step: Step, rec: r.JournalCommand) -> None:
     inv.retries_since_progress = 0
     inv.last_progress_at_ms = step.now_ms
     handler = _HANDLERS.get(type(rec.command))
-    if handler is None:  # commands whose result is already inside them (state reads)
-        step.save(inv)
+    if handler is None:
+        signal = _SIGNALS.get(type(rec.command))
+        if signal is not None:  # they need the target's live awakeable count, on the record
+            signal(step, inv, rec.command, rec.target_live_awakeables)
+            return
+        step.save(inv)  # commands whose result is already inside them (state reads)
         return
     handler(step, inv, rec.command)
 
@@ -235,7 +239,7 @@ def _complete_promise(step: Step, inv: Invocation, cmd: j.CompletePromiseCommand
         )
 
 
-def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand) -> None:
+def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand, live: int) -> None:
     step.save(inv)
     if cmd.signal_name:
         signal = j.Notification("signal", 0, 0, cmd.result, None, cmd.signal_name)
@@ -243,20 +247,20 @@ def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand) -> None:
     elif cmd.idx == j.CANCEL_SIGNAL:
         control.cancel(step, cmd.target_invocation_id)
     else:
-        _signal(step, inv, cmd.target_invocation_id, cmd.idx, cmd.result)
+        _signal(step, inv, cmd.target_invocation_id, cmd.idx, cmd.result, live)
 
 
-def _complete_awakeable(step: Step, inv: Invocation, cmd: j.CompleteAwakeableCommand) -> None:
+def _complete_awakeable(step: Step, inv: Invocation, cmd: j.CompleteAwakeableCommand, live: int) -> None:
     step.save(inv)
     target, idx = parse_awakeable_id(cmd.awakeable_id)  # checked valid before it was journaled
-    _signal(step, inv, str(target), idx, cmd.result)
+    _signal(step, inv, str(target), idx, cmd.result, live)
 
 
-def _signal(step: Step, inv: Invocation, target_id: str, idx: int, result: j.Result) -> None:
+def _signal(step: Step, inv: Invocation, target_id: str, idx: int, result: j.Result, live: int) -> None:
     """An awakeable completed by a handler: only one its invocation allocated (as from the ingress); the
     command is fire-and-forget, so a refused one is logged, not answered."""
     target = step.load(target_id)
-    if target is not None and not control.awakeable_allocated(target, idx):
+    if target is not None and not control.may_resolve(step, target, idx, live):
         step.emit(
             Log(
                 inv.id,
@@ -301,10 +305,15 @@ _HANDLERS: dict[type, Callable[[Step, Invocation, Any], None]] = {
     j.GetPromiseCommand: _get_promise,
     j.PeekPromiseCommand: _peek_promise,
     j.CompletePromiseCommand: _complete_promise,
-    j.SendSignalCommand: _send_signal,
-    j.CompleteAwakeableCommand: _complete_awakeable,
     j.AttachInvocationCommand: _attach,
     j.GetInvocationOutputCommand: _get_output,
+}
+
+# Commands that complete another invocation's awakeable or signal: they take the target's live awakeable
+# count too, stamped on their record (``records.JournalCommand.target_live_awakeables``).
+_SIGNALS: dict[type, Callable[[Step, Invocation, Any, int], None]] = {
+    j.SendSignalCommand: _send_signal,
+    j.CompleteAwakeableCommand: _complete_awakeable,
 }
 
 # Checked before a command is journaled: what the service protocol forbids this invocation to send.

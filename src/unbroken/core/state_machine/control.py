@@ -119,31 +119,46 @@ def on_resolve_signal(step: Step, rec: r.ResolveSignal) -> None:
     if inv is None:
         step.reply(rec.request_id, NotFound(rec.invocation_id))
         return
-    if not awakeable_allocated(inv, rec.signal_idx):
+    if not may_resolve(step, inv, rec.signal_idx, rec.live_awakeables):
         step.reply(rec.request_id, NotAllocated(inv.id))
         return
     lifecycle.notify(step, inv.id, Notification("signal", 0, rec.signal_idx, rec.result))
     step.reply(rec.request_id, Accepted(inv.id))
 
 
-def awakeable_allocated(inv: Invocation, signal_idx: int) -> bool:
-    """Whether ``signal_idx`` may be an awakeable ``inv``'s handler allocated, so that it may be completed.
+def may_resolve(step: Step, inv: Invocation, signal_idx: int, live: int) -> bool:
+    """Whether a resolve of awakeable ``signal_idx`` of ``inv`` is taken: an index it allocated, or one
+    already resolved (a resolver retrying after its answer was lost is answered as the first time)."""
+    if awakeable_allocated(inv, signal_idx, live):
+        return True
+    return signal_idx >= FIRST_AWAKEABLE_SIGNAL and lifecycle.has_signal(step, inv, signal_idx)
+
+
+def awakeable_allocated(inv: Invocation, signal_idx: int, live: int = 0) -> bool:
+    """Whether ``signal_idx`` is an awakeable ``inv``'s handler allocated, so that it may be completed.
 
     Only awakeables (17 and up) are resolved this way (1 is CANCEL: a workflow's id is computable). One
-    that has not started has created none. The attempts report how many they allocated on the records they
-    send (commands, run results, suspensions); when no attempt is in flight (suspended, backing off, paused,
-    completed), every record of the past attempts was applied, so an index past that count was never
-    allocated: refused, nothing can be planted ahead of the awakeable it would complete. While an attempt
-    runs, its newest allocation may still be on its way: an id handed out by a ``ctx.run`` action races
-    the run's own command (another channel: the simulator reorders them, a crash can lose the command), so
-    any awakeable index is accepted then, as before. Unknown count (-1: a row from before the count, an SDK
-    that does not report it, e.g. a remote one): any awakeable index is accepted.
+    that has not started has created none. Two counts bound the index, and an index past both was never
+    allocated: refused, so nothing can be planted ahead of the awakeable it would complete.
+
+    * ``inv.awakeables``: the highest count its attempts reported on the records they send (commands, run
+      results, suspensions), kept in its row. An id handed out durably (in a journaled command or run
+      result) is covered by it: the record that journals it was sent after the id was allocated.
+    * ``live``: what its running attempt had allocated when the resolving record entered the engine. The
+      in-process SDK reports each allocation in memory before the id reaches user code, so an id a
+      ``ctx.run`` action hands out while its run's records are still on their way is covered by it.
+
+    An id past both was allocated by an attempt that is gone (a crash, an abort) before anything durable
+    carried it: what that attempt did after its last journaled record is redone by the next one, which
+    allocates the same index and hands the id out again, so refusing it in between is right (docs/
+    architecture.md, "Awakeable ids"). Unknown counts (-1: a row from before the count, an SDK that does not
+    report it, e.g. a remote one): any awakeable index is accepted.
     """
     if signal_idx < FIRST_AWAKEABLE_SIGNAL or inv.status in (Status.SCHEDULED, Status.PENDING):
         return False
-    if inv.awakeables < 0 or inv.status is Status.RUNNING:
+    if inv.awakeables < 0 or live < 0:
         return True
-    return signal_idx < FIRST_AWAKEABLE_SIGNAL + inv.awakeables
+    return signal_idx < FIRST_AWAKEABLE_SIGNAL + max(inv.awakeables, live)
 
 
 def on_attach(step: Step, rec: r.Attach) -> None:
@@ -171,9 +186,11 @@ def on_pause(step: Step, rec: r.PauseInvocation) -> None:
     if inv.status in (Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED):
         if inv.status is Status.RUNNING:
             step.emit(AbortAttempt(inv.id))
-            # The aborted attempt's records still on their way are fenced out: what it allocated (and may
-            # have handed out, e.g. from a ctx.run action) is unknown until the next attempt reports it.
-            inv.awakeables = -1
+            # The aborted attempt's records still on their way are fenced out: what it allocated up to the
+            # pause is kept from the live count the pause was stamped with (an id it hands out after that
+            # is handed out again by the attempt after the resume: see awakeable_allocated).
+            if inv.awakeables >= 0:
+                inv.awakeables = -1 if rec.live_awakeables < 0 else max(inv.awakeables, rec.live_awakeables)
         inv.status = Status.PAUSED
         inv.waiting_completions, inv.waiting_signals = [], []
         step.save(inv)

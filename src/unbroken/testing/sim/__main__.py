@@ -76,6 +76,8 @@ def run_many(args: argparse.Namespace) -> int:
                 "suspensions",
                 "failed_attempts",
                 "timers_fired",
+                "awakeables_refused",
+                "republished",
             )
         )
     )

@@ -9,7 +9,10 @@ Services (real ``unbroken`` handlers, written as a user would, run by the real S
 * ``Trip`` (saga): books N steps with ``ctx.run``, the last one may fail terminally; on a terminal error
   (or a cancellation) undoes the booked steps in reverse order;
 * ``Fanout``: calls N ``Worker.work`` and gathers them, and sends one-way (some delayed) ``Counter.add``;
-* ``Sleeper``: sleeps; ``Waiter``: publishes an awakeable and waits for an outside client to resolve it.
+* ``Sleeper``: sleeps; ``Waiter``: publishes an awakeable and waits for an outside client to resolve it
+  (``wait``: from a ``ctx.run`` issued after the allocation; ``wait_early``: from one issued before it,
+  whose action goes on after publishing, so that no record saying the awakeable exists may be applied
+  before the resolve: only the attempt's live count covers it).
 
 Each world builds its own app (:func:`build_app`): the handlers reach their world (its ledgers, its seeded
 faults and values) through the closure they are defined in, never through a module global, so two worlds
@@ -20,6 +23,7 @@ Clients are in ``client.py``, the operations and their model in ``ops.py``, the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -186,6 +190,15 @@ def _waiter(w: World) -> restate.Service:
         return str(await fut)
 
     @waiter.handler()
+    async def wait_early(ctx: restate.Context, tag: str) -> str:
+        handed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        step = ctx.run("publish", _publish_when(w, ctx, handed))
+        aid, fut = ctx.awakeable(type_hint=str)
+        handed.set_result(aid)  # to the step's action, if it runs (not when its result is journaled)
+        await step
+        return str(await fut)
+
+    @waiter.handler()
     async def wake(ctx: restate.Context, req: dict[str, str]) -> None:
         """Resolve someone else's awakeable from a handler."""
         w.body_fault("Waiter.wake")
@@ -194,14 +207,32 @@ def _waiter(w: World) -> restate.Service:
     return waiter
 
 
-def _publish(w: World, ctx: Any, aid: str) -> Any:
+def _post(w: World, ctx: Any, aid: str) -> None:
+    """Hand the id out to the outside system (the ledger's mailbox, outside the engine)."""
     invocation_id = ctx.request().id
+    w.ledger.mailbox[invocation_id] = aid
+    w.ledger.published[invocation_id] = w.ledger.published.get(invocation_id, 0) + 1
 
+
+def _publish(w: World, ctx: Any, aid: str) -> Any:
     async def publish() -> str:
-        w.ledger.mailbox[invocation_id] = aid
+        _post(w, ctx, aid)
         return aid
 
     return publish
+
+
+PUBLISH_TAIL_S = 1.0  # how long ``wait_early``'s step goes on after publishing (virtual time)
+
+
+def _publish_when(w: World, ctx: Any, handed: asyncio.Future[str]) -> Any:
+    async def publish_when_handed() -> str:
+        aid = await handed
+        _post(w, ctx, aid)
+        await asyncio.sleep(PUBLISH_TAIL_S)  # e.g. the rest of the call that sent it out
+        return aid
+
+    return publish_when_handed
 
 
 def awakeable_value(aid: str) -> str:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unbroken.core import actions as a
-from unbroken.core.ids import workflow_invocation_id
-from unbroken.core.journal import SleepCommand
+from unbroken.core.ids import InvocationId, awakeable_id, workflow_invocation_id
+from unbroken.core.journal import FIRST_AWAKEABLE_SIGNAL, SleepCommand
 from unbroken.core.schema import Target
 from unbroken.testing.sim.app import (
     awakeable_value,
@@ -303,32 +303,69 @@ class Nap(Op):
 
 @dataclass
 class Await(Op):
+    """An outside system resolves the awakeable a ``Waiter.wait`` (or ``wait_early``) publishes, each time
+    it is published.
+
+    The id is handed out by a ``ctx.run`` action: until the run's result is journaled, a crash or an abort
+    can lose every record saying the awakeable was allocated, and a resolve in between is refused (404,
+    or ignored when it comes from a handler). The next attempt runs the step again and publishes the same
+    id again: the outside system acts on it again, as it would on any message it receives. A refusal that
+    is never followed by a new publication would leave the invocation waiting for ever: a violation.
+    Before resolving, it forges the next index (18: ``Waiter.wait`` never allocates it), which must be
+    refused whatever the invocation is doing (the resolve path; a handler's refusal is only logged).
+    """
+
     resolve_after_s: float = 0.0
     resolved_with: str = ""
     via_handler: bool = False
+    refused_at: list[int] = field(default_factory=list)  # publications seen when a resolve was refused
+    forged: list[a.Outcome] = field(default_factory=list)  # answers to the resolves of index 18
 
     async def run(self, w: World, c: Client) -> None:
-        target = Target("Waiter", "wait")
+        target = Target(
+            "Waiter", "wait_early" if self.idx % 2 else "wait"
+        )  # (no draw: seeds stay as they were)
         idem = f"wait-{self.idx}"
         self.invocation_id = idempotent_id(target, idem)
         call = asyncio.ensure_future(c.invoke(target, f"t{self.idx}", idem=idem, reply="result"))
-        while self.invocation_id not in w.ledger.mailbox and not call.done():
-            await asyncio.sleep(0.25)  # the outside system polls for work
-        if self.invocation_id in w.ledger.mailbox:
+        seen = 0
+        while not call.done():
+            published = w.ledger.published.get(self.invocation_id, 0)
+            if published == seen:
+                await asyncio.sleep(0.25)  # the outside system polls for work
+                continue
+            seen = published
             aid = w.ledger.mailbox[self.invocation_id]
             await asyncio.sleep(self.resolve_after_s)
             self.resolved_with = awakeable_value(aid)
-            if self.via_handler:
-                wake_target = Target("Waiter", "wake")
-                arg = {"aid": aid, "value": self.resolved_with}
-                self.answers.append(await c.invoke(wake_target, arg, idem=f"wake-{self.idx}", reply="result"))
-            else:
-                self.answers.append(await c.resolve(aid, self.resolved_with))
+            if not self.via_handler:
+                forged = awakeable_id(InvocationId.parse(self.invocation_id), FIRST_AWAKEABLE_SIGNAL + 1)
+                self.forged.append(await c.resolve(forged, "forged"))
+            answer = await self._resolve(c, aid, seen)
+            self.answers.append(answer)
+            if isinstance(answer, a.NotAllocated):
+                self.refused_at.append(seen)
         self.answers.append(await call)
+
+    async def _resolve(self, c: Client, aid: str, publication: int) -> a.Outcome:
+        if not self.via_handler:
+            return await c.resolve(aid, self.resolved_with)
+        wake_target = Target("Waiter", "wake")
+        arg = {"aid": aid, "value": self.resolved_with}
+        idem = f"wake-{self.idx}" if publication == 1 else f"wake-{self.idx}-{publication}"
+        return await c.invoke(wake_target, arg, idem=idem, reply="result")
 
     def check(self, w: World, m: Model) -> list[str]:
         if not self.resolved_with:
             return [f"{self.name}: completed without ever publishing its awakeable: {self.answers}"]
+        if any(not isinstance(answer, a.NotAllocated) for answer in self.forged):
+            return [f"{self.name}: a never allocated awakeable index was not refused: {self.forged}"]
+        published = w.ledger.published.get(self.invocation_id, 0)
+        never_again = [n for n in self.refused_at if published <= n]
+        if never_again:
+            return [
+                f"{self.name}: its awakeable was refused (404) and never handed out again: {self.answers}"
+            ]
         got = value_of(self.answers[-1])
         return (
             []

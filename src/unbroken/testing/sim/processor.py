@@ -7,7 +7,10 @@ simulator adds is *where it perturbs*:
 
 * records are queued per *channel* (the records of one invocation keep their order, as the transport
   guarantees; independent records — different invocations, timers, clients — interleave in a seeded
-  random order, some of them late);
+  random order, some of them late). A record resolving an awakeable is not independent of its target's
+  records sent before it: the partition stamps it, as it takes it in, with the live awakeable count of the
+  target's attempt, which reflects them (``records.ResolveSignal.live_awakeables``); in production both
+  enter one FIFO queue in that order, so here it arrives after them too (``_resolving``);
 * a batch takes a seeded random number of ready records and some virtual "fsync" time to commit, while
   handlers keep running (pipelining, as in production);
 * committed actions reach the runtime after a seeded delay, in commit order.
@@ -28,8 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from unbroken.core import records as r
 from unbroken.core.actions import Action
+from unbroken.core.ids import InvalidId, parse_awakeable_id
 from unbroken.core.invocation import Invocation, Status
-from unbroken.core.journal import Entry, Notification, Result
+from unbroken.core.journal import (
+    FIRST_AWAKEABLE_SIGNAL,
+    CompleteAwakeableCommand,
+    Entry,
+    Notification,
+    Result,
+    SendSignalCommand,
+)
 from unbroken.core.schema import HandlerKind, Schemas, Target
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.committer import Batch, CommitSink
@@ -132,6 +143,25 @@ class SimStore(MemoryStore):
 _INVOCATION_RECORDS = (r.JournalCommand, r.ProposeRunCompletion, r.AttemptSuspended, r.AttemptFailed)
 
 
+_AFTER_S = 1e-6  # a record that must arrive after another: this much later
+
+
+def _resolving(record: r.Record) -> str | None:
+    """The invocation whose awakeable ``record`` resolves, whose live count it was stamped with."""
+    if isinstance(record, r.ResolveSignal):
+        return record.invocation_id
+    if isinstance(record, r.JournalCommand):
+        command = record.command
+        if isinstance(command, CompleteAwakeableCommand):
+            try:
+                return str(parse_awakeable_id(command.awakeable_id)[0])
+            except InvalidId:
+                return None
+        if isinstance(command, SendSignalCommand) and command.idx >= FIRST_AWAKEABLE_SIGNAL:
+            return command.target_invocation_id
+    return None
+
+
 class SimCommitter:
     """The committer of the production batch loop on the virtual loop: a batch's COMMIT happens after a
     seeded virtual "fsync" time (handlers keep running meanwhile, as they do during a real fsync), may fail
@@ -217,6 +247,11 @@ class SimProcessor(Processor):
             if self._stopping
             else now + self.world.faults.record_delay_s(isinstance(record, r.TimerFired))
         )
+        target = _resolving(record)
+        if target is not None:  # after what its target's attempt sent before it (see the module's doc)
+            sent = self._channels.get(target)
+            if sent:  # strictly later: records due at the same instant arrive in no set order
+                ready = max(ready, sent[-1][0] + _AFTER_S)
         channel = self._channel(record)
         queue = self._channels.get(channel)
         if queue is None:

@@ -13,7 +13,7 @@ from unbroken.testing.sim.client import Client
 from unbroken.testing.sim.faults import stream
 from unbroken.testing.sim.generate import generate, model_of
 from unbroken.testing.sim.loop import SimStuck
-from unbroken.testing.sim.ops import Op
+from unbroken.testing.sim.ops import Await, Op
 from unbroken.testing.sim.world import SimConfig, World, install_log_capture
 
 
@@ -74,6 +74,10 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SimResult:
         "failed_attempts": world.applied.get("AttemptFailed", 0),
         "timers_fired": world.applied.get("TimerFired", 0),
         "recovered": world.applied.get("Recover", 0),
+        # resolves refused because no durable record or live attempt had the awakeable yet, and the
+        # publications of an id done again by a later attempt (every refusal must be followed by one)
+        "awakeables_refused": sum(len(op.refused_at) for op in ops if isinstance(op, Await)),
+        "republished": sum(n - 1 for n in world.ledger.published.values()),
         "virtual_s": round(world.loop.time(), 1),
         "wall_s": round(time.perf_counter() - started, 3),
     }

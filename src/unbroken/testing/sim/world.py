@@ -67,6 +67,7 @@ class Ledger:
     durable_runs: dict[tuple[str, int], Result] = field(default_factory=dict)
     run_execs: dict[tuple[str, str], list[RunExec]] = field(default_factory=dict)
     mailbox: dict[str, str] = field(default_factory=dict)  # invocation id -> awakeable id it published
+    published: dict[str, int] = field(default_factory=dict)  # invocation id -> how many times it did
     sleeps: dict[str, list[int]] = field(default_factory=dict)  # invocation id -> when it issued its sleep
 
 
