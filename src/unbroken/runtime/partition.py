@@ -19,12 +19,13 @@ before its record was applied has it withdrawn (never acknowledged, so nothing i
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import assert_never
+
+import msgspec
 
 from unbroken.core import actions as a
 from unbroken.core import limits
@@ -192,7 +193,7 @@ class Partition:
         if isinstance(record, r.ResolveSignal | r.PauseInvocation):
             # what its running attempt allocated, now: an id it handed out may be ahead of its records
             live = self.invoker.live_awakeables(record.invocation_id)
-            record = dataclasses.replace(record, live_awakeables=live)
+            record = msgspec.structs.replace(record, live_awakeables=live)
         self.processor.submit(record)
         return fut
 
