@@ -49,6 +49,11 @@ from unbroken.runtime.node import Node
 log = logging.getLogger("unbroken.admin")
 
 VERSION = "0.1.0"
+# The restate-server release whose admin API this one answers like. ``/version`` reports it as ``version``:
+# Restate's CLI and UI pick their requests by it (from 1.5 on, the CLI lists invocations by id).
+RESTATE_VERSION = "1.7.12"
+# Restate's experimental features, all off here (``/version`` must list them: the CLI needs the field).
+_FEATURES = {"protocol_v7": False}
 BODY_LIMIT_BYTES = limits.request_body_bytes_max  # the default; `unbroken serve` passes the configured limit
 
 _DELETE_MODES: dict[str, Callable[[str, int], r.Record]] = {
@@ -199,10 +204,12 @@ class AdminApp:
             req.send,
             200,
             {
-                "version": VERSION,
+                "version": RESTATE_VERSION,
                 "min_admin_api_version": 2,
                 "max_admin_api_version": 4,
                 "ingress_endpoint": self.ingress_url,
+                "features": _FEATURES,
+                "unbroken_version": VERSION,
             },
         )
 
