@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from unbroken.admin import arrow_ipc
 from unbroken.admin import services as svcs
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
@@ -27,6 +28,7 @@ from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId
+from unbroken.core.query_tables import NON_TEXT_COLUMNS
 from unbroken.core.read_model import QueryBusy, QueryError, ReadModel, rfc3339
 from unbroken.core.schema import Schemas, ServiceSchema
 from unbroken.http.asgi import (
@@ -38,6 +40,7 @@ from unbroken.http.asgi import (
     Scope,
     Send,
     authorized,
+    header,
     lifespan,
     read_body,
     respond,
@@ -56,6 +59,7 @@ RESTATE_VERSION = "1.7.12"
 _FEATURES = {"protocol_v7": False}
 BODY_LIMIT_BYTES = limits.request_body_bytes_max  # the default; `unbroken serve` passes the configured limit
 
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 _DELETE_MODES: dict[str, Callable[[str, int], r.Record]] = {
     "cancel": lambda i, rid: r.CancelInvocation(i, rid),
     "kill": lambda i, rid: r.KillInvocation(i, rid),
@@ -234,9 +238,16 @@ class AdminApp:
             raise HttpError(429, str(exc)) from None
         except QueryError as exc:
             raise HttpError(400, str(exc)) from None
-        await respond_json(
-            req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})}
-        )
+        if _wants_json(req.scope):
+            await respond_json(
+                req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})}
+            )
+            return
+        body = arrow_ipc.answer_stream(answer.columns, answer.rows, NON_TEXT_COLUMNS)
+        headers = [(b"content-type", ARROW_STREAM.encode())]
+        if answer.truncated:  # the stream has no room for it: a header says the rows were cut
+            headers.append((b"x-unbroken-truncated", b"true"))
+        await respond(req.send, 200, body, headers)
 
     # --------------------------------------------------------------------------------------- deployments
     def _deployment(self, detailed: bool) -> dict[str, Any]:
@@ -399,6 +410,12 @@ class AdminApp:
                 raise HttpError(500, f"internal error (unexpected {type(outcome).__name__})")
             case _:
                 assert_never(outcome)
+
+
+def _wants_json(scope: Scope) -> bool:
+    """Restate answers ``/query`` in Arrow unless asked for JSON (its CLI sends ``accept: */*`` for Arrow)."""
+    accept = header(scope, b"accept") or ""
+    return "application/json" in accept.lower()
 
 
 def _expect_done(outcome: a.Outcome, what: str) -> None:

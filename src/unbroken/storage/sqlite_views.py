@@ -40,7 +40,8 @@ _SERVICE_TY = {
 }
 # Columns holding a JSON array as text: /query answers them as JSON arrays.
 LIST_COLUMNS = frozenset({"suspended_waiting_for_completions", "suspended_waiting_for_signals", "services"})
-BOOL_COLUMNS = frozenset({"completed", "public"})
+# ``pinned_deployment_exists``: Restate's CLI computes it (``dp.id IS NOT NULL``) and reads a boolean
+BOOL_COLUMNS = frozenset({"completed", "public", "pinned_deployment_exists"})
 
 RowKey = tuple[Any, ...]
 
@@ -93,6 +94,7 @@ def _inv_fields(data: bytes) -> dict[str, Any]:
         "invoked_by_id": inv.invoked_by_id,
         "scheduled_at": rfc3339(inv.execute_at_ms),
         "completed_at": rfc3339(inv.completed_at_ms) if done else None,
+        "running_at": rfc3339(inv.running_at_ms),
         "retry_count": inv.retry_count,
         "next_retry_at": rfc3339(inv.next_retry_at_ms),
         "last_failure": inv.last_failure,
@@ -256,6 +258,28 @@ _INV_SPECIAL = {
     "created_at": "ub_ts(i.created_at)",
     "modified_at": "ub_ts(i.modified_at)",
 }
+# Every invocation runs in the one in-process deployment (a placeholder id until deployments can be
+# registered): a started one is pinned to it. Restate's columns Unbroken has no value for are NULL.
+_DEPLOYMENT_ID = "(SELECT json_extract(value, '$.id') FROM json_each(ub_deployments()) LIMIT 1)"
+_STARTED = "i.status NOT IN ('pending', 'scheduled')"
+_INV_EXTRA = {
+    "pinned_deployment_id": f"CASE WHEN {_STARTED} THEN {_DEPLOYMENT_ID} END",
+    "pinned_service_protocol_version": "NULL",
+    "last_attempt_deployment_id": f"CASE WHEN {_STARTED} THEN {_DEPLOYMENT_ID} END",
+    "last_attempt_server": "NULL",
+    "trace_id": "NULL",
+    "inboxed_at": "CASE WHEN i.status = 'pending' THEN ub_ts(i.created_at) END",
+    "scheduled_start_at": _inv("scheduled_at"),
+    "running_at": _inv("running_at"),
+    "last_start_at": _inv("running_at"),
+    "journal_commands_size": "NULL",
+    "last_failure_related_entry_index": "NULL",
+    "last_failure_related_entry_name": "NULL",
+    "last_failure_related_entry_type": "NULL",
+    "last_failure_related_command_index": "NULL",
+    "last_failure_related_command_name": "NULL",
+    "last_failure_related_command_type": "NULL",
+}
 _SYS_INVOCATION = (
     """
 SELECT
@@ -266,6 +290,9 @@ SELECT
     i.handler AS target_handler_name,
     """
     + ",\n    ".join(f"{_INV_SPECIAL.get(c) or _inv(c)} AS {c}" for c in _INV_COLUMNS)
+    + """,
+    """
+    + ",\n    ".join(f"{sql} AS {name}" for name, sql in _INV_EXTRA.items())
     + """
 FROM main.invocation i"""
 )
@@ -289,6 +316,7 @@ SELECT
     {_entry("invoked_target", "e")} AS invoked_target,
     {_entry("sleep_wakeup_at", "e")} AS sleep_wakeup_at,
     {_entry("promise_name", "e")} AS promise_name,
+    2 AS version,
     ub_entry_json(e.entry) AS entry_json,
     ub_ts(e.appended_at) AS appended_at
 FROM main.journal e JOIN main.invocation i ON i.seq = e.seq""",
