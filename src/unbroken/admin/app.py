@@ -318,8 +318,8 @@ class AdminApp:
 
     async def set_state(self, req: Request) -> None:
         svc = self._keyed_service(req.params["service"])
-        key, new_state = _parse_set_state(await req.json())
-        await self._submit_state(svc.name, key, new_state)
+        key, new_state, version = _parse_set_state(await req.json())
+        await self._submit_state(svc.name, key, new_state, version)
         await respond(req.send, 202)
 
     async def clear_state(self, req: Request) -> None:
@@ -327,8 +327,18 @@ class AdminApp:
         await self._submit_state(svc.name, req.params["key"], {})
         await respond(req.send, 202)
 
-    async def _submit_state(self, service: str, key: str, new_state: dict[str, bytes]) -> None:
-        reply = await self.engine.request(lambda rid: r.SetStateFromAdmin(service, key, new_state, rid))
+    async def _submit_state(
+        self, service: str, key: str, new_state: dict[str, bytes], version: str | None = None
+    ) -> None:
+        reply = await self.engine.request(
+            lambda rid: r.SetStateFromAdmin(service, key, new_state, rid, expected_version=version)
+        )
+        if isinstance(reply.outcome, a.StateChanged):  # Restate drops such a change silently: say so
+            raise HttpError(
+                409,
+                f"the state of {service}/{key} changed since it was read (expected version {version}, now "
+                f"{reply.outcome.version}): nothing was changed; read it again and retry",
+            )
         _expect_done(reply.outcome, "state change")
 
     # --------------------------------------------------------------------------------------- invocations
@@ -405,6 +415,7 @@ class AdminApp:
                 | a.WorkflowAlreadyInvoked()
                 | a.NotReady()
                 | a.NotAllocated()
+                | a.StateChanged()
             ):
                 # answers to ingress records, never to these
                 raise HttpError(500, f"internal error (unexpected {type(outcome).__name__})")
@@ -438,18 +449,19 @@ def _text_or_base64(value: bytes) -> str:
         return base64.b64encode(value).decode()
 
 
-def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
-    """``{object_key, new_state: {name: [bytes as ints] | "text"}}`` (``version``/``scope`` unsupported)."""
+def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes], str | None]:
+    """``{object_key, new_state: {name: [bytes as ints] | "text"}, version?}`` (``scope`` unsupported):
+    ``version`` is the version of the state the change was made from (applied only if it still is)."""
     if not isinstance(body, dict):
         raise HttpError(400, 'The request body must be a JSON object {"object_key": ..., "new_state": {...}}')
     unknown = set(body) - {"object_key", "new_state", "version", "scope"}
     if unknown:
         raise _bad_field(sorted(unknown)[0], "unknown field")
-    for field in ("version", "scope"):
-        if body.get(field) is not None:
-            raise _bad_field(
-                field, "not supported by Unbroken: the new state always replaces the current one"
-            )
+    if body.get("scope") is not None:
+        raise _bad_field("scope", "not supported by Unbroken: state has no scopes")
+    version = body.get("version")
+    if version is not None and not isinstance(version, str):
+        raise _bad_field("version", "expected a string (the version of the state the change was made from)")
     key = body.get("object_key")
     if not isinstance(key, str):
         raise _bad_field("object_key", "expected a string")
@@ -458,7 +470,7 @@ def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
     new_state = body.get("new_state")
     if not isinstance(new_state, dict):
         raise _bad_field("new_state", "expected an object mapping state names to values")
-    return key, {name: _state_value(name, value) for name, value in new_state.items()}
+    return key, {name: _state_value(name, value) for name, value in new_state.items()}, version
 
 
 def _state_value(name: str, value: Any) -> bytes:

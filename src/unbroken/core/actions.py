@@ -147,6 +147,14 @@ class Unavailable:
 
 
 @dataclass(frozen=True, slots=True)
+class StateChanged:
+    """An admin state change that named the version of the state it was made from (Restate's CLI does):
+    the state is no longer that version, so nothing was changed."""
+
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
 class Gone:
     """The caller left before its record was applied: it was withdrawn, nobody is answered."""
 
@@ -163,6 +171,7 @@ Outcome = (
     | NotCompleted
     | NotStarted
     | Done
+    | StateChanged
     | StoreFailed
     | Unavailable
     | Gone

@@ -167,6 +167,8 @@ class SetStateFromAdmin:
     key: str
     new_state: dict[str, bytes] = field(default_factory=dict)
     request_id: int = 0
+    # Restate's ``version``: applied only if the key's state is still this one (``state_version``)
+    expected_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
