@@ -92,13 +92,14 @@ def _is_word(tok: tuple[str, str], *words: str) -> bool:
     return tok[0] == "word" and tok[1].lower() in words
 
 
-def translate(sql: str) -> str:
-    """``sql`` in Restate's dialect, as SQLite SQL."""
-    return "".join(text for _, text in _rewrite(_tokens(sql)))
+def translate(sql: str, columns: dict[str, list[str]] | None = None) -> str:
+    """``sql`` in Restate's dialect, as SQLite SQL. ``columns``: each view's columns (for pruning)."""
+    return "".join(text for _, text in _rewrite(_tokens(sql), columns or {}))
 
 
-def _rewrite(toks: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _rewrite(toks: list[tuple[str, str]], columns: dict[str, list[str]]) -> list[tuple[str, str]]:
     toks = _rename_info_schema(toks)
+    toks = _prune_star_subqueries(toks, columns)
     toks = _rewrite_ordered_aggregates(toks)
     toks = _rewrite_casts(toks)
     out: list[tuple[str, str]] = []
@@ -112,6 +113,60 @@ def _rewrite(toks: list[tuple[str, str]]) -> list[tuple[str, str]]:
                 tok = ("qid", '"index"')
         out.append(tok)
     return out
+
+
+def _prune_star_subqueries(
+    toks: list[tuple[str, str]], columns: dict[str, list[str]]
+) -> list[tuple[str, str]]:
+    """``FROM (SELECT * FROM view [alias] LIMIT n)``: select only the view's columns the query names.
+
+    Restate's CLI counts invocations with ``SELECT COUNT(1) FROM (SELECT * FROM sys_invocation inv LIMIT
+    50000) WHERE ...``; SQLite cannot flatten a LIMIT subquery under a WHERE, so it would compute every
+    column of 50,000 rows (each decoded from its blob) to count them. Outside the subquery its columns can
+    only be used by name, so when no other ``*`` reads them whole, the ones named are all that is needed.
+    """
+    for i in range(len(toks)):
+        if toks[i] != ("op", "*"):
+            continue
+        sel = _significant(toks, i - 1, -1)
+        open_i = _significant(toks, sel - 1, -1)
+        frm = _significant(toks, i + 1, 1)
+        view_i = _significant(toks, frm + 1, 1)
+        if not (
+            sel >= 0
+            and _is_word(toks[sel], "select")
+            and open_i >= 0
+            and toks[open_i] == ("op", "(")
+            and frm < len(toks)
+            and _is_word(toks[frm], "from")
+            and view_i < len(toks)
+            and toks[view_i][0] == "word"
+            and toks[view_i][1].lower() in columns
+        ):
+            continue
+        close_i = _matching(toks, open_i)
+        inner = toks[open_i + 1 : close_i]
+        if any(t[1] in ("(", ",") or _is_word(t, "where", "join", "union", "group") for t in inner):
+            continue  # only the plain ``SELECT * FROM view [alias] [LIMIT n]``
+        outside = toks[:open_i] + toks[close_i + 1 :]
+        if any(t == ("op", "*") and not _in_count(outside, j) for j, t in enumerate(outside)):
+            continue
+        view_columns = columns[toks[view_i][1].lower()]
+        named = {t[1].lower() for t in outside if t[0] == "word"} | {
+            t[1][1:-1].lower() for t in outside if t[0] == "qid"
+        }
+        keep = [c for c in view_columns if c.lower() in named] or view_columns[:1]
+        return _prune_star_subqueries(
+            toks[:i] + [("word", ", ".join(f'"{c}"' for c in keep))] + toks[i + 1 :], columns
+        )
+    return toks
+
+
+def _in_count(toks: list[tuple[str, str]], j: int) -> bool:
+    """Whether the ``*`` at ``j`` is the argument of ``COUNT(*)``."""
+    before = _significant(toks, j - 1, -1)
+    name = _significant(toks, before - 1, -1)
+    return before >= 0 and toks[before] == ("op", "(") and name >= 0 and _is_word(toks[name], "count")
 
 
 def _rename_info_schema(toks: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from unbroken.core import limits
+from unbroken.core.query_tables import TABLES
 from unbroken.core.read_model import Catalog, QueryAnswer, QueryBusy, QueryError, Snapshot
 from unbroken.storage import sqlite_views as views
 from unbroken.storage.sqlite import connect
@@ -147,6 +148,10 @@ class _Reader:
         views.register_functions(self.conn, self.cache, lambda: self.catalog)
         views.create_views(self.conn)
         create_catalog_views(self.conn)
+        self.view_columns = {
+            table: [row[1] for row in self.conn.execute(f"PRAGMA temp.table_info({table})")]
+            for table in TABLES
+        }
         self.conn.execute("PRAGMA query_only=ON")
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.query_value_bytes_max)
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
@@ -183,7 +188,7 @@ class _Reader:
         self.deadline, self.denied, self.catalog = deadline, None, catalog
         self.cache.clear()
         try:
-            cur = self.conn.execute(translate(sql))
+            cur = self.conn.execute(translate(sql, self.view_columns))
             try:
                 columns = [d[0] for d in cur.description or ()]
                 return _collect(cur, columns)
