@@ -174,9 +174,25 @@ def measure_engines(path: str, ids: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--invocations", type=int, default=1_000_000)
-    parser.add_argument("--dir", default=None, help="where to generate the store (default: a temp dir)")
+    parser.add_argument(
+        "--dir", default=None, help="where to generate the store (default: a temp dir); one there is reused"
+    )
     args = parser.parse_args()
     data_dir = args.dir or tempfile.mkdtemp(prefix="unbroken-query-bench-")
+    existing = os.path.join(data_dir, "unbroken.db")
+    if os.path.exists(existing):  # measure again on a store generated before
+        conn = sqlite3.connect(existing)
+        count = conn.execute("SELECT count(*) FROM invocation").fetchone()[0]
+        step = max(1, count // 5)
+        ids = [
+            conn.execute("SELECT id FROM invocation WHERE seq = ?", (1 + i * step,)).fetchone()[0]
+            for i in range(5)
+        ]
+        conn.close()
+        print(f"reusing {count} invocations at {existing}", file=sys.stderr)
+        measure_sqlite(existing, ids)
+        measure_engines(existing, ids)
+        return
     gen_s, (path, ids) = _time(lambda: generate(data_dir, args.invocations))
     size = os.path.getsize(path) / 1e6
     print(

@@ -18,7 +18,6 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from unbroken.admin import arrow_ipc
 from unbroken.admin import services as svcs
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
@@ -245,6 +244,8 @@ class AdminApp:
                 req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})}
             )
             return
+        from unbroken.admin import arrow_ipc  # on the first Arrow answer, not on the way to the first call
+
         encode = functools.partial(arrow_ipc.answer_stream, answer.columns, answer.rows, NON_TEXT_COLUMNS)
         # a big answer takes ~0.1 s to encode: off the event loop, which serves the ingress too
         body = encode() if len(answer.rows) <= _ARROW_INLINE_ROWS else await asyncio.to_thread(encode)

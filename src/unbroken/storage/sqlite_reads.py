@@ -37,8 +37,6 @@ from unbroken.core.query_tables import TABLES
 from unbroken.core.read_model import Catalog, QueryAnswer, QueryBusy, QueryError, Snapshot
 from unbroken.storage import sqlite_views as views
 from unbroken.storage.sqlite import connect
-from unbroken.storage.sqlite_catalog_views import create_catalog_views
-from unbroken.storage.sqlite_dialect import translate
 from unbroken.storage.sqlite_snapshot import SqliteSnapshot
 
 _T = TypeVar("_T")
@@ -146,6 +144,11 @@ class _Reader:
         self.cache = views.DecodeCache()
         self.catalog: Catalog = _NoCatalog()
         views.register_functions(self.conn, self.cache, lambda: self.catalog)
+        # the dialect's modules load with the first reader (the first query), not at start-up
+        from unbroken.storage.sqlite_catalog_views import create_catalog_views
+        from unbroken.storage.sqlite_dialect import translate
+
+        self.translate = translate
         views.create_views(self.conn)
         create_catalog_views(self.conn)
         self.view_columns = {
@@ -188,7 +191,7 @@ class _Reader:
         self.deadline, self.denied, self.catalog = deadline, None, catalog
         self.cache.clear()
         try:
-            cur = self.conn.execute(translate(sql, self.view_columns))
+            cur = self.conn.execute(self.translate(sql, self.view_columns))
             try:
                 columns = [d[0] for d in cur.description or ()]
                 return _collect(cur, columns)
