@@ -132,6 +132,7 @@ def test_errors_stay_json_and_clear(srv: Server) -> None:
     for query, words in (
         ("SELEKT 1", "syntax error"),
         ("DELETE FROM state", "read-only"),
+        ("SELECT '" + "x" * limits.query_sql_bytes_max + "'", "too long"),
         (
             "SELECT zeroblob(50000000) AS big FROM (VALUES (1), (2), (3))",
             f"more than {limits.query_answer_bytes_max} bytes",

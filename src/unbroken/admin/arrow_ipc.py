@@ -209,7 +209,7 @@ def infer_type(values: Sequence[Any], declared: ArrowType | None) -> ArrowType:
     return ArrowType.UTF8  # text, or a mix (written as text)
 
 
-_DECLARED = {"Int64": ArrowType.INT64, "Boolean": ArrowType.BOOL, "Binary": ArrowType.UTF8}
+_DECLARED = {"Boolean": ArrowType.BOOL}
 
 
 def answer_stream(columns: Sequence[str], rows: Sequence[dict[str, Any]], declared: dict[str, str]) -> bytes:

@@ -3,7 +3,8 @@
 Every backend exposes these tables under these names (``storage.sqlite_views`` for SQLite); the admin API
 types an Arrow answer's columns by their values, and by this table when a column holds only nulls;
 ``information_schema.columns`` reports these types. Timestamps are RFC 3339 text (``Utf8``), not Arrow
-timestamps: the JSON answer and the CLI read them as text either way.
+timestamps, and blobs (``value``) lowercase hex text, in both answer formats: the JSON answer and the CLI
+read them as text either way.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ NON_TEXT_COLUMNS = {
     "max_service_protocol_version": "UInt32",
     "completed": "Boolean",
     "public": "Boolean",
-    "value": "Binary",
-    "completion_success_value": "Binary",
     "partition_key": "UInt64",
 }
 

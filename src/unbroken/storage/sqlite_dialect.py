@@ -75,25 +75,34 @@ def _significant(toks: list[tuple[str, str]], i: int, step: int) -> int:
     return i
 
 
-def _matching(toks: list[tuple[str, str]], open_i: int) -> int:
-    """The index of the ``)`` closing the ``(`` at ``open_i`` (len(toks) when unclosed)."""
-    depth = 0
-    for i in range(open_i, len(toks)):
-        if toks[i] == ("op", "("):
-            depth += 1
-        elif toks[i] == ("op", ")"):
-            depth -= 1
-            if depth == 0:
-                return i
-    return len(toks)
+def _match_table(toks: list[tuple[str, str]]) -> dict[int, int]:
+    """Each ``(``'s index -> its ``)``'s index, in one pass (an unclosed one maps to ``len(toks)``)."""
+    table: dict[int, int] = {}
+    stack: list[int] = []
+    for i, tok in enumerate(toks):
+        if tok == ("op", "("):
+            stack.append(i)
+        elif tok == ("op", ")") and stack:
+            table[stack.pop()] = i
+    for i in stack:
+        table[i] = len(toks)
+    return table
 
 
 def _is_word(tok: tuple[str, str], *words: str) -> bool:
     return tok[0] == "word" and tok[1].lower() in words
 
 
+# A statement with none of these needs no rewrite (most of what the CLI sends): it is not even tokenized.
+_TRIGGERS = re.compile(
+    r"::|\*|\b(?:information_schema|cast|try_cast|first_value|last_value|ilike|index)\b", re.I
+)
+
+
 def translate(sql: str, columns: dict[str, list[str]] | None = None) -> str:
     """``sql`` in Restate's dialect, as SQLite SQL. ``columns``: each view's columns (for pruning)."""
+    if not _TRIGGERS.search(sql):
+        return sql
     return "".join(text for _, text in _rewrite(_tokens(sql), columns or {}))
 
 
@@ -123,43 +132,39 @@ def _prune_star_subqueries(
     Restate's CLI counts invocations with ``SELECT COUNT(1) FROM (SELECT * FROM sys_invocation inv LIMIT
     50000) WHERE ...``; SQLite cannot flatten a LIMIT subquery under a WHERE, so it would compute every
     column of 50,000 rows (each decoded from its blob) to count them. Outside the subquery its columns can
-    only be used by name, so when no other ``*`` reads them whole, the ones named are all that is needed.
+    only be used by name, so when no other ``*`` reads them whole, the ones named are all that is needed
+    (a name anywhere in the query counts: at worst a column too many is kept).
     """
-    for i in range(len(toks)):
-        if toks[i] != ("op", "*"):
-            continue
-        sel = _significant(toks, i - 1, -1)
-        open_i = _significant(toks, sel - 1, -1)
-        frm = _significant(toks, i + 1, 1)
-        view_i = _significant(toks, frm + 1, 1)
-        if not (
-            sel >= 0
-            and _is_word(toks[sel], "select")
-            and open_i >= 0
-            and toks[open_i] == ("op", "(")
-            and frm < len(toks)
-            and _is_word(toks[frm], "from")
-            and view_i < len(toks)
-            and toks[view_i][0] == "word"
-            and toks[view_i][1].lower() in columns
-        ):
-            continue
-        close_i = _matching(toks, open_i)
-        inner = toks[open_i + 1 : close_i]
-        if any(t[1] in ("(", ",") or _is_word(t, "where", "join", "union", "group") for t in inner):
-            continue  # only the plain ``SELECT * FROM view [alias] [LIMIT n]``
-        outside = toks[:open_i] + toks[close_i + 1 :]
-        if any(t == ("op", "*") and not _in_count(outside, j) for j, t in enumerate(outside)):
-            continue
-        view_columns = columns[toks[view_i][1].lower()]
-        named = {t[1].lower() for t in outside if t[0] == "word"} | {
-            t[1][1:-1].lower() for t in outside if t[0] == "qid"
-        }
-        keep = [c for c in view_columns if c.lower() in named] or view_columns[:1]
-        return _prune_star_subqueries(
-            toks[:i] + [("word", ", ".join(f'"{c}"' for c in keep))] + toks[i + 1 :], columns
-        )
-    return toks
+    stars = [i for i, t in enumerate(toks) if t == ("op", "*") and not _in_count(toks, i)]
+    if len(stars) != 1:
+        return toks
+    i = stars[0]
+    sel = _significant(toks, i - 1, -1)
+    open_i = _significant(toks, sel - 1, -1)
+    frm = _significant(toks, i + 1, 1)
+    view_i = _significant(toks, frm + 1, 1)
+    if not (
+        sel >= 0
+        and _is_word(toks[sel], "select")
+        and open_i >= 0
+        and toks[open_i] == ("op", "(")
+        and frm < len(toks)
+        and _is_word(toks[frm], "from")
+        and view_i < len(toks)
+        and toks[view_i][0] == "word"
+        and toks[view_i][1].lower() in columns
+    ):
+        return toks
+    close_i = _match_table(toks)[open_i]
+    inner = toks[open_i + 1 : close_i]
+    if any(t[1] in ("(", ",") or _is_word(t, "where", "join", "union", "group") for t in inner):
+        return toks  # only the plain ``SELECT * FROM view [alias] [LIMIT n]``
+    named = {t[1].lower() for t in toks if t[0] == "word"} | {
+        t[1][1:-1].lower() for t in toks if t[0] == "qid"
+    }
+    view_columns = columns[toks[view_i][1].lower()]
+    keep = [c for c in view_columns if c.lower() in named] or view_columns[:1]
+    return toks[:i] + [("word", ", ".join(f'"{c}"' for c in keep))] + toks[i + 1 :]
 
 
 def _in_count(toks: list[tuple[str, str]], j: int) -> bool:
@@ -191,16 +196,20 @@ def _rename_info_schema(toks: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def _rewrite_ordered_aggregates(toks: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``first_value(x [ORDER BY y [ASC|DESC]])`` without ``OVER`` → ``ub_first_by(x, y, dir)``."""
-    out = list(toks)
+    match = _match_table(toks)
+    out: list[tuple[str, str]] = []
     i = 0
-    while i < len(out):
-        if _is_word(out[i], "first_value", "last_value"):
-            open_i = _significant(out, i + 1, 1)
-            if open_i < len(out) and out[open_i] == ("op", "("):
-                close_i = _matching(out, open_i)
-                after = _significant(out, close_i + 1, 1)
-                if close_i < len(out) and not (after < len(out) and _is_word(out[after], "over")):
-                    out[i : close_i + 1] = _ordered_call(out[i][1].lower(), out[open_i + 1 : close_i])
+    while i < len(toks):
+        if _is_word(toks[i], "first_value", "last_value"):
+            open_i = _significant(toks, i + 1, 1)
+            if open_i < len(toks) and toks[open_i] == ("op", "("):
+                close_i = match[open_i]
+                after = _significant(toks, close_i + 1, 1)
+                if close_i < len(toks) and not (after < len(toks) and _is_word(toks[after], "over")):
+                    out += _ordered_call(toks[i][1].lower(), toks[open_i + 1 : close_i])
+                    i = close_i + 1
+                    continue
+        out.append(toks[i])
         i += 1
     return out
 
@@ -238,81 +247,80 @@ def _sqlite_type(words: list[str]) -> str | None:
     return _TYPES.get(words[0].lower()) if words else None
 
 
+class _Out:
+    """The rewritten tokens, with what ``::`` and ``CAST(... AS type)`` need in O(1): for each ``(`` still
+    open whether it is a ``CAST(``, and for each ``)`` where its ``(`` is."""
+
+    def __init__(self) -> None:
+        self.toks: list[tuple[str, str]] = []
+        self.open: list[tuple[int, bool]] = []  # (index, is a CAST) of each ( not closed yet
+        self.opener: dict[int, int] = {}  # index of a ) -> index of its (
+
+    def add(self, tok: tuple[str, str]) -> None:
+        if tok == ("op", "("):
+            k = _significant(self.toks, len(self.toks) - 1, -1)
+            self.open.append((len(self.toks), k >= 0 and _is_word(self.toks[k], "cast", "try_cast")))
+        elif tok == ("op", ")") and self.open:
+            self.opener[len(self.toks)] = self.open.pop()[0]
+        self.toks.append(tok)
+
+    def in_cast(self) -> bool:
+        return bool(self.open) and self.open[-1][1]
+
+    def operand_start(self) -> int:
+        """Where the operand of a postfix ``::`` begins: a literal, a dotted name, or a parenthesised
+        group with the function name before it."""
+        j = _significant(self.toks, len(self.toks) - 1, -1)
+        if j < 0:
+            return len(self.toks)
+        if self.toks[j] == ("op", ")") and j in self.opener:
+            j = self.opener[j]
+            k = j - 1
+            return k if k >= 0 and self.toks[k][0] in ("word", "qid") else j
+        while j - 2 >= 0 and self.toks[j - 1] == ("op", ".") and self.toks[j - 2][0] in ("word", "qid"):
+            j -= 2
+        return j
+
+
+def _type_words(toks: list[tuple[str, str]], j: int) -> tuple[list[str], int]:
+    """The words of a type name starting at ``j`` (``INT UNSIGNED``) and the index after them."""
+    words: list[str] = []
+    while j < len(toks) and toks[j][0] == "word" and (not words or toks[j][1].lower() in _TYPE_TAIL):
+        words.append(toks[j][1])
+        j = _significant(toks, j + 1, 1) if _continues(toks, j) else j + 1
+    return words, j
+
+
 def _rewrite_casts(toks: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+    out = _Out()
     i = 0
     while i < len(toks):
         tok = toks[i]
         if tok == ("op", "::"):
-            j = _significant(toks, i + 1, 1)
-            words: list[str] = []
-            while j < len(toks) and toks[j][0] == "word" and (not words or toks[j][1].lower() in _TYPE_TAIL):
-                words.append(toks[j][1])
-                j = _significant(toks, j + 1, 1) if _continues(toks, j) else j + 1
-            operand_at = _operand_start(out)
-            operand = out[operand_at:]
-            del out[operand_at:]
+            words, i = _type_words(toks, _significant(toks, i + 1, 1))
+            at = out.operand_start()
+            operand = out.toks[at:]
+            del out.toks[at:]
             sqlite_type = _sqlite_type(words) or " ".join(words) or "TEXT"
-            out += [("word", "CAST"), ("op", "(")] + operand + [("word", f" AS {sqlite_type}"), ("op", ")")]
-            i = j
+            close = at + 2 + len(operand)
+            out.toks += (
+                [("word", "CAST"), ("op", "(")] + operand + [("word", f" AS {sqlite_type}"), ("op", ")")]
+            )
+            out.opener[close + 1] = at + 1  # the operand is balanced: the open list is unchanged
             continue
-        if _is_word(tok, "as") and _inside_cast(out):
-            j = _significant(toks, i + 1, 1)
-            words = []
-            while j < len(toks) and toks[j][0] == "word":
-                words.append(toks[j][1])
-                j = _significant(toks, j + 1, 1) if _continues(toks, j) else j + 1
+        if _is_word(tok, "as") and out.in_cast():
+            words, j = _type_words(toks, _significant(toks, i + 1, 1))
             if words and _sqlite_type(words):
-                out += [tok, ("ws", " "), ("word", _sqlite_type(words) or "")]
+                for t in (tok, ("ws", " "), ("word", _sqlite_type(words) or "")):
+                    out.add(t)
                 i = j
                 continue
-        out.append(tok)
+        out.add(tok)
         i += 1
-    return out
+    return out.toks
 
 
 def _continues(toks: list[tuple[str, str]], j: int) -> bool:
     """Whether the type name goes on after the word at ``j`` (``INT UNSIGNED``)."""
     k = _significant(toks, j + 1, 1)
     return k < len(toks) and toks[k][0] == "word" and toks[k][1].lower() in _TYPE_TAIL
-
-
-def _inside_cast(out: list[tuple[str, str]]) -> bool:
-    """Whether the innermost open parenthesis of ``out`` is a ``CAST(`` / ``TRY_CAST(``."""
-    depth = 0
-    for j in range(len(out) - 1, -1, -1):
-        if out[j] == ("op", ")"):
-            depth += 1
-        elif out[j] == ("op", "("):
-            if depth == 0:
-                k = _significant(out, j - 1, -1)
-                return k >= 0 and _is_word(out[k], "cast", "try_cast")
-            depth -= 1
-    return False
-
-
-def _operand_start(out: list[tuple[str, str]]) -> int:
-    """Where the operand of a postfix ``::`` begins: a literal, a dotted name, or a parenthesised group
-    with the function name before it."""
-    j = len(out) - 1
-    while j >= 0 and out[j][0] == "ws":
-        j -= 1
-    if j < 0:
-        return len(out)
-    if out[j] == ("op", ")"):
-        depth = 0
-        while j >= 0:
-            if out[j] == ("op", ")"):
-                depth += 1
-            elif out[j] == ("op", "("):
-                depth -= 1
-                if depth == 0:
-                    break
-            j -= 1
-        k = j - 1
-        if k >= 0 and out[k][0] in ("word", "qid"):
-            j = k
-        return max(j, 0)
-    while j - 2 >= 0 and out[j - 1] == ("op", ".") and out[j - 2][0] in ("word", "qid"):
-        j -= 2
-    return j

@@ -191,6 +191,8 @@ class _Reader:
         self.deadline, self.denied, self.catalog = deadline, None, catalog
         self.cache.clear()
         try:
+            if len(sql) > limits.query_sql_bytes_max or len(sql.encode()) > limits.query_sql_bytes_max:
+                raise QueryError(f"the query is too long: at most {limits.query_sql_bytes_max} bytes of SQL")
             cur = self.conn.execute(self.translate(sql, self.view_columns))
             try:
                 columns = [d[0] for d in cur.description or ()]
