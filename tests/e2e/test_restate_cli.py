@@ -105,7 +105,8 @@ def start_signup(srv: Server, user: str) -> str:
     resp = srv.call(f"/UserSignup/{user}/run/send", {"name": user, "email": f"{user}@example.com"})
     assert resp.status_code == 202, resp.text
     inv: str = resp.json()["invocationId"]
-    wait_until(lambda: status(srv, inv) in ("running", "suspended"), what=f"{inv} started")
+    waiting = f"SELECT id FROM sys_journal WHERE id = '{inv}' AND entry_type = 'Command: GetPromise'"
+    wait_until(lambda: sql_json(srv, waiting), what=f"{inv} waiting for its promise")
     return inv
 
 
