@@ -108,6 +108,7 @@ def translate(sql: str, columns: dict[str, list[str]] | None = None) -> str:
 
 def _rewrite(toks: list[tuple[str, str]], columns: dict[str, list[str]]) -> list[tuple[str, str]]:
     toks = _rename_info_schema(toks)
+    toks = _alias_derived_tables(toks)
     toks = _prune_star_subqueries(toks, columns)
     toks = _rewrite_ordered_aggregates(toks)
     toks = _rewrite_casts(toks)
@@ -165,6 +166,71 @@ def _prune_star_subqueries(
     view_columns = columns[toks[view_i][1].lower()]
     keep = [c for c in view_columns if c.lower() in named] or view_columns[:1]
     return toks[:i] + [("word", ", ".join(f'"{c}"' for c in keep))] + toks[i + 1 :]
+
+
+_NOT_ALIASES = frozenset(
+    {
+        "where",
+        "group",
+        "order",
+        "limit",
+        "offset",
+        "join",
+        "left",
+        "right",
+        "inner",
+        "outer",
+        "cross",
+        "full",
+        "natural",
+        "union",
+        "except",
+        "intersect",
+        "on",
+        "using",
+        "having",
+        "window",
+        "as",
+    }
+)
+
+
+def _alias_derived_tables(toks: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``FROM (SELECT * FROM t alias ...) WHERE alias.x``: DataFusion lets the outer query use the inner
+    alias (Restate's CLI does, ``invocations list --service S``); SQLite needs it on the derived table."""
+    match = _match_table(toks)
+    inserts: dict[int, str] = {}
+    for open_i, close_i in match.items():
+        sel = _significant(toks, open_i + 1, 1)
+        star = _significant(toks, sel + 1, 1)
+        frm = _significant(toks, star + 1, 1)
+        table = _significant(toks, frm + 1, 1)
+        alias = _significant(toks, table + 1, 1)
+        after = _significant(toks, close_i + 1, 1)
+        if not (
+            alias < close_i
+            and _is_word(toks[sel], "select")
+            and toks[star] == ("op", "*")
+            and _is_word(toks[frm], "from")
+            and toks[table][0] == "word"
+            and toks[alias][0] == "word"
+            and toks[alias][1].lower() not in _NOT_ALIASES
+            and (
+                after >= len(toks)
+                or toks[after][0] != "word"
+                or toks[after][1].lower() in _NOT_ALIASES - {"as"}
+            )
+        ):
+            continue
+        inserts[close_i] = toks[alias][1]
+    if not inserts:
+        return toks
+    out: list[tuple[str, str]] = []
+    for i, tok in enumerate(toks):
+        out.append(tok)
+        if i in inserts:
+            out += [("ws", " "), ("word", inserts[i])]
+    return out
 
 
 def _in_count(toks: list[tuple[str, str]], j: int) -> bool:
