@@ -126,7 +126,9 @@ class Server:
         return httpx.get(f"{self.ingress}{path}", timeout=timeout)
 
     def admin_request(self, method: str, path: str, json: Any = None, timeout: float = 30) -> httpx.Response:
-        return httpx.request(method, f"{self.admin}{path}", json=json, timeout=timeout)
+        # /query answers Arrow unless asked for JSON (as Restate's does); the tests read its JSON
+        headers = {"accept": "application/json"}
+        return httpx.request(method, f"{self.admin}{path}", json=json, timeout=timeout, headers=headers)
 
 
 def httpx_json(value: Any) -> bytes:

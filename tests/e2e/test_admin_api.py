@@ -4,6 +4,8 @@ Restate's status codes, and error handling (404 / 405 / 400, never 500 on bad in
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -327,12 +329,30 @@ def test_state_key_with_slash_and_spaces(srv: Server) -> None:
         ({"object_key": "k", "new_state": {"x": [256]}}, "new_state.x"),
         ({"object_key": "k", "new_state": {"x": 12}}, "new_state.x"),
         ({"object_key": "k", "new_state": {"x": [True]}}, "new_state.x"),
-        ({"object_key": "k", "new_state": {}, "version": "abc"}, "version"),
+        ({"object_key": "k", "new_state": {}, "version": 5}, "version"),
+        ({"object_key": "k", "new_state": {}, "scope": "s"}, "scope"),
         ({"object_key": "k", "new_state": {}, "extra": 1}, "extra"),
     ],
 )
 def test_set_state_rejects_bad_bodies(srv: Server, body: dict[str, Any], field: str) -> None:
     assert f"'{field}'" in error(srv.admin_request("POST", "/services/Counter/state", body), 400)
+
+
+def test_set_state_with_a_version_applies_only_to_that_state(srv: Server) -> None:
+    """Restate's CLI sends the version of the state it read (``state edit``): a stale one changes nothing."""
+    key = "versioned"
+    body = {"object_key": key, "new_state": {"total": "5"}}
+    assert srv.admin_request("POST", "/services/Counter/state", body).status_code == 202
+    # the version of {"total": b"5"} as Restate computes it (StateMutationVersion::from_user_state)
+    digest = hashlib.sha256((0).to_bytes(8, "big") + b"\x01total\x025\x03").digest()
+    current = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    stale = {"object_key": key, "new_state": {"total": "6"}, "version": "not-the-version"}
+    resp = srv.admin_request("POST", "/services/Counter/state", stale)
+    assert resp.status_code == 409 and current in resp.json()["message"], resp.text
+    assert srv.admin_request("GET", f"/services/Counter/state/{key}").json() == {"total": "5"}
+    fresh = {"object_key": key, "new_state": {"total": "7"}, "version": current}
+    assert srv.admin_request("POST", "/services/Counter/state", fresh).status_code == 202
+    assert srv.admin_request("GET", f"/services/Counter/state/{key}").json() == {"total": "7"}
 
 
 def test_state_of_unknown_or_stateless_services(srv: Server) -> None:

@@ -243,7 +243,12 @@ def test_joins_aggregates_and_versioned_prefix(srv: Server, world: dict[str, Any
         {"target": "Worker/echo", "entry_type": "Command: Input"},
         {"target": "Worker/echo", "entry_type": "Command: Output"},
     ]
-    resp = httpx.post(f"{srv.admin}/v4/query", json={"query": "SELECT 1 AS one"}, timeout=10)
+    resp = httpx.post(
+        f"{srv.admin}/v4/query",
+        json={"query": "SELECT 1 AS one"},
+        headers={"accept": "application/json"},
+        timeout=10,
+    )
     assert resp.json() == {"rows": [{"one": 1}]}
 
 

@@ -64,6 +64,8 @@ def call(srv: Server, path: str, body: Any = None, timeout: float = 60) -> httpx
 def admin(
     srv: Server, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None
 ) -> httpx.Response:
+    # /query answers Arrow unless asked for JSON (as Restate's does); these tests read its JSON
+    headers = {"accept": "application/json", **(headers or {})}
     return HTTP.request(method, f"{srv.admin}{path}", json=json, headers=headers, timeout=30)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from unbroken.core import records as r
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.ids import InvalidId, InvocationId
+from unbroken.core.query_tables import NON_TEXT_COLUMNS
 from unbroken.core.read_model import QueryBusy, QueryError, ReadModel, rfc3339
 from unbroken.core.schema import Schemas, ServiceSchema
 from unbroken.http.asgi import (
@@ -38,6 +40,7 @@ from unbroken.http.asgi import (
     Scope,
     Send,
     authorized,
+    header,
     lifespan,
     read_body,
     respond,
@@ -49,8 +52,15 @@ from unbroken.runtime.node import Node
 log = logging.getLogger("unbroken.admin")
 
 VERSION = "0.1.0"
+# The restate-server release whose admin API this one answers like. ``/version`` reports it as ``version``:
+# Restate's CLI and UI pick their requests by it (from 1.5 on, the CLI lists invocations by id).
+RESTATE_VERSION = "1.7.12"
+# Restate's experimental features, all off here (``/version`` must list them: the CLI needs the field).
+_FEATURES = {"protocol_v7": False}
 BODY_LIMIT_BYTES = limits.request_body_bytes_max  # the default; `unbroken serve` passes the configured limit
 
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+_ARROW_INLINE_ROWS = 200
 _DELETE_MODES: dict[str, Callable[[str, int], r.Record]] = {
     "cancel": lambda i, rid: r.CancelInvocation(i, rid),
     "kill": lambda i, rid: r.KillInvocation(i, rid),
@@ -197,10 +207,12 @@ class AdminApp:
             req.send,
             200,
             {
-                "version": VERSION,
+                "version": RESTATE_VERSION,
                 "min_admin_api_version": 2,
                 "max_admin_api_version": 4,
                 "ingress_endpoint": self.ingress_url,
+                "features": _FEATURES,
+                "unbroken_version": VERSION,
             },
         )
 
@@ -225,9 +237,20 @@ class AdminApp:
             raise HttpError(429, str(exc)) from None
         except QueryError as exc:
             raise HttpError(400, str(exc)) from None
-        await respond_json(
-            req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})}
-        )
+        if _wants_json(req.scope):
+            await respond_json(
+                req.send, 200, {"rows": answer.rows, **({"truncated": True} if answer.truncated else {})}
+            )
+            return
+        from unbroken.admin import arrow_ipc  # on the first Arrow answer, not on the way to the first call
+
+        encode = functools.partial(arrow_ipc.answer_stream, answer.columns, answer.rows, NON_TEXT_COLUMNS)
+        # a big answer takes ~0.1 s to encode: off the event loop, which serves the ingress too
+        body = encode() if len(answer.rows) <= _ARROW_INLINE_ROWS else await asyncio.to_thread(encode)
+        headers = [(b"content-type", ARROW_STREAM.encode())]
+        if answer.truncated:  # the stream has no room for it: a header says the rows were cut
+            headers.append((b"x-unbroken-truncated", b"true"))
+        await respond(req.send, 200, body, headers)
 
     # --------------------------------------------------------------------------------------- deployments
     def _deployment(self, detailed: bool) -> dict[str, Any]:
@@ -298,8 +321,8 @@ class AdminApp:
 
     async def set_state(self, req: Request) -> None:
         svc = self._keyed_service(req.params["service"])
-        key, new_state = _parse_set_state(await req.json())
-        await self._submit_state(svc.name, key, new_state)
+        key, new_state, version = _parse_set_state(await req.json())
+        await self._submit_state(svc.name, key, new_state, version)
         await respond(req.send, 202)
 
     async def clear_state(self, req: Request) -> None:
@@ -307,8 +330,18 @@ class AdminApp:
         await self._submit_state(svc.name, req.params["key"], {})
         await respond(req.send, 202)
 
-    async def _submit_state(self, service: str, key: str, new_state: dict[str, bytes]) -> None:
-        reply = await self.engine.request(lambda rid: r.SetStateFromAdmin(service, key, new_state, rid))
+    async def _submit_state(
+        self, service: str, key: str, new_state: dict[str, bytes], version: str | None = None
+    ) -> None:
+        reply = await self.engine.request(
+            lambda rid: r.SetStateFromAdmin(service, key, new_state, rid, expected_version=version)
+        )
+        if isinstance(reply.outcome, a.StateChanged):  # Restate drops such a change silently: say so
+            raise HttpError(
+                409,
+                f"the state of {service}/{key} changed since it was read (expected version {version}, now "
+                f"{reply.outcome.version}): nothing was changed; read it again and retry",
+            )
         _expect_done(reply.outcome, "state change")
 
     # --------------------------------------------------------------------------------------- invocations
@@ -385,11 +418,18 @@ class AdminApp:
                 | a.WorkflowAlreadyInvoked()
                 | a.NotReady()
                 | a.NotAllocated()
+                | a.StateChanged()
             ):
                 # answers to ingress records, never to these
                 raise HttpError(500, f"internal error (unexpected {type(outcome).__name__})")
             case _:
                 assert_never(outcome)
+
+
+def _wants_json(scope: Scope) -> bool:
+    """Restate answers ``/query`` in Arrow unless asked for JSON (its CLI sends ``accept: */*`` for Arrow)."""
+    accept = header(scope, b"accept") or ""
+    return "application/json" in accept.lower()
 
 
 def _expect_done(outcome: a.Outcome, what: str) -> None:
@@ -412,18 +452,19 @@ def _text_or_base64(value: bytes) -> str:
         return base64.b64encode(value).decode()
 
 
-def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
-    """``{object_key, new_state: {name: [bytes as ints] | "text"}}`` (``version``/``scope`` unsupported)."""
+def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes], str | None]:
+    """``{object_key, new_state: {name: [bytes as ints] | "text"}, version?}`` (``scope`` unsupported):
+    ``version`` is the version of the state the change was made from (applied only if it still is)."""
     if not isinstance(body, dict):
         raise HttpError(400, 'The request body must be a JSON object {"object_key": ..., "new_state": {...}}')
     unknown = set(body) - {"object_key", "new_state", "version", "scope"}
     if unknown:
         raise _bad_field(sorted(unknown)[0], "unknown field")
-    for field in ("version", "scope"):
-        if body.get(field) is not None:
-            raise _bad_field(
-                field, "not supported by Unbroken: the new state always replaces the current one"
-            )
+    if body.get("scope") is not None:
+        raise _bad_field("scope", "not supported by Unbroken: state has no scopes")
+    version = body.get("version")
+    if version is not None and not isinstance(version, str):
+        raise _bad_field("version", "expected a string (the version of the state the change was made from)")
     key = body.get("object_key")
     if not isinstance(key, str):
         raise _bad_field("object_key", "expected a string")
@@ -432,7 +473,7 @@ def _parse_set_state(body: Any) -> tuple[str, dict[str, bytes]]:
     new_state = body.get("new_state")
     if not isinstance(new_state, dict):
         raise _bad_field("new_state", "expected an object mapping state names to values")
-    return key, {name: _state_value(name, value) for name, value in new_state.items()}
+    return key, {name: _state_value(name, value) for name, value in new_state.items()}, version
 
 
 def _state_value(name: str, value: Any) -> bytes:

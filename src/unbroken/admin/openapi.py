@@ -98,7 +98,18 @@ def _paths() -> dict[str, Any]:
                 "query",
                 "Read-only SQL over the engine's state",
                 {
-                    "200": _json(_ref("QueryResponse"), "The rows, as JSON."),
+                    "200": {
+                        "description": (
+                            "The rows: an Arrow IPC stream (one schema, one record batch; header "
+                            "`x-unbroken-truncated: true` when cut), or JSON for `accept: application/json`."
+                        ),
+                        "content": {
+                            "application/vnd.apache.arrow.stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                            "application/json": {"schema": _ref("QueryResponse")},
+                        },
+                    },
                     "400": _error(
                         "Invalid SQL, a statement that is not read-only, or a time or size limit was hit."
                     ),
@@ -107,10 +118,13 @@ def _paths() -> dict[str, Any]:
                 body="QueryRequest",
                 tag="introspection",
                 description=(
-                    "Runs one read-only SQLite statement. Views shaped like Restate's tables: sys_invocation, "
-                    "sys_journal, state, sys_inbox, sys_keyed_service_status, sys_promise, sys_service, "
-                    "sys_deployment. Restate answers Arrow IPC unless `accept: application/json`; Unbroken always "
-                    "answers JSON. Timestamps are RFC 3339 strings, BLOB columns lowercase hex. Writes, ATTACH, "
+                    "Runs one read-only statement in Restate's SQL dialect (DataFusion's: `information_schema."
+                    "columns`, `x::BIGINT`, `CAST(x AS STRING)`, `first_value(x ORDER BY y)`), run by SQLite. "
+                    "Restate's tables: sys_invocation, sys_invocation_status, sys_journal, state, sys_inbox, "
+                    "sys_keyed_service_status, sys_promise, sys_service, sys_deployment, sys_idempotency, "
+                    "information_schema.columns and .tables. Answers an Arrow IPC stream unless the request "
+                    "says `accept: application/json` (as Restate). Timestamps are RFC 3339 strings, BLOB "
+                    "columns lowercase hex. Writes, ATTACH, "
                     "transactions, pragma changes and fts3_tokenizer are refused (400); the introspection pragmas "
                     "table_info, table_xinfo, table_list, index_list, index_info and index_xinfo are allowed, also "
                     "as table-valued functions (`SELECT name FROM pragma_table_info('state')`). Queries stop at "
@@ -208,6 +222,7 @@ def _paths() -> dict[str, Any]:
                     "202": _empty("Accepted; the state is replaced."),
                     "400": _error("Invalid body, or the service has no state."),
                     "404": _error("Unknown service."),
+                    "409": _error("The state changed since the version the change was made from."),
                 },
                 params=[_SERVICE],
                 body="ModifyServiceStateRequest",
@@ -362,8 +377,10 @@ def _schemas() -> dict[str, Any]:
                 "min_admin_api_version": {"type": "integer"},
                 "max_admin_api_version": {"type": "integer"},
                 "ingress_endpoint": {"type": "string"},
+                "features": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                "unbroken_version": {"type": "string"},
             },
-            ["version", "min_admin_api_version", "max_admin_api_version"],
+            ["version", "min_admin_api_version", "max_admin_api_version", "features"],
         ),
         "QueryRequest": _obj(
             {
@@ -385,13 +402,15 @@ def _schemas() -> dict[str, Any]:
                 "name": {"type": "string"},
                 "ty": {"type": "string", "enum": ["Exclusive", "Shared", "Workflow"]},
                 "public": {"type": "boolean"},
+                "input_description": {"type": "string"},
+                "output_description": {"type": "string"},
                 "input_json_schema": {},
                 "output_json_schema": {},
                 "inactivity_timeout": _DURATION,
                 "retry_policy": _ref("RetryPolicy"),
                 "enable_lazy_state": {"type": "boolean"},
             },
-            ["name", "public"],
+            ["name", "public", "input_description", "output_description"],
         ),
         "ServiceMetadata": _obj(
             {
@@ -406,8 +425,12 @@ def _schemas() -> dict[str, Any]:
             },
             ["name", "ty", "handlers", "deployment_id", "revision", "public"],
         ),
-        "ModifyServiceRequest": _obj(
-            {**_SERVICE_FIELDS, "retry_policy": _ref("RetryPolicy")}, additionalProperties=False
+        "ModifyServiceRequest": _obj(  # null leaves a field unchanged (Restate's CLI sends every field)
+            {
+                name: {"anyOf": [schema, {"type": "null"}]}
+                for name, schema in {**_SERVICE_FIELDS, "retry_policy": _ref("RetryPolicy")}.items()
+            },
+            additionalProperties=False,
         ),
         "ListServicesResponse": _obj(
             {"services": {"type": "array", "items": _ref("ServiceMetadata")}}, ["services"]
@@ -443,7 +466,11 @@ def _schemas() -> dict[str, Any]:
                         ]
                     },
                 },
-                "version": {"type": "null", "description": "Not supported by Unbroken."},
+                "version": {
+                    "type": "string",
+                    "description": "The version of the state the change was made from (Restate's, as its "
+                    "CLI computes it): applied only if the state is still that version, else 409.",
+                },
             },
             ["object_key", "new_state"],
         ),

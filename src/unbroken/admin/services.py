@@ -34,6 +34,7 @@ _DURATIONS = {
     "inactivity_timeout": "inactivity_timeout_ms",
     "abort_timeout": "abort_timeout_ms",
 }
+_MODIFY_FIELDS = frozenset({"public", "retry_policy", *_DURATIONS})
 _RETRY_DURATIONS = {"initial_interval": "initial_interval_ms", "max_interval": "max_interval_ms"}
 _SERVICE_TY = {
     ServiceKind.SERVICE: "service",
@@ -53,13 +54,43 @@ def retry_policy_json(p: RetryPolicy) -> dict[str, Any]:
     }
 
 
+def _json_description(schema: Any, default: str) -> str:
+    """Restate's one-line description of a JSON payload: its schema's title, else its type, else ``default``."""
+    if isinstance(schema, dict):
+        if isinstance(schema.get("title"), str):
+            return f"JSON '{schema['title']}'"
+        if isinstance(schema.get("type"), str):
+            return f"JSON {schema['type']}"
+    return default
+
+
+def input_description(h: HandlerSchema, schema: Any) -> str:
+    """What the handler accepts, worded as Restate words its input rules (``none``, ``JSON 'User'``, ``*/*``)."""
+    if h.input_schema is None:
+        return "none"  # the handler takes no input: only an empty body without content-type is accepted
+    if not h.input_json:
+        return h.accept
+    return _json_description(schema, h.accept)
+
+
+def output_description(h: HandlerSchema, schema: Any) -> str:
+    return _json_description(schema, h.content_type)
+
+
 def handler_metadata(h: HandlerSchema) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": h.name}
     if h.kind is not None:
         meta["ty"] = h.kind.value
     meta["public"] = h.public
-    meta["input_json_schema"] = h.input_schema() if callable(h.input_schema) else h.input_schema
-    meta["output_json_schema"] = h.output_schema() if callable(h.output_schema) else h.output_schema
+    input_schema = h.input_schema() if callable(h.input_schema) else h.input_schema
+    output_schema = h.output_schema() if callable(h.output_schema) else h.output_schema
+    # Restate's CLI requires both descriptions; it leaves the schemas out when there are none.
+    meta["input_description"] = input_description(h, input_schema)
+    meta["output_description"] = output_description(h, output_schema)
+    if input_schema is not None:
+        meta["input_json_schema"] = input_schema
+    if output_schema is not None:
+        meta["output_json_schema"] = output_schema
     if h.inactivity_timeout_ms is not None:
         meta["inactivity_timeout"] = format_duration(h.inactivity_timeout_ms)
     if h.abort_timeout_ms is not None:
@@ -187,6 +218,8 @@ def parse_modify(body: Any, svc: ServiceSchema) -> ServiceOverride:
         raise HttpError(400, "The request body must be a JSON object")
     out: dict[str, Any] = {}
     for field, value in body.items():
+        if value is None and field in _MODIFY_FIELDS:
+            continue  # Restate's CLI sends every field, null for the ones left unchanged
         if field == "public":
             if not isinstance(value, bool):
                 raise _bad("public", "expected true or false")

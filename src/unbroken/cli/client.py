@@ -105,7 +105,9 @@ class Admin(Api):
 
     def query_answer(self, sql: str) -> dict[str, Any]:
         """``POST /query``: ``{"rows": [...]}`` (``"truncated": true`` when cut)."""
-        answer: dict[str, Any] = self.call("POST", "/query", json={"query": sql}).json()
+        answer: dict[str, Any] = self.call(
+            "POST", "/query", json={"query": sql}, headers={"accept": "application/json"}
+        ).json()
         return answer
 
     def query(self, sql: str) -> list[dict[str, Any]]:

@@ -131,6 +131,13 @@ class Unavailable(msgspec.Struct, frozen=True):
     failure: Failure
 
 
+class StateChanged(msgspec.Struct, frozen=True):
+    """An admin state change that named the version of the state it was made from (Restate's CLI does):
+    the state is no longer that version, so nothing was changed."""
+
+    version: str
+
+
 class Gone(msgspec.Struct, frozen=True):
     """The caller left before its record was applied: it was withdrawn, nobody is answered."""
 
@@ -147,6 +154,7 @@ Outcome = (
     | NotCompleted
     | NotStarted
     | Done
+    | StateChanged
     | StoreFailed
     | Unavailable
     | Gone

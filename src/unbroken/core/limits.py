@@ -52,6 +52,9 @@ query_decode_cache_entries_max = 256  # decoded rows the running statement keeps
 # lose their cache whenever the store changes, so a large one buys little and holds blob pages resident.
 reader_page_cache_bytes_max = 8 * 1024 * 1024
 query_timeout_s_max = 10.0  # the default and the ceiling of a query's ``timeout``
+# One statement's text: Restate's CLI sends at most ~41 bytes per id it lists (``--limit 5000`` fits); the
+# dialect rewrite of the worst 256 KiB statement takes ~1 s of a query reader. More is 400.
+query_sql_bytes_max = 256 * 1024
 query_inflight_max = 16  # queries running or waiting for a reader at once; more are answered 429
 
 # ingress hardening: body nesting, bodies in flight, connections (ingress/body.py, ingress/wire.py)

@@ -10,7 +10,7 @@ read-only SQL over Restate-shaped views (``query``) for ``POST /query``. Backend
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from unbroken.core.durations import format_rfc3339
@@ -35,6 +35,8 @@ class QueryAnswer:
 
     rows: list[dict[str, Any]]
     truncated: bool = False
+    # the column names in the query's order (also when no row matched); the rows say the same otherwise
+    columns: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,6 +163,8 @@ class SetStateFromAdmin(msgspec.Struct, frozen=True):
     key: str
     new_state: dict[str, bytes] = msgspec.field(default_factory=dict)
     request_id: int = 0
+    # Restate's ``version``: applied only if the key's state is still this one (``state_version``)
+    expected_version: str | None = None
 
 
 class ModifyService(msgspec.Struct, frozen=True):

@@ -347,7 +347,14 @@ def reply_response(reply: Reply, dedup: bool, content_type: str = "application/j
             return error_response(failure.code, failure.message, extra=retry_after)
         case a.Gone():
             return None  # the caller left before its record was applied; it was withdrawn
-        case a.NotAllocated() | a.AlreadyCompleted() | a.NotCompleted() | a.NotStarted() | a.Done():
+        case (
+            a.NotAllocated()
+            | a.AlreadyCompleted()
+            | a.NotCompleted()
+            | a.NotStarted()
+            | a.Done()
+            | a.StateChanged()
+        ):
             # answers to records this path does not submit (awakeables and admin records)
             return error_response(500, f"internal error (unexpected {type(outcome).__name__})")
         case _:

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from unbroken.core import limits
+from unbroken.core.query_tables import TABLES
 from unbroken.core.read_model import Catalog, QueryAnswer, QueryBusy, QueryError, Snapshot
 from unbroken.storage import sqlite_views as views
 from unbroken.storage.sqlite import connect
@@ -143,7 +144,17 @@ class _Reader:
         self.cache = views.DecodeCache()
         self.catalog: Catalog = _NoCatalog()
         views.register_functions(self.conn, self.cache, lambda: self.catalog)
+        # the dialect's modules load with the first reader (the first query), not at start-up
+        from unbroken.storage.sqlite_catalog_views import create_catalog_views
+        from unbroken.storage.sqlite_dialect import translate
+
+        self.translate = translate
         views.create_views(self.conn)
+        create_catalog_views(self.conn)
+        self.view_columns = {
+            table: [row[1] for row in self.conn.execute(f"PRAGMA temp.table_info({table})")]
+            for table in TABLES
+        }
         self.conn.execute("PRAGMA query_only=ON")
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.query_value_bytes_max)
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
@@ -180,7 +191,9 @@ class _Reader:
         self.deadline, self.denied, self.catalog = deadline, None, catalog
         self.cache.clear()
         try:
-            cur = self.conn.execute(sql)
+            if len(sql) > limits.query_sql_bytes_max or len(sql.encode()) > limits.query_sql_bytes_max:
+                raise QueryError(f"the query is too long: at most {limits.query_sql_bytes_max} bytes of SQL")
+            cur = self.conn.execute(self.translate(sql, self.view_columns))
             try:
                 columns = [d[0] for d in cur.description or ()]
                 return _collect(cur, columns)
@@ -219,7 +232,7 @@ def _collect(cur: sqlite3.Cursor, columns: list[str]) -> QueryAnswer:
     names = sum(len(c) + 4 for c in columns)  # each row repeats the column names
     while (row := cur.fetchone()) is not None:
         if len(rows) == limits.query_rows_max:
-            return QueryAnswer(rows, truncated=True)
+            return QueryAnswer(rows, truncated=True, columns=tuple(columns))
         size += names + sum(_json_size(v) for v in row)  # before the blobs become hex (twice their size)
         if size > limits.query_answer_bytes_max:
             count = len(rows) + 1
@@ -227,7 +240,7 @@ def _collect(cur: sqlite3.Cursor, columns: list[str]) -> QueryAnswer:
             del row
             raise QueryError(_too_large(count))
         rows.append({name: views.json_value(name, value) for name, value in zip(columns, row, strict=True)})
-    return QueryAnswer(rows)
+    return QueryAnswer(rows, columns=tuple(columns))
 
 
 def _too_large(row: int) -> str:

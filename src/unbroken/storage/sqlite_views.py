@@ -40,7 +40,8 @@ _SERVICE_TY = {
 }
 # Columns holding a JSON array as text: /query answers them as JSON arrays.
 LIST_COLUMNS = frozenset({"suspended_waiting_for_completions", "suspended_waiting_for_signals", "services"})
-BOOL_COLUMNS = frozenset({"completed", "public"})
+# ``pinned_deployment_exists``: Restate's CLI computes it (``dp.id IS NOT NULL``) and reads a boolean
+BOOL_COLUMNS = frozenset({"completed", "public", "pinned_deployment_exists"})
 
 RowKey = tuple[Any, ...]
 
@@ -91,10 +92,11 @@ def _inv_fields(data: bytes) -> dict[str, Any]:
         "idempotency_key": inv.idempotency_key,
         "invoked_by": inv.invoked_by,
         "invoked_by_id": inv.invoked_by_id,
-        "scheduled_at": rfc3339(inv.execute_at_ms),
-        "completed_at": rfc3339(inv.completed_at_ms) if done else None,
+        "scheduled_at": inv.execute_at_ms,  # epoch ms: the view formats them (ts())
+        "completed_at": inv.completed_at_ms if done else None,
+        "running_at": inv.running_at_ms,
         "retry_count": inv.retry_count,
-        "next_retry_at": rfc3339(inv.next_retry_at_ms),
+        "next_retry_at": inv.next_retry_at_ms,
         "last_failure": inv.last_failure,
         "last_failure_error_code": inv.last_failure_code,
         "journal_size": inv.journal_length,
@@ -214,6 +216,15 @@ def register_functions(conn: sqlite3.Connection, cache: DecodeCache, catalog: Ca
 
 
 # ------------------------------------------------------------------------------------------------ views
+def ts(ms_sql: str) -> str:
+    """SQL formatting epoch milliseconds as ``core.read_model.rfc3339`` does (0 and NULL: NULL), in SQLite
+    itself: a Python function per value cost ~4 us, a tenth of the time of ``SELECT *`` over invocations."""
+    return f"strftime('%Y-%m-%dT%H:%M:%fZ', nullif({ms_sql}, 0) / 1000.0, 'unixepoch')"
+
+
+_TS_COLUMNS = frozenset({"scheduled_at", "completed_at", "running_at", "next_retry_at"})
+
+
 def _inv(field: str, alias: str = "i") -> str:
     return f"ub_inv({alias}.seq, '{field}', CASE WHEN ub_known('i', {alias}.seq) THEN NULL ELSE {alias}.data END)"
 
@@ -253,8 +264,30 @@ _INV_COLUMNS = (
 _INV_SPECIAL = {
     "invoked_by_target": f"(SELECT {_TARGET_OF} FROM main.invocation p WHERE p.id = {_inv('invoked_by_id')})",
     "status": "i.status",
-    "created_at": "ub_ts(i.created_at)",
-    "modified_at": "ub_ts(i.modified_at)",
+    "created_at": ts("i.created_at"),
+    "modified_at": ts("i.modified_at"),
+}
+# Every invocation runs in the one in-process deployment (a placeholder id until deployments can be
+# registered): a started one is pinned to it. Restate's columns Unbroken has no value for are NULL.
+_DEPLOYMENT_ID = "(SELECT json_extract(value, '$.id') FROM json_each(ub_deployments()) LIMIT 1)"
+_STARTED = "i.status NOT IN ('pending', 'scheduled')"
+_INV_EXTRA = {
+    "pinned_deployment_id": f"CASE WHEN {_STARTED} THEN {_DEPLOYMENT_ID} END",
+    "pinned_service_protocol_version": "NULL",
+    "last_attempt_deployment_id": f"CASE WHEN {_STARTED} THEN {_DEPLOYMENT_ID} END",
+    "last_attempt_server": "NULL",
+    "trace_id": "NULL",
+    "inboxed_at": f"CASE WHEN i.status = 'pending' THEN {ts('i.created_at')} END",
+    "scheduled_start_at": ts(_inv("scheduled_at")),
+    "running_at": ts(_inv("running_at")),
+    "last_start_at": ts(_inv("running_at")),
+    "journal_commands_size": "NULL",
+    "last_failure_related_entry_index": "NULL",
+    "last_failure_related_entry_name": "NULL",
+    "last_failure_related_entry_type": "NULL",
+    "last_failure_related_command_index": "NULL",
+    "last_failure_related_command_name": "NULL",
+    "last_failure_related_command_type": "NULL",
 }
 _SYS_INVOCATION = (
     """
@@ -265,7 +298,13 @@ SELECT
     i.service_key AS target_service_key,
     i.handler AS target_handler_name,
     """
-    + ",\n    ".join(f"{_INV_SPECIAL.get(c) or _inv(c)} AS {c}" for c in _INV_COLUMNS)
+    + ",\n    ".join(
+        f"{_INV_SPECIAL.get(c) or (ts(_inv(c)) if c in _TS_COLUMNS else _inv(c))} AS {c}"
+        for c in _INV_COLUMNS
+    )
+    + """,
+    """
+    + ",\n    ".join(f"{sql} AS {name}" for name, sql in _INV_EXTRA.items())
     + """
 FROM main.invocation i"""
 )
@@ -289,14 +328,15 @@ SELECT
     {_entry("invoked_target", "e")} AS invoked_target,
     {_entry("sleep_wakeup_at", "e")} AS sleep_wakeup_at,
     {_entry("promise_name", "e")} AS promise_name,
+    2 AS version,
     ub_entry_json(e.entry) AS entry_json,
-    ub_ts(e.appended_at) AS appended_at
+    {ts("e.appended_at")} AS appended_at
 FROM main.journal e JOIN main.invocation i ON i.seq = e.seq""",
     "state": """
 SELECT service AS service_name, service_key, name AS key, ub_utf8(value) AS value_utf8, value
 FROM main.state""",
-    "sys_inbox": """
-SELECT service AS service_name, service_key, id, seq AS sequence_number, ub_ts(created_at) AS created_at
+    "sys_inbox": f"""
+SELECT service AS service_name, service_key, id, seq AS sequence_number, {ts("created_at")} AS created_at
 FROM main.inbox""",
     "sys_keyed_service_status": """
 SELECT service AS service_name, service_key, holder AS invocation_id FROM main.lock""",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 from unbroken.core import records as r
 from unbroken.core.actions import (
     AbortAttempt,
@@ -17,6 +20,7 @@ from unbroken.core.actions import (
     NotStarted,
     Outcome,
     Output,
+    StateChanged,
 )
 from unbroken.core.errors import violated
 from unbroken.core.invocation import Invocation, Status
@@ -265,7 +269,23 @@ def on_clean_expired(step: Step, rec: r.CleanExpired) -> None:
             step.save(inv)
 
 
+def state_version(state: dict[str, bytes]) -> str:
+    """Restate's version of an object's state (``StateMutationVersion``): its CLI computes it from the state
+    it read and sends it with an edit, so that an edit made from a stale read is refused. SHA-256 over the
+    entries sorted by name, each as its position (8 bytes, big-endian), 0x01, name, 0x02, value, 0x03;
+    unpadded URL-safe base64."""
+    digest = hashlib.sha256()
+    for i, (name, value) in enumerate(sorted((n.encode(), v) for n, v in state.items())):
+        digest.update(i.to_bytes(8, "big") + b"\x01" + name + b"\x02" + value + b"\x03")
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
 def on_set_state(step: Step, rec: r.SetStateFromAdmin) -> None:
+    if rec.expected_version is not None:
+        version = state_version(step.txn.state_all(rec.service, rec.key))
+        if version != rec.expected_version:
+            step.reply(rec.request_id, StateChanged(version))
+            return
     step.txn.state_clear_all(rec.service, rec.key)
     for name, value in rec.new_state.items():
         step.txn.state_set(rec.service, rec.key, name, value)
