@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,12 +12,13 @@ from unbroken.core import records as r
 from unbroken.core.actions import Deliver, StartAttempt
 from unbroken.core.durations import format_duration
 from unbroken.core.invocation import Invocation
-from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, Result, command_name
+from unbroken.core.journal import CallCommand, Command, OneWayCallCommand, OutputCommand, Result, command_name
 from unbroken.core.schema import Schemas
 from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTransport
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.processor import Processor
+from unbroken.runtime.stats import ABORTED, COMPLETED, FAILED, SUSPENDED, EngineStats, TargetStats
 
 log = logging.getLogger("unbroken.dev")
 
@@ -34,16 +36,26 @@ class _Running:
 
 
 class _Sink:
-    """Records what one attempt says; the attempt number fences a stale attempt's records out."""
+    """Records what one attempt says; the attempt number fences a stale attempt's records out.
 
-    __slots__ = ("_invoker", "_id", "_attempt")
+    It also counts how the attempt ended (``runtime/stats.py``): a few attribute writes per attempt."""
 
-    def __init__(self, invoker: Invoker, invocation_id: str, attempt: int) -> None:
+    __slots__ = ("_invoker", "_id", "_attempt", "_stats", "_started_s", "_created_ms", "_outcome")
+
+    def __init__(
+        self, invoker: Invoker, invocation_id: str, attempt: int, stats: TargetStats, created_ms: int
+    ) -> None:
         self._invoker = invoker
         self._id = invocation_id
         self._attempt = attempt
+        self._stats = stats
+        self._started_s = time.perf_counter()
+        self._created_ms = created_ms
+        self._outcome = ABORTED  # until the attempt says otherwise
 
     def command(self, command: Command, awakeables: int | None = None) -> None:
+        if type(command) is OutputCommand:
+            self._outcome = COMPLETED
         self._invoker.processor.submit(r.JournalCommand(self._id, self._attempt, command, awakeables))
         self._invoker.active(self._id, self._attempt)
 
@@ -59,6 +71,7 @@ class _Sink:
         waiting_signals: tuple[int, ...],
         awakeables: int | None = None,
     ) -> None:
+        self._outcome = SUSPENDED
         self._invoker.processor.submit(
             r.AttemptSuspended(self._id, self._attempt, waiting_completions, waiting_signals, awakeables)
         )
@@ -66,11 +79,19 @@ class _Sink:
     def fail(
         self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False
     ) -> None:
+        self._outcome = FAILED
         self._invoker.processor.submit(
             r.AttemptFailed(self._id, self._attempt, code, message, next_retry_delay_ms, pause)
         )
 
     def ended(self) -> None:
+        stats, outcome = self._stats, self._outcome
+        stats.attempts[outcome] = stats.attempts.get(outcome, 0) + 1
+        stats.attempt_s.observe(time.perf_counter() - self._started_s)
+        if outcome is SUSPENDED:
+            stats.suspensions += 1
+        elif outcome is COMPLETED:
+            stats.invocation_s.observe(max(0, self._invoker.clock.now_ms() - self._created_ms) / 1000)
         self._invoker.ended(self._id, self._attempt)
 
 
@@ -122,8 +143,10 @@ class Invoker:
         dev: bool = False,
         schemas: Callable[[], Schemas] | None = None,
         faults: FaultPoints | None = None,
+        stats: EngineStats | None = None,
     ) -> None:
         self.sink_class = _DevSink if dev else _Sink
+        self.stats = stats if stats is not None else EngineStats()
         self.transport = transport
         self.processor = processor
         self.clock = clock
@@ -166,7 +189,11 @@ class Invoker:
                 inv.target,
                 len(action.journal),
             )
-        entry.handle = self.transport.start(start, self.sink_class(self, inv.id, inv.attempts))
+        target = self.stats.target(inv.target.service, inv.target.handler)
+        if inv.retries_since_progress:  # reset by every journaled command: the last attempt failed
+            target.retries += 1
+        sink = self.sink_class(self, inv.id, inv.attempts, target, inv.created_at_ms)
+        entry.handle = self.transport.start(start, sink)
         if self.running.get(inv.id) is entry:  # not ended already (e.g. no such handler)
             entry.active_at = self._loop.time()
             entry.silence_s = (start.inactivity_timeout_ms + self._abort_timeout_ms(inv)) / 1000

@@ -30,6 +30,7 @@ from unbroken.runtime.clock import Clock
 from unbroken.runtime.entropy import RandomBytes
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.partition import EngineOptions, Partition, ProcessorFactory
+from unbroken.runtime.stats import EngineStats
 
 __all__ = ["EngineOptions", "Node", "ProcessorFactory", "partition_of_key"]
 
@@ -74,6 +75,7 @@ class Node:
         self.faults = faults if faults is not None else FaultPoints()
         self.entropy = entropy if entropy is not None else RandomBytes()  # ids of new invocations
         self._request_ids = itertools.count(1)
+        self.stats = EngineStats()  # counted by every partition, read by GET /metrics
         count = partitions
         self.partitions = [
             Partition(
@@ -89,6 +91,7 @@ class Node:
                 owns=None if count == 1 else functools.partial(self._owns, index),
                 route=None if count == 1 else self._dispatch,
                 index=index,
+                stats=self.stats,
             )
             for index in range(count)
         ]

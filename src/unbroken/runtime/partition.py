@@ -37,6 +37,7 @@ from unbroken.runtime.clock import Clock
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.invoker import Invoker
 from unbroken.runtime.processor import Processor
+from unbroken.runtime.stats import EngineStats
 from unbroken.runtime.timers import TimerService
 
 log = logging.getLogger("unbroken.engine")
@@ -93,8 +94,10 @@ class Partition:
         owns: Owns | None = None,
         route: Callable[[Partition, list[a.Action]], None] | None = None,
         index: int = 0,
+        stats: EngineStats | None = None,
     ) -> None:
         self.index = index
+        self.stats = stats if stats is not None else EngineStats()
         self.store = store
         self.schemas = schemas
         self.options = options
@@ -104,6 +107,7 @@ class Partition:
         self._update_service = update_service
         factory = processor_factory or _production_processor
         self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
+        self.processor.stats = self.stats
         self.invoker = Invoker(
             transport,
             self.processor,
@@ -112,6 +116,7 @@ class Partition:
             options.dev,
             schemas=schemas,
             faults=faults,
+            stats=self.stats,
         )
         scan = store.timers_after if owns is None else functools.partial(_own_timers, store, owns)
         self.timers = TimerService(clock, self.processor.submit, scan, faults=faults)
