@@ -4,6 +4,7 @@ long timer and an invocation that waits until it is cancelled."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,9 @@ import unbroken as restate
 from unbroken import TerminalError
 
 log = restate.getLogger("ui_app")
+plain_log = logging.getLogger(
+    "ui_app.plain"
+)  # a plain logger: the server's log handler drops its replayed lines
 
 # ------------------------------------------------------------------------------------------- Shop
 shop = restate.Service("Shop")
@@ -43,7 +47,9 @@ async def flaky(ctx: restate.Context, order: str) -> str:
 
 @shop.handler()
 async def nap(ctx: restate.Context, seconds: float) -> str:
+    plain_log.info("napping for %ss", seconds)
     await ctx.sleep(timedelta(seconds=seconds))
+    plain_log.info("woke up")
     return "rested"
 
 
