@@ -11,6 +11,7 @@ from typing import Any
 
 from unbroken.core import journal as j
 from unbroken.protocol.transport import AttemptSink, AttemptStart
+from unbroken.sdk import tracing
 from unbroken.sdk.exceptions import (
     NonDeterminismError,
     RetryableError,
@@ -46,7 +47,13 @@ class LocalTransport:
 
     def start(self, start: AttemptStart, sink: AttemptSink) -> Session:
         loop = self.loop or asyncio.get_running_loop()
+        traced = tracing.active()
+        trace = None
+        if traced is not None:  # off: this test is all tracing costs an attempt
+            trace = traced.attempt(start)
+            sink = tracing.TracingSink(sink, trace)
         session = Session(start, sink, loop)
+        session.trace = trace
         hdef = self.handlers.get((start.target.service, start.target.handler))
         if hdef is None:
             sink.fail(404, f"no handler {start.target} in this process")
