@@ -563,6 +563,10 @@ async function viewWorkflows() {
       runs.length ? h("table", {}, h("thead", {}, h("tr", {}, ["Key", "Run", "Status", "Started", "Promises"].map((t) => h("th", { text: t })))), h("tbody", {}, rows)) :
         h("p", { class: "muted", text: "No run yet." }));
   }));
+  const seq = renderSeq;
+  refreshTimer = setInterval(() => {  // live: runs move on, promises get completed
+    if (seq === renderSeq && !document.hidden && !document.querySelector("dialog[open]")) render();
+  }, REFRESH_MS * 2);
   return h("div", {}, h("h1", { text: "Workflows" }), cards);
 }
 
