@@ -287,7 +287,7 @@ async function viewInvocation(r) {
     h("div", { class: "row" }, h("h1", { class: "mono", text: inv.id }), badge(inv.status)),
     explainCard(explained),
     h("div", { class: "card" }, h("h2", { text: "Actions" }), actionButtons(inv)),
-    factsCard(inv),
+    factsCard(inv, explained && !explained.error ? explained.attempts : null),
     h("div", { class: "card" }, h("h2", { text: `Journal (${journal.length} entries)` }), timeline(journal)));
 }
 
@@ -331,14 +331,16 @@ function actionButtons(inv) {
   })));
 }
 
-function factsCard(inv) {
+function factsCard(inv, attempts) {
   const facts = [
     ["Target", h("span", { class: "mono", "data-testid": "target", text: inv.target })],
     ["Status", badge(inv.status)],
     ["Created", when(inv.created_at)],
     ["Modified", when(inv.modified_at)],
     ["Invoked by", inv.invoked_by_id ? h("span", {}, invLink(inv.invoked_by_id), " ", inv.invoked_by_target || "") : inv.invoked_by],
-    ["Attempts", `${inv.retry_count ? inv.retry_count + " failed, " : ""}journal of ${inv.journal_size} entries`],
+    ["Attempts", attempts === null || attempts === undefined ? (inv.retry_count ? `${inv.retry_count} failed` : null) :
+      `${attempts}${inv.retry_count ? ` (${inv.retry_count} failed)` : ""}`],
+    ["Journal", `${inv.journal_size} entries`],
     ["Scheduled at", when(inv.scheduled_at)],
     ["Next retry", when(inv.next_retry_at)],
     ["Idempotency key", inv.idempotency_key],
