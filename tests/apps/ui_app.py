@@ -77,6 +77,13 @@ async def add(ctx: restate.ObjectContext, item: str) -> list[str]:
     return items
 
 
+@cart.handler()
+async def hold(ctx: restate.ObjectContext) -> str:
+    """Holds the key's lock until its awakeable is completed (or it is killed): later calls queue."""
+    _aid, fut = ctx.awakeable()
+    return str(await fut)
+
+
 @cart.handler(kind="shared")
 async def items(ctx: restate.ObjectSharedContext) -> Any:
     return await ctx.get("items")

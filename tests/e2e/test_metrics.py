@@ -61,6 +61,9 @@ def test_metrics_after_a_workload(srv: Server) -> None:
     assert srv.call("/Cart/c1/add", "apple").json() == ["apple"]
     sent = srv.call("/Shop/nap/send", 3600)  # a timer of an hour: suspended after the inactivity timeout
     assert sent.status_code == 202
+    holder = srv.call("/Cart/held/hold/send").json()["invocationId"]  # holds the key's lock...
+    for item in ("a", "b"):  # ...so these two wait in the key's inbox
+        assert srv.call("/Cart/held/add/send", item).status_code == 202
 
     def suspended() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
         samples = _scrape(srv)
@@ -81,7 +84,14 @@ def test_metrics_after_a_workload(srv: Server) -> None:
     assert _value(samples, "unbroken_suspensions_total", handler="nap", **shop) == 1
     assert _value(samples, "unbroken_attempts_total", handler="refuse", outcome="completed", **shop) == 1
     assert _value(samples, "unbroken_timers_pending") >= 1
-    assert _value(samples, "unbroken_inbox_depth") == 0  # nothing waits behind a lock
+    assert _value(samples, "unbroken_inbox_depth") == 2
+    assert _value(samples, "unbroken_invocations", service="Cart", handler="add", status="pending") == 2
+    assert ("unbroken_attempts_running", ()) in samples and ("unbroken_records_queued", ()) in samples
+    # the holder killed, the queued ones run: the inbox empties
+    assert httpx.patch(f"{srv.admin}/invocations/{holder}/kill", headers=AUTH, timeout=10).status_code == 200
+    wait_until(
+        lambda: _value(_scrape(srv), "unbroken_inbox_depth") == 0, timeout=20, what="the inbox to empty"
+    )
     # histograms: one observation per attempt (end-to-end: per attempt that returned)
     assert _value(samples, "unbroken_attempt_duration_seconds_count", handler="checkout", **shop) == 3
     assert _value(samples, "unbroken_invocation_duration_seconds_count", handler="checkout", **shop) == 3
