@@ -65,6 +65,18 @@ async def wait_forever(ctx: restate.Context, label: str) -> str:
     return str(await fut)
 
 
+@shop.handler()
+async def current_spans(ctx: restate.Context) -> list[str]:
+    """The OpenTelemetry span current in the handler and in a ctx.run action (the tracing tests)."""
+    from opentelemetry import trace
+
+    async def in_run() -> str:
+        return f"{trace.get_current_span().get_span_context().span_id:016x}"
+
+    outer = f"{trace.get_current_span().get_span_context().span_id:016x}"
+    return [outer, await ctx.run("inner", in_run)]
+
+
 # ----------------------------------------------------------------------------------------- Cart
 cart = restate.VirtualObject("Cart")
 

@@ -71,12 +71,18 @@ def test_spans_reach_an_otlp_collector(tmp_path: Path, collector: _Collector) ->
             with collector.lock:
                 spans = list(collector.spans)
             names = {name for _, name, _ in spans}
-            return spans if {"Shop/checkout", "Shop/reserve", "call Shop/reserve", "run price"} <= names else None
+            return (
+                spans
+                if {"Shop/checkout", "Shop/reserve", "call Shop/reserve", "run price"} <= names
+                else None
+            )
 
         spans = wait_until(exported, timeout=20, what="the spans at the collector")
     finally:
         srv.stop()
     assert {path for path, _, _ in spans} == {"/v1/traces"}
     checkout = next(attrs for _, name, attrs in spans if name == "Shop/checkout")
-    assert checkout["unbroken.invocation.id"] == invocation_id and checkout["unbroken.target"] == "Shop/checkout"
+    assert (
+        checkout["unbroken.invocation.id"] == invocation_id and checkout["unbroken.target"] == "Shop/checkout"
+    )
     assert "tracing on: otlp exporter" in srv.log_path.read_text()

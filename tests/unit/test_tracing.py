@@ -175,6 +175,60 @@ async def test_a_failed_attempt_is_an_error_span_and_a_terminal_error_an_error_i
     )
 
 
+async def test_the_users_code_runs_inside_the_attempt_and_run_spans(
+    exporter: InMemorySpanExporter, client: httpx.AsyncClient
+) -> None:
+    """Spans the handler's own code starts (an instrumented client, say) nest under the attempt's span,
+    and under the ``ctx.run`` span inside its action."""
+    outer, inner = (await client.post("/Shop/current_spans")).json()
+    spans = await _until(lambda: _named(exporter.get_finished_spans(), "Shop/current_spans"), "the spans")
+    spans = list(exporter.get_finished_spans())
+    attempt = next(
+        s for s in spans if s.name == "attempt 1" and s.attributes["unbroken.target"] == "Shop/current_spans"
+    )
+    assert outer == f"{attempt.context.span_id:016x}"
+    assert inner == f"{_one(spans, 'run inner').context.span_id:016x}"
+
+
+async def test_sampling_is_decided_once_per_invocation(tmp_path: Path) -> None:
+    """A sampler that says no to root spans, and a caller's traceparent that says not sampled: no span of
+    any attempt or step is recorded; a caller's sampled traceparent wins over the sampler."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    exporter = InMemorySpanExporter()
+    tracing.configure(SimpleSpanProcessor(exporter), sampler=ParentBased(ALWAYS_OFF))
+    config = Config(data_dir=str(tmp_path / "data"))
+    engine, store = build_from_config(ui_app.app, config)
+    engine.start()
+    try:
+        transport = httpx.ASGITransport(app=IngressApp(engine, config.request_size_limit_bytes))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress", timeout=30) as c:
+            assert (await c.post("/Shop/checkout", json="s1")).status_code == 200
+            unsampled = TRACEPARENT[:-2] + "00"
+            assert (
+                await c.post("/Shop/checkout", json="s2", headers={"traceparent": unsampled})
+            ).status_code == 200
+            assert exporter.get_finished_spans() == ()
+            assert (
+                await c.post("/Shop/checkout", json="s3", headers={"traceparent": TRACEPARENT})
+            ).status_code == 200
+            spans = await _until(
+                lambda: len(exporter.get_finished_spans()) >= 6 and exporter.get_finished_spans(), "the spans"
+            )
+    finally:
+        await engine.stop()
+        store.close()
+        tracing.shutdown()
+    assert {s.context.trace_id for s in spans} == {CLIENT_TRACE}
+    assert {s.name for s in spans} == {
+        "Shop/checkout",
+        "attempt 1",
+        "run price",
+        "call Shop/reserve",
+        "Shop/reserve",
+    }
+
+
 def test_tracing_is_off_and_imports_nothing_without_otel_variables() -> None:
     code = (
         "import sys, unbroken, unbroken.server, unbroken.sdk.local, unbroken.sdk.tracing as t\n"

@@ -365,6 +365,8 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         s = self.session
         trace = s.trace
         span = None if trace is None else trace.child(f"run {name}", {"unbroken.run.name": name})
+        if trace is not None and span is not None:
+            trace.activate(span)  # this task's context: spans the action starts nest under the run's
         result: j.Result | None = None
         try:
             result = await self._perform(action, args, kwargs, cid, name, serde, options, abandoned)

@@ -100,6 +100,8 @@ def _output_bytes(session: Session, hdef: HandlerDef, out: Any) -> bytes | None:
 async def run_handler(session: Session, ctx: InvocationContext, hdef: HandlerDef) -> None:
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
     current_session.set(session)  # this task's own context: restate.getLogger drops lines logged in replay
+    if session.trace is not None:
+        session.trace.activate()  # the user's own spans nest under the attempt's
     try:
         if hdef.options.invocation_context_managers:
             out = await _call_within(session, ctx, hdef)

@@ -37,6 +37,7 @@ from unbroken.protocol.transport import AttemptSink, AttemptStart
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
     from opentelemetry.trace import Span, SpanContext, Tracer
 
 log = logging.getLogger("unbroken.tracing")
@@ -58,6 +59,14 @@ class Tracing:
 
     def attempt(self, start: AttemptStart) -> AttemptTrace:
         return AttemptTrace(self, start)
+
+    def root_sampled(self, trace_id: int, name: str) -> bool:
+        """What the provider's sampler (``OTEL_TRACES_SAMPLER``) decides for a root span of ``trace_id``."""
+        from opentelemetry.sdk.trace.sampling import Decision
+
+        return (
+            self.provider.sampler.should_sample(None, trace_id, name).decision is Decision.RECORD_AND_SAMPLE
+        )
 
 
 _active: Tracing | None = None
@@ -104,13 +113,17 @@ def configure_from_env(env: Mapping[str, str] = os.environ) -> Tracing | None:
         )
         return None
     tracing = configure(BatchSpanProcessor(exporter))
+    from opentelemetry import trace
+
+    trace.set_tracer_provider(tracing.provider)  # the user's own instrumentation reports to it too
     log.info("tracing on: %s exporter", exporter_name)
     return tracing
 
 
-def configure(processor: SpanProcessor) -> Tracing:
+def configure(processor: SpanProcessor, sampler: Sampler | None = None) -> Tracing:
     """Tracing on, spans going to ``processor`` (tests: a ``SimpleSpanProcessor`` over an in-memory
-    exporter). Replaces any earlier configuration."""
+    exporter), sampled by ``sampler`` (default: the SDK's, from ``OTEL_TRACES_SAMPLER``). Replaces any
+    earlier configuration."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -128,7 +141,7 @@ def configure(processor: SpanProcessor) -> Tracing:
 
     global _active
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME_DEFAULT)})
-    provider = TracerProvider(resource=resource, id_generator=_Ids())
+    provider = TracerProvider(resource=resource, id_generator=_Ids(), sampler=sampler)
     provider.add_span_processor(processor)
     _active = Tracing(provider)
     return _active
@@ -148,14 +161,20 @@ def traceparent(context: SpanContext) -> str:
 
 def parse_traceparent(value: str) -> tuple[int, int] | None:
     """(trace id, span id) of a W3C ``traceparent``; None if it is not one."""
+    parsed = _traceparent(value)
+    return None if parsed is None else (parsed[0], parsed[1])
+
+
+def _traceparent(value: str) -> tuple[int, int, bool] | None:
+    """(trace id, span id, sampled) of a W3C ``traceparent``; None if it is not one."""
     parts = value.strip().split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) < 2:
         return None
     try:
-        trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
     except ValueError:
         return None
-    return (trace_id, span_id) if trace_id and span_id else None
+    return (trace_id, span_id, bool(flags & 1)) if trace_id and span_id else None
 
 
 def invocation_ids(invocation_id: str, parent: tuple[int, int] | None) -> tuple[int, int]:
@@ -175,11 +194,15 @@ class AttemptTrace:
         self.start = start
         first = start.journal[0] if start.journal else None
         headers = {h.key.lower(): h.value for h in first.headers} if isinstance(first, j.InputCommand) else {}
-        self.parent = parse_traceparent(headers.get(_TRACEPARENT, ""))
+        parent = _traceparent(headers.get(_TRACEPARENT, ""))
+        self.parent = None if parent is None else (parent[0], parent[1])
+        self.parent_sampled = parent is None or parent[2]
         trace_id, span_id = invocation_ids(start.invocation_id, self.parent)
-        self.invocation_context = trace.SpanContext(
-            trace_id, span_id, is_remote=False, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)
-        )
+        # Sampled or not, decided the same way by every attempt, in any process: the caller's flag, else
+        # the configured sampler on the trace id (derived from the invocation id) of a root span.
+        sampled = parent[2] if parent is not None else tracing.root_sampled(trace_id, str(start.target))
+        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+        self.invocation_context = trace.SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags)
         self.attributes: dict[str, Any] = {
             "unbroken.invocation.id": start.invocation_id,
             "unbroken.target": str(start.target),
@@ -192,6 +215,14 @@ class AttemptTrace:
         self.outcome = "aborted"
         self.children: dict[int, Span] = {}  # open child spans by completion id (calls) or id()
         self.returned: j.Result | None = None
+
+    def activate(self, span: Span | None = None) -> None:
+        """Make ``span`` (default: the attempt's) the current span of the calling task, so spans the user's
+        code starts there (an instrumented HTTP client, say) nest under it. The task's context is its own
+        copy: nothing to undo when it ends."""
+        from opentelemetry import context, trace
+
+        context.attach(trace.set_span_in_context(span or self.span))
 
     def child(self, name: str, attributes: Mapping[str, Any], key: int | None = None) -> Span:
         from opentelemetry import trace
@@ -264,7 +295,10 @@ class AttemptTrace:
         parent = None
         if self.parent is not None:
             remote = trace.SpanContext(
-                self.parent[0], self.parent[1], is_remote=True, trace_flags=trace.TraceFlags(1)
+                self.parent[0],
+                self.parent[1],
+                is_remote=True,
+                trace_flags=trace.TraceFlags(1 if self.parent_sampled else 0),
             )
             parent = trace.set_span_in_context(trace.NonRecordingSpan(remote))
         created_ns = start.created_at_ms * 1_000_000 if start.created_at_ms else None
