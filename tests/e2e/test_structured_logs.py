@@ -48,6 +48,8 @@ def test_json_lines_carry_the_invocation_and_replayed_lines_are_not_repeated(tmp
     assert napping[0]["invocation_id"].startswith("inv_")
     checkout = next(p for p in parsed if p["message"] == "checking out o-log")
     assert checkout["logger"] == "ui_app" and checkout["target"] == "Shop/checkout"
+    pricing = next(p for p in parsed if p["message"] == "pricing o-log")  # in a ctx.run on a worker thread
+    assert pricing["invocation_id"] == checkout["invocation_id"] and pricing["attempt"] == 1
     # engine lines have no invocation fields and are JSON too
     assert any(p["logger"] == "unbroken" and "serving" in p["message"] for p in parsed)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import random as _random
 import traceback
@@ -26,6 +27,7 @@ from unbroken.sdk.futures import (
     pick_serde,
     raise_failure,
 )
+from unbroken.sdk.replay_logging import in_run_action
 from unbroken.sdk.scoped import UnsupportedScope, fail_unsupported
 from unbroken.sdk.serde import DefaultSerde, Serde
 from unbroken.sdk.service import HandlerDef, handler_of
@@ -363,6 +365,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         abandoned: bool,
     ) -> None:
         s = self.session
+        in_run_action.set(True)  # this task's own context (see replay_logging)
         trace = s.trace
         span = None if trace is None else trace.child(f"run {name}", {"unbroken.run.name": name})
         if trace is not None and span is not None:
@@ -394,7 +397,9 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             if inspect.iscoroutinefunction(action):
                 value = await action(*args, **kwargs)
             else:
-                value = await s.loop.run_in_executor(None, lambda: action(*args, **kwargs))
+                # in this task's context: the action's log lines name the invocation, its spans nest
+                context = contextvars.copy_context()
+                value = await s.loop.run_in_executor(None, lambda: context.run(action, *args, **kwargs))
                 if inspect.isawaitable(value):
                     value = await value
         except TerminalError as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from unbroken.sdk.replay_logging import current_session
+from unbroken.sdk.replay_logging import current_session, is_replaying
 
 _FIELDS = ("invocation_id", "target", "attempt")
 
@@ -32,7 +32,7 @@ class InvocationFilter(logging.Filter):
         session = current_session.get()
         if session is None:
             return True
-        if session.replaying and not record.name.startswith("unbroken"):
+        if not record.name.startswith("unbroken") and is_replaying():
             return False
         start = session.start
         record.invocation_id = start.invocation_id

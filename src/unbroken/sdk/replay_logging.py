@@ -17,10 +17,15 @@ current_session: contextvars.ContextVar[Any] = contextvars.ContextVar(
 )
 
 
+# True in the task (and executor thread) of a ``ctx.run`` action: an action runs only when its result was
+# not journaled, so what it logs is new even while the handler around it still replays later commands.
+in_run_action: contextvars.ContextVar[bool] = contextvars.ContextVar("unbroken_in_run_action", default=False)
+
+
 def is_replaying() -> bool:
     """Whether the handler running in this task is still re-issuing journaled commands."""
     session = current_session.get()
-    return bool(session is not None and session.replaying)
+    return bool(session is not None and session.replaying and not in_run_action.get())
 
 
 class RestateLoggingFilter(logging.Filter):
