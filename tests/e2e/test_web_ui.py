@@ -171,6 +171,19 @@ def test_open_an_invocation_see_its_journal_and_cancel_it(page: Any, srv: Server
     assert not page.locator("button[data-action=cancel]").is_enabled()
 
 
+def test_a_retried_step_shows_its_failures(page: Any, srv: Server) -> None:
+    resp = srv.call(
+        "/Shop/flaky", "retried-" + _key()
+    )  # its first attempt fails in the step, the retry passes
+    assert resp.status_code == 200
+    page.goto(f"{srv.admin}/ui#/invocation/{resp.headers['x-restate-id']}")
+    step = page.locator('[data-testid=journal] li[data-entry-type="Command: Run"]')
+    step.wait_for()
+    assert "warehouse" in step.inner_text()
+    assert step.locator("[data-testid=retries]").inner_text() == "retried: 1 failed attempt"
+    assert "the warehouse is down" in page.locator("[data-testid=last-failure]").inner_text()
+
+
 def test_backing_out_of_the_confirmation_does_nothing(page: Any, srv: Server) -> None:
     sent = srv.call("/Shop/wait_forever/send", "kept")
     invocation_id = sent.json()["invocationId"]

@@ -288,7 +288,7 @@ async function viewInvocation(r) {
     explainCard(explained),
     h("div", { class: "card" }, h("h2", { text: "Actions" }), actionButtons(inv)),
     factsCard(inv, explained && !explained.error ? explained.attempts : null),
-    h("div", { class: "card" }, h("h2", { text: `Journal (${journal.length} entries)` }), timeline(journal)));
+    h("div", { class: "card" }, h("h2", { text: `Journal (${journal.length} entries)` }), timeline(journal, inv)));
 }
 
 function explainCard(explained) {
@@ -354,8 +354,10 @@ function factsCard(inv, attempts) {
     inv.completion_failure ? h("div", {}, h("h3", { text: "Result: failure" }), h("pre", { class: "failure-text", text: inv.completion_failure })) : null);
 }
 
-function timeline(journal) {
+function timeline(journal, inv) {
   if (!journal.length) return h("p", { class: "muted", text: "No journal (not started yet, or purged)." });
+  // a failed ctx.run fails its attempt: the invocation's retries are that step's when the last failure names it
+  const failedRun = inv.retry_count ? /^ctx\.run '([^']*)'/.exec(inv.last_failure || "") : null;
   return h("ol", { class: "timeline", "data-testid": "journal" }, journal.map((e) => {
     let entry = {};
     try { entry = JSON.parse(e.entry_json || "{}"); } catch (err) { /* shown raw below */ }
@@ -374,6 +376,9 @@ function timeline(journal) {
     }
     if (entry.value !== undefined && entry.value !== null && !entry.result) details.push(h("span", { class: "mono", text: "value " + entry.value }));
     if (!e.completed) details.push(h("span", { class: "badge pending", text: "waiting" }));
+    if (failedRun && e.entry_type === "Command: Run" && e.name === failedRun[1]) {
+      details.push(h("span", { class: "badge backing-off", "data-testid": "retries", text: `retried: ${inv.retry_count} failed attempt${inv.retry_count > 1 ? "s" : ""}` }));
+    }
     return h("li", { class: cls, "data-entry-type": e.entry_type },
       h("div", { class: "head" },
         h("span", { class: "idx", text: "#" + e.index }),
