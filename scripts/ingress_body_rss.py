@@ -52,13 +52,9 @@ def main() -> None:
     parser.add_argument("--shape", choices=["string", "array"], default="string")
     args = parser.parse_args()
     size = args.mib * 1024 * 1024
-    body = (
-        b'"' + b"x" * (size - 2) + b'"' if args.shape == "string" else b"[" + b"1," * (size // 2 - 1) + b"1]"
-    )
+    body = b'"' + b"x" * (size - 2) + b'"' if args.shape == "string" else b"[" + b"1," * (size // 2 - 1) + b"1]"
     if args.path == "awakeable":
-        args.path = (
-            f"/restate/awakeables/{awakeable_id(InvocationId.for_workflow('Nobody', 'k'), 17)}/resolve"
-        )
+        args.path = f"/restate/awakeables/{awakeable_id(InvocationId.for_workflow('Nobody', 'k'), 17)}/resolve"
     with tempfile.TemporaryDirectory() as tmp:
         srv = Server("tests/apps/semantics.py", Path(tmp) / "data").start()
         try:
@@ -73,10 +69,8 @@ def main() -> None:
         finally:
             srv.kill()
     statuses = sorted({status for status, _ in results})
-    print(
-        f"{args.calls} calls x {args.mib} MiB {args.shape} to {args.path[:30]}: statuses {statuses}, "
-        f"503s retried {sum(r for _, r in results)}, {elapsed:.1f} s"
-    )
+    print(f"{args.calls} calls x {args.mib} MiB {args.shape} to {args.path[:30]}: statuses {statuses}, "
+          f"503s retried {sum(r for _, r in results)}, {elapsed:.1f} s")
     print(f"RSS before {before['VmRSS']} MiB, peak {after['VmHWM']} MiB, after {after['VmRSS']} MiB")
 
 
