@@ -129,6 +129,10 @@ def test_list_filter_and_live_refresh(page: Any, srv: Server) -> None:
     page.wait_for_function("document.querySelectorAll('[data-testid=invocations] tbody tr').length === 1")
     page.select_option("[data-testid=filter-status]", "running")
     page.wait_for_selector("[data-testid=no-invocations]")
+    page.select_option("[data-testid=filter-status]", "completed")
+    page.select_option("[data-testid=filter-since]", "5m")  # created in the last 5 minutes: it was
+    page.wait_for_function("location.hash.includes('since=5m') && location.hash.includes('status=completed')")
+    _row(page, cart_id).wait_for()
 
     # live refresh: a new invocation shows up on the open list without a reload
     page.goto(f"{srv.admin}/ui#/invocations?service=Cart&key={key}")
