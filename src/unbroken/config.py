@@ -73,6 +73,7 @@ class Config:
     retry_on_max_attempts: str = "pause"
     dev: bool = False
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object a line
     admin_token: str | None = None
     ingress_token: str | None = None
     fsync: bool = True
@@ -221,6 +222,16 @@ _LOG_LEVELS = {
 }
 
 
+# Restate's log-format values: "pretty" and "compact" are both lines of text here.
+_LOG_FORMATS = {"text": "text", "pretty": "text", "compact": "text", "json": "json"}
+
+
+def _p_log_format(value: object) -> str:
+    if isinstance(value, str) and value.strip().lower() in _LOG_FORMATS:
+        return _LOG_FORMATS[value.strip().lower()]
+    raise _BadValue(f"a log format (text or json), got {value!r}")
+
+
 def _p_log_level(value: object) -> str:
     if isinstance(value, str):
         # Accept Restate's ``log-filter`` syntax ("info,restate_invoker=debug"):
@@ -366,6 +377,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("retry_on_max_attempts", _retry("on-max-attempts"), _p_on_max_attempts),
     _Setting("dev", (("dev",),), _p_bool),
     _Setting("log_level", (("log-level",), ("log-filter",)), _p_log_level),
+    _Setting("log_format", (("log-format",),), _p_log_format),
     _Setting("admin_token", (("admin", "token"),), _p_token),
     _Setting("ingress_token", (("ingress", "token"),), _p_token),
     _Setting("fsync", (("storage", "fsync"),), _p_bool),

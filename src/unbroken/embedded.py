@@ -16,6 +16,7 @@ import logging
 from unbroken.config import load_config
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.node import Node
+from unbroken.sdk import tracing
 from unbroken.sdk.app import App
 from unbroken.sdk.asgi import Receive, Scope, Send
 from unbroken.storage.sqlite import SqliteStore
@@ -38,6 +39,7 @@ class EmbeddedNode:
         async with self._lock:
             if self.ingress is None:
                 config = load_config()
+                tracing.configure_from_env()
                 self.engine, self.store = build_from_config(self.app, config)
                 self.engine.start()
                 self.ingress = IngressApp(

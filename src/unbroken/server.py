@@ -29,6 +29,7 @@ from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.node import Node
 from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
+from unbroken.sdk import log_records, tracing
 from unbroken.sdk.app import App
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
@@ -121,7 +122,7 @@ def _setup_logging(config: Config) -> None:
         if config.dev
         else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
+    log_records.install(level, config.log_format, fmt, "%H:%M:%S", sys.stderr)
 
 
 def build_engine(app: App, config: Config) -> tuple[Node, SqliteStore]:
@@ -151,6 +152,7 @@ async def run(
     listeners: tuple[list[socket.socket], list[socket.socket]],
     started: asyncio.Event | None = None,
 ) -> None:
+    tracing.configure_from_env()  # the OTEL_ variables; off (nothing imported) when they ask for nothing
     engine, store = build_engine(app, config)
     engine.start()
     # The ports bound (they differ from the config's when it asked for port 0).
@@ -201,6 +203,7 @@ async def run(
         await engine.stop()
         admin_app.close()
         store.close()
+        tracing.shutdown()  # flush the spans still buffered
         log.info("unbroken stopped")
 
 

@@ -174,6 +174,8 @@ def test_cli_serve_file(tmp_path: Path, fake_serve: list[tuple[Any, Config]]) ->
             str(tmp_path / "data"),
             "--log-level",
             "debug",
+            "--log-format",
+            "json",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -184,6 +186,7 @@ def test_cli_serve_file(tmp_path: Path, fake_serve: list[tuple[Any, Config]]) ->
     assert config.admin_bind == "127.0.0.1:19070"
     assert config.data_dir == str(tmp_path / "data")
     assert config.log_level == "debug"
+    assert config.log_format == "json"
     assert config.dev is False
 
 

@@ -329,6 +329,7 @@ def test_overrides_are_validated_and_coerced() -> None:
         ),
         ('[storage]\nfsync = "sometimes"\n', "storage.fsync", "boolean"),
         ('log-level = "loud"\n', "log-level", "log level"),
+        ('log-format = "xml"\n', "log-format", "log format (text or json)"),
         ("base-dir = 5\n", "base-dir", "directory path"),
         ('default-idempotency-retention = "forever"\n', "default-idempotency-retention", "duration"),
         ('worker = "nope"\n', "worker", "table"),
@@ -442,3 +443,12 @@ def test_an_empty_token_is_refused(tmp_path: Path, value: str) -> None:
         load_config(write_toml(tmp_path, f'[admin]\ntoken = "{value}"\n'), env={})
     with pytest.raises(ConfigError, match="UNBROKEN_INGRESS__TOKEN: expected a non-empty token"):
         load_config(env={"UNBROKEN_INGRESS__TOKEN": value})
+
+
+def test_log_format(tmp_path: Path) -> None:
+    assert load_config(env={}).log_format == "text"
+    assert load_config(env={"UNBROKEN_LOG_FORMAT": "JSON"}).log_format == "json"
+    assert (
+        load_config(write_toml(tmp_path, 'log-format = "pretty"\n'), env={}).log_format == "text"
+    )  # Restate's
+    assert load_config(env={}, overrides={"log_format": "json"}).log_format == "json"

@@ -21,7 +21,8 @@ import orjson
 from unbroken.admin import services as svcs
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
-from unbroken.admin.routes import match, split_path
+from unbroken.admin.operator import OperatorRoutes
+from unbroken.admin.routes import PUBLIC_ROUTES, match, split_path
 from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
@@ -92,7 +93,7 @@ def _bad_field(field: str, reason: str) -> HttpError:
     return HttpError(400, f"The request field '{field}' is invalid. Reason: {reason}")
 
 
-class AdminApp:
+class AdminApp(OperatorRoutes):
     """The admin API of ``engine``. It reads the store only through ``reads`` (explain, state, ``/query``)
     and changes it only with records (``ModifyService``, ``SetStateFromAdmin``, the invocation controls)."""
 
@@ -142,7 +143,7 @@ class AdminApp:
             found = match(split_path(scope.get("raw_path"), scope["path"]))
         except UnicodeDecodeError:  # two different invalid sequences must not name the same key
             raise HttpError(400, "bad path: a percent-encoded segment is not valid UTF-8") from None
-        if (found is None or found.template != "/health") and not authorized(scope, self.token):
+        if (found is None or found.template not in PUBLIC_ROUTES) and not authorized(scope, self.token):
             raise HttpError(
                 401, "unauthorized: the admin API requires the header 'authorization: Bearer <token>'"
             )

@@ -35,7 +35,18 @@ ROUTES: dict[str, dict[str, str]] = {
     "/invocations/{invocation_id}/explain": {"GET": "explain_invocation"},
 }
 
-_TEMPLATES = [(template, template.strip("/").split("/")) for template in ROUTES]
+# Unbroken's own, not Restate's admin API (so not in /openapi): Prometheus metrics and the web UI, served by
+# ``admin/operator.py``. The UI's static files need no token (a browser cannot send one when it opens a
+# page; they hold no data): the page asks for the token and sends it on every API call.
+OPERATOR_ROUTES: dict[str, dict[str, str]] = {
+    "/metrics": {"GET": "metrics"},
+    "/ui": {"GET": "ui_page"},
+    "/ui/{asset}": {"GET": "ui_asset"},
+}
+PUBLIC_ROUTES = frozenset({"/health", "/ui", "/ui/{asset}"})
+
+_TEMPLATES = [(template, template.strip("/").split("/")) for template in (*ROUTES, *OPERATOR_ROUTES)]
+_ALL_ROUTES = {**ROUTES, **OPERATOR_ROUTES}
 
 
 @dataclass(frozen=True)
@@ -67,5 +78,5 @@ def match(parts: list[str]) -> Match | None:
             elif want != got:
                 break
         else:
-            return Match(template, ROUTES[template], params)
+            return Match(template, _ALL_ROUTES[template], params)
     return None

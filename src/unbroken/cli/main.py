@@ -2,6 +2,7 @@
 
     unbroken serve APP [--ingress-bind HOST:PORT] [--admin-bind HOST:PORT]
                        [--data-dir DIR] [--config FILE] [--log-level LEVEL]
+                       [--log-format text|json]
     unbroken dev APP [same options]
     unbroken --version
 
@@ -132,6 +133,15 @@ LogLevelOpt = Annotated[
     typer.Option("--log-level", metavar="LEVEL", help="trace, debug, info, warning, error (default info)."),
 ]
 
+LogFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        metavar="FORMAT",
+        help="text or json (one JSON object a line). Also: [log-format] in the config, $UNBROKEN_LOG_FORMAT.",
+    ),
+]
+
 
 # Override errors name the Config field; show the flag the user typed instead.
 _FLAG_FOR_FIELD = {
@@ -139,6 +149,7 @@ _FLAG_FOR_FIELD = {
     "admin_bind": "--admin-bind",
     "data_dir": "--data-dir",
     "log_level": "--log-level",
+    "log_format": "--log-format",
 }
 
 
@@ -157,6 +168,7 @@ def _run(
     data_dir: str | None,
     config_file: str | None,
     log_level: str | None,
+    log_format: str | None = None,
 ) -> None:
     from unbroken.cli.app_loader import AppLoadError, load_app
     from unbroken.config import ConfigError, load_config
@@ -171,6 +183,7 @@ def _run(
                 "admin_bind": admin_bind,
                 "data_dir": data_dir,
                 "log_level": log_level,
+                "log_format": log_format,
                 "dev": True if dev else None,
             },
         )
@@ -223,6 +236,7 @@ def serve(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run APP: engine, ingress and admin API in this process, until SIGTERM/SIGINT."""
     _run(
@@ -233,6 +247,7 @@ def serve(
         data_dir=data_dir,
         config_file=config,
         log_level=log_level,
+        log_format=log_format,
     )
 
 
@@ -244,6 +259,7 @@ def dev(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Like `serve`, with human-friendly logs for local development."""
     _run(
@@ -254,6 +270,7 @@ def dev(
         data_dir=data_dir,
         config_file=config,
         log_level=log_level,
+        log_format=log_format,
     )
 
 

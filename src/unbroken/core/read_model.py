@@ -47,6 +47,16 @@ class InboxSpot:
     queued_at_ms: int | None  # when it was queued (None: the backend does not record it)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """What ``GET /metrics`` reads from the store: invocations by (service, handler, status), the
+    invocations queued in inboxes behind a key's lock, and the durable timers not fired yet."""
+
+    invocations: dict[tuple[str, str, str], int]
+    inboxed: int
+    timers: int
+
+
 class Catalog(Protocol):
     """The deployed services and deployments, as JSON arrays (the ``sys_service``/``sys_deployment`` rows).
 
@@ -76,6 +86,9 @@ class Snapshot(Protocol):
         ...
 
     def promise(self, service: str, key: str, name: str) -> Promise | None: ...
+    def counts(self) -> StoreCounts:
+        """Counts over the whole store (a scan of the invocations: read at scrape time, not per request)."""
+        ...
 
 
 class ReadModel(Protocol):

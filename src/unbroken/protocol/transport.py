@@ -33,6 +33,7 @@ class AttemptStart(msgspec.Struct, frozen=True):
     # Restate's partial state: ``state`` holds nothing, reads of the key's state are commands the engine
     # answers (GetLazyState, GetLazyStateKeys).
     lazy_state: bool = False
+    created_at_ms: int = 0  # when the invocation was created (its trace span starts there); 0: unknown
 
 
 class AttemptSink(Protocol):

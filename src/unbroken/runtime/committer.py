@@ -42,6 +42,7 @@ class Batch:
     transaction: Transaction
     records: list[Record]
     actions: list[Action]
+    applied_s: float = 0.0  # perf_counter when it went to the committer (its commit latency starts)
 
 
 class CommitSink(Protocol):

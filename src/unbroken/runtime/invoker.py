@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from unbroken.core.journal import (
     Command,
     CompleteAwakeableCommand,
     OneWayCallCommand,
+    OutputCommand,
     Result,
     SendSignalCommand,
     command_name,
@@ -27,6 +29,7 @@ from unbroken.protocol.transport import AttemptHandle, AttemptStart, HandlerTran
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.processor import Processor
+from unbroken.runtime.stats import ABORTED, COMPLETED, FAILED, SUSPENDED, EngineStats, TargetStats
 
 log = logging.getLogger("unbroken.dev")
 
@@ -46,15 +49,29 @@ class _Running:
 
 
 class _Sink:
-    """Records what one attempt says; the attempt number fences a stale attempt's records out."""
+    """Records what one attempt says; the attempt number fences a stale attempt's records out.
 
-    __slots__ = ("_invoker", "_id", "_attempt", "_entry")
+    It also counts how the attempt ended (``runtime/stats.py``): a few attribute writes per attempt."""
 
-    def __init__(self, invoker: Invoker, invocation_id: str, attempt: int, entry: _Running) -> None:
+    __slots__ = ("_invoker", "_id", "_attempt", "_entry", "_stats", "_started_s", "_created_ms", "_outcome")
+
+    def __init__(
+        self,
+        invoker: Invoker,
+        invocation_id: str,
+        attempt: int,
+        entry: _Running,
+        stats: TargetStats,
+        created_ms: int,
+    ) -> None:
         self._invoker = invoker
         self._id = invocation_id
         self._attempt = attempt
         self._entry = entry
+        self._stats = stats
+        self._started_s = time.perf_counter()
+        self._created_ms = created_ms
+        self._outcome = ABORTED  # until the attempt says otherwise
 
     def allocated(self, awakeables: int) -> None:
         self._entry.awakeables = awakeables  # a stale attempt's entry is no longer looked at: harmless
@@ -64,6 +81,8 @@ class _Sink:
             live = self._invoker.target_live_awakeables(command)
             record = r.JournalCommand(self._id, self._attempt, command, awakeables, live)
         else:
+            if type(command) is OutputCommand:
+                self._outcome = COMPLETED
             record = r.JournalCommand(self._id, self._attempt, command, awakeables)
         self._invoker.processor.submit(record)
         self._invoker.active(self._id, self._attempt)
@@ -80,6 +99,7 @@ class _Sink:
         waiting_signals: tuple[int, ...],
         awakeables: int | None = None,
     ) -> None:
+        self._outcome = SUSPENDED
         self._invoker.processor.submit(
             r.AttemptSuspended(self._id, self._attempt, waiting_completions, waiting_signals, awakeables)
         )
@@ -87,11 +107,19 @@ class _Sink:
     def fail(
         self, code: int, message: str, next_retry_delay_ms: int | None = None, pause: bool = False
     ) -> None:
+        self._outcome = FAILED
         self._invoker.processor.submit(
             r.AttemptFailed(self._id, self._attempt, code, message, next_retry_delay_ms, pause)
         )
 
     def ended(self) -> None:
+        stats, outcome = self._stats, self._outcome
+        stats.attempts[outcome] = stats.attempts.get(outcome, 0) + 1
+        stats.attempt_s.observe(time.perf_counter() - self._started_s)
+        if outcome is SUSPENDED:
+            stats.suspensions += 1
+        elif outcome is COMPLETED:
+            stats.invocation_s.observe(max(0, self._invoker.clock.now_ms() - self._created_ms) / 1000)
         self._invoker.ended(self._id, self._attempt)
 
 
@@ -146,8 +174,10 @@ class Invoker:
         dev: bool = False,
         schemas: Callable[[], Schemas] | None = None,
         faults: FaultPoints | None = None,
+        stats: EngineStats | None = None,
     ) -> None:
         self.sink_class = _DevSink if dev else _Sink
+        self.stats = stats if stats is not None else EngineStats()
         self.transport = transport
         self.processor = processor
         self.clock = clock
@@ -183,6 +213,7 @@ class Invoker:
             inactivity_timeout_ms=inactivity_ms,
             idempotency_key=inv.idempotency_key,
             lazy_state=action.lazy_state,
+            created_at_ms=inv.created_at_ms,
         )
         self.faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
         entry = _Running(inv.attempts, None)
@@ -195,7 +226,11 @@ class Invoker:
                 inv.target,
                 len(action.journal),
             )
-        entry.handle = self.transport.start(start, self.sink_class(self, inv.id, inv.attempts, entry))
+        target = self.stats.target(inv.target.service, inv.target.handler)
+        if inv.retries_since_progress:  # reset by every journaled command: the last attempt failed
+            target.retries += 1
+        sink = self.sink_class(self, inv.id, inv.attempts, entry, target, inv.created_at_ms)
+        entry.handle = self.transport.start(start, sink)
         if self.running.get(inv.id) is entry:  # not ended already (e.g. no such handler)
             entry.active_at = self._loop.time()
             entry.silence_s = (start.inactivity_timeout_ms + abort_ms) / 1000

@@ -32,6 +32,7 @@ from unbroken.runtime.clock import Clock
 from unbroken.runtime.entropy import RandomBytes
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.partition import EngineOptions, Partition, ProcessorFactory
+from unbroken.runtime.stats import EngineStats
 
 __all__ = ["EngineOptions", "Node", "ProcessorFactory", "partition_of_key"]
 
@@ -76,6 +77,7 @@ class Node:
         self.faults = faults if faults is not None else FaultPoints()
         self.entropy = entropy if entropy is not None else RandomBytes()  # ids of new invocations
         self._request_ids = itertools.count(1)
+        self.stats = EngineStats()  # counted by every partition, read by GET /metrics
         count = partitions
         self.partitions = [
             Partition(
@@ -92,6 +94,7 @@ class Node:
                 route=None if count == 1 else self._dispatch,
                 index=index,
                 live_awakeables=None if count == 1 else self._live_awakeables,
+                stats=self.stats,
             )
             for index in range(count)
         ]

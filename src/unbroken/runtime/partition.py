@@ -39,6 +39,7 @@ from unbroken.runtime.clock import Clock
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.invoker import Invoker
 from unbroken.runtime.processor import Processor
+from unbroken.runtime.stats import EngineStats
 from unbroken.runtime.timers import TimerService
 
 log = logging.getLogger("unbroken.engine")
@@ -96,8 +97,10 @@ class Partition:
         route: Callable[[Partition, list[a.Action]], None] | None = None,
         index: int = 0,
         live_awakeables: Callable[[str], int] | None = None,  # several partitions: the node's lookup
+        stats: EngineStats | None = None,
     ) -> None:
         self.index = index
+        self.stats = stats if stats is not None else EngineStats()
         self.store = store
         self.schemas = schemas
         self.options = options
@@ -107,6 +110,7 @@ class Partition:
         self._update_service = update_service
         factory = processor_factory or _production_processor
         self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
+        self.processor.stats = self.stats
         self.invoker = Invoker(
             transport,
             self.processor,
@@ -115,6 +119,7 @@ class Partition:
             options.dev,
             schemas=schemas,
             faults=faults,
+            stats=self.stats,
         )
         if live_awakeables is not None:
             self.invoker.live_awakeables_of = live_awakeables

@@ -39,6 +39,7 @@ import errno
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -54,6 +55,7 @@ from unbroken.core.storage import Store, Transaction
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.committer import Batch, Committer, ThreadCommitter
 from unbroken.runtime.faults import FaultPoints, InjectedFault
+from unbroken.runtime.stats import EngineStats
 
 log = logging.getLogger("unbroken.processor")
 
@@ -185,6 +187,7 @@ class Processor:
         self._running = True
         self.batches = 0
         self.records = 0
+        self.stats = EngineStats()  # the node's replaces it (``Partition``): batch sizes, commit latency
 
     def start(self) -> None:
         """Start the committer; called on the loop's thread."""
@@ -289,7 +292,8 @@ class Processor:
             self._apply_failed(batch, exc)
             return
         self._committing = True
-        self._committer.commit(Batch(txn, batch, actions))
+        self.stats.batch_records.observe(len(batch))
+        self._committer.commit(Batch(txn, batch, actions, time.perf_counter()))
 
     def _batch_records_max(self) -> int:
         return limits.batch_records_max
@@ -344,6 +348,7 @@ class Processor:
         """The committer committed ``batch``: act on it (on the loop, in commit order)."""
         actions = batch.actions
         self._committing = False
+        self.stats.commit_s.observe(time.perf_counter() - batch.applied_s)
         self._retry_delay = limits.store_retry_delay_min_s
         self._failures.clear()
         if self.store_error is not None:
@@ -354,6 +359,7 @@ class Processor:
     def commit_failed(self, batch: Batch, exc: BaseException) -> None:
         """The store refused ``batch``'s COMMIT (and rolled it back): nothing of it happened."""
         self._committing = False
+        self.stats.commit_failures += 1
         self._store_failed(batch.records, exc)
 
     def _act(self, actions: list[Action]) -> None:

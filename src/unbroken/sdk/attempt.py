@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -27,6 +27,9 @@ from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.protocol.transport import AttemptSink, AttemptStart
 from unbroken.sdk.exceptions import AttemptEnded, NonDeterminismError, TerminalError
+
+if TYPE_CHECKING:
+    from unbroken.sdk.tracing import AttemptTrace
 
 log = logging.getLogger("unbroken.sdk")
 
@@ -88,6 +91,7 @@ class Attempt:
         self.inactivity: asyncio.TimerHandle | None = None
         self.ended = False
         self.task: asyncio.Task[None] | None = None
+        self.trace: AttemptTrace | None = None  # its spans, when tracing is on (``sdk/tracing.py``)
         self.journal_length = len(start.journal)  # grows with every live command and notification
         self.finished: asyncio.Event | None = (
             None  # made by ctx.request() (attempt_finished_event), set by end()
@@ -163,6 +167,8 @@ class Attempt:
         """A notification stored after this attempt started (engine side, in journal order)."""
         if self.ended:
             return
+        if self.trace is not None:
+            self.trace.notified(n)  # the call span waiting on it ends
         self._record(n)
         self.journal_length += 1
         self._reset_inactivity()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import random as _random
 import traceback
@@ -26,6 +27,7 @@ from unbroken.sdk.futures import (
     SleepFuture,
     raise_failure,
 )
+from unbroken.sdk.replay_logging import in_run_action
 from unbroken.sdk.scoped import UnsupportedScope, fail_unsupported
 from unbroken.sdk.serde import DefaultSerde, Serde
 from unbroken.sdk.serde.select import pick_serde
@@ -126,6 +128,11 @@ def _delay_ms(delta: timedelta, what: str) -> int:
             f"{what} too long: {delta} is more than the limit of {limits.delay_ms_max} ms (10 years)", 400
         )
     return ms
+
+
+def _failure_text(result: j.Result | None) -> str | None:
+    failure = result.failure if result is not None else None
+    return None if failure is None else f"[{failure.code}] {failure.message}"
 
 
 def _headers(headers: dict[str, str] | None) -> list[j.Header]:
@@ -357,11 +364,41 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         abandoned: bool,
     ) -> None:
         s = self.session
+        in_run_action.set(True)  # this task's own context (see replay_logging)
+        trace = s.trace
+        span = None if trace is None else trace.child(f"run {name}", {"unbroken.run.name": name})
+        if trace is not None and span is not None:
+            trace.activate(span)  # this task's context: spans the action starts nest under the run's
+        result: j.Result | None = None
+        try:
+            result = await self._perform(action, args, kwargs, cid, name, serde, options, abandoned)
+        finally:
+            if trace is not None and span is not None:
+                trace.end_child(span, _failure_text(result))
+        if result is not None and not s.ended:
+            self.fault_point("sdk.run.before_propose")  # the action ran, its result is not durable yet
+            s.sink.propose_run(cid, result, s.awakeables)
+
+    async def _perform(
+        self,
+        action: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        cid: int,
+        name: str,
+        serde: Serde[Any],
+        options: c.RunOptions[Any],
+        abandoned: bool,
+    ) -> j.Result | None:
+        """Run a ``ctx.run`` action: its result to journal, or None if the attempt ends instead."""
+        s = self.session
         try:
             if inspect.iscoroutinefunction(action):
                 value = await action(*args, **kwargs)
             else:
-                value = await s.loop.run_in_executor(None, lambda: action(*args, **kwargs))
+                # in this task's context: the action's log lines name the invocation, its spans nest
+                context = contextvars.copy_context()
+                value = await s.loop.run_in_executor(None, lambda: context.run(action, *args, **kwargs))
                 if inspect.isawaitable(value):
                     value = await value
         except TerminalError as exc:
@@ -374,9 +411,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             result = self._run_failed(name, exc, options, abandoned)
         else:
             result = self._run_value(cid, name, value, serde)
-        if result is not None and not s.ended:
-            self.fault_point("sdk.run.before_propose")  # the action ran, its result is not durable yet
-            s.sink.propose_run(cid, result, s.awakeables)
+        return result
 
     def _run_value(self, cid: int, name: str, value: Any, serde: Serde[Any]) -> j.Result | None:
         """The journaled result of a ``ctx.run`` that returned ``value``; None if the attempt ended instead.
@@ -454,6 +489,8 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         s = self.session
         id_cid = s.new_completion_id()
         cid = s.new_completion_id()
+        if s.trace is not None and not s.replaying:  # a live call: its span, and its callee's parent
+            headers = s.trace.call_span(service, handler, key, headers, cid)
         s.command(
             j.CallCommand(service, handler, parameter, _headers(headers), key, idempotency_key, id_cid, cid)
         )
@@ -473,6 +510,8 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
         s = self.session
         at = self.clock() + _delay_ms(delay, "send delay") if delay else 0
         id_cid = s.new_completion_id()
+        if s.trace is not None and not s.replaying:
+            headers = s.trace.send_span(service, handler, key, headers)
         s.command(
             j.OneWayCallCommand(
                 service, handler, parameter, at, _headers(headers), key, idempotency_key, id_cid

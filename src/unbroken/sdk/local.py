@@ -12,6 +12,7 @@ from typing import Any
 
 from unbroken.core import journal as j
 from unbroken.protocol.transport import AttemptSink, AttemptStart
+from unbroken.sdk import tracing
 from unbroken.sdk.attempt import Attempt, failure, safe_repr, value_result
 from unbroken.sdk.exceptions import (
     NonDeterminismError,
@@ -47,7 +48,13 @@ class LocalTransport:
 
     def start(self, start: AttemptStart, sink: AttemptSink) -> Attempt:
         loop = self.loop or asyncio.get_running_loop()
+        traced = tracing.active()
+        trace = None
+        if traced is not None:  # off: this test is all tracing costs an attempt
+            trace = traced.attempt(start)
+            sink = tracing.TracingSink(sink, trace)
         session = Attempt(start, sink, loop)
+        session.trace = trace
         hdef = self.handlers.get((start.target.service, start.target.handler))
         if hdef is None:
             sink.fail(404, f"no handler {start.target} in this process")
@@ -95,7 +102,9 @@ async def run_handler(session: Attempt, ctx: InvocationContext, hdef: HandlerDef
     """Run the user's coroutine to its end and turn how it ended into Output, suspension or error."""
     current_session.set(
         weakref.ref(session)
-    )  # this task's own context: restate.getLogger drops lines logged in replay
+    )  # this task's own context: restate.getLogger drops replayed lines
+    if session.trace is not None:
+        session.trace.activate()  # the user's own spans nest under the attempt's
     try:
         if hdef.options.invocation_context_managers:
             out = await _call_within(session, ctx, hdef)

@@ -19,11 +19,16 @@ current_session: contextvars.ContextVar[weakref.ref[Any] | None] = contextvars.C
 )
 
 
+# True in the task (and executor thread) of a ``ctx.run`` action: an action runs only when its result was
+# not journaled, so what it logs is new even while the handler around it still replays later commands.
+in_run_action: contextvars.ContextVar[bool] = contextvars.ContextVar("unbroken_in_run_action", default=False)
+
+
 def is_replaying() -> bool:
     """Whether the handler running in this task is still re-issuing journaled commands."""
     ref = current_session.get()
     session = ref() if ref is not None else None
-    return bool(session is not None and session.replaying)
+    return bool(session is not None and session.replaying and not in_run_action.get())
 
 
 class RestateLoggingFilter(logging.Filter):

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from unbroken.core import journal as j
 from unbroken.core.invocation import Invocation
-from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot
+from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot, StoreCounts
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.codec import decode_invocation, decode_promise
 from unbroken.storage.memory import MemoryStore
@@ -58,6 +58,15 @@ class MemorySnapshot:
     def promise(self, service: str, key: str, name: str) -> Promise | None:
         data = self.s.promises.get((service, key, name))
         return None if data is None else decode_promise(data)
+
+    def counts(self) -> StoreCounts:
+        invocations: dict[tuple[str, str, str], int] = {}
+        for invocation_id, data in self.s.invocations.items():
+            inv = decode_invocation(data, invocation_id)
+            key = (inv.target.service, inv.target.handler, inv.status.value)
+            invocations[key] = invocations.get(key, 0) + 1
+        inboxed = sum(len(queue) for queue in self.s.inboxes.values())
+        return StoreCounts(invocations, inboxed, len(self.s.timer_rows))
 
 
 class MemoryReadModel:

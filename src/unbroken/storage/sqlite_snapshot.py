@@ -7,7 +7,7 @@ import sqlite3
 
 from unbroken.core import journal as j
 from unbroken.core.invocation import Invocation
-from unbroken.core.read_model import InboxSpot
+from unbroken.core.read_model import InboxSpot, StoreCounts
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.sqlite import decode_invocation_row, decode_promise
 
@@ -75,3 +75,12 @@ class SqliteSnapshot:
             (service, key, name),
         ).fetchone()
         return None if row is None else decode_promise(bytes(row[0]))
+
+    def counts(self) -> StoreCounts:
+        rows = self.conn.execute(
+            "SELECT service, handler, status, count(*) FROM main.invocation GROUP BY service, handler, status"
+        )
+        invocations = {(str(s), str(h), str(st)): int(n) for s, h, st, n in rows}
+        inboxed = int(self.conn.execute("SELECT count(*) FROM main.inbox").fetchone()[0])
+        timers = int(self.conn.execute("SELECT count(*) FROM main.timer").fetchone()[0])
+        return StoreCounts(invocations, inboxed, timers)
