@@ -42,11 +42,13 @@ EXPECTED = {
     "app",
     "as_completed",
     "create_client",
+    "create_test_harness",
     "gather",
     "getLogger",
     "is_internal_exception",
     "logging",
     "select",
+    "test_harness",
     "wait_completed",
 }
 
