@@ -399,6 +399,11 @@ def value_result(data: bytes, what: str) -> j.Result:
     return j.Result(value=data)
 
 
+def describe_entry(entry: j.Entry) -> str:
+    """How an entry is named in a ``NonDeterminismError`` (``Run('charge')``, ``SetState('count')``)."""
+    return _describe(entry)
+
+
 def _describe(entry: j.Entry) -> str:
     name = j.command_name(entry)
     detail = {

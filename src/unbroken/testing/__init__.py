@@ -1,0 +1,30 @@
+"""Test your handlers: the engine in the test's own event loop, virtual time, crashes on demand.
+
+    from unbroken.testing import TestEngine
+
+    async def test_trial_reminder():
+        async with TestEngine(app) as engine:               # a temporary store, virtual time
+            result = await engine.client.call(start_trial, "ada")   # a 30-day sleep: milliseconds
+            engine.crash_at(journal_index=3)                 # or point="sdk.run.before_propose"
+            ...
+
+``TestEngine`` (``engine.py``): the production node on a temporary SQLite file; ``engine.client`` calls,
+sends (delayed, idempotent), attaches, resolves awakeables, submits and attaches to workflows;
+``advance(timedelta)`` or auto-advance; ``state``, ``journal``, ``invocation`` to inspect; ``crash()`` and
+``crash_at(...)``. ``crash_at_every_journal_index`` runs a scenario once per journal index with a crash there.
+``check_journal`` replays an exported journal against the code (``replay.py``, ``unbroken replay-check``).
+``unbroken.test_harness``/``create_test_harness`` (``harness.py``) are restate-sdk's harness over HTTP.
+The pytest plugin (``pytest_plugin.py``) gives the ``unbroken_engine`` fixture. The seeded simulator is
+``unbroken.testing.sim`` (``python -m unbroken.testing.sim``).
+"""
+
+from unbroken.testing.client import RequestRefused, TestClient
+from unbroken.testing.engine import EngineCrashed, TestEngine, crash_at_every_journal_index
+
+__all__ = [
+    "EngineCrashed",
+    "RequestRefused",
+    "TestClient",
+    "TestEngine",
+    "crash_at_every_journal_index",
+]

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from unbroken.config import Config
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.invocation import Invocation
-from unbroken.core.journal import Entry
+from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import Schemas
 from unbroken.core.storage import Store
 from unbroken.runtime.clock import Clock, ManualClock, SystemClock
@@ -33,6 +33,7 @@ from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.node import EngineOptions, Node
 from unbroken.runtime.processor import Processor
 from unbroken.sdk.app import App
+from unbroken.sdk.session import describe_entry
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_snapshot import SqliteSnapshot
 from unbroken.testing.client import TestClient
@@ -344,6 +345,18 @@ class TestEngine:
         """The committed journal of an invocation, entry 0 (its input) first."""
         return self._snapshot().journal(invocation_id)
 
+    def invocation_ids(self) -> list[str]:
+        """Every stored invocation, oldest first."""
+        if self.store is None:
+            raise RuntimeError("the engine is not started")
+        rows = self.store.conn.execute("SELECT id FROM invocation ORDER BY seq")
+        return [str(row[0]) for row in rows]
+
+    def journal_commands(self, invocation_id: str) -> list[str]:
+        """The journal as short names, for assertions: ``['Input', 'Run(\'charge\')', 'Sleep', ...]``
+        (notifications left out)."""
+        return [describe_entry(e) for e in self.journal(invocation_id) if not isinstance(e, Notification)]
+
     def state(self, service: str, key: str) -> dict[str, bytes]:
         """The stored state of a virtual object or workflow key (raw bytes; ``state_json`` decodes)."""
         return self._snapshot().state(service, key)
@@ -371,3 +384,22 @@ def _replace(config: Config, overrides: dict[str, Any]) -> Config:
     import dataclasses
 
     return dataclasses.replace(config, **overrides)
+
+
+async def crash_at_every_journal_index(
+    app: App, scenario: Callable[[TestEngine], Awaitable[object]], **engine_options: Any
+) -> int:
+    """Run ``scenario`` on a fresh engine once without a crash, then once per journal index it produced,
+    each time crashing the engine just after that entry was committed (``crash_at(journal_index=i)``).
+    ``scenario`` asserts what must hold whatever the crash (e.g. each side effect happened once); it is
+    given the engine, and must reset what it counts. Returns how many runs crashed."""
+    async with TestEngine(app, **engine_options) as engine:
+        await scenario(engine)
+        longest = max((len(engine.journal(i)) for i in engine.invocation_ids()), default=0)
+    for index in range(longest):
+        async with TestEngine(app, **engine_options) as engine:
+            engine.crash_at(journal_index=index)
+            await scenario(engine)
+            if engine.crashes != 1:
+                raise AssertionError(f"the crash at journal index {index} did not happen")
+    return longest

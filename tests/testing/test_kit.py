@@ -1,0 +1,183 @@
+"""The in-process kit (``unbroken.testing``): virtual time, the client, inspection, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import unbroken as restate
+from tests.testing import kit_app
+from tests.testing.kit_app import EFFECTS, WOKE, add, awakeable_id, multi, nap
+from unbroken.testing import RequestRefused, TestEngine, crash_at_every_journal_index
+
+WAIT_S = 10.0  # every wait is bounded: a kit bug fails the test instead of hanging it
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    EFFECTS.clear()
+    WOKE.clear()
+
+
+# ------------------------------------------------------------------------------------------ virtual time
+async def test_timers_fire_in_order_under_virtual_time() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        started = engine.now()
+        labels = ["c:72", "a:1", "d:720", "b:5"]  # hours; sent in this (unsorted) order
+        ids = [await engine.client.send(nap, label) for label in labels]
+        delayed = await engine.client.send(nap, "e:0", delay=timedelta(hours=100))
+        results = await asyncio.wait_for(
+            asyncio.gather(*(engine.client.attach(i) for i in [*ids, delayed])), WAIT_S
+        )
+        assert results == [*labels, "e:0"]
+        assert WOKE == ["a:1", "b:5", "c:72", "e:0", "d:720"]  # by due time: e is due at 100 h
+        assert engine.now() - started == timedelta(hours=720)  # the clock jumped to each timer, no further
+
+
+async def test_a_30_day_sleep_takes_milliseconds() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        before = time.monotonic()
+        assert await asyncio.wait_for(engine.client.call(nap, "x:720"), WAIT_S) == "x:720"
+        assert time.monotonic() - before < 0.5
+
+
+async def test_without_auto_advance_time_moves_only_when_told() -> None:
+    async with TestEngine(kit_app.app, auto_advance=False) as engine:
+        inv = await engine.client.send(nap, "x:2")
+        await asyncio.sleep(0.05)  # real time passes; virtual time does not
+        assert await engine.client.output(inv) == (False, None)
+        await engine.advance(timedelta(hours=1, minutes=59))
+        assert await engine.client.output(inv) == (False, None)
+        await engine.advance(timedelta(minutes=1))
+        assert await asyncio.wait_for(engine.client.attach(inv), WAIT_S) == "x:2"
+
+
+async def test_virtual_time_waits_while_an_invocation_waits_on_the_outside_world() -> None:
+    """An awakeable is the test's to resolve: a timeout racing it must not fire by itself."""
+    async with TestEngine(kit_app.app) as engine:
+        inv = await engine.client.send(awakeable_id)
+        for _ in range(100):
+            state = engine.state_json("Approvals", "approvals")
+            if "last" in state:
+                break
+            await asyncio.sleep(0.005)
+        before = engine.now()
+        await asyncio.sleep(0.05)
+        assert engine.now() == before
+        await engine.client.resolve_awakeable(state["last"], "Grace")
+        assert await asyncio.wait_for(engine.client.attach(inv), WAIT_S) == "approved by Grace"
+
+
+# ------------------------------------------------------------------------------------------ the client
+async def test_client_idempotency_key_runs_the_handler_once() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        first = await engine.client.call(add, 2, key="k", idempotency_key="once")
+        again = await engine.client.call(add, 2, key="k", idempotency_key="once")
+        assert first == again == 2
+        assert engine.state_json("Counter", "k") == {"n": 2}
+        assert await engine.client.call("Counter/add", 1, key="k") == 3  # a path works as a target too
+
+
+async def test_client_refuses_what_the_ingress_refuses() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        with pytest.raises(RequestRefused) as refused:
+            await engine.client.call("Nope/handler")
+        assert refused.value.status == 404
+        with pytest.raises(RequestRefused) as bad:
+            await engine.client.call("Counter/add", "not an int", key="k")
+        assert bad.value.status == 400
+
+
+async def test_rejected_awakeable_fails_the_invocation_with_a_terminal_error() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        inv = await engine.client.send(awakeable_id)
+        for _ in range(100):
+            if "last" in engine.state_json("Approvals", "approvals"):
+                break
+            await asyncio.sleep(0.005)
+        await engine.client.reject_awakeable(engine.state_json("Approvals", "approvals")["last"], "no")
+        with pytest.raises(restate.TerminalError, match="no"):
+            await asyncio.wait_for(engine.client.attach(inv), WAIT_S)
+
+
+async def test_journal_and_invocation_inspection() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        inv = await engine.client.send(multi, "o1")
+        result = await asyncio.wait_for(engine.client.attach(inv), WAIT_S)
+        assert result == {"charged": "charge o1", "total": 5, "shipped": "ship o1"}
+        row = engine.invocation(inv)
+        assert row is not None and row.status == "completed"
+        assert engine.journal_commands(inv) == [
+            "Input",
+            "Run('charge')",
+            "Call(Counter/o1/add)",
+            "Sleep",
+            "OneWayCall(Counter/o1/add)",
+            "Run('ship')",
+            "Output",
+        ]
+        assert inv in engine.invocation_ids()
+
+
+# ------------------------------------------------------------------------------------------ crashes
+async def test_crash_at_every_journal_index_keeps_effects_exactly_once() -> None:
+    async def scenario(engine: TestEngine) -> None:
+        EFFECTS.clear()
+        result = await asyncio.wait_for(engine.client.call(multi, "o2"), WAIT_S)
+        assert result == {"charged": "charge o2", "total": 5, "shipped": "ship o2"}
+        assert EFFECTS == {"charge o2": 1, "ship o2": 1}
+        for _ in range(100):  # the one-way send lands after the call returned
+            if engine.state_json("Counter", "o2") == {"n": 6}:
+                break
+            await asyncio.sleep(0.002)
+        assert engine.state_json("Counter", "o2") == {"n": 6}
+
+    crashes = await crash_at_every_journal_index(kit_app.app, scenario)
+    assert crashes >= 11  # every entry of the journal, notifications included
+
+
+@pytest.mark.parametrize(
+    ("point", "charges"),
+    [
+        ("invoker.before_start", 1),
+        ("processor.before_commit", 1),
+        ("processor.after_commit", 1),
+        ("timer.before_fire", 1),
+        ("sdk.run.before_propose", 2),  # the action ran, its result was not durable: ctx.run is at least once
+    ],
+)
+async def test_crash_at_a_fault_point(point: str, charges: int) -> None:
+    async with TestEngine(kit_app.app) as engine:
+        engine.crash_at(point=point)
+        result = await asyncio.wait_for(engine.client.call(multi, "o3"), WAIT_S)
+        assert result["shipped"] == "ship o3"
+        assert engine.crashes == 1
+        assert EFFECTS["charge o3"] == charges and EFFECTS["ship o3"] == 1
+
+
+async def test_crash_drops_memory_and_the_new_engine_replays() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        inv = await engine.client.send(awakeable_id)
+        for _ in range(100):
+            if "last" in engine.state_json("Approvals", "approvals"):
+                break
+            await asyncio.sleep(0.005)
+        old_node = engine.node
+        await engine.crash()
+        assert engine.node is not old_node and engine.crashes == 1
+        await engine.client.resolve_awakeable(engine.state_json("Approvals", "approvals")["last"], "Ada")
+        assert await asyncio.wait_for(engine.client.attach(inv), WAIT_S) == "approved by Ada"
+        row = engine.invocation(inv)
+        assert row is not None and row.attempts >= 2  # the new engine started it again, from its journal
+
+
+def test_crash_at_takes_one_target(tmp_path: Path) -> None:
+    engine = TestEngine(kit_app.app, data_dir=str(tmp_path))
+    with pytest.raises(ValueError):
+        engine.crash_at()
+    with pytest.raises(ValueError):
+        engine.crash_at(journal_index=1, point="timer.before_fire")
