@@ -18,8 +18,32 @@ The pytest plugin (``pytest_plugin.py``) gives the ``unbroken_engine`` fixture. 
 ``unbroken.testing.sim`` (``python -m unbroken.testing.sim``).
 """
 
-from unbroken.testing.client import RequestRefused, TestClient
-from unbroken.testing.engine import EngineCrashed, TestEngine, crash_at_every_journal_index
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unbroken.testing.client import RequestRefused, TestClient
+    from unbroken.testing.engine import EngineCrashed, TestEngine, crash_at_every_journal_index
+
+# Imported on first use: pytest loads this package for its plugin (``pytest_plugin.py``) in every project that
+# installs unbroken, and ``python -m unbroken.testing.sim`` needs none of it.
+_WHERE = {
+    "EngineCrashed": "unbroken.testing.engine",
+    "RequestRefused": "unbroken.testing.client",
+    "TestClient": "unbroken.testing.client",
+    "TestEngine": "unbroken.testing.engine",
+    "crash_at_every_journal_index": "unbroken.testing.engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'unbroken.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "EngineCrashed",
