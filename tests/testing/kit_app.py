@@ -46,6 +46,17 @@ async def awakeable_id(ctx: restate.Context) -> str:
     return f"approved by {await promise}"
 
 
+@steps.handler()
+async def approval_or_timeout(ctx: restate.Context) -> str:
+    """An awakeable raced by a one-hour timeout."""
+    name, promise = ctx.awakeable(type_hint=str)
+    await ctx.object_call(remember, key="approvals", arg=name)
+    match await restate.select(approved=promise, timeout=ctx.sleep(timedelta(hours=1))):
+        case ["approved", who]:
+            return f"approved by {who}"
+    return "timed out"
+
+
 counter = restate.VirtualObject("Counter")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import unbroken as restate
 from tests.testing import kit_app
-from tests.testing.kit_app import EFFECTS, WOKE, add, awakeable_id, multi, nap
+from tests.testing.kit_app import EFFECTS, WOKE, add, approval_or_timeout, awakeable_id, multi, nap
 from unbroken.testing import RequestRefused, TestEngine, crash_at_every_journal_index
 
 WAIT_S = 10.0  # every wait is bounded: a kit bug fails the test instead of hanging it
@@ -57,19 +57,24 @@ async def test_without_auto_advance_time_moves_only_when_told() -> None:
 
 
 async def test_virtual_time_waits_while_an_invocation_waits_on_the_outside_world() -> None:
-    """An awakeable is the test's to resolve: a timeout racing it must not fire by itself."""
+    """An awakeable is the test's to resolve: the timeout racing it does not fire by itself."""
     async with TestEngine(kit_app.app) as engine:
-        inv = await engine.client.send(awakeable_id)
-        for _ in range(100):
-            state = engine.state_json("Approvals", "approvals")
-            if "last" in state:
-                break
-            await asyncio.sleep(0.005)
+        inv = await engine.client.send(approval_or_timeout)
+        await engine.wait_idle()
         before = engine.now()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # real time passes, the auto-advance watcher polls: virtual time stays
         assert engine.now() == before
-        await engine.client.resolve_awakeable(state["last"], "Grace")
+        await engine.client.resolve_awakeable(engine.state_json("Approvals", "approvals")["last"], "Grace")
         assert await asyncio.wait_for(engine.client.attach(inv), WAIT_S) == "approved by Grace"
+
+
+async def test_advance_fires_the_timeout_racing_an_awakeable() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        inv = await engine.client.send(approval_or_timeout)
+        await engine.advance(timedelta(minutes=59))
+        assert await engine.client.output(inv) == (False, None)
+        await engine.advance(timedelta(minutes=1))
+        assert await asyncio.wait_for(engine.client.attach(inv), WAIT_S) == "timed out"
 
 
 # ------------------------------------------------------------------------------------------ the client
@@ -95,10 +100,7 @@ async def test_client_refuses_what_the_ingress_refuses() -> None:
 async def test_rejected_awakeable_fails_the_invocation_with_a_terminal_error() -> None:
     async with TestEngine(kit_app.app) as engine:
         inv = await engine.client.send(awakeable_id)
-        for _ in range(100):
-            if "last" in engine.state_json("Approvals", "approvals"):
-                break
-            await asyncio.sleep(0.005)
+        await engine.wait_idle()
         await engine.client.reject_awakeable(engine.state_json("Approvals", "approvals")["last"], "no")
         with pytest.raises(restate.TerminalError, match="no"):
             await asyncio.wait_for(engine.client.attach(inv), WAIT_S)
@@ -130,10 +132,7 @@ async def test_crash_at_every_journal_index_keeps_effects_exactly_once() -> None
         result = await asyncio.wait_for(engine.client.call(multi, "o2"), WAIT_S)
         assert result == {"charged": "charge o2", "total": 5, "shipped": "ship o2"}
         assert EFFECTS == {"charge o2": 1, "ship o2": 1}
-        for _ in range(100):  # the one-way send lands after the call returned
-            if engine.state_json("Counter", "o2") == {"n": 6}:
-                break
-            await asyncio.sleep(0.002)
+        await engine.wait_idle()
         assert engine.state_json("Counter", "o2") == {"n": 6}
 
     crashes = await crash_at_every_journal_index(kit_app.app, scenario)
@@ -162,10 +161,7 @@ async def test_crash_at_a_fault_point(point: str, charges: int) -> None:
 async def test_crash_drops_memory_and_the_new_engine_replays() -> None:
     async with TestEngine(kit_app.app) as engine:
         inv = await engine.client.send(awakeable_id)
-        for _ in range(100):
-            if "last" in engine.state_json("Approvals", "approvals"):
-                break
-            await asyncio.sleep(0.005)
+        await engine.wait_idle()
         old_node = engine.node
         await engine.crash()
         assert engine.node is not old_node and engine.crashes == 1

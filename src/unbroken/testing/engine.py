@@ -43,6 +43,7 @@ from unbroken.wiring import Parts, app_schemas, build, local_transport
 log = logging.getLogger("unbroken.testing")
 
 AUTO_ADVANCE_POLL_S = 0.002  # how often the watcher looks whether everything waits on a timer
+IDLE_TIMEOUT_S = 10.0  # wait_idle()/advance(): a handler busy longer than this is reported, not waited on
 CRASHED = "the engine crashed (unbroken.testing): the invocation goes on after the restart"
 
 
@@ -283,30 +284,60 @@ class TestEngine:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC)
 
-    async def advance(self, delta: timedelta) -> None:
-        """Move virtual time by ``delta``; the timers that came due fire (and what they wake runs)."""
+    async def advance(self, delta: timedelta, timeout_s: float = IDLE_TIMEOUT_S) -> None:
+        """Once every invocation waits (``wait_idle``), move virtual time by ``delta``; the timers that came
+        due fire, and this returns when what they woke waits again."""
         if not isinstance(self.clock, ManualClock):
             raise RuntimeError("advance() needs virtual time (TestEngine(virtual_time=True))")
         ms = int(delta.total_seconds() * 1000)
         if ms < 0:
             raise ValueError(f"time only goes forward: advance({delta})")
+        await self.wait_idle(timeout_s)
         self.clock.advance(ms)
         self._clock_moved()
-        await settle()
+        await self.wait_idle(timeout_s)
+
+    async def wait_idle(self, timeout_s: float = IDLE_TIMEOUT_S) -> None:
+        """Return once nothing can progress without time passing or the test acting: the engine has no
+        record to apply and every invocation waits on a timer, another invocation, an awakeable or a
+        promise (a handler computing or running a ``ctx.run`` action is not idle). ``TimeoutError`` after
+        ``timeout_s`` seconds of real time."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        quiet = 0
+        while quiet < 2:  # twice in a row, a poll apart: a record may be on its way between two callbacks
+            await settle()
+            why = self._busy()
+            if why is None:
+                quiet += 1
+            else:
+                quiet = 0
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"not idle after {timeout_s}s: {why}")
+            await asyncio.sleep(AUTO_ADVANCE_POLL_S)
+
+    def _busy(self) -> str | None:
+        """Why the engine is not idle (see ``wait_idle``); with auto-advance, a timer it is about to jump to
+        keeps it busy too."""
+        why = self._blocker(outside_ok=True)
+        if why is not None or not self.auto_advance or self._next_timer_ms() is None:
+            return why
+        if self._blocker() is None:
+            return "auto-advance is about to fire a timer"
+        return None
 
     def _clock_moved(self) -> None:
         if self.node is not None:
             for partition in self.node.partitions:
                 partition.timers.clock_moved()
 
-    def _blocker(self) -> str | None:
+    def _blocker(self, outside_ok: bool = False) -> str | None:
         node, transport = self.node, self.transport
         if node is None or transport is None or self._restart_pending:
             return "the engine is restarting"
         for partition in node.partitions:
             if not partition.processor.idle():
                 return "the engine has records to apply"
-        return transport.blocker()
+        return transport.blocker(outside_ok)
 
     def _next_timer_ms(self) -> int | None:
         if self.node is None:

@@ -124,13 +124,17 @@ class TrackingTransport:
         """After a crash: the attempts died with the node (recovery starts new ones)."""
         self.attempts.clear()
 
-    def blocker(self) -> str | None:
-        """Why virtual time may not jump now (None: every invocation waits on a timer or on another one)."""
+    def blocker(self, outside_ok: bool = False) -> str | None:
+        """Why virtual time may not jump now (None: every invocation waits on a timer or on another one).
+        ``outside_ok``: an invocation waiting on the outside world (an awakeable, a promise) is idle too."""
         for invocation_id, attempt in self.attempts.items():
             why = _blocker(attempt)
-            if why is not None:
+            if why is not None and not (outside_ok and why == _WAITS_OUTSIDE):
                 return f"{invocation_id} {why}"
         return None
+
+
+_WAITS_OUTSIDE = "waits on the outside world"
 
 
 def _blocker(attempt: _Attempt) -> str | None:
@@ -139,7 +143,7 @@ def _blocker(attempt: _Attempt) -> str | None:
         if attempt.suspended_on is None:
             return None  # returned or failed: a retry is a timer, a pause waits for an operator
         waits = attempt.suspended_on
-        return None if attempt.waits_only_on_engine(*waits) else "waits on the outside world"
+        return None if attempt.waits_only_on_engine(*waits) else _WAITS_OUTSIDE
     if session is None:
         return "is starting"
     if session.running_runs or session.run_tasks:
@@ -161,11 +165,11 @@ def _blocker(attempt: _Attempt) -> str | None:
                 return "is about to resume"
             signals.append(value)
         else:
-            return "waits on a named signal"
+            return _WAITS_OUTSIDE  # a named signal
     if session.cancel_seq:
         return "is about to see a cancellation"
     if not attempt.waits_only_on_engine(tuple(cids), tuple(signals)):
-        return "waits on the outside world"
+        return _WAITS_OUTSIDE
     return None
 
 
