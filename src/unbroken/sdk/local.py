@@ -33,7 +33,9 @@ class LocalTransport:
         now_ms: Callable[[], int],
         loop: asyncio.AbstractEventLoop | None = None,
         fault_point: Callable[[str], None] = lambda name: None,
+        dry_run: bool = False,
     ) -> None:
+        self.dry_run = dry_run  # replay journals without running any ctx.run action (a replay check)
         self.handlers: dict[tuple[str, str], HandlerDef] = {}
         for svc in services:
             for name, hdef in svc.handlers.items():
@@ -46,7 +48,7 @@ class LocalTransport:
 
     def start(self, start: AttemptStart, sink: AttemptSink) -> Session:
         loop = self.loop or asyncio.get_running_loop()
-        session = Session(start, sink, loop)
+        session = Session(start, sink, loop, self.dry_run)
         hdef = self.handlers.get((start.target.service, start.target.handler))
         if hdef is None:
             sink.fail(404, f"no handler {start.target} in this process")

@@ -93,9 +93,16 @@ class Session:
     """One attempt: the journal cursor, the results seen so far, the waiting coroutines."""
 
     def __init__(
-        self, start: AttemptStart, sink: AttemptSink, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        start: AttemptStart,
+        sink: AttemptSink,
+        loop: asyncio.AbstractEventLoop | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.start = start
+        # A replay check (``unbroken replay-check``): the journal is replayed, no ctx.run action ever runs.
+        self.dry_run = dry_run
+        self.divergence: NonDeterminismError | None = None  # the first mismatch, as it was raised
         self.sink: AttemptSink = _ReportingSink(sink, self)
         # Given by the transport: get_running_loop() makes a getpid() system call each time.
         self.loop = loop or asyncio.get_running_loop()
@@ -144,7 +151,10 @@ class Session:
             index, expected = self.replay[self.replay_pos]
             self.replay_pos += 1
             if _identity(expected) != _identity(cmd):
-                raise NonDeterminismError(index, _describe(expected), _describe(cmd))
+                error = NonDeterminismError(index, _describe(expected), _describe(cmd))
+                if self.divergence is None:
+                    self.divergence = error
+                raise error
             return expected  # type: ignore[return-value]
         too_long = self.journal_length >= limits.journal_entries_max
         if too_long and not isinstance(cmd, j.OutputCommand):  # the output (the error saying so) still goes

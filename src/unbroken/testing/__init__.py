@@ -26,10 +26,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from unbroken.testing.client import RequestRefused, TestClient
     from unbroken.testing.engine import EngineCrashed, TestEngine, crash_at_every_journal_index
+    from unbroken.testing.replay import Divergence, ExportedInvocation, check_journal
 
 # Imported on first use: pytest loads this package for its plugin (``pytest_plugin.py``) in every project that
 # installs unbroken, and ``python -m unbroken.testing.sim`` needs none of it.
 _WHERE = {
+    "Divergence": "unbroken.testing.replay",
+    "ExportedInvocation": "unbroken.testing.replay",
+    "check_journal": "unbroken.testing.replay",
     "EngineCrashed": "unbroken.testing.engine",
     "RequestRefused": "unbroken.testing.client",
     "TestClient": "unbroken.testing.client",
@@ -46,9 +50,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Divergence",
     "EngineCrashed",
+    "ExportedInvocation",
     "RequestRefused",
     "TestClient",
     "TestEngine",
+    "check_journal",
     "crash_at_every_journal_index",
 ]
