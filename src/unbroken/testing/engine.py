@@ -22,6 +22,7 @@ from typing import Any
 
 from unbroken.config import Config
 from unbroken.core import actions as a
+from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.invocation import Invocation
 from unbroken.core.journal import Entry, Notification
@@ -43,7 +44,6 @@ from unbroken.wiring import Parts, app_schemas, build, local_transport
 log = logging.getLogger("unbroken.testing")
 
 AUTO_ADVANCE_POLL_S = 0.002  # how often the watcher looks whether everything waits on a timer
-IDLE_TIMEOUT_S = 10.0  # wait_idle()/advance(): a handler busy longer than this is reported, not waited on
 CRASHED = "the engine crashed (unbroken.testing): the invocation goes on after the restart"
 
 
@@ -284,7 +284,7 @@ class TestEngine:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC)
 
-    async def advance(self, delta: timedelta, timeout_s: float = IDLE_TIMEOUT_S) -> None:
+    async def advance(self, delta: timedelta, timeout_s: float = limits.testkit_idle_wait_s_max) -> None:
         """Once every invocation waits (``wait_idle``), move virtual time by ``delta``; the timers that came
         due fire, and this returns when what they woke waits again."""
         if not isinstance(self.clock, ManualClock):
@@ -297,7 +297,7 @@ class TestEngine:
         self._clock_moved()
         await self.wait_idle(timeout_s)
 
-    async def wait_idle(self, timeout_s: float = IDLE_TIMEOUT_S) -> None:
+    async def wait_idle(self, timeout_s: float = limits.testkit_idle_wait_s_max) -> None:
         """Return once nothing can progress without time passing or the test acting: the engine has no
         record to apply and every invocation waits on a timer, another invocation, an awakeable or a
         promise (a handler computing or running a ``ctx.run`` action is not idle). ``TimeoutError`` after

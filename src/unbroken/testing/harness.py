@@ -24,6 +24,7 @@ import httpx
 import uvicorn
 
 from unbroken.admin.app import AdminApp
+from unbroken.core import limits
 from unbroken.core.ids import deployment_id
 from unbroken.ingress.app import IngressApp
 from unbroken.sdk.app import App
@@ -34,8 +35,6 @@ from unbroken.types import HarnessEnvironment
 
 log = logging.getLogger("unbroken.testing")
 
-START_TIMEOUT_S = 30.0  # the engine and both listeners up (a cold import of the engine included)
-STOP_TIMEOUT_S = 10.0
 DEFAULT_IMAGE = "docker.io/restatedev/restate:latest"  # restate-sdk's default, accepted and unused
 
 
@@ -87,8 +86,8 @@ class RestateTestHarness:
             _follow_logs()
         self._thread = threading.Thread(target=self._run, name="unbroken-test-harness", daemon=True)
         self._thread.start()
-        if not self._ready.wait(START_TIMEOUT_S):
-            raise TimeoutError(f"the test engine did not start within {START_TIMEOUT_S}s")
+        if not self._ready.wait(limits.testkit_harness_start_s_max):
+            raise TimeoutError(f"the test engine did not start within {limits.testkit_harness_start_s_max}s")
         if self._error is not None:
             raise RuntimeError(f"the test engine could not start: {self._error}") from self._error
         return self
@@ -102,7 +101,7 @@ class RestateTestHarness:
             with contextlib.suppress(RuntimeError):  # the loop ended already
                 loop.call_soon_threadsafe(stop.set)
         if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT_S)
+            self._thread.join(limits.testkit_harness_stop_s_max)
             self._thread = None
 
     def __enter__(self) -> RestateTestHarness:

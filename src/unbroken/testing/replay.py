@@ -31,6 +31,7 @@ from typing import Any
 
 from unbroken.config import Config
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.core.limits import journal_entries_max
 from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.protocol.transport import AttemptStart
@@ -43,9 +44,6 @@ from unbroken.testing.tracking import settle
 from unbroken.wiring import app_schemas
 
 EXPORT_FORMAT = "unbroken.journal/1"
-REPLAY_TIMEOUT_S = (
-    10.0  # one invocation's replay: a handler stuck outside ctx calls is reported, not waited on
-)
 _NO_SUSPENSION_MS = 24 * 3600 * 1000  # a dry replay never suspends: it is stopped when it waits
 
 
@@ -260,7 +258,7 @@ async def replay_one(
 
 async def _until_settled(session: Session) -> None:
     """Until the handler returned, failed, went past the journal, or waits on what the journal lacks."""
-    deadline = asyncio.get_running_loop().time() + REPLAY_TIMEOUT_S
+    deadline = asyncio.get_running_loop().time() + limits.testkit_replay_s_max
     waiting_rounds = 0
     while not session.ended and (session.task is None or not session.task.done()):
         await settle()
@@ -270,7 +268,7 @@ async def _until_settled(session: Session) -> None:
             return
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(
-                f"the replay of {session.start.invocation_id} did not settle in {REPLAY_TIMEOUT_S}s"
+                f"the replay of {session.start.invocation_id} did not settle in {limits.testkit_replay_s_max}s"
             )
         await asyncio.sleep(0.001)
 
