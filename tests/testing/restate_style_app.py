@@ -64,7 +64,7 @@ async def branchy(ctx: restate.Context) -> str:
     if wall == journaled:  # true the first time through; false on a replay, which reads the clock anew
         await ctx.run("fresh", lambda: None)
     else:
-        ctx.set("stale", True)
+        await ctx.run("stale", lambda: None)
     await ctx.sleep(timedelta(hours=1))  # a suspension point: with always_replay, the attempt ends here
     return "done"
 

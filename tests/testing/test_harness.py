@@ -92,7 +92,9 @@ def test_always_replay_catches_a_handler_that_branches_on_wall_time() -> None:
     with restate.test_harness(app, always_replay=True, disable_retries=True) as harness:
         answer = harness.ingress_client().post("/wallClock/branchy")
     assert answer.status_code == 570, answer.text  # Restate's journal mismatch code
-    assert "non-deterministic handler: journal entry 3 is Run('fresh')" in answer.json()["message"]
+    assert answer.json()["message"] == (
+        "non-deterministic handler: journal entry 3 is Run('fresh'), but the code now issues Run('stale')"
+    )
 
 
 async def test_always_replay_still_runs_a_deterministic_workflow() -> None:

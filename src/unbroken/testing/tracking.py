@@ -127,6 +127,9 @@ class TrackingTransport:
     def blocker(self, outside_ok: bool = False) -> str | None:
         """Why virtual time may not jump now (None: every invocation waits on a timer or on another one).
         ``outside_ok``: an invocation waiting on the outside world (an awakeable, a promise) is idle too."""
+        done = [i for i, a in self.attempts.items() if a.ended and a.suspended_on is None]
+        for invocation_id in done:  # returned or failed: nothing to wait on (a retry starts a new attempt)
+            del self.attempts[invocation_id]
         for invocation_id, attempt in self.attempts.items():
             why = _blocker(attempt)
             if why is not None and not (outside_ok and why == _WAITS_OUTSIDE):
