@@ -26,7 +26,19 @@ def test_the_full_example_passes(tmp_path: Path) -> None:
     run = subprocess.run(
         [
             sys.executable,
-            *("-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"),
+            *(
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:schemathesis",
+                "-p",
+                "no:hypothesispytest",
+                "-W",
+                "error",
+            ),
             *("-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"),
             "test_trial.py",
         ],

@@ -68,7 +68,17 @@ def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
-            *("-m", "pytest", "-q", "-p", "no:cacheprovider"),
+            *(
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:schemathesis",
+                "-p",
+                "no:hypothesispytest",
+            ),
             *("-o", "asyncio_default_fixture_loop_scope=function"),
             *args,
             str(folder),
