@@ -177,3 +177,35 @@ def test_crash_at_takes_one_target(tmp_path: Path) -> None:
         engine.crash_at()
     with pytest.raises(ValueError):
         engine.crash_at(journal_index=1, point="timer.before_fire")
+    with pytest.raises(ValueError, match="no fault point 'sdk.run.before_propse'"):
+        engine.crash_at(point="sdk.run.before_propse")
+
+
+async def test_real_time_engine_runs_handlers_and_refuses_to_advance() -> None:
+    async with TestEngine(kit_app.app, virtual_time=False) as engine:
+        assert await asyncio.wait_for(engine.client.call(add, 1, key="rt"), WAIT_S) == 1
+        with pytest.raises(RuntimeError, match="virtual time"):
+            await engine.advance(timedelta(seconds=1))
+
+
+async def test_start_at_sets_the_virtual_clock() -> None:
+    from datetime import UTC, datetime
+
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    async with TestEngine(kit_app.app, start_at=start) as engine:
+        await asyncio.wait_for(engine.client.call(nap, "n:24"), WAIT_S)
+        assert engine.now() == datetime(2030, 1, 2, tzinfo=UTC)
+
+
+def test_the_known_fault_points_are_the_ones_in_the_code() -> None:
+    import re
+
+    from unbroken.runtime.faults import POINTS
+
+    src = Path(__file__).resolve().parents[2] / "src" / "unbroken"
+    declared = {
+        name
+        for path in src.rglob("*.py")
+        for name in re.findall(r"(?:faults\.point|fault_point)\(\"([a-z_.]+)\"\)", path.read_text())
+    }
+    assert declared == POINTS

@@ -26,6 +26,19 @@ from collections.abc import Mapping
 
 from unbroken.core.errors import InvariantViolation
 
+# Every point declared in the code (the list above): a test arming another name is told so.
+POINTS = frozenset(
+    {
+        "processor.mid_batch",
+        "processor.before_commit",
+        "processor.after_commit",
+        "invoker.before_start",
+        "sdk.run.before_propose",
+        "timer.before_fire",
+        "ingress.before_reply",
+    }
+)
+
 
 class InjectedFault(RuntimeError):
     pass

@@ -30,7 +30,7 @@ from unbroken.core.schema import Schemas
 from unbroken.core.storage import Store
 from unbroken.runtime.clock import Clock, ManualClock, SystemClock
 from unbroken.runtime.committer import Batch, CommitSink
-from unbroken.runtime.faults import FaultPoints
+from unbroken.runtime.faults import POINTS, FaultPoints
 from unbroken.runtime.node import EngineOptions, Node
 from unbroken.runtime.processor import Processor
 from unbroken.sdk.app import App
@@ -61,6 +61,8 @@ class _KitFaults(FaultPoints):
         self._crash_points: set[str] = set()
 
     def crash_at(self, name: str) -> None:
+        if name not in POINTS:
+            raise ValueError(f"no fault point {name!r}: the points are {', '.join(sorted(POINTS))}")
         self._crash_points.add(name)
         self.arm(name, "kit-crash")
 
@@ -117,7 +119,7 @@ class TestEngine:
         auto_advance: bool = True,
         always_replay: bool = False,
         disable_retries: bool = False,
-        start: datetime | None = None,
+        start_at: datetime | None = None,
         config: Config | None = None,
         dev: bool = False,
     ) -> None:
@@ -133,7 +135,7 @@ class TestEngine:
         if disable_retries:
             overrides.update(retry_max_attempts=1, retry_on_max_attempts="kill")
         self.config = _replace(base, overrides)
-        start_ms = int((start or datetime.now(UTC)).timestamp() * 1000)
+        start_ms = int((start_at or datetime.now(UTC)).timestamp() * 1000)
         self.clock: Clock = ManualClock(start_ms) if virtual_time else SystemClock()
         self.virtual_time = virtual_time
         self.dev = dev  # log every step of every attempt (``unbroken dev``'s log)
@@ -192,12 +194,9 @@ class TestEngine:
             clean_interval_ms=self.config.cleanup_interval_ms,
             dev=self.dev,
         )
-        node = build(self.schemas_for(store), store, transport, parts, options)
+        node = build(app_schemas(self.app, self.config, store), store, transport, parts, options)
         self.store, self.transport, self.node = store, transport, node
         node.start()
-
-    def schemas_for(self, store: SqliteStore) -> Schemas:
-        return app_schemas(self.app, self.config, store)
 
     def _processor(
         self,
@@ -249,8 +248,9 @@ class TestEngine:
     def crash_at(
         self, *, journal_index: int | None = None, point: str | None = None, invocation_id: str | None = None
     ) -> None:
-        """Crash once, the next time entry ``journal_index`` of an invocation (of ``invocation_id``, or of
-        any) has just been committed, before anything it causes ran; or at the named fault point ``point``
+        """Crash once, the next time entry ``journal_index`` of an invocation (of ``invocation_id``, else of
+        the first invocation whose journal reaches it) has just been committed, before anything it causes
+        ran; or at the named fault point ``point``
         (``runtime/faults.py`` lists them: ``sdk.run.before_propose``, ``invoker.before_start``, ...)."""
         if (journal_index is None) == (point is None):
             raise ValueError("crash_at() takes one of journal_index= or point=")
