@@ -56,16 +56,20 @@ async def click(ctx: restate.WorkflowSharedContext, secret: str) -> None:
 wall_clock = restate.Service("wallClock")
 
 
+def wall_clock_hour() -> int:
+    """The wall clock, read in handler code (the tests replace it by one that moves an hour at each read:
+    a replay after a suspension may come hours after the step it replays)."""
+    return time.localtime().tm_hour
+
+
 @wall_clock.handler()
 async def branchy(ctx: restate.Context) -> str:
     """A bug on purpose: it branches on the wall clock, which a replay reads again (later)."""
-    wall = time.time_ns()
-    journaled = await ctx.run("read the clock", lambda: wall)
-    if wall == journaled:  # true the first time through; false on a replay, which reads the clock anew
-        await ctx.run("fresh", lambda: None)
+    if wall_clock_hour() < 12:
+        await ctx.run("morning greeting", lambda: None)
     else:
-        await ctx.run("stale", lambda: None)
-    await ctx.sleep(timedelta(hours=1))  # a suspension point: with always_replay, the attempt ends here
+        await ctx.run("afternoon greeting", lambda: None)
+    await ctx.run("send", lambda: None)
     return "done"
 
 

@@ -7,6 +7,7 @@ Python SDK docs: a fixture entering ``restate.test_harness(app)``, ``harness.ing
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 import unbroken as restate
+from tests.testing import restate_style_app
 from tests.testing.restate_style_app import add, app, click, get, greet, remind, run
 from unbroken.testing.harness import RestateTestHarness
 
@@ -83,17 +85,26 @@ async def test_create_test_harness_yields_restates_environment(env: restate.Harn
 
 
 # ----------------------------------------------------------------- always_replay, disable_retries
+@pytest.fixture
+def clock_moving_an_hour_per_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    hours = itertools.count(11)
+    monkeypatch.setattr(restate_style_app, "wall_clock_hour", lambda: next(hours))
+
+
+@pytest.mark.usefixtures("clock_moving_an_hour_per_read")
 def test_without_replays_a_wall_clock_branch_goes_unnoticed() -> None:
     with restate.test_harness(app, disable_retries=True) as harness:
         assert harness.ingress_client().post("/wallClock/branchy").json() == "done"
 
 
+@pytest.mark.usefixtures("clock_moving_an_hour_per_read")
 def test_always_replay_catches_a_handler_that_branches_on_wall_time() -> None:
     with restate.test_harness(app, always_replay=True, disable_retries=True) as harness:
         answer = harness.ingress_client().post("/wallClock/branchy")
     assert answer.status_code == 570, answer.text  # Restate's journal mismatch code
     assert answer.json()["message"] == (
-        "non-deterministic handler: journal entry 3 is Run('fresh'), but the code now issues Run('stale')"
+        "non-deterministic handler: journal entry 1 is Run('morning greeting'), but the code now issues "
+        "Run('afternoon greeting')"
     )
 
 

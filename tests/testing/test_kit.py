@@ -209,3 +209,16 @@ def test_the_known_fault_points_are_the_ones_in_the_code() -> None:
         for name in re.findall(r"(?:faults\.point|fault_point)\(\"([a-z_.]+)\"\)", path.read_text())
     }
     assert declared == POINTS
+
+
+async def test_always_replay_replays_after_every_step() -> None:
+    from unbroken.core.journal import Notification
+
+    async with TestEngine(kit_app.app, always_replay=True) as engine:
+        inv = await engine.client.send(multi, "o5")
+        result = await asyncio.wait_for(engine.client.attach(inv), WAIT_S)
+        assert result == {"charged": "charge o5", "total": 5, "shipped": "ship o5"}
+        assert EFFECTS == {"charge o5": 1, "ship o5": 1}  # replays take results from the journal
+        row = engine.invocation(inv)
+        notifications = sum(isinstance(e, Notification) for e in engine.journal(inv))
+        assert row is not None and row.attempts == notifications + 1  # a new attempt after each result

@@ -138,6 +138,7 @@ class TestEngine:
         start_ms = int((start_at or datetime.now(UTC)).timestamp() * 1000)
         self.clock: Clock = ManualClock(start_ms) if virtual_time else SystemClock()
         self.virtual_time = virtual_time
+        self.always_replay = always_replay
         self.dev = dev  # log every step of every attempt (``unbroken dev``'s log)
         self.auto_advance = auto_advance and virtual_time
         self.faults = _KitFaults(self)
@@ -188,7 +189,7 @@ class TestEngine:
         assert loop is not None
         store = SqliteStore(self.data_dir, fsync=False)
         parts = Parts(clock=self.clock, faults=self.faults, processor_factory=self._processor, partitions=1)
-        transport = TrackingTransport(local_transport(self.app, parts, loop))
+        transport = TrackingTransport(local_transport(self.app, parts, loop), self.always_replay)
         options = EngineOptions(
             inactivity_timeout_ms=self.config.inactivity_timeout_ms,
             clean_interval_ms=self.config.cleanup_interval_ms,

@@ -104,21 +104,45 @@ class _WatchingSink:
         self.inner.ended()
 
 
+class _ReplayEveryStep:
+    """``always_replay``: each result the engine delivers ends the attempt instead (it suspends on that very
+    result, which the engine holds already, so it restarts at once): every step after the first runs as a
+    replay of the journal, which is what flushes out a handler that does not replay the same way."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def notify(self, notification: j.Notification) -> None:
+        session = self.session
+        if session.ended or notification.signal_name or notification.signal_idx == j.CANCEL_SIGNAL:
+            session.notify(notification)  # a named signal or a cancellation: delivered as usual
+            return
+        cid, idx = notification.completion_id, notification.signal_idx
+        session.sink.suspend((cid,) if cid else (), (idx,) if idx else ())
+        session.end()
+
+    def abort(self) -> None:
+        self.session.abort()
+
+
 class TrackingTransport:
     """The in-process transport of a test engine, remembering the latest attempt of every invocation."""
 
-    def __init__(self, inner: LocalTransport) -> None:
+    def __init__(self, inner: LocalTransport, always_replay: bool = False) -> None:
         self.inner = inner
+        self.always_replay = always_replay
         self.attempts: dict[str, _Attempt] = {}
 
-    def start(self, start: AttemptStart, sink: AttemptSink) -> Session:
+    def start(self, start: AttemptStart, sink: AttemptSink) -> Session | _ReplayEveryStep:
         attempt = _Attempt()
         for entry in start.journal:
             attempt.learn(entry)
         self.attempts[start.invocation_id] = attempt
         session = self.inner.start(start, _WatchingSink(sink, attempt))
         attempt.session = session
-        return session
+        return _ReplayEveryStep(session) if self.always_replay else session
 
     def forget(self) -> None:
         """After a crash: the attempts died with the node (recovery starts new ones)."""
