@@ -222,3 +222,17 @@ async def test_always_replay_replays_after_every_step() -> None:
         row = engine.invocation(inv)
         notifications = sum(isinstance(e, Notification) for e in engine.journal(inv))
         assert row is not None and row.attempts == notifications + 1  # a new attempt after each result
+
+
+async def test_a_workflow_submitted_across_crashes_runs_once() -> None:
+    from tests.testing.restate_style_app import app as style_app
+    from tests.testing.restate_style_app import click, run
+
+    for index in range(3):  # the crash lands before, at and after the run's first entries are stored
+        async with TestEngine(style_app) as engine:
+            engine.crash_at(journal_index=index)
+            await engine.client.workflow_submit(run, "w", "w@example.com")
+            await engine.wait_idle()
+            await engine.client.call(click, "s3cret", key="w")
+            assert await asyncio.wait_for(engine.client.workflow_attach(run, "w"), WAIT_S) == "verified"
+            assert engine.crashes == 1
