@@ -116,3 +116,13 @@ async def test_always_replay_still_runs_a_deterministic_workflow() -> None:
         async with httpx.AsyncClient(base_url=env.ingress_url) as http:
             answer = await http.get("/restate/workflow/signup/cy/attach")
         assert answer.json() == "verified"
+
+
+def test_follow_logs_shows_every_step_while_the_harness_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    with restate.test_harness(app, follow_logs=True) as harness:
+        assert harness.ingress_client().post("/greeter/greet", json="Zoe").json() == "Hello Zoe!"
+    logged = capsys.readouterr().err
+    assert "attempt 1 of greeter/greet" in logged and "Output" in logged
+    with restate.test_harness(app) as harness:  # the handler is gone with the harness that added it
+        harness.ingress_client().post("/greeter/greet", json="Yan")
+    assert "greeter/greet" not in capsys.readouterr().err

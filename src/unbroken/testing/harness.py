@@ -79,11 +79,13 @@ class RestateTestHarness:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._clients: list[httpx.Client] = []
+        self._logs: _FollowLogs | None = None
 
     # ------------------------------------------------------------------------------------- lifecycle
     def start(self) -> RestateTestHarness:
         if self.follow_logs:
-            _follow_logs()
+            self._logs = _FollowLogs()
+            self._logs.__enter__()
         self._thread = threading.Thread(target=self._run, name="unbroken-test-harness", daemon=True)
         self._thread.start()
         if not self._ready.wait(limits.testkit_harness_start_s_max):
@@ -103,6 +105,9 @@ class RestateTestHarness:
         if self._thread is not None:
             self._thread.join(limits.testkit_harness_stop_s_max)
             self._thread = None
+        if self._logs is not None:
+            self._logs.__exit__()
+            self._logs = None
 
     def __enter__(self) -> RestateTestHarness:
         return self.start()
@@ -173,14 +178,22 @@ class RestateTestHarness:
             await engine.stop()
 
 
-def _follow_logs() -> None:
-    logger = logging.getLogger("unbroken")
-    if not any(getattr(h, "_unbroken_harness", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
-        handler._unbroken_harness = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+class _FollowLogs:
+    """``follow_logs``: the engine's log (every step of every attempt) on stderr while the harness runs."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("unbroken")
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
+        self.level = self.logger.level
+
+    def __enter__(self) -> None:
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
 
 
 def test_harness(
