@@ -99,6 +99,11 @@ async def test_unchanged_code_passes_renamed_and_removed_steps_diverge(
     assert {(d.index, d.expected, d.actual) for d in removed} == {(1, "Run('reserve')", "Sleep")}
     assert module.CALLS == before  # nothing ran: the replay takes results from the journal, runs no action
 
+    gone = tmp_path / "orders_gone.py"
+    gone.write_text(APP.format(steps=STEPS["v1"]).replace("async def place(", "async def place_order("))
+    _, missing = await replay_check(_app(gone), str(data))
+    assert {d.message for d in missing} == {"the new code has no handler Orders/place"}
+
 
 async def test_an_action_in_flight_is_not_run_by_the_check(tmp_path: Path) -> None:
     started: list[str] = []
