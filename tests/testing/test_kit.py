@@ -146,6 +146,7 @@ async def test_crash_at_every_journal_index_keeps_effects_exactly_once() -> None
         ("processor.before_commit", 1),
         ("processor.after_commit", 1),
         ("timer.before_fire", 1),
+        ("ingress.before_reply", 1),  # the answer is lost: the client attaches again
         ("sdk.run.before_propose", 2),  # the action ran, its result was not durable: ctx.run is at least once
     ],
 )

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from unbroken.core import actions as a
 from unbroken.core import records as r
-from unbroken.core.journal import Result
+from unbroken.core.journal import Failure, Result
 from unbroken.http.asgi import HttpError
 from unbroken.ingress import requests as ingress
 from unbroken.sdk.exceptions import TerminalError
@@ -136,7 +136,7 @@ class TestClient:
         except HttpError as exc:
             raise RequestRefused(exc.status, exc.message) from None
         while True:
-            reply = await self.engine.request(make)
+            reply = await self._ask(make)
             if _crashed(reply.outcome):
                 continue  # resolving again is harmless: a second resolution of one awakeable is ignored
             try:
@@ -146,6 +146,18 @@ class TestClient:
             return
 
     # ------------------------------------------------------------------------------------ plumbing
+    async def _ask(self, make: Callable[[int], r.Record]) -> a.Reply:
+        """The engine's reply, past the ingress's fault point ``ingress.before_reply`` (what the reply says
+        is committed, the caller does not have it yet): a crash there is a reply lost on its way."""
+        from unbroken.testing.engine import CRASHED, EngineCrashed
+
+        reply = await self.engine.request(make)
+        try:
+            self.engine.faults.point("ingress.before_reply")
+        except EngineCrashed:
+            return a.Reply(reply.request_id, a.Unavailable(Failure(503, CRASHED)))
+        return reply
+
     def _schemas(self) -> Any:
         node = self.engine.node
         if node is None:
@@ -189,24 +201,24 @@ class TestClient:
 
     async def _through_crashes(self, sub: ingress.Submission, attach_to: str | None) -> a.Outcome:
         """Submit; if the engine crashes before answering, attach again (or submit again: same id)."""
-        reply = await self.engine.request(sub)
+        reply = await self._ask(sub)
         while _crashed(reply.outcome):
             if attach_to is not None:
-                reply = await self.engine.request(lambda rid: r.Attach(attach_to, True, rid))
+                reply = await self._ask(lambda rid: r.Attach(attach_to, True, rid))
                 if not isinstance(reply.outcome, a.NotFound):
                     continue
-            reply = await self.engine.request(sub)  # it was never stored: the same request again
+            reply = await self._ask(sub)  # it was never stored: the same request again
         return reply.outcome
 
     async def _attach(self, invocation_id: str, wait: bool) -> a.Outcome:
         while True:
-            reply = await self.engine.request(lambda rid: r.Attach(invocation_id, wait, rid))
+            reply = await self._ask(lambda rid: r.Attach(invocation_id, wait, rid))
             if not _crashed(reply.outcome):
                 return reply.outcome
 
     async def _control(self, make: Callable[[int], r.Record]) -> None:
         while True:
-            reply = await self.engine.request(make)
+            reply = await self._ask(make)
             if not _crashed(reply.outcome):
                 if isinstance(reply.outcome, a.NotFound):
                     raise RequestRefused(404, "no such invocation")
