@@ -237,3 +237,15 @@ async def test_a_workflow_submitted_across_crashes_runs_once() -> None:
             await engine.client.call(click, "s3cret", key="w")
             assert await asyncio.wait_for(engine.client.workflow_attach(run, "w"), WAIT_S) == "verified"
             assert engine.crashes == 1
+
+
+async def test_crash_in_the_middle_of_a_batch_of_concurrent_calls() -> None:
+    async with TestEngine(kit_app.app) as engine:
+        engine.crash_at(
+            point="processor.mid_batch"
+        )  # a batch of several records: one applied, none committed
+        calls = (engine.client.call(multi, f"m{i}") for i in range(4))
+        results = await asyncio.wait_for(asyncio.gather(*calls), WAIT_S)
+        assert [r["shipped"] for r in results] == [f"ship m{i}" for i in range(4)]
+        assert engine.crashes == 1
+        assert EFFECTS == {f"{step} m{i}": 1 for i in range(4) for step in ("charge", "ship")}
