@@ -249,3 +249,21 @@ async def test_crash_in_the_middle_of_a_batch_of_concurrent_calls() -> None:
         assert [r["shipped"] for r in results] == [f"ship m{i}" for i in range(4)]
         assert engine.crashes == 1
         assert EFFECTS == {f"{step} m{i}": 1 for i in range(4) for step in ("charge", "ship")}
+
+
+async def test_restate_sdks_client_on_the_kit() -> None:
+    """Tests written against ``create_test_harness``'s ``env.client`` run on the in-process engine too."""
+    from tests.testing.restate_style_app import add as style_add
+    from tests.testing.restate_style_app import app as style_app
+    from tests.testing.restate_style_app import click, greet, remind, run
+
+    async with TestEngine(style_app) as engine, engine.restate_client() as client:
+        assert await client.service_call(greet, arg="Ada") == "Hello Ada!"
+        assert await client.object_call(style_add, key="k", arg=3) == 3
+        handle = await client.workflow_send(run, key="ada", arg="ada@example.com")
+        assert handle.invocation_id.startswith("inv_")
+        await client.workflow_call(click, key="ada", arg="s3cret")
+        assert await asyncio.wait_for(engine.client.workflow_attach(run, "ada"), WAIT_S) == "verified"
+        assert await asyncio.wait_for(client.service_call(remind, arg=30), WAIT_S) == "reminded after 30 days"
+        await engine.crash()
+        assert await client.object_call(style_add, key="k", arg=1) == 4  # the new node's ingress

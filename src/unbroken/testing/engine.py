@@ -13,10 +13,11 @@ journaled is not done again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,12 +29,15 @@ from unbroken.core.invocation import Invocation
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import Schemas
 from unbroken.core.storage import Store
+from unbroken.http.asgi import Receive, Scope, Send
+from unbroken.ingress.app import IngressApp
 from unbroken.runtime.clock import Clock, ManualClock, SystemClock
 from unbroken.runtime.committer import Batch, CommitSink
 from unbroken.runtime.faults import POINTS, FaultPoints
 from unbroken.runtime.node import EngineOptions, Node
 from unbroken.runtime.processor import Processor
 from unbroken.sdk.app import App
+from unbroken.sdk.client_types import RestateClient
 from unbroken.sdk.session import describe_entry
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_snapshot import SqliteSnapshot
@@ -152,6 +156,7 @@ class TestEngine:
         self._restart_pending = False
         self._closed = False
         self._previous_handler: Any = None
+        self._ingress_app: IngressApp | None = None
 
     # ------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> TestEngine:
@@ -410,6 +415,32 @@ class TestEngine:
     def client(self) -> TestClient:
         """Calls, sends, attaches and awakeables, in process."""
         return TestClient(self)
+
+    @contextlib.asynccontextmanager
+    async def restate_client(self) -> AsyncIterator[RestateClient]:
+        """restate-sdk's ingress client (``service_call``, ``object_send``, ``workflow_call``, ...) on this
+        engine's real ingress, in process (no socket): tests written against ``create_test_harness``'s
+        ``env.client`` run on the kit. A request in flight when the engine crashes is answered 503."""
+        import httpx
+
+        from unbroken.sdk.client import Client
+
+        transport = httpx.ASGITransport(app=self._ingress)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://unbroken.test", timeout=None
+        ) as http:
+            yield Client(http)
+
+    async def _ingress(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ingress of the node of the moment (a crash makes a new node)."""
+        while self._restart_pending:
+            await asyncio.sleep(0)
+        node = self.node
+        if node is None:
+            raise RuntimeError("the engine is not started")
+        if self._ingress_app is None or self._ingress_app.engine is not node:
+            self._ingress_app = IngressApp(node)
+        await self._ingress_app(scope, receive, send)
 
 
 def _replace(config: Config, overrides: dict[str, Any]) -> Config:
