@@ -1,5 +1,8 @@
 """Unbroken: durable execution for Python, with restate-sdk's API (``import unbroken as restate``)."""
 
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
+
 from unbroken import logging
 from unbroken.entry_codec import JournalValueCodec, JournalValueCodecProvider
 from unbroken.sdk import asgi as _asgi
@@ -33,6 +36,9 @@ from unbroken.sdk.replay_logging import RestateLoggingFilter, getLogger
 from unbroken.sdk.serde import BytesSerde, DefaultSerde, JsonSerde, PydanticJsonSerde, Serde
 from unbroken.sdk.service import InvocationRetryPolicy, Service, VirtualObject, Workflow
 from unbroken.types import HarnessEnvironment
+
+if TYPE_CHECKING:
+    from unbroken.testing import harness as _harness
 
 __version__ = "0.1.0"
 
@@ -68,6 +74,40 @@ def _embedded_node(app: App) -> _asgi.AsgiApp:
 
 
 _asgi.install_node_factory(_embedded_node)
+
+
+def test_harness(
+    app: App,
+    follow_logs: bool = False,
+    restate_image: str = "docker.io/restatedev/restate:latest",
+    always_replay: bool = False,
+    disable_retries: bool = False,
+) -> "_harness.RestateTestHarness":
+    """restate-sdk's test harness without Docker: the engine in a thread of this process, real HTTP on
+    free ports, virtual time (``unbroken.testing.harness``). ``with restate.test_harness(app) as harness:
+    harness.ingress_client().post("/greeter/greet", json="Alice")``."""
+    from unbroken.testing.harness import test_harness as make
+
+    return make(app, follow_logs, restate_image, always_replay, disable_retries)
+
+
+test_harness.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, whatever its name
+
+
+def create_test_harness(
+    app: App,
+    follow_logs: bool = False,
+    restate_image: str = "docker.io/restatedev/restate:latest",
+    always_replay: bool = False,
+    disable_retries: bool = False,
+    journal_value_codec: JournalValueCodec | None = None,
+) -> AbstractAsyncContextManager[HarnessEnvironment]:
+    """``async with restate.create_test_harness(app) as env: await env.client.service_call(greet, arg="Ada")``
+    (restate-sdk's; ``env.ingress_url``, ``env.admin_api_url`` too)."""
+    from unbroken.testing.harness import create_test_harness as make
+
+    return make(app, follow_logs, restate_image, always_replay, disable_retries, journal_value_codec)
+
 
 __all__ = [
     "App",
@@ -107,10 +147,12 @@ __all__ = [
     "app",
     "as_completed",
     "create_client",
+    "create_test_harness",
     "gather",
     "getLogger",
     "is_internal_exception",
     "logging",
     "select",
+    "test_harness",
     "wait_completed",
 ]

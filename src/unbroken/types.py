@@ -1,7 +1,7 @@
 """``unbroken.types``: the same module path as ``restate.types``.
 
-``HarnessEnvironment`` is what restate-sdk's test harness yields; the harness itself is not built yet
-(see the README), the type is here so annotations importing it keep working.
+``HarnessEnvironment`` is what ``create_test_harness`` yields (``unbroken.testing.harness``), as restate-sdk's
+test harness does.
 """
 
 from __future__ import annotations

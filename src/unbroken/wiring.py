@@ -68,8 +68,9 @@ def local_transport(app: App, parts: Parts, loop: asyncio.AbstractEventLoop | No
     return LocalTransport(app.services, parts.clock.now_ms, loop, fault_point=parts.faults.point)
 
 
-def app_schemas(app: App, config: Config, store: SqliteStore) -> Schemas:
-    """``app``'s services with the configured defaults and the ``PATCH /services`` changes the store holds."""
+def app_schemas(app: App, config: Config, store: SqliteStore | None) -> Schemas:
+    """``app``'s services with the configured defaults and the ``PATCH /services`` changes the store holds
+    (None: without a store, the app's own)."""
     defaults = RetryPolicy(
         config.retry_initial_interval_ms,
         config.retry_exponentiation_factor,
@@ -85,7 +86,7 @@ def app_schemas(app: App, config: Config, store: SqliteStore) -> Schemas:
         config.workflow_completion_retention_ms,
         config.journal_retention_ms,
     )
-    return with_overrides(schemas, store.service_overrides())
+    return schemas if store is None else with_overrides(schemas, store.service_overrides())
 
 
 def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Node, SqliteStore]:

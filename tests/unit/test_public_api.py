@@ -42,11 +42,13 @@ EXPECTED = {
     "app",
     "as_completed",
     "create_client",
+    "create_test_harness",
     "gather",
     "getLogger",
     "is_internal_exception",
     "logging",
     "select",
+    "test_harness",
     "wait_completed",
 }
 
@@ -113,3 +115,64 @@ def test_import_brings_hypercorn_asyncio_like_restate_sdk_but_not_for_the_cli() 
     assert _imports_after("import sys, unbroken; print('hypercorn.asyncio' in sys.modules)") == "True"
     code = "import sys; sys.argv = ['/venv/bin/unbroken']; import unbroken; print('hypercorn' in sys.modules)"
     assert _imports_after(code) == "False"
+
+
+TESTING_EXPECTED = {
+    "Divergence",
+    "EngineCrashed",
+    "ExportedInvocation",
+    "RequestRefused",
+    "TestClient",
+    "TestEngine",
+    "check_journal",
+    "crash_at_every_journal_index",
+}
+PYTEST_FIXTURES = {
+    "unbroken_app",
+    "unbroken_engine_options",
+    "unbroken_engine",
+    "unbroken_client",
+    "unbroken_harness",
+}
+
+
+def test_testing_kit_names_are_pinned() -> None:
+    import unbroken.testing
+
+    assert set(unbroken.testing.__all__) == TESTING_EXPECTED
+    for name in unbroken.testing.__all__:
+        assert getattr(unbroken.testing, name) is not None, name
+
+
+def test_pytest_plugin_is_registered_with_its_fixtures() -> None:
+    from importlib.metadata import entry_points
+
+    from unbroken.testing import pytest_plugin
+
+    (plugin,) = [e for e in entry_points(group="pytest11") if e.name == "unbroken"]
+    assert plugin.value == "unbroken.testing.pytest_plugin"
+    assert PYTEST_FIXTURES <= set(vars(pytest_plugin))
+
+
+def test_harness_names_and_parameters_are_restate_sdks() -> None:
+    """Read from restate-sdk 1.2.0's source: importing its harness needs testcontainers (Docker's)."""
+    import ast
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("restate.harness")
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    theirs = {
+        node.name: [a.arg for a in node.args.args]
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    for ours in (unbroken.test_harness, unbroken.create_test_harness):
+        assert list(inspect.signature(ours).parameters) == theirs[ours.__name__]
+    assert list(unbroken.HarnessEnvironment.__dataclass_fields__) == [
+        "ingress_url",
+        "admin_api_url",
+        "client",
+    ]

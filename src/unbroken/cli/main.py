@@ -11,6 +11,8 @@ Operating a running server (over its admin API and ingress, see ``invocations.py
 
     unbroken invoke TARGET [JSON] [--send] [--delay D] [--idempotency-key K] [--header k:v]
     unbroken invocations list|describe|cancel|kill|purge|pause|resume ...
+    unbroken invocations export ID [--data-dir DIR] [-o FILE]
+    unbroken replay-check APP [--data-dir DIR]     # would the new code replay the in-flight journals?
     unbroken explain ID
     unbroken state keys|get|set|clear ...
     unbroken services list|describe|config ...
@@ -275,10 +277,12 @@ def dev(
 
 
 def _add_operator_commands() -> None:
-    from unbroken.cli import calls, explain, invocations, services, state
+    from unbroken.cli import calls, explain, invocations, replay, services, state
 
     cli.command("invoke")(calls.invoke)
+    invocations.app.command("export")(replay.export)
     cli.add_typer(invocations.app, name="invocations")
+    cli.command("replay-check")(replay.replay_check)
     cli.command("explain")(explain.explain)
     cli.add_typer(state.app, name="state")
     cli.add_typer(services.app, name="services")

@@ -107,6 +107,12 @@ clean_expired_interval_ms = 60_000
 # worth the wait).
 cli_count_rows_max = 100_000
 
+# Test kit (unbroken.testing): how long a test waits before it reports instead of hanging
+testkit_idle_wait_s_max = 10.0  # wait_idle()/advance(): a handler still busy after this is named in the error
+testkit_replay_s_max = 10.0  # one invocation's dry replay (replay-check): a handler stuck outside ctx calls
+testkit_harness_start_s_max = 30.0  # test_harness(): the engine and both listeners up
+testkit_harness_stop_s_max = 10.0
+
 
 # Relationships between the bounds.
 assert 1 <= batch_records_max <= records_queued_max  # a batch is taken from the queue

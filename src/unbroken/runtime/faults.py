@@ -26,6 +26,19 @@ from collections.abc import Mapping
 
 from unbroken.core.errors import InvariantViolation
 
+# Every point declared in the code (the list above): a test arming another name is told so.
+POINTS = frozenset(
+    {
+        "processor.mid_batch",
+        "processor.before_commit",
+        "processor.after_commit",
+        "invoker.before_start",
+        "sdk.run.before_propose",
+        "timer.before_fire",
+        "ingress.before_reply",
+    }
+)
+
 
 class InjectedFault(RuntimeError):
     pass
@@ -50,6 +63,9 @@ class FaultPoints:
 
     def arm(self, name: str, action: str = "raise") -> None:
         self._armed[name] = action
+
+    def disarm_all(self) -> None:
+        self._armed.clear()
 
     def point(self, name: str) -> None:
         """Declare a fault point. Costs one dict lookup when nothing is armed."""

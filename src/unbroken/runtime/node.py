@@ -115,6 +115,11 @@ class Node:
         for partition in self.partitions:
             await partition.stop()
 
+    def kill(self, message: str = "the node crashed") -> None:
+        """Die at once, as a SIGKILL would (tests): see ``Partition.kill``."""
+        for partition in self.partitions:
+            partition.kill(message)
+
     def health(self) -> str | None:
         """Why the node cannot serve now (None: healthy)."""
         for partition in self.partitions:

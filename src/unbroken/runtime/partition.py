@@ -173,6 +173,17 @@ class Partition:
         await self.processor.aclose()
         self._fail_waiters(f"partition {self.index} stopped: the server is shutting down; retry later")
 
+    def kill(self, message: str) -> None:
+        """The process died (an in-process crash in tests): attempts end, nothing queued is applied, timers
+        and the cleaner stop; callers still waiting are answered 503 (their connection would have broken).
+        What was committed is all that remains: a new node on the same store recovers from it."""
+        if self._cleaner is not None:
+            self._cleaner.cancel()
+        self.timers.stop()
+        self.invoker.abort_all()
+        self.processor.drop()
+        self._fail_waiters(message)
+
     def _fail_waiters(self, message: str) -> None:
         for request_id in list(self._waiters.futures):
             self._reply(a.Reply(request_id, a.Unavailable(Failure(503, message))))

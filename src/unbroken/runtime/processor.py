@@ -205,6 +205,11 @@ class Processor:
     def queued(self) -> int:
         return len(self._queue)
 
+    def idle(self) -> bool:
+        """Nothing queued, being applied, committed or waiting out a store failure (virtual time in tests
+        jumps only when every partition is idle)."""
+        return not (self._queue or self._scheduled or self._committing or self._paused)
+
     def withdraw(self, request_id: int) -> None:
         """The caller of ``request_id`` left: if its record is still queued, it is never applied."""
         if any(getattr(record, "request_id", 0) == request_id for record in self._queue):

@@ -81,6 +81,16 @@ class TimerService:
             self._handle.cancel()
             self._handle = None
 
+    def next_due_ms(self) -> int | None:
+        """When the earliest armed timer is due (None: the window holds none). Storage may hold later ones
+        only: the window always holds the earliest."""
+        return self._heap[0][0] if self._heap else None
+
+    def clock_moved(self) -> None:
+        """The clock jumped (virtual time in tests): the handle's delay was computed from the old time."""
+        if not self._stopped:
+            self._schedule()
+
     def stop(self) -> None:
         self._stopped = True
         if self._handle is not None:

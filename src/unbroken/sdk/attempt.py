@@ -60,9 +60,16 @@ class Attempt:
     """One attempt: the journal cursor, the results seen so far, the waiting coroutines."""
 
     def __init__(
-        self, start: AttemptStart, sink: AttemptSink, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        start: AttemptStart,
+        sink: AttemptSink,
+        loop: asyncio.AbstractEventLoop | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.start = start
+        # A replay check (``unbroken replay-check``): the journal is replayed, no ctx.run action ever runs.
+        self.dry_run = dry_run
+        self.divergence: NonDeterminismError | None = None  # the first mismatch, as it was raised
         # Records that can carry it get the awakeable count (the engine refuses to complete an index past
         # it). No wrapper sink holding the session: that would be a reference cycle per attempt, left to the
         # garbage collector (it was ~2% of a short call's instructions).
@@ -116,7 +123,10 @@ class Attempt:
             index, expected = self.replay[self.replay_pos]
             self.replay_pos += 1
             if _identity(expected) != _identity(cmd):
-                raise NonDeterminismError(index, _describe(expected), _describe(cmd))
+                error = NonDeterminismError(index, _describe(expected), _describe(cmd))
+                if self.divergence is None:
+                    self.divergence = error
+                raise error
             return expected  # type: ignore[return-value]
         too_long = self.journal_length >= limits.journal_entries_max
         if too_long and not isinstance(cmd, j.OutputCommand):  # the output (the error saying so) still goes
@@ -373,6 +383,11 @@ def value_result(data: bytes, what: str) -> j.Result:
             500,
         )
     return j.Result(value=data)
+
+
+def describe_entry(entry: j.Entry) -> str:
+    """How an entry is named in a ``NonDeterminismError`` (``Run('charge')``, ``SetState('count')``)."""
+    return _describe(entry)
 
 
 def _describe(entry: j.Entry) -> str:

@@ -336,7 +336,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
             abandoned = not s.cancelled or bool(s.cancel_seq)
 
             def execute() -> None:
-                if s.ended:
+                if s.ended or s.dry_run:  # a replay check performs no side effect
                     return
                 s.running_runs += 1
                 task = s.loop.create_task(

@@ -35,7 +35,9 @@ class LocalTransport:
         now_ms: Callable[[], int],
         loop: asyncio.AbstractEventLoop | None = None,
         fault_point: Callable[[str], None] = lambda name: None,
+        dry_run: bool = False,
     ) -> None:
+        self.dry_run = dry_run  # replay journals without running any ctx.run action (a replay check)
         self.handlers: dict[tuple[str, str], HandlerDef] = {}
         for svc in services:
             for name, hdef in svc.handlers.items():
@@ -53,7 +55,7 @@ class LocalTransport:
         if traced is not None:  # off: this test is all tracing costs an attempt
             trace = traced.attempt(start)
             sink = tracing.TracingSink(sink, trace)
-        session = Attempt(start, sink, loop)
+        session = Attempt(start, sink, loop, self.dry_run)
         session.trace = trace
         hdef = self.handlers.get((start.target.service, start.target.handler))
         if hdef is None:
