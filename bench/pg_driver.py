@@ -140,7 +140,9 @@ def run_asyncpg_bridge(url: str, batches: int, records: int) -> float:
         bridge.call(lambda: conn.execute("BEGIN"))
         touched = set()
         for p, inv_id in _ids(b, records):
-            bridge.call(lambda p=p, i=inv_id: conn.fetchrow("SELECT data FROM inv WHERE p = $1 AND id = $2", p, i))
+            bridge.call(
+                lambda p=p, i=inv_id: conn.fetchrow("SELECT data FROM inv WHERE p = $1 AND id = $2", p, i)
+            )
             bridge.call(
                 lambda p=p, i=inv_id: conn.execute(
                     "INSERT INTO inv VALUES ($1, $2, $3) ON CONFLICT (p, id) DO UPDATE SET data = excluded.data",
@@ -149,11 +151,13 @@ def run_asyncpg_bridge(url: str, batches: int, records: int) -> float:
                     BLOB,
                 )
             )
-            bridge.call(lambda p=p, i=inv_id: conn.execute("INSERT INTO journal VALUES ($1, $2, 0, $3)", p, i, ENTRY))
+            bridge.call(
+                lambda p=p, i=inv_id: conn.execute("INSERT INTO journal VALUES ($1, $2, 0, $3)", p, i, ENTRY)
+            )
             touched.add(p)
         ps = sorted(touched)
         bridge.call(
-            lambda: conn.execute(
+            lambda ps=ps: conn.execute(  # type: ignore[misc]
                 "UPDATE epoch e SET batches = e.batches + 1 FROM unnest($1::int[], $2::bigint[]) f(p, ep)"
                 " WHERE e.p = f.p AND e.epoch = f.ep",
                 ps,
@@ -178,7 +182,9 @@ def _reset(url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default=os.environ.get("UNBROKEN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--url", default=os.environ.get("UNBROKEN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    )
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--records", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
