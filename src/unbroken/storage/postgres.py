@@ -90,8 +90,11 @@ class PostgresStore:
         partitions: int = DEFAULT_PARTITIONS,
         node: str | None = None,
         lease_ttl_s: float = limits.pg_lease_ttl_s,
+        lease_wait_s: float = limits.pg_lease_acquire_wait_s,
         steal: bool = False,
     ) -> None:
+        """Connect, create or migrate the schema, and lead every partition (``steal``: even those a live
+        node leads, for an operator's takeover and tests; else wait up to ``lease_wait_s`` for them)."""
         self.location: Location = parse_url(url)
         self.node = node or default_node_name()
         self.conn = self._connect_writer()
@@ -104,7 +107,7 @@ class PostgresStore:
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
         self.leases = Leases(self.location, self.node, self.partitions, ttl_s=lease_ttl_s)
         try:
-            self.leases.acquire(force=steal)
+            self.leases.acquire(force=steal, wait_s=lease_wait_s)
         except BaseException:
             self.leases.close(release=False)
             self.conn.close()
