@@ -25,14 +25,13 @@ from unbroken.admin.app import AdminApp
 from unbroken.config import Config
 from unbroken.core import limits
 from unbroken.core.ids import deployment_id
+from unbroken.core.storage import Store
 from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.node import Node
 from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk.app import App
-from unbroken.storage.sqlite import SqliteStore
-from unbroken.storage.sqlite_reads import SqliteReadModel
-from unbroken.wiring import build_from_config
+from unbroken.wiring import build_from_config, read_model
 
 log = logging.getLogger("unbroken")
 
@@ -124,8 +123,8 @@ def _setup_logging(config: Config) -> None:
     logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
 
 
-def build_engine(app: App, config: Config) -> tuple[Node, SqliteStore]:
-    """The node of ``app`` on its SQLite data dir (``unbroken.wiring``: the one place nodes are built)."""
+def build_engine(app: App, config: Config) -> tuple[Node, Store]:
+    """The node of ``app`` on its store (``unbroken.wiring``: the one place nodes are built)."""
     return build_from_config(app, config)
 
 
@@ -167,7 +166,7 @@ async def run(
     )
     admin_app = AdminApp(
         engine,
-        SqliteReadModel(store.path),
+        read_model(store),
         config.data_dir,
         dep,
         f"http://{ingress_bind[0]}:{ingress_bind[1]}/",

@@ -118,6 +118,15 @@ DataDirOpt = Annotated[
     str | None,
     typer.Option("--data-dir", metavar="DIR", help="Directory for the SQLite data (default ./.unbroken)."),
 ]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT/DB[?schema=NAME]: keep the data in PostgreSQL instead of SQLite. "
+        "Also: [store] url, $UNBROKEN_STORE__URL.",
+    ),
+]
 ConfigOpt = Annotated[
     str | None,
     typer.Option(
@@ -138,6 +147,7 @@ _FLAG_FOR_FIELD = {
     "ingress_bind": "--ingress-bind",
     "admin_bind": "--admin-bind",
     "data_dir": "--data-dir",
+    "store_url": "--store",
     "log_level": "--log-level",
 }
 
@@ -155,6 +165,7 @@ def _run(
     ingress_bind: str | None,
     admin_bind: str | None,
     data_dir: str | None,
+    store: str | None,
     config_file: str | None,
     log_level: str | None,
 ) -> None:
@@ -170,6 +181,7 @@ def _run(
                 "ingress_bind": ingress_bind,
                 "admin_bind": admin_bind,
                 "data_dir": data_dir,
+                "store_url": store,
                 "log_level": log_level,
                 "dev": True if dev else None,
             },
@@ -221,6 +233,7 @@ def serve(
     ingress_bind: IngressBindOpt = None,
     admin_bind: AdminBindOpt = None,
     data_dir: DataDirOpt = None,
+    store: StoreOpt = None,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
@@ -231,6 +244,7 @@ def serve(
         ingress_bind=ingress_bind,
         admin_bind=admin_bind,
         data_dir=data_dir,
+        store=store,
         config_file=config,
         log_level=log_level,
     )
@@ -242,6 +256,7 @@ def dev(
     ingress_bind: IngressBindOpt = None,
     admin_bind: AdminBindOpt = None,
     data_dir: DataDirOpt = None,
+    store: StoreOpt = None,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
@@ -252,6 +267,7 @@ def dev(
         ingress_bind=ingress_bind,
         admin_bind=admin_bind,
         data_dir=data_dir,
+        store=store,
         config_file=config,
         log_level=log_level,
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, partition_key_for_key
 
 SCHEMA_VERSION = 1
@@ -115,8 +116,12 @@ def parse_url(url: str) -> Location:
 
 def connect(location: Location, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
     """A connection whose tables are the store's (``search_path`` is the store's schema)."""
-    conn = psycopg.connect(location.conninfo, autocommit=autocommit, connect_timeout=10)
+    conn = psycopg.connect(
+        location.conninfo, autocommit=autocommit, connect_timeout=limits.pg_connect_timeout_s
+    )
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(location.schema)))
+    if not autocommit:
+        conn.commit()  # the SET opened a transaction: the caller sets the next one up
     return conn
 
 
