@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,18 @@ class Server:
     """One server process on its own ports and data dir; can be SIGKILLed and restarted on the same data."""
 
     def __init__(
-        self, app: str, data_dir: Path, env: Mapping[str, str] | None = None, dev: bool = False
+        self,
+        app: str,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        dev: bool = False,
+        args: Sequence[str] = (),
     ) -> None:
         self.app = app if os.path.isabs(app) or ":" in app else str(ROOT / app)
         self.data_dir = data_dir
         self.env = dict(env or {})
         self.dev = dev
+        self.args = list(args)  # more command-line options of ``serve``
         self.ingress_port = free_port()
         self.admin_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -57,6 +63,7 @@ class Server:
             f"127.0.0.1:{self.ingress_port}",
             "--admin-bind",
             f"127.0.0.1:{self.admin_port}",
+            *self.args,
         ]
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
