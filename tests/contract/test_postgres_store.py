@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from tests import pg
 from unbroken.core import journal as j
 from unbroken.core.storage import NotLeader, StoreError
-from unbroken.storage.postgres import PostgresStore
+from unbroken.storage.postgres import PostgresStore, PostgresTransaction
+from unbroken.storage.postgres_lease import FENCE
 from unbroken.storage.postgres_schema import SCHEMA_VERSION, StoreVersionError, invocation_partition
 
 NOW = 1_700_000_000_000
@@ -122,4 +124,35 @@ def test_a_lost_connection_is_a_store_error_and_the_store_reconnects(url: str) -
     with store.transaction() as txn:  # the next batch works on a new connection
         txn.state_set("Obj", "k", "n", b"kept")
     assert _sql(url, "SELECT value FROM state") == [(b"kept",)]
+    store.close()
+
+
+def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_remains(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(url, partitions=2, node="a")
+    fenced = PostgresTransaction._all
+
+    def fence_then_lose_the_connection(
+        self: PostgresTransaction, query: str, params: tuple[object, ...]
+    ) -> Any:
+        rows = fenced(self, query, params)
+        if query == FENCE:  # the fence passed: the connection dies before the COMMIT
+            _sql(url, f"SELECT pg_terminate_backend({self.c.info.backend_pid})")
+        return rows
+
+    monkeypatch.setattr(PostgresTransaction, "_all", fence_then_lose_the_connection)
+    txn = store.begin()
+    txn.state_set("Obj", "k", "n", b"lost")
+    with pytest.raises(StoreError):
+        txn.commit()
+    monkeypatch.undo()
+    assert store._unresolved is None  # learnt at once: it did not land
+    assert _sql(url, "SELECT count(*) FROM state") == [(0,)]
+    with store.transaction() as txn:
+        txn.state_set("Obj", "k", "n", b"kept")
+    (token,) = _sql(url, "SELECT last_batch FROM partition_epoch WHERE last_batch <> 0")[0]
+    parts = [row[0] for row in _sql(url, "SELECT part FROM partition_epoch")]
+    assert store.outcome(int(str(token)), parts) is True  # what a lost answer would be resolved to
+    assert store.outcome(int(str(token)) + 1, parts) is False
     store.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -141,20 +142,39 @@ class PostgresStore:
         return transaction(self)
 
     def _resolve_unknown_commit(self) -> None:
-        """The last COMMIT's answer was lost: learn from its token whether it landed before going on. Its
-        batch was reported failed, so had it landed the engine would apply it twice: stop leading instead."""
+        """A COMMIT's answer was lost and its outcome could not be learnt then: learn it now, before the
+        partition acts again. Its batch was reported failed and will be applied again, so had it landed
+        that would apply it twice: those partitions stop being led here instead (a restart recovers them)."""
         assert self._unresolved is not None
         token, parts = self._unresolved
-        try:
-            rows = self._read("SELECT part FROM partition_epoch WHERE last_batch = %s", (token,))
-        except psycopg.Error as exc:
-            raise store_error(exc) from exc
+        landed = self.outcome(token, parts)
+        if landed is None:
+            raise StoreError(f"the outcome of a COMMIT on partitions {parts} is still unknown: retrying")
         self._unresolved = None
-        if rows:
+        if landed:
             self.leases.mark_lost(
                 parts, "a batch reported failed had committed (its COMMIT's answer was lost)"
             )
             raise NotLeader(f"partitions {parts}: a batch whose COMMIT's answer was lost had committed")
+
+    def outcome(self, token: int, parts: list[int], wait_s: float = 0.0) -> bool | None:
+        """Whether the batch fenced with ``token`` committed (None: the database cannot be reached, retried
+        for up to ``wait_s``). On a new writer connection: the rows are locked FOR UPDATE first, so a COMMIT
+        still in flight on the old connection has ended either way before its token is read."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if self.conn.closed or self.conn.broken:
+                    self.conn = connect(self.location)
+                rows = self.conn.execute(
+                    "SELECT last_batch FROM partition_epoch WHERE part = ANY(%s) FOR UPDATE", (parts,)
+                ).fetchall()
+                return any(int(row[0]) == token for row in rows)
+            except psycopg.Error as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("cannot learn whether a batch committed: %s", exc)
+                    return None
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     # ------------------------------------------------------------------------------------ recovery reads
     def _read(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -258,10 +278,16 @@ class PostgresTransaction:
             self.pipeline.__exit__(None, None, None)
         except psycopg.Error as exc:
             self._close_pipeline()
-            if self.c.broken or isinstance(exc, psycopg.OperationalError):
-                self.store._unresolved = (token, parts)  # resolved before the next batch (``begin``)
-            else:
+            if not (self.c.broken or isinstance(exc, psycopg.OperationalError)):
                 self._rollback_quietly()
+                raise store_error(exc) from exc
+            # The connection went during the COMMIT: it may have landed. Learn which before answering.
+            landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
+            if landed:
+                log.warning("a COMMIT whose answer was lost had landed: the batch is committed")
+                return
+            if landed is None:
+                self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
             raise store_error(exc) from exc
 
     def rollback(self) -> None:
