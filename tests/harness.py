@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from tests import pg
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 20.0
 
@@ -40,6 +42,9 @@ class Server:
         self.env = dict(env or {})
         self.dev = dev
         self.args = list(args)  # more command-line options of ``serve``
+        if os.environ.get("UNBROKEN_TEST_STORE") == "postgres" and "--store" not in self.args:
+            # the whole e2e suite on PostgreSQL: a schema per data dir (dropped when the session ends)
+            self.env.setdefault("UNBROKEN_STORE__URL", pg.url_for(pg.schema_for(str(data_dir))))
         self.ingress_port = free_port()
         self.admin_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
