@@ -115,9 +115,10 @@ def read_model(store: Store) -> ReadModel:
         return SqliteReadModel(store.path)
     from unbroken.storage.postgres import PostgresStore
     from unbroken.storage.postgres_reads import PostgresReadModel
+    from unbroken.storage.sqlite_mirror import query_rows
 
-    if isinstance(store, PostgresStore):
-        return PostgresReadModel(store.location, store.partitions)
+    if isinstance(store, PostgresStore):  # /query: the rows copied to SQLite, which has the views
+        return PostgresReadModel(store.location, store.partitions, engine=query_rows)
     raise TypeError(f"no read model for {type(store).__name__}")
 
 

@@ -1,7 +1,7 @@
 """``unbroken serve APP --store postgresql://...``: a real server on the machine's PostgreSQL.
 
 Calls, object state, a sleeping invocation and a workflow promise survive in PostgreSQL; the admin API's
-typed reads (state, explain) answer from it; ``/query`` is refused with a message (its views need SQLite); a
+typed reads (state, explain) answer from it, and ``/query`` too (the rows copied to SQLite's views); a
 SIGTERM hands the partition leases over at once; a database holding a newer schema is refused at start.
 """
 
@@ -58,8 +58,18 @@ def test_serve_on_postgres_keeps_state_and_answers_the_admin_api(tmp_path: Path,
             return str(body["summary"])
 
         wait_until(lambda: "sleep" in explained(), 10, what="the nap to be explained as sleeping")
-        refused = srv.admin_request("POST", "/query", {"query": "SELECT id FROM sys_invocation"})
-        assert refused.status_code == 400 and "not available on the PostgreSQL store" in refused.text
+        rows = srv.admin_request(
+            "POST", "/query", {"query": f"SELECT target, journal_size FROM sys_invocation WHERE id = '{inv}'"}
+        )
+        assert rows.status_code == 200 and rows.json()["rows"] == [
+            {"target": "Sleeper/nap", "journal_size": 2}
+        ]
+        state = srv.admin_request(
+            "POST", "/query", {"query": f"SELECT key, value_utf8 FROM state WHERE service_key = '{key}'"}
+        )
+        assert state.json()["rows"] == [{"key": "total", "value_utf8": "5"}]
+        write = srv.admin_request("POST", "/query", {"query": "DELETE FROM state"})
+        assert write.status_code == 400 and "read-only" in write.text
         assert _sql(schema, "SELECT count(*) FROM timer") == [(1,)]  # the nap's timer is in PostgreSQL
         assert (srv.data_dir / "unbroken.db").exists() is False  # nothing went to SQLite
 

@@ -128,7 +128,8 @@ def test_storage_does_not_reach_up() -> None:
 
 
 def test_no_storage_backend_imports_another() -> None:
-    """``sqlite*.py`` is one backend, ``memory*.py`` another; ``codec.py`` (row codecs) is shared."""
+    """``sqlite*.py`` is one backend, ``memory*.py`` another, ``postgres*.py`` a third; ``codec.py`` (row
+    codecs) is shared. PostgreSQL's ``/query`` uses SQLite's views through ``wiring``, not an import."""
     assert (
         _violations("storage", {"unbroken.storage.memory", "unbroken.storage.memory_reads"}, "sqlite*.py")
         == []
@@ -147,6 +148,23 @@ def test_no_storage_backend_imports_another() -> None:
         == []
     )
     assert _violations("storage", {"unbroken.storage.sqlite", "unbroken.storage.memory"}, "codec.py") == []
+    postgres = {
+        "unbroken.storage.postgres",
+        "unbroken.storage.postgres_schema",
+        "unbroken.storage.postgres_lease",
+        "unbroken.storage.postgres_reads",
+    }
+    sqlite = {
+        "unbroken.storage.sqlite",
+        "unbroken.storage.sqlite_reads",
+        "unbroken.storage.sqlite_views",
+        "unbroken.storage.sqlite_snapshot",
+        "unbroken.storage.sqlite_mirror",
+    }
+    memory = {"unbroken.storage.memory", "unbroken.storage.memory_reads"}
+    assert _violations("storage", sqlite | memory, "postgres*.py") == []
+    assert _violations("storage", postgres, "sqlite*.py") == []
+    assert _violations("storage", postgres, "memory*.py") == []
 
 
 def test_the_sdk_reaches_nothing_of_the_engine() -> None:

@@ -108,6 +108,9 @@ pg_lease_self_fence_margin_s = 1.0
 pg_lease_acquire_wait_s = 10.0  # at start, how long to wait for another node's leases to expire
 pg_commit_resolve_timeout_s = 10.0  # after a COMMIT whose outcome is unknown: how long to try to learn it
 pg_connect_timeout_s = 10  # to open one connection
+# POST /query on PostgreSQL copies the tables into a SQLite file with the views (storage/sqlite_mirror.py):
+# past this many rows in all, the query is refused rather than copying the database.
+pg_query_rows_copied_max = 200_000
 
 # CLI
 # Rows `unbroken invocations` counts past its page; beyond, it says "more than" (counting a million rows is not

@@ -21,6 +21,31 @@ from unbroken.core.txn import Promise, TimerKind
 _T = TypeVar("_T")
 
 
+# The rows a backend without SQL views of its own hands to a query engine that has them (PostgreSQL's to
+# ``storage/sqlite_mirror.py``, joined in ``wiring``): table -> rows, columns in this order.
+EXPORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "invocation": (
+        "seq",
+        "id",
+        "status",
+        "service",
+        "service_key",
+        "handler",
+        "created_at",
+        "modified_at",
+        "expires_at",
+        "data",
+    ),
+    "journal": ("invocation_id", "idx", "entry", "appended_at"),
+    "state": ("service", "service_key", "name", "value"),
+    "lock": ("service", "service_key", "holder"),
+    "inbox": ("seq", "service", "service_key", "id", "created_at"),
+    "timer": ("id", "fire_at", "kind", "invocation_id", "completion_id"),
+    "promise": ("service", "service_key", "name", "data"),
+}
+Export = dict[str, list[tuple[Any, ...]]]
+
+
 class QueryError(Exception):
     """A query the client got wrong or that hit a limit (answered 400 with this message)."""
 
@@ -74,6 +99,12 @@ class Snapshot(Protocol):
         ...
 
     def promise(self, service: str, key: str, name: str) -> Promise | None: ...
+
+
+class QueryEngine(Protocol):
+    """Runs one read-only statement over exported rows (see ``EXPORT_COLUMNS``); blocking."""
+
+    def __call__(self, rows: Export, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer: ...
 
 
 class ReadModel(Protocol):

@@ -2,10 +2,11 @@
 an invocation's journal) on a connection and thread of their own, each call inside one REPEATABLE READ,
 READ ONLY transaction (one consistent snapshot).
 
-``POST /query`` is refused with a message: its views (``sys_invocation``, ``sys_journal``, ...) decode the
-stored msgpack rows with functions registered in SQLite, which PostgreSQL cannot call. Serving it needs the
-views rebuilt for PostgreSQL (decoded columns written beside the blobs, or a decoding step in Python over
-the rows a translated query selects): not done yet.
+``POST /query``: the views (``sys_invocation``, ``sys_journal``, ...) decode the stored msgpack rows with
+Python functions registered in SQLite, which PostgreSQL cannot call. So the tables are exported, in one
+snapshot, to a query engine given by ``wiring`` (``storage/sqlite_mirror.py``: a throwaway SQLite file with
+the views); past ``limits.pg_query_rows_copied_max`` rows the query is refused with a message. Without an
+engine, every query is refused with a message.
 """
 
 from __future__ import annotations
@@ -18,18 +19,30 @@ from typing import Any, TypeVar
 import psycopg
 
 from unbroken.core import journal as j
+from unbroken.core import limits
 from unbroken.core.invocation import Invocation
-from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot
+from unbroken.core.read_model import (
+    EXPORT_COLUMNS,
+    Catalog,
+    Export,
+    InboxSpot,
+    QueryAnswer,
+    QueryBusy,
+    QueryEngine,
+    QueryError,
+    Snapshot,
+)
 from unbroken.core.storage import Promise, TimerKind
 from unbroken.storage.codec import decode_invocation, decode_promise
 from unbroken.storage.postgres_schema import Location, connect, invocation_partition, key_partition
 
 _T = TypeVar("_T")
 QUERY_UNSUPPORTED = (
-    "SQL queries (POST /query, unbroken sql) are not available on the PostgreSQL store yet: their views "
-    "decode rows with functions of the SQLite store. Use the admin API's typed endpoints (invocations, "
-    "explain, state) meanwhile"
+    "SQL queries (POST /query, unbroken sql) are not available on this PostgreSQL store: their views "
+    "decode rows with functions of the SQLite store. Use the admin API's typed endpoints (explain, state)"
 )
+# The order rows are copied in (the views' default order follows it, as on SQLite).
+_EXPORT_ORDER = {"invocation": "seq", "journal": "invocation_id, idx", "inbox": "seq", "timer": "id"}
 
 
 class PostgresSnapshot:
@@ -113,11 +126,16 @@ class PostgresSnapshot:
 class PostgresReadModel:
     """Implements :class:`unbroken.core.read_model.ReadModel` on the store at ``location``."""
 
-    def __init__(self, location: Location, partitions: int) -> None:
+    def __init__(self, location: Location, partitions: int, engine: QueryEngine | None = None) -> None:
         self.location = location
         self.partitions = partitions
+        self.engine = engine
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unbroken-reads")
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        # Queries: a thread and connection of their own, so a slow one never delays the typed reads.
+        self._query_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unbroken-query")
+        self._query_conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._inflight = 0
 
     async def read(self, fn: Callable[[Snapshot], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn)
@@ -134,9 +152,54 @@ class PostgresReadModel:
                 self._conn.rollback()  # read only: ends the snapshot
 
     async def query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
-        raise QueryError(QUERY_UNSUPPORTED)
+        if self.engine is None:
+            raise QueryError(QUERY_UNSUPPORTED)
+        if self._inflight >= limits.query_inflight_max:
+            raise QueryBusy(
+                f"too many queries at once (at most {limits.query_inflight_max} run or wait): retry later"
+            )
+        self._inflight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._query_pool, self._query, sql, timeout_s, catalog)
+        finally:
+            self._inflight -= 1
+
+    def _query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
+        assert self.engine is not None
+        return self.engine(self._export(), sql, timeout_s, catalog)
+
+    def _export(self) -> Export:
+        """Every table the views read, in one snapshot; ``QueryError`` past the copy bound."""
+        conn = self._query_conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._query_conn = connect(self.location, autocommit=False)
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+        budget = limits.pg_query_rows_copied_max
+        rows: Export = {}
+        try:
+            for table, columns in EXPORT_COLUMNS.items():
+                order = _EXPORT_ORDER.get(table, "1")
+                query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order} LIMIT %s"
+                rows[table] = found = conn.execute(query, (budget + 1,), binary=True).fetchall()
+                budget -= len(found)
+                if budget < 0:
+                    raise QueryError(
+                        f"the PostgreSQL store holds more than {limits.pg_query_rows_copied_max} rows: SQL queries "
+                        "copy them to SQLite to run the views, and are refused past that"
+                    )
+        finally:
+            if not conn.broken:
+                conn.rollback()
+        return {
+            table: [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in found]
+            for table, found in rows.items()
+        }
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._conn is not None:
-            self._conn.close()
+        self._query_pool.shutdown(wait=True, cancel_futures=True)
+        for conn in (self._conn, self._query_conn):
+            if conn is not None:
+                conn.close()
