@@ -7,6 +7,7 @@ issues it: per record one read that needs its answer (``get_invocation``) and tw
 
 * ``psycopg``: psycopg 3, synchronous, one round trip per statement.
 * ``psycopg-pipeline``: the same in pipeline mode: writes are queued, a read flushes them with it.
+* ``psycopg-pipeline-nofence``: the same without the fencing UPDATE (what the fence costs).
 * ``asyncpg-bridge``: asyncpg on a loop of its own thread, each call of the seam a ``run_coroutine_threadsafe``
   hop (what the synchronous seam would have to do to use it).
 * ``asyncpg-native``: asyncpg awaited directly (an upper bound: the seam cannot call it this way).
@@ -44,7 +45,7 @@ def _ids(batch: int, records: int) -> list[tuple[int, str]]:
     return [(i % 64, f"inv_{batch}_{i}") for i in range(records)]
 
 
-def run_psycopg(url: str, batches: int, records: int, pipeline: bool) -> float:
+def run_psycopg(url: str, batches: int, records: int, pipeline: bool, fence: bool = True) -> float:
     conn = psycopg.connect(url, autocommit=True)
     conn.execute(f"SET search_path TO {SCHEMA}")
     start = time.perf_counter()
@@ -62,14 +63,15 @@ def run_psycopg(url: str, batches: int, records: int, pipeline: bool) -> float:
             conn.execute("INSERT INTO journal VALUES (%s, %s, 0, %s)", (p, inv_id, ENTRY))
             touched.add(p)
         ps = sorted(touched)
-        cur = conn.execute(
-            "UPDATE epoch e SET batches = e.batches + 1 FROM unnest(%s::int[], %s::bigint[]) f(p, ep)"
-            " WHERE e.p = f.p AND e.epoch = f.ep",
-            (ps, [1] * len(ps)),
-        )
-        if pipe is not None:
-            pipe.sync()
-        assert cur.rowcount == len(ps)
+        if fence:
+            cur = conn.execute(
+                "UPDATE epoch e SET batches = e.batches + 1 FROM unnest(%s::int[], %s::bigint[]) f(p, ep)"
+                " WHERE e.p = f.p AND e.epoch = f.ep",
+                (ps, [1] * len(ps)),
+            )
+            if pipe is not None:
+                pipe.sync()
+            assert cur.rowcount == len(ps)
         conn.execute("COMMIT")
         if manager is not None:
             manager.__exit__(None, None, None)
@@ -192,6 +194,9 @@ def main() -> None:
     ways: dict[str, Callable[[], float]] = {
         "psycopg": lambda: run_psycopg(args.url, args.batches, args.records, pipeline=False),
         "psycopg-pipeline": lambda: run_psycopg(args.url, args.batches, args.records, pipeline=True),
+        "psycopg-pipeline-nofence": lambda: run_psycopg(
+            args.url, args.batches, args.records, pipeline=True, fence=False
+        ),
         "asyncpg-bridge": lambda: run_asyncpg_bridge(args.url, args.batches, args.records),
         "asyncpg-native": lambda: run_asyncpg_native(args.url, args.batches, args.records),
     }
