@@ -52,7 +52,8 @@ class Server:
         self.ingress = f"http://127.0.0.1:{self.ingress_port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
 
-    def start(self, extra_env: Mapping[str, str] | None = None) -> Server:
+    def start(self, extra_env: Mapping[str, str] | None = None, wait: bool = True) -> Server:
+        """Start the process; ``wait``: until both health endpoints answer (else ``wait_ready`` later)."""
         env = {**os.environ, **self.env, **(extra_env or {})}
         if "UNBROKEN_FAULTS" not in {**self.env, **(extra_env or {})}:
             env.pop("UNBROKEN_FAULTS", None)
@@ -72,11 +73,15 @@ class Server:
         ]
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+    def _wait_ready(self) -> None:  # the name older tests call
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -89,7 +94,7 @@ class Server:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)  # polling a health endpoint: there is no event to await across processes
-        raise TimeoutError(f"server not ready after {START_TIMEOUT_S}s:\n{self.log()}")
+        raise TimeoutError(f"server not ready after {timeout_s}s:\n{self.log()}")
 
     def log(self) -> str:
         try:

@@ -80,6 +80,8 @@ class Config:
     store_url: str | None = None
     store_partitions: int = 64  # used only when the cluster is created; fixed after that
     node_name: str | None = None  # this node in the lease table (default: the host's name)
+    # how long a starting node waits for leases another node holds (long: a standby that takes over)
+    store_lease_wait_ms: int = 10_000
 
     @property
     def ingress_host_port(self) -> tuple[str, int]:
@@ -393,6 +395,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("store_url", (("store", "url"),), _p_store_url),
     _Setting("store_partitions", (("store", "partitions"),), _p_positive_int),
     _Setting("node_name", (("node-name",),), _p_node_name),
+    _Setting("store_lease_wait_ms", (("store", "lease-wait"),), _p_duration),
 )
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Config))

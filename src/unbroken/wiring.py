@@ -104,7 +104,12 @@ def open_store(config: Config) -> Store:
             f"pip install 'unbroken[postgres]' ({exc})"
         ) from None
     try:
-        return PostgresStore(config.store_url, partitions=config.store_partitions, node=config.node_name)
+        return PostgresStore(
+            config.store_url,
+            partitions=config.store_partitions,
+            node=config.node_name,
+            lease_wait_s=config.store_lease_wait_ms / 1000,
+        )
     except (StoreError, StoreVersionError, ValueError) as exc:
         raise StartupError(f"cannot use the PostgreSQL store: {exc}") from None
 

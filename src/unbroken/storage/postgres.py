@@ -98,6 +98,7 @@ class PostgresStore:
         node leads, for an operator's takeover and tests; else wait up to ``lease_wait_s`` for them)."""
         self.location: Location = parse_url(url)
         self.node = node or default_node_name()
+        self._ttl_s = lease_ttl_s
         self.conn = self._connect_writer()
         try:
             self.partitions = prepare(self.conn, self.location, partitions)
@@ -120,9 +121,18 @@ class PostgresStore:
 
     def _connect_writer(self) -> Conn:
         try:
-            return connect(self.location)
+            return self._writer()
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.location.describe()}: {exc}") from exc
+
+    def _writer(self) -> Conn:
+        """The writer connection. A transaction left idle past the lease's TTL is ended by the server: a
+        leader paused (SIGSTOP, a VM freeze) in the middle of a batch holds the fenced rows' locks, and a
+        takeover would wait on them for as long as it stays paused."""
+        conn = connect(self.location)
+        timeout_ms = int(self._ttl_s * 1000)
+        conn.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}".encode())
+        return conn
 
     # ------------------------------------------------------------------------------------ transactions
     def begin(self) -> PostgresTransaction:
@@ -130,7 +140,7 @@ class PostgresStore:
             self._resolve_unknown_commit()
         try:
             if self.conn.closed or self.conn.broken:
-                self.conn = connect(self.location)
+                self.conn = self._writer()
             self.conn.execute(b"BEGIN")
             pipeline = self.conn.pipeline()
             pipeline.__enter__()
@@ -165,7 +175,7 @@ class PostgresStore:
         while True:
             try:
                 if self.conn.closed or self.conn.broken:
-                    self.conn = connect(self.location)
+                    self.conn = self._writer()
                 rows = self.conn.execute(
                     "SELECT last_batch FROM partition_epoch WHERE part = ANY(%s) FOR UPDATE", (parts,)
                 ).fetchall()

@@ -61,6 +61,17 @@ WHERE l.part = mine.part AND l.epoch = mine.epoch AND l.node = %s
 """
 
 
+def _ranges(parts: list[int]) -> str:
+    """``0-3, 7`` for [0, 1, 2, 3, 7]: 64 partition numbers on one line."""
+    out: list[str] = []
+    for part in sorted(parts):
+        if out and out[-1].split("-")[-1] == str(part - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{part}"
+        else:
+            out.append(str(part))
+    return ", ".join(out)
+
+
 class Leases:
     """The partitions this store leads and their epochs; renews them on a thread of its own."""
 
@@ -93,6 +104,7 @@ class Leases:
         operator's takeover; tests). Raises :class:`NotLeader` naming the holders if some stay taken."""
         deadline = time.monotonic() + wait_s
         wanted = set(range(self.partitions))
+        said = False
         while True:
             sent = time.monotonic()
             rows = self._execute(
@@ -106,6 +118,14 @@ class Leases:
                 self._valid_until = sent + self.ttl_s - limits.pg_lease_self_fence_margin_s
             if not wanted:
                 return
+            if not said:
+                log.warning(
+                    "node %s: %d partitions are led by another node; waiting up to %gs for their leases",
+                    self.node,
+                    len(wanted),
+                    wait_s,
+                )
+                said = True
             if time.monotonic() >= deadline:
                 holders = self._execute(
                     "SELECT DISTINCT node FROM partition_lease WHERE part = ANY(%s)", (sorted(wanted),)
@@ -147,11 +167,20 @@ class Leases:
             self.mark_lost(gone, "its lease was taken by another node")
 
     def mark_lost(self, parts: Iterable[int], why: str) -> None:
+        gone = []
         with self._lock:
             for part in parts:
                 if self.epochs.pop(part, None) is not None:
                     self.lost[part] = why
-                    log.error("partition %d is no longer led by node %s: %s", part, self.node, why)
+                    gone.append(part)
+        if gone:
+            log.error(
+                "%d partitions are no longer led by node %s (%s): %s",
+                len(gone),
+                self.node,
+                _ranges(gone),
+                why,
+            )
 
     # ------------------------------------------------------------------------------------ fencing
     def fence_args(self, touched: set[int]) -> tuple[list[int], list[int]]:
