@@ -102,9 +102,12 @@ class Snapshot(Protocol):
 
 
 class QueryEngine(Protocol):
-    """Runs one read-only statement over exported rows (see ``EXPORT_COLUMNS``); blocking."""
+    """Runs one read-only statement over exported rows (see ``EXPORT_COLUMNS``); blocking. Its time limit
+    counts from ``arrived`` (``time.monotonic()`` when the query arrived: the export counts too)."""
 
-    def __call__(self, rows: Export, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer: ...
+    def __call__(
+        self, rows: Export, sql: str, timeout_s: float | None, catalog: Catalog, arrived: float
+    ) -> QueryAnswer: ...
 
 
 class ReadModel(Protocol):

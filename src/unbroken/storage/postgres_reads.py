@@ -12,6 +12,7 @@ engine, every query is refused with a message.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -159,15 +160,16 @@ class PostgresReadModel:
                 f"too many queries at once (at most {limits.query_inflight_max} run or wait): retry later"
             )
         self._inflight += 1
+        arrived = time.monotonic()  # the wait for the pool and the export count towards the time limit
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._query_pool, self._query, sql, timeout_s, catalog)
+            return await loop.run_in_executor(self._query_pool, self._query, sql, timeout_s, catalog, arrived)
         finally:
             self._inflight -= 1
 
-    def _query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
+    def _query(self, sql: str, timeout_s: float | None, catalog: Catalog, arrived: float) -> QueryAnswer:
         assert self.engine is not None
-        return self.engine(self._export(), sql, timeout_s, catalog)
+        return self.engine(self._export(), sql, timeout_s, catalog, arrived)
 
     def _export(self) -> Export:
         """Every table the views read, in one snapshot; ``QueryError`` past the copy bound."""

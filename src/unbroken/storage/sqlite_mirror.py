@@ -16,13 +16,15 @@ from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
 
 
-def query_rows(rows: Export, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
+def query_rows(
+    rows: Export, sql: str, timeout_s: float | None, catalog: Catalog, arrived: float
+) -> QueryAnswer:
     """Implements :class:`unbroken.core.read_model.QueryEngine`."""
     with tempfile.TemporaryDirectory(prefix="unbroken-query-") as directory:
         _fill(directory, rows)
         model = SqliteReadModel(os.path.join(directory, "unbroken.db"), threads=1)
         try:
-            return model.query_sync(sql, timeout_s, catalog)
+            return model.query_sync(sql, timeout_s, catalog, arrived=arrived)
         finally:
             model.close()
 
