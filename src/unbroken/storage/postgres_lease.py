@@ -187,6 +187,9 @@ class Leases:
         """The partitions a batch fences (those it wrote; all led ones if it wrote none) and their epochs.
         Raises :class:`NotLeader` if one is not led, or the leases were not renewed in time."""
         with self._lock:
+            if not self.epochs:
+                why = "; ".join(sorted(set(self.lost.values()))) or "it has not taken its leases"
+                raise NotLeader(f"node {self.node} leads no partition: {why}")
             if time.monotonic() > self._valid_until:
                 raise NotLeader(
                     f"node {self.node} could not renew its partition leases in time: it commits nothing "
