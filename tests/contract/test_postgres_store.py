@@ -104,7 +104,9 @@ def test_a_stolen_lease_refuses_the_old_leaders_next_commit_and_nothing_of_it_la
 
 def test_a_leader_that_cannot_renew_in_time_fences_itself(url: str) -> None:
     store = PostgresStore(url, partitions=2, node="a", lease_ttl_s=1.2)  # self-fenced after 0.2 s unrenewed
-    store.leases.close(release=False)  # renewal stops, as when the database cannot be reached
+    store.leases._stop.set()  # renewal stops, as when the database cannot be reached
+    assert store.leases._thread is not None
+    store.leases._thread.join()
     time.sleep(0.3)
     with pytest.raises(NotLeader, match="could not renew"):
         with store.transaction() as txn:

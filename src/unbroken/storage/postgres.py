@@ -140,6 +140,7 @@ class PostgresStore:
             self._resolve_unknown_commit()
         try:
             if self.conn.closed or self.conn.broken:
+                self.conn.close()
                 self.conn = self._writer()
             self.conn.execute(b"BEGIN")
             pipeline = self.conn.pipeline()
@@ -175,6 +176,7 @@ class PostgresStore:
         while True:
             try:
                 if self.conn.closed or self.conn.broken:
+                    self.conn.close()
                     self.conn = self._writer()
                 rows = self.conn.execute(
                     "SELECT last_batch FROM partition_epoch WHERE part = ANY(%s) FOR UPDATE", (parts,)
@@ -189,6 +191,8 @@ class PostgresStore:
     # ------------------------------------------------------------------------------------ recovery reads
     def _read(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self._reader is None or self._reader.closed or self._reader.broken:
+            if self._reader is not None:
+                self._reader.close()
             self._reader = connect(self.location)
         return self._reader.execute(query, params, binary=True).fetchall()
 
