@@ -90,3 +90,12 @@ def test_a_database_with_a_newer_schema_is_refused_at_start(tmp_path: Path, sche
     with pytest.raises(RuntimeError, match="store schema 999, this Unbroken knows up to"):
         srv.start()
     assert srv.proc is not None and srv.proc.returncode == 1
+
+
+def test_an_unreachable_database_is_refused_at_start_with_the_reason(tmp_path: Path) -> None:
+    srv = Server(APP, tmp_path / "data", args=["--store", "postgresql://postgres@127.0.0.1:1/test"])
+    with pytest.raises(
+        RuntimeError, match=r"cannot use the PostgreSQL store: cannot connect to .*port 1 failed"
+    ):
+        srv.start()
+    assert srv.proc is not None and srv.proc.returncode == 1
