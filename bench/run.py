@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--connections", default="16,128", help="comma-separated connection counts (default 16,128)"
     )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="run the server on PostgreSQL (postgresql://USER@HOST:PORT/DB?schema=NAME; a fresh schema)",
+    )
     p.add_argument("--duration", type=int, default=15, help="measured seconds per run (default 15)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up seconds per run, discarded (default 5)")
     p.add_argument("--timeout", type=int, default=60, help="wrk per-request timeout in seconds (default 60)")
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     meta = header(args, started, len(names), len(conns_list))
     tmp = Path(tempfile.mkdtemp(prefix="unbroken-bench-"))
-    target = UnbrokenTarget(tmp, fsync=not args.no_fsync)
+    target = UnbrokenTarget(tmp, fsync=not args.no_fsync, store_url=args.store)
     results: list[Result] = []
     status = 0
     try:

@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import pg
 from tests.harness import Server
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the PostgreSQL schemas this test process left (servers killed mid-test keep theirs)."""
+    if pg.unavailable() is None:
+        pg.drop_all()
 
 
 @pytest.fixture

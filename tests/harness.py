@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests import pg
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 20.0
@@ -28,12 +30,21 @@ class Server:
     """One server process on its own ports and data dir; can be SIGKILLed and restarted on the same data."""
 
     def __init__(
-        self, app: str, data_dir: Path, env: Mapping[str, str] | None = None, dev: bool = False
+        self,
+        app: str,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        dev: bool = False,
+        args: Sequence[str] = (),
     ) -> None:
         self.app = app if os.path.isabs(app) or ":" in app else str(ROOT / app)
         self.data_dir = data_dir
         self.env = dict(env or {})
         self.dev = dev
+        self.args = list(args)  # more command-line options of ``serve``
+        if os.environ.get("UNBROKEN_TEST_STORE") == "postgres" and "--store" not in self.args:
+            # the whole e2e suite on PostgreSQL: a schema per data dir (dropped when the session ends)
+            self.env.setdefault("UNBROKEN_STORE__URL", pg.url_for(pg.schema_for(str(data_dir))))
         self.ingress_port = free_port()
         self.admin_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -41,7 +52,8 @@ class Server:
         self.ingress = f"http://127.0.0.1:{self.ingress_port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
 
-    def start(self, extra_env: Mapping[str, str] | None = None) -> Server:
+    def start(self, extra_env: Mapping[str, str] | None = None, wait: bool = True) -> Server:
+        """Start the process; ``wait``: until both health endpoints answer (else ``wait_ready`` later)."""
         env = {**os.environ, **self.env, **(extra_env or {})}
         if "UNBROKEN_FAULTS" not in {**self.env, **(extra_env or {})}:
             env.pop("UNBROKEN_FAULTS", None)
@@ -57,14 +69,19 @@ class Server:
             f"127.0.0.1:{self.ingress_port}",
             "--admin-bind",
             f"127.0.0.1:{self.admin_port}",
+            *self.args,
         ]
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+    def _wait_ready(self) -> None:  # the name older tests call
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -77,7 +94,7 @@ class Server:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)  # polling a health endpoint: there is no event to await across processes
-        raise TimeoutError(f"server not ready after {START_TIMEOUT_S}s:\n{self.log()}")
+        raise TimeoutError(f"server not ready after {timeout_s}s:\n{self.log()}")
 
     def log(self) -> str:
         try:

@@ -45,11 +45,12 @@ class UnbrokenTarget:
     name = "unbroken"
     services = BENCH_DIR / "services.py"  # what ``unbroken serve`` runs
 
-    def __init__(self, workdir: Path, fsync: bool = True) -> None:
+    def __init__(self, workdir: Path, fsync: bool = True, store_url: str | None = None) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.log_path = workdir / "server.log"
         self.fsync = fsync
+        self.store_url = store_url  # PostgreSQL instead of SQLite (disk figures then say nothing)
         self.host = "127.0.0.1"
         self.ingress_port = free_port()
         self.admin_port = free_port()
@@ -65,6 +66,8 @@ class UnbrokenTarget:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("UNBROKEN_", "RESTATE_"))}
         if not self.fsync:
             env["UNBROKEN_STORAGE__FSYNC"] = "false"
+        if self.store_url is not None:
+            env["UNBROKEN_STORE__URL"] = self.store_url
         cmd = [
             sys.executable,
             "-m",

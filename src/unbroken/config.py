@@ -77,6 +77,12 @@ class Config:
     admin_token: str | None = None
     ingress_token: str | None = None
     fsync: bool = True
+    # PostgreSQL instead of the SQLite file in data_dir (``postgresql://USER@HOST:PORT/DB[?schema=NAME]``)
+    store_url: str | None = None
+    store_partitions: int = 64  # used only when the cluster is created; fixed after that
+    node_name: str | None = None  # this node in the lease table (default: the host's name)
+    # how long a starting node waits for leases another node holds (long: a standby that takes over)
+    store_lease_wait_ms: int = 10_000
 
     @property
     def ingress_host_port(self) -> tuple[str, int]:
@@ -142,6 +148,23 @@ def _p_path(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _BadValue(f"a directory path, got {value!r}")
     return os.path.expanduser(value)
+
+
+def _p_store_url(value: object) -> str | None:
+    if value is None:
+        return None
+    expected = f"a PostgreSQL URL like postgresql://USER@HOST:PORT/DB, got {value!r}"
+    if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+        raise _BadValue(expected)
+    return value
+
+
+def _p_node_name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise _BadValue(f"a node name (1 to 200 characters), got {value!r}")
+    return value.strip()
 
 
 def _p_token(value: object) -> str | None:
@@ -381,6 +404,10 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("admin_token", (("admin", "token"),), _p_token),
     _Setting("ingress_token", (("ingress", "token"),), _p_token),
     _Setting("fsync", (("storage", "fsync"),), _p_bool),
+    _Setting("store_url", (("store", "url"),), _p_store_url),
+    _Setting("store_partitions", (("store", "partitions"),), _p_positive_int),
+    _Setting("node_name", (("node-name",),), _p_node_name),
+    _Setting("store_lease_wait_ms", (("store", "lease-wait"),), _p_duration),
 )
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Config))
@@ -437,7 +464,7 @@ def _read_toml(config_file: str) -> dict[str, Any]:
 # a warning.  Anything else unknown is an error, as a typo would otherwise be ignored in silence.
 _RESTATE_ONLY = frozenset(
     """
-    roles node-name force-node-id cluster-name allow-bootstrap auto-provision location
+    roles force-node-id cluster-name allow-bootstrap auto-provision location
     advertised-address bind-address bind-ip bind-port listen-mode use-random-ports
     default-num-partitions default-replication default-partition-replication shutdown-timeout
     tracing-endpoint tracing-runtime-endpoint tracing-services-endpoint tracing-json-path tracing-filter

@@ -14,12 +14,12 @@ import asyncio
 import logging
 
 from unbroken.config import load_config
+from unbroken.core.storage import Store
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.node import Node
 from unbroken.sdk import tracing
 from unbroken.sdk.app import App
 from unbroken.sdk.asgi import Receive, Scope, Send
-from unbroken.storage.sqlite import SqliteStore
 from unbroken.wiring import build_from_config
 
 log = logging.getLogger("unbroken")
@@ -31,7 +31,7 @@ class EmbeddedNode:
     def __init__(self, app: App) -> None:
         self.app = app
         self.engine: Node | None = None
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.ingress: IngressApp | None = None
         self._lock = asyncio.Lock()
 

@@ -25,15 +25,14 @@ from unbroken.admin.app import AdminApp
 from unbroken.config import Config
 from unbroken.core import limits
 from unbroken.core.ids import deployment_id
+from unbroken.core.storage import Store
 from unbroken.http.wire import ErrorBody, bounded_protocol
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.node import Node
 from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk import log_records, tracing
 from unbroken.sdk.app import App
-from unbroken.storage.sqlite import SqliteStore
-from unbroken.storage.sqlite_reads import SqliteReadModel
-from unbroken.wiring import build_from_config
+from unbroken.wiring import build_from_config, read_model
 
 log = logging.getLogger("unbroken")
 
@@ -125,8 +124,8 @@ def _setup_logging(config: Config) -> None:
     log_records.install(level, config.log_format, fmt, "%H:%M:%S", sys.stderr)
 
 
-def build_engine(app: App, config: Config) -> tuple[Node, SqliteStore]:
-    """The node of ``app`` on its SQLite data dir (``unbroken.wiring``: the one place nodes are built)."""
+def build_engine(app: App, config: Config) -> tuple[Node, Store]:
+    """The node of ``app`` on its store (``unbroken.wiring``: the one place nodes are built)."""
     return build_from_config(app, config)
 
 
@@ -169,7 +168,7 @@ async def run(
     )
     admin_app = AdminApp(
         engine,
-        SqliteReadModel(store.path),
+        read_model(store),
         dep,
         f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
         body_limit_bytes=config.request_size_limit_bytes,

@@ -16,16 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unbroken.config import Config
+from unbroken.core.read_model import ReadModel
 from unbroken.core.schema import OnMaxAttempts, RetryPolicy, Schemas, with_overrides
-from unbroken.core.storage import Store
+from unbroken.core.storage import Store, StoreError
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock, SystemClock
 from unbroken.runtime.entropy import RandomBytes
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.node import EngineOptions, Node, ProcessorFactory
+from unbroken.runtime.startup import StartupError
 from unbroken.sdk.app import App
 from unbroken.sdk.local import LocalTransport
 from unbroken.storage.sqlite import SqliteStore
+from unbroken.storage.sqlite_reads import SqliteReadModel
 
 
 @dataclass
@@ -68,7 +71,7 @@ def local_transport(app: App, parts: Parts, loop: asyncio.AbstractEventLoop | No
     return LocalTransport(app.services, parts.clock.now_ms, loop, fault_point=parts.faults.point)
 
 
-def app_schemas(app: App, config: Config, store: SqliteStore | None) -> Schemas:
+def app_schemas(app: App, config: Config, store: Store | None) -> Schemas:
     """``app``'s services with the configured defaults and the ``PATCH /services`` changes the store holds
     (None: without a store, the app's own)."""
     defaults = RetryPolicy(
@@ -89,10 +92,47 @@ def app_schemas(app: App, config: Config, store: SqliteStore | None) -> Schemas:
     return schemas if store is None else with_overrides(schemas, store.service_overrides())
 
 
-def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Node, SqliteStore]:
-    """The node ``unbroken serve`` and an ASGI-served App run: SQLite in the data dir, in-process handlers."""
+def open_store(config: Config) -> Store:
+    """The configured backend: PostgreSQL at ``store_url`` (leading every partition), else the SQLite file
+    in the data dir. Raises :class:`StartupError` with the reason when PostgreSQL cannot be used."""
+    if config.store_url is None:
+        return SqliteStore(config.data_dir, fsync=config.fsync)
+    try:  # imported here: psycopg is the optional extra ``unbroken[postgres]``
+        from unbroken.storage.postgres import PostgresStore, StoreVersionError
+    except ImportError as exc:
+        raise StartupError(
+            f"--store {config.store_url.split('@')[-1]} needs the PostgreSQL driver: "
+            f"pip install 'unbroken[postgres]' ({exc})"
+        ) from None
+    try:
+        return PostgresStore(
+            config.store_url,
+            partitions=config.store_partitions,
+            node=config.node_name,
+            lease_wait_s=config.store_lease_wait_ms / 1000,
+        )
+    except (StoreError, StoreVersionError, ValueError) as exc:
+        raise StartupError(f"cannot use the PostgreSQL store: {exc}") from None
+
+
+def read_model(store: Store) -> ReadModel:
+    """The admin API's reads over ``store`` (the backend's own read model)."""
+    if isinstance(store, SqliteStore):
+        return SqliteReadModel(store.path)
+    from unbroken.storage.postgres import PostgresStore
+    from unbroken.storage.postgres_reads import PostgresReadModel
+    from unbroken.storage.sqlite_mirror import query_rows
+
+    if isinstance(store, PostgresStore):  # /query: the rows copied to SQLite, which has the views
+        return PostgresReadModel(store.location, store.partitions, engine=query_rows)
+    raise TypeError(f"no read model for {type(store).__name__}")
+
+
+def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Node, Store]:
+    """The node ``unbroken serve`` and an ASGI-served App run: SQLite in the data dir (or PostgreSQL at
+    ``store_url``), in-process handlers."""
     parts = parts or Parts()
-    store = SqliteStore(config.data_dir, fsync=config.fsync)
+    store = open_store(config)
     transport = local_transport(app, parts, asyncio.get_running_loop())
     dev_log = logging.getLogger("unbroken.dev")
 

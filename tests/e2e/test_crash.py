@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import pg
 from tests.harness import Server, wait_until
 
 pytestmark = pytest.mark.crash
@@ -28,12 +29,20 @@ APP = "tests/apps/crashy.py"
 CRASHED = 137  # exit status of a process stopped at an armed fault point
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the scenarios driven by SIGKILL; every test kills and restarts it."""
-    server = Server(APP, tmp_path_factory.mktemp("crash") / "data").start()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the scenarios driven by SIGKILL, on each store; every test kills and restarts it."""
+    env: dict[str, str] = {}
+    schema = pg.schema_for(f"crash-{tmp_path_factory.getbasetemp()}")
+    if request.param == "postgres":
+        pg.require()
+        pg.drop(schema)
+        env = {"UNBROKEN_STORE__URL": pg.url_for(schema), "UNBROKEN_NODE_NAME": "crash-node"}
+    server = Server(APP, tmp_path_factory.mktemp("crash") / "data", env=env).start()
     yield server
     server.kill()
+    if request.param == "postgres":
+        pg.drop(schema)
 
 
 # --------------------------------------------------------------------------------------- helpers

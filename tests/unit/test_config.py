@@ -452,3 +452,22 @@ def test_log_format(tmp_path: Path) -> None:
         load_config(write_toml(tmp_path, 'log-format = "pretty"\n'), env={}).log_format == "text"
     )  # Restate's
     assert load_config(env={}, overrides={"log_format": "json"}).log_format == "json"
+
+
+def test_the_postgresql_store_is_set_in_toml_env_or_overrides(tmp_path: Path) -> None:
+    toml = 'node-name = "n1"\n[store]\nurl = "postgresql://me@db:5432/app"\npartitions = 16\n'
+    c = load_config(write_toml(tmp_path, toml), env={})
+    assert (c.store_url, c.store_partitions, c.node_name) == ("postgresql://me@db:5432/app", 16, "n1")
+    env = {"UNBROKEN_STORE__URL": "postgresql://u@h:1/d", "UNBROKEN_NODE_NAME": "n2"}
+    assert load_config(env=env).store_url == "postgresql://u@h:1/d"
+    assert load_config(env=env).node_name == "n2"
+    assert load_config(env=env, overrides={"store_url": "postgres://x@y/z"}).store_url == "postgres://x@y/z"
+    assert Config().store_url is None and Config().store_partitions == 64  # SQLite unless asked
+
+
+@pytest.mark.parametrize("value", ["mysql://me@db/app", "db:5432", ""])
+def test_a_store_url_that_is_not_postgresql_is_refused(value: str) -> None:
+    with pytest.raises(
+        ConfigError, match="UNBROKEN_STORE__URL: expected a PostgreSQL URL like postgresql://"
+    ):
+        load_config(env={"UNBROKEN_STORE__URL": value})

@@ -121,6 +121,15 @@ DataDirOpt = Annotated[
     str | None,
     typer.Option("--data-dir", metavar="DIR", help="Directory for the SQLite data (default ./.unbroken)."),
 ]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT/DB[?schema=NAME]: keep the data in PostgreSQL instead of SQLite. "
+        "Also: [store] url, $UNBROKEN_STORE__URL.",
+    ),
+]
 ConfigOpt = Annotated[
     str | None,
     typer.Option(
@@ -150,6 +159,7 @@ _FLAG_FOR_FIELD = {
     "ingress_bind": "--ingress-bind",
     "admin_bind": "--admin-bind",
     "data_dir": "--data-dir",
+    "store_url": "--store",
     "log_level": "--log-level",
     "log_format": "--log-format",
 }
@@ -168,6 +178,7 @@ def _run(
     ingress_bind: str | None,
     admin_bind: str | None,
     data_dir: str | None,
+    store: str | None,
     config_file: str | None,
     log_level: str | None,
     log_format: str | None = None,
@@ -184,6 +195,7 @@ def _run(
                 "ingress_bind": ingress_bind,
                 "admin_bind": admin_bind,
                 "data_dir": data_dir,
+                "store_url": store,
                 "log_level": log_level,
                 "log_format": log_format,
                 "dev": True if dev else None,
@@ -236,6 +248,7 @@ def serve(
     ingress_bind: IngressBindOpt = None,
     admin_bind: AdminBindOpt = None,
     data_dir: DataDirOpt = None,
+    store: StoreOpt = None,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
@@ -247,6 +260,7 @@ def serve(
         ingress_bind=ingress_bind,
         admin_bind=admin_bind,
         data_dir=data_dir,
+        store=store,
         config_file=config,
         log_level=log_level,
         log_format=log_format,
@@ -259,6 +273,7 @@ def dev(
     ingress_bind: IngressBindOpt = None,
     admin_bind: AdminBindOpt = None,
     data_dir: DataDirOpt = None,
+    store: StoreOpt = None,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
@@ -270,6 +285,7 @@ def dev(
         ingress_bind=ingress_bind,
         admin_bind=admin_bind,
         data_dir=data_dir,
+        store=store,
         config_file=config,
         log_level=log_level,
         log_format=log_format,

@@ -21,6 +21,31 @@ from unbroken.core.txn import Promise, TimerKind
 _T = TypeVar("_T")
 
 
+# The rows a backend without SQL views of its own hands to a query engine that has them (PostgreSQL's to
+# ``storage/sqlite_mirror.py``, joined in ``wiring``): table -> rows, columns in this order.
+EXPORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "invocation": (
+        "seq",
+        "id",
+        "status",
+        "service",
+        "service_key",
+        "handler",
+        "created_at",
+        "modified_at",
+        "expires_at",
+        "data",
+    ),
+    "journal": ("invocation_id", "idx", "entry", "appended_at"),
+    "state": ("service", "service_key", "name", "value"),
+    "lock": ("service", "service_key", "holder"),
+    "inbox": ("seq", "service", "service_key", "id", "created_at"),
+    "timer": ("id", "fire_at", "kind", "invocation_id", "completion_id"),
+    "promise": ("service", "service_key", "name", "data"),
+}
+Export = dict[str, list[tuple[Any, ...]]]
+
+
 class QueryError(Exception):
     """A query the client got wrong or that hit a limit (answered 400 with this message)."""
 
@@ -89,6 +114,15 @@ class Snapshot(Protocol):
     def counts(self) -> StoreCounts:
         """Counts over the whole store (a scan of the invocations: read at scrape time, not per request)."""
         ...
+
+
+class QueryEngine(Protocol):
+    """Runs one read-only statement over exported rows (see ``EXPORT_COLUMNS``); blocking. Its time limit
+    counts from ``arrived`` (``time.monotonic()`` when the query arrived: the export counts too)."""
+
+    def __call__(
+        self, rows: Export, sql: str, timeout_s: float | None, catalog: Catalog, arrived: float
+    ) -> QueryAnswer: ...
 
 
 class ReadModel(Protocol):

@@ -24,6 +24,19 @@ from unbroken.core.journal import Entry, Result
 from unbroken.core.schema import ServiceOverride
 
 
+class StoreError(Exception):
+    """The backend failed (the connection was lost, the server refused, an I/O error): the transaction was
+    rolled back, and the batch loop applies the same records again later. Backends raise it for failures
+    their driver reports in its own error types (SQLite's ``sqlite3.Error`` and ``OSError`` are recognised
+    as they are)."""
+
+
+class NotLeader(StoreError):
+    """The store does not lead a partition the transaction wrote: its lease expired or another node took it
+    (the fencing epoch no longer matches). Nothing of the transaction was committed, and the store commits
+    nothing more for that partition."""
+
+
 class TimerKind(enum.StrEnum):
     """What a timer does when it fires. Stored as these strings (the SQLite ``timer.kind`` column)."""
 

@@ -51,7 +51,7 @@ from unbroken.core.journal import Failure
 from unbroken.core.records import Record
 from unbroken.core.schema import Schemas
 from unbroken.core.state_machine import apply
-from unbroken.core.storage import Store, Transaction
+from unbroken.core.storage import Store, StoreError, Transaction
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.committer import Batch, Committer, ThreadCommitter
 from unbroken.runtime.faults import FaultPoints, InjectedFault
@@ -101,7 +101,7 @@ def is_store_error(exc: BaseException) -> bool:
     """The store failed, not the record nor the code: roll back and apply the same records again later."""
     if isinstance(exc, sqlite3.Error):
         return not isinstance(exc, _NOT_STORE_ERRORS)
-    return isinstance(exc, OSError | MemoryError | StorageFailed | TransactionConflict)
+    return isinstance(exc, OSError | MemoryError | StorageFailed | StoreError | TransactionConflict)
 
 
 def describe(record: Record) -> str:

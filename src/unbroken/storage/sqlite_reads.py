@@ -286,11 +286,26 @@ class SqliteReadModel:
         return reader
 
     def query_sync(
-        self, sql: str, timeout_s: float | None = None, catalog: Catalog | None = None
+        self,
+        sql: str,
+        timeout_s: float | None = None,
+        catalog: Catalog | None = None,
+        *,
+        arrived: float | None = None,
     ) -> QueryAnswer:
-        """Run one statement on this thread (tests; the server uses ``query``)."""
+        """Run one statement on this thread (tests, and callers already off the loop such as
+        ``sqlite_mirror``), stopped at its deadline as ``query`` does: counted from ``arrived`` (monotonic;
+        default now), a watchdog thread stops it from outside (see the module's doc)."""
         limit_s = self._limit(timeout_s)
-        return self._reader().run(_Job(), sql, time.monotonic() + limit_s, limit_s, catalog or _NoCatalog())
+        deadline = (time.monotonic() if arrived is None else arrived) + limit_s
+        job = _Job()
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic() + _ANSWER_GRACE_S), job.stop)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self._reader().run(job, sql, deadline, limit_s, catalog or _NoCatalog())
+        finally:
+            watchdog.cancel()
 
     async def query(self, sql: str, timeout_s: float | None, catalog: Catalog) -> QueryAnswer:
         if self._inflight >= limits.query_inflight_max:

@@ -1,0 +1,160 @@
+"""What only the PostgreSQL store does: its schema's version, the cluster's partition count, and partition
+leadership (leases with epochs; every batch fenced by the epochs of the partitions it wrote)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests import pg
+from unbroken.core import journal as j
+from unbroken.core.storage import NotLeader, StoreError
+from unbroken.storage.postgres import PostgresStore, PostgresTransaction
+from unbroken.storage.postgres_lease import FENCE
+from unbroken.storage.postgres_schema import SCHEMA_VERSION, StoreVersionError, invocation_partition
+
+NOW = 1_700_000_000_000
+
+
+@pytest.fixture
+def url(request: pytest.FixtureRequest) -> Iterator[str]:
+    pg.require()
+    schema = pg.schema_for(request.node.nodeid)
+    pg.drop(schema)
+    yield pg.url_for(schema)
+    pg.drop(schema)
+
+
+def _sql(url: str, query: str) -> list[tuple[object, ...]]:
+    schema = url.rsplit("schema=", 1)[1]
+    with psycopg.connect(pg.URL, autocommit=True) as conn:
+        conn.execute(f"SET search_path TO {schema}")
+        cur = conn.execute(query)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+def test_partitions_are_fixed_when_the_cluster_is_created(url: str) -> None:
+    PostgresStore(url, partitions=16, node="a").close()
+    store = PostgresStore(url, partitions=64, node="a")  # a later start cannot change them
+    assert store.partitions == 16
+    assert sorted(store.leases.epochs) == list(range(16))
+    store.close()
+
+
+def test_rows_are_keyed_by_the_partition_of_their_invocation(url: str) -> None:
+    store = PostgresStore(url, partitions=8, node="a")
+    inv_id = "inv_1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    with store.transaction() as txn:
+        txn.append_journal(inv_id, 0, j.InputCommand([], b"in"), NOW)
+    store.close()
+    assert _sql(url, "SELECT part FROM journal") == [(invocation_partition(inv_id, 8),)]
+
+
+def test_a_schema_of_a_newer_version_is_refused_with_a_message(url: str) -> None:
+    PostgresStore(url, node="a").close()
+    _sql(url, f"UPDATE meta SET v = '{SCHEMA_VERSION + 1}' WHERE k = 'schema_version'")
+    with pytest.raises(StoreVersionError, match=f"schema {SCHEMA_VERSION + 1}.*run a newer Unbroken"):
+        PostgresStore(url, node="a")
+
+
+def test_a_restarted_node_takes_its_leases_back_with_a_new_epoch(url: str) -> None:
+    first = PostgresStore(url, partitions=4, node="a")
+    epochs = dict(first.leases.epochs)
+    first.close(release=False)  # as if killed: the leases are still unexpired
+    again = PostgresStore(url, partitions=4, node="a")
+    assert {p: e + 1 for p, e in epochs.items()} == again.leases.epochs
+    again.close()
+
+
+def test_another_node_waits_for_live_leases_and_is_told_who_holds_them(url: str) -> None:
+    holder = PostgresStore(url, partitions=4, node="a")
+    started = time.monotonic()
+    with pytest.raises(NotLeader, match=r"stay led by another node \(a\)"):
+        PostgresStore(url, partitions=4, node="b", lease_wait_s=0.2)
+    assert time.monotonic() - started < 5  # bounded
+    holder.close()  # a clean stop hands them over at once
+    PostgresStore(url, partitions=4, node="b").close()
+
+
+def test_a_stolen_lease_refuses_the_old_leaders_next_commit_and_nothing_of_it_lands(url: str) -> None:
+    old = PostgresStore(url, partitions=4, node="a")
+    with old.transaction() as txn:
+        txn.state_set("Obj", "k", "n", b"before")
+    txn = old.begin()  # a batch in flight while another node takes the partitions over
+    txn.state_set("Obj", "k", "n", b"zombie")
+    txn.append_journal("inv_z", 0, j.InputCommand([], b"in"), NOW)
+    new = PostgresStore(url, partitions=4, node="b", steal=True)
+    with pytest.raises(NotLeader, match="refused by their epoch"):
+        txn.commit()
+    assert _sql(url, "SELECT value FROM state") == [(b"before",)]
+    assert _sql(url, "SELECT count(*) FROM journal") == [(0,)]
+    with pytest.raises(NotLeader, match="not led by node a"):  # it leads those partitions no more
+        with old.transaction() as again:
+            again.state_set("Obj", "k", "n", b"zombie again")
+    with new.transaction() as txn:  # the new leader commits
+        txn.state_set("Obj", "k", "n", b"after")
+    assert _sql(url, "SELECT value FROM state") == [(b"after",)]
+    old.close()
+    new.close()
+
+
+def test_a_leader_that_cannot_renew_in_time_fences_itself(url: str) -> None:
+    store = PostgresStore(url, partitions=2, node="a", lease_ttl_s=1.2)  # self-fenced after 0.2 s unrenewed
+    store.leases._stop.set()  # renewal stops, as when the database cannot be reached
+    assert store.leases._thread is not None
+    store.leases._thread.join()
+    time.sleep(0.3)
+    with pytest.raises(NotLeader, match="could not renew"):
+        with store.transaction() as txn:
+            txn.state_set("Obj", "k", "n", b"late")
+    assert _sql(url, "SELECT count(*) FROM state") == [(0,)]
+    store.close()
+
+
+def test_a_lost_connection_is_a_store_error_and_the_store_reconnects(url: str) -> None:
+    store = PostgresStore(url, partitions=2, node="a")
+    txn = store.begin()
+    txn.state_set("Obj", "k", "n", b"lost")
+    pid = store.conn.info.backend_pid
+    _sql(url, f"SELECT pg_terminate_backend({pid})")
+    with pytest.raises(StoreError):
+        txn.commit()
+    with store.transaction() as txn:  # the next batch works on a new connection
+        txn.state_set("Obj", "k", "n", b"kept")
+    assert _sql(url, "SELECT value FROM state") == [(b"kept",)]
+    store.close()
+
+
+def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_remains(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(url, partitions=2, node="a")
+    fenced = PostgresTransaction._all
+
+    def fence_then_lose_the_connection(
+        self: PostgresTransaction, query: str, params: tuple[object, ...]
+    ) -> Any:
+        rows = fenced(self, query, params)
+        if query == FENCE:  # the fence passed: the connection dies before the COMMIT
+            _sql(url, f"SELECT pg_terminate_backend({self.c.info.backend_pid})")
+        return rows
+
+    monkeypatch.setattr(PostgresTransaction, "_all", fence_then_lose_the_connection)
+    txn = store.begin()
+    txn.state_set("Obj", "k", "n", b"lost")
+    with pytest.raises(StoreError):
+        txn.commit()
+    monkeypatch.undo()
+    assert store._unresolved is None  # learnt at once: it did not land
+    assert _sql(url, "SELECT count(*) FROM state") == [(0,)]
+    with store.transaction() as txn:
+        txn.state_set("Obj", "k", "n", b"kept")
+    (token,) = _sql(url, "SELECT last_batch FROM partition_epoch WHERE last_batch <> 0")[0]
+    parts = [row[0] for row in _sql(url, "SELECT part FROM partition_epoch")]
+    assert store.outcome(int(str(token)), parts) is True  # what a lost answer would be resolved to
+    assert store.outcome(int(str(token)) + 1, parts) is False
+    store.close()
