@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from unbroken.admin import deployments as deps
 from unbroken.admin import services as svcs
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
@@ -24,9 +25,10 @@ from unbroken.admin.routes import match, split_path
 from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
+from unbroken.core.deployments import Deployment, deployed_schemas
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.errors import EngineUnavailable
-from unbroken.core.ids import InvalidId, InvocationId
+from unbroken.core.ids import InvalidId, InvocationId, deployment_id
 from unbroken.core.read_model import QueryBusy, QueryError, ReadModel, rfc3339
 from unbroken.core.schema import Schemas, ServiceSchema
 from unbroken.http.asgi import (
@@ -44,6 +46,7 @@ from unbroken.http.asgi import (
     respond_json,
 )
 from unbroken.http.wire import check_head
+from unbroken.protocol.discovery import DiscoveryError, discover
 from unbroken.runtime.node import Node
 
 log = logging.getLogger("unbroken.admin")
@@ -234,32 +237,95 @@ class AdminApp:
     # --------------------------------------------------------------------------------------- deployments
     def _deployment(self, detailed: bool) -> dict[str, Any]:
         return svcs.deployment_json(
-            self.engine.schemas, self.deployment_id, self.created_at, f"unbroken/{VERSION}", detailed
+            self.engine.local_schemas, self.deployment_id, self.created_at, f"unbroken/{VERSION}", detailed
         )
 
+    def _deployments(self, detailed: bool) -> list[dict[str, Any]]:
+        schemas = self.engine.schemas
+        local = [self._deployment(detailed)] if self.engine.local_schemas.services else []
+        remote = sorted(self.engine.deployments.values(), key=lambda d: (d.created_at_ms, d.id))
+        return local + [deps.deployment_json(d, schemas, detailed) for d in remote]
+
     async def list_deployments(self, req: Request) -> None:
-        await respond_json(req.send, 200, {"deployments": [self._deployment(False)]})
+        await respond_json(req.send, 200, {"deployments": self._deployments(False)})
 
     async def get_deployment(self, req: Request) -> None:
-        if req.params["deployment"] != self.deployment_id:
-            raise HttpError(404, f"The requested deployment '{req.params['deployment']}' does not exist")
+        wanted = req.params["deployment"]
+        remote = self.engine.deployments.get(wanted)
+        if remote is not None:
+            await respond_json(req.send, 200, deps.deployment_json(remote, self.engine.schemas, True))
+            return
+        if wanted != self.deployment_id or not self.engine.local_schemas.services:
+            raise HttpError(404, f"The requested deployment '{wanted}' does not exist")
         await respond_json(req.send, 200, self._deployment(True))
 
     async def register_deployment(self, req: Request) -> None:
-        raise HttpError(
-            501, "Unbroken runs its services in-process: registering remote deployments is not supported"
+        """Discover the endpoint, check its services against those served now, store it (a record)."""
+        ask = deps.parse_register(await req.json())
+        try:
+            manifest = await discover(ask.uri, ask.headers, ask.use_http_11)
+        except DiscoveryError as exc:
+            raise HttpError(exc.status, exc.message) from None
+        async with self._patch_lock:
+            for svc in manifest.services:
+                current = self.engine.schemas.service(svc.name)
+                if current is not None and current.deployment_id is None:
+                    raise HttpError(409, f"The service '{svc.name}' is served in-process by this Unbroken")
+            same_uri = [d for d in self.engine.deployments.values() if d.uri == ask.uri]
+            if same_uri and not ask.force:  # as Restate: the existing registration, unchanged
+                await respond_json(req.send, 200, deps.register_response(same_uri[0], self.engine.schemas))
+                return
+            dep = Deployment(
+                deployment_id(self.engine.entropy.take(16)),
+                ask.uri,
+                manifest.min_protocol_version,
+                manifest.max_protocol_version,
+                manifest.services,
+                self.engine.clock.now_ms(),
+                manifest.protocol_mode,
+                manifest.sdk_version,
+                ask.headers,
+                ask.use_http_11,
+            )
+            if ask.dry_run:
+                preview = Schemas(deployed_schemas([dep], self.engine.service_defaults))
+                await respond_json(req.send, 200, deps.register_response(dep, preview))
+                return
+            replaces = tuple(d.id for d in same_uri)
+            reply = await self.engine.request(lambda rid: r.RegisterDeployment(dep, replaces, rid))
+            _expect_done(reply.outcome, f"registering deployment {ask.uri}")
+        log.info(
+            "deployment %s registered: %s (%s)", dep.id, ask.uri, ", ".join(s.name for s in dep.services)
         )
+        location = [(b"location", f"deployments/{dep.id}".encode())]
+        status = 200 if same_uri else 201
+        await respond_json(req.send, status, deps.register_response(dep, self.engine.schemas), location)
+
+    async def remove_deployment(self, req: Request) -> None:
+        wanted = req.params["deployment"]
+        if wanted == self.deployment_id and self.engine.local_schemas.services:
+            raise HttpError(
+                409, "The in-process deployment cannot be removed (its services are this process's)"
+            )
+        async with self._patch_lock:
+            reply = await self.engine.request(lambda rid: r.RemoveDeployment(wanted, rid))
+        if isinstance(reply.outcome, a.NotFound):
+            raise HttpError(404, f"The requested deployment '{wanted}' does not exist")
+        _expect_done(reply.outcome, f"removing deployment {wanted}")
+        log.info("deployment %s removed", wanted)
+        await respond(req.send, 202)
 
     # ------------------------------------------------------------------------------------------ services
     async def list_services(self, req: Request) -> None:
         services = [
-            svcs.service_metadata(s, self.deployment_id) for s in self.engine.schemas.services.values()
+            svcs.service_metadata(s, s.deployment_id or self.deployment_id)
+            for s in self.engine.schemas.services.values()
         ]
         await respond_json(req.send, 200, {"services": services})
 
     async def get_service(self, req: Request) -> None:
         svc = self._service(req.params["service"])
-        await respond_json(req.send, 200, svcs.service_metadata(svc, self.deployment_id))
+        await respond_json(req.send, 200, svcs.service_metadata(svc, svc.deployment_id or self.deployment_id))
 
     async def modify_service(self, req: Request) -> None:
         name = req.params["service"]
@@ -272,7 +338,9 @@ class AdminApp:
             _expect_done(reply.outcome, f"modifying service '{name}'")
             updated = self._service(name)  # the engine took the committed override before the reply came
         log.info("service %s modified: %s", name, change)
-        await respond_json(req.send, 200, svcs.service_metadata(updated, self.deployment_id))
+        await respond_json(
+            req.send, 200, svcs.service_metadata(updated, updated.deployment_id or self.deployment_id)
+        )
 
     async def list_handlers(self, req: Request) -> None:
         svc = self._service(req.params["service"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unbroken.core.deployments import Deployment
 from unbroken.core.invocation import Invocation
 from unbroken.core.journal import Entry, Failure, Notification, Result
 from unbroken.core.schema import ServiceOverride
@@ -188,6 +189,15 @@ class UpdateService:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateDeployments:
+    """A deployment was stored (``put``) and/or deployments removed (``RegisterDeployment`` or
+    ``RemoveDeployment`` committed): the node serves the services of the deployments stored now."""
+
+    put: Deployment | None
+    removed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AwaitCompletion:
     """Register ``request_id`` as waiting for ``invocation_id`` to complete (answered by Completed)."""
 
@@ -215,4 +225,5 @@ Action = (
     | AwaitCompletion
     | Log
     | UpdateService
+    | UpdateDeployments
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from unbroken.core.deployments import Deployment
 from unbroken.core.journal import Command, Header, Result
 from unbroken.core.schema import ServiceOverride, Target
 
@@ -179,6 +180,24 @@ class ModifyService:
 
 
 @dataclass(frozen=True, slots=True)
+class RegisterDeployment:
+    """Admin ``POST /deployments``: store ``deployment`` (what discovery found) and remove the deployments
+    it ``replaces`` (a forced re-registration of the same URI), in one transaction."""
+
+    deployment: Deployment
+    replaces: tuple[str, ...] = ()
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveDeployment:
+    """Admin ``DELETE /deployments/{id}``."""
+
+    deployment_id: str
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class FailInvocation:
     """The engine gives up on a record of ``attempt`` that the store kept refusing (runtime/processor.py):
     the invocation completes with this failure, so that it neither hangs nor holds its lock."""
@@ -208,5 +227,7 @@ Record = (
     | Recover
     | SetStateFromAdmin
     | ModifyService
+    | RegisterDeployment
+    | RemoveDeployment
     | FailInvocation
 )

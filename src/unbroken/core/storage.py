@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from unbroken.core.deployments import Deployment
 from unbroken.core.invocation import Invocation, Sink
 from unbroken.core.journal import Entry, Result
 from unbroken.core.schema import ServiceOverride
@@ -140,6 +141,14 @@ class ServiceOverrideTable(Protocol):
     def put_service_override(self, service: str, override: ServiceOverride) -> None: ...
 
 
+class DeploymentTable(Protocol):
+    """Remote deployments registered through the admin API: deployment id -> Deployment."""
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None: ...
+    def put_deployment(self, deployment: Deployment) -> None: ...
+    def delete_deployment(self, deployment_id: str) -> None: ...
+
+
 class Transaction(
     InvocationTable,
     JournalTable,
@@ -148,6 +157,7 @@ class Transaction(
     TimerTable,
     PromiseTable,
     ServiceOverrideTable,
+    DeploymentTable,
     Protocol,
 ):
     """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
@@ -179,6 +189,10 @@ class Store(Protocol):
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
         """Every committed service override (the engine applies them over the app's schemas at start)."""
+        ...
+
+    def deployments(self) -> list[Deployment]:
+        """Every committed deployment (the engine serves their services from start)."""
         ...
 
     def timers(self) -> list[Timer]:

@@ -10,6 +10,7 @@ import copy
 from contextlib import AbstractContextManager
 from typing import Any
 
+from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.schema import ServiceOverride
@@ -38,6 +39,7 @@ class MemoryStore:
         self.promises: dict[tuple[str, str, str], bytes] = {}
         self.signals: dict[str, set[int]] = {}  # the signal index of each journal
         self.overrides: dict[str, bytes] = {}  # service -> encoded ServiceOverride
+        self.deployment_rows: dict[str, bytes] = {}  # deployment id -> encoded Deployment
         self.next_timer_id = 1
         self.committed_timers: dict[int, Timer] | None = None  # while a transaction is open
 
@@ -56,6 +58,9 @@ class MemoryStore:
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
         return {name: decode_override(data) for name, data in self.overrides.items()}
+
+    def deployments(self) -> list[Deployment]:
+        return [decode_deployment(data) for data in self.deployment_rows.values()]
 
     def timers(self) -> list[Timer]:
         return list(self.timer_rows.values())
@@ -192,3 +197,13 @@ class MemoryTransaction:
 
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
         self.s.overrides[service] = encode_override(override)
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None:
+        data = self.s.deployment_rows.get(deployment_id)
+        return None if data is None else decode_deployment(data)
+
+    def put_deployment(self, deployment: Deployment) -> None:
+        self.s.deployment_rows[deployment.id] = encode_deployment(deployment)
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self.s.deployment_rows.pop(deployment_id, None)

@@ -1,0 +1,231 @@
+"""The ``HandlerTransport`` for remote deployments: each attempt is one HTTP request to the deployment
+(``POST {uri}/invoke/{service}/{handler}``) speaking Restate's service protocol.
+
+Request/response mode (HTTP/1.1, what an SDK served by an HTTP/1.1 server announces): the request body is
+the ``StartMessage`` and the whole stored journal; the SDK replays it, runs until it needs something the
+engine has not sent (a sleep's end, a call's result, a run's stored result), and answers with the commands
+it wrote and a ``SuspensionMessage`` (or ``EndMessage`` after its output, or an ``ErrorMessage``). The
+engine stores the commands; when what the suspension waits on is stored, it starts a new attempt with the
+longer journal. Notifications the engine produces during an attempt are not sent (the request is over):
+they reach the SDK in the next attempt's replay.
+
+Whatever the deployment answers, the attempt ends with one of ``sink.command`` / ``propose_run`` followed by
+``suspend``, ``fail`` or the output command: a malformed frame, an unknown message, a truncated body or a
+wrong version fails the attempt with code 571 and a message saying what was wrong; an unreachable
+deployment fails it with 503. The engine's retry policy decides what follows; the engine never stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from unbroken.core import journal as j
+from unbroken.core import limits
+from unbroken.core.deployments import Deployment
+from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation
+from unbroken.protocol import framing as f
+from unbroken.protocol.control import (
+    End,
+    Error,
+    NewCommand,
+    ProposeRun,
+    Suspend,
+    decode_sdk_frame,
+    encode_start,
+)
+from unbroken.protocol.entries import completion_type, encode_command, encode_notification
+from unbroken.protocol.pb import violation
+from unbroken.protocol.transport import AttemptHandle, AttemptSink, AttemptStart, HandlerTransport
+
+log = logging.getLogger("unbroken.protocol")
+
+UNREACHABLE_CODE = 503  # the deployment could not be reached or broke the connection: retried by policy
+_ERROR_BODY_BYTES_MAX = 4096  # what is quoted of a non-200 answer's body
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    deployment_id: str
+    uri: str
+    version: int
+    headers: dict[str, str]
+
+
+def endpoints(deployments: list[Deployment]) -> dict[str, Endpoint]:
+    """Service name -> the endpoint serving it (the newest deployment declaring it)."""
+    out: dict[str, Endpoint] = {}
+    for dep in sorted(deployments, key=lambda d: (d.created_at_ms, d.id)):
+        version = f.pick_version(dep.min_protocol_version, dep.max_protocol_version)
+        if version is None:  # refused at registration; a stored one from elsewhere is skipped, not fatal
+            log.warning("deployment %s speaks no protocol version Unbroken speaks: not served", dep.id)
+            continue
+        for svc in dep.services:
+            out[svc.name] = Endpoint(dep.id, dep.uri.rstrip("/"), version, dict(dep.headers))
+    return out
+
+
+def build_request_body(start: AttemptStart, version: int) -> tuple[bytes, dict[int, int]]:
+    """The Start message and the replayed journal; also the notification types of the completion ids the
+    journal's commands allocated (to type the notifications that answer them)."""
+    kinds: dict[int, int] = {}
+    parts = [f.encode_frame(f.START, encode_start(start, version))]
+    for entry in start.journal:
+        if isinstance(entry, j.Notification):
+            parts.append(f.encode_frame(*encode_notification(entry, kinds, version)))
+        else:
+            kinds.update(completion_type(entry))
+            parts.append(f.encode_frame(*encode_command(entry, version)))
+    return b"".join(parts), kinds
+
+
+class _RemoteAttempt:
+    """One attempt over HTTP; ``abort`` cancels it (the request is dropped, nothing more is recorded)."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, endpoint: Endpoint, start: AttemptStart, sink: AttemptSink
+    ) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.start = start
+        self.sink = sink
+        self.over = False
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def notify(self, notification: j.Notification) -> None:
+        pass  # request/response: the request is over; the next attempt replays it
+
+    def abort(self) -> None:
+        self.over = True
+        self.task.cancel()
+
+    def _finish(self, code: int | None = None, message: str = "") -> None:
+        if self.over:
+            return
+        self.over = True
+        if code is not None:
+            self.sink.fail(code, message)
+        self.sink.ended()
+
+    async def _run(self) -> None:
+        ep = self.endpoint
+        target = self.start.target
+        url = f"{ep.uri}/invoke/{target.service}/{target.handler}"
+        try:
+            body, _ = build_request_body(self.start, ep.version)
+            headers = {
+                **ep.headers,
+                "content-type": f.content_type(ep.version),
+                "accept": f.content_type(ep.version),
+                "x-restate-invocation-id": self.start.invocation_id,
+            }
+            async with self.client.stream("POST", url, content=body, headers=headers) as resp:
+                await self._answer(resp, url)
+        except ProtocolViolation as exc:
+            self._finish(exc.code, f"[{url}] protocol violation: {exc.message}")
+        except httpx.HTTPError as exc:
+            self._finish(UNREACHABLE_CODE, f"[{url}] deployment unreachable: {type(exc).__name__}: {exc}")
+        except asyncio.CancelledError:
+            self.over = True
+            raise
+        except Exception as exc:  # a bug here must fail this attempt, never the engine's loop
+            log.exception("remote attempt %s failed", self.start.invocation_id)
+            self._finish(500, f"[{url}] internal error talking to the deployment: {exc!r}")
+
+    async def _answer(self, resp: httpx.Response, url: str) -> None:
+        if resp.status_code != 200:
+            text = (await resp.aread())[:_ERROR_BODY_BYTES_MAX].decode("utf-8", "replace")
+            self._finish(resp.status_code, f"[{url}] the deployment answered {resp.status_code}: {text}")
+            return
+        got = f.parse_content_type(resp.headers.get("content-type", ""))
+        if got != self.endpoint.version:
+            raise violation(
+                f"the deployment answered content-type {resp.headers.get('content-type')!r}, expected "
+                f"{f.content_type(self.endpoint.version)!r} (protocol version mismatch)"
+            )
+        decoder = f.FrameDecoder()
+        received = 0
+        async for chunk in resp.aiter_raw():
+            received += len(chunk)
+            if received > limits.protocol_response_bytes_max:
+                raise violation(f"the response exceeds {limits.protocol_response_bytes_max} bytes")
+            for frame in decoder.feed(chunk):
+                if self._handle(decode_sdk_frame(frame)):
+                    return
+        decoder.finish()
+        raise violation("the deployment ended its response without an End, Suspension or Error message")
+
+    def _handle(self, msg: NewCommand | ProposeRun | Suspend | Error | End) -> bool:
+        """Pass one message on; True once the attempt is over."""
+        if self.over:
+            return True
+        sink = self.sink
+        match msg:
+            case NewCommand(command):
+                sink.command(command)
+            case ProposeRun(completion_id, result):
+                sink.propose_run(completion_id, result)
+            case Suspend(completions, signals, named):
+                if named and not signals and not completions:  # any named signal wakes a suspension
+                    signals = (j.CANCEL_SIGNAL,)
+                sink.suspend(completions, signals)
+                self._finish()
+                return True
+            case Error(code, message, stacktrace, delay, related):
+                where = f" (at {related})" if related else ""
+                text = f"{message}{where}" + (f"\n{stacktrace}" if stacktrace else "")
+                self.over = True
+                sink.fail(code if 0 < code < 65536 else 500, text, delay)
+                sink.ended()
+                return True
+            case End():
+                self._finish()
+                return True
+        return False
+
+
+class RemoteTransport:
+    """Routes each attempt by its service: to the remote deployment serving it, else to ``local`` (the
+    in-process handlers, if any)."""
+
+    def __init__(self, local: HandlerTransport | None) -> None:
+        self.local = local
+        self.routes: dict[str, Endpoint] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    def set_deployments(self, deployments: list[Deployment]) -> None:
+        self.routes = endpoints(deployments)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:  # made on the engine's loop, on first use
+            timeout = httpx.Timeout(None, connect=limits.deployment_request_timeout_s)
+            self._client = httpx.AsyncClient(timeout=timeout, http1=True, http2=False, trust_env=False)
+        return self._client
+
+    def start(self, start: AttemptStart, sink: AttemptSink) -> AttemptHandle:
+        endpoint = self.routes.get(start.target.service)
+        if endpoint is None:
+            if self.local is not None:
+                return self.local.start(start, sink)
+            sink.fail(404, f"no deployment serves {start.target}")
+            sink.ended()
+            return _Nothing()
+        return _RemoteAttempt(self._http(), endpoint, start, sink)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class _Nothing:
+    def notify(self, notification: j.Notification) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+__all__ = ["Endpoint", "PROTOCOL_VIOLATION", "RemoteTransport", "build_request_body", "endpoints"]
