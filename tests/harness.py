@@ -28,9 +28,10 @@ class Server:
     """One server process on its own ports and data dir; can be SIGKILLed and restarted on the same data."""
 
     def __init__(
-        self, app: str, data_dir: Path, env: Mapping[str, str] | None = None, dev: bool = False
+        self, app: str | None, data_dir: Path, env: Mapping[str, str] | None = None, dev: bool = False
     ) -> None:
-        self.app = app if os.path.isabs(app) or ":" in app else str(ROOT / app)
+        # None: ``unbroken serve`` without an APP (the engine alone, serving registered deployments)
+        self.app = app if app is None or os.path.isabs(app) or ":" in app else str(ROOT / app)
         self.data_dir = data_dir
         self.env = dict(env or {})
         self.dev = dev
@@ -50,7 +51,7 @@ class Server:
             "-m",
             "unbroken.cli.main",
             "dev" if self.dev else "serve",
-            self.app,
+            *([self.app] if self.app is not None else []),
             "--data-dir",
             str(self.data_dir),
             "--ingress-bind",

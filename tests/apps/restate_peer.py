@@ -3,9 +3,21 @@ hypercorn in the protocol tests. Never imported by Unbroken itself."""
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import timedelta
 
 import restate
+
+
+def _ledger(step: str) -> str:
+    """Count a side effect in the file $PEER_LEDGER (checked by the tests from outside both processes)."""
+    path = os.environ.get("PEER_LEDGER")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": step}) + "\n")
+    return step
+
 
 greeter = restate.Service("PeerGreeter")
 
@@ -20,8 +32,10 @@ async def greet(ctx: restate.Context, name: str) -> str:
 @greeter.handler()
 async def nap(ctx: restate.Context, ms: int) -> str:
     """A long durable sleep (the crash test kills the server in the middle of it)."""
+    await ctx.run("before", lambda: _ledger("nap.before"))
     await ctx.sleep(timedelta(milliseconds=ms))
-    return await ctx.run("after", lambda: f"slept {ms}")
+    await ctx.run("after", lambda: _ledger("nap.after"))
+    return f"slept {ms}"
 
 
 @greeter.handler()

@@ -83,6 +83,7 @@ protocol_message_bytes_max = 32 * 1024 * 1024  # one frame's body from or to an 
 protocol_response_bytes_max = 256 * 1024 * 1024  # one attempt's whole response (request/response mode)
 discovery_manifest_bytes_max = 4 * 1024 * 1024  # a deployment's endpoint manifest (GET /discover)
 deployment_services_max = 1000  # services one deployment may declare
+deployment_error_quote_bytes_max = 4096  # what an attempt's failure quotes of a non-200 answer's body
 deployment_request_timeout_s = 10.0  # connect + discover, and connect to invoke (Restate's connect-timeout)
 
 # admin explain (GET /invocations/{id}/explain)

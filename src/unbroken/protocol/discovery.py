@@ -97,7 +97,7 @@ def parse_manifest(data: bytes) -> Manifest:
     if framing.pick_version(low, high) is None:
         raise DiscoveryError(
             f"the deployment speaks service protocol versions {low}-{high}; Unbroken speaks "
-            f"{framing.MIN_VERSION}-{framing.MAX_VERSION}"
+            f"{framing.OLDEST_VERSION}-{framing.NEWEST_VERSION}"
         )
     services = doc.get("services")
     if not isinstance(services, list):

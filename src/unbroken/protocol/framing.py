@@ -17,8 +17,8 @@ REQUESTED_ACK = 0x8000  # the flags bit an SDK sets to ask for a CommandAck / Pr
 
 # The versions Unbroken speaks: v5 (commands and notifications) and v6 (+ random seed, failure metadata).
 # restate-server 1.7.12 runs restate-sdk 1.2.0 on v6 too (v7 is behind an experimental flag there).
-MIN_VERSION = 5
-MAX_VERSION = 6
+OLDEST_VERSION = 5
+NEWEST_VERSION = 6
 _CONTENT_TYPE_PREFIX = "application/vnd.restate.invocation.v"
 
 
@@ -37,8 +37,8 @@ def parse_content_type(value: str) -> int | None:
 
 def pick_version(deployment_min: int, deployment_max: int) -> int | None:
     """The highest version both sides speak, or None when the ranges do not overlap."""
-    version = min(deployment_max, MAX_VERSION)
-    return version if version >= max(deployment_min, MIN_VERSION) else None
+    version = min(deployment_max, NEWEST_VERSION)
+    return version if version >= max(deployment_min, OLDEST_VERSION) else None
 
 
 # ------------------------------------------------------------------------------------------ message types

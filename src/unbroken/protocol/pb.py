@@ -17,7 +17,7 @@ FIXED32 = 5
 
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
-_VARINT_BYTES_MAX = 10  # a u64 takes at most 10 groups of 7 bits
+_U64_VARINT_BYTES = 10  # a u64 takes at most 10 groups of 7 bits
 
 
 def violation(message: str) -> ProtocolViolation:
@@ -87,7 +87,7 @@ def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
     value = 0
     shift = 0
     end = len(data)
-    for _ in range(_VARINT_BYTES_MAX):
+    for _ in range(_U64_VARINT_BYTES):
         if pos >= end:
             raise violation(f"{what}: truncated varint")
         byte = data[pos]
@@ -98,7 +98,7 @@ def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
                 raise violation(f"{what}: varint larger than 64 bits")
             return value, pos
         shift += 7
-    raise violation(f"{what}: varint longer than {_VARINT_BYTES_MAX} bytes")
+    raise violation(f"{what}: varint longer than {_U64_VARINT_BYTES} bytes")
 
 
 class Fields:

@@ -44,7 +44,6 @@ from unbroken.protocol.transport import AttemptHandle, AttemptSink, AttemptStart
 log = logging.getLogger("unbroken.protocol")
 
 UNREACHABLE_CODE = 503  # the deployment could not be reached or broke the connection: retried by policy
-_ERROR_BODY_BYTES_MAX = 4096  # what is quoted of a non-200 answer's body
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +136,12 @@ class _RemoteAttempt:
 
     async def _answer(self, resp: httpx.Response, url: str) -> None:
         if resp.status_code != 200:
-            text = (await resp.aread())[:_ERROR_BODY_BYTES_MAX].decode("utf-8", "replace")
+            quoted = bytearray()
+            async for chunk in resp.aiter_raw():  # quoted, never read whole: the body is the deployment's
+                quoted += chunk
+                if len(quoted) >= limits.deployment_error_quote_bytes_max:
+                    break
+            text = bytes(quoted[: limits.deployment_error_quote_bytes_max]).decode("utf-8", "replace")
             self._finish(resp.status_code, f"[{url}] the deployment answered {resp.status_code}: {text}")
             return
         got = f.parse_content_type(resp.headers.get("content-type", ""))

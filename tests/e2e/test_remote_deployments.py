@@ -1,0 +1,274 @@
+"""Services written with Restate's own Python SDK (restate-sdk 1.2.0, served by hypercorn in a process of
+its own) registered with a real ``unbroken serve`` and invoked through its ingress, over Restate's service
+protocol (v6, request/response over HTTP/1.1).
+
+Server A runs without an APP (the engine alone, as restate-server); server B runs an APP whose in-process
+services call the remote ones and are called by them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import ROOT, Server, free_port, unique_key, wait_until
+
+
+class Peer:
+    """A restate-sdk (or raw ASGI) app served by hypercorn over HTTP/1.1 on a free port."""
+
+    def __init__(self, app: str, log: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", app]
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.log = log
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{app} exited:\n{log.read_text()[-3000:]}")
+            try:
+                accept = {"accept": "application/vnd.restate.endpointmanifest.v3+json"}
+                return httpx.get(f"{self.url}/discover", headers=accept, timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        try:
+            wait_until(up, timeout=20, what=f"{app} to serve")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("remote")
+
+
+@pytest.fixture(scope="module")
+def peer(tmp: Path) -> Iterator[Peer]:
+    p = Peer("tests.apps.restate_peer:app", tmp / "peer.log", {"PEER_LEDGER": str(tmp / "ledger.jsonl")})
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def bad_peer(tmp: Path) -> Iterator[Peer]:
+    p = Peer("tests.apps.bad_peer:app", tmp / "bad.log")
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp: Path, peer: Peer) -> Iterator[Server]:
+    """Server A: no APP. The peer is registered with the CLI (``unbroken deployments register URL``)."""
+    server = Server(None, tmp / "data-a").start()
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unbroken.cli.main",
+            "deployments",
+            "register",
+            peer.url,
+            "--admin-url",
+            server.admin,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "restate-sdk-python/1.2.0" in cli.stdout and "PeerCounter" in cli.stdout
+    yield server
+    server.kill()
+
+
+def ledger(tmp: Path, step: str) -> int:
+    path = tmp / "ledger.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return sum(1 for row in rows if row["step"] == step)
+
+
+def status(server: Server, invocation_id: str) -> str | None:
+    resp = server.admin_request(
+        "POST", "/query", {"query": f"SELECT status FROM sys_invocation WHERE id = '{invocation_id}'"}
+    )
+    assert resp.status_code == 200, resp.text
+    rows = resp.json()["rows"]
+    return rows[0]["status"] if rows else None
+
+
+def send(server: Server, path: str, body: Any) -> str:
+    resp = server.call(f"{path}/send", body)
+    assert resp.status_code == 202, resp.text
+    invocation_id: str = resp.json()["invocationId"]
+    return invocation_id
+
+
+def output(server: Server, invocation_id: str) -> httpx.Response:
+    return server.get(f"/restate/invocation/{invocation_id}/attach", timeout=30)
+
+
+# ------------------------------------------------------------------------------------------- registration
+def test_registered_services_appear_with_their_handler_kinds(srv: Server, peer: Peer) -> None:
+    deployments = srv.admin_request("GET", "/deployments").json()["deployments"]
+    (dep,) = deployments  # no APP: no in-process deployment
+    assert dep["uri"] == peer.url and dep["sdk_version"] == "restate-sdk-python/1.2.0"
+    assert sorted(s["name"] for s in dep["services"]) == ["PeerCounter", "PeerGreeter"]
+    detail = srv.admin_request("GET", f"/deployments/{dep['id']}").json()
+    counter = next(s for s in detail["services"] if s["name"] == "PeerCounter")
+    assert counter["ty"] == "VirtualObject" and counter["deployment_id"] == dep["id"]
+    kinds = {h["name"]: h.get("ty") for h in counter["handlers"]}
+    assert kinds["add"] == "Exclusive" and kinds["get"] == "Shared"
+    svc = srv.admin_request("GET", "/services/PeerGreeter").json()
+    assert svc["ty"] == "Service" and svc["deployment_id"] == dep["id"]
+    again = srv.admin_request("POST", "/deployments", {"uri": peer.url})
+    assert again.status_code == 200 and again.json()["id"] == dep["id"]  # as Restate: unchanged
+
+
+def test_bad_registrations_are_refused_with_a_reason(srv: Server, tmp: Path) -> None:
+    nobody = srv.admin_request("POST", "/deployments", {"uri": f"http://127.0.0.1:{free_port()}"})
+    assert nobody.status_code == 502 and "cannot reach" in nobody.json()["message"]
+    bad_uri = srv.admin_request("POST", "/deployments", {"uri": "ftp://x"})
+    assert bad_uri.status_code == 400 and "'uri'" in bad_uri.json()["message"]
+    lam = srv.admin_request("POST", "/deployments", {"arn": "arn:aws:lambda:x"})
+    assert lam.status_code == 400 and "Lambda" in lam.json()["message"]
+
+
+# ------------------------------------------------------------------------------------------- invocations
+def test_run_and_sleep_in_a_restate_sdk_handler(srv: Server) -> None:
+    resp = srv.call("/PeerGreeter/greet", "bob")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == "Hello bob!"
+
+
+def test_object_state_exclusive_and_shared_handlers(srv: Server) -> None:
+    key = unique_key()
+    assert srv.call(f"/PeerCounter/{key}/add", 5).json() == 5
+    assert srv.call(f"/PeerCounter/{key}/add", 2).json() == 7
+    assert srv.call(f"/PeerCounter/{key}/get").json() == 7
+    assert srv.call(f"/PeerCounter/{key}/reset").status_code == 200
+    assert srv.call(f"/PeerCounter/{key}/get").json() == 0
+
+
+def test_a_terminal_error_is_the_invocation_result(srv: Server) -> None:
+    resp = srv.call("/PeerGreeter/fail", "nope")
+    assert resp.status_code == 418 and resp.json()["message"] == "nope"
+
+
+def test_an_awakeable_resolved_through_the_ingress(srv: Server) -> None:
+    key = unique_key()
+    invocation_id = send(srv, f"/PeerCounter/{key}/wait_awakeable", None)
+
+    def awakeable_id() -> str | None:
+        state = srv.admin_request("GET", f"/services/PeerCounter/state/{key}").json()
+        return json.loads(state["awakeable"]) if "awakeable" in state else None
+
+    awakeable = wait_until(awakeable_id, timeout=20, what="the handler to publish its awakeable id")
+    assert awakeable.startswith("sign_1")
+    resolved = srv.call(f"/restate/awakeables/{awakeable}/resolve", "woken")
+    assert resolved.status_code == 202, resolved.text
+    result = output(srv, invocation_id)
+    assert result.status_code == 200 and result.json() == "woken"
+
+
+@pytest.mark.crash
+def test_sigkill_mid_sleep_then_the_call_completes_once(srv: Server, tmp: Path) -> None:
+    invocation_id = send(srv, "/PeerGreeter/nap", 1500)
+    wait_until(lambda: status(srv, invocation_id) == "suspended", timeout=20, what="the nap to suspend")
+    assert ledger(tmp, "nap.before") >= 1
+    srv.kill()
+    srv.start()
+    result = output(srv, invocation_id)
+    assert result.status_code == 200 and result.json() == "slept 1500"
+    assert ledger(tmp, "nap.after") == 1
+    assert (
+        srv.call("/PeerGreeter/greet", "after restart").json() == "Hello after restart!"
+    )  # still registered
+
+
+# ------------------------------------------------------------------------------------------- bad deployments
+@pytest.mark.parametrize(
+    ("handler", "says"),
+    [
+        ("garbage", "unknown command message type 0x0777"),
+        ("version", "protocol version mismatch"),
+        ("truncated", "ended inside a message"),
+        ("silent", "without an End, Suspension or Error"),
+    ],
+)
+def test_a_deployment_breaking_the_protocol_fails_its_attempts_not_the_engine(
+    srv: Server, bad_peer: Peer, handler: str, says: str
+) -> None:
+    reg = srv.admin_request("POST", "/deployments", {"uri": bad_peer.url})
+    assert reg.status_code in (200, 201), reg.text
+    invocation_id = send(srv, f"/Bad/{handler}", None)
+
+    def failure() -> dict[str, Any] | None:
+        resp = srv.admin_request(
+            "POST",
+            "/query",
+            {
+                "query": f"SELECT last_failure, last_failure_error_code FROM sys_invocation WHERE id = '{invocation_id}'"
+            },
+        )
+        rows = resp.json()["rows"]
+        return rows[0] if rows and rows[0]["last_failure"] else None
+
+    row = wait_until(failure, timeout=20, what="the attempt to fail")
+    assert says in row["last_failure"], row
+    assert "571" in str(row["last_failure_error_code"])
+    assert srv.admin_request("GET", "/health").status_code == 200
+    assert srv.call("/PeerGreeter/greet", "still here").json() == "Hello still here!"
+    srv.admin_request("PATCH", f"/invocations/{invocation_id}/kill")
+
+
+def test_removing_a_deployment_stops_serving_its_services(srv: Server, bad_peer: Peer) -> None:
+    reg = srv.admin_request("POST", "/deployments", {"uri": bad_peer.url})
+    dep_id = reg.json()["id"]
+    assert srv.admin_request("DELETE", f"/deployments/{dep_id}").status_code == 202
+    assert srv.admin_request("GET", f"/deployments/{dep_id}").status_code == 404
+    assert srv.call("/Bad/garbage").status_code == 404
+    assert srv.admin_request("DELETE", f"/deployments/{dep_id}").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------- side by side
+def test_in_process_and_remote_services_call_each_other(tmp: Path, peer: Peer) -> None:
+    server = Server("tests/apps/protocol_local.py", tmp / "data-b").start()
+    try:
+        reg = server.admin_request("POST", "/deployments", {"uri": peer.url})
+        assert reg.status_code == 201, reg.text
+        names = {d["uri"] for d in server.admin_request("GET", "/deployments").json()["deployments"]}
+        assert names == {"local://in-process", peer.url}
+        key = unique_key()
+        # remote -> in-process: PeerCounter/add_via_local calls LocalDoubler/double(3) = 6
+        assert server.call(f"/PeerCounter/{key}/add_via_local", 3).json() == 6
+        # in-process -> remote -> in-process: LocalCaller calls PeerCounter/add_via_local(5): 6 + 10
+        assert server.call("/LocalCaller/add_remote", key).json() == 16
+        clash = server.admin_request("POST", "/deployments", {"uri": peer.url, "force": True})
+        assert clash.status_code == 200  # as Restate: forced, the same URI's services registered again
+    finally:
+        server.kill()
