@@ -43,6 +43,39 @@ async def fail(ctx: restate.Context, message: str) -> str:
     raise restate.TerminalError(message, status_code=418)
 
 
+@greeter.handler()
+async def flaky(ctx: restate.Context, name: str) -> str:
+    """Fails its first attempt with an ordinary exception (an ErrorMessage: retried by the engine)."""
+    _ledger(f"flaky.{name}")
+    path = os.environ.get("PEER_LEDGER", "")
+    attempts = sum(1 for line in open(path) if f"flaky.{name}" in line) if path else 2
+    if attempts < 2:
+        raise ValueError("first attempt fails")
+    return f"ok after {attempts} attempts"
+
+
+@greeter.handler()
+async def run_fails(ctx: restate.Context, message: str) -> str:
+    def boom() -> str:
+        raise restate.TerminalError(message, status_code=422)
+
+    return await ctx.run("boom", boom)
+
+
+@greeter.handler()
+async def fire_and_attach(ctx: restate.Context, key: str) -> int:
+    """A one-way call to PeerCounter/{key}/add, then attaches to it by its invocation id."""
+    handle = ctx.generic_send("PeerCounter", "add", b"1", key=key)
+    invocation_id = await handle.invocation_id()
+    return await ctx.attach_invocation(invocation_id, type_hint=int)
+
+
+@greeter.handler()
+async def signal_other(ctx: restate.Context, target: str) -> str:
+    ctx.resolve_signal(target, "go", "signalled")
+    return "sent"
+
+
 counter = restate.VirtualObject("PeerCounter")
 
 
@@ -79,4 +112,31 @@ async def wait_awakeable(ctx: restate.ObjectContext) -> str:
     return await promise
 
 
-app = restate.app([greeter, counter])
+@counter.handler()
+async def wait_signal(ctx: restate.ObjectContext) -> str:
+    """Waits on the named signal "go" (ctx.signal), sent by PeerGreeter/signal_other."""
+    return await ctx.signal("go", type_hint=str)
+
+
+signup = restate.Workflow("PeerSignup")
+
+
+@signup.main()
+async def run(ctx: restate.WorkflowContext, email: str) -> str:
+    ctx.set("email", email)
+    code = await ctx.promise("code", type_hint=str).value()
+    ctx.set("confirmed", True)
+    return f"{email} confirmed with {code}"
+
+
+@signup.handler()
+async def confirm(ctx: restate.WorkflowSharedContext, code: str) -> None:
+    await ctx.promise("code", type_hint=str).resolve(code)
+
+
+@signup.handler()
+async def peek(ctx: restate.WorkflowSharedContext) -> str | None:
+    return await ctx.promise("code", type_hint=str).peek()
+
+
+app = restate.app([greeter, counter, signup])

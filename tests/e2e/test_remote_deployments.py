@@ -137,7 +137,7 @@ def test_registered_services_appear_with_their_handler_kinds(srv: Server, peer: 
     deployments = srv.admin_request("GET", "/deployments").json()["deployments"]
     (dep,) = deployments  # no APP: no in-process deployment
     assert dep["uri"] == peer.url and dep["sdk_version"] == "restate-sdk-python/1.2.0"
-    assert sorted(s["name"] for s in dep["services"]) == ["PeerCounter", "PeerGreeter"]
+    assert sorted(s["name"] for s in dep["services"]) == ["PeerCounter", "PeerGreeter", "PeerSignup"]
     detail = srv.admin_request("GET", f"/deployments/{dep['id']}").json()
     counter = next(s for s in detail["services"] if s["name"] == "PeerCounter")
     assert counter["ty"] == "VirtualObject" and counter["deployment_id"] == dep["id"]
@@ -193,6 +193,51 @@ def test_an_awakeable_resolved_through_the_ingress(srv: Server) -> None:
     assert resolved.status_code == 202, resolved.text
     result = output(srv, invocation_id)
     assert result.status_code == 200 and result.json() == "woken"
+
+
+def test_an_error_is_retried_by_the_engine(srv: Server, tmp: Path) -> None:
+    name = unique_key()
+    resp = srv.call("/PeerGreeter/flaky", name)
+    assert resp.status_code == 200 and resp.json() == "ok after 2 attempts"
+
+
+def test_a_run_failing_terminally_fails_the_handler(srv: Server) -> None:
+    resp = srv.call("/PeerGreeter/run_fails", "bad input")
+    assert resp.status_code == 422 and resp.json()["message"] == "bad input"
+
+
+def test_a_one_way_call_then_attach_by_invocation_id(srv: Server) -> None:
+    key = unique_key()
+    assert srv.call("/PeerGreeter/fire_and_attach", key).json() == 1
+    assert srv.call(f"/PeerCounter/{key}/get").json() == 1
+
+
+def test_a_named_signal_between_two_remote_invocations(srv: Server) -> None:
+    waiting = send(srv, f"/PeerCounter/{unique_key()}/wait_signal", None)
+    wait_until(lambda: status(srv, waiting) == "suspended", timeout=20, what="the wait to suspend")
+    assert srv.call("/PeerGreeter/signal_other", waiting).json() == "sent"
+    result = output(srv, waiting)
+    assert result.status_code == 200 and result.json() == "signalled"
+
+
+def test_a_workflow_with_a_durable_promise(srv: Server) -> None:
+    key = unique_key()
+    run_id = send(srv, f"/PeerSignup/{key}/run", "ada@example.com")
+    wait_until(lambda: status(srv, run_id) == "suspended", timeout=20, what="the run to wait on its promise")
+    unresolved = srv.call(f"/PeerSignup/{key}/peek")
+    assert unresolved.status_code == 200 and unresolved.content in (b"", b"null")  # restate-sdk's None
+    assert srv.call(f"/PeerSignup/{key}/confirm", "1234").status_code == 200
+    result = output(srv, run_id)
+    assert result.status_code == 200 and result.json() == "ada@example.com confirmed with 1234"
+    assert srv.call(f"/PeerSignup/{key}/peek").json() == "1234"
+
+
+def test_cancel_reaches_a_suspended_remote_handler(srv: Server) -> None:
+    invocation_id = send(srv, f"/PeerCounter/{unique_key()}/wait_awakeable", None)
+    wait_until(lambda: status(srv, invocation_id) == "suspended", timeout=20, what="the wait to suspend")
+    assert srv.admin_request("PATCH", f"/invocations/{invocation_id}/cancel").status_code in (200, 202)
+    result = output(srv, invocation_id)
+    assert result.status_code == 409, result.text
 
 
 @pytest.mark.crash
