@@ -151,7 +151,7 @@ def test_registered_services_appear_with_their_handler_kinds(srv: Server, peer: 
 
 def test_bad_registrations_are_refused_with_a_reason(srv: Server, tmp: Path) -> None:
     nobody = srv.admin_request("POST", "/deployments", {"uri": f"http://127.0.0.1:{free_port()}"})
-    assert nobody.status_code == 502 and "cannot reach" in nobody.json()["message"]
+    assert nobody.status_code == 400 and "cannot reach" in nobody.json()["message"]
     bad_uri = srv.admin_request("POST", "/deployments", {"uri": "ftp://x"})
     assert bad_uri.status_code == 400 and "'uri'" in bad_uri.json()["message"]
     lam = srv.admin_request("POST", "/deployments", {"arn": "arn:aws:lambda:x"})

@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.backends import BACKENDS, DURABLE, Opener, opener
+from unbroken.admin.deployments import parse_register
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.deployments import DeployedHandler, DeployedService, Deployment, deployed_schemas
@@ -22,6 +25,7 @@ from unbroken.core.schema import (
 )
 from unbroken.core.state_machine import apply
 from unbroken.core.storage import Store
+from unbroken.http.asgi import HttpError
 
 NOW = 1_700_000_000_000
 LOCAL = Schemas({"Local": ServiceSchema("Local", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)})})
@@ -108,3 +112,39 @@ def test_deployed_services_get_their_manifest_options_over_the_defaults() -> Non
     }
     assert counter.inactivity_timeout_ms == 5000 and counter.abort_timeout_ms == 1234
     assert counter.retry_policy.max_attempts == 9
+
+
+# ------------------------------------------------------------------------------------------ the register body
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.dictionaries(
+            st.sampled_from(["uri", "force", "additional_headers", "use_http_11", "dry_run", "arn", "other"]),
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.text(max_size=30)
+            | st.dictionaries(st.text(), st.text()),
+        ),
+        st.lists(st.integers()),
+        st.text(),
+    )
+)
+def test_any_register_body_is_parsed_or_refused_with_400(body: object) -> None:
+    try:
+        ask = parse_register(body)
+    except HttpError as exc:
+        assert exc.status == 400 and exc.message
+        return
+    assert ask.uri.startswith(("http://", "https://"))
+
+
+def test_a_register_body_as_the_restate_cli_sends_it() -> None:
+    ask = parse_register({"uri": "http://localhost:9080/", "force": None, "additional_headers": {"x-a": "1"}})
+    assert (ask.uri, ask.force, ask.headers, ask.use_http_11, ask.dry_run) == (
+        "http://localhost:9080",
+        False,
+        {"x-a": "1"},
+        True,
+        False,
+    )

@@ -34,13 +34,13 @@ _HANDLER_KINDS = {
 
 
 class DiscoveryError(ValueError):
-    """The deployment could not be discovered (unreachable, bad answer, bad manifest): ``status`` is the
-    admin API's answer (400 for a bad manifest, 502 when the endpoint did not answer usefully)."""
+    """The deployment could not be discovered (unreachable, bad answer, bad manifest): the admin API answers
+    400 with the message (Restate's META0003 when unreachable)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.status = 400
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,13 @@ async def discover(uri: str, headers: dict[str, str], use_http_11: bool = True) 
                     body += chunk
                     if len(body) > limits.discovery_manifest_bytes_max:
                         raise DiscoveryError(
-                            f"the manifest of {url} exceeds {limits.discovery_manifest_bytes_max} bytes", 502
+                            f"the manifest of {url} exceeds {limits.discovery_manifest_bytes_max} bytes"
                         )
     except httpx.HTTPError as exc:
-        raise DiscoveryError(f"cannot reach {url}: {type(exc).__name__}: {exc}", 502) from None
+        raise DiscoveryError(f"[META0003] cannot reach {url}: {type(exc).__name__}: {exc}") from None
     if resp.status_code != 200:
         text = bytes(body[:500]).decode("utf-8", "replace")
-        raise DiscoveryError(f"{url} answered {resp.status_code}: {text}", 502)
+        raise DiscoveryError(f"{url} answered {resp.status_code} to discovery: {text}")
     manifest = parse_manifest(bytes(body))
     return Manifest(
         manifest.protocol_mode,
