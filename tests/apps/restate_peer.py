@@ -32,10 +32,10 @@ async def greet(ctx: restate.Context, name: str) -> str:
 @greeter.handler()
 async def nap(ctx: restate.Context, ms: int) -> str:
     """A long durable sleep (the crash test kills the server in the middle of it)."""
-    await ctx.run("before", lambda: _ledger("nap.before"))
+    await ctx.run("before", lambda: _ledger(f"nap.before.{ms}"))
     await ctx.sleep(timedelta(milliseconds=ms))
-    await ctx.run("after", lambda: _ledger("nap.after"))
-    return f"slept {ms}"
+    await ctx.run("after", lambda: _ledger(f"nap.after.{ms}"))
+    return f"slept {ms} on {os.environ.get('PEER_NAME', 'a')}"
 
 
 @greeter.handler()

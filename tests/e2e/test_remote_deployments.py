@@ -240,16 +240,33 @@ def test_cancel_reaches_a_suspended_remote_handler(srv: Server) -> None:
     assert result.status_code == 409, result.text
 
 
+def test_an_in_flight_invocation_stays_on_the_deployment_it_started_on(srv: Server, tmp: Path) -> None:
+    in_flight = send(srv, "/PeerGreeter/nap", 1000)
+    wait_until(lambda: status(srv, in_flight) == "suspended", timeout=20, what="the nap to suspend")
+    newer = Peer("tests.apps.restate_peer:app", tmp / "peer-b.log", {"PEER_NAME": "b"})
+    try:
+        reg = srv.admin_request("POST", "/deployments", {"uri": newer.url})
+        assert reg.status_code == 201, reg.text
+        assert srv.admin_request("GET", "/services/PeerGreeter").json()["deployment_id"] == reg.json()["id"]
+        assert srv.call("/PeerGreeter/nap", 1).json() == "slept 1 on b"  # new invocations: the newest
+        result = output(srv, in_flight)
+        assert result.status_code == 200 and result.json() == "slept 1000 on a"  # pinned
+        assert srv.admin_request("DELETE", f"/deployments/{reg.json()['id']}").status_code == 202
+        assert srv.call("/PeerGreeter/nap", 1).json() == "slept 1 on a"  # the older one serves again
+    finally:
+        newer.stop()
+
+
 @pytest.mark.crash
 def test_sigkill_mid_sleep_then_the_call_completes_once(srv: Server, tmp: Path) -> None:
     invocation_id = send(srv, "/PeerGreeter/nap", 1500)
     wait_until(lambda: status(srv, invocation_id) == "suspended", timeout=20, what="the nap to suspend")
-    assert ledger(tmp, "nap.before") >= 1
+    assert ledger(tmp, "nap.before.1500") == 1
     srv.kill()
     srv.start()
     result = output(srv, invocation_id)
-    assert result.status_code == 200 and result.json() == "slept 1500"
-    assert ledger(tmp, "nap.after") == 1
+    assert result.status_code == 200 and result.json() == "slept 1500 on a"
+    assert ledger(tmp, "nap.after.1500") == 1 and ledger(tmp, "nap.before.1500") == 1  # each ran once
     assert (
         srv.call("/PeerGreeter/greet", "after restart").json() == "Hello after restart!"
     )  # still registered

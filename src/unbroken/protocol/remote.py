@@ -54,17 +54,21 @@ class Endpoint:
     headers: dict[str, str]
 
 
-def endpoints(deployments: list[Deployment]) -> dict[str, Endpoint]:
-    """Service name -> the endpoint serving it (the newest deployment declaring it)."""
-    out: dict[str, Endpoint] = {}
+def endpoints(deployments: list[Deployment]) -> tuple[dict[str, Endpoint], dict[str, Endpoint]]:
+    """(service name -> the endpoint serving new invocations: the newest deployment declaring it,
+    deployment id -> its endpoint: where the invocations pinned to it run)."""
+    by_service: dict[str, Endpoint] = {}
+    by_id: dict[str, Endpoint] = {}
     for dep in sorted(deployments, key=lambda d: (d.created_at_ms, d.id)):
         version = f.pick_version(dep.min_protocol_version, dep.max_protocol_version)
         if version is None:  # refused at registration; a stored one from elsewhere is skipped, not fatal
             log.warning("deployment %s speaks no protocol version Unbroken speaks: not served", dep.id)
             continue
+        endpoint = Endpoint(dep.id, dep.uri.rstrip("/"), version, dict(dep.headers))
+        by_id[dep.id] = endpoint
         for svc in dep.services:
-            out[svc.name] = Endpoint(dep.id, dep.uri.rstrip("/"), version, dict(dep.headers))
-    return out
+            by_service[svc.name] = endpoint
+    return by_service, by_id
 
 
 def build_request_body(start: AttemptStart, version: int) -> tuple[bytes, dict[int, int]]:
@@ -198,10 +202,11 @@ class RemoteTransport:
     def __init__(self, local: HandlerTransport | None) -> None:
         self.local = local
         self.routes: dict[str, Endpoint] = {}
+        self.pinned: dict[str, Endpoint] = {}
         self._client: httpx.AsyncClient | None = None
 
     def set_deployments(self, deployments: list[Deployment]) -> None:
-        self.routes = endpoints(deployments)
+        self.routes, self.pinned = endpoints(deployments)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:  # made on the engine's loop, on first use
@@ -210,7 +215,9 @@ class RemoteTransport:
         return self._client
 
     def start(self, start: AttemptStart, sink: AttemptSink) -> AttemptHandle:
-        endpoint = self.routes.get(start.target.service)
+        # An invocation stays on the deployment it started on; one whose deployment is gone (removed, or
+        # replaced by a forced registration of its URI) goes to the service's current one.
+        endpoint = self.pinned.get(start.deployment_id or "") or self.routes.get(start.target.service)
         if endpoint is None:
             if self.local is not None:
                 return self.local.start(start, sink)

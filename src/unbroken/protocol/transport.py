@@ -33,6 +33,8 @@ class AttemptStart:
     # Restate's partial state: ``state`` holds nothing, reads of the key's state are commands the engine
     # answers (GetLazyState, GetLazyStateKeys).
     lazy_state: bool = False
+    # The remote deployment the invocation is pinned to (its first attempt's); None: in-process.
+    deployment_id: str | None = None
 
 
 class AttemptSink(Protocol):

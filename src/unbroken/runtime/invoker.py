@@ -154,6 +154,7 @@ class Invoker:
             inactivity_timeout_ms=self._inactivity_timeout_ms(inv),
             idempotency_key=inv.idempotency_key,
             lazy_state=action.lazy_state,
+            deployment_id=inv.deployment_id,
         )
         self.faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
         entry = _Running(inv.attempts, None)
