@@ -1,6 +1,7 @@
 """Services written with Restate's own Python SDK (restate-sdk 1.2.0, served by hypercorn in a process of
 its own) registered with a real ``unbroken serve`` and invoked through its ingress, over Restate's service
-protocol (v6, request/response over HTTP/1.1).
+protocol v6: every test runs twice, over HTTP/2 bidirectional streams (h2c prior knowledge, Restate's default)
+and over HTTP/1.1 request/response (``use_http_11``).
 
 Server A runs without an APP (the engine alone, as restate-server); server B runs an APP whose in-process
 services call the remote ones and are called by them.
@@ -22,11 +23,14 @@ import pytest
 
 from tests.harness import ROOT, Server, free_port, unique_key, wait_until
 
+MODES = ["h2", "http1.1"]
+
 
 class Peer:
-    """A restate-sdk (or raw ASGI) app served by hypercorn over HTTP/1.1 on a free port."""
+    """A restate-sdk (or raw ASGI) app served by hypercorn (HTTP/1.1 and h2c) on a free port."""
 
     def __init__(self, app: str, log: Path, env: dict[str, str] | None = None) -> None:
+        self.ledger = Path((env or {}).get("PEER_LEDGER", log.with_suffix(".ledger")))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", app]
@@ -61,9 +65,14 @@ class Peer:
                 self.proc.wait(timeout=5)
 
 
+@pytest.fixture(scope="module", params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("remote")
+def tmp(tmp_path_factory: pytest.TempPathFactory, mode: str) -> Path:
+    return tmp_path_factory.mktemp(f"remote-{mode}")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +80,11 @@ def peer(tmp: Path) -> Iterator[Peer]:
     p = Peer("tests.apps.restate_peer:app", tmp / "peer.log", {"PEER_LEDGER": str(tmp / "ledger.jsonl")})
     yield p
     p.stop()
+
+
+def register(server: Server, url: str, mode: str, **extra: Any) -> httpx.Response:
+    body = {"uri": url, "use_http_11": mode == "http1.1", **extra}
+    return server.admin_request("POST", "/deployments", body)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +95,10 @@ def bad_peer(tmp: Path) -> Iterator[Peer]:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp: Path, peer: Peer) -> Iterator[Server]:
+def srv(tmp: Path, peer: Peer, mode: str) -> Iterator[Server]:
     """Server A: no APP. The peer is registered with the CLI (``unbroken deployments register URL``)."""
     server = Server(None, tmp / "data-a").start()
+    flags = ["--use-http1.1"] if mode == "http1.1" else []
     cli = subprocess.run(
         [
             sys.executable,
@@ -92,6 +107,7 @@ def srv(tmp: Path, peer: Peer) -> Iterator[Server]:
             "deployments",
             "register",
             peer.url,
+            *flags,
             "--admin-url",
             server.admin,
         ],
@@ -106,8 +122,8 @@ def srv(tmp: Path, peer: Peer) -> Iterator[Server]:
     server.kill()
 
 
-def ledger(tmp: Path, step: str) -> int:
-    path = tmp / "ledger.jsonl"
+def ledger(peer: Peer, step: str) -> int:
+    path = peer.ledger
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     return sum(1 for row in rows if row["step"] == step)
 
@@ -133,7 +149,7 @@ def output(server: Server, invocation_id: str) -> httpx.Response:
 
 
 # ------------------------------------------------------------------------------------------- registration
-def test_registered_services_appear_with_their_handler_kinds(srv: Server, peer: Peer) -> None:
+def test_registered_services_appear_with_their_handler_kinds(srv: Server, peer: Peer, mode: str) -> None:
     deployments = srv.admin_request("GET", "/deployments").json()["deployments"]
     (dep,) = deployments  # no APP: no in-process deployment
     assert dep["uri"] == peer.url and dep["sdk_version"] == "restate-sdk-python/1.2.0"
@@ -145,7 +161,8 @@ def test_registered_services_appear_with_their_handler_kinds(srv: Server, peer: 
     assert kinds["add"] == "Exclusive" and kinds["get"] == "Shared"
     svc = srv.admin_request("GET", "/services/PeerGreeter").json()
     assert svc["ty"] == "Service" and svc["deployment_id"] == dep["id"]
-    again = srv.admin_request("POST", "/deployments", {"uri": peer.url})
+    assert dep["protocol_type"] == ("BidiStream" if mode == "h2" else "RequestResponse")
+    again = register(srv, peer.url, mode)
     assert again.status_code == 200 and again.json()["id"] == dep["id"]  # as Restate: unchanged
 
 
@@ -159,10 +176,14 @@ def test_bad_registrations_are_refused_with_a_reason(srv: Server, tmp: Path) -> 
 
 
 # ------------------------------------------------------------------------------------------- invocations
-def test_run_and_sleep_in_a_restate_sdk_handler(srv: Server) -> None:
-    resp = srv.call("/PeerGreeter/greet", "bob")
+def test_run_and_sleep_in_a_restate_sdk_handler(srv: Server, peer: Peer, mode: str) -> None:
+    name = unique_key()
+    resp = srv.call("/PeerGreeter/greet", name)
     assert resp.status_code == 200, resp.text
-    assert resp.json() == "Hello bob!"
+    assert resp.json() == f"Hello {name}!"
+    # HTTP/2 streams the run's result and the sleep's end into the open attempt; request/response ends the
+    # attempt at each wait (suspension) and replays the journal in the next one.
+    assert ledger(peer, f"greet.attempt.{name}") == (1 if mode == "h2" else 3)
 
 
 def test_object_state_exclusive_and_shared_handlers(srv: Server) -> None:
@@ -195,7 +216,7 @@ def test_an_awakeable_resolved_through_the_ingress(srv: Server) -> None:
     assert result.status_code == 200 and result.json() == "woken"
 
 
-def test_an_error_is_retried_by_the_engine(srv: Server, tmp: Path) -> None:
+def test_an_error_is_retried_by_the_engine(srv: Server) -> None:
     name = unique_key()
     resp = srv.call("/PeerGreeter/flaky", name)
     assert resp.status_code == 200 and resp.json() == "ok after 2 attempts"
@@ -240,12 +261,14 @@ def test_cancel_reaches_a_suspended_remote_handler(srv: Server) -> None:
     assert result.status_code == 409, result.text
 
 
-def test_an_in_flight_invocation_stays_on_the_deployment_it_started_on(srv: Server, tmp: Path) -> None:
+def test_an_in_flight_invocation_stays_on_the_deployment_it_started_on(
+    srv: Server, tmp: Path, mode: str
+) -> None:
     in_flight = send(srv, "/PeerGreeter/nap", 1000)
     wait_until(lambda: status(srv, in_flight) == "suspended", timeout=20, what="the nap to suspend")
     newer = Peer("tests.apps.restate_peer:app", tmp / "peer-b.log", {"PEER_NAME": "b"})
     try:
-        reg = srv.admin_request("POST", "/deployments", {"uri": newer.url})
+        reg = register(srv, newer.url, mode)
         assert reg.status_code == 201, reg.text
         assert srv.admin_request("GET", "/services/PeerGreeter").json()["deployment_id"] == reg.json()["id"]
         assert srv.call("/PeerGreeter/nap", 1).json() == "slept 1 on b"  # new invocations: the newest
@@ -258,15 +281,15 @@ def test_an_in_flight_invocation_stays_on_the_deployment_it_started_on(srv: Serv
 
 
 @pytest.mark.crash
-def test_sigkill_mid_sleep_then_the_call_completes_once(srv: Server, tmp: Path) -> None:
+def test_sigkill_mid_sleep_then_the_call_completes_once(srv: Server, peer: Peer) -> None:
     invocation_id = send(srv, "/PeerGreeter/nap", 1500)
     wait_until(lambda: status(srv, invocation_id) == "suspended", timeout=20, what="the nap to suspend")
-    assert ledger(tmp, "nap.before.1500") == 1
+    assert ledger(peer, "nap.before.1500") == 1
     srv.kill()
     srv.start()
     result = output(srv, invocation_id)
     assert result.status_code == 200 and result.json() == "slept 1500 on a"
-    assert ledger(tmp, "nap.after.1500") == 1 and ledger(tmp, "nap.before.1500") == 1  # each ran once
+    assert ledger(peer, "nap.after.1500") == 1 and ledger(peer, "nap.before.1500") == 1  # each ran once
     assert (
         srv.call("/PeerGreeter/greet", "after restart").json() == "Hello after restart!"
     )  # still registered
@@ -283,9 +306,9 @@ def test_sigkill_mid_sleep_then_the_call_completes_once(srv: Server, tmp: Path) 
     ],
 )
 def test_a_deployment_breaking_the_protocol_fails_its_attempts_not_the_engine(
-    srv: Server, bad_peer: Peer, handler: str, says: str
+    srv: Server, bad_peer: Peer, handler: str, says: str, mode: str
 ) -> None:
-    reg = srv.admin_request("POST", "/deployments", {"uri": bad_peer.url})
+    reg = register(srv, bad_peer.url, mode)
     assert reg.status_code in (200, 201), reg.text
     invocation_id = send(srv, f"/Bad/{handler}", None)
 
@@ -308,8 +331,8 @@ def test_a_deployment_breaking_the_protocol_fails_its_attempts_not_the_engine(
     srv.admin_request("PATCH", f"/invocations/{invocation_id}/kill")
 
 
-def test_removing_a_deployment_stops_serving_its_services(srv: Server, bad_peer: Peer) -> None:
-    reg = srv.admin_request("POST", "/deployments", {"uri": bad_peer.url})
+def test_removing_a_deployment_stops_serving_its_services(srv: Server, bad_peer: Peer, mode: str) -> None:
+    reg = register(srv, bad_peer.url, mode)
     dep_id = reg.json()["id"]
     assert srv.admin_request("DELETE", f"/deployments/{dep_id}").status_code == 202
     assert srv.admin_request("GET", f"/deployments/{dep_id}").status_code == 404
@@ -318,10 +341,10 @@ def test_removing_a_deployment_stops_serving_its_services(srv: Server, bad_peer:
 
 
 # ------------------------------------------------------------------------------------------- side by side
-def test_in_process_and_remote_services_call_each_other(tmp: Path, peer: Peer) -> None:
+def test_in_process_and_remote_services_call_each_other(tmp: Path, peer: Peer, mode: str) -> None:
     server = Server("tests/apps/protocol_local.py", tmp / "data-b").start()
     try:
-        reg = server.admin_request("POST", "/deployments", {"uri": peer.url})
+        reg = register(server, peer.url, mode)
         assert reg.status_code == 201, reg.text
         names = {d["uri"] for d in server.admin_request("GET", "/deployments").json()["deployments"]}
         assert names == {"local://in-process", peer.url}
@@ -330,7 +353,7 @@ def test_in_process_and_remote_services_call_each_other(tmp: Path, peer: Peer) -
         assert server.call(f"/PeerCounter/{key}/add_via_local", 3).json() == 6
         # in-process -> remote -> in-process: LocalCaller calls PeerCounter/add_via_local(5): 6 + 10
         assert server.call("/LocalCaller/add_remote", key).json() == 16
-        clash = server.admin_request("POST", "/deployments", {"uri": peer.url, "force": True})
+        clash = register(server, peer.url, mode, force=True)
         assert clash.status_code == 200  # as Restate: forced, the same URI's services registered again
     finally:
         server.kill()

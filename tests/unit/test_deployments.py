@@ -145,6 +145,6 @@ def test_a_register_body_as_the_restate_cli_sends_it() -> None:
         "http://localhost:9080",
         False,
         {"x-a": "1"},
-        True,
+        False,  # HTTP/2 unless asked, as Restate
         False,
     )

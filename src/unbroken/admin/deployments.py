@@ -31,6 +31,8 @@ _REGISTER_FIELDS = {
 
 @dataclass(frozen=True)
 class RegisterRequest:
+    """``use_http_11``: discover and invoke over HTTP/1.1 (request/response) instead of HTTP/2."""
+
     uri: str
     force: bool
     headers: dict[str, str]
@@ -76,7 +78,7 @@ def parse_register(body: Any) -> RegisterRequest:
         uri.rstrip("/"),
         bool(flags["force"]),
         dict(headers),
-        flags["use_http_11"] is not False,
+        flags["use_http_11"] is True,  # as Restate: HTTP/2 (h2c prior knowledge) unless asked
         bool(flags["dry_run"]),
     )
 

@@ -144,8 +144,9 @@ def _paths() -> dict[str, Any]:
                 tag="deployment",
                 description=(
                     "Discovers the services served at `uri` (GET {uri}/discover, endpoint manifest v1-v4, "
-                    "HTTP/1.1) and serves them over Restate's service protocol (v5/v6, request/response). "
-                    "The registration is stored: it survives restarts."
+                    "HTTP/2 with prior knowledge, or HTTP/1.1 with `use_http_11`) and serves them over "
+                    "Restate's service protocol (v5/v6; bidirectional streams over HTTP/2, request/response "
+                    "over HTTP/1.1). The registration is stored: it survives restarts."
                 ),
             ),
         },

@@ -27,6 +27,13 @@ def register(
         list[str] | None,
         typer.Option("--header", metavar="NAME:VALUE", help="Header to send on every request to it."),
     ] = None,
+    use_http_11: Annotated[
+        bool,
+        typer.Option(
+            "--use-http1.1",
+            help="Talk HTTP/1.1 to it (request/response; e.g. an SDK behind uvicorn), not HTTP/2 streams.",
+        ),
+    ] = False,
     json_: JsonOpt = False,
     admin_url: AdminUrlOpt = DEFAULT_ADMIN_URL,
 ) -> None:
@@ -41,7 +48,7 @@ def register(
         if not sep or not name.strip():
             raise CliError(f"bad --header '{item}': expected NAME:VALUE", EXIT_USAGE)
         headers[name.strip()] = value.strip()
-    body: dict[str, Any] = {"uri": url, "force": force}
+    body: dict[str, Any] = {"uri": url, "force": force, "use_http_11": use_http_11}
     if headers:
         body["additional_headers"] = headers
     with Admin(admin_url) as admin:

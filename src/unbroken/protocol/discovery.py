@@ -53,11 +53,15 @@ class Manifest:
 
 
 async def discover(uri: str, headers: dict[str, str], use_http_11: bool = True) -> Manifest:
-    """Ask the endpoint at ``uri`` for its manifest (HTTP/1.1; h2c prior knowledge is not supported yet)."""
+    """Ask the endpoint at ``uri`` for its manifest: over HTTP/1.1, or HTTP/2 (h2c prior knowledge for
+    http://), as Restate does unless told ``use_http_11``. The SDKs answer the protocol mode that fits: an
+    endpoint discovered over HTTP/2 is invoked with bidirectional streams."""
     timeout = httpx.Timeout(limits.deployment_request_timeout_s)
     url = uri.rstrip("/") + "/discover"
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        async with httpx.AsyncClient(
+            timeout=timeout, trust_env=False, http1=use_http_11, http2=not use_http_11
+        ) as client:
             async with client.stream("GET", url, headers={**headers, "accept": ACCEPT}) as resp:
                 body = bytearray()
                 async for chunk in resp.aiter_raw():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -38,6 +39,7 @@ from unbroken.protocol.control import (
     encode_start,
 )
 from unbroken.protocol.entries import completion_type, encode_command, encode_notification
+from unbroken.protocol.h2stream import H2Request, StreamError
 from unbroken.protocol.pb import violation
 from unbroken.protocol.transport import AttemptHandle, AttemptSink, AttemptStart, HandlerTransport
 
@@ -52,6 +54,7 @@ class Endpoint:
     uri: str
     version: int
     headers: dict[str, str]
+    streaming: bool = False  # HTTP/2 bidirectional streaming (else request/response over HTTP/1.1)
 
 
 def endpoints(deployments: list[Deployment]) -> tuple[dict[str, Endpoint], dict[str, Endpoint]]:
@@ -64,7 +67,8 @@ def endpoints(deployments: list[Deployment]) -> tuple[dict[str, Endpoint], dict[
         if version is None:  # refused at registration; a stored one from elsewhere is skipped, not fatal
             log.warning("deployment %s speaks no protocol version Unbroken speaks: not served", dep.id)
             continue
-        endpoint = Endpoint(dep.id, dep.uri.rstrip("/"), version, dict(dep.headers))
+        streaming = dep.protocol_mode == "BIDI_STREAM" and not dep.use_http_11
+        endpoint = Endpoint(dep.id, dep.uri.rstrip("/"), version, dict(dep.headers), streaming)
         by_id[dep.id] = endpoint
         for svc in dep.services:
             by_service[svc.name] = endpoint
@@ -86,7 +90,11 @@ def build_request_body(start: AttemptStart, version: int) -> tuple[bytes, dict[i
 
 
 class _RemoteAttempt:
-    """One attempt over HTTP; ``abort`` cancels it (the request is dropped, nothing more is recorded)."""
+    """One attempt over HTTP; ``abort`` cancels it (the request is dropped, nothing more is recorded).
+
+    Streaming (HTTP/2): the request stays open; notifications the engine stores are sent as they come, and
+    after the inactivity timeout without a message either way the request side is closed, so that the SDK
+    suspends (as restate-server does)."""
 
     def __init__(
         self, client: httpx.AsyncClient, endpoint: Endpoint, start: AttemptStart, sink: AttemptSink
@@ -96,14 +104,44 @@ class _RemoteAttempt:
         self.start = start
         self.sink = sink
         self.over = False
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.kinds: dict[int, int] = {}  # completion id -> the type of the notification answering it
+        self.req: H2Request | None = None
+        self.outbox: list[bytes] = []  # notifications delivered before the stream opened
+        self.loop = asyncio.get_running_loop()
+        self.inactivity: asyncio.TimerHandle | None = None
+        self.task = self.loop.create_task(self._run())
 
     def notify(self, notification: j.Notification) -> None:
-        pass  # request/response: the request is over; the next attempt replays it
+        if not self.endpoint.streaming or self.over:
+            return  # request/response: the request is over; the next attempt replays it
+        frame = f.encode_frame(*encode_notification(notification, self.kinds, self.endpoint.version))
+        if self.req is None:
+            self.outbox.append(frame)
+        else:
+            self.req.send(frame)
+            self._touch()
 
     def abort(self) -> None:
         self.over = True
         self.task.cancel()
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.inactivity is not None:
+            self.inactivity.cancel()
+            self.inactivity = None
+        if self.req is not None:
+            self.req.close()
+
+    def _touch(self) -> None:
+        if self.inactivity is not None:
+            self.inactivity.cancel()
+        self.inactivity = self.loop.call_later(self.start.inactivity_timeout_ms / 1000, self._inactive)
+
+    def _inactive(self) -> None:
+        self.inactivity = None
+        if self.req is not None and not self.over:
+            self.req.end()  # the SDK, told nothing more is coming, suspends on what it awaits
 
     def _finish(self, code: int | None = None, message: str = "") -> None:
         if self.over:
@@ -118,18 +156,22 @@ class _RemoteAttempt:
         target = self.start.target
         url = f"{ep.uri}/invoke/{target.service}/{target.handler}"
         try:
-            body, _ = build_request_body(self.start, ep.version)
+            body, self.kinds = build_request_body(self.start, ep.version)
             headers = {
                 **ep.headers,
                 "content-type": f.content_type(ep.version),
                 "accept": f.content_type(ep.version),
                 "x-restate-invocation-id": self.start.invocation_id,
             }
-            async with self.client.stream("POST", url, content=body, headers=headers) as resp:
-                await self._answer(resp, url)
+            if ep.streaming:
+                await self._stream(url, headers, body)
+            else:
+                async with self.client.stream("POST", url, content=body, headers=headers) as resp:
+                    ctype = resp.headers.get("content-type", "")
+                    await self._answer(resp.status_code, ctype, resp.aiter_raw(), url)
         except ProtocolViolation as exc:
             self._finish(exc.code, f"[{url}] protocol violation: {exc.message}")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, StreamError) as exc:
             self._finish(UNREACHABLE_CODE, f"[{url}] deployment unreachable: {type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
             self.over = True
@@ -137,31 +179,45 @@ class _RemoteAttempt:
         except Exception as exc:  # a bug here must fail this attempt, never the engine's loop
             log.exception("remote attempt %s failed", self.start.invocation_id)
             self._finish(500, f"[{url}] internal error talking to the deployment: {exc!r}")
+        finally:
+            self._stop()
 
-    async def _answer(self, resp: httpx.Response, url: str) -> None:
-        if resp.status_code != 200:
+    async def _stream(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        self.req = await H2Request.open(url, headers)
+        self.req.send(body + b"".join(self.outbox))
+        self.outbox.clear()
+        self._touch()
+        status, head = await self.req.response_head()
+        await self._answer(status, head.get("content-type", ""), self.req.body(), url)
+
+    async def _answer(self, status: int, ctype: str, chunks: AsyncIterator[bytes], url: str) -> None:
+        if status != 200:
             quoted = bytearray()
-            async for chunk in resp.aiter_raw():  # quoted, never read whole: the body is the deployment's
+            async for chunk in chunks:  # quoted, never read whole: the body is the deployment's
                 quoted += chunk
                 if len(quoted) >= limits.deployment_error_quote_bytes_max:
                     break
             text = bytes(quoted[: limits.deployment_error_quote_bytes_max]).decode("utf-8", "replace")
-            self._finish(resp.status_code, f"[{url}] the deployment answered {resp.status_code}: {text}")
+            self._finish(status, f"[{url}] the deployment answered {status}: {text}")
             return
-        got = f.parse_content_type(resp.headers.get("content-type", ""))
-        if got != self.endpoint.version:
+        if f.parse_content_type(ctype) != self.endpoint.version:
             raise violation(
-                f"the deployment answered content-type {resp.headers.get('content-type')!r}, expected "
+                f"the deployment answered content-type {ctype!r}, expected "
                 f"{f.content_type(self.endpoint.version)!r} (protocol version mismatch)"
             )
         decoder = f.FrameDecoder()
         received = 0
-        async for chunk in resp.aiter_raw():
+        async for chunk in chunks:
             received += len(chunk)
             if received > limits.protocol_response_bytes_max:
                 raise violation(f"the response exceeds {limits.protocol_response_bytes_max} bytes")
             for frame in decoder.feed(chunk):
-                if self._handle(decode_sdk_frame(frame)):
+                msg = decode_sdk_frame(frame)
+                if isinstance(msg, NewCommand):
+                    self.kinds.update(completion_type(msg.command))
+                if self.req is not None:
+                    self._touch()
+                if self._handle(msg):
                     return
         decoder.finish()
         raise violation("the deployment ended its response without an End, Suspension or Error message")
