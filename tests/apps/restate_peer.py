@@ -122,6 +122,24 @@ async def wait_signal(ctx: restate.ObjectContext) -> str:
     return await ctx.signal("go", type_hint=str)
 
 
+# Lazy state: attempts start without the key's state; each read is a command the engine answers.
+lazy = restate.VirtualObject("PeerLazy", inactivity_timeout=QUIET, enable_lazy_state=True)
+
+
+@lazy.handler()
+async def put(ctx: restate.ObjectContext, value: str) -> list[str]:
+    previous = await ctx.get("v", type_hint=str)
+    ctx.set("v", value)
+    ctx.set(f"seen.{previous}", True)
+    return sorted(await ctx.state_keys())
+
+
+@lazy.handler()
+async def wipe(ctx: restate.ObjectContext) -> list[str]:
+    ctx.clear_all()
+    return sorted(await ctx.state_keys())
+
+
 signup = restate.Workflow("PeerSignup", inactivity_timeout=QUIET)
 
 
@@ -143,4 +161,4 @@ async def peek(ctx: restate.WorkflowSharedContext) -> str | None:
     return await ctx.promise("code", type_hint=str).peek()
 
 
-app = restate.app([greeter, counter, signup])
+app = restate.app([greeter, counter, lazy, signup])

@@ -153,7 +153,12 @@ def test_registered_services_appear_with_their_handler_kinds(srv: Server, peer: 
     deployments = srv.admin_request("GET", "/deployments").json()["deployments"]
     (dep,) = deployments  # no APP: no in-process deployment
     assert dep["uri"] == peer.url and dep["sdk_version"] == "restate-sdk-python/1.2.0"
-    assert sorted(s["name"] for s in dep["services"]) == ["PeerCounter", "PeerGreeter", "PeerSignup"]
+    assert sorted(s["name"] for s in dep["services"]) == [
+        "PeerCounter",
+        "PeerGreeter",
+        "PeerLazy",
+        "PeerSignup",
+    ]
     detail = srv.admin_request("GET", f"/deployments/{dep['id']}").json()
     counter = next(s for s in detail["services"] if s["name"] == "PeerCounter")
     assert counter["ty"] == "VirtualObject" and counter["deployment_id"] == dep["id"]
@@ -162,6 +167,8 @@ def test_registered_services_appear_with_their_handler_kinds(srv: Server, peer: 
     svc = srv.admin_request("GET", "/services/PeerGreeter").json()
     assert svc["ty"] == "Service" and svc["deployment_id"] == dep["id"]
     assert dep["protocol_type"] == ("BidiStream" if mode == "h2" else "RequestResponse")
+    rows = srv.admin_request("POST", "/query", {"query": "SELECT id, endpoint, services FROM sys_deployment"})
+    assert [(r["id"], r["endpoint"]) for r in rows.json()["rows"]] == [(dep["id"], peer.url)]
     again = register(srv, peer.url, mode)
     assert again.status_code == 200 and again.json()["id"] == dep["id"]  # as Restate: unchanged
 
@@ -193,6 +200,14 @@ def test_object_state_exclusive_and_shared_handlers(srv: Server) -> None:
     assert srv.call(f"/PeerCounter/{key}/get").json() == 7
     assert srv.call(f"/PeerCounter/{key}/reset").status_code == 200
     assert srv.call(f"/PeerCounter/{key}/get").json() == 0
+
+
+def test_lazy_state_reads_are_answered_by_the_engine(srv: Server) -> None:
+    key = unique_key()
+    assert srv.call(f"/PeerLazy/{key}/put", "a").json() == ["seen.None", "v"]
+    assert srv.call(f"/PeerLazy/{key}/put", "b").json() == ["seen.None", "seen.a", "v"]
+    assert srv.call(f"/PeerLazy/{key}/wipe").json() == []
+    assert srv.admin_request("GET", f"/services/PeerLazy/state/{key}").json() == {}
 
 
 def test_a_terminal_error_is_the_invocation_result(srv: Server) -> None:

@@ -185,9 +185,14 @@ class AdminApp:
         return self._cached_json("services", lambda s: svcs.sys_service_rows(s, self.deployment_id))
 
     def deployments_json(self) -> str:
-        return self._cached_json(
-            "deployments", lambda s: svcs.sys_deployment_rows(s, self.deployment_id, self.created_at)
-        )
+        # the schemas change whenever the deployments do: caching on them keeps both in step
+        return self._cached_json("deployments", lambda s: self._sys_deployment_rows())
+
+    def _sys_deployment_rows(self) -> list[dict[str, Any]]:
+        local = self.engine.local_schemas
+        rows = svcs.sys_deployment_rows(local, self.deployment_id, self.created_at) if local.services else []
+        remote = sorted(self.engine.deployments.values(), key=lambda d: (d.created_at_ms, d.id))
+        return rows + [deps.sys_deployment_row(d) for d in remote]
 
     # ------------------------------------------------------------------------------------------- general
     async def health(self, req: Request) -> None:

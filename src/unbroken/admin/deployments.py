@@ -112,3 +112,16 @@ def register_response(dep: Deployment, schemas: Schemas) -> dict[str, Any]:
         "max_protocol_version": dep.max_protocol_version,
         "sdk_version": dep.sdk_version or None,
     }
+
+
+def sys_deployment_row(dep: Deployment) -> dict[str, Any]:
+    """A remote deployment's row of ``sys_deployment`` (``/query``)."""
+    return {
+        "id": dep.id,
+        "ty": "http",
+        "endpoint": dep.uri,
+        "created_at": rfc3339(dep.created_at_ms) or "",
+        "min_service_protocol_version": dep.min_protocol_version,
+        "max_service_protocol_version": dep.max_protocol_version,
+        "services": sorted(s.name for s in dep.services),
+    }
