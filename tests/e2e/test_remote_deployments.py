@@ -370,5 +370,8 @@ def test_in_process_and_remote_services_call_each_other(tmp: Path, peer: Peer, m
         assert server.call("/LocalCaller/add_remote", key).json() == 16
         clash = register(server, peer.url, mode, force=True)
         assert clash.status_code == 200  # as Restate: forced, the same URI's services registered again
+        assert {s["name"]: s["revision"] for s in clash.json()["services"]}["PeerCounter"] == 2
+        assert server.admin_request("GET", "/services/PeerCounter").json()["revision"] == 2
+        assert server.call(f"/PeerCounter/{key}/get").json() == 16  # state kept across revisions
     finally:
         server.kill()

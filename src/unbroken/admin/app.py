@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 from urllib.parse import parse_qsl
 
+import msgspec
 import orjson
 
 from unbroken.admin import deployments as deps
@@ -272,10 +273,13 @@ class AdminApp:
         except DiscoveryError as exc:
             raise HttpError(exc.status, exc.message) from None
         async with self._patch_lock:
+            services = []
             for svc in manifest.services:
                 current = self.engine.schemas.service(svc.name)
                 if current is not None and current.deployment_id is None:
                     raise HttpError(409, f"The service '{svc.name}' is served in-process by this Unbroken")
+                revision = 1 if current is None else current.revision + 1  # as Restate: a new revision
+                services.append(msgspec.structs.replace(svc, revision=revision))
             same_uri = [d for d in self.engine.deployments.values() if d.uri == ask.uri]
             if same_uri and not ask.force:  # as Restate: the existing registration, unchanged
                 await respond_json(req.send, 200, deps.register_response(same_uri[0], self.engine.schemas))
@@ -285,7 +289,7 @@ class AdminApp:
                 ask.uri,
                 manifest.min_protocol_version,
                 manifest.max_protocol_version,
-                manifest.services,
+                services,
                 self.engine.clock.now_ms(),
                 manifest.protocol_mode,
                 manifest.sdk_version,

@@ -45,6 +45,7 @@ class DeployedService(msgspec.Struct, frozen=True, omit_defaults=True):
     retry_initial_interval_ms: int | None = None
     retry_max_interval_ms: int | None = None
     retry_exponentiation_factor: float | None = None
+    revision: int = 1  # one more than the service's when this deployment registered it again
 
 
 class Deployment(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -114,6 +115,7 @@ def service_schema(svc: DeployedService, deployment_id: str, defaults: ServiceSc
             svc.workflow_completion_retention_ms, defaults.workflow_completion_retention_ms
         ),
         enable_lazy_state=_or(svc.enable_lazy_state, defaults.enable_lazy_state),
+        revision=svc.revision,
         deployment_id=deployment_id,
     )
 

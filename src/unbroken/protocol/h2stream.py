@@ -104,6 +104,13 @@ class H2Request:
 
     # ------------------------------------------------------------------------------------- internals
     def _push(self) -> None:
+        try:
+            self._push_within_window()
+        except h2.exceptions.H2Error:  # the peer ended or reset the stream meanwhile: nothing more to send
+            self._ended = True
+            self._pending.clear()
+
+    def _push_within_window(self) -> None:
         while self._pending:
             window = min(
                 self.conn.local_flow_control_window(self.stream_id), self.conn.max_outbound_frame_size

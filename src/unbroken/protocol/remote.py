@@ -1,6 +1,11 @@
 """The ``HandlerTransport`` for remote deployments: each attempt is one HTTP request to the deployment
 (``POST {uri}/invoke/{service}/{handler}``) speaking Restate's service protocol.
 
+Streaming mode (HTTP/2 with prior knowledge, Restate's default; ``h2stream.py``): the request stays open,
+the engine writes the ``StartMessage`` and the stored journal, then each notification as it is stored; the
+SDK answers with commands as it goes. After the inactivity timeout without a message either way, the engine
+closes its side and the SDK suspends on what it awaits.
+
 Request/response mode (HTTP/1.1, what an SDK served by an HTTP/1.1 server announces): the request body is
 the ``StartMessage`` and the whole stored journal; the SDK replays it, runs until it needs something the
 engine has not sent (a sleep's end, a call's result, a run's stored result), and answers with the commands
@@ -27,7 +32,7 @@ import httpx
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.deployments import Deployment
-from unbroken.core.errors import PROTOCOL_VIOLATION, ProtocolViolation
+from unbroken.core.errors import ProtocolViolation
 from unbroken.protocol import framing as f
 from unbroken.protocol.control import (
     End,
@@ -67,7 +72,8 @@ def endpoints(deployments: list[Deployment]) -> tuple[dict[str, Endpoint], dict[
         if version is None:  # refused at registration; a stored one from elsewhere is skipped, not fatal
             log.warning("deployment %s speaks no protocol version Unbroken speaks: not served", dep.id)
             continue
-        streaming = dep.protocol_mode == "BIDI_STREAM" and not dep.use_http_11
+        # Streams need HTTP/2; over https that would take TLS with ALPN, which is not done yet: request/response
+        streaming = dep.protocol_mode == "BIDI_STREAM" and not dep.use_http_11 and dep.uri.startswith("http:")
         endpoint = Endpoint(dep.id, dep.uri.rstrip("/"), version, dict(dep.headers), streaming)
         by_id[dep.id] = endpoint
         for svc in dep.services:
@@ -295,4 +301,4 @@ class _Nothing:
         pass
 
 
-__all__ = ["Endpoint", "PROTOCOL_VIOLATION", "RemoteTransport", "build_request_body", "endpoints"]
+__all__ = ["Endpoint", "RemoteTransport", "build_request_body", "endpoints"]
