@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from unbroken.core.schema import (
 from unbroken.core.state_machine import apply
 from unbroken.core.storage import Store
 from unbroken.http.asgi import HttpError
+from unbroken.protocol.remote import endpoints
 
 NOW = 1_700_000_000_000
 LOCAL = Schemas({"Local": ServiceSchema("Local", ServiceKind.SERVICE, {"h": HandlerSchema("h", None)})})
@@ -148,3 +150,19 @@ def test_a_register_body_as_the_restate_cli_sends_it() -> None:
         False,  # HTTP/2 unless asked, as Restate
         False,
     )
+
+
+def test_routes_new_invocations_to_the_newest_deployment_and_pinned_ones_to_theirs() -> None:
+    older = _deployment("dp_1", "http://a:9080", "Counter", "Old")
+    newer = msgspec.structs.replace(
+        _deployment("dp_2", "https://b:9080/", "Counter", at=NOW + 1), protocol_mode="BIDI_STREAM"
+    )
+    ancient = msgspec.structs.replace(
+        _deployment("dp_0", "http://c:9080", "Gone"), min_protocol_version=1, max_protocol_version=4
+    )
+    by_service, by_id = endpoints([newer, ancient, older])
+    assert by_service["Counter"].deployment_id == "dp_2" and by_service["Old"].deployment_id == "dp_1"
+    assert by_id["dp_1"].uri == "http://a:9080" and by_id["dp_2"].uri == "https://b:9080"
+    assert by_id["dp_1"].version == 6  # the SDK's 5-7 and Unbroken's 5-6: v6
+    assert not by_id["dp_2"].streaming  # https: no h2 streams yet (TLS + ALPN), request/response
+    assert "Gone" not in by_service and "dp_0" not in by_id  # speaks no version Unbroken speaks
