@@ -97,20 +97,12 @@ def _root(
 
 
 # Shared option declarations for `serve` and `dev`.
-AppArg = Annotated[
-    str,
-    typer.Argument(
-        metavar="APP",
-        help="App to run: a file ('examples/greeter.py'), a module ('pkg.mod') or 'module:attr'.",
-        show_default=False,
-    ),
-]
 # `serve` without an APP runs the engine alone (a drop-in for restate-server): its services are remote
 # deployments registered with `unbroken deployments register URL`.
 OptionalAppArg = Annotated[
     str | None,
     typer.Argument(
-        metavar="[APP]",
+        metavar="APP",
         help="App to run: a file, a module or 'module:attr'. None: only registered remote deployments.",
         show_default=False,
     ),
@@ -256,14 +248,14 @@ def serve(
 
 @cli.command()
 def dev(
-    app: AppArg,
+    app: OptionalAppArg = None,
     ingress_bind: IngressBindOpt = None,
     admin_bind: AdminBindOpt = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
-    """Like `serve`, with human-friendly logs for local development."""
+    """Like `serve`, with human-friendly logs for local development (no APP: registered deployments only)."""
     _run(
         app,
         dev=True,
