@@ -47,7 +47,6 @@ from unbroken.http.asgi import (
     respond_json,
 )
 from unbroken.http.wire import check_head
-from unbroken.protocol.discovery import DiscoveryError, discover
 from unbroken.runtime.node import Node
 
 log = logging.getLogger("unbroken.admin")
@@ -267,6 +266,8 @@ class AdminApp:
 
     async def register_deployment(self, req: Request) -> None:
         """Discover the endpoint, check its services against those served now, store it (a record)."""
+        from unbroken.protocol.discovery import DiscoveryError, discover  # httpx: loaded when first used
+
         ask = deps.parse_register(await req.json())
         try:
             manifest = await discover(ask.uri, ask.headers, ask.use_http_11)

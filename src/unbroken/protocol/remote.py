@@ -26,8 +26,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from unbroken.core import journal as j
 from unbroken.core import limits
@@ -44,9 +43,13 @@ from unbroken.protocol.control import (
     encode_start,
 )
 from unbroken.protocol.entries import completion_type, encode_command, encode_notification
-from unbroken.protocol.h2stream import H2Request, StreamError
 from unbroken.protocol.pb import violation
 from unbroken.protocol.transport import AttemptHandle, AttemptSink, AttemptStart, HandlerTransport
+
+if TYPE_CHECKING:  # imported on first use: a node without remote deployments starts without them
+    import httpx
+
+    from unbroken.protocol.h2stream import H2Request
 
 log = logging.getLogger("unbroken.protocol")
 
@@ -158,6 +161,10 @@ class _RemoteAttempt:
         self.sink.ended()
 
     async def _run(self) -> None:
+        import httpx
+
+        from unbroken.protocol.h2stream import StreamError
+
         ep = self.endpoint
         target = self.start.target
         url = f"{ep.uri}/invoke/{target.service}/{target.handler}"
@@ -189,6 +196,8 @@ class _RemoteAttempt:
             self._stop()
 
     async def _stream(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        from unbroken.protocol.h2stream import H2Request
+
         self.req = await H2Request.open(url, headers)
         self.req.send(body + b"".join(self.outbox))
         self.outbox.clear()
@@ -271,6 +280,8 @@ class RemoteTransport:
         self.routes, self.pinned = endpoints(deployments)
 
     def _http(self) -> httpx.AsyncClient:
+        import httpx
+
         if self._client is None:  # made on the engine's loop, on first use
             timeout = httpx.Timeout(None, connect=limits.deployment_request_timeout_s)
             self._client = httpx.AsyncClient(timeout=timeout, http1=True, http2=False, trust_env=False)
