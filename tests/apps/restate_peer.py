@@ -117,6 +117,18 @@ async def wait_awakeable(ctx: restate.ObjectContext) -> str:
 
 
 @counter.handler()
+async def put_blob(ctx: restate.ObjectContext, size: int) -> int:
+    """A large state value: the next attempt's StartMessage carries it (past HTTP/2's flow-control window)."""
+    ctx.set("blob", "x" * size)
+    return size
+
+
+@counter.handler(kind="shared")
+async def blob_size(ctx: restate.ObjectSharedContext) -> int:
+    return len(await ctx.get("blob", type_hint=str) or "")
+
+
+@counter.handler()
 async def wait_signal(ctx: restate.ObjectContext) -> str:
     """Waits on the named signal "go" (ctx.signal), sent by PeerGreeter/signal_other."""
     return await ctx.signal("go", type_hint=str)

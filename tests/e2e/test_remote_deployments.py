@@ -122,6 +122,11 @@ def srv(tmp: Path, peer: Peer, mode: str) -> Iterator[Server]:
     server.kill()
 
 
+def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "unbroken.cli.main", "deployments", *args, "--admin-url", server.admin]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
 def ledger(peer: Peer, step: str) -> int:
     path = peer.ledger
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -200,6 +205,15 @@ def test_object_state_exclusive_and_shared_handlers(srv: Server) -> None:
     assert srv.call(f"/PeerCounter/{key}/get").json() == 7
     assert srv.call(f"/PeerCounter/{key}/reset").status_code == 200
     assert srv.call(f"/PeerCounter/{key}/get").json() == 0
+
+
+def test_large_values_both_ways(srv: Server) -> None:
+    """4 MiB out (a SetState command) and back in (the eager state of the next attempt's StartMessage):
+    well past HTTP/2's initial flow-control window of 64 KiB, in both directions."""
+    key = unique_key()
+    size = 4 * 1024 * 1024
+    assert srv.call(f"/PeerCounter/{key}/put_blob", size, timeout=60).json() == size
+    assert srv.call(f"/PeerCounter/{key}/blob_size", timeout=60).json() == size
 
 
 def test_lazy_state_reads_are_answered_by_the_engine(srv: Server) -> None:
@@ -349,10 +363,17 @@ def test_a_deployment_breaking_the_protocol_fails_its_attempts_not_the_engine(
 def test_removing_a_deployment_stops_serving_its_services(srv: Server, bad_peer: Peer, mode: str) -> None:
     reg = register(srv, bad_peer.url, mode)
     dep_id = reg.json()["id"]
-    assert srv.admin_request("DELETE", f"/deployments/{dep_id}").status_code == 202
+    listed = cli(srv, "list", "--json")
+    assert listed.returncode == 0 and dep_id in {d["id"] for d in json.loads(listed.stdout)}
+    described = cli(srv, "describe", dep_id)
+    assert described.returncode == 0 and bad_peer.url in described.stdout and "garbage" in described.stdout
+    removed = cli(srv, "remove", dep_id)
+    assert removed.returncode == 0 and f"deployment {dep_id} removed" in removed.stdout
     assert srv.admin_request("GET", f"/deployments/{dep_id}").status_code == 404
     assert srv.call("/Bad/garbage").status_code == 404
     assert srv.admin_request("DELETE", f"/deployments/{dep_id}").status_code == 404
+    gone = cli(srv, "describe", dep_id)
+    assert gone.returncode == 1 and f"deployment '{dep_id}' not found" in gone.stderr
 
 
 # ------------------------------------------------------------------------------------------- side by side
