@@ -189,7 +189,7 @@ class AdminApp:
         return self._cached_json("deployments", lambda s: self._sys_deployment_rows())
 
     def _sys_deployment_rows(self) -> list[dict[str, Any]]:
-        local = self.engine.local_schemas
+        local = self._local()
         rows = svcs.sys_deployment_rows(local, self.deployment_id, self.created_at) if local.services else []
         remote = sorted(self.engine.deployments.values(), key=lambda d: (d.created_at_ms, d.id))
         return rows + [deps.sys_deployment_row(d) for d in remote]
@@ -242,8 +242,13 @@ class AdminApp:
     # --------------------------------------------------------------------------------------- deployments
     def _deployment(self, detailed: bool) -> dict[str, Any]:
         return svcs.deployment_json(
-            self.engine.local_schemas, self.deployment_id, self.created_at, f"unbroken/{VERSION}", detailed
+            self._local(), self.deployment_id, self.created_at, f"unbroken/{VERSION}", detailed
         )
+
+    def _local(self) -> Schemas:
+        """The in-process services as served now (with their PATCH /services changes)."""
+        services = self.engine.schemas.services
+        return Schemas({n: s for n, s in services.items() if s.deployment_id is None})
 
     def _deployments(self, detailed: bool) -> list[dict[str, Any]]:
         schemas = self.engine.schemas
