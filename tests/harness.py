@@ -31,13 +31,14 @@ class Server:
 
     def __init__(
         self,
-        app: str,
+        app: str | None,
         data_dir: Path,
         env: Mapping[str, str] | None = None,
         dev: bool = False,
         args: Sequence[str] = (),
     ) -> None:
-        self.app = app if os.path.isabs(app) or ":" in app else str(ROOT / app)
+        # None: ``unbroken serve`` without an APP (the engine alone, serving registered deployments)
+        self.app = app if app is None or os.path.isabs(app) or ":" in app else str(ROOT / app)
         self.data_dir = data_dir
         self.env = dict(env or {})
         self.dev = dev
@@ -62,7 +63,7 @@ class Server:
             "-m",
             "unbroken.cli.main",
             "dev" if self.dev else "serve",
-            self.app,
+            *([self.app] if self.app is not None else []),
             "--data-dir",
             str(self.data_dir),
             "--ingress-bind",

@@ -122,6 +122,7 @@ def _setup_logging(config: Config) -> None:
         else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     log_records.install(level, config.log_format, fmt, "%H:%M:%S", sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request to a remote deployment
 
 
 def build_engine(app: App, config: Config) -> tuple[Node, Store]:

@@ -17,8 +17,16 @@ from dataclasses import dataclass, field
 
 from unbroken.config import Config
 from unbroken.core.read_model import ReadModel
-from unbroken.core.schema import OnMaxAttempts, RetryPolicy, Schemas, with_overrides
+from unbroken.core.schema import (
+    OnMaxAttempts,
+    RetryPolicy,
+    Schemas,
+    ServiceKind,
+    ServiceSchema,
+    with_overrides,
+)
 from unbroken.core.storage import Store, StoreError
+from unbroken.protocol.remote import RemoteTransport
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock, SystemClock
 from unbroken.runtime.entropy import RandomBytes
@@ -49,6 +57,8 @@ def build(
     parts: Parts,
     options: EngineOptions | None = None,
     on_log: Callable[[str, str], None] | None = None,
+    service_defaults: ServiceSchema | None = None,
+    remote: RemoteTransport | None = None,
 ) -> Node:
     """A node (not started) over ``store``: its partitions (each its batch loop, invoker, timers and
     waiting callers) and the routing between them."""
@@ -63,6 +73,8 @@ def build(
         faults=parts.faults,
         entropy=parts.entropy,
         partitions=parts.partitions,
+        service_defaults=service_defaults,
+        on_deployments=remote.set_deployments if remote is not None else None,
     )
 
 
@@ -71,18 +83,36 @@ def local_transport(app: App, parts: Parts, loop: asyncio.AbstractEventLoop | No
     return LocalTransport(app.services, parts.clock.now_ms, loop, fault_point=parts.faults.point)
 
 
-def app_schemas(app: App, config: Config, store: Store | None) -> Schemas:
-    """``app``'s services with the configured defaults and the ``PATCH /services`` changes the store holds
-    (None: without a store, the app's own)."""
-    defaults = RetryPolicy(
+def _retry_defaults(config: Config) -> RetryPolicy:
+    return RetryPolicy(
         config.retry_initial_interval_ms,
         config.retry_exponentiation_factor,
         config.retry_max_interval_ms,
         config.retry_max_attempts,
         OnMaxAttempts(config.retry_on_max_attempts),
     )
+
+
+def service_defaults(config: Config) -> ServiceSchema:
+    """The configured options a remote deployment's service gets where its manifest says nothing."""
+    return ServiceSchema(
+        "",
+        ServiceKind.SERVICE,
+        {},
+        retry_policy=_retry_defaults(config),
+        inactivity_timeout_ms=config.inactivity_timeout_ms,
+        abort_timeout_ms=config.abort_timeout_ms,
+        idempotency_retention_ms=config.idempotency_retention_ms,
+        workflow_completion_retention_ms=config.workflow_completion_retention_ms,
+        journal_retention_ms=config.journal_retention_ms,
+    )
+
+
+def app_schemas(app: App, config: Config, store: Store | None) -> Schemas:
+    """``app``'s services with the configured defaults and the ``PATCH /services`` changes the store holds
+    (None: without a store, the app's own)."""
     schemas = app.schemas(
-        defaults,
+        _retry_defaults(config),
         config.inactivity_timeout_ms,
         config.abort_timeout_ms,
         config.idempotency_retention_ms,
@@ -130,10 +160,11 @@ def read_model(store: Store) -> ReadModel:
 
 def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Node, Store]:
     """The node ``unbroken serve`` and an ASGI-served App run: SQLite in the data dir (or PostgreSQL at
-    ``store_url``), in-process handlers."""
+    ``store_url``), in-process handlers and the remote deployments registered in the store (``POST
+    /deployments``)."""
     parts = parts or Parts()
     store = open_store(config)
-    transport = local_transport(app, parts, asyncio.get_running_loop())
+    transport = RemoteTransport(local_transport(app, parts, asyncio.get_running_loop()))
     dev_log = logging.getLogger("unbroken.dev")
 
     def on_log(invocation_id: str, message: str) -> None:
@@ -144,6 +175,15 @@ def build_from_config(app: App, config: Config, parts: Parts | None = None) -> t
         clean_interval_ms=config.cleanup_interval_ms,
         dev=config.dev,
     )
-    return build(
-        app_schemas(app, config, store), store, transport, parts, options, on_log if config.dev else None
-    ), store
+    node = build(
+        app_schemas(app, config, store),
+        store,
+        transport,
+        parts,
+        options,
+        on_log if config.dev else None,
+        service_defaults(config),
+        transport,
+    )
+    node.serve_deployments(store.deployments(), store.service_overrides())
+    return node, store

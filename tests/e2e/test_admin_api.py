@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Server, wait_until
+from tests.harness import Server, free_port, wait_until
 from unbroken.admin.routes import ROUTES
 from unbroken.core.ids import InvocationId
 
@@ -138,7 +138,8 @@ def test_deployments(srv: Server) -> None:
     services = srv.admin_request("GET", "/services").json()["services"]
     assert {s["deployment_id"] for s in services} == {dep["id"]}
     assert "dp_1nope" in error(srv.admin_request("GET", "/deployments/dp_1nope"), 404)
-    error(srv.admin_request("POST", "/deployments", {"uri": "http://localhost:9080"}), 501)
+    nobody = f"http://127.0.0.1:{free_port()}"  # registering needs an endpoint answering GET /discover
+    assert "cannot reach" in error(srv.admin_request("POST", "/deployments", {"uri": nobody}), 400)
 
 
 def test_handlers(srv: Server) -> None:

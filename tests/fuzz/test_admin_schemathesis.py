@@ -30,7 +30,10 @@ APP = "tests/apps/admin_app.py"
 TOKEN = "fuzz-admin-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 EXAMPLES = 12  # per operation and generation mode
-NOT_IMPLEMENTED = {("POST", "/deployments")}  # documented 501
+NOT_IMPLEMENTED: set[tuple[str, str]] = set()  # documented 501s
+# Not generated: registering a deployment contacts the URI it is given (any host); its input validation and
+# the manifest parser are fuzzed in tests/unit/test_protocol_codec.py.
+NOT_GENERATED = {("POST", "/deployments")}
 
 SERVICES = ["Inbox", "Worker", "Sleeper", "Vote", "Patchable"]  # Counter is kept out: the canary below
 HANDLERS = ["put", "get", "echo", "fail", "nap", "run", "decide", "wait_here"]
@@ -110,8 +113,11 @@ def test_admin_api_answers_generated_requests_without_5xx(srv: Server) -> None:
                 assert mode is GenerationMode.NEGATIVE  # nothing to get wrong (no parameters, no body)
 
         for result in schema.get_all_operations():
+            op = result.ok()  # type: ignore[union-attr]
+            if (op.method.upper(), op.path) in NOT_GENERATED:
+                continue
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                probe(result.ok(), mode)  # type: ignore[union-attr]
+                probe(op, mode)
 
     assert failures == [], "\n".join(failures[:20])
     assert sum(statuses.values()) > 200

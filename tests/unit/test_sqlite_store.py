@@ -128,7 +128,7 @@ def test_a_schema_1_data_dir_is_upgraded_in_place(tmp_path: Path) -> None:
     with store.transaction() as txn:
         assert txn.journal("inv_late") == [j.InputCommand([], b"inv_late")]
         assert txn.get_invocation("inv_early") == _inv("inv_early")
-    assert store.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("4",)
+    assert store.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("5",)
     with store.transaction() as txn:
         for n in ("inv_early", "inv_late"):
             inv = txn.get_invocation(n)
@@ -197,7 +197,7 @@ def test_a_schema_2_data_dir_gets_the_signal_index_of_its_journals(tmp_path: Pat
     store.conn.executescript("DROP TABLE signal; UPDATE meta SET v = '2' WHERE k = 'schema_version';")
     store.close()
     upgraded = SqliteStore(str(tmp_path))
-    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("4",)
+    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("5",)
     with upgraded.transaction() as txn:
         assert txn.has_signal("inv_a", 17)
         assert not txn.has_signal("inv_a", 4)
@@ -229,7 +229,7 @@ def test_a_schema_3_data_dir_opens_and_its_side_file_of_overrides_moves_into_the
     (tmp_path / "service_overrides.json").write_text(json.dumps(OLD_OVERRIDES))
 
     upgraded = SqliteStore(str(tmp_path))
-    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("4",)
+    assert upgraded.conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone() == ("5",)
     assert not (tmp_path / "service_overrides.json").exists()
     vote = ServiceOverride(
         idempotency_retention_ms=10_800_000,

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 from urllib.parse import parse_qsl
 
+import msgspec
 import orjson
 
+from unbroken.admin import deployments as deps
 from unbroken.admin import services as svcs
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
@@ -26,9 +28,10 @@ from unbroken.admin.routes import PUBLIC_ROUTES, match, split_path
 from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
+from unbroken.core.deployments import Deployment, deployed_schemas
 from unbroken.core.durations import InvalidDuration, parse_duration_ms
 from unbroken.core.errors import EngineUnavailable
-from unbroken.core.ids import InvalidId, InvocationId
+from unbroken.core.ids import InvalidId, InvocationId, deployment_id
 from unbroken.core.query_tables import NON_TEXT_COLUMNS
 from unbroken.core.read_model import QueryBusy, QueryError, ReadModel, rfc3339
 from unbroken.core.schema import Schemas, ServiceSchema
@@ -191,9 +194,14 @@ class AdminApp(OperatorRoutes):
         return self._cached_json("services", lambda s: svcs.sys_service_rows(s, self.deployment_id))
 
     def deployments_json(self) -> str:
-        return self._cached_json(
-            "deployments", lambda s: svcs.sys_deployment_rows(s, self.deployment_id, self.created_at)
-        )
+        # the schemas change whenever the deployments do: caching on them keeps both in step
+        return self._cached_json("deployments", lambda s: self._sys_deployment_rows())
+
+    def _sys_deployment_rows(self) -> list[dict[str, Any]]:
+        local = self._local()
+        rows = svcs.sys_deployment_rows(local, self.deployment_id, self.created_at) if local.services else []
+        remote = sorted(self.engine.deployments.values(), key=lambda d: (d.created_at_ms, d.id))
+        return rows + [deps.sys_deployment_row(d) for d in remote]
 
     # ------------------------------------------------------------------------------------------- general
     async def health(self, req: Request) -> None:
@@ -256,32 +264,105 @@ class AdminApp(OperatorRoutes):
     # --------------------------------------------------------------------------------------- deployments
     def _deployment(self, detailed: bool) -> dict[str, Any]:
         return svcs.deployment_json(
-            self.engine.schemas, self.deployment_id, self.created_at, f"unbroken/{VERSION}", detailed
+            self._local(), self.deployment_id, self.created_at, f"unbroken/{VERSION}", detailed
         )
 
+    def _local(self) -> Schemas:
+        """The in-process services as served now (with their PATCH /services changes)."""
+        services = self.engine.schemas.services
+        return Schemas({n: s for n, s in services.items() if s.deployment_id is None})
+
+    def _deployments(self, detailed: bool) -> list[dict[str, Any]]:
+        schemas = self.engine.schemas
+        local = [self._deployment(detailed)] if self.engine.local_schemas.services else []
+        remote = sorted(self.engine.deployments.values(), key=lambda d: (d.created_at_ms, d.id))
+        return local + [deps.deployment_json(d, schemas, detailed) for d in remote]
+
     async def list_deployments(self, req: Request) -> None:
-        await respond_json(req.send, 200, {"deployments": [self._deployment(False)]})
+        await respond_json(req.send, 200, {"deployments": self._deployments(False)})
 
     async def get_deployment(self, req: Request) -> None:
-        if req.params["deployment"] != self.deployment_id:
-            raise HttpError(404, f"The requested deployment '{req.params['deployment']}' does not exist")
+        wanted = req.params["deployment"]
+        remote = self.engine.deployments.get(wanted)
+        if remote is not None:
+            await respond_json(req.send, 200, deps.deployment_json(remote, self.engine.schemas, True))
+            return
+        if wanted != self.deployment_id or not self.engine.local_schemas.services:
+            raise HttpError(404, f"The requested deployment '{wanted}' does not exist")
         await respond_json(req.send, 200, self._deployment(True))
 
     async def register_deployment(self, req: Request) -> None:
-        raise HttpError(
-            501, "Unbroken runs its services in-process: registering remote deployments is not supported"
+        """Discover the endpoint, check its services against those served now, store it (a record)."""
+        from unbroken.protocol.discovery import DiscoveryError, discover  # httpx: loaded when first used
+
+        ask = deps.parse_register(await req.json())
+        try:
+            manifest = await discover(ask.uri, ask.headers, ask.use_http_11)
+        except DiscoveryError as exc:
+            raise HttpError(exc.status, exc.message) from None
+        async with self._patch_lock:
+            services = []
+            for svc in manifest.services:
+                current = self.engine.schemas.service(svc.name)
+                if current is not None and current.deployment_id is None:
+                    raise HttpError(409, f"The service '{svc.name}' is served in-process by this Unbroken")
+                revision = 1 if current is None else current.revision + 1  # as Restate: a new revision
+                services.append(msgspec.structs.replace(svc, revision=revision))
+            same_uri = [d for d in self.engine.deployments.values() if d.uri == ask.uri]
+            if same_uri and not ask.force:  # as Restate: the existing registration, unchanged
+                await respond_json(req.send, 200, deps.register_response(same_uri[0], self.engine.schemas))
+                return
+            dep = Deployment(
+                deployment_id(self.engine.entropy.take(16)),
+                ask.uri,
+                manifest.min_protocol_version,
+                manifest.max_protocol_version,
+                services,
+                self.engine.clock.now_ms(),
+                manifest.protocol_mode,
+                manifest.sdk_version,
+                ask.headers,
+                ask.use_http_11,
+            )
+            if ask.dry_run:
+                preview = Schemas(deployed_schemas([dep], self.engine.service_defaults))
+                await respond_json(req.send, 200, deps.register_response(dep, preview))
+                return
+            replaces = tuple(d.id for d in same_uri)
+            reply = await self.engine.request(lambda rid: r.RegisterDeployment(dep, replaces, rid))
+            _expect_done(reply.outcome, f"registering deployment {ask.uri}")
+        log.info(
+            "deployment %s registered: %s (%s)", dep.id, ask.uri, ", ".join(s.name for s in dep.services)
         )
+        location = [(b"location", f"deployments/{dep.id}".encode())]
+        status = 200 if same_uri else 201
+        await respond_json(req.send, status, deps.register_response(dep, self.engine.schemas), location)
+
+    async def remove_deployment(self, req: Request) -> None:
+        wanted = req.params["deployment"]
+        if wanted == self.deployment_id and self.engine.local_schemas.services:
+            raise HttpError(
+                409, "The in-process deployment cannot be removed (its services are this process's)"
+            )
+        async with self._patch_lock:
+            reply = await self.engine.request(lambda rid: r.RemoveDeployment(wanted, rid))
+        if isinstance(reply.outcome, a.NotFound):
+            raise HttpError(404, f"The requested deployment '{wanted}' does not exist")
+        _expect_done(reply.outcome, f"removing deployment {wanted}")
+        log.info("deployment %s removed", wanted)
+        await respond(req.send, 202)
 
     # ------------------------------------------------------------------------------------------ services
     async def list_services(self, req: Request) -> None:
         services = [
-            svcs.service_metadata(s, self.deployment_id) for s in self.engine.schemas.services.values()
+            svcs.service_metadata(s, s.deployment_id or self.deployment_id)
+            for s in self.engine.schemas.services.values()
         ]
         await respond_json(req.send, 200, {"services": services})
 
     async def get_service(self, req: Request) -> None:
         svc = self._service(req.params["service"])
-        await respond_json(req.send, 200, svcs.service_metadata(svc, self.deployment_id))
+        await respond_json(req.send, 200, svcs.service_metadata(svc, svc.deployment_id or self.deployment_id))
 
     async def modify_service(self, req: Request) -> None:
         name = req.params["service"]
@@ -294,7 +375,9 @@ class AdminApp(OperatorRoutes):
             _expect_done(reply.outcome, f"modifying service '{name}'")
             updated = self._service(name)  # the engine took the committed override before the reply came
         log.info("service %s modified: %s", name, change)
-        await respond_json(req.send, 200, svcs.service_metadata(updated, self.deployment_id))
+        await respond_json(
+            req.send, 200, svcs.service_metadata(updated, updated.deployment_id or self.deployment_id)
+        )
 
     async def list_handlers(self, req: Request) -> None:
         svc = self._service(req.params["service"])

@@ -138,14 +138,30 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "list_deployments",
                 "List deployments",
-                {"200": _json(_ref("ListDeploymentsResponse"), "The one in-process deployment.")},
+                {
+                    "200": _json(
+                        _ref("ListDeploymentsResponse"), "The in-process deployment and the remote ones."
+                    )
+                },
                 tag="deployment",
             ),
             "post": _op(
                 "create_deployment",
-                "Register a deployment (not supported)",
-                {"501": _error("Services run in-process; remote deployments are not supported yet.")},
+                "Register a deployment",
+                {
+                    "201": _json(_ref("RegisterDeploymentResponse"), "Registered."),
+                    "200": _json(_ref("RegisterDeploymentResponse"), "Already registered (or forced again)."),
+                    "400": _error("Bad request, or discovery failed (unreachable endpoint, bad manifest)."),
+                    "409": _error("A service of the deployment is served in-process."),
+                },
+                body="RegisterDeploymentRequest",
                 tag="deployment",
+                description=(
+                    "Discovers the services served at `uri` (GET {uri}/discover, endpoint manifest v1-v4, "
+                    "HTTP/2 with prior knowledge, or HTTP/1.1 with `use_http_11`) and serves them over "
+                    "Restate's service protocol (v5/v6; bidirectional streams over HTTP/2, request/response "
+                    "over HTTP/1.1). The registration is stored: it survives restarts."
+                ),
             ),
         },
         "/deployments/{deployment}": {
@@ -158,7 +174,18 @@ def _paths() -> dict[str, Any]:
                 },
                 params=[_param("deployment", "Deployment id (dp_1…).")],
                 tag="deployment",
-            )
+            ),
+            "delete": _op(
+                "delete_deployment",
+                "Remove a deployment",
+                {
+                    "202": _empty("Removed: its services are no longer served."),
+                    "404": _error("Unknown deployment."),
+                    "409": _error("The in-process deployment cannot be removed."),
+                },
+                params=[_param("deployment", "Deployment id (dp_1…).")],
+                tag="deployment",
+            ),
         },
         "/services": {
             "get": _op(
@@ -450,6 +477,28 @@ def _schemas() -> dict[str, Any]:
         ),
         "DetailedDeploymentResponse": _obj(
             {**deployment, "services": {"type": "array", "items": _ref("ServiceMetadata")}}, ["id", "uri"]
+        ),
+        "RegisterDeploymentRequest": _obj(
+            {
+                "uri": {"type": "string"},
+                "force": {"type": ["boolean", "null"]},
+                "additional_headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "use_http_11": {"type": "boolean"},
+                "dry_run": {"type": "boolean"},
+                "breaking": {"type": "boolean"},
+                "metadata": {"type": "object"},
+            },
+            ["uri"],
+        ),
+        "RegisterDeploymentResponse": _obj(
+            {
+                "id": {"type": "string"},
+                "services": {"type": "array", "items": _ref("ServiceMetadata")},
+                "min_protocol_version": {"type": "integer"},
+                "max_protocol_version": {"type": "integer"},
+                "sdk_version": {"type": ["string", "null"]},
+            },
+            ["id", "services"],
         ),
         "ListDeploymentsResponse": _obj(
             {"deployments": {"type": "array", "items": _ref("DeploymentResponse")}}, ["deployments"]

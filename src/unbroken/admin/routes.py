@@ -18,7 +18,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "/openapi": {"GET": "openapi"},
     "/query": {"POST": "query"},
     "/deployments": {"GET": "list_deployments", "POST": "register_deployment"},
-    "/deployments/{deployment}": {"GET": "get_deployment"},
+    "/deployments/{deployment}": {"GET": "get_deployment", "DELETE": "remove_deployment"},
     "/services": {"GET": "list_services"},
     "/services/{service}": {"GET": "get_service", "PATCH": "modify_service"},
     "/services/{service}/handlers": {"GET": "list_handlers"},

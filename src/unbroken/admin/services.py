@@ -150,7 +150,7 @@ def sys_service_rows(schemas: Schemas, deployment_id: str) -> list[dict[str, Any
             "revision": s.revision,
             "public": s.public,
             "ty": _SERVICE_TY[s.kind],
-            "deployment_id": deployment_id,
+            "deployment_id": s.deployment_id or deployment_id,
         }
         for s in sorted(schemas.services.values(), key=lambda s: s.name)
     ]

@@ -1,6 +1,6 @@
 """The ``unbroken`` command line.
 
-    unbroken serve APP [--ingress-bind HOST:PORT] [--admin-bind HOST:PORT]
+    unbroken serve [APP] [--ingress-bind HOST:PORT] [--admin-bind HOST:PORT]
                        [--data-dir DIR] [--config FILE] [--log-level LEVEL]
                        [--log-format text|json]
     unbroken dev APP [same options]
@@ -18,6 +18,7 @@ Operating a running server (over its admin API and ingress, see ``invocations.py
     unbroken services list|describe|config ...
     unbroken awakeables resolve|reject ID ...
     unbroken sql "SELECT ..."
+    unbroken deployments register|list|describe|remove ...
 
 Start-up time matters, so this module imports only typer at import time; the
 config loader, app loader, the runtime, the HTTP client and rich are imported
@@ -99,11 +100,13 @@ def _root(
 
 
 # Shared option declarations for `serve` and `dev`.
-AppArg = Annotated[
-    str,
+# `serve` without an APP runs the engine alone (a drop-in for restate-server): its services are remote
+# deployments registered with `unbroken deployments register URL`.
+OptionalAppArg = Annotated[
+    str | None,
     typer.Argument(
         metavar="APP",
-        help="App to run: a file ('examples/greeter.py'), a module ('pkg.mod') or 'module:attr'.",
+        help="App to run: a file, a module or 'module:attr'. None: only registered remote deployments.",
         show_default=False,
     ),
 ]
@@ -172,7 +175,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def _run(
-    app_spec: str,
+    app_spec: str | None,
     *,
     dev: bool,
     ingress_bind: str | None,
@@ -210,7 +213,7 @@ def _run(
         _fail(f"invalid configuration: {message}")
 
     try:
-        app = load_app(app_spec)
+        app = load_app(app_spec) if app_spec is not None else _no_app()
     except AppLoadError as e:
         _fail(f"cannot load app {app_spec!r}: {e}")
     except Exception as e:
@@ -223,7 +226,7 @@ def _run(
     from unbroken.runtime.startup import StartupError
     from unbroken.server import serve
 
-    banner = (lambda: _print_dev_banner(app_spec, config)) if config.dev else None
+    banner = (lambda: _print_dev_banner(app_spec or "(none)", config)) if config.dev else None
     try:
         serve(app, config, on_listening=banner)
     except StartupError as e:
@@ -242,9 +245,15 @@ def _print_dev_banner(app_spec: str, config: Config) -> None:
     console.print(f"  data dir {config.data_dir}")
 
 
+def _no_app() -> Any:
+    from unbroken.sdk.app import App
+
+    return App([])
+
+
 @cli.command()
 def serve(
-    app: AppArg,
+    app: OptionalAppArg = None,
     ingress_bind: IngressBindOpt = None,
     admin_bind: AdminBindOpt = None,
     data_dir: DataDirOpt = None,
@@ -253,7 +262,8 @@ def serve(
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Run APP: engine, ingress and admin API in this process, until SIGTERM/SIGINT."""
+    """Run APP: engine, ingress and admin API in this process, until SIGTERM/SIGINT. Without APP: the engine
+    alone, serving the deployments registered with `unbroken deployments register URL`."""
     _run(
         app,
         dev=False,
@@ -269,7 +279,7 @@ def serve(
 
 @cli.command()
 def dev(
-    app: AppArg,
+    app: OptionalAppArg = None,
     ingress_bind: IngressBindOpt = None,
     admin_bind: AdminBindOpt = None,
     data_dir: DataDirOpt = None,
@@ -278,7 +288,7 @@ def dev(
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Like `serve`, with human-friendly logs for local development."""
+    """Like `serve`, with human-friendly logs for local development (no APP: registered deployments only)."""
     _run(
         app,
         dev=True,
@@ -293,7 +303,7 @@ def dev(
 
 
 def _add_operator_commands() -> None:
-    from unbroken.cli import calls, explain, invocations, replay, services, state
+    from unbroken.cli import calls, deployments, explain, invocations, replay, services, state
 
     cli.command("invoke")(calls.invoke)
     invocations.app.command("export")(replay.export)
@@ -304,6 +314,7 @@ def _add_operator_commands() -> None:
     cli.add_typer(services.app, name="services")
     cli.add_typer(calls.awakeables, name="awakeables")
     cli.command("sql")(explain.sql)
+    cli.add_typer(deployments.app, name="deployments")
 
 
 _add_operator_commands()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from unbroken.core.deployments import Deployment
 from unbroken.core.invocation import Invocation
 from unbroken.core.journal import Entry, Failure, Notification, Result
 from unbroken.core.schema import ServiceOverride
@@ -177,6 +178,14 @@ class UpdateService(msgspec.Struct, frozen=True):
     override: ServiceOverride
 
 
+class UpdateDeployments(msgspec.Struct, frozen=True):
+    """A deployment was stored (``put``) and/or deployments removed (``RegisterDeployment`` or
+    ``RemoveDeployment`` committed): the node serves the services of the deployments stored now."""
+
+    put: Deployment | None
+    removed: tuple[str, ...]
+
+
 class AwaitCompletion(msgspec.Struct, frozen=True):
     """Register ``request_id`` as waiting for ``invocation_id`` to complete (answered by Completed)."""
 
@@ -203,4 +212,5 @@ Action = (
     | AwaitCompletion
     | Log
     | UpdateService
+    | UpdateDeployments
 )

@@ -74,6 +74,9 @@ class Invocation(msgspec.Struct, array_like=True):
     # field, an SDK that does not report it, an attempt aborted by a pause): then any awakeable index is
     # accepted. See ``control.awakeable_allocated``. Last, with a default, so that older rows still decode.
     awakeables: int = -1
+    # The remote deployment its first attempt ran on (None: in-process): every later attempt runs there too,
+    # even once a newer deployment serves the service (Restate's pinned deployment). Last, for older rows.
+    deployment_id: str | None = None
 
 
 def cleanup_due_ms(inv: Invocation) -> int:

@@ -81,6 +81,14 @@ failure_message_chars_max = 64 * 1024  # longer error messages are cut (they are
 failure_metadata_entries_max = 64  # entries of a TerminalError's metadata kept (the others are dropped)
 failure_metadata_key_chars_max = 1024  # a metadata key is cut here (values are cut as messages are)
 
+# remote deployments (Restate's service protocol)
+protocol_message_bytes_max = 32 * 1024 * 1024  # one frame's body from or to an SDK (message-size-limit)
+protocol_response_bytes_max = 256 * 1024 * 1024  # one attempt's whole response (request/response mode)
+discovery_manifest_bytes_max = 4 * 1024 * 1024  # a deployment's endpoint manifest (GET /discover)
+deployment_services_max = 1000  # services one deployment may declare
+deployment_error_quote_bytes_max = 4096  # what an attempt's failure quotes of a non-200 answer's body
+deployment_request_timeout_s = 10.0  # connect + discover, and connect to invoke (Restate's connect-timeout)
+
 # admin explain (GET /invocations/{id}/explain)
 explain_chain_links_max = 10  # invocations followed along a chain of callers/callees
 explain_value_chars_max = 500  # a value or error message quoted in an explanation is cut here
@@ -145,6 +153,8 @@ assert query_rows_max >= 1 and query_inflight_max >= 1 and query_timeout_s_max >
 assert http_head_timeout_ms > 0 and http_body_idle_timeout_ms > 0 and http_connections_max >= 1
 assert failure_metadata_key_chars_max <= failure_message_chars_max
 assert explain_awakeable_misses_max <= explain_awakeable_signals_max and explain_chain_links_max >= 1
+assert protocol_message_bytes_max >= journal_entry_bytes_max  # a stored entry fits in one frame
+assert protocol_response_bytes_max >= protocol_message_bytes_max
 assert timers_in_memory_max >= 1  # the window holds the earliest timer, or no timer ever fires
 assert clean_expired_batch_max >= 1 and clean_expired_interval_ms > 0
 assert 0 < pg_lease_renew_interval_s < pg_lease_ttl_s - pg_lease_self_fence_margin_s  # renewed before fenced

@@ -10,6 +10,7 @@ import enum
 
 import msgspec
 
+from unbroken.core.deployments import Deployment
 from unbroken.core.journal import Command, Header, Result
 from unbroken.core.schema import ServiceOverride, Target
 
@@ -175,6 +176,22 @@ class ModifyService(msgspec.Struct, frozen=True):
     request_id: int = 0
 
 
+class RegisterDeployment(msgspec.Struct, frozen=True):
+    """Admin ``POST /deployments``: store ``deployment`` (what discovery found) and remove the deployments
+    it ``replaces`` (a forced re-registration of the same URI), in one transaction."""
+
+    deployment: Deployment
+    replaces: tuple[str, ...] = ()
+    request_id: int = 0
+
+
+class RemoveDeployment(msgspec.Struct, frozen=True):
+    """Admin ``DELETE /deployments/{id}``."""
+
+    deployment_id: str
+    request_id: int = 0
+
+
 class FailInvocation(msgspec.Struct, frozen=True):
     """The engine gives up on a record of ``attempt`` that the store kept refusing (runtime/processor.py):
     the invocation completes with this failure, so that it neither hangs nor holds its lock."""
@@ -204,5 +221,7 @@ Record = (
     | Recover
     | SetStateFromAdmin
     | ModifyService
+    | RegisterDeployment
+    | RemoveDeployment
     | FailInvocation
 )

@@ -93,6 +93,8 @@ class ServiceSchema:
     # Restate's lazy state: attempts start without the key's state, each read asks the engine for what it
     # needs (GetLazyState / GetLazyStateKeys commands), so a key with a large state starts fast.
     enable_lazy_state: bool = False
+    # The remote deployment serving it (``core/deployments.py``); None: a handler of this process.
+    deployment_id: str | None = None
 
     def retry_policy_for(self, handler: str) -> RetryPolicy:
         h = self.handlers.get(handler)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import msgspec
 
+from unbroken.core.deployments import Deployment
 from unbroken.core.invocation import Invocation, Sink
 from unbroken.core.journal import Entry, Result
 from unbroken.core.schema import ServiceOverride
@@ -152,6 +153,14 @@ class ServiceOverrideTable(Protocol):
     def put_service_override(self, service: str, override: ServiceOverride) -> None: ...
 
 
+class DeploymentTable(Protocol):
+    """Remote deployments registered through the admin API: deployment id -> Deployment."""
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None: ...
+    def put_deployment(self, deployment: Deployment) -> None: ...
+    def delete_deployment(self, deployment_id: str) -> None: ...
+
+
 class Transaction(
     InvocationTable,
     JournalTable,
@@ -160,6 +169,7 @@ class Transaction(
     TimerTable,
     PromiseTable,
     ServiceOverrideTable,
+    DeploymentTable,
     Protocol,
 ):
     """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
@@ -196,6 +206,10 @@ class Store(Protocol):
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
         """Every committed service override (the engine applies them over the app's schemas at start)."""
+        ...
+
+    def deployments(self) -> list[Deployment]:
+        """Every committed deployment (the engine serves their services from start)."""
         ...
 
     def timers(self) -> list[Timer]:

@@ -34,6 +34,8 @@ class AttemptStart(msgspec.Struct, frozen=True):
     # answers (GetLazyState, GetLazyStateKeys).
     lazy_state: bool = False
     created_at_ms: int = 0  # when the invocation was created (its trace span starts there); 0: unknown
+    # The remote deployment the invocation is pinned to (its first attempt's); None: in-process.
+    deployment_id: str | None = None
 
 
 class AttemptSink(Protocol):

@@ -216,6 +216,7 @@ class Invoker:
             idempotency_key=inv.idempotency_key,
             lazy_state=action.lazy_state,
             created_at_ms=inv.created_at_ms,
+            deployment_id=inv.deployment_id,
         )
         self.faults.point("invoker.before_start")  # the attempt is committed as running, nothing runs it yet
         entry = _Running(inv.attempts, None)

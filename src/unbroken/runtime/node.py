@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable
 
 from unbroken.core import actions as a
 from unbroken.core import records as r
+from unbroken.core.deployments import Deployment, deployed_schemas
 from unbroken.core.ids import InvalidId, InvocationId, partition_key_for_key
-from unbroken.core.schema import Schemas, ServiceOverride, with_overrides
+from unbroken.core.schema import Schemas, ServiceKind, ServiceOverride, ServiceSchema, with_overrides
 from unbroken.core.storage import Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
@@ -67,11 +68,20 @@ class Node:
         faults: FaultPoints | None = None,
         entropy: RandomBytes | None = None,
         partitions: int = 1,
+        service_defaults: ServiceSchema | None = None,
+        on_deployments: Callable[[list[Deployment]], None] | None = None,
     ) -> None:
         if partitions < 1:
             raise ValueError(f"a node leads at least one partition, not {partitions}")
         self.store = store
         self.schemas = schemas  # replaced by PATCH /services: partitions read it through a callable
+        # Remote deployments (POST /deployments): their services join the in-process ones in ``schemas``,
+        # with the configured defaults, and ``on_deployments`` routes their invocations to them.
+        self.local_schemas = Schemas({n: s for n, s in schemas.services.items() if s.deployment_id is None})
+        self.service_defaults = service_defaults or ServiceSchema("", ServiceKind.SERVICE, {})
+        self.deployments: dict[str, Deployment] = {}
+        self._overrides: dict[str, ServiceOverride] = {}
+        self._on_deployments = on_deployments
         self.clock = clock
         self.options = options or EngineOptions()
         self.faults = faults if faults is not None else FaultPoints()
@@ -83,7 +93,7 @@ class Node:
             Partition(
                 store,
                 self._schemas,
-                self._update_service,
+                self._update_schemas,
                 transport,
                 clock,
                 self.options,
@@ -102,9 +112,28 @@ class Node:
     def _schemas(self) -> Schemas:
         return self.schemas
 
-    def _update_service(self, service: str, override: ServiceOverride) -> None:
-        """A committed ``ModifyService``: every partition's later batches see the new options."""
-        self.schemas = with_overrides(self.schemas, {service: override})
+    def _update_schemas(self, change: a.UpdateService | a.UpdateDeployments) -> None:
+        """A committed ``ModifyService`` or deployment change: every partition's later batches see it."""
+        if isinstance(change, a.UpdateService):
+            self._overrides[change.service] = change.override
+            self.schemas = with_overrides(self.schemas, {change.service: change.override})
+            return
+        for deployment_id in change.removed:
+            self.deployments.pop(deployment_id, None)
+        if change.put is not None:
+            self.deployments[change.put.id] = change.put
+        self.serve_deployments(list(self.deployments.values()), self._overrides)
+
+    def serve_deployments(self, deployments: list[Deployment], overrides: dict[str, ServiceOverride]) -> None:
+        """Serve exactly these deployments' services (next to the in-process ones, which win a name both
+        declare), with ``overrides`` (PATCH /services) applied."""
+        self.deployments = {d.id: d for d in deployments}
+        self._overrides = dict(overrides)
+        remote = deployed_schemas(deployments, self.service_defaults)
+        services = {**remote, **self.local_schemas.services}
+        self.schemas = with_overrides(Schemas(services), self._overrides)
+        if self._on_deployments is not None:
+            self._on_deployments(deployments)
 
     # ------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:

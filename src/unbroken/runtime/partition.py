@@ -32,7 +32,7 @@ from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.journal import Failure
-from unbroken.core.schema import Schemas, ServiceOverride
+from unbroken.core.schema import Schemas
 from unbroken.core.storage import Store, Timer
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
@@ -86,7 +86,8 @@ class Partition:
         self,
         store: Store,
         schemas: Callable[[], Schemas],
-        update_service: Callable[[str, ServiceOverride], None],  # the node's: every partition sees the change
+        # the node's: every partition sees a committed service change or deployment (re)registration
+        update_schemas: Callable[[a.UpdateService | a.UpdateDeployments], None],
         transport: HandlerTransport,
         clock: Clock,
         options: EngineOptions,
@@ -107,7 +108,7 @@ class Partition:
         self.loop = asyncio.get_running_loop()
         self.owns = owns
         self._route = route
-        self._update_service = update_service
+        self._update_schemas = update_schemas
         factory = processor_factory or _production_processor
         self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
         self.processor.stats = self.stats
@@ -297,8 +298,8 @@ class Partition:
                 self.timers.arm(action.timer_id, action.fire_at_ms)
             case a.AbortAttempt():
                 self.invoker.abort(action.invocation_id)
-            case a.UpdateService():  # a committed ModifyService: later batches see the new options
-                self._update_service(action.service, action.override)
+            case a.UpdateService() | a.UpdateDeployments():  # committed: later batches see the change
+                self._update_schemas(action)
             case a.Log():
                 if action.warning:  # a failed attempt: logged once, in serve and dev alike
                     log.warning("%s %s", action.invocation_id, action.message)

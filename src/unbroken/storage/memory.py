@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
+from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
 from unbroken.core.errors import TransactionConflict, invariant
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
@@ -56,6 +57,7 @@ class MemoryStore:
         self.promises: dict[tuple[str, str, str], bytes] = {}
         self.signals: dict[str, set[int]] = {}  # the signal index of each journal
         self.overrides: dict[str, bytes] = {}  # service -> encoded ServiceOverride
+        self.deployment_rows: dict[str, bytes] = {}  # deployment id -> encoded Deployment
         self.next_timer_id = 1  # handed out at once, never twice: not even after a rollback
         self.commits = 0  # the version of every row a commit writes (conflicts, see ``_Writes``)
         self.versions: dict[str, dict[Any, int]] = {}  # table -> row key -> the commit that last wrote it
@@ -78,6 +80,11 @@ class MemoryStore:
         with self.lock:
             rows = list(self.overrides.items())
         return {name: decode_override(data) for name, data in rows}
+
+    def deployments(self) -> list[Deployment]:
+        with self.lock:
+            rows = list(self.deployment_rows.values())
+        return [decode_deployment(data) for data in rows]
 
     def timers(self) -> list[Timer]:
         with self.lock:
@@ -195,6 +202,7 @@ class MemoryTransaction:
         self._promises: _Writes[tuple[str, str, str], bytes] = table("promise", store.promises)
         self._signals: _Writes[str, set[int]] = table("signal", store.signals)
         self._overrides: _Writes[str, bytes] = table("service_override", store.overrides)
+        self._deployments: _Writes[str, bytes] = table("deployment", store.deployment_rows)
         self._tables: tuple[_Writes[Any, Any], ...] = (
             self._invocations,
             self._journals,
@@ -205,6 +213,7 @@ class MemoryTransaction:
             self._promises,
             self._signals,
             self._overrides,
+            self._deployments,
         )
 
     def commit(self) -> None:
@@ -346,3 +355,13 @@ class MemoryTransaction:
 
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
         self._overrides.put(service, encode_override(override))
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None:
+        data = self._deployments.get(deployment_id)
+        return None if data is None else decode_deployment(data)
+
+    def put_deployment(self, deployment: Deployment) -> None:
+        self._deployments.put(deployment.id, encode_deployment(deployment))
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self._deployments.delete(deployment_id)

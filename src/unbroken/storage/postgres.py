@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 
 from unbroken.core import limits
+from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
 from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
@@ -205,6 +206,9 @@ class PostgresStore:
     def service_overrides(self) -> dict[str, ServiceOverride]:
         rows = self._read("SELECT service, data FROM service_override")
         return {str(service): decode_override(bytes(data)) for service, data in rows}
+
+    def deployments(self) -> list[Deployment]:
+        return [decode_deployment(bytes(data)) for (data,) in self._read("SELECT data FROM deployment")]
 
     def timers(self) -> list[Timer]:
         return [_timer(row) for row in self._read(f"SELECT {_TIMER_COLUMNS} FROM timer")]
@@ -550,6 +554,27 @@ class PostgresTransaction:
             "DELETE FROM promise WHERE part = %s AND service = %s AND service_key = %s",
             (part, service, key),
         )
+
+    # ------------------------------------------------------------------------------------ deployments
+    # cluster-wide, in no partition, like the service overrides
+    def get_deployment(self, deployment_id: str) -> Deployment | None:
+        row = self._one("SELECT data FROM deployment WHERE id = %s", (deployment_id,))
+        return None if row is None else decode_deployment(bytes(row[0]))
+
+    def put_deployment(self, deployment: Deployment) -> None:
+        try:
+            self.c.execute(
+                b"INSERT INTO deployment VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                (deployment.id, encode_deployment(deployment)),
+            )
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        try:
+            self.c.execute(b"DELETE FROM deployment WHERE id = %s", (deployment_id,))
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
 
     # ------------------------------------------------------------------------------------ service overrides
     def get_service_override(self, service: str) -> ServiceOverride | None:

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS promise (
     data bytea NOT NULL, PRIMARY KEY (part, service, service_key, name)
 );
 CREATE TABLE IF NOT EXISTS service_override (service text PRIMARY KEY, data bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS deployment (id text PRIMARY KEY, data bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS partition_lease (
     part int PRIMARY KEY, node text, epoch bigint NOT NULL, expires_at timestamptz NOT NULL
 );

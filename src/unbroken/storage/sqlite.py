@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 import msgspec
 
 from unbroken.core import limits
+from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
 from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
@@ -50,7 +51,7 @@ __all__ = [
 decode_invocation_row = decode_invocation
 encode_invocation_blob = encode_invocation
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ABSENT = 0  # in that cache: the id has no row (keys start at 1)
 
 # Invocation ids are random (or hashes), so a table keyed by them puts every new row on a random B-tree page:
@@ -113,6 +114,9 @@ _SCHEMA += _SIGNAL_TABLE + ";\n"
 _OVERRIDE_TABLE = "CREATE TABLE IF NOT EXISTS service_override (service TEXT PRIMARY KEY, data BLOB NOT NULL)"
 _SCHEMA += _OVERRIDE_TABLE + ";\n"
 OVERRIDES_SIDE_FILE = "service_overrides.json"
+# Remote deployments registered through the admin API (schema 5).
+_DEPLOYMENT_TABLE = "CREATE TABLE IF NOT EXISTS deployment (id TEXT PRIMARY KEY, data BLOB NOT NULL)"
+_SCHEMA += _DEPLOYMENT_TABLE + ";\n"
 
 log = logging.getLogger("unbroken.storage")
 
@@ -195,6 +199,9 @@ class SqliteStore:
         rows = self.conn.execute("SELECT service, data FROM service_override")
         return {service: decode_override(data) for service, data in rows}
 
+    def deployments(self) -> list[Deployment]:
+        return [decode_deployment(row[0]) for row in self.conn.execute("SELECT data FROM deployment")]
+
     def timers(self) -> list[Timer]:
         rows = self.conn.execute("SELECT id, fire_at, kind, invocation_id, completion_id FROM timer")
         return [_timer(row) for row in rows]
@@ -237,6 +244,11 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     if version == 3:  # schema 4 adds the service_override table
         conn.executescript(
             f"BEGIN IMMEDIATE; {_OVERRIDE_TABLE}; UPDATE meta SET v = '4' WHERE k = 'schema_version'; COMMIT;"
+        )
+        version = 4
+    if version == 4:  # schema 5 adds the deployment table
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {_DEPLOYMENT_TABLE}; UPDATE meta SET v = '5' WHERE k = 'schema_version'; COMMIT;"
         )
 
 
@@ -537,3 +549,16 @@ class SqliteTransaction:
         self.c.execute(
             "INSERT OR REPLACE INTO service_override VALUES (?, ?)", (service, encode_override(override))
         )
+
+    # deployments
+    def get_deployment(self, deployment_id: str) -> Deployment | None:
+        row = self.c.execute("SELECT data FROM deployment WHERE id = ?", (deployment_id,)).fetchone()
+        return None if row is None else decode_deployment(row[0])
+
+    def put_deployment(self, deployment: Deployment) -> None:
+        self.c.execute(
+            "INSERT OR REPLACE INTO deployment VALUES (?, ?)", (deployment.id, encode_deployment(deployment))
+        )
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self.c.execute("DELETE FROM deployment WHERE id = ?", (deployment_id,))

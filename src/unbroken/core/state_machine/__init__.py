@@ -85,6 +85,10 @@ def _dispatch(step: Step, record: r.Record) -> None:
             control.on_set_state(step, record)
         case r.ModifyService():
             services.on_modify_service(step, record)
+        case r.RegisterDeployment():
+            services.on_register_deployment(step, record)
+        case r.RemoveDeployment():
+            services.on_remove_deployment(step, record)
         case r.FailInvocation():
             failures.on_fail_invocation(step, record)
         case _:

@@ -56,12 +56,14 @@ def start(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
     inv.waiting_completions = []
     inv.waiting_signals = []
     inv.next_retry_at_ms = 0
+    svc = step.service(inv.target.service)
+    if inv.attempts == 1 and svc is not None:
+        inv.deployment_id = svc.deployment_id  # pinned: later attempts replay on the same deployment
     step.save(inv)
     if journal is None:
         journal = tuple(step.txn.journal(inv.id))
     if len(journal) != inv.journal_length:
         violated(f"{inv.id}: journal has {len(journal)} entries, the invocation says {inv.journal_length}")
-    svc = step.service(inv.target.service)
     lazy = svc is not None and svc.lazy_state_for(inv.target.handler)
     state: dict[str, bytes] | None = None
     if inv.target.key is not None:  # lazy: none now, the handler reads what it needs through commands
