@@ -6,7 +6,11 @@ Two sources, both read at scrape time so the engine pays nothing per request for
   attempts by outcome, attempt and end-to-end latency, retries, suspensions, group-commit batch sizes and
   commit latency;
 * what the store holds now, through the read model (``Snapshot.counts``, off the loop): invocations by
-  service, handler and status, the inbox depth and the durable timers pending.
+  service, handler and status, the inbox depth and the durable timers pending. On PostgreSQL these are the
+  whole cluster's (every node reports the same numbers: sum them over one node only);
+* the partitions this node leads (``Store.leadership``: counts the lease thread keeps, read under its lock):
+  on SQLite the node leads its one partition for good; on PostgreSQL the partitions whose lease it holds,
+  and its lease acquisitions, renewals, failed renewals and partitions lost to another node.
 
 prometheus-client is imported here only, when the first scrape comes: a server nobody scrapes never loads it.
 """
@@ -75,8 +79,41 @@ def _families(engine: Node, counts: StoreCounts) -> Iterator[Metric]:
         "Records waiting for the next batch of the partition processors",
         sum(p.processor.queued() for p in engine.partitions),
     )
+    yield from _lease_families(engine)
     yield from _target_families(engine.stats)
     yield from _commit_families(engine.stats)
+
+
+def _lease_families(engine: Node) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    leadership = engine.store.leadership()
+    led = len(engine.partitions) if leadership is None else leadership.led
+    yield GaugeMetricFamily(
+        "unbroken_partitions_led",
+        "Partitions this node leads: holds the lease of and may commit to (on SQLite, its one partition)",
+        led,
+    )
+    if leadership is None:  # no leases: nothing to renew or lose
+        return
+    yield CounterMetricFamily(
+        "unbroken_lease_acquisitions",
+        "Partition leases this node took, each with a new epoch (at start, or after a lapse)",
+        leadership.acquired,
+    )
+    yield CounterMetricFamily(
+        "unbroken_lease_renewals", "Lease renewal rounds the database acknowledged", leadership.renewals
+    )
+    yield CounterMetricFamily(
+        "unbroken_lease_renewal_failures",
+        "Lease renewal rounds that failed (a node that cannot renew in time stops committing)",
+        leadership.renewal_failures,
+    )
+    yield CounterMetricFamily(
+        "unbroken_partitions_lost",
+        "Partitions whose leadership this node lost: another node took their lease",
+        leadership.lost,
+    )
 
 
 def _target_families(stats: EngineStats) -> Iterator[Metric]:

@@ -184,6 +184,18 @@ class Transaction(
         ...
 
 
+class Leadership(msgspec.Struct, frozen=True):
+    """The partitions a leased store (PostgreSQL) lets this node lead, and how its leases went (``GET
+    /metrics``): ``led`` is the partitions whose lease this node holds and may commit to (0 while it fences
+    itself for want of a renewal); the counts add up since the store opened."""
+
+    led: int
+    acquired: int = 0  # leases taken, each with a new epoch (at start, or back after an expiry)
+    renewals: int = 0  # renewal rounds the database acknowledged
+    renewal_failures: int = 0  # renewal rounds that failed (the database did not answer or refused)
+    lost: int = 0  # partitions whose leadership this node lost (taken by another node)
+
+
 class Store(Protocol):
     """A backend: opens transactions and answers the recovery reads made before the processor starts.
 
@@ -219,6 +231,11 @@ class Store(Protocol):
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         """Up to ``limit`` committed timers whose ``(fire_at_ms, timer_id)`` is greater than ``after`` (from
         the first if None), in that order: the engine keeps only a window of timers in memory."""
+        ...
+
+    def leadership(self) -> Leadership | None:
+        """The partitions this node leads through this store now and its lease counts (cheap: no I/O).
+        None for a store of one node (SQLite, memory): the node leads its partitions for good."""
         ...
 
     def close(self) -> None: ...

@@ -27,7 +27,7 @@ from unbroken.core.errors import TransactionConflict, invariant
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import Leadership, Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     decode_entry,
     decode_invocation,
@@ -99,6 +99,9 @@ class MemoryStore:
             timer_id = self.next_timer_id
             self.next_timer_id += 1
         return timer_id
+
+    def leadership(self) -> Leadership | None:
+        return None  # one node's store: no leases
 
     def close(self) -> None:
         pass

@@ -30,6 +30,7 @@ from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import (
+    Leadership,
     NotLeader,
     Promise,
     StoreError,
@@ -220,6 +221,9 @@ class PostgresStore:
             (fire_at, timer_id, limit),
         )
         return [_timer(row) for row in rows]
+
+    def leadership(self) -> Leadership:
+        return self.leases.leadership()
 
     def close(self, *, release: bool = True) -> None:
         self.leases.close(release=release)

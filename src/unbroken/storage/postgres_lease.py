@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from unbroken.core import limits
-from unbroken.core.storage import NotLeader
+from unbroken.core.storage import Leadership, NotLeader
 from unbroken.storage.postgres_schema import Location, connect
 
 log = logging.getLogger("unbroken.storage.lease")
@@ -93,6 +93,11 @@ class Leases:
         self.epochs: dict[int, int] = {}  # partition -> the epoch this store leads it with
         self.lost: dict[int, str] = {}  # partition -> why this store no longer leads it
         self._valid_until = 0.0  # monotonic: past it, no renewal was acknowledged in time (self-fenced)
+        # for GET /metrics: added to by the renewal thread (once a second at most), never by a batch
+        self.acquired = 0  # leases taken, each with a new epoch
+        self.renewals = 0  # renewal rounds acknowledged
+        self.renewal_failures = 0  # renewal rounds the database did not answer
+        self.lost_count = 0  # partitions lost to another node
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
@@ -115,6 +120,7 @@ class Leases:
                 for part, epoch in rows:
                     self.epochs[int(str(part))] = int(str(epoch))
                     wanted.discard(int(str(part)))
+                self.acquired += len(rows)
                 self._valid_until = sent + self.ttl_s - limits.pg_lease_self_fence_margin_s
             if not wanted:
                 return
@@ -147,6 +153,8 @@ class Leases:
             try:
                 self.renew()
             except psycopg.Error as exc:  # the next round tries again; the deadline fences us meanwhile
+                with self._lock:
+                    self.renewal_failures += 1
                 log.warning("could not renew the partition leases: %s", exc)
                 self._drop_conn()
 
@@ -162,6 +170,7 @@ class Leases:
         kept = {int(str(part)) for (part,) in rows}
         with self._lock:
             self._valid_until = sent + self.ttl_s - limits.pg_lease_self_fence_margin_s
+            self.renewals += 1
         gone = [p for p in parts if p not in kept]
         if gone:
             self.mark_lost(gone, "its lease was taken by another node")
@@ -173,6 +182,7 @@ class Leases:
                 if self.epochs.pop(part, None) is not None:
                     self.lost[part] = why
                     gone.append(part)
+            self.lost_count += len(gone)
         if gone:
             log.error(
                 "%d partitions are no longer led by node %s (%s): %s",
@@ -180,6 +190,18 @@ class Leases:
                 self.node,
                 _ranges(gone),
                 why,
+            )
+
+    def leadership(self) -> Leadership:
+        """What this node leads now (none while it fences itself: it commits nothing) and the counts."""
+        with self._lock:
+            fenced = time.monotonic() > self._valid_until
+            return Leadership(
+                0 if fenced else len(self.epochs),
+                self.acquired,
+                self.renewals,
+                self.renewal_failures,
+                self.lost_count,
             )
 
     # ------------------------------------------------------------------------------------ fencing

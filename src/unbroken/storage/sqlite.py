@@ -20,7 +20,7 @@ from unbroken.core.deployments import Deployment, decode_deployment, encode_depl
 from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import Leadership, Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     _inv_decoder,
     _inv_encoder,
@@ -178,6 +178,9 @@ class SqliteStore:
         self.seqs.clear()  # it may name keys of rows the rollback removes
         if self.conn.in_transaction:  # a failed COMMIT (busy, I/O, full) can leave it open
             self.conn.execute("ROLLBACK")
+
+    def leadership(self) -> Leadership | None:
+        return None  # one node's store: no leases
 
     def close(self) -> None:
         if self._reader is not None:
