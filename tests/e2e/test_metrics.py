@@ -1,15 +1,20 @@
 """``GET /metrics`` on the admin port: a real server runs a workload, Prometheus' text is scraped and
-parsed with prometheus-client's own parser (what a Prometheus server would read)."""
+parsed with prometheus-client's own parser (what a Prometheus server would read). Once on SQLite, once on
+PostgreSQL (``serve --store postgresql://...``: the store's counts are read from it)."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests import pg
 from tests.harness import Server, wait_until
+from tests.scrape import Samples, scrape
+from tests.scrape import value as _value
 
 APP = "tests/apps/ui_app.py"
 TOKEN = "metrics-token"
@@ -21,26 +26,28 @@ ENV = {
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(APP, tmp_path_factory.mktemp("metrics") / "data", env=ENV).start()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp(f"metrics-{request.param}") / "data"
+    if request.param == "sqlite":
+        server = Server(APP, data, env=ENV).start()
+        yield server
+        server.kill()
+        return
+    pg.require()
+    schema = pg.schema_for(f"metrics-{uuid.uuid4()}")
+    server = Server(APP, data, env=ENV, args=["--store", pg.url_for(schema)]).start()
     yield server
     server.kill()
+    pg.drop(schema)
 
 
-def _scrape(srv: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    resp = httpx.get(f"{srv.admin}/metrics", headers=AUTH, timeout=10)
-    assert resp.status_code == 200, resp.text
-    assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples = {}
-    for family in text_string_to_metric_families(resp.text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
+def _on_postgres(srv: Server) -> bool:
+    return "--store" in srv.args or os.environ.get("UNBROKEN_TEST_STORE") == "postgres"
 
 
-def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def _scrape(srv: Server) -> Samples:
+    return scrape(srv.admin, TOKEN)
 
 
 def test_metrics_need_the_admin_token(srv: Server) -> None:
@@ -65,7 +72,7 @@ def test_metrics_after_a_workload(srv: Server) -> None:
     for item in ("a", "b"):  # ...so these two wait in the key's inbox
         assert srv.call("/Cart/held/add/send", item).status_code == 202
 
-    def suspended() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+    def suspended() -> Samples | None:
         samples = _scrape(srv)
         ok = _value(samples, "unbroken_invocations", service="Shop", handler="nap", status="suspended")
         return samples if ok == 1 else None
@@ -87,6 +94,9 @@ def test_metrics_after_a_workload(srv: Server) -> None:
     assert _value(samples, "unbroken_inbox_depth") == 2
     assert _value(samples, "unbroken_invocations", service="Cart", handler="add", status="pending") == 2
     assert ("unbroken_attempts_running", ()) in samples and ("unbroken_records_queued", ()) in samples
+    # SQLite: the node leads its one partition for good, no leases; PostgreSQL: the 64 partitions it leases
+    assert _value(samples, "unbroken_partitions_led") == (64 if _on_postgres(srv) else 1)
+    assert (("unbroken_lease_renewals_total", ()) in samples) is _on_postgres(srv)
     # the holder killed, the queued ones run: the inbox empties
     assert httpx.patch(f"{srv.admin}/invocations/{holder}/kill", headers=AUTH, timeout=10).status_code == 200
     wait_until(
