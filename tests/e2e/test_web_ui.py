@@ -1,7 +1,8 @@
 """The web UI at ``/ui`` in headless Chromium (Debian's ``chromium``, driven by Playwright; no browser is
 downloaded): a real server with an admin token, the operator enters the token, lists invocations,
 filters them, watches a new one appear, opens one, reads its explain and journal, cancels it, edits and
-clears an object's state, changes a service's settings and sees a workflow's promise.
+clears an object's state, changes a service's settings and sees a workflow's promise. Each test runs
+against a server on SQLite and against one on PostgreSQL (``serve --store postgresql://...``).
 
 Without /usr/bin/chromium the browser tests skip, saying so; in CI (CI=true) they fail instead
 (scripts/check installs chromium there).
@@ -18,11 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import pg
 from tests.harness import Server, wait_until
 
 APP = "tests/apps/ui_app.py"
 TOKEN = "ui-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
+QUERY_HEADERS = {**AUTH, "accept": "application/json"}  # /query answers in Arrow unless JSON is asked for
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -35,12 +38,21 @@ CHROMIUM_ARGS = [
 WAIT_MS = 15_000  # every wait in the page is bounded
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"UNBROKEN_ADMIN__TOKEN": TOKEN, "UNBROKEN_WORKER__INVOKER__INACTIVITY_TIMEOUT": "300ms"}
-    server = Server(APP, tmp_path_factory.mktemp("ui") / "data", env=env).start()
+    data = tmp_path_factory.mktemp(f"ui-{request.param}") / "data"
+    schema = None
+    args: list[str] = []
+    if request.param == "postgres":
+        pg.require()
+        schema = pg.schema_for(f"ui-{uuid.uuid4()}")
+        args = ["--store", pg.url_for(schema)]
+    server = Server(APP, data, env=env, args=args).start()
     yield server
     server.kill()
+    if schema is not None:
+        pg.drop(schema)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +179,7 @@ def test_open_an_invocation_see_its_journal_and_cancel_it(page: Any, srv: Server
     status = httpx.post(
         f"{srv.admin}/query",
         json={"query": f"SELECT status, completion_failure FROM sys_invocation WHERE id = '{invocation_id}'"},
-        headers=AUTH,
+        headers=QUERY_HEADERS,
         timeout=10,
     ).json()["rows"][0]
     assert status["status"] == "completed" and "409" in status["completion_failure"]
@@ -199,7 +211,7 @@ def test_backing_out_of_the_confirmation_does_nothing(page: Any, srv: Server) ->
     rows = httpx.post(
         f"{srv.admin}/query",
         json={"query": f"SELECT status FROM sys_invocation WHERE id = '{invocation_id}'"},
-        headers=AUTH,
+        headers=QUERY_HEADERS,
         timeout=10,
     ).json()["rows"]
     assert rows[0]["status"] != "completed"

@@ -42,7 +42,8 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const headers = {};
+  // JSON asked for: /query answers in Arrow otherwise (what Restate's CLI reads)
+  const headers = { accept: "application/json" };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.authorization = "Bearer " + token;
   if (body !== undefined) headers["content-type"] = "application/json";
