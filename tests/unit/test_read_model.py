@@ -1,20 +1,22 @@
-"""The read model (``core.read_model``) over both stores: the same rows written through ``Transaction`` read
+"""The read model (``core.read_model``) over every store (memory, SQLite, PostgreSQL): the same rows written through ``Transaction`` read
 back the same through ``Snapshot``, and explain (which reads only through it) answers the same."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import pg
 from unbroken.admin.explain import explain
 from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, awakeable_id
 from unbroken.core.invocation import Invocation, Sink, Status
-from unbroken.core.read_model import QueryError, ReadModel, Snapshot
+from unbroken.core.read_model import QueryError, ReadModel, Snapshot, StoreCounts
 from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.memory import MemoryStore
@@ -92,12 +94,28 @@ def _populate(store: Any) -> None:
         txn.put_promise("Counter", "k", "decision", Promise(j.Result(b'"yes"'), (Sink(HOLDER, 1),)))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def reads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]:
     if request.param == "memory":
         store = MemoryStore()
         _populate(store)
         yield MemoryReadModel(store)
+        return
+    if request.param == "postgres":
+        pg.require()
+        from unbroken.storage.postgres import PostgresStore
+        from unbroken.storage.postgres_reads import PostgresReadModel
+
+        schema = pg.schema_for(f"read-model-{uuid.uuid4()}")
+        postgres = PostgresStore(pg.url_for(schema), partitions=8, node="test-node")
+        try:
+            _populate(postgres)
+            pg_model = PostgresReadModel(postgres.location, postgres.partitions)
+            yield pg_model
+            pg_model.close()
+        finally:
+            postgres.close()
+            pg.drop(schema)
         return
     sqlite = SqliteStore(str(tmp_path / "data"), fsync=False)
     _populate(sqlite)
@@ -134,6 +152,21 @@ def test_snapshot_reads(reads: ReadModel) -> None:
         assert s.journal_entry_containing(WAITER, b"nowhere") is None
 
     _read(reads, check)
+
+
+def test_counts_for_metrics(reads: ReadModel) -> None:
+    """What GET /metrics reads from the store: every invocation by target and status, the inbox, timers."""
+    counts = _read(reads, lambda s: s.counts())
+    assert counts == StoreCounts(
+        {
+            ("Counter", "hold", "suspended"): 1,
+            ("Counter", "add", "pending"): 1,
+            ("Worker", "nap", "suspended"): 1,
+            ("Worker", "wait", "suspended"): 1,
+        },
+        inboxed=2,
+        timers=1,
+    )
 
 
 def test_explain_reads_through_the_model(reads: ReadModel) -> None:
