@@ -8,7 +8,7 @@ Two sources, both read at scrape time so the engine pays nothing per request for
 * what the store holds now, through the read model (``Snapshot.counts``, off the loop): invocations by
   service, handler and status, the inbox depth and the durable timers pending. On PostgreSQL these are the
   whole cluster's (every node reports the same numbers: sum them over one node only);
-* the partitions this node leads (``Store.leadership``: counts the lease thread keeps, read under its lock):
+* the partitions this node leads (``Node.leadership``, from the store's lease thread: counts the lease thread keeps, read under its lock):
   on SQLite the node leads its one partition for good; on PostgreSQL the partitions whose lease it holds,
   and its lease acquisitions, renewals, failed renewals and partitions lost to another node.
 
@@ -87,7 +87,7 @@ def _families(engine: Node, counts: StoreCounts) -> Iterator[Metric]:
 def _lease_families(engine: Node) -> Iterator[Metric]:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    leadership = engine.store.leadership()
+    leadership = engine.leadership()
     led = len(engine.partitions) if leadership is None else leadership.led
     yield GaugeMetricFamily(
         "unbroken_partitions_led",

@@ -27,7 +27,7 @@ from unbroken.core import records as r
 from unbroken.core.deployments import Deployment, deployed_schemas
 from unbroken.core.ids import InvalidId, InvocationId, partition_key_for_key
 from unbroken.core.schema import Schemas, ServiceKind, ServiceOverride, ServiceSchema, with_overrides
-from unbroken.core.storage import Store
+from unbroken.core.storage import Leadership, Store
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.entropy import RandomBytes
@@ -156,6 +156,11 @@ class Node:
             if why is not None:
                 return why
         return None
+
+    def leadership(self) -> Leadership | None:
+        """The partitions this node leads through a leased store (PostgreSQL) and its lease counts, for
+        ``GET /metrics``; None when the store is this node's alone (it leads ``partitions`` for good)."""
+        return self.store.leadership()
 
     # ------------------------------------------------------------------------------------ routing
     def partition_of(self, invocation_id: str) -> Partition:
