@@ -16,8 +16,6 @@ from tests.harness import Server, wait_until
 from tests.scrape import Samples, scrape, value
 from unbroken.storage.postgres import PostgresStore
 
-pytestmark = pytest.mark.crash
-
 APP = "tests/apps/ui_app.py"
 TOKEN = "lease-metrics-token"
 
