@@ -379,7 +379,14 @@ def test_deployments_register_list_describe_without_an_app(
     try:
         empty = restate.run("deployments", "list", srv=bare)
         assert "No deployments were found!" in empty.stdout + empty.stderr, empty  # exit 0, as Restate
+        # the CLI's dry run (admin API v3+): 201 for a new deployment, nothing stored; then 200 with its id
+        dry = {"uri": peer.url, "use_http_11": True, "dry_run": True}
+        preview = bare.admin_request("POST", "/deployments", dry)
+        assert preview.status_code == 201 and preview.json()["services"], preview.text
+        assert bare.admin_request("GET", "/deployments").json()["deployments"] == []
         dep = register_peer(restate, bare, peer, "--use-http1.1")
+        again = bare.admin_request("POST", "/deployments", dry)
+        assert again.status_code == 200 and again.json()["id"] == dep, again.text
         listed = restate.run("deployments", "list", "--extra", srv=bare).stdout
         assert re.search(rf"{re.escape(peer.url)}/?\s+HTTP\s+Active\s+0\s+{dep}", listed), listed
         for name in PEER_SERVICES:
