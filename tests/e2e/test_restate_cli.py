@@ -406,5 +406,13 @@ def test_deployments_register_list_describe_without_an_app(
         assert re.search(r"PeerGreeter\s+2\b", forced), forced
         after = bare.admin_request("GET", "/deployments").json()["deployments"]
         assert len(after) == 1 and {s["revision"] for s in after[0]["services"]} == {2}, after
+        unreachable = restate.run("deployments", "register", "http://127.0.0.1:1", srv=bare, ok=False)
+        assert (
+            unreachable.returncode != 0 and "cannot reach http://127.0.0.1:1/discover" in unreachable.stderr
+        )
+        removed = restate.run("deployments", "remove", "--force", after[0]["id"], srv=bare).stdout
+        assert f"Deployment {after[0]['id']} removed successfully" in removed, removed
+        gone = restate.run("deployments", "list", srv=bare)
+        assert "No deployments were found!" in gone.stdout + gone.stderr, gone
     finally:
         bare.kill()
