@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_remote_deployments import Peer
 from tests.harness import ROOT, Server, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -50,12 +51,16 @@ class Cli:
     def __init__(self, binary: str, srv: Server, home: Path) -> None:
         self.binary, self.srv, self.home = binary, srv, home
 
-    def run(self, *args: str, editor: str | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, editor: str | None = None, ok: bool = True, srv: Server | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``srv``: another server than the module's (the admin and ingress URLs the CLI is given)."""
+        target = srv or self.srv
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.home),  # no user config of the machine's own restate CLI
-            "RESTATE_ADMIN_URL": self.srv.admin,
-            "RESTATE_INGRESS_URL": self.srv.ingress,
+            "RESTATE_ADMIN_URL": target.admin,
+            "RESTATE_INGRESS_URL": target.ingress,
             "NO_COLOR": "1",
             "TERM": "dumb",
         }
@@ -288,3 +293,126 @@ def test_sql(restate: Cli, srv: Server) -> None:
     assert bad.returncode != 0 and "no such column: nope" in bad.stderr, bad.stderr
     write = restate.run("sql", "DELETE FROM state", ok=False)
     assert write.returncode != 0 and "read-only" in write.stderr, write.stderr
+
+
+# ---------------------------------------------------------------------------------------- deployments
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+    """Services written with restate-sdk 1.2.0, served by hypercorn: a remote deployment to register."""
+    p = Peer("tests.apps.restate_peer:app", tmp_path_factory.mktemp("peer") / "peer.log")
+    yield p
+    p.stop()
+
+
+PEER_SERVICES = ("PeerCounter", "PeerGreeter", "PeerLazy", "PeerSignup")
+
+
+def register_peer(restate: Cli, srv: Server, peer: Peer, *flags: str) -> str:
+    """``restate deployments register URL``: the services it will add, then the id it was given."""
+    out = restate.run("deployments", "register", *flags, peer.url, srv=srv).stdout
+    assert "SERVICES THAT WILL BE ADDED" in out, out
+    assert re.search(r"greet\s+JSON string\s+JSON string", out), out  # the dry run's handler table
+    match = re.search(r"Deployment ID:\s+(dp_\w+)", out)
+    assert match, out
+    for name in PEER_SERVICES:
+        assert re.search(rf"\b{name}\s+1\b", out), out
+    dep = match.group(1)
+    assert dep in [d["id"] for d in srv.admin_request("GET", "/deployments").json()["deployments"]]
+    return dep
+
+
+def assert_described(out: str, dep: str, peer: Peer) -> None:
+    """``restate deployments describe``: where the deployment is, what serves it, its services' handlers."""
+    assert re.search(rf"ID:\s+{dep}\b", out), out
+    assert re.search(rf"Endpoint:\s+{re.escape(peer.url)}/?\s", out), out
+    assert re.search(r"SDK Version\s+restate-sdk-python/1\.2\.0", out), out
+    assert re.search(r"- PeerCounter\s+Type: VirtualObject", out), out
+    assert re.search(r"- PeerSignup\s+Type: Workflow", out), out
+    assert re.search(r"Revision: 1 \[Latest\]", out), out
+    for handler in (
+        r"add\s+JSON integer\s+JSON integer",
+        r"greet\s+JSON string\s+JSON string",
+        r"peek\s+none",
+    ):
+        assert re.search(handler, out), (handler, out)
+
+
+def assert_remote_invocation_listed(restate: Cli, srv: Server, dep: str, who: str) -> None:
+    """A call on the remote service, then ``restate invocations list`` names it and its deployment."""
+    assert srv.call("/PeerGreeter/greet", who).json() == f"Hello {who}!"
+    out = restate.run("invocations", "list", "--service", "PeerGreeter", "--all", srv=srv).stdout
+    assert re.search(r"Target:\s+PeerGreeter/greet", out), out
+    assert "completed with success" in out and re.search(rf"Deployment:\s+{dep}\b", out), out
+
+
+def test_deployments_register_list_describe_next_to_the_app(restate: Cli, srv: Server, peer: Peer) -> None:
+    """With an APP: the remote deployment is registered next to the in-process one and listed with it."""
+    dep = register_peer(restate, srv, peer, "--metadata", "team=payments")
+    listed = restate.run("deployments", "list").stdout
+    assert dep in listed and deployment_id(srv) in listed, listed
+    assert re.search(rf"{re.escape(peer.url)}/?\s+HTTP\s+{dep}", listed), listed
+    assert "- PeerGreeter [1]" in listed and "- Counter [1]" in listed, listed
+    described = restate.run("deployments", "describe", dep).stdout
+    assert_described(described, dep, peer)
+    assert re.search(r"team:\s+payments", described), described  # the metadata it was registered with
+    assert "Counter" not in described.replace("PeerCounter", ""), described  # only its own services
+    local = restate.run("deployments", "describe", deployment_id(srv)).stdout
+    assert re.search(r"- Greeter\s+Type: Service", local) and "PeerGreeter" not in local, local
+    # registering the same URL again changes nothing (as Restate's admin API v3+ answers: 200, its id)
+    again = restate.run("deployments", "register", peer.url).stdout
+    assert f"Deployment already exists with id {dep}" in again and "No changes will be made" in again, again
+    services = restate.run("services", "list").stdout
+    assert re.search(rf"PeerCounter\s+1\s+virtual object\s+HTTP\s+{dep}", services), services
+    assert re.search(rf"Greeter\s+1\s+HTTP\s+{deployment_id(srv)}", services), services
+    assert_remote_invocation_listed(restate, srv, dep, "Ada")
+    unknown = "dp_1bPMPec3I4kl664wvcAzXPj"
+    missing = restate.run("deployments", "describe", unknown, ok=False)
+    assert missing.returncode != 0, missing.stdout
+    assert f"The requested deployment '{unknown}' does not exist" in missing.stderr, missing.stderr
+
+
+def test_deployments_register_list_describe_without_an_app(
+    restate: Cli, peer: Peer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No APP (the engine alone, as restate-server): nothing listed, then the remote deployment alone."""
+    bare = Server(None, tmp_path_factory.mktemp("restate-cli-bare") / "data").start()
+    try:
+        empty = restate.run("deployments", "list", srv=bare)
+        assert "No deployments were found!" in empty.stdout + empty.stderr, empty  # exit 0, as Restate
+        # the CLI's dry run (admin API v3+): 201 for a new deployment, nothing stored; then 200 with its id
+        dry = {"uri": peer.url, "use_http_11": True, "dry_run": True}
+        preview = bare.admin_request("POST", "/deployments", dry)
+        assert preview.status_code == 201 and preview.json()["services"], preview.text
+        assert bare.admin_request("GET", "/deployments").json()["deployments"] == []
+        dep = register_peer(restate, bare, peer, "--use-http1.1")
+        again = bare.admin_request("POST", "/deployments", dry)
+        assert again.status_code == 200 and again.json()["id"] == dep, again.text
+        listed = restate.run("deployments", "list", "--extra", srv=bare).stdout
+        assert re.search(rf"{re.escape(peer.url)}/?\s+HTTP\s+Active\s+0\s+{dep}", listed), listed
+        for name in PEER_SERVICES:
+            assert f"- {name} [1]" in listed, listed
+        described = restate.run("deployments", "describe", dep, "--extra", srv=bare).stdout
+        assert_described(described, dep, peer)
+        assert re.search(r"Transport:\s+HTTP/1\.1", described), described
+        assert re.search(r"Protocol Style:\s+Request/Response", described), described
+        assert re.search(r"Status:\s+Active", described), described
+        services = restate.run("services", "list", srv=bare).stdout
+        for name in PEER_SERVICES:
+            assert re.search(rf"\b{name}\s+1\b.*{dep}", services), services
+        assert_remote_invocation_listed(restate, bare, dep, "Grace")
+        # --force registers the endpoint again: a new revision of each service, one deployment listed
+        forced = restate.run("deployments", "register", "--force", "--use-http1.1", peer.url, srv=bare).stdout
+        assert "already known to the server" in forced or "SERVICES THAT WILL BE UPDATED" in forced, forced
+        assert re.search(r"PeerGreeter\s+2\b", forced), forced
+        after = bare.admin_request("GET", "/deployments").json()["deployments"]
+        assert len(after) == 1 and {s["revision"] for s in after[0]["services"]} == {2}, after
+        unreachable = restate.run("deployments", "register", "http://127.0.0.1:1", srv=bare, ok=False)
+        assert (
+            unreachable.returncode != 0 and "cannot reach http://127.0.0.1:1/discover" in unreachable.stderr
+        )
+        removed = restate.run("deployments", "remove", "--force", after[0]["id"], srv=bare).stdout
+        assert f"Deployment {after[0]['id']} removed successfully" in removed, removed
+        gone = restate.run("deployments", "list", srv=bare)
+        assert "No deployments were found!" in gone.stdout + gone.stderr, gone
+    finally:
+        bare.kill()

@@ -14,8 +14,16 @@ from hypothesis import strategies as st
 from tests.backends import BACKENDS, DURABLE, Opener, opener
 from unbroken.admin.deployments import parse_register
 from unbroken.core import actions as a
+from unbroken.core import limits
 from unbroken.core import records as r
-from unbroken.core.deployments import DeployedHandler, DeployedService, Deployment, deployed_schemas
+from unbroken.core.deployments import (
+    DeployedHandler,
+    DeployedService,
+    Deployment,
+    decode_deployment,
+    deployed_schemas,
+    encode_deployment,
+)
 from unbroken.core.schema import (
     HandlerKind,
     HandlerSchema,
@@ -150,6 +158,30 @@ def test_a_register_body_as_the_restate_cli_sends_it() -> None:
         False,  # HTTP/2 unless asked, as Restate
         False,
     )
+
+
+def test_register_metadata_is_kept_and_bounded() -> None:
+    """``restate deployments register --metadata k=v`` (and the git labels the CLI adds from the env)."""
+    ask = parse_register({"uri": "http://a:9080", "metadata": {"team": "payments", "git.commit.sha": "abc"}})
+    assert ask.metadata == {"team": "payments", "git.commit.sha": "abc"}
+    assert parse_register({"uri": "http://a:9080", "metadata": {}}).metadata == {}
+    for bad, reason in (
+        ({"team": 1}, "expected an object of strings"),
+        (["team"], "expected an object of strings"),
+        ({f"k{i}": "v" for i in range(limits.deployment_metadata_entries_max + 1)}, "entries"),
+        ({"k": "v" * limits.deployment_metadata_bytes_max}, "bytes"),
+    ):
+        with pytest.raises(HttpError) as exc:
+            parse_register({"uri": "http://a:9080", "metadata": bad})
+        assert exc.value.status == 400 and "'metadata'" in exc.value.message and reason in exc.value.message
+
+
+def test_a_deployment_stored_before_metadata_existed_reads_back_without_any() -> None:
+    dep = _deployment("dp_1", "http://a:9080", "Counter")
+    labelled = msgspec.structs.replace(dep, metadata={"team": "payments"})
+    assert decode_deployment(encode_deployment(labelled)).metadata == {"team": "payments"}
+    old = msgspec.msgpack.encode({k: v for k, v in msgspec.to_builtins(dep).items() if k != "metadata"})
+    assert decode_deployment(old) == dep and decode_deployment(old).metadata == {}
 
 
 def test_routes_new_invocations_to_the_newest_deployment_and_pinned_ones_to_theirs() -> None:

@@ -323,10 +323,16 @@ class AdminApp(OperatorRoutes):
                 manifest.sdk_version,
                 ask.headers,
                 ask.use_http_11,
+                ask.metadata,
             )
             if ask.dry_run:
+                # as Restate (admin API v3+): 201 for a new deployment, 200 for one it would overwrite,
+                # named by the id the CLI then fetches to show what changes
+                if same_uri:
+                    dep = msgspec.structs.replace(dep, id=same_uri[0].id)
                 preview = Schemas(deployed_schemas([dep], self.engine.service_defaults))
-                await respond_json(req.send, 200, deps.register_response(dep, preview))
+                status = 200 if same_uri else 201
+                await respond_json(req.send, status, deps.register_response(dep, preview))
                 return
             replaces = tuple(d.id for d in same_uri)
             reply = await self.engine.request(lambda rid: r.RegisterDeployment(dep, replaces, rid))

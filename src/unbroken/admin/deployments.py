@@ -38,6 +38,7 @@ class RegisterRequest:
     headers: dict[str, str]
     use_http_11: bool
     dry_run: bool
+    metadata: dict[str, str]
 
 
 def _bad(field: str, reason: str) -> HttpError:
@@ -61,13 +62,17 @@ def parse_register(body: Any) -> RegisterRequest:
         raise _bad("uri", "expected an http:// or https:// URL without query or fragment")
     if len(uri) > limits.url_bytes_max:
         raise _bad("uri", f"longer than {limits.url_bytes_max} bytes")
-    headers = body.get("additional_headers") or {}
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise _bad("additional_headers", "expected an object of strings")
+    headers = _string_map(body, "additional_headers")
     if len(headers) > limits.header_count_max:
         raise _bad("additional_headers", f"more than {limits.header_count_max} headers")
+    metadata = _string_map(body, "metadata")
+    if len(metadata) > limits.deployment_metadata_entries_max:
+        raise _bad("metadata", f"more than {limits.deployment_metadata_entries_max} entries")
+    if (
+        sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+        > limits.deployment_metadata_bytes_max
+    ):
+        raise _bad("metadata", f"larger than {limits.deployment_metadata_bytes_max} bytes")
     flags = {}
     for name in ("force", "use_http_11", "dry_run", "breaking"):
         value = body.get(name)
@@ -80,7 +85,17 @@ def parse_register(body: Any) -> RegisterRequest:
         dict(headers),
         flags["use_http_11"] is True,  # as Restate: HTTP/2 (h2c prior knowledge) unless asked
         bool(flags["dry_run"]),
+        metadata,
     )
+
+
+def _string_map(body: dict[str, Any], field: str) -> dict[str, str]:
+    value = body.get(field) or {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _bad(field, "expected an object of strings")
+    return dict(value)
 
 
 def deployment_json(dep: Deployment, schemas: Schemas, detailed: bool) -> dict[str, Any]:
@@ -92,6 +107,7 @@ def deployment_json(dep: Deployment, schemas: Schemas, detailed: bool) -> dict[s
         "protocol_type": "RequestResponse" if dep.protocol_mode == "REQUEST_RESPONSE" else "BidiStream",
         "http_version": "HTTP/1.1" if dep.use_http_11 else "HTTP/2.0",
         "additional_headers": dep.headers,
+        **({"metadata": dep.metadata} if dep.metadata else {}),  # as Restate: only when there is some
         "created_at": rfc3339(dep.created_at_ms) or "",
         "min_protocol_version": dep.min_protocol_version,
         "max_protocol_version": dep.max_protocol_version,

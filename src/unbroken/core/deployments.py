@@ -59,6 +59,7 @@ class Deployment(msgspec.Struct, frozen=True, omit_defaults=True):
     sdk_version: str = ""
     headers: dict[str, str] = {}
     use_http_11: bool = True
+    metadata: dict[str, str] = {}  # the user's labels (``restate deployments register --metadata k=v``)
 
 
 _T = TypeVar("_T")

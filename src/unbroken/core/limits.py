@@ -37,6 +37,8 @@ object_key_bytes_max = 4096
 idempotency_key_bytes_max = 1024
 header_count_max = 100  # as hyper (Restate's HTTP stack): more is 431
 header_bytes_max = 64 * 1024  # all header names and values of one request together: more is 431
+deployment_metadata_entries_max = 100  # labels of one registered deployment (``metadata``)
+deployment_metadata_bytes_max = 64 * 1024  # all its keys and values together
 url_bytes_max = 32 * 1024  # the request target (path and query) as sent: more is 414
 duration_text_chars_max = 256  # a duration ("10s", "PT1H", ?delay=) longer than this is refused unparsed
 delay_ms_max = 10 * 365 * 24 * 3600 * 1000  # ?delay= of a send; a timer further out is refused (400)

@@ -100,6 +100,7 @@ def _inv_fields(data: bytes) -> dict[str, Any]:
         "last_failure": inv.last_failure,
         "last_failure_error_code": inv.last_failure_code,
         "journal_size": inv.journal_length,
+        "deployment_id": inv.deployment_id,  # the remote deployment it is pinned to (None: in-process)
         "completion_result": None if result is None else ("failure" if result.failure else "success"),
         "completion_failure": None if result is None else failure_text(result.failure),
         "suspended_waiting_for_completions": _json_list(inv.waiting_completions) if suspended else None,
@@ -213,6 +214,25 @@ def register_functions(conn: sqlite3.Connection, cache: DecodeCache, catalog: Ca
     conn.create_function("ub_utf8", 1, utf8, deterministic=True)
     conn.create_function("ub_services", 0, lambda: catalog().services_json())
     conn.create_function("ub_deployments", 0, lambda: catalog().deployments_json())
+    conn.create_function("ub_service_deployment", 1, _ServiceDeployments(catalog))
+
+
+class _ServiceDeployments:
+    """``ub_service_deployment(service)``: the id of the deployment serving ``service`` now (the in-process
+    one or a registered remote one), read from the catalog's ``sys_service`` rows, parsed again only when
+    the catalog hands a new text (it caches one per schema change)."""
+
+    def __init__(self, catalog: Callable[[], Catalog]) -> None:
+        self.catalog = catalog
+        self.text: str | None = None
+        self.by_name: dict[str, str | None] = {}
+
+    def __call__(self, service: str | None) -> str | None:
+        text = self.catalog().services_json()
+        if text is not self.text:
+            self.by_name = {row["name"]: row.get("deployment_id") for row in orjson.loads(text)}
+            self.text = text
+        return self.by_name.get(service) if service is not None else None
 
 
 # ------------------------------------------------------------------------------------------------ views
@@ -267,9 +287,10 @@ _INV_SPECIAL = {
     "created_at": ts("i.created_at"),
     "modified_at": ts("i.modified_at"),
 }
-# Every invocation runs in the one in-process deployment (a placeholder id until deployments can be
-# registered): a started one is pinned to it. Restate's columns Unbroken has no value for are NULL.
-_DEPLOYMENT_ID = "(SELECT json_extract(value, '$.id') FROM json_each(ub_deployments()) LIMIT 1)"
+# A started invocation is pinned to the remote deployment its first attempt ran on, or else runs in the
+# deployment serving its service now (the in-process one). Restate's columns Unbroken has no value for
+# are NULL.
+_DEPLOYMENT_ID = f"coalesce({_inv('deployment_id')}, ub_service_deployment(i.service))"
 _STARTED = "i.status NOT IN ('pending', 'scheduled')"
 _INV_EXTRA = {
     "pinned_deployment_id": f"CASE WHEN {_STARTED} THEN {_DEPLOYMENT_ID} END",
