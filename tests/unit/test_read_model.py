@@ -1,4 +1,4 @@
-"""The read model (``core.read_model``) over both stores: the same rows written through ``Transaction`` read
+"""The read model (``core.read_model``) over every store: the same rows written through ``Transaction`` read
 back the same through ``Snapshot``, and explain (which reads only through it) answers the same."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests import pg
 from unbroken.admin.explain import explain
 from unbroken.core import journal as j
 from unbroken.core.ids import InvocationId, awakeable_id
@@ -19,6 +20,8 @@ from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.memory import MemoryStore
 from unbroken.storage.memory_reads import MemoryReadModel
+from unbroken.storage.postgres import PostgresStore
+from unbroken.storage.postgres_reads import PostgresReadModel
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
 
@@ -29,7 +32,7 @@ def _id(n: int) -> str:
     return str(InvocationId.new(n, bytes([n]) * 16, NOW))
 
 
-HOLDER, QUEUED, SLEEPER, WAITER = _id(1), _id(2), _id(3), _id(4)
+HOLDER, QUEUED, SLEEPER, WAITER, DONE = _id(1), _id(2), _id(3), _id(4), _id(5)
 AWAKEABLE = awakeable_id(InvocationId.parse(WAITER), 17)
 
 
@@ -88,16 +91,31 @@ def _populate(store: Any) -> None:
         )
         txn.append_journal(WAITER, 0, inp, NOW)
         txn.append_journal(WAITER, 1, j.RunCommand(1, f"hand out {AWAKEABLE}"), NOW)
+        txn.put_invocation(
+            _inv(
+                DONE,
+                Target("Worker", "nap"),
+                svc,
+                Status.COMPLETED,
+                journal_length=1,
+                result=j.Result(b'"ok"'),
+                completed_at_ms=NOW,
+            )
+        )
+        txn.append_journal(DONE, 0, inp, NOW)
         txn.state_set("Counter", "k", "total", b"41")
         txn.put_promise("Counter", "k", "decision", Promise(j.Result(b'"yes"'), (Sink(HOLDER, 1),)))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def reads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]:
     if request.param == "memory":
         store = MemoryStore()
         _populate(store)
         yield MemoryReadModel(store)
+        return
+    if request.param == "postgres":
+        yield from _postgres_reads(tmp_path)
         return
     sqlite = SqliteStore(str(tmp_path / "data"), fsync=False)
     _populate(sqlite)
@@ -105,6 +123,25 @@ def reads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]
     yield model
     model.close()
     sqlite.close()
+
+
+def _postgres_reads(tmp_path: Path) -> Iterator[ReadModel]:
+    """The rows written by a store that then closes (its leases let go); read by a read model opened from
+    the URL alone, as ``unbroken replay-check --store`` does."""
+    pg.require()
+    schema = pg.schema_for(str(tmp_path))
+    url = pg.url_for(schema)
+    try:
+        store = PostgresStore(url, partitions=8, node="test-node")
+        try:
+            _populate(store)
+        finally:
+            store.close()
+        model = PostgresReadModel.at(url)
+        yield model
+        model.close()
+    finally:
+        pg.drop(schema)
 
 
 def _read(reads: ReadModel, fn: Any) -> Any:
@@ -134,6 +171,22 @@ def test_snapshot_reads(reads: ReadModel) -> None:
         assert s.journal_entry_containing(WAITER, b"nowhere") is None
 
     _read(reads, check)
+
+
+def test_in_flight_ids_page_through_the_invocations_not_completed(reads: ReadModel) -> None:
+    everything = _read(reads, lambda s: s.in_flight_ids(None, 100))
+    assert sorted(everything) == sorted([HOLDER, QUEUED, SLEEPER, WAITER])  # not DONE
+    paged: list[str] = []
+    after = None
+    for _ in range(10):
+        page = _read(reads, lambda s, after=after: s.in_flight_ids(after, 3))
+        assert len(page) <= 3
+        paged += page
+        if len(page) < 3:
+            break
+        after = page[-1]
+    assert paged == everything  # the same order, each once, page after page
+    assert _read(reads, lambda s: s.in_flight_ids(everything[-1], 3)) == []
 
 
 def test_explain_reads_through_the_model(reads: ReadModel) -> None:
