@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unbroken.config import Config
-from unbroken.core.read_model import ReadModel
+from unbroken.core.read_model import NoStoreError, ReadModel
 from unbroken.core.schema import (
     OnMaxAttempts,
     RetryPolicy,
@@ -156,6 +157,34 @@ def read_model(store: Store) -> ReadModel:
     if isinstance(store, PostgresStore):  # /query: the rows copied to SQLite, which has the views
         return PostgresReadModel(store.location, store.partitions, engine=query_rows)
     raise TypeError(f"no read model for {type(store).__name__}")
+
+
+def read_model_beside(data_dir: str | None = None, store_url: str | None = None) -> ReadModel:
+    """The typed reads of the store in ``data_dir`` (SQLite) or at ``store_url`` (PostgreSQL), for a tool
+    that runs beside a node, or while none runs (``unbroken replay-check``, ``unbroken invocations export``).
+    It opens no store: no SQLite writer, no PostgreSQL partition lease or epoch; every connection is
+    read-only. Exactly one of the two (else ``ValueError``, as for a URL that is not PostgreSQL's); raises
+    ``NoStoreError`` when nothing is there, ``StoreError`` when PostgreSQL cannot be read or holds a newer
+    schema, ``StartupError`` without the PostgreSQL driver."""
+    if (data_dir is None) == (store_url is None):
+        raise ValueError("give exactly one of a data dir (SQLite) or a store URL (PostgreSQL)")
+    if data_dir is not None:
+        path = os.path.join(data_dir, "unbroken.db")
+        if not os.path.exists(path):  # a read-only connection would fail with less to say
+            raise NoStoreError(f"no Unbroken store in {data_dir} (no unbroken.db)")
+        return SqliteReadModel(path)
+    assert store_url is not None
+    try:  # imported here: psycopg is the optional extra ``unbroken[postgres]``
+        from unbroken.storage.postgres_reads import PostgresReadModel
+        from unbroken.storage.postgres_schema import StoreVersionError
+    except ImportError as exc:
+        raise StartupError(
+            f"--store needs the PostgreSQL driver: pip install 'unbroken[postgres]' ({exc})"
+        ) from None
+    try:
+        return PostgresReadModel.at(store_url)
+    except StoreVersionError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def build_from_config(app: App, config: Config, parts: Parts | None = None) -> tuple[Node, Store]:

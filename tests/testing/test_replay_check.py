@@ -175,3 +175,15 @@ async def test_cli_replay_check_and_export(apps: dict[str, Path], tmp_path: Path
         _cli, "invocations", "export", inv, "--data-dir", str(tmp_path / "nowhere")
     )
     assert missing.returncode == 2 and "no Unbroken store" in missing.stderr
+
+
+def test_cli_takes_exactly_one_store(apps: dict[str, Path], tmp_path: Path) -> None:
+    both = _cli(
+        "replay-check", str(apps["v1"]), "--data-dir", str(tmp_path), "--store", "postgresql://x@h/db"
+    )
+    neither = _cli("invocations", "export", "inv_1cvAKV37zeqs5kDxikgWdLN7X0eaFrfUHv")
+    for out in (both, neither):
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "give exactly one of --data-dir DIR (a SQLite store) or --store URL" in out.stderr
+    not_pg = _cli("replay-check", str(apps["v1"]), "--store", str(tmp_path))
+    assert not_pg.returncode == 2 and "--store: a PostgreSQL URL like postgresql://" in not_pg.stderr

@@ -4,7 +4,6 @@ back the same through ``Snapshot``, and explain (which reads only through it) an
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.memory import MemoryStore
 from unbroken.storage.memory_reads import MemoryReadModel
+from unbroken.storage.postgres import PostgresStore
+from unbroken.storage.postgres_reads import PostgresReadModel
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.storage.sqlite_reads import SqliteReadModel
 
@@ -31,7 +32,7 @@ def _id(n: int) -> str:
     return str(InvocationId.new(n, bytes([n]) * 16, NOW))
 
 
-HOLDER, QUEUED, SLEEPER, WAITER = _id(1), _id(2), _id(3), _id(4)
+HOLDER, QUEUED, SLEEPER, WAITER, DONE = _id(1), _id(2), _id(3), _id(4), _id(5)
 AWAKEABLE = awakeable_id(InvocationId.parse(WAITER), 17)
 
 
@@ -90,6 +91,18 @@ def _populate(store: Any) -> None:
         )
         txn.append_journal(WAITER, 0, inp, NOW)
         txn.append_journal(WAITER, 1, j.RunCommand(1, f"hand out {AWAKEABLE}"), NOW)
+        txn.put_invocation(
+            _inv(
+                DONE,
+                Target("Worker", "nap"),
+                svc,
+                Status.COMPLETED,
+                journal_length=1,
+                result=j.Result(b'"ok"'),
+                completed_at_ms=NOW,
+            )
+        )
+        txn.append_journal(DONE, 0, inp, NOW)
         txn.state_set("Counter", "k", "total", b"41")
         txn.put_promise("Counter", "k", "decision", Promise(j.Result(b'"yes"'), (Sink(HOLDER, 1),)))
 
@@ -102,20 +115,7 @@ def reads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]
         yield MemoryReadModel(store)
         return
     if request.param == "postgres":
-        pg.require()
-        from unbroken.storage.postgres import PostgresStore
-        from unbroken.storage.postgres_reads import PostgresReadModel
-
-        schema = pg.schema_for(f"read-model-{uuid.uuid4()}")
-        postgres = PostgresStore(pg.url_for(schema), partitions=8, node="test-node")
-        try:
-            _populate(postgres)
-            pg_model = PostgresReadModel(postgres.location, postgres.partitions)
-            yield pg_model
-            pg_model.close()
-        finally:
-            postgres.close()
-            pg.drop(schema)
+        yield from _postgres_reads(tmp_path)
         return
     sqlite = SqliteStore(str(tmp_path / "data"), fsync=False)
     _populate(sqlite)
@@ -123,6 +123,25 @@ def reads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]
     yield model
     model.close()
     sqlite.close()
+
+
+def _postgres_reads(tmp_path: Path) -> Iterator[ReadModel]:
+    """The rows written by a store that then closes (its leases let go); read by a read model opened from
+    the URL alone, as ``unbroken replay-check --store`` does."""
+    pg.require()
+    schema = pg.schema_for(str(tmp_path))
+    url = pg.url_for(schema)
+    try:
+        store = PostgresStore(url, partitions=8, node="test-node")
+        try:
+            _populate(store)
+        finally:
+            store.close()
+        model = PostgresReadModel.at(url)
+        yield model
+        model.close()
+    finally:
+        pg.drop(schema)
 
 
 def _read(reads: ReadModel, fn: Any) -> Any:
@@ -163,10 +182,27 @@ def test_counts_for_metrics(reads: ReadModel) -> None:
             ("Counter", "add", "pending"): 1,
             ("Worker", "nap", "suspended"): 1,
             ("Worker", "wait", "suspended"): 1,
+            ("Worker", "nap", "completed"): 1,
         },
         inboxed=2,
         timers=1,
     )
+
+
+def test_in_flight_ids_page_through_the_invocations_not_completed(reads: ReadModel) -> None:
+    everything = _read(reads, lambda s: s.in_flight_ids(None, 100))
+    assert sorted(everything) == sorted([HOLDER, QUEUED, SLEEPER, WAITER])  # not DONE
+    paged: list[str] = []
+    after = None
+    for _ in range(10):
+        page = _read(reads, lambda s, after=after: s.in_flight_ids(after, 3))
+        assert len(page) <= 3
+        paged += page
+        if len(page) < 3:
+            break
+        after = page[-1]
+    assert paged == everything  # the same order, each once, page after page
+    assert _read(reads, lambda s: s.in_flight_ids(everything[-1], 3)) == []
 
 
 def test_explain_reads_through_the_model(reads: ReadModel) -> None:

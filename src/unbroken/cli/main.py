@@ -11,8 +11,8 @@ Operating a running server (over its admin API and ingress, see ``invocations.py
 
     unbroken invoke TARGET [JSON] [--send] [--delay D] [--idempotency-key K] [--header k:v]
     unbroken invocations list|describe|cancel|kill|purge|pause|resume ...
-    unbroken invocations export ID [--data-dir DIR] [-o FILE]
-    unbroken replay-check APP [--data-dir DIR]     # would the new code replay the in-flight journals?
+    unbroken invocations export ID --data-dir DIR|--store URL [-o FILE]
+    unbroken replay-check APP --data-dir DIR|--store URL   # would the new code replay the in-flight journals?
     unbroken explain ID
     unbroken state keys|get|set|clear ...
     unbroken services list|describe|config ...

@@ -133,6 +133,7 @@ cli_count_rows_max = 100_000
 # Test kit (unbroken.testing): how long a test waits before it reports instead of hanging
 testkit_idle_wait_s_max = 10.0  # wait_idle()/advance(): a handler still busy after this is named in the error
 testkit_replay_s_max = 10.0  # one invocation's dry replay (replay-check): a handler stuck outside ctx calls
+testkit_replay_ids_per_read_max = 500  # replay-check reads the in-flight invocations' ids a page at a time
 testkit_harness_start_s_max = 30.0  # test_harness(): the engine and both listeners up
 testkit_harness_stop_s_max = 10.0
 

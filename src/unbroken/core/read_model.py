@@ -46,6 +46,11 @@ EXPORT_COLUMNS: dict[str, tuple[str, ...]] = {
 Export = dict[str, list[tuple[Any, ...]]]
 
 
+class NoStoreError(LookupError):
+    """Nothing to read where the caller pointed: no SQLite file in the data dir, no store in that
+    PostgreSQL schema."""
+
+
 class QueryError(Exception):
     """A query the client got wrong or that hit a limit (answered 400 with this message)."""
 
@@ -111,6 +116,12 @@ class Snapshot(Protocol):
         ...
 
     def promise(self, service: str, key: str, name: str) -> Promise | None: ...
+    def in_flight_ids(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` ids of the invocations not completed, in an order of the backend's choosing that
+        stays the same between snapshots: the page after the invocation ``after`` (None: the first page).
+        The pre-deploy replay check walks the store with it, a page per snapshot."""
+        ...
+
     def counts(self) -> StoreCounts:
         """Counts over the whole store (a scan of the invocations: read at scrape time, not per request)."""
         ...

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from unbroken.core import journal as j
-from unbroken.core.invocation import Invocation
+from unbroken.core.invocation import Invocation, Status
 from unbroken.core.read_model import Catalog, InboxSpot, QueryAnswer, QueryError, Snapshot, StoreCounts
 from unbroken.core.txn import Promise, TimerKind
 from unbroken.storage.codec import decode_invocation, decode_promise
@@ -58,6 +58,14 @@ class MemorySnapshot:
     def promise(self, service: str, key: str, name: str) -> Promise | None:
         data = self.s.promises.get((service, key, name))
         return None if data is None else decode_promise(data)
+
+    def in_flight_ids(self, after: str | None, limit: int) -> list[str]:
+        ids = sorted(
+            i
+            for i, data in self.s.invocations.items()
+            if (after is None or i > after) and decode_invocation(data, i).status is not Status.COMPLETED
+        )
+        return ids[:limit]
 
     def counts(self) -> StoreCounts:
         invocations: dict[tuple[str, str, str], int] = {}

@@ -36,7 +36,14 @@ from unbroken.core.read_model import (
 )
 from unbroken.core.storage import Promise, TimerKind
 from unbroken.storage.codec import decode_invocation, decode_promise
-from unbroken.storage.postgres_schema import Location, connect, invocation_partition, key_partition
+from unbroken.storage.postgres_schema import (
+    Location,
+    connect,
+    invocation_partition,
+    key_partition,
+    parse_url,
+    read_partitions,
+)
 
 _T = TypeVar("_T")
 QUERY_UNSUPPORTED = (
@@ -56,6 +63,16 @@ class PostgresSnapshot:
 
     def _one(self, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         return self.conn.execute(query, params, binary=True).fetchone()
+
+    def in_flight_ids(self, after: str | None, limit: int) -> list[str]:
+        # by (part, id), the primary key: a page starts where the last one ended, on the index
+        start = (-1, "") if after is None else (invocation_partition(after, self.parts), after)
+        rows = self.conn.execute(
+            "SELECT id FROM invocation WHERE status <> 'completed' AND (part, id) > (%s, %s)"
+            " ORDER BY part, id LIMIT %s",
+            (*start, limit),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
 
     def counts(self) -> StoreCounts:
         rows = self.conn.execute(
@@ -147,6 +164,14 @@ class PostgresReadModel:
         self._query_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unbroken-query")
         self._query_conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._inflight = 0
+
+    @classmethod
+    def at(cls, url: str) -> PostgresReadModel:
+        """The typed reads of the store at ``url``, beside whatever node runs on it: unlike opening a
+        ``PostgresStore`` this takes no partition lease, bumps no epoch and creates or migrates nothing
+        (every connection is READ ONLY). Errors as ``read_partitions``; ``ValueError`` for a bad URL."""
+        location = parse_url(url)
+        return cls(location, read_partitions(location))
 
     async def read(self, fn: Callable[[Snapshot], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn)

@@ -24,6 +24,8 @@ from psycopg import sql
 
 from unbroken.core import limits
 from unbroken.core.ids import InvalidId, InvocationId, partition_key_for_key
+from unbroken.core.read_model import NoStoreError
+from unbroken.core.storage import StoreError
 
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "unbroken"
@@ -176,6 +178,34 @@ def _prepare(conn: psycopg.Connection[tuple[object, ...]], location: Location, p
         (count,),
     )
     return count
+
+
+def read_partitions(location: Location) -> int:
+    """The partition count of the store at ``location``, read in a READ ONLY transaction: nothing is created
+    or migrated (for tools reading beside a running node). ``NoStoreError`` when the schema holds no store,
+    :class:`StoreVersionError` for a newer one, ``StoreError`` when the server cannot be reached."""
+    try:
+        conn = connect(location, autocommit=False)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to {location.describe()}: {str(exc).strip()}") from None
+    try:
+        conn.read_only = True
+        if conn.execute("SELECT to_regclass('meta') IS NULL").fetchone() == (True,):
+            raise NoStoreError(f"no Unbroken store at {location.describe()}")
+        meta = {str(k): str(v) for k, v in conn.execute("SELECT k, v FROM meta").fetchall()}
+        if "partitions" not in meta:
+            raise NoStoreError(f"no Unbroken store at {location.describe()} (its meta table is not ours)")
+        version = int(meta.get("schema_version", SCHEMA_VERSION))
+        if version > SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"the database {location.describe()} holds store schema {version}, this Unbroken knows up to "
+                f"{SCHEMA_VERSION}: run a newer Unbroken"
+            )
+        return int(meta["partitions"])
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot read {location.describe()}: {str(exc).strip()}") from None
+    finally:
+        conn.close()
 
 
 def partition_of_key(partition_key: int, partitions: int) -> int:

@@ -76,6 +76,14 @@ class SqliteSnapshot:
         ).fetchone()
         return None if row is None else decode_promise(bytes(row[0]))
 
+    def in_flight_ids(self, after: str | None, limit: int) -> list[str]:
+        # by id (its UNIQUE index), so a page starts where the last one ended without counting past rows
+        rows = self.conn.execute(
+            "SELECT id FROM main.invocation WHERE status != 'completed' AND id > ? ORDER BY id LIMIT ?",
+            ("" if after is None else after, limit),
+        )
+        return [str(row[0]) for row in rows]
+
     def counts(self) -> StoreCounts:
         rows = self.conn.execute(
             "SELECT service, handler, status, count(*) FROM main.invocation GROUP BY service, handler, status"

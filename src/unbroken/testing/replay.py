@@ -14,17 +14,18 @@ attempt's sink only listens). The replay of one invocation ends when the handler
 
 Code outside ``ctx`` calls runs as in any replay: a handler doing I/O without ``ctx.run`` does it here too.
 
-Journals come from a data dir (``unbroken replay-check APP --data-dir DIR``: the invocations not completed)
-or from a file ``unbroken invocations export ID`` wrote (``check_journal`` in a test).
+Journals come from a store (``unbroken replay-check APP --data-dir DIR | --store URL``: the invocations not
+completed), read through its read model beside a running node (no lease, no write), or from a file
+``unbroken invocations export ID`` wrote (``check_journal`` in a test).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
-import os
-import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,14 @@ from unbroken.config import Config
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.limits import journal_entries_max
+from unbroken.core.read_model import ReadModel, Snapshot
 from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.protocol.transport import AttemptStart
 from unbroken.sdk.app import App
 from unbroken.sdk.attempt import Attempt, describe_entry
 from unbroken.sdk.local import LocalTransport
-from unbroken.storage.sqlite import connect
-from unbroken.storage.sqlite_snapshot import SqliteSnapshot
 from unbroken.testing.tracking import settle
-from unbroken.wiring import app_schemas
+from unbroken.wiring import app_schemas, read_model_beside
 
 EXPORT_FORMAT = "unbroken.journal/1"
 _NO_SUSPENSION_MS = 24 * 3600 * 1000  # a dry replay never suspends: it is stopped when it waits
@@ -127,15 +127,7 @@ class ExportedInvocation:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _snapshot(data_dir: str) -> tuple[sqlite3.Connection, SqliteSnapshot]:
-    path = os.path.join(data_dir, "unbroken.db")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no Unbroken store in {data_dir} (no unbroken.db)")
-    conn = connect(path, readonly=True)
-    return conn, SqliteSnapshot(conn)
-
-
-def _exported(snapshot: SqliteSnapshot, invocation_id: str) -> ExportedInvocation | None:
+def _exported(snapshot: Snapshot, invocation_id: str) -> ExportedInvocation | None:
     inv = snapshot.invocation(invocation_id)
     if inv is None:
         return None
@@ -155,30 +147,44 @@ def _exported(snapshot: SqliteSnapshot, invocation_id: str) -> ExportedInvocatio
     )
 
 
-def export_invocation(data_dir: str, invocation_id: str) -> ExportedInvocation:
-    """The journal (and what replaying it needs) of one invocation of the store in ``data_dir``."""
-    conn, snapshot = _snapshot(data_dir)
+async def export_invocation(
+    invocation_id: str, data_dir: str | None = None, *, store: str | None = None
+) -> ExportedInvocation:
+    """The journal (and what replaying it needs) of one invocation of the store in ``data_dir`` (SQLite)
+    or at ``store`` (a PostgreSQL URL); ``KeyError`` if it holds no such invocation."""
+    reads = read_model_beside(data_dir, store)
     try:
-        exported = _exported(snapshot, invocation_id)
+        return await export_from(reads, invocation_id)
     finally:
-        conn.close()
+        reads.close()
+
+
+async def export_from(reads: ReadModel, invocation_id: str) -> ExportedInvocation:
+    """``export_invocation`` on a read model (``wiring.read_model_beside``) the caller closes."""
+    exported = await reads.read(functools.partial(_exported, invocation_id=invocation_id))
     if exported is None:
-        raise KeyError(f"no invocation {invocation_id} in {data_dir}")
+        raise KeyError(f"no invocation {invocation_id} in that store")
     return exported
 
 
-def in_flight(data_dir: str) -> list[ExportedInvocation]:
-    """Every invocation of the store in ``data_dir`` that has not completed and has a journal."""
-    conn, snapshot = _snapshot(data_dir)
-    try:
-        ids = [
-            str(r[0])
-            for r in conn.execute("SELECT id FROM invocation WHERE status != 'completed' ORDER BY seq")
-        ]
-        found = (_exported(snapshot, i) for i in ids)
-        return [e for e in found if e is not None and e.journal]
-    finally:
-        conn.close()
+async def in_flight(reads: ReadModel) -> AsyncIterator[ExportedInvocation]:
+    """Every invocation of the store behind ``reads`` that has not completed and has a journal: a page
+    of ids per snapshot, then each invocation in a snapshot of its own (its journal and state agree)."""
+    page = limits.testkit_replay_ids_per_read_max
+    after: str | None = None
+    while True:
+        ids = await reads.read(functools.partial(_in_flight_ids, after=after, limit=page))
+        for invocation_id in ids:
+            exported = await reads.read(functools.partial(_exported, invocation_id=invocation_id))
+            if exported is not None and exported.journal:  # completed meanwhile: gone, or no journal yet
+                yield exported
+        if len(ids) < page:
+            return
+        after = ids[-1]
+
+
+def _in_flight_ids(snapshot: Snapshot, after: str | None, limit: int) -> list[str]:
+    return snapshot.in_flight_ids(after, limit)
 
 
 # ------------------------------------------------------------------------------------------ replaying
@@ -306,15 +312,29 @@ async def check_journal(
     return await replay_one(app, exported)
 
 
-async def replay_check(app: App, data_dir: str) -> tuple[int, list[Divergence]]:
-    """Replay every in-flight invocation of ``data_dir`` against ``app``: (how many, the divergent ones)."""
-    found = in_flight(data_dir)
+async def replay_check(
+    app: App, data_dir: str | None = None, *, store: str | None = None
+) -> tuple[int, list[Divergence]]:
+    """Replay every in-flight invocation of the store in ``data_dir`` (SQLite) or at ``store`` (a PostgreSQL
+    URL) against ``app``: (how many, the divergent ones). Read-only: a node may run on the store meanwhile
+    (on PostgreSQL no partition lease is taken, no epoch bumped)."""
+    reads = read_model_beside(data_dir, store)
+    try:
+        return await replay_reads(app, reads)
+    finally:
+        reads.close()
+
+
+async def replay_reads(app: App, reads: ReadModel) -> tuple[int, list[Divergence]]:
+    """``replay_check`` on a read model (``wiring.read_model_beside``) the caller closes."""
+    total = 0
     out = []
-    for exported in found:
+    async for exported in in_flight(reads):
+        total += 1
         try:
             verdict = await replay_one(app, exported)
         except TimeoutError as exc:
             verdict = Divergence(exported.invocation_id, str(exported.target), str(exc))
         if verdict is not None:
             out.append(verdict)
-    return len(found), out
+    return total, out
