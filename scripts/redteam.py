@@ -54,7 +54,8 @@ class Ctx:
     def adm(
         self, method: str, path: str, json: Any = None, token: bool = True, timeout: float = 30
     ) -> httpx.Response:
-        h = self.auth if token else {}
+        # JSON answers: /query answers Arrow IPC unless asked for JSON (as Restate's does)
+        h = {"accept": "application/json", **(self.auth if token else {})}
         return httpx.request(method, f"{self.srv.admin}{path}", json=json, headers=h, timeout=timeout)
 
     def query(self, sql: str, timeout: float = 30) -> httpx.Response:
