@@ -189,7 +189,6 @@ class Invoker:
         self.running: dict[str, _Running] = {}
         self._loop = asyncio.get_running_loop()
         self._watchdog: asyncio.TimerHandle | None = None  # one timer for every running attempt
-        self._watchdog_at = 0.0
         # the live awakeable count of any invocation's running attempt: this invoker's own, unless the node
         # leads several partitions (then the one running it, see ``Node``)
         self.live_awakeables_of: Callable[[str], int] = self.live_awakeables
@@ -290,10 +289,9 @@ class Invoker:
         all, armed for the earliest deadline: an attempt started after another has a later one, so starting
         an attempt arms nothing (a timer per attempt cost ~1% of a short call's instructions)."""
         if self._watchdog is not None:
-            if self._watchdog_at <= deadline:
+            if self._watchdog.when() <= deadline:
                 return
             self._watchdog.cancel()
-        self._watchdog_at = deadline
         self._watchdog = self._loop.call_at(deadline, self._watch)
 
     def _watch(self) -> None:
