@@ -63,6 +63,11 @@ _AWAKEABLE_B64_LEN: Final = 38  # ceil(28 * 4 / 3), no padding
 
 _DEPLOYMENT_PREFIX: Final = "dp_1"
 
+# Enum members named through their class cost ~170 ns each on Python 3.11 (EnumType defines
+# ``__getattr__``, which sends every attribute lookup on the class through a slow hook): the per-call
+# code reads module constants instead (docs/architecture.md, "What a call may cost").
+_WORKFLOW: Final = HandlerKind.WORKFLOW
+
 
 class InvalidId(ValueError):
     """Raised when a string or byte sequence is not a valid id of the expected kind."""
@@ -262,7 +267,7 @@ def _deterministic_id(
 ) -> str | None:
     """The id fixed by the request itself: a workflow run's (by its key, before any idempotency key) or
     an idempotent call's; ``None`` when the invocation needs a new one."""
-    if handler_kind is HandlerKind.WORKFLOW:
+    if handler_kind is _WORKFLOW:
         if target.key is None:
             raise InvalidId(f"workflow target {target} without a key")
         return workflow_invocation_id(target.service, target.key)

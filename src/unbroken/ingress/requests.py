@@ -10,7 +10,7 @@ checks, awakeable ids, the answers' shapes) is what both the real ingress and th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, assert_never
+from typing import Any, Final, assert_never
 from urllib.parse import parse_qsl, quote
 
 import orjson
@@ -66,15 +66,24 @@ def path_of(target: Target, send: bool = False) -> str:
     return "/" + "/".join(quote(p, safe="") for p in parts) + ("/send" if send else "")
 
 
+# Enum members named through their class cost ~170 ns each on Python 3.11 (EnumType defines
+# ``__getattr__``, which sends every attribute lookup on the class through a slow hook): the per-call
+# code reads module constants instead (docs/architecture.md, "What a call may cost").
+_HEALTH: Final = RouteKind.HEALTH
+_AWAKEABLE: Final = RouteKind.AWAKEABLE
+_ACCEPTED: Final = r.ReplyMode.ACCEPTED
+_RESULT: Final = r.ReplyMode.RESULT
+
+
 def route_request(request: Request, schemas: Schemas) -> Route:
     """Where the request goes (raises :class:`HttpError` for an unknown path or a method it does not take);
     decided before the body is read, so a wrong request is answered without reading it."""
     route = parse_route(request.path, schemas)
-    if route.kind is RouteKind.HEALTH:
+    if route.kind is _HEALTH:
         return route
     if request.method not in ("GET", "POST"):
         raise HttpError(405, "method not allowed")
-    if route.kind is RouteKind.AWAKEABLE:
+    if route.kind is _AWAKEABLE:
         if request.method != "POST":
             raise HttpError(405, "method not allowed: awakeables are resolved with POST")
         awakeable_signal(route)
@@ -153,7 +162,7 @@ def submission(request: Request, route: Route, body: bytes, now_ms: int, fresh: 
     invocation_id = invocation_id_for(target, handler.kind, idem, fresh, now_ms)
     execute_at = now_ms + delay_ms if delay_ms else 0
     seed = int.from_bytes(fresh[FRESH_ID_BYTES:FRESH_BYTES], "big")
-    mode = r.ReplyMode.ACCEPTED if route.send else r.ReplyMode.RESULT
+    mode = _ACCEPTED if route.send else _RESULT
     headers = _forwarded_headers(request)
     return Submission(
         invocation_id, target, body, headers, idem, execute_at, mode, seed, handler.content_type

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Final
 from urllib.parse import unquote
 
 import msgspec
@@ -21,6 +22,12 @@ class RouteKind(enum.Enum):
     OUTPUT = "output"  # its result now, or 470 if not completed
     AWAKEABLE = "awakeable"
     HEALTH = "health"
+
+
+# Enum members named through their class cost ~170 ns each on Python 3.11 (EnumType defines
+# ``__getattr__``, which sends every attribute lookup on the class through a slow hook): the per-call
+# code reads module constants instead (docs/architecture.md, "What a call may cost").
+_INVOKE: Final = RouteKind.INVOKE
 
 
 class AwakeableAction(enum.Enum):
@@ -102,11 +109,11 @@ def _invoke_route(parts: list[str], schemas: Schemas) -> Route:
         if len(key.encode("utf-8", "surrogateescape")) > limits.object_key_bytes_max:
             raise HttpError(400, f"object key too long: at most {limits.object_key_bytes_max} bytes")
         handler = _handler(parts[0], name, handlers)
-        return Route(RouteKind.INVOKE, Target(parts[0], name, key), handler, send)
+        return Route(_INVOKE, Target(parts[0], name, key), handler, send)
     if len(rest) != 1:
         raise HttpError(400, _BAD_PATH)
     handler = _handler(parts[0], rest[0], handlers)
-    return Route(RouteKind.INVOKE, Target(parts[0], rest[0]), handler, send)
+    return Route(_INVOKE, Target(parts[0], rest[0]), handler, send)
 
 
 def _kind_name(kind: ServiceKind) -> str:

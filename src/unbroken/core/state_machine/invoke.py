@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from unbroken.core import records as r
 from unbroken.core.actions import (
@@ -21,6 +22,15 @@ from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import TimerKind
 
+# Enum members named through their class cost ~170 ns each on Python 3.11 (EnumType defines
+# ``__getattr__``, which sends every attribute lookup on the class through a slow hook): the per-call
+# code reads module constants instead (docs/architecture.md, "What a call may cost").
+_RESULT: Final = r.ReplyMode.RESULT
+_ACCEPTED: Final = r.ReplyMode.ACCEPTED
+_SCHEDULED: Final = Status.SCHEDULED
+_WORKFLOW: Final = HandlerKind.WORKFLOW
+_COMPLETED: Final = Status.COMPLETED
+
 
 def on_invoke(step: Step, rec: r.Invoke) -> None:
     existing = step.load(rec.invocation_id)
@@ -31,7 +41,7 @@ def on_invoke(step: Step, rec: r.Invoke) -> None:
     if svc is None or rec.target.handler not in svc.handlers:
         step.reply(rec.request_id, NotFound(rec.invocation_id))
         return
-    if rec.reply is r.ReplyMode.RESULT:
+    if rec.reply is _RESULT:
         step.emit(AwaitCompletion(rec.request_id, rec.invocation_id))
     inv = create(
         step,
@@ -47,18 +57,18 @@ def on_invoke(step: Step, rec: r.Invoke) -> None:
         invoked_by_id=None,
         sinks=[],
     )
-    if rec.reply is r.ReplyMode.ACCEPTED:
+    if rec.reply is _ACCEPTED:
         step.reply(rec.request_id, Accepted(inv.id, inv.execute_at_ms))
 
 
 def _answer_duplicate(step: Step, existing: Invocation, rec: r.Invoke) -> None:
     """Same id again: an idempotent request repeated, or a workflow key run a second time."""
-    if rec.reply is r.ReplyMode.ACCEPTED:
+    if rec.reply is _ACCEPTED:
         step.reply(rec.request_id, PreviouslyAccepted(existing.id))
-    elif rec.reply is r.ReplyMode.RESULT:
-        if existing.handler_kind is HandlerKind.WORKFLOW and rec.idempotency_key is None:
+    elif rec.reply is _RESULT:
+        if existing.handler_kind is _WORKFLOW and rec.idempotency_key is None:
             step.reply(rec.request_id, WorkflowAlreadyInvoked(existing.id))
-        elif existing.status is Status.COMPLETED:
+        elif existing.status is _COMPLETED:
             if existing.result is None:
                 violated(f"{existing.id}: completed without a result")
             step.reply(rec.request_id, Output(existing.id, existing.result, existing.expires_at_ms))
@@ -88,7 +98,7 @@ def create(
         target=target,
         service_kind=svc.kind,
         handler_kind=handler.kind,
-        status=Status.SCHEDULED,
+        status=_SCHEDULED,
         created_at_ms=step.now_ms,
         modified_at_ms=step.now_ms,
         random_seed=random_seed,

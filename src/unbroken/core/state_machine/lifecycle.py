@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
 from unbroken.core import records as r
@@ -13,6 +15,19 @@ from unbroken.core.schema import HandlerKind, OnMaxAttempts
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import TimerKind
 
+# Enum members named through their class cost ~170 ns each on Python 3.11 (EnumType defines
+# ``__getattr__``, which sends every attribute lookup on the class through a slow hook): the per-call
+# code reads module constants instead (docs/architecture.md, "What a call may cost").
+_RUNNING: Final = Status.RUNNING
+_COMPLETED: Final = Status.COMPLETED
+_EXCLUSIVE: Final = HandlerKind.EXCLUSIVE
+_WORKFLOW: Final = HandlerKind.WORKFLOW
+_PENDING: Final = Status.PENDING
+_SUSPENDED: Final = Status.SUSPENDED
+_BACKING_OFF: Final = Status.BACKING_OFF
+_PAUSED: Final = Status.PAUSED
+_SCHEDULED: Final = Status.SCHEDULED
+
 KILLED = Failure(409, "killed")
 CANCELLED = Failure(409, "cancelled")
 
@@ -23,7 +38,7 @@ def arm_timer(step: Step, fire_at_ms: int, kind: TimerKind, invocation_id: str, 
 
 
 def _takes_lock(inv: Invocation) -> bool:
-    return inv.handler_kind is HandlerKind.EXCLUSIVE or inv.handler_kind is HandlerKind.WORKFLOW
+    return inv.handler_kind is _EXCLUSIVE or inv.handler_kind is _WORKFLOW
 
 
 def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None) -> None:
@@ -39,7 +54,7 @@ def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
         if holder is not None:
             if holder == inv.id:
                 violated(f"{inv.id} already holds its lock")
-            inv.status = Status.PENDING
+            inv.status = _PENDING
             step.save(inv)
             step.txn.inbox_push(inv.target.service, key, inv.id, step.now_ms)
             return
@@ -49,7 +64,7 @@ def admit(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None)
 
 def start(step: Step, inv: Invocation, journal: tuple[Entry, ...] | None = None) -> None:
     """Begin a new attempt: the runtime replays the journal and continues the handler."""
-    inv.status = Status.RUNNING
+    inv.status = _RUNNING
     inv.attempts += 1
     if not inv.running_at_ms:
         inv.running_at_ms = step.now_ms
@@ -81,16 +96,16 @@ def append(step: Step, inv: Invocation, entry: object) -> int:
 def notify(step: Step, invocation_id: str, notification: Notification) -> None:
     """Store a notification in an invocation's journal and wake the invocation if it waits on it."""
     inv = step.load(invocation_id)
-    if inv is None or inv.status is Status.COMPLETED:
+    if inv is None or inv.status is _COMPLETED:
         return
     signalled = notification.signal_idx or notification.signal_name
     if signalled and has_signal(step, inv, notification.signal_idx, notification.signal_name):
         return  # a signal (awakeable, cancel, named) completes once; repeats are ignored
     append(step, inv, notification)
-    if inv.status is Status.RUNNING:
+    if inv.status is _RUNNING:
         step.save(inv)
         step.emit(Deliver(inv.id, inv.attempts, notification))
-    elif inv.status is Status.SUSPENDED and _wakes(inv, notification):
+    elif inv.status is _SUSPENDED and _wakes(inv, notification):
         start(step, inv)
     else:
         step.save(inv)
@@ -120,7 +135,7 @@ def has_signal(step: Step, inv: Invocation, signal_idx: int, signal_name: str = 
 def complete(step: Step, inv: Invocation, result: Result) -> None:
     """Finish an invocation: store the result, release the lock, answer callers and waiters."""
     svc = step.service(inv.target.service)
-    inv.status = Status.COMPLETED
+    inv.status = _COMPLETED
     inv.result = result
     inv.completed_at_ms = step.now_ms
     inv.waiting_completions = []
@@ -129,7 +144,7 @@ def complete(step: Step, inv: Invocation, result: Result) -> None:
     if svc is not None:
         retention = (
             svc.workflow_completion_retention_ms
-            if inv.handler_kind is HandlerKind.WORKFLOW
+            if inv.handler_kind is _WORKFLOW
             else svc.idempotency_retention_ms
         )
         inv.expires_at_ms = step.now_ms + retention
@@ -157,14 +172,14 @@ def release_lock(step: Step, inv: Invocation) -> None:
     step.txn.set_lock_holder(inv.target.service, key, next_id)
     if next_id is not None:
         nxt = step.load(next_id)
-        if nxt is None or nxt.status is not Status.PENDING:
+        if nxt is None or nxt.status is not _PENDING:
             violated(f"inbox held {next_id} in a bad state")
         start(step, nxt)
 
 
 def add_sink(step: Step, inv: Invocation, sink: Sink) -> None:
     """Someone waits for ``inv``'s result: answer now if done, else remember them."""
-    if inv.status is Status.COMPLETED:
+    if inv.status is _COMPLETED:
         if inv.result is None:
             violated(f"{inv.id}: completed without a result")
         notify(step, sink.invocation_id, Notification("call", sink.completion_id, 0, inv.result))
@@ -186,7 +201,7 @@ def note_awakeables(inv: Invocation, reported: int | None) -> None:
 def fenced(step: Step, invocation_id: str, attempt: int) -> Invocation | None:
     """The invocation if ``attempt`` is its current running attempt, else None (a zombie's record)."""
     inv = step.load(invocation_id)
-    if inv is None or inv.status is not Status.RUNNING or inv.attempts != attempt:
+    if inv is None or inv.status is not _RUNNING or inv.attempts != attempt:
         return None
     return inv
 
@@ -206,7 +221,7 @@ def on_suspended(step: Step, rec: r.AttemptSuspended) -> None:
         if isinstance(entry, Notification) and _wakes(inv, entry):
             start(step, inv)  # what it waits on arrived while it was suspending
             return
-    inv.status = Status.SUSPENDED
+    inv.status = _SUSPENDED
     step.save(inv)
     step.emit(Log(inv.id, "suspended"))
 
@@ -245,7 +260,7 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
         # The first failure since the cancel (cancel resets the count) or since progress: an attempt that
         # failed before it saw the cancel must not wait out a backoff. Later ones back off as usual.
         delay = 0
-    inv.status = Status.BACKING_OFF
+    inv.status = _BACKING_OFF
     inv.next_retry_at_ms = step.now_ms + delay
     step.save(inv)
     arm_timer(step, inv.next_retry_at_ms, TimerKind.RETRY, inv.id, 0)
@@ -259,7 +274,7 @@ def on_failed(step: Step, rec: r.AttemptFailed) -> None:
 
 
 def _pause(step: Step, inv: Invocation, message: str) -> None:
-    inv.status = Status.PAUSED
+    inv.status = _PAUSED
     step.save(inv)
     step.emit(Log(inv.id, f"{message}; resume it with `unbroken invocations resume {inv.id}`", warning=True))
 
@@ -280,14 +295,14 @@ def on_timer(step: Step, rec: r.TimerFired) -> None:
     inv = step.load(timer.invocation_id)
     if inv is None:
         return
-    if timer.kind is TimerKind.INVOKE and inv.status is Status.SCHEDULED:
+    if timer.kind is TimerKind.INVOKE and inv.status is _SCHEDULED:
         inv.execute_at_ms = 0
         admit(step, inv)
-    elif timer.kind is TimerKind.RETRY and inv.status is Status.BACKING_OFF:
+    elif timer.kind is TimerKind.RETRY and inv.status is _BACKING_OFF:
         start(step, inv)
 
 
 def on_recover(step: Step, rec: r.Recover) -> None:
     inv = step.load(rec.invocation_id)
-    if inv is not None and inv.status is Status.RUNNING:
+    if inv is not None and inv.status is _RUNNING:
         start(step, inv)
