@@ -125,8 +125,9 @@ class DeploymentEndpoint:
         if svc is None or handler not in svc.handlers:
             await _answer(send, 404, f"no handler {service}/{handler} in this deployment".encode())
             return
-        if self._transport is None:
-            self._transport = LocalTransport(self.services, _now_ms, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if self._transport is None or self._transport.loop is not loop:  # one per serving loop
+            self._transport = LocalTransport(self.services, _now_ms, loop)
         await _Invocation(self._transport, svc.kind, version, service, handler).serve(receive, send)
 
 
