@@ -298,3 +298,12 @@ async def test_mounted_in_fastapi() -> None:
         assert ran.status_code == 200
         assert [fr.type for fr in f.decode_frames(ran.content)] == [f.SLEEP, f.SUSPENSION]
         assert (await client.get("/restate/health")).json() == {"status": "ok"}
+
+
+async def test_identity_keys_are_refused_not_ignored() -> None:
+    """Request signing is not built: a deployment given keys must not serve unsigned requests."""
+    signed = unbroken.app([svc], identity_keys=["publickeyv1_x"]).deployment()
+    call = Call(signed, "GET", "/discover", {"accept": ALL})
+    call.feed(b"", False)
+    await call.run()
+    assert call.status == 501 and b"identity_keys" in call.body

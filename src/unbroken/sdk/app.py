@@ -40,7 +40,9 @@ class App:
         if self._deployment is None:
             from unbroken.sdk.deployment import DeploymentEndpoint
 
-            self._deployment = DeploymentEndpoint(self.services, self.options.get("protocol"))
+            self._deployment = DeploymentEndpoint(
+                self.services, self.options.get("protocol"), self.options.get("identity_keys")
+            )
         return self._deployment
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

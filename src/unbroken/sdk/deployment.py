@@ -73,9 +73,19 @@ class DeploymentEndpoint:
     """The protocol side of an App (``App.deployment()``): ``/discover``, ``/invoke/{service}/{handler}``
     and ``/health``; anything else is 404. Its lifespan starts nothing: the server keeps the state."""
 
-    def __init__(self, services: list[_ServiceBase], protocol: str | None = None) -> None:
+    def __init__(
+        self, services: list[_ServiceBase], protocol: str | None = None, identity_keys: Any = None
+    ) -> None:
         if protocol not in _MODES:
             raise ValueError(f"protocol must be 'bidi', 'request_response' or None, not {protocol!r}")
+        # Request signing is not built: with keys given, serving unsigned requests would be the opposite of
+        # what was asked, so the protocol's routes refuse (501) instead.
+        self.refused = (
+            b"request signing (identity_keys) is not supported by Unbroken yet: this deployment refuses "
+            b"every request rather than accept unsigned ones"
+            if identity_keys
+            else None
+        )
         self.services = services
         self.mode = _MODES[protocol]
         self.kinds = {s.name: s.kind for s in services}
@@ -89,7 +99,9 @@ class DeploymentEndpoint:
             return
         segments = [unquote(s) for s in scope["path"].split("/") if s]
         method = scope["method"]
-        if segments[-1:] == ["discover"] and method == "GET":
+        if self.refused is not None and segments[-1:] != ["health"]:
+            await _answer(send, 501, self.refused)
+        elif segments[-1:] == ["discover"] and method == "GET":
             await self._discover(scope, send)
         elif segments[-1:] == ["health"] and method == "GET":
             await _answer(send, 200, b'{"status":"ok"}', b"application/json")
