@@ -10,6 +10,9 @@ every attempt over its service protocol. Each test runs twice:
 
 Restate's inactivity timeout is 1 s here, so that a handler waiting longer suspends over HTTP/2 too. Without
 npm or its registry the tests skip, saying so, except in CI (``CI=true``), where they fail.
+
+The same tests also run with ``unbroken serve`` (no APP) in Restate's place: Unbroken's server side of the
+protocol (``protocol/remote.py``) driving Unbroken's SDK side.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import ROOT, free_port, unique_key, wait_until
+from tests.harness import ROOT, Server, free_port, unique_key, wait_until
 
 MODES = ["h2", "http1.1"]
+SERVERS = ["restate", "unbroken"]
+QUIET = {"RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT": "1s"}
 APP = "tests.apps.unbroken_on_restate"
 
 
@@ -81,7 +86,7 @@ class RestateServer(Process):
             "RESTATE_BIND_ADDRESS": f"127.0.0.1:{node}",
             "RESTATE_ADVERTISED_ADDRESS": f"http://127.0.0.1:{node}",
             "RESTATE_DEFAULT_NUM_PARTITIONS": "1",
-            "RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT": "1s",
+            **QUIET,
             "RESTATE_DEFAULT_RETRY_POLICY__INITIAL_INTERVAL": "100ms",
         }
         super().__init__([binary, "--no-logo"], base / "restate.log", env, base)
@@ -131,6 +136,17 @@ class RestateServer(Process):
         return rows[0]["status"] if rows else None
 
 
+class UnbrokenServer(RestateServer):
+    """``unbroken serve`` without an APP, in Restate's place (the same calls)."""
+
+    def __init__(self, base: Path) -> None:  # not RestateServer.__init__: a harness Server underneath
+        self.server = Server(None, base / "unbroken-data", env=QUIET).start()
+        self.ingress, self.admin = self.server.ingress, self.server.admin
+
+    def stop(self) -> None:
+        self.server.kill()
+
+
 class Deployment(Process):
     """The Unbroken App: hypercorn (h2c and HTTP/1.1) serving it whole, or uvicorn (HTTP/1.1) serving
     ``app.deployment()``."""
@@ -172,9 +188,9 @@ class Deployment(Process):
         return sum(1 for row in rows if row["step"] == step)
 
 
-@pytest.fixture(scope="module")
-def binary() -> str:
-    return _restate_server_binary()
+@pytest.fixture(scope="module", params=SERVERS)
+def server_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -184,12 +200,13 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def setup(
-    binary: str, mode: str, tmp_path_factory: pytest.TempPathFactory
+    server_kind: str, mode: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RestateServer, Deployment]]:
-    base = tmp_path_factory.mktemp(f"on-restate-{mode}")
+    binary = _restate_server_binary() if server_kind == "restate" else ""
+    base = tmp_path_factory.mktemp(f"on-{server_kind}-{mode}")
     dep = Deployment(mode, base)
     try:
-        server = RestateServer(binary, base)
+        server = RestateServer(binary, base) if server_kind == "restate" else UnbrokenServer(base)
     except BaseException:
         dep.stop()
         raise
