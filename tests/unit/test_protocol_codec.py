@@ -122,7 +122,7 @@ def test_call_invocation_id_notification_carries_the_id(completion_id: int, inv:
 def test_lazy_state_keys_travel_as_state_keys(completion_id: int, keys: list[str]) -> None:
     n = j.Notification("get_lazy_state_keys", completion_id, 0, j.Result(value=j.encode_state_keys(keys)))
     msg_type, body = encode_notification(n, {}, 6)
-    assert msg_type == f.GET_LAZY_STATE_KEYS | f.NOTIFICATION_BIT
+    assert msg_type == f.notification_type(f.GET_LAZY_STATE_KEYS)
     assert decode_notification(msg_type, body) == n
 
 
@@ -137,9 +137,9 @@ def test_signals_round_trip_by_index_and_by_name(idx: int, result: j.Result) -> 
 def test_a_promise_notification_takes_the_type_of_the_command_it_answers() -> None:
     kinds = completion_type(j.PeekPromiseCommand("p", 3))
     msg_type, _ = encode_notification(j.Notification("promise", 3, 0, j.VOID), kinds, 6)
-    assert msg_type == f.PEEK_PROMISE | f.NOTIFICATION_BIT
+    assert msg_type == f.notification_type(f.PEEK_PROMISE)
     call = completion_type(j.CallCommand("S", "h", b"", [], None, None, 1, 2))
-    assert call == {1: f.CALL_INVOCATION_ID, 2: f.CALL | f.NOTIFICATION_BIT}
+    assert call == {1: f.CALL_INVOCATION_ID, 2: f.notification_type(f.CALL)}
 
 
 @given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), data), max_size=5), st.data())
@@ -220,7 +220,7 @@ def test_sdk_control_messages_round_trip(msg: ProposeRun | Suspend | Error) -> N
     [
         (f.Frame(f.INPUT, 0, b""), "only the engine writes it"),
         (f.Frame(f.START, 0, b""), "only the engine sends"),
-        (f.Frame(f.SLEEP | f.NOTIFICATION_BIT, 0, b""), "only the engine sends"),
+        (f.Frame(f.notification_type(f.SLEEP), 0, b""), "only the engine sends"),
         (f.Frame(0x0199, 0, b""), "unknown message type 0x0199"),
         (f.Frame(0x0415, 0, b""), "unknown command message type 0x0415"),
         (f.Frame(0xFC01, 0, b""), "unknown message type 0xfc01"),
@@ -340,3 +340,15 @@ def test_garbage_manifests_raise_nothing_but_discovery_errors(doc: dict[str, obj
         parse_manifest(json.dumps(doc).encode())
     except DiscoveryError as exc:
         assert exc.message
+
+
+def test_notification_types_are_numbered_as_restate_numbers_them() -> None:
+    """Restate's table (restate-server 1.7.12 sends these): a completion notification is numbered in the
+    notification range after its command (Sleep 0x040C -> 0x800C), not the command's type | 0x8000."""
+    assert f.notification_type(f.SLEEP) == 0x800C
+    assert f.notification_type(f.RUN) == 0x8011
+    assert f.notification_type(f.GET_LAZY_STATE) == 0x8002
+    assert f.notification_type(f.CALL) == 0x800D
+    assert f.notification_type(f.COMPLETE_PROMISE) == 0x800B
+    run = decode_notification(0x8011, bytes.fromhex("0801") + b"\x2a\x03\x0a\x01x")  # id 1, value "x"
+    assert run.kind == "run" and run.completion_id == 1 and run.result.value == b"x"

@@ -90,6 +90,10 @@ discovery_manifest_bytes_max = 4 * 1024 * 1024  # a deployment's endpoint manife
 deployment_services_max = 1000  # services one deployment may declare
 deployment_error_quote_bytes_max = 4096  # what an attempt's failure quotes of a non-200 answer's body
 deployment_request_timeout_s = 10.0  # connect + discover, and connect to invoke (Restate's connect-timeout)
+# An App serving as a deployment (sdk/deployment.py), its last message written, waits this long for the server to
+# end its side of an HTTP/2 stream before ending the response (an HTTP/2 server may drop a stream answered
+# whole while its request still sends, and with it the connection: hypercorn does).
+deployment_request_end_wait_s = 5.0
 
 # admin explain (GET /invocations/{id}/explain)
 explain_chain_links_max = 10  # invocations followed along a chain of callers/callees

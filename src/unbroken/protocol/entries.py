@@ -362,20 +362,20 @@ _NAMES: dict[int, str] = {msg_type: cls.__name__ for cls, (msg_type, _) in _WRIT
 # -------------------------------------------------------------------------------------- notifications
 # Notification kinds (``core/journal.Notification.kind``) and the message types answering them.
 _KIND_TYPES: dict[str, int] = {
-    "sleep": f.SLEEP | f.NOTIFICATION_BIT,
-    "call": f.CALL | f.NOTIFICATION_BIT,
+    "sleep": f.notification_type(f.SLEEP),
+    "call": f.notification_type(f.CALL),
     "call_id": f.CALL_INVOCATION_ID,
-    "run": f.RUN | f.NOTIFICATION_BIT,
-    "promise": f.GET_PROMISE | f.NOTIFICATION_BIT,
-    "attach": f.ATTACH_INVOCATION | f.NOTIFICATION_BIT,
-    "output": f.GET_INVOCATION_OUTPUT | f.NOTIFICATION_BIT,
-    "get_lazy_state": f.GET_LAZY_STATE | f.NOTIFICATION_BIT,
-    "get_lazy_state_keys": f.GET_LAZY_STATE_KEYS | f.NOTIFICATION_BIT,
+    "run": f.notification_type(f.RUN),
+    "promise": f.notification_type(f.GET_PROMISE),
+    "attach": f.notification_type(f.ATTACH_INVOCATION),
+    "output": f.notification_type(f.GET_INVOCATION_OUTPUT),
+    "get_lazy_state": f.notification_type(f.GET_LAZY_STATE),
+    "get_lazy_state_keys": f.notification_type(f.GET_LAZY_STATE_KEYS),
     "signal": f.SIGNAL,
 }
 _TYPE_KINDS: dict[int, str] = {t: k for k, t in _KIND_TYPES.items()}
-_TYPE_KINDS[f.PEEK_PROMISE | f.NOTIFICATION_BIT] = "promise"
-_TYPE_KINDS[f.COMPLETE_PROMISE | f.NOTIFICATION_BIT] = "promise"
+_TYPE_KINDS[f.notification_type(f.PEEK_PROMISE)] = "promise"
+_TYPE_KINDS[f.notification_type(f.COMPLETE_PROMISE)] = "promise"
 
 
 def completion_type(cmd: j.Command) -> dict[int, int]:
@@ -384,7 +384,7 @@ def completion_type(cmd: j.Command) -> dict[int, int]:
     out: dict[int, int] = {}
     completion_id = getattr(cmd, "completion_id", 0)
     if completion_id:
-        out[completion_id] = msg_type | f.NOTIFICATION_BIT
+        out[completion_id] = f.notification_type(msg_type)
     id_completion = getattr(cmd, "invocation_id_completion_id", 0)
     if id_completion:
         out[id_completion] = f.CALL_INVOCATION_ID
@@ -395,7 +395,7 @@ def encode_notification(n: j.Notification, kinds: dict[int, int], version: int) 
     """A notification's message; ``kinds`` maps completion ids to types (see :func:`completion_type`)."""
     w = Writer()
     if n.completion_id:
-        msg_type = kinds.get(n.completion_id) or _KIND_TYPES.get(n.kind, f.RUN | f.NOTIFICATION_BIT)
+        msg_type = kinds.get(n.completion_id) or _KIND_TYPES.get(n.kind, f.notification_type(f.RUN))
         w.uint(1, n.completion_id)
     else:
         msg_type = f.SIGNAL
@@ -405,7 +405,7 @@ def encode_notification(n: j.Notification, kinds: dict[int, int], version: int) 
             w.uint(2, n.signal_idx)
     if msg_type == f.CALL_INVOCATION_ID and n.invocation_id is not None:
         w.text(16, n.invocation_id)
-    elif msg_type == f.GET_LAZY_STATE_KEYS | f.NOTIFICATION_BIT and n.result.value is not None:
+    elif msg_type == f.notification_type(f.GET_LAZY_STATE_KEYS) and n.result.value is not None:
         write_state_keys(w, 17, j.decode_state_keys(n.result.value))
     else:
         write_result(w, n.result, 4, 5, 6, version)

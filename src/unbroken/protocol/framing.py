@@ -70,13 +70,19 @@ ATTACH_INVOCATION = 0x0412
 GET_INVOCATION_OUTPUT = 0x0413
 COMPLETE_AWAKEABLE = 0x0414
 
-NOTIFICATION_BIT = 0x8000  # a completion notification's type is its command's type with this bit set
-CALL_INVOCATION_ID = 0x800E  # the one notification whose type is not command | bit (Call's first answer)
+NOTIFICATION_BIT = 0x8000  # set in every notification's type
+CALL_INVOCATION_ID = 0x800E  # the one notification not numbered after its command (Call's first answer)
 SIGNAL = 0xFBFF
 
 FIRST_COMMAND = 0x0400
 FIRST_NOTIFICATION = 0x8000
 FIRST_CUSTOM = 0xFC00
+
+
+def notification_type(command_type: int) -> int:
+    """The completion notification answering a command: its number in the notification range (Sleep
+    0x040C -> 0x800C, Run 0x0411 -> 0x8011), as Restate's protocol numbers them (not ``type | 0x8000``)."""
+    return FIRST_NOTIFICATION | (command_type - FIRST_COMMAND)
 
 
 @dataclass(frozen=True, slots=True)

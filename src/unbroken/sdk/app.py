@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unbroken.core.schema import HandlerSchema, OnMaxAttempts, RetryPolicy, Schemas, ServiceSchema
 from unbroken.sdk.serde import BytesSerde, json_schema_for
 from unbroken.sdk.serde.input_check import input_validator
 from unbroken.sdk.service import HandlerOptions, InvocationRetryPolicy, _ServiceBase
+
+if TYPE_CHECKING:  # imported on first use: an App that is never a deployment does not load the codec
+    from unbroken.sdk.deployment import DeploymentEndpoint
 
 
 class App:
@@ -28,9 +31,31 @@ class App:
             self.services.append(svc)
         self.options = options
         self._node: Any = None  # the embedded engine when an ASGI server runs this App (unbroken/embedded.py)
+        self._deployment: DeploymentEndpoint | None = None
+
+    def deployment(self) -> DeploymentEndpoint:
+        """This App as a Restate deployment only (``sdk/deployment.py``): an ASGI application answering
+        Restate's service protocol (``/discover``, ``/invoke/...``, ``/health``) and nothing else; it starts
+        no engine (a Restate server, or ``unbroken serve``, keeps the journal and the state)."""
+        if self._deployment is None:
+            from unbroken.sdk.deployment import DeploymentEndpoint
+
+            self._deployment = DeploymentEndpoint(
+                self.services, self.options.get("protocol"), self.options.get("identity_keys")
+            )
+        return self._deployment
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """ASGI: ``hypercorn.asyncio.serve(app, conf)`` or ``uvicorn module:app`` run the engine and ingress."""
+        """ASGI: ``hypercorn.asyncio.serve(app, conf)`` or ``uvicorn module:app`` serve both roles.
+
+        The service protocol's requests — ``GET …/discover`` asking for an endpoint manifest, ``POST
+        …/invoke/{service}/{handler}`` with an ``application/vnd.restate.invocation.vN`` body — go to the
+        deployment endpoint (a Restate server drives the handlers); every other request goes to the
+        embedded engine's ingress. With ``protocol=`` given (restate-sdk's argument, which only a deployment
+        has a use for) the App is a deployment only and starts no engine."""
+        if self.options.get("protocol") is not None or (scope["type"] == "http" and _speaks_protocol(scope)):
+            await self.deployment()(scope, receive, send)
+            return
         if self._node is None:
             from unbroken.sdk.asgi import embedded_node
 
@@ -85,6 +110,19 @@ class App:
                 enable_lazy_state=svc.enable_lazy_state,
             )
         return Schemas(out)
+
+
+def _speaks_protocol(scope: Any) -> bool:
+    """A request of Restate's service protocol: by its path first (cheap), then its media type, so that an
+    ingress route with the same segments (an object named ``invoke``) still reaches the ingress."""
+    path: str = scope["path"]
+    if path.endswith("/discover"):
+        wanted, header = b"application/vnd.restate.endpointmanifest.", b"accept"
+    elif "/invoke/" in path:
+        wanted, header = b"application/vnd.restate.invocation.", b"content-type"
+    else:
+        return False
+    return any(k.lower() == header and wanted in v.lower() for k, v in scope.get("headers", ()))
 
 
 class LazyJsonSchema:

@@ -250,10 +250,29 @@ class Attempt:
             if self.awaiting:
                 self._arm_inactivity()
 
+    def input_closed(self) -> None:
+        """The engine will deliver nothing more (a Restate server ended its request stream, or sent a
+        request/response body): suspend as soon as the handler only waits, no ``ctx.run`` action running."""
+        if self.ended:
+            return
+        self.start = msgspec.structs.replace(self.start, inactivity_timeout_ms=0)
+        if self.inactivity is not None:
+            self.inactivity.cancel()
+            self.inactivity = None
+        if self.awaiting:
+            self._arm_inactivity()
+
+    def run_finished(self, _task: object = None) -> None:
+        """A ``ctx.run`` action's task is done (its result proposed, or the attempt ended)."""
+        self.running_runs -= 1
+        if not self.running_runs and not self.start.inactivity_timeout_ms and self.awaiting:
+            self._arm_inactivity()  # input closed: the wait the action held off can suspend now
+
     def _inactive(self) -> None:
         self.inactivity = None
         if self.ended or not self.awaiting or self.running_runs:
-            if not self.ended:
+            # input closed (no timeout): the next wait or the last run's end arms it again, no polling
+            if not self.ended and self.start.inactivity_timeout_ms:
                 self._arm_inactivity()
             return
         completions = tuple(sorted(k[1] for k in self.awaiting if k[0] == "c"))

@@ -342,7 +342,7 @@ class InvocationContext(c.WorkflowContext, c.WorkflowSharedContext):
                 task = s.loop.create_task(
                     self._execute(cid, name, action, args, kwargs, serde, options, abandoned)
                 )
-                task.add_done_callback(lambda _t: setattr(s, "running_runs", s.running_runs - 1))
+                task.add_done_callback(s.run_finished)
                 s.run_tasks[task] = None
                 task.add_done_callback(lambda t: s.run_tasks.pop(t, None))
 
