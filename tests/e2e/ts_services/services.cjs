@@ -8,17 +8,7 @@
 // JSON line to (the tests count them from outside); $PEER_NAME tells two copies apart.
 "use strict";
 
-// The SDK calls Promise.withResolvers (node >= 22); node 20 lacks it: the same few lines, defined here.
-if (typeof Promise.withResolvers !== "function") {
-  Promise.withResolvers = function withResolvers() {
-    let resolve, reject;
-    const promise = new this((ok, fail) => {
-      resolve = ok;
-      reject = fail;
-    });
-    return { promise, resolve, reject };
-  };
-}
+require("./node20.cjs"); // before the SDK: it needs Promise.withResolvers
 
 const fs = require("node:fs");
 const http = require("node:http");
