@@ -156,7 +156,7 @@ def test_the_ts_services_are_registered_with_their_kinds(srv: Server, peer: JsPe
     (dep,) = srv.admin_request("GET", "/deployments").json()["deployments"]
     assert dep["uri"] == peer.url
     assert dep["protocol_type"] == ("BidiStream" if mode == "h2" else "RequestResponse")
-    assert sorted(s["name"] for s in dep["services"]) == ["TsCounter", "TsGreeter", "TsSignup"]
+    assert sorted(s["name"] for s in dep["services"]) == ["TsCounter", "TsGreeter", "TsLazy", "TsSignup"]
     counter = srv.admin_request("GET", "/services/TsCounter").json()
     assert counter["ty"] == "VirtualObject"
     kinds = {h["name"]: h.get("ty") for h in counter["handlers"]}
@@ -229,6 +229,40 @@ def test_cancel_reaches_a_suspended_js_handler_which_compensates(srv: Server) ->
     result = output(srv, invocation_id)
     assert result.status_code == 409, result.text
     assert state(srv, "TsCounter", key)["compensated"] == 409
+
+
+def test_a_failing_step_is_retried_then_given_up_terminally(srv: Server, peer: JsPeer) -> None:
+    name = unique_key()
+    resp = srv.call("/TsGreeter/runGivesUp", name, timeout=60)
+    assert resp.status_code == 200 and resp.json() == "gave up", resp.text
+    assert peer.count(f"giveup.{name}") == 3  # maxRetryAttempts: each attempt ran the step once
+
+
+def test_combinators_all_and_race_over_sleep_call_and_step(srv: Server) -> None:
+    assert srv.call("/TsGreeter/together", 41, timeout=60).json() == [41, 42, "timer"]
+
+
+def test_a_named_signal_between_two_js_invocations(srv: Server) -> None:
+    waiting = send(srv, f"/TsCounter/{unique_key()}/waitSignal", None)
+    wait_until(lambda: status(srv, waiting) == "suspended", timeout=20, what="the wait to suspend")
+    assert srv.call("/TsGreeter/signalOther", waiting).json() == "sent"
+    result = output(srv, waiting)
+    assert result.status_code == 200 and result.json() == "signalled"
+
+
+def test_large_values_both_ways(srv: Server) -> None:
+    """4 MiB out (a SetState command) and back in (the next attempt's eager state)."""
+    key = unique_key()
+    size = 4 * 1024 * 1024
+    assert srv.call(f"/TsCounter/{key}/putBlob", size, timeout=60).json() == size
+    assert srv.call(f"/TsCounter/{key}/blobSize", timeout=60).json() == size
+
+
+def test_lazy_state_reads_are_answered_by_the_engine(srv: Server) -> None:
+    key = unique_key()
+    assert srv.call(f"/TsLazy/{key}/put", "a").json() == [None, 1]
+    assert srv.call(f"/TsLazy/{key}/put", "b").json() == ["a", 1]
+    assert state(srv, "TsLazy", key) == {"v": "b"}
 
 
 @pytest.mark.crash

@@ -56,6 +56,40 @@ const greeter = restate.service({
       ctx.genericSend({ service: "LocalTally", method: "add", key: req.key, parameter: json(req.n) });
       return unjson(doubled);
     },
+    // a step failing every time: retried by the engine, then the SDK's last proposal is a terminal failure
+    runGivesUp: async (ctx, name) => {
+      try {
+        await ctx.run(
+          "always fails",
+          () => {
+            ledger(`giveup.${name}`);
+            throw new Error("boom");
+          },
+          { maxRetryAttempts: 3, initialRetryInterval: 10 },
+        );
+        return "ran";
+      } catch (e) {
+        if (!(e instanceof restate.TerminalError)) throw e;
+        return "gave up";
+      }
+    },
+    // a sleep, a call and a step awaited together (RestatePromise.all), then a race a short timer wins
+    together: async (ctx, n) => {
+      const [, echoed, stepped] = await restate.RestatePromise.all([
+        ctx.sleep(30),
+        ctx.serviceClient({ name: "TsGreeter" }).echo(n),
+        ctx.run("step", () => n + 1),
+      ]);
+      const never = ctx.awakeable().promise;
+      const won = await restate.RestatePromise.race([never, ctx.sleep(20).map(() => "timer")]);
+      return [echoed, stepped, won];
+    },
+    echo: async (ctx, v) => v,
+    // a named signal to another invocation (TsCounter/waitSignal)
+    signalOther: async (ctx, target) => {
+      ctx.invocation(target).signal("go").resolve("signalled");
+      return "sent";
+    },
     // a one-way call to TsCounter/{key}/add, then attaches to it by its invocation id
     fireAndAttach: async (ctx, key) => {
       const handle = ctx.objectSendClient({ name: "TsCounter" }, key).add(1);
@@ -89,6 +123,13 @@ const counter = restate.object({
         throw e;
       }
     },
+    waitSignal: async (ctx) => await ctx.signal("go"),
+    // 4 MiB and more: past HTTP/2's initial flow-control window, both ways
+    putBlob: async (ctx, size) => {
+      ctx.set("blob", "x".repeat(size));
+      return size;
+    },
+    blobSize: restate.handlers.object.shared(async (ctx) => ((await ctx.get("blob")) ?? "").length),
     // JS -> Unbroken -> back: adds LocalDoubler/double(n) to the count
     addViaLocal: async (ctx, n) => {
       const doubled = await ctx.genericCall({
@@ -100,6 +141,19 @@ const counter = restate.object({
       const next = ((await ctx.get("count")) ?? 0) + unjson(doubled);
       ctx.set("count", next);
       return next;
+    },
+  },
+});
+
+// state read lazily: GetLazyState commands answered by the engine, not the StartMessage's eager state
+const lazy = restate.object({
+  name: "TsLazy",
+  options: { ...options, enableLazyState: true },
+  handlers: {
+    put: async (ctx, v) => {
+      const seen = (await ctx.get("v")) ?? null;
+      ctx.set("v", v);
+      return [seen, (await ctx.stateKeys()).length];
     },
   },
 });
@@ -123,7 +177,7 @@ const signup = restate.workflow({
 
 async function main() {
   const [h2Port, h1Port] = process.argv.slice(2).map(Number);
-  const endpoint = restate.endpoint().bind(greeter).bind(counter).bind(signup);
+  const endpoint = restate.endpoint().bind(greeter).bind(counter).bind(lazy).bind(signup);
   const h2 = http2.createServer(endpoint.http2Handler());
   const h1 = http.createServer(endpoint.http1Handler());
   await Promise.all([
