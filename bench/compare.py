@@ -4,6 +4,7 @@
     bench/compare --quick                  # smoke test: 16 connections, 1 s warm-up + 2 s each
     bench/compare --only unbroken --quick  # Unbroken alone (no Restate install needed; what CI runs)
     bench/compare --workloads W1,W5 --connections 16 --duration 5 --warmup 2
+    bench/compare --only unbroken --remote py,ts --workloads W1,W2  # protocol overhead: remote deployments
 
 Both systems run the same handlers (bench/services.py, written with the restate-sdk API) under the same load
 (../shared/bench/WORKLOADS.md: closed loop, ``wrk -t1 -c<conns>``, warm-up then measured window). Restate is
@@ -22,8 +23,13 @@ bench/results/compare-<timestamp>.json. Exit status: 0 all calls answered 2xx; 1
 failed (counted as errors, never as throughput); 3 prerequisites missing (wrk, unbroken); 4 the Restate
 anchor could not be installed or started (the reason is printed).
 
-The pieces live in bench/lib/ (workloads, wrk, procstats, targets, restate_side, cells, report), shared
-with bench/run.py; this file is the command: arguments, the plan, the printout.
+``--remote py,ts`` adds Unbroken serving the same workloads as a remote deployment (bench/lib/remote_side.py:
+``unbroken serve`` with no APP, the services under restate-sdk in hypercorn or under the TypeScript SDK in
+node, registered through ``POST /deployments``), each printed against the in-process side: the protocol's
+overhead.
+
+The pieces live in bench/lib/ (workloads, wrk, procstats, targets, restate_side, remote_side, cells,
+report), shared with bench/run.py; this file is the command: arguments, the plan, the printout.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import anchor as anchor_mod  # noqa: E402
 from lib import RESULTS_DIR  # noqa: E402
 from lib.cells import measure, side_summary  # noqa: E402
 from lib.procstats import git_rev, machine_info  # noqa: E402
+from lib.remote_side import KINDS, RemoteSide, RemoteUnavailable  # noqa: E402
 from lib.report import comparison_table, send_table, summary_table  # noqa: E402
 from lib.restate_side import RestateSide  # noqa: E402
 from lib.targets import Target, UnbrokenSide  # noqa: E402
@@ -92,6 +99,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="smoke test: 16 connections, 1 s warm-up + 2 s measured (overrides the above)",
     )
     p.add_argument("--only", choices=["unbroken", "restate"], help="run one side only (the other shows '-')")
+    p.add_argument(
+        "--remote",
+        default="",
+        metavar="KINDS",
+        help="also Unbroken with the workloads as a remote deployment, comma-separated: py (restate-sdk in "
+        "hypercorn), ts (the TypeScript SDK in node); each printed against the in-process side",
+    )
     p.add_argument(
         "--with-fsync-off",
         action="store_true",
@@ -142,7 +156,14 @@ def make_plan(args: argparse.Namespace) -> list[tuple[str, int]] | str:
     fixed_conns = [int(c) for c in args.connections.split(",") if c.strip()] if args.connections else None
     if args.duration < 1 or args.warmup < 0 or any(c < 1 for c in fixed_conns or [1]):
         return "--duration must be >= 1, --warmup >= 0 and connection counts >= 1"
+    unknown = set(remote_kinds(args)) - set(KINDS)
+    if unknown or (args.remote and args.only == "restate"):
+        return f"--remote takes {', '.join(KINDS)} (comma-separated), and not with --only restate"
     return [(n, c) for n in names for c in (fixed_conns or DEFAULT_CONNS[n])]
+
+
+def remote_kinds(args: argparse.Namespace) -> list[str]:
+    return [k.strip() for k in args.remote.split(",") if k.strip()]
 
 
 def find_anchor(args: argparse.Namespace) -> anchor_mod.Anchor | None:
@@ -177,6 +198,7 @@ def header(
         "duration_s": args.duration,
         "quick": args.quick,
         "unbroken_fsync": True,
+        "remote": remote_kinds(args),  # bench/lib/remote_side.py: the workloads as remote deployments
         "restate": anchor.describe() if anchor else None,
         "restate_config": "defaults (RocksDB WAL fsync on), own base dir, ports on 127.0.0.1, telemetry off; "
         "services in hypercorn "
@@ -220,6 +242,9 @@ def make_targets(args: argparse.Namespace, anchor: anchor_mod.Anchor | None, tmp
     if args.with_fsync_off and args.only != "restate":
         (tmp / "unbroken_nofsync").mkdir()
         targets.append(UnbrokenSide(tmp / "unbroken_nofsync", fsync=False))
+    for kind in remote_kinds(args):
+        (tmp / f"remote_{kind}").mkdir()
+        targets.append(RemoteSide(tmp / f"remote_{kind}", kind))
     return targets
 
 
@@ -233,7 +258,7 @@ def start_targets(targets: list[Target]) -> None:
         try:
             t.start()
         except (RuntimeError, TimeoutError, OSError) as exc:
-            if isinstance(t, RestateSide):
+            if isinstance(t, RestateSide) and not isinstance(t, RemoteSide):
                 raise AnchorDown(str(exc)) from exc
             raise
         print(
@@ -290,6 +315,13 @@ def print_tables(
             " for reference only."
         )
         print(comparison_table(cells, "unbroken_nofsync", "restate", "U-nofsync", "R"))
+    for t in targets:
+        if isinstance(t, RemoteSide):
+            tag = f"U-{t.kind}"
+            print(
+                f"\nProtocol overhead: Unbroken in-process (U) vs {t.label} ({tag}), one deployment over h2c"
+            )
+            print(comparison_table(cells, "unbroken", t.name, "U", tag))
     if quick:
         print("\n(--quick: a few seconds per cell: a smoke test of the harness, not figures to quote)")
 
@@ -337,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     meta = header(args, argv, started, anchor, len(plan))
     tmp = Path(tempfile.mkdtemp(prefix="bench-compare-"))
-    targets = make_targets(args, anchor, tmp)
+    try:
+        targets = make_targets(args, anchor, tmp)
+    except RemoteUnavailable as exc:
+        print(f"remote deployment unavailable: {exc}", file=sys.stderr)
+        return 3
     cells: list[dict[str, Any]] = []
     sides: dict[str, dict[str, Any]] = {}
     problems: dict[str, list[str]] = {}

@@ -84,3 +84,31 @@ def test_compare_quick_unbroken_side(tmp_path: Path) -> None:
         if c["wid"] == "W6":
             assert r["drain_s"] >= 0 and r["completed_per_s"] > 0, r
     assert data["meta"]["log_problems"]["unbroken"] == [], data["meta"]["log_problems"]
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk (load generator) not installed")
+def test_compare_quick_remote_deployment(tmp_path: Path) -> None:
+    """``--remote py``: the workloads under restate-sdk in hypercorn, registered with ``unbroken serve``, measured
+    next to the in-process side and printed against it (the protocol's overhead)."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    cmd = [
+        str(ROOT / "bench" / "compare"),
+        *("--quick", "--only", "unbroken", "--remote", "py", "--workloads", "W1,W2"),
+        *("--results-dir", str(tmp_path)),
+    ]
+    status, stdout, stderr = run_session(cmd, 360, "bench/compare --remote py", cwd=ROOT, env=env)
+    out = stdout + stderr
+    assert status == 0, out
+    table = stdout.split("Protocol overhead: Unbroken in-process (U) vs Unbroken + remote restate-sdk")[1]
+    for name in ("W1 noop", "W2 steps"):
+        row = re.search(rf"^\| {name} +\| +16 \| +([\d.]+) \| +([\d.]+) \| +([\d.]+) \|", table, re.M)
+        assert row is not None and float(row[1]) > 0 and float(row[2]) > 0, (name, out)
+    (result_file,) = tmp_path.glob("compare-*.json")
+    data = json.loads(result_file.read_text())
+    assert data["meta"]["remote"] == ["py"]
+    for c in data["cells"]:
+        assert set(c["results"]) == {"unbroken", "unbroken_remote_py"}, c
+        r = c["results"]["unbroken_remote_py"]
+        assert r["calls_ok"] > 0 and r["errors"] == 0, r
+        assert set(r["cpu_ms_per_inv"]) == {"server", "service"}, r

@@ -66,16 +66,24 @@ class RestateSide:
         )
         return env
 
-    def start(self, timeout: float = 60.0) -> None:
+    def server_cmd(self) -> list[str]:
+        return [str(self.anchor.server_bin), "--base-dir", str(self.base_dir), "--no-logo"]
+
+    def service_cmd(self) -> tuple[list[str], dict[str, str]]:
+        """The services' process (bench/services.py under restate-sdk in hypercorn) and its environment."""
         cfg = self.workdir / "hypercorn.toml"
         cfg.write_text(HYPERCORN_TOML.format(port=self.service_port))
         svc_env = {
             k: v for k, v in os.environ.items() if not k.startswith(("UNBROKEN_", "RESTATE_", "PYTHON"))
         }
+        return [str(self.anchor.hypercorn), "--config", str(cfg), "anchor_services:app"], svc_env
+
+    def start(self, timeout: float = 60.0) -> None:
+        svc_cmd, svc_env = self.service_cmd()
         t0 = time.monotonic()
         with open(self.server_log, "ab") as log:
             self.server = subprocess.Popen(
-                [str(self.anchor.server_bin), "--base-dir", str(self.base_dir), "--no-logo"],
+                self.server_cmd(),
                 env=self._server_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -83,11 +91,7 @@ class RestateSide:
             )
         with open(self.service_log, "ab") as log:
             self.service = subprocess.Popen(
-                [str(self.anchor.hypercorn), "--config", str(cfg), "anchor_services:app"],
-                env=svc_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=BENCH_DIR,
+                svc_cmd, env=svc_env, stdout=log, stderr=subprocess.STDOUT, cwd=BENCH_DIR
             )
         deadline = t0 + timeout
         health = registered = first_call = None
