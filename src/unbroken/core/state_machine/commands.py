@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from unbroken.core import journal as j
 from unbroken.core import records as r
@@ -16,6 +16,15 @@ from unbroken.core.schema import HandlerKind, ServiceKind, Target
 from unbroken.core.state_machine import control, invoke, lifecycle
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import Promise, TimerKind
+
+# Enum members named through their class cost ~170 ns each on Python 3.11 (EnumType defines
+# ``__getattr__``, which sends every attribute lookup on the class through a slow hook): the per-call
+# code reads module constants instead (docs/architecture.md, "What a call may cost").
+_SHARED: Final = HandlerKind.SHARED
+_WORKFLOW_HANDLER: Final = HandlerKind.WORKFLOW
+_WORKFLOW_SERVICE: Final = ServiceKind.WORKFLOW
+_SLEEP: Final = TimerKind.SLEEP
+_COMPLETED: Final = Status.COMPLETED
 
 PROMISE_ALREADY_COMPLETED = j.Failure(409, "promise was already completed")
 WORKFLOW_ALREADY_INVOKED = j.Failure(409, "the workflow method was already invoked")
@@ -64,8 +73,8 @@ def _output(step: Step, inv: Invocation, cmd: j.OutputCommand) -> None:
 
 
 def _check_state_write(inv: Invocation, cmd: object) -> None:
-    if inv.target.key is None or inv.handler_kind is HandlerKind.SHARED:
-        kind = "shared" if inv.handler_kind is HandlerKind.SHARED else "service"
+    if inv.target.key is None or inv.handler_kind is _SHARED:
+        kind = "shared" if inv.handler_kind is _SHARED else "service"
         raise ProtocolViolation(
             PROTOCOL_VIOLATION,
             f"{type(cmd).__name__} from the {kind} handler {inv.target}: only exclusive object handlers and "
@@ -81,7 +90,7 @@ def _check_state_read(inv: Invocation, cmd: object) -> None:
 
 
 def _check_promise(inv: Invocation, cmd: object) -> None:
-    if inv.service_kind is not ServiceKind.WORKFLOW:
+    if inv.service_kind is not _WORKFLOW_SERVICE:
         raise ProtocolViolation(
             PROTOCOL_VIOLATION,
             f"{type(cmd).__name__} from {inv.target}: durable promises belong to workflows",
@@ -131,7 +140,7 @@ def _clear_all_state(step: Step, inv: Invocation, cmd: j.ClearAllStateCommand) -
 
 def _sleep(step: Step, inv: Invocation, cmd: j.SleepCommand) -> None:
     step.save(inv)
-    lifecycle.arm_timer(step, cmd.wake_up_time_ms, TimerKind.SLEEP, inv.id, cmd.completion_id)
+    lifecycle.arm_timer(step, cmd.wake_up_time_ms, _SLEEP, inv.id, cmd.completion_id)
 
 
 def _new_child(
@@ -146,14 +155,14 @@ def _new_child(
     if svc.kind.keyed and not cmd.key:
         return None, j.Failure(400, f"'{cmd.service}' is keyed: a key is required")
     target = Target(cmd.service, cmd.handler, cmd.key if svc.kind.keyed else None)
-    if handler.kind is HandlerKind.WORKFLOW and target.key is None:
+    if handler.kind is _WORKFLOW_HANDLER and target.key is None:
         violated(f"workflow target {target} without a key")
     child_id = child_invocation_id(
         inv.id, target, handler.kind, cmd.idempotency_key, cmd.invocation_id_completion_id
     )
     existing = step.load(child_id)
     if existing is not None:
-        if handler.kind is HandlerKind.WORKFLOW and sinks and cmd.idempotency_key is None:
+        if handler.kind is _WORKFLOW_HANDLER and sinks and cmd.idempotency_key is None:
             return child_id, WORKFLOW_ALREADY_INVOKED
         for sink in sinks:
             lifecycle.add_sink(step, existing, sink)
@@ -287,7 +296,7 @@ def _get_output(step: Step, inv: Invocation, cmd: j.GetInvocationOutputCommand) 
     result = j.Result()
     if target is None:
         result = j.Result(failure=j.Failure(404, f"invocation '{cmd.invocation_id}' not found"))
-    elif target.status is Status.COMPLETED and target.result is not None:
+    elif target.status is _COMPLETED and target.result is not None:
         result = target.result
     _answer(step, inv, "output", cmd.completion_id, result)
 
