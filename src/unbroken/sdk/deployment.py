@@ -59,9 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("unbroken.deployment")
 
 SERVER_HEADER = b"unbroken/0.1.0"
-# While the server may still send notifications, the SDK never suspends on its own: the server decides
-# (it ends its request stream after its inactivity timeout). A day stands for "not before the server says".
-_OPEN_INPUT_TIMEOUT_MS = 24 * 3600 * 1000
 _MODES = {"bidi": "BIDI_STREAM", "request_response": "REQUEST_RESPONSE", None: None}
 
 
@@ -175,8 +172,8 @@ class _Invocation:
             log.warning("%s/%s: bad invocation request: %s", self.service, self.handler, exc.message)
             error = Error(exc.code, f"bad invocation request: {exc.message}", "", None, "")
             await send(head)
-            frame = f.encode_frame(f.ERROR, encode_error(error))
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            body = f.encode_frame(f.ERROR, encode_error(error))
+            await send({"type": "http.response.body", "body": body, "more_body": True})
             try:
                 await asyncio.wait_for(self._discard(receive), limits.deployment_request_end_wait_s)
             except TimeoutError:
@@ -188,9 +185,16 @@ class _Invocation:
         await send(head)
         attempt = self.attempt = self.transport.start(start, self.sink)
         self.sink.attempt = attempt
-        if self.closed:
+        reader = None
+        if self.closed:  # the whole request is here (request/response): what came after the journal, then end
+            try:
+                for leftover in self.leftover:
+                    self._deliver(attempt, leftover)
+            except ProtocolViolation as exc:
+                attempt.fail(exc.code, f"the server sent a bad message: {exc.message}")
             attempt.input_closed()
-        reader = None if self.closed else asyncio.get_running_loop().create_task(self._read_rest(receive))
+        else:
+            reader = asyncio.get_running_loop().create_task(self._read_rest(receive))
         try:
             await self.sink.drain(send)
             if reader is not None and not reader.done():
@@ -233,9 +237,10 @@ class _Invocation:
         return self._attempt_start(info, journal)
 
     def _feed(self, message: MutableMapping[str, Any]) -> list[f.Frame]:
-        frames = self.decoder.feed(message.get("body", b""))
         if not message.get("more_body", False):
-            self.closed = True
+            self.closed = True  # first: a bad chunk still ends the request
+        frames = self.decoder.feed(message.get("body", b""))
+        if self.closed:
             self.decoder.finish()
         return frames
 
@@ -255,7 +260,7 @@ class _Invocation:
             random_seed=seed,
             retries_since_progress=info.retry_count,
             ms_since_progress=info.ms_since_progress,
-            inactivity_timeout_ms=_OPEN_INPUT_TIMEOUT_MS,
+            inactivity_timeout_ms=limits.deployment_open_input_timeout_ms,
             idempotency_key=None,
             lazy_state=keyed and info.partial_state,
         )
