@@ -31,6 +31,7 @@ class RestateSide:
 
     name = "restate"
     label = "Restate"
+    service_app = "anchor_services:app"  # what hypercorn serves from bench/ (bench/deployment_cost.py swaps it)
 
     def __init__(self, workdir: Path, anchor: anchor_mod.Anchor) -> None:
         self.workdir = workdir
@@ -83,7 +84,7 @@ class RestateSide:
             )
         with open(self.service_log, "ab") as log:
             self.service = subprocess.Popen(
-                [str(self.anchor.hypercorn), "--config", str(cfg), "anchor_services:app"],
+                [str(self.anchor.hypercorn), "--config", str(cfg), self.service_app],
                 env=svc_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
