@@ -31,7 +31,8 @@ class RestateSide:
 
     name = "restate"
     label = "Restate"
-    service_app = "anchor_services:app"  # what hypercorn serves from bench/ (bench/deployment_cost.py swaps it)
+    # what hypercorn serves from bench/ (bench/deployment_cost.py swaps it)
+    service_app = "anchor_services:app"
 
     def __init__(self, workdir: Path, anchor: anchor_mod.Anchor) -> None:
         self.workdir = workdir
