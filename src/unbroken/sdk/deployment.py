@@ -84,8 +84,8 @@ class DeploymentEndpoint:
             else None
         )
         self.services = services
+        self.by_name = {s.name: s for s in services}
         self.mode = _MODES[protocol]
-        self.kinds = {s.name: s.kind for s in services}
         self._transport: LocalTransport | None = None  # made on the serving loop, at the first attempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,9 +112,10 @@ class DeploymentEndpoint:
     async def _discover(self, scope: Scope, send: Send) -> None:
         version = pick_manifest_version(_header(scope, b"accept"))
         if version is None:
-            await _answer(
-                send, 415, b"unsupported endpoint manifest version: accepted are " + b"v2, v3 and v4 (+json)"
+            text = (
+                b"no endpoint manifest version this SDK writes was asked for: it writes v2, v3 and v4 (+json)"
             )
+            await _answer(send, 415, text)
             return
         mode = self.mode or ("BIDI_STREAM" if scope.get("http_version") == "2" else "REQUEST_RESPONSE")
         doc = build_manifest(self.services, version, mode, f.OLDEST_VERSION, f.NEWEST_VERSION)
@@ -130,7 +131,7 @@ class DeploymentEndpoint:
             )
             await _answer(send, 415, text.encode())
             return
-        svc = next((s for s in self.services if s.name == service), None)
+        svc = self.by_name.get(service)
         if svc is None or handler not in svc.handlers:
             await _answer(send, 404, f"no handler {service}/{handler} in this deployment".encode())
             return
