@@ -336,3 +336,26 @@ async def test_identity_keys_are_refused_not_ignored() -> None:
     call.feed(b"", False)
     await call.run()
     assert call.status == 501 and b"identity_keys" in call.body
+
+
+async def test_an_app_given_a_protocol_is_a_deployment_only() -> None:
+    """restate-sdk's ``protocol=``: the App announces that mode and starts no engine (its lifespan does nothing)."""
+    forced = unbroken.app([svc], protocol="bidi")
+    call = Call(forced, "GET", "/discover", {"accept": ALL}, http_version="1.1")
+    call.feed(b"", False)
+    await call.run()
+    assert orjson.loads(call.body)["protocolMode"] == "BIDI_STREAM"
+    events: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    for kind in ("lifespan.startup", "lifespan.shutdown"):
+        events.put_nowait({"type": kind})
+    answers: list[str] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        answers.append(message["type"])
+
+    async with asyncio.timeout(10):
+        await forced({"type": "lifespan"}, events.get, send)
+    assert answers == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert forced._node is None  # no embedded engine
+    with pytest.raises(ValueError, match="protocol must be"):
+        unbroken.app([svc], protocol="grpc")
