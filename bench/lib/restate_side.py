@@ -31,6 +31,8 @@ class RestateSide:
 
     name = "restate"
     label = "Restate"
+    # what hypercorn serves from bench/ (bench/deployment_cost.py swaps it)
+    service_app = "anchor_services:app"
 
     def __init__(self, workdir: Path, anchor: anchor_mod.Anchor) -> None:
         self.workdir = workdir
@@ -76,7 +78,7 @@ class RestateSide:
         svc_env = {
             k: v for k, v in os.environ.items() if not k.startswith(("UNBROKEN_", "RESTATE_", "PYTHON"))
         }
-        return [str(self.anchor.hypercorn), "--config", str(cfg), "anchor_services:app"], svc_env
+        return [str(self.anchor.hypercorn), "--config", str(cfg), self.service_app], svc_env
 
     def start(self, timeout: float = 60.0) -> None:
         svc_cmd, svc_env = self.service_cmd()

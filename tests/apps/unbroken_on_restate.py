@@ -162,6 +162,36 @@ async def book_trip(ctx: restate.ObjectContext, trip: str) -> str:
         raise
 
 
+@counter.handler()
+async def put_blob(ctx: restate.ObjectContext, size: int) -> int:
+    """A large state value: the next attempt's StartMessage carries it (past HTTP/2's flow-control window)."""
+    ctx.set("blob", "x" * size)
+    return size
+
+
+@counter.handler(kind="shared")
+async def blob_size(ctx: restate.ObjectSharedContext) -> int:
+    return len(await ctx.get("blob", type_hint=str) or "")
+
+
+# Lazy state: attempts start without the key's state; each read is a command the server answers.
+lazy = restate.VirtualObject("Lazy", enable_lazy_state=True)
+
+
+@lazy.handler()
+async def put(ctx: restate.ObjectContext, value: str) -> list[str]:
+    previous = await ctx.get("v", type_hint=str)
+    ctx.set("v", value)
+    ctx.set(f"seen.{previous}", True)
+    return sorted(await ctx.state_keys())
+
+
+@lazy.handler()
+async def wipe(ctx: restate.ObjectContext) -> list[str]:
+    ctx.clear_all()
+    return sorted(await ctx.state_keys())
+
+
 signup = restate.Workflow("Signup")
 
 
@@ -183,5 +213,5 @@ async def peek(ctx: restate.WorkflowSharedContext) -> str | None:
     return await ctx.promise("code", type_hint=str).peek()
 
 
-app = restate.app([greeter, counter, signup])
+app = restate.app([greeter, counter, lazy, signup])
 deployment = app.deployment()

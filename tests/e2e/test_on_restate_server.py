@@ -157,16 +157,20 @@ class Deployment(Process):
         self.ledger = base / "ledger.jsonl"
         bind = f"127.0.0.1:{self.port}"
         if mode == "h2":
-            cmd = [sys.executable, "-m", "hypercorn", "--bind", bind, f"{APP}:app"]
+            self.cmd = [sys.executable, "-m", "hypercorn", "--bind", bind, f"{APP}:app"]
         else:
-            cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)]
-            cmd += ["--log-level", "warning", f"{APP}:deployment"]
-        env = {
+            self.cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)]
+            self.cmd += ["--log-level", "warning", f"{APP}:deployment"]
+        self.env = {
             "PEER_LEDGER": str(self.ledger),
             "UNBROKEN_DATA_DIR": str(base / "embedded-data"),  # the App whole also starts its own engine
             "PYTHONPATH": str(ROOT),
         }
-        super().__init__(cmd, base / "deployment.log", env, ROOT)
+        self.logfile = base / "deployment.log"
+        self._start()
+
+    def _start(self) -> None:
+        super().__init__(self.cmd, self.logfile, self.env, ROOT)
 
         def up() -> bool:
             self.check("the deployment")
@@ -181,6 +185,12 @@ class Deployment(Process):
         except BaseException:
             self.stop()
             raise
+
+    def crash_and_restart(self) -> None:
+        """SIGKILL, then the same App again on the same port (the server's URI for it)."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._start()
 
     def count(self, step: str) -> int:
         path = self.ledger
@@ -341,3 +351,35 @@ def test_cancel_runs_the_compensation(rs: RestateServer, dep: Deployment) -> Non
     result = rs.output(invocation_id)
     assert result.status_code == 409, result.text
     assert dep.count(f"book.{key}") == 1 and dep.count(f"undo.{key}") == 1
+
+
+def test_lazy_state_is_read_through_the_server(rs: RestateServer) -> None:
+    key = unique_key()
+    assert rs.call(f"/Lazy/{key}/put", "a").json() == ["seen.None", "v"]
+    assert rs.call(f"/Lazy/{key}/put", "b").json() == ["seen.None", "seen.a", "v"]
+    assert rs.call(f"/Lazy/{key}/wipe").json() == []
+
+
+def test_large_values_both_ways(rs: RestateServer) -> None:
+    """4 MiB out (a SetState command) and back in (the next attempt's eager state): past HTTP/2's initial
+    flow-control window in both directions."""
+    key = unique_key()
+    size = 4 * 1024 * 1024
+    assert rs.call(f"/Counter/{key}/put_blob", size).json() == size
+    assert rs.call(f"/Counter/{key}/blob_size").json() == size
+
+
+@pytest.mark.crash
+def test_the_deployment_killed_mid_sleep_then_the_call_completes_once(
+    rs: RestateServer, dep: Deployment
+) -> None:
+    """The deployment is SIGKILLed while the invocation sleeps (suspended); the next attempt, on the
+    restarted App, replays the journal: each side effect ran once."""
+    ms = 3000
+    invocation_id = rs.send("/Greeter/nap", ms)
+    wait_until(lambda: rs.status(invocation_id) == "suspended", timeout=30, what="the nap to suspend")
+    assert dep.count(f"nap.before.{ms}") == 1
+    dep.crash_and_restart()
+    result = rs.output(invocation_id)
+    assert result.status_code == 200 and result.json() == f"slept {ms}", result.text
+    assert dep.count(f"nap.before.{ms}") == 1 and dep.count(f"nap.after.{ms}") == 1

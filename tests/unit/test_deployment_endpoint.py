@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import unbroken
 from unbroken.core import journal as j
@@ -60,22 +62,27 @@ V6 = "application/vnd.restate.invocation.v6"
 ALL = ", ".join(f"application/vnd.restate.endpointmanifest.v{v}+json" for v in (1, 2, 3, 4))
 
 
+def _ctype(version: int) -> str:
+    return f"application/vnd.restate.invocation.v{version}"
+
+
 def _request(
     entries: list[j.Entry],
     key: str = "",
     state: dict[str, bytes] | None = None,
     kind: ServiceKind = ServiceKind.SERVICE,
+    version: int = 6,
 ) -> bytes:
     start = AttemptStart(
         INV, 1, Target("Svc", "x", key or None), kind, None, tuple(entries), state, 5, 0, 0, 60_000, None
     )
-    parts = [f.encode_frame(f.START, encode_start(start, 6))]
+    parts = [f.encode_frame(f.START, encode_start(start, version))]
     kinds: dict[int, int] = {}
     for entry in entries:
         if isinstance(entry, j.Notification):
-            parts.append(f.encode_frame(*encode_notification(entry, kinds, 6)))
+            parts.append(f.encode_frame(*encode_notification(entry, kinds, version)))
         else:
-            parts.append(f.encode_frame(*encode_command(entry, 6)))
+            parts.append(f.encode_frame(*encode_command(entry, version)))
     return b"".join(parts)
 
 
@@ -202,9 +209,30 @@ async def test_a_malformed_start_is_an_error_message_with_code_571() -> None:
     assert frame.type == f.ERROR and "ended inside a message" in Fields(frame.body, "e").text(2)
 
 
+@settings(max_examples=150, deadline=None)
+@given(head=st.sampled_from([b"", b"valid start"]), tail=st.binary(max_size=64), cut=st.integers(0, 80))
+def test_any_request_body_ends_in_one_final_message(head: bytes, tail: bytes, cut: int) -> None:
+    """Whatever the body (a valid Start and input or not, cut anywhere, garbage after): a 200 whose frames
+    end in exactly one End, Suspension or Error, never an exception or a hang."""
+    body = (_request([_input("x")]) if head else b"") + tail
+    body = body[: len(body) - cut] if cut < len(body) else body
+
+    async def go() -> Call:
+        return await _invoke("/invoke/Svc/napper", body)
+
+    call = asyncio.run(go())
+    assert call.status == 200
+    frames = call.frames()
+    finals = [fr for fr in frames if fr.type in (f.END, f.SUSPENSION, f.ERROR)]
+    assert len(finals) == 1 and frames[-1] is finals[0]
+    if finals[0].type == f.ERROR:
+        assert Fields(finals[0].body, "ErrorMessage").uint(1) in (571, 500)
+
+
 # ------------------------------------------------------------------------------------------- request/response
-async def test_request_response_suspends_at_a_sleep_then_replays_to_the_output() -> None:
-    first = await _invoke("/invoke/Svc/napper", _request([_input("ada")]))
+@pytest.mark.parametrize("version", [5, 6])
+async def test_request_response_suspends_at_a_sleep_then_replays_to_the_output(version: int) -> None:
+    first = await _invoke("/invoke/Svc/napper", _request([_input("ada")], version=version), _ctype(version))
     sleep, suspension = first.frames()
     assert sleep.type == f.SLEEP
     command = decode_command(sleep.type, sleep.body)
@@ -213,7 +241,8 @@ async def test_request_response_suspends_at_a_sleep_then_replays_to_the_output()
     waits = Fields(suspension.body, "SuspensionMessage")
     assert (waits.repeated_uint32(1), waits.repeated_uint32(2)) == ([1], [1])  # the sleep, and CANCEL
     woke = j.Notification("sleep", 1, 0, j.VOID)
-    second = await _invoke("/invoke/Svc/napper", _request([_input("ada"), command, woke]))
+    replay = _request([_input("ada"), command, woke], version=version)
+    second = await _invoke("/invoke/Svc/napper", replay, _ctype(version))
     output, end = second.frames()
     assert output.type == f.OUTPUT and end.type == f.END
     out = decode_command(output.type, output.body)
@@ -307,3 +336,26 @@ async def test_identity_keys_are_refused_not_ignored() -> None:
     call.feed(b"", False)
     await call.run()
     assert call.status == 501 and b"identity_keys" in call.body
+
+
+async def test_an_app_given_a_protocol_is_a_deployment_only() -> None:
+    """restate-sdk's ``protocol=``: the App announces that mode and starts no engine (its lifespan does nothing)."""
+    forced = unbroken.app([svc], protocol="bidi")
+    call = Call(forced, "GET", "/discover", {"accept": ALL}, http_version="1.1")
+    call.feed(b"", False)
+    await call.run()
+    assert orjson.loads(call.body)["protocolMode"] == "BIDI_STREAM"
+    events: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    for kind in ("lifespan.startup", "lifespan.shutdown"):
+        events.put_nowait({"type": kind})
+    answers: list[str] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        answers.append(message["type"])
+
+    async with asyncio.timeout(10):
+        await forced({"type": "lifespan"}, events.get, send)
+    assert answers == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert forced._node is None  # no embedded engine
+    with pytest.raises(ValueError, match="protocol must be"):
+        unbroken.app([svc], protocol="grpc")

@@ -94,6 +94,9 @@ deployment_request_timeout_s = 10.0  # connect + discover, and connect to invoke
 # end its side of an HTTP/2 stream before ending the response (an HTTP/2 server may drop a stream answered
 # whole while its request still sends, and with it the connection: hypercorn does).
 deployment_request_end_wait_s = 5.0
+# While a server may still send notifications, an App serving as a deployment never suspends on its own: the
+# server decides (it ends its request stream after its inactivity timeout). A day stands for "not before then".
+deployment_open_input_timeout_ms = 24 * 3600 * 1000
 
 # admin explain (GET /invocations/{id}/explain)
 explain_chain_links_max = 10  # invocations followed along a chain of callers/callees

@@ -182,6 +182,8 @@ def app(
         raise ValueError(
             "journal_value_codec is not supported by Unbroken yet: journal values would be stored unencoded"
         )
+    if protocol not in (None, "bidi", "request_response"):  # refused here, not at the first request
+        raise ValueError(f"protocol must be 'bidi', 'request_response' or None, not {protocol!r}")
     return App(services, protocol=protocol, identity_keys=identity_keys)
 
 

@@ -59,9 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("unbroken.deployment")
 
 SERVER_HEADER = b"unbroken/0.1.0"
-# While the server may still send notifications, the SDK never suspends on its own: the server decides
-# (it ends its request stream after its inactivity timeout). A day stands for "not before the server says".
-_OPEN_INPUT_TIMEOUT_MS = 24 * 3600 * 1000
 _MODES = {"bidi": "BIDI_STREAM", "request_response": "REQUEST_RESPONSE", None: None}
 
 
@@ -87,8 +84,8 @@ class DeploymentEndpoint:
             else None
         )
         self.services = services
+        self.by_name = {s.name: s for s in services}
         self.mode = _MODES[protocol]
-        self.kinds = {s.name: s.kind for s in services}
         self._transport: LocalTransport | None = None  # made on the serving loop, at the first attempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -115,9 +112,10 @@ class DeploymentEndpoint:
     async def _discover(self, scope: Scope, send: Send) -> None:
         version = pick_manifest_version(_header(scope, b"accept"))
         if version is None:
-            await _answer(
-                send, 415, b"unsupported endpoint manifest version: accepted are " + b"v2, v3 and v4 (+json)"
+            text = (
+                b"no endpoint manifest version this SDK writes was asked for: it writes v2, v3 and v4 (+json)"
             )
+            await _answer(send, 415, text)
             return
         mode = self.mode or ("BIDI_STREAM" if scope.get("http_version") == "2" else "REQUEST_RESPONSE")
         doc = build_manifest(self.services, version, mode, f.OLDEST_VERSION, f.NEWEST_VERSION)
@@ -133,7 +131,7 @@ class DeploymentEndpoint:
             )
             await _answer(send, 415, text.encode())
             return
-        svc = next((s for s in self.services if s.name == service), None)
+        svc = self.by_name.get(service)
         if svc is None or handler not in svc.handlers:
             await _answer(send, 404, f"no handler {service}/{handler} in this deployment".encode())
             return
@@ -175,8 +173,8 @@ class _Invocation:
             log.warning("%s/%s: bad invocation request: %s", self.service, self.handler, exc.message)
             error = Error(exc.code, f"bad invocation request: {exc.message}", "", None, "")
             await send(head)
-            frame = f.encode_frame(f.ERROR, encode_error(error))
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            body = f.encode_frame(f.ERROR, encode_error(error))
+            await send({"type": "http.response.body", "body": body, "more_body": True})
             try:
                 await asyncio.wait_for(self._discard(receive), limits.deployment_request_end_wait_s)
             except TimeoutError:
@@ -188,9 +186,16 @@ class _Invocation:
         await send(head)
         attempt = self.attempt = self.transport.start(start, self.sink)
         self.sink.attempt = attempt
-        if self.closed:
+        reader = None
+        if self.closed:  # the whole request is here (request/response): what came after the journal, then end
+            try:
+                for leftover in self.leftover:
+                    self._deliver(attempt, leftover)
+            except ProtocolViolation as exc:
+                attempt.fail(exc.code, f"the server sent a bad message: {exc.message}")
             attempt.input_closed()
-        reader = None if self.closed else asyncio.get_running_loop().create_task(self._read_rest(receive))
+        else:
+            reader = asyncio.get_running_loop().create_task(self._read_rest(receive))
         try:
             await self.sink.drain(send)
             if reader is not None and not reader.done():
@@ -233,9 +238,10 @@ class _Invocation:
         return self._attempt_start(info, journal)
 
     def _feed(self, message: MutableMapping[str, Any]) -> list[f.Frame]:
-        frames = self.decoder.feed(message.get("body", b""))
         if not message.get("more_body", False):
-            self.closed = True
+            self.closed = True  # first: a bad chunk still ends the request
+        frames = self.decoder.feed(message.get("body", b""))
+        if self.closed:
             self.decoder.finish()
         return frames
 
@@ -255,7 +261,7 @@ class _Invocation:
             random_seed=seed,
             retries_since_progress=info.retry_count,
             ms_since_progress=info.ms_since_progress,
-            inactivity_timeout_ms=_OPEN_INPUT_TIMEOUT_MS,
+            inactivity_timeout_ms=limits.deployment_open_input_timeout_ms,
             idempotency_key=None,
             lazy_state=keyed and info.partial_state,
         )
