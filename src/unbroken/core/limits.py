@@ -90,6 +90,8 @@ discovery_manifest_bytes_max = 4 * 1024 * 1024  # a deployment's endpoint manife
 deployment_services_max = 1000  # services one deployment may declare
 deployment_error_quote_bytes_max = 4096  # what an attempt's failure quotes of a non-200 answer's body
 deployment_request_timeout_s = 10.0  # connect + discover, and connect to invoke (Restate's connect-timeout)
+deployment_h2_streams_per_connection_max = 100  # attempts sharing one h2c connection (fewer if the peer says)
+deployment_h2_idle_close_s = 2.0  # an h2c connection without streams is closed (hypercorn's keep-alive: 5 s)
 
 # admin explain (GET /invocations/{id}/explain)
 explain_chain_links_max = 10  # invocations followed along a chain of callers/callees
