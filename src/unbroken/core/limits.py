@@ -97,6 +97,8 @@ deployment_request_end_wait_s = 5.0
 # While a server may still send notifications, an App serving as a deployment never suspends on its own: the
 # server decides (it ends its request stream after its inactivity timeout). A day stands for "not before then".
 deployment_open_input_timeout_ms = 24 * 3600 * 1000
+deployment_h2_streams_per_connection_max = 100  # attempts sharing one h2c connection (fewer if the peer says)
+deployment_h2_idle_close_s = 2.0  # an h2c connection without streams is closed (hypercorn's keep-alive: 5 s)
 
 # admin explain (GET /invocations/{id}/explain)
 explain_chain_links_max = 10  # invocations followed along a chain of callers/callees

@@ -49,7 +49,7 @@ from unbroken.protocol.transport import AttemptHandle, AttemptSink, AttemptStart
 if TYPE_CHECKING:  # imported on first use: a node without remote deployments starts without them
     import httpx
 
-    from unbroken.protocol.h2stream import H2Request
+    from unbroken.protocol.h2stream import H2Pool, H2Request
 
 log = logging.getLogger("unbroken.protocol")
 
@@ -106,9 +106,15 @@ class _RemoteAttempt:
     suspends (as restate-server does)."""
 
     def __init__(
-        self, client: httpx.AsyncClient, endpoint: Endpoint, start: AttemptStart, sink: AttemptSink
+        self,
+        client: httpx.AsyncClient,
+        pool: H2Pool,
+        endpoint: Endpoint,
+        start: AttemptStart,
+        sink: AttemptSink,
     ) -> None:
         self.client = client
+        self.pool = pool
         self.endpoint = endpoint
         self.start = start
         self.sink = sink
@@ -196,9 +202,7 @@ class _RemoteAttempt:
             self._stop()
 
     async def _stream(self, url: str, headers: dict[str, str], body: bytes) -> None:
-        from unbroken.protocol.h2stream import H2Request
-
-        self.req = await H2Request.open(url, headers)
+        self.req = await self.pool.open(url, headers)
         self.req.send(body + b"".join(self.outbox))
         self.outbox.clear()
         self._touch()
@@ -275,6 +279,7 @@ class RemoteTransport:
         self.routes: dict[str, Endpoint] = {}
         self.pinned: dict[str, Endpoint] = {}
         self._client: httpx.AsyncClient | None = None
+        self._pool: H2Pool | None = None
 
     def set_deployments(self, deployments: list[Deployment]) -> None:
         self.routes, self.pinned = endpoints(deployments)
@@ -297,9 +302,15 @@ class RemoteTransport:
             sink.fail(404, f"no deployment serves {start.target}")
             sink.ended()
             return _Nothing()
-        return _RemoteAttempt(self._http(), endpoint, start, sink)
+        if self._pool is None:  # h2 is imported on first use, as httpx is
+            from unbroken.protocol.h2stream import H2Pool
+
+            self._pool = H2Pool()
+        return _RemoteAttempt(self._http(), self._pool, endpoint, start, sink)
 
     async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         if self._client is not None:
             await self._client.aclose()
 
