@@ -35,11 +35,11 @@ def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stor
     schema = pg.schema_for(str(tmp_path))
     pg.drop(schema)
     url = pg.url_for(schema)
-    a = PostgresStore(url, partitions=2, node="a", claim={0})
-    b = PostgresStore(url, partitions=2, node="b", claim={1})
-    yield a, b
-    a.close()
-    b.close()
+    pa = PostgresStore(url, partitions=2, node="a", claim={0})
+    pb = PostgresStore(url, partitions=2, node="b", claim={1})
+    yield pa, pb
+    pa.close()
+    pb.close()
     pg.drop(schema)
 
 
@@ -49,7 +49,7 @@ def _notify(n: int) -> r.Notify:
 
 def test_what_a_commit_sends_is_taken_once_by_the_leader_oldest_first(nodes: tuple[Store, Store]) -> None:
     a, b = nodes
-    records = [_notify(1), r.CancelInvocation("inv_2"), _notify(3)]
+    records: list[r.Record] = [_notify(1), r.CancelInvocation("inv_2"), _notify(3)]
     with a.transaction() as txn:
         assert not txn.all_led and txn.is_led(ON_A) and not txn.is_led(ON_B)
         for record in records:

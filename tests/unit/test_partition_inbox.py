@@ -176,7 +176,9 @@ def test_an_awakeable_resolved_by_a_handler_of_another_partition() -> None:
         assert c.inv(waiter).status is Status.SUSPENDED
         _command(c, resolver, j.CompleteAwakeableCommand(awakeable, j.Result(value=b"yes")))
         assert c.inv(waiter).status is Status.RUNNING
-        assert c.journal(waiter)[-1] == j.Notification("signal", 0, j.FIRST_AWAKEABLE_SIGNAL, j.Result(b"yes"))
+        assert c.journal(waiter)[-1] == j.Notification(
+            "signal", 0, j.FIRST_AWAKEABLE_SIGNAL, j.Result(b"yes")
+        )
 
     _both(scenario)
 
@@ -194,7 +196,9 @@ def test_a_cancel_reaches_calls_in_another_partition_and_their_results_come_back
             assert cancel in c.journal(inv_id), inv_id
         _command(c, grandchild, j.OutputCommand(j.Result(failure=j.Failure(409, "cancelled"))))
         _command(c, child, j.OutputCommand(j.Result(failure=j.Failure(409, "cancelled"))))
-        assert c.journal(root)[-1] == j.Notification("call", 2, 0, j.Result(failure=j.Failure(409, "cancelled")))
+        assert c.journal(root)[-1] == j.Notification(
+            "call", 2, 0, j.Result(failure=j.Failure(409, "cancelled"))
+        )
 
     _both(scenario)
 
