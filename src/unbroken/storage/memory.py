@@ -153,6 +153,7 @@ class MemoryStore:
             return False  # every partition is led here: nothing is ever sent
         with self.lock:
             self.watchers.append((self, wake))
+        wake()  # as PostgreSQL's listener does once it listens
         return True
 
     def woken(self, parts: set[int]) -> None:
