@@ -206,7 +206,10 @@ class Processor:
 
     def _inbox_hint(self) -> None:
         """The store says records may have arrived (a NOTIFY; any thread)."""
-        self._loop.call_soon_threadsafe(self._inbox_wake)
+        try:
+            self._loop.call_soon_threadsafe(self._inbox_wake)
+        except RuntimeError:  # the loop is closed: the node is gone, and the next leader looks itself
+            pass
 
     def _inbox_wake(self) -> None:
         self._inbox_due = True
