@@ -128,6 +128,8 @@ class Partition:
         scan = store.timers_after if owns is None else functools.partial(_own_timers, store, owns)
         self.timers = TimerService(clock, self.processor.submit, scan, faults=faults)
         self._waiters = _Waiters()
+        # several nodes (a leased store): whether an invocation's storage partition is still led here
+        self.led_here: Owns | None = None
         self._on_log = on_log
         self._cleaner: asyncio.Task[None] | None = None
         self.processor.on_violation = self._recover
@@ -316,6 +318,8 @@ class Partition:
             case a.Deliver():
                 self.invoker.deliver(action)
             case a.StartAttempt():
+                if self.led_here is not None and not self.led_here(action.invocation.id):
+                    return  # committed just before its partition moved: its new leader recovers it
                 self.invoker.start(action)
             case a.Reply():
                 self._reply(action)
