@@ -165,8 +165,12 @@ class Partition:
         for invocation_id in [i for i in self.invoker.running if is_lost(i)]:
             self.invoker.abort(invocation_id)
         for invocation_id in [i for i in self._waiters.by_invocation if is_lost(i)]:
+            # accepted: its caller attaches to it (or retries with its idempotency key) on the new leader
+            accepted = (
+                f"invocation {invocation_id} goes on on another node (its partition moved): attach to it"
+            )
             for request_id in self._waiters.by_invocation.pop(invocation_id):
-                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, message))))
+                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted))))
         self.timers.reset()
         self.timers.load()  # the window again, without their timers (``owns`` says no now)
 
