@@ -210,6 +210,9 @@ class Leases:
                     self.renewal_failures += 1
                 log.warning("could not renew the partition leases: %s", exc)
                 self._drop_conn()
+            except Exception:  # a bug: the thread must go on (without it the node fences itself for good)
+                log.exception("the lease thread's round failed")
+                self._drop_conn()
 
     def _read_view(self) -> ClusterView:
         rows = self._execute(_NODES, ())
