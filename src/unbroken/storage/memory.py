@@ -31,12 +31,21 @@ from typing import Any, Generic, TypeVar
 
 from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
 from unbroken.core.errors import TransactionConflict, invariant, violated
-from unbroken.core.ids import partition_key_for_key, partition_key_of
+from unbroken.core.ids import partition_key_for_key, partition_key_of_any
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import Leadership, Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import (
+    ClusterView,
+    Leadership,
+    LeadershipChanged,
+    Promise,
+    Timer,
+    TimerKind,
+    Transaction,
+    transaction,
+)
 from unbroken.storage.codec import (
     decode_entry,
     decode_invocation,
@@ -99,7 +108,7 @@ class MemoryStore:
 
     def leads_id(self, invocation_id: str) -> bool:
         """Whether this view leads the partition of ``invocation_id``."""
-        return self.led is None or (partition_key_of(invocation_id) * self.partitions) >> 64 in self.led
+        return self.led is None or (partition_key_of_any(invocation_id) * self.partitions) >> 64 in self.led
 
     def leads_key(self, key: str) -> bool:
         """Whether this view leads the partition of a keyed service's or workflow's ``key``."""
@@ -166,6 +175,18 @@ class MemoryStore:
 
     def leadership(self) -> Leadership | None:
         return None  # one node's store: no leases
+
+    def leads(self, part: int) -> bool:
+        return self.led is None or part in self.led  # one node's store (None): it leads all for good
+
+    def partition_of(self, partition_key: int) -> int:
+        return (partition_key * self.partitions) >> 64
+
+    def cluster(self) -> ClusterView | None:
+        return None
+
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        pass  # leadership never changes
 
     def close(self) -> None:
         pass

@@ -31,7 +31,9 @@ from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import (
+    ClusterView,
     Leadership,
+    LeadershipChanged,
     NotLeader,
     Promise,
     StoreError,
@@ -98,10 +100,14 @@ class PostgresStore:
         lease_wait_s: float = limits.pg_lease_acquire_wait_s,
         steal: bool = False,
         claim: Collection[int] | None = None,
+        lease_poll_s: float = limits.pg_lease_poll_interval_s,
     ) -> None:
-        """Connect, create or migrate the schema, and lead every partition, or exactly those of ``claim``
-        (tests, pinning) (``steal``: even those a live node leads, for an operator's takeover and tests;
-        else wait up to ``lease_wait_s`` for them)."""
+        """Connect, create or migrate the schema, join the cluster and take this node's share of the
+        partitions: all of them when it is alone, none when the others lead them all (they hand some over
+        within a second or two). ``claim``: lead exactly those partitions, never others (tests, pinning).
+        ``steal``: take the claimed partitions (all, if none are named) even from a live leader, an
+        operator's takeover. ``lease_wait_s`` is not waited any more (a node may lead nothing)."""
+        del lease_wait_s
         self.location: Location = parse_url(url)
         self.node = node or default_node_name()
         self._ttl_s = lease_ttl_s
@@ -113,9 +119,13 @@ class PostgresStore:
             raise
         self._reader: Conn | None = None
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
-        self.leases = Leases(self.location, self.node, self.partitions, ttl_s=lease_ttl_s)
+        if steal and claim is None:
+            claim = range(self.partitions)
+        self.leases = Leases(
+            self.location, self.node, self.partitions, ttl_s=lease_ttl_s, poll_s=lease_poll_s, claim=claim
+        )
         try:
-            self.leases.acquire(force=steal, wait_s=lease_wait_s, parts=claim)
+            self.leases.start_up(force=steal)
         except BaseException:
             self.leases.close(release=False)
             self.conn.close()
@@ -123,7 +133,11 @@ class PostgresStore:
         self.leases.start()
         self.inbox = InboxSignals(self.location)
         log.info(
-            "store %s: %d partitions led by node %s", self.location.describe(), self.partitions, self.node
+            "store %s: %d of its %d partitions led by node %s",
+            self.location.describe(),
+            len(self.leases.leading),
+            self.partitions,
+            self.node,
         )
 
     def _connect_writer(self) -> Conn:
@@ -204,9 +218,10 @@ class PostgresStore:
         return self._reader.execute(query, params, binary=True).fetchall()
 
     def running_invocation_ids(self) -> list[str]:
-        led = sorted(self.leases.led())  # another node's are its to recover
-        query = "SELECT id FROM invocation WHERE status = 'running' AND part = ANY(%s) ORDER BY seq"
-        return [str(row[0]) for row in self._read(query, (led,))]
+        return [
+            str(row[0])
+            for row in self._read("SELECT id FROM invocation WHERE status = 'running' ORDER BY seq")
+        ]
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
         rows = self._read("SELECT service, data FROM service_override")
@@ -220,10 +235,12 @@ class PostgresStore:
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         fire_at, timer_id = after if after is not None else (-(2**63), -(2**63))
-        rows = self._read(  # the led partitions' (another node's fire on their leader)
+        # the led partitions' only: the engine's window holds the timers it may fire (the others' leaders
+        # hold theirs), so a node's scan does not grow with the whole cluster's timers
+        rows = self._read(
             f"SELECT {_TIMER_COLUMNS} FROM timer WHERE (fire_at, id) > (%s, %s) AND part = ANY(%s)"
             " ORDER BY fire_at, id LIMIT %s",
-            (fire_at, timer_id, sorted(self.leases.led()), limit),
+            (fire_at, timer_id, list(self.leases.leading), limit),
         )
         return [_timer(row) for row in rows]
 
@@ -231,8 +248,24 @@ class PostgresStore:
         return self.leases.leadership()
 
     def watch_inbox(self, wake: Callable[[], None]) -> bool:
-        self.inbox.listen(self.leases.led, wake)
+        self.inbox.listen(lambda: self.leases.leading, wake)
         return True  # other nodes may lead partitions (now or later): look in the inbox
+
+    def leads(self, part: int) -> bool:
+        return part in self.leases.leading
+
+    def partition_of(self, partition_key: int) -> int:
+        return (partition_key * self.partitions) >> 64
+
+    def cluster(self) -> ClusterView:
+        return self.leases.view
+
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        self.leases.on_change(changed)
+
+    def advertise(self, ingress_url: str, admin_url: str) -> None:
+        """Where this node's ingress and admin API listen (the ``node`` table, for the others to forward to)."""
+        self.leases.advertise(ingress_url, admin_url)
 
     def close(self, *, release: bool = True) -> None:
         self.inbox.close()
@@ -253,7 +286,18 @@ def _timer(row: tuple[Any, ...]) -> Timer:
 class PostgresTransaction(InboxTransaction):
     """Implements :class:`unbroken.core.storage.Transaction` on the writer connection (see the module)."""
 
-    __slots__ = ("all_led", "c", "led", "parts", "pipeline", "sent", "store", "touched", "_open")
+    __slots__ = (
+        "all_led",
+        "c",
+        "led",
+        "parts",
+        "pipeline",
+        "sent",
+        "store",
+        "touched",
+        "wrote_global",
+        "_open",
+    )
 
     def __init__(self, store: PostgresStore, pipeline: AbstractContextManager[Any]) -> None:
         self.store = store
@@ -261,8 +305,9 @@ class PostgresTransaction(InboxTransaction):
         self.parts = store.partitions
         self.pipeline = pipeline
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
+        self.wrote_global = False  # a cluster-wide row (a deployment, a service override) was written
         self._open = True  # the pipeline
-        self.led = store.leases.led()  # as the batch starts: the fence has the last word
+        self.led = store.leases.leading  # as the batch starts: the fence has the last word
         self.all_led = len(self.led) == self.parts
         self.sent: set[int] = set()  # partitions this batch sent records to: NOTIFY after the commit
 
@@ -293,6 +338,18 @@ class PostgresTransaction(InboxTransaction):
         return key_partition(key, self.parts)
 
     def commit(self) -> None:
+        # it wrote nothing (a node may lead none): nothing to fence; a batch that sent records is fenced (by
+        # every led partition, if it wrote none): a deposed leader's message never lands
+        if not (self.touched or self.wrote_global or self.sent):
+            try:
+                self.c.execute(b"COMMIT")
+                self._open = False
+                self.pipeline.__exit__(None, None, None)
+            except psycopg.Error as exc:
+                self._close_pipeline()
+                self._rollback_quietly()
+                raise store_error(exc) from exc
+            return
         try:
             parts, epochs = self.store.leases.fence_args(self.touched)
         except NotLeader:
@@ -388,9 +445,9 @@ class PostgresTransaction(InboxTransaction):
         self._w(part, "DELETE FROM invocation WHERE part = %s AND id = %s", (part, invocation_id))
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
-        rows = self._all(  # the led partitions' (another node's are its to clean)
+        rows = self._all(  # of the led partitions: the others' leaders clean theirs
             "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= %s AND part = ANY(%s) LIMIT %s",
-            (now_ms, sorted(self.led), limit),
+            (now_ms, list(self.store.leases.leading), limit),
         )
         return [str(row[0]) for row in rows]
 
@@ -544,7 +601,11 @@ class PostgresTransaction(InboxTransaction):
         return int(row[0])
 
     def get_timer(self, timer_id: int) -> Timer | None:
-        row = self._one(f"SELECT {_TIMER_COLUMNS} FROM timer WHERE id = %s", (timer_id,))
+        # only a led partition's: a timer of a partition handed over meanwhile fires on its new leader
+        row = self._one(
+            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE id = %s AND part = ANY(%s)",
+            (timer_id, list(self.store.leases.leading)),
+        )
         return None if row is None else _timer(row)
 
     def delete_timer(self, timer_id: int) -> None:
@@ -584,6 +645,7 @@ class PostgresTransaction(InboxTransaction):
         return None if row is None else decode_deployment(bytes(row[0]))
 
     def put_deployment(self, deployment: Deployment) -> None:
+        self.wrote_global = True
         try:
             self.c.execute(
                 b"INSERT INTO deployment VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
@@ -593,6 +655,7 @@ class PostgresTransaction(InboxTransaction):
             raise store_error(exc) from exc
 
     def delete_deployment(self, deployment_id: str) -> None:
+        self.wrote_global = True
         try:
             self.c.execute(b"DELETE FROM deployment WHERE id = %s", (deployment_id,))
         except psycopg.Error as exc:
@@ -605,6 +668,7 @@ class PostgresTransaction(InboxTransaction):
 
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
         # cluster-wide, in no partition: the batch is fenced by the partitions it wrote besides (or by all)
+        self.wrote_global = True
         try:
             self.c.execute(
                 b"INSERT INTO service_override VALUES (%s, %s) ON CONFLICT (service) DO UPDATE SET data = excluded.data",
