@@ -146,6 +146,16 @@ def open_store(config: Config) -> Store:
         raise StartupError(f"cannot use the PostgreSQL store: {exc}") from None
 
 
+def advertise(store: Store, ingress_url: str, admin_url: str) -> None:
+    """Tell a store shared by several nodes (PostgreSQL) where this node's listeners are bound."""
+    if store.cluster() is None:
+        return
+    from unbroken.storage.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        store.advertise(ingress_url, admin_url)
+
+
 def read_model(store: Store) -> ReadModel:
     """The admin API's reads over ``store`` (the backend's own read model)."""
     if isinstance(store, SqliteStore):

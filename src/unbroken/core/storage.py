@@ -13,8 +13,9 @@ applied (``Step.now_ms``), never from the database's clock, so a replay or a sim
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -22,6 +23,7 @@ import msgspec
 from unbroken.core.deployments import Deployment
 from unbroken.core.invocation import Invocation, Sink
 from unbroken.core.journal import Entry, Result
+from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
 
 
@@ -36,6 +38,12 @@ class NotLeader(StoreError):
     """The store does not lead a partition the transaction wrote: its lease expired or another node took it
     (the fencing epoch no longer matches). Nothing of the transaction was committed, and the store commits
     nothing more for that partition."""
+
+
+class PartitionLost(NotLeader):
+    """A transaction wrote a partition this node does not lead any more (released, or taken by another
+    node): unlike a lease not renewed in time, this does not pass. The records that wrote it are given up
+    here (their callers answered 503); the partition's new leader recovers its invocations from storage."""
 
 
 class TimerKind(enum.StrEnum):
@@ -161,7 +169,37 @@ class DeploymentTable(Protocol):
     def delete_deployment(self, deployment_id: str) -> None: ...
 
 
+class PartitionInbox(Protocol):
+    """Cross-partition work (docs/architecture.md, "Cross-partition work: the partition inbox").
+
+    A batch writes the rows of the partitions its node leads. An effect on an invocation (or key) of a
+    partition led by another node is ``send``-t as a record to that partition's inbox instead, written in
+    this transaction (so it is sent exactly when this batch commits) and not fenced (an append to another
+    partition's inbox, never a row of it). The leader of that partition takes it with ``take_inbox`` in one
+    of its own batches and applies it there (so it is applied exactly once, with that batch).
+
+    A store of one node (SQLite, the memory store by default) leads every partition: ``all_led`` is True,
+    ``is_led`` always too, nothing is sent, its inbox is empty."""
+
+    all_led: bool  # every partition is led by this node (checked before anything computes a partition)
+
+    def is_led(self, partition_key: int) -> bool:
+        """Whether the partition holding ``partition_key`` is led by this node (as of this batch's start)."""
+        ...
+
+    def send(self, partition_key: int, record: Record, source_key: int = 0) -> None:
+        """Append ``record`` to the inbox of the partition of ``partition_key``; ``source_key`` is the
+        partition key of the invocation it comes from (the same record sent again from there is one row)."""
+        ...
+
+    def take_inbox(self, limit: int) -> list[Record]:
+        """Up to ``limit`` records from the inboxes of the partitions led here, oldest first, deleted in this
+        transaction (a rollback puts them back)."""
+        ...
+
+
 class Transaction(
+    PartitionInbox,
     InvocationTable,
     JournalTable,
     StateTable,
@@ -194,6 +232,49 @@ class Leadership(msgspec.Struct, frozen=True):
     renewals: int = 0  # renewal rounds the database acknowledged
     renewal_failures: int = 0  # renewal rounds that failed (the database did not answer or refused)
     lost: int = 0  # partitions whose leadership this node lost (taken by another node)
+
+
+LeadershipChanged = Callable[[frozenset[int], frozenset[int]], None]  # (gained, lost) storage partitions
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node of a cluster sharing one store (the ``node`` table): where it listens, whether it is alive
+    (its heartbeat is younger than the lease TTL)."""
+
+    name: str
+    ingress_url: str
+    admin_url: str
+    heartbeat_age_s: float
+    alive: bool
+
+
+@dataclass(frozen=True)
+class PartitionLeader:
+    """Who leads a storage partition (None: nobody now), with which epoch, and for how long yet."""
+
+    part: int
+    node: str | None
+    epoch: int
+    lease_expires_in_s: float
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The nodes of a cluster and the leader of each storage partition, as the store last read them."""
+
+    partitions: int
+    nodes: tuple[NodeInfo, ...]
+    leaders: tuple[PartitionLeader, ...]
+
+    def leader_of(self, part: int) -> NodeInfo | None:
+        """The alive node leading ``part`` (None: none, e.g. during a failover)."""
+        if not 0 <= part < len(self.leaders):
+            return None
+        leader = self.leaders[part]
+        if leader.node is None or leader.lease_expires_in_s <= 0:
+            return None
+        return next((n for n in self.nodes if n.name == leader.node and n.alive), None)
 
 
 class Store(Protocol):
@@ -230,12 +311,37 @@ class Store(Protocol):
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         """Up to ``limit`` committed timers whose ``(fire_at_ms, timer_id)`` is greater than ``after`` (from
-        the first if None), in that order: the engine keeps only a window of timers in memory."""
+        the first if None), in that order: the engine keeps only a window of timers in memory. A store
+        shared by several nodes returns those of the partitions this node leads."""
+        ...
+
+    def watch_inbox(self, wake: Callable[[], None]) -> bool:
+        """Whether partitions led by other nodes may send records to this node's inbox (a store of one node:
+        False, and ``wake`` is never called). If so, ``wake`` is called (from any thread, maybe spuriously)
+        when records may have arrived: a hint; the processor polls the inbox anyway."""
         ...
 
     def leadership(self) -> Leadership | None:
         """The partitions this node leads through this store now and its lease counts (cheap: no I/O).
         None for a store of one node (SQLite, memory): the node leads its partitions for good."""
+        ...
+
+    def leads(self, part: int) -> bool:
+        """Whether this node leads storage partition ``part`` now (no I/O; True on a one-node store)."""
+        ...
+
+    def partition_of(self, partition_key: int) -> int:
+        """The storage partition of a partition key: ``(key * P) >> 64`` (P = 1 on a one-node store)."""
+        ...
+
+    def cluster(self) -> ClusterView | None:
+        """The cluster as last read by the lease thread (None: a one-node store, SQLite or memory)."""
+        ...
+
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        """Call ``changed(gained, lost)`` whenever the storage partitions this node leads change. It is
+        called from another thread (the lease thread, or the writer's when a fence is refused): the runtime
+        hops to its loop. Never called by a one-node store."""
         ...
 
     def close(self) -> None: ...

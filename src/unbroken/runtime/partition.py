@@ -40,6 +40,7 @@ from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.invoker import Invoker
 from unbroken.runtime.processor import Processor
 from unbroken.runtime.stats import EngineStats
+from unbroken.runtime.takeover import partition_key_of_id, record_partition_key
 from unbroken.runtime.timers import TimerService
 
 log = logging.getLogger("unbroken.engine")
@@ -127,10 +128,13 @@ class Partition:
         scan = store.timers_after if owns is None else functools.partial(_own_timers, store, owns)
         self.timers = TimerService(clock, self.processor.submit, scan, faults=faults)
         self._waiters = _Waiters()
+        # several nodes (a leased store): whether an invocation's storage partition is still led here
+        self.led_here: Owns | None = None
         self._on_log = on_log
         self._cleaner: asyncio.Task[None] | None = None
         self.processor.on_violation = self._recover
         self.processor.on_store_failing = self._watch_clients
+        self.processor.stamp_inbox = self._stamp_live_awakeables
 
     # ------------------------------------------------------------------------------------ leadership
     def start(self) -> None:
@@ -148,6 +152,38 @@ class Partition:
             self.processor.submit(r.Recover(invocation_id))
         if recovering:
             log.info("partition %d: recovering %d running invocations", self.index, len(recovering))
+
+    def let_go(self, lost: Callable[[int], bool], parts: list[int]) -> None:
+        """Storage partitions ``parts`` are led by another node now (``lost(partition_key)`` says whether a
+        key is in one): drop their queued records, end their attempts, answer their waiting callers 503,
+        drop their timers. Nothing of theirs commits here again (the store's fence refuses it)."""
+        message = f"partitions {parts} moved to another node: retry"
+
+        def is_lost(invocation_id: str) -> bool:
+            return lost(partition_key_of_id(invocation_id))
+
+        self.processor.purge(lambda record: _record_in(record, lost), message)
+        for invocation_id in [i for i in self.invoker.running if is_lost(i)]:
+            self.invoker.abort(invocation_id)
+        for invocation_id in [i for i in self._waiters.by_invocation if is_lost(i)]:
+            # accepted: its caller attaches to it (or retries with its idempotency key) on the new leader
+            accepted = (
+                f"invocation {invocation_id} goes on on another node (its partition moved): attach to it"
+            )
+            for request_id in self._waiters.by_invocation.pop(invocation_id):
+                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted))))
+        self.timers.reset()
+        self.timers.load()  # the window again, without their timers (``owns`` says no now)
+
+    def took_over(self, recovering: list[str], parts: list[int]) -> None:
+        """Storage partitions ``parts`` are led here now: ``recovering`` (their running invocations) restart
+        as at start, and the timer window is read again with their timers."""
+        for invocation_id in recovering:
+            self.processor.submit(r.Recover(invocation_id))
+        if parts:
+            log.info("leading partitions %s: recovering %d running invocations", parts, len(recovering))
+            self.timers.reset()
+            self.timers.load()
 
     def _recover(self, message: str) -> None:
         """Crash-only, in process: an invariant broke and the batch rolled back. Drop what memory holds
@@ -209,11 +245,17 @@ class Partition:
             self._waiters.clients[request_id] = client_gone
         # type() is, not isinstance(): a miss through msgspec's metaclass costs ~1k instructions a class
         if type(record) is r.ResolveSignal or type(record) is r.PauseInvocation:
-            # what its running attempt allocated, now: an id it handed out may be ahead of its records
-            live = self.invoker.live_awakeables(record.invocation_id)
-            record = msgspec.structs.replace(record, live_awakeables=live)
+            record = self._stamp_live_awakeables(record)
         self.processor.submit(record)
         return fut
+
+    def _stamp_live_awakeables(self, record: r.Record) -> r.Record:
+        """A resolve (or pause) of an awakeable's invocation, from a request or another node's partition:
+        what its running attempt allocated, now (an id it handed out may be ahead of its records)."""
+        if isinstance(record, r.ResolveSignal | r.PauseInvocation):
+            live = self.invoker.live_awakeables_of(record.invocation_id)
+            record = msgspec.structs.replace(record, live_awakeables=live)
+        return record
 
     def admit(self, bounded: bool) -> None:
         """Raise :class:`EngineUnavailable` if a request cannot be taken now (``bounded``: an ingress one,
@@ -288,6 +330,8 @@ class Partition:
         # case that does not match is an isinstance() through msgspec's metaclass, ~600 instructions.
         match action:
             case a.StartAttempt():
+                if self.led_here is not None and not self.led_here(action.invocation.id):
+                    return  # committed just before its partition moved: its new leader recovers it
                 self.invoker.start(action)
             case a.Deliver():
                 self.invoker.deliver(action)
@@ -320,6 +364,11 @@ class Partition:
     def _completed(self, done: a.Completed) -> None:
         for request_id in self._waiters.by_invocation.pop(done.invocation_id, ()):
             self._reply(a.Reply(request_id, a.Output(done.invocation_id, done.result, done.expires_at_ms)))
+
+
+def _record_in(record: r.Record, lost: Callable[[int], bool]) -> bool:
+    key = record_partition_key(record)
+    return key is not None and lost(key)
 
 
 def _own_timers(store: Store, owns: Owns, after: tuple[int, int] | None, limit: int) -> list[Timer]:

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -30,7 +31,9 @@ from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import (
+    ClusterView,
     Leadership,
+    LeadershipChanged,
     NotLeader,
     Promise,
     StoreError,
@@ -49,6 +52,7 @@ from unbroken.storage.codec import (
     encode_override,
     encode_promise,
 )
+from unbroken.storage.postgres_inbox import InboxSignals, InboxTransaction
 from unbroken.storage.postgres_lease import FENCE, Leases
 from unbroken.storage.postgres_schema import (
     DEFAULT_PARTITIONS,
@@ -95,9 +99,15 @@ class PostgresStore:
         lease_ttl_s: float = limits.pg_lease_ttl_s,
         lease_wait_s: float = limits.pg_lease_acquire_wait_s,
         steal: bool = False,
+        claim: Collection[int] | None = None,
+        lease_poll_s: float = limits.pg_lease_poll_interval_s,
     ) -> None:
-        """Connect, create or migrate the schema, and lead every partition (``steal``: even those a live
-        node leads, for an operator's takeover and tests; else wait up to ``lease_wait_s`` for them)."""
+        """Connect, create or migrate the schema, join the cluster and take this node's share of the
+        partitions: all of them when it is alone, none when the others lead them all (they hand some over
+        within a second or two). ``claim``: lead exactly those partitions, never others (tests, pinning).
+        ``steal``: take the claimed partitions (all, if none are named) even from a live leader, an
+        operator's takeover. ``lease_wait_s`` is not waited any more (a node may lead nothing)."""
+        del lease_wait_s
         self.location: Location = parse_url(url)
         self.node = node or default_node_name()
         self._ttl_s = lease_ttl_s
@@ -109,16 +119,25 @@ class PostgresStore:
             raise
         self._reader: Conn | None = None
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
-        self.leases = Leases(self.location, self.node, self.partitions, ttl_s=lease_ttl_s)
+        if steal and claim is None:
+            claim = range(self.partitions)
+        self.leases = Leases(
+            self.location, self.node, self.partitions, ttl_s=lease_ttl_s, poll_s=lease_poll_s, claim=claim
+        )
         try:
-            self.leases.acquire(force=steal, wait_s=lease_wait_s)
+            self.leases.start_up(force=steal)
         except BaseException:
             self.leases.close(release=False)
             self.conn.close()
             raise
         self.leases.start()
+        self.inbox = InboxSignals(self.location)
         log.info(
-            "store %s: %d partitions led by node %s", self.location.describe(), self.partitions, self.node
+            "store %s: %d of its %d partitions led by node %s",
+            self.location.describe(),
+            len(self.leases.leading),
+            self.partitions,
+            self.node,
         )
 
     def _connect_writer(self) -> Conn:
@@ -216,16 +235,40 @@ class PostgresStore:
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         fire_at, timer_id = after if after is not None else (-(2**63), -(2**63))
+        # the led partitions' only: the engine's window holds the timers it may fire (the others' leaders
+        # hold theirs), so a node's scan does not grow with the whole cluster's timers
         rows = self._read(
-            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE (fire_at, id) > (%s, %s) ORDER BY fire_at, id LIMIT %s",
-            (fire_at, timer_id, limit),
+            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE (fire_at, id) > (%s, %s) AND part = ANY(%s)"
+            " ORDER BY fire_at, id LIMIT %s",
+            (fire_at, timer_id, list(self.leases.leading), limit),
         )
         return [_timer(row) for row in rows]
 
     def leadership(self) -> Leadership:
         return self.leases.leadership()
 
+    def watch_inbox(self, wake: Callable[[], None]) -> bool:
+        self.inbox.listen(lambda: self.leases.leading, wake)
+        return True  # other nodes may lead partitions (now or later): look in the inbox
+
+    def leads(self, part: int) -> bool:
+        return part in self.leases.leading
+
+    def partition_of(self, partition_key: int) -> int:
+        return (partition_key * self.partitions) >> 64
+
+    def cluster(self) -> ClusterView:
+        return self.leases.view
+
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        self.leases.on_change(changed)
+
+    def advertise(self, ingress_url: str, admin_url: str) -> None:
+        """Where this node's ingress and admin API listen (the ``node`` table, for the others to forward to)."""
+        self.leases.advertise(ingress_url, admin_url)
+
     def close(self, *, release: bool = True) -> None:
+        self.inbox.close()
         self.leases.close(release=release)
         if self._reader is not None:
             self._reader.close()
@@ -240,10 +283,21 @@ def _timer(row: tuple[Any, ...]) -> Timer:
     return Timer(int(timer_id), int(fire_at), TimerKind(kind), str(invocation_id), int(completion_id))
 
 
-class PostgresTransaction:
+class PostgresTransaction(InboxTransaction):
     """Implements :class:`unbroken.core.storage.Transaction` on the writer connection (see the module)."""
 
-    __slots__ = ("c", "parts", "pipeline", "store", "touched", "_open")
+    __slots__ = (
+        "all_led",
+        "c",
+        "led",
+        "parts",
+        "pipeline",
+        "sent",
+        "store",
+        "touched",
+        "wrote_global",
+        "_open",
+    )
 
     def __init__(self, store: PostgresStore, pipeline: AbstractContextManager[Any]) -> None:
         self.store = store
@@ -251,7 +305,11 @@ class PostgresTransaction:
         self.parts = store.partitions
         self.pipeline = pipeline
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
+        self.wrote_global = False  # a cluster-wide row (a deployment, a service override) was written
         self._open = True  # the pipeline
+        self.led = store.leases.leading  # as the batch starts: the fence has the last word
+        self.all_led = len(self.led) == self.parts
+        self.sent: set[int] = set()  # partitions this batch sent records to: NOTIFY after the commit
 
     # ------------------------------------------------------------------------------------ plumbing
     def _w(self, part: int, query: str, params: tuple[Any, ...]) -> None:
@@ -280,6 +338,18 @@ class PostgresTransaction:
         return key_partition(key, self.parts)
 
     def commit(self) -> None:
+        # it wrote nothing (a node may lead none): nothing to fence; a batch that sent records is fenced (by
+        # every led partition, if it wrote none): a deposed leader's message never lands
+        if not (self.touched or self.wrote_global or self.sent):
+            try:
+                self.c.execute(b"COMMIT")
+                self._open = False
+                self.pipeline.__exit__(None, None, None)
+            except psycopg.Error as exc:
+                self._close_pipeline()
+                self._rollback_quietly()
+                raise store_error(exc) from exc
+            return
         try:
             parts, epochs = self.store.leases.fence_args(self.touched)
         except NotLeader:
@@ -298,6 +368,8 @@ class PostgresTransaction:
             self.c.execute(b"COMMIT")
             self._open = False
             self.pipeline.__exit__(None, None, None)
+            if self.sent:
+                self.store.inbox.sent(self.sent)
         except psycopg.Error as exc:
             self._close_pipeline()
             if not (self.c.broken or isinstance(exc, psycopg.OperationalError)):
@@ -307,6 +379,8 @@ class PostgresTransaction:
             landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
             if landed:
                 log.warning("a COMMIT whose answer was lost had landed: the batch is committed")
+                if self.sent:
+                    self.store.inbox.sent(self.sent)
                 return
             if landed is None:
                 self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
@@ -371,8 +445,9 @@ class PostgresTransaction:
         self._w(part, "DELETE FROM invocation WHERE part = %s AND id = %s", (part, invocation_id))
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
-        rows = self._all(
-            "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= %s LIMIT %s", (now_ms, limit)
+        rows = self._all(  # of the led partitions: the others' leaders clean theirs
+            "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= %s AND part = ANY(%s) LIMIT %s",
+            (now_ms, list(self.store.leases.leading), limit),
         )
         return [str(row[0]) for row in rows]
 
@@ -526,7 +601,11 @@ class PostgresTransaction:
         return int(row[0])
 
     def get_timer(self, timer_id: int) -> Timer | None:
-        row = self._one(f"SELECT {_TIMER_COLUMNS} FROM timer WHERE id = %s", (timer_id,))
+        # only a led partition's: a timer of a partition handed over meanwhile fires on its new leader
+        row = self._one(
+            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE id = %s AND part = ANY(%s)",
+            (timer_id, list(self.store.leases.leading)),
+        )
         return None if row is None else _timer(row)
 
     def delete_timer(self, timer_id: int) -> None:
@@ -566,6 +645,7 @@ class PostgresTransaction:
         return None if row is None else decode_deployment(bytes(row[0]))
 
     def put_deployment(self, deployment: Deployment) -> None:
+        self.wrote_global = True
         try:
             self.c.execute(
                 b"INSERT INTO deployment VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
@@ -575,6 +655,7 @@ class PostgresTransaction:
             raise store_error(exc) from exc
 
     def delete_deployment(self, deployment_id: str) -> None:
+        self.wrote_global = True
         try:
             self.c.execute(b"DELETE FROM deployment WHERE id = %s", (deployment_id,))
         except psycopg.Error as exc:
@@ -587,6 +668,7 @@ class PostgresTransaction:
 
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
         # cluster-wide, in no partition: the batch is fenced by the partitions it wrote besides (or by all)
+        self.wrote_global = True
         try:
             self.c.execute(
                 b"INSERT INTO service_override VALUES (%s, %s) ON CONFLICT (service) DO UPDATE SET data = excluded.data",

@@ -11,7 +11,8 @@ start: changing it would move rows between partitions. The schema is created and
 
 Leases: ``partition_lease`` (node, epoch, expiry; renewed every ``lease_renew_s``) and ``partition_epoch``
 (the epoch every batch is fenced with, ``postgres_lease.py``) are separate rows, so renewing a lease never
-waits on the row lock a committing batch holds.
+waits on the row lock a committing batch holds. ``node`` holds every node that ever joined: where it listens
+and its heartbeat (alive while younger than the lease TTL), written by its lease thread.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ CREATE TABLE IF NOT EXISTS promise (
     part int NOT NULL, service text NOT NULL, service_key text NOT NULL, name text NOT NULL,
     data bytea NOT NULL, PRIMARY KEY (part, service, service_key, name)
 );
+CREATE TABLE IF NOT EXISTS partition_inbox (
+    part int NOT NULL, source_part int NOT NULL, source_seq bigint NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY, record bytea NOT NULL, PRIMARY KEY (part, source_part, source_seq)
+);
+CREATE INDEX IF NOT EXISTS partition_inbox_order ON partition_inbox (part, seq);
 CREATE TABLE IF NOT EXISTS service_override (service text PRIMARY KEY, data bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS deployment (id text PRIMARY KEY, data bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS partition_lease (
@@ -78,6 +84,11 @@ CREATE TABLE IF NOT EXISTS partition_lease (
 CREATE TABLE IF NOT EXISTS partition_epoch (
     part int PRIMARY KEY, epoch bigint NOT NULL, leader text, last_batch bigint NOT NULL
 );
+CREATE TABLE IF NOT EXISTS node (
+    name text PRIMARY KEY, ingress_url text, admin_url text, started_at timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL, pinned boolean NOT NULL DEFAULT false
+);
+ALTER TABLE node ADD COLUMN IF NOT EXISTS pinned boolean NOT NULL DEFAULT false;
 """
 # Migrations: version -> the statements that bring a schema of that version to the next one (none yet).
 _UPGRADES: dict[int, str] = {}
