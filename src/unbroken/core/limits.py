@@ -121,6 +121,8 @@ pg_lease_self_fence_margin_s = 1.0
 pg_lease_acquire_wait_s = 10.0  # at start, how long to wait for another node's leases to expire
 pg_commit_resolve_timeout_s = 10.0  # after a COMMIT whose outcome is unknown: how long to try to learn it
 pg_connect_timeout_s = 10  # to open one connection
+# The leader's cache of committed invocation rows (storage/postgres.py): emptied when it grows past this.
+pg_invocation_cache_rows_max = 10_000
 # POST /query on PostgreSQL copies the tables into a SQLite file with the views (storage/sqlite_mirror.py):
 # past this many rows in all, the query is refused rather than copying the database.
 pg_query_rows_copied_max = 200_000
@@ -145,6 +147,7 @@ assert 0 < store_retry_delay_min_s <= store_retry_delay_max_s
 assert store_retry_delay_max_s <= retry_after_s  # a caller told to retry after this finds the store retried
 assert processor_stop_timeout_s > store_retry_delay_max_s  # stop() outlasts one pause of a failing store
 assert storage_key_cache_entries_max >= batch_records_max  # a full batch's ids still hit the cache
+assert pg_invocation_cache_rows_max >= batch_records_max  # the same on PostgreSQL
 assert ingress_inflight_body_bytes_max >= request_body_bytes_max  # the largest body allowed can be held
 assert state_value_bytes_max <= request_body_bytes_max  # a value taken from a request fits in one
 assert delay_ms_max < 2**63  # stored as a signed 64-bit integer of milliseconds

@@ -109,6 +109,10 @@ class PostgresStore:
             raise
         self._reader: Conn | None = None
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
+        # Committed invocation rows (their blobs; None: no such row), valid while the leadership is the one
+        # they were read or written under (``_rows_epochs``): while it leads, no other node writes them.
+        self.rows: dict[str, bytes | None] = {}
+        self._rows_epochs: dict[int, int] = {}
         self.leases = Leases(self.location, self.node, self.partitions, ttl_s=lease_ttl_s)
         try:
             self.leases.acquire(force=steal, wait_s=lease_wait_s)
@@ -140,6 +144,11 @@ class PostgresStore:
     def begin(self) -> PostgresTransaction:
         if self._unresolved is not None:
             self._resolve_unknown_commit()
+        epochs = self.leases.snapshot()
+        if epochs != self._rows_epochs or len(self.rows) > limits.pg_invocation_cache_rows_max:
+            # a partition lost or taken again (another node may have written its rows meanwhile), or full
+            self.rows.clear()
+            self._rows_epochs = epochs
         try:
             if self.conn.closed or self.conn.broken:
                 self.conn.close()
@@ -149,7 +158,7 @@ class PostgresStore:
             pipeline.__enter__()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
-        return PostgresTransaction(self, pipeline)
+        return PostgresTransaction(self, pipeline, epochs)
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         return transaction(self)
@@ -233,6 +242,7 @@ class PostgresStore:
 
 
 _TIMER_COLUMNS = "id, fire_at, kind, invocation_id, completion_id"
+_UNKNOWN: Any = object()  # not in a row cache
 
 
 def _timer(row: tuple[Any, ...]) -> Timer:
@@ -243,14 +253,18 @@ def _timer(row: tuple[Any, ...]) -> Timer:
 class PostgresTransaction:
     """Implements :class:`unbroken.core.storage.Transaction` on the writer connection (see the module)."""
 
-    __slots__ = ("c", "parts", "pipeline", "store", "touched", "_open")
+    __slots__ = ("c", "epochs", "parts", "pipeline", "rows", "store", "touched", "_open")
 
-    def __init__(self, store: PostgresStore, pipeline: AbstractContextManager[Any]) -> None:
+    def __init__(
+        self, store: PostgresStore, pipeline: AbstractContextManager[Any], epochs: dict[int, int]
+    ) -> None:
         self.store = store
         self.c = store.conn
         self.parts = store.partitions
         self.pipeline = pipeline
+        self.epochs = epochs  # the leadership the batch started under: the store's row cache is valid for it
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
+        self.rows: dict[str, bytes | None] = {}  # invocation rows written by this batch (None: deleted)
         self._open = True  # the pipeline
 
     # ------------------------------------------------------------------------------------ plumbing
@@ -285,6 +299,9 @@ class PostgresTransaction:
         except NotLeader:
             self.rollback()
             raise
+        if any(self.epochs.get(part) != epoch for part, epoch in zip(parts, epochs, strict=True)):
+            self.rollback()  # it read cached rows of a leadership that has changed since: apply it again
+            raise NotLeader(f"the leadership of partitions {parts} changed during the batch")
         token = int.from_bytes(os.urandom(8), "big") >> 1  # a positive bigint naming this batch
         try:
             granted = {int(row[0]) for row in self._all(FENCE, (token, parts, epochs))}
@@ -298,6 +315,7 @@ class PostgresTransaction:
             self.c.execute(b"COMMIT")
             self._open = False
             self.pipeline.__exit__(None, None, None)
+            self.store.rows.update(self.rows)
         except psycopg.Error as exc:
             self._close_pipeline()
             if not (self.c.broken or isinstance(exc, psycopg.OperationalError)):
@@ -307,6 +325,7 @@ class PostgresTransaction:
             landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
             if landed:
                 log.warning("a COMMIT whose answer was lost had landed: the batch is committed")
+                self.store.rows.update(self.rows)
                 return
             if landed is None:
                 self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
@@ -336,15 +355,21 @@ class PostgresTransaction:
 
     # ------------------------------------------------------------------------------------ invocations
     def get_invocation(self, invocation_id: str) -> Invocation | None:
-        row = self._one(
-            "SELECT data FROM invocation WHERE part = %s AND id = %s",
-            (self._inv_part(invocation_id), invocation_id),
-        )
-        return None if row is None else decode_invocation(bytes(row[0]), invocation_id)
+        data: bytes | None = self.rows.get(invocation_id, _UNKNOWN)
+        if data is _UNKNOWN:
+            data = self.store.rows.get(invocation_id, _UNKNOWN)
+            if data is _UNKNOWN:  # not written by this batch: the committed row (the same in any cache)
+                row = self._one(
+                    "SELECT data FROM invocation WHERE part = %s AND id = %s",
+                    (self._inv_part(invocation_id), invocation_id),
+                )
+                data = self.store.rows[invocation_id] = None if row is None else bytes(row[0])
+        return None if data is None else decode_invocation(data, invocation_id)
 
     def put_invocation(self, inv: Invocation) -> None:
         part = self._inv_part(inv.id)
         target = inv.target
+        data = self.rows[inv.id] = encode_invocation(inv)
         self._w(
             part,
             "INSERT INTO invocation (part, id, status, service, service_key, handler, created_at, modified_at,"
@@ -361,12 +386,13 @@ class PostgresTransaction:
                 inv.created_at_ms,
                 inv.modified_at_ms,
                 cleanup_due_ms(inv),
-                encode_invocation(inv),
+                data,
             ),
         )
 
     def delete_invocation(self, invocation_id: str) -> None:
         part = self._inv_part(invocation_id)
+        self.rows[invocation_id] = None
         self._delete_journal(part, invocation_id)
         self._w(part, "DELETE FROM invocation WHERE part = %s AND id = %s", (part, invocation_id))
 
