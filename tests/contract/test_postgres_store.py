@@ -13,8 +13,7 @@ import pytest
 from tests import pg
 from unbroken.core import journal as j
 from unbroken.core.storage import NotLeader, StoreError
-from unbroken.storage.postgres import PostgresStore, PostgresTransaction
-from unbroken.storage.postgres_lease import FENCE
+from unbroken.storage.postgres import PostgresStore
 from unbroken.storage.postgres_schema import SCHEMA_VERSION, StoreVersionError, invocation_partition
 
 NOW = 1_700_000_000_000
@@ -133,17 +132,16 @@ def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_r
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = PostgresStore(url, partitions=2, node="a")
-    fenced = PostgresTransaction._all
+    execute = psycopg.Connection.execute
 
-    def fence_then_lose_the_connection(
-        self: PostgresTransaction, query: str, params: tuple[object, ...]
+    def lose_the_connection_at_the_commit(
+        self: psycopg.Connection[Any], query: Any, *args: Any, **kw: Any
     ) -> Any:
-        rows = fenced(self, query, params)
-        if query == FENCE:  # the fence passed: the connection dies before the COMMIT
-            _sql(url, f"SELECT pg_terminate_backend({self.c.info.backend_pid})")
-        return rows
+        if self is store.conn and query == b"COMMIT":  # the writes and the fence are sent: the COMMIT is not
+            _sql(url, f"SELECT pg_terminate_backend({self.info.backend_pid})")
+        return execute(self, query, *args, **kw)
 
-    monkeypatch.setattr(PostgresTransaction, "_all", fence_then_lose_the_connection)
+    monkeypatch.setattr(psycopg.Connection, "execute", lose_the_connection_at_the_commit)
     txn = store.begin()
     txn.state_set("Obj", "k", "n", b"lost")
     with pytest.raises(StoreError):

@@ -49,6 +49,25 @@ from unbroken.storage.codec import (
     encode_override,
     encode_promise,
 )
+from unbroken.storage.postgres_batch import (
+    ADD_SIGNAL,
+    APPEND_JOURNAL,
+    CLEAR_ALL_STATE,
+    CLEAR_LOCK,
+    CLEAR_PROMISES,
+    CLEAR_STATE,
+    DELETE_INVOCATION,
+    DELETE_JOURNAL,
+    DELETE_SIGNALS,
+    PUSH_INBOX,
+    PUT_INVOCATION,
+    PUT_PROMISE,
+    REMOVE_FROM_INBOX,
+    SET_LOCK,
+    SET_STATE,
+    Kind,
+    Writes,
+)
 from unbroken.storage.postgres_lease import FENCE, Leases
 from unbroken.storage.postgres_schema import (
     DEFAULT_PARTITIONS,
@@ -153,9 +172,9 @@ class PostgresStore:
             if self.conn.closed or self.conn.broken:
                 self.conn.close()
                 self.conn = self._writer()
-            self.conn.execute(b"BEGIN")
             pipeline = self.conn.pipeline()
             pipeline.__enter__()
+            self.conn.execute(b"BEGIN")  # queued: it goes with the first statement that waits for an answer
         except psycopg.Error as exc:
             raise store_error(exc) from exc
         return PostgresTransaction(self, pipeline, epochs)
@@ -243,6 +262,13 @@ class PostgresStore:
 
 _TIMER_COLUMNS = "id, fire_at, kind, invocation_id, completion_id"
 _UNKNOWN: Any = object()  # not in a row cache
+# The fence, failing the transaction (a division by zero: plain SQL has no RAISE, and this is portable)
+# unless it updated the row of every partition the batch wrote: the COMMIT sent after it then rolls back.
+_FENCE_OR_FAIL = f"WITH fenced AS ({FENCE}) SELECT 1 / (count(*) = %s)::int FROM fenced"
+_STILL_LED = (
+    "SELECT e.part FROM partition_epoch e, unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)"
+    " WHERE e.part = mine.part AND e.epoch = mine.epoch"
+)
 
 
 def _timer(row: tuple[Any, ...]) -> Timer:
@@ -253,7 +279,7 @@ def _timer(row: tuple[Any, ...]) -> Timer:
 class PostgresTransaction:
     """Implements :class:`unbroken.core.storage.Transaction` on the writer connection (see the module)."""
 
-    __slots__ = ("c", "epochs", "parts", "pipeline", "rows", "store", "touched", "_open")
+    __slots__ = ("c", "epochs", "parts", "pipeline", "rows", "store", "touched", "writes", "_open")
 
     def __init__(
         self, store: PostgresStore, pipeline: AbstractContextManager[Any], epochs: dict[int, int]
@@ -265,25 +291,36 @@ class PostgresTransaction:
         self.epochs = epochs  # the leadership the batch started under: the store's row cache is valid for it
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
         self.rows: dict[str, bytes | None] = {}  # invocation rows written by this batch (None: deleted)
+        self.writes = Writes()  # held until the batch is sent
         self._open = True  # the pipeline
 
     # ------------------------------------------------------------------------------------ plumbing
-    def _w(self, part: int, query: str, params: tuple[Any, ...]) -> None:
+    def _w(self, part: int, kind: Kind, row: tuple[Any, ...]) -> None:
+        """Hold a write of partition ``part`` until the batch is sent (``postgres_batch.py``)."""
         self.touched.add(part)
+        self.writes.add(kind, row)
+
+    def _now(
+        self, query: str | bytes, params: tuple[Any, ...] = (), *, after_writes: bool = True
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        """Run a statement whose answer is needed now (or that is not held), after the writes held (unless
+        the caller knows none of them is of the rows it reads)."""
         try:
-            self.c.execute(query, params)
+            if after_writes and self.writes.held:
+                self.writes.send(self.c)
+            return self.c.execute(query, params, binary=True)
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
     def _one(self, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         try:
-            return self.c.execute(query, params, binary=True).fetchone()
+            return self._now(query, params).fetchone()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
     def _all(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
-            return self.c.execute(query, params, binary=True).fetchall()
+            return self._now(query, params).fetchall()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
@@ -304,18 +341,17 @@ class PostgresTransaction:
             raise NotLeader(f"the leadership of partitions {parts} changed during the batch")
         token = int.from_bytes(os.urandom(8), "big") >> 1  # a positive bigint naming this batch
         try:
-            granted = {int(row[0]) for row in self._all(FENCE, (token, parts, epochs))}
-        except BaseException:
-            self.rollback()
-            raise
-        if len(granted) != len(parts):
-            self.rollback()
-            raise self.store.leases.refused(parts, granted)
-        try:
+            # One round trip: the writes held, the fence (which fails the transaction unless it updated
+            # every partition's row, so the COMMIT after it rolls back) and the COMMIT.
+            if self.writes.held:
+                self.writes.send(self.c)
+            self.c.execute(_FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
             self.c.execute(b"COMMIT")
             self._open = False
             self.pipeline.__exit__(None, None, None)
-            self.store.rows.update(self.rows)
+        except psycopg.errors.DivisionByZero:  # the fence's: an epoch changed
+            self.rollback()
+            raise self.store.leases.refused(parts, self._granted(parts, epochs)) from None
         except psycopg.Error as exc:
             self._close_pipeline()
             if not (self.c.broken or isinstance(exc, psycopg.OperationalError)):
@@ -330,6 +366,15 @@ class PostgresTransaction:
             if landed is None:
                 self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
             raise store_error(exc) from exc
+        self.store.rows.update(self.rows)
+
+    def _granted(self, parts: list[int], epochs: list[int]) -> set[int]:
+        """Which of ``parts`` are still led with ``epochs`` (after a fence refused the batch)."""
+        try:
+            rows = self.c.execute(_STILL_LED, (parts, epochs)).fetchall()
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
+        return {int(row[0]) for row in rows}
 
     def rollback(self) -> None:
         self._close_pipeline()
@@ -359,10 +404,11 @@ class PostgresTransaction:
         if data is _UNKNOWN:
             data = self.store.rows.get(invocation_id, _UNKNOWN)
             if data is _UNKNOWN:  # not written by this batch: the committed row (the same in any cache)
-                row = self._one(
+                row = self._now(
                     "SELECT data FROM invocation WHERE part = %s AND id = %s",
                     (self._inv_part(invocation_id), invocation_id),
-                )
+                    after_writes=False,
+                ).fetchone()
                 data = self.store.rows[invocation_id] = None if row is None else bytes(row[0])
         return None if data is None else decode_invocation(data, invocation_id)
 
@@ -372,10 +418,7 @@ class PostgresTransaction:
         data = self.rows[inv.id] = encode_invocation(inv)
         self._w(
             part,
-            "INSERT INTO invocation (part, id, status, service, service_key, handler, created_at, modified_at,"
-            " expires_at, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (part, id) DO UPDATE"
-            " SET status = excluded.status, modified_at = excluded.modified_at, expires_at = excluded.expires_at,"
-            " data = excluded.data",
+            PUT_INVOCATION,
             (
                 part,
                 inv.id,
@@ -394,7 +437,7 @@ class PostgresTransaction:
         part = self._inv_part(invocation_id)
         self.rows[invocation_id] = None
         self._delete_journal(part, invocation_id)
-        self._w(part, "DELETE FROM invocation WHERE part = %s AND id = %s", (part, invocation_id))
+        self._w(part, DELETE_INVOCATION, (part, invocation_id))
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
         rows = self._all(
@@ -416,24 +459,16 @@ class PostgresTransaction:
 
     def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
         part = self._inv_part(invocation_id)
-        self._w(
-            part,
-            "INSERT INTO journal VALUES (%s, %s, %s, %s, %s)",
-            (part, invocation_id, index, encode_entry(entry), appended_at_ms),
-        )
+        self._w(part, APPEND_JOURNAL, (part, invocation_id, index, encode_entry(entry), appended_at_ms))
         if type(entry) is Notification and entry.signal_idx:
-            self._w(
-                part,
-                "INSERT INTO signal VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                (part, invocation_id, entry.signal_idx),
-            )
+            self._w(part, ADD_SIGNAL, (part, invocation_id, entry.signal_idx))
 
     def delete_journal(self, invocation_id: str) -> None:
         self._delete_journal(self._inv_part(invocation_id), invocation_id)
 
     def _delete_journal(self, part: int, invocation_id: str) -> None:
-        self._w(part, "DELETE FROM journal WHERE part = %s AND invocation_id = %s", (part, invocation_id))
-        self._w(part, "DELETE FROM signal WHERE part = %s AND invocation_id = %s", (part, invocation_id))
+        self._w(part, DELETE_JOURNAL, (part, invocation_id))
+        self._w(part, DELETE_SIGNALS, (part, invocation_id))
 
     def has_signal(self, invocation_id: str, signal_idx: int) -> bool:
         row = self._one(
@@ -466,28 +501,15 @@ class PostgresTransaction:
 
     def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "INSERT INTO state VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (part, service, service_key, name) DO UPDATE SET value = excluded.value",
-            (part, service, key, name, value),
-        )
+        self._w(part, SET_STATE, (part, service, key, name, value))
 
     def state_clear(self, service: str, key: str, name: str) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "DELETE FROM state WHERE part = %s AND service = %s AND service_key = %s AND name = %s",
-            (part, service, key, name),
-        )
+        self._w(part, CLEAR_STATE, (part, service, key, name))
 
     def state_clear_all(self, service: str, key: str) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "DELETE FROM state WHERE part = %s AND service = %s AND service_key = %s",
-            (part, service, key),
-        )
+        self._w(part, CLEAR_ALL_STATE, (part, service, key))
 
     # ------------------------------------------------------------------------------------ locks and inbox
     def lock_holder(self, service: str, key: str) -> str | None:
@@ -500,26 +522,13 @@ class PostgresTransaction:
     def set_lock_holder(self, service: str, key: str, invocation_id: str | None) -> None:
         part = self._key_part(key)
         if invocation_id is None:
-            self._w(
-                part,
-                "DELETE FROM lock WHERE part = %s AND service = %s AND service_key = %s",
-                (part, service, key),
-            )
+            self._w(part, CLEAR_LOCK, (part, service, key))
         else:
-            self._w(
-                part,
-                "INSERT INTO lock VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (part, service, service_key) DO UPDATE SET holder = excluded.holder",
-                (part, service, key, invocation_id),
-            )
+            self._w(part, SET_LOCK, (part, service, key, invocation_id))
 
     def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "INSERT INTO inbox (part, service, service_key, id, created_at) VALUES (%s, %s, %s, %s, %s)",
-            (part, service, key, invocation_id, pushed_at_ms),
-        )
+        self._w(part, PUSH_INBOX, (part, service, key, invocation_id, pushed_at_ms))
 
     def inbox_pop(self, service: str, key: str) -> str | None:
         part = self._key_part(key)
@@ -533,11 +542,7 @@ class PostgresTransaction:
 
     def inbox_remove(self, service: str, key: str, invocation_id: str) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "DELETE FROM inbox WHERE part = %s AND service = %s AND service_key = %s AND id = %s",
-            (part, service, key, invocation_id),
-        )
+        self._w(part, REMOVE_FROM_INBOX, (part, service, key, invocation_id))
 
     # ------------------------------------------------------------------------------------ timers
     def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
@@ -570,20 +575,11 @@ class PostgresTransaction:
 
     def put_promise(self, service: str, key: str, name: str, promise: Promise) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "INSERT INTO promise VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (part, service, service_key, name) DO UPDATE SET data = excluded.data",
-            (part, service, key, name, encode_promise(promise)),
-        )
+        self._w(part, PUT_PROMISE, (part, service, key, name, encode_promise(promise)))
 
     def clear_promises(self, service: str, key: str) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "DELETE FROM promise WHERE part = %s AND service = %s AND service_key = %s",
-            (part, service, key),
-        )
+        self._w(part, CLEAR_PROMISES, (part, service, key))
 
     # ------------------------------------------------------------------------------------ deployments
     # cluster-wide, in no partition, like the service overrides
@@ -592,19 +588,13 @@ class PostgresTransaction:
         return None if row is None else decode_deployment(bytes(row[0]))
 
     def put_deployment(self, deployment: Deployment) -> None:
-        try:
-            self.c.execute(
-                b"INSERT INTO deployment VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-                (deployment.id, encode_deployment(deployment)),
-            )
-        except psycopg.Error as exc:
-            raise store_error(exc) from exc
+        self._now(
+            b"INSERT INTO deployment VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            (deployment.id, encode_deployment(deployment)),
+        )
 
     def delete_deployment(self, deployment_id: str) -> None:
-        try:
-            self.c.execute(b"DELETE FROM deployment WHERE id = %s", (deployment_id,))
-        except psycopg.Error as exc:
-            raise store_error(exc) from exc
+        self._now(b"DELETE FROM deployment WHERE id = %s", (deployment_id,))
 
     # ------------------------------------------------------------------------------------ service overrides
     def get_service_override(self, service: str) -> ServiceOverride | None:
@@ -613,10 +603,7 @@ class PostgresTransaction:
 
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
         # cluster-wide, in no partition: the batch is fenced by the partitions it wrote besides (or by all)
-        try:
-            self.c.execute(
-                b"INSERT INTO service_override VALUES (%s, %s) ON CONFLICT (service) DO UPDATE SET data = excluded.data",
-                (service, encode_override(override)),
-            )
-        except psycopg.Error as exc:
-            raise store_error(exc) from exc
+        self._now(
+            b"INSERT INTO service_override VALUES (%s, %s) ON CONFLICT (service) DO UPDATE SET data = excluded.data",
+            (service, encode_override(override)),
+        )
