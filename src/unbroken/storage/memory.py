@@ -237,6 +237,9 @@ class MemoryTransaction:
         for table in self._tables:
             table.discard()
 
+    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+        pass  # every read is in memory
+
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         data = self._invocations.get(invocation_id)
         return None if data is None else decode_invocation(data, invocation_id)

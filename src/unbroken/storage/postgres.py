@@ -265,6 +265,9 @@ _UNKNOWN: Any = object()  # not in a row cache
 # The fence, failing the transaction (a division by zero: plain SQL has no RAISE, and this is portable)
 # unless it updated the row of every partition the batch wrote: the COMMIT sent after it then rolls back.
 _FENCE_OR_FAIL = f"WITH fenced AS ({FENCE}) SELECT 1 / (count(*) = %s)::int FROM fenced"
+_PREFETCH = (
+    "SELECT id, data FROM invocation WHERE (part, id) IN (SELECT * FROM unnest(%s::int[], %s::text[]))"
+)
 _STILL_LED = (
     "SELECT e.part FROM partition_epoch e, unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)"
     " WHERE e.part = mine.part AND e.epoch = mine.epoch"
@@ -312,9 +315,11 @@ class PostgresTransaction:
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
-    def _one(self, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    def _one(
+        self, query: str, params: tuple[Any, ...], *, after_writes: bool = True
+    ) -> tuple[Any, ...] | None:
         try:
-            return self._now(query, params).fetchone()
+            return self._now(query, params, after_writes=after_writes).fetchone()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
@@ -399,16 +404,29 @@ class PostgresTransaction:
             self.c.close()
 
     # ------------------------------------------------------------------------------------ invocations
+    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+        cached = self.store.rows
+        missing = [i for i in invocation_ids if i not in cached and i not in self.rows]
+        if not missing:
+            return
+        parts = [self._inv_part(invocation_id) for invocation_id in missing]
+        try:
+            found = self._now(_PREFETCH, (parts, missing), after_writes=False).fetchall()
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
+        cached.update(dict.fromkeys(missing))  # those not found do not exist (this node alone writes them)
+        cached.update((str(invocation_id), bytes(data)) for invocation_id, data in found)
+
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         data: bytes | None = self.rows.get(invocation_id, _UNKNOWN)
         if data is _UNKNOWN:
             data = self.store.rows.get(invocation_id, _UNKNOWN)
             if data is _UNKNOWN:  # not written by this batch: the committed row (the same in any cache)
-                row = self._now(
+                row = self._one(
                     "SELECT data FROM invocation WHERE part = %s AND id = %s",
                     (self._inv_part(invocation_id), invocation_id),
                     after_writes=False,
-                ).fetchone()
+                )
                 data = self.store.rows[invocation_id] = None if row is None else bytes(row[0])
         return None if data is None else decode_invocation(data, invocation_id)
 
