@@ -12,6 +12,7 @@ import pytest
 
 from tests import pg
 from unbroken.core import journal as j
+from unbroken.core.errors import TransactionConflict
 from unbroken.core.storage import NotLeader, StoreError
 from unbroken.storage.postgres import PostgresStore
 from unbroken.storage.postgres_schema import SCHEMA_VERSION, StoreVersionError, invocation_partition
@@ -155,4 +156,23 @@ def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_r
     parts = [row[0] for row in _sql(url, "SELECT part FROM partition_epoch")]
     assert store.outcome(int(str(token)), parts) is True  # what a lost answer would be resolved to
     assert store.outcome(int(str(token)) + 1, parts) is False
+    store.close()
+
+
+def test_strict_mode_runs_batches_serializable_and_a_serialization_failure_is_a_conflict(url: str) -> None:
+    store = PostgresStore(url, partitions=2, node="a", strict=True, conflict_rate=1.0)
+    txn = store.begin()
+    txn.state_set("Obj", "k", "n", b"lost")
+    txn.append_journal("inv_s", 0, j.InputCommand([], b"in"), NOW)
+    assert txn.journal("inv_s") == [j.InputCommand([], b"in")]  # a read inside the transaction
+    level = txn.c.execute("SHOW transaction_isolation").fetchone()
+    assert level == ("serializable",)
+    with pytest.raises(TransactionConflict, match="SerializationFailure"):  # the server's 40001, injected
+        txn.commit()
+    assert _sql(url, "SELECT count(*) FROM state") == [(0,)]
+    assert _sql(url, "SELECT count(*) FROM journal") == [(0,)]
+    store.conflict_rate = 0.0
+    with store.transaction() as txn:  # the same batch applied again commits
+        txn.state_set("Obj", "k", "n", b"kept")
+    assert _sql(url, "SELECT value FROM state") == [(b"kept",)]
     store.close()

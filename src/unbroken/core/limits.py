@@ -21,6 +21,9 @@ invariant_recoveries_max = (
 retry_after_s = 1  # the Retry-After of a 503 while the engine is overloaded or its store is failing
 store_retry_delay_min_s = 0.01  # the first pause after the store failed; doubled per failure in a row
 store_retry_delay_max_s = 1.0  # the longest pause between two tries of a store that keeps failing
+# A batch refused by a transaction conflict (PostgreSQL's 40001/40P01 in strict mode) is applied again at
+# once, quietly, this many times in a row; past that the conflicts are a store failure (logged, 503, pauses).
+conflict_retries_max = 20
 processor_stop_timeout_s = (
     10.0  # bound of each wait in Processor.stop(): the queue to drain, the writer thread to exit
 )
@@ -142,7 +145,7 @@ testkit_harness_stop_s_max = 10.0
 
 # Relationships between the bounds.
 assert 1 <= batch_records_max <= records_queued_max  # a batch is taken from the queue
-assert record_store_attempts_max >= 1 and invariant_recoveries_max >= 0
+assert record_store_attempts_max >= 1 and invariant_recoveries_max >= 0 and conflict_retries_max >= 0
 assert 0 < store_retry_delay_min_s <= store_retry_delay_max_s
 assert store_retry_delay_max_s <= retry_after_s  # a caller told to retry after this finds the store retried
 assert processor_stop_timeout_s > store_retry_delay_max_s  # stop() outlasts one pause of a failing store

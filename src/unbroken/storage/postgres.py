@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 from contextlib import AbstractContextManager
@@ -26,6 +27,7 @@ import psycopg
 
 from unbroken.core import limits
 from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
+from unbroken.core.errors import TransactionConflict
 from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
@@ -86,10 +88,14 @@ log = logging.getLogger("unbroken.storage")
 Conn = psycopg.Connection[tuple[Any, ...]]
 # The code's or the data's fault, not the store's: the batch loop treats them as a broken invariant.
 _NOT_STORE_ERRORS = (psycopg.IntegrityError, psycopg.ProgrammingError, psycopg.DataError)
+# 40001 and 40P01: the transaction was rolled back for another's sake; applied again, it commits
+_CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
 
 def store_error(exc: psycopg.Error) -> Exception:
     """What the batch loop should see for a driver error (see the module's doc)."""
+    if isinstance(exc, _CONFLICTS):  # rolled back by the server: apply it again
+        return TransactionConflict(f"PostgreSQL: {type(exc).__name__}: {str(exc).strip()}")
     if isinstance(exc, _NOT_STORE_ERRORS) and not isinstance(exc, psycopg.errors.InFailedSqlTransaction):
         return exc
     return StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}")
@@ -114,10 +120,21 @@ class PostgresStore:
         lease_ttl_s: float = limits.pg_lease_ttl_s,
         lease_wait_s: float = limits.pg_lease_acquire_wait_s,
         steal: bool = False,
+        strict: bool = False,
+        conflict_rate: float = 0.0,
     ) -> None:
         """Connect, create or migrate the schema, and lead every partition (``steal``: even those a live
-        node leads, for an operator's takeover and tests; else wait up to ``lease_wait_s`` for them)."""
+        node leads, for an operator's takeover and tests; else wait up to ``lease_wait_s`` for them).
+
+        ``strict``: only what distributed SQL offers (see "strict mode" in docs/architecture.md): batches
+        run SERIALIZABLE (a serialization failure is a ``TransactionConflict``: the batch is applied again)
+        and nothing may rely on LISTEN/NOTIFY. ``conflict_rate``: the fault point ``pg.commit``: that share
+        of COMMITs fail with a serialization failure the server raises (SQLSTATE 40001), for tests."""
         self.location: Location = parse_url(url)
+        self.strict = strict
+        self._begin_sql = b"BEGIN ISOLATION LEVEL SERIALIZABLE" if strict else b"BEGIN"
+        self.conflict_rate = conflict_rate
+        self._dice = random.Random()  # the fault point's (not a secret)
         self.node = node or default_node_name()
         self._ttl_s = lease_ttl_s
         self.conn = self._connect_writer()
@@ -153,8 +170,14 @@ class PostgresStore:
     def _writer(self) -> Conn:
         """The writer connection. A transaction left idle past the lease's TTL is ended by the server: a
         leader paused (SIGSTOP, a VM freeze) in the middle of a batch holds the fenced rows' locks, and a
-        takeover would wait on them for as long as it stays paused."""
+        takeover would wait on them for as long as it stays paused.
+
+        No server-side prepared statements: psycopg prepares a statement run often and remembers its name,
+        and after an error in pipeline mode (a refused fence, a serialization failure) that memory and the
+        server's disagreed ("prepared statement _pg3_5 does not exist" on every later batch). A batch sends
+        few statements now (one per table written), so parsing them each time costs little."""
         conn = connect(self.location)
+        conn.prepare_threshold = None
         timeout_ms = int(self._ttl_s * 1000)
         conn.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}".encode())
         return conn
@@ -174,7 +197,7 @@ class PostgresStore:
                 self.conn = self._writer()
             pipeline = self.conn.pipeline()
             pipeline.__enter__()
-            self.conn.execute(b"BEGIN")  # queued: it goes with the first statement that waits for an answer
+            self.conn.execute(self._begin_sql)  # queued: it goes with the first statement that waits
         except psycopg.Error as exc:
             raise store_error(exc) from exc
         return PostgresTransaction(self, pipeline, epochs)
@@ -265,6 +288,11 @@ _UNKNOWN: Any = object()  # not in a row cache
 # The fence, failing the transaction (a division by zero: plain SQL has no RAISE, and this is portable)
 # unless it updated the row of every partition the batch wrote: the COMMIT sent after it then rolls back.
 _FENCE_OR_FAIL = f"WITH fenced AS ({FENCE}) SELECT 1 / (count(*) = %s)::int FROM fenced"
+# The fault point ``pg.commit``: the server fails the transaction as a serialization failure would.
+_INJECTED_CONFLICT = (
+    b"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001',"
+    b" MESSAGE = 'serialization failure injected at the COMMIT (fault point pg.commit)'; END $$"
+)
 _PREFETCH = (
     "SELECT id, data FROM invocation WHERE (part, id) IN (SELECT * FROM unnest(%s::int[], %s::text[]))"
 )
@@ -351,12 +379,17 @@ class PostgresTransaction:
             if self.writes.held:
                 self.writes.send(self.c)
             self.c.execute(_FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
+            if self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate:
+                self.c.execute(_INJECTED_CONFLICT)
             self.c.execute(b"COMMIT")
             self._open = False
             self.pipeline.__exit__(None, None, None)
         except psycopg.errors.DivisionByZero:  # the fence's: an epoch changed
             self.rollback()
             raise self.store.leases.refused(parts, self._granted(parts, epochs)) from None
+        except _CONFLICTS as exc:  # the server rolled it back: nothing of it landed
+            self.rollback()
+            raise store_error(exc) from exc
         except psycopg.Error as exc:
             self._close_pipeline()
             if not (self.c.broken or isinstance(exc, psycopg.OperationalError)):
