@@ -1,8 +1,11 @@
 """The PostgreSQL store: the same tables as SQLite's, each keyed by partition first, on psycopg 3.
 
-One writer connection applies a whole batch inside one transaction, in pipeline mode: writes are sent
-without waiting for their answers, a read sends what is queued along with it, so a batch costs about one round
-trip per read instead of one per statement (``bench/pg_driver.py``; docs/architecture.md has the figures).
+One writer connection applies a whole batch inside one transaction, in pipeline mode. The batch's writes are
+held in memory (``postgres_batch.py``) and sent at its COMMIT, on the writer thread, as one multi-row
+statement per table and kind, followed by the fence and the COMMIT: one round trip for the whole write
+side. Reads go to the server only for what this node does not know: the leader keeps the committed
+invocation rows it read or wrote (``PostgresStore.rows``; while it leads a partition no other node writes
+it), and the processor names the rows a batch will read first (``prefetch_invocations``: one round trip).
 Every batch is fenced by the epochs of the partitions it wrote (``postgres_lease.py``) in the same
 transaction, just before its COMMIT.
 
@@ -10,7 +13,9 @@ The recovery reads and the timer windows use a second connection (autocommit: co
 since the engine calls ``timers_after`` on the event loop while the writer thread may be committing.
 
 Driver errors become ``StoreError`` (the batch loop retries the batch later), except those that are the
-code's or the data's fault (a constraint, bad SQL, a value out of range), which stay what they are.
+code's or the data's fault (a constraint, bad SQL, a value out of range), which stay what they are, and
+serialization failures and deadlocks (40001, 40P01), which are a ``TransactionConflict`` (applied again at
+once). Strict mode (``strict``) runs batches SERIALIZABLE, as distributed SQL does.
 """
 
 from __future__ import annotations
@@ -61,16 +66,20 @@ from unbroken.storage.postgres_batch import (
     DELETE_INVOCATION,
     DELETE_JOURNAL,
     DELETE_SIGNALS,
+    FENCE_OR_FAIL,
+    INJECTED_CONFLICT,
+    PREFETCH,
     PUSH_INBOX,
     PUT_INVOCATION,
     PUT_PROMISE,
     REMOVE_FROM_INBOX,
     SET_LOCK,
     SET_STATE,
+    STILL_LED,
     Kind,
     Writes,
 )
-from unbroken.storage.postgres_lease import FENCE, Leases
+from unbroken.storage.postgres_lease import Leases
 from unbroken.storage.postgres_schema import (
     DEFAULT_PARTITIONS,
     Location,
@@ -285,21 +294,6 @@ class PostgresStore:
 
 _TIMER_COLUMNS = "id, fire_at, kind, invocation_id, completion_id"
 _UNKNOWN: Any = object()  # not in a row cache
-# The fence, failing the transaction (a division by zero: plain SQL has no RAISE, and this is portable)
-# unless it updated the row of every partition the batch wrote: the COMMIT sent after it then rolls back.
-_FENCE_OR_FAIL = f"WITH fenced AS ({FENCE}) SELECT 1 / (count(*) = %s)::int FROM fenced"
-# The fault point ``pg.commit``: the server fails the transaction as a serialization failure would.
-_INJECTED_CONFLICT = (
-    b"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001',"
-    b" MESSAGE = 'serialization failure injected at the COMMIT (fault point pg.commit)'; END $$"
-)
-_PREFETCH = (
-    "SELECT id, data FROM invocation WHERE (part, id) IN (SELECT * FROM unnest(%s::int[], %s::text[]))"
-)
-_STILL_LED = (
-    "SELECT e.part FROM partition_epoch e, unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)"
-    " WHERE e.part = mine.part AND e.epoch = mine.epoch"
-)
 
 
 def _timer(row: tuple[Any, ...]) -> Timer:
@@ -378,9 +372,9 @@ class PostgresTransaction:
             # every partition's row, so the COMMIT after it rolls back) and the COMMIT.
             if self.writes.held:
                 self.writes.send(self.c)
-            self.c.execute(_FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
+            self.c.execute(FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
             if self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate:
-                self.c.execute(_INJECTED_CONFLICT)
+                self.c.execute(INJECTED_CONFLICT)
             self.c.execute(b"COMMIT")
             self._open = False
             self.pipeline.__exit__(None, None, None)
@@ -409,7 +403,7 @@ class PostgresTransaction:
     def _granted(self, parts: list[int], epochs: list[int]) -> set[int]:
         """Which of ``parts`` are still led with ``epochs`` (after a fence refused the batch)."""
         try:
-            rows = self.c.execute(_STILL_LED, (parts, epochs)).fetchall()
+            rows = self.c.execute(STILL_LED, (parts, epochs)).fetchall()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
         return {int(row[0]) for row in rows}
@@ -444,7 +438,7 @@ class PostgresTransaction:
             return
         parts = [self._inv_part(invocation_id) for invocation_id in missing]
         try:
-            found = self._now(_PREFETCH, (parts, missing), after_writes=False).fetchall()
+            found = self._now(PREFETCH, (parts, missing), after_writes=False).fetchall()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
         cached.update(dict.fromkeys(missing))  # those not found do not exist (this node alone writes them)

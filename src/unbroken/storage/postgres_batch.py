@@ -23,6 +23,8 @@ from typing import Any
 
 import psycopg
 
+from unbroken.storage.postgres_lease import FENCE
+
 
 @dataclass(frozen=True, eq=False)
 class Kind:
@@ -80,12 +82,28 @@ PUT_PROMISE = _upsert("promise", f"{_STATE}, data", "int text text text bytea", 
 CLEAR_PROMISES = _delete("promise", "part, service, service_key", "int text text")
 
 
+# The statements around the writes: the fence, failing the transaction (a division by zero: plain SQL has no
+# RAISE, and this one is portable) unless it updated the row of every partition the batch wrote, so that
+# the COMMIT sent after it in the same round trip rolls back instead.
+FENCE_OR_FAIL = f"WITH fenced AS ({FENCE}) SELECT 1 / (count(*) = %s)::int FROM fenced"
+# The fault point ``pg.commit``: the server fails the transaction as a serialization failure would.
+INJECTED_CONFLICT = (
+    b"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001',"
+    b" MESSAGE = 'serialization failure injected at the COMMIT (fault point pg.commit)'; END $$"
+)
+PREFETCH = "SELECT id, data FROM invocation WHERE (part, id) IN (SELECT * FROM unnest(%s::int[], %s::text[]))"
+STILL_LED = (
+    "SELECT e.part FROM partition_epoch e, unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)"
+    " WHERE e.part = mine.part AND e.epoch = mine.epoch"
+)
+
+
 @dataclass(slots=True)
 class Writes:
     """The writes a batch holds, per table: runs of one kind, in the order they were made."""
 
     runs: dict[str, list[tuple[Kind, list[tuple[Any, ...]]]]] = field(default_factory=dict)
-    held: int = 0  # rows held (for the statistics; 0: nothing to send)
+    held: int = 0  # rows held (0: nothing to send)
 
     def add(self, kind: Kind, row: tuple[Any, ...]) -> None:
         runs = self.runs.get(kind.table)
