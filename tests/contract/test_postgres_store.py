@@ -176,3 +176,23 @@ def test_strict_mode_runs_batches_serializable_and_a_serialization_failure_is_a_
         txn.state_set("Obj", "k", "n", b"kept")
     assert _sql(url, "SELECT value FROM state") == [(b"kept",)]
     store.close()
+
+
+def test_held_writes_keep_their_order_within_a_table_and_a_read_sees_them(url: str) -> None:
+    store = PostgresStore(url, partitions=4, node="a")
+    with store.transaction() as txn:
+        txn.state_set("Obj", "k", "a", b"1")
+        txn.state_set("Obj", "k", "a", b"2")  # the same row twice in one run: the last write counts
+        txn.state_set("Obj", "k", "b", b"3")
+        txn.state_clear_all("Obj", "k")  # a delete between two runs of inserts stays between them
+        txn.state_set("Obj", "k", "c", b"4")
+        txn.inbox_push("Obj", "k", "inv_1", NOW)
+        txn.inbox_push("Obj", "k", "inv_2", NOW)
+        assert txn.state_all("Obj", "k") == {"c": b"4"}  # a read sends what is held first
+        txn.inbox_push("Obj", "k", "inv_3", NOW)
+        txn.inbox_remove("Obj", "k", "inv_2")
+        txn.state_set("Obj", "k", "d", b"5")
+    assert _sql(url, "SELECT name, value FROM state ORDER BY name") == [("c", b"4"), ("d", b"5")]
+    with store.transaction() as txn:  # pushed in order, each after the others (identity in write order)
+        assert [txn.inbox_pop("Obj", "k") for _ in range(3)] == ["inv_1", "inv_3", None]
+    store.close()
