@@ -36,8 +36,10 @@ class Kind:
 
 
 def _arrays(columns: str) -> str:
-    """``unnest(%s::int[], %s::text[])`` for ``"int text"``."""
-    return "unnest(" + ", ".join(f"%s::{kind}[]" for kind in columns.split()) + ")"
+    """``unnest(%b::int[], %b::text[])`` for ``"int text"``. The arrays go in binary: psycopg dumps a batch's
+    in 0.23 ms instead of 0.62 ms as text (16 invocation and 16 journal rows), Python time on the writer
+    thread that the event loop waits for (it holds the GIL)."""
+    return "unnest(" + ", ".join(f"%b::{kind}[]" for kind in columns.split()) + ")"
 
 
 def _insert(table: str, names: str, types: str, conflict: str = "", key: int = 0) -> Kind:
@@ -74,7 +76,7 @@ CLEAR_LOCK = _delete("lock", "part, service, service_key", "int text text")
 PUSH_INBOX = Kind(
     "inbox",
     b"INSERT INTO inbox (part, service, service_key, id, created_at) SELECT part, service, service_key, id,"
-    b" created_at FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::bigint[])"
+    b" created_at FROM unnest(%b::int[], %b::text[], %b::text[], %b::text[], %b::bigint[])"
     b" WITH ORDINALITY AS pushed (part, service, service_key, id, created_at, n) ORDER BY n",
 )
 REMOVE_FROM_INBOX = _delete("inbox", "part, service, service_key, id", "int text text text")
