@@ -196,3 +196,21 @@ def test_held_writes_keep_their_order_within_a_table_and_a_read_sees_them(url: s
     with store.transaction() as txn:  # pushed in order, each after the others (identity in write order)
         assert [txn.inbox_pop("Obj", "k") for _ in range(3)] == ["inv_1", "inv_3", None]
     store.close()
+
+
+def test_the_row_cache_holds_led_partitions_only_and_is_emptied_when_the_leadership_changes(url: str) -> None:
+    store = PostgresStore(url, partitions=4, node="a")
+    ids = [f"inv_cache_{n}" for n in range(8)]
+    with store.transaction() as txn:
+        txn.prefetch_invocations([*ids, ids[0]])  # a batch may name one invocation twice
+        assert all(txn.get_invocation(i) is None for i in ids)
+    assert set(store.rows) == set(ids)  # all led: known absent without another read
+    lost = invocation_partition(ids[0], 4)
+    store.leases.mark_lost([lost], "a test")
+    with store.transaction() as txn:  # the leadership changed: nothing cached is trusted
+        assert store.rows == {}
+        assert txn.get_invocation(ids[0]) is None
+        others = [i for i in ids if invocation_partition(i, 4) != lost]
+        txn.prefetch_invocations(ids)
+    assert ids[0] not in store.rows and set(others) <= set(store.rows)
+    store.close()

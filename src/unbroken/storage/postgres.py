@@ -433,7 +433,7 @@ class PostgresTransaction:
     # ------------------------------------------------------------------------------------ invocations
     def prefetch_invocations(self, invocation_ids: list[str]) -> None:
         cached = self.store.rows
-        missing = [i for i in invocation_ids if i not in cached and i not in self.rows]
+        missing = list(dict.fromkeys(i for i in invocation_ids if i not in cached and i not in self.rows))
         if not missing:
             return
         parts = [self._inv_part(invocation_id) for invocation_id in missing]
@@ -441,20 +441,25 @@ class PostgresTransaction:
             found = self._now(PREFETCH, (parts, missing), after_writes=False).fetchall()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
-        cached.update(dict.fromkeys(missing))  # those not found do not exist (this node alone writes them)
-        cached.update((str(invocation_id), bytes(data)) for invocation_id, data in found)
+        rows: dict[str, bytes | None] = dict.fromkeys(missing)  # those not found do not exist
+        rows.update((str(invocation_id), bytes(data)) for invocation_id, data in found)
+        led = self.epochs
+        cached.update((i, data) for (i, data), part in zip(rows.items(), parts, strict=True) if part in led)
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         data: bytes | None = self.rows.get(invocation_id, _UNKNOWN)
         if data is _UNKNOWN:
             data = self.store.rows.get(invocation_id, _UNKNOWN)
-            if data is _UNKNOWN:  # not written by this batch: the committed row (the same in any cache)
+            if data is _UNKNOWN:  # not written by this batch: the committed row
+                part = self._inv_part(invocation_id)
                 row = self._one(
                     "SELECT data FROM invocation WHERE part = %s AND id = %s",
-                    (self._inv_part(invocation_id), invocation_id),
+                    (part, invocation_id),
                     after_writes=False,
                 )
-                data = self.store.rows[invocation_id] = None if row is None else bytes(row[0])
+                data = None if row is None else bytes(row[0])
+                if part in self.epochs:  # only a partition led here is written by no one else
+                    self.store.rows[invocation_id] = data
         return None if data is None else decode_invocation(data, invocation_id)
 
     def put_invocation(self, inv: Invocation) -> None:
