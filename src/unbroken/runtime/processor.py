@@ -180,7 +180,6 @@ class Processor:
         self._retry_delay = limits.store_retry_delay_min_s
         self._failures: dict[int, int] = {}  # id(record) -> commits of it alone the store refused
         self._conflicts = 0  # transaction conflicts in a row (each batch applied again at once)
-        self.conflicts = 0  # all of them since the start
         self._withdrawn: set[int] = set()  # request ids whose callers left before their record was applied
         self._violations: set[str] = set()
         self._suspects = 0  # records of a batch that broke an invariant: applied one per transaction
@@ -386,7 +385,6 @@ class Processor:
         """Nothing of ``batch`` was stored nor acknowledged: it goes back to the head of the queue."""
         if isinstance(exc, TransactionConflict) and self._conflicts < limits.conflict_retries_max:
             self._conflicts += 1
-            self.conflicts += 1
             log.info("a transaction conflict, %d records applied again: %s", len(batch), exc)
             self._queue.extendleft(reversed(batch))
             self._schedule()
