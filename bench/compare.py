@@ -55,7 +55,7 @@ from lib.procstats import git_rev, machine_info  # noqa: E402
 from lib.remote_side import KINDS, RemoteSide, RemoteUnavailable  # noqa: E402
 from lib.report import comparison_table, send_table, summary_table  # noqa: E402
 from lib.restate_side import RestateSide  # noqa: E402
-from lib.targets import Target, UnbrokenSide  # noqa: E402
+from lib.targets import Target, UnbrokenSide, fresh_schema  # noqa: E402
 from lib.workloads import ALL_WORKLOADS, DEFAULT_CONNS, DEFAULT_ORDER, SEND, resolve_workloads  # noqa: E402
 from lib.wrk import WRK_INSTALL_HINT, wrk_version  # noqa: E402
 
@@ -105,6 +105,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KINDS",
         help="also Unbroken with the workloads as a remote deployment, comma-separated: py (restate-sdk in "
         "hypercorn), ts (the TypeScript SDK in node); each printed against the in-process side",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="also run Unbroken on PostgreSQL (postgresql://USER@HOST:PORT/DB?schema=NAME, a schema of its own "
+        "that is dropped first), as a third side in its own table",
     )
     p.add_argument(
         "--with-fsync-off",
@@ -239,6 +245,9 @@ def make_targets(args: argparse.Namespace, anchor: anchor_mod.Anchor | None, tmp
     if anchor:
         (tmp / "restate").mkdir()
         targets.append(RestateSide(tmp / "restate", anchor))
+    if args.store and args.only != "restate":
+        (tmp / "unbroken_pg").mkdir()
+        targets.append(UnbrokenSide(tmp / "unbroken_pg", store_url=fresh_schema(args.store)))
     if args.with_fsync_off and args.only != "restate":
         (tmp / "unbroken_nofsync").mkdir()
         targets.append(UnbrokenSide(tmp / "unbroken_nofsync", fsync=False))
@@ -309,6 +318,9 @@ def print_tables(
     print()
     print(summary_table(sides, "unbroken", "restate", "U", "R"))
     print(LEGEND)
+    if any(t.name == "unbroken_pg" for t in targets):
+        print("\nUnbroken on PostgreSQL (U-pg: one node, the database on the same machine) vs Restate")
+        print(comparison_table(cells, "unbroken_pg", "restate", "U-pg", "R"))
     if any(t.name == "unbroken_nofsync" for t in targets):
         print(
             "\nNOT DURABLE: Unbroken with fsync OFF (U-nofsync) vs Restate with fsync on. Not a comparable figure;"

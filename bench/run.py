@@ -37,7 +37,7 @@ from lib import RESULTS_DIR  # noqa: E402
 from lib.measure import Result, measure  # noqa: E402
 from lib.procstats import git_rev, machine_info  # noqa: E402
 from lib.report import table  # noqa: E402
-from lib.targets import UnbrokenTarget  # noqa: E402
+from lib.targets import UnbrokenTarget, fresh_schema  # noqa: E402
 from lib.workloads import WORKLOADS  # noqa: E402
 from lib.wrk import WRK_INSTALL_HINT, wrk_version  # noqa: E402
 
@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--store",
         metavar="URL",
-        help="run the server on PostgreSQL (postgresql://USER@HOST:PORT/DB?schema=NAME; a fresh schema)",
+        help="run the server on PostgreSQL (postgresql://USER@HOST:PORT/DB?schema=NAME; the schema is dropped "
+        "first: give it one of its own)",
     )
     p.add_argument("--duration", type=int, default=15, help="measured seconds per run (default 15)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up seconds per run, discarded (default 5)")
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     meta = header(args, started, len(names), len(conns_list))
     tmp = Path(tempfile.mkdtemp(prefix="unbroken-bench-"))
-    target = UnbrokenTarget(tmp, fsync=not args.no_fsync, store_url=args.store)
+    store_url = fresh_schema(args.store) if args.store else None
+    target = UnbrokenTarget(tmp, fsync=not args.no_fsync, store_url=store_url)
     results: list[Result] = []
     status = 0
     try:

@@ -211,13 +211,48 @@ class Target(Protocol):
 class UnbrokenSide(UnbrokenTarget):
     """bench/run.py's Unbroken target, counting invocations through the admin ``/query`` like Restate's side."""
 
-    def __init__(self, workdir: Path, fsync: bool = True) -> None:
-        super().__init__(workdir, fsync=fsync)
+    def __init__(self, workdir: Path, fsync: bool = True, store_url: str | None = None) -> None:
+        super().__init__(workdir, fsync=fsync, store_url=store_url)
         self.name = "unbroken" if fsync else "unbroken_nofsync"
         self.label = "Unbroken" if fsync else "Unbroken fsync OFF"
+        if store_url is not None:
+            self.name, self.label = "unbroken_pg", "Unbroken on PostgreSQL"
 
     def total_invocations(self) -> int | None:
+        if self.store_url is not None:
+            return pg_count(self.store_url, "SELECT count(*) FROM invocation")
         return sql_count(self.host, self.admin_port, TOTAL_SQL)
 
     def active_invocations(self) -> int | None:
+        if self.store_url is not None:
+            return pg_count(self.store_url, "SELECT count(*) FROM invocation WHERE status <> 'completed'")
         return sql_count(self.host, self.admin_port, ACTIVE_SQL)
+
+
+def fresh_schema(store_url: str) -> str:
+    """``store_url`` after its schema was dropped: every run starts on empty tables (the schema is the one in
+    ``?schema=``, default ``unbroken``: give the benchmark one of its own)."""
+    import psycopg
+    from psycopg import sql
+
+    from unbroken.storage.postgres_schema import parse_url
+
+    location = parse_url(store_url)
+    with psycopg.connect(location.conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(location.schema)))
+    return store_url
+
+
+def pg_count(store_url: str, query: str) -> int | None:
+    """A count read from the store's tables directly: ``/query`` on PostgreSQL copies every row into SQLite
+    first, which a benchmark's hundred thousand rows would turn into the thing measured."""
+    import psycopg
+
+    from unbroken.storage.postgres_schema import connect, parse_url
+
+    try:
+        with connect(parse_url(store_url)) as conn:
+            row = conn.execute(query.encode()).fetchone()
+    except psycopg.Error:
+        return None
+    return None if row is None else int(row[0])

@@ -84,6 +84,8 @@ class Config:
     # no longer used: a node starts with the leases that are free (nodes share the partitions); kept so
     # configurations that set it still load
     store_lease_wait_ms: int = 10_000
+    # PostgreSQL: only what distributed SQL offers (serializable batches, 40001 retried, no NOTIFY)
+    store_strict: bool = False
 
     @property
     def ingress_host_port(self) -> tuple[str, int]:
@@ -409,6 +411,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("store_partitions", (("store", "partitions"),), _p_positive_int),
     _Setting("node_name", (("node-name",),), _p_node_name),
     _Setting("store_lease_wait_ms", (("store", "lease-wait"),), _p_duration),
+    _Setting("store_strict", (("store", "strict"),), _p_bool),
 )
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Config))

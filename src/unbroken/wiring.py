@@ -31,7 +31,7 @@ from unbroken.protocol.remote import RemoteTransport
 from unbroken.protocol.transport import HandlerTransport
 from unbroken.runtime.clock import Clock, SystemClock
 from unbroken.runtime.entropy import RandomBytes
-from unbroken.runtime.faults import FaultPoints
+from unbroken.runtime.faults import NO_FAULTS, FaultPoints
 from unbroken.runtime.node import EngineOptions, Node, ProcessorFactory
 from unbroken.runtime.startup import StartupError
 from unbroken.sdk.app import App
@@ -123,7 +123,7 @@ def app_schemas(app: App, config: Config, store: Store | None) -> Schemas:
     return schemas if store is None else with_overrides(schemas, store.service_overrides())
 
 
-def open_store(config: Config) -> Store:
+def open_store(config: Config, faults: FaultPoints = NO_FAULTS) -> Store:
     """The configured backend: PostgreSQL at ``store_url`` (leading every partition), else the SQLite file
     in the data dir. Raises :class:`StartupError` with the reason when PostgreSQL cannot be used."""
     if config.store_url is None:
@@ -141,6 +141,8 @@ def open_store(config: Config) -> Store:
             partitions=config.store_partitions,
             node=config.node_name,
             lease_wait_s=config.store_lease_wait_ms / 1000,
+            strict=config.store_strict,
+            conflict_rate=faults.rate("pg.commit", "40001"),
         )
     except (StoreError, StoreVersionError, ValueError) as exc:
         raise StartupError(f"cannot use the PostgreSQL store: {exc}") from None
@@ -202,7 +204,7 @@ def build_from_config(app: App, config: Config, parts: Parts | None = None) -> t
     ``store_url``), in-process handlers and the remote deployments registered in the store (``POST
     /deployments``)."""
     parts = parts or Parts()
-    store = open_store(config)
+    store = open_store(config, parts.faults)
     transport = RemoteTransport(local_transport(app, parts, asyncio.get_running_loop()))
     dev_log = logging.getLogger("unbroken.dev")
 

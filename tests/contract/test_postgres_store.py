@@ -12,9 +12,9 @@ import pytest
 
 from tests import pg
 from unbroken.core import journal as j
+from unbroken.core.errors import TransactionConflict
 from unbroken.core.storage import NotLeader, StoreError, TimerKind
-from unbroken.storage.postgres import PostgresStore, PostgresTransaction
-from unbroken.storage.postgres_lease import FENCE
+from unbroken.storage.postgres import PostgresStore
 from unbroken.storage.postgres_schema import SCHEMA_VERSION, StoreVersionError, invocation_partition
 
 NOW = 1_700_000_000_000
@@ -123,17 +123,16 @@ def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_r
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = PostgresStore(url, partitions=2, node="a")
-    fenced = PostgresTransaction._all
+    execute = psycopg.Connection.execute
 
-    def fence_then_lose_the_connection(
-        self: PostgresTransaction, query: str, params: tuple[object, ...]
+    def lose_the_connection_at_the_commit(
+        self: psycopg.Connection[Any], query: Any, *args: Any, **kw: Any
     ) -> Any:
-        rows = fenced(self, query, params)
-        if query == FENCE:  # the fence passed: the connection dies before the COMMIT
-            _sql(url, f"SELECT pg_terminate_backend({self.c.info.backend_pid})")
-        return rows
+        if self is store.conn and query == b"COMMIT":  # the writes and the fence are sent: the COMMIT is not
+            _sql(url, f"SELECT pg_terminate_backend({self.info.backend_pid})")
+        return execute(self, query, *args, **kw)
 
-    monkeypatch.setattr(PostgresTransaction, "_all", fence_then_lose_the_connection)
+    monkeypatch.setattr(psycopg.Connection, "execute", lose_the_connection_at_the_commit)
     txn = store.begin()
     txn.state_set("Obj", "k", "n", b"lost")
     with pytest.raises(StoreError):
@@ -225,3 +224,60 @@ def test_a_timer_of_a_partition_not_led_here_is_not_read_nor_fired(url: str) -> 
 def _key_in(part: int, partitions: int) -> str:
     """An id (hashed as a key) whose rows live in ``part``."""
     return next(f"inv_x{i}" for i in range(10_000) if invocation_partition(f"inv_x{i}", partitions) == part)
+
+
+def test_strict_mode_runs_batches_serializable_and_a_serialization_failure_is_a_conflict(url: str) -> None:
+    store = PostgresStore(url, partitions=2, node="a", strict=True, conflict_rate=1.0)
+    txn = store.begin()
+    txn.state_set("Obj", "k", "n", b"lost")
+    txn.append_journal("inv_s", 0, j.InputCommand([], b"in"), NOW)
+    assert txn.journal("inv_s") == [j.InputCommand([], b"in")]  # a read inside the transaction
+    level = txn.c.execute("SHOW transaction_isolation").fetchone()
+    assert level == ("serializable",)
+    with pytest.raises(TransactionConflict, match="SerializationFailure"):  # the server's 40001, injected
+        txn.commit()
+    assert _sql(url, "SELECT count(*) FROM state") == [(0,)]
+    assert _sql(url, "SELECT count(*) FROM journal") == [(0,)]
+    store.conflict_rate = 0.0
+    with store.transaction() as txn:  # the same batch applied again commits
+        txn.state_set("Obj", "k", "n", b"kept")
+    assert _sql(url, "SELECT value FROM state") == [(b"kept",)]
+    store.close()
+
+
+def test_held_writes_keep_their_order_within_a_table_and_a_read_sees_them(url: str) -> None:
+    store = PostgresStore(url, partitions=4, node="a")
+    with store.transaction() as txn:
+        txn.state_set("Obj", "k", "a", b"1")
+        txn.state_set("Obj", "k", "a", b"2")  # the same row twice in one run: the last write counts
+        txn.state_set("Obj", "k", "b", b"3")
+        txn.state_clear_all("Obj", "k")  # a delete between two runs of inserts stays between them
+        txn.state_set("Obj", "k", "c", b"4")
+        txn.inbox_push("Obj", "k", "inv_1", NOW)
+        txn.inbox_push("Obj", "k", "inv_2", NOW)
+        assert txn.state_all("Obj", "k") == {"c": b"4"}  # a read sends what is held first
+        txn.inbox_push("Obj", "k", "inv_3", NOW)
+        txn.inbox_remove("Obj", "k", "inv_2")
+        txn.state_set("Obj", "k", "d", b"5")
+    assert _sql(url, "SELECT name, value FROM state ORDER BY name") == [("c", b"4"), ("d", b"5")]
+    with store.transaction() as txn:  # pushed in order, each after the others (identity in write order)
+        assert [txn.inbox_pop("Obj", "k") for _ in range(3)] == ["inv_1", "inv_3", None]
+    store.close()
+
+
+def test_the_row_cache_holds_led_partitions_only_and_is_emptied_when_the_leadership_changes(url: str) -> None:
+    store = PostgresStore(url, partitions=4, node="a")
+    ids = [f"inv_cache_{n}" for n in range(8)]
+    with store.transaction() as txn:
+        txn.prefetch_invocations([*ids, ids[0]])  # a batch may name one invocation twice
+        assert all(txn.get_invocation(i) is None for i in ids)
+    assert set(store.rows) == set(ids)  # all led: known absent without another read
+    lost = invocation_partition(ids[0], 4)
+    store.leases.mark_lost([lost], "a test")
+    with store.transaction() as txn:  # the leadership changed: nothing cached is trusted
+        assert store.rows == {}
+        assert txn.get_invocation(ids[0]) is None
+        others = [i for i in ids if invocation_partition(i, 4) != lost]
+        txn.prefetch_invocations(ids)
+    assert ids[0] not in store.rows and set(others) <= set(store.rows)
+    store.close()

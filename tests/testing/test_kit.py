@@ -207,7 +207,9 @@ def test_the_known_fault_points_are_the_ones_in_the_code() -> None:
     declared = {
         name
         for path in src.rglob("*.py")
-        for name in re.findall(r"(?:faults\.point|fault_point)\(\"([a-z_.]+)\"\)", path.read_text())
+        for name in re.findall(
+            r"(?:faults\.point|fault_point|faults\.rate)\(\"([a-z_.]+)\"[,)]", path.read_text()
+        )
     }
     assert declared == POINTS
 

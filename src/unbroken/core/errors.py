@@ -9,8 +9,9 @@
      │    │                          storage (crash-only); the same record breaking it again stops the
      │    │                          partition, and both health endpoints say so.
      │    ├── TransactionConflict    a store several partitions share refused a commit: another transaction
-     │    │                          changed a row this one read or wrote since it did. Rolled back; the
-     │    │                          processor handles it as a store failure (applies the batch again).
+     │    │                          changed a row this one read or wrote since it did (PostgreSQL: a
+     │    │                          serialization failure or deadlock). Rolled back; the processor applies
+     │    │                          the batch again at once, quietly (then as a store failure, if it keeps on).
      │    ├── ProtocolViolation      a running attempt sent a command the protocol forbids (a shared
      │    │                          handler writing state, a promise outside a workflow, ...): the state
      │    │                          machine fails that attempt with ``code`` (571) in the same apply, and

@@ -21,6 +21,9 @@ invariant_recoveries_max = (
 retry_after_s = 1  # the Retry-After of a 503 while the engine is overloaded or its store is failing
 store_retry_delay_min_s = 0.01  # the first pause after the store failed; doubled per failure in a row
 store_retry_delay_max_s = 1.0  # the longest pause between two tries of a store that keeps failing
+# A batch refused by a transaction conflict (PostgreSQL's 40001/40P01 in strict mode) is applied again at
+# once, quietly, this many times in a row; past that the conflicts are a store failure (logged, 503, pauses).
+conflict_retries_max = 20
 processor_stop_timeout_s = (
     10.0  # bound of each wait in Processor.stop(): the queue to drain, the writer thread to exit
 )
@@ -136,6 +139,8 @@ pg_connect_timeout_s = 10  # to open one connection
 # how many records one batch takes from them.
 inbox_poll_interval_s = 0.2
 inbox_records_per_batch_max = 256
+# The leader's cache of committed invocation rows (storage/postgres.py): emptied when it grows past this.
+pg_invocation_cache_rows_max = 10_000
 # POST /query on PostgreSQL copies the tables into a SQLite file with the views (storage/sqlite_mirror.py):
 # past this many rows in all, the query is refused rather than copying the database.
 pg_query_rows_copied_max = 200_000
@@ -155,11 +160,12 @@ testkit_harness_stop_s_max = 10.0
 
 # Relationships between the bounds.
 assert 1 <= batch_records_max <= records_queued_max  # a batch is taken from the queue
-assert record_store_attempts_max >= 1 and invariant_recoveries_max >= 0
+assert record_store_attempts_max >= 1 and invariant_recoveries_max >= 0 and conflict_retries_max >= 0
 assert 0 < store_retry_delay_min_s <= store_retry_delay_max_s
 assert store_retry_delay_max_s <= retry_after_s  # a caller told to retry after this finds the store retried
 assert processor_stop_timeout_s > store_retry_delay_max_s  # stop() outlasts one pause of a failing store
 assert storage_key_cache_entries_max >= batch_records_max  # a full batch's ids still hit the cache
+assert pg_invocation_cache_rows_max >= batch_records_max  # the same on PostgreSQL
 assert ingress_inflight_body_bytes_max >= request_body_bytes_max  # the largest body allowed can be held
 assert state_value_bytes_max <= request_body_bytes_max  # a value taken from a request fits in one
 assert delay_ms_max < 2**63  # stored as a signed 64-bit integer of milliseconds

@@ -213,6 +213,12 @@ class Transaction(
     """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
     thread than the one that applied (the processor's writer thread), never concurrently with it."""
 
+    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+        """A hint, before a batch is applied: it is about to read these invocations' rows (some may not
+        exist). A store whose every read is a round trip (PostgreSQL) reads those it does not hold in one;
+        the others ignore it. Changes nothing the transaction answers."""
+        ...
+
     def commit(self) -> None:
         """Make the writes durable and visible. If it raises, the transaction was rolled back."""
         ...

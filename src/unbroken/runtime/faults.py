@@ -17,6 +17,9 @@ The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at 
 * ``sdk.run.before_propose``: a ``ctx.run`` action ran, its result not yet proposed to the journal
 * ``timer.before_fire``: a durable timer is due, its ``TimerFired`` record not yet submitted
 * ``ingress.before_reply``: what an HTTP reply says is committed, the caller has not received it
+* ``pg.commit`` (the PostgreSQL store; armed as ``pg.commit:40001@P``): a share P of the COMMITs fail with a
+  serialization failure raised by the server (SQLSTATE 40001), as distributed SQL fails them; the store
+  takes the rate when it opens (``rate``), it is not a point the code passes
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ POINTS = frozenset(
         "sdk.run.before_propose",
         "timer.before_fire",
         "ingress.before_reply",
+        "pg.commit",
     }
 )
 
@@ -66,6 +70,19 @@ class FaultPoints:
 
     def disarm_all(self) -> None:
         self._armed.clear()
+
+    def rate(self, name: str, action: str) -> float:
+        """The probability a point armed as ``name:action@P`` is given (``name:action`` alone: 1; 0 when it
+        is armed otherwise or not at all). Raises ``ValueError`` for a P that is not in [0, 1]."""
+        armed = self._armed.get(name, "")
+        if armed == action:
+            return 1.0
+        if not armed.startswith(f"{action}@"):
+            return 0.0
+        p = float(armed.partition("@")[2])
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"fault point {name}: {armed!r}, the probability must be in [0, 1]")
+        return p
 
     def point(self, name: str) -> None:
         """Declare a fault point. Costs one dict lookup when nothing is armed."""

@@ -20,9 +20,11 @@ batch loop both run.
 
 Errors (crash-only; the tree is drawn in ``core/errors.py``):
 
-* the store fails (a statement or the COMMIT: disk full, I/O error, busy; a ``TransactionConflict`` with
-  another partition sharing the store): the batch is rolled back and goes back to the head of the queue;
-  nothing of it was acknowledged and nothing is dropped. Until a commit
+* a ``TransactionConflict`` (another partition sharing the store changed a row; PostgreSQL's serialization
+  failures in strict mode): the batch was rolled back and is applied again at once, an INFO line, no 503;
+  ``conflict_retries_max`` of them in a row and they are handled as a store failure (below).
+* the store fails (a statement or the COMMIT: disk full, I/O error, busy): the batch is rolled back and goes
+  back to the head of the queue; nothing of it was acknowledged and nothing is dropped. Until a commit
   succeeds again the records go one per transaction, control records (kill, cancel, ...) first, and the
   engine refuses new requests (503). A record the store refuses ``record_store_attempts_max`` times alone,
   for its size (disk or database full, a value too big), is given up: its caller is answered
@@ -177,6 +179,7 @@ class Processor:
         self._paused = False  # the store failed: waiting before the batch is applied again
         self._retry_delay = limits.store_retry_delay_min_s
         self._failures: dict[int, int] = {}  # id(record) -> commits of it alone the store refused
+        self._conflicts = 0  # transaction conflicts in a row (each batch applied again at once)
         self._withdrawn: set[int] = set()  # request ids whose callers left before their record was applied
         self._violations: set[str] = set()
         self._suspects = 0  # records of a batch that broke an invariant: applied one per transaction
@@ -411,6 +414,10 @@ class Processor:
 
     def _apply_all(self, txn: Transaction, batch: list[Record], now: int, schemas: Schemas) -> list[Action]:
         actions: list[Action] = []
+        # the rows the batch will read first (most records name one): on PostgreSQL one round trip, not one each
+        txn.prefetch_invocations(
+            [record.invocation_id for record in batch if hasattr(record, "invocation_id")]
+        )
         for i, record in enumerate(batch):
             actions.extend(apply(txn, record, now, schemas))
             if i == 0 and len(batch) > 1:
@@ -433,6 +440,7 @@ class Processor:
         self.stats.commit_s.observe(time.perf_counter() - batch.applied_s)
         self._retry_delay = limits.store_retry_delay_min_s
         self._failures.clear()
+        self._conflicts = 0
         if self.store_error is not None:
             log.warning("the store commits again")
             self.store_error = None
@@ -455,6 +463,12 @@ class Processor:
         self._inbox_due = self._inbox_poll is not None  # what the batch took from the inbox is still there
         if isinstance(exc, PartitionLost):
             self._partition_lost(batch, exc)
+            return
+        if isinstance(exc, TransactionConflict) and self._conflicts < limits.conflict_retries_max:
+            self._conflicts += 1
+            log.info("a transaction conflict, %d records applied again: %s", len(batch), exc)
+            self._queue.extendleft(reversed(batch))
+            self._schedule()
             return
         first = self.store_error is None
         self.store_error = f"the store is failing: {exc}"

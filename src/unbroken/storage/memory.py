@@ -371,6 +371,9 @@ class MemoryTransaction:
         if not self.s.leads_key(key):
             violated(f"a batch wrote a row of key {key!r}, whose partition another node leads")
 
+    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+        pass  # every read is in memory
+
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         data = self._invocations.get(invocation_id)
         return None if data is None else decode_invocation(data, invocation_id)

@@ -1,8 +1,11 @@
 """The PostgreSQL store: the same tables as SQLite's, each keyed by partition first, on psycopg 3.
 
-One writer connection applies a whole batch inside one transaction, in pipeline mode: writes are sent
-without waiting for their answers, a read sends what is queued along with it, so a batch costs about one round
-trip per read instead of one per statement (``bench/pg_driver.py``; docs/architecture.md has the figures).
+One writer connection applies a whole batch inside one transaction, in pipeline mode. The batch's writes are
+held in memory (``postgres_batch.py``) and sent at its COMMIT, on the writer thread, as one multi-row
+statement per table and kind, followed by the fence and the COMMIT: one round trip for the whole write
+side. Reads go to the server only for what this node does not know: the leader keeps the committed
+invocation rows it read or wrote (``PostgresStore.rows``; while it leads a partition no other node writes
+it), and the processor names the rows a batch will read first (``prefetch_invocations``: one round trip).
 Every batch is fenced by the epochs of the partitions it wrote (``postgres_lease.py``) in the same
 transaction, just before its COMMIT.
 
@@ -10,13 +13,16 @@ The recovery reads and the timer windows use a second connection (autocommit: co
 since the engine calls ``timers_after`` on the event loop while the writer thread may be committing.
 
 Driver errors become ``StoreError`` (the batch loop retries the batch later), except those that are the
-code's or the data's fault (a constraint, bad SQL, a value out of range), which stay what they are.
+code's or the data's fault (a constraint, bad SQL, a value out of range), which stay what they are, and
+serialization failures and deadlocks (40001, 40P01), which are a ``TransactionConflict`` (applied again at
+once). Strict mode (``strict``) runs batches SERIALIZABLE, as distributed SQL does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable, Collection
@@ -27,6 +33,7 @@ import psycopg
 
 from unbroken.core import limits
 from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
+from unbroken.core.errors import TransactionConflict
 from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
@@ -52,8 +59,31 @@ from unbroken.storage.codec import (
     encode_override,
     encode_promise,
 )
+from unbroken.storage.postgres_batch import (
+    ADD_SIGNAL,
+    APPEND_JOURNAL,
+    CLEAR_ALL_STATE,
+    CLEAR_LOCK,
+    CLEAR_PROMISES,
+    CLEAR_STATE,
+    DELETE_INVOCATION,
+    DELETE_JOURNAL,
+    DELETE_SIGNALS,
+    FENCE_OR_FAIL,
+    INJECTED_CONFLICT,
+    PREFETCH,
+    PUSH_INBOX,
+    PUT_INVOCATION,
+    PUT_PROMISE,
+    REMOVE_FROM_INBOX,
+    SET_LOCK,
+    SET_STATE,
+    STILL_LED,
+    Kind,
+    Writes,
+)
 from unbroken.storage.postgres_inbox import InboxSignals, InboxTransaction
-from unbroken.storage.postgres_lease import FENCE, Leases
+from unbroken.storage.postgres_lease import Leases
 from unbroken.storage.postgres_schema import (
     DEFAULT_PARTITIONS,
     Location,
@@ -71,10 +101,14 @@ log = logging.getLogger("unbroken.storage")
 Conn = psycopg.Connection[tuple[Any, ...]]
 # The code's or the data's fault, not the store's: the batch loop treats them as a broken invariant.
 _NOT_STORE_ERRORS = (psycopg.IntegrityError, psycopg.ProgrammingError, psycopg.DataError)
+# 40001 and 40P01: the transaction was rolled back for another's sake; applied again, it commits
+_CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
 
 def store_error(exc: psycopg.Error) -> Exception:
     """What the batch loop should see for a driver error (see the module's doc)."""
+    if isinstance(exc, _CONFLICTS):  # rolled back by the server: apply it again
+        return TransactionConflict(f"PostgreSQL: {type(exc).__name__}: {str(exc).strip()}")
     if isinstance(exc, _NOT_STORE_ERRORS) and not isinstance(exc, psycopg.errors.InFailedSqlTransaction):
         return exc
     return StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}")
@@ -101,14 +135,25 @@ class PostgresStore:
         steal: bool = False,
         claim: Collection[int] | None = None,
         lease_poll_s: float = limits.pg_lease_poll_interval_s,
+        strict: bool = False,
+        conflict_rate: float = 0.0,
     ) -> None:
         """Connect, create or migrate the schema, join the cluster and take this node's share of the
         partitions: all of them when it is alone, none when the others lead them all (they hand some over
         within a second or two). ``claim``: lead exactly those partitions, never others (tests, pinning).
         ``steal``: take the claimed partitions (all, if none are named) even from a live leader, an
-        operator's takeover. ``lease_wait_s`` is not waited any more (a node may lead nothing)."""
+        operator's takeover. ``lease_wait_s`` is not waited any more (a node may lead nothing).
+
+        ``strict``: only what distributed SQL offers (see "strict mode" in docs/architecture.md): batches
+        run SERIALIZABLE (a serialization failure is a ``TransactionConflict``: the batch is applied again)
+        and nothing may rely on LISTEN/NOTIFY. ``conflict_rate``: the fault point ``pg.commit``: that share
+        of COMMITs fail with a serialization failure the server raises (SQLSTATE 40001), for tests."""
         del lease_wait_s
         self.location: Location = parse_url(url)
+        self.strict = strict
+        self._begin_sql = b"BEGIN ISOLATION LEVEL SERIALIZABLE" if strict else b"BEGIN"
+        self.conflict_rate = conflict_rate
+        self._dice = random.Random()  # the fault point's (not a secret)
         self.node = node or default_node_name()
         self._ttl_s = lease_ttl_s
         self.conn = self._connect_writer()
@@ -119,6 +164,10 @@ class PostgresStore:
             raise
         self._reader: Conn | None = None
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
+        # Committed invocation rows (their blobs; None: no such row), valid while the leadership is the one
+        # they were read or written under (``_rows_epochs``): while it leads, no other node writes them.
+        self.rows: dict[str, bytes | None] = {}
+        self._rows_epochs: dict[int, int] = {}
         if steal and claim is None:
             claim = range(self.partitions)
         self.leases = Leases(
@@ -149,8 +198,14 @@ class PostgresStore:
     def _writer(self) -> Conn:
         """The writer connection. A transaction left idle past the lease's TTL is ended by the server: a
         leader paused (SIGSTOP, a VM freeze) in the middle of a batch holds the fenced rows' locks, and a
-        takeover would wait on them for as long as it stays paused."""
+        takeover would wait on them for as long as it stays paused.
+
+        No server-side prepared statements: psycopg prepares a statement run often and remembers its name,
+        and after an error in pipeline mode (a refused fence, a serialization failure) that memory and the
+        server's disagreed ("prepared statement _pg3_5 does not exist" on every later batch). A batch sends
+        few statements now (one per table written), so parsing them each time costs little."""
         conn = connect(self.location)
+        conn.prepare_threshold = None
         timeout_ms = int(self._ttl_s * 1000)
         conn.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}".encode())
         return conn
@@ -159,16 +214,21 @@ class PostgresStore:
     def begin(self) -> PostgresTransaction:
         if self._unresolved is not None:
             self._resolve_unknown_commit()
+        epochs = self.leases.snapshot()
+        if epochs != self._rows_epochs or len(self.rows) > limits.pg_invocation_cache_rows_max:
+            # a partition lost or taken again (another node may have written its rows meanwhile), or full
+            self.rows.clear()
+            self._rows_epochs = epochs
         try:
             if self.conn.closed or self.conn.broken:
                 self.conn.close()
                 self.conn = self._writer()
-            self.conn.execute(b"BEGIN")
             pipeline = self.conn.pipeline()
             pipeline.__enter__()
+            self.conn.execute(self._begin_sql)  # queued: it goes with the first statement that waits
         except psycopg.Error as exc:
             raise store_error(exc) from exc
-        return PostgresTransaction(self, pipeline)
+        return PostgresTransaction(self, pipeline, epochs)
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         return transaction(self)
@@ -248,7 +308,8 @@ class PostgresStore:
         return self.leases.leadership()
 
     def watch_inbox(self, wake: Callable[[], None]) -> bool:
-        self.inbox.listen(lambda: self.leases.leading, wake)
+        if not self.strict:  # strict: no LISTEN (distributed SQL has none); the processor's poll suffices
+            self.inbox.listen(lambda: self.leases.leading, wake)
         return True  # other nodes may lead partitions (now or later): look in the inbox
 
     def leads(self, part: int) -> bool:
@@ -276,6 +337,7 @@ class PostgresStore:
 
 
 _TIMER_COLUMNS = "id, fire_at, kind, invocation_id, completion_id"
+_UNKNOWN: Any = object()  # not in a row cache
 
 
 def _timer(row: tuple[Any, ...]) -> Timer:
@@ -289,45 +351,65 @@ class PostgresTransaction(InboxTransaction):
     __slots__ = (
         "all_led",
         "c",
+        "epochs",
         "led",
         "parts",
         "pipeline",
+        "rows",
         "sent",
         "store",
         "touched",
+        "writes",
         "wrote_global",
         "_open",
     )
 
-    def __init__(self, store: PostgresStore, pipeline: AbstractContextManager[Any]) -> None:
+    def __init__(
+        self, store: PostgresStore, pipeline: AbstractContextManager[Any], epochs: dict[int, int]
+    ) -> None:
         self.store = store
         self.c = store.conn
         self.parts = store.partitions
         self.pipeline = pipeline
+        self.epochs = epochs  # the leadership the batch started under: the store's row cache is valid for it
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
         self.wrote_global = False  # a cluster-wide row (a deployment, a service override) was written
+        self.rows: dict[str, bytes | None] = {}  # invocation rows written by this batch (None: deleted)
+        self.writes = Writes()  # held until the batch is sent
         self._open = True  # the pipeline
         self.led = store.leases.leading  # as the batch starts: the fence has the last word
         self.all_led = len(self.led) == self.parts
         self.sent: set[int] = set()  # partitions this batch sent records to: NOTIFY after the commit
 
     # ------------------------------------------------------------------------------------ plumbing
-    def _w(self, part: int, query: str, params: tuple[Any, ...]) -> None:
+    def _w(self, part: int, kind: Kind, row: tuple[Any, ...]) -> None:
+        """Hold a write of partition ``part`` until the batch is sent (``postgres_batch.py``)."""
         self.touched.add(part)
+        self.writes.add(kind, row)
+
+    def _now(
+        self, query: str | bytes, params: tuple[Any, ...] = (), *, after_writes: bool = True
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        """Run a statement whose answer is needed now (or that is not held), after the writes held (unless
+        the caller knows none of them is of the rows it reads)."""
         try:
-            self.c.execute(query, params)
+            if after_writes and self.writes.held:
+                self.writes.send(self.c)
+            return self.c.execute(query, params, binary=True)
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
-    def _one(self, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    def _one(
+        self, query: str, params: tuple[Any, ...], *, after_writes: bool = True
+    ) -> tuple[Any, ...] | None:
         try:
-            return self.c.execute(query, params, binary=True).fetchone()
+            return self._now(query, params, after_writes=after_writes).fetchone()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
     def _all(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
-            return self.c.execute(query, params, binary=True).fetchall()
+            return self._now(query, params).fetchall()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
@@ -355,21 +437,29 @@ class PostgresTransaction(InboxTransaction):
         except NotLeader:
             self.rollback()
             raise
+        if any(self.epochs.get(part) != epoch for part, epoch in zip(parts, epochs, strict=True)):
+            self.rollback()  # it read cached rows of a leadership that has changed since: apply it again
+            raise TransactionConflict(f"the leadership of partitions {parts} changed during the batch")
         token = int.from_bytes(os.urandom(8), "big") >> 1  # a positive bigint naming this batch
         try:
-            granted = {int(row[0]) for row in self._all(FENCE, (token, parts, epochs))}
-        except BaseException:
-            self.rollback()
-            raise
-        if len(granted) != len(parts):
-            self.rollback()
-            raise self.store.leases.refused(parts, granted)
-        try:
+            # One round trip: the writes held, the fence (which fails the transaction unless it updated
+            # every partition's row, so the COMMIT after it rolls back) and the COMMIT.
+            if self.writes.held:
+                self.writes.send(self.c)
+            self.c.execute(FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
+            if self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate:
+                self.c.execute(INJECTED_CONFLICT)
             self.c.execute(b"COMMIT")
             self._open = False
             self.pipeline.__exit__(None, None, None)
-            if self.sent:
+            if self.sent and not self.store.strict:  # strict: no NOTIFY, the receivers' polls find them
                 self.store.inbox.sent(self.sent)
+        except psycopg.errors.DivisionByZero:  # the fence's: an epoch changed
+            self.rollback()
+            raise self.store.leases.refused(parts, self._granted(parts, epochs)) from None
+        except _CONFLICTS as exc:  # the server rolled it back: nothing of it landed
+            self.rollback()
+            raise store_error(exc) from exc
         except psycopg.Error as exc:
             self._close_pipeline()
             if not (self.c.broken or isinstance(exc, psycopg.OperationalError)):
@@ -379,12 +469,22 @@ class PostgresTransaction(InboxTransaction):
             landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
             if landed:
                 log.warning("a COMMIT whose answer was lost had landed: the batch is committed")
-                if self.sent:
+                if self.sent and not self.store.strict:
                     self.store.inbox.sent(self.sent)
+                self.store.rows.update(self.rows)
                 return
             if landed is None:
                 self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
             raise store_error(exc) from exc
+        self.store.rows.update(self.rows)
+
+    def _granted(self, parts: list[int], epochs: list[int]) -> set[int]:
+        """Which of ``parts`` are still led with ``epochs`` (after a fence refused the batch)."""
+        try:
+            rows = self.c.execute(STILL_LED, (parts, epochs)).fetchall()
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
+        return {int(row[0]) for row in rows}
 
     def rollback(self) -> None:
         self._close_pipeline()
@@ -409,22 +509,44 @@ class PostgresTransaction(InboxTransaction):
             self.c.close()
 
     # ------------------------------------------------------------------------------------ invocations
+    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+        cached = self.store.rows
+        missing = list(dict.fromkeys(i for i in invocation_ids if i not in cached and i not in self.rows))
+        if not missing:
+            return
+        parts = [self._inv_part(invocation_id) for invocation_id in missing]
+        try:
+            found = self._now(PREFETCH, (parts, missing), after_writes=False).fetchall()
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
+        rows: dict[str, bytes | None] = dict.fromkeys(missing)  # those not found do not exist
+        rows.update((str(invocation_id), bytes(data)) for invocation_id, data in found)
+        led = self.epochs
+        cached.update((i, data) for (i, data), part in zip(rows.items(), parts, strict=True) if part in led)
+
     def get_invocation(self, invocation_id: str) -> Invocation | None:
-        row = self._one(
-            "SELECT data FROM invocation WHERE part = %s AND id = %s",
-            (self._inv_part(invocation_id), invocation_id),
-        )
-        return None if row is None else decode_invocation(bytes(row[0]), invocation_id)
+        data: bytes | None = self.rows.get(invocation_id, _UNKNOWN)
+        if data is _UNKNOWN:
+            data = self.store.rows.get(invocation_id, _UNKNOWN)
+            if data is _UNKNOWN:  # not written by this batch: the committed row
+                part = self._inv_part(invocation_id)
+                row = self._one(
+                    "SELECT data FROM invocation WHERE part = %s AND id = %s",
+                    (part, invocation_id),
+                    after_writes=False,
+                )
+                data = None if row is None else bytes(row[0])
+                if part in self.epochs:  # only a partition led here is written by no one else
+                    self.store.rows[invocation_id] = data
+        return None if data is None else decode_invocation(data, invocation_id)
 
     def put_invocation(self, inv: Invocation) -> None:
         part = self._inv_part(inv.id)
         target = inv.target
+        data = self.rows[inv.id] = encode_invocation(inv)
         self._w(
             part,
-            "INSERT INTO invocation (part, id, status, service, service_key, handler, created_at, modified_at,"
-            " expires_at, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (part, id) DO UPDATE"
-            " SET status = excluded.status, modified_at = excluded.modified_at, expires_at = excluded.expires_at,"
-            " data = excluded.data",
+            PUT_INVOCATION,
             (
                 part,
                 inv.id,
@@ -435,14 +557,15 @@ class PostgresTransaction(InboxTransaction):
                 inv.created_at_ms,
                 inv.modified_at_ms,
                 cleanup_due_ms(inv),
-                encode_invocation(inv),
+                data,
             ),
         )
 
     def delete_invocation(self, invocation_id: str) -> None:
         part = self._inv_part(invocation_id)
+        self.rows[invocation_id] = None
         self._delete_journal(part, invocation_id)
-        self._w(part, "DELETE FROM invocation WHERE part = %s AND id = %s", (part, invocation_id))
+        self._w(part, DELETE_INVOCATION, (part, invocation_id))
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
         rows = self._all(  # of the led partitions: the others' leaders clean theirs
@@ -465,24 +588,16 @@ class PostgresTransaction(InboxTransaction):
 
     def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
         part = self._inv_part(invocation_id)
-        self._w(
-            part,
-            "INSERT INTO journal VALUES (%s, %s, %s, %s, %s)",
-            (part, invocation_id, index, encode_entry(entry), appended_at_ms),
-        )
+        self._w(part, APPEND_JOURNAL, (part, invocation_id, index, encode_entry(entry), appended_at_ms))
         if type(entry) is Notification and entry.signal_idx:
-            self._w(
-                part,
-                "INSERT INTO signal VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                (part, invocation_id, entry.signal_idx),
-            )
+            self._w(part, ADD_SIGNAL, (part, invocation_id, entry.signal_idx))
 
     def delete_journal(self, invocation_id: str) -> None:
         self._delete_journal(self._inv_part(invocation_id), invocation_id)
 
     def _delete_journal(self, part: int, invocation_id: str) -> None:
-        self._w(part, "DELETE FROM journal WHERE part = %s AND invocation_id = %s", (part, invocation_id))
-        self._w(part, "DELETE FROM signal WHERE part = %s AND invocation_id = %s", (part, invocation_id))
+        self._w(part, DELETE_JOURNAL, (part, invocation_id))
+        self._w(part, DELETE_SIGNALS, (part, invocation_id))
 
     def has_signal(self, invocation_id: str, signal_idx: int) -> bool:
         row = self._one(
@@ -515,28 +630,15 @@ class PostgresTransaction(InboxTransaction):
 
     def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "INSERT INTO state VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (part, service, service_key, name) DO UPDATE SET value = excluded.value",
-            (part, service, key, name, value),
-        )
+        self._w(part, SET_STATE, (part, service, key, name, value))
 
     def state_clear(self, service: str, key: str, name: str) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "DELETE FROM state WHERE part = %s AND service = %s AND service_key = %s AND name = %s",
-            (part, service, key, name),
-        )
+        self._w(part, CLEAR_STATE, (part, service, key, name))
 
     def state_clear_all(self, service: str, key: str) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "DELETE FROM state WHERE part = %s AND service = %s AND service_key = %s",
-            (part, service, key),
-        )
+        self._w(part, CLEAR_ALL_STATE, (part, service, key))
 
     # ------------------------------------------------------------------------------------ locks and inbox
     def lock_holder(self, service: str, key: str) -> str | None:
@@ -549,26 +651,13 @@ class PostgresTransaction(InboxTransaction):
     def set_lock_holder(self, service: str, key: str, invocation_id: str | None) -> None:
         part = self._key_part(key)
         if invocation_id is None:
-            self._w(
-                part,
-                "DELETE FROM lock WHERE part = %s AND service = %s AND service_key = %s",
-                (part, service, key),
-            )
+            self._w(part, CLEAR_LOCK, (part, service, key))
         else:
-            self._w(
-                part,
-                "INSERT INTO lock VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (part, service, service_key) DO UPDATE SET holder = excluded.holder",
-                (part, service, key, invocation_id),
-            )
+            self._w(part, SET_LOCK, (part, service, key, invocation_id))
 
     def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "INSERT INTO inbox (part, service, service_key, id, created_at) VALUES (%s, %s, %s, %s, %s)",
-            (part, service, key, invocation_id, pushed_at_ms),
-        )
+        self._w(part, PUSH_INBOX, (part, service, key, invocation_id, pushed_at_ms))
 
     def inbox_pop(self, service: str, key: str) -> str | None:
         part = self._key_part(key)
@@ -582,11 +671,7 @@ class PostgresTransaction(InboxTransaction):
 
     def inbox_remove(self, service: str, key: str, invocation_id: str) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "DELETE FROM inbox WHERE part = %s AND service = %s AND service_key = %s AND id = %s",
-            (part, service, key, invocation_id),
-        )
+        self._w(part, REMOVE_FROM_INBOX, (part, service, key, invocation_id))
 
     # ------------------------------------------------------------------------------------ timers
     def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
@@ -623,20 +708,11 @@ class PostgresTransaction(InboxTransaction):
 
     def put_promise(self, service: str, key: str, name: str, promise: Promise) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "INSERT INTO promise VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (part, service, service_key, name) DO UPDATE SET data = excluded.data",
-            (part, service, key, name, encode_promise(promise)),
-        )
+        self._w(part, PUT_PROMISE, (part, service, key, name, encode_promise(promise)))
 
     def clear_promises(self, service: str, key: str) -> None:
         part = self._key_part(key)
-        self._w(
-            part,
-            "DELETE FROM promise WHERE part = %s AND service = %s AND service_key = %s",
-            (part, service, key),
-        )
+        self._w(part, CLEAR_PROMISES, (part, service, key))
 
     # ------------------------------------------------------------------------------------ deployments
     # cluster-wide, in no partition, like the service overrides
@@ -646,20 +722,14 @@ class PostgresTransaction(InboxTransaction):
 
     def put_deployment(self, deployment: Deployment) -> None:
         self.wrote_global = True
-        try:
-            self.c.execute(
-                b"INSERT INTO deployment VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-                (deployment.id, encode_deployment(deployment)),
-            )
-        except psycopg.Error as exc:
-            raise store_error(exc) from exc
+        self._now(
+            b"INSERT INTO deployment VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            (deployment.id, encode_deployment(deployment)),
+        )
 
     def delete_deployment(self, deployment_id: str) -> None:
         self.wrote_global = True
-        try:
-            self.c.execute(b"DELETE FROM deployment WHERE id = %s", (deployment_id,))
-        except psycopg.Error as exc:
-            raise store_error(exc) from exc
+        self._now(b"DELETE FROM deployment WHERE id = %s", (deployment_id,))
 
     # ------------------------------------------------------------------------------------ service overrides
     def get_service_override(self, service: str) -> ServiceOverride | None:
@@ -669,10 +739,7 @@ class PostgresTransaction(InboxTransaction):
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
         # cluster-wide, in no partition: the batch is fenced by the partitions it wrote besides (or by all)
         self.wrote_global = True
-        try:
-            self.c.execute(
-                b"INSERT INTO service_override VALUES (%s, %s) ON CONFLICT (service) DO UPDATE SET data = excluded.data",
-                (service, encode_override(override)),
-            )
-        except psycopg.Error as exc:
-            raise store_error(exc) from exc
+        self._now(
+            b"INSERT INTO service_override VALUES (%s, %s) ON CONFLICT (service) DO UPDATE SET data = excluded.data",
+            (service, encode_override(override)),
+        )

@@ -389,6 +389,11 @@ class Leases:
                 self.lost_count,
             )
 
+    def snapshot(self) -> dict[int, int]:
+        """The partitions led now and their epochs (a batch remembers them from its start)."""
+        with self._lock:
+            return dict(self.epochs)
+
     # ------------------------------------------------------------------------------------ fencing
     def fence_args(self, touched: set[int]) -> tuple[list[int], list[int]]:
         """The partitions a batch fences (those it wrote; all led ones if it wrote only cluster-wide rows)

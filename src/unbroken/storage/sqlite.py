@@ -406,6 +406,9 @@ class SqliteTransaction:
         return seq
 
     # invocations
+    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+        pass  # a read is a function call into SQLite's page cache: nothing to save
+
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         if self.store.seqs.get(invocation_id) == ABSENT:
             return None
