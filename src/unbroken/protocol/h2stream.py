@@ -49,16 +49,6 @@ class H2Request:
         self._head = asyncio.get_running_loop().create_future()
         self._failure: StreamError | None = None
 
-    @classmethod
-    async def open(cls, url: str, headers: dict[str, str]) -> H2Request:
-        """A request on a connection of its own (closed with it): tests, and callers without a pool."""
-        conn = await _Connection.connect(url)
-        req = conn.request(url, headers)
-        req._own_connection = True
-        return req
-
-    _own_connection = False
-
     async def response_head(self) -> tuple[int, dict[str, str]]:
         await self._head
         return self.status, self.headers
@@ -95,8 +85,6 @@ class H2Request:
             self.connection.reset(self.stream_id)
         self._over = True
         self.connection.forget(self.stream_id)
-        if self._own_connection:
-            self.connection.close()
 
     # ------------------------------------------------------------------------------------- internals
     def push(self) -> None:

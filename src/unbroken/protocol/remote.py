@@ -1,7 +1,8 @@
 """The ``HandlerTransport`` for remote deployments: each attempt is one HTTP request to the deployment
 (``POST {uri}/invoke/{service}/{handler}``) speaking Restate's service protocol.
 
-Streaming mode (HTTP/2 with prior knowledge, Restate's default; ``h2stream.py``): the request stays open,
+Streaming mode (HTTP/2 with prior knowledge, Restate's default; ``h2stream.py``, one stream per attempt on
+connections shared per deployment): the request stays open,
 the engine writes the ``StartMessage`` and the stored journal, then each notification as it is stored; the
 SDK answers with commands as it goes. After the inactivity timeout without a message either way, the engine
 closes its side and the SDK suspends on what it awaits.
