@@ -1,0 +1,222 @@
+"""The checkers: what the outside ledger (the load's accepted operations, the handlers' ledger tables) says
+must hold after a scenario, read through the nodes that serve and straight from PostgreSQL.
+
+* nothing lost: every accepted send reaches its final result (attach answers 200 with the right value);
+* nothing done twice: every counter equals exactly the number of accepted increments aimed at it (calls
+  with idempotency keys, and the fan's call and send); every journaled step result names one execution of
+  its action, and each (invocation, step) has its result journaled once;
+* exclusivity: no two executions of ``Counter.add`` on the same key overlap in time (database clock).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.cluster.harness import Cluster, Node
+from tests.cluster.load import Op
+
+SETTLE_S = 60.0  # after the load stops, how long every accepted invocation has to reach its result
+
+
+def _get(nodes: Sequence[Node], path: str, timeout_s: float, ok: int = 200) -> httpx.Response:
+    """GET/POST through the serving nodes, in turn, until one answers ``ok`` (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no attempt"
+    i = 0
+    while time.monotonic() < deadline:
+        node = nodes[i % len(nodes)]
+        i += 1
+        try:
+            if path.endswith("/get") or path.endswith("/add"):
+                resp = httpx.post(f"{node.ingress}{path}", content=b"", timeout=10)
+            else:
+                resp = httpx.get(f"{node.ingress}{path}", timeout=10)
+            if resp.status_code == ok:
+                return resp
+            last = f"{node.name}: {resp.status_code} {resp.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = f"{node.name}: {type(exc).__name__}"
+        time.sleep(0.1)  # the invocation is still running, or a node is failing over
+    raise AssertionError(f"{path}: no 200 in {timeout_s}s, last: {last}")
+
+
+def results(cluster: Cluster, ops: Sequence[Op]) -> dict[str, Any]:
+    """Attach to every accepted send; its JSON result by invocation id. Fails naming what is lost."""
+    nodes = cluster.serving()
+    sends = [op for op in ops if op.accepted and op.inv is not None]
+    deadline = time.monotonic() + SETTLE_S
+
+    def attach(op: Op) -> tuple[str, Any]:
+        assert op.inv is not None
+        left = max(1.0, deadline - time.monotonic())
+        resp = _get(nodes, f"/restate/invocation/{op.inv}/attach", left)
+        return op.inv, resp.json() if resp.content else None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(attach, sends))
+
+
+def expected_counters(ops: Sequence[Op]) -> dict[str, int]:
+    want: collections.Counter[str] = collections.Counter()
+    for op in ops:
+        if not op.accepted:
+            continue
+        if op.kind == "add":
+            want[op.args["key"]] += 1
+        elif op.kind == "fan":
+            want[op.args["call_key"]] += 1
+            want[op.args["send_key"]] += 1
+    return dict(want)
+
+
+def counters(cluster: Cluster, keys: Sequence[str]) -> dict[str, int]:
+    nodes = cluster.serving()
+    return {k: int(_get(nodes, f"/Counter/{k}/get", 30).json()) for k in keys}
+
+
+def check_counters(cluster: Cluster, ops: Sequence[Op], timeout_s: float = 30.0) -> dict[str, int]:
+    """Every counter equals its accepted increments (sends arrive later: wait for them, bounded)."""
+    want = expected_counters(ops)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = counters(cluster, sorted(want))
+        if got == want or time.monotonic() > deadline or any(got[k] > want[k] for k in want):
+            break
+        time.sleep(0.2)  # a send still in flight between partitions
+    diff = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
+    assert not diff, f"counters (got, accepted increments) that differ: {diff}"
+    return got
+
+
+@dataclass
+class Effects:
+    executions: dict[tuple[str, str], int]  # (invocation, step) -> how often its action ran
+    reran: list[tuple[str, str, int]] = field(default_factory=list)  # run more than once (at least once)
+
+
+def check_effects(cluster: Cluster, ops: Sequence[Op], res: dict[str, Any]) -> Effects:
+    """Each journaled step result is the token of one execution of that step of that invocation."""
+    rows = cluster.ledger("SELECT inv, step, token FROM {L}.effect")
+    by_token = {token: (inv, step) for inv, step, token in rows}
+    runs = collections.Counter((inv, step) for inv, step, _t in rows)
+    problems = []
+    for op in ops:
+        if not op.accepted or op.inv is None or op.kind == "fan":
+            continue
+        result = res[op.inv]
+        if op.kind == "wf":
+            if result.get("go") != op.args["value"]:
+                problems.append(f"{op.inv}: workflow result {result} lacks its signal {op.args['value']}")
+            tokens = {"after": result.get("token")}
+        else:
+            names = ["s0", "s1", "s2"] if op.kind == "steps" else ["after"]
+            tokens = dict(zip(names, result, strict=True))
+        for step, token in tokens.items():
+            if by_token.get(token) != (op.inv, step):
+                problems.append(f"{op.inv}/{step}: journaled token {token} is no execution of it")
+    assert not problems, "\n".join(problems[:20])
+    reran = [(inv, step, n) for (inv, step), n in runs.items() if n > 1]
+    return Effects(dict(runs), reran)
+
+
+@dataclass(frozen=True)
+class Interval:
+    key: str
+    inv: str
+    node: str
+    enter: float
+    exit: float | None
+
+
+def lock_intervals(cluster: Cluster) -> list[Interval]:
+    rows = cluster.ledger(
+        "SELECT key, inv, node, extract(epoch FROM enter_at), extract(epoch FROM exit_at) FROM {L}.lock"
+    )
+    return [Interval(k, i, n, float(a), None if b is None else float(b)) for k, i, n, a, b in rows]
+
+
+def overlaps(
+    intervals: Sequence[Interval], cut: dict[str, float] | None = None
+) -> list[tuple[Interval, Interval]]:
+    """Pairs of executions on one key that overlap. ``cut``: node -> the moment it was killed or lost its
+    leases (database clock); its executions open then end there (a killed process writes no exit, a
+    fenced one's later work commits nothing)."""
+    cut = cut or {}
+    by_key: dict[str, list[tuple[float, float, Interval]]] = collections.defaultdict(list)
+    for iv in intervals:
+        end = iv.exit if iv.exit is not None else cut.get(iv.node, float("inf"))
+        if iv.node in cut:
+            end = min(end, max(iv.enter, cut[iv.node]))
+        by_key[iv.key].append((iv.enter, end, iv))
+    found = []
+    for spans in by_key.values():
+        spans.sort(key=lambda s: s[0])
+        reach_end, reach = spans[0][1], spans[0][2]
+        for start, end, iv in spans[1:]:
+            if start < reach_end:
+                found.append((reach, iv))
+            if end > reach_end:
+                reach_end, reach = end, iv
+    return found
+
+
+def check_exclusive(cluster: Cluster, cut: dict[str, float] | None = None) -> int:
+    """No overlapping executions of the exclusive handler on a key; how many executions were checked."""
+    intervals = lock_intervals(cluster)
+    found = overlaps(intervals, cut)
+    assert not found, f"{len(found)} overlapping executions on one key, e.g. {found[:3]}"
+    return len(intervals)
+
+
+def check_all(cluster: Cluster, ops: Sequence[Op], cut: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every check; a summary to print."""
+    accepted = [op for op in ops if op.accepted]
+    lost = [op for op in ops if not op.accepted]
+    assert not lost, (
+        f"{len(lost)} operations no node accepted, e.g. {[(o.kind, o.errors[-3:]) for o in lost[:3]]}"
+    )
+    res = results(cluster, accepted)
+    got = check_counters(cluster, accepted)
+    eff = check_effects(cluster, accepted, res)
+    checked = check_exclusive(cluster, cut)
+    return {
+        "accepted": len(accepted),
+        "by_kind": dict(collections.Counter(op.kind for op in accepted)),
+        "increments": sum(got.values()),
+        "step_executions": sum(eff.executions.values()),
+        "steps_run_again": len(eff.reran),
+        "exclusive_executions": checked,
+        "retried_ops": sum(1 for op in accepted if op.attempts > 1),
+    }
+
+
+def probe_keys(partitions: int) -> list[str]:
+    """One counter key in each storage partition (``(key * P) >> 64``, as the store splits rows)."""
+    from unbroken.core.ids import partition_key_for_key
+
+    keys: dict[int, str] = {}
+    i = 0
+    while len(keys) < partitions:
+        key = f"p-{i}"
+        keys.setdefault((partition_key_for_key(key) * partitions) >> 64, key)
+        i += 1
+    return [keys[p] for p in range(partitions)]
+
+
+def served_again(nodes: Sequence[Node], keys: Sequence[str], since: float, timeout_s: float) -> float:
+    """Seconds from ``since`` (monotonic) until an exclusive call on every key was answered by one of
+    ``nodes``: the moment every partition is led again. Each key is probed on its own thread."""
+
+    def probe(key: str) -> float:
+        _get(nodes, f"/Counter/{key}/add", max(1.0, since + timeout_s - time.monotonic()))
+        return time.monotonic() - since
+
+    with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+        return max(pool.map(probe, keys))
