@@ -25,8 +25,9 @@ from tests.cluster.load import Op
 SETTLE_S = 60.0  # after the load stops, how long every accepted invocation has to reach its result
 
 
-def _get(nodes: Sequence[Node], path: str, timeout_s: float, ok: int = 200) -> httpx.Response:
-    """GET/POST through the serving nodes, in turn, until one answers ``ok`` (bounded)."""
+def _get(nodes: Sequence[Node], path: str, timeout_s: float, attempt_s: float = 10.0) -> httpx.Response:
+    """GET (POST for a handler) through the nodes, in turn, until one answers 200 (bounded); each attempt
+    bounded by ``attempt_s`` (a standby's bound port accepts and never answers)."""
     deadline = time.monotonic() + timeout_s
     last = "no attempt"
     i = 0
@@ -34,11 +35,14 @@ def _get(nodes: Sequence[Node], path: str, timeout_s: float, ok: int = 200) -> h
         node = nodes[i % len(nodes)]
         i += 1
         try:
+            attempt = min(attempt_s, max(0.1, deadline - time.monotonic()))
             if path.endswith("/get") or path.endswith("/add"):
-                resp = httpx.post(f"{node.ingress}{path}", content=b"", timeout=10)
+                body = b"1" if path.endswith("/add") else b""
+                headers = {"content-type": "application/json"}
+                resp = httpx.post(f"{node.ingress}{path}", content=body, headers=headers, timeout=attempt)
             else:
-                resp = httpx.get(f"{node.ingress}{path}", timeout=10)
-            if resp.status_code == ok:
+                resp = httpx.get(f"{node.ingress}{path}", timeout=attempt)
+            if resp.status_code == 200:
                 return resp
             last = f"{node.name}: {resp.status_code} {resp.text[:200]}"
         except httpx.HTTPError as exc:
@@ -142,18 +146,21 @@ def lock_intervals(cluster: Cluster) -> list[Interval]:
     return [Interval(k, i, n, float(a), None if b is None else float(b)) for k, i, n, a, b in rows]
 
 
-def overlaps(
-    intervals: Sequence[Interval], cut: dict[str, float] | None = None
-) -> list[tuple[Interval, Interval]]:
-    """Pairs of executions on one key that overlap. ``cut``: node -> the moment it was killed or lost its
-    leases (database clock); its executions open then end there (a killed process writes no exit, a
-    fenced one's later work commits nothing)."""
+Cut = dict[str, tuple[float, float]]  # node -> (lost at, fenced by): database clock, epoch seconds
+
+
+def overlaps(intervals: Sequence[Interval], cut: Cut | None = None) -> list[tuple[Interval, Interval]]:
+    """Pairs of executions on one key that overlap. ``cut``: node -> (the moment it was killed or paused,
+    the moment it was known fenced). Its executions entered before the second end at the first: a killed
+    process writes no exit, and what a paused one runs after others took over commits nothing (its epoch
+    is refused), so it is not a second execution of the key in the sense exclusivity is about."""
     cut = cut or {}
     by_key: dict[str, list[tuple[float, float, Interval]]] = collections.defaultdict(list)
     for iv in intervals:
-        end = iv.exit if iv.exit is not None else cut.get(iv.node, float("inf"))
-        if iv.node in cut:
-            end = min(end, max(iv.enter, cut[iv.node]))
+        end = iv.exit if iv.exit is not None else float("inf")
+        lost = cut.get(iv.node)
+        if lost is not None and iv.enter < lost[1]:
+            end = min(end, max(iv.enter, lost[0]))
         by_key[iv.key].append((iv.enter, end, iv))
     found = []
     for spans in by_key.values():
@@ -167,7 +174,7 @@ def overlaps(
     return found
 
 
-def check_exclusive(cluster: Cluster, cut: dict[str, float] | None = None) -> int:
+def check_exclusive(cluster: Cluster, cut: Cut | None = None) -> int:
     """No overlapping executions of the exclusive handler on a key; how many executions were checked."""
     intervals = lock_intervals(cluster)
     found = overlaps(intervals, cut)
@@ -175,7 +182,7 @@ def check_exclusive(cluster: Cluster, cut: dict[str, float] | None = None) -> in
     return len(intervals)
 
 
-def check_all(cluster: Cluster, ops: Sequence[Op], cut: dict[str, float] | None = None) -> dict[str, Any]:
+def check_all(cluster: Cluster, ops: Sequence[Op], cut: Cut | None = None) -> dict[str, Any]:
     """Every check; a summary to print."""
     accepted = [op for op in ops if op.accepted]
     lost = [op for op in ops if not op.accepted]
@@ -215,7 +222,7 @@ def served_again(nodes: Sequence[Node], keys: Sequence[str], since: float, timeo
     ``nodes``: the moment every partition is led again. Each key is probed on its own thread."""
 
     def probe(key: str) -> float:
-        _get(nodes, f"/Counter/{key}/add", max(1.0, since + timeout_s - time.monotonic()))
+        _get(nodes, f"/Counter/{key}/add", max(1.0, since + timeout_s - time.monotonic()), attempt_s=1.0)
         return time.monotonic() - since
 
     with ThreadPoolExecutor(max_workers=len(keys)) as pool:
