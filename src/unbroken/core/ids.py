@@ -103,6 +103,15 @@ def partition_key_for_key(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
+def partition_key_of(invocation_id: str) -> int:
+    """The partition key an invocation id carries; an id that is not one (tests name invocations freely) is
+    hashed as a key, so every id has one stable partition (as the PostgreSQL store places its rows)."""
+    try:
+        return InvocationId.parse(invocation_id).partition_key
+    except InvalidId:
+        return partition_key_for_key(invocation_id)
+
+
 def _sha256_joined(parts: list[str]) -> bytes:
     """SHA-256 over the UTF-8 encoded ``parts`` joined by single comma bytes (0x2C)."""
     return hashlib.sha256(b",".join(p.encode("utf-8") for p in parts)).digest()

@@ -121,6 +121,11 @@ pg_lease_self_fence_margin_s = 1.0
 pg_lease_acquire_wait_s = 10.0  # at start, how long to wait for another node's leases to expire
 pg_commit_resolve_timeout_s = 10.0  # after a COMMIT whose outcome is unknown: how long to try to learn it
 pg_connect_timeout_s = 10  # to open one connection
+# The partition inbox (cross-partition records for partitions another node leads): how often a leader looks
+# in its partitions' inboxes when no NOTIFY woke it (NOTIFY is a hint; this poll alone must suffice), and
+# how many records one batch takes from them.
+inbox_poll_interval_s = 0.2
+inbox_records_per_batch_max = 256
 # POST /query on PostgreSQL copies the tables into a SQLite file with the views (storage/sqlite_mirror.py):
 # past this many rows in all, the query is refused rather than copying the database.
 pg_query_rows_copied_max = 200_000
@@ -158,6 +163,7 @@ assert failure_metadata_key_chars_max <= failure_message_chars_max
 assert explain_awakeable_misses_max <= explain_awakeable_signals_max and explain_chain_links_max >= 1
 assert protocol_message_bytes_max >= journal_entry_bytes_max  # a stored entry fits in one frame
 assert protocol_response_bytes_max >= protocol_message_bytes_max
+assert inbox_poll_interval_s > 0 and inbox_records_per_batch_max >= 1
 assert timers_in_memory_max >= 1  # the window holds the earliest timer, or no timer ever fires
 assert clean_expired_batch_max >= 1 and clean_expired_interval_ms > 0
 assert 0 < pg_lease_renew_interval_s < pg_lease_ttl_s - pg_lease_self_fence_margin_s  # renewed before fenced

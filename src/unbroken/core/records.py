@@ -11,7 +11,8 @@ import enum
 import msgspec
 
 from unbroken.core.deployments import Deployment
-from unbroken.core.journal import Command, Header, Result
+from unbroken.core.invocation import Sink
+from unbroken.core.journal import Command, Header, Notification, Result
 from unbroken.core.schema import ServiceOverride, Target
 
 
@@ -202,6 +203,46 @@ class FailInvocation(msgspec.Struct, frozen=True):
     message: str
 
 
+# Cross-partition records (``state_machine/inbox.py``): an effect of one invocation on another whose
+# partition this node does not lead is sent to that partition's inbox as one of these (or as a
+# ``CancelInvocation``, ``KillInvocation`` or ``ResolveSignal``), and its leader applies it as any record.
+
+
+class InvokeCallee(msgspec.Struct, frozen=True):
+    """A call (``sink`` set: where the result goes) or a one-way send (``sink`` None) from a handler: create
+    the callee, or add the caller to an existing one (an idempotent call, a workflow's run)."""
+
+    invocation_id: str
+    target: Target
+    argument: bytes
+    headers: tuple[Header, ...]
+    idempotency_key: str | None
+    execute_at_ms: int
+    invoked_by_id: str
+    sink: Sink | None = None
+
+
+class Notify(msgspec.Struct, frozen=True):
+    """A notification for an invocation's journal: a call's result, a named signal, a promise."""
+
+    invocation_id: str
+    notification: Notification
+
+
+class AddSink(msgspec.Struct, frozen=True):
+    """A handler attaches to an invocation: its result goes to ``sink`` (now, if it is completed)."""
+
+    invocation_id: str
+    sink: Sink
+
+
+class SendOutput(msgspec.Struct, frozen=True):
+    """A handler asks for an invocation's output now (``GetInvocationOutput``): answered to ``sink``."""
+
+    invocation_id: str
+    sink: Sink
+
+
 Record = (
     Invoke
     | JournalCommand
@@ -224,4 +265,8 @@ Record = (
     | RegisterDeployment
     | RemoveDeployment
     | FailInvocation
+    | InvokeCallee
+    | Notify
+    | AddSink
+    | SendOutput
 )

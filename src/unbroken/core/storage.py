@@ -13,7 +13,7 @@ applied (``Step.now_ms``), never from the database's clock, so a replay or a sim
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
@@ -22,6 +22,7 @@ import msgspec
 from unbroken.core.deployments import Deployment
 from unbroken.core.invocation import Invocation, Sink
 from unbroken.core.journal import Entry, Result
+from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
 
 
@@ -161,7 +162,37 @@ class DeploymentTable(Protocol):
     def delete_deployment(self, deployment_id: str) -> None: ...
 
 
+class PartitionInbox(Protocol):
+    """Cross-partition work (docs/architecture.md, "Cross-partition work: the partition inbox").
+
+    A batch writes the rows of the partitions its node leads. An effect on an invocation (or key) of a
+    partition led by another node is ``send``-t as a record to that partition's inbox instead, written in
+    this transaction (so it is sent exactly when this batch commits) and not fenced (an append to another
+    partition's inbox, never a row of it). The leader of that partition takes it with ``take_inbox`` in one
+    of its own batches and applies it there (so it is applied exactly once, with that batch).
+
+    A store of one node (SQLite, the memory store by default) leads every partition: ``all_led`` is True,
+    ``is_led`` always too, nothing is sent, its inbox is empty."""
+
+    all_led: bool  # every partition is led by this node (checked before anything computes a partition)
+
+    def is_led(self, partition_key: int) -> bool:
+        """Whether the partition holding ``partition_key`` is led by this node (as of this batch's start)."""
+        ...
+
+    def send(self, partition_key: int, record: Record, source_key: int = 0) -> None:
+        """Append ``record`` to the inbox of the partition of ``partition_key``; ``source_key`` is the
+        partition key of the invocation it comes from (the same record sent again from there is one row)."""
+        ...
+
+    def take_inbox(self, limit: int) -> list[Record]:
+        """Up to ``limit`` records from the inboxes of the partitions led here, oldest first, deleted in this
+        transaction (a rollback puts them back)."""
+        ...
+
+
 class Transaction(
+    PartitionInbox,
     InvocationTable,
     JournalTable,
     StateTable,
@@ -231,6 +262,12 @@ class Store(Protocol):
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         """Up to ``limit`` committed timers whose ``(fire_at_ms, timer_id)`` is greater than ``after`` (from
         the first if None), in that order: the engine keeps only a window of timers in memory."""
+        ...
+
+    def watch_inbox(self, wake: Callable[[], None]) -> bool:
+        """Whether partitions led by other nodes may send records to this node's inbox (a store of one node:
+        False, and ``wake`` is never called). If so, ``wake`` is called (from any thread, maybe spuriously)
+        when records may have arrived: a hint; the processor polls the inbox anyway."""
         ...
 
     def leadership(self) -> Leadership | None:

@@ -188,11 +188,38 @@ class Processor:
         self.batches = 0
         self.records = 0
         self.stats = EngineStats()  # the node's replaces it (``Partition``): batch sizes, commit latency
+        # The partition inbox (records other nodes' batches sent to the partitions this node leads): looked
+        # in by the next batch when due, every ``inbox_poll_interval_s`` and when the store hints.
+        self._inbox_due = False
+        self._inbox_poll: asyncio.TimerHandle | None = None
+        self.inbox_records = 0  # records taken from the inbox and committed or tried
 
     def start(self) -> None:
         """Start the committer; called on the loop's thread."""
         self._loop_thread = threading.get_ident()
         self._committer.start(self)
+        if self._store.watch_inbox(self._inbox_hint):  # a store of one node: never (no work, no timer)
+            self._poll_inbox()
+
+    def _inbox_hint(self) -> None:
+        """The store says records may have arrived (a NOTIFY; any thread)."""
+        self._loop.call_soon_threadsafe(self._inbox_wake)
+
+    def _inbox_wake(self) -> None:
+        self._inbox_due = True
+        self._schedule()
+
+    def _poll_inbox(self) -> None:
+        """Look in the inbox now and every ``inbox_poll_interval_s``: a lost hint delays a record by that
+        much at most."""
+        if self._running:
+            self._inbox_wake()
+            self._inbox_poll = self._loop.call_later(limits.inbox_poll_interval_s, self._poll_inbox)
+
+    def _stop_polling(self) -> None:
+        if self._inbox_poll is not None:
+            self._inbox_poll.cancel()
+            self._inbox_poll = None
 
     def submit(self, record: Record) -> None:
         """Append a record. It is applied in a later batch, in submission order."""
@@ -226,6 +253,7 @@ class Processor:
             except TimeoutError:
                 log.error("stop: %d records still queued after %.0fs", len(self._queue), wait_s)
             self._running = False
+        self._stop_polling()
         await self._committer.stop()
 
     def stop(self) -> None:
@@ -240,10 +268,15 @@ class Processor:
         """The process died (the simulator's crash): nothing queued is applied, nothing more is acted on."""
         self._running = False
         self._queue.clear()
+        self._stop_polling()
 
     # ---------------------------------------------------------------------------------- the loop's side
     def _schedule(self) -> None:
-        if not (self._scheduled or self._committing or self._paused) and self._queue and self._running:
+        if (
+            not (self._scheduled or self._committing or self._paused)
+            and (self._queue or self._inbox_due)
+            and self._running
+        ):
             if self.halted is None:
                 self._scheduled = True
                 self._loop.call_soon(self._drain)  # after the callbacks ready now: they may add to the batch
@@ -265,21 +298,20 @@ class Processor:
             self._committing
             or self._paused
             or self.halted is not None
-            or not self._queue
+            or not (self._queue or self._inbox_due)
             or not self._running
         ):
             self._check_idle()
             return
-        batch = self._take()
-        if not batch:  # only withdrawn records were left
+        batch = self._take() if self._queue else []
+        inbox, self._inbox_due = self._inbox_due, False
+        if not batch and not inbox:  # only withdrawn records were left
             if not self._queue and self.store_error is not None:
                 # nothing waits on the store now: let new requests in, the next one finds out
                 self.store_error = None
                 self._failures.clear()
             self._schedule()
             return
-        self.batches += 1
-        self.records += len(batch)
         now = self._clock.now_ms()
         schemas = self._schemas()
         try:
@@ -288,7 +320,15 @@ class Processor:
             self._store_failed(batch, exc)
             return
         try:
-            actions = self._apply_all(txn, batch, now, schemas)
+            records = batch
+            if inbox:
+                taken = self._take_inbox(txn, batch)
+                if taken is None:
+                    return  # nothing arrived, and nothing else to apply
+                records = taken + batch
+            self.batches += 1
+            self.records += len(records)
+            actions = self._apply_all(txn, records, now, schemas)
         except BaseException as exc:
             try:
                 txn.rollback()
@@ -299,6 +339,21 @@ class Processor:
         self._committing = True
         self.stats.batch_records.observe(len(batch))
         self._committer.commit(Batch(txn, batch, actions, time.perf_counter()))
+
+    def _take_inbox(self, txn: Transaction, batch: list[Record]) -> list[Record] | None:
+        """The records other nodes' batches sent to the partitions led here (oldest first), taken in ``txn``
+        and applied before ``batch``: exactly once, with it. They are never queued here: should the batch
+        fail, the rollback leaves them in the inbox for the next look. None: nothing arrived and ``batch``
+        is empty (the transaction was rolled back)."""
+        limit = limits.inbox_records_per_batch_max
+        taken = txn.take_inbox(limit)
+        if not taken and not batch:
+            txn.rollback()
+            self._schedule()
+            return None
+        self._inbox_due = len(taken) == limit  # more may wait: the next batch looks again
+        self.inbox_records += len(taken)
+        return taken
 
     def _batch_records_max(self) -> int:
         return limits.batch_records_max
@@ -377,6 +432,7 @@ class Processor:
         """Nothing of ``batch`` was stored nor acknowledged: it goes back to the head of the queue."""
         first = self.store_error is None
         self.store_error = f"the store is failing: {exc}"
+        self._inbox_due = self._inbox_poll is not None  # what the batch took from the inbox is still there
         if first:
             self.on_store_failing()
         if len(batch) == 1:

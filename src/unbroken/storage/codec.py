@@ -7,10 +7,14 @@ invalid UTF-8), so callers handle one error type for a bad row.
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 
+from unbroken.core import records
 from unbroken.core.invocation import Invocation, Sink, check_invocation
 from unbroken.core.journal import Entry, Notification, Result, decode_entry, encode_entry
+from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Promise
 
@@ -18,9 +22,12 @@ __all__ = [
     "decode_entry",
     "decode_invocation",
     "decode_override",
+    "decode_message",
     "decode_promise",
     "encode_entry",
     "encode_invocation",
+    "encode_message",
+    "message_seq",
     "encode_override",
     "encode_promise",
     "signal_index",
@@ -92,3 +99,46 @@ def encode_override(override: ServiceOverride) -> bytes:
 
 def decode_override(data: bytes) -> ServiceOverride:
     return _override_decoder.decode(data)
+
+
+# ------------------------------------------------------------------------------------ partition inbox
+# A record sent to another partition's inbox (``Transaction.send``): ``[type name, record]``. Only the
+# records the state machine sends are accepted, so a row cannot make the receiver apply anything else.
+_SENDABLE: dict[str, type[Record]] = {
+    t.__name__: t
+    for t in (
+        records.InvokeCallee,
+        records.Notify,
+        records.AddSink,
+        records.SendOutput,
+        records.CancelInvocation,
+        records.KillInvocation,
+        records.ResolveSignal,
+    )
+}
+_message_decoders = {name: msgspec.msgpack.Decoder(t) for name, t in _SENDABLE.items()}
+_envelope = msgspec.msgpack.Decoder(tuple[str, msgspec.Raw])
+
+
+def encode_message(record: Record) -> bytes:
+    name = type(record).__name__
+    if name not in _SENDABLE:
+        raise TypeError(f"{name} is not a record one partition sends another")
+    return _inv_encoder.encode((name, record))
+
+
+def decode_message(data: bytes) -> Record:
+    """The record of an inbox row; ``msgspec.DecodeError`` for anything else."""
+    name, raw = _envelope.decode(data)
+    decoder = _message_decoders.get(name)
+    if decoder is None:
+        raise msgspec.DecodeError(f"an inbox row holds a {name!r}, not a record partitions send")
+    record: Record = decoder.decode(raw)
+    return record
+
+
+def message_seq(data: bytes) -> int:
+    """The inbox row's ``source_seq``: a 63-bit digest of the message, so the same message sent again by the
+    same partition (a batch applied again) is one row; distinct messages pending at once never are the same
+    (each names its completion, signal or target)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1

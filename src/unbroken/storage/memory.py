@@ -13,30 +13,42 @@ admitting a call to an object another partition owns, while that one releases th
 reading a row the other writes, are not both committed: the second commit fails with
 ``TransactionConflict`` and the processor applies its batch again (``_Writes``). Committed containers (a journal's list, a key's state) are
 never changed in place: a transaction changes its own copy, which its commit puts in their place.
+
+Several nodes (tests, the simulator): ``MemoryStore(partitions=P, led=...)`` leads only ``led`` of the P
+storage partitions, and ``peer(led)`` is another node's view of the same rows leading others. Effects on a
+partition not led are sent to its partition inbox (``Transaction.send``) and taken by the view that leads it
+(``take_inbox``); a write to a row of a partition the view does not lead is a broken invariant (what
+PostgreSQL's fence refuses), so a test finds a missed route at once.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
-from unbroken.core.errors import TransactionConflict, invariant
+from unbroken.core.errors import TransactionConflict, invariant, violated
+from unbroken.core.ids import partition_key_for_key, partition_key_of
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
+from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Leadership, Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     decode_entry,
     decode_invocation,
+    decode_message,
     decode_override,
     decode_promise,
     encode_entry,
     encode_invocation,
+    encode_message,
     encode_override,
     encode_promise,
+    message_seq,
     signal_index,
 )
 
@@ -44,10 +56,21 @@ _Key = TypeVar("_Key", bound=Hashable)
 _Row = TypeVar("_Row")
 
 
+class _Counters:
+    """Counters every view of one store shares (``MemoryStore.peer``)."""
+
+    __slots__ = ("commits", "inbox", "timer")
+
+    def __init__(self) -> None:
+        self.timer = 1  # the next timer id: handed out at once, never twice, not even after a rollback
+        self.commits = 0  # the version of every row a commit writes (conflicts, see ``_Writes``)
+        self.inbox = 0  # the order of inbox rows (oldest first)
+
+
 class MemoryStore:
     """The committed rows, table by table (the simulator's invariants and the read model read them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, partitions: int = 1, led: Collection[int] | None = None) -> None:
         self.invocations: dict[str, bytes] = {}
         self.journals: dict[str, list[bytes]] = {}
         self.state: dict[tuple[str, str], dict[str, bytes]] = {}
@@ -58,11 +81,29 @@ class MemoryStore:
         self.signals: dict[str, set[int]] = {}  # the signal index of each journal
         self.overrides: dict[str, bytes] = {}  # service -> encoded ServiceOverride
         self.deployment_rows: dict[str, bytes] = {}  # deployment id -> encoded Deployment
-        self.next_timer_id = 1  # handed out at once, never twice: not even after a rollback
-        self.commits = 0  # the version of every row a commit writes (conflicts, see ``_Writes``)
+        # the partition inbox: (part, source part, source seq) -> (order, encoded record)
+        self.partition_inbox: dict[tuple[int, int, int], tuple[int, bytes]] = {}
+        self.counters = _Counters()
         self.versions: dict[str, dict[Any, int]] = {}  # table -> row key -> the commit that last wrote it
         # held while a commit publishes its writes and while anything scans the committed rows
         self.lock = threading.Lock()
+        self.partitions = partitions
+        self.led: frozenset[int] | None = None if led is None else frozenset(led)  # None: all of them
+        self.watchers: list[tuple[MemoryStore, Callable[[], None]]] = []  # every view's ``watch_inbox``
+
+    def peer(self, led: Collection[int]) -> MemoryStore:
+        """Another node's view of the same rows (every table, counter and lock shared), leading ``led``."""
+        other = copy.copy(self)
+        other.led = frozenset(led)
+        return other
+
+    def leads_id(self, invocation_id: str) -> bool:
+        """Whether this view leads the partition of ``invocation_id``."""
+        return self.led is None or (partition_key_of(invocation_id) * self.partitions) >> 64 in self.led
+
+    def leads_key(self, key: str) -> bool:
+        """Whether this view leads the partition of a keyed service's or workflow's ``key``."""
+        return self.led is None or (partition_key_for_key(key) * self.partitions) >> 64 in self.led
 
     def begin(self) -> MemoryTransaction:
         return MemoryTransaction(self)
@@ -73,7 +114,7 @@ class MemoryStore:
     def running_invocation_ids(self) -> list[str]:
         with self.lock:
             rows = list(self.invocations.items())
-        invs = [decode_invocation(b, i, check=False) for i, b in rows]
+        invs = [decode_invocation(b, i, check=False) for i, b in rows if self.leads_id(i)]
         return [inv.id for inv in invs if inv.status is Status.RUNNING]
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
@@ -92,13 +133,35 @@ class MemoryStore:
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         rows = sorted(self.timers(), key=lambda t: (t.fire_at_ms, t.timer_id))
+        if self.led is not None:
+            rows = [t for t in rows if self.leads_id(t.invocation_id)]
         return [t for t in rows if after is None or (t.fire_at_ms, t.timer_id) > after][:limit]
 
     def new_timer_id(self) -> int:
         with self.lock:
-            timer_id = self.next_timer_id
-            self.next_timer_id += 1
+            timer_id = self.counters.timer
+            self.counters.timer += 1
         return timer_id
+
+    def new_inbox_order(self) -> int:
+        with self.lock:
+            self.counters.inbox += 1
+            return self.counters.inbox
+
+    def watch_inbox(self, wake: Callable[[], None]) -> bool:
+        if self.led is None:
+            return False  # every partition is led here: nothing is ever sent
+        with self.lock:
+            self.watchers.append((self, wake))
+        return True
+
+    def woken(self, parts: set[int]) -> None:
+        """A commit sent records to ``parts``: wake the views leading them (after the commit, a hint)."""
+        with self.lock:
+            watchers = list(self.watchers)
+        for view, wake in watchers:
+            if view.led is not None and not view.led.isdisjoint(parts):
+                wake()
 
     def leadership(self) -> Leadership | None:
         return None  # one node's store: no leases
@@ -206,6 +269,11 @@ class MemoryTransaction:
         self._signals: _Writes[str, set[int]] = table("signal", store.signals)
         self._overrides: _Writes[str, bytes] = table("service_override", store.overrides)
         self._deployments: _Writes[str, bytes] = table("deployment", store.deployment_rows)
+        self._messages: _Writes[tuple[int, int, int], tuple[int, bytes]] = table(
+            "partition_inbox", store.partition_inbox
+        )
+        self.all_led = store.led is None
+        self._sent: set[int] = set()  # the partitions this transaction sent records to (woken at commit)
         self._tables: tuple[_Writes[Any, Any], ...] = (
             self._invocations,
             self._journals,
@@ -217,6 +285,7 @@ class MemoryTransaction:
             self._signals,
             self._overrides,
             self._deployments,
+            self._messages,
         )
 
     def commit(self) -> None:
@@ -226,22 +295,64 @@ class MemoryTransaction:
         with store.lock:
             conflict = next(((t.name, k) for t in self._tables if (k := t.conflict()) is not None), None)
             if conflict is None:
-                store.commits += 1
+                store.counters.commits += 1
                 for table in self._tables:
-                    table.publish(store.commits)
+                    table.publish(store.counters.commits)
         if conflict is not None:
             self.rollback()
             raise TransactionConflict(f"{conflict[0]} row {conflict[1]!r} was changed by another transaction")
+        if self._sent:
+            sent, self._sent = self._sent, set()
+            store.woken(sent)
 
     def rollback(self) -> None:
         for table in self._tables:
             table.discard()
+        self._sent = set()
+
+    # ------------------------------------------------------------------------------------ partition inbox
+    def is_led(self, partition_key: int) -> bool:
+        led = self.s.led
+        return led is None or (partition_key * self.s.partitions) >> 64 in led
+
+    def send(self, partition_key: int, record: Record, source_key: int = 0) -> None:
+        store = self.s
+        part = (partition_key * store.partitions) >> 64
+        invariant(
+            not self.is_led(partition_key), f"{type(record).__name__} sent to partition {part}, led here"
+        )
+        data = encode_message(record)
+        key = (part, (source_key * store.partitions) >> 64, message_seq(data))
+        if self._messages.get(key) is None:  # the same message sent again is one row
+            self._messages.put(key, (store.new_inbox_order(), data))
+            self._sent.add(part)
+
+    def take_inbox(self, limit: int) -> list[Record]:
+        led = self.s.led
+        if led is None:
+            return []  # nothing is sent to a store one node leads whole
+        rows = sorted((row, key) for key, row in self._messages.items() if key[0] in led)[:limit]
+        for _, key in rows:
+            self._messages.delete(key)
+        return [decode_message(data) for (_, data), _ in rows]
+
+    def _fence_id(self, invocation_id: str) -> None:
+        """A write to a partition another node leads would be refused by PostgreSQL's fence: here it is a
+        broken invariant, so that a test finds the effect that should have gone through the inbox."""
+        if not self.s.leads_id(invocation_id):
+            violated(f"a batch wrote a row of {invocation_id}, whose partition another node leads")
+
+    def _fence_key(self, key: str) -> None:
+        if not self.s.leads_key(key):
+            violated(f"a batch wrote a row of key {key!r}, whose partition another node leads")
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         data = self._invocations.get(invocation_id)
         return None if data is None else decode_invocation(data, invocation_id)
 
     def put_invocation(self, inv: Invocation) -> None:
+        if not self.all_led:
+            self._fence_id(inv.id)
         self._invocations.put(inv.id, encode_invocation(inv))
 
     def delete_invocation(self, invocation_id: str) -> None:
@@ -251,6 +362,8 @@ class MemoryTransaction:
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
         out = []
         for inv_id, data in self._invocations.items():
+            if not self.all_led and not self.s.leads_id(inv_id):
+                continue  # another node's to clean
             if 0 < cleanup_due_ms(decode_invocation(data, inv_id, check=False)) <= now_ms:
                 out.append(inv_id)
         return out[:limit]
@@ -259,6 +372,8 @@ class MemoryTransaction:
         return [decode_entry(b) for b in self._journals.get(invocation_id) or ()]
 
     def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
+        if not self.all_led:
+            self._fence_id(invocation_id)
         entries = self._journals.own(invocation_id, list)
         if entries is None:
             entries = []
@@ -290,6 +405,8 @@ class MemoryTransaction:
         return sorted(self._state.get((service, key)) or ())
 
     def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
+        if not self.all_led:
+            self._fence_key(key)
         values = self._state.own((service, key), dict)
         if values is None:
             values = {}
@@ -308,6 +425,8 @@ class MemoryTransaction:
         return self._locks.get((service, key))
 
     def set_lock_holder(self, service: str, key: str, invocation_id: str | None) -> None:
+        if not self.all_led:
+            self._fence_key(key)
         if invocation_id is None:
             self._locks.delete((service, key))
         else:
@@ -330,6 +449,8 @@ class MemoryTransaction:
             queue.remove(invocation_id)
 
     def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:
+        if not self.all_led:
+            self._fence_id(invocation_id)
         timer_id = self.s.new_timer_id()
         self._timers.put(timer_id, Timer(timer_id, fire_at_ms, kind, invocation_id, completion_id))
         return timer_id

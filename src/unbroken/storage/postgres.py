@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -49,6 +50,7 @@ from unbroken.storage.codec import (
     encode_override,
     encode_promise,
 )
+from unbroken.storage.postgres_inbox import InboxSignals, InboxTransaction
 from unbroken.storage.postgres_lease import FENCE, Leases
 from unbroken.storage.postgres_schema import (
     DEFAULT_PARTITIONS,
@@ -95,9 +97,11 @@ class PostgresStore:
         lease_ttl_s: float = limits.pg_lease_ttl_s,
         lease_wait_s: float = limits.pg_lease_acquire_wait_s,
         steal: bool = False,
+        claim: Collection[int] | None = None,
     ) -> None:
-        """Connect, create or migrate the schema, and lead every partition (``steal``: even those a live
-        node leads, for an operator's takeover and tests; else wait up to ``lease_wait_s`` for them)."""
+        """Connect, create or migrate the schema, and lead every partition, or exactly those of ``claim``
+        (tests, pinning) (``steal``: even those a live node leads, for an operator's takeover and tests;
+        else wait up to ``lease_wait_s`` for them)."""
         self.location: Location = parse_url(url)
         self.node = node or default_node_name()
         self._ttl_s = lease_ttl_s
@@ -111,12 +115,13 @@ class PostgresStore:
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
         self.leases = Leases(self.location, self.node, self.partitions, ttl_s=lease_ttl_s)
         try:
-            self.leases.acquire(force=steal, wait_s=lease_wait_s)
+            self.leases.acquire(force=steal, wait_s=lease_wait_s, parts=claim)
         except BaseException:
             self.leases.close(release=False)
             self.conn.close()
             raise
         self.leases.start()
+        self.inbox = InboxSignals(self.location)
         log.info(
             "store %s: %d partitions led by node %s", self.location.describe(), self.partitions, self.node
         )
@@ -199,10 +204,9 @@ class PostgresStore:
         return self._reader.execute(query, params, binary=True).fetchall()
 
     def running_invocation_ids(self) -> list[str]:
-        return [
-            str(row[0])
-            for row in self._read("SELECT id FROM invocation WHERE status = 'running' ORDER BY seq")
-        ]
+        led = sorted(self.leases.led())  # another node's are its to recover
+        query = "SELECT id FROM invocation WHERE status = 'running' AND part = ANY(%s) ORDER BY seq"
+        return [str(row[0]) for row in self._read(query, (led,))]
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
         rows = self._read("SELECT service, data FROM service_override")
@@ -216,16 +220,22 @@ class PostgresStore:
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         fire_at, timer_id = after if after is not None else (-(2**63), -(2**63))
-        rows = self._read(
-            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE (fire_at, id) > (%s, %s) ORDER BY fire_at, id LIMIT %s",
-            (fire_at, timer_id, limit),
+        rows = self._read(  # the led partitions' (another node's fire on their leader)
+            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE (fire_at, id) > (%s, %s) AND part = ANY(%s)"
+            " ORDER BY fire_at, id LIMIT %s",
+            (fire_at, timer_id, sorted(self.leases.led()), limit),
         )
         return [_timer(row) for row in rows]
 
     def leadership(self) -> Leadership:
         return self.leases.leadership()
 
+    def watch_inbox(self, wake: Callable[[], None]) -> bool:
+        self.inbox.listen(self.leases.led, wake)
+        return True  # other nodes may lead partitions (now or later): look in the inbox
+
     def close(self, *, release: bool = True) -> None:
+        self.inbox.close()
         self.leases.close(release=release)
         if self._reader is not None:
             self._reader.close()
@@ -240,10 +250,10 @@ def _timer(row: tuple[Any, ...]) -> Timer:
     return Timer(int(timer_id), int(fire_at), TimerKind(kind), str(invocation_id), int(completion_id))
 
 
-class PostgresTransaction:
+class PostgresTransaction(InboxTransaction):
     """Implements :class:`unbroken.core.storage.Transaction` on the writer connection (see the module)."""
 
-    __slots__ = ("c", "parts", "pipeline", "store", "touched", "_open")
+    __slots__ = ("all_led", "c", "led", "parts", "pipeline", "sent", "store", "touched", "_open")
 
     def __init__(self, store: PostgresStore, pipeline: AbstractContextManager[Any]) -> None:
         self.store = store
@@ -252,6 +262,9 @@ class PostgresTransaction:
         self.pipeline = pipeline
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
         self._open = True  # the pipeline
+        self.led = store.leases.led()  # as the batch starts: the fence has the last word
+        self.all_led = len(self.led) == self.parts
+        self.sent: set[int] = set()  # partitions this batch sent records to: NOTIFY after the commit
 
     # ------------------------------------------------------------------------------------ plumbing
     def _w(self, part: int, query: str, params: tuple[Any, ...]) -> None:
@@ -298,6 +311,8 @@ class PostgresTransaction:
             self.c.execute(b"COMMIT")
             self._open = False
             self.pipeline.__exit__(None, None, None)
+            if self.sent:
+                self.store.inbox.sent(self.sent)
         except psycopg.Error as exc:
             self._close_pipeline()
             if not (self.c.broken or isinstance(exc, psycopg.OperationalError)):
@@ -307,6 +322,8 @@ class PostgresTransaction:
             landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
             if landed:
                 log.warning("a COMMIT whose answer was lost had landed: the batch is committed")
+                if self.sent:
+                    self.store.inbox.sent(self.sent)
                 return
             if landed is None:
                 self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
@@ -371,8 +388,9 @@ class PostgresTransaction:
         self._w(part, "DELETE FROM invocation WHERE part = %s AND id = %s", (part, invocation_id))
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
-        rows = self._all(
-            "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= %s LIMIT %s", (now_ms, limit)
+        rows = self._all(  # the led partitions' (another node's are its to clean)
+            "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= %s AND part = ANY(%s) LIMIT %s",
+            (now_ms, sorted(self.led), limit),
         )
         return [str(row[0]) for row in rows]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -103,12 +103,19 @@ class Leases:
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
     # ------------------------------------------------------------------------------------ taking them
-    def acquire(self, *, force: bool = False, wait_s: float = limits.pg_lease_acquire_wait_s) -> None:
-        """Lead every partition: take each lease that is free, expired or this node's, bumping its epoch;
-        wait up to ``wait_s`` for the others to expire. ``force`` takes them even from a live leader (an
-        operator's takeover; tests). Raises :class:`NotLeader` naming the holders if some stay taken."""
+    def acquire(
+        self,
+        *,
+        force: bool = False,
+        wait_s: float = limits.pg_lease_acquire_wait_s,
+        parts: Collection[int] | None = None,
+    ) -> None:
+        """Lead every partition (or exactly ``parts``): take each lease that is free, expired or this node's,
+        bumping its epoch; wait up to ``wait_s`` for the others to expire. ``force`` takes them even from a
+        live leader (an operator's takeover; tests). Raises :class:`NotLeader` naming the holders if some
+        stay taken."""
         deadline = time.monotonic() + wait_s
-        wanted = set(range(self.partitions))
+        wanted = set(range(self.partitions)) if parts is None else set(parts)
         said = False
         while True:
             sent = time.monotonic()
@@ -191,6 +198,11 @@ class Leases:
                 _ranges(gone),
                 why,
             )
+
+    def led(self) -> frozenset[int]:
+        """The partitions this store leads now (its lease held; a self-fenced store still lists them)."""
+        with self._lock:
+            return frozenset(self.epochs)
 
     def leadership(self) -> Leadership:
         """What this node leads now (none while it fences itself: it commits nothing) and the counts."""

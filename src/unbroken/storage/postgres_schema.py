@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS promise (
     part int NOT NULL, service text NOT NULL, service_key text NOT NULL, name text NOT NULL,
     data bytea NOT NULL, PRIMARY KEY (part, service, service_key, name)
 );
+CREATE TABLE IF NOT EXISTS partition_inbox (
+    part int NOT NULL, source_part int NOT NULL, source_seq bigint NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY, record bytea NOT NULL, PRIMARY KEY (part, source_part, source_seq)
+);
+CREATE INDEX IF NOT EXISTS partition_inbox_order ON partition_inbox (part, seq);
 CREATE TABLE IF NOT EXISTS service_override (service text PRIMARY KEY, data bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS deployment (id text PRIMARY KEY, data bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS partition_lease (

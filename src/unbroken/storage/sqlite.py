@@ -11,14 +11,17 @@ import json
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import msgspec
 
 from unbroken.core import limits
 from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
+from unbroken.core.errors import violated
 from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
+from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import Leadership, Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
@@ -179,6 +182,9 @@ class SqliteStore:
         if self.conn.in_transaction:  # a failed COMMIT (busy, I/O, full) can leave it open
             self.conn.execute("ROLLBACK")
 
+    def watch_inbox(self, wake: Callable[[], None]) -> bool:
+        return False  # one node leads the one partition: nothing is ever sent to it
+
     def leadership(self) -> Leadership | None:
         return None  # one node's store: no leases
 
@@ -329,10 +335,20 @@ class SqliteTransaction:
     """Implements :class:`unbroken.core.txn.Transaction` on the writer connection."""
 
     __slots__ = ("c", "store")
+    all_led = True  # one writer, one node: every partition is led here (the partition inbox is unused)
 
     def __init__(self, conn: sqlite3.Connection, store: SqliteStore) -> None:
         self.c = conn
         self.store = store
+
+    def is_led(self, partition_key: int) -> bool:
+        return True
+
+    def send(self, partition_key: int, record: Record, source_key: int = 0) -> None:
+        violated(f"{type(record).__name__} sent to another partition of a store one node leads whole")
+
+    def take_inbox(self, limit: int) -> list[Record]:
+        return []
 
     def commit(self) -> None:
         try:

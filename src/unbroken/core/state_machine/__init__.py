@@ -6,8 +6,8 @@ returned actions only after that transaction committed.
 
 Modules: ``invoke`` (new invocations), ``lifecycle`` (start, complete, suspend, retry, timers),
 ``commands`` (one function per journal command), ``control`` (cancel, kill, pause, resume, purge,
-attach, signals, retention), ``services`` (schema changes), ``failures`` (attempts the engine fails: protocol violations, records the
-store kept refusing).
+attach, signals, retention), ``services`` (schema changes), ``inbox`` (effects sent by other partitions'
+batches), ``failures`` (attempts the engine fails: protocol violations, records the store kept refusing).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from unbroken.core import records as r
 from unbroken.core.actions import Action
 from unbroken.core.errors import ProtocolViolation, violated
 from unbroken.core.schema import Schemas
-from unbroken.core.state_machine import commands, control, failures, invoke, lifecycle, services
+from unbroken.core.state_machine import commands, control, failures, inbox, invoke, lifecycle, services
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import Transaction
 
@@ -91,5 +91,13 @@ def _dispatch(step: Step, record: r.Record) -> None:
             services.on_remove_deployment(step, record)
         case r.FailInvocation():
             failures.on_fail_invocation(step, record)
+        case r.InvokeCallee():
+            inbox.on_invoke_callee(step, record)
+        case r.Notify():
+            inbox.on_notify(step, record)
+        case r.AddSink():
+            inbox.on_add_sink(step, record)
+        case r.SendOutput():
+            inbox.on_send_output(step, record)
         case _:
             assert_never(record)

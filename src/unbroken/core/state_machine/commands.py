@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,6 @@ from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import Promise, TimerKind
 
 PROMISE_ALREADY_COMPLETED = j.Failure(409, "promise was already completed")
-WORKFLOW_ALREADY_INVOKED = j.Failure(409, "the workflow method was already invoked")
 
 
 def on_command(step: Step, rec: r.JournalCommand) -> None:
@@ -151,15 +149,21 @@ def _new_child(
     child_id = child_invocation_id(
         inv.id, target, handler.kind, cmd.idempotency_key, cmd.invocation_id_completion_id
     )
-    existing = step.load(child_id)
-    if existing is not None:
-        if handler.kind is HandlerKind.WORKFLOW and sinks and cmd.idempotency_key is None:
-            return child_id, WORKFLOW_ALREADY_INVOKED
-        for sink in sinks:
-            lifecycle.add_sink(step, existing, sink)
+    key = step.elsewhere(child_id)
+    if key is not None:  # another node leads the callee's partition: the call goes to its inbox
+        callee = r.InvokeCallee(
+            child_id,
+            target,
+            cmd.parameter,
+            tuple(cmd.headers),
+            cmd.idempotency_key,
+            at_ms,
+            inv.id,
+            sinks[0] if sinks else None,
+        )
+        step.send(key, callee, inv.id)
         return child_id, None
-    seed = int.from_bytes(hashlib.sha256(child_id.encode()).digest()[:8], "big")
-    invoke.create(
+    failure = invoke.callee(
         step,
         svc,
         child_id,
@@ -167,13 +171,11 @@ def _new_child(
         cmd.parameter,
         cmd.headers,
         idempotency_key=cmd.idempotency_key,
-        random_seed=seed,
         execute_at_ms=at_ms,
-        invoked_by="service",
-        invoked_by_id=inv.id,
+        caller_id=inv.id,
         sinks=sinks,
     )
-    return child_id, None
+    return child_id, failure
 
 
 def _call(step: Step, inv: Invocation, cmd: j.CallCommand) -> None:
@@ -233,19 +235,22 @@ def _complete_promise(step: Step, inv: Invocation, cmd: j.CompletePromiseCommand
         return
     step.txn.put_promise(service, key, cmd.key, Promise(cmd.completion))
     _answer(step, inv, "promise", cmd.completion_id, j.Result())
-    for waiter in promise.waiters if promise else ():
-        lifecycle.notify(
-            step, waiter.invocation_id, j.Notification("promise", waiter.completion_id, 0, cmd.completion)
-        )
+    for waiter in promise.waiters if promise else ():  # the workflow's own handlers: its partition
+        notification = j.Notification("promise", waiter.completion_id, 0, cmd.completion)
+        lifecycle.notify_anywhere(step, waiter.invocation_id, notification, inv.id)
 
 
 def _send_signal(step: Step, inv: Invocation, cmd: j.SendSignalCommand, live: int) -> None:
     step.save(inv)
     if cmd.signal_name:
         signal = j.Notification("signal", 0, 0, cmd.result, None, cmd.signal_name)
-        lifecycle.notify(step, cmd.target_invocation_id, signal)
+        lifecycle.notify_anywhere(step, cmd.target_invocation_id, signal, inv.id)
     elif cmd.idx == j.CANCEL_SIGNAL:
-        control.cancel(step, cmd.target_invocation_id)
+        key = step.elsewhere(cmd.target_invocation_id)
+        if key is None:
+            control.cancel(step, cmd.target_invocation_id)
+        else:
+            step.send(key, r.CancelInvocation(cmd.target_invocation_id), inv.id)
     else:
         _signal(step, inv, cmd.target_invocation_id, cmd.idx, cmd.result, live)
 
@@ -258,7 +263,12 @@ def _complete_awakeable(step: Step, inv: Invocation, cmd: j.CompleteAwakeableCom
 
 def _signal(step: Step, inv: Invocation, target_id: str, idx: int, result: j.Result, live: int) -> None:
     """An awakeable completed by a handler: only one its invocation allocated (as from the ingress); the
-    command is fire-and-forget, so a refused one is logged, not answered."""
+    command is fire-and-forget, so a refused one is logged, not answered (by the target's partition, as
+    from the ingress, when another node leads it: there a refused one is dropped)."""
+    key = step.elsewhere(target_id)
+    if key is not None:
+        step.send(key, r.ResolveSignal(target_id, idx, result, live_awakeables=live), inv.id)
+        return
     target = step.load(target_id)
     if target is not None and not control.may_resolve(step, target, idx, live):
         step.emit(
@@ -274,22 +284,42 @@ def _signal(step: Step, inv: Invocation, target_id: str, idx: int, result: j.Res
 
 def _attach(step: Step, inv: Invocation, cmd: j.AttachInvocationCommand) -> None:
     step.save(inv)
-    target = step.load(cmd.invocation_id)
+    sink = Sink(inv.id, cmd.completion_id)
+    key = step.elsewhere(cmd.invocation_id)
+    if key is None:
+        attach(step, cmd.invocation_id, sink)
+    else:
+        step.send(key, r.AddSink(cmd.invocation_id, sink), inv.id)
+
+
+def attach(step: Step, invocation_id: str, sink: Sink) -> None:
+    """``sink`` waits for the result of ``invocation_id`` (of this partition)."""
+    target = step.load(invocation_id)
     if target is None:
-        not_found = j.Result(failure=j.Failure(404, f"invocation '{cmd.invocation_id}' not found"))
-        lifecycle.notify(step, inv.id, j.Notification("attach", cmd.completion_id, 0, not_found))
+        not_found = j.Result(failure=j.Failure(404, f"invocation '{invocation_id}' not found"))
+        notification = j.Notification("attach", sink.completion_id, 0, not_found)
+        lifecycle.notify_anywhere(step, sink.invocation_id, notification, invocation_id)
         return
-    lifecycle.add_sink(step, target, Sink(inv.id, cmd.completion_id))
+    lifecycle.add_sink(step, target, sink)
 
 
 def _get_output(step: Step, inv: Invocation, cmd: j.GetInvocationOutputCommand) -> None:
-    target = step.load(cmd.invocation_id)
-    result = j.Result()
+    key = step.elsewhere(cmd.invocation_id)
+    if key is not None:
+        step.save(inv)
+        step.send(key, r.SendOutput(cmd.invocation_id, Sink(inv.id, cmd.completion_id)), inv.id)
+        return
+    _answer(step, inv, "output", cmd.completion_id, output_now(step, cmd.invocation_id))
+
+
+def output_now(step: Step, invocation_id: str) -> j.Result:
+    """What ``GetInvocationOutput`` answers for ``invocation_id`` (of this partition) now."""
+    target = step.load(invocation_id)
     if target is None:
-        result = j.Result(failure=j.Failure(404, f"invocation '{cmd.invocation_id}' not found"))
-    elif target.status is Status.COMPLETED and target.result is not None:
-        result = target.result
-    _answer(step, inv, "output", cmd.completion_id, result)
+        return j.Result(failure=j.Failure(404, f"invocation '{invocation_id}' not found"))
+    if target.status is Status.COMPLETED and target.result is not None:
+        return target.result
+    return j.Result()
 
 
 _HANDLERS: dict[type, Callable[[Step, Invocation, Any], None]] = {

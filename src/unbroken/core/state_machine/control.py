@@ -40,6 +40,11 @@ def cancel(step: Step, invocation_id: str) -> Outcome:
 
     Returns the outcome: ``NotFound``, ``AlreadyCompleted`` (nothing to do), ``Done`` or ``Accepted``. The tree is
     walked with a worklist, not recursion: a chain of calls is as deep as users make it.
+
+    A call whose partition another node leads is sent a ``CancelInvocation`` (its partition inbox), which
+    goes on from there: that part of the tree is cancelled in a later transaction of its own leader, so a
+    call queued there behind a lock the root holds may start before its cancel arrives (it then runs with
+    the cancel signal, as a running call does).
     """
     outcome, pending = _cancel_one(step, invocation_id)
     seen = {invocation_id}
@@ -47,6 +52,10 @@ def cancel(step: Step, invocation_id: str) -> Outcome:
         child = pending.pop()
         if child not in seen:
             seen.add(child)
+            key = step.elsewhere(child)
+            if key is not None:
+                step.send(key, r.CancelInvocation(child), invocation_id)
+                continue
             pending.extend(reversed(_cancel_one(step, child)[1]))
     return outcome
 
@@ -85,10 +94,15 @@ def _dequeue(step: Step, inv: Invocation) -> None:
 
 def kill(step: Step, invocation_id: str) -> Outcome:
     """Kill: complete now as ``409 killed`` without running user code; kills its pending calls too (a
-    worklist, not recursion: a chain of calls is as deep as users make it)."""
+    worklist, not recursion: a chain of calls is as deep as users make it). A call whose partition another
+    node leads is sent a ``KillInvocation`` (its partition inbox)."""
     outcome, pending = _kill_one(step, invocation_id)
     while pending:
         child = pending.pop()
+        key = step.elsewhere(child)
+        if key is not None:
+            step.send(key, r.KillInvocation(child), invocation_id)
+            continue
         pending.extend(reversed(_kill_one(step, child)[1]))
     return outcome
 

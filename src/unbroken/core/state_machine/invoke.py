@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from unbroken.core import records as r
@@ -15,11 +16,13 @@ from unbroken.core.actions import (
 )
 from unbroken.core.errors import violated
 from unbroken.core.invocation import Invocation, Sink, Status
-from unbroken.core.journal import Header, InputCommand
+from unbroken.core.journal import Failure, Header, InputCommand
 from unbroken.core.schema import HandlerKind, ServiceSchema, Target
 from unbroken.core.state_machine import lifecycle
 from unbroken.core.state_machine.step import Step
 from unbroken.core.storage import TimerKind
+
+WORKFLOW_ALREADY_INVOKED = Failure(409, "the workflow method was already invoked")
 
 
 def on_invoke(step: Step, rec: r.Invoke) -> None:
@@ -109,3 +112,46 @@ def create(
     else:
         lifecycle.admit(step, inv, (entry,))
     return inv
+
+
+def callee(
+    step: Step,
+    svc: ServiceSchema,
+    invocation_id: str,
+    target: Target,
+    argument: bytes,
+    headers: Sequence[Header],
+    *,
+    idempotency_key: str | None,
+    execute_at_ms: int,
+    caller_id: str,
+    sinks: list[Sink],
+) -> Failure | None:
+    """A call (``sinks``: the caller's completion) or a send from the handler ``caller_id``: create the
+    callee, or add the caller to the existing one (an idempotent call repeated). Returns the failure the
+    call is answered with instead (a workflow's run invoked a second time), else None. The same whether the
+    caller's partition is this one or the call came through the partition inbox (``r.InvokeCallee``)."""
+    existing = step.load(invocation_id)
+    if existing is not None:
+        kind = svc.handlers[target.handler].kind
+        if kind is HandlerKind.WORKFLOW and sinks and idempotency_key is None:
+            return WORKFLOW_ALREADY_INVOKED
+        for sink in sinks:
+            lifecycle.add_sink(step, existing, sink)
+        return None
+    seed = int.from_bytes(hashlib.sha256(invocation_id.encode()).digest()[:8], "big")
+    create(
+        step,
+        svc,
+        invocation_id,
+        target,
+        argument,
+        headers,
+        idempotency_key=idempotency_key,
+        random_seed=seed,
+        execute_at_ms=execute_at_ms,
+        invoked_by="service",
+        invoked_by_id=caller_id,
+        sinks=sinks,
+    )
+    return None

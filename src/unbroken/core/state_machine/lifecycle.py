@@ -96,6 +96,16 @@ def notify(step: Step, invocation_id: str, notification: Notification) -> None:
         step.save(inv)
 
 
+def notify_anywhere(step: Step, invocation_id: str, notification: Notification, source_id: str) -> None:
+    """``notify``, or, when another node leads that invocation's partition, send it there (``r.Notify``) on
+    behalf of ``source_id``."""
+    key = step.elsewhere(invocation_id)
+    if key is None:
+        notify(step, invocation_id, notification)
+    else:
+        step.send(key, r.Notify(invocation_id, notification), source_id)
+
+
 def _wakes(inv: Invocation, n: Notification) -> bool:
     if n.completion_id:
         return n.completion_id in inv.waiting_completions
@@ -141,7 +151,7 @@ def complete(step: Step, inv: Invocation, result: Result) -> None:
     if _takes_lock(inv):
         release_lock(step, inv)
     for sink in inv.sinks:
-        notify(step, sink.invocation_id, Notification("call", sink.completion_id, 0, result))
+        notify_anywhere(step, sink.invocation_id, Notification("call", sink.completion_id, 0, result), inv.id)
     step.emit(Completed(inv.id, result, inv.expires_at_ms))
     outcome = "ok" if result.failure is None else f"failed [{result.failure.code}] {result.failure.message}"
     step.emit(Log(inv.id, f"completed: {outcome}"))
@@ -167,7 +177,8 @@ def add_sink(step: Step, inv: Invocation, sink: Sink) -> None:
     if inv.status is Status.COMPLETED:
         if inv.result is None:
             violated(f"{inv.id}: completed without a result")
-        notify(step, sink.invocation_id, Notification("call", sink.completion_id, 0, inv.result))
+        notification = Notification("call", sink.completion_id, 0, inv.result)
+        notify_anywhere(step, sink.invocation_id, notification, inv.id)
         return
     inv.sinks = [*inv.sinks, sink]
     step.save(inv)

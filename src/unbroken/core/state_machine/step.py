@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from unbroken.core.actions import Action, Outcome, Reply
 from unbroken.core.errors import violated
+from unbroken.core.ids import partition_key_of
 from unbroken.core.invocation import Invocation, check_invocation
+from unbroken.core.records import Record
 from unbroken.core.schema import Schemas, ServiceSchema
 from unbroken.core.storage import Transaction
 
@@ -69,6 +71,20 @@ class Step:
             check_invocation(inv)
             self.txn.put_invocation(inv)
         self._dirty.clear()
+
+    def elsewhere(self, invocation_id: str) -> int | None:
+        """The partition key of ``invocation_id`` when another node leads its partition (an effect on it is
+        sent to that partition's inbox: ``send``), else None. One attribute read on a store of one node."""
+        txn = self.txn
+        if txn.all_led:
+            return None
+        key = partition_key_of(invocation_id)
+        return None if txn.is_led(key) else key
+
+    def send(self, partition_key: int, record: Record, source_id: str) -> None:
+        """Send ``record`` to the inbox of the partition of ``partition_key`` (see ``elsewhere``), on behalf
+        of the invocation ``source_id``."""
+        self.txn.send(partition_key, record, partition_key_of(source_id))
 
     def service(self, name: str) -> ServiceSchema | None:
         return self.schemas.service(name)
