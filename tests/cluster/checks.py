@@ -29,7 +29,7 @@ def _get(nodes: Sequence[Node], path: str, timeout_s: float, attempt_s: float = 
     """GET (POST for a handler) through the nodes, in turn, until one answers 200 (bounded); each attempt
     bounded by ``attempt_s`` (a standby's bound port accepts and never answers)."""
     deadline = time.monotonic() + timeout_s
-    last = "no attempt"
+    last: dict[str, str] = {}  # node -> its last answer
     i = 0
     while time.monotonic() < deadline:
         node = nodes[i % len(nodes)]
@@ -44,11 +44,11 @@ def _get(nodes: Sequence[Node], path: str, timeout_s: float, attempt_s: float = 
                 resp = httpx.get(f"{node.ingress}{path}", timeout=attempt)
             if resp.status_code == 200:
                 return resp
-            last = f"{node.name}: {resp.status_code} {resp.text[:200]}"
+            last[node.name] = f"{resp.status_code} {resp.text[:200]}"
         except httpx.HTTPError as exc:
-            last = f"{node.name}: {type(exc).__name__}"
+            last[node.name] = type(exc).__name__
         time.sleep(0.1)  # the invocation is still running, or a node is failing over
-    raise AssertionError(f"{path}: no 200 in {timeout_s}s, last: {last}")
+    raise AssertionError(f"{path}: no 200 in {timeout_s:.1f}s, last answers: {last}")
 
 
 def results(cluster: Cluster, ops: Sequence[Op]) -> dict[str, Any]:

@@ -27,6 +27,9 @@ from tests.harness import wait_until
 
 FAILOVER_TARGET_S = 5.0  # #10: a dead node's partitions led again within 5 s
 FAILOVER_BOUND_S = 12.0  # what the assertion allows on a loaded 2-core machine; the figure is printed
+# A leader paused in the middle of a batch holds its fenced rows' locks until PostgreSQL ends its idle
+# transaction (idle_in_transaction_session_timeout = the lease TTL): a takeover may wait a TTL more.
+PAUSED_FAILOVER_BOUND_S = 20.0
 WARM_OPS = 40  # operations accepted before the fault, and again after it
 
 
@@ -59,6 +62,7 @@ def test_a_killed_node_s_partitions_are_led_again_and_nothing_is_lost_or_doubled
             load.wait_accepted(WARM_OPS, timeout_s=60)
             killed_at, killed = pg_now(), time.monotonic()
             victim.kill()
+            print(f"SIGKILL {victim.name} at {time.strftime('%H:%M:%S')}")
             failover_s = checks.served_again(others, keys, killed, FAILOVER_BOUND_S)
             print(f"failover: {failover_s:.2f}s from SIGKILL of {victim.name} to every partition served")
             load.wait_accepted(WARM_OPS, timeout_s=60)
@@ -82,7 +86,8 @@ def test_a_paused_leader_is_fenced_by_the_epoch_and_rejoins(tmp_path: Path) -> N
             assert led_before
             paused_at, paused = pg_now(), time.monotonic()
             victim.signal(signal.SIGSTOP)
-            failover_s = checks.served_again(others, keys, paused, FAILOVER_BOUND_S)
+            print(f"SIGSTOP {victim.name} at {time.strftime('%H:%M:%S')}")
+            failover_s = checks.served_again(others, keys, paused, PAUSED_FAILOVER_BOUND_S)
             print(f"failover: {failover_s:.2f}s from SIGSTOP of {victim.name} to every partition served")
             wait_until(lambda: not _leads(c, victim), 10, what=f"{victim.name}'s leases to be taken")
             load.wait_accepted(WARM_OPS // 2, timeout_s=60)
