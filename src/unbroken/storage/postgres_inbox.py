@@ -140,6 +140,7 @@ class InboxSignals:
                 if conn is None or conn.closed:
                     conn = connect(self.location)
                     conn.execute(f"LISTEN {self.channel}".encode())
+                    wake()  # what was sent before this LISTEN was heard by nobody: look now
                 for notice in conn.notifies(timeout=limits.inbox_poll_interval_s):
                     mine = led()
                     if any(int(p) in mine for p in notice.payload.split(",") if p.isdigit()):
