@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -54,6 +54,7 @@ FROM unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)
 WHERE e.part = mine.part AND e.epoch = mine.epoch
 RETURNING e.part
 """
+_HEARTBEAT = "UPDATE node SET heartbeat_at = now() WHERE name = %s"
 _RELEASE = """
 UPDATE partition_lease l SET expires_at = '-infinity'
 FROM unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)
@@ -83,10 +84,12 @@ class Leases:
         *,
         ttl_s: float = limits.pg_lease_ttl_s,
         renew_s: float = limits.pg_lease_renew_interval_s,
+        claim: Collection[int] | None = None,
     ) -> None:
         self.location = location
         self.node = node
         self.partitions = partitions
+        self.claim = frozenset(range(partitions)) if claim is None else frozenset(claim)
         self.ttl_s = ttl_s
         self.renew_s = renew_s
         self._lock = threading.Lock()
@@ -108,7 +111,7 @@ class Leases:
         wait up to ``wait_s`` for the others to expire. ``force`` takes them even from a live leader (an
         operator's takeover; tests). Raises :class:`NotLeader` naming the holders if some stay taken."""
         deadline = time.monotonic() + wait_s
-        wanted = set(range(self.partitions))
+        wanted = set(self.claim)
         said = False
         while True:
             sent = time.monotonic()
@@ -163,6 +166,7 @@ class Leases:
         with self._lock:
             parts = sorted(self.epochs)
             epochs = [self.epochs[p] for p in parts]
+        self._execute(_HEARTBEAT, (self.node,), rows=False)  # alive, even leading nothing
         if not parts:
             return
         sent = time.monotonic()
