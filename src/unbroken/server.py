@@ -32,7 +32,7 @@ from unbroken.runtime.node import Node
 from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk import log_records, tracing
 from unbroken.sdk.app import App
-from unbroken.wiring import build_from_config, read_model
+from unbroken.wiring import build_from_config, cluster_parts, read_model
 
 log = logging.getLogger("unbroken")
 
@@ -125,6 +125,14 @@ def _setup_logging(config: Config) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request to a remote deployment
 
 
+def _host(bound: str) -> str:
+    """A host others can reach for a bound address (``0.0.0.0`` and ``::`` listen on every interface: the
+    host's name is where the other nodes find it)."""
+    if bound in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return f"[{bound}]" if ":" in bound else bound
+
+
 def build_engine(app: App, config: Config) -> tuple[Node, Store]:
     """The node of ``app`` on its store (``unbroken.wiring``: the one place nodes are built)."""
     return build_from_config(app, config)
@@ -163,7 +171,15 @@ async def run(
     )
     conns = connections_max(raise_open_file_limit())
     return_large_blocks_to_the_os()
-    ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
+    ingress_url = f"http://{_host(ingress_bind[0])}:{ingress_bind[1]}/"
+    admin_url = f"http://{_host(admin_bind[0])}:{admin_bind[1]}/"
+    clustered = cluster_parts(store, engine, ingress_url, admin_url)
+    forwarder = clustered[0] if clustered is not None else None
+    if clustered is not None:
+        clustered[1].start()
+    ingress_app = IngressApp(
+        engine, config.request_size_limit_bytes, token=config.ingress_token, cluster=forwarder
+    )
     ingress = _uvicorn(
         ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n", conns
     )
@@ -174,6 +190,9 @@ async def run(
         f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
         body_limit_bytes=config.request_size_limit_bytes,
         token=config.admin_token,
+        cluster=forwarder,
+        node_name=forwarder.node if forwarder is not None else (config.node_name or socket.gethostname()),
+        admin_url=admin_url,
     )
     admin = _uvicorn(admin_app, admin_bind, _admin_error, conns=conns)
     loop = asyncio.get_running_loop()
@@ -200,6 +219,9 @@ async def run(
     try:
         await serving
     finally:
+        if clustered is not None:
+            await clustered[1].stop()
+            await clustered[0].aclose()
         await engine.stop()
         admin_app.close()
         store.close()

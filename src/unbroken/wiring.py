@@ -16,6 +16,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from unbroken.cluster.directory import Directory
+from unbroken.cluster.forward import Forwarder
+from unbroken.cluster.schemas import SchemaFollower
 from unbroken.config import Config
 from unbroken.core.read_model import NoStoreError, ReadModel
 from unbroken.core.schema import (
@@ -141,9 +144,27 @@ def open_store(config: Config) -> Store:
             partitions=config.store_partitions,
             node=config.node_name,
             lease_wait_s=config.store_lease_wait_ms / 1000,
+            claim=config.store_claim,
         )
     except (StoreError, StoreVersionError, ValueError) as exc:
         raise StartupError(f"cannot use the PostgreSQL store: {exc}") from None
+
+
+def cluster_parts(
+    store: Store, node: Node, ingress_url: str, admin_url: str
+) -> tuple[Forwarder, SchemaFollower] | None:
+    """For a store several nodes share (PostgreSQL): this node's addresses written where the others find
+    them, the forwarder of requests to other partitions' leaders and the follower of schema changes another
+    node applied. None for a store of one node (SQLite, memory): nothing is forwarded, nothing polled."""
+    if store.leadership() is None:
+        return None
+    from unbroken.storage.postgres import PostgresStore
+
+    name = store.node if isinstance(store, PostgresStore) else ""
+    if isinstance(store, PostgresStore):
+        store.announce(ingress_url, admin_url)
+    forwarder = Forwarder(Directory(store, name))
+    return forwarder, SchemaFollower(store, node.serve_deployments)
 
 
 def read_model(store: Store) -> ReadModel:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -227,6 +228,44 @@ class Leadership(msgspec.Struct, frozen=True):
     lost: int = 0  # partitions whose leadership this node lost (taken by another node)
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node of a cluster sharing one store (the ``node`` table): where its ingress and admin API listen,
+    and whether it is alive (its heartbeat is younger than the lease TTL)."""
+
+    name: str
+    ingress_url: str
+    admin_url: str
+    heartbeat_age_s: float
+    alive: bool
+
+
+@dataclass(frozen=True)
+class PartitionLeader:
+    """Who leads a storage partition (None: nobody holds its lease), with which epoch, for how long yet."""
+
+    part: int
+    node: str | None
+    epoch: int
+    lease_expires_in_s: float
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The nodes sharing a store and the leader of each of its ``partitions`` storage partitions."""
+
+    partitions: int
+    nodes: tuple[NodeInfo, ...]
+    leaders: tuple[PartitionLeader, ...]
+
+    def leader_of(self, part: int) -> NodeInfo | None:
+        """The alive node leading ``part``, else None (nobody leads it, or its leader's heartbeat stopped)."""
+        name = next((leader.node for leader in self.leaders if leader.part == part), None)
+        if name is None:
+            return None
+        return next((node for node in self.nodes if node.name == name and node.alive), None)
+
+
 class Store(Protocol):
     """A backend: opens transactions and answers the recovery reads made before the processor starts.
 
@@ -273,6 +312,23 @@ class Store(Protocol):
     def leadership(self) -> Leadership | None:
         """The partitions this node leads through this store now and its lease counts (cheap: no I/O).
         None for a store of one node (SQLite, memory): the node leads its partitions for good."""
+        ...
+
+    def leads(self, part: int) -> bool:
+        """Whether this node leads storage partition ``part`` now (fast: memory, no I/O)."""
+        ...
+
+    def partition_of(self, partition_key: int) -> int:
+        """The storage partition of a u64 partition key: ``(key * P) >> 64``; P = 1 on SQLite and memory."""
+        ...
+
+    def cluster(self) -> ClusterView | None:
+        """The nodes and the partitions' leaders (may read the database); None: a single-node store."""
+        ...
+
+    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
+        """Call ``changed(gained, lost)`` when this node gains or loses storage partitions (from the lease
+        thread: the runtime hops to its loop)."""
         ...
 
     def close(self) -> None: ...

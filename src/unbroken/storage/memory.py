@@ -36,7 +36,7 @@ from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import Leadership, Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import ClusterView, Leadership, Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     decode_entry,
     decode_invocation,
@@ -165,6 +165,18 @@ class MemoryStore:
 
     def leadership(self) -> Leadership | None:
         return None  # one node's store: no leases
+
+    def leads(self, part: int) -> bool:
+        return True  # one node's store: it leads its one partition for good
+
+    def partition_of(self, partition_key: int) -> int:
+        return 0
+
+    def cluster(self) -> ClusterView | None:
+        return None
+
+    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
+        pass  # never changes
 
     def close(self) -> None:
         pass

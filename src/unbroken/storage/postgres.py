@@ -31,8 +31,11 @@ from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import (
+    ClusterView,
     Leadership,
+    NodeInfo,
     NotLeader,
+    PartitionLeader,
     Promise,
     StoreError,
     Timer,
@@ -113,7 +116,7 @@ class PostgresStore:
             raise
         self._reader: Conn | None = None
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
-        self.leases = Leases(self.location, self.node, self.partitions, ttl_s=lease_ttl_s)
+        self.leases = Leases(self.location, self.node, self.partitions, ttl_s=lease_ttl_s, claim=claim)
         try:
             self.leases.acquire(force=steal, wait_s=lease_wait_s, parts=claim)
         except BaseException:
@@ -233,6 +236,44 @@ class PostgresStore:
     def watch_inbox(self, wake: Callable[[], None]) -> bool:
         self.inbox.listen(self.leases.led, wake)
         return True  # other nodes may lead partitions (now or later): look in the inbox
+
+    def leads(self, part: int) -> bool:
+        return part in self.leases.epochs
+
+    def partition_of(self, partition_key: int) -> int:
+        return (partition_key * self.partitions) >> 64
+
+    def announce(self, ingress_url: str, admin_url: str) -> None:
+        """Write this node's addresses in the ``node`` table (the others forward requests there)."""
+        self._read(
+            "INSERT INTO node VALUES (%s, %s, %s, now(), now()) ON CONFLICT (name) DO UPDATE SET"
+            " ingress_url = excluded.ingress_url, admin_url = excluded.admin_url,"
+            " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at RETURNING name",
+            (self.node, ingress_url, admin_url),
+        )
+
+    def cluster(self) -> ClusterView | None:
+        """The nodes (``node``) and the partitions' leaders (``partition_lease``), by the database's clock:
+        a node is alive while its heartbeat is younger than the lease TTL, a lease while it has not expired."""
+        nodes = tuple(
+            NodeInfo(str(name), str(ingress or ""), str(admin or ""), float(age), float(age) < self._ttl_s)
+            for name, ingress, admin, age in self._read(
+                "SELECT name, ingress_url, admin_url,"
+                " coalesce(extract(epoch FROM now() - heartbeat_at)::float8, 'infinity') FROM node ORDER BY name"
+            )
+        )
+        leaders = []
+        for part, node, epoch, left in self._read(
+            "SELECT part, node, epoch, CASE WHEN isfinite(expires_at)"
+            " THEN greatest(extract(epoch FROM expires_at - now())::float8, 0) ELSE 0 END"
+            " FROM partition_lease ORDER BY part"
+        ):
+            led = node is not None and float(left) > 0
+            leaders.append(PartitionLeader(int(part), str(node) if led else None, int(epoch), float(left)))
+        return ClusterView(self.partitions, nodes, tuple(leaders))
+
+    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
+        self._on_leadership = changed  # every partition is led from start to close: never called yet
 
     def close(self, *, release: bool = True) -> None:
         self.inbox.close()

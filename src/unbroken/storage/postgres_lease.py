@@ -54,6 +54,7 @@ FROM unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)
 WHERE e.part = mine.part AND e.epoch = mine.epoch
 RETURNING e.part
 """
+_HEARTBEAT = "UPDATE node SET heartbeat_at = now() WHERE name = %s"
 _RELEASE = """
 UPDATE partition_lease l SET expires_at = '-infinity'
 FROM unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)
@@ -83,10 +84,12 @@ class Leases:
         *,
         ttl_s: float = limits.pg_lease_ttl_s,
         renew_s: float = limits.pg_lease_renew_interval_s,
+        claim: Collection[int] | None = None,
     ) -> None:
         self.location = location
         self.node = node
         self.partitions = partitions
+        self.claim = frozenset(range(partitions)) if claim is None else frozenset(claim)
         self.ttl_s = ttl_s
         self.renew_s = renew_s
         self._lock = threading.Lock()
@@ -115,7 +118,7 @@ class Leases:
         live leader (an operator's takeover; tests). Raises :class:`NotLeader` naming the holders if some
         stay taken."""
         deadline = time.monotonic() + wait_s
-        wanted = set(range(self.partitions)) if parts is None else set(parts)
+        wanted = set(self.claim) if parts is None else set(parts)
         said = False
         while True:
             sent = time.monotonic()
@@ -170,6 +173,7 @@ class Leases:
         with self._lock:
             parts = sorted(self.epochs)
             epochs = [self.epochs[p] for p in parts]
+        self._execute(_HEARTBEAT, (self.node,), rows=False)  # alive, even leading nothing
         if not parts:
             return
         sent = time.monotonic()

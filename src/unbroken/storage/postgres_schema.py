@@ -83,6 +83,9 @@ CREATE TABLE IF NOT EXISTS partition_lease (
 CREATE TABLE IF NOT EXISTS partition_epoch (
     part int PRIMARY KEY, epoch bigint NOT NULL, leader text, last_batch bigint NOT NULL
 );
+CREATE TABLE IF NOT EXISTS node (
+    name text PRIMARY KEY, ingress_url text, admin_url text, started_at timestamptz, heartbeat_at timestamptz
+);
 """
 # Migrations: version -> the statements that bring a schema of that version to the next one (none yet).
 _UPGRADES: dict[int, str] = {}

@@ -23,7 +23,7 @@ from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import Leadership, Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import ClusterView, Leadership, Promise, Timer, TimerKind, Transaction, transaction
 from unbroken.storage.codec import (
     _inv_decoder,
     _inv_encoder,
@@ -187,6 +187,18 @@ class SqliteStore:
 
     def leadership(self) -> Leadership | None:
         return None  # one node's store: no leases
+
+    def leads(self, part: int) -> bool:
+        return True  # one node's store: it leads its one partition for good
+
+    def partition_of(self, partition_key: int) -> int:
+        return 0
+
+    def cluster(self) -> ClusterView | None:
+        return None
+
+    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
+        pass  # never changes
 
     def close(self) -> None:
         if self._reader is not None:
