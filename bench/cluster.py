@@ -10,9 +10,10 @@ Sides: ``sqlite`` (``unbroken serve`` on its SQLite file, fsync on), ``pgN`` (N 
 on one fresh PostgreSQL schema, each its own node name and data dir), ``restate`` (restate-server + the same
 handlers in hypercorn, bench/anchor.py). Each cell is bench/compare's (lib/cells.measure: warm-up, idle,
 measured wrk window, idle, deltas). A cluster side spreads the load: one ``wrk -t1`` per serving node, the
-connections split between them, the summaries merged (lib/wrk.py). With ``--spread leader`` (the default
-until the build shares partitions between nodes) only the node that leads takes load and the others are
-standbys: the figure then shows what standbys cost, not what nodes add.
+connections split between them, the summaries merged (lib/wrk.py). ``--mode``: ``balanced`` (the nodes share
+the partitions themselves), ``pinned`` (``[store] claim``: node i leads the i-th slice; any node accepts any
+request and forwards it), ``standby`` (one leads all and takes all the load; the others wait: the figure then
+shows what standbys cost, not what nodes add). The default is the best the build can.
 
 CPU ms/inv counts the unbroken processes only: PostgreSQL's own CPU is in "other load" (it is shared with
 every side and with whatever else runs on the machine). Results: bench/results/cluster-<timestamp>.json.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import http.client
 import json
 import math
 import os
@@ -53,21 +55,32 @@ START_S = 90.0  # a node's start, standbys waiting for leases included
 
 
 def balanced() -> bool:
-    """Whether this build shares partitions between live nodes (issue #10's leadership)."""
-    from unbroken.core import storage
+    """Whether this build balances partitions between live nodes and takes a dead node's over (#10)."""
+    from unbroken.storage import postgres_lease
 
-    return hasattr(storage, "ClusterView")
+    return hasattr(postgres_lease, "balance_target")
+
+
+def shared_mode() -> str:
+    """How nodes share the partitions in this build: ``balanced``; ``pinned`` (``[store] claim``: a fixed
+    slice each, no takeover); ``standby`` (the first leads all, the others wait for its leases)."""
+    from unbroken.config import Config
+
+    return (
+        "balanced" if balanced() else "pinned" if "store_claim" in Config.__dataclass_fields__ else "standby"
+    )
 
 
 class PgCluster:
     """``n`` ``unbroken serve`` processes on one fresh schema: a bench/compare ``Target`` whose load is spread
     over ``ingress_urls`` (the nodes that take load)."""
 
-    def __init__(self, workdir: Path, n: int, spread: str) -> None:
+    def __init__(self, workdir: Path, n: int, mode: str) -> None:
         self.name, self.label = f"pg{n}", f"PostgreSQL x{n}"
+        self.n = n
         self.schema = f"ub_bench_cluster_{os.getpid()}_{n}_{uuid.uuid4().hex[:6]}"
         self.url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={self.schema}"
-        self.spread = spread
+        self.mode = mode
         self.startup: dict[str, float] = {}
         self.nodes = [self._node(workdir, chr(ord("a") + i)) for i in range(n)]
 
@@ -77,6 +90,9 @@ class PgCluster:
             "UNBROKEN_STORE__LEASE_WAIT": "10m",  # before balancing: a standby waits for the leader's leases
             "UNBROKEN_STORE__PARTITIONS": str(PARTITIONS),
         }
+        if self.mode == "pinned":  # node i leads the i-th slice of the partitions
+            i = ord(name) - ord("a")
+            env["UNBROKEN_STORE__CLAIM"] = f"{i * PARTITIONS // self.n}-{(i + 1) * PARTITIONS // self.n - 1}"
         node = UnbrokenTarget(workdir / f"{self.name}-{name}", store_url=self.url, env=env)
         node.label = f"{self.label} node {name}"  # type: ignore[attr-defined]
         return node
@@ -87,7 +103,7 @@ class PgCluster:
 
     @property
     def ingress_urls(self) -> list[str]:
-        if self.spread == "all":
+        if self.mode != "standby":
             return [n.ingress_url for n in self.nodes]
         return [n.ingress_url for n in self.nodes if n.alive() and self._serves(n)]
 
@@ -103,7 +119,7 @@ class PgCluster:
         first, *rest = self.nodes
         first.start(timeout)
         for node in rest:
-            node.start(timeout, wait=balanced())
+            node.start(timeout, wait=self.mode != "standby")
         self.startup = {**first.startup, "all_s": round(time.monotonic() - t0, 3)}
 
     def stop(self) -> None:
@@ -163,30 +179,48 @@ def probe_keys(partitions: int) -> list[str]:
     return [keys[p] for p in range(partitions)]
 
 
+def _post(node: UnbrokenTarget, path: str, idem: str, timeout: float) -> int:
+    conn = http.client.HTTPConnection(node.host, node.ingress_port, timeout=timeout)
+    try:
+        conn.request(
+            "POST", path, body=b"1", headers={"content-type": "application/json", "idempotency-key": idem}
+        )
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
 def served_again(nodes: list[UnbrokenTarget], keys: list[str], since: float, bound_s: float) -> float:
-    """Seconds from ``since`` until an exclusive call on every key answered 200 through one of ``nodes``."""
+    """Seconds from ``since`` until an exclusive call on every key answered 200 through one of ``nodes``
+    whose health endpoint answers (a standby's port accepts and never answers); one idempotency key per
+    probe, so a retry waits for the first attempt instead of adding load."""
+    deadline = since + bound_s
 
     def probe(key: str) -> float:
-        i = 0
-        while time.monotonic() - since < bound_s:
-            node = nodes[i % len(nodes)]
-            i += 1
-            try:
-                if http_status(node.host, node.ingress_port, "POST", f"/Counter/{key}/add", b"1", 1.0) == 200:
-                    return time.monotonic() - since
-            except OSError:
-                pass
-            time.sleep(0.05)  # the partition is not led yet: ask again
+        idem, i = f"probe-{key}-{uuid.uuid4().hex}", 0
+        while time.monotonic() < deadline:
+            up = [n for n in nodes if n.alive() and PgCluster._serves(n)]
+            if up:
+                node, i = up[i % len(up)], i + 1
+                try:
+                    if _post(node, f"/Counter/{key}/add", idem, max(0.5, deadline - time.monotonic())) == 200:
+                        return time.monotonic() - since
+                except (OSError, http.client.HTTPException):
+                    pass
+            time.sleep(0.1)  # the partition is not led yet: ask again
         return math.inf
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         return max(pool.map(probe, keys))
 
 
-def failover(workdir: Path, kills: int, spread: str) -> list[dict[str, Any]]:
+def failover(workdir: Path, kills: int) -> list[dict[str, Any]]:
     """Three nodes; ``kills`` times: SIGKILL the node leading the most partitions, time until every partition
-    serves again through the others, restart the killed node (it rejoins, or waits as a standby)."""
-    cluster = PgCluster(workdir, 3, spread)
+    serves again through the others, restart the killed node (it rejoins, or waits as a standby). Pinned
+    nodes never take each other's partitions: without balancing this runs one leader and two standbys."""
+    cluster = PgCluster(workdir, 3, "balanced" if balanced() else "standby")
     keys = probe_keys(PARTITIONS)
     out: list[dict[str, Any]] = []
     try:
@@ -209,7 +243,7 @@ def failover(workdir: Path, kills: int, spread: str) -> list[dict[str, Any]]:
             print(
                 f"  failover: SIGKILL node {out[-1]['killed']} (led {led}) -> every partition served in {took:.2f} s"
             )
-            victim.start(START_S, wait=balanced())
+            victim.start(START_S, wait=cluster.mode != "standby")
     finally:
         cluster.stop()
     return out
@@ -229,16 +263,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kills", type=int, default=3, help="failover measurements (0: none)")
     p.add_argument("--only-failover", action="store_true")
     p.add_argument(
-        "--spread",
-        choices=["all", "leader"],
+        "--mode",
+        choices=["balanced", "pinned", "standby"],
         default=None,
-        help="load every node's ingress, or only the nodes that serve (default: all once nodes share partitions)",
+        help="how the nodes share the partitions (default: the best this build can; pinned: [store] claim "
+        "slices; standby: one leads, the load goes to it only)",
     )
     p.add_argument("--quick", action="store_true", help="smoke test: 16 connections, 1 s + 2 s, one kill")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
     args.wait_quiet = 0.0  # lib.cells.measure reads it
-    args.spread = args.spread or ("all" if balanced() else "leader")
+    args.mode = args.mode or shared_mode()
     if args.quick:
         args.connections, args.duration, args.warmup, args.kills = "16", 2, 1, 1
     return args
@@ -251,7 +286,7 @@ def make_sides(args: argparse.Namespace, tmp: Path) -> list[Target]:
         side = UnbrokenSide(tmp / "sqlite")
         side.name, side.label = "sqlite", "SQLite x1"
         sides.append(side)
-    sides += [PgCluster(tmp, int(n), args.spread) for n in args.nodes.split(",") if n.strip()]  # type: ignore[misc]
+    sides += [PgCluster(tmp, int(n), args.mode) for n in args.nodes.split(",") if n.strip()]  # type: ignore[misc]
     if not args.no_restate:
         anchor = anchor_mod.find(anchor_mod.ANCHOR_DIR) or anchor_mod.install(anchor_mod.ANCHOR_DIR)
         (tmp / "restate").mkdir()
@@ -305,13 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": m,
         "load_generator": wrk_version(),
         "loadavg_at_start": os.getloadavg()[0],
-        "balanced": balanced(),
-        "spread": args.spread,
+        "mode": args.mode,
     }
     print(
         f"bench/cluster.py {meta['git']} on {m['nproc']} CPU ({m['cpu_model']}); load {meta['loadavg_at_start']:.1f}"
     )
-    print(f"nodes share partitions: {balanced()}; load spread over: {args.spread}", flush=True)
+    print(f"nodes share the partitions: {args.mode}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     cells: list[dict[str, Any]] = []
     names: list[str] = []
@@ -333,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"{side.label}: {len(problems)} warning/error log lines, first: {problems[0][:200]}"
                         )
                     side.stop()
-        meta["failover"] = failover(tmp / "failover", args.kills, args.spread) if args.kills else []
+        meta["failover"] = failover(tmp / "failover", args.kills) if args.kills else []
     except (RuntimeError, TimeoutError, OSError, AssertionError) as exc:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         status = 1

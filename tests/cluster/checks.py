@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -219,11 +220,36 @@ def probe_keys(partitions: int) -> list[str]:
 
 def served_again(nodes: Sequence[Node], keys: Sequence[str], since: float, timeout_s: float) -> float:
     """Seconds from ``since`` (monotonic) until an exclusive call on every key was answered by one of
-    ``nodes``: the moment every partition is led again. Each key is probed on its own thread."""
+    ``nodes``: the moment every partition is led again. Each key is probed on its own thread, through a node
+    whose health endpoint answers (a standby's port accepts and never answers), with one idempotency key per
+    probe, so a retry waits for the first attempt instead of adding load."""
+    deadline = since + timeout_s
 
     def probe(key: str) -> float:
-        _get(nodes, f"/Counter/{key}/add", max(1.0, since + timeout_s - time.monotonic()), attempt_s=1.0)
-        return time.monotonic() - since
+        last: dict[str, str] = {}
+        idem = f"probe-{key}-{uuid.uuid4().hex}"
+        i = 0
+        while time.monotonic() < deadline:
+            up = [n for n in nodes if n.serving()]
+            if not up:
+                time.sleep(0.1)  # nobody leads yet: ask again
+                continue
+            node = up[i % len(up)]
+            i += 1
+            try:
+                resp = httpx.post(
+                    f"{node.ingress}/Counter/{key}/add",
+                    content=b"1",
+                    headers={"content-type": "application/json", "idempotency-key": idem},
+                    timeout=max(0.5, deadline - time.monotonic()),
+                )
+                if resp.status_code == 200:
+                    return time.monotonic() - since
+                last[node.name] = f"{resp.status_code} {resp.text[:200]}"
+            except httpx.HTTPError as exc:
+                last[node.name] = type(exc).__name__
+            time.sleep(0.1)  # refused while the partition is not led yet
+        raise AssertionError(f"{key}: not served within {timeout_s:.1f}s, last answers: {last}")
 
     with ThreadPoolExecutor(max_workers=len(keys)) as pool:
         return max(pool.map(probe, keys))

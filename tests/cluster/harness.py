@@ -33,11 +33,24 @@ LEDGER_DDL = (
 
 
 def balanced() -> bool:
-    """Whether this build shares partitions between live nodes (#10's leadership); before it, the first
-    node leads every partition and the others are standbys that answer nothing until they take over."""
-    from unbroken.core import storage
+    """Whether this build balances partitions between live nodes and takes a dead node's over (#10's
+    leadership). Before it, the first node leads every partition and the others are standbys."""
+    from unbroken.storage import postgres_lease
 
-    return hasattr(storage, "ClusterView")
+    return hasattr(postgres_lease, "balance_target")
+
+
+def pinnable() -> bool:
+    """Whether a node can be given a fixed set of partitions to lead (``[store] claim``)."""
+    from unbroken.config import Config
+
+    return "store_claim" in Config.__dataclass_fields__
+
+
+def shared_mode() -> str:
+    """How three nodes share the work in this build: ``balanced``, ``pinned`` (a third of the partitions
+    each, no takeover) or ``standby`` (one leads all)."""
+    return "balanced" if balanced() else "pinned" if pinnable() else "standby"
 
 
 def sql_rows(query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -55,6 +68,7 @@ class Node(Server):
 
     def __init__(self, tmp_path: Path, cluster: Cluster, name: str, env: dict[str, str]) -> None:
         self.name = name
+        self.index = ord(name) - ord("a")
         self.app_name = f"ub-{cluster.schema}-{name}"[:63]
         store_url = f"{cluster.url}&application_name={self.app_name}"
         ledger_url = f"{pg.URL}{'&' if '?' in pg.URL else '?'}application_name=ledger-{name}"
@@ -67,6 +81,9 @@ class Node(Server):
             "CLUSTER_LEDGER_SCHEMA": cluster.ledger_schema,
             **env,
         }
+        if cluster.mode == "pinned":  # node i of n leads the i-th slice of the partitions
+            n, p = len(cluster.names), cluster.partitions
+            node_env["UNBROKEN_STORE__CLAIM"] = f"{self.index * p // n}-{(self.index + 1) * p // n - 1}"
         super().__init__(APP, tmp_path / f"data-{name}", env=node_env)
 
     @property
@@ -102,12 +119,21 @@ class Node(Server):
 
 
 class Cluster:
-    """``n`` nodes named a, b, c, ... on one fresh schema; ``close`` kills them all and drops the schemas."""
+    """``n`` nodes named a, b, c, ... on one fresh schema; ``close`` kills them all and drops the schemas.
+    ``mode``: ``balanced`` (the nodes share the partitions themselves), ``pinned`` (each a fixed slice),
+    ``standby`` (the first leads all, the others wait for its leases)."""
 
     def __init__(
-        self, tmp_path: Path, n: int = 3, partitions: int = 16, env: dict[str, str] | None = None
+        self,
+        tmp_path: Path,
+        n: int = 3,
+        partitions: int = 16,
+        env: dict[str, str] | None = None,
+        mode: str | None = None,
     ) -> None:
         pg.require()
+        self.mode = mode or ("balanced" if balanced() else "standby")
+        self.names = [chr(ord("a") + i) for i in range(n)]
         self.schema = pg.schema_for(f"cluster-{uuid.uuid4()}")
         self.ledger_schema = f"{self.schema}_l"
         self.url = pg.url_for(self.schema)
@@ -116,19 +142,19 @@ class Cluster:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.ledger_schema)))
             for ddl in LEDGER_DDL:
                 conn.execute(ddl.format(schema=self.ledger_schema))
-        self.nodes = [Node(tmp_path, self, chr(ord("a") + i), dict(env or {})) for i in range(n)]
+        self.nodes = [Node(tmp_path, self, name, dict(env or {})) for name in self.names]
 
     def node(self, name: str) -> Node:
         (node,) = [n for n in self.nodes if n.name == name]
         return node
 
     def start(self, timeout_s: float = 40.0) -> Cluster:
-        """Start the first node, wait until it serves, then the others; balanced: until all serve."""
+        """Start the first node, wait until it serves, then the others; unless standbys: until all serve."""
         first, *rest = self.nodes
         first.start()
         for node in rest:
             node.start(wait=False)
-        if balanced():
+        if self.mode != "standby":
             self.wait_serving(self.nodes, timeout_s)
         return self
 

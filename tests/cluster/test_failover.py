@@ -7,8 +7,9 @@ everything checked against the outside ledger afterwards (tests/cluster/checks.p
   (its log says its partitions are no longer led by it) and, with balancing, it rejoins;
 * ``pg_terminate_backend`` every PostgreSQL connection of a node under load: it reconnects, nothing lost.
 
-Before #10's balancing (``balanced()`` false) the first node leads every partition and the two others are
-standbys: the load goes to whichever node serves, and the node hurt is the leader.
+Before #10's balancing (``balanced()`` false) the failovers run with the first node leading every partition
+and the two others standbys: the load goes to whichever node serves, and the node hurt is the leader. The
+connection test runs with the nodes sharing the partitions as this build can (harness.shared_mode()).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import checks
-from tests.cluster.harness import Cluster, Node, balanced, cluster, pg_now
+from tests.cluster.harness import Cluster, Node, cluster, pg_now, shared_mode
 from tests.cluster.load import Load
 from tests.harness import wait_until
 
@@ -34,8 +35,8 @@ WARM_OPS = 40  # operations accepted before the fault, and again after it
 
 
 def _victim(c: Cluster) -> Node:
-    """A node that leads partitions: with balancing any but the first, else the only leader."""
-    return c.node("b") if balanced() else c.node("a")
+    """A node that leads partitions: any but the first when they share them, else the only leader."""
+    return c.node("a") if c.mode == "standby" else c.node("b")
 
 
 def _load(c: Cluster, tmp_path: Path, victim: Node) -> Load:
@@ -71,7 +72,7 @@ def test_a_killed_node_s_partitions_are_led_again_and_nothing_is_lost_or_doubled
         assert failover_s < FAILOVER_BOUND_S
         assert not _leads(c, victim)
         summary = checks.check_all(c, load.ops, cut={victim.name: (killed_at, float("inf"))})
-        print(f"balanced={balanced()} failover={failover_s:.2f}s target={FAILOVER_TARGET_S}s {summary}")
+        print(f"mode={c.mode} failover={failover_s:.2f}s target={FAILOVER_TARGET_S}s {summary}")
 
 
 def test_a_paused_leader_is_fenced_by_the_epoch_and_rejoins(tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_a_paused_leader_is_fenced_by_the_epoch_and_rejoins(tmp_path: Path) -> N
             victim.signal(signal.SIGCONT)
             wait_until(lambda: _fenced_in_log(victim), 15, what=f"{victim.name} to find itself fenced")
             fenced_at = pg_now()
-            if balanced():
+            if c.mode == "balanced":
                 wait_until(
                     lambda: victim.serving() and _leads(c, victim), 30, what=f"{victim.name} to rejoin"
                 )
@@ -102,11 +103,11 @@ def test_a_paused_leader_is_fenced_by_the_epoch_and_rejoins(tmp_path: Path) -> N
         finally:
             load.stop()
         summary = checks.check_all(c, load.ops, cut={victim.name: (paused_at, fenced_at)})
-        print(f"balanced={balanced()} failover={failover_s:.2f}s alive={victim.alive()} {summary}")
+        print(f"mode={c.mode} failover={failover_s:.2f}s alive={victim.alive()} {summary}")
 
 
 def test_a_node_whose_postgresql_connections_are_all_terminated_reconnects(tmp_path: Path) -> None:
-    with cluster(tmp_path, 3) as c:
+    with cluster(tmp_path, 3, mode=shared_mode()) as c:
         victim = _victim(c)
         load = _load(c, tmp_path, victim).start()
         try:
@@ -122,7 +123,7 @@ def test_a_node_whose_postgresql_connections_are_all_terminated_reconnects(tmp_p
         finally:
             load.stop()
         summary = checks.check_all(c, load.ops)
-        print(f"balanced={balanced()} terminated={cut} {summary}")
+        print(f"mode={c.mode} terminated={cut} {summary}")
 
 
 @pytest.mark.parametrize(
