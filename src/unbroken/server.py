@@ -32,7 +32,7 @@ from unbroken.runtime.node import Node
 from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk import log_records, tracing
 from unbroken.sdk.app import App
-from unbroken.wiring import build_from_config, cluster_parts, read_model
+from unbroken.wiring import advertise, build_from_config, cluster_parts, read_model
 
 log = logging.getLogger("unbroken")
 
@@ -114,6 +114,12 @@ def _uvicorn(
     return _Server(config)
 
 
+def _url(bind: tuple[str, int]) -> str:
+    """The URL another node reaches a listener at: a wildcard bind is reached at this host's name."""
+    host = bind[0] if bind[0] not in ("", "0.0.0.0", "::") else socket.gethostname()
+    return f"http://{f'[{host}]' if ':' in host else host}:{bind[1]}"
+
+
 def _setup_logging(config: Config) -> None:
     level = getattr(logging, config.log_level.upper(), logging.INFO)
     fmt = (
@@ -166,6 +172,7 @@ async def run(
     # The ports bound (they differ from the config's when it asked for port 0).
     ingress_bind = (config.ingress_host_port[0], listeners[0][0].getsockname()[1])
     admin_bind = (config.admin_host_port[0], listeners[1][0].getsockname()[1])
+    advertise(store, _url(ingress_bind), _url(admin_bind))  # where the other nodes reach this one
     dep = deployment_id(
         hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16]
     )

@@ -160,11 +160,19 @@ def cluster_parts(
         return None
     from unbroken.storage.postgres import PostgresStore
 
-    name = store.node if isinstance(store, PostgresStore) else ""
-    if isinstance(store, PostgresStore):
-        store.announce(ingress_url, admin_url)
+    name = store.node if isinstance(store, PostgresStore) else ""  # its addresses: advertise() wrote them
     forwarder = Forwarder(Directory(store, name))
     return forwarder, SchemaFollower(store, node.serve_deployments)
+
+
+def advertise(store: Store, ingress_url: str, admin_url: str) -> None:
+    """Tell a store shared by several nodes (PostgreSQL) where this node's listeners are bound."""
+    if store.cluster() is None:
+        return
+    from unbroken.storage.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        store.advertise(ingress_url, admin_url)
 
 
 def read_model(store: Store) -> ReadModel:

@@ -1,6 +1,7 @@
-"""Two nodes on one PostgreSQL database, the second a standby waiting for the first one's leases.
+"""Two nodes on one PostgreSQL database, the second joining while the first runs an invocation (it takes
+half the partitions, maybe the invocation's: then it recovers it at once).
 
-* SIGKILL the leader: the standby takes the partitions over once the leases expire (TTL 3 s) and recovers
+* SIGKILL the first: the second takes its partitions over once the leases expire (TTL 3 s) and recovers
   the invocation that was running; its result is journaled once.
 * SIGSTOP the leader past its lease, let the standby take over, SIGCONT it: everything the old leader then
   tries to commit is refused by the epoch (its step's result never becomes the invocation's), and the
@@ -53,10 +54,10 @@ def _pid(srv: Server) -> int:
 
 def test_a_standby_takes_over_a_killed_leader_within_the_lease_time(tmp_path: Path, url: str) -> None:
     leader = _node(tmp_path, url, "a").start()
+    inv = send(leader, "/Steps/blocking/send", {"dir": str(tmp_path)})
+    wait_until(lambda: (tmp_path / "block.running").exists(), 10, what="the action to start")
     standby = _node(tmp_path, url, "b").start(wait=False)
     try:
-        inv = send(leader, "/Steps/blocking/send", {"dir": str(tmp_path)})
-        wait_until(lambda: (tmp_path / "block.running").exists(), 10, what="the action to start")
         killed = time.monotonic()
         leader.kill()
         standby.wait_ready(FAILOVER_BOUND_S)
@@ -76,10 +77,11 @@ def test_a_standby_takes_over_a_killed_leader_within_the_lease_time(tmp_path: Pa
 
 def test_a_paused_leader_is_fenced_by_the_epoch_when_it_wakes(tmp_path: Path, url: str) -> None:
     leader = _node(tmp_path, url, "a").start()
+    inv = send(leader, "/Steps/blocking/send", {"dir": str(tmp_path)})
+    wait_until(lambda: (tmp_path / "block.running").exists(), 10, what="the action to start")
     standby = _node(tmp_path, url, "b").start(wait=False)
     try:
-        inv = send(leader, "/Steps/blocking/send", {"dir": str(tmp_path)})
-        wait_until(lambda: (tmp_path / "block.running").exists(), 10, what="the action to start")
+        standby.wait_ready(FAILOVER_BOUND_S)
         leader.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
         standby.wait_ready(FAILOVER_BOUND_S)
         wait_until(

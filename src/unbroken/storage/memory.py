@@ -36,7 +36,16 @@ from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import ClusterView, Leadership, Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import (
+    ClusterView,
+    Leadership,
+    LeadershipChanged,
+    Promise,
+    Timer,
+    TimerKind,
+    Transaction,
+    transaction,
+)
 from unbroken.storage.codec import (
     decode_entry,
     decode_invocation,
@@ -175,8 +184,8 @@ class MemoryStore:
     def cluster(self) -> ClusterView | None:
         return None
 
-    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
-        pass  # never changes
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        pass  # leadership never changes
 
     def close(self) -> None:
         pass

@@ -23,7 +23,16 @@ from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.records import Record
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import ClusterView, Leadership, Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import (
+    ClusterView,
+    Leadership,
+    LeadershipChanged,
+    Promise,
+    Timer,
+    TimerKind,
+    Transaction,
+    transaction,
+)
 from unbroken.storage.codec import (
     _inv_decoder,
     _inv_encoder,
@@ -197,8 +206,8 @@ class SqliteStore:
     def cluster(self) -> ClusterView | None:
         return None
 
-    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
-        pass  # never changes
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        pass  # leadership never changes
 
     def close(self) -> None:
         if self._reader is not None:
