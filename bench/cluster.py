@@ -58,7 +58,7 @@ def balanced() -> bool:
     """Whether this build balances partitions between live nodes and takes a dead node's over (#10)."""
     from unbroken.storage import postgres_lease
 
-    return hasattr(postgres_lease, "balance_target")
+    return hasattr(postgres_lease.Leases, "start_up")
 
 
 def shared_mode() -> str:

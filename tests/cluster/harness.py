@@ -37,7 +37,7 @@ def balanced() -> bool:
     leadership). Before it, the first node leads every partition and the others are standbys."""
     from unbroken.storage import postgres_lease
 
-    return hasattr(postgres_lease, "balance_target")
+    return hasattr(postgres_lease.Leases, "start_up")
 
 
 def pinnable() -> bool:
