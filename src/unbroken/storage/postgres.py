@@ -342,6 +342,8 @@ class PostgresTransaction(InboxTransaction):
                 self.c.execute(b"COMMIT")
                 self._open = False
                 self.pipeline.__exit__(None, None, None)
+                if self.sent:  # inbox rows only (not fenced): their leaders still want the hint
+                    self.store.inbox.sent(self.sent)
             except psycopg.Error as exc:
                 self._close_pipeline()
                 self._rollback_quietly()
