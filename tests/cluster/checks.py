@@ -24,6 +24,9 @@ from tests.cluster.harness import Cluster, Node
 from tests.cluster.load import Op
 
 SETTLE_S = 60.0  # after the load stops, how long every accepted invocation has to reach its result
+# A failover probe's client timeout, then it retries with the same idempotency key (as a client would): a
+# request forwarded to a paused leader waits as long as it stays paused (the forwarder has no read timeout)
+PROBE_ATTEMPT_S = 3.0
 
 
 def _get(nodes: Sequence[Node], path: str, timeout_s: float, attempt_s: float = 10.0) -> httpx.Response:
@@ -222,7 +225,7 @@ def served_again(nodes: Sequence[Node], keys: Sequence[str], since: float, timeo
     """Seconds from ``since`` (monotonic) until an exclusive call on every key was answered by one of
     ``nodes``: the moment every partition is led again. Each key is probed on its own thread, through a node
     whose health endpoint answers (a standby's port accepts and never answers), with one idempotency key per
-    probe, so a retry waits for the first attempt instead of adding load."""
+    probe, so a retry attaches to the first attempt instead of adding load."""
     deadline = since + timeout_s
 
     def probe(key: str) -> float:
@@ -241,7 +244,7 @@ def served_again(nodes: Sequence[Node], keys: Sequence[str], since: float, timeo
                     f"{node.ingress}/Counter/{key}/add",
                     content=b"1",
                     headers={"content-type": "application/json", "idempotency-key": idem},
-                    timeout=max(0.5, deadline - time.monotonic()),
+                    timeout=min(PROBE_ATTEMPT_S, max(0.5, deadline - time.monotonic())),
                 )
                 if resp.status_code == 200:
                     return time.monotonic() - since
