@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
 from unbroken.core.errors import TransactionConflict, invariant, violated
-from unbroken.core.ids import partition_key_for_key, partition_key_of
+from unbroken.core.ids import partition_key_for_key, partition_key_of_any
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.records import Record
@@ -108,7 +108,7 @@ class MemoryStore:
 
     def leads_id(self, invocation_id: str) -> bool:
         """Whether this view leads the partition of ``invocation_id``."""
-        return self.led is None or (partition_key_of(invocation_id) * self.partitions) >> 64 in self.led
+        return self.led is None or (partition_key_of_any(invocation_id) * self.partitions) >> 64 in self.led
 
     def leads_key(self, key: str) -> bool:
         """Whether this view leads the partition of a keyed service's or workflow's ``key``."""

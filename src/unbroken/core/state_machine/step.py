@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from unbroken.core.actions import Action, Outcome, Reply
 from unbroken.core.errors import violated
-from unbroken.core.ids import partition_key_of
+from unbroken.core.ids import partition_key_of_any
 from unbroken.core.invocation import Invocation, check_invocation
 from unbroken.core.records import Record
 from unbroken.core.schema import Schemas, ServiceSchema
@@ -78,13 +78,13 @@ class Step:
         txn = self.txn
         if txn.all_led:
             return None
-        key = partition_key_of(invocation_id)
+        key = partition_key_of_any(invocation_id)
         return None if txn.is_led(key) else key
 
     def send(self, partition_key: int, record: Record, source_id: str) -> None:
         """Send ``record`` to the inbox of the partition of ``partition_key`` (see ``elsewhere``), on behalf
         of the invocation ``source_id``."""
-        self.txn.send(partition_key, record, partition_key_of(source_id))
+        self.txn.send(partition_key, record, partition_key_of_any(source_id))
 
     def service(self, name: str) -> ServiceSchema | None:
         return self.schemas.service(name)
