@@ -77,6 +77,21 @@ def test_seeds_hold_every_invariant_at_a_higher_fault_rate() -> None:
     assert total["graceful_restarts"] > 100 and total["storage_errors"] > 2_000
 
 
+TWO_NODES = SimConfig(nodes=2)  # two nodes over two views of the store, each leading half the partitions
+TWO_NODES_SEEDS = range(300_000, 300_100)
+
+
+def test_two_nodes_each_leading_half_the_partitions_hold_every_invariant() -> None:
+    """Every call, send, completion, signal and cancel between them crosses through the partition inbox
+    (a node writing a row of the other's partition breaks an invariant), under the same faults."""
+    results = [run_seed(seed, TWO_NODES) for seed in TWO_NODES_SEEDS]
+    failed = [res.report() for res in results if not res.ok]
+    assert not failed, f"{len(failed)} of {len(results)} seeds failed:\n\n" + "\n\n".join(failed[:5])
+    assert sum(res.stats["crashes"] for res in results) > 100
+    again = run_seed(TWO_NODES_SEEDS[1], TWO_NODES)
+    assert again.trace_hash == results[1].trace_hash
+
+
 def test_the_faults_are_really_injected(results: list[SimResult]) -> None:
     """A simulator that stopped injecting faults would pass everything: check that it does not."""
     total = {k: sum(res.stats[k] for res in results) for k in results[0].stats}

@@ -134,6 +134,7 @@ class Partition:
         self._cleaner: asyncio.Task[None] | None = None
         self.processor.on_violation = self._recover
         self.processor.on_store_failing = self._watch_clients
+        self.processor.stamp_inbox = self._stamp_live_awakeables
 
     # ------------------------------------------------------------------------------------ leadership
     def start(self) -> None:
@@ -243,11 +244,17 @@ class Partition:
         if client_gone is not None:
             self._waiters.clients[request_id] = client_gone
         if isinstance(record, r.ResolveSignal | r.PauseInvocation):
-            # what its running attempt allocated, now: an id it handed out may be ahead of its records
-            live = self.invoker.live_awakeables(record.invocation_id)
-            record = msgspec.structs.replace(record, live_awakeables=live)
+            record = self._stamp_live_awakeables(record)
         self.processor.submit(record)
         return fut
+
+    def _stamp_live_awakeables(self, record: r.Record) -> r.Record:
+        """A resolve (or pause) of an awakeable's invocation, from a request or another node's partition:
+        what its running attempt allocated, now (an id it handed out may be ahead of its records)."""
+        if isinstance(record, r.ResolveSignal | r.PauseInvocation):
+            live = self.invoker.live_awakeables_of(record.invocation_id)
+            record = msgspec.structs.replace(record, live_awakeables=live)
+        return record
 
     def admit(self, bounded: bool) -> None:
         """Raise :class:`EngineUnavailable` if a request cannot be taken now (``bounded``: an ingress one,

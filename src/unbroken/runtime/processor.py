@@ -193,6 +193,9 @@ class Processor:
         self._inbox_due = False
         self._inbox_poll: asyncio.TimerHandle | None = None
         self.inbox_records = 0  # records taken from the inbox and committed or tried
+        # stamps a record taken from the inbox with what the runtime knows now (the live awakeable count of
+        # the attempt a ResolveSignal is for: it runs here, not on the node that sent it)
+        self.stamp_inbox: Callable[[Record], Record] | None = None
 
     def start(self) -> None:
         """Start the committer; called on the loop's thread."""
@@ -203,7 +206,10 @@ class Processor:
 
     def _inbox_hint(self) -> None:
         """The store says records may have arrived (a NOTIFY; any thread)."""
-        self._loop.call_soon_threadsafe(self._inbox_wake)
+        try:
+            self._loop.call_soon_threadsafe(self._inbox_wake)
+        except RuntimeError:  # the loop is closed: the node is gone, and the next leader looks itself
+            pass
 
     def _inbox_wake(self) -> None:
         self._inbox_due = True
@@ -368,7 +374,8 @@ class Processor:
             return None
         self._inbox_due = len(taken) == limit  # more may wait: the next batch looks again
         self.inbox_records += len(taken)
-        return taken
+        stamp = self.stamp_inbox
+        return taken if stamp is None else [stamp(record) for record in taken]
 
     def _batch_records_max(self) -> int:
         return limits.batch_records_max

@@ -2,6 +2,7 @@
 
 python -m unbroken.testing.sim --seeds 10000 [--start N] [--workers 2]
 python -m unbroken.testing.sim --seed 1234 -v
+python -m unbroken.testing.sim --seeds 200 --nodes 2   # two nodes, each leading half the partitions
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from unbroken.testing.sim.world import SimConfig
 
 
 def _config(args: argparse.Namespace, verbose: bool = False) -> SimConfig:
-    return SimConfig(fault_phase_s=args.fault_phase, intensity=args.intensity, verbose=verbose)
+    return SimConfig(
+        fault_phase_s=args.fault_phase, intensity=args.intensity, verbose=verbose, nodes=args.nodes
+    )
 
 
 def _results(
@@ -119,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--intensity", type=float, default=1.0, help="scale fault rates (0 = no faults)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: two nodes each leading half the partitions, through the partition inbox (default 1)",
+    )
     args = parser.parse_args(argv)
     if args.seed is not None:
         return run_one(args)

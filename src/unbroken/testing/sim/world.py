@@ -24,6 +24,7 @@ from typing import Any
 
 from unbroken.core import actions as a
 from unbroken.core import records as r
+from unbroken.core.ids import partition_key_for_key, partition_key_of
 from unbroken.core.journal import Notification, Result, RunCommand
 from unbroken.core.schema import HandlerKind, OnMaxAttempts, RetryPolicy, Schemas
 from unbroken.runtime.faults import FaultPoints
@@ -47,6 +48,9 @@ class SimConfig:
     ops: tuple[int, int] = (8, 40)  # client operations per seed (min, max)
     intensity: float = 1.0  # scales the fault probabilities (0 = no faults at all)
     verbose: bool = False
+    # 2: two nodes over two views of the store, each leading one of two partitions (``Cluster``): every
+    # effect across them goes through the partition inbox
+    nodes: int = 1
 
 
 @dataclass
@@ -99,6 +103,8 @@ class World:
         self.client_rng = stream(seed, "clients")
         self.values = stream(seed, "values")
         self.store = SimStore(self)
+        if config.nodes == 2:
+            self.store.partitions, self.store.led = 2, frozenset({0})
         setup = stream(seed, "setup")
         self.inactivity_timeout_ms = setup.choice([200, 1_000, 5_000, 60_000])
         app = make_app(self)
@@ -110,7 +116,7 @@ class World:
         )
         self.transport = local_transport(app, self.parts)
         self.options = EngineOptions(inactivity_timeout_ms=self.inactivity_timeout_ms)
-        self.engine: Node | None = None
+        self.engine: Node | Cluster | None = None
         self.epoch = 0
         self.crashes = 0
         self.restarts = 0
@@ -177,7 +183,14 @@ class World:
         self.engine = ctx.run(self._build_engine)
         self.trace(f"engine #{self.epoch} started")
 
-    def _build_engine(self) -> Node:
+    def _build_engine(self) -> Node | Cluster:
+        if self.config.nodes == 2:
+            views = (self.store, self.store.peer({1}))
+            cluster = Cluster(
+                [build(self.schemas, v, self.transport, self.parts, self.options) for v in views]
+            )
+            cluster.start()
+            return cluster
         engine = build(self.schemas, self.store, self.transport, self.parts, self.options)
         engine.start()
         return engine
@@ -204,7 +217,7 @@ class World:
         await engine.stop()
         self._exit(engine)
 
-    def _exit(self, engine: Node) -> None:
+    def _exit(self, engine: Node | Cluster) -> None:
         """The process is gone: whatever the old engine still had in memory dies with it."""
         futures: list[asyncio.Future[a.Reply]] = []
         for partition in engine.partitions:
@@ -406,3 +419,32 @@ def _brief_action(act: a.Action) -> str:
         case a.Log():
             return f"Log({_short(act.invocation_id)} {act.message.splitlines()[0]})"
     return repr(act)
+
+
+class Cluster:
+    """Two nodes of one process (they crash and restart together), each over its view of the store leading
+    one of two partitions: a client's request goes to the node leading its invocation's partition, as a
+    forwarding ingress would send it."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+        self.partitions = [p for node in nodes for p in node.partitions]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+
+    def request(self, make: Callable[[int], r.Record]) -> asyncio.Future[a.Reply]:
+        record = make(0)
+        invocation_id = getattr(record, "invocation_id", None)
+        if invocation_id:
+            key = partition_key_of(invocation_id)
+        elif isinstance(record, r.SetStateFromAdmin):
+            key = partition_key_for_key(record.key)
+        else:
+            key = 0
+        return self.nodes[(key * 2) >> 64].request(make)
