@@ -198,7 +198,13 @@ def test_cluster_status_shows_every_node_and_partition(
         ).stdout
         assert "0-31" in table and "32-63" in table
         # a node leading nothing serves everything: calls, reads of the whole store, schema changes
-        assert _body(c.call(f"/Counter/{key_led_by('a')}/add", 1))["node"] == "a"
+        key = key_led_by("a")
+        added = c.call(f"/Counter/{key}/add", 1)
+        assert _body(added)["node"] == "a"
+        state = c.admin_request("GET", f"/services/Counter/state/{key}")
+        assert state.status_code == 200 and state.json() == {"n": "1"}
+        explained = c.admin_request("GET", f"/invocations/{added.headers['x-restate-id']}/explain")
+        assert explained.status_code == 200, explained.text
         assert c.call("/Greeter/hello", "z").json()["node"] in ("a", "b")
         count = c.admin_request("POST", "/query", {"query": "SELECT count(*) AS n FROM sys_invocation"})
         assert count.status_code == 200 and count.json()["rows"][0]["n"] >= 2
@@ -244,3 +250,26 @@ def test_no_leader_answers_503_after_the_bound_and_a_dead_leader_asks_for_a_retr
     waited = time.monotonic() - started
     assert resp.status_code == 503 and resp.headers["retry-after"] == "1", resp.text
     assert 5.0 <= waited < 20.0
+
+
+def test_a_node_on_its_own_store_leads_everything(tmp_path: Path) -> None:
+    srv = Server(APP, tmp_path / "data", env={"UNBROKEN_NODE_NAME": "solo"}).start()
+    try:
+        status = srv.admin_request("GET", "/cluster").json()
+        partitions = status["partitions"]  # 1 on SQLite; 64 when the suite runs on PostgreSQL
+        assert [(n["name"], n["alive"], n["partitions"]) for n in status["nodes"]] == [
+            ("solo", True, partitions)
+        ]
+        assert {p["node"] for p in status["leaders"]} == {"solo"} and status["unled"] == 0
+        assert status["nodes"][0]["admin_url"] == f"{srv.admin}/"
+        table = subprocess.run(
+            [sys.executable, "-m", "unbroken.cli.main", "cluster", "status", "--admin-url", srv.admin],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+        assert "solo *" in table and f"{partitions} partitions" in table
+    finally:
+        srv.kill()
