@@ -32,7 +32,7 @@ from unbroken.runtime.node import Node
 from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk import log_records, tracing
 from unbroken.sdk.app import App
-from unbroken.wiring import build_from_config, cluster_parts, read_model
+from unbroken.wiring import advertise, build_from_config, cluster_parts, read_model
 
 log = logging.getLogger("unbroken")
 
@@ -114,6 +114,12 @@ def _uvicorn(
     return _Server(config)
 
 
+def _url(bind: tuple[str, int]) -> str:
+    """The URL another node reaches a listener at: a wildcard bind is reached at this host's name."""
+    host = bind[0] if bind[0] not in ("", "0.0.0.0", "::") else socket.gethostname()
+    return f"http://{f'[{host}]' if ':' in host else host}:{bind[1]}"
+
+
 def _setup_logging(config: Config) -> None:
     level = getattr(logging, config.log_level.upper(), logging.INFO)
     fmt = (
@@ -123,14 +129,6 @@ def _setup_logging(config: Config) -> None:
     )
     log_records.install(level, config.log_format, fmt, "%H:%M:%S", sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request to a remote deployment
-
-
-def _host(bound: str) -> str:
-    """A host others can reach for a bound address (``0.0.0.0`` and ``::`` listen on every interface: the
-    host's name is where the other nodes find it)."""
-    if bound in ("0.0.0.0", "::", ""):
-        return socket.gethostname()
-    return f"[{bound}]" if ":" in bound else bound
 
 
 def build_engine(app: App, config: Config) -> tuple[Node, Store]:
@@ -166,14 +164,14 @@ async def run(
     # The ports bound (they differ from the config's when it asked for port 0).
     ingress_bind = (config.ingress_host_port[0], listeners[0][0].getsockname()[1])
     admin_bind = (config.admin_host_port[0], listeners[1][0].getsockname()[1])
+    advertise(store, _url(ingress_bind), _url(admin_bind))  # where the other nodes reach this one
     dep = deployment_id(
         hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16]
     )
     conns = connections_max(raise_open_file_limit())
     return_large_blocks_to_the_os()
-    ingress_url = f"http://{_host(ingress_bind[0])}:{ingress_bind[1]}/"
-    admin_url = f"http://{_host(admin_bind[0])}:{admin_bind[1]}/"
-    clustered = cluster_parts(store, engine, ingress_url, admin_url)
+    admin_url = _url(admin_bind)
+    clustered = cluster_parts(store, engine)
     forwarder = clustered[0] if clustered is not None else None
     if clustered is not None:
         clustered[1].start()

@@ -535,3 +535,21 @@ def test_an_open_transaction_is_lost_when_the_store_closes(durable: Opener) -> N
     store.close()  # the process stops before the commit
     with durable("data").transaction() as txn:
         assert txn.get_invocation("inv_open") is None
+
+
+def test_the_leadership_seam_of_a_store_leading_alone(store: Store) -> None:
+    """A store used by one node leads every one of its partitions, and a partition key maps to one of them;
+    a one-node store (SQLite, memory) has one partition and no cluster; PostgreSQL's alone leads them all."""
+    keys = [0, 1, 2**63, 2**64 - 1]
+    parts = {store.partition_of(key) for key in keys}
+    view = store.cluster()
+    count = 1 if view is None else view.partitions
+    assert parts <= set(range(count)) and store.partition_of(0) == 0
+    assert store.partition_of(2**64 - 1) == count - 1
+    assert all(store.leads(part) for part in range(count))
+    calls: list[tuple[frozenset[int], frozenset[int]]] = []
+    store.on_leadership(lambda gained, lost: calls.append((gained, lost)))
+    assert calls == []  # nothing changes for a node alone
+    if view is not None:
+        (node,) = [n for n in view.nodes if n.alive]
+        assert all(view.leader_of(part) == node for part in range(count))

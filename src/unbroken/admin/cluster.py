@@ -135,7 +135,7 @@ def cluster_json(view: ClusterView) -> dict[str, Any]:
 
 def single_node_view(name: str, ingress_url: str, admin_url: str) -> ClusterView:
     """A node on its own store (SQLite): it leads its one partition for good, with no lease."""
-    me = NodeInfo(name, ingress_url, admin_url, 0.0, True)
+    me = NodeInfo(name, ingress_url.rstrip("/"), admin_url.rstrip("/"), 0.0, True)
     return ClusterView(1, (me,), (PartitionLeader(0, name, 0, float("inf")),))
 
 

@@ -16,8 +16,10 @@
      │    │                          machine fails that attempt with ``code`` (571) in the same apply, and
      │    │                          the retry policy retries or pauses it. Raised before anything is written.
      │    └── EngineUnavailable      the engine cannot take a request now (queue full, store failing,
-     │                               partition stopped): the ingress answers ``status`` (503) with
-     │                               ``Retry-After``; nothing was accepted
+     │         │                     partition stopped): the ingress answers ``status`` (503) with
+     │         │                     ``Retry-After``; nothing was accepted
+     │         └── PartitionNotLed   the request's storage partition is led by another node (PostgreSQL,
+     │                               several nodes): forwarded to its leader, or 503 + Retry-After
      ├── runtime.processor.StorageFailed   the store failed (a statement or the COMMIT): the batch was
      │                               rolled back and is applied again later; nothing of it was acknowledged
      └── runtime.faults.InjectedFault      a test's armed fault point
@@ -66,6 +68,16 @@ class EngineUnavailable(EngineError):
         self.message = message
         self.status = status
         self.retry_after_s = retry_after_s
+
+
+class PartitionNotLed(EngineUnavailable):
+    """The request belongs to storage partition ``part``, which this node does not lead now (another node
+    does, or nobody during a failover): nothing was accepted. The ingress forwards it to the leader, or
+    answers 503 with Retry-After."""
+
+    def __init__(self, part: int, node: str) -> None:
+        super().__init__(f"partition {part} is not led by node {node} now; retry later")
+        self.part = part
 
 
 def invariant(cond: object, msg: str) -> None:

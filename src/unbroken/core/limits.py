@@ -115,6 +115,7 @@ clean_expired_interval_ms = 60_000
 # PostgreSQL store: partition leases (storage/postgres_lease.py)
 pg_lease_ttl_s = 3.0  # a lease not renewed for this long may be taken by another node
 pg_lease_renew_interval_s = 1.0  # how often the leader renews its leases
+pg_lease_poll_interval_s = 0.5  # how often a node reads the leases and the nodes to balance them
 # A leader that has had no renewal acknowledged for (ttl - this) stops committing: it fences itself before
 # another node can take its partitions (measured from when the last acknowledged renewal was sent).
 pg_lease_self_fence_margin_s = 1.0

@@ -39,6 +39,12 @@ class NotLeader(StoreError):
     nothing more for that partition."""
 
 
+class PartitionLost(NotLeader):
+    """A transaction wrote a partition this node does not lead any more (released, or taken by another
+    node): unlike a lease not renewed in time, this does not pass. The records that wrote it are given up
+    here (their callers answered 503); the partition's new leader recovers its invocations from storage."""
+
+
 class TimerKind(enum.StrEnum):
     """What a timer does when it fires. Stored as these strings (the SQLite ``timer.kind`` column)."""
 
@@ -197,10 +203,13 @@ class Leadership(msgspec.Struct, frozen=True):
     lost: int = 0  # partitions whose leadership this node lost (taken by another node)
 
 
+LeadershipChanged = Callable[[frozenset[int], frozenset[int]], None]  # (gained, lost) storage partitions
+
+
 @dataclass(frozen=True)
 class NodeInfo:
-    """A node of a cluster sharing one store (the ``node`` table): where its ingress and admin API listen,
-    and whether it is alive (its heartbeat is younger than the lease TTL)."""
+    """A node of a cluster sharing one store (the ``node`` table): where it listens, whether it is alive
+    (its heartbeat is younger than the lease TTL)."""
 
     name: str
     ingress_url: str
@@ -211,7 +220,7 @@ class NodeInfo:
 
 @dataclass(frozen=True)
 class PartitionLeader:
-    """Who leads a storage partition (None: nobody holds its lease), with which epoch, for how long yet."""
+    """Who leads a storage partition (None: nobody now), with which epoch, and for how long yet."""
 
     part: int
     node: str | None
@@ -221,18 +230,20 @@ class PartitionLeader:
 
 @dataclass(frozen=True)
 class ClusterView:
-    """The nodes sharing a store and the leader of each of its ``partitions`` storage partitions."""
+    """The nodes of a cluster and the leader of each storage partition, as the store last read them."""
 
     partitions: int
     nodes: tuple[NodeInfo, ...]
     leaders: tuple[PartitionLeader, ...]
 
     def leader_of(self, part: int) -> NodeInfo | None:
-        """The alive node leading ``part``, else None (nobody leads it, or its leader's heartbeat stopped)."""
-        name = next((leader.node for leader in self.leaders if leader.part == part), None)
-        if name is None:
+        """The alive node leading ``part`` (None: none, e.g. during a failover)."""
+        if not 0 <= part < len(self.leaders):
             return None
-        return next((node for node in self.nodes if node.name == name and node.alive), None)
+        leader = self.leaders[part]
+        if leader.node is None or leader.lease_expires_in_s <= 0:
+            return None
+        return next((n for n in self.nodes if n.name == leader.node and n.alive), None)
 
 
 class Store(Protocol):
@@ -278,20 +289,21 @@ class Store(Protocol):
         ...
 
     def leads(self, part: int) -> bool:
-        """Whether this node leads storage partition ``part`` now (fast: memory, no I/O)."""
+        """Whether this node leads storage partition ``part`` now (no I/O; True on a one-node store)."""
         ...
 
     def partition_of(self, partition_key: int) -> int:
-        """The storage partition of a u64 partition key: ``(key * P) >> 64``; P = 1 on SQLite and memory."""
+        """The storage partition of a partition key: ``(key * P) >> 64`` (P = 1 on a one-node store)."""
         ...
 
     def cluster(self) -> ClusterView | None:
-        """The nodes and the partitions' leaders (may read the database); None: a single-node store."""
+        """The cluster as last read by the lease thread (None: a one-node store, SQLite or memory)."""
         ...
 
-    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
-        """Call ``changed(gained, lost)`` when this node gains or loses storage partitions (from the lease
-        thread: the runtime hops to its loop)."""
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        """Call ``changed(gained, lost)`` whenever the storage partitions this node leads change. It is
+        called from another thread (the lease thread, or the writer's when a fence is refused): the runtime
+        hops to its loop. Never called by a one-node store."""
         ...
 
     def close(self) -> None: ...

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from unbroken.core import actions as a
 from unbroken.core import records as r
 from unbroken.core.deployments import Deployment, deployed_schemas
+from unbroken.core.errors import PartitionNotLed
 from unbroken.core.ids import InvalidId, InvocationId, partition_key_for_key
 from unbroken.core.schema import Schemas, ServiceKind, ServiceOverride, ServiceSchema, with_overrides
 from unbroken.core.storage import Leadership, Store
@@ -34,6 +35,7 @@ from unbroken.runtime.entropy import RandomBytes
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.partition import EngineOptions, Partition, ProcessorFactory
 from unbroken.runtime.stats import EngineStats
+from unbroken.runtime.takeover import Takeover, record_partition_key
 
 __all__ = ["EngineOptions", "Node", "ProcessorFactory", "partition_of_key"]
 
@@ -89,6 +91,13 @@ class Node:
         self._request_ids = itertools.count(1)
         self.stats = EngineStats()  # counted by every partition, read by GET /metrics
         count = partitions
+        # A leased store (PostgreSQL) shares its storage partitions with other nodes: one batch loop leads
+        # those this node holds (``owns``), recovering and letting go of them as they change hands.
+        self.takeover: Takeover | None = None
+        if store.cluster() is not None:
+            if count != 1:
+                raise ValueError("a node on a leased store runs one batch loop for the partitions it leads")
+            self.takeover = Takeover(store, asyncio.get_running_loop())
         self.partitions = [
             Partition(
                 store,
@@ -100,7 +109,7 @@ class Node:
                 self.faults,
                 on_log,
                 processor_factory,
-                owns=None if count == 1 else functools.partial(self._owns, index),
+                owns=self._owns_here(index, count),
                 route=None if count == 1 else self._dispatch,
                 index=index,
                 live_awakeables=None if count == 1 else self._live_awakeables,
@@ -108,6 +117,15 @@ class Node:
             )
             for index in range(count)
         ]
+
+        if self.takeover is not None:
+            self.takeover.let_go = self.partitions[0].let_go
+            self.takeover.took_over = self.partitions[0].took_over
+
+    def _owns_here(self, index: int, count: int) -> Callable[[str], bool] | None:
+        if self.takeover is not None:
+            return self.takeover.owns
+        return None if count == 1 else functools.partial(self._owns, index)
 
     def _schemas(self) -> Schemas:
         return self.schemas
@@ -137,6 +155,9 @@ class Node:
 
     # ------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        if self.takeover is not None:  # told of every change from now on; recovers what it leads now
+            self.store.on_leadership(self.takeover.changed)
+            self.takeover.snapshot()
         for partition in self.partitions:
             partition.start()
 
@@ -222,9 +243,24 @@ class Node:
         """
         request_id = next(self._request_ids)
         record = make(request_id)
+        if self.takeover is not None:
+            self._check_led(record)
         partition = self.route(record)
         partition.admit(bounded)
         return partition.request(request_id, record, client_gone)
+
+    def _check_led(self, record: r.Record) -> None:
+        """Refuse at once a record of a storage partition another node leads (the ingress forwards it, or
+        answers 503 with Retry-After); a record of no partition (a service change) is taken by any node."""
+        key = record_partition_key(record)
+        if key is None:
+            return
+        part = self.store.partition_of(key)
+        if not self.store.leads(part):
+            raise PartitionNotLed(part, self.node_name())
+
+    def node_name(self) -> str:
+        return str(getattr(self.store, "node", "this node"))
 
     def forget(self, request_id: int) -> None:
         for partition in self.partitions:

@@ -40,6 +40,7 @@ from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.invoker import Invoker
 from unbroken.runtime.processor import Processor
 from unbroken.runtime.stats import EngineStats
+from unbroken.runtime.takeover import partition_key_of_id, record_partition_key
 from unbroken.runtime.timers import TimerService
 
 log = logging.getLogger("unbroken.engine")
@@ -148,6 +149,34 @@ class Partition:
             self.processor.submit(r.Recover(invocation_id))
         if recovering:
             log.info("partition %d: recovering %d running invocations", self.index, len(recovering))
+
+    def let_go(self, lost: Callable[[int], bool], parts: list[int]) -> None:
+        """Storage partitions ``parts`` are led by another node now (``lost(partition_key)`` says whether a
+        key is in one): drop their queued records, end their attempts, answer their waiting callers 503,
+        drop their timers. Nothing of theirs commits here again (the store's fence refuses it)."""
+        message = f"partitions {parts} moved to another node: retry"
+
+        def is_lost(invocation_id: str) -> bool:
+            return lost(partition_key_of_id(invocation_id))
+
+        self.processor.purge(lambda record: _record_in(record, lost), message)
+        for invocation_id in [i for i in self.invoker.running if is_lost(i)]:
+            self.invoker.abort(invocation_id)
+        for invocation_id in [i for i in self._waiters.by_invocation if is_lost(i)]:
+            for request_id in self._waiters.by_invocation.pop(invocation_id):
+                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, message))))
+        self.timers.reset()
+        self.timers.load()  # the window again, without their timers (``owns`` says no now)
+
+    def took_over(self, recovering: list[str], parts: list[int]) -> None:
+        """Storage partitions ``parts`` are led here now: ``recovering`` (their running invocations) restart
+        as at start, and the timer window is read again with their timers."""
+        for invocation_id in recovering:
+            self.processor.submit(r.Recover(invocation_id))
+        if parts:
+            log.info("leading partitions %s: recovering %d running invocations", parts, len(recovering))
+            self.timers.reset()
+            self.timers.load()
 
     def _recover(self, message: str) -> None:
         """Crash-only, in process: an invariant broke and the batch rolled back. Drop what memory holds
@@ -317,6 +346,11 @@ class Partition:
     def _completed(self, done: a.Completed) -> None:
         for request_id in self._waiters.by_invocation.pop(done.invocation_id, ()):
             self._reply(a.Reply(request_id, a.Output(done.invocation_id, done.result, done.expires_at_ms)))
+
+
+def _record_in(record: r.Record, lost: Callable[[int], bool]) -> bool:
+    key = record_partition_key(record)
+    return key is not None and lost(key)
 
 
 def _own_timers(store: Store, owns: Owns, after: tuple[int, int] | None, limit: int) -> list[Timer]:

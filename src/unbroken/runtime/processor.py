@@ -51,7 +51,7 @@ from unbroken.core.journal import Failure
 from unbroken.core.records import Record
 from unbroken.core.schema import Schemas
 from unbroken.core.state_machine import apply
-from unbroken.core.storage import Store, StoreError, Transaction
+from unbroken.core.storage import PartitionLost, Store, StoreError, Transaction
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.committer import Batch, Committer, ThreadCommitter
 from unbroken.runtime.faults import FaultPoints, InjectedFault
@@ -201,6 +201,21 @@ class Processor:
             return
         self._queue.append(record)
         self._schedule()
+
+    def purge(self, drop: Callable[[Record], bool], message: str) -> None:
+        """Drop the queued records ``drop`` names (their partition moved to another node): never applied;
+        their callers are answered 503 with ``message`` (nothing of their request was accepted)."""
+        kept: deque[Record] = deque()
+        replies: list[Action] = []
+        for record in self._queue:
+            if not drop(record):
+                kept.append(record)
+            elif request_id := getattr(record, "request_id", 0):
+                replies.append(_failed_reply(request_id, Unavailable, 503, message))
+        self._queue = kept
+        self._suspects = min(self._suspects, len(kept))
+        if replies:
+            self._on_actions(replies)
 
     def queued(self) -> int:
         return len(self._queue)
@@ -375,6 +390,9 @@ class Processor:
     # ------------------------------------------------------------------------------------ failures
     def _store_failed(self, batch: list[Record], exc: BaseException) -> None:
         """Nothing of ``batch`` was stored nor acknowledged: it goes back to the head of the queue."""
+        if isinstance(exc, PartitionLost):
+            self._partition_lost(batch, exc)
+            return
         first = self.store_error is None
         self.store_error = f"the store is failing: {exc}"
         if first:
@@ -400,6 +418,23 @@ class Processor:
         self._paused = True
         self._loop.call_later(self._retry_delay, self._resume)
         self._retry_delay = min(self._retry_delay * 2, limits.store_retry_delay_max_s)
+
+    def _partition_lost(self, batch: list[Record], exc: PartitionLost) -> None:
+        """The batch wrote a storage partition led by another node now (it was handed over or taken while
+        the batch was applied): that does not pass. Alone, the record is given up (its caller answered
+        503, to retry where the partition is led; its partition's new leader recovers the rest from
+        storage); in a batch, the records go one per transaction, so the others commit."""
+        if len(batch) > 1:
+            self._queue.extendleft(reversed(batch))
+            self._suspects = len(batch)
+            self._schedule()
+            return
+        record = batch[0]
+        log.warning("not applied, its partition is led by another node (%s): %s", exc, describe(record))
+        request_id = getattr(record, "request_id", 0)
+        if request_id:
+            self._on_actions([_failed_reply(request_id, Unavailable, 503, f"{exc}; retry")])
+        self._schedule()
 
     def _give_up(self, record: Record, exc: BaseException, failures: int) -> bool:
         """The store refused ``record`` alone ``failures`` times: answer its caller, or fail its invocation.

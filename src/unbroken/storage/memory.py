@@ -27,7 +27,16 @@ from unbroken.core.errors import TransactionConflict, invariant
 from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.journal import Entry
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import ClusterView, Leadership, Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import (
+    ClusterView,
+    Leadership,
+    LeadershipChanged,
+    Promise,
+    Timer,
+    TimerKind,
+    Transaction,
+    transaction,
+)
 from unbroken.storage.codec import (
     decode_entry,
     decode_invocation,
@@ -112,8 +121,8 @@ class MemoryStore:
     def cluster(self) -> ClusterView | None:
         return None
 
-    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
-        pass  # never changes
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        pass  # leadership never changes
 
     def close(self) -> None:
         pass

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -33,9 +33,8 @@ from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import (
     ClusterView,
     Leadership,
-    NodeInfo,
+    LeadershipChanged,
     NotLeader,
-    PartitionLeader,
     Promise,
     StoreError,
     Timer,
@@ -100,9 +99,14 @@ class PostgresStore:
         lease_wait_s: float = limits.pg_lease_acquire_wait_s,
         steal: bool = False,
         claim: Collection[int] | None = None,
+        lease_poll_s: float = limits.pg_lease_poll_interval_s,
     ) -> None:
-        """Connect, create or migrate the schema, and lead every partition (``steal``: even those a live
-        node leads, for an operator's takeover and tests; else wait up to ``lease_wait_s`` for them)."""
+        """Connect, create or migrate the schema, join the cluster and take this node's share of the
+        partitions: all of them when it is alone, none when the others lead them all (they hand some over
+        within a second or two). ``claim``: lead exactly those partitions, never others (tests, pinning).
+        ``steal``: take the claimed partitions (all, if none are named) even from a live leader, an
+        operator's takeover. ``lease_wait_s`` is not waited any more (a node may lead nothing)."""
+        del lease_wait_s
         self.location: Location = parse_url(url)
         self.node = node or default_node_name()
         self._ttl_s = lease_ttl_s
@@ -114,16 +118,24 @@ class PostgresStore:
             raise
         self._reader: Conn | None = None
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
-        self.leases = Leases(self.location, self.node, self.partitions, ttl_s=lease_ttl_s, claim=claim)
+        if steal and claim is None:
+            claim = range(self.partitions)
+        self.leases = Leases(
+            self.location, self.node, self.partitions, ttl_s=lease_ttl_s, poll_s=lease_poll_s, claim=claim
+        )
         try:
-            self.leases.acquire(force=steal, wait_s=lease_wait_s)
+            self.leases.start_up(force=steal)
         except BaseException:
             self.leases.close(release=False)
             self.conn.close()
             raise
         self.leases.start()
         log.info(
-            "store %s: %d partitions led by node %s", self.location.describe(), self.partitions, self.node
+            "store %s: %d of its %d partitions led by node %s",
+            self.location.describe(),
+            len(self.leases.leading),
+            self.partitions,
+            self.node,
         )
 
     def _connect_writer(self) -> Conn:
@@ -231,42 +243,20 @@ class PostgresStore:
         return self.leases.leadership()
 
     def leads(self, part: int) -> bool:
-        return part in self.leases.epochs
+        return part in self.leases.leading
 
     def partition_of(self, partition_key: int) -> int:
         return (partition_key * self.partitions) >> 64
 
-    def announce(self, ingress_url: str, admin_url: str) -> None:
-        """Write this node's addresses in the ``node`` table (the others forward requests there)."""
-        self._read(
-            "INSERT INTO node VALUES (%s, %s, %s, now(), now()) ON CONFLICT (name) DO UPDATE SET"
-            " ingress_url = excluded.ingress_url, admin_url = excluded.admin_url,"
-            " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at RETURNING name",
-            (self.node, ingress_url, admin_url),
-        )
+    def cluster(self) -> ClusterView:
+        return self.leases.view
 
-    def cluster(self) -> ClusterView | None:
-        """The nodes (``node``) and the partitions' leaders (``partition_lease``), by the database's clock:
-        a node is alive while its heartbeat is younger than the lease TTL, a lease while it has not expired."""
-        nodes = tuple(
-            NodeInfo(str(name), str(ingress or ""), str(admin or ""), float(age), float(age) < self._ttl_s)
-            for name, ingress, admin, age in self._read(
-                "SELECT name, ingress_url, admin_url,"
-                " coalesce(extract(epoch FROM now() - heartbeat_at)::float8, 'infinity') FROM node ORDER BY name"
-            )
-        )
-        leaders = []
-        for part, node, epoch, left in self._read(
-            "SELECT part, node, epoch, CASE WHEN isfinite(expires_at)"
-            " THEN greatest(extract(epoch FROM expires_at - now())::float8, 0) ELSE 0 END"
-            " FROM partition_lease ORDER BY part"
-        ):
-            led = node is not None and float(left) > 0
-            leaders.append(PartitionLeader(int(part), str(node) if led else None, int(epoch), float(left)))
-        return ClusterView(self.partitions, nodes, tuple(leaders))
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        self.leases.on_change(changed)
 
-    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
-        self._on_leadership = changed  # every partition is led from start to close: never called yet
+    def advertise(self, ingress_url: str, admin_url: str) -> None:
+        """Where this node's ingress and admin API listen (the ``node`` table, for the others to forward to)."""
+        self.leases.advertise(ingress_url, admin_url)
 
     def close(self, *, release: bool = True) -> None:
         self.leases.close(release=release)
@@ -286,7 +276,7 @@ def _timer(row: tuple[Any, ...]) -> Timer:
 class PostgresTransaction:
     """Implements :class:`unbroken.core.storage.Transaction` on the writer connection (see the module)."""
 
-    __slots__ = ("c", "parts", "pipeline", "store", "touched", "_open")
+    __slots__ = ("c", "parts", "pipeline", "store", "touched", "wrote_global", "_open")
 
     def __init__(self, store: PostgresStore, pipeline: AbstractContextManager[Any]) -> None:
         self.store = store
@@ -294,6 +284,7 @@ class PostgresTransaction:
         self.parts = store.partitions
         self.pipeline = pipeline
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
+        self.wrote_global = False  # a cluster-wide row (a deployment, a service override) was written
         self._open = True  # the pipeline
 
     # ------------------------------------------------------------------------------------ plumbing
@@ -323,6 +314,18 @@ class PostgresTransaction:
         return key_partition(key, self.parts)
 
     def commit(self) -> None:
+        if not (
+            self.touched or self.wrote_global
+        ):  # it wrote nothing: nothing to fence (a node may lead none)
+            try:
+                self.c.execute(b"COMMIT")
+                self._open = False
+                self.pipeline.__exit__(None, None, None)
+            except psycopg.Error as exc:
+                self._close_pipeline()
+                self._rollback_quietly()
+                raise store_error(exc) from exc
+            return
         try:
             parts, epochs = self.store.leases.fence_args(self.touched)
         except NotLeader:
@@ -414,8 +417,9 @@ class PostgresTransaction:
         self._w(part, "DELETE FROM invocation WHERE part = %s AND id = %s", (part, invocation_id))
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
-        rows = self._all(
-            "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= %s LIMIT %s", (now_ms, limit)
+        rows = self._all(  # of the led partitions: the others' leaders clean theirs
+            "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= %s AND part = ANY(%s) LIMIT %s",
+            (now_ms, list(self.store.leases.leading), limit),
         )
         return [str(row[0]) for row in rows]
 
@@ -569,7 +573,11 @@ class PostgresTransaction:
         return int(row[0])
 
     def get_timer(self, timer_id: int) -> Timer | None:
-        row = self._one(f"SELECT {_TIMER_COLUMNS} FROM timer WHERE id = %s", (timer_id,))
+        # only a led partition's: a timer of a partition handed over meanwhile fires on its new leader
+        row = self._one(
+            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE id = %s AND part = ANY(%s)",
+            (timer_id, list(self.store.leases.leading)),
+        )
         return None if row is None else _timer(row)
 
     def delete_timer(self, timer_id: int) -> None:
@@ -609,6 +617,7 @@ class PostgresTransaction:
         return None if row is None else decode_deployment(bytes(row[0]))
 
     def put_deployment(self, deployment: Deployment) -> None:
+        self.wrote_global = True
         try:
             self.c.execute(
                 b"INSERT INTO deployment VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
@@ -618,6 +627,7 @@ class PostgresTransaction:
             raise store_error(exc) from exc
 
     def delete_deployment(self, deployment_id: str) -> None:
+        self.wrote_global = True
         try:
             self.c.execute(b"DELETE FROM deployment WHERE id = %s", (deployment_id,))
         except psycopg.Error as exc:
@@ -630,6 +640,7 @@ class PostgresTransaction:
 
     def put_service_override(self, service: str, override: ServiceOverride) -> None:
         # cluster-wide, in no partition: the batch is fenced by the partitions it wrote besides (or by all)
+        self.wrote_global = True
         try:
             self.c.execute(
                 b"INSERT INTO service_override VALUES (%s, %s) ON CONFLICT (service) DO UPDATE SET data = excluded.data",

@@ -11,7 +11,8 @@ start: changing it would move rows between partitions. The schema is created and
 
 Leases: ``partition_lease`` (node, epoch, expiry; renewed every ``lease_renew_s``) and ``partition_epoch``
 (the epoch every batch is fenced with, ``postgres_lease.py``) are separate rows, so renewing a lease never
-waits on the row lock a committing batch holds.
+waits on the row lock a committing batch holds. ``node`` holds every node that ever joined: where it listens
+and its heartbeat (alive while younger than the lease TTL), written by its lease thread.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ CREATE TABLE IF NOT EXISTS partition_epoch (
     part int PRIMARY KEY, epoch bigint NOT NULL, leader text, last_batch bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS node (
-    name text PRIMARY KEY, ingress_url text, admin_url text, started_at timestamptz, heartbeat_at timestamptz
+    name text PRIMARY KEY, ingress_url text, admin_url text, started_at timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL
 );
 """
 # Migrations: version -> the statements that bring a schema of that version to the next one (none yet).

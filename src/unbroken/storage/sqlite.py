@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import msgspec
@@ -21,7 +20,16 @@ from unbroken.core.deployments import Deployment, decode_deployment, encode_depl
 from unbroken.core.invocation import Invocation, cleanup_due_ms
 from unbroken.core.journal import Entry, Notification
 from unbroken.core.schema import ServiceOverride
-from unbroken.core.storage import ClusterView, Leadership, Promise, Timer, TimerKind, Transaction, transaction
+from unbroken.core.storage import (
+    ClusterView,
+    Leadership,
+    LeadershipChanged,
+    Promise,
+    Timer,
+    TimerKind,
+    Transaction,
+    transaction,
+)
 from unbroken.storage.codec import (
     _inv_decoder,
     _inv_encoder,
@@ -192,8 +200,8 @@ class SqliteStore:
     def cluster(self) -> ClusterView | None:
         return None
 
-    def on_leadership(self, changed: Callable[[frozenset[int], frozenset[int]], None]) -> None:
-        pass  # never changes
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        pass  # leadership never changes
 
     def close(self) -> None:
         if self._reader is not None:
