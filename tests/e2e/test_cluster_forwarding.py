@@ -42,13 +42,11 @@ def key_led_by(node: str) -> str:
             return key
 
 
-def _node(tmp_path: Path, url: str, name: str) -> Server:
-    env = {
-        "UNBROKEN_STORE__URL": url,
-        "UNBROKEN_NODE_NAME": name,
-        "UNBROKEN_STORE__CLAIM": CLAIMS[name],
-        "UNBROKEN_STORE__LEASE_WAIT": "10s",
-    }
+def _node(tmp_path: Path, url: str, name: str, pinned: bool = True) -> Server:
+    """Node ``name``; ``pinned``: leading its partitions of CLAIMS, else its share (balanced)."""
+    env = {"UNBROKEN_STORE__URL": url, "UNBROKEN_NODE_NAME": name}
+    if pinned:
+        env["UNBROKEN_STORE__CLAIM"] = CLAIMS[name]
     return Server(APP, tmp_path / f"data-{name}", env=env)
 
 
@@ -273,3 +271,30 @@ def test_a_node_on_its_own_store_leads_everything(tmp_path: Path) -> None:
         assert "solo *" in table and f"{partitions} partitions" in table
     finally:
         srv.kill()
+
+
+def test_a_request_during_a_failover_waits_for_the_new_leader(tmp_path: Path, url: str) -> None:
+    a = _node(tmp_path, url, "a", pinned=False).start()
+    b = _node(tmp_path, url, "b", pinned=False).start()
+    try:
+
+        def split() -> bool:
+            nodes = a.admin_request("GET", "/cluster").json()["nodes"]
+            return sorted(n["partitions"] for n in nodes if n["alive"]) == [32, 32]
+
+        wait_until(split, 15, what="a 32/32 split")
+        leaders = a.admin_request("GET", "/cluster").json()["leaders"]
+        key = next(
+            k
+            for k in iter(lambda: uuid.uuid4().hex, None)
+            if leaders[_part(partition_key_for_key(k))]["node"] == "b"
+        )
+        assert _body(a.call(f"/Counter/{key}/add", 1)) == {"value": 1, "node": "b"}
+        b.kill()
+        started = time.monotonic()
+        # forwarded to b until its death shows, then held until a leads the partition: answered by a
+        assert _body(a.call(f"/Counter/{key}/add", 1)) == {"value": 2, "node": "a"}
+        assert time.monotonic() - started < 6.0 + 2.0
+    finally:
+        a.kill()
+        b.kill()

@@ -157,7 +157,7 @@ class ClusterRoutes:
             payload = cluster_json(view)
             payload["leaders"][0]["lease_expires_in_s"] = None  # no lease: led for good
         else:
-            fresh = await self.cluster.directory.view(max_age_s=0.0)
+            fresh = self.cluster.directory.view()
             if fresh is None:  # the database could not be read (the directory logged why)
                 raise EngineUnavailable("cannot read the cluster's nodes and leases now: retry", 503)
             payload = cluster_json(fresh)
