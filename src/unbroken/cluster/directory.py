@@ -49,6 +49,9 @@ class Directory:
         self.refresh_s = refresh_s
         self.leader_wait_s = leader_wait_s
         self._suspects: dict[str, float] = {}  # node -> until when (monotonic) it is not asked again
+        self._partitions = store.partition_of(_U64 - 1) + 1
+        self._led = self._leading()  # replaced whole (by the lease thread): read without a lock
+        store.on_leadership(lambda gained, lost: self._changed())
 
     # ------------------------------------------------------------------------------ this node (memory)
     def partition_of(self, partition_key: int) -> int:
@@ -57,20 +60,26 @@ class Directory:
     def leads(self, part: int) -> bool:
         return self.store.leads(part)
 
-    def led(self) -> list[int]:
-        """The storage partitions this node leads now."""
-        return [part for part in range(self.store.partition_of(_U64 - 1) + 1) if self.store.leads(part)]
+    def _leading(self) -> tuple[int, ...]:
+        return tuple(part for part in range(self._partitions) if self.store.leads(part))
+
+    def _changed(self) -> None:
+        self._led = self._leading()
+
+    def led(self) -> tuple[int, ...]:
+        """The storage partitions this node leads now (as of the last change the store told of)."""
+        return self._led
 
     def mint_here(self, fresh: bytes) -> bytes:
         """``fresh`` (the bytes a new invocation id is made of, ``core/ids.py``) with the partition key of
         an unkeyed call moved into a partition this node leads, so the call needs no hop; unchanged when
         it leads none. Bytes 10..18 are that key; they mean nothing for keyed targets."""
-        led = self.led()
+        led = self._led
         if not led:
             return fresh
         raw = int.from_bytes(fresh[10:18], "big")
         part = led[raw % len(led)]
-        key = key_in_partition(part, self.store.partition_of(_U64 - 1) + 1, raw)
+        key = key_in_partition(part, self._partitions, raw)
         return fresh[:10] + key.to_bytes(8, "big") + fresh[18:]
 
     # ------------------------------------------------------------------------------ the others
