@@ -81,7 +81,8 @@ class Config:
     store_url: str | None = None
     store_partitions: int = 64  # used only when the cluster is created; fixed after that
     node_name: str | None = None  # this node in the lease table (default: the host's name)
-    # how long a starting node waits for leases another node holds (long: a standby that takes over)
+    # no longer used: a node starts with the leases that are free (nodes share the partitions); kept so
+    # configurations that set it still load
     store_lease_wait_ms: int = 10_000
     # the partitions this node leads, pinned ("0-31,40"); None: its share of them (tests, operators)
     store_claim: tuple[int, ...] | None = None

@@ -194,6 +194,18 @@ def test_a_node_pinned_to_partitions_leads_exactly_those(url: str) -> None:
         a.close()
 
 
+def test_a_balancing_node_beside_a_pinned_one_leads_everything_the_pinned_one_does_not(url: str) -> None:
+    pinned = PostgresStore(url, partitions=4, node="p", claim={0})
+    a = PostgresStore(url, partitions=4, node="a", lease_poll_s=0.1)
+    try:
+        renewed = a.leases.renewals
+        _wait(lambda: a.leases.renewals >= renewed + 2, "a few rounds of a")  # a hands nothing to p
+        assert a.leases.leading == {1, 2, 3} and pinned.leases.leading == {0}
+    finally:
+        a.close()
+        pinned.close()
+
+
 def test_a_timer_of_a_partition_not_led_here_is_not_read_nor_fired(url: str) -> None:
     a = PostgresStore(url, partitions=4, node="a")
     inv_id = _key_in(3, 4)
@@ -204,7 +216,8 @@ def test_a_timer_of_a_partition_not_led_here_is_not_read_nor_fired(url: str) -> 
     try:
         with b.transaction() as txn:
             assert txn.get_timer(timer_id) is None  # the leader of partition 3 fires it
-        assert [t.timer_id for t in b.timers_after(None, 10)] == [timer_id]  # the tools see every timer
+        assert b.timers_after(None, 10) == []  # b's timer window: its partitions' timers only
+        assert [t.timer_id for t in b.timers()] == [timer_id]  # the tools see every timer
     finally:
         b.close()
 

@@ -409,3 +409,15 @@ def test_a_child_id_is_derived_from_its_caller_and_slot() -> None:
     assert child != child_invocation_id(caller, target, HandlerKind.EXCLUSIVE, None, 2)
     unkeyed = InvocationId.parse(child_invocation_id(caller, Target("Svc", "h"), None, None, 1))
     assert unkeyed.partition_key == int.from_bytes(digest[16:24], "big")
+
+
+def test_the_partition_key_of_an_id_string_is_read_without_the_rest_and_refuses_what_parse_refuses() -> None:
+    from unbroken.core.ids import InvalidId, InvocationId, partition_key_of
+
+    for n in range(200):
+        inv = InvocationId.new((n * 0x9E3779B97F4A7C15) % (1 << 64), n.to_bytes(10, "big"), 1)
+        assert partition_key_of(str(inv)) == inv.partition_key
+    good = str(InvocationId.new(7, bytes(10), 1))
+    for bad in ("x" + good[1:], good[:-1], good[:4] + "2" + good[5:], good[:5] + "!" + good[6:]):
+        with pytest.raises(InvalidId):
+            partition_key_of(bad)

@@ -21,6 +21,7 @@ from unbroken.core.actions import Accepted, NotFound, Reply, StoreFailed, Unavai
 from unbroken.core.errors import InvariantViolation
 from unbroken.core.ids import InvocationId
 from unbroken.core.schema import HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
+from unbroken.core.storage import PartitionLost
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.processor import Processor, describe
 from unbroken.storage.memory import MemoryStore
@@ -211,3 +212,47 @@ def test_a_record_is_described_by_ids_and_sizes_never_by_its_value() -> None:
     big = r.Invoke("inv_1", TARGET, b"v" * 5_000_000, request_id=9)
     text = describe(big)
     assert text == "Invoke inv_1 request 9 5000000 bytes"
+
+
+async def test_a_record_of_a_partition_led_elsewhere_now_is_answered_503_and_the_others_commit() -> None:
+    """Several nodes (PostgreSQL): a batch wrote a partition handed over meanwhile. That does not pass: the
+    record is given up alone (its caller retries where the partition is led), the rest of the batch commits,
+    and the store is not taken for failing."""
+    store = _PoisonStore(fail=lambda: PartitionLost("partition 5 is not led by node a"))
+    h = _Harness(store)
+    h.processor.start()
+    try:
+        for n in (1, 2, 3):
+            h.processor.submit(_invoke(n))
+        await h.replies_for(3)
+    finally:
+        await asyncio.to_thread(h.processor.stop)
+    assert sorted((x.request_id, type(x.outcome)) for x in h.replies) == [
+        (1, Accepted),
+        (2, Unavailable),
+        (3, Accepted),
+    ]
+    refused = next(x.outcome for x in h.replies if x.request_id == 2)
+    assert isinstance(refused, Unavailable) and refused.failure.code == 503
+    assert "not led by node a" in refused.failure.message
+    assert len(store.invocations) == 2 and h.processor.store_error is None
+
+
+async def test_purged_records_are_never_applied_and_their_callers_are_answered_503() -> None:
+    store = MemoryStore()
+    h = _Harness(store)
+    h.processor.start()
+    try:
+        for n in (1, 2, 3):
+            h.processor.submit(_invoke(n))
+        gone = _invoke(2).invocation_id
+        h.processor.purge(lambda record: getattr(record, "invocation_id", "") == gone, "moved: retry")
+        await h.replies_for(3)
+    finally:
+        await asyncio.to_thread(h.processor.stop)
+    assert [(x.request_id, type(x.outcome)) for x in h.replies] == [
+        (2, Unavailable),
+        (1, Accepted),
+        (3, Accepted),
+    ]
+    assert sorted(store.invocations) == sorted([_invoke(1).invocation_id, _invoke(3).invocation_id])

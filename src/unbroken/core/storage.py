@@ -280,7 +280,8 @@ class Store(Protocol):
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         """Up to ``limit`` committed timers whose ``(fire_at_ms, timer_id)`` is greater than ``after`` (from
-        the first if None), in that order: the engine keeps only a window of timers in memory."""
+        the first if None), in that order: the engine keeps only a window of timers in memory. A store
+        shared by several nodes returns those of the partitions this node leads."""
         ...
 
     def leadership(self) -> Leadership | None:

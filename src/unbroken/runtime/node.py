@@ -119,6 +119,7 @@ class Node:
         ]
 
         if self.takeover is not None:
+            self.partitions[0].led_here = self.takeover.owns
             self.takeover.let_go = self.partitions[0].let_go
             self.takeover.took_over = self.partitions[0].took_over
 

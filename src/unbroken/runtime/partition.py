@@ -128,6 +128,8 @@ class Partition:
         scan = store.timers_after if owns is None else functools.partial(_own_timers, store, owns)
         self.timers = TimerService(clock, self.processor.submit, scan, faults=faults)
         self._waiters = _Waiters()
+        # several nodes (a leased store): whether an invocation's storage partition is still led here
+        self.led_here: Owns | None = None
         self._on_log = on_log
         self._cleaner: asyncio.Task[None] | None = None
         self.processor.on_violation = self._recover
@@ -163,8 +165,12 @@ class Partition:
         for invocation_id in [i for i in self.invoker.running if is_lost(i)]:
             self.invoker.abort(invocation_id)
         for invocation_id in [i for i in self._waiters.by_invocation if is_lost(i)]:
+            # accepted: its caller attaches to it (or retries with its idempotency key) on the new leader
+            accepted = (
+                f"invocation {invocation_id} goes on on another node (its partition moved): attach to it"
+            )
             for request_id in self._waiters.by_invocation.pop(invocation_id):
-                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, message))))
+                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted))))
         self.timers.reset()
         self.timers.load()  # the window again, without their timers (``owns`` says no now)
 
@@ -316,6 +322,8 @@ class Partition:
             case a.Deliver():
                 self.invoker.deliver(action)
             case a.StartAttempt():
+                if self.led_here is not None and not self.led_here(action.invocation.id):
+                    return  # committed just before its partition moved: its new leader recovers it
                 self.invoker.start(action)
             case a.Reply():
                 self._reply(action)

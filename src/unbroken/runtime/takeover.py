@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 
 from unbroken.core import records as r
-from unbroken.core.ids import InvalidId, InvocationId, partition_key_for_key
+from unbroken.core.ids import InvalidId, partition_key_for_key, partition_key_of
 from unbroken.core.storage import Store
 
 log = logging.getLogger("unbroken.engine")
@@ -33,7 +33,7 @@ def partition_key_of_id(invocation_id: str) -> int:
     """The partition key an invocation id carries (an id that is not one, as tests name them, is hashed as
     a key, as the PostgreSQL store does)."""
     try:
-        return InvocationId.parse(invocation_id).partition_key
+        return partition_key_of(invocation_id)
     except InvalidId:
         return partition_key_for_key(invocation_id)
 

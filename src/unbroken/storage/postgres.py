@@ -233,9 +233,12 @@ class PostgresStore:
 
     def timers_after(self, after: tuple[int, int] | None, limit: int) -> list[Timer]:
         fire_at, timer_id = after if after is not None else (-(2**63), -(2**63))
+        # the led partitions' only: the engine's window holds the timers it may fire (the others' leaders
+        # hold theirs), so a node's scan does not grow with the whole cluster's timers
         rows = self._read(
-            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE (fire_at, id) > (%s, %s) ORDER BY fire_at, id LIMIT %s",
-            (fire_at, timer_id, limit),
+            f"SELECT {_TIMER_COLUMNS} FROM timer WHERE (fire_at, id) > (%s, %s) AND part = ANY(%s)"
+            " ORDER BY fire_at, id LIMIT %s",
+            (fire_at, timer_id, list(self.leases.leading), limit),
         )
         return [_timer(row) for row in rows]
 

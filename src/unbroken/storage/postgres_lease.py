@@ -79,9 +79,10 @@ FROM unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)
 WHERE l.part = mine.part AND l.epoch = mine.epoch AND l.node = %s
 """
 _HEARTBEAT = """
-INSERT INTO node (name, ingress_url, admin_url, started_at, heartbeat_at) VALUES (%s, %s, %s, now(), now())
+INSERT INTO node (name, ingress_url, admin_url, started_at, heartbeat_at, pinned)
+VALUES (%s, %s, %s, now(), now(), %s)
 ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), ingress_url = excluded.ingress_url,
-    admin_url = excluded.admin_url
+    admin_url = excluded.admin_url, pinned = excluded.pinned
 """
 # extract(epoch ...) of an infinite timestamp is infinite (subtracting one would be an error)
 _LEASES = (
@@ -90,7 +91,7 @@ _LEASES = (
 )
 _NODES = (
     "SELECT name, coalesce(ingress_url, ''), coalesce(admin_url, ''),"
-    " coalesce((extract(epoch FROM now()) - extract(epoch FROM heartbeat_at))::float8, 'infinity')"
+    " coalesce((extract(epoch FROM now()) - extract(epoch FROM heartbeat_at))::float8, 'infinity'), pinned"
     " FROM node"
 )
 _NEVER_S = 1e9  # the age of a heartbeat of -infinity, and the expiry of a lease of -infinity
@@ -141,6 +142,7 @@ class Leases:
         self._valid_until = 0.0  # monotonic: past it, no renewal was acknowledged in time (self-fenced)
         self._renewed_at = 0.0  # monotonic: when the last renewal round was sent
         self._listeners: list[LeadershipChanged] = []
+        self._pinned: set[str] = set()  # the nodes leading only the partitions they claim (not balanced)
         self.ingress_url = ""
         self.admin_url = ""
         self.view = ClusterView(partitions, (), ())
@@ -210,17 +212,17 @@ class Leases:
                 self._drop_conn()
 
     def _read_view(self) -> ClusterView:
+        rows = self._execute(_NODES, ())
         nodes = tuple(
             sorted(
                 (
-                    NodeInfo(str(name), str(ingress), str(admin), age, age < self.ttl_s)
-                    for name, ingress, admin, age in (
-                        (n, i, a, _seconds(s)) for n, i, a, s in self._execute(_NODES, ())
-                    )
+                    NodeInfo(str(n), str(i), str(a), _seconds(s), _seconds(s) < self.ttl_s)
+                    for n, i, a, s, _ in rows
                 ),
                 key=lambda n: n.name,
             )
         )
+        self._pinned = {str(row[0]) for row in rows if row[4]}
         leaders = sorted(
             (
                 PartitionLeader(int(str(p)), None if n is None else str(n), int(str(e)), _seconds(s))
@@ -261,7 +263,10 @@ class Leases:
         if self.claim is not None or force:
             take = sorted((wanted - mine) if force else (wanted & free) - mine)
         else:
-            share = math.ceil(self.partitions / len(alive))
+            # the fair share of what the pinned nodes leave to the balancing ones
+            pinned = (alive & self._pinned) - {self.node}
+            held = sum(1 for lead in view.leaders if lead.node in pinned and lead.lease_expires_in_s > 0)
+            share = math.ceil(max(0, self.partitions - held) / len(alive - pinned))
             if len(mine) > share and not releasing and not first:
                 self._set_aside(sorted(mine)[share:])
                 return
@@ -344,7 +349,7 @@ class Leases:
     def _heartbeat(self) -> None:
         with self._lock:
             urls = (self.ingress_url, self.admin_url)
-        self._execute(_HEARTBEAT, (self.node, *urls), rows=False)
+        self._execute(_HEARTBEAT, (self.node, *urls, self.claim is not None), rows=False)
 
     def mark_lost(self, parts: Iterable[int], why: str) -> None:
         gone = []

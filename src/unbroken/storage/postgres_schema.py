@@ -81,8 +81,9 @@ CREATE TABLE IF NOT EXISTS partition_epoch (
 );
 CREATE TABLE IF NOT EXISTS node (
     name text PRIMARY KEY, ingress_url text, admin_url text, started_at timestamptz NOT NULL,
-    heartbeat_at timestamptz NOT NULL
+    heartbeat_at timestamptz NOT NULL, pinned boolean NOT NULL DEFAULT false
 );
+ALTER TABLE node ADD COLUMN IF NOT EXISTS pinned boolean NOT NULL DEFAULT false;
 """
 # Migrations: version -> the statements that bring a schema of that version to the next one (none yet).
 _UPGRADES: dict[int, str] = {}
