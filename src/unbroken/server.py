@@ -131,14 +131,6 @@ def _setup_logging(config: Config) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request to a remote deployment
 
 
-def _host(bound: str) -> str:
-    """A host others can reach for a bound address (``0.0.0.0`` and ``::`` listen on every interface: the
-    host's name is where the other nodes find it)."""
-    if bound in ("0.0.0.0", "::", ""):
-        return socket.gethostname()
-    return f"[{bound}]" if ":" in bound else bound
-
-
 def build_engine(app: App, config: Config) -> tuple[Node, Store]:
     """The node of ``app`` on its store (``unbroken.wiring``: the one place nodes are built)."""
     return build_from_config(app, config)
@@ -178,9 +170,8 @@ async def run(
     )
     conns = connections_max(raise_open_file_limit())
     return_large_blocks_to_the_os()
-    ingress_url = f"http://{_host(ingress_bind[0])}:{ingress_bind[1]}/"
-    admin_url = f"http://{_host(admin_bind[0])}:{admin_bind[1]}/"
-    clustered = cluster_parts(store, engine, ingress_url, admin_url)
+    admin_url = _url(admin_bind)
+    clustered = cluster_parts(store, engine)
     forwarder = clustered[0] if clustered is not None else None
     if clustered is not None:
         clustered[1].start()

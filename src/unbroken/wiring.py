@@ -150,21 +150,6 @@ def open_store(config: Config) -> Store:
         raise StartupError(f"cannot use the PostgreSQL store: {exc}") from None
 
 
-def cluster_parts(
-    store: Store, node: Node, ingress_url: str, admin_url: str
-) -> tuple[Forwarder, SchemaFollower] | None:
-    """For a store several nodes share (PostgreSQL): this node's addresses written where the others find
-    them, the forwarder of requests to other partitions' leaders and the follower of schema changes another
-    node applied. None for a store of one node (SQLite, memory): nothing is forwarded, nothing polled."""
-    if store.leadership() is None:
-        return None
-    from unbroken.storage.postgres import PostgresStore
-
-    name = store.node if isinstance(store, PostgresStore) else ""  # its addresses: advertise() wrote them
-    forwarder = Forwarder(Directory(store, name))
-    return forwarder, SchemaFollower(store, node.serve_deployments)
-
-
 def advertise(store: Store, ingress_url: str, admin_url: str) -> None:
     """Tell a store shared by several nodes (PostgreSQL) where this node's listeners are bound."""
     if store.cluster() is None:
@@ -173,6 +158,18 @@ def advertise(store: Store, ingress_url: str, admin_url: str) -> None:
 
     if isinstance(store, PostgresStore):
         store.advertise(ingress_url, admin_url)
+
+
+def cluster_parts(store: Store, node: Node) -> tuple[Forwarder, SchemaFollower] | None:
+    """For a store several nodes share (PostgreSQL): the forwarder of requests to other partitions'
+    leaders and the follower of schema changes another node applied. None for a store of one node (SQLite,
+    memory): nothing is forwarded, nothing polled."""
+    if store.cluster() is None:
+        return None
+    from unbroken.storage.postgres import PostgresStore
+
+    name = store.node if isinstance(store, PostgresStore) else ""
+    return Forwarder(Directory(store, name)), SchemaFollower(store, node.serve_deployments)
 
 
 def read_model(store: Store) -> ReadModel:

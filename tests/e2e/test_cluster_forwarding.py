@@ -42,13 +42,11 @@ def key_led_by(node: str) -> str:
             return key
 
 
-def _node(tmp_path: Path, url: str, name: str) -> Server:
-    env = {
-        "UNBROKEN_STORE__URL": url,
-        "UNBROKEN_NODE_NAME": name,
-        "UNBROKEN_STORE__CLAIM": CLAIMS[name],
-        "UNBROKEN_STORE__LEASE_WAIT": "10s",
-    }
+def _node(tmp_path: Path, url: str, name: str, pinned: bool = True) -> Server:
+    """Node ``name``; ``pinned``: leading its partitions of CLAIMS, else its share (balanced)."""
+    env = {"UNBROKEN_STORE__URL": url, "UNBROKEN_NODE_NAME": name}
+    if pinned:
+        env["UNBROKEN_STORE__CLAIM"] = CLAIMS[name]
     return Server(APP, tmp_path / f"data-{name}", env=env)
 
 
@@ -167,7 +165,7 @@ def test_cluster_status_shows_every_node_and_partition(
             "b": (True, 32),
             "c": (True, 0),
         }
-        assert by_name["b"]["ingress_url"] == f"{b.ingress}/"
+        assert by_name["b"]["ingress_url"] == b.ingress
         assert [p["partition"] for p in status["leaders"]] == list(range(PARTITIONS))
         assert {p["node"] for p in status["leaders"][:32]} == {"a"}
         out = subprocess.run(
@@ -198,7 +196,13 @@ def test_cluster_status_shows_every_node_and_partition(
         ).stdout
         assert "0-31" in table and "32-63" in table
         # a node leading nothing serves everything: calls, reads of the whole store, schema changes
-        assert _body(c.call(f"/Counter/{key_led_by('a')}/add", 1))["node"] == "a"
+        key = key_led_by("a")
+        added = c.call(f"/Counter/{key}/add", 1)
+        assert _body(added)["node"] == "a"
+        state = c.admin_request("GET", f"/services/Counter/state/{key}")
+        assert state.status_code == 200 and state.json() == {"n": "1"}
+        explained = c.admin_request("GET", f"/invocations/{added.headers['x-restate-id']}/explain")
+        assert explained.status_code == 200, explained.text
         assert c.call("/Greeter/hello", "z").json()["node"] in ("a", "b")
         count = c.admin_request("POST", "/query", {"query": "SELECT count(*) AS n FROM sys_invocation"})
         assert count.status_code == 200 and count.json()["rows"][0]["n"] >= 2
@@ -244,3 +248,53 @@ def test_no_leader_answers_503_after_the_bound_and_a_dead_leader_asks_for_a_retr
     waited = time.monotonic() - started
     assert resp.status_code == 503 and resp.headers["retry-after"] == "1", resp.text
     assert 5.0 <= waited < 20.0
+
+
+def test_a_node_on_its_own_store_leads_everything(tmp_path: Path) -> None:
+    srv = Server(APP, tmp_path / "data", env={"UNBROKEN_NODE_NAME": "solo"}).start()
+    try:
+        status = srv.admin_request("GET", "/cluster").json()
+        partitions = status["partitions"]  # 1 on SQLite; 64 when the suite runs on PostgreSQL
+        assert [(n["name"], n["alive"], n["partitions"]) for n in status["nodes"]] == [
+            ("solo", True, partitions)
+        ]
+        assert {p["node"] for p in status["leaders"]} == {"solo"} and status["unled"] == 0
+        assert status["nodes"][0]["admin_url"] == srv.admin
+        table = subprocess.run(
+            [sys.executable, "-m", "unbroken.cli.main", "cluster", "status", "--admin-url", srv.admin],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+        assert "solo *" in table and f"{partitions} partitions" in table
+    finally:
+        srv.kill()
+
+
+def test_a_request_during_a_failover_waits_for_the_new_leader(tmp_path: Path, url: str) -> None:
+    a = _node(tmp_path, url, "a", pinned=False).start()
+    b = _node(tmp_path, url, "b", pinned=False).start()
+    try:
+
+        def split() -> bool:
+            nodes = a.admin_request("GET", "/cluster").json()["nodes"]
+            return sorted(n["partitions"] for n in nodes if n["alive"]) == [32, 32]
+
+        wait_until(split, 15, what="a 32/32 split")
+        leaders = a.admin_request("GET", "/cluster").json()["leaders"]
+        key = next(
+            k
+            for k in iter(lambda: uuid.uuid4().hex, None)
+            if leaders[_part(partition_key_for_key(k))]["node"] == "b"
+        )
+        assert _body(a.call(f"/Counter/{key}/add", 1)) == {"value": 1, "node": "b"}
+        b.kill()
+        started = time.monotonic()
+        # forwarded to b until its death shows, then held until a leads the partition: answered by a
+        assert _body(a.call(f"/Counter/{key}/add", 1)) == {"value": 2, "node": "a"}
+        assert time.monotonic() - started < 6.0 + 2.0
+    finally:
+        a.kill()
+        b.kill()

@@ -135,7 +135,7 @@ def cluster_json(view: ClusterView) -> dict[str, Any]:
 
 def single_node_view(name: str, ingress_url: str, admin_url: str) -> ClusterView:
     """A node on its own store (SQLite): it leads its one partition for good, with no lease."""
-    me = NodeInfo(name, ingress_url, admin_url, 0.0, True)
+    me = NodeInfo(name, ingress_url.rstrip("/"), admin_url.rstrip("/"), 0.0, True)
     return ClusterView(1, (me,), (PartitionLeader(0, name, 0, float("inf")),))
 
 
@@ -157,7 +157,7 @@ class ClusterRoutes:
             payload = cluster_json(view)
             payload["leaders"][0]["lease_expires_in_s"] = None  # no lease: led for good
         else:
-            fresh = await self.cluster.directory.view(max_age_s=0.0)
+            fresh = self.cluster.directory.view()
             if fresh is None:  # the database could not be read (the directory logged why)
                 raise EngineUnavailable("cannot read the cluster's nodes and leases now: retry", 503)
             payload = cluster_json(fresh)

@@ -1,23 +1,21 @@
 """Where a request's storage partition is led: here, by another node (its addresses), or by nobody yet.
 
-The store answers whether this node leads a partition from memory (``Store.leads``); who leads the others
-comes from ``Store.cluster()``, which reads the ``node`` and ``partition_lease`` tables: this keeps the last
-answer and reads again at most every ``cluster_view_refresh_s`` (one read at a time, on a thread, so the
-event loop never waits on the database), and more often only while a request waits for a leader.
+The store answers from memory both whether this node leads a partition (``Store.leads``) and who leads the
+others (``Store.cluster()``: the ``node`` and ``partition_lease`` tables as its lease thread last read them,
+every ``pg_lease_poll_interval_s``): nothing here waits on the database. A request whose partition has no
+live leader (a failover) looks again every ``cluster_view_refresh_s / 2`` until one appears or its bound
+passes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 
 from unbroken.core import limits
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.storage import ClusterView, NodeInfo, Store
-
-log = logging.getLogger("unbroken.cluster")
 
 _U64 = 1 << 64
 
@@ -50,10 +48,10 @@ class Directory:
         self.node = node
         self.refresh_s = refresh_s
         self.leader_wait_s = leader_wait_s
-        self._view: ClusterView | None = None
-        self._read_at = float("-inf")  # monotonic: when the view was read
-        self._reading: asyncio.Lock | None = None  # made on the loop that first reads
         self._suspects: dict[str, float] = {}  # node -> until when (monotonic) it is not asked again
+        self._partitions = store.partition_of(_U64 - 1) + 1
+        self._led = self._leading()  # replaced whole (by the lease thread): read without a lock
+        store.on_leadership(lambda gained, lost: self._changed())
 
     # ------------------------------------------------------------------------------ this node (memory)
     def partition_of(self, partition_key: int) -> int:
@@ -62,48 +60,37 @@ class Directory:
     def leads(self, part: int) -> bool:
         return self.store.leads(part)
 
-    def led(self) -> list[int]:
-        """The storage partitions this node leads now."""
-        view = self._view
-        count = view.partitions if view is not None else self.store.partition_of(_U64 - 1) + 1
-        return [part for part in range(count) if self.store.leads(part)]
+    def _leading(self) -> tuple[int, ...]:
+        return tuple(part for part in range(self._partitions) if self.store.leads(part))
+
+    def _changed(self) -> None:
+        self._led = self._leading()
+
+    def led(self) -> tuple[int, ...]:
+        """The storage partitions this node leads now (as of the last change the store told of)."""
+        return self._led
 
     def mint_here(self, fresh: bytes) -> bytes:
         """``fresh`` (the bytes a new invocation id is made of, ``core/ids.py``) with the partition key of
         an unkeyed call moved into a partition this node leads, so the call needs no hop; unchanged when
         it leads none. Bytes 10..18 are that key; they mean nothing for keyed targets."""
-        led = self.led()
+        led = self._led
         if not led:
             return fresh
         raw = int.from_bytes(fresh[10:18], "big")
         part = led[raw % len(led)]
-        key = key_in_partition(part, self.store.partition_of(_U64 - 1) + 1, raw)
+        key = key_in_partition(part, self._partitions, raw)
         return fresh[:10] + key.to_bytes(8, "big") + fresh[18:]
 
-    # ------------------------------------------------------------------------------ the others (database)
-    async def view(self, max_age_s: float | None = None) -> ClusterView | None:
-        """The cluster as read at most ``max_age_s`` ago (default: the refresh interval)."""
-        max_age = self.refresh_s if max_age_s is None else max_age_s
-        if time.monotonic() - self._read_at <= max_age:
-            return self._view
-        if self._reading is None:
-            self._reading = asyncio.Lock()
-        async with self._reading:  # one read at a time: the waiters share its answer
-            if time.monotonic() - self._read_at <= max_age:
-                return self._view
-            started = time.monotonic()
-            try:
-                self._view = await asyncio.to_thread(self.store.cluster)
-            except Exception as exc:  # the database fails: keep the last view, say why
-                log.warning("cannot read the cluster's nodes and leases: %s", exc)
-            self._read_at = started
-        return self._view
+    # ------------------------------------------------------------------------------ the others
+    def view(self) -> ClusterView | None:
+        """The cluster as the store's lease thread last read it (no I/O here)."""
+        return self.store.cluster()
 
     def suspect(self, node: str) -> None:
         """``node`` could not be reached: ask another (or it again, once the view is read again) meanwhile;
         a dead node's heartbeat stops, and its partitions' leases expire, within the lease TTL."""
         self._suspects[node] = time.monotonic() + self.refresh_s
-        self._read_at = float("-inf")
 
     async def leader(self, part: int | None, deadline: float | None = None) -> NodeInfo | None:
         """The alive node, other than this one, leading ``part`` (``None``: any partition, for a new
@@ -112,11 +99,10 @@ class Directory:
         :class:`NoLeader`."""
         if deadline is None:
             deadline = time.monotonic() + self.leader_wait_s
-        max_age: float | None = None
         while True:
             if part is not None and self.store.leads(part):
                 return None
-            view = await self.view(max_age)
+            view = self.view()
             found = self._pick(view, part) if view is not None else None
             if found is not None:
                 return found
@@ -128,7 +114,6 @@ class Directory:
                     503,
                     limits.retry_after_s,
                 )
-            max_age = 0.0  # read again: a new leader is what we wait for
             await asyncio.sleep(min(self.refresh_s / 2, left))
 
     def _usable(self, node: NodeInfo) -> bool:

@@ -73,7 +73,6 @@ FROM unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)
 WHERE e.part = mine.part AND e.epoch = mine.epoch
 RETURNING e.part
 """
-_HEARTBEAT = "UPDATE node SET heartbeat_at = now() WHERE name = %s"
 _RELEASE = """
 UPDATE partition_lease l SET expires_at = '-infinity'
 FROM unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)
