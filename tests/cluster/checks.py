@@ -26,7 +26,7 @@ from tests.cluster.load import Op
 SETTLE_S = 60.0  # after the load stops, how long every accepted invocation has to reach its result
 # A failover probe's client timeout, then it retries with the same idempotency key (as a client would): a
 # request forwarded to a paused leader waits as long as it stays paused (the forwarder has no read timeout)
-PROBE_ATTEMPT_S = 3.0
+PROBE_ATTEMPT_S = 8.0
 
 
 def _get(nodes: Sequence[Node], path: str, timeout_s: float, attempt_s: float = 10.0) -> httpx.Response:

