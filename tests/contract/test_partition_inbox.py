@@ -125,7 +125,8 @@ def test_a_deposed_leaders_take_is_refused_and_the_next_leader_gets_the_records(
             txn.send(ON_B, _notify(1), ON_A)
         txn = b.begin()
         assert txn.take_inbox(10) == [_notify(1)]
-        c.leases._acquire([1], force=True, own=False)  # C takes partition 1 over while B's batch is in flight
+        c.leases.claim = frozenset({1})  # C takes partition 1 over while B's batch is in flight
+        c.leases.start_up(force=True)
         try:
             with pytest.raises(NotLeader):
                 txn.commit()

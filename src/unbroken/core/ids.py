@@ -118,8 +118,8 @@ def partition_key_of(invocation_id: str) -> int:
 
 
 def partition_key_of_any(invocation_id: str) -> int:
-    """:func:`partition_key_of`, and for an id that is not one (tests name invocations freely) the key's
-    hash, so every id has one stable partition (as the PostgreSQL store places its rows)."""
+    """``partition_key_of``, except that an id that is not an invocation id (tests name invocations freely)
+    is hashed as a key, so every id has one stable partition (as the PostgreSQL store places its rows)."""
     try:
         return partition_key_of(invocation_id)
     except InvalidId:

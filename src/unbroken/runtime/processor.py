@@ -452,12 +452,12 @@ class Processor:
     # ------------------------------------------------------------------------------------ failures
     def _store_failed(self, batch: list[Record], exc: BaseException) -> None:
         """Nothing of ``batch`` was stored nor acknowledged: it goes back to the head of the queue."""
+        self._inbox_due = self._inbox_poll is not None  # what the batch took from the inbox is still there
         if isinstance(exc, PartitionLost):
             self._partition_lost(batch, exc)
             return
         first = self.store_error is None
         self.store_error = f"the store is failing: {exc}"
-        self._inbox_due = self._inbox_poll is not None  # what the batch took from the inbox is still there
         if first:
             self.on_store_failing()
         if len(batch) == 1:
@@ -487,7 +487,7 @@ class Processor:
         the batch was applied): that does not pass. Alone, the record is given up (its caller answered
         503, to retry where the partition is led; its partition's new leader recovers the rest from
         storage); in a batch, the records go one per transaction, so the others commit."""
-        if len(batch) > 1:
+        if len(batch) != 1:  # (none: the batch applied records from the inbox only, which stay there)
             self._queue.extendleft(reversed(batch))
             self._suspects = len(batch)
             self._schedule()

@@ -177,10 +177,10 @@ class MemoryStore:
         return None  # one node's store: no leases
 
     def leads(self, part: int) -> bool:
-        return True  # one node's store: it leads its one partition for good
+        return self.led is None or part in self.led  # one node's store (None): it leads all for good
 
     def partition_of(self, partition_key: int) -> int:
-        return 0
+        return (partition_key * self.partitions) >> 64
 
     def cluster(self) -> ClusterView | None:
         return None

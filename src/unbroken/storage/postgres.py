@@ -250,7 +250,7 @@ class PostgresStore:
         return self.leases.leadership()
 
     def watch_inbox(self, wake: Callable[[], None]) -> bool:
-        self.inbox.listen(self.leases.led, wake)
+        self.inbox.listen(lambda: self.leases.leading, wake)
         return True  # other nodes may lead partitions (now or later): look in the inbox
 
     def leads(self, part: int) -> bool:
@@ -309,7 +309,7 @@ class PostgresTransaction(InboxTransaction):
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
         self.wrote_global = False  # a cluster-wide row (a deployment, a service override) was written
         self._open = True  # the pipeline
-        self.led = store.leases.led()  # as the batch starts: the fence has the last word
+        self.led = store.leases.leading  # as the batch starts: the fence has the last word
         self.all_led = len(self.led) == self.parts
         self.sent: set[int] = set()  # partitions this batch sent records to: NOTIFY after the commit
 
@@ -340,9 +340,9 @@ class PostgresTransaction(InboxTransaction):
         return key_partition(key, self.parts)
 
     def commit(self) -> None:
-        if not (
-            self.touched or self.wrote_global
-        ):  # it wrote nothing: nothing to fence (a node may lead none)
+        # it wrote nothing (a node may lead none): nothing to fence; a batch that sent records is fenced (by
+        # every led partition, if it wrote none): a deposed leader's message never lands
+        if not (self.touched or self.wrote_global or self.sent):
             try:
                 self.c.execute(b"COMMIT")
                 self._open = False
@@ -449,9 +449,9 @@ class PostgresTransaction(InboxTransaction):
         self._w(part, "DELETE FROM invocation WHERE part = %s AND id = %s", (part, invocation_id))
 
     def expired_invocations(self, now_ms: int, limit: int) -> list[str]:
-        rows = self._all(  # the led partitions' (another node's are its to clean)
+        rows = self._all(  # of the led partitions: the others' leaders clean theirs
             "SELECT id FROM invocation WHERE expires_at > 0 AND expires_at <= %s AND part = ANY(%s) LIMIT %s",
-            (now_ms, sorted(self.led), limit),
+            (now_ms, list(self.store.leases.leading), limit),
         )
         return [str(row[0]) for row in rows]
 

@@ -377,11 +377,6 @@ class Leases:
             )
             self._tell((), gone)
 
-    def led(self) -> frozenset[int]:
-        """The partitions this store leads now (its lease held, not being handed over; a self-fenced store
-        still lists them: its fence has the last word)."""
-        return self.leading
-
     def leadership(self) -> Leadership:
         """What this node leads now (none while it fences itself: it commits nothing) and the counts."""
         with self._lock:

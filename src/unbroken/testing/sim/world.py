@@ -24,7 +24,7 @@ from typing import Any
 
 from unbroken.core import actions as a
 from unbroken.core import records as r
-from unbroken.core.ids import partition_key_for_key, partition_key_of
+from unbroken.core.ids import partition_key_for_key, partition_key_of_any
 from unbroken.core.journal import Notification, Result, RunCommand
 from unbroken.core.schema import HandlerKind, OnMaxAttempts, RetryPolicy, Schemas
 from unbroken.runtime.faults import FaultPoints
@@ -442,7 +442,7 @@ class Cluster:
         record = make(0)
         invocation_id = getattr(record, "invocation_id", None)
         if invocation_id:
-            key = partition_key_of(invocation_id)
+            key = partition_key_of_any(invocation_id)
         elif isinstance(record, r.SetStateFromAdmin):
             key = partition_key_for_key(record.key)
         else:
