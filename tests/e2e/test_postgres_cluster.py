@@ -55,6 +55,12 @@ def _led(schema: str) -> dict[str, int]:
     return {str(node): int(count) for node, count in rows}
 
 
+def _nodes(schema: str) -> dict[str, tuple[str, str]]:
+    with psycopg.connect(pg.URL, autocommit=True) as conn:
+        rows = conn.execute(f"SELECT name, ingress_url, admin_url FROM {schema}.node").fetchall()  # type: ignore[arg-type]
+    return {str(name): (str(ingress), str(admin)) for name, ingress, admin in rows}
+
+
 def _leader(schema: str, part: int) -> str | None:
     with psycopg.connect(pg.URL, autocommit=True) as conn:
         row = conn.execute(
@@ -100,6 +106,8 @@ def test_two_nodes_split_the_partitions_and_a_killed_ones_sleeper_wakes_on_the_o
         raise
     try:
         wait_until(lambda: _split(schema, {"a": 32, "b": 32}), 10, what="a 32/32 split")
+        # where each node listens, for the others to forward to (the ports it bound)
+        assert _nodes(schema) == {"a": (a.ingress, a.admin), "b": (b.ingress, b.admin)}
         key = _key_led_by(schema, "a", "nap")
         forwarded = b.call(f"/Sleeper/{key}/phase")  # led by a: b forwards it to a (cluster/forward.py)
         assert forwarded.status_code == 200, forwarded.text

@@ -75,9 +75,11 @@ class PartitionNotLed(EngineUnavailable):
     does, or nobody during a failover): nothing was accepted. The ingress forwards it to the leader, or
     answers 503 with Retry-After."""
 
-    def __init__(self, part: int, node: str) -> None:
-        super().__init__(f"partition {part} is not led by node {node} now; retry later")
+    def __init__(self, part: int, node: str, leader: str | None = None) -> None:
+        by = f"it is led by node {leader}" if leader else "no node leads it now (a failover)"
+        super().__init__(f"partition {part} is not led by node {node} now ({by}); retry later")
         self.part = part
+        self.leader = leader
 
 
 def invariant(cond: object, msg: str) -> None:

@@ -258,9 +258,12 @@ class Node:
             return
         part = self.store.partition_of(key)
         if not self.store.leads(part):
-            raise PartitionNotLed(part, self.node_name())
+            view = self.store.cluster()
+            leader = None if view is None else view.leader_of(part)
+            raise PartitionNotLed(part, self.node_name(), None if leader is None else leader.name)
 
     def node_name(self) -> str:
+        """This node's name in a cluster (a leased store's), for messages."""
         return str(getattr(self.store, "node", "this node"))
 
     def forget(self, request_id: int) -> None:

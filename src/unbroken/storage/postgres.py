@@ -216,10 +216,12 @@ class PostgresStore:
         return self._reader.execute(query, params, binary=True).fetchall()
 
     def running_invocation_ids(self) -> list[str]:
-        return [
-            str(row[0])
-            for row in self._read("SELECT id FROM invocation WHERE status = 'running' ORDER BY seq")
-        ]
+        # the led partitions' only: those this node recovers (the others' leaders recover theirs)
+        rows = self._read(
+            "SELECT id FROM invocation WHERE status = 'running' AND part = ANY(%s) ORDER BY seq",
+            (list(self.leases.leading),),
+        )
+        return [str(row[0]) for row in rows]
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
         rows = self._read("SELECT service, data FROM service_override")

@@ -210,6 +210,9 @@ class Leases:
                     self.renewal_failures += 1
                 log.warning("could not renew the partition leases: %s", exc)
                 self._drop_conn()
+            except Exception:  # a bug: the thread must go on (without it the node fences itself for good)
+                log.exception("the lease thread's round failed")
+                self._drop_conn()
 
     def _read_view(self) -> ClusterView:
         rows = self._execute(_NODES, ())
@@ -312,11 +315,11 @@ class Leases:
         self._tell((), parts)
 
     def _release(self, parts: list[int]) -> None:
-        with self._lock:
-            epochs = [self.epochs[p] for p in parts]
         # Epochs first: a batch fenced from now on is refused for these; one already fenced holds the
         # rows' locks, so whoever claims them next waits for its COMMIT.
         with self._lock:
+            parts = [p for p in parts if p in self.epochs]  # not those taken meanwhile (``mark_lost``)
+            epochs = [self.epochs[p] for p in parts]
             for part in parts:
                 self.epochs.pop(part, None)
                 self.releasing.discard(part)
