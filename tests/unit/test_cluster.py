@@ -3,6 +3,7 @@ the pinned claim option, the ``GET /cluster`` document and the CLI's partition r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from unbroken.admin.cluster import cluster_json, single_node_view
 from unbroken.cli.cluster import ranges
-from unbroken.cluster.directory import Directory, key_in_partition
+from unbroken.cluster.directory import Directory, NoLeader, key_in_partition
 from unbroken.config import ConfigError, load_config
 from unbroken.core.ids import InvocationId, awakeable_id, idempotent_invocation_id, partition_key_for_key
 from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
@@ -115,3 +116,44 @@ def test_the_cluster_document_counts_the_partitions_each_node_leads() -> None:
 def test_ranges_print_partition_numbers_compactly() -> None:
     assert ranges([7, 0, 1, 2, 3, 9, 10]) == "0-3, 7, 9-10"
     assert ranges([]) == ""
+
+
+class _Viewed(_Leads):
+    """A store whose cluster view the test sets (the lease thread's last read)."""
+
+    def __init__(self, led: set[int]) -> None:
+        super().__init__(led)
+        self.view: ClusterView | None = None
+
+    def cluster(self) -> ClusterView | None:
+        return self.view
+
+
+def _view(leader: str | None, alive: bool = True) -> ClusterView:
+    nodes = (
+        NodeInfo("a", "http://a", "http://a:9070", 0.1, True),
+        NodeInfo("b", "http://b", "http://b:1", 0, alive),
+    )
+    return ClusterView(64, nodes, tuple(PartitionLeader(p, leader, 1, 3.0) for p in range(64)))
+
+
+async def test_the_leader_of_a_partition_and_the_wait_for_one() -> None:
+    store = _Viewed({0})
+    directory = Directory(store, "a", refresh_s=0.02, leader_wait_s=0.2)
+    assert await directory.leader(0) is None  # led here
+    store.view = _view("b")
+    leader = await directory.leader(5)
+    assert leader is not None and leader.name == "b"
+    directory.suspect("b")  # it refused the connection: not asked again until the view is looked at again
+    store.view = _view("b", alive=False)  # its heartbeat stopped: nobody leads 5 until a takeover
+    with pytest.raises(NoLeader):
+        await directory.leader(5)
+
+    async def takeover() -> None:
+        await asyncio.sleep(0.05)
+        store.view = _view("b")
+
+    task = asyncio.ensure_future(takeover())
+    leader = await directory.leader(5)  # waits for the new leader, within the bound
+    assert leader is not None and leader.name == "b"
+    await task

@@ -90,7 +90,12 @@ class Directory:
     def suspect(self, node: str) -> None:
         """``node`` could not be reached: ask another (or it again, once the view is read again) meanwhile;
         a dead node's heartbeat stops, and its partitions' leases expire, within the lease TTL."""
-        self._suspects[node] = time.monotonic() + self.refresh_s
+        now = time.monotonic()
+        if len(self._suspects) >= limits.cluster_suspects_max:  # one per node: only a long-gone node's stay
+            self._suspects = {name: until for name, until in self._suspects.items() if until > now}
+            if len(self._suspects) >= limits.cluster_suspects_max:
+                self._suspects.clear()  # forgetting only means asking a node again
+        self._suspects[node] = now + self.refresh_s
 
     async def leader(self, part: int | None, deadline: float | None = None) -> NodeInfo | None:
         """The alive node, other than this one, leading ``part`` (``None``: any partition, for a new

@@ -140,6 +140,7 @@ cluster_leader_wait_s = 6.0
 # A node that could not be reached is passed over this long; a request waiting for a leader looks again
 # every half of it (the leases themselves are read by the lease thread, every pg_lease_poll_interval_s).
 cluster_view_refresh_s = 0.5
+cluster_suspects_max = 256  # nodes remembered as unreachable (for cluster_view_refresh_s each)
 cluster_schema_poll_s = 1.0  # PATCH /services and deployments applied by another node are read this often
 
 # CLI
