@@ -45,8 +45,15 @@ class UnbrokenTarget:
     name = "unbroken"
     services = BENCH_DIR / "services.py"  # what ``unbroken serve`` runs
 
-    def __init__(self, workdir: Path, fsync: bool = True, store_url: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        fsync: bool = True,
+        store_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.env = dict(env or {})  # settings of this process (bench/cluster.py: node name, lease wait)
         self.data_dir = workdir / "data"
         self.log_path = workdir / "server.log"
         self.fsync = fsync
@@ -61,9 +68,11 @@ class UnbrokenTarget:
     def ingress_url(self) -> str:
         return f"http://{self.host}:{self.ingress_port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, wait: bool = True) -> None:
+        """Start the process; ``wait``: until a first call succeeds (a standby answers nothing until then)."""
         # Only the defaults count: drop any UNBROKEN_/RESTATE_ setting inherited from the environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("UNBROKEN_", "RESTATE_"))}
+        env.update(self.env)
         if not self.fsync:
             env["UNBROKEN_STORAGE__FSYNC"] = "false"
         if self.store_url is not None:
@@ -85,6 +94,8 @@ class UnbrokenTarget:
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if not wait:
+            return
         deadline = t0 + timeout
         health = first_call = None
         while first_call is None:

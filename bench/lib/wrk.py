@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -77,6 +78,43 @@ def _lua_str(s: str) -> str:
 
 
 def run_wrk(target: HasIngress, script: Path, conns: int, seconds: int, timeout_s: int) -> dict[str, Any]:
+    """One wrk run against the target's ingress; a target of several nodes (``ingress_urls``, bench/cluster.py)
+    gets one wrk per node at once, the connections split between them, and the summaries merged."""
+    urls: list[str] = list(getattr(target, "ingress_urls", None) or [target.ingress_url])
+    if len(urls) == 1:
+        return _wrk_one(urls[0], script, conns, seconds, timeout_s)
+    shares = [conns // len(urls) + (1 if i < conns % len(urls) else 0) for i in range(len(urls))]
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        parts = list(
+            pool.map(
+                lambda u_c: _wrk_one(u_c[0], script, u_c[1], seconds, timeout_s),
+                zip(urls, shares, strict=True),
+            )
+        )
+    return merge_wrk(parts)
+
+
+def merge_wrk(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts add up; the duration is the longest; a percentile is the request-weighted mean of the parts'
+    (exact only when they are alike, as wrk's histograms are not kept) and the max is the max."""
+    total = sum(p["requests"] for p in parts) or 1
+    merged: dict[str, Any] = {k: v for k, v in parts[0].items() if not isinstance(v, (int, float))}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if not all(isinstance(v, (int, float)) for v in values):
+            continue
+        if key in ("duration_us", "max_us"):
+            merged[key] = max(values)
+        elif key.startswith("p") and key.endswith("_us") or key == "mean_us":
+            merged[key] = sum(p[key] * p["requests"] for p in parts) / total
+        else:
+            merged[key] = sum(values)
+    merged["first_bad"] = next((p["first_bad"] for p in parts if p.get("first_bad")), "")
+    merged["parts"] = len(parts)
+    return merged
+
+
+def _wrk_one(url: str, script: Path, conns: int, seconds: int, timeout_s: int) -> dict[str, Any]:
     cmd = [
         "wrk",
         "-t1",
@@ -85,7 +123,7 @@ def run_wrk(target: HasIngress, script: Path, conns: int, seconds: int, timeout_
         f"--timeout={timeout_s}s",
         "-s",
         str(script),
-        target.ingress_url,
+        url,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out_b, err_b = proc.communicate(timeout=seconds + timeout_s + 60)

@@ -86,6 +86,8 @@ class Config:
     store_lease_wait_ms: int = 10_000
     # PostgreSQL: only what distributed SQL offers (serializable batches, 40001 retried, no NOTIFY)
     store_strict: bool = False
+    # the partitions this node leads, pinned ("0-31,40"); None: its share of them (tests, operators)
+    store_claim: tuple[int, ...] | None = None
 
     @property
     def ingress_host_port(self) -> tuple[str, int]:
@@ -168,6 +170,24 @@ def _p_node_name(value: object) -> str | None:
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise _BadValue(f"a node name (1 to 200 characters), got {value!r}")
     return value.strip()
+
+
+def _p_claim(value: object) -> tuple[int, ...] | None:
+    """``"0-31,40"`` (or a list of numbers): the partitions a node leads, pinned."""
+    if value is None:
+        return None
+    expected = f"partition numbers like '0-31,40', got {value!r}"
+    if isinstance(value, list) and all(isinstance(v, int) and v >= 0 for v in value):
+        return tuple(sorted(set(value)))
+    if not isinstance(value, str):
+        raise _BadValue(expected)
+    out: set[int] = set()
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        first, _, last = item.partition("-")
+        if not first.isdigit() or not (last or first).isdigit() or int(last or first) < int(first):
+            raise _BadValue(expected)
+        out.update(range(int(first), int(last or first) + 1))
+    return tuple(sorted(out))
 
 
 def _p_token(value: object) -> str | None:
@@ -412,6 +432,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("node_name", (("node-name",),), _p_node_name),
     _Setting("store_lease_wait_ms", (("store", "lease-wait"),), _p_duration),
     _Setting("store_strict", (("store", "strict"),), _p_bool),
+    _Setting("store_claim", (("store", "claim"),), _p_claim),
 )
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Config))

@@ -33,7 +33,7 @@ from unbroken.runtime.node import Node
 from unbroken.runtime.startup import StartupError, bind_listeners, lock_data_dir
 from unbroken.sdk import log_records, tracing
 from unbroken.sdk.app import App
-from unbroken.wiring import advertise, build_from_config, read_model
+from unbroken.wiring import advertise, build_from_config, cluster_parts, read_model
 
 log = logging.getLogger("unbroken")
 
@@ -171,7 +171,14 @@ async def run(
     )
     conns = connections_max(raise_open_file_limit())
     return_large_blocks_to_the_os()
-    ingress_app = IngressApp(engine, config.request_size_limit_bytes, token=config.ingress_token)
+    admin_url = _url(admin_bind)
+    clustered = cluster_parts(store, engine)
+    forwarder = clustered[0] if clustered is not None else None
+    if clustered is not None:
+        clustered[1].start()
+    ingress_app = IngressApp(
+        engine, config.request_size_limit_bytes, token=config.ingress_token, cluster=forwarder
+    )
     ingress = _uvicorn(
         ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n", conns
     )
@@ -182,6 +189,9 @@ async def run(
         f"http://{ingress_bind[0]}:{ingress_bind[1]}/",
         body_limit_bytes=config.request_size_limit_bytes,
         token=config.admin_token,
+        cluster=forwarder,
+        node_name=forwarder.node if forwarder is not None else (config.node_name or socket.gethostname()),
+        admin_url=admin_url,
     )
     admin = _uvicorn(admin_app, admin_bind, _admin_error, conns=conns)
     loop = asyncio.get_running_loop()
@@ -214,6 +224,9 @@ async def run(
     try:
         await serving
     finally:
+        if clustered is not None:
+            await clustered[1].stop()
+            await clustered[0].aclose()
         await engine.stop()
         admin_app.close()
         store.close()

@@ -16,6 +16,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from unbroken.cluster.directory import Directory
+from unbroken.cluster.forward import Forwarder
+from unbroken.cluster.schemas import SchemaFollower
 from unbroken.config import Config
 from unbroken.core.read_model import NoStoreError, ReadModel
 from unbroken.core.schema import (
@@ -143,6 +146,7 @@ def open_store(config: Config, faults: FaultPoints = NO_FAULTS) -> Store:
             lease_wait_s=config.store_lease_wait_ms / 1000,
             strict=config.store_strict,
             conflict_rate=faults.rate("pg.commit", "40001"),
+            claim=config.store_claim,
         )
     except (StoreError, StoreVersionError, ValueError) as exc:
         raise StartupError(f"cannot use the PostgreSQL store: {exc}") from None
@@ -156,6 +160,18 @@ def advertise(store: Store, ingress_url: str, admin_url: str) -> None:
 
     if isinstance(store, PostgresStore):
         store.advertise(ingress_url, admin_url)
+
+
+def cluster_parts(store: Store, node: Node) -> tuple[Forwarder, SchemaFollower] | None:
+    """For a store several nodes share (PostgreSQL): the forwarder of requests to other partitions'
+    leaders and the follower of schema changes another node applied. None for a store of one node (SQLite,
+    memory): nothing is forwarded, nothing polled."""
+    if store.cluster() is None:
+        return None
+    from unbroken.storage.postgres import PostgresStore
+
+    name = store.node if isinstance(store, PostgresStore) else ""
+    return Forwarder(Directory(store, name)), SchemaFollower(store, node.serve_deployments)
 
 
 def read_model(store: Store) -> ReadModel:

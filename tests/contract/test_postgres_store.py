@@ -11,8 +11,10 @@ import psycopg
 import pytest
 
 from tests import pg
+from tests.contract.test_store import _inv
 from unbroken.core import journal as j
 from unbroken.core.errors import TransactionConflict
+from unbroken.core.invocation import Status
 from unbroken.core.storage import NotLeader, StoreError, TimerKind
 from unbroken.storage.postgres import PostgresStore
 from unbroken.storage.postgres_schema import SCHEMA_VERSION, StoreVersionError, invocation_partition
@@ -217,6 +219,21 @@ def test_a_timer_of_a_partition_not_led_here_is_not_read_nor_fired(url: str) -> 
             assert txn.get_timer(timer_id) is None  # the leader of partition 3 fires it
         assert b.timers_after(None, 10) == []  # b's timer window: its partitions' timers only
         assert [t.timer_id for t in b.timers()] == [timer_id]  # the tools see every timer
+    finally:
+        b.close()
+
+
+def test_a_node_recovers_the_running_invocations_of_the_partitions_it_leads_only(url: str) -> None:
+    a = PostgresStore(url, partitions=4, node="a")
+    ids = [_key_in(part, 4) for part in range(4)]
+    with a.transaction() as txn:
+        for inv_id in ids:
+            txn.put_invocation(_inv(inv_id, Status.RUNNING))
+    assert sorted(a.running_invocation_ids()) == sorted(ids)
+    a.close()
+    b = PostgresStore(url, partitions=4, node="b", claim={1, 3})
+    try:
+        assert sorted(b.running_invocation_ids()) == sorted([ids[1], ids[3]])
     finally:
         b.close()
 

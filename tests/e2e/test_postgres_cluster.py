@@ -55,6 +55,12 @@ def _led(schema: str) -> dict[str, int]:
     return {str(node): int(count) for node, count in rows}
 
 
+def _nodes(schema: str) -> dict[str, tuple[str, str]]:
+    with psycopg.connect(pg.URL, autocommit=True) as conn:
+        rows = conn.execute(f"SELECT name, ingress_url, admin_url FROM {schema}.node").fetchall()  # type: ignore[arg-type]
+    return {str(name): (str(ingress), str(admin)) for name, ingress, admin in rows}
+
+
 def _leader(schema: str, part: int) -> str | None:
     with psycopg.connect(pg.URL, autocommit=True) as conn:
         row = conn.execute(
@@ -100,8 +106,12 @@ def test_two_nodes_split_the_partitions_and_a_killed_ones_sleeper_wakes_on_the_o
         raise
     try:
         wait_until(lambda: _split(schema, {"a": 32, "b": 32}), 10, what="a 32/32 split")
+        # where each node listens, for the others to forward to (the ports it bound)
+        assert _nodes(schema) == {"a": (a.ingress, a.admin), "b": (b.ingress, b.admin)}
         key = _key_led_by(schema, "a", "nap")
-        refused = b.call(f"/Sleeper/{key}/phase")  # led by a: b refuses it at once, nothing accepted
+        forwarded = b.call(f"/Sleeper/{key}/phase")  # led by a: b forwards it to a (cluster/forward.py)
+        assert forwarded.status_code == 200, forwarded.text
+        refused = b.call(f"/Sleeper/{key}/phase", headers={"x-unbroken-forwarded": "z"})  # never twice
         assert refused.status_code == 503 and "retry-after" in refused.headers, refused.text
         inv = send(a, f"/Sleeper/{key}/nap/send", {"dir": str(tmp_path), "seconds": 3})
         wait_until(lambda: query(a, f"/Sleeper/{key}/phase") == "sleeping", 10, what="the sleep to be stored")

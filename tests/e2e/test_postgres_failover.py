@@ -103,7 +103,7 @@ def test_a_paused_leader_is_fenced_by_the_epoch_when_it_wakes(tmp_path: Path, ur
         leader.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
         # Woken, the old leader learns its leases were taken: nothing it commits for them lands.
         wait_until(
-            lambda: "are no longer led by node a" in leader.log(), 10, what="the old leader to learn it"
+            lambda: "no longer led by node a" in leader.log(), 10, what="the old leader to learn it lost"
         )
         (tmp_path / "go").touch()  # both executions may finish: the old leader's too
         result = _attach_anywhere([standby, leader], inv)

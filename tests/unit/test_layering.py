@@ -260,3 +260,9 @@ def test_shared_http_plumbing_stays_below_the_apps() -> None:
         )
         == []
     )
+
+
+def test_cluster_builds_only_on_core_and_http() -> None:
+    """Forwarding between nodes (``cluster/``) sees the store through ``core.storage``'s seam only: the
+    ingress and the admin API use it without reaching storage, and the composition root wires it."""
+    assert _only("cluster", {"unbroken.core", "unbroken.http", "unbroken.cluster"}) == []

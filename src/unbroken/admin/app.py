@@ -21,10 +21,12 @@ import orjson
 
 from unbroken.admin import deployments as deps
 from unbroken.admin import services as svcs
+from unbroken.admin.cluster import WRITES, ClusterRoutes, forward_write
 from unbroken.admin.explain import explain
 from unbroken.admin.openapi import openapi_document
 from unbroken.admin.operator import OperatorRoutes
 from unbroken.admin.routes import PUBLIC_ROUTES, match, split_path
+from unbroken.cluster.forward import Forwarder, ResponseBroken
 from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
@@ -96,7 +98,7 @@ def _bad_field(field: str, reason: str) -> HttpError:
     return HttpError(400, f"The request field '{field}' is invalid. Reason: {reason}")
 
 
-class AdminApp(OperatorRoutes):
+class AdminApp(OperatorRoutes, ClusterRoutes):
     """The admin API of ``engine``. It reads the store only through ``reads`` (explain, state, ``/query``)
     and changes it only with records (``ModifyService``, ``SetStateFromAdmin``, the invocation controls)."""
 
@@ -109,8 +111,14 @@ class AdminApp(OperatorRoutes):
         *,
         body_limit_bytes: int = BODY_LIMIT_BYTES,
         token: str | None = None,
+        cluster: Forwarder | None = None,
+        node_name: str = "",
+        admin_url: str = "",
     ) -> None:
         self.engine = engine
+        self.cluster = cluster  # a store shared by several nodes: writes go to their partition's leader
+        self.node_name = node_name
+        self.admin_url = admin_url
         self.reads = reads
         self.body_limit = body_limit_bytes
         self.token = token  # when set, every route but /health needs ``authorization: Bearer <token>``
@@ -132,10 +140,11 @@ class AdminApp(OperatorRoutes):
         except HttpError as exc:
             extra = UNAUTHORIZED_HEADERS if exc.status == 401 else None
             await respond_json(send, exc.status, {"message": exc.message, "restate_code": None}, extra)
-        except EngineUnavailable as exc:  # the partition stopped: nothing was accepted
-            await respond_json(send, exc.status, {"message": exc.message, "restate_code": None})
-        except ClientDisconnected:
-            return  # nobody to answer, nothing done
+        except EngineUnavailable as exc:  # the partition stopped, or has no leader: nothing was accepted
+            retry = [(b"retry-after", str(exc.retry_after_s).encode())]
+            await respond_json(send, exc.status, {"message": exc.message, "restate_code": None}, retry)
+        except (ClientDisconnected, ResponseBroken):
+            return  # nobody to answer, nothing done; or the leader failed mid-answer: the connection closes
         except Exception:
             log.exception("admin request failed: %s %s", scope.get("method"), scope.get("path"))
             await respond_json(send, 500, {"message": "internal error", "restate_code": None})
@@ -158,6 +167,13 @@ class AdminApp(OperatorRoutes):
             allowed = ", ".join(sorted(found.methods))
             raise HttpError(405, f"method {method} not allowed on {found.template} (allowed: {allowed})")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        if self.cluster is not None and name in WRITES:
+            forwarded = await forward_write(
+                self.cluster, name, found.params, scope, receive, send, self.body_limit
+            )
+            if forwarded is None:
+                return  # the leader answered
+            receive = forwarded
         handler: Callable[[Request], Awaitable[None]] = getattr(self, name)
         await handler(Request(scope, receive, send, found.params, query, self.body_limit))
 

@@ -40,6 +40,7 @@ ROUTES: dict[str, dict[str, str]] = {
 # page; they hold no data): the page asks for the token and sends it on every API call.
 OPERATOR_ROUTES: dict[str, dict[str, str]] = {
     "/metrics": {"GET": "metrics"},
+    "/cluster": {"GET": "cluster_status"},
     "/ui": {"GET": "ui_page"},
     "/ui/{asset}": {"GET": "ui_asset"},
 }

@@ -19,6 +19,7 @@ Operating a running server (over its admin API and ingress, see ``invocations.py
     unbroken awakeables resolve|reject ID ...
     unbroken sql "SELECT ..."
     unbroken deployments register|list|describe|remove ...
+    unbroken cluster status                       # nodes sharing the store, partitions each leads
 
 Start-up time matters, so this module imports only typer at import time; the
 config loader, app loader, the runtime, the HTTP client and rich are imported
@@ -303,7 +304,7 @@ def dev(
 
 
 def _add_operator_commands() -> None:
-    from unbroken.cli import calls, deployments, explain, invocations, replay, services, state
+    from unbroken.cli import calls, cluster, deployments, explain, invocations, replay, services, state
 
     cli.command("invoke")(calls.invoke)
     invocations.app.command("export")(replay.export)
@@ -315,6 +316,7 @@ def _add_operator_commands() -> None:
     cli.add_typer(calls.awakeables, name="awakeables")
     cli.command("sql")(explain.sql)
     cli.add_typer(deployments.app, name="deployments")
+    cli.add_typer(cluster.app, name="cluster")
 
 
 _add_operator_commands()

@@ -145,6 +145,18 @@ pg_invocation_cache_rows_max = 10_000
 # past this many rows in all, the query is refused rather than copying the database.
 pg_query_rows_copied_max = 200_000
 
+# Many nodes on one store (cluster/): requests for a partition led by another node are proxied to it
+cluster_forward_connections_max = 64  # connections a node keeps to the other nodes, all together
+cluster_forward_connect_timeout_s = 2.0  # to open one connection to the leader
+# While no node leads a request's partition (a failover), wait this long for one before answering 503:
+# longer than a lease's TTL, so a dead leader's partitions are taken over within it.
+cluster_leader_wait_s = 6.0
+# A node that could not be reached is passed over this long; a request waiting for a leader looks again
+# every half of it (the leases themselves are read by the lease thread, every pg_lease_poll_interval_s).
+cluster_view_refresh_s = 0.5
+cluster_suspects_max = 256  # nodes remembered as unreachable (for cluster_view_refresh_s each)
+cluster_schema_poll_s = 1.0  # PATCH /services and deployments applied by another node are read this often
+
 # CLI
 # Rows `unbroken invocations` counts past its page; beyond, it says "more than" (counting a million rows is not
 # worth the wait).
@@ -184,3 +196,6 @@ assert timers_in_memory_max >= 1  # the window holds the earliest timer, or no t
 assert clean_expired_batch_max >= 1 and clean_expired_interval_ms > 0
 assert 0 < pg_lease_renew_interval_s < pg_lease_ttl_s - pg_lease_self_fence_margin_s  # renewed before fenced
 assert pg_lease_self_fence_margin_s > 0 and pg_lease_acquire_wait_s > pg_lease_ttl_s
+# a request outlasts a dead leader's lease, the poll that sees it expired and the one that sees a new leader
+assert cluster_leader_wait_s > pg_lease_ttl_s + 2 * pg_lease_poll_interval_s + cluster_view_refresh_s
+assert cluster_forward_connections_max >= 1 and cluster_schema_poll_s > 0

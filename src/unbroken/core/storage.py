@@ -300,7 +300,8 @@ class Store(Protocol):
         ...
 
     def running_invocation_ids(self) -> list[str]:
-        """Invocations an attempt was running for when the process stopped, oldest first."""
+        """Invocations an attempt was running for when the process stopped, oldest first (a store shared by
+        several nodes: of the partitions this node leads)."""
         ...
 
     def service_overrides(self) -> dict[str, ServiceOverride]:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import quote, unquote
 
+from unbroken.cluster.forward import Forwarder, ResponseBroken, replay
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
@@ -40,6 +41,7 @@ from unbroken.ingress.requests import (
     awakeable_response,
     error_response,
     exception_response,
+    partition_key_of,
     reply_response,
     resolve_record,
     route_request,
@@ -58,9 +60,15 @@ _SHUTTING_DOWN = "the server is shutting down: the invocation goes on, attach to
 
 class IngressApp:
     def __init__(
-        self, engine: Node, body_limit_bytes: int = limits.request_body_bytes_max, token: str | None = None
+        self,
+        engine: Node,
+        body_limit_bytes: int = limits.request_body_bytes_max,
+        token: str | None = None,
+        cluster: Forwarder | None = None,
     ) -> None:
         self.engine = engine
+        # a store shared by several nodes: requests for partitions led elsewhere are proxied to their leader
+        self.cluster = cluster
         self.body_limit = body_limit_bytes
         self._random = engine.entropy  # injected per node: the simulator seeds it
         self.token = (
@@ -88,8 +96,8 @@ class IngressApp:
             await _write(send, exception_response(exc))
         except BodyTooLarge:
             await _error(send, 413, f"request body too large: the limit is {self.body_limit} bytes")
-        except ClientDisconnected:
-            return  # nobody to answer, nothing done
+        except (ClientDisconnected, ResponseBroken):
+            return  # nobody to answer, nothing done; or the leader failed mid-answer: the connection closes
         except Exception:
             log.exception("ingress request failed: %s %s", scope.get("method"), scope.get("path"))
             await _error(send, 500, "internal error")
@@ -106,6 +114,11 @@ class IngressApp:
             )
         request = Request(scope["method"], path, scope.get("query_string", b""), scope["headers"])
         route = route_request(request, self.engine.schemas)
+        if self.cluster is not None and route.kind is not RouteKind.HEALTH:
+            here = await self._forward(self.cluster, scope, receive, send, request, route)
+            if here is None:
+                return  # the leader answered
+            receive = here
         kind = route.kind
         if kind is _INVOKE:  # first: the call the hot path takes
             await self._invoke(scope, receive, send, request, route)
@@ -138,7 +151,44 @@ class IngressApp:
     ) -> Submission:
         """Read and check the request; the body is referenced by the submission only from here on."""
         body = await read_body(scope, receive, self.body_limit, charge)
-        return submission(request, route, body, self.engine.clock.now_ms(), self._random.take(FRESH_BYTES))
+        fresh = self._random.take(FRESH_BYTES)
+        if self.cluster is not None:  # a new unkeyed call: its id in a partition led here, no hop
+            fresh = self.cluster.directory.mint_here(fresh)
+        return submission(request, route, body, self.engine.clock.now_ms(), fresh)
+
+    # ------------------------------------------------------------------------------- forwarding
+    async def _forward(
+        self, cluster: Forwarder, scope: Scope, receive: Receive, send: Send, request: Request, route: Route
+    ) -> Receive | None:
+        """Proxy the request to the node leading its partition if another one does: None when answered,
+        else the ``receive`` to read the request from here (its body may have been read already)."""
+        directory = cluster.directory
+        key = partition_key_of(request, route)
+        part: int | None = None
+        if key is None:  # a new unkeyed call: minted here if this node leads any partition
+            if directory.led():
+                return receive
+        else:
+            part = directory.partition_of(key)
+            if directory.leads(part):
+                return receive
+        cluster.refuse_second_hop(scope, part)
+        with self.budget.reserve() as reservation:
+            body = await read_body(scope, receive, self.body_limit, reservation.charge)
+            # waits for a leader during a failover (bounded); False: this node leads it now
+            proxy = asyncio.ensure_future(cluster.forward(scope, body, send, part, "ingress"))
+            unwatch = _watch_disconnect(scope, receive, lambda: None if proxy.cancel() else None)
+            try:
+                if not await proxy:
+                    return replay(body, receive)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                raise ClientDisconnected() from None
+            finally:
+                unwatch()
+        return None
 
     def _request(self, make: Callable[[int], r.Record], receive: Receive) -> _Pending:
         ids: list[int] = []

@@ -21,7 +21,15 @@ from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.durations import InvalidDuration, format_rfc3339_ms, format_rfc3339_nanos, parse_delay_ms
 from unbroken.core.errors import EngineUnavailable, violated
-from unbroken.core.ids import FRESH_ID_BYTES, InvalidId, invocation_id_for, parse_awakeable_id
+from unbroken.core.ids import (
+    FRESH_ID_BYTES,
+    InvalidId,
+    InvocationId,
+    idempotent_invocation_id,
+    invocation_id_for,
+    parse_awakeable_id,
+    partition_key_for_key,
+)
 from unbroken.core.journal import FIRST_AWAKEABLE_SIGNAL, Failure, Header, Result
 from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, Target
 from unbroken.http.asgi import UNAUTHORIZED_HEADERS, HttpError
@@ -34,7 +42,8 @@ Response = tuple[int, Headers, bytes]  # status, headers (content-length is adde
 # What one request takes from the entropy source: the id's fresh bytes, then 8 for the handler's seed.
 FRESH_BYTES = FRESH_ID_BYTES + 8
 
-_SKIP_HEADERS = {b"connection", b"host", b"idempotency-key", b"idempotency-expires"}
+# x-unbroken-forwarded: set by the node that proxied the request here (cluster/forward.py), not the caller's
+_SKIP_HEADERS = {b"connection", b"host", b"idempotency-key", b"idempotency-expires", b"x-unbroken-forwarded"}
 _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 _JSON = b"application/json"
 
@@ -88,6 +97,30 @@ def route_request(request: Request, schemas: Schemas) -> Route:
             raise HttpError(405, "method not allowed: awakeables are resolved with POST")
         awakeable_signal(route)
     return route
+
+
+def partition_key_of(request: Request, route: Route) -> int | None:
+    """The u64 partition key of the invocation a routed request concerns, known before its body is read
+    (a cluster forwards it to the partition's leader); None for a new call of an unkeyed service without an
+    idempotency key (its id is minted where it is accepted), and for an id that does not parse (the node
+    called answers the 400 itself)."""
+    try:
+        if route.kind is RouteKind.INVOKE:
+            target = route.target
+            assert target is not None, "an invoke route has a target"
+            if target.key is not None:
+                return partition_key_for_key(target.key)
+            idem = request.header(b"idempotency-key")
+            if not idem:
+                return None
+            return InvocationId.parse(idempotent_invocation_id(target, idem)).partition_key
+        if route.kind is RouteKind.AWAKEABLE and route.awakeable_id is not None:
+            return parse_awakeable_id(route.awakeable_id)[0].partition_key
+        if route.invocation_id is not None:  # attach, output
+            return InvocationId.parse(route.invocation_id).partition_key
+    except InvalidId:
+        return None
+    return None
 
 
 # ----------------------------------------------------------------------------------------- invoke
@@ -407,6 +440,7 @@ __all__ = [
     "awakeable_signal",
     "error_response",
     "exception_response",
+    "partition_key_of",
     "path_of",
     "reply_response",
     "resolve_record",

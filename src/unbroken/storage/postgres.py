@@ -278,10 +278,12 @@ class PostgresStore:
         return self._reader.execute(query, params, binary=True).fetchall()
 
     def running_invocation_ids(self) -> list[str]:
-        return [
-            str(row[0])
-            for row in self._read("SELECT id FROM invocation WHERE status = 'running' ORDER BY seq")
-        ]
+        # the led partitions' only: those this node recovers (the others' leaders recover theirs)
+        rows = self._read(
+            "SELECT id FROM invocation WHERE status = 'running' AND part = ANY(%s) ORDER BY seq",
+            (list(self.leases.leading),),
+        )
+        return [str(row[0]) for row in rows]
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
         rows = self._read("SELECT service, data FROM service_override")
@@ -427,6 +429,8 @@ class PostgresTransaction(InboxTransaction):
                 self.c.execute(b"COMMIT")
                 self._open = False
                 self.pipeline.__exit__(None, None, None)
+                if self.sent:  # inbox rows only (not fenced): their leaders still want the hint
+                    self.store.inbox.sent(self.sent)
             except psycopg.Error as exc:
                 self._close_pipeline()
                 self._rollback_quietly()

@@ -315,11 +315,11 @@ class Leases:
         self._tell((), parts)
 
     def _release(self, parts: list[int]) -> None:
-        with self._lock:
-            epochs = [self.epochs[p] for p in parts]
         # Epochs first: a batch fenced from now on is refused for these; one already fenced holds the
         # rows' locks, so whoever claims them next waits for its COMMIT.
         with self._lock:
+            parts = [p for p in parts if p in self.epochs]  # not those taken meanwhile (``mark_lost``)
+            epochs = [self.epochs[p] for p in parts]
             for part in parts:
                 self.epochs.pop(part, None)
                 self.releasing.discard(part)

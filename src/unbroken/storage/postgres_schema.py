@@ -146,7 +146,14 @@ def prepare(conn: psycopg.Connection[tuple[object, ...]], location: Location, pa
         try:
             with conn.transaction():
                 return _prepare(conn, location, partitions)
-        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
+        except (
+            psycopg.errors.UniqueViolation,
+            psycopg.errors.DuplicateObject,
+            psycopg.errors.DeadlockDetected,
+        ):
+            # DeadlockDetected: CREATE INDEX IF NOT EXISTS locks its table even when the index exists, and a
+            # running leader's batch may hold that table while waiting on one this DDL holds (a node joining
+            # a busy cluster died of it at start in tests/cluster): PostgreSQL aborts one side; retry ours
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")

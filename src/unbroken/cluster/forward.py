@@ -1,0 +1,179 @@
+"""Proxying a request to the node that leads its partition, and streaming the answer back.
+
+The caller's connection stays on the node it called: the request (method, path, query, headers, the body
+already read) goes to the leader's ingress or admin API with ``x-unbroken-forwarded: <this node>``, and the
+leader's answer (status, headers, body) is written back as it arrives. The leader does all the work: it
+routes, mints or derives the invocation id and answers, as if it had been called directly. A forwarded
+request is never forwarded again: a node that does not lead its partition answers 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+import httpx
+
+from unbroken.cluster.directory import Directory
+from unbroken.core import limits
+from unbroken.core.errors import EngineUnavailable
+from unbroken.core.storage import NodeInfo
+from unbroken.http.asgi import Receive, Scope, Send
+
+FORWARDED = b"x-unbroken-forwarded"
+# Hop-by-hop headers (RFC 9110 7.6.1) and the framing the proxy sets itself.
+_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        FORWARDED,
+    }
+)
+_LOST = (
+    "node {node}, which leads partition {part}, failed while answering ({why}): the request may have been "
+    "accepted or not. Retry it with the same idempotency-key header to get its one result"
+)
+
+
+class ResponseBroken(Exception):
+    """The leader failed after its answer had started: the caller's connection is closed mid-answer."""
+
+
+class Unreachable(EngineUnavailable):
+    """The leader could not be asked (connection refused, timed out): it never got the request."""
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that gives ``body`` again (already read), then what the connection says next."""
+    given = False
+
+    async def again() -> MutableMapping[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+class Forwarder:
+    """The HTTP client to the other nodes (one bounded pool) and the directory saying who leads what."""
+
+    def __init__(self, directory: Directory, client: httpx.AsyncClient | None = None) -> None:
+        self.directory = directory
+        self.client = client or httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=limits.cluster_forward_connections_max,
+                max_keepalive_connections=limits.cluster_forward_connections_max,
+            ),
+            # no read timeout: a call waits for its invocation's result as long as it takes, as it would
+            # on the leader itself; the caller's disconnect cancels it
+            timeout=httpx.Timeout(None, connect=limits.cluster_forward_connect_timeout_s),
+        )
+
+    @property
+    def node(self) -> str:
+        return self.directory.node
+
+    def refuse_second_hop(self, scope: Scope, part: int | None) -> None:
+        """A request another node forwarded here for a partition this node does not lead (it moved in
+        between): 503, no second hop; the caller's retry finds the leader."""
+        via = next((v for k, v in scope["headers"] if k == FORWARDED), None)
+        if via is not None:
+            what = f"partition {part}" if part is not None else "any partition"
+            raise EngineUnavailable(
+                f"node {self.node} does not lead {what} (the request was forwarded by "
+                f"{via.decode('latin-1')}): its leadership is moving, retry",
+                503,
+                limits.retry_after_s,
+            )
+
+    async def forward(
+        self,
+        scope: Scope,
+        body: bytes,
+        send: Send,
+        part: int | None,
+        api: Literal["ingress", "admin"],
+    ) -> bool:
+        """Proxy the request to the leader of ``part`` (None: any leader); False when this node leads it
+        now. A leader that cannot be reached (it never got the request) is asked again, or its successor,
+        until ``leader_wait_s`` has passed; then ``NoLeader``."""
+        directory = self.directory
+        deadline = time.monotonic() + directory.leader_wait_s
+        while True:
+            leader = await directory.leader(part, deadline)
+            if leader is None:
+                return False
+            try:
+                await self.proxy(scope, body, send, leader, part, api)
+                return True
+            except Unreachable:
+                directory.suspect(leader.name)
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(min(directory.refresh_s / 2, max(0.0, deadline - time.monotonic())))
+
+    async def proxy(
+        self,
+        scope: Scope,
+        body: bytes,
+        send: Send,
+        leader: NodeInfo,
+        part: int | None,
+        api: Literal["ingress", "admin"],
+    ) -> None:
+        """Send the request to ``leader``'s ``api`` and write its answer to ``send``. Raises
+        ``EngineUnavailable`` when nothing could be asked (503) or the leader failed before answering
+        (502), :class:`ResponseBroken` when it failed in the middle of its answer."""
+        base = leader.ingress_url if api == "ingress" else leader.admin_url
+        raw = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        url = base.rstrip("/") + raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP]
+        headers.append((FORWARDED, self.node.encode()))
+        request = self.client.build_request(scope["method"], url, headers=headers, content=body)
+        try:
+            response = await self.client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise Unreachable(  # it never got the request: nothing was accepted
+                f"node {leader.name}, which leads partition {part}, cannot be reached ({exc!r}): retry",
+                503,
+                limits.retry_after_s,
+            ) from None
+        except httpx.HTTPError as exc:
+            message = _LOST.format(node=leader.name, part=part, why=repr(exc))
+            raise EngineUnavailable(message, 502, limits.retry_after_s) from None
+        try:
+            await self._relay(response, send)
+        finally:
+            await response.aclose()
+
+    async def _relay(self, response: httpx.Response, send: Send) -> None:
+        out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]
+        length = response.headers.get("content-length")
+        if length is not None:
+            out.append((b"content-length", length.encode("latin-1")))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+        try:
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as exc:
+            raise ResponseBroken(str(exc)) from None
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+__all__ = ["FORWARDED", "Forwarder", "ResponseBroken", "Unreachable", "replay"]
