@@ -77,7 +77,9 @@ def test_send_accepts_and_runs(srv: Server) -> None:
     assert attached.json() == "fire and forget"
 
 
-@pytest.mark.parametrize(("delay", "delay_ms"), [("500ms", 500), ("300", 300)], ids=["friendly", "bare-ms"])
+@pytest.mark.parametrize(
+    ("delay", "delay_ms"), [("1500ms", 1500), ("1000", 1000)], ids=["friendly", "bare-ms"]
+)
 def test_delayed_send_does_not_run_before_the_delay(srv: Server, delay: str, delay_ms: int) -> None:
     key = unique_key()
     before_ms = time.time() * 1000
@@ -89,10 +91,14 @@ def test_delayed_send_does_not_run_before_the_delay(srv: Server, delay: str, del
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", body["executionTime"]), body
     execution_ms = _utc_ms(body["executionTime"])
     assert before_ms + delay_ms - 1 <= execution_ms <= time.time() * 1000 + delay_ms
-    # Not run yet: its output is not ready and it stamped nothing.
+    # Looked at before its execution time, it has not run: its output is not ready and it stamped nothing.
+    # (Whether these two requests finish before that time depends on the machine's load: their answers are
+    # only checked when they did; the stamp's time below checks the delay either way.)
     early = srv.get(f"/restate/invocation/{body['invocationId']}/output")
-    assert early.status_code == 470, early.text
-    assert srv.call(f"/Box/{key}/stamps").json() == []
+    early_stamps = srv.call(f"/Box/{key}/stamps").json()
+    if time.time() * 1000 < execution_ms:
+        assert early.status_code == 470, early.text
+        assert early_stamps == []
     done = srv.get(f"/restate/invocation/{body['invocationId']}/attach", timeout=10)
     assert done.status_code == 200, done.text
     stamps = srv.call(f"/Box/{key}/stamps").json()
