@@ -61,6 +61,7 @@ class Member:
     down_until: float | None = None  # monotonic: restart it then (None: running)
     paused_at: float | None = None  # database clock: SIGSTOPped then (None: not paused)
     waking: tuple[int, float, int, float] | None = None  # (pid, paused at, fence lines before, give up at)
+    paused_since_start: bool = False  # a pause while starting may cost it its connection: it exits 1
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Stats:
     pauses: int = 0
     fault_crashes: Tally[str] = field(default_factory=Tally)
     fenced_unseen: int = 0  # woken nodes that never logged a loss (nobody took over in time)
+    start_failures: int = 0  # paused while starting, their PostgreSQL connection ended: exited 1, restarted
 
     @property
     def kills(self) -> int:
@@ -81,6 +83,11 @@ def _fence_lines(node: Node) -> int:
     except OSError:
         return 0
     return len(re.findall(rf"no longer led by node {node.name}|node {node.name} leads no partition", text))
+
+
+def _store_refused(node: Node) -> bool:
+    """The node's last start ended with a clear message that it could not use the store."""
+    return "cannot use the PostgreSQL store" in node.log()[-2000:]
 
 
 class ClusterRun:
@@ -104,7 +111,7 @@ class ClusterRun:
         return [m.node for m in self.members if m.node.alive() and m.paused_at is None]
 
     def start(self, m: Member, armed: str | None) -> None:
-        m.armed, m.down_until = armed, None
+        m.armed, m.down_until, m.paused_since_start = armed, None, False
         m.node.start(extra_env={"UNBROKEN_FAULTS": f"{armed}:crash"} if armed else None, wait=False)
 
     def died(self, m: Member, at: float) -> None:
@@ -138,6 +145,10 @@ class ClusterRun:
                     self.stats.fault_crashes[m.armed] += 1
                     self.died(m, pg_now())
                     m.down_until = now + self.down_time()
+                elif proc.returncode == 1 and m.paused_since_start and _store_refused(m.node):
+                    self.stats.start_failures += 1  # what a supervisor restarts: the node said why
+                    self.died(m, pg_now())
+                    m.down_until = now
                 else:
                     raise RuntimeError(
                         f"node {m.node.name} exited with {proc.returncode}:\n{m.node.log()[-3000:]}"
@@ -187,6 +198,7 @@ class ClusterRun:
         paused_at = pg_now()
         m.node.signal(signal.SIGSTOP)
         m.paused_at = paused_at
+        m.paused_since_start = True
         self.stats.pauses += 1
         try:
             self.wait(LEASE_TTL_S + self.rng.uniform(0.5, 2.5))
@@ -244,7 +256,10 @@ class ClusterRun:
             f"seed={self.args.seed} store=postgres nodes={self.args.nodes} kills={s.kills} "
             f"(sigkill={s.sigkills}, pauses={s.pauses}, fault points: {dict(s.fault_crashes)})"
         )
-        print(f"woken nodes that never logged a loss: {s.fenced_unseen}; processes cut: {len(self.cuts)}")
+        print(
+            f"woken nodes that never logged a loss: {s.fenced_unseen}; paused while starting, exited 1 and "
+            f"restarted: {s.start_failures}; processes cut: {len(self.cuts)}"
+        )
         print(f"checked: {self.summary_checked}")
         print(f"duration={duration:.1f}s violations={len(self.violations)}")
         for v in self.violations[:20]:

@@ -161,6 +161,9 @@ class PostgresStore:
         self.conn = self._connect_writer()
         try:
             self.partitions = prepare(self.conn, self.location, partitions)
+        except psycopg.OperationalError as exc:  # the connection lost meanwhile: say so, not a traceback
+            self.conn.close()
+            raise StoreError(f"cannot prepare the schema in {self.location.describe()}: {exc}") from exc
         except BaseException:
             self.conn.close()
             raise
@@ -183,9 +186,13 @@ class PostgresStore:
         )
         try:
             self.leases.start_up(force=steal)
-        except BaseException:
+        except BaseException as exc:
             self.leases.close(release=False)
             self.conn.close()
+            if isinstance(exc, psycopg.OperationalError):
+                raise StoreError(
+                    f"cannot take the partition leases in {self.location.describe()}: {exc}"
+                ) from exc
             raise
         self.leases.start()
         self.inbox = InboxSignals(self.location)
