@@ -146,6 +146,7 @@ def open_store(config: Config, faults: FaultPoints = NO_FAULTS) -> Store:
             lease_wait_s=config.store_lease_wait_ms / 1000,
             strict=config.store_strict,
             conflict_rate=faults.rate("pg.commit", "40001"),
+            fault_point=faults.point,
             claim=config.store_claim,
         )
     except (StoreError, StoreVersionError, ValueError) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,30 +141,47 @@ class Interval:
     node: str
     enter: float
     exit: float | None
+    pid: int = 0  # the process that ran it
 
 
 def lock_intervals(cluster: Cluster) -> list[Interval]:
     rows = cluster.ledger(
-        "SELECT key, inv, node, extract(epoch FROM enter_at), extract(epoch FROM exit_at) FROM {L}.lock"
+        "SELECT key, inv, node, extract(epoch FROM enter_at), extract(epoch FROM exit_at), pid FROM {L}.lock"
     )
-    return [Interval(k, i, n, float(a), None if b is None else float(b)) for k, i, n, a, b in rows]
+    return [
+        Interval(k, i, n, float(a), None if b is None else float(b), int(pid)) for k, i, n, a, b, pid in rows
+    ]
 
 
 Cut = dict[str, tuple[float, float]]  # node -> (lost at, fenced by): database clock, epoch seconds
+# process id -> its (lost at, fenced by) windows, in time order (the crash torture: a process paused, woken,
+# later killed)
+ProcessCuts = Mapping[int, Sequence[tuple[float, float]]]
 
 
-def overlaps(intervals: Sequence[Interval], cut: Cut | None = None) -> list[tuple[Interval, Interval]]:
+def _cut_end(iv: Interval, windows: Sequence[tuple[float, float]]) -> float:
+    """Where an execution ends once cut: at the first window it entered before the end of."""
+    end = iv.exit if iv.exit is not None else float("inf")
+    for lost, fenced in windows:
+        if iv.enter < fenced:
+            return min(end, max(iv.enter, lost))
+    return end
+
+
+def overlaps(
+    intervals: Sequence[Interval], cut: Cut | None = None, process_cuts: ProcessCuts | None = None
+) -> list[tuple[Interval, Interval]]:
     """Pairs of executions on one key that overlap. ``cut``: node -> (the moment it was killed or paused,
     the moment it was known fenced). Its executions entered before the second end at the first: a killed
     process writes no exit, and what a paused one runs after others took over commits nothing (its epoch
-    is refused), so it is not a second execution of the key in the sense exclusivity is about."""
+    is refused), so it is not a second execution of the key in the sense exclusivity is about.
+    ``process_cuts``: the same by process id, several windows each (nodes restarted many times)."""
     cut = cut or {}
+    process_cuts = process_cuts or {}
     by_key: dict[str, list[tuple[float, float, Interval]]] = collections.defaultdict(list)
     for iv in intervals:
-        end = iv.exit if iv.exit is not None else float("inf")
-        lost = cut.get(iv.node)
-        if lost is not None and iv.enter < lost[1]:
-            end = min(end, max(iv.enter, lost[0]))
+        windows = [*([cut[iv.node]] if iv.node in cut else []), *process_cuts.get(iv.pid, ())]
+        end = _cut_end(iv, windows)
         by_key[iv.key].append((iv.enter, end, iv))
     found = []
     for spans in by_key.values():
@@ -178,15 +195,17 @@ def overlaps(intervals: Sequence[Interval], cut: Cut | None = None) -> list[tupl
     return found
 
 
-def check_exclusive(cluster: Cluster, cut: Cut | None = None) -> int:
+def check_exclusive(cluster: Cluster, cut: Cut | None = None, process_cuts: ProcessCuts | None = None) -> int:
     """No overlapping executions of the exclusive handler on a key; how many executions were checked."""
     intervals = lock_intervals(cluster)
-    found = overlaps(intervals, cut)
+    found = overlaps(intervals, cut, process_cuts)
     assert not found, f"{len(found)} overlapping executions on one key, e.g. {found[:3]}"
     return len(intervals)
 
 
-def check_all(cluster: Cluster, ops: Sequence[Op], cut: Cut | None = None) -> dict[str, Any]:
+def check_all(
+    cluster: Cluster, ops: Sequence[Op], cut: Cut | None = None, process_cuts: ProcessCuts | None = None
+) -> dict[str, Any]:
     """Every check; a summary to print."""
     accepted = [op for op in ops if op.accepted]
     lost = [op for op in ops if not op.accepted]
@@ -196,7 +215,7 @@ def check_all(cluster: Cluster, ops: Sequence[Op], cut: Cut | None = None) -> di
     res = results(cluster, accepted)
     got = check_counters(cluster, accepted)
     eff = check_effects(cluster, accepted, res)
-    checked = check_exclusive(cluster, cut)
+    checked = check_exclusive(cluster, cut, process_cuts)
     return {
         "accepted": len(accepted),
         "by_kind": dict(collections.Counter(op.kind for op in accepted)),

@@ -162,3 +162,21 @@ def test_the_overlap_checker(spans: list[tuple[str, str, float, float | None]], 
     assert len(checks.overlaps(intervals)) == found
     # cut node a at 0.5 (killed), fenced until 10: its spans end at 0.5
     assert checks.overlaps(intervals, {"a": (0.5, 10.0)}) == []
+
+
+def test_the_overlap_checker_cuts_a_process_at_each_of_its_windows() -> None:
+    """The crash torture's cuts: by process id, several windows each (paused and woken, later killed)."""
+    pid = 41
+    paused = checks.Interval("k", "i1", "a", 0.0, None, pid)  # open when paused at 0.5, fenced at 3
+    woken = checks.Interval(
+        "k", "i2", "a", 2.0, None, pid
+    )  # entered after waking, before seeing itself fenced
+    killed = checks.Interval("k", "i3", "a", 5.0, None, pid)  # entered later, open when killed at 6
+    other = checks.Interval("k", "i4", "b", 1.0, 1.8, 7)
+    after = checks.Interval("k", "i5", "b", 6.5, 7.0, 7)
+    windows = {pid: [(0.5, 3.0), (6.0, float("inf"))]}
+    assert checks.overlaps([paused, woken, killed, other, after], process_cuts=windows) == []
+    # the same process, but the other node's execution overlaps one it ran before its pause
+    early = checks.Interval("k", "i6", "b", 0.2, 0.4, 7)
+    assert len(checks.overlaps([paused, early], process_cuts=windows)) == 1
+    assert len(checks.overlaps([paused, woken, killed, other, after])) > 0  # uncut: overlapping

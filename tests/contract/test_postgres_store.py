@@ -121,6 +121,28 @@ def test_a_lost_connection_is_a_store_error_and_the_store_reconnects(url: str) -
     store.close()
 
 
+def test_a_connection_lost_while_the_schema_is_prepared_is_a_store_error(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the crash torture on PostgreSQL: a node paused (SIGSTOP) while it prepared the schema at
+    start had its transaction ended by the server (idle in transaction past the lease's TTL) and died with
+    a psycopg traceback; it must be a ``StoreError`` (``unbroken serve`` exits 1 saying why)."""
+    from unbroken.storage import postgres
+
+    real = postgres.prepare
+
+    def lose_the_connection_first(conn: Any, location: Any, partitions: int) -> int:
+        with psycopg.connect(pg.URL, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        return real(conn, location, partitions)
+
+    monkeypatch.setattr(postgres, "prepare", lose_the_connection_first)
+    with pytest.raises(StoreError, match="cannot prepare the schema"):
+        PostgresStore(url, partitions=2, node="a")
+    monkeypatch.setattr(postgres, "prepare", real)
+    PostgresStore(url, partitions=2, node="a").close()  # the next start works
+
+
 def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_remains(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

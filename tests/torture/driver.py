@@ -1,6 +1,10 @@
 """Crash torture: a mixed workload against a real ``unbroken serve`` that is SIGKILLed over and over.
 
     python -m tests.torture.driver --kills 200 --seed 7 --data-dir /tmp/torture [--fault-points]
+    python -m tests.torture.driver --store postgres --nodes 3 --kills 30 --data-dir /tmp/t2 --fault-points
+
+(``--store postgres``: several nodes on one PostgreSQL schema, killed, paused and crashed at the leadership
+fault points too: tests/torture/cluster.py.)
 
 Client workers send the workload of tests/torture/app.py, each request with an idempotency key (or a
 workflow key), retrying with the same key on connection errors; a request counts as *accepted* only once
@@ -575,9 +579,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--workers", type=int, default=6)
     p.add_argument("--fault-points", action="store_true")
+    p.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--nodes", type=int, default=3, help="postgres: how many nodes share the schema")
+    p.add_argument("--partitions", type=int, default=16, help="postgres: storage partitions")
+    p.add_argument("--pause-share", type=float, default=0.2, help="postgres: faults that are SIGSTOPs")
     args = p.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 30)
+    if args.store == "postgres":  # several nodes on one schema (tests/torture/cluster.py)
+        from tests.torture.cluster import ClusterRun
+
+        return ClusterRun(args).main()
     return Run(args).main()
 
 

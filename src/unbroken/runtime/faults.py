@@ -8,7 +8,8 @@ Injected, never global: each node has its own ``FaultPoints`` (``FaultPoints.fro
 serve``; the simulator's or a test's otherwise), passed to the processor, the invoker, the timers, the ingress
 and, as a plain ``point`` callable, to the SDK's in-process transport.
 
-The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at each one):
+The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at each of the first seven;
+the crash torture on PostgreSQL, ``python -m tests.torture.driver --store postgres``, at every one):
 
 * ``processor.mid_batch``: a batch of several records, the first applied, the rest not, nothing committed
 * ``processor.before_commit``: a whole batch applied, not committed
@@ -17,6 +18,15 @@ The points (tests/e2e/test_crash.py and tests/e2e/test_fault_points.py crash at 
 * ``sdk.run.before_propose``: a ``ctx.run`` action ran, its result not yet proposed to the journal
 * ``timer.before_fire``: a durable timer is due, its ``TimerFired`` record not yet submitted
 * ``ingress.before_reply``: what an HTTP reply says is committed, the caller has not received it
+* ``lease.before_renew`` / ``lease.after_renew`` (PostgreSQL, several nodes; the lease thread): a renewal
+  round not sent yet (the leases run down) / acknowledged by the table, the node not told yet
+* ``lease.before_acquire`` / ``lease.after_acquire``: free or expired leases chosen, not claimed / claimed
+  with new epochs (the old leader fenced), the partitions not recovered yet (at start too: a restart takes
+  its own leases back)
+* ``lease.before_release``: extras set aside to balance the cluster (the runtime let go of them), their
+  leases not handed over yet
+* ``takeover.mid_recovery``: gained partitions led here, their ``Recover`` records queued, none committed,
+  their timers not read yet
 * ``pg.commit`` (the PostgreSQL store; armed as ``pg.commit:40001@P``): a share P of the COMMITs fail with a
   serialization failure raised by the server (SQLSTATE 40001), as distributed SQL fails them; the store
   takes the rate when it opens (``rate``), it is not a point the code passes
@@ -39,6 +49,12 @@ POINTS = frozenset(
         "sdk.run.before_propose",
         "timer.before_fire",
         "ingress.before_reply",
+        "lease.before_renew",
+        "lease.after_renew",
+        "lease.before_acquire",
+        "lease.after_acquire",
+        "lease.before_release",
+        "takeover.mid_recovery",
         "pg.commit",
     }
 )

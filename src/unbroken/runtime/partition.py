@@ -111,6 +111,7 @@ class Partition:
         self._route = route
         self._update_schemas = update_schemas
         factory = processor_factory or _production_processor
+        self.faults = faults
         self.processor = factory(store, schemas, clock, self.loop, self._committed, faults)
         self.processor.stats = self.stats
         self.invoker = Invoker(
@@ -182,6 +183,8 @@ class Partition:
             self.processor.submit(r.Recover(invocation_id))
         if parts:
             log.info("leading partitions %s: recovering %d running invocations", parts, len(recovering))
+            # led here, their Recover records queued (none committed), their timers not read yet
+            self.faults.point("takeover.mid_recovery")
             self.timers.reset()
             self.timers.load()
 

@@ -137,6 +137,7 @@ class PostgresStore:
         lease_poll_s: float = limits.pg_lease_poll_interval_s,
         strict: bool = False,
         conflict_rate: float = 0.0,
+        fault_point: Callable[[str], None] = lambda name: None,
     ) -> None:
         """Connect, create or migrate the schema, join the cluster and take this node's share of the
         partitions: all of them when it is alone, none when the others lead them all (they hand some over
@@ -147,7 +148,8 @@ class PostgresStore:
         ``strict``: only what distributed SQL offers (see "strict mode" in docs/architecture.md): batches
         run SERIALIZABLE (a serialization failure is a ``TransactionConflict``: the batch is applied again)
         and nothing may rely on LISTEN/NOTIFY. ``conflict_rate``: the fault point ``pg.commit``: that share
-        of COMMITs fail with a serialization failure the server raises (SQLSTATE 40001), for tests."""
+        of COMMITs fail with a serialization failure the server raises (SQLSTATE 40001), for tests.
+        ``fault_point``: the node's named fault points (``FaultPoints.point``), passed by the leases."""
         del lease_wait_s
         self.location: Location = parse_url(url)
         self.strict = strict
@@ -159,6 +161,9 @@ class PostgresStore:
         self.conn = self._connect_writer()
         try:
             self.partitions = prepare(self.conn, self.location, partitions)
+        except psycopg.OperationalError as exc:  # the connection lost meanwhile: say so, not a traceback
+            self.conn.close()
+            raise StoreError(f"cannot prepare the schema in {self.location.describe()}: {exc}") from exc
         except BaseException:
             self.conn.close()
             raise
@@ -171,13 +176,23 @@ class PostgresStore:
         if steal and claim is None:
             claim = range(self.partitions)
         self.leases = Leases(
-            self.location, self.node, self.partitions, ttl_s=lease_ttl_s, poll_s=lease_poll_s, claim=claim
+            self.location,
+            self.node,
+            self.partitions,
+            ttl_s=lease_ttl_s,
+            poll_s=lease_poll_s,
+            claim=claim,
+            fault_point=fault_point,
         )
         try:
             self.leases.start_up(force=steal)
-        except BaseException:
+        except BaseException as exc:
             self.leases.close(release=False)
             self.conn.close()
+            if isinstance(exc, psycopg.OperationalError):
+                raise StoreError(
+                    f"cannot take the partition leases in {self.location.describe()}: {exc}"
+                ) from exc
             raise
         self.leases.start()
         self.inbox = InboxSignals(self.location)

@@ -31,7 +31,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -126,8 +126,11 @@ class Leases:
         renew_s: float = limits.pg_lease_renew_interval_s,
         poll_s: float = limits.pg_lease_poll_interval_s,
         claim: Collection[int] | None = None,
+        fault_point: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.location = location
+        # the node's named fault points (``runtime/faults.py``; storage cannot import it): crash tests
+        self.fault_point = fault_point
         self.node = node
         self.partitions = partitions
         self.ttl_s = ttl_s
@@ -281,6 +284,7 @@ class Leases:
             self._acquire(take, force=force, own=first)
 
     def _acquire(self, parts: list[int], *, force: bool, own: bool) -> None:
+        self.fault_point("lease.before_acquire")  # free or expired leases chosen, not claimed yet
         sent = time.monotonic()
         rows = self._execute(
             _ACQUIRE, {"node": self.node, "ttl": self.ttl_s, "parts": parts, "force": force, "own": own}
@@ -288,6 +292,8 @@ class Leases:
         gained = {int(str(part)): int(str(epoch)) for part, epoch in rows}
         if not gained:
             return
+        # claimed with new epochs (committed: the old leader is fenced), nothing of them recovered yet
+        self.fault_point("lease.after_acquire")
         with self._lock:
             renewed = bool(self.epochs)
             self.epochs.update(gained)
@@ -326,6 +332,8 @@ class Leases:
                 self.lost[part] = "it was handed over to another node"
             self.released_count += len(parts)
             self._publish()
+        # set aside last round (the runtime let go of them), their leases not handed over yet
+        self.fault_point("lease.before_release")
         self._execute(_RELEASE, (parts, epochs, self.node), rows=False)
 
     # ------------------------------------------------------------------------------------ keeping them
@@ -335,6 +343,7 @@ class Leases:
         with self._lock:
             parts = sorted(self.epochs)
             epochs = [self.epochs[p] for p in parts]
+        self.fault_point("lease.before_renew")  # the leases run down from the last round's renewal
         sent = time.monotonic()
         self._renewed_at = sent
         self._heartbeat()
@@ -342,6 +351,7 @@ class Leases:
             return
         rows = self._execute(_RENEW, (self.ttl_s, parts, epochs, self.node))
         kept = {int(str(part)) for (part,) in rows}
+        self.fault_point("lease.after_renew")  # renewed in the table, this node not told yet
         with self._lock:
             self._valid_until = sent + self.ttl_s - limits.pg_lease_self_fence_margin_s
             self.renewals += 1
