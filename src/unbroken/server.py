@@ -165,7 +165,10 @@ async def run(
     # The ports bound (they differ from the config's when it asked for port 0).
     ingress_bind = (config.ingress_host_port[0], listeners[0][0].getsockname()[1])
     admin_bind = (config.admin_host_port[0], listeners[1][0].getsockname()[1])
-    advertise(store, _url(ingress_bind), _url(admin_bind))  # where the other nodes reach this one
+    partitions = engine.partitions
+    advertise(  # where the other nodes reach this one, and its lag for GET /cluster
+        store, _url(ingress_bind), _url(admin_bind), lambda: sum(p.processor.queued() for p in partitions)
+    )
     dep = deployment_id(
         hashlib.sha256(b"local:" + ",".join(sorted(engine.schemas.services)).encode()).digest()[:16]
     )

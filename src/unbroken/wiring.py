@@ -153,14 +153,17 @@ def open_store(config: Config, faults: FaultPoints = NO_FAULTS) -> Store:
         raise StartupError(f"cannot use the PostgreSQL store: {exc}") from None
 
 
-def advertise(store: Store, ingress_url: str, admin_url: str) -> None:
-    """Tell a store shared by several nodes (PostgreSQL) where this node's listeners are bound."""
+def advertise(
+    store: Store, ingress_url: str, admin_url: str, backlog: Callable[[], int] | None = None
+) -> None:
+    """Tell a store shared by several nodes (PostgreSQL) where this node's listeners are bound, and how to
+    read its backlog (the records queued at its batch loops)."""
     if store.cluster() is None:
         return
     from unbroken.storage.postgres import PostgresStore
 
     if isinstance(store, PostgresStore):
-        store.advertise(ingress_url, admin_url)
+        store.advertise(ingress_url, admin_url, backlog)
 
 
 def cluster_parts(store: Store, node: Node) -> tuple[Forwarder, SchemaFollower] | None:

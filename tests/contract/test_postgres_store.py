@@ -320,3 +320,21 @@ def test_the_row_cache_holds_led_partitions_only_and_is_emptied_when_the_leaders
         txn.prefetch_invocations(ids)
     assert ids[0] not in store.rows and set(others) <= set(store.rows)
     store.close()
+
+
+def test_a_nodes_backlog_reaches_the_cluster_view_with_its_heartbeat(url: str) -> None:
+    a = PostgresStore(url, partitions=2, node="a", lease_poll_s=0.1)
+    b = PostgresStore(url, partitions=2, node="b", lease_poll_s=0.1)
+    queued = [7]
+    try:
+        a.advertise("http://a:8080", "http://a:9070", lambda: queued[0])
+
+        def backlog_of_a() -> int | None:
+            return next((n.backlog for n in b.cluster().nodes if n.name == "a"), None)
+
+        _wait(lambda: backlog_of_a() == 7, "a's backlog of 7 in b's view")
+        queued[0] = 0
+        _wait(lambda: backlog_of_a() == 0, "a's backlog back to 0 in b's view")
+    finally:
+        a.close()
+        b.close()

@@ -166,6 +166,7 @@ def test_cluster_status_shows_every_node_and_partition(
             "c": (True, 0),
         }
         assert by_name["b"]["ingress_url"] == b.ingress
+        assert all(isinstance(v["backlog"], int) and v["backlog"] >= 0 for v in by_name.values())
         assert [p["partition"] for p in status["leaders"]] == list(range(PARTITIONS))
         assert {p["node"] for p in status["leaders"][:32]} == {"a"}
         out = subprocess.run(

@@ -107,6 +107,7 @@ def _node_json(node: NodeInfo, led: int) -> dict[str, Any]:
         "heartbeat_age_s": round(node.heartbeat_age_s, 3),
         "alive": node.alive,
         "partitions": led,
+        "backlog": node.backlog,
     }
 
 

@@ -57,12 +57,24 @@ def status(json_: JsonOpt = False, admin_url: AdminUrlOpt = DEFAULT_ADMIN_URL) -
                 ranges([p["partition"] for p in mine]) or "-",
                 ", ".join(map(str, epochs[:3])) + (" ..." if len(epochs) > 3 else "") or "-",
                 f"{min(leases):.1f}s" if leases else "-",
+                str(node.get("backlog", "-")),
                 node["ingress_url"],
                 node["admin_url"],
             )
         )
     table(
-        ["node", "state", "heartbeat", "partitions", "led", "epochs", "lease left", "ingress", "admin"],
+        [
+            "node",
+            "state",
+            "heartbeat",
+            "partitions",
+            "led",
+            "epochs",
+            "lease left",
+            "backlog",
+            "ingress",
+            "admin",
+        ],
         rows,
         no_wrap=["led"],
     )

@@ -253,6 +253,7 @@ class NodeInfo:
     admin_url: str
     heartbeat_age_s: float
     alive: bool
+    backlog: int = 0  # records queued at its batch loop at its last heartbeat (its lag; -1: unknown)
 
 
 @dataclass(frozen=True)

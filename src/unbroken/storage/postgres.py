@@ -341,9 +341,10 @@ class PostgresStore:
     def on_leadership(self, changed: LeadershipChanged) -> None:
         self.leases.on_change(changed)
 
-    def advertise(self, ingress_url: str, admin_url: str) -> None:
-        """Where this node's ingress and admin API listen (the ``node`` table, for the others to forward to)."""
-        self.leases.advertise(ingress_url, admin_url)
+    def advertise(self, ingress_url: str, admin_url: str, backlog: Callable[[], int] | None = None) -> None:
+        """Where this node's ingress and admin API listen (the ``node`` table, for the others to forward to),
+        and how to read its backlog (shown by ``GET /cluster``)."""
+        self.leases.advertise(ingress_url, admin_url, backlog)
 
     def close(self, *, release: bool = True) -> None:
         self.inbox.close()

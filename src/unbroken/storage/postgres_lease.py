@@ -79,10 +79,10 @@ FROM unnest(%s::int[], %s::bigint[]) AS mine(part, epoch)
 WHERE l.part = mine.part AND l.epoch = mine.epoch AND l.node = %s
 """
 _HEARTBEAT = """
-INSERT INTO node (name, ingress_url, admin_url, started_at, heartbeat_at, pinned)
-VALUES (%s, %s, %s, now(), now(), %s)
+INSERT INTO node (name, ingress_url, admin_url, started_at, heartbeat_at, pinned, backlog)
+VALUES (%s, %s, %s, now(), now(), %s, %s)
 ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), ingress_url = excluded.ingress_url,
-    admin_url = excluded.admin_url, pinned = excluded.pinned
+    admin_url = excluded.admin_url, pinned = excluded.pinned, backlog = excluded.backlog
 """
 # extract(epoch ...) of an infinite timestamp is infinite (subtracting one would be an error)
 _LEASES = (
@@ -91,8 +91,8 @@ _LEASES = (
 )
 _NODES = (
     "SELECT name, coalesce(ingress_url, ''), coalesce(admin_url, ''),"
-    " coalesce((extract(epoch FROM now()) - extract(epoch FROM heartbeat_at))::float8, 'infinity'), pinned"
-    " FROM node"
+    " coalesce((extract(epoch FROM now()) - extract(epoch FROM heartbeat_at))::float8, 'infinity'), pinned,"
+    " backlog FROM node"
 )
 _NEVER_S = 1e9  # the age of a heartbeat of -infinity, and the expiry of a lease of -infinity
 
@@ -148,6 +148,7 @@ class Leases:
         self._pinned: set[str] = set()  # the nodes leading only the partitions they claim (not balanced)
         self.ingress_url = ""
         self.admin_url = ""
+        self.backlog: Callable[[], int] = lambda: 0  # records queued at this node's batch loop
         self.view = ClusterView(partitions, (), ())
         # for GET /metrics: added to by the lease thread (once a second at most), never by a batch
         self.acquired = 0  # leases taken, each with a new epoch
@@ -183,10 +184,13 @@ class Leases:
         """Under the lock: what ``leads`` answers from."""
         self.leading = frozenset(p for p in self.epochs if p not in self.releasing)
 
-    def advertise(self, ingress_url: str, admin_url: str) -> None:
-        """Where this node listens: written to its ``node`` row with the next heartbeat."""
+    def advertise(self, ingress_url: str, admin_url: str, backlog: Callable[[], int] | None = None) -> None:
+        """Where this node listens, and how to read its backlog (the records queued at its batch loop, its
+        lag behind what it accepted): written to its ``node`` row with each heartbeat."""
         with self._lock:
             self.ingress_url, self.admin_url = ingress_url, admin_url
+            if backlog is not None:
+                self.backlog = backlog
 
     # ------------------------------------------------------------------------------------ taking them
     def start_up(self, *, force: bool = False) -> None:
@@ -222,8 +226,8 @@ class Leases:
         nodes = tuple(
             sorted(
                 (
-                    NodeInfo(str(n), str(i), str(a), _seconds(s), _seconds(s) < self.ttl_s)
-                    for n, i, a, s, _ in rows
+                    NodeInfo(str(n), str(i), str(a), _seconds(s), _seconds(s) < self.ttl_s, int(str(b)))
+                    for n, i, a, s, _, b in rows
                 ),
                 key=lambda n: n.name,
             )
@@ -362,7 +366,12 @@ class Leases:
     def _heartbeat(self) -> None:
         with self._lock:
             urls = (self.ingress_url, self.admin_url)
-        self._execute(_HEARTBEAT, (self.node, *urls, self.claim is not None), rows=False)
+        try:
+            backlog = self.backlog()
+        except Exception:  # noqa: BLE001 - a gauge: never worth a missed heartbeat
+            log.exception("reading this node's backlog failed")
+            backlog = -1
+        self._execute(_HEARTBEAT, (self.node, *urls, self.claim is not None, backlog), rows=False)
 
     def mark_lost(self, parts: Iterable[int], why: str) -> None:
         gone = []

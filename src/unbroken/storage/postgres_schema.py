@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS node (
     heartbeat_at timestamptz NOT NULL, pinned boolean NOT NULL DEFAULT false
 );
 ALTER TABLE node ADD COLUMN IF NOT EXISTS pinned boolean NOT NULL DEFAULT false;
+ALTER TABLE node ADD COLUMN IF NOT EXISTS backlog bigint NOT NULL DEFAULT 0;
 """
 # Migrations: version -> the statements that bring a schema of that version to the next one (none yet).
 _UPGRADES: dict[int, str] = {}
