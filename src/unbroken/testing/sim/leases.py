@@ -14,7 +14,7 @@ led is :class:`PartitionLost`, a self-fenced node :class:`NotLeader`, an epoch t
 The events (``move_leases``, during the fault phase, each drawn from the seed):
 
 * takeover: the other node takes partitions by force (their epochs bumped) while their leader is paused or
-  cut off: it is told late (its lease thread's next round) or not at all, until a commit is refused;
+  cut off: it learns at its lease thread's next round, up to 10 s later, or before when a commit is refused;
 * renewal failure: a node cannot renew: it commits nothing (``NotLeader``) for a while, then renews, or
   finds that the other node took its partitions once their leases expired;
 * handover: a node sets partitions aside (the runtime lets go of them at once), releases them a round later
@@ -203,14 +203,15 @@ class NodeLeases:
         for part in parts:
             if part not in self.epochs:
                 why = self.lost.get(part, "its lease was never taken")
-                raise PartitionLost(f"partition {part} is not led by node {self.node}: {why}")
+                raise PartitionLost(f"partition {part} is not led by node {self.node}: {why}", (part,))
         if any(begun.get(part) != self.epochs[part] for part in parts):
             raise TransactionConflict(f"the leadership of partitions {parts} changed during the batch")
         gone = [part for part in parts if self.table.epoch[part] != self.epochs[part]]
         if gone:
             self.mark_lost(gone, "another node took it (its epoch changed)")
             raise PartitionLost(
-                f"partitions {gone} are led by another node now: the batch was refused by their epoch"
+                f"partitions {gone} are led by another node now: the batch was refused by their epoch",
+                tuple(gone),
             )
 
 
@@ -323,10 +324,11 @@ class LeaseWorld:
         commit of its is refused."""
         self.world.trace(f"LEASES takeover of {parts}: {src.node} -> {dst.node}")
         dst.acquire(parts)
-        if told < 0.6:
-            await asyncio.sleep(told * 5)
-            self.world.trace(f"LEASES {src.node} notices the takeover")
-            src.notice()
+        # its lease thread's next round comes (a paused node resumes, a cut-off one reconnects), maybe long
+        # after its commits to them began being refused
+        await asyncio.sleep(told * told * 10)
+        self.world.trace(f"LEASES {src.node}'s lease round")
+        src.notice()
 
     async def _handover(
         self, src: NodeLeases, dst: NodeLeases, parts: list[int], release_s: float, claim_s: float

@@ -237,7 +237,9 @@ class SimCommitter:
             sink.commit_failed(batch, exc)
             return
         self.faults.point("processor.after_commit")
-        self.world.on_batch(batch.records, batch.actions)  # may crash the process right here
+        txn = batch.transaction
+        node = f" [{txn.leases.node}]" if isinstance(txn, ObservedTransaction) and txn.leases else ""
+        self.world.on_batch(batch.records, batch.actions, node)  # may crash the process right here
         if self.alive:
             sink.committed(batch)
 

@@ -288,14 +288,14 @@ class World:
                     self.violation(f"run {key} made durable twice")
                 led.durable_runs[key] = ev.result
 
-    def on_batch(self, batch: list[r.Record], actions: list[a.Action]) -> None:
+    def on_batch(self, batch: list[r.Record], actions: list[a.Action], node: str = "") -> None:
         self.batches += 1
         self.records += len(batch)
         for rec in batch:
             name = type(rec).__name__
             self.applied[name] = self.applied.get(name, 0) + 1
         now = self.now_ms()
-        self.trace(f"batch @{now}: " + " | ".join(_brief_record(x) for x in batch))
+        self.trace(f"batch{node} @{now}: " + " | ".join(_brief_record(x) for x in batch))
         if actions:
             self.trace("  -> " + " | ".join(_brief_action(x) for x in actions))
         if self.faults.crash_after_commit():
