@@ -38,6 +38,7 @@ from unbroken.sdk.attempt import Attempt
 from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.storage.sqlite import SqliteStore
 from unbroken.testing.sim import SimConfig, SimResult, run_seed
+from unbroken.testing.sim import leases as sim_leases
 from unbroken.testing.sim.__main__ import main as sim_main
 from unbroken.testing.sim.loop import OWNER, SimStuck, VirtualEventLoop
 
@@ -128,6 +129,20 @@ def test_regression_a_record_refused_for_another_partition_is_applied_again(
     assert run_seed(62, LEASED).ok
     monkeypatch.setattr(proc.Processor, "_partition_lost", _old_partition_lost)
     broken = run_seed(62, LEASED)
+    assert not broken.ok and any("never got its answer" in v for v in broken.violations), broken.report()
+
+
+def test_regression_a_deposed_leader_commits_no_decision_taken_on_a_row_it_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--leases seed 1342: node b, deposed of partition 0 without knowing it yet, applied a resolve of an
+    awakeable of an invocation there: it read the row, judged the index never allocated (the attempt ran on
+    node a) and committed the refusal: the fence covered the partitions written only, and nothing was
+    written to 0. The resolve was lost, the waiter hung. Now a batch is fenced by the led partitions whose
+    invocation rows it read as well (``PostgresTransaction.get_invocation``; the simulator's fence)."""
+    assert run_seed(1342, LEASED).ok
+    monkeypatch.setattr(sim_leases, "read_partitions", lambda txn: set())
+    broken = run_seed(1342, LEASED)
     assert not broken.ok and any("never got its answer" in v for v in broken.violations), broken.report()
 
 

@@ -192,6 +192,10 @@ class NodeLeases:
         """Before a commit publishes anything: raise as ``PostgresTransaction.commit`` does when its fence
         refuses the batch (the caller rolls back)."""
         touched, wrote_global, sent = touched_partitions(txn)
+        # and the led ones whose rows it read: a deposed leader that does not know it yet must not commit a
+        # decision taken on them (a signal ignored as never allocated, read from a row another node now
+        # writes: --leases seed 1342)
+        touched |= read_partitions(txn) & begun.keys()
         if not (touched or wrote_global or sent):
             return
         if not self.epochs:
@@ -243,6 +247,12 @@ def touched_partitions(txn: MemoryTransaction) -> tuple[set[int], bool, bool]:
             sent = True
     wrote_global = bool(txn._overrides.written or txn._deployments.written)
     return parts, wrote_global, sent
+
+
+def read_partitions(txn: MemoryTransaction) -> set[int]:
+    """The partitions whose invocation rows a transaction read (``PostgresTransaction.get_invocation``)."""
+    store = txn.s
+    return {store.partition_of(partition_key_of_any(k)) for k in txn._invocations.seen}
 
 
 def cluster_view(table: LeaseTable, leases: dict[str, NodeLeases]) -> ClusterView:
