@@ -334,6 +334,16 @@ class SimProcessor(Processor):
         for _, _, record in pending:
             super().submit(record)
 
+    def purge(self, drop: Callable[[r.Record], bool], message: str) -> None:
+        """Records still in transit here are queued ones in production (``submit`` queues at once): the
+        purge of a partition let go drops them too."""
+        for channel, queue in list(self._channels.items()):
+            gone = [record for _, record in queue if drop(record)]
+            if gone:
+                self._channels[channel] = deque(x for x in queue if not drop(x[1]))
+                self._queue.extend(gone)
+        super().purge(drop, message)
+
     def _batch_records_max(self) -> int:
         return self.world.faults.batch_size()
 
