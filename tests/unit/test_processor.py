@@ -238,6 +238,32 @@ async def test_a_record_of_a_partition_led_elsewhere_now_is_answered_503_and_the
     assert len(store.invocations) == 2 and h.processor.store_error is None
 
 
+async def test_a_record_refused_for_a_partition_only_its_effects_wrote_is_applied_again() -> None:
+    """Its own partition is still led; the one lost (say 7) is where it wrote an effect (a call to a key
+    there). The store knows 7 is lost, so applied again the effect goes through 7's inbox: given up, its
+    attempt's journal would have a hole (the simulator's --leases seed 62)."""
+
+    class _LostSeven(_PoisonStore):
+        def leads(self, part: int) -> bool:
+            return part != 7
+
+    store = _LostSeven(times=1, fail=lambda: PartitionLost("partition 7 is led by node b now", (7,)))
+    h = _Harness(store)
+    h.processor.start()
+    try:
+        for n in (1, 2, 3):
+            h.processor.submit(_invoke(n))
+        await h.replies_for(3)
+    finally:
+        await asyncio.to_thread(h.processor.stop)
+    assert sorted((x.request_id, type(x.outcome)) for x in h.replies) == [
+        (1, Accepted),
+        (2, Accepted),
+        (3, Accepted),
+    ]
+    assert len(store.invocations) == 3 and store.left.count == 0
+
+
 async def test_purged_records_are_never_applied_and_their_callers_are_answered_503() -> None:
     store = MemoryStore()
     h = _Harness(store)

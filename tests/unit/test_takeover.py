@@ -171,3 +171,26 @@ async def test_gaining_a_partition_recovers_exactly_its_running_invocations(stor
         assert recovered == [_id(2, 6)]
     finally:
         await node.stop()
+
+
+async def test_a_caller_awaiting_an_invocation_of_a_partition_let_go_is_answered_503(
+    store: _LeasedStore,
+) -> None:
+    """A batch in flight when its partition was set aside commits after ``let_go`` answered the waiting
+    callers: its ``AwaitCompletion`` must not leave a caller waiting for a completion that happens on the
+    new leader (the simulator's --leases handovers)."""
+    node = await _node(store)
+    partition = node.partitions[0]
+    try:
+        store.change(set(), {1})
+        await _until(lambda: 1 not in node.takeover.led)  # type: ignore[union-attr]
+        invocation_id = _id(1, 6)
+        waiting: asyncio.Future[a.Reply] = asyncio.get_running_loop().create_future()
+        partition._waiters.futures[77] = waiting  # as ``request`` registered it before the move
+        partition.run_actions([a.AwaitCompletion(77, invocation_id)])
+        reply = await asyncio.wait_for(waiting, 5)
+        assert isinstance(reply.outcome, a.Unavailable) and reply.outcome.failure.code == 503
+        assert invocation_id in reply.outcome.failure.message
+        assert invocation_id not in partition._waiters.by_invocation
+    finally:
+        await node.stop()

@@ -43,7 +43,14 @@ class NotLeader(StoreError):
 class PartitionLost(NotLeader):
     """A transaction wrote a partition this node does not lead any more (released, or taken by another
     node): unlike a lease not renewed in time, this does not pass. The records that wrote it are given up
-    here (their callers answered 503); the partition's new leader recovers its invocations from storage."""
+    here (their callers answered 503); the partition's new leader recovers its invocations from storage.
+
+    ``parts``: the partitions found lost, when the store knows them (the batch loop applies a record again
+    whose own partition is still led: its effects on those go through their inbox now)."""
+
+    def __init__(self, message: str, parts: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.parts = parts
 
 
 class TimerKind(enum.StrEnum):

@@ -168,9 +168,7 @@ class Partition:
             self.invoker.abort(invocation_id)
         for invocation_id in [i for i in self._waiters.by_invocation if is_lost(i)]:
             # accepted: its caller attaches to it (or retries with its idempotency key) on the new leader
-            accepted = (
-                f"invocation {invocation_id} goes on on another node (its partition moved): attach to it"
-            )
+            accepted = _goes_on(invocation_id)
             for request_id in self._waiters.by_invocation.pop(invocation_id):
                 self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted))))
         self.timers.reset()
@@ -339,6 +337,15 @@ class Partition:
             case a.Deliver():
                 self.invoker.deliver(action)
             case a.AwaitCompletion():
+                if self.led_here is not None and not self.led_here(action.invocation_id):
+                    # committed just before its partition moved, after ``let_go`` answered the others:
+                    # nothing here will see it complete (the simulator's --leases handovers)
+                    self._reply(
+                        a.Reply(
+                            action.request_id, a.Unavailable(Failure(503, _goes_on(action.invocation_id)))
+                        )
+                    )
+                    return
                 self._waiters.by_invocation.setdefault(action.invocation_id, []).append(action.request_id)
             case a.Completed():
                 self._completed(action)
@@ -367,6 +374,10 @@ class Partition:
     def _completed(self, done: a.Completed) -> None:
         for request_id in self._waiters.by_invocation.pop(done.invocation_id, ()):
             self._reply(a.Reply(request_id, a.Output(done.invocation_id, done.result, done.expires_at_ms)))
+
+
+def _goes_on(invocation_id: str) -> str:
+    return f"invocation {invocation_id} goes on on another node (its partition moved): attach to it"
 
 
 def _record_in(record: r.Record, lost: Callable[[int], bool]) -> bool:

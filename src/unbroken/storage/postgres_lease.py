@@ -431,7 +431,7 @@ class Leases:
             for part in parts:
                 if part not in self.epochs:
                     why = self.lost.get(part, "its lease was never taken")
-                    raise PartitionLost(f"partition {part} is not led by node {self.node}: {why}")
+                    raise PartitionLost(f"partition {part} is not led by node {self.node}: {why}", (part,))
             return parts, [self.epochs[p] for p in parts]
 
     def refused(self, parts: list[int], granted: set[int]) -> NotLeader:
@@ -439,7 +439,8 @@ class Leases:
         gone = [p for p in parts if p not in granted]
         self.mark_lost(gone, "another node took it (its epoch changed)")
         return PartitionLost(
-            f"partitions {gone} are led by another node now: the batch was refused by their epoch"
+            f"partitions {gone} are led by another node now: the batch was refused by their epoch",
+            tuple(gone),
         )
 
     # ------------------------------------------------------------------------------------ the end

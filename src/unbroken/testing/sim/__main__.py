@@ -3,6 +3,7 @@
 python -m unbroken.testing.sim --seeds 10000 [--start N] [--workers 2]
 python -m unbroken.testing.sim --seed 1234 -v
 python -m unbroken.testing.sim --seeds 200 --nodes 2   # two nodes, each leading half the partitions
+python -m unbroken.testing.sim --seeds 500 --leases    # two nodes, leadership moving between them
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from unbroken.testing.sim.world import SimConfig
 
 def _config(args: argparse.Namespace, verbose: bool = False) -> SimConfig:
     return SimConfig(
-        fault_phase_s=args.fault_phase, intensity=args.intensity, verbose=verbose, nodes=args.nodes
+        fault_phase_s=args.fault_phase,
+        intensity=args.intensity,
+        verbose=verbose,
+        nodes=2 if args.leases else args.nodes,
+        leases=args.leases,
     )
 
 
@@ -76,6 +81,8 @@ def run_many(args: argparse.Namespace) -> int:
                 "graceful_restarts",
                 "storage_errors",
                 "recovered",
+                "lease_moves",
+                "zombie_runs",
                 "suspensions",
                 "failed_attempts",
                 "timers_fired",
@@ -128,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=(1, 2),
         default=1,
         help="2: two nodes each leading half the partitions, through the partition inbox (default 1)",
+    )
+    parser.add_argument(
+        "--leases",
+        action="store_true",
+        help="two nodes (implies --nodes 2) whose partitions move: takeovers, renewal failures, handovers",
     )
     args = parser.parse_args(argv)
     if args.seed is not None:

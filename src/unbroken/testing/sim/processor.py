@@ -42,6 +42,7 @@ from unbroken.core.journal import (
     SendSignalCommand,
 )
 from unbroken.core.schema import HandlerKind, Schemas, Target
+from unbroken.core.storage import ClusterView, Leadership, LeadershipChanged
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.committer import Batch, CommitSink
 from unbroken.runtime.faults import FaultPoints
@@ -49,6 +50,7 @@ from unbroken.runtime.processor import Processor
 from unbroken.storage.codec import decode_entry, decode_invocation
 from unbroken.storage.memory import MemoryStore, MemoryTransaction
 from unbroken.testing.sim.faults import InjectedStorageError
+from unbroken.testing.sim.leases import LeaseWorld, NodeLeases, cluster_view
 
 if TYPE_CHECKING:
     from unbroken.testing.sim.world import World
@@ -86,12 +88,20 @@ class ObservedTransaction(MemoryTransaction):
         super().__init__(store)
         self.sim = store
         self.events: list[Event] = []
+        self.leases = store.leases
+        self.begun = {} if store.leases is None else dict(store.leases.epochs)  # the batch's leadership
 
     def commit(self) -> None:
         if self.sim.world.faults.storage_error():
             self.sim.failed_commits += 1
             self.rollback()
             raise InjectedStorageError(5, "injected: disk I/O error at commit")
+        if self.leases is not None:
+            try:
+                self.leases.fence(self, self.begun)
+            except Exception:
+                self.rollback()
+                raise
         super().commit()
         self.sim.world.on_commit(self.events)
 
@@ -112,6 +122,16 @@ class ObservedTransaction(MemoryTransaction):
             self.events.append(RunDurable(invocation_id, entry.completion_id, entry.result))
         super().append_journal(invocation_id, index, entry, appended_at_ms)
 
+    # With leases, a write of a partition not led is refused by the fence at commit, as PostgreSQL's is (a
+    # record of a partition lost while it waited in the queue): not a broken invariant.
+    def _fence_id(self, invocation_id: str) -> None:
+        if self.leases is None:
+            super()._fence_id(invocation_id)
+
+    def _fence_key(self, key: str) -> None:
+        if self.leases is None:
+            super()._fence_key(key)
+
 
 class SimStore(MemoryStore):
     """Memory store with seeded commit failures and commit-time event reports."""
@@ -121,10 +141,32 @@ class SimStore(MemoryStore):
         self.world = world
         self.transactions = 0
         self.failed_commits = 0
+        self.leases: NodeLeases | None = None  # this view's node's leases (``--leases``)
+        self.lease_world: LeaseWorld | None = None
 
     def begin(self) -> ObservedTransaction:
         self.transactions += 1
         return ObservedTransaction(self)
+
+    # ------------------------------------------------------------------ leadership (``--leases``)
+    def leadership(self) -> Leadership | None:
+        return None if self.leases is None else self.leases.leadership()
+
+    def leads(self, part: int) -> bool:
+        return super().leads(part) if self.leases is None else part in self.leases.leading
+
+    def cluster(self) -> ClusterView | None:
+        if self.lease_world is None:
+            return None
+        return cluster_view(self.lease_world.table, self.lease_world.nodes)
+
+    def on_leadership(self, changed: LeadershipChanged) -> None:
+        if self.leases is not None:
+            self.leases.listeners.append(changed)
+
+    @property
+    def node(self) -> str:
+        return "this node" if self.leases is None else self.leases.node
 
     # ------------------------------------------------------------------ read helpers for the invariants
     def invocation(self, invocation_id: str) -> Invocation | None:
@@ -195,7 +237,9 @@ class SimCommitter:
             sink.commit_failed(batch, exc)
             return
         self.faults.point("processor.after_commit")
-        self.world.on_batch(batch.records, batch.actions)  # may crash the process right here
+        txn = batch.transaction
+        node = f" [{txn.leases.node}]" if isinstance(txn, ObservedTransaction) and txn.leases else ""
+        self.world.on_batch(batch.records, batch.actions, node)  # may crash the process right here
         if self.alive:
             sink.committed(batch)
 
@@ -289,6 +333,16 @@ class SimProcessor(Processor):
         self._channels.clear()
         for _, _, record in pending:
             super().submit(record)
+
+    def purge(self, drop: Callable[[r.Record], bool], message: str) -> None:
+        """Records still in transit here are queued ones in production (``submit`` queues at once): the
+        purge of a partition let go drops them too."""
+        for channel, queue in list(self._channels.items()):
+            gone = [record for _, record in queue if drop(record)]
+            if gone:
+                self._channels[channel] = deque(x for x in queue if not drop(x[1]))
+                self._queue.extend(gone)
+        super().purge(drop, message)
 
     def _batch_records_max(self) -> int:
         return self.world.faults.batch_size()

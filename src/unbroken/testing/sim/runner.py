@@ -74,6 +74,8 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SimResult:
         "failed_attempts": world.applied.get("AttemptFailed", 0),
         "timers_fired": world.applied.get("TimerFired", 0),
         "recovered": world.applied.get("Recover", 0),
+        "lease_moves": world.leases.moves if world.leases is not None else 0,
+        "zombie_runs": world.leases.zombie_runs if world.leases is not None else 0,
         # resolves refused because no durable record or live attempt had the awakeable yet, and the
         # publications of an id done again by a later attempt (every refusal must be followed by one)
         "awakeables_refused": sum(len(op.refused_at) for op in ops if isinstance(op, Await)),
@@ -89,6 +91,8 @@ async def _play(w: World, ops: list[Op]) -> None:
     client = Client(w)
     tasks = [asyncio.ensure_future(_run_op(w, client, op)) for op in ops]
     crasher = asyncio.ensure_future(_crash_at_random(w, w.config.fault_phase_s))
+    if w.leases is not None:  # not cancelled: a move under way completes (every partition ends up led)
+        mover = asyncio.ensure_future(w.leases.move_leases(w.config.fault_phase_s))
     await asyncio.sleep(w.config.fault_phase_s)
     w.faults.active = False
     crasher.cancel()
@@ -97,6 +101,11 @@ async def _play(w: World, ops: list[Op]) -> None:
     await asyncio.wait(tasks, timeout=w.config.liveness_budget_s)
     while not invariants.quiescent(w) and w.loop.time() < deadline:
         await asyncio.sleep(1.0)
+    if w.leases is not None:
+        await asyncio.wait([mover], timeout=w.config.liveness_budget_s)
+        # (continue checking quiescence after the last move)
+        while not invariants.quiescent(w) and w.loop.time() < deadline:
+            await asyncio.sleep(1.0)
     w.trace("checking invariants")
     for v in invariants.check_liveness(w, ops):
         w.violation(v)

@@ -20,18 +20,21 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from unbroken.core import actions as a
 from unbroken.core import records as r
+from unbroken.core.errors import PartitionNotLed
 from unbroken.core.ids import partition_key_for_key, partition_key_of_any
 from unbroken.core.journal import Notification, Result, RunCommand
 from unbroken.core.schema import HandlerKind, OnMaxAttempts, RetryPolicy, Schemas
+from unbroken.core.storage import NotLeader
 from unbroken.runtime.faults import FaultPoints
 from unbroken.runtime.node import EngineOptions, Node
 from unbroken.sdk.app import App
 from unbroken.sdk.exceptions import TerminalError
 from unbroken.testing.sim.faults import FaultPlan, InjectedHandlerError, InjectedStorageError, stream
+from unbroken.testing.sim.leases import NODES, LeaseWorld
 from unbroken.testing.sim.loop import OWNER, LoopClock, VirtualEventLoop
 from unbroken.testing.sim.processor import Created, Event, Finished, RunDurable, SimProcessor, SimStore
 from unbroken.wiring import Parts, build, local_transport
@@ -51,6 +54,9 @@ class SimConfig:
     # 2: two nodes over two views of the store, each leading one of two partitions (``Cluster``): every
     # effect across them goes through the partition inbox
     nodes: int = 1
+    # with ``nodes == 2``: leadership moves (``leases.py``): four partitions leased with epochs, every commit
+    # fenced, takeovers, renewal failures and handovers at seeded times
+    leases: bool = False
 
 
 @dataclass
@@ -103,8 +109,15 @@ class World:
         self.client_rng = stream(seed, "clients")
         self.values = stream(seed, "values")
         self.store = SimStore(self)
+        self.views: list[SimStore] = [self.store]
+        self.leases: LeaseWorld | None = None
         if config.nodes == 2:
-            self.store.partitions, self.store.led = 2, frozenset({0})
+            self.store.partitions, self.store.led = (4, frozenset()) if config.leases else (2, frozenset({0}))
+            self.views.append(cast(SimStore, self.store.peer(set() if config.leases else {1})))
+        if config.nodes == 2 and config.leases:
+            self.leases = LeaseWorld(self, list(self.views))
+            for view, node in zip(self.views, self.leases.nodes.values(), strict=True):
+                view.leases, view.lease_world = node, self.leases
         setup = stream(seed, "setup")
         self.inactivity_timeout_ms = setup.choice([200, 1_000, 5_000, 60_000])
         app = make_app(self)
@@ -166,6 +179,8 @@ class World:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, InjectedStorageError):
             return  # the engine reporting a storage failure we injected
+        if isinstance(exc, NotLeader) and self.leases is not None:
+            return  # a node fenced itself for want of a renewal: the store refuses its commits for a while
         detail = f" ({exc!r})" if exc is not None else ""
         self.violation(f"engine logged {record.levelname} [{record.name}]: {message.splitlines()[0]}{detail}")
 
@@ -185,9 +200,11 @@ class World:
 
     def _build_engine(self) -> Node | Cluster:
         if self.config.nodes == 2:
-            views = (self.store, self.store.peer({1}))
+            if self.leases is not None:  # a start: each node takes its leases (back), new epochs
+                self.leases.start_up(contextvars.copy_context())
             cluster = Cluster(
-                [build(self.schemas, v, self.transport, self.parts, self.options) for v in views]
+                [build(self.schemas, v, self.transport, self.parts, self.options) for v in self.views],
+                self.leases,
             )
             cluster.start()
             return cluster
@@ -229,6 +246,8 @@ class World:
             partition._waiters.by_invocation.clear()
             partition.timers.stop()
             partition.invoker.abort_all()  # sessions end: nothing they do reaches anything any more
+        if self.leases is not None:
+            self.leases.crash()  # the lease memory dies with the process (the lease rows stay)
         self.loop.cancel_owned_by(self.epoch)  # handler tasks, ctx.run tasks, the processor, the cleaner
         for fut in futures:
             if not fut.done():
@@ -269,14 +288,14 @@ class World:
                     self.violation(f"run {key} made durable twice")
                 led.durable_runs[key] = ev.result
 
-    def on_batch(self, batch: list[r.Record], actions: list[a.Action]) -> None:
+    def on_batch(self, batch: list[r.Record], actions: list[a.Action], node: str = "") -> None:
         self.batches += 1
         self.records += len(batch)
         for rec in batch:
             name = type(rec).__name__
             self.applied[name] = self.applied.get(name, 0) + 1
         now = self.now_ms()
-        self.trace(f"batch @{now}: " + " | ".join(_brief_record(x) for x in batch))
+        self.trace(f"batch{node} @{now}: " + " | ".join(_brief_record(x) for x in batch))
         if actions:
             self.trace("  -> " + " | ".join(_brief_action(x) for x in actions))
         if self.faults.crash_after_commit():
@@ -320,6 +339,11 @@ class World:
         cids = {e.completion_id for e in journal if isinstance(e, RunCommand) and e.name == name}
         for e in journal:
             if isinstance(e, Notification) and e.kind == "run" and e.completion_id in cids:
+                if self.leases is not None and self.leases.zombie(invocation_id):
+                    # an attempt of a leader deposed without knowing it yet (paused, cut off): its side
+                    # effects still run, as they would in production; none of its commits lands
+                    self.leases.zombie_runs += 1
+                    return
                 self.violation(f"ctx.run {name!r} of {invocation_id} ran again after its result was durable")
 
     def body_fault(self, where: str) -> None:
@@ -423,11 +447,12 @@ def _brief_action(act: a.Action) -> str:
 
 class Cluster:
     """Two nodes of one process (they crash and restart together), each over its view of the store leading
-    one of two partitions: a client's request goes to the node leading its invocation's partition, as a
-    forwarding ingress would send it."""
+    one of two partitions (or, with ``leases``, those its leases give it now): a client's request goes to
+    the node leading its invocation's partition, as a forwarding ingress would send it."""
 
-    def __init__(self, nodes: list[Node]) -> None:
+    def __init__(self, nodes: list[Node], leases: LeaseWorld | None = None) -> None:
         self.nodes = nodes
+        self.leases = leases
         self.partitions = [p for node in nodes for p in node.partitions]
 
     def start(self) -> None:
@@ -446,5 +471,15 @@ class Cluster:
         elif isinstance(record, r.SetStateFromAdmin):
             key = partition_key_for_key(record.key)
         else:
-            key = 0
-        return self.nodes[(key * 2) >> 64].request(make)
+            key = None
+        if self.leases is None:
+            return self.nodes[((key or 0) * 2) >> 64].request(make)
+        if key is None:
+            return self.nodes[0].request(make)  # of no partition: any node takes it
+        holder = self.leases.table.holder[self.nodes[0].store.partition_of(key)]
+        if holder is None:
+            raise ConnectionLost("no node leads the partition now (a handover): retry")
+        try:
+            return self.nodes[NODES.index(holder)].request(make)
+        except PartitionNotLed as exc:  # the ingress answers 503: the client retries
+            raise ConnectionLost(str(exc)) from None
