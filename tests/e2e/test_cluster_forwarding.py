@@ -298,3 +298,68 @@ def test_a_request_during_a_failover_waits_for_the_new_leader(tmp_path: Path, ur
     finally:
         a.kill()
         b.kill()
+
+
+def test_a_request_forwarded_to_a_paused_leader_goes_to_the_new_one_or_answers_502(
+    tmp_path: Path, url: str
+) -> None:
+    """#10: the proxy has no read timeout; a request forwarded to a leader that is then SIGSTOPped is given
+    up once another node leads its partition (or the leader's heartbeat is stale), not when it wakes. One
+    that is safe to resend (an idempotency key) is answered by the new leader; a plain call gets 502 asking
+    for a retry with an idempotency key (it may have been accepted: nothing tells)."""
+    import signal
+    import threading
+
+    a = _node(tmp_path, url, "a", pinned=False).start()
+    b = _node(tmp_path, url, "b", pinned=False).start()
+    try:
+        wait_until(lambda: _split(a), 15, what="a 32/32 split")
+        leaders = a.admin_request("GET", "/cluster").json()["leaders"]
+        keyed = next(_keys_of(leaders, "b", ""))
+        plain = next(_keys_of(leaders, "b", keyed))
+        answers: dict[str, httpx.Response | Exception] = {}
+
+        def call(name: str, key: str, headers: dict[str, str]) -> None:
+            try:
+                answers[name] = a.call(f"/Counter/{key}/add", 1, headers=headers, timeout=40)
+            except httpx.HTTPError as exc:
+                answers[name] = exc
+
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGSTOP)  # a still sees b alive for up to a lease TTL: it forwards
+        try:
+            started = time.monotonic()
+            threads = [
+                threading.Thread(target=call, args=("keyed", keyed, {"idempotency-key": "paused-1"})),
+                threading.Thread(target=call, args=("plain", plain, {})),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(40)
+            waited = time.monotonic() - started
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        got, refused = answers["keyed"], answers["plain"]
+        assert isinstance(got, httpx.Response) and got.status_code == 200, got
+        assert got.json() == {"value": 1, "node": "a"}  # b never ran it: it was paused
+        assert isinstance(refused, httpx.Response) and refused.status_code == 502, refused
+        assert "idempotency-key" in refused.json()["message"]
+        # the lease TTL (3 s), the poll that sees it and a's takeover: not b's pause (40 s bound)
+        assert waited < 15.0, waited
+    finally:
+        a.kill()
+        b.kill()
+
+
+def _split(srv: Server) -> bool:
+    nodes = srv.admin_request("GET", "/cluster").json()["nodes"]
+    return sorted(n["partitions"] for n in nodes if n["alive"]) == [32, 32]
+
+
+def _led_by(leaders: list[dict[str, object]], key: str) -> object:
+    return leaders[_part(partition_key_for_key(key))]["node"]
+
+
+def _keys_of(leaders: list[dict[str, object]], node: str, but: str) -> Iterator[str]:
+    return (k for k in iter(lambda: uuid.uuid4().hex, None) if _led_by(leaders, k) == node and k != but)

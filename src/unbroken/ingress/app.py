@@ -43,6 +43,7 @@ from unbroken.ingress.requests import (
     exception_response,
     partition_key_of,
     reply_response,
+    resend_safe,
     resolve_record,
     route_request,
     submission,
@@ -176,7 +177,8 @@ class IngressApp:
         with self.budget.reserve() as reservation:
             body = await read_body(scope, receive, self.body_limit, reservation.charge)
             # waits for a leader during a failover (bounded); False: this node leads it now
-            proxy = asyncio.ensure_future(cluster.forward(scope, body, send, part, "ingress"))
+            safe = resend_safe(request, route)
+            proxy = asyncio.ensure_future(cluster.forward(scope, body, send, part, "ingress", safe))
             unwatch = _watch_disconnect(scope, receive, lambda: None if proxy.cancel() else None)
             try:
                 if not await proxy:
