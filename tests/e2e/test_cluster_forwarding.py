@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -157,7 +158,12 @@ def test_cluster_status_shows_every_node_and_partition(
     a, b = nodes["a"], nodes["b"]
     c = _node(tmp_path, url, "c").start()
     try:
-        status = a.admin_request("GET", "/cluster").json()
+
+        def with_c() -> dict[str, Any] | None:  # a's lease thread reads the node table every 0.5 s
+            status: dict[str, Any] = a.admin_request("GET", "/cluster").json()
+            return status if any(n["name"] == "c" and n["alive"] for n in status["nodes"]) else None
+
+        status = wait_until(with_c, 10, what="a to see c")
         assert status["partitions"] == PARTITIONS and status["unled"] == 0
         by_name = {n["name"]: n for n in status["nodes"]}
         assert {n: (v["alive"], v["partitions"]) for n, v in by_name.items()} == {
@@ -363,3 +369,54 @@ def _led_by(leaders: list[dict[str, object]], key: str) -> object:
 
 def _keys_of(leaders: list[dict[str, object]], node: str, but: str) -> Iterator[str]:
     return (k for k in iter(lambda: uuid.uuid4().hex, None) if _led_by(leaders, k) == node and k != but)
+
+
+def test_a_caller_waiting_on_a_leader_that_hands_its_partition_over_is_answered_through_the_new_one(
+    tmp_path: Path, url: str
+) -> None:
+    """#10: a call waiting on its leader (not forwarded) whose partition moves away (here: handed over to a
+    node that joins) is not answered 503: the node holding the caller's connection attaches to the
+    invocation through the new leader, and the caller gets its result."""
+    import threading
+
+    a = _node(tmp_path, url, "a", pinned=False).start()
+    b = _node(tmp_path, url, "b", pinned=False).start()
+    c: Server | None = None
+    try:
+        wait_until(lambda: _split(a), 15, what="a 32/32 split")
+        leaders = a.admin_request("GET", "/cluster").json()["leaders"]
+        # a joining node takes its share from the top of each node's partitions: b's highest move
+        top = sorted(p["partition"] for p in leaders if p["node"] == "b")[-5:]
+        key = next(k for k in iter(lambda: uuid.uuid4().hex, None) if _part(partition_key_for_key(k)) in top)
+        answer: dict[str, httpx.Response | Exception] = {}
+
+        def call() -> None:
+            try:
+                headers = {"idempotency-key": "moving"}
+                answer["resp"] = b.call(f"/Waiter/{key}/wait", headers=headers, timeout=60)
+            except httpx.HTTPError as exc:
+                answer["resp"] = exc
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        aid = wait_until(lambda: published(b, key), 10, what="the handler to wait")
+        c = _node(tmp_path, url, "c", pinned=False).start()
+
+        def moved() -> bool:
+            now = a.admin_request("GET", "/cluster").json()["leaders"]
+            return _led_by(now, key) not in ("b", None)
+
+        wait_until(moved, 20, what="the key's partition to move away from b")
+        wait_until(
+            lambda: a.call(f"/restate/awakeables/{aid}/resolve", "yes").status_code == 202,
+            20,
+            what="the awakeable resolved through a",
+        )
+        thread.join(60)
+        resp = answer["resp"]
+        assert isinstance(resp, httpx.Response) and resp.status_code == 200, resp
+        assert resp.json() == "resolved with yes"
+    finally:
+        for srv in (a, b, c):
+            if srv is not None:
+                srv.kill()

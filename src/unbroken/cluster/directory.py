@@ -3,8 +3,8 @@
 The store answers from memory both whether this node leads a partition (``Store.leads``) and who leads the
 others (``Store.cluster()``: the ``node`` and ``partition_lease`` tables as its lease thread last read them,
 every ``pg_lease_poll_interval_s``): nothing here waits on the database. A request whose partition has no
-live leader (a failover) looks again every ``cluster_view_refresh_s / 2`` until one appears or its bound
-passes.
+live leader (a failover) looks again every ``cluster_leader_poll_s`` (memory) until one appears or its
+bound passes.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Directory:
                     503,
                     limits.retry_after_s,
                 )
-            await asyncio.sleep(min(self.refresh_s / 2, left))
+            await asyncio.sleep(min(limits.cluster_leader_poll_s, left))  # memory reads only
 
     def epoch_of(self, part: int | None, leader: NodeInfo) -> int | None:
         """The epoch ``leader`` leads ``part`` with in the view (None: any partition, or not that node)."""

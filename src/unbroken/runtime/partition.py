@@ -171,7 +171,7 @@ class Partition:
                 f"invocation {invocation_id} goes on on another node (its partition moved): attach to it"
             )
             for request_id in self._waiters.by_invocation.pop(invocation_id):
-                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted))))
+                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted), invocation_id)))
         self.timers.reset()
         self.timers.load()  # the window again, without their timers (``owns`` says no now)
 
