@@ -89,7 +89,9 @@ class Takeover:
             self.let_go(lambda key: self.store.partition_of(key) in lost, sorted(lost))
         recovering = []
         if gained:
-            recovering = [i for i in self.store.running_invocation_ids() if self._part(i) in gained]
+            # the gained partitions' only, read and kept (a store of one node may answer more)
+            running = self.store.running_invocation_ids(sorted(gained))
+            recovering = [i for i in running if self._part(i) in gained]
         self.took_over(recovering, sorted(gained))
 
     def _part(self, invocation_id: str) -> int:
