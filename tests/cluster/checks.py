@@ -24,8 +24,8 @@ from tests.cluster.harness import Cluster, Node
 from tests.cluster.load import Op
 
 SETTLE_S = 60.0  # after the load stops, how long every accepted invocation has to reach its result
-# A failover probe's client timeout, then it retries with the same idempotency key (as a client would): a
-# request forwarded to a paused leader waits as long as it stays paused (the forwarder has no read timeout)
+# A failover probe's client timeout, then it retries with the same idempotency key (as a client would); the
+# forwarder gives up a paused leader by itself once it is deposed (#10), this only bounds each attempt
 PROBE_ATTEMPT_S = 8.0
 
 

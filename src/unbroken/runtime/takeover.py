@@ -9,7 +9,8 @@ and this hops to the loop:
   and the timer window is read again, now with their timers;
 * lost (handed over to balance the cluster, or taken by another node): their queued records are dropped
   (a waiting caller is answered 503: nothing of it was accepted, it retries or is forwarded), their
-  attempts aborted, their callers waiting on a result answered 503, their timers dropped from the window.
+  attempts aborted, their callers waiting on a result answered 503 naming the invocation (``goes_on``: a
+  cluster's ingress attaches to it through the new leader), their timers dropped from the window.
   The store's fence already refuses any commit for them.
 
 ``led`` is what the loop has taken on: the recovery at start and the timer scans read by it, so a partition
