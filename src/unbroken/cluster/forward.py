@@ -146,7 +146,7 @@ class Forwarder:
                     raise
                 await asyncio.sleep(min(directory.refresh_s / 2, max(0.0, deadline - time.monotonic())))
             except Deposed as exc:
-                directory.suspect(leader.name)
+                # not suspected: the view already names the new leader, or no alive one (then it waits)
                 if not resend_safe:
                     message = _LOST.format(node=leader.name, part=part, why=exc.why)
                     raise EngineUnavailable(message, 502, limits.retry_after_s) from None
@@ -183,6 +183,8 @@ class Forwarder:
                     continue
                 exchange.cancel()
                 await asyncio.wait((exchange,))
+                if not exchange.cancelled():  # it ended in between: its outcome stands
+                    return exchange.result()
                 if started:
                     raise ResponseBroken(f"node {leader.name} stopped answering: {why}")
                 raise Deposed(why)
