@@ -77,6 +77,10 @@ def test_a_killed_node_s_partitions_are_led_again_and_nothing_is_lost_or_doubled
         load = _load(c, tmp_path, victim).start()
         try:
             load.wait_accepted(WARM_OPS, timeout_s=60)
+            # the same probes with nobody killed: what answering every key takes under this load anyway
+            began = time.monotonic()
+            baseline_s = checks.served_again(c.nodes, keys, began, SERVED_AGAIN_BOUND_S)
+            print(f"probes before the kill (no failover): {baseline_s:.2f}s")
             killed_at, killed = pg_now(), time.monotonic()
             victim.kill()
             print(f"SIGKILL {victim.name} at {time.strftime('%H:%M:%S')}")

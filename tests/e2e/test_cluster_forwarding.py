@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -157,7 +158,12 @@ def test_cluster_status_shows_every_node_and_partition(
     a, b = nodes["a"], nodes["b"]
     c = _node(tmp_path, url, "c").start()
     try:
-        status = a.admin_request("GET", "/cluster").json()
+
+        def with_c() -> dict[str, Any] | None:  # a's lease thread reads the node table every 0.5 s
+            status: dict[str, Any] = a.admin_request("GET", "/cluster").json()
+            return status if any(n["name"] == "c" and n["alive"] for n in status["nodes"]) else None
+
+        status = wait_until(with_c, 10, what="a to see c")
         assert status["partitions"] == PARTITIONS and status["unled"] == 0
         by_name = {n["name"]: n for n in status["nodes"]}
         assert {n: (v["alive"], v["partitions"]) for n, v in by_name.items()} == {
@@ -299,3 +305,119 @@ def test_a_request_during_a_failover_waits_for_the_new_leader(tmp_path: Path, ur
     finally:
         a.kill()
         b.kill()
+
+
+def test_a_request_forwarded_to_a_paused_leader_goes_to_the_new_one_or_answers_502(
+    tmp_path: Path, url: str
+) -> None:
+    """#10: the proxy has no read timeout; a request forwarded to a leader that is then SIGSTOPped is given
+    up once another node leads its partition (or the leader's heartbeat is stale), not when it wakes. One
+    that is safe to resend (an idempotency key) is answered by the new leader; a plain call gets 502 asking
+    for a retry with an idempotency key (it may have been accepted: nothing tells)."""
+    import signal
+    import threading
+
+    a = _node(tmp_path, url, "a", pinned=False).start()
+    b = _node(tmp_path, url, "b", pinned=False).start()
+    try:
+        wait_until(lambda: _split(a), 15, what="a 32/32 split")
+        leaders = a.admin_request("GET", "/cluster").json()["leaders"]
+        keyed = next(_keys_of(leaders, "b", ""))
+        plain = next(_keys_of(leaders, "b", keyed))
+        answers: dict[str, httpx.Response | Exception] = {}
+
+        def call(name: str, key: str, headers: dict[str, str]) -> None:
+            try:
+                answers[name] = a.call(f"/Counter/{key}/add", 1, headers=headers, timeout=40)
+            except httpx.HTTPError as exc:
+                answers[name] = exc
+
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGSTOP)  # a still sees b alive for up to a lease TTL: it forwards
+        try:
+            started = time.monotonic()
+            threads = [
+                threading.Thread(target=call, args=("keyed", keyed, {"idempotency-key": "paused-1"})),
+                threading.Thread(target=call, args=("plain", plain, {})),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(40)
+            waited = time.monotonic() - started
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        got, refused = answers["keyed"], answers["plain"]
+        assert isinstance(got, httpx.Response) and got.status_code == 200, got
+        assert got.json() == {"value": 1, "node": "a"}  # b never ran it: it was paused
+        assert isinstance(refused, httpx.Response) and refused.status_code == 502, refused
+        assert "idempotency-key" in refused.json()["message"]
+        # the lease TTL (3 s), the poll that sees it and a's takeover: not b's pause (40 s bound)
+        assert waited < 15.0, waited
+    finally:
+        a.kill()
+        b.kill()
+
+
+def _split(srv: Server) -> bool:
+    nodes = srv.admin_request("GET", "/cluster").json()["nodes"]
+    return sorted(n["partitions"] for n in nodes if n["alive"]) == [32, 32]
+
+
+def _led_by(leaders: list[dict[str, object]], key: str) -> object:
+    return leaders[_part(partition_key_for_key(key))]["node"]
+
+
+def _keys_of(leaders: list[dict[str, object]], node: str, but: str) -> Iterator[str]:
+    return (k for k in iter(lambda: uuid.uuid4().hex, None) if _led_by(leaders, k) == node and k != but)
+
+
+def test_a_caller_waiting_on_a_leader_that_hands_its_partition_over_is_answered_through_the_new_one(
+    tmp_path: Path, url: str
+) -> None:
+    """#10: a call waiting on its leader (not forwarded) whose partition moves away (here: handed over to a
+    node that joins) is not answered 503: the node holding the caller's connection attaches to the
+    invocation through the new leader, and the caller gets its result."""
+    import threading
+
+    a = _node(tmp_path, url, "a", pinned=False).start()
+    b = _node(tmp_path, url, "b", pinned=False).start()
+    c: Server | None = None
+    try:
+        wait_until(lambda: _split(a), 15, what="a 32/32 split")
+        leaders = a.admin_request("GET", "/cluster").json()["leaders"]
+        # a joining node takes its share from the top of each node's partitions: b's highest move
+        top = sorted(p["partition"] for p in leaders if p["node"] == "b")[-5:]
+        key = next(k for k in iter(lambda: uuid.uuid4().hex, None) if _part(partition_key_for_key(k)) in top)
+        answer: dict[str, httpx.Response | Exception] = {}
+
+        def call() -> None:
+            try:
+                headers = {"idempotency-key": "moving"}
+                answer["resp"] = b.call(f"/Waiter/{key}/wait", headers=headers, timeout=60)
+            except httpx.HTTPError as exc:
+                answer["resp"] = exc
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        aid = wait_until(lambda: published(b, key), 10, what="the handler to wait")
+        c = _node(tmp_path, url, "c", pinned=False).start()
+
+        def moved() -> bool:
+            now = a.admin_request("GET", "/cluster").json()["leaders"]
+            return _led_by(now, key) not in ("b", None)
+
+        wait_until(moved, 20, what="the key's partition to move away from b")
+        wait_until(
+            lambda: a.call(f"/restate/awakeables/{aid}/resolve", "yes").status_code == 202,
+            20,
+            what="the awakeable resolved through a",
+        )
+        thread.join(60)
+        resp = answer["resp"]
+        assert isinstance(resp, httpx.Response) and resp.status_code == 200, resp
+        assert resp.json() == "resolved with yes"
+    finally:
+        for srv in (a, b, c):
+            if srv is not None:
+                srv.kill()

@@ -18,7 +18,7 @@ from unbroken.config import ConfigError, load_config
 from unbroken.core.ids import InvocationId, awakeable_id, idempotent_invocation_id, partition_key_for_key
 from unbroken.core.schema import HandlerKind, HandlerSchema, Schemas, ServiceKind, ServiceSchema, Target
 from unbroken.core.storage import ClusterView, NodeInfo, PartitionLeader
-from unbroken.ingress.requests import Request, partition_key_of, route_request
+from unbroken.ingress.requests import Request, partition_key_of, resend_safe, route_request
 from unbroken.storage.memory import MemoryStore
 
 
@@ -62,6 +62,9 @@ _SCHEMAS = Schemas(
             "Counter", ServiceKind.VIRTUAL_OBJECT, {"add": HandlerSchema("add", HandlerKind.EXCLUSIVE)}
         ),
         "Greeter": ServiceSchema("Greeter", ServiceKind.SERVICE, {"hello": HandlerSchema("hello", None)}),
+        "Job": ServiceSchema(
+            "Job", ServiceKind.WORKFLOW, {"run": HandlerSchema("run", HandlerKind.WORKFLOW)}
+        ),
     }
 )
 
@@ -81,6 +84,20 @@ def test_the_partition_key_of_each_kind_of_request() -> None:
     assert _key_of(f"/restate/invocation/{inv}/attach") == inv.partition_key
     assert _key_of(f"/restate/invocation/{inv}/output") == inv.partition_key
     assert _key_of(f"/restate/awakeables/{awakeable_id(inv, 17)}/resolve") == inv.partition_key
+
+
+def _safe(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> bool:
+    request = Request("POST", path, b"", headers or [])
+    return resend_safe(request, route_request(request, _SCHEMAS))
+
+
+def test_which_requests_a_forwarder_may_send_again_to_a_new_leader() -> None:
+    assert not _safe("/Counter/k1/add") and not _safe("/Greeter/hello/send")  # may make a second one
+    assert _safe("/Counter/k1/add", [(b"idempotency-key", b"x")])
+    assert _safe("/Job/w1/run") and _safe("/Job/w1/run/send")  # the workflow id is the invocation's
+    inv = InvocationId(random.getrandbits(64), os.urandom(16))
+    assert _safe(f"/restate/invocation/{inv}/attach") and _safe(f"/restate/invocation/{inv}/output")
+    assert _safe(f"/restate/awakeables/{awakeable_id(inv, 17)}/resolve")
 
 
 def test_a_claim_is_a_list_of_partition_ranges() -> None:
@@ -157,3 +174,22 @@ async def test_the_leader_of_a_partition_and_the_wait_for_one() -> None:
     leader = await directory.leader(5)  # waits for the new leader, within the bound
     assert leader is not None and leader.name == "b"
     await task
+
+
+def test_a_leader_is_deposed_by_a_new_epoch_a_stale_heartbeat_or_this_node_leading() -> None:
+    store = _Viewed(set())
+    directory = Directory(store, "a")
+    store.view = _view("b")
+    b = store.view.nodes[1]
+    epoch = directory.epoch_of(5, b)
+    assert epoch == 1 and directory.deposed(b, 5, epoch) is None  # still b's, same epoch: keep waiting
+    moved = ClusterView(64, store.view.nodes, tuple(PartitionLeader(p, "b", 2, 3.0) for p in range(64)))
+    store.view = moved  # b took it again (a new epoch): what it was sent before may be lost
+    assert "epoch 2" in (directory.deposed(b, 5, epoch) or "")
+    store.view = _view("b", alive=False)  # paused: its heartbeat is older than the TTL
+    assert "heartbeat" in (directory.deposed(b, 5, epoch) or "")
+    assert "heartbeat" in (directory.deposed(b, None, None) or "")  # any leader: the heartbeat alone
+    store.view = None
+    assert directory.deposed(b, 5, epoch) is None  # the database cannot be read: nothing known
+    store.led_parts = {5}
+    assert "leads partition 5" in (directory.deposed(b, 5, epoch) or "")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -55,6 +55,7 @@ class _LeasedStore(MemoryStore):
         self.led = set(led)
         self.listeners: list[LeadershipChanged] = []
         self.running: list[str] = []
+        self.asked: list[list[int] | None] = []  # the partitions each running_invocation_ids named
 
     def leads(self, part: int) -> bool:
         return part in self.led
@@ -68,8 +69,9 @@ class _LeasedStore(MemoryStore):
     def on_leadership(self, changed: LeadershipChanged) -> None:
         self.listeners.append(changed)
 
-    def running_invocation_ids(self) -> list[str]:
-        return list(self.running)
+    def running_invocation_ids(self, parts: Collection[int] | None = None) -> list[str]:
+        self.asked.append(None if parts is None else sorted(parts))
+        return list(self.running)  # all: the caller keeps what it asked for
 
     def change(self, gained: set[int], lost: set[int]) -> None:
         """As the lease thread does: from another thread."""
@@ -141,6 +143,7 @@ async def test_losing_a_partition_answers_its_callers_503_and_drops_its_attempts
         reply = await asyncio.wait_for(waiting, 5)
         assert isinstance(reply.outcome, a.Unavailable) and reply.outcome.failure.code == 503
         assert sleeper in reply.outcome.failure.message and "attach" in reply.outcome.failure.message
+        assert reply.outcome.goes_on == sleeper  # accepted: a cluster's ingress attaches to it elsewhere
         assert len(partition.timers) == 0 and sleeper not in partition.invoker.running
         with pytest.raises(PartitionNotLed):
             node.request(_invoke(_id(1, 4), "echo", 1))
@@ -165,6 +168,7 @@ async def test_gaining_a_partition_recovers_exactly_its_running_invocations(stor
         store.change({2}, set())
         await _until(lambda: recovered)
         assert recovered == [_id(2, 6)]  # not partition 0's (recovered at start), nor 3's (led elsewhere)
+        assert store.asked[-1] == [2]  # only the gained partition's are read, not every led one's
         store.change({2}, set())  # told twice: recovered once
         for _ in range(3):  # the hop was scheduled before ``change`` returned: it runs within these turns
             await asyncio.sleep(0)

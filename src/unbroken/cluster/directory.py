@@ -3,8 +3,8 @@
 The store answers from memory both whether this node leads a partition (``Store.leads``) and who leads the
 others (``Store.cluster()``: the ``node`` and ``partition_lease`` tables as its lease thread last read them,
 every ``pg_lease_poll_interval_s``): nothing here waits on the database. A request whose partition has no
-live leader (a failover) looks again every ``cluster_view_refresh_s / 2`` until one appears or its bound
-passes.
+live leader (a failover) looks again every ``cluster_leader_poll_s`` (memory) until one appears or its
+bound passes.
 """
 
 from __future__ import annotations
@@ -119,7 +119,34 @@ class Directory:
                     503,
                     limits.retry_after_s,
                 )
-            await asyncio.sleep(min(self.refresh_s / 2, left))
+            await asyncio.sleep(min(limits.cluster_leader_poll_s, left))  # memory reads only
+
+    def epoch_of(self, part: int | None, leader: NodeInfo) -> int | None:
+        """The epoch ``leader`` leads ``part`` with in the view (None: any partition, or not that node)."""
+        view = self.view()
+        if part is None or view is None or not 0 <= part < len(view.leaders):
+            return None
+        lease = view.leaders[part]
+        return lease.epoch if lease.node == leader.name else None
+
+    def deposed(self, leader: NodeInfo, part: int | None, epoch: int | None) -> str | None:
+        """Why a request sent to ``leader`` (leading ``part`` with ``epoch`` when it was sent) will not be
+        answered by it any more (None: it may still be): another node or this one leads ``part`` now (a new
+        epoch), or its heartbeat is older than the lease TTL (paused, cut off, dead). Memory only."""
+        if part is not None and self.store.leads(part):
+            return f"node {self.node} leads partition {part} now"
+        view = self.view()
+        if view is None:
+            return None  # the database cannot be read: nothing is known to have changed
+        info = next((n for n in view.nodes if n.name == leader.name), None)
+        if info is None or not info.alive:
+            age = "gone" if info is None else f"{info.heartbeat_age_s:.1f}s old"
+            return f"node {leader.name}'s heartbeat is older than the lease TTL ({age})"
+        if part is not None and 0 <= part < len(view.leaders):
+            lease = view.leaders[part]
+            if (lease.node, lease.epoch) != (leader.name, epoch if epoch is not None else lease.epoch):
+                return f"partition {part} is led by {lease.node or 'nobody'} now (epoch {lease.epoch})"
+        return None
 
     def _usable(self, node: NodeInfo) -> bool:
         suspect = self._suspects.get(node.name)

@@ -5,11 +5,19 @@ already read) goes to the leader's ingress or admin API with ``x-unbroken-forwar
 leader's answer (status, headers, body) is written back as it arrives. The leader does all the work: it
 routes, mints or derives the invocation id and answers, as if it had been called directly. A forwarded
 request is never forwarded again: a node that does not lead its partition answers 503 with Retry-After.
+
+There is no read timeout (a call waits for its result as long as it takes). Instead, while the leader has
+not answered, the cluster view in memory is looked at twice per ``cluster_view_refresh_s``: once another
+node leads the partition (a new epoch) or the leader's heartbeat is older than the lease TTL (paused, cut
+off), the leader is given up. A request that cannot make a second invocation when sent again (the ingress
+says which: an idempotency key, a workflow's run, an attach, an output, an awakeable's completion) goes to
+the new leader; any other is answered 502, to be retried with an idempotency key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import MutableMapping
 from typing import Any, Literal
@@ -21,6 +29,8 @@ from unbroken.core import limits
 from unbroken.core.errors import EngineUnavailable
 from unbroken.core.storage import NodeInfo
 from unbroken.http.asgi import Receive, Scope, Send
+
+log = logging.getLogger("unbroken.cluster")
 
 FORWARDED = b"x-unbroken-forwarded"
 # Hop-by-hop headers (RFC 9110 7.6.1) and the framing the proxy sets itself.
@@ -46,6 +56,14 @@ _LOST = (
 
 class ResponseBroken(Exception):
     """The leader failed after its answer had started: the caller's connection is closed mid-answer."""
+
+
+class Deposed(Exception):
+    """The leader asked was deposed (or its heartbeat went stale) before its answer started: given up."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 class Unreachable(EngineUnavailable):
@@ -105,10 +123,14 @@ class Forwarder:
         send: Send,
         part: int | None,
         api: Literal["ingress", "admin"],
+        resend_safe: bool = False,
     ) -> bool:
         """Proxy the request to the leader of ``part`` (None: any leader); False when this node leads it
         now. A leader that cannot be reached (it never got the request) is asked again, or its successor,
-        until ``leader_wait_s`` has passed; then ``NoLeader``."""
+        until ``leader_wait_s`` has passed; then ``NoLeader``. A leader deposed while the request waits on
+        it (a new epoch, or its heartbeat stale: paused, cut off) is given up: before its answer started, a
+        request that ``resend_safe`` (resending it cannot make a second invocation) goes to the new leader,
+        any other is answered 502 (retry with the idempotency key)."""
         directory = self.directory
         deadline = time.monotonic() + directory.leader_wait_s
         while True:
@@ -123,6 +145,13 @@ class Forwarder:
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(min(directory.refresh_s / 2, max(0.0, deadline - time.monotonic())))
+            except Deposed as exc:
+                # not suspected: the view already names the new leader, or no alive one (then it waits)
+                if not resend_safe:
+                    message = _LOST.format(node=leader.name, part=part, why=exc.why)
+                    raise EngineUnavailable(message, 502, limits.retry_after_s) from None
+                log.info("resending a request for partition %s to its new leader: %s", part, exc.why)
+                deadline = time.monotonic() + directory.leader_wait_s  # a new wait for the new leader
 
     async def proxy(
         self,
@@ -135,7 +164,44 @@ class Forwarder:
     ) -> None:
         """Send the request to ``leader``'s ``api`` and write its answer to ``send``. Raises
         ``EngineUnavailable`` when nothing could be asked (503) or the leader failed before answering
-        (502), :class:`ResponseBroken` when it failed in the middle of its answer."""
+        (502), :class:`Deposed` when another node took over (or the leader's heartbeat went stale) before
+        its answer started, :class:`ResponseBroken` when it failed in the middle of its answer.
+
+        No read timeout (a call waits for its result as long as it takes): instead the cluster view, in
+        memory, is looked at every ``refresh_s / 2`` while the exchange runs."""
+        directory = self.directory
+        epoch = directory.epoch_of(part, leader)
+        started: list[bool] = []  # not empty once the answer's start was written to the caller
+        exchange = asyncio.ensure_future(self._exchange(scope, body, send, leader, part, api, started))
+        try:
+            while True:
+                done, _ = await asyncio.wait((exchange,), timeout=directory.refresh_s / 2)
+                if done:
+                    return exchange.result()
+                why = directory.deposed(leader, part, epoch)
+                if why is None:
+                    continue
+                exchange.cancel()
+                await asyncio.wait((exchange,))
+                if not exchange.cancelled():  # it ended in between: its outcome stands
+                    return exchange.result()
+                if started:
+                    raise ResponseBroken(f"node {leader.name} stopped answering: {why}")
+                raise Deposed(why)
+        finally:
+            if not exchange.done():
+                exchange.cancel()  # this request itself is cancelled (the caller left): the exchange too
+
+    async def _exchange(
+        self,
+        scope: Scope,
+        body: bytes,
+        send: Send,
+        leader: NodeInfo,
+        part: int | None,
+        api: Literal["ingress", "admin"],
+        started: list[bool],
+    ) -> None:
         base = leader.ingress_url if api == "ingress" else leader.admin_url
         raw = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
@@ -155,15 +221,16 @@ class Forwarder:
             message = _LOST.format(node=leader.name, part=part, why=repr(exc))
             raise EngineUnavailable(message, 502, limits.retry_after_s) from None
         try:
-            await self._relay(response, send)
+            await self._relay(response, send, started)
         finally:
             await response.aclose()
 
-    async def _relay(self, response: httpx.Response, send: Send) -> None:
+    async def _relay(self, response: httpx.Response, send: Send, started: list[bool]) -> None:
         out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]
         length = response.headers.get("content-length")
         if length is not None:
             out.append((b"content-length", length.encode("latin-1")))
+        started.append(True)
         await send({"type": "http.response.start", "status": response.status_code, "headers": out})
         try:
             async for chunk in response.aiter_raw():
@@ -176,4 +243,4 @@ class Forwarder:
         await self.client.aclose()
 
 
-__all__ = ["FORWARDED", "Forwarder", "ResponseBroken", "Unreachable", "replay"]
+__all__ = ["FORWARDED", "Deposed", "Forwarder", "ResponseBroken", "Unreachable", "replay"]

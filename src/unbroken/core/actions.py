@@ -127,9 +127,12 @@ class StoreFailed(msgspec.Struct, frozen=True):
 
 
 class Unavailable(msgspec.Struct, frozen=True):
-    """The engine cannot take the record now (stopped partition, store failing): nothing was accepted."""
+    """The engine cannot take the record now (stopped partition, store failing): nothing was accepted. Or,
+    with ``goes_on``, the invocation the caller waited on was accepted and goes on on another node (its
+    partition moved there): a cluster's ingress attaches to it through that node."""
 
     failure: Failure
+    goes_on: str | None = None
 
 
 class StateChanged(msgspec.Struct, frozen=True):

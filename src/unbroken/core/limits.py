@@ -154,6 +154,9 @@ cluster_leader_wait_s = 6.0
 # A node that could not be reached is passed over this long; a request waiting for a leader looks again
 # every half of it (the leases themselves are read by the lease thread, every pg_lease_poll_interval_s).
 cluster_view_refresh_s = 0.5
+# while a request waits for a partition's leader (a failover), how often it looks at the view in memory:
+# a new leader is forwarded to within this of the lease thread's read, not half a refresh later
+cluster_leader_poll_s = 0.05
 cluster_suspects_max = 256  # nodes remembered as unreachable (for cluster_view_refresh_s each)
 cluster_schema_poll_s = 1.0  # PATCH /services and deployments applied by another node are read this often
 

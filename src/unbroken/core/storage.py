@@ -13,7 +13,7 @@ applied (``Step.now_ms``), never from the database's clock, so a replay or a sim
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -307,9 +307,10 @@ class Store(Protocol):
         (backends return ``transaction(self)``)."""
         ...
 
-    def running_invocation_ids(self) -> list[str]:
+    def running_invocation_ids(self, parts: Collection[int] | None = None) -> list[str]:
         """Invocations an attempt was running for when the process stopped, oldest first (a store shared by
-        several nodes: of the partitions this node leads)."""
+        several nodes: of the partitions this node leads, or only of ``parts`` of them, those just gained;
+        a store of one node may ignore ``parts``: the caller keeps its own)."""
         ...
 
     def service_overrides(self) -> dict[str, ServiceOverride]:

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import quote, unquote
 
-from unbroken.cluster.forward import Forwarder, ResponseBroken, replay
+from unbroken.cluster.forward import FORWARDED, Forwarder, ResponseBroken, replay
+from unbroken.core import actions as a
 from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.actions import Reply
@@ -43,6 +44,7 @@ from unbroken.ingress.requests import (
     exception_response,
     partition_key_of,
     reply_response,
+    resend_safe,
     resolve_record,
     route_request,
     submission,
@@ -128,7 +130,12 @@ class IngressApp:
             await self._awakeable(scope, receive, send, request, route)
         else:  # attach or output
             pending = self._request(attach_record(route), receive)
-            await self._answer(send, await self._wait(scope, receive, pending), dedup=True)
+            reply = await self._wait(scope, receive, pending)
+            if self.cluster is not None and await self._moved(
+                scope, receive, send, request, route, reply, b""
+            ):
+                return
+            await self._answer(send, reply, dedup=True)
 
     async def _health(self, send: Send) -> None:
         trouble = self.engine.health()
@@ -144,7 +151,12 @@ class IngressApp:
         with self.budget.reserve() as reservation:
             sub = await self._submit(scope, receive, request, route, reservation.charge)
             pending = self._request(sub, receive)
-            await self._answer(send, await self._wait(scope, receive, pending), sub.dedup, sub.content_type)
+            reply = await self._wait(scope, receive, pending)
+            if self.cluster is not None and await self._moved(
+                scope, receive, send, request, route, reply, sub.body
+            ):
+                return
+            await self._answer(send, reply, sub.dedup, sub.content_type)
 
     async def _submit(
         self, scope: Scope, receive: Receive, request: Request, route: Route, charge: Callable[[int], None]
@@ -175,20 +187,61 @@ class IngressApp:
         cluster.refuse_second_hop(scope, part)
         with self.budget.reserve() as reservation:
             body = await read_body(scope, receive, self.body_limit, reservation.charge)
-            # waits for a leader during a failover (bounded); False: this node leads it now
-            proxy = asyncio.ensure_future(cluster.forward(scope, body, send, part, "ingress"))
-            unwatch = _watch_disconnect(scope, receive, lambda: None if proxy.cancel() else None)
-            try:
-                if not await proxy:
-                    return replay(body, receive)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-                raise ClientDisconnected() from None
-            finally:
-                unwatch()
+            if not await self._proxy(cluster, scope, receive, send, body, part, resend_safe(request, route)):
+                return replay(body, receive)
         return None
+
+    async def _proxy(
+        self,
+        cluster: Forwarder,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        part: int | None,
+        safe: bool,
+    ) -> bool:
+        """``cluster.forward`` (it waits for a leader during a failover, bounded), cancelled when the caller
+        hangs up; False: this node leads ``part`` now."""
+        proxy = asyncio.ensure_future(cluster.forward(scope, body, send, part, "ingress", safe))
+        unwatch = _watch_disconnect(scope, receive, lambda: None if proxy.cancel() else None)
+        try:
+            return await proxy
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise ClientDisconnected() from None
+        finally:
+            unwatch()
+
+    async def _moved(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request: Request,
+        route: Route,
+        reply: Reply,
+        body: bytes,
+    ) -> bool:
+        """A wait answered 503 because its partition moved to another node (``Partition.let_go``): go on
+        through the new leader, as the caller's retry would, when that cannot make a second invocation.
+        Accepted (``goes_on``): attach to the invocation there; never applied: send the request there.
+        True when answered so. A request another node forwarded here is answered 503 (no second hop)."""
+        cluster, outcome = self.cluster, reply.outcome
+        if cluster is None or not isinstance(outcome, a.Unavailable) or not resend_safe(request, route):
+            return False
+        key = partition_key_of(request, route)
+        if key is None or any(k == FORWARDED for k, _ in scope["headers"]):
+            return False
+        part = cluster.directory.partition_of(key)
+        if cluster.directory.leads(part):
+            return False  # refused for another reason (the store fails, shutting down): answered as it is
+        if outcome.goes_on is not None and route.kind is _INVOKE:
+            scope, body = _attach_scope(scope, outcome.goes_on), b""
+        log.info("partition %d moved while a caller waited: going on through its new leader", part)
+        return await self._proxy(cluster, scope, receive, send, body, part, True)
 
     def _request(self, make: Callable[[int], r.Record], receive: Receive) -> _Pending:
         ids: list[int] = []
@@ -246,8 +299,12 @@ class IngressApp:
         with self.budget.reserve() as reservation:
             body = await read_body(scope, receive, self.body_limit, reservation.charge)
             make = resolve_record(request, route, body)
-            del body
             reply = await self._wait(scope, receive, self._request(make, receive))
+            if self.cluster is not None and await self._moved(
+                scope, receive, send, request, route, reply, body
+            ):
+                return
+            del body
         self.engine.faults.point("ingress.before_reply")  # what the reply says is committed; not sent yet
         await _write(send, awakeable_response(route, reply))
 
@@ -260,6 +317,20 @@ def _client_gone(receive: Receive) -> Callable[[], Awaitable[object]]:
             pass
 
     return gone
+
+
+def _attach_scope(scope: Scope, invocation_id: str) -> Scope:
+    """``scope`` as ``GET /restate/invocation/{id}/attach`` (its headers, the token among them, kept)."""
+    path = f"/restate/invocation/{quote(invocation_id, safe='')}/attach"
+    headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"idempotency-key")]
+    return {
+        **scope,
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+    }
 
 
 def _raw_path(scope: Scope) -> str:

@@ -123,6 +123,17 @@ def partition_key_of(request: Request, route: Route) -> int | None:
     return None
 
 
+def resend_safe(request: Request, route: Route) -> bool:
+    """Whether sending the request again cannot make a second invocation (a forwarder may resend it to a
+    new leader): it carries an idempotency key, runs a workflow (its id is the workflow's), attaches, reads
+    an output or completes an awakeable. Only a plain call or send without a key may not be resent."""
+    if route.kind is not RouteKind.INVOKE:
+        return True
+    if route.handler is not None and route.handler.kind is HandlerKind.WORKFLOW:
+        return True
+    return bool(request.header(b"idempotency-key"))
+
+
 # ----------------------------------------------------------------------------------------- invoke
 class Submission:
     """A checked invocation request: called with the engine's request id, it is the ``Invoke`` record."""

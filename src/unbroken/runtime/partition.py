@@ -170,7 +170,7 @@ class Partition:
             # accepted: its caller attaches to it (or retries with its idempotency key) on the new leader
             accepted = _goes_on(invocation_id)
             for request_id in self._waiters.by_invocation.pop(invocation_id):
-                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted))))
+                self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted), invocation_id)))
         self.timers.reset()
         self.timers.load()  # the window again, without their timers (``owns`` says no now)
 

@@ -9,7 +9,8 @@ and this hops to the loop:
   and the timer window is read again, now with their timers;
 * lost (handed over to balance the cluster, or taken by another node): their queued records are dropped
   (a waiting caller is answered 503: nothing of it was accepted, it retries or is forwarded), their
-  attempts aborted, their callers waiting on a result answered 503, their timers dropped from the window.
+  attempts aborted, their callers waiting on a result answered 503 naming the invocation (``goes_on``: a
+  cluster's ingress attaches to it through the new leader), their timers dropped from the window.
   The store's fence already refuses any commit for them.
 
 ``led`` is what the loop has taken on: the recovery at start and the timer scans read by it, so a partition
@@ -89,7 +90,9 @@ class Takeover:
             self.let_go(lambda key: self.store.partition_of(key) in lost, sorted(lost))
         recovering = []
         if gained:
-            recovering = [i for i in self.store.running_invocation_ids() if self._part(i) in gained]
+            # the gained partitions' only, read and kept (a store of one node may answer more)
+            running = self.store.running_invocation_ids(sorted(gained))
+            recovering = [i for i in running if self._part(i) in gained]
         self.took_over(recovering, sorted(gained))
 
     def _part(self, invocation_id: str) -> int:

@@ -120,7 +120,8 @@ class MemoryStore:
     def transaction(self) -> AbstractContextManager[Transaction]:
         return transaction(self)
 
-    def running_invocation_ids(self) -> list[str]:
+    def running_invocation_ids(self, parts: Collection[int] | None = None) -> list[str]:
+        # ``parts`` is ignored: the caller keeps the partitions it asked for
         with self.lock:
             rows = list(self.invocations.items())
         invs = [decode_invocation(b, i, check=False) for i, b in rows if self.leads_id(i)]

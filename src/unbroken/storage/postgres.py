@@ -292,11 +292,13 @@ class PostgresStore:
             self._reader = connect(self.location)
         return self._reader.execute(query, params, binary=True).fetchall()
 
-    def running_invocation_ids(self) -> list[str]:
-        # the led partitions' only: those this node recovers (the others' leaders recover theirs)
+    def running_invocation_ids(self, parts: Collection[int] | None = None) -> list[str]:
+        # the led partitions' only: those this node recovers (the others' leaders recover theirs); at a
+        # takeover only the gained ones' (the others' were recovered when they were gained)
+        led = self.leases.leading
         rows = self._read(
             "SELECT id FROM invocation WHERE status = 'running' AND part = ANY(%s) ORDER BY seq",
-            (list(self.leases.leading),),
+            (sorted(led if parts is None else led.intersection(parts)),),
         )
         return [str(row[0]) for row in rows]
 

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 
 import msgspec
@@ -225,8 +225,9 @@ class SqliteStore:
         self.conn.close()
 
     # --- recovery reads (before the processor starts) -------------------------------------------------
-    def running_invocation_ids(self) -> list[str]:
-        """The invocations an attempt was running for when the process stopped, oldest first.
+    def running_invocation_ids(self, parts: Collection[int] | None = None) -> list[str]:
+        """The invocations an attempt was running for when the process stopped, oldest first (one
+        partition: ``parts`` is ignored).
 
         Filtered in SQL: with 100,000 suspended workflows stored, start-up reads none of their rows.
         """
