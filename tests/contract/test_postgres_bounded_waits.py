@@ -1,0 +1,106 @@
+"""Every wait the PostgreSQL store makes on the server is bounded: a lock another session holds (a leader
+paused mid-batch keeps its locks until it runs again) fails the statement with a ``StoreError`` within
+``limits.pg_lock_timeout_s`` (the batch loop retries it) instead of blocking its caller, the event loop
+among them, for as long as the other session lasts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests import pg
+from unbroken.core import limits
+from unbroken.core.storage import StoreError
+from unbroken.storage.postgres import PostgresStore
+
+LOCK_TIMEOUT_S = 0.3
+# what the test allows for the bound to take effect on a loaded machine (the wait itself is 0.3 s)
+RAISED_WITHIN_S = 10.0
+
+
+@pytest.fixture
+def url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    pg.require()
+    monkeypatch.setattr(limits, "pg_lock_timeout_s", LOCK_TIMEOUT_S)
+    schema = pg.schema_for(request.node.nodeid)
+    pg.drop(schema)
+    yield pg.url_for(schema)
+    pg.drop(schema)
+
+
+@pytest.fixture
+def other(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """Another session (a paused node's), in a transaction of its own."""
+    schema = url.rsplit("schema=", 1)[1]
+    with psycopg.connect(pg.URL) as conn:
+        conn.execute(f"SET search_path TO {schema}")  # type: ignore[arg-type]
+        conn.commit()
+        yield conn
+
+
+def test_a_commit_waiting_on_a_row_lock_another_session_holds_is_a_store_error(
+    url: str, other: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    store = PostgresStore(url, partitions=2, node="a")
+    try:
+        other.execute("SELECT * FROM partition_epoch FOR UPDATE")  # the fence's rows, held
+        txn = store.begin()
+        txn.state_set("Obj", "k", "n", b"waits")
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="LockNotAvailable"):
+            txn.commit()
+        assert time.monotonic() - started < RAISED_WITHIN_S
+        other.rollback()  # the other session ends: the batch applied again commits
+        with store.transaction() as txn:
+            txn.state_set("Obj", "k", "n", b"kept")
+        assert store.begin().state_get("Obj", "k", "n") == b"kept"
+    finally:
+        store.close()
+
+
+def test_a_read_waiting_on_a_table_lock_is_a_store_error_and_the_next_read_works(
+    url: str, other: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    store = PostgresStore(url, partitions=2, node="a")
+    try:
+        other.execute("LOCK TABLE timer, deployment IN ACCESS EXCLUSIVE MODE")
+        for read in (lambda: store.timers_after(None, 10), store.deployments):
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="LockNotAvailable"):
+                read()
+            assert time.monotonic() - started < RAISED_WITHIN_S
+        other.rollback()
+        assert store.timers_after(None, 10) == []
+        assert store.deployments() == []
+    finally:
+        store.close()
+
+
+def test_the_readers_serve_several_threads_at_once(url: str) -> None:
+    """The schema follower reads from a thread of its own while the event loop reads timers."""
+    store = PostgresStore(url, partitions=2, node="a")
+    errors: list[BaseException] = []
+
+    def reads() -> None:
+        try:
+            for _ in range(50):
+                assert store.deployments() == []
+                assert store.service_overrides() == {}
+                assert store.timers_after(None, 10) == []
+        except BaseException as exc:  # noqa: BLE001 (reported by the test's thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reads) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert errors == []
+    finally:
+        store.close()
