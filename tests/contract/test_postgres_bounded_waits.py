@@ -13,8 +13,9 @@ import psycopg
 import pytest
 
 from tests import pg
+from unbroken.core import journal as j
 from unbroken.core import limits
-from unbroken.core.storage import StoreError
+from unbroken.core.storage import NotLeader, StoreError
 from unbroken.storage.postgres import PostgresStore
 
 LOCK_TIMEOUT_S = 0.3
@@ -37,7 +38,7 @@ def other(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """Another session (a paused node's), in a transaction of its own."""
     schema = url.rsplit("schema=", 1)[1]
     with psycopg.connect(pg.URL) as conn:
-        conn.execute(f"SET search_path TO {schema}")  # type: ignore[arg-type]
+        conn.execute(f"SET search_path TO {schema}")
         conn.commit()
         yield conn
 
@@ -104,3 +105,27 @@ def test_the_readers_serve_several_threads_at_once(url: str) -> None:
         assert errors == []
     finally:
         store.close()
+
+
+def test_a_deposed_leaders_batch_breaking_a_constraint_is_refused_not_an_invariant_violation(
+    url: str,
+) -> None:
+    """Paused past its lease, a leader runs a batch before it learns it was deposed: the new leader has
+    written rows since, so the batch may break a constraint (the same journal entry). That is the fence's
+    refusal (NotLeader), not the engine's invariant broken (which stops the node)."""
+    old = PostgresStore(url, partitions=4, node="a")
+    inv_id = "inv_1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    try:
+        txn = old.begin()  # the deposed leader's batch, from before it learns of it
+        new = PostgresStore(url, partitions=4, node="b", steal=True)
+        try:
+            with new.transaction() as written:
+                written.append_journal(inv_id, 0, j.InputCommand([], b"new"), 1)
+            txn.append_journal(inv_id, 0, j.InputCommand([], b"old"), 1)
+            with pytest.raises(NotLeader):
+                txn.journal(inv_id)  # a read sends the held writes first: the duplicate key
+            assert [e.value for e in new.begin().journal(inv_id)] == [b"new"]
+        finally:
+            new.close()
+    finally:
+        old.close()

@@ -448,7 +448,23 @@ class PostgresTransaction(InboxTransaction):
                 self.writes.send(self.c)
             return self.c.execute(query, params, binary=True)
         except psycopg.Error as exc:
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: psycopg.Error) -> Exception:
+        """``store_error(exc)``, except for a constraint the batch broke while this node may lead its partitions
+        no more: not the code's fault but a deposed leader's (paused past its lease, it ran a batch on rows
+        the new leader has written since). That batch is refused as the fence would refuse it (rolled back)."""
+        if not isinstance(exc, psycopg.IntegrityError):
+            return store_error(exc)
+        self.rollback()
+        try:
+            parts, epochs = self.store.leases.fence_args(self.touched)
+            granted = self._granted(parts, epochs)
+        except (NotLeader, StoreError) as deposed:  # NotLeader: not renewed in time; StoreError: retried
+            return deposed
+        if len(granted) < len(parts):
+            return self.store.leases.refused(parts, granted)
+        return exc
 
     def _one(
         self, query: str, params: tuple[Any, ...], *, after_writes: bool = True
@@ -517,7 +533,7 @@ class PostgresTransaction(InboxTransaction):
             self._close_pipeline()
             if not _outcome_unknown(self.c, exc):
                 self._rollback_quietly()
-                raise store_error(exc) from exc
+                raise self._error(exc) from exc
             # The connection went during the COMMIT: it may have landed. Learn which before answering.
             landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
             if landed:
