@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests import pg
+from tests.harness import wait_until
 from unbroken.core import journal as j
 from unbroken.core import limits
 from unbroken.core.storage import NotLeader, StoreError
@@ -129,3 +130,49 @@ def test_a_deposed_leaders_batch_breaking_a_constraint_is_refused_not_an_invaria
             new.close()
     finally:
         old.close()
+
+
+def test_a_leader_paused_mid_batch_is_ended_so_the_new_leaders_batch_commits_when_applied_again(
+    url: str, other: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """The paused leader sent a batch's statements but not its COMMIT (pipeline mode, no Sync): the server
+    counts its session active, not idle in transaction, so no timeout ends it, and it holds its row locks
+    for as long as it stays paused. The new leader's batch waits the bounded time, ends that session (its
+    batch could not commit anyway: its lease has expired) and commits when the batch loop applies it again."""
+    store = PostgresStore(url, partitions=2, node="a")
+    try:
+        with store.transaction() as txn:
+            txn.state_set("Obj", "k", "n", b"before")
+        stalled = other.info.backend_pid
+        other.autocommit = True
+        pipeline = other.pipeline()
+        pipeline.__enter__()
+        other.execute("BEGIN")
+        other.execute("UPDATE state SET value = 'paused'")
+        other.pgconn.send_flush_request()
+        other.pgconn.flush()  # sent, and nothing more: no COMMIT, no Sync
+        # the paused batch is older than the lease's TTL (as when another node took its partitions)
+        wait_until(
+            lambda: (_xact_age_s(stalled) or 0.0) > limits.pg_lease_ttl_s,
+            10,
+            what="the stalled transaction to pass the TTL",
+        )
+        with pytest.raises(StoreError, match="LockNotAvailable"):
+            with store.transaction() as txn:
+                txn.state_set("Obj", "k", "n", b"after")
+        with store.transaction() as txn:  # applied again
+            txn.state_set("Obj", "k", "n", b"after")
+        assert store.begin().state_get("Obj", "k", "n") == b"after"
+        wait_until(lambda: _xact_age_s(stalled) is None, 10, what="the stalled session to be ended")
+        with pytest.raises(psycopg.OperationalError):  # the paused leader finds its session gone
+            pipeline.__exit__(None, None, None)
+    finally:
+        store.close()
+
+
+def _xact_age_s(pid: int) -> float | None:
+    with psycopg.connect(pg.URL, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM now() - xact_start) FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])

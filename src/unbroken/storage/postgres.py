@@ -72,6 +72,7 @@ from unbroken.storage.postgres_batch import (
     DELETE_INVOCATION,
     DELETE_JOURNAL,
     DELETE_SIGNALS,
+    END_STALLED_WRITERS,
     FENCE_OR_FAIL,
     INJECTED_CONFLICT,
     PREFETCH,
@@ -302,6 +303,19 @@ class PostgresStore:
                     return None
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
+    def end_stalled_writers(self) -> None:
+        """After a batch waited ``pg_lock_timeout_s`` on a lock: end the sessions of leaders paused in the
+        middle of a batch (``END_STALLED_WRITERS``), so that the batch applied again does not wait on them."""
+        try:
+            ended = self.conn.execute(END_STALLED_WRITERS, (self._ttl_s, self.location.schema)).fetchall()
+        except psycopg.Error as exc:  # not allowed to (another role's), or the server went: retried anyway
+            log.warning("cannot end the sessions of stalled writers: %s", exc)
+            return
+        if ended:
+            log.warning(
+                "ended the sessions of writers stalled in a transaction: %s", [row[0] for row in ended]
+            )
+
     # ------------------------------------------------------------------------------------ recovery reads
     def _read(
         self, query: str, params: tuple[Any, ...] = (), *, reader: Reader | None = None
@@ -454,6 +468,10 @@ class PostgresTransaction(InboxTransaction):
         """``store_error(exc)``, except for a constraint the batch broke while this node may lead its partitions
         no more: not the code's fault but a deposed leader's (paused past its lease, it ran a batch on rows
         the new leader has written since). That batch is refused as the fence would refuse it (rolled back)."""
+        if isinstance(exc, psycopg.errors.LockNotAvailable):  # ``pg_lock_timeout_s`` ran out: retried
+            self.rollback()
+            self.store.end_stalled_writers()
+            return store_error(exc)
         if not isinstance(exc, psycopg.IntegrityError):
             return store_error(exc)
         self.rollback()
@@ -472,13 +490,13 @@ class PostgresTransaction(InboxTransaction):
         try:
             return self._now(query, params, after_writes=after_writes).fetchone()
         except psycopg.Error as exc:
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
 
     def _all(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
             return self._now(query, params).fetchall()
         except psycopg.Error as exc:
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
 
     def _inv_part(self, invocation_id: str) -> int:
         return invocation_partition(invocation_id, self.parts)
