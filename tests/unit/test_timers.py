@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.backends import BACKENDS, Opener, opener
+from unbroken.core import limits
 from unbroken.core.records import Record, TimerFired
-from unbroken.core.storage import TimerKind
+from unbroken.core.storage import StoreError, Timer, TimerKind
 from unbroken.runtime.clock import ManualClock
 from unbroken.runtime.timers import TimerService
 
@@ -58,3 +59,33 @@ async def test_a_bounded_window_fires_every_stored_and_armed_timer_in_order(stor
     service.stop()
     assert max(sizes) <= 4
     assert fired == [timer_id for _, timer_id in sorted(stored + armed)]  # each once, in fire order
+
+
+async def test_a_window_the_store_fails_to_read_again_is_tried_again_and_its_timers_fire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A takeover reads the window again on the loop; a store that fails then (a bounded wait ran out) must
+    not leave the window empty for good."""
+    monkeypatch.setattr(limits, "store_retry_delay_max_s", 0.01)
+    failures = [StoreError("PostgreSQL: LockNotAvailable"), StoreError("PostgreSQL: QueryCanceled")]
+    stored = [Timer(1, NOW - 10, TimerKind.SLEEP, "inv_a"), Timer(2, NOW - 5, TimerKind.SLEEP, "inv_b")]
+
+    def scan(after: tuple[int, int] | None, limit: int) -> list[Timer]:
+        if failures:
+            raise failures.pop(0)
+        return stored[:limit]
+
+    fired: list[int] = []
+    done = asyncio.Event()
+
+    def submit(record: Record) -> None:
+        assert isinstance(record, TimerFired)
+        fired.append(record.timer_id)
+        if len(fired) == len(stored):
+            done.set()
+
+    service = TimerService(ManualClock(NOW), submit, scan)
+    service.reload()  # fails twice, then reads
+    await asyncio.wait_for(done.wait(), 10)
+    service.stop()
+    assert fired == [1, 2] and not failures

@@ -134,6 +134,13 @@ pg_lease_self_fence_margin_s = 1.0
 pg_lease_acquire_wait_s = 10.0  # at start, how long to wait for another node's leases to expire
 pg_commit_resolve_timeout_s = 10.0  # after a COMMIT whose outcome is unknown: how long to try to learn it
 pg_connect_timeout_s = 10  # to open one connection
+# Every wait of the store's reader and writer connections on the server (the event loop makes some): a row
+# lock another session holds (a paused leader's open transaction; the server ends an idle one after the
+# lease's TTL, but not one whose client stopped mid-pipeline) and a whole statement. Past it the statement
+# fails with a StoreError and the batch loop retries it later. Longer than the TTL: waiting that long for a
+# fenced leader's transaction to end is expected.
+pg_lock_timeout_s = 5.0
+pg_statement_timeout_s = 15.0
 # The partition inbox (cross-partition records for partitions another node leads): how often a leader looks
 # in its partitions' inboxes when no NOTIFY woke it (NOTIFY is a hint; this poll alone must suffice), and
 # how many records one batch takes from them.
@@ -199,6 +206,7 @@ assert timers_in_memory_max >= 1  # the window holds the earliest timer, or no t
 assert clean_expired_batch_max >= 1 and clean_expired_interval_ms > 0
 assert 0 < pg_lease_renew_interval_s < pg_lease_ttl_s - pg_lease_self_fence_margin_s  # renewed before fenced
 assert pg_lease_self_fence_margin_s > 0 and pg_lease_acquire_wait_s > pg_lease_ttl_s
+assert pg_lease_ttl_s < pg_lock_timeout_s <= pg_statement_timeout_s  # a fenced leader's locks are waited out
 # a request outlasts a dead leader's lease, the poll that sees it expired and the one that sees a new leader
 assert cluster_leader_wait_s > pg_lease_ttl_s + 2 * pg_lease_poll_interval_s + cluster_view_refresh_s
 assert cluster_forward_connections_max >= 1 and cluster_schema_poll_s > 0

@@ -171,8 +171,7 @@ class Partition:
             accepted = _goes_on(invocation_id)
             for request_id in self._waiters.by_invocation.pop(invocation_id):
                 self._reply(a.Reply(request_id, a.Unavailable(Failure(503, accepted), invocation_id)))
-        self.timers.reset()
-        self.timers.load()  # the window again, without their timers (``owns`` says no now)
+        self.timers.reload()  # the window again, without their timers (``owns`` says no now)
 
     def took_over(self, recovering: list[str], parts: list[int]) -> None:
         """Storage partitions ``parts`` are led here now: ``recovering`` (their running invocations) restart
@@ -183,8 +182,7 @@ class Partition:
             log.info("leading partitions %s: recovering %d running invocations", parts, len(recovering))
             # led here, their Recover records queued (none committed), their timers not read yet
             self.faults.point("takeover.mid_recovery")
-            self.timers.reset()
-            self.timers.load()
+            self.timers.reload()
 
     def _recover(self, message: str) -> None:
         """Crash-only, in process: an invariant broke and the batch rolled back. Drop what memory holds

@@ -14,7 +14,8 @@ and this hops to the loop:
   The store's fence already refuses any commit for them.
 
 ``led`` is what the loop has taken on: the recovery at start and the timer scans read by it, so a partition
-is recovered once however its gain and the start interleave.
+is recovered once however its gain and the start interleave. A gained partition whose running invocations
+cannot be read (the store fails) is taken on ``limits.store_retry_delay_max_s`` later, if still led here.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from unbroken.core import limits
 from unbroken.core import records as r
 from unbroken.core.ids import InvalidId, partition_key_for_key, partition_key_of
-from unbroken.core.storage import Store
+from unbroken.core.storage import Store, StoreError
 
 log = logging.getLogger("unbroken.engine")
 
@@ -84,15 +86,20 @@ class Takeover:
         if not (gained or lost):
             return
         self.led -= lost
-        self.led |= gained
         if lost:
             log.warning("letting go of partitions %s: another node leads them now", sorted(lost))
             self.let_go(lambda key: self.store.partition_of(key) in lost, sorted(lost))
         recovering = []
         if gained:
-            # the gained partitions' only, read and kept (a store of one node may answer more)
-            running = self.store.running_invocation_ids(sorted(gained))
+            try:
+                # the gained partitions' only, read and kept (a store of one node may answer more)
+                running = self.store.running_invocation_ids(sorted(gained))
+            except StoreError as exc:
+                log.warning("cannot recover partitions %s (%s): trying again", sorted(gained), exc)
+                self.loop.call_later(limits.store_retry_delay_max_s, self._apply, gained, frozenset())
+                return
             recovering = [i for i in running if self._part(i) in gained]
+            self.led |= gained
         self.took_over(recovering, sorted(gained))
 
     def _part(self, invocation_id: str) -> int:

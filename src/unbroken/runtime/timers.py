@@ -9,20 +9,26 @@ Memory holds at most ``limits.timers_in_memory_max`` timers, the earliest by ``(
 armed past it is left in storage, and once the window has fired empty the next one is read by a range
 scan from there. Timer ids only grow, so the key of every timer committed after a scan is past the keys
 the scan returned, or it is armed into the window.
+
+A scan that fails on the store (``StoreError``: it cannot be reached, a bounded wait ran out) when the
+window is read again (``reload``) or has fired empty is tried again ``limits.store_retry_delay_max_s``
+later, as the batch loop retries a batch: the timers fire late, none is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 from collections.abc import Callable
 
 from unbroken.core import limits
 from unbroken.core.records import Record, TimerFired
-from unbroken.core.storage import Timer
+from unbroken.core.storage import StoreError, Timer
 from unbroken.runtime.clock import Clock
 from unbroken.runtime.faults import FaultPoints
 
+log = logging.getLogger("unbroken.engine")
 TimerKey = tuple[int, int]  # (fire_at_ms, timer_id): the order timers fire in
 # Reads up to ``limit`` stored timers whose key is past ``after`` (all from the start if None), in key order.
 TimerScan = Callable[[TimerKey | None, int], list[Timer]]
@@ -46,6 +52,7 @@ class TimerService:
         self._horizon: TimerKey | None = None  # None: every stored timer is in the window
         self._handle: asyncio.TimerHandle | None = None
         self._handle_at = 0
+        self._retry: asyncio.TimerHandle | None = None  # a failed scan's next try
         self._loop = asyncio.get_running_loop()
         self._stopped = False
         self._faults = faults if faults is not None else FaultPoints()
@@ -62,6 +69,21 @@ class TimerService:
         for row in rows:
             heapq.heappush(self._heap, (row.fire_at_ms, row.timer_id))
         self._schedule()
+
+    def reload(self) -> None:
+        """Forget the window and read it again (the partitions led here changed); retried if the store fails."""
+        self.reset()
+        self._load_or_retry()
+
+    def _load_or_retry(self) -> None:
+        self._retry = None
+        if self._stopped:
+            return
+        try:
+            self.load()
+        except StoreError as exc:
+            log.warning("cannot read the timers (%s): trying again", exc)
+            self._retry = self._loop.call_later(limits.store_retry_delay_max_s, self._load_or_retry)
 
     def arm(self, timer_id: int, fire_at_ms: int) -> None:
         key = (fire_at_ms, timer_id)
@@ -80,6 +102,9 @@ class TimerService:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
     def next_due_ms(self) -> int | None:
         """When the earliest armed timer is due (None: the window holds none). Storage may hold later ones
@@ -95,6 +120,8 @@ class TimerService:
         self._stopped = True
         if self._handle is not None:
             self._handle.cancel()
+        if self._retry is not None:
+            self._retry.cancel()
 
     def _shrink(self) -> None:
         """Keep the earliest half: one sort per ``window_max / 2`` arms, instead of an eviction per arm."""
@@ -122,6 +149,6 @@ class TimerService:
             self._faults.point("timer.before_fire")  # due, but its TimerFired record is not submitted yet
             self._submit(TimerFired(timer_id))
         if not self._heap and self._horizon is not None and not self._stopped:
-            self.load()  # schedules
+            self._load_or_retry()  # schedules
             return
         self._schedule()

@@ -10,7 +10,10 @@ Every batch is fenced by the epochs of the partitions it wrote (``postgres_lease
 transaction, just before its COMMIT.
 
 The recovery reads and the timer windows use a second connection (autocommit: committed rows only),
-since the engine calls ``timers_after`` on the event loop while the writer thread may be committing.
+since the engine calls ``timers_after`` on the event loop while the writer thread may be committing; the
+schema tables (read by the schema follower from a thread of its own) a third (``postgres_schema.Reader``).
+Every wait of these connections and the writer's on the server is bounded (``bound_waits``): past it the
+statement fails with a ``StoreError``, as when the server cannot be reached.
 
 Driver errors become ``StoreError`` (the batch loop retries the batch later), except those that are the
 code's or the data's fault (a constraint, bad SQL, a value out of range), which stay what they are, and
@@ -69,6 +72,7 @@ from unbroken.storage.postgres_batch import (
     DELETE_INVOCATION,
     DELETE_JOURNAL,
     DELETE_SIGNALS,
+    END_STALLED_WRITERS,
     FENCE_OR_FAIL,
     INJECTED_CONFLICT,
     PREFETCH,
@@ -87,7 +91,9 @@ from unbroken.storage.postgres_lease import Leases
 from unbroken.storage.postgres_schema import (
     DEFAULT_PARTITIONS,
     Location,
+    Reader,
     StoreVersionError,
+    bound_waits,
     connect,
     invocation_partition,
     key_partition,
@@ -161,13 +167,16 @@ class PostgresStore:
         self.conn = self._connect_writer()
         try:
             self.partitions = prepare(self.conn, self.location, partitions)
+            # bounded after the schema's creation: a migration may rightly take long, or wait on a table
+            bound_waits(self.conn)
         except psycopg.OperationalError as exc:  # the connection lost meanwhile: say so, not a traceback
             self.conn.close()
             raise StoreError(f"cannot prepare the schema in {self.location.describe()}: {exc}") from exc
         except BaseException:
             self.conn.close()
             raise
-        self._reader: Conn | None = None
+        self._reader = Reader(self.location)  # recovery and timer reads: the event loop's
+        self._schema_reader = Reader(self.location)  # the schema tables: the schema follower's thread
         self._unresolved: tuple[int, list[int]] | None = None  # (token, partitions) of an unknown COMMIT
         # Committed invocation rows (their blobs; None: no such row), valid while the leadership is the one
         # they were read or written under (``_rows_epochs``): while it leads, no other node writes them.
@@ -206,11 +215,11 @@ class PostgresStore:
 
     def _connect_writer(self) -> Conn:
         try:
-            return self._writer()
+            return self._writer(bounded=False)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.location.describe()}: {exc}") from exc
 
-    def _writer(self) -> Conn:
+    def _writer(self, *, bounded: bool = True) -> Conn:
         """The writer connection. A transaction left idle past the lease's TTL is ended by the server: a
         leader paused (SIGSTOP, a VM freeze) in the middle of a batch holds the fenced rows' locks, and a
         takeover would wait on them for as long as it stays paused.
@@ -218,11 +227,19 @@ class PostgresStore:
         No server-side prepared statements: psycopg prepares a statement run often and remembers its name,
         and after an error in pipeline mode (a refused fence, a serialization failure) that memory and the
         server's disagreed ("prepared statement _pg3_5 does not exist" on every later batch). A batch sends
-        few statements now (one per table written), so parsing them each time costs little."""
+        few statements now (one per table written), so parsing them each time costs little.
+
+        ``bounded``: its waits on the server too (``bound_waits``); not while it creates the schema."""
         conn = connect(self.location)
-        conn.prepare_threshold = None
-        timeout_ms = int(self._ttl_s * 1000)
-        conn.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}".encode())
+        try:
+            conn.prepare_threshold = None
+            timeout_ms = int(self._ttl_s * 1000)
+            conn.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}".encode())
+            if bounded:
+                bound_waits(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     # ------------------------------------------------------------------------------------ transactions
@@ -274,6 +291,8 @@ class PostgresStore:
                 if self.conn.closed or self.conn.broken:
                     self.conn.close()
                     self.conn = self._writer()
+                elif self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    self.conn.execute(b"ROLLBACK")  # the failed batch's transaction, still open on it
                 rows = self.conn.execute(
                     "SELECT last_batch FROM partition_epoch WHERE part = ANY(%s) FOR UPDATE", (parts,)
                 ).fetchall()
@@ -284,13 +303,27 @@ class PostgresStore:
                     return None
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
+    def end_stalled_writers(self) -> None:
+        """After a batch waited ``pg_lock_timeout_s`` on a lock: end the sessions of leaders paused in the
+        middle of a batch (``END_STALLED_WRITERS``), so that the batch applied again does not wait on them."""
+        try:
+            ended = self.conn.execute(END_STALLED_WRITERS, (self._ttl_s, self.location.schema)).fetchall()
+        except psycopg.Error as exc:  # not allowed to (another role's), or the server went: retried anyway
+            log.warning("cannot end the sessions of stalled writers: %s", exc)
+            return
+        if ended:
+            log.warning(
+                "ended the sessions of writers stalled in a transaction: %s", [row[0] for row in ended]
+            )
+
     # ------------------------------------------------------------------------------------ recovery reads
-    def _read(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        if self._reader is None or self._reader.closed or self._reader.broken:
-            if self._reader is not None:
-                self._reader.close()
-            self._reader = connect(self.location)
-        return self._reader.execute(query, params, binary=True).fetchall()
+    def _read(
+        self, query: str, params: tuple[Any, ...] = (), *, reader: Reader | None = None
+    ) -> list[tuple[Any, ...]]:
+        try:
+            return (reader or self._reader).read(query, params)
+        except psycopg.Error as exc:  # the caller's store-failure path: a bounded wait ran out, no server
+            raise store_error(exc) from exc
 
     def running_invocation_ids(self, parts: Collection[int] | None = None) -> list[str]:
         # the led partitions' only: those this node recovers (the others' leaders recover theirs); at a
@@ -303,11 +336,12 @@ class PostgresStore:
         return [str(row[0]) for row in rows]
 
     def service_overrides(self) -> dict[str, ServiceOverride]:
-        rows = self._read("SELECT service, data FROM service_override")
+        rows = self._read("SELECT service, data FROM service_override", reader=self._schema_reader)
         return {str(service): decode_override(bytes(data)) for service, data in rows}
 
     def deployments(self) -> list[Deployment]:
-        return [decode_deployment(bytes(data)) for (data,) in self._read("SELECT data FROM deployment")]
+        rows = self._read("SELECT data FROM deployment", reader=self._schema_reader)
+        return [decode_deployment(bytes(data)) for (data,) in rows]
 
     def timers(self) -> list[Timer]:
         return [_timer(row) for row in self._read(f"SELECT {_TIMER_COLUMNS} FROM timer")]
@@ -351,12 +385,23 @@ class PostgresStore:
     def close(self, *, release: bool = True) -> None:
         self.inbox.close()
         self.leases.close(release=release)
-        if self._reader is not None:
-            self._reader.close()
+        self._reader.close()
+        self._schema_reader.close()
         self.conn.close()
 
 
 _TIMER_COLUMNS = "id, fire_at, kind, invocation_id, completion_id"
+
+
+def _outcome_unknown(conn: Conn, exc: psycopg.Error) -> bool:
+    """Whether a batch whose COMMIT round trip failed with ``exc`` may have landed: its connection went (or
+    the server is going away). An error the server reported on a live connection (a bounded wait that ran
+    out: 55P03, 57014; a statement that failed) aborted the transaction before its COMMIT: nothing landed."""
+    if conn.broken or conn.closed or exc.sqlstate is None:
+        return isinstance(exc, psycopg.OperationalError) or conn.broken or conn.closed
+    return exc.sqlstate.startswith(("08", "57P"))  # a connection exception; the server shutting down
+
+
 _UNKNOWN: Any = object()  # not in a row cache
 
 
@@ -417,7 +462,27 @@ class PostgresTransaction(InboxTransaction):
                 self.writes.send(self.c)
             return self.c.execute(query, params, binary=True)
         except psycopg.Error as exc:
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: psycopg.Error) -> Exception:
+        """``store_error(exc)``, except for a constraint the batch broke while this node may lead its partitions
+        no more: not the code's fault but a deposed leader's (paused past its lease, it ran a batch on rows
+        the new leader has written since). That batch is refused as the fence would refuse it (rolled back)."""
+        if isinstance(exc, psycopg.errors.LockNotAvailable):  # ``pg_lock_timeout_s`` ran out: retried
+            self.rollback()
+            self.store.end_stalled_writers()
+            return store_error(exc)
+        if not isinstance(exc, psycopg.IntegrityError):
+            return store_error(exc)
+        self.rollback()
+        try:
+            parts, epochs = self.store.leases.fence_args(self.touched)
+            granted = self._granted(parts, epochs)
+        except (NotLeader, StoreError) as deposed:  # NotLeader: not renewed in time; StoreError: retried
+            return deposed
+        if len(granted) < len(parts):
+            return self.store.leases.refused(parts, granted)
+        return exc
 
     def _one(
         self, query: str, params: tuple[Any, ...], *, after_writes: bool = True
@@ -425,13 +490,13 @@ class PostgresTransaction(InboxTransaction):
         try:
             return self._now(query, params, after_writes=after_writes).fetchone()
         except psycopg.Error as exc:
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
 
     def _all(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
             return self._now(query, params).fetchall()
         except psycopg.Error as exc:
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
 
     def _inv_part(self, invocation_id: str) -> int:
         return invocation_partition(invocation_id, self.parts)
@@ -484,9 +549,9 @@ class PostgresTransaction(InboxTransaction):
             raise store_error(exc) from exc
         except psycopg.Error as exc:
             self._close_pipeline()
-            if not (self.c.broken or isinstance(exc, psycopg.OperationalError)):
+            if not _outcome_unknown(self.c, exc):
                 self._rollback_quietly()
-                raise store_error(exc) from exc
+                raise self._error(exc) from exc
             # The connection went during the COMMIT: it may have landed. Learn which before answering.
             landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
             if landed:

@@ -130,3 +130,20 @@ class Writes:
         self.runs.clear()
         self.held = 0
         return sent
+
+
+# A writer session of this store's tables stalled in a transaction for longer than the lease's TTL with the
+# server waiting for its client (``ClientRead``): a leader paused (SIGSTOP, a VM freeze) in the middle of a
+# batch whose statements it had sent but not yet its COMMIT. The server counts it "active", not "idle in
+# transaction", so ``idle_in_transaction_session_timeout`` never ends it, and its row locks and uncommitted
+# keys hold up the new leader's batches on the same rows for as long as it stays paused. Its batch cannot
+# commit any more (the fence refuses it: its lease has expired), so ending its session loses nothing.
+END_STALLED_WRITERS = """
+SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.wait_event = 'ClientRead'
+  AND a.state IN ('active', 'idle in transaction') AND a.xact_start < now() - make_interval(secs => %s)
+  AND EXISTS (
+    SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE l.pid = a.pid AND l.mode = 'RowExclusiveLock' AND n.nspname = %s
+  )
+"""

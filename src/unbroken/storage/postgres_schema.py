@@ -17,8 +17,10 @@ and its heartbeat (alive while younger than the lease TTL), written by its lease
 
 from __future__ import annotations
 
+import threading
 import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -138,6 +140,49 @@ def connect(location: Location, *, autocommit: bool = True) -> psycopg.Connectio
     if not autocommit:
         conn.commit()  # the SET opened a transaction: the caller sets the next one up
     return conn
+
+
+def bound_waits(conn: psycopg.Connection[Any]) -> None:
+    """Bound every wait of ``conn`` on the server (``limits.pg_lock_timeout_s``, ``pg_statement_timeout_s``):
+    past them the statement fails (55P03, 57014: an ``OperationalError``, a ``StoreError`` to the batch
+    loop) instead of holding up its caller, the event loop among them, for as long as another session
+    keeps a lock (a leader paused mid-batch keeps its locks until it runs again)."""
+    conn.execute(f"SET lock_timeout = {int(limits.pg_lock_timeout_s * 1000)}".encode())
+    conn.execute(f"SET statement_timeout = {int(limits.pg_statement_timeout_s * 1000)}".encode())
+
+
+class Reader:
+    """A connection for reads outside any transaction (autocommit: committed rows only), opened when first
+    needed and again after it broke, every wait bounded. Its lock makes one thread at a time open or use it:
+    a psycopg connection must not be opened twice at once, nor closed under another thread's query."""
+
+    def __init__(self, location: Location) -> None:
+        self._location = location
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._lock = threading.Lock()
+
+    def read(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows; raises ``psycopg.Error`` (the store makes it a ``StoreError``)."""
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                if conn is not None:
+                    conn.close()
+                self._conn = None
+                conn = connect(self._location)
+                try:
+                    bound_waits(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                self._conn = conn
+            return conn.execute(query, params, binary=True).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def prepare(conn: psycopg.Connection[tuple[object, ...]], location: Location, partitions: int) -> int:
