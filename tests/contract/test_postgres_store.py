@@ -173,6 +173,26 @@ def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_r
     store.close()
 
 
+def test_a_writer_connection_left_in_pipeline_mode_is_replaced(url: str) -> None:
+    """Found by tests/cluster under load: the server ended a node's writer session while its COMMIT was in
+    flight, the pipeline's exit failed ("cannot exit pipeline mode while busy") and left libpq in pipeline
+    mode on a connection neither closed nor broken. Every later statement on it failed, so the node tried to
+    learn that COMMIT's outcome forever while its leases (renewed on another connection) held its partitions.
+    """
+    store = PostgresStore(url, partitions=2, node="a")
+    with store.transaction() as txn:
+        txn.state_set("Obj", "k", "n", b"first")
+    (token,) = _sql(url, "SELECT last_batch FROM partition_epoch WHERE last_batch <> 0")[0]
+    parts = [row[0] for row in _sql(url, "SELECT part FROM partition_epoch")]
+    store.conn.pgconn.enter_pipeline_mode()  # what the failed exit leaves behind
+    assert store.outcome(int(str(token)), parts) is True  # learnt on a new connection
+    store.conn.pgconn.enter_pipeline_mode()
+    with store.transaction() as txn:  # the next batch too
+        txn.state_set("Obj", "k", "n", b"second")
+    assert _sql(url, "SELECT value FROM state") == [(b"second",)]
+    store.close()
+
+
 def _wait(cond: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():

@@ -252,7 +252,7 @@ class PostgresStore:
             self.rows.clear()
             self._rows_epochs = epochs
         try:
-            if self.conn.closed or self.conn.broken:
+            if not _usable(self.conn):
                 self.conn.close()
                 self.conn = self._writer()
             pipeline = self.conn.pipeline()
@@ -288,7 +288,7 @@ class PostgresStore:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                if self.conn.closed or self.conn.broken:
+                if not _usable(self.conn):
                     self.conn.close()
                     self.conn = self._writer()
                 elif self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -298,6 +298,7 @@ class PostgresStore:
                 ).fetchall()
                 return any(int(row[0]) == token for row in rows)
             except psycopg.Error as exc:
+                self.conn.close()  # whatever state it was left in: the next try starts on a new connection
                 if time.monotonic() >= deadline:
                     log.warning("cannot learn whether a batch committed: %s", exc)
                     return None
@@ -391,6 +392,15 @@ class PostgresStore:
 
 
 _TIMER_COLUMNS = "id, fire_at, kind, invocation_id, completion_id"
+
+
+def _usable(conn: Conn) -> bool:
+    """Open, and out of pipeline mode. A pipeline whose exit failed (the server ended the session while a
+    COMMIT was in flight: "cannot exit pipeline mode while busy") leaves libpq in pipeline mode on a
+    connection that is neither closed nor broken, where every later statement fails ("PQsendQuery not
+    allowed in pipeline mode"): reused, it kept a node retrying one unknown COMMIT's outcome for good while
+    its leases, renewed on another connection, kept its partitions from everyone else."""
+    return not (conn.closed or conn.broken) and conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
 
 
 def _outcome_unknown(conn: Conn, exc: psycopg.Error) -> bool:
@@ -587,8 +597,9 @@ class PostgresTransaction(InboxTransaction):
             pass
 
     def _rollback_quietly(self) -> None:
-        if self.c.closed or self.c.broken:
-            return  # the server rolls back a transaction whose connection is gone
+        if not _usable(self.c):
+            self.c.close()  # the server rolls back a transaction whose connection is gone
+            return
         try:
             self.c.execute(b"ROLLBACK")
         except psycopg.Error as exc:
