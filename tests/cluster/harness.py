@@ -212,5 +212,14 @@ def cluster(tmp_path: Path, n: int = 3, **kwargs: Any) -> Iterator[Cluster]:
     c = Cluster(tmp_path, n, **kwargs)
     try:
         yield c.start()
+    except BaseException:
+        for node in c.nodes:  # what the nodes said (pytest shows it with the failure): CI keeps no files
+            problems = [line for line in node.log().splitlines() if " WARNING " in line or " ERROR " in line]
+            print(
+                f"--- node {node.name}: the last of {len(problems)} warnings and errors",
+                *problems[-15:],
+                sep="\n",
+            )
+        raise
     finally:
         c.close()
