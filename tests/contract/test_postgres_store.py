@@ -143,8 +143,9 @@ def test_a_connection_lost_while_the_schema_is_prepared_is_a_store_error(
     PostgresStore(url, partitions=2, node="a").close()  # the next start works
 
 
+@pytest.mark.parametrize("reads_first", [False, True], ids=["one simple query", "pipeline mode"])
 def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_remains(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    url: str, monkeypatch: pytest.MonkeyPatch, reads_first: bool
 ) -> None:
     store = PostgresStore(url, partitions=2, node="a")
     execute = psycopg.Connection.execute
@@ -152,12 +153,18 @@ def test_a_commit_whose_connection_dies_is_learnt_not_landed_and_nothing_of_it_r
     def lose_the_connection_at_the_commit(
         self: psycopg.Connection[Any], query: Any, *args: Any, **kw: Any
     ) -> Any:
-        if self is store.conn and query == b"COMMIT":  # the writes and the fence are sent: the COMMIT is not
+        # the COMMIT, sent alone (a batch in pipeline mode: its writes and fence went before) or at the end of
+        # the batch's one simple query
+        if self is store.conn and (
+            query == b"COMMIT" or (isinstance(query, str) and query.endswith("COMMIT"))
+        ):
             _sql(url, f"SELECT pg_terminate_backend({self.info.backend_pid})")
         return execute(self, query, *args, **kw)
 
     monkeypatch.setattr(psycopg.Connection, "execute", lose_the_connection_at_the_commit)
     txn = store.begin()
+    if reads_first:  # a read mid-batch opens its transaction in pipeline mode
+        assert txn.state_get("Obj", "k", "n") is None
     txn.state_set("Obj", "k", "n", b"lost")
     with pytest.raises(StoreError):
         txn.commit()
@@ -358,3 +365,24 @@ def test_a_nodes_backlog_reaches_the_cluster_view_with_its_heartbeat(url: str) -
     finally:
         a.close()
         b.close()
+
+
+def test_values_sent_as_literals_come_back_byte_for_byte(url: str) -> None:
+    """A batch that only writes goes as one simple query with its values as literals: quotes, backslashes,
+    SQL in a key and every byte value must land exactly, and text with a NUL is refused, not truncated."""
+    store = PostgresStore(url, partitions=2, node="a")
+    nasty = ["it's", "back\\slash\\", "'); DROP TABLE state; --", "naïve ☃ \U0001f600", "%s {} $1", ""]
+    blob = bytes(range(256)) * 3
+    with store.transaction() as txn:
+        for i, key in enumerate(nasty):
+            txn.state_set("Obj", key, f"n{i}'", blob + key.encode())
+    with store.transaction() as txn:
+        for i, key in enumerate(nasty):
+            assert txn.state_get("Obj", key, f"n{i}'") == blob + key.encode()
+    txn = store.begin()
+    txn.state_set("Obj", "nul\x00key", "n", b"v")
+    with pytest.raises(psycopg.DataError, match="NUL"):
+        txn.commit()
+    txn.rollback()
+    assert _sql(url, "SELECT count(*) FROM state") == [(len(nasty),)]
+    store.close()

@@ -1,9 +1,11 @@
 """The PostgreSQL store: the same tables as SQLite's, each keyed by partition first, on psycopg 3.
 
-One writer connection applies a whole batch inside one transaction, in pipeline mode. The batch's writes are
-held in memory (``postgres_batch.py``) and sent at its COMMIT, on the writer thread, as one multi-row
-statement per table and kind, followed by the fence and the COMMIT: one round trip for the whole write
-side. Reads go to the server only for what this node does not know: the leader keeps the committed
+One writer connection applies a whole batch inside one transaction. The batch's writes are held in memory
+(``postgres_batch.py``) and sent at its COMMIT, on the writer thread, as one multi-row statement per table
+and kind, followed by the fence and the COMMIT: one round trip for the whole write side. A batch that sends
+nothing before (the common case: the rows it reads are cached) goes as one simple query, BEGIN to COMMIT,
+its values as literals; one that must read mid-batch opens its transaction in pipeline mode at its first
+read, and its writes go as statements over arrays. Reads go to the server only for what this node does not know: the leader keeps the committed
 invocation rows it read or wrote (``PostgresStore.rows``; while it leads a partition no other node writes
 it), and the processor names the rows a batch will read first (``prefetch_invocations``: one round trip).
 Every batch is fenced by the epochs of the partitions it wrote (``postgres_lease.py``) in the same
@@ -74,6 +76,7 @@ from unbroken.storage.postgres_batch import (
     DELETE_SIGNALS,
     END_STALLED_WRITERS,
     FENCE_OR_FAIL,
+    FENCE_TEXT,
     INJECTED_CONFLICT,
     PREFETCH,
     PUSH_INBOX,
@@ -85,6 +88,7 @@ from unbroken.storage.postgres_batch import (
     STILL_LED,
     Kind,
     Writes,
+    literal,
 )
 from unbroken.storage.postgres_inbox import InboxSignals, InboxTransaction
 from unbroken.storage.postgres_lease import Leases
@@ -235,6 +239,7 @@ class PostgresStore:
             conn.prepare_threshold = None
             timeout_ms = int(self._ttl_s * 1000)
             conn.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}".encode())
+            conn.execute(b"SET standard_conforming_strings = on")  # the literals of a batch sent as text
             if bounded:
                 bound_waits(conn)
         except BaseException:
@@ -255,12 +260,9 @@ class PostgresStore:
             if not _usable(self.conn):
                 self.conn.close()
                 self.conn = self._writer()
-            pipeline = self.conn.pipeline()
-            pipeline.__enter__()
-            self.conn.execute(self._begin_sql)  # queued: it goes with the first statement that waits
         except psycopg.Error as exc:
             raise store_error(exc) from exc
-        return PostgresTransaction(self, pipeline, epochs)
+        return PostgresTransaction(self, epochs)
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         return transaction(self)
@@ -430,6 +432,7 @@ class PostgresTransaction(InboxTransaction):
         "led",
         "parts",
         "pipeline",
+        "prefetched",
         "rows",
         "sent",
         "store",
@@ -439,19 +442,22 @@ class PostgresTransaction(InboxTransaction):
         "_open",
     )
 
-    def __init__(
-        self, store: PostgresStore, pipeline: AbstractContextManager[Any], epochs: dict[int, int]
-    ) -> None:
+    def __init__(self, store: PostgresStore, epochs: dict[int, int]) -> None:
         self.store = store
         self.c = store.conn
         self.parts = store.partitions
-        self.pipeline = pipeline
+        # Opened (with the BEGIN queued) by the first statement that cannot wait for the COMMIT: a batch
+        # that only writes never opens it, and goes to the server as one simple query (``commit``).
+        self.pipeline: AbstractContextManager[Any] | None = None
+        self.prefetched = (
+            False  # the batch's first read went before its transaction (``prefetch_invocations``)
+        )
         self.epochs = epochs  # the leadership the batch started under: the store's row cache is valid for it
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
         self.wrote_global = False  # a cluster-wide row (a deployment, a service override) was written
         self.rows: dict[str, bytes | None] = {}  # invocation rows written by this batch (None: deleted)
         self.writes = Writes()  # held until the batch is sent
-        self._open = True  # the pipeline
+        self._open = False  # the pipeline
         self.led = store.leases.leading  # as the batch starts: the fence has the last word
         self.all_led = len(self.led) == self.parts
         self.sent: set[int] = set()  # partitions this batch sent records to: NOTIFY after the commit
@@ -468,11 +474,21 @@ class PostgresTransaction(InboxTransaction):
         """Run a statement whose answer is needed now (or that is not held), after the writes held (unless
         the caller knows none of them is of the rows it reads)."""
         try:
+            self.enter()
             if after_writes and self.writes.held:
                 self.writes.send(self.c)
             return self.c.execute(query, params, binary=True)
         except psycopg.Error as exc:
             raise self._error(exc) from exc
+
+    def enter(self) -> None:
+        """Open the transaction in pipeline mode, if not yet: a statement is about to be sent mid-batch."""
+        if self.pipeline is None:
+            pipeline = self.c.pipeline()
+            pipeline.__enter__()
+            self.pipeline = pipeline
+            self._open = True
+            self.c.execute(self.store._begin_sql)  # queued: it goes with the first statement that waits
 
     def _error(self, exc: psycopg.Error) -> Exception:
         """``store_error(exc)``, except for a constraint the batch broke while this node may lead its partitions
@@ -518,12 +534,12 @@ class PostgresTransaction(InboxTransaction):
         # it wrote nothing (a node may lead none): nothing to fence; a batch that sent records is fenced (by
         # every led partition, if it wrote none): a deposed leader's message never lands
         if not (self.touched or self.wrote_global or self.sent):
+            if self.pipeline is None:
+                return  # nothing of it was sent: nothing to commit
             try:
                 self.c.execute(b"COMMIT")
                 self._open = False
                 self.pipeline.__exit__(None, None, None)
-                if self.sent:  # inbox rows only (not fenced): their leaders still want the hint
-                    self.store.inbox.sent(self.sent)
             except psycopg.Error as exc:
                 self._close_pipeline()
                 self._rollback_quietly()
@@ -539,16 +555,7 @@ class PostgresTransaction(InboxTransaction):
             raise TransactionConflict(f"the leadership of partitions {parts} changed during the batch")
         token = int.from_bytes(os.urandom(8), "big") >> 1  # a positive bigint naming this batch
         try:
-            # One round trip: the writes held, the fence (which fails the transaction unless it updated
-            # every partition's row, so the COMMIT after it rolls back) and the COMMIT.
-            if self.writes.held:
-                self.writes.send(self.c)
-            self.c.execute(FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
-            if self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate:
-                self.c.execute(INJECTED_CONFLICT)
-            self.c.execute(b"COMMIT")
-            self._open = False
-            self.pipeline.__exit__(None, None, None)
+            self._send_commit(token, parts, epochs)
             if self.sent and not self.store.strict:  # strict: no NOTIFY, the receivers' polls find them
                 self.store.inbox.sent(self.sent)
         except psycopg.errors.DivisionByZero:  # the fence's: an epoch changed
@@ -575,6 +582,29 @@ class PostgresTransaction(InboxTransaction):
             raise store_error(exc) from exc
         self.store.rows.update(self.rows)
 
+    def _send_commit(self, token: int, parts: list[int], epochs: list[int]) -> None:
+        """One round trip: the writes held, the fence (which fails the transaction unless it updated every
+        partition's row, so the COMMIT after it rolls back) and the COMMIT. A batch that opened no pipeline
+        (it sent nothing before) goes as one simple query, BEGIN first, its values as literals: one message
+        the server parses once, where the same statements in pipeline mode cost a W2 batch of one record
+        ~4x the client CPU and ~2x the server's (``bench/pg_commit.py``)."""
+        inject = self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate
+        if self.pipeline is None:
+            fence = FENCE_TEXT.format(*map(literal, (token, parts, epochs, len(parts))))
+            statements = [self.store._begin_sql.decode(), *self.writes.render(), fence]
+            if inject:
+                statements.append(INJECTED_CONFLICT.decode())
+            self.c.execute(";\n".join([*statements, "COMMIT"]))
+            return
+        if self.writes.held:
+            self.writes.send(self.c)
+        self.c.execute(FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
+        if inject:
+            self.c.execute(INJECTED_CONFLICT)
+        self.c.execute(b"COMMIT")
+        self._open = False
+        self.pipeline.__exit__(None, None, None)
+
     def _granted(self, parts: list[int], epochs: list[int]) -> set[int]:
         """Which of ``parts`` are still led with ``epochs`` (after a fence refused the batch)."""
         try:
@@ -584,11 +614,13 @@ class PostgresTransaction(InboxTransaction):
         return {int(row[0]) for row in rows}
 
     def rollback(self) -> None:
+        if self.pipeline is None and self.c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return  # nothing of it was sent
         self._close_pipeline()
         self._rollback_quietly()
 
     def _close_pipeline(self) -> None:
-        if not self._open:
+        if not self._open or self.pipeline is None:
             return
         self._open = False
         try:
@@ -614,7 +646,13 @@ class PostgresTransaction(InboxTransaction):
             return
         parts = [self._inv_part(invocation_id) for invocation_id in missing]
         try:
-            found = self._now(PREFETCH, (parts, missing), after_writes=False).fetchall()
+            if self.pipeline is None and not self.store.strict:
+                # Before the transaction (the connection is in autocommit): the rows of a partition led
+                # here are written by no other node, so this reads what a read inside it would, and the
+                # batch may still go as one simple query. A row it uses is fenced as any (``get_invocation``).
+                found = self.c.execute(PREFETCH, (parts, missing), binary=True).fetchall()
+            else:
+                found = self._now(PREFETCH, (parts, missing), after_writes=False).fetchall()
         except psycopg.Error as exc:
             raise store_error(exc) from exc
         rows: dict[str, bytes | None] = dict.fromkeys(missing)  # those not found do not exist

@@ -28,11 +28,14 @@ from unbroken.storage.postgres_lease import FENCE
 
 @dataclass(frozen=True, eq=False)
 class Kind:
-    """One kind of write: ``sql`` takes one array per column, for any number of rows."""
+    """One kind of write: ``sql`` takes one array per column, for any number of rows; ``head`` + the rows as
+    literals (``(1, 'a'), (2, 'b')``) + ``tail`` is the same statement as text (``Writes.render``)."""
 
     table: str
     sql: bytes
     key: int = 0  # upserts: the leading columns naming a row (the last row per key is kept); 0: keep all
+    head: str = ""
+    tail: str = ""
 
 
 def _arrays(columns: str) -> str:
@@ -44,7 +47,7 @@ def _arrays(columns: str) -> str:
 
 def _insert(table: str, names: str, types: str, conflict: str = "", key: int = 0) -> Kind:
     sql = f"INSERT INTO {table} ({names}) SELECT * FROM {_arrays(types)}{conflict}"
-    return Kind(table, sql.encode(), key)
+    return Kind(table, sql.encode(), key, f"INSERT INTO {table} ({names}) VALUES ", conflict)
 
 
 def _upsert(table: str, names: str, types: str, key: int, updated: str) -> Kind:
@@ -54,7 +57,8 @@ def _upsert(table: str, names: str, types: str, key: int, updated: str) -> Kind:
 
 
 def _delete(table: str, names: str, types: str) -> Kind:
-    return Kind(table, f"DELETE FROM {table} WHERE ({names}) IN (SELECT * FROM {_arrays(types)})".encode())
+    sql = f"DELETE FROM {table} WHERE ({names}) IN (SELECT * FROM {_arrays(types)})"
+    return Kind(table, sql.encode(), 0, f"DELETE FROM {table} WHERE ({names}) IN (", ")")
 
 
 _INV = "part, id, status, service, service_key, handler, created_at, modified_at, expires_at, data"
@@ -73,11 +77,19 @@ CLEAR_STATE = _delete("state", _STATE, "int text text text")
 CLEAR_ALL_STATE = _delete("state", "part, service, service_key", "int text text")
 SET_LOCK = _upsert("lock", "part, service, service_key, holder", "int text text text", 3, "holder")
 CLEAR_LOCK = _delete("lock", "part, service, service_key", "int text text")
-PUSH_INBOX = Kind(
+PUSH_INBOX = Kind(  # rows take their ``seq`` in the order they were pushed (a VALUES list is read in order)
     "inbox",
     b"INSERT INTO inbox (part, service, service_key, id, created_at) SELECT part, service, service_key, id,"
     b" created_at FROM unnest(%b::int[], %b::text[], %b::text[], %b::text[], %b::bigint[])"
     b" WITH ORDINALITY AS pushed (part, service, service_key, id, created_at, n) ORDER BY n",
+    head="INSERT INTO inbox (part, service, service_key, id, created_at) VALUES ",
+)
+# The partition inbox (``postgres_inbox.py``): a record sent to a partition another node leads.
+SEND_RECORD = _insert(
+    "partition_inbox",
+    "part, source_part, source_seq, record",
+    "int int bigint bytea",
+    " ON CONFLICT DO NOTHING",
 )
 REMOVE_FROM_INBOX = _delete("inbox", "part, service, service_key, id", "int text text text")
 PUT_PROMISE = _upsert("promise", f"{_STATE}, data", "int text text text bytea", 4, "data")
@@ -88,6 +100,8 @@ CLEAR_PROMISES = _delete("promise", "part, service, service_key", "int text text
 # RAISE, and this one is portable) unless it updated the row of every partition the batch wrote, so that
 # the COMMIT sent after it in the same round trip rolls back instead.
 FENCE_OR_FAIL = f"WITH fenced AS ({FENCE}) SELECT 1 / (count(*) = %s)::int FROM fenced"
+FENCE_TEXT = FENCE_OR_FAIL.replace("%s", "{}")  # its parameters formatted in as literals
+assert "{}" not in FENCE_OR_FAIL and FENCE_TEXT.count("{}") == 4
 # The fault point ``pg.commit``: the server fails the transaction as a serialization failure would.
 INJECTED_CONFLICT = (
     b"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001',"
@@ -130,6 +144,43 @@ class Writes:
         self.runs.clear()
         self.held = 0
         return sent
+
+    def render(self) -> list[str]:
+        """Every run as one statement of SQL text, its values literals (``literal``); the writes are then
+        no longer held. For a batch sent as one simple query (``PostgresTransaction.commit``)."""
+        statements = []
+        for runs in self.runs.values():
+            for kind, rows in runs:
+                if kind.key and len(rows) > 1:
+                    rows = list({row[: kind.key]: row for row in rows}.values())
+                values = ", ".join("(" + ", ".join(map(literal, row)) + ")" for row in rows)
+                statements.append(kind.head + values + kind.tail)
+        self.runs.clear()
+        self.held = 0
+        return statements
+
+
+def literal(value: object) -> str:
+    """``value`` as an SQL literal, for a statement sent as text with ``standard_conforming_strings`` on (the
+    writer sets it: a backslash is then an ordinary character, and a quote doubled is the one escape).
+    Text with a NUL is refused as psycopg refuses it (a query's text ends at its first NUL)."""
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "'\\x" + bytes(value).hex() + "'::bytea"
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, list):
+        return "'{" + ",".join(str(int(item)) for item in value) + "}'"
+    raise TypeError(f"no SQL literal for a {type(value).__name__}")
 
 
 # A writer session of this store's tables stalled in a transaction for longer than the lease's TTL with the

@@ -27,14 +27,11 @@ from unbroken.core import limits
 from unbroken.core.records import Record
 from unbroken.core.storage import StoreError
 from unbroken.storage.codec import decode_message, encode_message, message_seq
+from unbroken.storage.postgres_batch import SEND_RECORD, Writes
 from unbroken.storage.postgres_schema import Location, connect, partition_of_key
 
 log = logging.getLogger("unbroken.storage.inbox")
 
-SEND = (
-    b"INSERT INTO partition_inbox (part, source_part, source_seq, record) VALUES (%s, %s, %s, %s)"
-    b" ON CONFLICT DO NOTHING"
-)
 # The oldest rows of the led partitions, deleted by this transaction (rows another transaction is deleting
 # are skipped: only the leader takes a partition's rows, so that is a deposed one's batch in flight).
 TAKE = (
@@ -52,23 +49,28 @@ class InboxTransaction:
     led: frozenset[int]  # the partitions led as the batch started (the fence has the last word)
     sent: set[int]  # the partitions this batch sent records to: NOTIFY after its commit
     touched: set[int]  # the partitions the batch is fenced by
+    writes: Writes  # held until the batch is sent
 
     def is_led(self, partition_key: int) -> bool:
         return partition_of_key(partition_key, self.parts) in self.led
 
+    def enter(self) -> None:
+        """Open the batch's transaction if not yet (``PostgresTransaction.enter``)."""
+        raise NotImplementedError
+
     def send(self, partition_key: int, record: Record, source_key: int = 0) -> None:
-        """Not fenced (not in ``touched``): an append to another partition's inbox."""
+        """Not fenced (not in ``touched``): an append to another partition's inbox, held with the batch's
+        writes (sent with them)."""
         part = partition_of_key(partition_key, self.parts)
         data = encode_message(record)
-        row = (part, partition_of_key(source_key, self.parts), message_seq(data), data)
-        try:
-            self.c.execute(SEND, row)
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        self.writes.add(
+            SEND_RECORD, (part, partition_of_key(source_key, self.parts), message_seq(data), data)
+        )
         self.sent.add(part)
 
     def take_inbox(self, limit: int) -> list[Record]:
         try:
+            self.enter()
             rows = self.c.execute(TAKE, (sorted(self.led), limit), binary=True).fetchall()
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
