@@ -148,6 +148,10 @@ inbox_poll_interval_s = 0.2
 inbox_records_per_batch_max = 256
 # The leader's cache of committed invocation rows (storage/postgres.py): emptied when it grows past this.
 pg_invocation_cache_rows_max = 10_000
+# A batch holding at most this many rows of writes at its COMMIT (and having sent nothing before) goes as
+# one simple query with its values as literals; a larger one as statements over binary arrays in pipeline
+# mode, which the server parses and runs for less from ~64 W2 records (bench/pg_commit.py --records 16,64).
+pg_text_batch_rows_max = 64
 # POST /query on PostgreSQL copies the tables into a SQLite file with the views (storage/sqlite_mirror.py):
 # past this many rows in all, the query is refused rather than copying the database.
 pg_query_rows_copied_max = 200_000

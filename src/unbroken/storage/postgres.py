@@ -585,10 +585,13 @@ class PostgresTransaction(InboxTransaction):
     def _send_commit(self, token: int, parts: list[int], epochs: list[int]) -> None:
         """One round trip: the writes held, the fence (which fails the transaction unless it updated every
         partition's row, so the COMMIT after it rolls back) and the COMMIT. A batch that opened no pipeline
-        (it sent nothing before) goes as one simple query, BEGIN first, its values as literals: one message
-        the server parses once, where the same statements in pipeline mode cost a W2 batch of one record
-        ~4x the client CPU and ~2x the server's (``bench/pg_commit.py``)."""
+        (it sent nothing before) and holds at most ``pg_text_batch_rows_max`` rows goes as one simple query,
+        BEGIN first, its values as literals: one message the server parses once, where the same statements
+        in pipeline mode cost a W2 batch of one record ~4x the client CPU and ~2x the server's
+        (``bench/pg_commit.py``)."""
         inject = self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate
+        if self.pipeline is None and self.writes.held > limits.pg_text_batch_rows_max:
+            self.enter()  # a large batch: its writes go as statements over arrays
         if self.pipeline is None:
             fence = FENCE_TEXT.format(*map(literal, (token, parts, epochs, len(parts))))
             statements = [self.store._begin_sql.decode(), *self.writes.render(), fence]
