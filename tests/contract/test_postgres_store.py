@@ -17,7 +17,12 @@ from unbroken.core.errors import TransactionConflict
 from unbroken.core.invocation import Status
 from unbroken.core.storage import NotLeader, StoreError, TimerKind
 from unbroken.storage.postgres import PostgresStore
-from unbroken.storage.postgres_schema import SCHEMA_VERSION, StoreVersionError, invocation_partition
+from unbroken.storage.postgres_schema import (
+    SCHEMA_VERSION,
+    StoreVersionError,
+    invocation_partition,
+    key_partition,
+)
 
 NOW = 1_700_000_000_000
 
@@ -385,4 +390,37 @@ def test_values_sent_as_literals_come_back_byte_for_byte(url: str) -> None:
         txn.commit()
     txn.rollback()
     assert _sql(url, "SELECT count(*) FROM state") == [(len(nasty),)]
+    store.close()
+
+
+def test_the_key_cache_answers_from_memory_what_the_rows_hold_and_is_emptied_when_the_leadership_changes(
+    url: str,
+) -> None:
+    """A key's lock holder and state, read or committed by the leader, are answered without a round trip;
+    a batch's own writes are seen by it and reach the cache only once committed; a change of leadership
+    empties it (another node may have written the rows meanwhile)."""
+    store = PostgresStore(url, partitions=4, node="a")
+    with store.transaction() as txn:
+        txn.set_lock_holder("Obj", "k", "inv_a")
+        txn.state_set("Obj", "k", "n", b"1")  # the map was not known: written, and unknown to the batch
+        assert txn.state_all("Obj", "k") == {"n": b"1"}  # read through the server (the write sent first)
+    assert store.keys.locks == {("Obj", "k"): "inv_a"}
+    assert store.keys.states == {("Obj", "k"): {"n": b"1"}}
+    txn = store.begin()
+    txn.state_set("Obj", "k", "m", b"2")
+    txn.set_lock_holder("Obj", "k", None)
+    assert txn.state_keys("Obj", "k") == ["m", "n"] and txn.lock_holder("Obj", "k") is None
+    txn.rollback()  # nothing of it reaches the cache
+    assert store.keys.states == {("Obj", "k"): {"n": b"1"}} and store.keys.locks[("Obj", "k")] == "inv_a"
+    # what the cache answers is what the rows hold: another writer (a test; never while a node leads) changes
+    # them, and the leader does not see it until its leadership changes
+    _sql(url, "UPDATE state SET value = '\\x39'::bytea")
+    with store.transaction() as txn:
+        assert txn.state_get("Obj", "k", "n") == b"1"  # from memory
+    store.leases.mark_lost([key_partition("k", 4)], "a test")
+    with store.transaction() as txn:
+        assert store.keys.states == {} and store.keys.locks == {}
+        assert txn.state_all("Obj", "k") == {"n": b"9"}  # read again (not cached: not led any more)
+        assert txn.lock_holder("Obj", "k") == "inv_a"
+    assert store.keys.states == {} and store.keys.locks == {}
     store.close()

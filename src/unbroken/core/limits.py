@@ -148,6 +148,10 @@ inbox_poll_interval_s = 0.2
 inbox_records_per_batch_max = 256
 # The leader's cache of committed invocation rows (storage/postgres.py): emptied when it grows past this.
 pg_invocation_cache_rows_max = 10_000
+# The leader's cache of its keys' lock holders and state maps (storage/postgres_keys.py): emptied when it
+# holds more keys than this; a key whose state outgrows the second bound is not kept.
+pg_key_cache_keys_max = 10_000
+pg_key_cache_state_bytes_max = 64 * 1024
 # A batch holding at most this many rows of writes at its COMMIT (and having sent nothing before) goes as
 # one simple query with its values as literals; a larger one as statements over binary arrays in pipeline
 # mode, which the server parses and runs for less from ~64 W2 records (bench/pg_commit.py --records 16,64).

@@ -67,10 +67,7 @@ from unbroken.storage.codec import (
 from unbroken.storage.postgres_batch import (
     ADD_SIGNAL,
     APPEND_JOURNAL,
-    CLEAR_ALL_STATE,
-    CLEAR_LOCK,
     CLEAR_PROMISES,
-    CLEAR_STATE,
     DELETE_INVOCATION,
     DELETE_JOURNAL,
     DELETE_SIGNALS,
@@ -83,14 +80,13 @@ from unbroken.storage.postgres_batch import (
     PUT_INVOCATION,
     PUT_PROMISE,
     REMOVE_FROM_INBOX,
-    SET_LOCK,
-    SET_STATE,
     STILL_LED,
     Kind,
     Writes,
     literal,
 )
 from unbroken.storage.postgres_inbox import InboxSignals, InboxTransaction
+from unbroken.storage.postgres_keys import Key, KeyCache, KeyRowsTransaction
 from unbroken.storage.postgres_lease import Leases
 from unbroken.storage.postgres_schema import (
     DEFAULT_PARTITIONS,
@@ -185,6 +181,7 @@ class PostgresStore:
         # Committed invocation rows (their blobs; None: no such row), valid while the leadership is the one
         # they were read or written under (``_rows_epochs``): while it leads, no other node writes them.
         self.rows: dict[str, bytes | None] = {}
+        self.keys = KeyCache()  # the same for the keys' locks and state (``postgres_keys.py``)
         self._rows_epochs: dict[int, int] = {}
         if steal and claim is None:
             claim = range(self.partitions)
@@ -252,9 +249,14 @@ class PostgresStore:
         if self._unresolved is not None:
             self._resolve_unknown_commit()
         epochs = self.leases.snapshot()
-        if epochs != self._rows_epochs or len(self.rows) > limits.pg_invocation_cache_rows_max:
+        if (
+            epochs != self._rows_epochs
+            or len(self.rows) > limits.pg_invocation_cache_rows_max
+            or self.keys.full()
+        ):
             # a partition lost or taken again (another node may have written its rows meanwhile), or full
             self.rows.clear()
+            self.keys.clear()
             self._rows_epochs = epochs
         try:
             if not _usable(self.conn):
@@ -422,7 +424,7 @@ def _timer(row: tuple[Any, ...]) -> Timer:
     return Timer(int(timer_id), int(fire_at), TimerKind(kind), str(invocation_id), int(completion_id))
 
 
-class PostgresTransaction(InboxTransaction):
+class PostgresTransaction(KeyRowsTransaction, InboxTransaction):
     """Implements :class:`unbroken.core.storage.Transaction` on the writer connection (see the module)."""
 
     __slots__ = (
@@ -430,11 +432,12 @@ class PostgresTransaction(InboxTransaction):
         "c",
         "epochs",
         "led",
+        "locks",
         "parts",
         "pipeline",
-        "prefetched",
         "rows",
         "sent",
+        "states",
         "store",
         "touched",
         "writes",
@@ -449,13 +452,12 @@ class PostgresTransaction(InboxTransaction):
         # Opened (with the BEGIN queued) by the first statement that cannot wait for the COMMIT: a batch
         # that only writes never opens it, and goes to the server as one simple query (``commit``).
         self.pipeline: AbstractContextManager[Any] | None = None
-        self.prefetched = (
-            False  # the batch's first read went before its transaction (``prefetch_invocations``)
-        )
         self.epochs = epochs  # the leadership the batch started under: the store's row cache is valid for it
         self.touched: set[int] = set()  # the partitions written: the batch is fenced by their epochs
         self.wrote_global = False  # a cluster-wide row (a deployment, a service override) was written
         self.rows: dict[str, bytes | None] = {}  # invocation rows written by this batch (None: deleted)
+        self.locks: dict[Key, str | None] = {}  # lock holders written by this batch (``postgres_keys.py``)
+        self.states: dict[Key, dict[str, bytes] | None] = {}  # state maps written by it (None: unknown)
         self.writes = Writes()  # held until the batch is sent
         self._open = False  # the pipeline
         self.led = store.leases.leading  # as the batch starts: the fence has the last word
@@ -524,6 +526,9 @@ class PostgresTransaction(InboxTransaction):
         except psycopg.Error as exc:
             raise self._error(exc) from exc
 
+    def _cache(self) -> KeyCache:
+        return self.store.keys
+
     def _inv_part(self, invocation_id: str) -> int:
         return invocation_partition(invocation_id, self.parts)
 
@@ -575,12 +580,17 @@ class PostgresTransaction(InboxTransaction):
                 log.warning("a COMMIT whose answer was lost had landed: the batch is committed")
                 if self.sent and not self.store.strict:
                     self.store.inbox.sent(self.sent)
-                self.store.rows.update(self.rows)
+                self._merge_caches()
                 return
             if landed is None:
                 self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
             raise store_error(exc) from exc
+        self._merge_caches()
+
+    def _merge_caches(self) -> None:
+        """The batch committed: what it wrote is what the rows hold now."""
         self.store.rows.update(self.rows)
+        self.store.keys.merge(self.locks, self.states)
 
     def _send_commit(self, token: int, parts: list[int], epochs: list[int]) -> None:
         """One round trip: the writes held, the fence (which fails the transaction unless it updated every
@@ -750,55 +760,8 @@ class PostgresTransaction(InboxTransaction):
         )
         return row is not None
 
-    # ------------------------------------------------------------------------------------ state
-    def state_all(self, service: str, key: str) -> dict[str, bytes]:
-        rows = self._all(
-            "SELECT name, value FROM state WHERE part = %s AND service = %s AND service_key = %s",
-            (self._key_part(key), service, key),
-        )
-        return {str(name): bytes(value) for name, value in rows}
-
-    def state_get(self, service: str, key: str, name: str) -> bytes | None:
-        row = self._one(
-            "SELECT value FROM state WHERE part = %s AND service = %s AND service_key = %s AND name = %s",
-            (self._key_part(key), service, key, name),
-        )
-        return None if row is None else bytes(row[0])
-
-    def state_keys(self, service: str, key: str) -> list[str]:
-        rows = self._all(
-            'SELECT name FROM state WHERE part = %s AND service = %s AND service_key = %s ORDER BY name COLLATE "C"',
-            (self._key_part(key), service, key),
-        )
-        return [str(row[0]) for row in rows]
-
-    def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
-        part = self._key_part(key)
-        self._w(part, SET_STATE, (part, service, key, name, value))
-
-    def state_clear(self, service: str, key: str, name: str) -> None:
-        part = self._key_part(key)
-        self._w(part, CLEAR_STATE, (part, service, key, name))
-
-    def state_clear_all(self, service: str, key: str) -> None:
-        part = self._key_part(key)
-        self._w(part, CLEAR_ALL_STATE, (part, service, key))
-
-    # ------------------------------------------------------------------------------------ locks and inbox
-    def lock_holder(self, service: str, key: str) -> str | None:
-        row = self._one(
-            "SELECT holder FROM lock WHERE part = %s AND service = %s AND service_key = %s",
-            (self._key_part(key), service, key),
-        )
-        return None if row is None else str(row[0])
-
-    def set_lock_holder(self, service: str, key: str, invocation_id: str | None) -> None:
-        part = self._key_part(key)
-        if invocation_id is None:
-            self._w(part, CLEAR_LOCK, (part, service, key))
-        else:
-            self._w(part, SET_LOCK, (part, service, key, invocation_id))
-
+    # ------------------------------------------------------------------------------------ the key's queue
+    # (its lock and state: ``postgres_keys.KeyRowsTransaction``)
     def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None:
         part = self._key_part(key)
         self._w(part, PUSH_INBOX, (part, service, key, invocation_id, pushed_at_ms))
