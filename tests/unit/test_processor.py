@@ -57,6 +57,16 @@ class _Harness:
         await asyncio.wait_for(wait(), 10)
         return [x.request_id for x in self.replies]
 
+    async def apply_invokes(self, *numbers: int) -> None:
+        """Start the processor, submit an Invoke per number, wait (bounded) for every reply, stop it."""
+        self.processor.start()
+        try:
+            for n in numbers:
+                self.processor.submit(_invoke(n))
+            await self.replies_for(len(numbers))
+        finally:
+            await asyncio.to_thread(self.processor.stop)
+
 
 async def test_records_from_any_thread_are_answered_once_in_submission_order() -> None:
     h = _Harness(MemoryStore())
@@ -128,13 +138,7 @@ async def test_a_record_that_breaks_an_invariant_twice_stops_the_processor_loudl
     h = _Harness(store)
     violations: list[str] = []
     h.processor.on_violation = violations.append
-    h.processor.start()
-    try:
-        for n in (1, 2, 3):
-            h.processor.submit(_invoke(n))
-        await h.replies_for(3)
-    finally:
-        await asyncio.to_thread(h.processor.stop)
+    await h.apply_invokes(1, 2, 3)
     # the batch rolled back and was applied again one record at a time: 1 commits, 2 breaks again
     assert [(x.request_id, type(x.outcome)) for x in h.replies] == [
         (1, Accepted),
@@ -153,13 +157,7 @@ async def test_an_invariant_violation_once_rolls_back_recovers_and_loses_nothing
     h = _Harness(store)
     violations: list[str] = []
     h.processor.on_violation = violations.append
-    h.processor.start()
-    try:
-        for n in (1, 2, 3):
-            h.processor.submit(_invoke(n))
-        await h.replies_for(3)
-    finally:
-        await asyncio.to_thread(h.processor.stop)
+    await h.apply_invokes(1, 2, 3)
     assert [(x.request_id, type(x.outcome)) for x in h.replies] == [
         (1, Accepted),
         (2, Accepted),
@@ -173,13 +171,7 @@ async def test_a_store_error_raised_by_a_statement_retries_the_batch_and_drops_n
     """Before: SQLITE_FULL raised mid-statement was taken for a poison record: dropped, the rest committed."""
     store = _PoisonStore(times=2, fail=lambda: sqlite3.OperationalError("database or disk is full"))
     h = _Harness(store)
-    h.processor.start()
-    try:
-        for n in (1, 2, 3):
-            h.processor.submit(_invoke(n))
-        await h.replies_for(3)
-    finally:
-        await asyncio.to_thread(h.processor.stop)
+    await h.apply_invokes(1, 2, 3)
     assert [(x.request_id, type(x.outcome)) for x in h.replies] == [
         (1, Accepted),
         (2, Accepted),
@@ -220,13 +212,7 @@ async def test_a_record_of_a_partition_led_elsewhere_now_is_answered_503_and_the
     and the store is not taken for failing."""
     store = _PoisonStore(fail=lambda: PartitionLost("partition 5 is not led by node a"))
     h = _Harness(store)
-    h.processor.start()
-    try:
-        for n in (1, 2, 3):
-            h.processor.submit(_invoke(n))
-        await h.replies_for(3)
-    finally:
-        await asyncio.to_thread(h.processor.stop)
+    await h.apply_invokes(1, 2, 3)
     assert sorted((x.request_id, type(x.outcome)) for x in h.replies) == [
         (1, Accepted),
         (2, Unavailable),
@@ -249,13 +235,7 @@ async def test_a_record_refused_for_a_partition_only_its_effects_wrote_is_applie
 
     store = _LostSeven(times=1, fail=lambda: PartitionLost("partition 7 is led by node b now", (7,)))
     h = _Harness(store)
-    h.processor.start()
-    try:
-        for n in (1, 2, 3):
-            h.processor.submit(_invoke(n))
-        await h.replies_for(3)
-    finally:
-        await asyncio.to_thread(h.processor.stop)
+    await h.apply_invokes(1, 2, 3)
     assert sorted((x.request_id, type(x.outcome)) for x in h.replies) == [
         (1, Accepted),
         (2, Accepted),

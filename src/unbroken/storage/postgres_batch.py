@@ -4,7 +4,9 @@ The state machine writes a row at a time (an invocation, a journal entry, a stat
 each is a driver call on the event loop (~25 µs of Python in psycopg, in pipeline mode) and a statement the
 server parses, plans and runs. Held here instead, a write is a list append; when the batch is sent (at its
 COMMIT on the writer thread, or before a statement that reads), every run of writes of one kind to one
-table goes as one statement over arrays (``unnest``): a batch of 16 W2 records costs 2 statements, not 32.
+table goes as one statement: over arrays (``unnest``, ``Writes.send``) in pipeline mode, or as text with its
+rows as literals (``Writes.render``) in the one simple query of a batch that sent nothing before its COMMIT.
+A batch of 16 W2 records costs 2 statements, not 32.
 
 Order: writes to one table keep their order (a run of one kind ends where another kind starts: a delete
 between two inserts stays between them), and tables are independent (no foreign keys, no triggers), so the
