@@ -91,14 +91,19 @@ def connections_max(open_files: int) -> int:
 
 
 def _uvicorn(
-    app: Any, bind: tuple[str, int], error_body: ErrorBody, error_headers: bytes = b"", conns: int = 1024
+    app: Any,
+    bind: tuple[str, int],
+    error_body: ErrorBody,
+    error_headers: bytes = b"",
+    conns: int = 1024,
+    channel_body_limit: int | None = None,
 ) -> _Server:
     config = uvicorn.Config(
         # httptools, with the request head (time, size) and the connections bounded (http/wire.py)
         app,
         host=bind[0],
         port=bind[1],
-        http=bounded_protocol(error_body, error_headers, conns),
+        http=bounded_protocol(error_body, error_headers, conns, channel_body_limit),
         loop="none",
         lifespan="off",
         access_log=False,
@@ -182,8 +187,13 @@ async def run(
     ingress_app = IngressApp(
         engine, config.request_size_limit_bytes, token=config.ingress_token, cluster=forwarder
     )
-    ingress = _uvicorn(
-        ingress_app, ingress_bind, _ingress_error, b"x-restate-error-source: ingress\r\n", conns
+    ingress = _uvicorn(  # clustered: the other nodes' channel rides on it (cluster/channel.py)
+        ingress_app,
+        ingress_bind,
+        _ingress_error,
+        b"x-restate-error-source: ingress\r\n",
+        conns,
+        config.request_size_limit_bytes if forwarder is not None else None,
     )
     admin_app = AdminApp(
         engine,

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -154,14 +155,34 @@ class Cluster:
         return node
 
     def start(self, timeout_s: float = 40.0) -> Cluster:
-        """Start the first node, wait until it serves, then the others; unless standbys: until all serve."""
+        """Start the first node, wait until it serves, then the others; unless standbys: until all serve,
+        and, balanced, until each leads its share (a load begun before would see partitions handed over:
+        503s to retry, and a step in flight at a handover run again, as a handover allows)."""
         first, *rest = self.nodes
         first.start()
         for node in rest:
             node.start(wait=False)
         if self.mode != "standby":
+            began = time.monotonic()
             self.wait_serving(self.nodes, timeout_s)
+            if self.mode == "balanced":
+                self.wait_balanced(max(1.0, timeout_s - (time.monotonic() - began)))
         return self
+
+    def wait_balanced(self, timeout_s: float) -> None:
+        """Wait (bounded) until every partition is led and no node leads more than its fair share (the
+        balancer's: ``ceil(partitions / nodes)``; what it sheds down to and takes up to)."""
+        share = -(-self.partitions // len(self.nodes))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            held = Counter(node for _, node, _, live in self.leases() if live)
+            if sum(held.values()) == self.partitions and max(held.values()) <= share:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the nodes hold {dict(held)} leases, not {share} each, after {timeout_s:.0f}s"
+                )
+            time.sleep(0.1)  # polling the lease table: there is no event to await
 
     def wait_serving(self, nodes: Iterable[Node], timeout_s: float) -> float:
         """Wait (bounded) until every one of ``nodes`` serves; the seconds it took."""

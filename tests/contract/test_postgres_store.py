@@ -13,7 +13,8 @@ import pytest
 from tests import pg
 from tests.contract.test_store import _inv
 from unbroken.core import journal as j
-from unbroken.core.errors import TransactionConflict
+from unbroken.core import limits
+from unbroken.core.errors import InvariantViolation, TransactionConflict
 from unbroken.core.invocation import Status
 from unbroken.core.storage import NotLeader, StoreError, TimerKind
 from unbroken.storage.postgres import PostgresStore
@@ -302,7 +303,7 @@ def test_strict_mode_runs_batches_serializable_and_a_serialization_failure_is_a_
     txn = store.begin()
     txn.state_set("Obj", "k", "n", b"lost")
     txn.append_journal("inv_s", 0, j.InputCommand([], b"in"), NOW)
-    assert txn.journal("inv_s") == [j.InputCommand([], b"in")]  # a read inside the transaction
+    assert not txn.has_signal("inv_s", 1)  # a read inside the transaction
     level = txn.c.execute("SHOW transaction_isolation").fetchone()
     assert level == ("serializable",)
     with pytest.raises(TransactionConflict, match="SerializationFailure"):  # the server's 40001, injected
@@ -423,4 +424,109 @@ def test_the_key_cache_answers_from_memory_what_the_rows_hold_and_is_emptied_whe
         assert txn.state_all("Obj", "k") == {"n": b"9"}  # read again (not cached: not led any more)
         assert txn.lock_holder("Obj", "k") == "inv_a"
     assert store.keys.states == {} and store.keys.locks == {}
+    store.close()
+
+
+def _queued(url: str) -> list[str]:
+    return [str(row[0]) for row in _sql(url, "SELECT id FROM inbox ORDER BY seq")]
+
+
+def test_a_keys_queue_is_kept_by_its_leader_and_what_it_pops_is_what_the_table_held(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invocations waiting for a key's lock: read once, then pushed and popped in memory with the rows
+    written at the commit (a hot key's chain of batches reads nothing); a rolled-back batch leaves the cache
+    as it was; a queue longer than its bound is not kept; a change of leadership empties the cache."""
+    store = PostgresStore(url, partitions=4, node="a")
+    with store.transaction() as txn:
+        txn.inbox_push("Obj", "k", "inv_1", 1)
+        txn.inbox_push("Obj", "k", "inv_2", 2)
+    assert store.keys.queues == {}  # pushed without knowing what waited before: not kept
+    with store.transaction() as txn:
+        txn.inbox_push("Obj", "k", "inv_3", 3)
+        assert txn.inbox_pop("Obj", "k") == "inv_1"  # read from the server, the batch's push sent first
+    assert store.keys.queues == {("Obj", "k"): ["inv_2", "inv_3"]} and _queued(url) == ["inv_2", "inv_3"]
+    # from here on the leader answers from memory: rows changed behind its back (never while it leads) are
+    # not seen, which is how this test knows no round trip was made
+    _sql(url, "UPDATE inbox SET id = 'changed' WHERE id = 'inv_3'")
+    txn = store.begin()
+    txn.inbox_push("Obj", "k", "inv_4", 4)
+    assert txn.inbox_pop("Obj", "k") == "inv_2"
+    txn.inbox_remove("Obj", "k", "inv_4")
+    txn.rollback()  # nothing of it reaches the cache or the table
+    assert store.keys.queues == {("Obj", "k"): ["inv_2", "inv_3"]}
+    assert _queued(url) == ["inv_2", "changed"]
+    _sql(url, "UPDATE inbox SET id = 'inv_3' WHERE id = 'changed'")
+    with store.transaction() as txn:
+        txn.inbox_push("Obj", "k", "inv_4", 4)
+        txn.inbox_push("Obj", "k", "inv_5", 5)
+        txn.inbox_remove("Obj", "k", "inv_4")  # cancelled while it waited
+        assert [txn.inbox_pop("Obj", "k") for _ in range(3)] == ["inv_2", "inv_3", "inv_5"]
+        assert txn.inbox_pop("Obj", "k") is None
+    assert store.keys.queues == {("Obj", "k"): []} and _queued(url) == []
+    # a queue longer than the bound: each pop reads the server, and the queue is not kept
+    monkeypatch.setattr(limits, "pg_key_cache_queue_max", 2)
+    with store.transaction() as txn:
+        for i in range(4):
+            txn.inbox_push("Obj", "k", f"inv_{10 + i}", 10 + i)
+    assert store.keys.queues == {}  # its known queue outgrew the bound at the commit
+    with store.transaction() as txn:
+        assert txn.inbox_pop("Obj", "k") == "inv_10"
+    assert store.keys.queues == {} and _queued(url) == ["inv_11", "inv_12", "inv_13"]
+    with store.transaction() as txn:
+        assert txn.inbox_pop("Obj", "k") == "inv_11"  # three were waiting: still more than the bound
+    with store.transaction() as txn:
+        assert txn.inbox_pop("Obj", "k") == "inv_12"  # two were waiting: kept from here on
+    assert store.keys.queues == {("Obj", "k"): ["inv_13"]} and _queued(url) == ["inv_13"]
+    store.leases.mark_lost([key_partition("k", 4)], "a test")
+    with store.transaction() as txn:
+        assert store.keys.queues == {}
+    store.close()
+
+
+def test_a_journal_the_leader_wrote_or_read_is_replayed_from_memory_until_its_invocation_completes(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt's replay reads the whole journal: from memory when the leader wrote it from its first entry
+    or read it whole; appends of a rolled-back batch never reach the cache; a completed invocation's journal
+    and one over the bound are not kept; a change of leadership empties the cache."""
+    store = PostgresStore(url, partitions=4, node="a")
+    inv = _inv("inv_j1", status=Status.PENDING)
+    first, second = j.InputCommand([], b"in"), j.Notification("call", 1, 0, j.Result(b"out"))
+    with store.transaction() as txn:
+        txn.put_invocation(inv)
+        txn.append_journal(inv.id, 0, first, NOW)
+    # rows changed behind the leader's back (never while it leads) are not seen: no round trip is made
+    _sql(url, "DELETE FROM journal")
+    txn = store.begin()
+    txn.append_journal(inv.id, 1, second, NOW)
+    assert txn.journal(inv.id) == [first, second]
+    txn.rollback()
+    with store.transaction() as txn:
+        assert txn.journal(inv.id) == [first]
+        with pytest.raises(InvariantViolation, match="appending entry 2 to a journal of 1"):
+            txn.append_journal(inv.id, 2, second, NOW)  # the engine's invariant, checked on write
+    _sql(url, "DELETE FROM journal")
+    with store.transaction() as txn:
+        txn.append_journal("inv_j2", 0, first, NOW)  # a new journal: known whole from its first entry
+        txn.append_journal("inv_j2", 1, second, NOW)
+    assert sorted(store.journals.journals) == [inv.id, "inv_j2"]
+    with store.transaction() as txn:
+        inv.status = Status.COMPLETED
+        txn.put_invocation(inv)  # completed: no attempt replays it, dropped from the cache
+    assert list(store.journals.journals) == ["inv_j2"]
+    with store.transaction() as txn:
+        assert txn.journal(inv.id) == []  # read from the server (emptied above), and kept again
+    assert store.journals.size == len(j.encode_entry(first)) + len(j.encode_entry(second))
+    monkeypatch.setattr(limits, "pg_journal_cache_journal_bytes_max", 8)
+    with store.transaction() as txn:
+        txn.append_journal("inv_j3", 0, j.InputCommand([], b"a value longer than the bound"), NOW)
+    assert sorted(store.journals.journals) == [inv.id, "inv_j2"]
+    _sql(url, "DELETE FROM journal WHERE invocation_id = 'inv_j2'")
+    with store.transaction() as txn:
+        assert txn.journal("inv_j2") == [first, second]  # from memory
+    store.leases.mark_lost([invocation_partition("inv_j2", 4)], "a test")
+    with store.transaction() as txn:
+        assert store.journals.journals == {} and store.journals.size == 0
+        assert txn.journal("inv_j2") == []  # read again: the rows were emptied behind its back above
     store.close()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from unbroken.core.actions import Reply
-from unbroken.http.wire import ON_DISCONNECT
+from unbroken.http.asgi import ON_DISCONNECT
 from unbroken.ingress.app import IngressApp
 from unbroken.runtime.entropy import RandomBytes
 from unbroken.runtime.faults import FaultPoints

@@ -1,8 +1,9 @@
 """Proxying a request to the node that leads its partition, and streaming the answer back.
 
 The caller's connection stays on the node it called: the request (method, path, query, headers, the body
-already read) goes to the leader's ingress or admin API with ``x-unbroken-forwarded: <this node>``, and the
-leader's answer (status, headers, body) is written back as it arrives. The leader does all the work: it
+already read) goes to the leader's ingress (through the channel between the nodes, ``channel.py``) or admin
+API (over HTTP, rare) with ``x-unbroken-forwarded: <this node>``, and the leader's answer (status, headers,
+body) is written back as it arrives. The leader does all the work: it
 routes, mints or derives the invocation id and answers, as if it had been called directly. A forwarded
 request is never forwarded again: a node that does not lead its partition answers 503 with Retry-After.
 
@@ -21,9 +22,11 @@ import logging
 import time
 from collections.abc import MutableMapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
+from unbroken.cluster.channel import START, Broken, ChannelClient, connect
 from unbroken.cluster.directory import Directory
 from unbroken.core import limits
 from unbroken.core.errors import EngineUnavailable
@@ -85,10 +88,14 @@ def replay(body: bytes, receive: Receive) -> Receive:
 
 
 class Forwarder:
-    """The HTTP client to the other nodes (one bounded pool) and the directory saying who leads what."""
+    """The channels to the other nodes (ingress requests), the HTTP client (admin requests: one bounded
+    pool) and the directory saying who leads what."""
 
     def __init__(self, directory: Directory, client: httpx.AsyncClient | None = None) -> None:
         self.directory = directory
+        # ingress requests: one channel per node (``channel.py``), keyed by its ingress URL
+        self._channels: dict[str, ChannelClient] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
         self.client = client or httpx.AsyncClient(
             limits=httpx.Limits(
                 max_connections=limits.cluster_forward_connections_max,
@@ -202,7 +209,10 @@ class Forwarder:
         api: Literal["ingress", "admin"],
         started: list[bool],
     ) -> None:
-        base = leader.ingress_url if api == "ingress" else leader.admin_url
+        if api == "ingress":
+            await self._over_channel(scope, body, send, leader, part, started)
+            return
+        base = leader.admin_url
         raw = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
         url = base.rstrip("/") + raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
@@ -239,7 +249,70 @@ class Forwarder:
             raise ResponseBroken(str(exc)) from None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    # ------------------------------------------------------------------------------- the channel
+    async def _over_channel(
+        self, scope: Scope, body: bytes, send: Send, leader: NodeInfo, part: int | None, started: list[bool]
+    ) -> None:
+        """An ingress request through the channel to the leader (``channel.py``), its answer relayed."""
+        client = await self._channel(leader, part)
+        headers: list[Any] = [[k, v] for k, v in scope["headers"] if k not in _HOP]
+        headers += [[b"content-length", b"%d" % len(body)], [FORWARDED, self.node.encode()]]
+        raw = scope.get("raw_path") or scope["path"].encode()
+        try:
+            exchange = client.request(scope["method"], raw, scope.get("query_string", b""), headers, body)
+        except Broken as exc:  # nothing was sent
+            why = f"node {leader.name}, which leads partition {part}: {exc}"
+            raise Unreachable(why, 503, limits.retry_after_s) from None
+        answered = False
+        try:
+            frame = await exchange.next()
+            if frame[0] != START:
+                raise Broken(f"frame {frame[0]} before the answer's start", False)
+            out = [
+                (bytes(k), bytes(v))
+                for k, v in frame[3]
+                if k.lower() not in _HOP or k.lower() == b"content-length"
+            ]
+            started.append(True)
+            await send({"type": "http.response.start", "status": int(frame[2]), "headers": out})
+            while not answered:
+                frame = await exchange.next()
+                answered = not frame[3]
+                await send({"type": "http.response.body", "body": bytes(frame[2]), "more_body": not answered})
+        except Broken as exc:
+            if exc.started:
+                raise ResponseBroken(str(exc)) from None
+            message = _LOST.format(node=leader.name, part=part, why=str(exc))
+            raise EngineUnavailable(message, 502, limits.retry_after_s) from None
+        finally:
+            client.done(exchange, answered)  # not answered (the caller left, the leader was given up): cancel
+
+    async def _channel(self, leader: NodeInfo, part: int | None) -> ChannelClient:
+        """The open channel to ``leader``, opened if none is (one per node: it multiplexes)."""
+        url = leader.ingress_url
+        client = self._channels.get(url)
+        if client is not None and client.lost is None:
+            return client
+        async with self._opening.setdefault(url, asyncio.Lock()):
+            client = self._channels.get(url)
+            if client is None or client.lost is not None:
+                split = urlsplit(url)
+                try:
+                    client = await connect(split.hostname or "", split.port or 80)
+                except (TimeoutError, OSError) as exc:
+                    raise Unreachable(  # it never got the request: nothing was accepted
+                        f"node {leader.name}, which leads partition {part}, cannot be reached ({exc!r}): retry",
+                        503,
+                        limits.retry_after_s,
+                    ) from None
+                self._channels[url] = client
+        return client
+
     async def aclose(self) -> None:
+        for client in self._channels.values():
+            if client.transport is not None:
+                client.transport.close()
+        self._channels.clear()
         await self.client.aclose()
 
 

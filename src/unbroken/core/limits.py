@@ -152,6 +152,13 @@ pg_invocation_cache_rows_max = 10_000
 # holds more keys than this; a key whose state outgrows the second bound is not kept.
 pg_key_cache_keys_max = 10_000
 pg_key_cache_state_bytes_max = 64 * 1024
+# ... and of the queue of invocations waiting for a key's lock: a key with more waiting is not kept (each pop
+# of it is then a round trip, as without the cache).
+pg_key_cache_queue_max = 1024
+# The leader's cache of whole journals (storage/postgres_journal.py): emptied past the first bound (encoded
+# bytes held); a journal over the second is not kept.
+pg_journal_cache_bytes_max = 32 * 1024 * 1024
+pg_journal_cache_journal_bytes_max = 256 * 1024
 # A batch holding at most this many rows of writes at its COMMIT (and having sent nothing before) goes as
 # one simple query with its values as literals; a larger one as statements over binary arrays in pipeline
 # mode, which the server parses and runs for less from ~64 W2 records (bench/pg_commit.py --records 16,64).
@@ -163,6 +170,12 @@ pg_query_rows_copied_max = 200_000
 # Many nodes on one store (cluster/): requests for a partition led by another node are proxied to it
 cluster_forward_connections_max = 64  # connections a node keeps to the other nodes, all together
 cluster_forward_connect_timeout_s = 2.0  # to open one connection to the leader
+# The channel forwarding ingress requests between nodes (cluster/channel.py): requests in flight on one
+# connection, an answer's body cut into frames of at most this, and the bytes a connection may have queued for
+# a peer that reads too slowly before it is closed.
+cluster_channel_requests_max = 4096
+cluster_channel_chunk_bytes = 1024 * 1024
+cluster_channel_buffer_bytes_max = 64 * 1024 * 1024
 # While no node leads a request's partition (a failover), wait this long for one before answering 503:
 # longer than a lease's TTL, so a dead leader's partitions are taken over within it.
 cluster_leader_wait_s = 6.0

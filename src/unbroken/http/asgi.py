@@ -48,6 +48,9 @@ def authorized(scope: Scope, token: str | None) -> bool:
     return hmac.compare_digest(credentials.strip().encode("latin-1"), token.encode())
 
 
+# Scope extension: ``scope["extensions"][ON_DISCONNECT](callback)`` calls ``callback`` once the connection
+# is lost and returns the function that unregisters it (the ingress forgets callers that hung up).
+ON_DISCONNECT = "unbroken.on_disconnect"
 UNAUTHORIZED_HEADERS = [(b"www-authenticate", b'Bearer realm="unbroken"')]
 
 

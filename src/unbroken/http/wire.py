@@ -24,13 +24,11 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from unbroken.cluster.channel import PREFACE, ChannelServer
 from unbroken.core import limits
-from unbroken.http.asgi import HttpError, Scope
+from unbroken.http.asgi import ON_DISCONNECT, HttpError, Scope
 
 ErrorBody = Callable[[int, str], bytes]
-# Scope extension: ``scope["extensions"][ON_DISCONNECT](callback)`` calls ``callback`` once the connection
-# is lost and returns the function that unregisters it (the ingress forgets callers that hung up).
-ON_DISCONNECT = "unbroken.on_disconnect"
 
 _REASONS = {
     400: b"Bad Request",
@@ -102,10 +100,15 @@ def check_head(scope: Scope) -> None:
 
 
 def bounded_protocol(
-    error_body: ErrorBody, error_headers: bytes = b"", connections_max: int = limits.http_connections_max
+    error_body: ErrorBody,
+    error_headers: bytes = b"",
+    connections_max: int = limits.http_connections_max,
+    channel_body_limit: int | None = None,
 ) -> type[HttpToolsProtocol]:
     """An httptools protocol class that rejects oversized request heads with ``error_body(status, msg)``
-    (and the raw header lines ``error_headers``, each ending in CRLF), and bounds connections (above)."""
+    (and the raw header lines ``error_headers``, each ending in CRLF), and bounds connections (above).
+    ``channel_body_limit``: a connection opening with the node channel's preface is handed to the channel
+    (``cluster/channel.py``), whose requests' bodies are bounded so; None: this listener has no channel."""
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _url_bytes = 0
@@ -122,6 +125,8 @@ def bounded_protocol(
         _body_window_end = 0.0  # end of the current body window
         _body_window_bytes = 0  # body bytes received in the current window
         _on_lost: dict[int, Callable[[], None]] | None = None
+        _sniffing = channel_body_limit is not None  # no byte yet that rules out the channel's preface
+        _sniffed = b""
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -243,9 +248,40 @@ def bounded_protocol(
             if not self._rejected:  # uvicorn's own 400 is plain text: answer in the listener's JSON shape
                 self._answer_and_close(400, _MALFORMED)
 
+        def _sniff(self, data: bytes) -> bytes | None:
+            """The connection's first bytes: None while they may still be the channel's preface (or once
+            the connection went to the channel), else the bytes for the HTTP parser."""
+            pending = self._sniffed + data
+            if pending.startswith(PREFACE):
+                self._to_channel(pending[len(PREFACE) :])
+                return None
+            if PREFACE.startswith(pending):
+                self._sniffed = pending
+                return None
+            self._sniffing, self._sniffed = False, b""
+            return pending
+
+        def _to_channel(self, rest: bytes) -> None:
+            assert channel_body_limit is not None
+            self._sniffing = False
+            self._head_deadline = 0.0
+            if self._tick is not None:
+                self._tick.cancel()
+                self._tick = None
+            channel = ChannelServer(self.app, lambda: self.connection_lost(None), channel_body_limit)
+            self.transport.set_protocol(channel)
+            channel.connection_made(self.transport)
+            if rest:
+                channel.data_received(rest)
+
         def data_received(self, data: bytes) -> None:
             if self._rejected:
                 return
+            if self._sniffing:
+                sniffed = self._sniff(data)
+                if sniffed is None:
+                    return
+                data = sniffed
             super().data_received(data)
             if self._in_head and not self._rejected:  # all of ``data`` went into a head still incomplete
                 self._head_pending += len(data)

@@ -19,6 +19,7 @@ from unbroken.core import records as r
 from unbroken.core.actions import Reply
 from unbroken.core.errors import EngineUnavailable
 from unbroken.http.asgi import (
+    ON_DISCONNECT,
     BodyTooLarge,
     ClientDisconnected,
     HttpError,
@@ -31,7 +32,7 @@ from unbroken.http.asgi import (
     respond,
     respond_json,
 )
-from unbroken.http.wire import ON_DISCONNECT, check_head
+from unbroken.http.wire import check_head
 from unbroken.ingress.body import BodyBudget, Overloaded
 from unbroken.ingress.requests import (
     FRESH_BYTES,

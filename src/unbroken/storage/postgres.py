@@ -39,8 +39,7 @@ import psycopg
 from unbroken.core import limits
 from unbroken.core.deployments import Deployment, decode_deployment, encode_deployment
 from unbroken.core.errors import TransactionConflict
-from unbroken.core.invocation import Invocation, cleanup_due_ms
-from unbroken.core.journal import Entry, Notification
+from unbroken.core.invocation import Invocation, Status, cleanup_due_ms
 from unbroken.core.schema import ServiceOverride
 from unbroken.core.storage import (
     ClusterView,
@@ -55,37 +54,30 @@ from unbroken.core.storage import (
     transaction,
 )
 from unbroken.storage.codec import (
-    decode_entry,
     decode_invocation,
     decode_override,
     decode_promise,
-    encode_entry,
     encode_invocation,
     encode_override,
     encode_promise,
 )
 from unbroken.storage.postgres_batch import (
-    ADD_SIGNAL,
-    APPEND_JOURNAL,
     CLEAR_PROMISES,
     DELETE_INVOCATION,
-    DELETE_JOURNAL,
-    DELETE_SIGNALS,
     END_STALLED_WRITERS,
     FENCE_OR_FAIL,
     FENCE_TEXT,
     INJECTED_CONFLICT,
     PREFETCH,
-    PUSH_INBOX,
     PUT_INVOCATION,
     PUT_PROMISE,
-    REMOVE_FROM_INBOX,
     STILL_LED,
     Kind,
     Writes,
     literal,
 )
 from unbroken.storage.postgres_inbox import InboxSignals, InboxTransaction
+from unbroken.storage.postgres_journal import Journal, JournalCache, JournalRowsTransaction
 from unbroken.storage.postgres_keys import Key, KeyCache, KeyRowsTransaction
 from unbroken.storage.postgres_lease import Leases
 from unbroken.storage.postgres_schema import (
@@ -181,7 +173,8 @@ class PostgresStore:
         # Committed invocation rows (their blobs; None: no such row), valid while the leadership is the one
         # they were read or written under (``_rows_epochs``): while it leads, no other node writes them.
         self.rows: dict[str, bytes | None] = {}
-        self.keys = KeyCache()  # the same for the keys' locks and state (``postgres_keys.py``)
+        self.keys = KeyCache()  # the same for the keys' locks, state and queues (``postgres_keys.py``)
+        self.journals = JournalCache()  # and for journals (``postgres_journal.py``)
         self._rows_epochs: dict[int, int] = {}
         if steal and claim is None:
             claim = range(self.partitions)
@@ -253,10 +246,12 @@ class PostgresStore:
             epochs != self._rows_epochs
             or len(self.rows) > limits.pg_invocation_cache_rows_max
             or self.keys.full()
+            or self.journals.full()
         ):
             # a partition lost or taken again (another node may have written its rows meanwhile), or full
             self.rows.clear()
             self.keys.clear()
+            self.journals.clear()
             self._rows_epochs = epochs
         try:
             if not _usable(self.conn):
@@ -424,17 +419,19 @@ def _timer(row: tuple[Any, ...]) -> Timer:
     return Timer(int(timer_id), int(fire_at), TimerKind(kind), str(invocation_id), int(completion_id))
 
 
-class PostgresTransaction(KeyRowsTransaction, InboxTransaction):
+class PostgresTransaction(KeyRowsTransaction, JournalRowsTransaction, InboxTransaction):
     """Implements :class:`unbroken.core.storage.Transaction` on the writer connection (see the module)."""
 
     __slots__ = (
         "all_led",
         "c",
         "epochs",
+        "journals",
         "led",
         "locks",
         "parts",
         "pipeline",
+        "queues",
         "rows",
         "sent",
         "states",
@@ -458,6 +455,8 @@ class PostgresTransaction(KeyRowsTransaction, InboxTransaction):
         self.rows: dict[str, bytes | None] = {}  # invocation rows written by this batch (None: deleted)
         self.locks: dict[Key, str | None] = {}  # lock holders written by this batch (``postgres_keys.py``)
         self.states: dict[Key, dict[str, bytes] | None] = {}  # state maps written by it (None: unknown)
+        self.queues: dict[Key, list[str] | None] = {}  # key queues pushed or popped by it (None: unknown)
+        self.journals: dict[str, Journal | None] = {}  # journals written by it (``postgres_journal.py``)
         self.writes = Writes()  # held until the batch is sent
         self._open = False  # the pipeline
         self.led = store.leases.leading  # as the batch starts: the fence has the last word
@@ -529,6 +528,9 @@ class PostgresTransaction(KeyRowsTransaction, InboxTransaction):
     def _cache(self) -> KeyCache:
         return self.store.keys
 
+    def _journal_cache(self) -> JournalCache:
+        return self.store.journals
+
     def _inv_part(self, invocation_id: str) -> int:
         return invocation_partition(invocation_id, self.parts)
 
@@ -590,7 +592,8 @@ class PostgresTransaction(KeyRowsTransaction, InboxTransaction):
     def _merge_caches(self) -> None:
         """The batch committed: what it wrote is what the rows hold now."""
         self.store.rows.update(self.rows)
-        self.store.keys.merge(self.locks, self.states)
+        self.store.keys.merge(self.locks, self.states, self.queues)
+        self.store.journals.merge(self.journals)
 
     def _send_commit(self, token: int, parts: list[int], epochs: list[int]) -> None:
         """One round trip: the writes held, the fence (which fails the transaction unless it updated every
@@ -714,6 +717,8 @@ class PostgresTransaction(KeyRowsTransaction, InboxTransaction):
                 data,
             ),
         )
+        if inv.status is Status.COMPLETED:
+            self.forget_journal(inv.id)
 
     def delete_invocation(self, invocation_id: str) -> None:
         part = self._inv_part(invocation_id)
@@ -729,56 +734,13 @@ class PostgresTransaction(KeyRowsTransaction, InboxTransaction):
         return [str(row[0]) for row in rows]
 
     # ------------------------------------------------------------------------------------ journal
-    def journal(self, invocation_id: str) -> list[Entry]:
-        rows = self._all(
-            "SELECT idx, entry FROM journal WHERE part = %s AND invocation_id = %s ORDER BY idx",
-            (self._inv_part(invocation_id), invocation_id),
-        )
-        entries = []
-        for expected, (idx, data) in enumerate(rows):
-            assert idx == expected, f"{invocation_id}: journal gap at {expected} (found {idx})"
-            entries.append(decode_entry(bytes(data)))
-        return entries
-
-    def append_journal(self, invocation_id: str, index: int, entry: Entry, appended_at_ms: int) -> None:
-        part = self._inv_part(invocation_id)
-        self._w(part, APPEND_JOURNAL, (part, invocation_id, index, encode_entry(entry), appended_at_ms))
-        if type(entry) is Notification and entry.signal_idx:
-            self._w(part, ADD_SIGNAL, (part, invocation_id, entry.signal_idx))
-
-    def delete_journal(self, invocation_id: str) -> None:
-        self._delete_journal(self._inv_part(invocation_id), invocation_id)
-
-    def _delete_journal(self, part: int, invocation_id: str) -> None:
-        self._w(part, DELETE_JOURNAL, (part, invocation_id))
-        self._w(part, DELETE_SIGNALS, (part, invocation_id))
-
+    # (``postgres_journal.JournalRowsTransaction``)
     def has_signal(self, invocation_id: str, signal_idx: int) -> bool:
         row = self._one(
             "SELECT 1 FROM signal WHERE part = %s AND invocation_id = %s AND idx = %s",
             (self._inv_part(invocation_id), invocation_id, signal_idx),
         )
         return row is not None
-
-    # ------------------------------------------------------------------------------------ the key's queue
-    # (its lock and state: ``postgres_keys.KeyRowsTransaction``)
-    def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None:
-        part = self._key_part(key)
-        self._w(part, PUSH_INBOX, (part, service, key, invocation_id, pushed_at_ms))
-
-    def inbox_pop(self, service: str, key: str) -> str | None:
-        part = self._key_part(key)
-        self.touched.add(part)
-        row = self._one(
-            "DELETE FROM inbox WHERE part = %s AND seq = (SELECT seq FROM inbox WHERE part = %s AND service = %s"
-            " AND service_key = %s ORDER BY seq LIMIT 1) RETURNING id",
-            (part, part, service, key),
-        )
-        return None if row is None else str(row[0])
-
-    def inbox_remove(self, service: str, key: str, invocation_id: str) -> None:
-        part = self._key_part(key)
-        self._w(part, REMOVE_FROM_INBOX, (part, service, key, invocation_id))
 
     # ------------------------------------------------------------------------------------ timers
     def add_timer(self, fire_at_ms: int, kind: TimerKind, invocation_id: str, completion_id: int) -> int:

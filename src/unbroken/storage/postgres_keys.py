@@ -1,17 +1,22 @@
-"""The rows of a key on PostgreSQL, cached by its leader: who holds the key's lock, and the key's state.
+"""The rows of a key on PostgreSQL, cached by its leader: who holds the key's lock, the key's state, and the
+queue of invocations waiting for its lock.
 
 An exclusive handler's every invocation reads its key's lock (to take it or queue behind it) and its state
-(eager state, sent with the start of an attempt), inside the chain of commits that serializes the key: each
-read a round trip on the event loop, two to three per invocation of a hot key. While a node leads a
+(eager state, sent with the start of an attempt), and its completion takes the next one off the key's queue,
+all inside the chain of commits that serializes the key: each read a round trip on the event loop, three to
+four per invocation of a hot key, and a batch that has read mid-way cannot go as one simple query
+(``postgres_batch.py``). While a node leads a
 partition no other node writes its rows (``postgres_lease.py``), so, as with the invocation rows
 (``PostgresStore.rows``), what the leader read or committed is what the table holds.
 
 ``KeyCache`` (the store's) keeps committed lock holders and whole state maps of the led partitions, valid for
 the leadership they were read or written under: the store empties it with the invocation rows when the led
 partitions or their epochs change, or when it outgrows its bounds. A batch's own writes sit in its overlay
-(``KeyRowsTransaction.locks``, ``.states``), merged into the cache only once its COMMIT succeeded. A write to
-a key's state whose map is not known (neither cached nor read by the batch) marks it unknown: the batch's
-later reads of it go to the server (after its held writes), and the commit drops it from the cache.
+(``KeyRowsTransaction.locks``, ``.states``, ``.queues``), merged into the cache only once its COMMIT
+succeeded. A write to a key's state or queue that is not known (neither cached nor read by the batch) marks
+it unknown: the batch's later reads of it go to the server (after its held writes), and the commit drops it
+from the cache. A queue is kept while it holds at most ``pg_key_cache_queue_max`` ids (a key with more waiting
+is read from the server, one round trip per pop, as before the cache).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from unbroken.storage.postgres_batch import (
     CLEAR_ALL_STATE,
     CLEAR_LOCK,
     CLEAR_STATE,
+    PUSH_INBOX,
+    REMOVE_FROM_INBOX,
     SET_LOCK,
     SET_STATE,
     Kind,
@@ -37,15 +44,22 @@ class KeyCache:
     def __init__(self) -> None:
         self.locks: dict[Key, str | None] = {}  # None: no lock row
         self.states: dict[Key, dict[str, bytes]] = {}  # the whole map ({}: no state)
+        self.queues: dict[Key, list[str]] = {}  # the ids waiting for the key's lock, first first
 
     def clear(self) -> None:
         self.locks.clear()
         self.states.clear()
+        self.queues.clear()
 
     def full(self) -> bool:
-        return max(len(self.locks), len(self.states)) > limits.pg_key_cache_keys_max
+        return max(len(self.locks), len(self.states), len(self.queues)) > limits.pg_key_cache_keys_max
 
-    def merge(self, locks: dict[Key, str | None], states: dict[Key, dict[str, bytes] | None]) -> None:
+    def merge(
+        self,
+        locks: dict[Key, str | None],
+        states: dict[Key, dict[str, bytes] | None],
+        queues: dict[Key, list[str] | None],
+    ) -> None:
         """A batch committed: its overlay is what the rows hold now."""
         self.locks.update(locks)
         for key, state in states.items():
@@ -53,6 +67,11 @@ class KeyCache:
                 self.states.pop(key, None)
             else:
                 self.states[key] = state
+        for key, queue in queues.items():
+            if queue is None or len(queue) > limits.pg_key_cache_queue_max:
+                self.queues.pop(key, None)
+            else:
+                self.queues[key] = queue
 
     def remember_state(self, key: Key, state: dict[str, bytes]) -> None:
         if _cacheable(state):
@@ -69,7 +88,9 @@ class KeyRowsTransaction:
     __slots__ = ()
     locks: dict[Key, str | None]  # this batch's lock writes
     states: dict[Key, dict[str, bytes] | None]  # this batch's state maps after its writes (None: unknown)
+    queues: dict[Key, list[str] | None]  # this batch's key queues after its pushes and pops (None: unknown)
     epochs: dict[int, int]  # the leadership the batch started under
+    touched: set[int]  # the partitions it wrote (fenced by their epochs)
 
     # the transaction's plumbing (``PostgresTransaction``)
     def _cache(self) -> KeyCache:
@@ -183,3 +204,55 @@ class KeyRowsTransaction:
         else:
             self._w(part, SET_LOCK, (part, service, key, invocation_id))
         self.locks[(service, key)] = invocation_id
+
+    # ------------------------------------------------------------------------------------ the key's queue
+    def _queue(self, service: str, key: str) -> list[str] | None:
+        """The key's queue as this batch changes it (a copy of the cached one), None if not known."""
+        k = (service, key)
+        if k not in self.queues:
+            cached = self._cache().queues.get(k)
+            self.queues[k] = None if cached is None else list(cached)
+        return self.queues[k]
+
+    def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None:
+        part = self._key_part(key)
+        self._w(part, PUSH_INBOX, (part, service, key, invocation_id, pushed_at_ms))
+        queue = self._queue(service, key)
+        if queue is not None:
+            queue.append(invocation_id)
+
+    def inbox_pop(self, service: str, key: str) -> str | None:
+        part = self._key_part(key)
+        queue = self._queue(service, key)
+        if queue is None:  # not known: the ids waiting, after the batch's own pushes (its writes sent first)
+            rows = self._all(
+                "SELECT id FROM inbox WHERE part = %s AND service = %s AND service_key = %s ORDER BY seq"
+                " LIMIT %s",
+                (part, service, key, limits.pg_key_cache_queue_max + 1),
+            )
+            queue = [str(row[0]) for row in rows]
+            if len(queue) > limits.pg_key_cache_queue_max:
+                return self._pop_unknown(part, service, key)  # too many to keep: stays unknown
+            self.queues[(service, key)] = queue
+        if not queue:
+            self.touched.add(part)  # as the DELETE it replaces: fenced, so a deposed leader's empty pop fails
+            return None
+        first = queue.pop(0)
+        self._w(part, REMOVE_FROM_INBOX, (part, service, key, first))
+        return first
+
+    def _pop_unknown(self, part: int, service: str, key: str) -> str | None:
+        self.touched.add(part)
+        row = self._one(
+            "DELETE FROM inbox WHERE part = %s AND seq = (SELECT seq FROM inbox WHERE part = %s AND service = %s"
+            " AND service_key = %s ORDER BY seq LIMIT 1) RETURNING id",
+            (part, part, service, key),
+        )
+        return None if row is None else str(row[0])
+
+    def inbox_remove(self, service: str, key: str, invocation_id: str) -> None:
+        part = self._key_part(key)
+        self._w(part, REMOVE_FROM_INBOX, (part, service, key, invocation_id))
+        queue = self._queue(service, key)
+        if queue is not None and invocation_id in queue:
+            queue.remove(invocation_id)
