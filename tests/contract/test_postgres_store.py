@@ -530,3 +530,20 @@ def test_a_journal_the_leader_wrote_or_read_is_replayed_from_memory_until_its_in
         assert store.journals.journals == {} and store.journals.size == 0
         assert txn.journal("inv_j2") == []  # read again: the rows were emptied behind its back above
     store.close()
+
+
+def test_an_id_minted_from_fresh_bytes_is_known_absent_without_a_read(url: str) -> None:
+    """The ingress's new ids (``Invoke.new_id``) exist nowhere: a batch creating them reads nothing for
+    them (W2's and W3b's last read before their batches); the other ids named are read as before."""
+    store = PostgresStore(url, partitions=4, node="a")
+    with store.transaction() as txn:
+        txn.put_invocation(_inv("inv_old"))
+        txn.put_invocation(_inv("inv_new"))  # a row the hint says cannot exist: how the test sees no read
+    store.rows.clear()
+    txn = store.begin()
+    txn.prefetch_invocations(["inv_old"], ["inv_new"])
+    assert txn.get_invocation("inv_new") is None
+    old = txn.get_invocation("inv_old")
+    assert old is not None and old.id == "inv_old"
+    txn.rollback()
+    store.close()

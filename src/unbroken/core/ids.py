@@ -285,7 +285,7 @@ def idempotent_invocation_id(target: Target, idempotency_key: str) -> str:
     return str(InvocationId.for_idempotent(target.service, target.key, target.handler, idempotency_key))
 
 
-def _deterministic_id(
+def fixed_invocation_id(
     target: Target, handler_kind: HandlerKind | None, idempotency_key: str | None
 ) -> str | None:
     """The id fixed by the request itself: a workflow run's (by its key, before any idempotency key) or
@@ -310,7 +310,7 @@ def invocation_id_for(
     id when the request fixes one, else a fresh time-ordered id from ``fresh_bytes`` (at least
     :data:`FRESH_ID_BYTES` unpredictable bytes) in the partition of the target's key (of random bytes for
     an unkeyed target)."""
-    fixed = _deterministic_id(target, handler_kind, idempotency_key)
+    fixed = fixed_invocation_id(target, handler_kind, idempotency_key)
     if fixed is not None:
         return fixed
     if len(fresh_bytes) < FRESH_ID_BYTES:
@@ -326,7 +326,7 @@ def child_invocation_id(
     """The id of an invocation a handler creates (a call or a send): the workflow's or idempotent call's
     id as from the ingress, else derived from the caller's id and the call's completion ``slot``, so a
     replayed call maps to the same id (the state machine has no randomness)."""
-    fixed = _deterministic_id(target, handler_kind, idempotency_key)
+    fixed = fixed_invocation_id(target, handler_kind, idempotency_key)
     if fixed is not None:
         return fixed
     digest = hashlib.sha256(f"call,{caller_id},{slot}".encode()).digest()

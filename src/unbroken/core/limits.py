@@ -155,6 +155,8 @@ pg_key_cache_state_bytes_max = 64 * 1024
 # ... and of the queue of invocations waiting for a key's lock: a key with more waiting is not kept (each pop
 # of it is then a round trip, as without the cache).
 pg_key_cache_queue_max = 1024
+# Invocation ids whose partition a PostgreSQL store remembers (parsing one costs ~4 µs; emptied when full).
+pg_id_partitions_max = 65_536
 # The leader's cache of whole journals (storage/postgres_journal.py): emptied past the first bound (encoded
 # bytes held); a journal over the second is not kept.
 pg_journal_cache_bytes_max = 32 * 1024 * 1024

@@ -36,6 +36,9 @@ class Invoke(msgspec.Struct, frozen=True):
     request_id: int = 0
     reply: ReplyMode = ReplyMode.NONE
     random_seed: int = 0
+    # minted by the ingress that made this record from fresh random bytes (no idempotency key, no workflow
+    # id): no row can hold it yet, so a store need not look (``Transaction.prefetch_invocations``)
+    new_id: bool = False
 
 
 # ``awakeables`` on the records an attempt sends: how many awakeables its handler has allocated so far

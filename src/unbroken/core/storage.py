@@ -13,7 +13,7 @@ applied (``Step.now_ms``), never from the database's clock, so a replay or a sim
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -220,10 +220,11 @@ class Transaction(
     """Every table, inside one transaction. Used by one thread at a time; ``commit`` may run on another
     thread than the one that applied (the processor's writer thread), never concurrently with it."""
 
-    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+    def prefetch_invocations(self, invocation_ids: list[str], new_ids: Sequence[str] = ()) -> None:
         """A hint, before a batch is applied: it is about to read these invocations' rows (some may not
-        exist). A store whose every read is a round trip (PostgreSQL) reads those it does not hold in one;
-        the others ignore it. Changes nothing the transaction answers."""
+        exist), and those of ``new_ids``, which were minted from fresh random bytes and so exist nowhere. A
+        store whose every read is a round trip (PostgreSQL) reads those it does not hold in one, and knows
+        the new ones absent without reading; the others ignore it. Changes nothing the transaction answers."""
         ...
 
     def commit(self) -> None:

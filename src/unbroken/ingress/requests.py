@@ -25,6 +25,7 @@ from unbroken.core.ids import (
     FRESH_ID_BYTES,
     InvalidId,
     InvocationId,
+    fixed_invocation_id,
     idempotent_invocation_id,
     invocation_id_for,
     parse_awakeable_id,
@@ -148,6 +149,7 @@ class Submission:
         "reply",
         "seed",
         "content_type",
+        "new_id",
     )
 
     def __init__(
@@ -161,6 +163,7 @@ class Submission:
         reply: r.ReplyMode,
         seed: int,
         content_type: str,
+        new_id: bool = False,
     ) -> None:
         self.invocation_id = invocation_id
         self.target = target
@@ -171,6 +174,7 @@ class Submission:
         self.reply = reply
         self.seed = seed
         self.content_type = content_type  # of a successful result's body (the handler's declared one)
+        self.new_id = new_id  # minted here from fresh bytes (``records.Invoke.new_id``)
 
     @property
     def dedup(self) -> bool:
@@ -188,6 +192,7 @@ class Submission:
             request_id,
             self.reply,
             self.seed,
+            self.new_id,
         )
 
 
@@ -208,8 +213,9 @@ def submission(request: Request, route: Route, body: bytes, now_ms: int, fresh: 
     seed = int.from_bytes(fresh[FRESH_ID_BYTES:FRESH_BYTES], "big")
     mode = _ACCEPTED if route.send else _RESULT
     headers = _forwarded_headers(request)
+    new_id = fixed_invocation_id(target, handler.kind, idem) is None
     return Submission(
-        invocation_id, target, body, headers, idem, execute_at, mode, seed, handler.content_type
+        invocation_id, target, body, headers, idem, execute_at, mode, seed, handler.content_type, new_id
     )
 
 

@@ -416,9 +416,14 @@ class Processor:
     def _apply_all(self, txn: Transaction, batch: list[Record], now: int, schemas: Schemas) -> list[Action]:
         actions: list[Action] = []
         # the rows the batch will read first (most records name one): on PostgreSQL one round trip, not one each
-        txn.prefetch_invocations(
-            [record.invocation_id for record in batch if hasattr(record, "invocation_id")]
-        )
+        named: list[str] = []
+        new: list[str] = []  # minted from fresh bytes: no row holds them (``records.Invoke.new_id``)
+        for record in batch:
+            if type(record) is r.Invoke and record.new_id:
+                new.append(record.invocation_id)
+            elif hasattr(record, "invocation_id"):
+                named.append(record.invocation_id)
+        txn.prefetch_invocations(named, new)
         for i, record in enumerate(batch):
             actions.extend(apply(txn, record, now, schemas))
             if i == 0 and len(batch) > 1:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
@@ -372,7 +372,7 @@ class MemoryTransaction:
         if not self.s.leads_key(key):
             violated(f"a batch wrote a row of key {key!r}, whose partition another node leads")
 
-    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+    def prefetch_invocations(self, invocation_ids: list[str], new_ids: Sequence[str] = ()) -> None:
         pass  # every read is in memory
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:

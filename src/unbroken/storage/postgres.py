@@ -30,7 +30,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -175,6 +175,9 @@ class PostgresStore:
         self.rows: dict[str, bytes | None] = {}
         self.keys = KeyCache()  # the same for the keys' locks, state and queues (``postgres_keys.py``)
         self.journals = JournalCache()  # and for journals (``postgres_journal.py``)
+        self.id_parts: dict[
+            str, int
+        ] = {}  # invocation id -> its partition (``PostgresTransaction._inv_part``)
         self._rows_epochs: dict[int, int] = {}
         if steal and claim is None:
             claim = range(self.partitions)
@@ -532,7 +535,14 @@ class PostgresTransaction(KeyRowsTransaction, JournalRowsTransaction, InboxTrans
         return self.store.journals
 
     def _inv_part(self, invocation_id: str) -> int:
-        return invocation_partition(invocation_id, self.parts)
+        # memoized: an invocation's id is parsed (base62, in Python) for each of its ~10 writes and reads
+        memo = self.store.id_parts
+        part = memo.get(invocation_id)
+        if part is None:
+            if len(memo) >= limits.pg_id_partitions_max:
+                memo.clear()
+            part = memo[invocation_id] = invocation_partition(invocation_id, self.parts)
+        return part
 
     def _key_part(self, key: str) -> int:
         return key_partition(key, self.parts)
@@ -655,7 +665,9 @@ class PostgresTransaction(KeyRowsTransaction, JournalRowsTransaction, InboxTrans
             self.c.close()
 
     # ------------------------------------------------------------------------------------ invocations
-    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+    def prefetch_invocations(self, invocation_ids: list[str], new_ids: Sequence[str] = ()) -> None:
+        for invocation_id in new_ids:  # absent: its first write makes it (``records.Invoke.new_id``)
+            self.rows.setdefault(invocation_id, None)
         cached = self.store.rows
         missing = list(dict.fromkeys(i for i in invocation_ids if i not in cached and i not in self.rows))
         if not missing:

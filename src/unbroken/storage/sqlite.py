@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 
 import msgspec
@@ -407,7 +407,7 @@ class SqliteTransaction:
         return seq
 
     # invocations
-    def prefetch_invocations(self, invocation_ids: list[str]) -> None:
+    def prefetch_invocations(self, invocation_ids: list[str], new_ids: Sequence[str] = ()) -> None:
         pass  # a read is a function call into SQLite's page cache: nothing to save
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
