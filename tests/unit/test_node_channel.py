@@ -181,3 +181,39 @@ async def test_a_peer_that_breaks_the_framing_is_disconnected(served: tuple[int,
     writer.write(PREFACE + frame)
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
     writer.close()
+
+
+async def test_an_idle_channel_is_closed_by_its_forwarder_first_and_a_busy_one_is_not(
+    served: tuple[int, App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel opened and left idle must not hold a listener connection for good: the forwarder closes
+    its end after ``cluster_channel_idle_s`` without a request in flight (the leader after twice that, so it
+    never closes one a request is being written to); a request waiting longer than that keeps it open."""
+    monkeypatch.setattr(limits, "cluster_channel_idle_s", 0.2)
+    port, app = served
+    client = await connect("127.0.0.1", port)
+    waiting = client.request("POST", b"/wait", b"", [], b"")
+    await asyncio.wait_for(app.waiting.wait(), 5)
+    await asyncio.sleep(0.6)  # three idle bounds: the request in flight keeps the channel open
+    assert client.usable() and not app.hung_up.is_set()
+    app.release.set()
+    assert (await asyncio.wait_for(waiting.next(), 5))[0] == START
+    while (await asyncio.wait_for(waiting.next(), 5))[3]:
+        pass
+    client.done(waiting, True)
+    closed = asyncio.get_running_loop().time()
+    while client.lost is None:  # bounded: the idle check runs every half bound
+        await asyncio.sleep(0.05)
+        assert asyncio.get_running_loop().time() - closed < 5, "the idle channel was never closed"
+    assert not client.usable()
+
+
+async def test_a_peer_that_only_sends_the_preface_is_disconnected_by_the_leader(
+    served: tuple[int, App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "cluster_channel_idle_s", 0.2)
+    port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(PREFACE)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after twice the idle bound
+    writer.close()

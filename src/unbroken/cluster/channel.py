@@ -58,14 +58,44 @@ class _Framed(asyncio.Protocol):
 
     transport: asyncio.Transport | None = None
 
-    def __init__(self, frame_max: int) -> None:
+    def __init__(self, frame_max: int, idle_s: float) -> None:
         self.frame_max = frame_max  # the longest frame taken from the peer
+        self.idle_s = idle_s  # closed after this long with no request on it
         self._in = bytearray()
         self._out: list[bytes] = []
         self._flush_soon: asyncio.Handle | None = None
+        self._idle_check: asyncio.TimerHandle | None = None
+        self._active_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._active_at = asyncio.get_running_loop().time()
+        self._idle_check = asyncio.get_running_loop().call_later(self.idle_s / 2, self._close_if_idle)
+
+    def busy(self) -> bool:
+        """Whether a request is in flight on the connection."""
+        raise NotImplementedError
+
+    def _close_if_idle(self) -> None:
+        """An idle connection is closed (a new one is opened when needed): a channel opened and left idle
+        must not hold one of the listener's bounded connections for good. The forwarder's end gives up
+        first (half the leader's wait), so the leader never closes one a request is being written to."""
+        self._idle_check = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        if self.busy():
+            self._active_at = loop.time()
+        elif loop.time() - self._active_at >= self.idle_s:
+            transport.close()
+            return
+        self._idle_check = loop.call_later(self.idle_s / 2, self._close_if_idle)
+
+    def _stop_idle_check(self) -> None:
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
 
     def send_frame(self, frame: list[Any]) -> None:
         transport = self.transport
@@ -168,10 +198,15 @@ class ChannelServer(_Framed):
 
     def __init__(self, app: App, on_lost: Callable[[], None], body_limit: int) -> None:
         # a request's body (the forwarder took at most the ingress's limit) and its head (bounded as well)
-        super().__init__(body_limit + limits.header_bytes_max + _FRAME_SLACK)
+        super().__init__(
+            body_limit + limits.header_bytes_max + _FRAME_SLACK, 2 * limits.cluster_channel_idle_s
+        )
         self.app = app
         self.on_lost = on_lost  # the HTTP protocol this connection came from forgets it
         self.served: dict[int, _Served] = {}
+
+    def busy(self) -> bool:
+        return bool(self.served)
 
     def on_frame(self, frame: list[Any]) -> None:
         kind, rid = frame[0], int(frame[1])
@@ -220,6 +255,7 @@ class ChannelServer(_Framed):
             self.served.pop(served.rid, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_idle_check()
         for served in list(self.served.values()):
             served.hang_up()  # as callers hanging up: their invocations go on
         self.on_lost()
@@ -259,10 +295,20 @@ class ChannelClient(_Framed):
     """The forwarder's end of a channel to one node: requests multiplexed by id."""
 
     def __init__(self) -> None:
-        super().__init__(limits.cluster_channel_chunk_bytes + limits.header_bytes_max + _FRAME_SLACK)
+        super().__init__(
+            limits.cluster_channel_chunk_bytes + limits.header_bytes_max + _FRAME_SLACK,
+            limits.cluster_channel_idle_s,
+        )
         self.exchanges: dict[int, Exchange] = {}
         self.lost: str | None = None  # why the connection ended (None: open)
         self._next_id = 0
+
+    def busy(self) -> bool:
+        return bool(self.exchanges)
+
+    def usable(self) -> bool:
+        """Open, and not closing (closed idle: its ``connection_lost`` is yet to come)."""
+        return self.lost is None and self.transport is not None and not self.transport.is_closing()
 
     def request(
         self, method: str, raw_path: bytes, query: bytes, headers: list[Any], body: bytes
@@ -271,6 +317,9 @@ class ChannelClient(_Framed):
             raise Broken(self.lost, False)
         if len(self.exchanges) >= limits.cluster_channel_requests_max:
             raise Broken("too many requests at once on the channel", False)
+        transport = self.transport
+        if transport is None or transport.is_closing():  # closed idle: the caller opens a new one
+            raise Broken("the channel was closed", False)
         self._next_id += 1
         exchange = self.exchanges[self._next_id] = Exchange(self._next_id)
         self.send_frame([REQUEST, self._next_id, method, raw_path, query, headers, body])
@@ -289,6 +338,7 @@ class ChannelClient(_Framed):
             exchange.frames.put_nowait(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_idle_check()
         self.lost = f"the connection to the leader was lost ({exc or 'closed'})"
         for exchange in self.exchanges.values():
             exchange.frames.put_nowait(Broken(self.lost, exchange.started))

@@ -291,11 +291,11 @@ class Forwarder:
         """The open channel to ``leader``, opened if none is (one per node: it multiplexes)."""
         url = leader.ingress_url
         client = self._channels.get(url)
-        if client is not None and client.lost is None:
+        if client is not None and client.usable():
             return client
         async with self._opening.setdefault(url, asyncio.Lock()):
             client = self._channels.get(url)
-            if client is None or client.lost is not None:
+            if client is None or not client.usable():
                 split = urlsplit(url)
                 try:
                     client = await connect(split.hostname or "", split.port or 80)

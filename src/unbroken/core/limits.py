@@ -178,6 +178,9 @@ cluster_forward_connect_timeout_s = 2.0  # to open one connection to the leader
 cluster_channel_requests_max = 4096
 cluster_channel_chunk_bytes = 1024 * 1024
 cluster_channel_buffer_bytes_max = 64 * 1024 * 1024
+# A channel with no request in flight this long is closed by its forwarder (a new one is opened when needed),
+# and after twice this by its leader: one opened and left idle does not hold a listener connection for good.
+cluster_channel_idle_s = 30.0
 # While no node leads a request's partition (a failover), wait this long for one before answering 503:
 # longer than a lease's TTL, so a dead leader's partitions are taken over within it.
 cluster_leader_wait_s = 6.0
