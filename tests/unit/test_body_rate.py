@@ -5,14 +5,13 @@ shortened so the test takes seconds (the red-team run found a byte every 0.5 s k
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 
+from tests.asgi_listener import listening
 from unbroken.core import limits
 from unbroken.http.wire import bounded_protocol
 
@@ -37,19 +36,9 @@ async def _read_all(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def port(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
     monkeypatch.setattr(limits, "http_body_idle_timeout_ms", WINDOW_MS)
     monkeypatch.setattr(limits, "http_body_window_bytes_min", WINDOW_BYTES_MIN)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     protocol = bounded_protocol(lambda status, message: orjson.dumps({"message": message}))
-    config = uvicorn.Config(_read_all, http=protocol, loop="none", lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with listening(_read_all, protocol) as bound:
+        yield bound
 
 
 async def _post(port: int, size: int, chunk: bytes, every_s: float) -> bytes:

@@ -6,15 +6,14 @@ connection (saying whether its answer had begun), and drops a peer that breaks t
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
+from tests.asgi_listener import listening
 from unbroken.cluster.channel import BODY, PREFACE, START, Broken, ChannelClient, connect
 from unbroken.core import limits
 from unbroken.http.asgi import ON_DISCONNECT
@@ -61,23 +60,13 @@ class App:
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[int, App]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     app = App()
-    protocol = bounded_protocol(
-        lambda status, message: orjson.dumps({"message": message}), channel_body_limit=1024
-    )
-    config = uvicorn.Config(app, http=protocol, loop="none", lifespan="off", log_level="critical")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield sock.getsockname()[1], app
-    finally:
-        app.release.set()
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    error = lambda status, message: orjson.dumps({"message": message})  # noqa: E731
+    async with listening(app, bounded_protocol(error, channel_body_limit=1024), "critical") as port:
+        try:
+            yield port, app
+        finally:
+            app.release.set()
 
 
 async def _answer(
