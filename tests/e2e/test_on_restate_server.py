@@ -17,6 +17,7 @@ protocol (``protocol/remote.py``) driving Unbroken's SDK side.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,12 +51,26 @@ def _restate_server_binary() -> str:
 
 
 class Process:
+    """A process in a session of its own, so that killing it kills what it started too (hypercorn serves
+    from a worker process it spawns: SIGKILL to hypercorn alone left that worker serving the port)."""
+
     def __init__(self, cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> None:
         self.log = log
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+                cmd,
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+
+    def kill(self) -> None:
+        """SIGKILL to the process and everything it started; waits for the process."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
 
     def check(self, what: str) -> None:
         if self.proc.poll() is not None:
@@ -67,8 +82,8 @@ class Process:
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+                pass
+        self.kill()  # what is left of it (a worker its SIGTERM did not reach, or it, stuck)
 
 
 class RestateServer(Process):
@@ -188,8 +203,7 @@ class Deployment(Process):
 
     def crash_and_restart(self) -> None:
         """SIGKILL, then the same App again on the same port (the server's URI for it)."""
-        self.proc.kill()
-        self.proc.wait(timeout=10)
+        self.kill()
         self._start()
 
     def count(self, step: str) -> int:
