@@ -176,3 +176,24 @@ def _xact_age_s(pid: int) -> float | None:
             "SELECT extract(epoch FROM now() - xact_start) FROM pg_stat_activity WHERE pid = %s", (pid,)
         ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def test_a_lease_renewal_waiting_on_a_row_lock_fails_in_bounded_time_and_the_next_one_renews(
+    url: str, other: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """The lease thread's statements are bounded like the writer's: a renewal stuck behind another
+    session's lock fails (the round is retried, the node's own deadline fences it meanwhile) instead of
+    leaving the thread, and so every later renewal, waiting for good."""
+    store = PostgresStore(url, partitions=2, node="a")
+    try:
+        other.execute("SELECT * FROM partition_lease FOR UPDATE")  # the renewal's rows, held
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            store.leases.renew()
+        assert time.monotonic() - started < RAISED_WITHIN_S
+        other.rollback()
+        renewed = store.leases.renewals
+        store.leases.renew()
+        assert store.leases.renewals == renewed + 1
+    finally:
+        store.close()

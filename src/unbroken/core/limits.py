@@ -134,6 +134,8 @@ pg_lease_self_fence_margin_s = 1.0
 pg_lease_acquire_wait_s = 10.0  # at start, how long to wait for another node's leases to expire
 pg_commit_resolve_timeout_s = 10.0  # after a COMMIT whose outcome is unknown: how long to try to learn it
 pg_connect_timeout_s = 10  # to open one connection
+pg_keepalive_idle_s = 5  # a connection silent this long is probed (then every interval, 3 times)
+pg_keepalive_interval_s = 2
 # Every wait of the store's reader and writer connections on the server (the event loop makes some): a row
 # lock another session holds (a paused leader's open transaction; the server ends an idle one after the
 # lease's TTL, but not one whose client stopped mid-pipeline) and a whole statement. Past it the statement

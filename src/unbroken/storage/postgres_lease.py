@@ -46,7 +46,7 @@ from unbroken.core.storage import (
     PartitionLeader,
     PartitionLost,
 )
-from unbroken.storage.postgres_schema import Location, connect
+from unbroken.storage.postgres_schema import Location, bound_waits, connect
 
 log = logging.getLogger("unbroken.storage.lease")
 
@@ -471,7 +471,9 @@ class Leases:
         self, query: str, params: Sequence[Any] | Mapping[str, Any], *, rows: bool = True
     ) -> list[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.location)
+            conn = connect(self.location)
+            bound_waits(conn)  # a renewal waiting on a lock past its TTL is pointless: fail, go on next round
+            self._conn = conn
         cur = self._conn.execute(query, params)
         return cur.fetchall() if rows else []
 

@@ -132,9 +132,18 @@ def parse_url(url: str) -> Location:
 
 
 def connect(location: Location, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
-    """A connection whose tables are the store's (``search_path`` is the store's schema)."""
+    """A connection whose tables are the store's (``search_path`` is the store's schema). TCP keepalives
+    on: a server gone without a word (a cut network, a host that died) fails the statement waiting on it
+    within ``pg_keepalive_idle_s`` + 3 probes, instead of leaving its thread (the lease thread's renewals,
+    the inbox's LISTEN) waiting for an answer that never comes."""
     conn = psycopg.connect(
-        location.conninfo, autocommit=autocommit, connect_timeout=limits.pg_connect_timeout_s
+        location.conninfo,
+        autocommit=autocommit,
+        connect_timeout=limits.pg_connect_timeout_s,
+        keepalives=1,
+        keepalives_idle=limits.pg_keepalive_idle_s,
+        keepalives_interval=limits.pg_keepalive_interval_s,
+        keepalives_count=3,
     )
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(location.schema)))
     if not autocommit:
