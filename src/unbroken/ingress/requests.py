@@ -208,14 +208,25 @@ def submission(request: Request, route: Route, body: bytes, now_ms: int, fresh: 
     idem = request.header(b"idempotency-key")
     if idem is not None:
         idem = _check_idempotency_key(idem, handler.kind)
-    invocation_id = invocation_id_for(target, handler.kind, idem, fresh, now_ms)
+    fixed = fixed_invocation_id(target, handler.kind, idem)  # None: a new id, minted from ``fresh``
+    invocation_id = (
+        fixed if fixed is not None else invocation_id_for(target, handler.kind, None, fresh, now_ms)
+    )
     execute_at = now_ms + delay_ms if delay_ms else 0
     seed = int.from_bytes(fresh[FRESH_ID_BYTES:FRESH_BYTES], "big")
     mode = _ACCEPTED if route.send else _RESULT
     headers = _forwarded_headers(request)
-    new_id = fixed_invocation_id(target, handler.kind, idem) is None
     return Submission(
-        invocation_id, target, body, headers, idem, execute_at, mode, seed, handler.content_type, new_id
+        invocation_id,
+        target,
+        body,
+        headers,
+        idem,
+        execute_at,
+        mode,
+        seed,
+        handler.content_type,
+        fixed is None,
     )
 
 

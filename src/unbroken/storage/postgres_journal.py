@@ -24,6 +24,7 @@ from unbroken.core import limits
 from unbroken.core.errors import violated
 from unbroken.core.journal import Entry, Notification, decode_entry, encode_entry
 from unbroken.storage.postgres_batch import ADD_SIGNAL, APPEND_JOURNAL, DELETE_JOURNAL, DELETE_SIGNALS, Kind
+from unbroken.storage.postgres_keys import written
 
 
 @dataclass(slots=True)
@@ -127,10 +128,7 @@ class JournalRowsTransaction:
 
     def _written_journal(self, invocation_id: str) -> Journal | None:
         """The journal this batch's next append goes to (a copy of the cached one), None if not known."""
-        if invocation_id not in self.journals:
-            cached = self._journal_cache().journals.get(invocation_id)
-            self.journals[invocation_id] = None if cached is None else cached.copy()
-        return self.journals[invocation_id]
+        return written(self.journals, self._journal_cache().journals, invocation_id, Journal.copy)
 
     def delete_journal(self, invocation_id: str) -> None:
         self._delete_journal(self._inv_part(invocation_id), invocation_id)

@@ -21,7 +21,8 @@ is read from the server, one round trip per pop, as before the cache).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from unbroken.core import limits
 from unbroken.storage.postgres_batch import (
@@ -36,6 +37,17 @@ from unbroken.storage.postgres_batch import (
 )
 
 Key = tuple[str, str]  # (service, key)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def written(overlay: dict[K, V | None], cached: dict[K, V], key: K, copy: Callable[[V], V]) -> V | None:
+    """What a batch's next write of ``key`` goes to: its overlay's value, made on the first write from a
+    copy of the cached one (None: not known, the write is only held). The caches' one copy-on-write."""
+    if key not in overlay:
+        value = cached.get(key)
+        overlay[key] = None if value is None else copy(value)
+    return overlay[key]
 
 
 class KeyCache:
@@ -154,11 +166,7 @@ class KeyRowsTransaction:
 
     def _written_state(self, service: str, key: str) -> dict[str, bytes] | None:
         """The map this batch's next state write of the key goes to (None: unknown, the write only held)."""
-        k = (service, key)
-        if k not in self.states:
-            cached = self._cache().states.get(k)
-            self.states[k] = None if cached is None else dict(cached)
-        return self.states[k]
+        return written(self.states, self._cache().states, (service, key), dict)
 
     def state_set(self, service: str, key: str, name: str, value: bytes) -> None:
         part = self._key_part(key)
@@ -208,11 +216,7 @@ class KeyRowsTransaction:
     # ------------------------------------------------------------------------------------ the key's queue
     def _queue(self, service: str, key: str) -> list[str] | None:
         """The key's queue as this batch changes it (a copy of the cached one), None if not known."""
-        k = (service, key)
-        if k not in self.queues:
-            cached = self._cache().queues.get(k)
-            self.queues[k] = None if cached is None else list(cached)
-        return self.queues[k]
+        return written(self.queues, self._cache().queues, (service, key), list)
 
     def inbox_push(self, service: str, key: str, invocation_id: str, pushed_at_ms: int) -> None:
         part = self._key_part(key)
