@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,33 +14,10 @@ from typing import Any
 import httpx
 
 from tests import pg
+from unbroken.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 20.0
-
-
-# Ports handed to child processes come from below the kernel's ephemeral range (32768-60999 on Linux):
-# a port the kernel picked for ``bind(0)`` is free only until the next outgoing connection of any process
-# (a node's PostgreSQL pool, a forwarded request) takes it as its source port, which made a node fail to
-# bind its ingress in CI. Ports below the range are never picked for outgoing connections; each is handed
-# out once per test session, starting at a pid-derived offset so concurrent sessions rarely meet.
-_PORTS_LOW, _PORTS_HIGH = 20_000, 32_000  # [low, high): listening ports handed to servers under test
-_next_port = _PORTS_LOW + (os.getpid() * 7919) % (_PORTS_HIGH - _PORTS_LOW)
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on, outside the ephemeral range, never returned before."""
-    global _next_port
-    for _ in range(_PORTS_HIGH - _PORTS_LOW):
-        port = _next_port
-        _next_port = _PORTS_LOW + (_next_port + 1 - _PORTS_LOW) % (_PORTS_HIGH - _PORTS_LOW)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue  # taken (another session's server, or a service of this machine)
-            return port
-    raise RuntimeError(f"no free loopback port in [{_PORTS_LOW}, {_PORTS_HIGH})")
 
 
 class Server:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,15 +13,10 @@ from pathlib import Path
 from typing import Protocol
 
 from lib import BENCH_DIR, ROOT
+from unbroken.testing.ports import free_port
 
 ACTIVE_SQL = "SELECT count(*) AS n FROM sys_invocation WHERE status != 'completed'"
 TOTAL_SQL = "SELECT count(*) AS n FROM sys_invocation"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_status(
