@@ -13,7 +13,26 @@ from pathlib import Path
 from typing import Protocol
 
 from lib import BENCH_DIR, ROOT
-from unbroken.testing.ports import free_port
+
+# Listening ports from below the kernel's ephemeral range, as unbroken/testing/ports.py explains (bind(0)
+# ports were taken by outgoing connections and aborted a run). Not imported from there: the harness runs
+# against other revisions too (bench/ab.py), which may not have that module.
+_PORTS_LOW, _PORTS_HIGH = 20_000, 32_000
+_next_port = _PORTS_LOW + (os.getpid() * 7919) % (_PORTS_HIGH - _PORTS_LOW)
+
+
+def free_port() -> int:
+    global _next_port
+    for _ in range(_PORTS_HIGH - _PORTS_LOW):
+        port, _next_port = _next_port, _PORTS_LOW + (_next_port + 1 - _PORTS_LOW) % (_PORTS_HIGH - _PORTS_LOW)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in [{_PORTS_LOW}, {_PORTS_HIGH})")
+
 
 ACTIVE_SQL = "SELECT count(*) AS n FROM sys_invocation WHERE status != 'completed'"
 TOTAL_SQL = "SELECT count(*) AS n FROM sys_invocation"
