@@ -9,7 +9,10 @@ does, and then calls back on the loop, in commit order: ``processor.committed(ba
 
 * :class:`ThreadCommitter` (production): the COMMIT — the fsync, which releases the GIL — on a writer
   thread, while the loop keeps serving; a batch of ``INLINE_COMMIT_RECORDS`` is committed on the loop
-  itself (nothing else was queued: the two thread hand-offs would cost more than they overlap).
+  itself (nothing else was queued: the two thread hand-offs would cost more than they overlap). A batch
+  whose transaction can send its COMMIT without waiting (``commit_nowait``: PostgreSQL's one simple query,
+  ``storage/postgres_commit.py``) is sent by the loop, which then watches the socket for the answer: no
+  thread, no wait. Only a failed answer goes to the writer thread to be settled (it may wait on the server).
 * the simulator's committer (``testing/sim/processor.py``) commits after a seeded virtual "fsync" time on
   the virtual loop, and may fail the commit or crash the process right after it.
 """
@@ -52,6 +55,18 @@ class CommitSink(Protocol):
     def commit_failed(self, batch: Batch, exc: BaseException) -> None: ...
 
 
+class PendingCommit(Protocol):
+    """A COMMIT sent without waiting for its answer (``storage/postgres_commit.py``)."""
+
+    fd: int  # the socket the answer arrives on
+
+    @property
+    def failed(self) -> bool: ...
+    def flush(self) -> bool: ...  # write what is left of the request; True once it is all sent
+    def poll(self) -> bool: ...  # read what arrived; True once the answer is complete
+    def finish(self) -> None: ...  # returns when committed, raises as ``Transaction.commit`` would
+
+
 class Committer(Protocol):
     def start(self, sink: CommitSink) -> None: ...
     def commit(self, batch: Batch) -> None: ...
@@ -64,7 +79,8 @@ class ThreadCommitter:
     def __init__(self, loop: asyncio.AbstractEventLoop, faults: FaultPoints) -> None:
         self._loop = loop
         self._faults = faults
-        self._batches: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        # batches to commit on the writer thread, each with how (its ``commit``, or a failed answer's settling)
+        self._batches: queue.SimpleQueue[tuple[Batch, Callable[[], None]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write, name="unbroken-processor", daemon=True)
         self._sink: CommitSink | None = None
 
@@ -73,10 +89,20 @@ class ThreadCommitter:
         self._thread.start()
 
     def commit(self, batch: Batch) -> None:
+        nowait = getattr(batch.transaction, "commit_nowait", None)
+        if nowait is not None:
+            try:
+                pending = nowait()
+            except Exception as exc:  # it could not be fenced (leadership lost or changed): nothing sent
+                self._settled(batch, exc)
+                return
+            if pending is not None:
+                self._send(batch, pending)
+                return
         if len(batch.records) <= INLINE_COMMIT_RECORDS:
-            self._commit(batch)()  # on the loop itself: nothing else is queued
+            self._commit(batch, batch.transaction.commit)()  # on the loop itself: nothing else is queued
         else:
-            self._batches.put(batch)
+            self._batches.put((batch, batch.transaction.commit))
 
     async def stop(self) -> None:
         self._batches.put(None)
@@ -85,18 +111,48 @@ class ThreadCommitter:
 
     def _write(self) -> None:
         while True:
-            batch = self._batches.get()
-            if batch is None:
+            item = self._batches.get()
+            if item is None:
                 return
-            self._loop.call_soon_threadsafe(self._commit(batch))
+            self._loop.call_soon_threadsafe(self._commit(*item))
 
-    def _commit(self, batch: Batch) -> Callable[[], None]:
-        """COMMIT (the fsync, without the GIL) on the calling thread; returns what the loop does next."""
+    def _commit(self, batch: Batch, commit: Callable[[], None]) -> Callable[[], None]:
+        """``commit()`` (the COMMIT: the fsync, without the GIL) on the calling thread; returns what the loop
+        does next."""
+        try:
+            commit()
+        except Exception as exc:  # busy, I/O error, disk full: the store rolled back
+            return functools.partial(self._settled, batch, exc)
+        return functools.partial(self._settled, batch, None)
+
+    def _settled(self, batch: Batch, exc: Exception | None) -> None:
         sink = self._sink
         assert sink is not None
-        try:
-            batch.transaction.commit()
-        except Exception as exc:  # busy, I/O error, disk full: the store rolled back
-            return functools.partial(sink.commit_failed, batch, exc)
+        if exc is not None:
+            sink.commit_failed(batch, exc)
+            return
         self._faults.point("processor.after_commit")
-        return functools.partial(sink.committed, batch)
+        sink.committed(batch)
+
+    # ------------------------------------------------------------------ a COMMIT awaited on its socket
+    def _send(self, batch: Batch, pending: PendingCommit) -> None:
+        if pending.failed:
+            self._batches.put((batch, pending.finish))
+        elif pending.flush():
+            self._loop.add_reader(pending.fd, self._readable, batch, pending)
+        else:  # the socket's buffer is full: the rest of the request when it drains
+            self._loop.add_writer(pending.fd, self._writable, batch, pending)
+
+    def _writable(self, batch: Batch, pending: PendingCommit) -> None:
+        if pending.flush():
+            self._loop.remove_writer(pending.fd)
+            self._send(batch, pending)
+
+    def _readable(self, batch: Batch, pending: PendingCommit) -> None:
+        if not pending.poll():
+            return
+        self._loop.remove_reader(pending.fd)  # before anything may open a file that takes its number
+        if pending.failed:  # settled on the writer thread: a rollback, maybe learning the outcome
+            self._batches.put((batch, pending.finish))
+        else:
+            self._commit(batch, pending.finish)()

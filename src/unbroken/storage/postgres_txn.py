@@ -52,6 +52,7 @@ from unbroken.storage.postgres_batch import (
     Writes,
     literal,
 )
+from unbroken.storage.postgres_commit import SocketCommit
 from unbroken.storage.postgres_inbox import InboxTransaction
 from unbroken.storage.postgres_journal import Journal, JournalCache, JournalRowsTransaction
 from unbroken.storage.postgres_keys import Key, KeyCache, KeyRowsTransaction
@@ -235,20 +236,37 @@ class PostgresTransaction(KeyRowsTransaction, JournalRowsTransaction, InboxTrans
         return key_partition(key, self.parts)
 
     def commit(self) -> None:
-        # it wrote nothing (a node may lead none): nothing to fence; a batch that sent records is fenced (by
-        # every led partition, if it wrote none): a deposed leader's message never lands
-        if not (self.touched or self.wrote_global or self.sent):
-            if self.pipeline is None:
-                return  # nothing of it was sent: nothing to commit
-            try:
-                self.c.execute(b"COMMIT")
-                self._open = False
-                self.pipeline.__exit__(None, None, None)
-            except psycopg.Error as exc:
-                self._close_pipeline()
-                self._rollback_quietly()
-                raise store_error(exc) from exc
+        fenced = self._fence()
+        if fenced is None:
+            self._commit_unfenced()
             return
+        token, parts, epochs = fenced
+        try:
+            self._send_commit(token, parts, epochs)
+        except psycopg.Error as exc:
+            self.settle_failure(exc, token, parts, epochs)
+            return
+        self.committed()
+
+    def commit_nowait(self) -> SocketCommit | None:
+        """Send the batch with its COMMIT and return without waiting for the answer, which the batch loop
+        reads off the socket as it arrives (``runtime/committer.py``): when it goes as one simple query (it
+        sent nothing before and holds at most ``pg_text_batch_rows_max`` rows). None: ``commit`` it (waits).
+        Raises as ``commit`` does when the batch cannot be fenced (nothing of it was sent then)."""
+        if self.pipeline is not None or self.writes.held > limits.pg_text_batch_rows_max:
+            return None
+        fenced = self._fence()
+        if fenced is None:
+            return None
+        token, parts, epochs = fenced
+        return SocketCommit(self, self._commit_text(token, parts, epochs), token, parts, epochs)
+
+    def _fence(self) -> tuple[int, list[int], list[int]] | None:
+        """The token naming the batch and the partitions and epochs its COMMIT is fenced by; None: it wrote
+        nothing (a node may lead none), so nothing to fence. A batch that sent records is fenced (by every
+        led partition, if it wrote none): a deposed leader's message never lands."""
+        if not (self.touched or self.wrote_global or self.sent):
+            return None
         try:
             parts, epochs = self.store.leases.fence_args(self.touched)
         except NotLeader:
@@ -257,66 +275,80 @@ class PostgresTransaction(KeyRowsTransaction, JournalRowsTransaction, InboxTrans
         if any(self.epochs.get(part) != epoch for part, epoch in zip(parts, epochs, strict=True)):
             self.rollback()  # it read cached rows of a leadership that has changed since: apply it again
             raise TransactionConflict(f"the leadership of partitions {parts} changed during the batch")
-        token = int.from_bytes(os.urandom(8), "big") >> 1  # a positive bigint naming this batch
+        return int.from_bytes(os.urandom(8), "big") >> 1, parts, epochs  # a positive bigint names the batch
+
+    def _commit_unfenced(self) -> None:
+        if self.pipeline is None:
+            return  # nothing of it was sent: nothing to commit
         try:
-            self._send_commit(token, parts, epochs)
-            if self.sent and not self.store.strict:  # strict: no NOTIFY, the receivers' polls find them
-                self.store.inbox.sent(self.sent)
-        except psycopg.errors.DivisionByZero:  # the fence's: an epoch changed
-            self.rollback()
-            raise self.store.leases.refused(parts, self._granted(parts, epochs)) from None
-        except _CONFLICTS as exc:  # the server rolled it back: nothing of it landed
-            self.rollback()
-            raise store_error(exc) from exc
+            self.c.execute(b"COMMIT")
+            self._open = False
+            self.pipeline.__exit__(None, None, None)
         except psycopg.Error as exc:
             self._close_pipeline()
-            if not _outcome_unknown(self.c, exc):
-                self._rollback_quietly()
-                raise self._error(exc) from exc
-            # The connection went during the COMMIT: it may have landed. Learn which before answering.
-            landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
-            if landed:
-                log.warning("a COMMIT whose answer was lost had landed: the batch is committed")
-                if self.sent and not self.store.strict:
-                    self.store.inbox.sent(self.sent)
-                self._merge_caches()
-                return
-            if landed is None:
-                self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
+            self._rollback_quietly()
             raise store_error(exc) from exc
-        self._merge_caches()
 
-    def _merge_caches(self) -> None:
-        """The batch committed: what it wrote is what the rows hold now."""
+    def committed(self) -> None:
+        """The batch committed: what it wrote is what the rows hold now; the receivers of its records told."""
+        if self.sent and not self.store.strict:  # strict: no NOTIFY, the receivers' polls find them
+            self.store.inbox.sent(self.sent)
         self.store.rows.update(self.rows)
         self.store.keys.merge(self.locks, self.states, self.queues)
         self.store.journals.merge(self.journals)
 
+    def settle_failure(self, exc: psycopg.Error, token: int, parts: list[int], epochs: list[int]) -> None:
+        """The COMMIT round trip failed with ``exc``: raise what the batch loop should see, after the
+        rollback; or return, committed, when the connection went during the COMMIT and the batch had landed.
+        May wait on the server (the rollback, learning an unknown outcome): not on the event loop."""
+        if isinstance(exc, psycopg.errors.DivisionByZero):  # the fence's: an epoch changed
+            self.rollback()
+            raise self.store.leases.refused(parts, self._granted(parts, epochs)) from None
+        if isinstance(exc, _CONFLICTS):  # the server rolled it back: nothing of it landed
+            self.rollback()
+            raise store_error(exc) from exc
+        self._close_pipeline()
+        if not _outcome_unknown(self.c, exc):
+            self._rollback_quietly()
+            raise self._error(exc) from exc
+        # The connection went during the COMMIT: it may have landed. Learn which before answering.
+        landed = self.store.outcome(token, parts, limits.pg_commit_resolve_timeout_s)
+        if landed:
+            log.warning("a COMMIT whose answer was lost had landed: the batch is committed")
+            self.committed()
+            return
+        if landed is None:
+            self.store._unresolved = (token, parts)  # learnt before the next batch (``begin``)
+        raise store_error(exc) from exc
+
     def _send_commit(self, token: int, parts: list[int], epochs: list[int]) -> None:
         """One round trip: the writes held, the fence (which fails the transaction unless it updated every
         partition's row, so the COMMIT after it rolls back) and the COMMIT. A batch that opened no pipeline
-        (it sent nothing before) and holds at most ``pg_text_batch_rows_max`` rows goes as one simple query,
-        BEGIN first, its values as literals: one message the server parses once, where the same statements
-        in pipeline mode cost a W2 batch of one record ~4x the client CPU and ~2x the server's
-        (``bench/pg_commit.py``)."""
-        inject = self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate
+        (it sent nothing before) and holds at most ``pg_text_batch_rows_max`` rows goes as one simple query
+        (``_commit_text``): one message the server parses once, where the same statements in pipeline mode
+        cost a W2 batch of one record ~4x the client CPU and ~2x the server's (``bench/pg_commit.py``)."""
         if self.pipeline is None and self.writes.held > limits.pg_text_batch_rows_max:
             self.enter()  # a large batch: its writes go as statements over arrays
         if self.pipeline is None:
-            fence = FENCE_TEXT.format(*map(literal, (token, parts, epochs, len(parts))))
-            statements = [self.store._begin_sql.decode(), *self.writes.render(), fence]
-            if inject:
-                statements.append(INJECTED_CONFLICT.decode())
-            self.c.execute(";\n".join([*statements, "COMMIT"]))
+            self.c.execute(self._commit_text(token, parts, epochs))
             return
         if self.writes.held:
             self.writes.send(self.c)
         self.c.execute(FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
-        if inject:
+        if self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate:
             self.c.execute(INJECTED_CONFLICT)
         self.c.execute(b"COMMIT")
         self._open = False
         self.pipeline.__exit__(None, None, None)
+
+    def _commit_text(self, token: int, parts: list[int], epochs: list[int]) -> str:
+        """The batch as one simple query: BEGIN, its writes with their values as literals, the fence, COMMIT."""
+        fence = FENCE_TEXT.format(*map(literal, (token, parts, epochs, len(parts))))
+        statements = [self.store._begin_sql.decode(), *self.writes.render(), fence]
+        if self.store.conflict_rate and self.store._dice.random() < self.store.conflict_rate:
+            statements.append(INJECTED_CONFLICT.decode())
+        statements.append("COMMIT")
+        return ";\n".join(statements)
 
     def _granted(self, parts: list[int], epochs: list[int]) -> set[int]:
         """Which of ``parts`` are still led with ``epochs`` (after a fence refused the batch)."""
