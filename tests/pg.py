@@ -6,9 +6,11 @@ Without a server the tests skip, saying why; under CI (``CI=true``) they fail in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -60,3 +62,25 @@ def drop_all() -> None:
         ).fetchall()
         for (name,) in rows:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def fresh_schema(name: str) -> Iterator[str]:
+    """The URL of an empty schema for ``name`` (a test's node id), dropped afterwards; skips (or fails under
+    CI) without PostgreSQL."""
+    require()
+    schema = schema_for(name)
+    drop(schema)
+    try:
+        yield url_for(schema)
+    finally:
+        drop(schema)
+
+
+def query(url: str, text: str) -> list[tuple[object, ...]]:
+    """The rows of ``text`` run in the schema of ``url`` (a ``url_for`` one), on a connection of its own."""
+    schema = url.rsplit("schema=", 1)[1]
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        cur = conn.execute(text)  # type: ignore[call-overload]
+        return cur.fetchall() if cur.description else []

@@ -31,19 +31,11 @@ _RECORD = r.CancelInvocation("inv_x")  # the committer passes a batch's records 
 
 @pytest.fixture
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    pg.require()
-    schema = pg.schema_for(request.node.nodeid)
-    pg.drop(schema)
-    yield pg.url_for(schema)
-    pg.drop(schema)
+    with pg.fresh_schema(request.node.nodeid) as url:
+        yield url
 
 
-def _sql(url: str, query: str) -> list[tuple[object, ...]]:
-    schema = url.rsplit("schema=", 1)[1]
-    with psycopg.connect(pg.URL, autocommit=True) as conn:
-        conn.execute(f"SET search_path TO {schema}")
-        cur = conn.execute(query)  # type: ignore[arg-type]
-        return cur.fetchall() if cur.description else []
+_sql = pg.query
 
 
 class _Sink:
@@ -149,7 +141,7 @@ def test_a_connection_lost_while_the_answer_is_awaited_is_learnt_not_landed(url:
     writer = store.conn.info.backend_pid
     schema = url.rsplit("schema=", 1)[1]
     locker = psycopg.connect(pg.URL)
-    locker.execute(f"SET search_path TO {schema}")  # type: ignore[arg-type]
+    locker.execute(f"SET search_path TO {schema}")
     locker.execute("SELECT * FROM partition_epoch FOR UPDATE")
 
     def end_the_writer_once_it_waits() -> None:

@@ -30,19 +30,11 @@ NOW = 1_700_000_000_000
 
 @pytest.fixture
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    pg.require()
-    schema = pg.schema_for(request.node.nodeid)
-    pg.drop(schema)
-    yield pg.url_for(schema)
-    pg.drop(schema)
+    with pg.fresh_schema(request.node.nodeid) as url:
+        yield url
 
 
-def _sql(url: str, query: str) -> list[tuple[object, ...]]:
-    schema = url.rsplit("schema=", 1)[1]
-    with psycopg.connect(pg.URL, autocommit=True) as conn:
-        conn.execute(f"SET search_path TO {schema}")
-        cur = conn.execute(query)  # type: ignore[arg-type]
-        return cur.fetchall() if cur.description else []
+_sql = pg.query
 
 
 def test_partitions_are_fixed_when_the_cluster_is_created(url: str) -> None:
