@@ -6,6 +6,7 @@ exactly as ``PostgresTransaction.commit`` settles it."""
 from __future__ import annotations
 
 import asyncio
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -175,4 +176,47 @@ def test_a_batch_that_read_mid_batch_is_committed_by_the_writer_thread(url: str)
     assert txn.commit_nowait() is None  # not one simple query: the committer commits it on its thread
     txn.commit()
     assert _sql(url, "SELECT value FROM state") == [(b"v",)]
+    store.close()
+
+
+def test_an_answer_that_cannot_be_read_is_a_lost_answer_and_a_batch_that_landed_counts_as_committed(
+    url: str,
+) -> None:
+    """A fault while reading the answer (after the COMMIT's own result arrived: the batch landed) is taken
+    as a lost connection: the connection is dropped, the outcome learnt by the batch's token, and the batch
+    reported committed, never failed (applied again, it would run twice)."""
+    store = PostgresStore(url, partitions=2, node="a")
+    txn = store.begin()
+    txn.state_set("Obj", "k", "n", b"landed")
+    pending = txn.commit_nowait()
+    assert pending is not None and not pending.failed
+
+    class FailsAtTheEnd:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def consume_input(self) -> None:
+            self.real.consume_input()
+
+        def is_busy(self) -> int:
+            return int(self.real.is_busy())
+
+        def get_result(self) -> Any:
+            result = self.real.get_result()
+            if result is None:
+                raise RuntimeError("a fault after the last result")
+            return result
+
+    pending._pg = FailsAtTheEnd(pending._pg)  # type: ignore[assignment]
+    deadline = time.monotonic() + 10
+    while not pending.poll():
+        assert time.monotonic() < deadline, "no answer"
+        select.select([pending.fd], [], [], 1.0)
+    assert pending.failed and store.conn.closed
+    pending.finish()  # committed: it landed
+    assert store._unresolved is None
+    assert _sql(url, "SELECT value FROM state") == [(b"landed",)]
+    with store.transaction() as again:  # a new connection
+        again.state_set("Obj", "k", "n", b"next")
+    assert _sql(url, "SELECT value FROM state") == [(b"next",)]
     store.close()

@@ -78,6 +78,10 @@ class SocketCommit:
         except psycopg.Error as exc:  # the connection failed (libpq has closed its socket)
             self.error = exc
             return True
+        except Exception as exc:  # noqa: BLE001 - a bug reading the answer: its end is unknown, as if lost
+            self.txn.c.close()  # the server rolls back what had not committed; the outcome is learnt
+            self.error = psycopg.OperationalError(f"reading the COMMIT's answer failed: {exc!r}")
+            return True
         return False
 
     def finish(self) -> None:
