@@ -136,9 +136,10 @@ class ThreadCommitter:
 
     # ------------------------------------------------------------------ a COMMIT awaited on its socket
     def _send(self, batch: Batch, pending: PendingCommit) -> None:
-        if pending.failed:
+        sent = pending.failed or pending.flush()
+        if pending.failed:  # nothing to wait for: its socket may be closed already
             self._batches.put((batch, pending.finish))
-        elif pending.flush():
+        elif sent:
             self._loop.add_reader(pending.fd, self._readable, batch, pending)
         else:  # the socket's buffer is full: the rest of the request when it drains
             self._loop.add_writer(pending.fd, self._writable, batch, pending)
