@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from typing import Any
 
 from unbroken.runtime.committer import Batch, ThreadCommitter
@@ -44,8 +45,6 @@ class _Pending:
         return True
 
     def finish(self) -> None:
-        import threading
-
         self.finished_on.append(threading.current_thread().name)
         if self.error is not None:
             raise self.error
