@@ -17,6 +17,7 @@ import pytest
 
 from tests import pg
 from tests.contract.test_store import _inv
+from tests.unit.test_committer import CommitOutcome
 from unbroken.core import journal as j
 from unbroken.core import records as r
 from unbroken.core.errors import TransactionConflict
@@ -39,26 +40,13 @@ def url(request: pytest.FixtureRequest) -> Iterator[str]:
 _sql = pg.query
 
 
-class _Sink:
-    """The processor's side of the committer: what it was told, and on which thread."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.outcome: asyncio.Future[BaseException | None] = loop.create_future()
-
-    def committed(self, batch: Batch) -> None:
-        self.outcome.set_result(None)
-
-    def commit_failed(self, batch: Batch, exc: BaseException) -> None:
-        self.outcome.set_result(exc)
-
-
 async def _commit(txn: PostgresTransaction, while_sent: Any = None) -> BaseException | None:
     """Commit ``txn`` through a ``ThreadCommitter`` on this loop; ``while_sent()`` (in a thread) runs once the
     batch is with the committer. Returns the failure the processor would be told, or None. The batch names
     two records: more than a committer commits on the loop whatever the store (``INLINE_COMMIT_RECORDS``)."""
     loop = asyncio.get_running_loop()
     committer = ThreadCommitter(loop, FaultPoints())
-    sink = _Sink(loop)
+    sink = CommitOutcome(loop)
     committer.start(sink)
     try:
         committer.commit(Batch(txn, [_RECORD, _RECORD], []))

@@ -61,7 +61,9 @@ class _Txn:
         raise AssertionError("a batch sent without waiting is not committed again")
 
 
-class _Sink:
+class CommitOutcome:
+    """The processor's side of a committer: what it was told (None: committed; else the failure)."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.outcome: asyncio.Future[BaseException | None] = loop.create_future()
 
@@ -75,7 +77,7 @@ class _Sink:
 async def _run(pending: _Pending, answer: bytes | None, peer: socket.socket) -> BaseException | None:
     loop = asyncio.get_running_loop()
     committer = ThreadCommitter(loop, FaultPoints())
-    sink = _Sink(loop)
+    sink = CommitOutcome(loop)
     committer.start(sink)
     try:
         txn: Any = _Txn(pending)
