@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -269,9 +270,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="how the nodes share the partitions (default: the best this build can; pinned: [store] claim "
         "slices; standby: one leads, the load goes to it only)",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every cell this many times, the sides' order alternating; the summary gives medians, "
+        "and each cluster's median ratio to one node over the rounds (a 2-core machine's runs spread ±15%%)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 16 connections, 1 s + 2 s, one kill")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     args.wait_quiet = 0.0  # lib.cells.measure reads it
     args.mode = args.mode or shared_mode()
     if args.quick:
@@ -297,8 +307,9 @@ def make_sides(args: argparse.Namespace, tmp: Path) -> list[Target]:
 def table(cells: list[dict[str, Any]], names: list[str]) -> str:
     head = "| workload | conns | " + " | ".join(f"{n} inv/s (p50/p99 ms, CPU ms/inv)" for n in names) + " |"
     lines = [head, "|" + "---|" * (2 + len(names))]
+    rounds = any(c.get("round") for c in cells)
     for c in cells:
-        row = [c["wid"], str(c["conns"])]
+        row = [f"{c['wid']} (round {c['round'] + 1})" if rounds else c["wid"], str(c["conns"])]
         for n in names:
             r = c["results"].get(n)
             row.append(
@@ -312,12 +323,46 @@ def table(cells: list[dict[str, Any]], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_cells(sides: list[Target], args: argparse.Namespace, tmp: Path, cells: list[dict[str, Any]]) -> None:
+def summary(cells: list[dict[str, Any]], names: list[str]) -> str:
+    """Over the rounds: each side's median inv/s per cell, and each cluster's median ratio to one node (the
+    ratio of each round, then their median: a round's drift hits every side of it alike)."""
+    base = "pg1" if "pg1" in names else None
+    head = "| workload | conns | rounds | " + " | ".join(f"{n} inv/s" for n in names) + " |"
+    lines = [head, "|" + "---|" * (3 + len(names))]
+    for wid, conns in dict.fromkeys((c["wid"], c["conns"]) for c in cells):
+        rounds = [c["results"] for c in cells if c["wid"] == wid and c["conns"] == conns]
+        row = [wid, str(conns), str(len(rounds))]
+        for n in names:
+            rates = [r[n]["invocations_per_s"] for r in rounds if n in r]
+            text = f"{statistics.median(rates):.0f}" if rates else "-"
+            if base is not None and n.startswith("pg") and n != base:
+                ratios = [
+                    r[n]["invocations_per_s"] / r[base]["invocations_per_s"]
+                    for r in rounds
+                    if n in r and r[base]["invocations_per_s"]
+                ]
+                if ratios:
+                    text += f" (÷ pg1 {statistics.median(ratios):.2f}, {min(ratios):.2f}-{max(ratios):.2f})"
+            row.append(text)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def run_cells(
+    sides: list[Target], args: argparse.Namespace, tmp: Path, cells: list[dict[str, Any]], round_: int = 0
+) -> None:
     for i, w_id in enumerate(resolve_workloads(args.workloads)):
         for j, conns in enumerate(int(c) for c in args.connections.split(",")):
             w = ALL_WORKLOADS[w_id]
-            cell: dict[str, Any] = {"workload": w.name, "wid": w.wid, "conns": conns, "results": {}}
-            for side in sides if (i + j) % 2 == 0 else list(reversed(sides)):  # the order alternates
+            cell: dict[str, Any] = {
+                "workload": w.name,
+                "wid": w.wid,
+                "conns": conns,
+                "round": round_,
+                "results": {},
+            }
+            # the order alternates from cell to cell and round to round
+            for side in sides if (i + j + round_) % 2 == 0 else list(reversed(sides)):
                 r = measure(side, w, conns, args, tmp)
                 cell["results"][side.name] = r
                 print(
@@ -358,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
                 side.start()
                 print(f"{side.label} up: {side.startup}", flush=True)
             try:
-                run_cells(sides, args, tmp, cells)
+                for round_ in range(args.rounds):
+                    if args.rounds > 1:
+                        print(f"round {round_ + 1} of {args.rounds}", flush=True)
+                    run_cells(sides, args, tmp, cells, round_)
             finally:
                 for side in sides:
                     problems = side.log_problems()
@@ -376,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     if cells:
         print()
         print(table(cells, names))
+        if args.rounds > 1:
+            print()
+            print(summary(cells, names))
     out_dir = Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"cluster-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
