@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/cluster.py                               # W2, W3b at 16 and 128 connections
     .venv/bin/python bench/cluster.py --nodes 1,2,3 --duration 10 --warmup 3
+    .venv/bin/python bench/cluster.py --no-sqlite --no-restate --kills 0 --rounds 5   # medians of ratios
     .venv/bin/python bench/cluster.py --only-failover --kills 3
     .venv/bin/python bench/cluster.py --quick                       # smoke test
 
