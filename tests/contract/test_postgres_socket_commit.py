@@ -62,7 +62,7 @@ def test_a_batch_sent_as_one_query_commits_on_the_loop_without_the_writer_thread
 ) -> None:
     store = PostgresStore(url, partitions=2, node="a")
     txn = store.begin()
-    txn.state_set("Obj", "k", "n", b"v")
+    txn.state_set("Obj", "clé ✓", "名前", b"v")  # text beyond ASCII: the loop encodes it as UTF-8
     txn.put_invocation(_inv("inv_a"))
     txn.append_journal("inv_a", 0, j.InputCommand([], b"in"), NOW)
     committed_on: list[int] = []
@@ -80,7 +80,7 @@ def test_a_batch_sent_as_one_query_commits_on_the_loop_without_the_writer_thread
         return outcome
 
     assert asyncio.run(run()) is None
-    assert _sql(url, "SELECT value FROM state") == [(b"v",)]
+    assert _sql(url, "SELECT service_key, name, value FROM state") == [("clé ✓", "名前", b"v")]
     assert _sql(url, "SELECT count(*) FROM journal") == [(1,)]
     with store.transaction() as again:  # the caches were merged: the leader answers from memory
         found = again.get_invocation("inv_a")

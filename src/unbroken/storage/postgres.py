@@ -204,7 +204,8 @@ class PostgresStore:
             conn.prepare_threshold = None
             timeout_ms = int(self._ttl_s * 1000)
             conn.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}".encode())
-            conn.execute(b"SET standard_conforming_strings = on")  # the literals of a batch sent as text
+            # the literals of a batch sent as text; the text of a batch sent by the loop, encoded as UTF-8
+            conn.execute(b"SET standard_conforming_strings = on; SET client_encoding = 'UTF8'")
             if bounded:
                 bound_waits(conn)
         except BaseException:

@@ -23,10 +23,13 @@ if TYPE_CHECKING:
     from unbroken.storage.postgres_txn import PostgresTransaction
 
 
+WRITER_ENCODING = "utf-8"  # the writer connection's client_encoding (``PostgresStore._writer`` sets it)
+
+
 class SocketCommit:
     """One batch's simple query, sent (or being sent); ``poll`` reads its answer as it arrives."""
 
-    __slots__ = ("epochs", "error", "fd", "parts", "token", "txn", "_encoding", "_pg")
+    __slots__ = ("epochs", "error", "fd", "parts", "token", "txn", "_pg")
 
     def __init__(
         self, txn: PostgresTransaction, sql: str, token: int, parts: list[int], epochs: list[int]
@@ -37,11 +40,10 @@ class SocketCommit:
         self.epochs = epochs
         self.error: psycopg.Error | None = None  # the answer's first error, or the connection's failure
         self._pg = txn.c.pgconn
-        self._encoding = txn.c.info.encoding
         self.fd = -1
         try:
             self.fd = self._pg.socket
-            self._pg.send_query(sql.encode(self._encoding))
+            self._pg.send_query(sql.encode(WRITER_ENCODING))
         except psycopg.Error as exc:  # the connection is gone: nothing was sent, or its end is unknown
             self.error = exc
         except UnicodeEncodeError as exc:  # a value the connection's encoding cannot carry: nothing sent
@@ -74,7 +76,7 @@ class SocketCommit:
                 if result is None:
                     return True
                 if result.status == pq.ExecStatus.FATAL_ERROR and self.error is None:
-                    self.error = psycopg.errors.error_from_result(result, encoding=self._encoding)
+                    self.error = psycopg.errors.error_from_result(result, encoding=WRITER_ENCODING)
         except psycopg.Error as exc:  # the connection failed (libpq has closed its socket)
             self.error = exc
             return True

@@ -253,7 +253,7 @@ class PostgresTransaction(KeyRowsTransaction, JournalRowsTransaction, InboxTrans
         reads off the socket as it arrives (``runtime/committer.py``): when it goes as one simple query (it
         sent nothing before and holds at most ``pg_text_batch_rows_max`` rows). None: ``commit`` it (waits).
         Raises as ``commit`` does when the batch cannot be fenced (nothing of it was sent then)."""
-        if self.pipeline is not None or self.writes.held > limits.pg_text_batch_rows_max:
+        if not self._one_query():
             return None
         fenced = self._fence()
         if fenced is None:
@@ -327,11 +327,10 @@ class PostgresTransaction(KeyRowsTransaction, JournalRowsTransaction, InboxTrans
         (it sent nothing before) and holds at most ``pg_text_batch_rows_max`` rows goes as one simple query
         (``_commit_text``): one message the server parses once, where the same statements in pipeline mode
         cost a W2 batch of one record ~4x the client CPU and ~2x the server's (``bench/pg_commit.py``)."""
-        if self.pipeline is None and self.writes.held > limits.pg_text_batch_rows_max:
-            self.enter()  # a large batch: its writes go as statements over arrays
-        if self.pipeline is None:
+        if self._one_query():
             self.c.execute(self._commit_text(token, parts, epochs))
             return
+        self.enter()  # opened already (it read mid-batch), or a large batch: writes as statements over arrays
         if self.writes.held:
             self.writes.send(self.c)
         self.c.execute(FENCE_OR_FAIL, (token, parts, epochs, len(parts)))
@@ -339,7 +338,13 @@ class PostgresTransaction(KeyRowsTransaction, JournalRowsTransaction, InboxTrans
             self.c.execute(INJECTED_CONFLICT)
         self.c.execute(b"COMMIT")
         self._open = False
+        assert self.pipeline is not None  # ``enter`` opened it
         self.pipeline.__exit__(None, None, None)
+
+    def _one_query(self) -> bool:
+        """Whether the batch goes to the server as one simple query: it sent nothing before its COMMIT and
+        holds at most ``pg_text_batch_rows_max`` rows."""
+        return self.pipeline is None and self.writes.held <= limits.pg_text_batch_rows_max
 
     def _commit_text(self, token: int, parts: list[int], epochs: list[int]) -> str:
         """The batch as one simple query: BEGIN, its writes with their values as literals, the fence, COMMIT."""
